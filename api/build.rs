@@ -1,0 +1,13 @@
+// Compiles the .proto files with protox (pure Rust), so builds need no protoc.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/ironroot/admin/v1/admin.proto"];
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! Wire formats and SPIFFE types shared by the ironroot server and agent.
+//! Nothing here does I/O.
+
+/// Generated code for `ironroot.admin.v1`.
+pub mod admin {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("ironroot.admin.v1");
+}
+
+pub mod bundle;
+pub mod entry;
+pub mod jwt_svid;
+mod pubkey;
+pub mod selector;
+pub mod spiffe_id;
+
+#[cfg(test)]
+mod test_fixtures;
+
+pub use bundle::{BundleError, JwtAuthority, TrustBundle};
+pub use entry::{EntryError, EntrySpec, RegistrationEntry};
+pub use jwt_svid::{
+    assemble_jwt, jwt_signing_input, verify_jwt_svid, JwtAlgorithm, JwtHeader, JwtSvidClaims,
+    JwtSvidError,
+};
+pub use selector::{Selector, SelectorError};
+pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};

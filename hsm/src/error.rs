@@ -1,0 +1,288 @@
+//! The crate's error type.
+//!
+//! Every message is complete on its own (it embeds the underlying cause as text rather than
+//! exposing it through `source()`), because operators mostly see one log line: it has to say
+//! what failed, on which token/key/file, and what to check.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading a module, logging in, or using a key.
+#[derive(thiserror::Error, Debug)]
+pub enum HsmError {
+    /// The configured PKCS#11 module file does not exist.
+    #[error("PKCS#11 module {path} does not exist: install the HSM vendor's PKCS#11 library or fix `module` in the configuration")]
+    ModuleNotFound {
+        /// The path from the configuration.
+        path: PathBuf,
+    },
+
+    /// The module file exists but could not be loaded as a PKCS#11 library.
+    #[error("cannot load PKCS#11 module {path} (is it a PKCS#11 library built for this machine?): {detail}")]
+    ModuleLoad {
+        /// The path from the configuration.
+        path: PathBuf,
+        /// What the loader reported.
+        detail: String,
+    },
+
+    /// C_Initialize failed.
+    #[error("PKCS#11 module {path} failed to initialize: {detail}; check the module's own configuration (for SoftHSM2: SOFTHSM2_CONF and its tokendir)")]
+    ModuleInit {
+        /// The path from the configuration.
+        path: PathBuf,
+        /// What the module returned.
+        detail: String,
+    },
+
+    /// No token with the configured label is present.
+    #[error("no PKCS#11 token labelled '{label}' is present ({}); initialize the token or fix `token_label` in the configuration", available_text(.available))]
+    TokenNotFound {
+        /// The label from the configuration.
+        label: String,
+        /// Labels of the initialized tokens that are present.
+        available: Vec<String>,
+    },
+
+    /// More than one token carries the configured label, so the choice would be a guess.
+    #[error("{count} PKCS#11 tokens are labelled '{label}'; refusing to guess which one holds the CA keys: give the tokens distinct labels")]
+    TokenAmbiguous {
+        /// The label from the configuration.
+        label: String,
+        /// How many tokens carry it.
+        count: usize,
+    },
+
+    /// The PIN file does not exist.
+    #[error("PIN file {path} does not exist: create it (mode 0600) with the token's user PIN, or fix the PIN file path in the configuration")]
+    PinFileMissing {
+        /// The configured PIN file.
+        path: PathBuf,
+    },
+
+    /// The PIN file exists but cannot be read.
+    #[error("cannot read PIN file {path}: {detail}")]
+    PinFileUnreadable {
+        /// The configured PIN file.
+        path: PathBuf,
+        /// The I/O error.
+        detail: std::io::Error,
+    },
+
+    /// The PIN file's content is not usable as a PIN.
+    #[error("PIN file {path} is not usable: {reason}")]
+    PinFileInvalid {
+        /// The configured PIN file.
+        path: PathBuf,
+        /// Why (empty, too large, not UTF-8).
+        reason: &'static str,
+    },
+
+    /// The PIN environment variable is not set.
+    #[error("environment variable {var} (the PKCS#11 user PIN) is not set")]
+    PinEnvMissing {
+        /// The configured variable name.
+        var: String,
+    },
+
+    /// The PIN environment variable is set but not usable.
+    #[error("environment variable {var} (the PKCS#11 user PIN) is not usable: {reason}")]
+    PinEnvInvalid {
+        /// The configured variable name.
+        var: String,
+        /// Why (empty, not UTF-8).
+        reason: &'static str,
+    },
+
+    /// The token rejected the PIN.
+    #[error("the user PIN for PKCS#11 token '{token}' is incorrect (CKR_PIN_INCORRECT): check the PIN file or variable; repeated failures may lock the token")]
+    PinIncorrect {
+        /// The token label.
+        token: String,
+    },
+
+    /// The token's user PIN is locked after too many failures.
+    #[error("the user PIN of PKCS#11 token '{token}' is locked (CKR_PIN_LOCKED): the security officer must reset it")]
+    PinLocked {
+        /// The token label.
+        token: String,
+    },
+
+    /// Login failed for another reason.
+    #[error("cannot log in to PKCS#11 token '{token}': {detail}")]
+    Login {
+        /// The token label.
+        token: String,
+        /// What the module returned.
+        detail: String,
+    },
+
+    /// A key with this label already exists.
+    #[error(
+        "a key labelled '{label}' already exists; pick another label or destroy the old key first"
+    )]
+    KeyExists {
+        /// The label asked for.
+        label: String,
+    },
+
+    /// No key with this label exists.
+    #[error("no key labelled '{label}' exists")]
+    KeyNotFound {
+        /// The label asked for.
+        label: String,
+    },
+
+    /// More than one key pair carries the label, so using one would be a guess.
+    #[error("{count} private keys are labelled '{label}'; refusing to guess which one to use: remove or relabel the extra keys")]
+    KeyAmbiguous {
+        /// The label asked for.
+        label: String,
+        /// How many private keys carry it.
+        count: usize,
+    },
+
+    /// The private key could leave (or may have left) the token: never use it.
+    #[error("refusing to use key '{label}': its private key is or was extractable from the token ({reason}); generate a new key inside the token")]
+    KeyExtractable {
+        /// The key's label.
+        label: String,
+        /// Which attribute check failed.
+        reason: String,
+    },
+
+    /// The key exists but is not one ironroot can use.
+    #[error("key '{label}' cannot be used: {reason}")]
+    UnsupportedKey {
+        /// The key's label.
+        label: String,
+        /// What is wrong with it (type, size, missing public half, ...).
+        reason: String,
+    },
+
+    /// The label is not acceptable.
+    #[error("invalid key label '{label}': {reason}")]
+    InvalidLabel {
+        /// The label asked for.
+        label: String,
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// `sign_digest` was given something other than a SHA-256 digest.
+    #[error("sign_digest needs a 32-byte SHA-256 digest, got {len} bytes")]
+    InvalidDigest {
+        /// The length received.
+        len: usize,
+    },
+
+    /// An algorithm name that is neither "ec-p256" nor "rsa-3072".
+    #[error("unknown key algorithm '{name}': use \"ec-p256\" or \"rsa-3072\"")]
+    UnknownAlgorithm {
+        /// The name given.
+        name: String,
+    },
+
+    /// A PKCS#11 call failed.
+    #[error("PKCS#11 {op} failed on token '{token}': {detail}")]
+    Pkcs11 {
+        /// What we were doing (e.g. "sign with key 'x'").
+        op: String,
+        /// The token label.
+        token: String,
+        /// The PKCS#11 function and CKR_ code.
+        detail: String,
+    },
+
+    /// A key or signature could not be encoded or decoded.
+    #[error("cannot encode {what}: {reason}")]
+    Encoding {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's message.
+        reason: String,
+    },
+
+    /// A file or directory of the software key store could not be used.
+    #[error("software key store: cannot {op} {path}: {detail}")]
+    KeyFile {
+        /// What we were doing ("create", "read", "write", ...).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        detail: std::io::Error,
+    },
+
+    /// A software key operation failed.
+    #[error("software key '{label}': {reason}")]
+    Software {
+        /// The key's label.
+        label: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+fn available_text(labels: &[String]) -> String {
+    if labels.is_empty() {
+        "no initialized tokens are present".to_owned()
+    } else {
+        let quoted: Vec<String> = labels.iter().map(|l| format!("'{l}'")).collect();
+        format!("tokens present: {}", quoted.join(", "))
+    }
+}
+
+/// Renders a cryptoki error the way HSM documentation names it: "C_Sign returned
+/// CKR_KEY_HANDLE_INVALID". The crate's own Display ("Function::Sign: PKCS11 error: <a
+/// paragraph of the spec>") is long and hides the code operators search for.
+pub(crate) fn ck_text(err: &cryptoki::error::Error) -> String {
+    match err {
+        cryptoki::error::Error::Pkcs11(rv, function) => {
+            format!("C_{function:?} returned {}", ckr_name(rv))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `RvError::KeyHandleInvalid` -> `CKR_KEY_HANDLE_INVALID`.
+pub(crate) fn ckr_name(rv: &cryptoki::error::RvError) -> String {
+    let camel = format!("{rv:?}");
+    let mut out = String::from("CKR");
+    for c in camel.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ckr_names_match_the_spec_spelling() {
+        use cryptoki::error::RvError;
+        assert_eq!(
+            ckr_name(&RvError::KeyHandleInvalid),
+            "CKR_KEY_HANDLE_INVALID"
+        );
+        assert_eq!(ckr_name(&RvError::PinIncorrect), "CKR_PIN_INCORRECT");
+    }
+
+    #[test]
+    fn token_not_found_lists_labels() {
+        let e = HsmError::TokenNotFound {
+            label: "ca".into(),
+            available: vec!["a".into(), "b".into()],
+        };
+        assert!(e.to_string().contains("tokens present: 'a', 'b'"));
+    }
+
+    #[test]
+    fn errors_cross_threads() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<HsmError>();
+    }
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages ironroot's build, demo and tests need.
+# Idempotent: packages already present are not touched, and apt is only asked
+# when something is missing. Run as root (make demo / make test call it).
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential pkg-config
+  # HSM: SoftHSM2 token + pkcs11-tool for inspecting objects
+  softhsm2 opensc
+  # TPM: software TPM with EK certificates, tools, and the TSS for tss-esapi
+  swtpm swtpm-tools tpm2-tools libtss2-dev
+  # certificate checks in tests and the demo
+  openssl ca-certificates
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}" >&2
+  echo "install-deps: run as root (or install them yourself)" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

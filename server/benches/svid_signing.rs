@@ -1,0 +1,150 @@
+//! X.509-SVID signing throughput through the CA path (CSR in, signed
+//! certificate out) against the raw C_Sign rate of the same SoftHSM2 token,
+//! on 1 and 2 threads, in one run. `make bench` runs it; figures go to
+//! docs/benchmarks.md.
+//!
+//! Needs softhsm2-util (scripts/install-deps.sh). Run:
+//!   cargo bench -p ironroot-server --bench svid_signing
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
+use ironroot_hsm::{KeyAlgorithm, KeyManager, PinSource, Pkcs11Config, Pkcs11KeyManager};
+use ironroot_server::ca::{CaSettings, CertificateAuthority};
+use ironroot_server::store::{DataStore, SledStore};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const RUN: Duration = Duration::from_secs(4);
+
+fn token(dir: &Path) -> Pkcs11Config {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).expect("token dir");
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .expect("conf");
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let st = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "bench",
+            "--so-pin",
+            "12345678",
+            "--pin",
+            "1234",
+        ])
+        .output()
+        .expect("softhsm2-util (run scripts/install-deps.sh)");
+    assert!(st.status.success(), "init-token failed: {st:?}");
+    let pin = dir.join("pin");
+    std::fs::write(&pin, "1234").expect("pin");
+    Pkcs11Config {
+        module: MODULE.into(),
+        token_label: "bench".into(),
+        pin: PinSource::File(pin),
+        sessions: 2,
+    }
+}
+
+/// Runs `op` on `threads` threads for RUN; returns operations per second.
+fn rate(threads: usize, op: Arc<dyn Fn(usize) + Send + Sync>) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (stop, count, op) = (stop.clone(), count.clone(), op.clone());
+            std::thread::spawn(move || {
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    op(i);
+                    i += threads;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(RUN);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().expect("bench thread");
+    }
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = token(dir.path());
+    let km: Arc<dyn KeyManager> = Arc::new(Pkcs11KeyManager::open(&cfg).expect("open token"));
+    let td = TrustDomain::parse("bench.example").expect("td");
+    let store: Arc<dyn DataStore> =
+        Arc::new(SledStore::open(&dir.path().join("store"), td.clone()).expect("store"));
+    let settings = CaSettings {
+        trust_domain: td,
+        key_algorithm: KeyAlgorithm::EcP256,
+        ca_ttl: Duration::from_secs(86400),
+        default_x509_svid_ttl: Duration::from_secs(3600),
+        default_jwt_svid_ttl: Duration::from_secs(300),
+        key_label_prefix: "bench".into(),
+        organization: "ironroot".into(),
+        country: "US".into(),
+        jwt_issuer: None,
+    };
+    let ca = Arc::new(CertificateAuthority::open(settings, km.clone(), store, None).expect("CA"));
+    let label = ca.status().expect("status").x509_key_label;
+
+    // Distinct CSRs, made up front so key generation is not measured.
+    let csrs: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..512)
+            .map(|_| {
+                let k = rcgen::KeyPair::generate().expect("key");
+                rcgen::CertificateParams::default()
+                    .serialize_request(&k)
+                    .expect("csr")
+                    .der()
+                    .to_vec()
+            })
+            .collect(),
+    );
+    let id = SpiffeId::parse("spiffe://bench.example/workload").expect("id");
+    let digest = [7u8; 32];
+
+    println!(
+        "X.509-SVID signing, SoftHSM2 P-256 CA key, {}s per figure",
+        RUN.as_secs()
+    );
+    println!("| threads | raw C_Sign (sig/s) | CA path CSR -> SVID (cert/s) | ratio |");
+    println!("|---|---|---|---|");
+    for threads in [1usize, 2] {
+        let (km2, l2) = (km.clone(), label.clone());
+        let raw = rate(
+            threads,
+            Arc::new(move |_| {
+                km2.sign_digest(&l2, &digest).expect("sign");
+            }),
+        );
+        let (ca2, csrs2, id2) = (ca.clone(), csrs.clone(), id.clone());
+        let path = rate(
+            threads,
+            Arc::new(move |i| {
+                let csr = &csrs2[i % csrs2.len()];
+                ca2.sign_x509_svid_csr(csr, &id2, 3600, &[]).expect("svid");
+            }),
+        );
+        println!(
+            "| {threads} | {raw:.0} | {path:.0} | {:.1} % |",
+            100.0 * path / raw
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! The admin API (gRPC on a unix socket that only allowed uids may use).
+
+mod socket;
+
+pub use socket::{bind_admin_socket, serve_admin};
+
+use std::sync::Arc;
+
+use ironroot_api::admin::{self as pb, admin_server::Admin};
+use ironroot_api::entry::EntrySpec;
+use ironroot_api::selector::Selector;
+use ironroot_api::spiffe_id::SpiffeId;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::ca::{CaError, CertificateAuthority};
+use crate::store::{DataStore, EntryFilter, StoreError};
+
+/// Most selectors accepted in one list filter.
+const MAX_FILTER_SELECTORS: usize = 64;
+
+pub struct AdminService {
+    pub store: Arc<dyn DataStore>,
+    pub ca: Arc<CertificateAuthority>,
+}
+
+pub fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::InvalidEntry(e) => Status::invalid_argument(e.to_string()),
+        e @ StoreError::DuplicateEntry { .. } => Status::already_exists(e.to_string()),
+        e @ StoreError::EntryNotFound { .. } => Status::not_found(e.to_string()),
+        e @ StoreError::RevisionMismatch { .. } => Status::failed_precondition(e.to_string()),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+pub fn ca_status(e: CaError) -> Status {
+    match e {
+        CaError::InvalidRequest(m) => Status::invalid_argument(m),
+        e @ CaError::NotReady(_) => Status::unavailable(e.to_string()),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+fn parse_id(field: &str, s: &str) -> Result<SpiffeId, Status> {
+    SpiffeId::parse(s).map_err(|e| Status::invalid_argument(format!("{field} {s:?}: {e}")))
+}
+
+fn ttl_field(field: &str, v: i32) -> Result<u32, Status> {
+    u32::try_from(v).map_err(|_| Status::invalid_argument(format!("{field} must not be negative")))
+}
+
+/// Runs store or HSM work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+}
+
+fn entry_spec(fields: Option<pb::EntryFields>) -> Result<EntrySpec, Status> {
+    let fields = fields.ok_or_else(|| Status::invalid_argument("entry is required"))?;
+    EntrySpec::try_from(fields).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_entry(
+        &self,
+        req: Request<pb::CreateEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let spec = entry_spec(req.into_inner().entry)?;
+        let store = self.store.clone();
+        let e = blocking(move || store.create_entry(spec).map_err(store_status)).await?;
+        info!(entry = %e.id, spiffe_id = %e.spiffe_id, "entry created");
+        Ok(Response::new(e.into()))
+    }
+
+    async fn update_entry(
+        &self,
+        req: Request<pb::UpdateEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let r = req.into_inner();
+        let spec = entry_spec(r.entry)?;
+        let expected = (r.expected_revision != 0).then_some(r.expected_revision);
+        let store = self.store.clone();
+        let id = r.id;
+        let e = blocking(move || {
+            store
+                .update_entry(&id, spec, expected)
+                .map_err(store_status)
+        })
+        .await?;
+        info!(entry = %e.id, revision = e.revision, "entry updated");
+        Ok(Response::new(e.into()))
+    }
+
+    async fn delete_entry(
+        &self,
+        req: Request<pb::DeleteEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let id = req.into_inner().id;
+        let store = self.store.clone();
+        let e = blocking(move || store.delete_entry(&id).map_err(store_status)).await?;
+        info!(entry = %e.id, "entry deleted");
+        Ok(Response::new(e.into()))
+    }
+
+    async fn get_entry(
+        &self,
+        req: Request<pb::GetEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let id = req.into_inner().id;
+        let store = self.store.clone();
+        let found = blocking(move || store.get_entry(&id).map_err(store_status)).await?;
+        found
+            .map(|e| Response::new(e.into()))
+            .ok_or_else(|| Status::not_found("no entry with that id"))
+    }
+
+    async fn list_entries(
+        &self,
+        req: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let r = req.into_inner();
+        if r.by_selectors.len() > MAX_FILTER_SELECTORS {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_FILTER_SELECTORS} selectors in a filter"
+            )));
+        }
+        let filter = EntryFilter {
+            spiffe_id: (!r.by_spiffe_id.is_empty())
+                .then(|| parse_id("by_spiffe_id", &r.by_spiffe_id))
+                .transpose()?,
+            parent_id: (!r.by_parent_id.is_empty())
+                .then(|| parse_id("by_parent_id", &r.by_parent_id))
+                .transpose()?,
+            selectors_superset_of: r
+                .by_selectors
+                .iter()
+                .map(|s| {
+                    Selector::new(&s.r#type, &s.value)
+                        .map_err(|e| Status::invalid_argument(format!("by_selectors: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let store = self.store.clone();
+        let entries = blocking(move || store.list_entries(&filter).map_err(store_status)).await?;
+        Ok(Response::new(pb::ListEntriesResponse {
+            entries: entries.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn get_bundle(
+        &self,
+        _req: Request<pb::GetBundleRequest>,
+    ) -> Result<Response<pb::Bundle>, Status> {
+        let b = self.ca.bundle().map_err(ca_status)?;
+        let jwks_json = b
+            .to_jwks_json()
+            .map_err(|e| Status::internal(format!("cannot encode bundle: {e}")))?;
+        Ok(Response::new(pb::Bundle {
+            trust_domain: b.trust_domain.to_string(),
+            x509_authorities: b.x509_authorities.clone(),
+            jwks_json,
+            sequence_number: b.sequence_number as i64,
+        }))
+    }
+
+    async fn mint_x509_svid(
+        &self,
+        req: Request<pb::MintX509SvidRequest>,
+    ) -> Result<Response<pb::MintX509SvidResponse>, Status> {
+        let r = req.into_inner();
+        let id = parse_id("spiffe_id", &r.spiffe_id)?;
+        let ttl = ttl_field("ttl", r.ttl)?;
+        let ca = self.ca.clone();
+        let dns = r.dns_names;
+        let log_id = id.to_string();
+        let svid = blocking(move || {
+            ca.sign_x509_svid_csr(&r.csr, &id, ttl, &dns)
+                .map_err(ca_status)
+        })
+        .await?;
+        let roots = self.ca.bundle().map_err(ca_status)?.x509_authorities;
+        info!(spiffe_id = %log_id, expires_at = svid.expires_at, "X.509-SVID minted by admin");
+        Ok(Response::new(pb::MintX509SvidResponse {
+            svid_chain: svid.chain,
+            expires_at: svid.expires_at,
+            root_cas: roots,
+        }))
+    }
+
+    async fn mint_jwt_svid(
+        &self,
+        req: Request<pb::MintJwtSvidRequest>,
+    ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
+        let r = req.into_inner();
+        let id = parse_id("spiffe_id", &r.spiffe_id)?;
+        let ttl = ttl_field("ttl", r.ttl)?;
+        let ca = self.ca.clone();
+        let log_id = id.to_string();
+        let (token, expires_at) =
+            blocking(move || ca.mint_jwt_svid(&id, &r.audience, ttl).map_err(ca_status)).await?;
+        info!(spiffe_id = %log_id, expires_at, "JWT-SVID minted by admin");
+        Ok(Response::new(pb::MintJwtSvidResponse { token, expires_at }))
+    }
+
+    async fn health(
+        &self,
+        _req: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
+        let st = self.ca.status().map_err(ca_status)?;
+        let store = self.store.clone();
+        let entries = blocking(move || store.count_entries().map_err(store_status)).await?;
+        Ok(Response::new(pb::HealthResponse {
+            trust_domain: self.ca.trust_domain().to_string(),
+            key_manager: st.key_manager,
+            active_x509_authority: st.x509_key_label,
+            active_x509_authority_expires_at: st.x509_not_after,
+            active_jwt_key_id: st.jwt_key_id,
+            entries: entries as i64,
+        }))
+    }
+}

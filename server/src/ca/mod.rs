@@ -1,0 +1,321 @@
+//! The certificate authority: X.509 and JWT keys in the key manager (HSM),
+//! SVID signing, the trust bundle, and key rotation.
+
+pub mod journal;
+pub mod jwt;
+mod rotation;
+pub mod signing_key;
+pub mod upstream;
+pub mod x509;
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use ironroot_api::bundle::{JwtAuthority, TrustBundle};
+use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
+use ironroot_hsm::{KeyAlgorithm, KeyManager, Signer};
+use rcgen::{Issuer, PublicKeyData};
+
+use crate::store::DataStore;
+use journal::{CaJournal, SlotStatus};
+use signing_key::HsmKey;
+use upstream::Upstream;
+use x509::CaSubject;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("key manager: {0}")]
+    Key(String),
+    #[error("signing failed: {0}")]
+    Signing(String),
+    #[error("certificate: {0}")]
+    Certificate(String),
+    #[error("upstream CA: {0}")]
+    Upstream(String),
+    #[error("CA journal: {0}")]
+    Journal(String),
+    #[error("store: {0}")]
+    Store(String),
+    #[error("no active {0} authority (the CA is not initialised)")]
+    NotReady(&'static str),
+}
+
+/// What the CA is configured to do.
+#[derive(Debug, Clone)]
+pub struct CaSettings {
+    pub trust_domain: TrustDomain,
+    pub key_algorithm: KeyAlgorithm,
+    pub ca_ttl: Duration,
+    pub default_x509_svid_ttl: Duration,
+    pub default_jwt_svid_ttl: Duration,
+    pub key_label_prefix: String,
+    pub organization: String,
+    pub country: String,
+    pub jwt_issuer: Option<String>,
+}
+
+/// An issued X.509-SVID: the leaf first, then intermediates (no root).
+#[derive(Debug, Clone)]
+pub struct IssuedX509Svid {
+    pub chain: Vec<Vec<u8>>,
+    pub expires_at: i64,
+}
+
+/// Public facts about the CA for health checks and logs.
+#[derive(Debug, Clone)]
+pub struct CaStatus {
+    pub key_manager: String,
+    pub x509_key_label: String,
+    pub x509_not_after: i64,
+    pub jwt_key_id: String,
+    pub bundle_sequence: u64,
+    pub upstream: Option<String>,
+}
+
+struct ActiveX509 {
+    issuer: Issuer<'static, HsmKey>,
+    /// Our CA certificate followed by the upstream chain (empty for a root CA).
+    chain_after_leaf: Vec<Vec<u8>>,
+    not_after: i64,
+    key_label: String,
+}
+
+struct ActiveJwt {
+    signer: Signer,
+    key_id: String,
+    not_after: i64,
+}
+
+struct CaState {
+    journal: CaJournal,
+    x509: Option<Arc<ActiveX509>>,
+    jwt: Option<Arc<ActiveJwt>>,
+}
+
+pub struct CertificateAuthority {
+    settings: CaSettings,
+    km: Arc<dyn KeyManager>,
+    store: Arc<dyn DataStore>,
+    upstream: Option<Upstream>,
+    state: RwLock<CaState>,
+    /// Serialises rotations (the HSM work happens outside the state lock).
+    rotation: Mutex<()>,
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn ttl_secs(requested: u32, default: Duration) -> i64 {
+    if requested == 0 {
+        default.as_secs() as i64
+    } else {
+        i64::from(requested)
+    }
+}
+
+impl CertificateAuthority {
+    /// Loads the journal, checks every key it names is still in the key
+    /// manager (and still non-extractable), then brings the schedule up to date.
+    pub fn open(
+        settings: CaSettings,
+        km: Arc<dyn KeyManager>,
+        store: Arc<dyn DataStore>,
+        upstream: Option<Upstream>,
+    ) -> Result<Self, CaError> {
+        let journal = rotation::load_journal(store.as_ref())?;
+        let ca = CertificateAuthority {
+            settings,
+            km,
+            store,
+            upstream,
+            state: RwLock::new(CaState {
+                journal,
+                x509: None,
+                jwt: None,
+            }),
+            rotation: Mutex::new(()),
+        };
+        ca.rotate(unix_now())?;
+        Ok(ca)
+    }
+
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.settings.trust_domain
+    }
+
+    pub fn settings(&self) -> &CaSettings {
+        &self.settings
+    }
+
+    fn subject(&self) -> CaSubject {
+        CaSubject {
+            country: self.settings.country.clone(),
+            organization: self.settings.organization.clone(),
+            trust_domain: self.settings.trust_domain.clone(),
+        }
+    }
+
+    fn read_state(&self) -> Result<std::sync::RwLockReadGuard<'_, CaState>, CaError> {
+        self.state
+            .read()
+            .map_err(|_| CaError::Journal("CA state lock poisoned".into()))
+    }
+
+    fn check_in_trust_domain(&self, id: &SpiffeId) -> Result<(), CaError> {
+        if id.trust_domain() != &self.settings.trust_domain {
+            return Err(CaError::InvalidRequest(format!(
+                "{id} is not in trust domain {}",
+                self.settings.trust_domain
+            )));
+        }
+        Ok(())
+    }
+
+    /// Signs an X.509-SVID for the public key of a verified CSR.
+    pub fn sign_x509_svid_csr(
+        &self,
+        csr_der: &[u8],
+        spiffe_id: &SpiffeId,
+        ttl_seconds: u32,
+        dns_names: &[String],
+    ) -> Result<IssuedX509Svid, CaError> {
+        let public_key = x509::parse_csr(csr_der)?;
+        self.sign_x509_svid(&public_key, spiffe_id, ttl_seconds, dns_names)
+    }
+
+    /// Signs an X.509-SVID for a public key the caller has already proven it holds.
+    pub fn sign_x509_svid(
+        &self,
+        public_key: &impl PublicKeyData,
+        spiffe_id: &SpiffeId,
+        ttl_seconds: u32,
+        dns_names: &[String],
+    ) -> Result<IssuedX509Svid, CaError> {
+        self.check_in_trust_domain(spiffe_id)?;
+        let active = self
+            .read_state()?
+            .x509
+            .clone()
+            .ok_or(CaError::NotReady("X.509"))?;
+        let now = unix_now();
+        let ttl = ttl_secs(ttl_seconds, self.settings.default_x509_svid_ttl);
+        // An SVID never outlives the CA that signed it.
+        let not_after = (now + ttl).min(active.not_after);
+        if not_after <= now {
+            return Err(CaError::NotReady("unexpired X.509"));
+        }
+        let params = x509::svid_params(spiffe_id, dns_names, now - x509::BACKDATE_SECS, not_after)?;
+        let cert = params
+            .signed_by(public_key, &active.issuer)
+            .map_err(|e| active.issuer_key().explain(e))?;
+        let mut chain = Vec::with_capacity(1 + active.chain_after_leaf.len());
+        chain.push(cert.der().to_vec());
+        chain.extend(active.chain_after_leaf.iter().cloned());
+        Ok(IssuedX509Svid {
+            chain,
+            expires_at: not_after,
+        })
+    }
+
+    /// Mints a JWT-SVID signed by the active JWT key.
+    pub fn mint_jwt_svid(
+        &self,
+        spiffe_id: &SpiffeId,
+        audience: &[String],
+        ttl_seconds: u32,
+    ) -> Result<(String, i64), CaError> {
+        self.check_in_trust_domain(spiffe_id)?;
+        let active = self
+            .read_state()?
+            .jwt
+            .clone()
+            .ok_or(CaError::NotReady("JWT"))?;
+        let now = unix_now();
+        let ttl = ttl_secs(ttl_seconds, self.settings.default_jwt_svid_ttl);
+        let exp = (now + ttl).min(active.not_after);
+        if exp <= now {
+            return Err(CaError::NotReady("unexpired JWT"));
+        }
+        let token = jwt::mint(
+            &active.signer,
+            &active.key_id,
+            spiffe_id,
+            audience,
+            now,
+            exp,
+            self.settings.jwt_issuer.as_deref(),
+        )?;
+        Ok((token, exp))
+    }
+
+    /// The trust bundle: every published, unexpired X.509 root and JWT key.
+    pub fn bundle(&self) -> Result<TrustBundle, CaError> {
+        let now = unix_now();
+        let state = self.read_state()?;
+        let x509_authorities = match &self.upstream {
+            Some(up) => up.roots.clone(),
+            None => state
+                .journal
+                .x509
+                .iter()
+                .filter(|s| s.not_after > now)
+                .map(|s| s.cert_der.clone())
+                .collect(),
+        };
+        let jwt_authorities = state
+            .journal
+            .jwt
+            .iter()
+            .filter(|s| s.not_after > now)
+            .map(|s| JwtAuthority {
+                key_id: s.key_id.clone(),
+                public_key_der: s.public_key_der.clone(),
+                expires_at: s.not_after,
+            })
+            .collect();
+        Ok(TrustBundle {
+            trust_domain: self.settings.trust_domain.clone(),
+            x509_authorities,
+            jwt_authorities,
+            sequence_number: state.journal.bundle_sequence,
+            refresh_hint_secs: (self.settings.ca_ttl.as_secs() / 10).max(5),
+        })
+    }
+
+    pub fn status(&self) -> Result<CaStatus, CaError> {
+        let state = self.read_state()?;
+        let x = state.x509.as_ref().ok_or(CaError::NotReady("X.509"))?;
+        let j = state.jwt.as_ref().ok_or(CaError::NotReady("JWT"))?;
+        Ok(CaStatus {
+            key_manager: self.km.describe(),
+            x509_key_label: x.key_label.clone(),
+            x509_not_after: x.not_after,
+            jwt_key_id: j.key_id.clone(),
+            bundle_sequence: state.journal.bundle_sequence,
+            upstream: self.upstream.as_ref().map(|u| u.description.clone()),
+        })
+    }
+
+    /// Status of every X.509 slot in the journal (label, status, notAfter).
+    pub fn x509_slots(&self) -> Result<Vec<(String, SlotStatus, i64)>, CaError> {
+        let state = self.read_state()?;
+        Ok(state
+            .journal
+            .x509
+            .iter()
+            .map(|s| (s.key_label.clone(), s.status, s.not_after))
+            .collect())
+    }
+}
+
+impl ActiveX509 {
+    fn issuer_key(&self) -> &HsmKey {
+        self.issuer.key()
+    }
+}

@@ -1,0 +1,292 @@
+//! Carries out the rotation schedule of `journal::plan`: makes keys in the key
+//! manager, signs CA certificates, persists the journal, and swaps the active
+//! signers. Keys are found again by label after a restart.
+
+use std::sync::Arc;
+
+use ironroot_hsm::{KeyAlgorithm, KeyInfo, Signer};
+use rand::RngCore;
+use rcgen::Issuer;
+use tracing::{info, warn};
+
+use super::journal::{self, CaJournal, JwtSlot, SlotStatus, Step, X509Slot, JOURNAL_VERSION};
+use super::signing_key::HsmKey;
+use super::{x509, ActiveJwt, ActiveX509, CaError, CertificateAuthority};
+use crate::store::DataStore;
+
+pub(super) fn load_journal(store: &dyn DataStore) -> Result<CaJournal, CaError> {
+    let Some(bytes) = store
+        .get_ca_journal()
+        .map_err(|e| CaError::Store(e.to_string()))?
+    else {
+        return Ok(CaJournal {
+            version: JOURNAL_VERSION,
+            ..CaJournal::default()
+        });
+    };
+    let j: CaJournal = serde_json::from_slice(&bytes)
+        .map_err(|e| CaError::Journal(format!("stored journal is unreadable: {e}")))?;
+    if j.version != JOURNAL_VERSION {
+        return Err(CaError::Journal(format!(
+            "stored journal has version {}, this server reads version {JOURNAL_VERSION}",
+            j.version
+        )));
+    }
+    Ok(j)
+}
+
+fn new_label(prefix: &str, kind: &str, now: i64) -> String {
+    let mut r = [0u8; 4];
+    rand::thread_rng().fill_bytes(&mut r);
+    format!("{prefix}-{kind}-{now}-{}", hex::encode(r))
+}
+
+impl CertificateAuthority {
+    /// Brings the keys up to date with the schedule at `now`. Returns whether
+    /// the published bundle changed.
+    pub fn rotate(&self, now: i64) -> Result<bool, CaError> {
+        let _serial = self
+            .rotation
+            .lock()
+            .map_err(|_| CaError::Journal("rotation lock poisoned".into()))?;
+        let mut journal = self.read_state()?.journal.clone();
+        let mut changed = false;
+
+        for step in journal::plan(&journal.x509, now) {
+            changed |= self.apply_x509(&mut journal, step, now)?;
+        }
+        for step in journal::plan(&journal.jwt, now) {
+            changed |= self.apply_jwt(&mut journal, step, now)?;
+        }
+        if changed {
+            journal.bundle_sequence += 1;
+            let bytes = serde_json::to_vec(&journal)
+                .map_err(|e| CaError::Journal(format!("cannot encode journal: {e}")))?;
+            // Persisted (and flushed) before anything signs with the new keys.
+            self.store
+                .put_ca_journal(&bytes)
+                .map_err(|e| CaError::Store(e.to_string()))?;
+        }
+        // Built on every pass: this re-checks that the keys are still in the
+        // token and still non-extractable. On failure signing stops (fail closed).
+        let x509 = self.build_active_x509(&journal);
+        let jwt = self.build_active_jwt(&journal);
+        let mut state = self
+            .state
+            .write()
+            .map_err(|_| CaError::Journal("CA state lock poisoned".into()))?;
+        state.journal = journal;
+        match x509 {
+            Ok(a) if changed || state.x509.is_none() => state.x509 = Some(Arc::new(a)),
+            Ok(_) => {}
+            Err(e) => {
+                state.x509 = None;
+                return Err(e);
+            }
+        }
+        match jwt {
+            Ok(a) if changed || state.jwt.is_none() => state.jwt = Some(Arc::new(a)),
+            Ok(_) => {}
+            Err(e) => {
+                state.jwt = None;
+                return Err(e);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Finds a journal key in the key manager; fails closed when it is gone
+    /// or has become extractable.
+    fn find_key(&self, label: &str) -> Result<KeyInfo, CaError> {
+        self.km
+            .find(label)
+            .map_err(|e| CaError::Key(format!("key '{label}': {e}")))?
+            .ok_or_else(|| {
+                CaError::Key(format!(
+                    "key '{label}' named in the CA journal is missing from {}; \
+                     the CA cannot sign with it",
+                    self.km.describe()
+                ))
+            })
+    }
+
+    fn generate(&self, label: &str, alg: KeyAlgorithm) -> Result<KeyInfo, CaError> {
+        self.km
+            .generate(label, alg)
+            .map_err(|e| CaError::Key(format!("cannot create key '{label}': {e}")))
+    }
+
+    fn destroy(&self, label: &str) {
+        match self.km.destroy(label) {
+            Ok(()) => info!(key = label, "destroyed expired CA key"),
+            Err(e) => warn!(key = label, error = %e, "could not destroy expired CA key"),
+        }
+    }
+
+    fn new_x509_slot(&self, now: i64, status: SlotStatus) -> Result<X509Slot, CaError> {
+        let label = new_label(&self.settings.key_label_prefix, "x509", now);
+        let info = self.generate(&label, self.settings.key_algorithm)?;
+        let key = HsmKey::new(Signer::new(self.km.clone(), info))?;
+        let mut not_after = now + self.settings.ca_ttl.as_secs() as i64;
+        // The schedule counts from issuance; only the certificate is back-dated.
+        let not_before = now;
+        if let Some(up) = &self.upstream {
+            not_after = not_after.min(up.not_after);
+            if not_after <= now {
+                return Err(CaError::Upstream(
+                    "the upstream CA certificate has expired".into(),
+                ));
+            }
+        }
+        let params = x509::ca_params(&self.subject(), now - x509::BACKDATE_SECS, not_after)?;
+        let (cert, upstream_chain) = match &self.upstream {
+            Some(up) => {
+                let c = params
+                    .signed_by(&key, &up.issuer)
+                    .map_err(|e| CaError::Upstream(format!("signing the intermediate: {e}")))?;
+                (c, up.chain.clone())
+            }
+            None => {
+                let c = params.self_signed(&key).map_err(|e| key.explain(e))?;
+                (c, Vec::new())
+            }
+        };
+        info!(key = %label, not_after, status = ?status, "new X.509 CA key");
+        Ok(X509Slot {
+            key_label: label,
+            status,
+            cert_der: cert.der().to_vec(),
+            upstream_chain,
+            not_before,
+            not_after,
+        })
+    }
+
+    fn new_jwt_slot(&self, now: i64, status: SlotStatus) -> Result<JwtSlot, CaError> {
+        let label = new_label(&self.settings.key_label_prefix, "jwt", now);
+        // JWT-SVIDs are ES256 whatever the X.509 CA uses.
+        let info = self.generate(&label, KeyAlgorithm::EcP256)?;
+        let not_after = now + self.settings.ca_ttl.as_secs() as i64;
+        info!(key = %label, not_after, status = ?status, "new JWT key");
+        Ok(JwtSlot {
+            key_label: label,
+            key_id: super::jwt::new_key_id(),
+            status,
+            public_key_der: info.public_key_der,
+            not_before: now,
+            not_after,
+        })
+    }
+
+    fn apply_x509(&self, j: &mut CaJournal, step: Step, now: i64) -> Result<bool, CaError> {
+        match step {
+            Step::CreateActive => {
+                for s in j.x509.iter_mut().filter(|s| s.status == SlotStatus::Active) {
+                    s.status = SlotStatus::Old;
+                }
+                let slot = self.new_x509_slot(now, SlotStatus::Active)?;
+                j.x509.push(slot);
+            }
+            Step::Prepare => {
+                let slot = self.new_x509_slot(now, SlotStatus::Prepared)?;
+                j.x509.push(slot);
+            }
+            Step::Activate => {
+                journal::activate_prepared(&mut j.x509, now);
+                info!("activated the prepared X.509 CA key");
+            }
+            Step::Prune { key_label } => {
+                j.x509.retain(|s| s.key_label != key_label);
+                self.destroy(&key_label);
+            }
+        }
+        Ok(true)
+    }
+
+    fn apply_jwt(&self, j: &mut CaJournal, step: Step, now: i64) -> Result<bool, CaError> {
+        match step {
+            Step::CreateActive => {
+                for s in j.jwt.iter_mut().filter(|s| s.status == SlotStatus::Active) {
+                    s.status = SlotStatus::Old;
+                }
+                let slot = self.new_jwt_slot(now, SlotStatus::Active)?;
+                j.jwt.push(slot);
+            }
+            Step::Prepare => {
+                let slot = self.new_jwt_slot(now, SlotStatus::Prepared)?;
+                j.jwt.push(slot);
+            }
+            Step::Activate => {
+                journal::activate_prepared(&mut j.jwt, now);
+                info!("activated the prepared JWT key");
+            }
+            Step::Prune { key_label } => {
+                j.jwt.retain(|s| s.key_label != key_label);
+                self.destroy(&key_label);
+            }
+        }
+        Ok(true)
+    }
+
+    fn build_active_x509(&self, j: &CaJournal) -> Result<ActiveX509, CaError> {
+        let slot = j
+            .x509
+            .iter()
+            .find(|s| s.status == SlotStatus::Active)
+            .ok_or(CaError::NotReady("X.509"))?;
+        let info = self.find_key(&slot.key_label)?;
+        let key = HsmKey::new(Signer::new(self.km.clone(), info))?;
+        if x509_public_key_bits(&slot.cert_der)? != rcgen::PublicKeyData::der_bytes(&key) {
+            return Err(CaError::Key(format!(
+                "key '{}' does not match the CA certificate in the journal",
+                slot.key_label
+            )));
+        }
+        let cert = rustls_pki_types::CertificateDer::from(slot.cert_der.clone());
+        let issuer = Issuer::from_ca_cert_der(&cert, key)
+            .map_err(|e| CaError::Certificate(format!("journal CA certificate: {e}")))?;
+        let mut chain_after_leaf = Vec::new();
+        if self.upstream.is_some() {
+            chain_after_leaf.push(slot.cert_der.clone());
+            chain_after_leaf.extend(slot.upstream_chain.iter().cloned());
+        }
+        Ok(ActiveX509 {
+            issuer,
+            chain_after_leaf,
+            not_after: slot.not_after,
+            key_label: slot.key_label.clone(),
+        })
+    }
+
+    fn build_active_jwt(&self, j: &CaJournal) -> Result<ActiveJwt, CaError> {
+        let slot = j
+            .jwt
+            .iter()
+            .find(|s| s.status == SlotStatus::Active)
+            .ok_or(CaError::NotReady("JWT"))?;
+        let info = self.find_key(&slot.key_label)?;
+        if info.public_key_der != slot.public_key_der {
+            return Err(CaError::Key(format!(
+                "key '{}' does not match the JWT key in the journal",
+                slot.key_label
+            )));
+        }
+        Ok(ActiveJwt {
+            signer: Signer::new(self.km.clone(), info),
+            key_id: slot.key_id.clone(),
+            not_after: slot.not_after,
+        })
+    }
+}
+
+fn x509_public_key_bits(der: &[u8]) -> Result<Vec<u8>, CaError> {
+    use der::Decode;
+    let cert = x509_cert::Certificate::from_der(der)
+        .map_err(|e| CaError::Journal(format!("CA certificate in the journal: {e}")))?;
+    Ok(cert
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes()
+        .to_vec())
+}

@@ -1,0 +1,108 @@
+//! Adapters that let rcgen sign with a key it never holds: an HSM key reached
+//! through `ironroot_hsm::Signer`, or an upstream CA key loaded from a file.
+
+use std::sync::Mutex;
+
+use der::Decode;
+use ironroot_hsm::{KeyAlgorithm, Signer};
+use rcgen::{PublicKeyData, SignatureAlgorithm, SigningKey};
+use spki::SubjectPublicKeyInfoRef;
+
+use super::CaError;
+
+/// An HSM-held key usable as an rcgen issuer. Signing happens in the token.
+pub struct HsmKey {
+    signer: Signer,
+    /// subjectPublicKey bits of the SPKI (EC point or RSAPublicKey DER), as rcgen wants them.
+    raw_public_key: Vec<u8>,
+    algorithm: &'static SignatureAlgorithm,
+    /// rcgen's error type carries no detail, so the token's error is kept here.
+    last_error: Mutex<Option<String>>,
+}
+
+impl HsmKey {
+    pub fn new(signer: Signer) -> Result<Self, CaError> {
+        let spki = SubjectPublicKeyInfoRef::from_der(signer.public_key_der()).map_err(|e| {
+            CaError::Key(format!(
+                "public key of '{}' is not a valid SubjectPublicKeyInfo: {e}",
+                signer.label()
+            ))
+        })?;
+        let raw_public_key = spki.subject_public_key.raw_bytes().to_vec();
+        let algorithm = match signer.algorithm() {
+            KeyAlgorithm::EcP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyAlgorithm::Rsa3072 => &rcgen::PKCS_RSA_SHA256,
+        };
+        Ok(HsmKey {
+            signer,
+            raw_public_key,
+            algorithm,
+            last_error: Mutex::new(None),
+        })
+    }
+
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// Turns an rcgen failure into an error that carries the token's reason.
+    pub fn explain(&self, e: rcgen::Error) -> CaError {
+        let detail = self.last_error.lock().ok().and_then(|mut g| g.take());
+        match detail {
+            Some(d) if e == rcgen::Error::RemoteKeyError => CaError::Signing(d),
+            _ => CaError::Certificate(e.to_string()),
+        }
+    }
+}
+
+impl PublicKeyData for HsmKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.raw_public_key
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        self.algorithm
+    }
+}
+
+impl SigningKey for HsmKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.signer.sign_x509(msg).map_err(|e| {
+            if let Ok(mut g) = self.last_error.lock() {
+                *g = Some(format!("key '{}': {e}", self.signer.label()));
+            }
+            rcgen::Error::RemoteKeyError
+        })
+    }
+}
+
+/// The key of an upstream CA: in a second token, or (less safely) a PEM file.
+pub enum UpstreamKey {
+    Hsm(HsmKey),
+    File(rcgen::KeyPair),
+}
+
+impl PublicKeyData for UpstreamKey {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            UpstreamKey::Hsm(k) => k.der_bytes(),
+            UpstreamKey::File(k) => k.der_bytes(),
+        }
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        match self {
+            UpstreamKey::Hsm(k) => PublicKeyData::algorithm(k),
+            UpstreamKey::File(k) => PublicKeyData::algorithm(k),
+        }
+    }
+}
+
+impl SigningKey for UpstreamKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match self {
+            UpstreamKey::Hsm(k) => k.sign(msg),
+            UpstreamKey::File(k) => k.sign(msg),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! An upstream CA that signs this server's intermediate CA certificates.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ironroot_hsm::{KeyManager, Signer};
+use rcgen::Issuer;
+
+use super::signing_key::{HsmKey, UpstreamKey};
+use super::x509::cert_not_after;
+use super::CaError;
+
+pub struct Upstream {
+    pub(super) issuer: Issuer<'static, UpstreamKey>,
+    /// Certificates to send after our intermediate in every SVID chain.
+    pub(super) chain: Vec<Vec<u8>>,
+    /// Roots published in the bundle.
+    pub(super) roots: Vec<Vec<u8>>,
+    pub(super) not_after: i64,
+    pub(super) description: String,
+}
+
+/// Reads every CERTIFICATE block of a PEM file, in order.
+pub fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, CaError> {
+    let text = std::fs::read(path).map_err(|e| {
+        CaError::Upstream(format!(
+            "cannot read certificate file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let blocks = pem::parse_many(&text)
+        .map_err(|e| CaError::Upstream(format!("{} is not valid PEM: {e}", path.display())))?;
+    let certs: Vec<Vec<u8>> = blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| b.into_contents())
+        .collect();
+    if certs.is_empty() {
+        return Err(CaError::Upstream(format!(
+            "{} holds no CERTIFICATE block",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn cert_public_key_bits(der: &[u8]) -> Result<Vec<u8>, CaError> {
+    use der::Decode;
+    let cert = x509_cert::Certificate::from_der(der)
+        .map_err(|e| CaError::Upstream(format!("cannot parse upstream certificate: {e}")))?;
+    Ok(cert
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes()
+        .to_vec())
+}
+
+impl Upstream {
+    fn assemble(
+        cert_file: &Path,
+        bundle_file: Option<&Path>,
+        key: UpstreamKey,
+        description: String,
+    ) -> Result<Self, CaError> {
+        let certs = read_pem_certs(cert_file)?;
+        let cert = certs.first().cloned().unwrap_or_default();
+        let roots = match bundle_file {
+            Some(b) => read_pem_certs(b)?,
+            None => vec![cert.clone()],
+        };
+        // The upstream certificate goes into chains unless it is itself a published root;
+        // any further certificates in cert_file are its own intermediates.
+        let mut chain: Vec<Vec<u8>> = certs
+            .iter()
+            .filter(|c| !roots.contains(c))
+            .cloned()
+            .collect();
+        chain.dedup();
+        let not_after = cert_not_after(&cert)?;
+        if cert_public_key_bits(&cert)? != rcgen::PublicKeyData::der_bytes(&key) {
+            return Err(CaError::Upstream(format!(
+                "the upstream key does not match the public key of {}",
+                cert_file.display()
+            )));
+        }
+        let cert_der = rustls_pki_types::CertificateDer::from(cert);
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| {
+            CaError::Upstream(format!(
+                "cannot use {} as an issuer: {e}",
+                cert_file.display()
+            ))
+        })?;
+        Ok(Upstream {
+            issuer,
+            chain,
+            roots,
+            not_after,
+            description,
+        })
+    }
+
+    /// Upstream key in a PEM (PKCS#8) file.
+    pub fn from_files(
+        cert_file: &Path,
+        key_file: &Path,
+        bundle_file: Option<&Path>,
+    ) -> Result<Self, CaError> {
+        let key_pem = std::fs::read_to_string(key_file).map_err(|e| {
+            CaError::Upstream(format!("cannot read key file {}: {e}", key_file.display()))
+        })?;
+        let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| {
+            CaError::Upstream(format!(
+                "{} is not a PKCS#8 P-256/P-384/RSA private key in PEM ({e}); \
+                 convert with `openssl pkcs8 -topk8 -nocrypt`",
+                key_file.display()
+            ))
+        })?;
+        Self::assemble(
+            cert_file,
+            bundle_file,
+            UpstreamKey::File(key),
+            format!("upstream CA {} (key file)", cert_file.display()),
+        )
+    }
+
+    /// Upstream key in a PKCS#11 token.
+    pub fn from_token(
+        km: Arc<dyn KeyManager>,
+        key_label: &str,
+        cert_file: &Path,
+        bundle_file: Option<&Path>,
+    ) -> Result<Self, CaError> {
+        let info = km
+            .find(key_label)
+            .map_err(|e| CaError::Upstream(format!("upstream key '{key_label}': {e}")))?
+            .ok_or_else(|| {
+                CaError::Upstream(format!(
+                    "upstream key '{key_label}' not found in {}",
+                    km.describe()
+                ))
+            })?;
+        let description = format!(
+            "upstream CA {} (key '{key_label}' in {})",
+            cert_file.display(),
+            km.describe()
+        );
+        let key = HsmKey::new(Signer::new(km, info))?;
+        Self::assemble(cert_file, bundle_file, UpstreamKey::Hsm(key), description)
+    }
+}

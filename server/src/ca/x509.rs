@@ -1,0 +1,158 @@
+//! Certificate profiles: the CA certificate and the X.509-SVID leaf, per the
+//! SPIFFE X.509-SVID specification.
+
+use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
+use rand::RngCore;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyUsagePurpose, SanType, SerialNumber,
+};
+use time::OffsetDateTime;
+
+use super::CaError;
+
+/// Largest CSR accepted; a P-256 or RSA-4096 CSR is well under 2 KiB.
+pub const MAX_CSR_BYTES: usize = 16 * 1024;
+
+/// Certificates are back-dated a little so peers with slightly slow clocks accept them.
+pub const BACKDATE_SECS: i64 = 10;
+
+/// A random, positive, non-zero 128-bit serial number.
+pub fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    loop {
+        rand::thread_rng().fill_bytes(&mut bytes);
+        bytes[0] &= 0x7f;
+        if bytes.iter().any(|b| *b != 0) {
+            return SerialNumber::from_slice(&bytes);
+        }
+    }
+}
+
+fn time_at(unix: i64) -> Result<OffsetDateTime, CaError> {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .map_err(|e| CaError::Certificate(format!("time {unix} out of range: {e}")))
+}
+
+/// Subject fields of CA certificates.
+#[derive(Debug, Clone)]
+pub struct CaSubject {
+    pub country: String,
+    pub organization: String,
+    pub trust_domain: TrustDomain,
+}
+
+/// Parameters of a CA certificate (self-signed root, or intermediate under an upstream).
+pub fn ca_params(
+    subject: &CaSubject,
+    not_before: i64,
+    not_after: i64,
+) -> Result<CertificateParams, CaError> {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CountryName, subject.country.as_str());
+    dn.push(DnType::OrganizationName, subject.organization.as_str());
+    // A distinct common name per key makes rotations visible in every tool.
+    dn.push(
+        DnType::CommonName,
+        format!("ironroot CA {} {}", subject.trust_domain, not_before),
+    );
+    p.distinguished_name = dn;
+    p.serial_number = Some(random_serial());
+    p.not_before = time_at(not_before)?;
+    p.not_after = time_at(not_after)?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    // SPIFFE: a signing certificate may carry the trust domain's SPIFFE ID.
+    let td_uri = format!("spiffe://{}", subject.trust_domain);
+    p.subject_alt_names =
+        vec![SanType::URI(td_uri.try_into().map_err(|e| {
+            CaError::Certificate(format!("trust domain URI: {e}"))
+        })?)];
+    p.use_authority_key_identifier_extension = true;
+    Ok(p)
+}
+
+/// Parameters of an X.509-SVID leaf: exactly one URI SAN, CA:false present,
+/// digitalSignature, serverAuth + clientAuth, random serial.
+pub fn svid_params(
+    spiffe_id: &SpiffeId,
+    dns_names: &[String],
+    not_before: i64,
+    not_after: i64,
+) -> Result<CertificateParams, CaError> {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "ironroot");
+    if let Some(first) = dns_names.first() {
+        dn.push(DnType::CommonName, first.as_str());
+    }
+    p.distinguished_name = dn;
+    p.serial_number = Some(random_serial());
+    p.not_before = time_at(not_before)?;
+    p.not_after = time_at(not_after)?;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let mut sans = vec![SanType::URI(spiffe_id.to_string().try_into().map_err(
+        |e| CaError::InvalidRequest(format!("SPIFFE ID {spiffe_id} is not an IA5 string: {e}")),
+    )?)];
+    for name in dns_names {
+        sans.push(SanType::DnsName(name.as_str().try_into().map_err(|e| {
+            CaError::InvalidRequest(format!("DNS name {name:?}: {e}"))
+        })?));
+    }
+    p.subject_alt_names = sans;
+    p.use_authority_key_identifier_extension = true;
+    Ok(p)
+}
+
+/// Parses a PKCS#10 request and checks its self-signature (proof that the
+/// caller holds the private key). Only the public key is used: the SPIFFE ID
+/// and every other field come from the server, never from the CSR.
+pub fn parse_csr(der: &[u8]) -> Result<rcgen::PublicKey, CaError> {
+    if der.is_empty() {
+        return Err(CaError::InvalidRequest("the CSR is empty".into()));
+    }
+    if der.len() > MAX_CSR_BYTES {
+        return Err(CaError::InvalidRequest(format!(
+            "the CSR is {} bytes; the limit is {MAX_CSR_BYTES}",
+            der.len()
+        )));
+    }
+    let csr_der = rustls_pki_types::CertificateSigningRequestDer::from(der);
+    let parsed = rcgen::CertificateSigningRequestParams::from_der(&csr_der).map_err(|e| {
+        let why = match e {
+            rcgen::Error::InvalidCertificationRequestSignature => {
+                "its signature does not verify with its own public key".to_string()
+            }
+            rcgen::Error::CouldNotParseCertificationRequest => {
+                "it is not a DER PKCS#10 certificate request".to_string()
+            }
+            other => other.to_string(),
+        };
+        CaError::InvalidRequest(format!("CSR rejected: {why}"))
+    })?;
+    Ok(parsed.public_key)
+}
+
+/// The notAfter of a DER certificate, in unix seconds.
+pub fn cert_not_after(der: &[u8]) -> Result<i64, CaError> {
+    use der::Decode;
+    let cert = x509_cert::Certificate::from_der(der)
+        .map_err(|e| CaError::Certificate(format!("cannot parse certificate: {e}")))?;
+    let secs = cert
+        .tbs_certificate
+        .validity
+        .not_after
+        .to_unix_duration()
+        .as_secs();
+    i64::try_from(secs).map_err(|_| CaError::Certificate("notAfter out of range".into()))
+}

@@ -1,0 +1,194 @@
+//! Command line of `ironroot-server` (verbs mirror SPIRE's).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ironroot-server",
+    version,
+    about = "ironroot server: HSM-backed SPIFFE CA, registration store and admin API"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(short, long, default_value = "/etc/ironroot/server.toml")]
+        config: PathBuf,
+    },
+    /// Manage registration entries.
+    #[command(subcommand)]
+    Entry(EntryCommand),
+    /// Show the trust bundle.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// Mint X.509-SVIDs.
+    #[command(subcommand)]
+    X509(X509Command),
+    /// Mint JWT-SVIDs.
+    #[command(subcommand)]
+    Jwt(JwtCommand),
+    /// Check that the server answers and its CA is ready.
+    Healthcheck {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// How a client command reaches the server.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Admin socket path (default: the config's admin.socket_path, else /run/ironroot/server/admin.sock).
+    #[arg(short = 's', long, env = "IRONROOT_ADMIN_SOCKET")]
+    pub socket_path: Option<PathBuf>,
+    /// Server configuration to read the socket path from.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// The operator-settable fields of an entry.
+#[derive(Args, Debug, Clone)]
+pub struct EntryFieldArgs {
+    /// SPIFFE ID the entry's workloads get.
+    #[arg(long)]
+    pub spiffe_id: String,
+    /// SPIFFE ID of the agent (or node alias) allowed to serve it.
+    #[arg(long)]
+    pub parent_id: String,
+    /// Selector `type:value`; repeat for several (all must match).
+    #[arg(long = "selector", required = true)]
+    pub selectors: Vec<String>,
+    /// X.509-SVID TTL in seconds (0: server default).
+    #[arg(long, default_value_t = 0)]
+    pub x509_svid_ttl: i32,
+    /// JWT-SVID TTL in seconds (0: server default).
+    #[arg(long, default_value_t = 0)]
+    pub jwt_svid_ttl: i32,
+    /// DNS SAN for the X.509-SVID; repeatable.
+    #[arg(long = "dns-name")]
+    pub dns_names: Vec<String>,
+    #[arg(long)]
+    pub admin: bool,
+    #[arg(long)]
+    pub downstream: bool,
+    #[arg(long, default_value = "")]
+    pub hint: String,
+    /// Unix time after which the entry is no longer served (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub entry_expiry: i64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EntryCommand {
+    /// Create an entry.
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        fields: EntryFieldArgs,
+    },
+    /// Show entries (all, one by id, or filtered).
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        entry_id: Option<String>,
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        #[arg(long)]
+        parent_id: Option<String>,
+        /// Entries whose selectors include this one; repeatable.
+        #[arg(long = "selector")]
+        selectors: Vec<String>,
+    },
+    /// Replace every field of an entry.
+    Update {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        entry_id: String,
+        /// Refuse the update unless the stored revision is this one.
+        #[arg(long, default_value_t = 0)]
+        expected_revision: i64,
+        #[command(flatten)]
+        fields: EntryFieldArgs,
+    },
+    /// Delete an entry.
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        entry_id: String,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BundleFormat {
+    Pem,
+    Jwks,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BundleCommand {
+    /// Print this trust domain's bundle.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, value_enum, default_value_t = BundleFormat::Pem)]
+        format: BundleFormat,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum X509Command {
+    /// Mint an X.509-SVID (a new P-256 key is made here; only its CSR is sent).
+    Mint {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        spiffe_id: String,
+        /// TTL in seconds (0: server default).
+        #[arg(long, default_value_t = 0)]
+        ttl: i32,
+        #[arg(long = "dns-name")]
+        dns_names: Vec<String>,
+        /// Write svid.pem (leaf then chain), svid.key and bundle.pem into this directory.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JwtCommand {
+    /// Mint a JWT-SVID.
+    Mint {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        spiffe_id: String,
+        /// Audience; repeatable, at least one.
+        #[arg(long = "audience", required = true)]
+        audience: Vec<String>,
+        /// TTL in seconds (0: server default).
+        #[arg(long, default_value_t = 0)]
+        ttl: i32,
+        /// Write the token to this file.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+}

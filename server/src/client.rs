@@ -1,0 +1,388 @@
+//! The admin CLI verbs: a gRPC client over the admin unix socket.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use hyper_util::rt::TokioIo;
+use ironroot_api::admin::{self as pb, admin_client::AdminClient};
+use serde_json::json;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::cli::{
+    BundleCommand, BundleFormat, ClientArgs, EntryCommand, EntryFieldArgs, JwtCommand, Output,
+    X509Command,
+};
+use crate::config::{ServerConfig, DEFAULT_ADMIN_SOCKET};
+
+fn socket_path(args: &ClientArgs) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &args.socket_path {
+        return Ok(p.clone());
+    }
+    if let Some(c) = &args.config {
+        return Ok(ServerConfig::load(c)?.admin.socket_path);
+    }
+    Ok(PathBuf::from(DEFAULT_ADMIN_SOCKET))
+}
+
+/// Connects to the admin socket. Errors say which socket and why.
+pub async fn connect(args: &ClientArgs) -> anyhow::Result<AdminClient<Channel>> {
+    let path = socket_path(args)?;
+    let p = path.clone();
+    // The URI is required by tonic but unused: the connector dials the socket.
+    let channel = Endpoint::try_from("http://ironroot.admin")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let p = p.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?))
+            }
+        }))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to the admin socket {} (is the server running, and are you root?)",
+                path.display()
+            )
+        })?;
+    Ok(AdminClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// A gRPC status as an operator-readable error.
+fn rpc_err(what: &str, s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{what} failed: {} ({:?})", s.message(), s.code())
+}
+
+fn selectors(raw: &[String]) -> anyhow::Result<Vec<pb::Selector>> {
+    raw.iter()
+        .map(|s| match s.split_once(':') {
+            Some((t, v)) => Ok(pb::Selector {
+                r#type: t.to_string(),
+                value: v.to_string(),
+            }),
+            None => bail!("selector {s:?} must be type:value, e.g. unix:uid:1000"),
+        })
+        .collect()
+}
+
+fn fields(a: &EntryFieldArgs) -> anyhow::Result<pb::EntryFields> {
+    Ok(pb::EntryFields {
+        spiffe_id: a.spiffe_id.clone(),
+        parent_id: a.parent_id.clone(),
+        selectors: selectors(&a.selectors)?,
+        x509_svid_ttl: a.x509_svid_ttl,
+        jwt_svid_ttl: a.jwt_svid_ttl,
+        dns_names: a.dns_names.clone(),
+        admin: a.admin,
+        downstream: a.downstream,
+        hint: a.hint.clone(),
+        expires_at: a.entry_expiry,
+    })
+}
+
+fn entry_json(e: &pb::Entry) -> serde_json::Value {
+    let f = e.fields.clone().unwrap_or_default();
+    json!({
+        "id": e.id,
+        "spiffe_id": f.spiffe_id,
+        "parent_id": f.parent_id,
+        "selectors": f.selectors.iter().map(|s| format!("{}:{}", s.r#type, s.value)).collect::<Vec<_>>(),
+        "x509_svid_ttl": f.x509_svid_ttl,
+        "jwt_svid_ttl": f.jwt_svid_ttl,
+        "dns_names": f.dns_names,
+        "admin": f.admin,
+        "downstream": f.downstream,
+        "hint": f.hint,
+        "expires_at": f.expires_at,
+        "revision": e.revision_number,
+        "created_at": e.created_at,
+    })
+}
+
+fn print_entries(out: Output, entries: &[pb::Entry]) -> anyhow::Result<()> {
+    if out == Output::Json {
+        let v: Vec<_> = entries.iter().map(entry_json).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "entries": v }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "Found {} entr{}",
+        entries.len(),
+        if entries.len() == 1 { "y" } else { "ies" }
+    );
+    for e in entries {
+        let f = e.fields.clone().unwrap_or_default();
+        println!();
+        println!("Entry ID         : {}", e.id);
+        println!("SPIFFE ID        : {}", f.spiffe_id);
+        println!("Parent ID        : {}", f.parent_id);
+        println!("Revision         : {}", e.revision_number);
+        println!("X509-SVID TTL    : {}", ttl_text(f.x509_svid_ttl));
+        println!("JWT-SVID TTL     : {}", ttl_text(f.jwt_svid_ttl));
+        for s in &f.selectors {
+            println!("Selector         : {}:{}", s.r#type, s.value);
+        }
+        for d in &f.dns_names {
+            println!("DNS name         : {d}");
+        }
+        if f.admin {
+            println!("Admin            : true");
+        }
+        if f.downstream {
+            println!("Downstream       : true");
+        }
+        if !f.hint.is_empty() {
+            println!("Hint             : {}", f.hint);
+        }
+        if f.expires_at != 0 {
+            println!("Entry expiry     : {}", f.expires_at);
+        }
+    }
+    Ok(())
+}
+
+fn ttl_text(t: i32) -> String {
+    if t == 0 {
+        "default".into()
+    } else {
+        format!("{t}s")
+    }
+}
+
+pub async fn entry(cmd: EntryCommand) -> anyhow::Result<()> {
+    match cmd {
+        EntryCommand::Create { client, fields: f } => {
+            let mut c = connect(&client).await?;
+            let e = c
+                .create_entry(pb::CreateEntryRequest {
+                    entry: Some(fields(&f)?),
+                })
+                .await
+                .map_err(|s| rpc_err("entry create", s))?
+                .into_inner();
+            print_entries(client.output, &[e])
+        }
+        EntryCommand::Show {
+            client,
+            entry_id,
+            spiffe_id,
+            parent_id,
+            selectors: sel,
+        } => {
+            let mut c = connect(&client).await?;
+            let entries = if let Some(id) = entry_id {
+                vec![c
+                    .get_entry(pb::GetEntryRequest { id })
+                    .await
+                    .map_err(|s| rpc_err("entry show", s))?
+                    .into_inner()]
+            } else {
+                c.list_entries(pb::ListEntriesRequest {
+                    by_spiffe_id: spiffe_id.unwrap_or_default(),
+                    by_parent_id: parent_id.unwrap_or_default(),
+                    by_selectors: selectors(&sel)?,
+                })
+                .await
+                .map_err(|s| rpc_err("entry show", s))?
+                .into_inner()
+                .entries
+            };
+            print_entries(client.output, &entries)
+        }
+        EntryCommand::Update {
+            client,
+            entry_id,
+            expected_revision,
+            fields: f,
+        } => {
+            let mut c = connect(&client).await?;
+            let e = c
+                .update_entry(pb::UpdateEntryRequest {
+                    id: entry_id,
+                    entry: Some(fields(&f)?),
+                    expected_revision,
+                })
+                .await
+                .map_err(|s| rpc_err("entry update", s))?
+                .into_inner();
+            print_entries(client.output, &[e])
+        }
+        EntryCommand::Delete { client, entry_id } => {
+            let mut c = connect(&client).await?;
+            let e = c
+                .delete_entry(pb::DeleteEntryRequest { id: entry_id })
+                .await
+                .map_err(|s| rpc_err("entry delete", s))?
+                .into_inner();
+            if client.output == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "deleted": entry_json(&e) }))?
+                );
+            } else {
+                println!("Deleted entry {}", e.id);
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn pem_certs(ders: &[Vec<u8>]) -> String {
+    ders.iter()
+        .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone())))
+        .collect()
+}
+
+pub async fn bundle(cmd: BundleCommand) -> anyhow::Result<()> {
+    let BundleCommand::Show { client, format } = cmd;
+    let mut c = connect(&client).await?;
+    let b = c
+        .get_bundle(pb::GetBundleRequest {})
+        .await
+        .map_err(|s| rpc_err("bundle show", s))?
+        .into_inner();
+    match format {
+        BundleFormat::Jwks => println!("{}", b.jwks_json),
+        BundleFormat::Pem => print!("{}", pem_certs(&b.x509_authorities)),
+    }
+    Ok(())
+}
+
+/// Creates a file readable by its owner only (for private keys).
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(data)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+pub async fn x509(cmd: X509Command) -> anyhow::Result<()> {
+    let X509Command::Mint {
+        client,
+        spiffe_id,
+        ttl,
+        dns_names,
+        write,
+    } = cmd;
+    // The key is made here and never sent: the server only sees the CSR.
+    let key = rcgen::KeyPair::generate().context("cannot generate a key pair")?;
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .context("cannot build the CSR")?;
+    let mut c = connect(&client).await?;
+    let r = c
+        .mint_x509_svid(pb::MintX509SvidRequest {
+            csr: csr.der().to_vec(),
+            spiffe_id: spiffe_id.clone(),
+            ttl,
+            dns_names,
+        })
+        .await
+        .map_err(|s| rpc_err("x509 mint", s))?
+        .into_inner();
+    let svid_pem = pem_certs(&r.svid_chain);
+    let bundle_pem = pem_certs(&r.root_cas);
+    let key_pem = key.serialize_pem();
+    if let Some(dir) = &write {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::write(dir.join("svid.pem"), &svid_pem)?;
+        write_private(&dir.join("svid.key"), key_pem.as_bytes())?;
+        std::fs::write(dir.join("bundle.pem"), &bundle_pem)?;
+    }
+    match (client.output, &write) {
+        (Output::Json, _) => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "spiffe_id": spiffe_id,
+                "expires_at": r.expires_at,
+                "svid_pem": svid_pem,
+                "bundle_pem": bundle_pem,
+                "written_to": write.as_ref().map(|d| d.display().to_string()),
+            }))?
+        ),
+        (Output::Text, Some(dir)) => println!(
+            "X509-SVID for {spiffe_id} (expires at {}) written to {}",
+            r.expires_at,
+            dir.display()
+        ),
+        (Output::Text, None) => {
+            println!("X509-SVID:\n{svid_pem}");
+            println!("Private key:\n{key_pem}");
+            println!("Root CAs:\n{bundle_pem}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn jwt(cmd: JwtCommand) -> anyhow::Result<()> {
+    let JwtCommand::Mint {
+        client,
+        spiffe_id,
+        audience,
+        ttl,
+        write,
+    } = cmd;
+    let mut c = connect(&client).await?;
+    let r = c
+        .mint_jwt_svid(pb::MintJwtSvidRequest {
+            spiffe_id: spiffe_id.clone(),
+            audience,
+            ttl,
+        })
+        .await
+        .map_err(|s| rpc_err("jwt mint", s))?
+        .into_inner();
+    if let Some(f) = &write {
+        std::fs::write(f, format!("{}\n", r.token))
+            .with_context(|| format!("cannot write {}", f.display()))?;
+    }
+    if client.output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "spiffe_id": spiffe_id, "token": r.token, "expires_at": r.expires_at
+            }))?
+        );
+    } else {
+        println!("{}", r.token);
+    }
+    Ok(())
+}
+
+pub async fn healthcheck(client: ClientArgs) -> anyhow::Result<()> {
+    let mut c = connect(&client).await?;
+    let h = c
+        .health(pb::HealthRequest {})
+        .await
+        .map_err(|s| rpc_err("healthcheck", s))?
+        .into_inner();
+    if client.output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "healthy": true,
+                "trust_domain": h.trust_domain,
+                "key_manager": h.key_manager,
+                "active_x509_authority": h.active_x509_authority,
+                "active_x509_authority_expires_at": h.active_x509_authority_expires_at,
+                "active_jwt_key_id": h.active_jwt_key_id,
+                "entries": h.entries,
+            }))?
+        );
+    } else {
+        println!(
+            "Server is healthy (trust domain {}, {})",
+            h.trust_domain, h.key_manager
+        );
+    }
+    Ok(())
+}

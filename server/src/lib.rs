@@ -1,0 +1,10 @@
+//! ironroot server library: the CA, the store, the admin API and the CLI
+//! verbs, so integration tests and benchmarks drive the same code as the binary.
+
+pub mod admin;
+pub mod ca;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod run;
+pub mod store;

@@ -1,0 +1,173 @@
+//! `ironroot-server run`: opens the key manager, store and CA, then serves
+//! the admin API and keeps the CA rotation schedule until told to stop.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ironroot_hsm::{KeyManager, Pkcs11KeyManager, SoftwareKeyManager};
+use tracing::{error, info, warn};
+
+use crate::admin::{bind_admin_socket, serve_admin, AdminService};
+use crate::ca::upstream::Upstream;
+use crate::ca::{unix_now, CaSettings, CertificateAuthority};
+use crate::config::{ServerConfig, UpstreamConfig};
+use crate::store::{DataStore, SledStore};
+
+/// Everything a running server holds.
+pub struct Server {
+    pub config: ServerConfig,
+    pub store: Arc<dyn DataStore>,
+    pub ca: Arc<CertificateAuthority>,
+}
+
+fn open_key_manager(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn KeyManager>> {
+    if let Some(km) = &cfg.key_manager {
+        let hsm_cfg = km
+            .pkcs11
+            .to_hsm_config("[key_manager.pkcs11]")
+            .map_err(anyhow::Error::msg)?;
+        let km = Pkcs11KeyManager::open(&hsm_cfg).context("cannot open the CA key HSM")?;
+        return Ok(Arc::new(km));
+    }
+    // validate() guarantees insecure_software_keys here.
+    let dir = cfg.data_dir.join("insecure-keys");
+    let banner = format!(
+        "INSECURE: insecure_software_keys = true: the CA private keys are plain files in {}. \
+         Anyone who reads that directory can issue identities for the whole trust domain. \
+         Development only: configure [key_manager.pkcs11] for any real use.",
+        dir.display()
+    );
+    warn!("{banner}");
+    eprintln!("WARNING: {banner}");
+    let km = SoftwareKeyManager::open(&dir).context("cannot open the software key store")?;
+    Ok(Arc::new(km))
+}
+
+fn open_upstream(cfg: &ServerConfig) -> anyhow::Result<Option<Upstream>> {
+    let Some(up) = &cfg.upstream else {
+        return Ok(None);
+    };
+    let upstream = match up {
+        UpstreamConfig::Disk {
+            cert_file,
+            key_file,
+            bundle_file,
+        } => Upstream::from_files(cert_file, key_file, bundle_file.as_deref())?,
+        UpstreamConfig::Pkcs11 {
+            key_label,
+            cert_file,
+            bundle_file,
+            ..
+        } => {
+            let token = up.token().context("upstream token")?;
+            let hsm_cfg = token
+                .to_hsm_config("[upstream]")
+                .map_err(anyhow::Error::msg)?;
+            let km: Arc<dyn KeyManager> = Arc::new(
+                Pkcs11KeyManager::open(&hsm_cfg).context("cannot open the upstream CA token")?,
+            );
+            Upstream::from_token(km, key_label, cert_file, bundle_file.as_deref())?
+        }
+    };
+    Ok(Some(upstream))
+}
+
+impl Server {
+    /// Opens every component; any failure (HSM, store, journal) stops start-up.
+    pub fn open(config: ServerConfig) -> anyhow::Result<Self> {
+        let td = config.trust_domain().map_err(anyhow::Error::msg)?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+        let km = open_key_manager(&config)?;
+        info!(key_manager = %km.describe(), "key manager ready");
+        let store: Arc<dyn DataStore> = Arc::new(
+            SledStore::open(&config.data_dir.join("store"), td.clone())
+                .context("cannot open the store")?,
+        );
+        let upstream = open_upstream(&config)?;
+        let settings = CaSettings {
+            trust_domain: td,
+            key_algorithm: config.ca.key_algorithm,
+            ca_ttl: config.ca.ca_ttl,
+            default_x509_svid_ttl: config.ca.default_x509_svid_ttl,
+            default_jwt_svid_ttl: config.ca.default_jwt_svid_ttl,
+            key_label_prefix: config.ca.key_label_prefix.clone(),
+            organization: config.ca.subject_organization.clone(),
+            country: config.ca.subject_country.clone(),
+            jwt_issuer: config.ca.jwt_issuer.clone(),
+        };
+        let ca = Arc::new(
+            CertificateAuthority::open(settings, km, store.clone(), upstream)
+                .context("cannot start the CA")?,
+        );
+        let st = ca.status()?;
+        info!(
+            x509_key = %st.x509_key_label,
+            x509_not_after = st.x509_not_after,
+            jwt_kid = %st.jwt_key_id,
+            upstream = st.upstream.as_deref().unwrap_or("none (root CA)"),
+            "CA ready"
+        );
+        Ok(Server { config, store, ca })
+    }
+
+    /// Serves until SIGINT/SIGTERM.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let socket_path: PathBuf = self.config.admin.socket_path.clone();
+        let listener = bind_admin_socket(&socket_path, self.config.admin.socket_mode_bits()?)?;
+        info!(socket = %socket_path.display(), "admin API listening");
+
+        let ca = self.ca.clone();
+        let interval = self.config.ca.rotation_check_interval;
+        let rotation = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let ca = ca.clone();
+                match tokio::task::spawn_blocking(move || ca.rotate(unix_now())).await {
+                    Ok(Ok(true)) => info!("CA keys rotated; bundle updated"),
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => error!(error = %e, "CA rotation check failed"),
+                    Err(e) => error!(error = %e, "CA rotation task failed"),
+                }
+            }
+        });
+
+        let service = AdminService {
+            store: self.store.clone(),
+            ca: self.ca.clone(),
+        };
+        let result = serve_admin(
+            listener,
+            service,
+            self.config.admin.allowed_uids.clone(),
+            self.config.admin.max_request_bytes,
+            shutdown_signal(),
+        )
+        .await;
+        rotation.abort();
+        let _ = std::fs::remove_file(&socket_path);
+        info!("server stopped");
+        result
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    info!("shutting down");
+}

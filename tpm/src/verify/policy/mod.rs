@@ -1,0 +1,28 @@
+//! Measured-boot policy: a named TOML document saying what a good boot looks like, its
+//! evaluation against a parsed event log (every failure reported, each naming the rule,
+//! PCR, event and digest), and generation from a known-good boot.
+//!
+//! Digest rules compare the digests the log carries, which the caller has already bound to
+//! the TPM by checking the replay against a quote; event data (SecureBoot value, dbx
+//! entries) is used only when its digest matches it.
+
+mod evaluate;
+mod generate;
+mod model;
+mod violation;
+
+pub use evaluate::evaluate_state;
+pub use generate::generate_policy;
+pub use model::{HexDigest, PcrValue, Policy, PolicyError};
+pub use violation::{PolicyRule, PolicyViolation};
+
+use crate::verify::eventlog::EventLog;
+
+/// Evaluates `policy` against `log` (its boot facts and replayed PCRs). The caller must
+/// already have checked that the replay matches the quoted PCRs.
+pub fn evaluate(policy: &Policy, log: &EventLog) -> Result<(), Vec<PolicyViolation>> {
+    evaluate_state(policy, &log.boot_state(), &log.replay())
+}
+
+#[cfg(test)]
+mod tests;
