@@ -15,7 +15,7 @@ pub mod selector;
 pub mod spiffe_id;
 
 #[cfg(test)]
-mod test_fixtures;
+mod fixtures_for_tests;
 
 pub use bundle::{BundleError, JwtAuthority, TrustBundle};
 pub use entry::{EntryError, EntrySpec, RegistrationEntry};

@@ -1,5 +1,5 @@
 use super::*;
-use crate::test_fixtures::*;
+use crate::fixtures_for_tests::*;
 use serde_json::{json, Value};
 
 fn td() -> TrustDomain {

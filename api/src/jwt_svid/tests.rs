@@ -1,7 +1,7 @@
 use super::*;
 use crate::bundle::JwtAuthority;
+use crate::fixtures_for_tests::{der, RSA_CERT_PEM, RSA_KEY_PEM};
 use crate::spiffe_id::TrustDomain;
-use crate::test_fixtures::{der, RSA_CERT_PEM, RSA_KEY_PEM};
 use ring::rand::SystemRandom;
 use ring::signature::{
     EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair, RsaEncoding, RsaKeyPair,

@@ -1,10 +1,11 @@
-//! Signature throughput on SoftHSM2 P-256. Not a pass/fail test: run it alone, on an idle
-//! machine, and read the numbers:
+//! Signature throughput on SoftHSM2 P-256, and what the object-handle cache
+//! saves. A bench binary (prints figures); run it on an idle machine:
 //!
 //! ```text
-//! cargo nextest run -p ironroot-hsm --run-ignored ignored-only --no-capture sign_rate
+//! cargo bench -p ironroot-hsm --bench sign_rate
 //! ```
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;
@@ -41,9 +42,7 @@ fn rate(km: &Arc<dyn KeyManager>, threads: usize) -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
-#[test]
-#[ignore = "benchmark: run alone with --run-ignored ignored-only --no-capture"]
-fn sign_rate() {
+fn main() {
     let hsm = SoftHsm::new();
     hsm.init_token("bench");
     let cfg = Pkcs11Config {
