@@ -1,16 +1,250 @@
-//! ironroot-agent. Node attestation and the Workload API land with the TPM and
-//! agent issues; this binary only reports that.
-use clap::Parser;
+//! ironroot-agent: node attestation with the TPM (tpm_ek, tpm_devid) or a
+//! join token. The Workload API lands with the agent issue.
+
+use ironroot_agent::{attest, config};
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use sha2::{Digest, Sha256};
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+use config::AgentConfig;
 
 #[derive(Parser)]
 #[command(
     name = "ironroot-agent",
     version,
-    about = "ironroot agent (not yet implemented)"
+    about = "ironroot agent: TPM node attestation"
 )]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("ironroot-agent is not implemented yet: node attestation and the Workload API are tracked in the TPM and agent issues")
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attest, keep the agent SVID in data_dir, and re-attest (fresh quote) at half life.
+    Run {
+        #[arg(short, long, default_value = "/etc/ironroot/agent.toml")]
+        config: PathBuf,
+    },
+    /// Attest once, write the agent SVID to data_dir, print the result.
+    Attest {
+        #[arg(short, long, default_value = "/etc/ironroot/agent.toml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// TPM facts and DevID provisioning.
+    #[command(subcommand)]
+    Tpm(TpmCommand),
+}
+
+#[derive(Subcommand)]
+enum TpmCommand {
+    /// Show the EK (hash, certificate) and the AK.
+    Info {
+        #[arg(short, long, default_value = "/etc/ironroot/agent.toml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Make (or reuse) the TPM-resident DevID key and write a CSR for a DevID CA.
+    ProvisionDevid {
+        #[arg(short, long, default_value = "/etc/ironroot/agent.toml")]
+        config: PathBuf,
+        /// Subject common name of the DevID (e.g. the device serial number).
+        #[arg(long)]
+        subject_cn: String,
+        /// Where to write the CSR (PEM).
+        #[arg(long)]
+        csr: PathBuf,
+    },
+}
+
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn pem_certs(ders: &[Vec<u8>]) -> String {
+    ders.iter()
+        .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone())))
+        .collect()
+}
+
+/// Keeps the agent SVID, its key (0600) and the bundle in data_dir.
+fn save(dir: &Path, o: &attest::AttestOutcome) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(dir.join("agent_svid.pem"), pem_certs(&o.svid_chain))?;
+    std::fs::write(dir.join("bundle.pem"), pem_certs(&o.root_cas))?;
+    let key_path = dir.join("agent_svid.key");
+    let tmp = dir.join("agent_svid.key.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(o.key_pem.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &key_path)?;
+    Ok(())
+}
+
+fn print_outcome(o: &attest::AttestOutcome, output: Output) -> anyhow::Result<()> {
+    if output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "spiffe_id": o.spiffe_id,
+                "selectors": o.selectors,
+                "boot_policy": o.boot_policy,
+                "expires_at": o.expires_at,
+            }))?
+        );
+    } else {
+        println!("Agent ID         : {}", o.spiffe_id);
+        println!(
+            "Boot policy      : {}",
+            if o.boot_policy.is_empty() {
+                "-"
+            } else {
+                &o.boot_policy
+            }
+        );
+        println!("SVID expires at  : {}", o.expires_at);
+        for s in &o.selectors {
+            println!("Selector         : {s}");
+        }
+    }
+    Ok(())
+}
+
+async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    loop {
+        let outcome = attest::attest(&cfg).await?;
+        save(&cfg.data_dir, &outcome)?;
+        info!(agent = %outcome.spiffe_id, policy = %outcome.boot_policy, expires_at = outcome.expires_at, "attested");
+        // Renew at half life by attesting again: a node whose boot changed loses its identity.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let wait = ((outcome.expires_at - now) / 2).max(1) as u64;
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(wait)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+fn tpm_info(cfg: &AgentConfig, output: Output) -> anyhow::Result<()> {
+    use ironroot_tpm::device::Tpm;
+    let mut tpm = Tpm::open(&cfg.tpm.tcti)?;
+    let ek = tpm.endorsement_key(attest::ek_algorithm(&cfg.tpm.ek)?)?;
+    let parsed = ironroot_tpm::verify::TpmPublic::from_tpm2b(&ek.public)?;
+    let ek_hash = hex::encode(Sha256::digest(parsed.spki_der()?));
+    if output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "tcti": cfg.tpm.tcti,
+                "ek_algorithm": cfg.tpm.ek,
+                "ek_hash": ek_hash,
+                "ek_certificate": ek.certificate.is_some(),
+                "agent_id_tpm_ek": format!("spiffe://{}/spire/agent/tpm_ek/{ek_hash}", cfg.trust_domain),
+            }))?
+        );
+    } else {
+        println!("TCTI             : {}", cfg.tpm.tcti);
+        println!("EK               : {}", cfg.tpm.ek);
+        println!("EK hash          : {ek_hash}");
+        println!(
+            "EK certificate   : {}",
+            if ek.certificate.is_some() {
+                "present"
+            } else {
+                "absent"
+            }
+        );
+        println!(
+            "tpm_ek agent ID  : spiffe://{}/spire/agent/tpm_ek/{ek_hash}",
+            cfg.trust_domain
+        );
+    }
+    Ok(())
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = AgentConfig::load(&config)?;
+            init_logging(&cfg.log_level);
+            run(cfg).await
+        }
+        Command::Attest { config, output } => {
+            let cfg = AgentConfig::load(&config)?;
+            init_logging(&cfg.log_level);
+            let outcome = attest::attest(&cfg).await.context("attestation failed")?;
+            save(&cfg.data_dir, &outcome)?;
+            print_outcome(&outcome, output)
+        }
+        Command::Tpm(TpmCommand::Info { config, output }) => {
+            let cfg = AgentConfig::load(&config)?;
+            tpm_info(&cfg, output)
+        }
+        Command::Tpm(TpmCommand::ProvisionDevid {
+            config,
+            subject_cn,
+            csr,
+        }) => {
+            let cfg = AgentConfig::load(&config)?;
+            let der = attest::provision_devid(&cfg, &subject_cn)?;
+            std::fs::write(
+                &csr,
+                pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der)),
+            )
+            .with_context(|| format!("cannot write {}", csr.display()))?;
+            println!("DevID CSR written to {}", csr.display());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

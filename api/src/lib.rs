@@ -7,12 +7,19 @@ pub mod admin {
     tonic::include_proto!("ironroot.admin.v1");
 }
 
+/// Generated code for `ironroot.node.v1`.
+pub mod node {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("ironroot.node.v1");
+}
+
 pub mod bundle;
 pub mod entry;
 pub mod jwt_svid;
 mod pubkey;
 pub mod selector;
 pub mod spiffe_id;
+pub mod tls;
 
 #[cfg(test)]
 mod fixtures_for_tests;

@@ -35,6 +35,15 @@ pub enum Command {
     /// Mint JWT-SVIDs.
     #[command(subcommand)]
     Jwt(JwtCommand),
+    /// Join tokens for the join_token node attestor.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Attested agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Measured-boot policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Check that the server answers and its CA is ready.
     Healthcheck {
         #[command(flatten)]
@@ -190,5 +199,42 @@ pub enum JwtCommand {
         /// Write the token to this file.
         #[arg(long)]
         write: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a single-use join token.
+    Generate {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Seconds the token stays valid.
+        #[arg(long, default_value_t = 600)]
+        ttl: i32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// List attested agents.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Write a measured-boot policy from the event log of a known-good boot.
+    Generate {
+        /// The TCG event log (binary_bios_measurements) of the known-good boot.
+        #[arg(long)]
+        eventlog: PathBuf,
+        /// Policy name (what nodes are bound to, and the tpm:boot_policy selector).
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Write the policy here instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
 }

@@ -46,6 +46,88 @@ pub struct ServerConfig {
     pub key_manager: Option<KeyManagerConfig>,
     /// Absent: the server is its own (HSM-backed) root CA.
     pub upstream: Option<UpstreamConfig>,
+    #[serde(default)]
+    pub node_api: NodeApiConfig,
+    #[serde(default)]
+    pub node_attestors: NodeAttestorsConfig,
+}
+
+/// Where agents attest (TLS; the server presents spiffe://<td>/spire/server).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeApiConfig {
+    /// Address of the Node API; empty disables it.
+    #[serde(default = "default_node_listen")]
+    pub listen: String,
+    /// Lifetime of agent SVIDs.
+    #[serde(default = "default_agent_svid_ttl", with = "humantime_serde")]
+    pub agent_svid_ttl: Duration,
+    /// How long an agent has to answer an attestation challenge.
+    #[serde(default = "default_challenge_ttl", with = "humantime_serde")]
+    pub challenge_ttl: Duration,
+    /// Largest Node API message (the event log travels in one).
+    #[serde(default = "default_node_max_message")]
+    pub max_message_bytes: usize,
+}
+
+impl Default for NodeApiConfig {
+    fn default() -> Self {
+        NodeApiConfig {
+            listen: default_node_listen(),
+            agent_svid_ttl: default_agent_svid_ttl(),
+            challenge_ttl: default_challenge_ttl(),
+            max_message_bytes: default_node_max_message(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAttestorsConfig {
+    /// Enables `tpm_ek` (and `tpm_devid` when a DevID CA is set).
+    pub tpm: Option<TpmAttestorConfig>,
+    #[serde(default)]
+    pub join_token: JoinTokenConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinTokenConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for JoinTokenConfig {
+    fn default() -> Self {
+        JoinTokenConfig { enabled: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmAttestorConfig {
+    /// PEM bundle of TPM manufacturer CAs; EK certificates must chain to one.
+    pub ek_ca_bundle: Option<PathBuf>,
+    /// SHA-256 (hex) of EK public keys accepted without a certificate.
+    #[serde(default)]
+    pub ek_hash_allow_list: Vec<String>,
+    /// PEM bundle of DevID CAs; enables `tpm_devid`.
+    pub devid_ca_bundle: Option<PathBuf>,
+    /// Directory of measured-boot policies (`*.toml`, one named policy each).
+    pub policies_dir: PathBuf,
+    /// Policy for nodes no binding names.
+    pub default_policy: Option<String>,
+    /// First matching binding wins.
+    #[serde(default)]
+    pub policy_bindings: Vec<PolicyBinding>,
+}
+
+/// Nodes with `selector` (e.g. `tpm:ek_hash:ab12..`) must pass `policy`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBinding {
+    pub selector: String,
+    pub policy: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -301,6 +383,21 @@ fn default_max_request_bytes() -> usize {
 }
 fn default_admin_uids() -> Vec<u32> {
     vec![0]
+}
+fn default_node_listen() -> String {
+    "0.0.0.0:8081".into()
+}
+fn default_agent_svid_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_challenge_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_node_max_message() -> usize {
+    8 * 1024 * 1024
+}
+fn default_true() -> bool {
+    true
 }
 fn default_socket_mode() -> String {
     "0600".into()

@@ -6,5 +6,6 @@ pub mod ca;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod node;
 pub mod run;
 pub mod store;

@@ -29,6 +29,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bundle(c) => client::bundle(c).await,
         Command::X509(c) => client::x509(c).await,
         Command::Jwt(c) => client::jwt(c).await,
+        Command::Token(c) => client::token(c).await,
+        Command::Agent(c) => client::agent(c).await,
+        Command::Policy(c) => client::policy(c),
         Command::Healthcheck { client: c } => client::healthcheck(c).await,
     }
 }

@@ -1,6 +1,7 @@
 //! `ironroot-server run`: opens the key manager, store and CA, then serves
 //! the admin API and keeps the CA rotation schedule until told to stop.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,6 +13,13 @@ use crate::admin::{bind_admin_socket, serve_admin, AdminService};
 use crate::ca::upstream::Upstream;
 use crate::ca::{unix_now, CaSettings, CertificateAuthority};
 use crate::config::{ServerConfig, UpstreamConfig};
+use crate::node::certchain::Anchors;
+use crate::node::join_token::JoinTokenAttestor;
+use crate::node::nonce::NonceRegistry;
+use crate::node::tls::{tls_incoming, ServerIdentity};
+use crate::node::tpm::policies::PolicySet;
+use crate::node::tpm::{TpmAttestor, TpmKind, TpmShared};
+use crate::node::{NodeAttestor, NodeService};
 use crate::store::{DataStore, SledStore};
 
 /// Everything a running server holds.
@@ -19,6 +27,69 @@ pub struct Server {
     pub config: ServerConfig,
     pub store: Arc<dyn DataStore>,
     pub ca: Arc<CertificateAuthority>,
+    pub node: Arc<NodeService>,
+}
+
+fn node_service(
+    cfg: &ServerConfig,
+    store: Arc<dyn DataStore>,
+    ca: Arc<CertificateAuthority>,
+) -> anyhow::Result<NodeService> {
+    let td = ca.trust_domain().clone();
+    let mut attestors: HashMap<&'static str, Arc<dyn NodeAttestor>> = HashMap::new();
+    if cfg.node_attestors.join_token.enabled {
+        attestors.insert(
+            crate::node::join_token::NAME,
+            Arc::new(JoinTokenAttestor {
+                store: store.clone(),
+                trust_domain: td.clone(),
+            }),
+        );
+    }
+    if let Some(t) = &cfg.node_attestors.tpm {
+        let load = |p: &Option<PathBuf>, what: &str| -> anyhow::Result<Anchors> {
+            match p {
+                Some(p) => Anchors::from_pem_file(p).map_err(|e| anyhow::anyhow!("{what}: {e}")),
+                None => Ok(Anchors::default()),
+            }
+        };
+        let shared = Arc::new(TpmShared {
+            trust_domain: td,
+            ek_anchors: load(&t.ek_ca_bundle, "node_attestors.tpm.ek_ca_bundle")?,
+            ek_hash_allow_list: t.ek_hash_allow_list.clone(),
+            devid_anchors: load(&t.devid_ca_bundle, "node_attestors.tpm.devid_ca_bundle")?,
+            policies: PolicySet::load(
+                &t.policies_dir,
+                &t.policy_bindings,
+                t.default_policy.clone(),
+            )?,
+            nonces: Arc::new(NonceRegistry::default()),
+            challenge_ttl: cfg.node_api.challenge_ttl,
+        });
+        attestors.insert(
+            "tpm_ek",
+            Arc::new(TpmAttestor {
+                kind: TpmKind::Ek,
+                shared: shared.clone(),
+            }),
+        );
+        if t.devid_ca_bundle.is_some() {
+            attestors.insert(
+                "tpm_devid",
+                Arc::new(TpmAttestor {
+                    kind: TpmKind::DevId,
+                    shared,
+                }),
+            );
+        }
+    }
+    Ok(NodeService {
+        attestors,
+        ca,
+        store,
+        agent_svid_ttl: cfg.node_api.agent_svid_ttl,
+        challenge_ttl: cfg.node_api.challenge_ttl,
+    })
 }
 
 fn open_key_manager(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn KeyManager>> {
@@ -109,7 +180,13 @@ impl Server {
             upstream = st.upstream.as_deref().unwrap_or("none (root CA)"),
             "CA ready"
         );
-        Ok(Server { config, store, ca })
+        let node = Arc::new(node_service(&config, store.clone(), ca.clone())?);
+        Ok(Server {
+            config,
+            store,
+            ca,
+            node,
+        })
     }
 
     /// Serves until SIGINT/SIGTERM.
@@ -135,6 +212,12 @@ impl Server {
             }
         });
 
+        let node_task = if self.config.node_api.listen.is_empty() {
+            None
+        } else {
+            Some(self.spawn_node_api().await?)
+        };
+
         let service = AdminService {
             store: self.store.clone(),
             ca: self.ca.clone(),
@@ -148,9 +231,58 @@ impl Server {
         )
         .await;
         rotation.abort();
+        if let Some(t) = node_task {
+            t.abort();
+        }
         let _ = std::fs::remove_file(&socket_path);
         info!("server stopped");
         result
+    }
+}
+
+impl Server {
+    /// Binds the Node API (TLS with the server SVID) and serves it in the background.
+    async fn spawn_node_api(&self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let listen = &self.config.node_api.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot bind the node API on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let ttl = 3600u32;
+        let ca = self.ca.clone();
+        let identity = {
+            let ca = ca.clone();
+            tokio::task::spawn_blocking(move || ServerIdentity::new(&ca, ttl)).await??
+        };
+        let renew_identity = identity.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                let (ca, id) = (ca.clone(), renew_identity.clone());
+                match tokio::task::spawn_blocking(move || id.renew_if_due(&ca, ttl)).await {
+                    Ok(Ok(true)) => info!("server SVID renewed"),
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => error!(error = %e, "server SVID renewal failed"),
+                    Err(e) => error!(error = %e, "server SVID renewal task failed"),
+                }
+            }
+        });
+        let svc = ironroot_api::node::node_server::NodeServer::new(crate::node::NodeApi(
+            self.node.clone(),
+        ))
+        .max_decoding_message_size(self.config.node_api.max_message_bytes);
+        let incoming = tls_incoming(listener, identity);
+        info!(address = %addr, "node API listening (TLS)");
+        Ok(tokio::spawn(async move {
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                error!(error = %e, "node API server failed");
+            }
+        }))
     }
 }
 

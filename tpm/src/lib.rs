@@ -3,4 +3,6 @@
 //! [`verify`] is pure Rust (no libtss2, no I/O) and is what the server uses to check the
 //! evidence an agent sends.
 
+#[cfg(feature = "device")]
+pub mod device;
 pub mod verify;

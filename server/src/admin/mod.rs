@@ -207,6 +207,47 @@ impl Admin for AdminService {
         Ok(Response::new(pb::MintJwtSvidResponse { token, expires_at }))
     }
 
+    async fn create_join_token(
+        &self,
+        req: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::JoinToken>, Status> {
+        let ttl = match req.into_inner().ttl {
+            0 => 600,
+            t if t < 0 => return Err(Status::invalid_argument("ttl must not be negative")),
+            t => i64::from(t),
+        };
+        let store = self.store.clone();
+        let (token, expires_at) = blocking(move || {
+            crate::node::join_token::create(store.as_ref(), ttl).map_err(store_status)
+        })
+        .await?;
+        info!(expires_at, "join token created");
+        Ok(Response::new(pb::JoinToken { token, expires_at }))
+    }
+
+    async fn list_agents(
+        &self,
+        _req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let store = self.store.clone();
+        let nodes = blocking(move || store.list_attested_nodes().map_err(store_status)).await?;
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents: nodes
+                .into_iter()
+                .map(|n| pb::Agent {
+                    spiffe_id: n.spiffe_id.to_string(),
+                    attestor: n.attestor,
+                    selectors: n.selectors.into_iter().map(Into::into).collect(),
+                    serial_number: n.serial_number,
+                    expires_at: n.expires_at,
+                    banned: n.banned,
+                    first_attested_at: n.first_attested_at,
+                    last_attested_at: n.last_attested_at,
+                })
+                .collect(),
+        }))
+    }
+
     async fn health(
         &self,
         _req: Request<pb::HealthRequest>,

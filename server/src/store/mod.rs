@@ -138,4 +138,9 @@ pub trait DataStore: Send + Sync + 'static {
     fn get_ca_journal(&self) -> Result<Option<Vec<u8>>, StoreError>;
     /// Replaces the CA journal.
     fn put_ca_journal(&self, bytes: &[u8]) -> Result<(), StoreError>;
+
+    /// Records a join token by its SHA-256 (the token itself is never stored).
+    fn put_join_token(&self, token_hash: &[u8; 32], expires_at: i64) -> Result<(), StoreError>;
+    /// Removes a join token and returns its expiry: each token is used once.
+    fn take_join_token(&self, token_hash: &[u8; 32]) -> Result<Option<i64>, StoreError>;
 }

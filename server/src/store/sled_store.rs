@@ -35,6 +35,7 @@ pub struct SledStore {
     nodes: Tree,
     bundles: Tree,
     ca: Tree,
+    join_tokens: Tree,
     /// Serializes writers. sled transactions give atomicity; this lock makes
     /// the duplicate check race-free without relying on the fine points of
     /// sled's optimistic concurrency, at no cost at admin-API write rates.
@@ -80,6 +81,7 @@ impl SledStore {
             nodes: db.open_tree("nodes")?,
             bundles: db.open_tree("bundles")?,
             ca: db.open_tree("ca")?,
+            join_tokens: db.open_tree("join_tokens")?,
             db,
             trust_domain,
             write_lock: Mutex::new(()),
@@ -314,6 +316,27 @@ impl DataStore for SledStore {
         let _w = self.lock();
         self.ca.insert(KEY_JOURNAL, bytes)?;
         self.flush()
+    }
+
+    fn put_join_token(&self, token_hash: &[u8; 32], expires_at: i64) -> Result<(), StoreError> {
+        let _w = self.lock();
+        self.join_tokens
+            .insert(token_hash, &expires_at.to_be_bytes())?;
+        self.flush()
+    }
+
+    fn take_join_token(&self, token_hash: &[u8; 32]) -> Result<Option<i64>, StoreError> {
+        let _w = self.lock();
+        // Removed before it is used: a token works once, even if the attestation fails.
+        let Some(v) = self.join_tokens.remove(token_hash)? else {
+            return Ok(None);
+        };
+        self.flush()?;
+        let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+            what: "join token".into(),
+            reason: format!("expiry is {} bytes, not 8", v.len()),
+        })?;
+        Ok(Some(i64::from_be_bytes(bytes)))
     }
 }
 

@@ -1,6 +1,5 @@
 //! An independent check of X.509-SVIDs: rustls-webpki for the chain and
 //! x509-cert for every field the SPIFFE X.509-SVID spec fixes.
-#![allow(dead_code)]
 
 use der::{Decode, Encode};
 use rustls_pki_types::{CertificateDer, UnixTime};

@@ -1,0 +1,239 @@
+//! The agent's side of node attestation: gather TPM evidence, answer the
+//! server's challenge (credential activation, quote, event log, DevID
+//! signature), and receive the agent SVID.
+
+use anyhow::{bail, Context};
+use ironroot_api::node::{self as pb, node_client::NodeClient};
+use ironroot_api::spiffe_id::SpiffeId;
+use ironroot_tpm::device::{
+    devid_csr, read_event_log, AttestationKey, EkAlgorithm, EndorsementKey, LoadedKey, PcrBank, Tpm,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::config::AgentConfig;
+use crate::connect;
+
+/// What the server granted.
+#[derive(Debug, Clone)]
+pub struct AttestOutcome {
+    pub spiffe_id: String,
+    pub selectors: Vec<String>,
+    pub boot_policy: String,
+    pub svid_chain: Vec<Vec<u8>>,
+    pub root_cas: Vec<Vec<u8>>,
+    pub expires_at: i64,
+    /// PKCS#8 PEM of the agent SVID's key (made here, never sent).
+    pub key_pem: String,
+}
+
+/// A TPM opened for one attestation, with the keys the exchange uses.
+pub struct TpmSession {
+    pub tpm: Tpm,
+    pub ek: EndorsementKey,
+    pub ak: AttestationKey,
+    pub devid: Option<LoadedKey>,
+}
+
+/// Lets tests change the answer before it is sent (to show the server
+/// rejects replayed or forged evidence). Production passes `no_hook`.
+pub type AnswerHook<'a> =
+    &'a mut dyn FnMut(&mut TpmSession, &pb::Challenge, &mut pb::ChallengeResponse);
+
+/// The hook that changes nothing.
+pub fn no_hook(_: &mut TpmSession, _: &pb::Challenge, _: &mut pb::ChallengeResponse) {}
+
+pub fn ek_algorithm(name: &str) -> anyhow::Result<EkAlgorithm> {
+    Ok(match name {
+        "rsa" => EkAlgorithm::Rsa2048,
+        "ecc" => EkAlgorithm::EccP256,
+        "ecc-p384" => EkAlgorithm::EccP384,
+        other => bail!("tpm.ek {other:?} is not one of rsa, ecc, ecc-p384"),
+    })
+}
+
+fn bank(name: &str) -> anyhow::Result<PcrBank> {
+    Ok(match name {
+        "sha1" => PcrBank::Sha1,
+        "sha256" => PcrBank::Sha256,
+        "sha384" => PcrBank::Sha384,
+        other => bail!("the server asked for PCR bank {other:?}, which this agent cannot quote"),
+    })
+}
+
+pub fn bank_name(b: PcrBank) -> &'static str {
+    match b {
+        PcrBank::Sha1 => "sha1",
+        PcrBank::Sha256 => "sha256",
+        PcrBank::Sha384 => "sha384",
+    }
+}
+
+fn read_chain(path: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    connect::read_bundle(path).with_context(|| format!("DevID certificate {}", path.display()))
+}
+
+/// Opens the TPM and gathers the evidence of the first message.
+fn tpm_evidence(cfg: &AgentConfig) -> anyhow::Result<(TpmSession, pb::TpmEvidence)> {
+    let t = &cfg.tpm;
+    let mut tpm = Tpm::open(&t.tcti)?;
+    let ek = tpm.endorsement_key(ek_algorithm(&t.ek)?)?;
+    let persist = (t.ak_handle != 0).then_some(t.ak_handle);
+    let ak = tpm.attestation_key(&ek, persist)?;
+    let mut evidence = pb::TpmEvidence {
+        ek_certificate: ek.certificate.clone().unwrap_or_default(),
+        ek_public: ek.public.clone(),
+        ak_public: ak.public.clone(),
+        ..Default::default()
+    };
+    let mut devid = None;
+    if cfg.node_attestor == "tpm_devid" {
+        let path = t
+            .devid_certificate_path
+            .as_ref()
+            .context("tpm.devid_certificate_path is required for tpm_devid")?;
+        let key = tpm.devid_key(t.devid_handle)?;
+        let (attest, signature) = tpm.certify(&key, &ak, &[])?;
+        evidence.devid_certificate_chain = read_chain(path)?;
+        evidence.devid_public = key.public.clone();
+        evidence.devid_certify_attest = attest;
+        evidence.devid_certify_signature = signature;
+        devid = Some(key);
+    }
+    Ok((TpmSession { tpm, ek, ak, devid }, evidence))
+}
+
+/// Answers the challenge with the TPM.
+fn answer(
+    s: &mut TpmSession,
+    ch: &pb::Challenge,
+    cfg: &AgentConfig,
+) -> anyhow::Result<pb::ChallengeResponse> {
+    let secret =
+        s.tpm
+            .activate_credential(&s.ak, &s.ek, &ch.credential_blob, &ch.encrypted_secret)?;
+    let selection = ch
+        .pcr_selection
+        .iter()
+        .map(|sel| Ok((bank(&sel.bank)?, sel.pcrs.clone())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let quote = s.tpm.quote(&s.ak, &ch.quote_nonce, &selection)?;
+    let event_log = read_event_log(&cfg.tpm.event_log_path)?;
+    let devid_signature = match (&s.devid, ch.devid_nonce.is_empty()) {
+        (Some(key), false) => {
+            let digest = Sha256::digest(&ch.devid_nonce);
+            s.tpm.sign_digest(key, &digest)?
+        }
+        _ => Vec::new(),
+    };
+    Ok(pb::ChallengeResponse {
+        activated_secret: secret,
+        quote_attest: quote.attest,
+        quote_signature: quote.signature,
+        pcr_values: quote
+            .pcrs
+            .into_iter()
+            .map(|p| pb::PcrValue {
+                bank: bank_name(p.bank).into(),
+                index: p.index,
+                digest: p.digest,
+            })
+            .collect(),
+        event_log,
+        devid_signature,
+    })
+}
+
+/// One attestation with the configured node attestor.
+pub async fn attest(cfg: &AgentConfig) -> anyhow::Result<AttestOutcome> {
+    attest_with(cfg, &mut no_hook).await
+}
+
+/// [`attest`], with a hook on the challenge answer.
+pub async fn attest_with(cfg: &AgentConfig, hook: AnswerHook<'_>) -> anyhow::Result<AttestOutcome> {
+    let key = rcgen::KeyPair::generate().context("cannot generate the agent key")?;
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .context("cannot build the agent CSR")?
+        .der()
+        .to_vec();
+    let (mut session, params) = match cfg.node_attestor.as_str() {
+        "join_token" => (
+            None,
+            pb::AttestParams {
+                attestor: "join_token".into(),
+                csr,
+                join_token: cfg.join_token.clone().unwrap_or_default(),
+                tpm: None,
+            },
+        ),
+        name => {
+            let (s, evidence) = tpm_evidence(cfg)?;
+            (
+                Some(s),
+                pb::AttestParams {
+                    attestor: name.into(),
+                    csr,
+                    tpm: Some(evidence),
+                    join_token: String::new(),
+                },
+            )
+        }
+    };
+    let roots = connect::read_bundle(&cfg.trust_bundle_path)?;
+    let server_id = SpiffeId::parse(&format!("spiffe://{}/spire/server", cfg.trust_domain))
+        .context("trust_domain")?;
+    let channel = connect::channel(&cfg.server_address, roots, server_id).await?;
+    let mut client = NodeClient::new(channel)
+        .max_encoding_message_size(16 * 1024 * 1024)
+        .max_decoding_message_size(16 * 1024 * 1024);
+    let (tx, rx) = mpsc::channel(2);
+    tx.send(pb::AttestRequest {
+        step: Some(pb::attest_request::Step::Params(params)),
+    })
+    .await
+    .context("attestation stream closed")?;
+    let rejected = |s: tonic::Status| anyhow::anyhow!("{} ({:?})", s.message(), s.code());
+    let mut inbound = client
+        .attest(ReceiverStream::new(rx))
+        .await
+        .map_err(rejected)?
+        .into_inner();
+    loop {
+        let msg = inbound.message().await.map_err(rejected)?;
+        match msg.and_then(|m| m.step) {
+            Some(pb::attest_response::Step::Challenge(ch)) => {
+                let s = session
+                    .as_mut()
+                    .context("the server sent a TPM challenge to a join_token agent")?;
+                let mut resp = answer(s, &ch, cfg)?;
+                hook(s, &ch, &mut resp);
+                tx.send(pb::AttestRequest {
+                    step: Some(pb::attest_request::Step::ChallengeResponse(resp)),
+                })
+                .await
+                .context("attestation stream closed")?;
+            }
+            Some(pb::attest_response::Step::Result(r)) => {
+                return Ok(AttestOutcome {
+                    spiffe_id: r.spiffe_id,
+                    selectors: r.selectors,
+                    boot_policy: r.boot_policy,
+                    svid_chain: r.svid_chain,
+                    root_cas: r.root_cas,
+                    expires_at: r.expires_at,
+                    key_pem: key.serialize_pem(),
+                })
+            }
+            None => bail!("the server closed the attestation stream without a result"),
+        }
+    }
+}
+
+/// Makes (or reuses) the DevID key and writes a CSR for it.
+pub fn provision_devid(cfg: &AgentConfig, subject_cn: &str) -> anyhow::Result<Vec<u8>> {
+    let mut tpm = Tpm::open(&cfg.tpm.tcti)?;
+    let key = tpm.devid_key(cfg.tpm.devid_handle)?;
+    Ok(devid_csr(&mut tpm, &key, subject_cn)?)
+}

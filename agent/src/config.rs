@@ -1,0 +1,120 @@
+//! Agent configuration (TOML). Every option and its default is documented in
+//! docs/agent-configuration.md.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Trust domain of the server, e.g. "example.org".
+    pub trust_domain: String,
+    /// Node API address of the server, "host:port".
+    pub server_address: String,
+    /// PEM bundle trusted for the server's SVID at bootstrap (installed with the agent).
+    pub trust_bundle_path: PathBuf,
+    /// Where the agent keeps its SVID and key.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// "tpm_ek", "tpm_devid" or "join_token".
+    #[serde(default = "default_attestor")]
+    pub node_attestor: String,
+    /// The token, for join_token.
+    #[serde(default)]
+    pub join_token: Option<String>,
+    #[serde(default)]
+    pub tpm: TpmConfig,
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmConfig {
+    /// TSS2 TCTI: "device:/dev/tpmrm0" or "swtpm:host=127.0.0.1,port=2321".
+    #[serde(default = "default_tcti")]
+    pub tcti: String,
+    /// The firmware event log.
+    #[serde(default = "default_event_log")]
+    pub event_log_path: PathBuf,
+    /// EK type: "rsa" (RSA-2048), "ecc" (ECC P-256) or "ecc-p384".
+    #[serde(default = "default_ek")]
+    pub ek: String,
+    /// Persistent handle for the AK (a real TPM is not asked to recreate it on
+    /// every attestation); 0 keeps it transient.
+    #[serde(default = "default_ak_handle")]
+    pub ak_handle: u32,
+    /// Persistent handle of the DevID key (tpm_devid).
+    #[serde(default = "default_devid_handle")]
+    pub devid_handle: u32,
+    /// PEM: DevID certificate, then its intermediates (tpm_devid).
+    #[serde(default)]
+    pub devid_certificate_path: Option<PathBuf>,
+}
+
+impl Default for TpmConfig {
+    fn default() -> Self {
+        TpmConfig {
+            tcti: default_tcti(),
+            event_log_path: default_event_log(),
+            ek: default_ek(),
+            ak_handle: default_ak_handle(),
+            devid_handle: default_devid_handle(),
+            devid_certificate_path: None,
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/ironroot/agent")
+}
+fn default_attestor() -> String {
+    "tpm_ek".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_tcti() -> String {
+    "device:/dev/tpmrm0".into()
+}
+fn default_event_log() -> PathBuf {
+    PathBuf::from("/sys/kernel/security/tpm0/binary_bios_measurements")
+}
+fn default_ek() -> String {
+    "rsa".into()
+}
+fn default_ak_handle() -> u32 {
+    0x8101_0010
+}
+fn default_devid_handle() -> u32 {
+    0x8101_0020
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        let cfg: AgentConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config file {} is not valid: {e}", path.display()))?;
+        match cfg.node_attestor.as_str() {
+            "tpm_ek" | "tpm_devid" => {}
+            "join_token" if cfg.join_token.is_some() => {}
+            "join_token" => anyhow::bail!(
+                "{}: node_attestor = \"join_token\" needs join_token",
+                path.display()
+            ),
+            other => anyhow::bail!(
+                "{}: node_attestor {other:?} is not one of tpm_ek, tpm_devid, join_token",
+                path.display()
+            ),
+        }
+        if cfg.node_attestor == "tpm_devid" && cfg.tpm.devid_certificate_path.is_none() {
+            anyhow::bail!(
+                "{}: tpm_devid needs tpm.devid_certificate_path",
+                path.display()
+            );
+        }
+        Ok(cfg)
+    }
+}

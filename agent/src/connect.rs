@@ -1,0 +1,62 @@
+//! The agent's TLS channel to the server's Node API. The server must present
+//! an X.509-SVID for spiffe://<td>/spire/server that verifies to the bundle
+//! the agent was installed with; no DNS name is involved.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use ironroot_api::spiffe_id::SpiffeId;
+use ironroot_api::tls::SpiffeServerVerifier;
+use rustls::pki_types::ServerName;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Reads the CERTIFICATE blocks of a PEM bundle.
+pub fn read_bundle(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let text = std::fs::read(path)
+        .with_context(|| format!("cannot read trust bundle {}", path.display()))?;
+    let certs: Vec<Vec<u8>> = pem::parse_many(&text)
+        .with_context(|| format!("trust bundle {} is not PEM", path.display()))?
+        .into_iter()
+        .filter(|p| p.tag() == "CERTIFICATE")
+        .map(|p| p.into_contents())
+        .collect();
+    if certs.is_empty() {
+        anyhow::bail!("trust bundle {} holds no certificate", path.display());
+    }
+    Ok(certs)
+}
+
+/// A gRPC channel over TLS to `address`, accepting only `server_id` under `roots`.
+pub async fn channel(
+    address: &str,
+    roots: Vec<Vec<u8>>,
+    server_id: SpiffeId,
+) -> anyhow::Result<Channel> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .dangerous()
+    .with_custom_certificate_verifier(SpiffeServerVerifier::new(roots, server_id))
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let addr = address.to_string();
+    Endpoint::try_from(format!("http://{address}"))
+        .with_context(|| format!("server_address {address:?} is not host:port"))?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let (connector, addr) = (connector.clone(), addr.clone());
+            async move {
+                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                // SVIDs carry no DNS name; the verifier checks the SPIFFE ID instead.
+                let name =
+                    ServerName::try_from("ironroot-server").map_err(std::io::Error::other)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await
+        .with_context(|| format!("cannot reach the server at {address} over TLS"))
+}

@@ -1,0 +1,222 @@
+//! Set-up for attestation tests: a server on its own SoftHSM token with the
+//! Node API on a free port, a swtpm per test, boots simulated by writing an
+//! event log and extending the swtpm's PCRs to match it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use ironroot_agent::attest::{attest_with, AnswerHook, AttestOutcome};
+use ironroot_agent::config::{AgentConfig, TpmConfig};
+use ironroot_testkit::server::{server_config, ServerProcess, SoftHsm, TD};
+use ironroot_testkit::swtpm::{Swtpm, SwtpmOptions, SwtpmState};
+use ironroot_tpm::device::{PcrBank, Tpm};
+use ironroot_tpm::verify::eventlog::uefi::EFI_GLOBAL_VARIABLE;
+use ironroot_tpm::verify::eventlog::{EventLog, EventType, HashAlg, LogBuilder};
+use ironroot_tpm::verify::policy::generate_policy;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The manufactured TPM shared by the tests of one binary (copied per test).
+pub fn tpm_state() -> &'static SwtpmState {
+    SwtpmState::shared("attest", &SwtpmOptions::default())
+}
+
+/// A second TPM "from another manufacturer" (its own local CA).
+pub fn other_tpm_state() -> &'static SwtpmState {
+    SwtpmState::shared("attest-other", &SwtpmOptions::default())
+}
+
+/// PEM with the local CA root and the issuer that signed the EK certificates
+/// (written once beside the shared state; renamed into place so readers never
+/// see half a file).
+pub fn ek_ca_bundle(state: &SwtpmState) -> PathBuf {
+    let p = state.dir.join("ek-ca-bundle.pem");
+    if !p.exists() {
+        let mut pem = std::fs::read_to_string(&state.ca_root_cert).expect("root");
+        pem.push_str(&std::fs::read_to_string(&state.issuer_cert).expect("issuer"));
+        let tmp = state
+            .dir
+            .join(format!("ek-ca-bundle.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, pem).expect("ek ca bundle");
+        std::fs::rename(&tmp, &p).expect("ek ca bundle rename");
+    }
+    p
+}
+
+/// What a simulated machine booted.
+#[derive(Clone)]
+pub struct Boot {
+    pub firmware: &'static [u8],
+    pub kernel: &'static [u8],
+    pub cmdline: &'static str,
+    pub initrd: &'static [u8],
+    pub secure_boot: bool,
+    /// Leave out the kernel (PCR4) event, as OVMF's unverified fallback does.
+    pub no_kernel_event: bool,
+}
+
+impl Default for Boot {
+    fn default() -> Self {
+        Boot {
+            firmware: b"ironroot test firmware 1.0",
+            kernel: b"vmlinuz-6.1 image bytes",
+            cmdline: "console=ttyS0 root=/dev/vda1 ro",
+            initrd: b"initrd image bytes",
+            secure_boot: false,
+            no_kernel_event: false,
+        }
+    }
+}
+
+/// The TCG event log of `boot` (crypto-agile, sha256).
+pub fn boot_log(boot: &Boot) -> Vec<u8> {
+    let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
+    b.event(0, EventType::EV_S_CRTM_VERSION, boot.firmware);
+    b.measure(
+        0,
+        EventType::EV_EFI_PLATFORM_FIRMWARE_BLOB,
+        boot.firmware,
+        &[0u8; 16],
+    );
+    b.variable(
+        7,
+        EventType::EV_EFI_VARIABLE_DRIVER_CONFIG,
+        &EFI_GLOBAL_VARIABLE,
+        "SecureBoot",
+        &[u8::from(boot.secure_boot)],
+    );
+    if !boot.no_kernel_event {
+        b.measure(
+            4,
+            EventType::EV_EFI_BOOT_SERVICES_APPLICATION,
+            boot.kernel,
+            &[0u8; 32],
+        );
+    }
+    let mut cmd = Vec::new();
+    for u in boot.cmdline.encode_utf16().chain(std::iter::once(0)) {
+        cmd.extend_from_slice(&u.to_le_bytes());
+    }
+    b.linux_tag(0x8F3B_22ED, "LOADED_IMAGE::LoadOptions", &cmd);
+    b.linux_tag(0x8F3B_22EC, "Linux initrd", boot.initrd);
+    b.separators(&[0, 1, 2, 3, 4, 5, 6, 7]);
+    b.build()
+}
+
+/// Extends the TPM's sha256 PCRs with every measured event of `log`, as firmware would.
+pub fn extend_like(tpm: &Swtpm, log: &[u8]) {
+    let parsed = EventLog::parse(log).expect("log parses");
+    let mut t = Tpm::open(&tpm.tcti()).expect("open swtpm");
+    for e in parsed.events() {
+        if e.event_type == EventType::EV_NO_ACTION {
+            continue;
+        }
+        if let Some(d) = e.digests.iter().find(|d| d.alg() == HashAlg::Sha256) {
+            t.pcr_extend_digest(e.pcr, PcrBank::Sha256, d.as_bytes())
+                .expect("extend");
+        }
+    }
+}
+
+/// The policy a known-good boot generates, as TOML.
+pub fn policy_toml(name: &str, boot: &Boot) -> String {
+    let log = EventLog::parse(&boot_log(boot)).expect("log");
+    generate_policy(name, &log).to_toml().expect("toml")
+}
+
+/// A running server with the Node API and the TPM attestors.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub hsm: SoftHsm,
+    pub server: ServerProcess,
+    pub address: String,
+    pub bundle: PathBuf,
+}
+
+/// Starts a server whose `[node_attestors.tpm]` is `tpm_section` (without its
+/// header), with `policies` (name, TOML) in its policies_dir.
+pub fn start_server(test: &str, tpm_section: &str, policies: &[(&str, String)]) -> Env {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hsm = SoftHsm::new(&dir.path().join("hsm"));
+    hsm.init_token("ca");
+    let pdir = dir.path().join("policies");
+    std::fs::create_dir_all(&pdir).expect("policies dir");
+    for (name, text) in policies {
+        std::fs::write(pdir.join(format!("{name}.toml")), text).expect("policy");
+    }
+    let port = free_port();
+    let extra = format!(
+        "[node_api]\nlisten = \"127.0.0.1:{port}\"\nchallenge_ttl = \"20s\"\n\n\
+         [node_attestors.tpm]\npolicies_dir = \"{}\"\n{tpm_section}\n",
+        pdir.display()
+    );
+    let conf = server_config(dir.path(), &hsm, "ca", &extra);
+    let server = ServerProcess::start(test, &conf, &hsm, &dir.path().join("admin.sock"));
+    let bundle = dir.path().join("bootstrap-bundle.pem");
+    std::fs::write(&bundle, server.cli_ok(&["bundle", "show"])).expect("bundle");
+    Env {
+        dir,
+        hsm,
+        server,
+        address: format!("127.0.0.1:{port}"),
+        bundle,
+    }
+}
+
+impl Env {
+    /// An agent config for `tpm` (tcti) with `log` as its firmware event log.
+    pub fn agent(&self, tpm: &Swtpm, log: &[u8], ek: &str) -> AgentConfig {
+        let adir = tempfile::Builder::new()
+            .prefix("agent-")
+            .tempdir_in(self.dir.path())
+            .expect("agent dir")
+            .keep();
+        let log_path = adir.join("binary_bios_measurements");
+        std::fs::write(&log_path, log).expect("log");
+        AgentConfig {
+            trust_domain: TD.into(),
+            server_address: self.address.clone(),
+            trust_bundle_path: self.bundle.clone(),
+            data_dir: adir.join("data"),
+            node_attestor: "tpm_ek".into(),
+            join_token: None,
+            tpm: TpmConfig {
+                tcti: tpm.tcti(),
+                event_log_path: log_path,
+                ek: ek.into(),
+                ..TpmConfig::default()
+            },
+            log_level: "info".into(),
+        }
+    }
+}
+
+pub fn attest(cfg: &AgentConfig, hook: AnswerHook<'_>) -> anyhow::Result<AttestOutcome> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(attest_with(cfg, hook))
+}
+
+/// Asserts a rejection whose message names `check` and contains every `words`.
+pub fn assert_rejected(r: anyhow::Result<AttestOutcome>, check: &str, words: &[&str]) -> String {
+    let e = match r {
+        Ok(o) => panic!(
+            "attestation passed but must fail ({check}): {}",
+            o.spiffe_id
+        ),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(e.contains("attestation rejected"), "{e}");
+    assert!(e.contains(check), "expected check '{check}' in: {e}");
+    for w in words {
+        assert!(e.contains(w), "expected '{w}' in: {e}");
+    }
+    e
+}

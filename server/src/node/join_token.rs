@@ -1,0 +1,81 @@
+//! The `join_token` attestor, for labs without a TPM: an operator creates a
+//! single-use token with a TTL (`ironroot-server token generate`), the agent
+//! presents it once. Only the token's SHA-256 is stored.
+
+use std::sync::Arc;
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use ironroot_api::node as pb;
+use ironroot_api::selector::Selector;
+use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use super::{AttestError, Attested, Begun, NodeAttestor};
+use crate::ca::unix_now;
+use crate::store::{DataStore, StoreError};
+
+pub const NAME: &str = "join_token";
+
+fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Creates and records a token valid for `ttl_secs`; returns it and its expiry.
+pub fn create(store: &dyn DataStore, ttl_secs: i64) -> Result<(String, i64), StoreError> {
+    let mut raw = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let token = URL_SAFE_NO_PAD.encode(raw);
+    let expires_at = unix_now() + ttl_secs;
+    store.put_join_token(&token_hash(&token), expires_at)?;
+    Ok((token, expires_at))
+}
+
+pub struct JoinTokenAttestor {
+    pub store: Arc<dyn DataStore>,
+    pub trust_domain: TrustDomain,
+}
+
+impl NodeAttestor for JoinTokenAttestor {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn begin(&self, params: &pb::AttestParams) -> Result<Begun, AttestError> {
+        let token = params.join_token.trim();
+        if token.is_empty() || token.len() > 256 {
+            return Err(AttestError::malformed(
+                "join token",
+                "no join token was sent",
+            ));
+        }
+        let hash = token_hash(token);
+        let expires_at = self
+            .store
+            .take_join_token(&hash)
+            .map_err(|e| AttestError::rejected("join token", format!("store: {e}")))?
+            .ok_or_else(|| {
+                AttestError::rejected("join token", "unknown or already used join token")
+            })?;
+        let now = unix_now();
+        if now > expires_at {
+            return Err(AttestError::rejected(
+                "join token",
+                format!("the join token expired {}s ago", now - expires_at),
+            ));
+        }
+        // The agent ID names the token's hash, never the token itself.
+        let id = SpiffeId::parse(&format!(
+            "spiffe://{}/spire/agent/join_token/{}",
+            self.trust_domain,
+            hex::encode(&hash[..16])
+        ))
+        .map_err(|e| AttestError::rejected("agent id", e.to_string()))?;
+        Ok(Begun::Done(Attested {
+            agent_id: id,
+            selectors: vec![Selector::new("join_token", "attested")
+                .map_err(|e| AttestError::rejected("selectors", e.to_string()))?],
+            boot_policy: None,
+        }))
+    }
+}

@@ -1,0 +1,86 @@
+//! Node attestation: the Node API stream, the `NodeAttestor` seam, and the
+//! attestors (`tpm_ek`, `tpm_devid`, `join_token`). A node gets its agent
+//! SVID only after its attestor's checks all pass; every rejection names the
+//! check that failed and is logged.
+
+pub mod certchain;
+pub mod join_token;
+pub mod nonce;
+mod service;
+pub mod tls;
+pub mod tpm;
+
+pub use service::{NodeApi, NodeService};
+
+use ironroot_api::node as pb;
+use ironroot_api::selector::Selector;
+use ironroot_api::spiffe_id::SpiffeId;
+
+/// What a successful attestation proved.
+#[derive(Debug, Clone)]
+pub struct Attested {
+    pub agent_id: SpiffeId,
+    pub selectors: Vec<Selector>,
+    /// The measured-boot policy that passed, if any.
+    pub boot_policy: Option<String>,
+}
+
+/// A rejected attestation: which check failed and why, for the agent's
+/// operator and the server log.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{check}: {reason}")]
+pub struct AttestError {
+    pub check: &'static str,
+    pub reason: String,
+    /// Malformed input (INVALID_ARGUMENT) rather than a failed check (PERMISSION_DENIED).
+    pub malformed: bool,
+}
+
+impl AttestError {
+    pub fn rejected(check: &'static str, reason: impl Into<String>) -> Self {
+        AttestError {
+            check,
+            reason: reason.into(),
+            malformed: false,
+        }
+    }
+
+    pub fn malformed(check: &'static str, reason: impl Into<String>) -> Self {
+        AttestError {
+            check,
+            reason: reason.into(),
+            malformed: true,
+        }
+    }
+
+    pub fn to_status(&self) -> tonic::Status {
+        let msg = format!("attestation rejected: {self}");
+        if self.malformed {
+            tonic::Status::invalid_argument(msg)
+        } else {
+            tonic::Status::permission_denied(msg)
+        }
+    }
+}
+
+/// The second half of an exchange that needed a challenge.
+pub trait PendingAttestation: Send {
+    /// Checks the agent's answer. Called at most once.
+    fn finish(self: Box<Self>, response: &pb::ChallengeResponse) -> Result<Attested, AttestError>;
+}
+
+/// What `begin` decided.
+pub enum Begun {
+    /// No challenge needed (join tokens).
+    Done(Attested),
+    /// Send the challenge, then finish with the answer.
+    Challenge(pb::Challenge, Box<dyn PendingAttestation>),
+}
+
+/// A node attestor: checks the evidence a node presents.
+pub trait NodeAttestor: Send + Sync {
+    /// The name agents send (`tpm_ek`, ...).
+    fn name(&self) -> &'static str;
+    /// Offline checks of the first message, and the challenge if one is needed.
+    fn begin(&self, params: &pb::AttestParams) -> Result<Begun, AttestError>;
+}

@@ -1,0 +1,221 @@
+//! The Node API stream: params -> (challenge -> answer) -> agent SVID.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ironroot_api::node::{self as pb, node_server::Node};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use super::{AttestError, Attested, Begun, NodeAttestor};
+use crate::ca::{unix_now, x509, CertificateAuthority};
+use crate::store::{AttestedNode, DataStore};
+
+pub struct NodeService {
+    pub attestors: HashMap<&'static str, Arc<dyn NodeAttestor>>,
+    pub ca: Arc<CertificateAuthority>,
+    pub store: Arc<dyn DataStore>,
+    pub agent_svid_ttl: Duration,
+    /// How long an agent has to answer a challenge.
+    pub challenge_ttl: Duration,
+}
+
+type AttestStream = Pin<Box<dyn Stream<Item = Result<pb::AttestResponse, Status>> + Send>>;
+
+fn step_of(msg: Option<pb::AttestRequest>) -> Option<pb::attest_request::Step> {
+    msg.and_then(|m| m.step)
+}
+
+impl NodeService {
+    async fn run(
+        self: Arc<Self>,
+        mut inbound: Streaming<pb::AttestRequest>,
+        tx: &mpsc::Sender<Result<pb::AttestResponse, Status>>,
+    ) -> Result<pb::AttestResult, Status> {
+        let first = inbound.message().await?;
+        let Some(pb::attest_request::Step::Params(params)) = step_of(first) else {
+            return Err(Status::invalid_argument(
+                "the first message must carry the attestation parameters",
+            ));
+        };
+        let attestor = self
+            .attestors
+            .get(params.attestor.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                let mut known: Vec<_> = self.attestors.keys().copied().collect();
+                known.sort();
+                Status::permission_denied(format!(
+                    "attestation rejected: attestor '{}' is not enabled on this server (enabled: {})",
+                    params.attestor,
+                    known.join(", ")
+                ))
+            })?;
+        // Proof of possession of the agent key before any TPM work.
+        let public_key = x509::parse_csr(&params.csr)
+            .map_err(|e| AttestError::malformed("agent CSR", e.to_string()).to_status())?;
+
+        let begun = blocking(move || attestor.begin(&params)).await?;
+        let attested = match begun {
+            Begun::Done(a) => a,
+            Begun::Challenge(challenge, pending) => {
+                tx.send(Ok(pb::AttestResponse {
+                    step: Some(pb::attest_response::Step::Challenge(challenge)),
+                }))
+                .await
+                .map_err(|_| Status::cancelled("the agent went away"))?;
+                let answer = tokio::time::timeout(self.challenge_ttl, inbound.message())
+                    .await
+                    .map_err(|_| {
+                        AttestError::rejected(
+                            "challenge",
+                            format!(
+                                "no answer within {}s; the challenge expired",
+                                self.challenge_ttl.as_secs()
+                            ),
+                        )
+                        .to_status()
+                    })??;
+                let Some(pb::attest_request::Step::ChallengeResponse(resp)) = step_of(answer)
+                else {
+                    return Err(Status::invalid_argument(
+                        "the second message must answer the challenge",
+                    ));
+                };
+                blocking(move || pending.finish(&resp)).await?
+            }
+        };
+        self.issue(attested, public_key).await
+    }
+
+    /// Records the node and signs its agent SVID.
+    async fn issue(
+        &self,
+        attested: Attested,
+        public_key: rcgen::PublicKey,
+    ) -> Result<pb::AttestResult, Status> {
+        let store = self.store.clone();
+        let ca = self.ca.clone();
+        let ttl = u32::try_from(self.agent_svid_ttl.as_secs()).unwrap_or(u32::MAX);
+        let a = attested.clone();
+        let (svid, roots) = tokio::task::spawn_blocking(move || {
+            let now = unix_now();
+            let previous = store
+                .get_attested_node(&a.agent_id)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            if previous.as_ref().is_some_and(|n| n.banned) {
+                return Err(AttestError::rejected(
+                    "ban list",
+                    format!(
+                        "{} is banned; unban it before it may attest again",
+                        a.agent_id
+                    ),
+                )
+                .to_status());
+            }
+            let svid = ca
+                .sign_x509_svid(&public_key, &a.agent_id, ttl, &[])
+                .map_err(crate::admin::ca_status)?;
+            let serial = x509_serial_hex(svid.chain.first().map(Vec::as_slice).unwrap_or(&[]));
+            store
+                .put_attested_node(&AttestedNode {
+                    spiffe_id: a.agent_id.clone(),
+                    attestor: attestor_of(&a.agent_id),
+                    selectors: a.selectors.clone(),
+                    serial_number: serial,
+                    expires_at: svid.expires_at,
+                    banned: false,
+                    first_attested_at: previous.map(|p| p.first_attested_at).unwrap_or(now),
+                    last_attested_at: now,
+                })
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let roots = ca
+                .bundle()
+                .map_err(crate::admin::ca_status)?
+                .x509_authorities;
+            Ok((svid, roots))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))??;
+        info!(
+            agent = %attested.agent_id,
+            policy = attested.boot_policy.as_deref().unwrap_or("-"),
+            "node attested"
+        );
+        Ok(pb::AttestResult {
+            spiffe_id: attested.agent_id.to_string(),
+            selectors: attested.selectors.iter().map(|s| s.to_string()).collect(),
+            svid_chain: svid.chain,
+            root_cas: roots,
+            expires_at: svid.expires_at,
+            boot_policy: attested.boot_policy.unwrap_or_default(),
+        })
+    }
+}
+
+/// `spiffe://td/spire/agent/<attestor>/...` -> `<attestor>`.
+fn attestor_of(id: &ironroot_api::spiffe_id::SpiffeId) -> String {
+    id.path()
+        .trim_start_matches("/spire/agent/")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn x509_serial_hex(der: &[u8]) -> String {
+    use der::Decode;
+    x509_cert::Certificate::from_der(der)
+        .map(|c| hex::encode(c.tbs_certificate.serial_number.as_bytes()))
+        .unwrap_or_default()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AttestError> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_status()),
+        Err(e) => Err(Status::internal(format!("worker failed: {e}"))),
+    }
+}
+
+/// The gRPC face of a shared [`NodeService`].
+pub struct NodeApi(pub Arc<NodeService>);
+
+#[tonic::async_trait]
+impl Node for NodeApi {
+    type AttestStream = AttestStream;
+
+    async fn attest(
+        &self,
+        req: Request<Streaming<pb::AttestRequest>>,
+    ) -> Result<Response<Self::AttestStream>, Status> {
+        let peer = req
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(2);
+        let svc = self.0.clone();
+        tokio::spawn(async move {
+            let outcome = svc.run(inbound, &tx).await;
+            let msg = match outcome {
+                Ok(result) => Ok(pb::AttestResponse {
+                    step: Some(pb::attest_response::Step::Result(result)),
+                }),
+                Err(status) => {
+                    warn!(peer = %peer, reason = %status.message(), "node attestation rejected");
+                    Err(status)
+                }
+            };
+            let _ = tx.send(msg).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

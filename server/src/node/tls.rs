@@ -1,0 +1,121 @@
+//! TLS for the Node API: the server presents its own X.509-SVID
+//! (`spiffe://<td>/spire/server`), issued by its CA and renewed at half life,
+//! so agents check it against the trust bundle they were installed with.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use ironroot_api::spiffe_id::SpiffeId;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpListener;
+use tokio_stream::Stream;
+use tracing::{info, warn};
+
+use crate::ca::{unix_now, CertificateAuthority};
+
+/// The server's current SVID, swapped in place on renewal.
+#[derive(Debug)]
+pub struct ServerIdentity {
+    current: RwLock<(Arc<CertifiedKey>, i64)>,
+}
+
+pub fn server_spiffe_id(ca: &CertificateAuthority) -> anyhow::Result<SpiffeId> {
+    SpiffeId::parse(&format!("spiffe://{}/spire/server", ca.trust_domain()))
+        .context("server SPIFFE ID")
+}
+
+/// A fresh key (in memory; it only authenticates TLS) and an SVID for it.
+fn issue(ca: &CertificateAuthority, ttl: u32) -> anyhow::Result<(Arc<CertifiedKey>, i64)> {
+    let key = rcgen::KeyPair::generate().context("server TLS key")?;
+    let id = server_spiffe_id(ca)?;
+    let svid = ca
+        .sign_x509_svid(&key, &id, ttl, &[])
+        .context("cannot issue the server SVID")?;
+    let chain: Vec<CertificateDer<'static>> =
+        svid.chain.into_iter().map(CertificateDer::from).collect();
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signing = rustls::crypto::ring::sign::any_supported_type(&der)
+        .context("server TLS key not usable by rustls")?;
+    Ok((Arc::new(CertifiedKey::new(chain, signing)), svid.expires_at))
+}
+
+impl ServerIdentity {
+    pub fn new(ca: &CertificateAuthority, ttl: u32) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(ServerIdentity {
+            current: RwLock::new(issue(ca, ttl)?),
+        }))
+    }
+
+    /// Renews the SVID when half its life is gone (or the CA changed under it).
+    pub fn renew_if_due(&self, ca: &CertificateAuthority, ttl: u32) -> anyhow::Result<bool> {
+        let expires_at = self.current.read().map(|g| g.1).unwrap_or(0);
+        let due = unix_now() >= expires_at - i64::from(ttl) / 2;
+        if !due {
+            return Ok(false);
+        }
+        let fresh = issue(ca, ttl)?;
+        if let Ok(mut g) = self.current.write() {
+            *g = fresh;
+        }
+        Ok(true)
+    }
+}
+
+impl ResolvesServerCert for ServerIdentity {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|g| g.0.clone())
+    }
+}
+
+/// Accepts TCP connections and completes TLS handshakes; failed handshakes
+/// are logged and dropped without stopping the listener.
+pub fn tls_incoming(
+    listener: TcpListener,
+    identity: Arc<ServerIdentity>,
+) -> impl Stream<Item = Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>
+{
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map(|b| b.with_no_client_auth().with_cert_resolver(identity));
+    if let Ok(c) = config.as_mut() {
+        c.alpn_protocols = vec![b"h2".to_vec()];
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let config = match config {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                let _ = tx.send(Err(std::io::Error::other(e))).await;
+                return;
+            }
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "node API accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => info!(peer = %peer, error = %e, "node API TLS handshake failed"),
+                    Err(_) => info!(peer = %peer, "node API TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

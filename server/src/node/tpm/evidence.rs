@@ -1,0 +1,263 @@
+//! Checks of TPM evidence: the quote (nonce, signature, PCR digest), the
+//! event log against the quoted PCRs, and the DevID (chain, certify, nonce
+//! signature). Each failure names the check, the PCR and the values.
+
+use std::collections::HashMap;
+
+use der::Encode;
+use ironroot_api::node as pb;
+use ironroot_tpm::verify::eventlog::{EventLog, HashAlg};
+use ironroot_tpm::verify::{
+    pcr_digest, verify_signature, Attest, Attested as Quoted, TpmHashAlg, TpmPublic, TpmSignature,
+};
+use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+use sha2::{Digest, Sha256};
+use x509_cert::Certificate;
+
+use super::bank_name;
+use crate::node::certchain::{self, Anchors};
+use crate::node::nonce::NonceRegistry;
+use crate::node::AttestError;
+
+fn tpm_hash(bank: HashAlg) -> Option<TpmHashAlg> {
+    match bank {
+        HashAlg::Sha1 => Some(TpmHashAlg::Sha1),
+        HashAlg::Sha256 => Some(TpmHashAlg::Sha256),
+        HashAlg::Sha384 => Some(TpmHashAlg::Sha384),
+        HashAlg::Sha512 => Some(TpmHashAlg::Sha512),
+        _ => None,
+    }
+}
+
+/// Quoted PCR values, by index, of the one bank quoted.
+pub type QuotedPcrs = Vec<(u32, Vec<u8>)>;
+
+/// Checks the quote; returns the PCR values it vouches for.
+pub fn check_quote(
+    nonces: &NonceRegistry,
+    ak: &TpmPublic,
+    nonce: &[u8; 32],
+    bank: HashAlg,
+    pcrs: &[u32],
+    r: &pb::ChallengeResponse,
+    now: i64,
+) -> Result<QuotedPcrs, AttestError> {
+    let attest = Attest::parse(&r.quote_attest)
+        .map_err(|e| AttestError::malformed("quote", e.to_string()))?;
+    if attest.extra_data != nonce {
+        let why = if nonces.was_used(&attest.extra_data) {
+            "the quote carries a nonce that was already used: a replayed quote"
+        } else {
+            "the quote was made over another nonce than this challenge's"
+        };
+        return Err(AttestError::rejected("quote nonce", why));
+    }
+    nonces
+        .consume(nonce, now)
+        .map_err(|e| AttestError::rejected("quote nonce", e.to_string()))?;
+    let sig = TpmSignature::parse(&r.quote_signature)
+        .map_err(|e| AttestError::malformed("quote signature", e.to_string()))?;
+    verify_signature(ak, &r.quote_attest, &sig).map_err(|e| {
+        AttestError::rejected(
+            "quote signature",
+            format!("not signed by the attested AK: {e}"),
+        )
+    })?;
+    let Quoted::Quote {
+        pcr_select,
+        pcr_digest: digest,
+    } = &attest.attested
+    else {
+        return Err(AttestError::rejected(
+            "quote",
+            "the attestation is not a TPM2_Quote",
+        ));
+    };
+    let want_hash = tpm_hash(bank).ok_or_else(|| {
+        AttestError::rejected(
+            "quote",
+            format!("bank {} cannot be quoted", bank_name(bank)),
+        )
+    })?;
+    let selected: Vec<u32> = pcr_select
+        .iter()
+        .filter(|s| s.hash == want_hash)
+        .flat_map(|s| s.pcrs.iter().copied())
+        .collect();
+    if selected != pcrs
+        || pcr_select
+            .iter()
+            .any(|s| s.hash != want_hash && !s.pcrs.is_empty())
+    {
+        return Err(AttestError::rejected(
+            "quote",
+            format!(
+                "the quote covers {} PCRs {:?}, the challenge asked for {:?}",
+                bank_name(bank),
+                selected,
+                pcrs
+            ),
+        ));
+    }
+    let sent: HashMap<u32, &[u8]> = r
+        .pcr_values
+        .iter()
+        .filter(|v| v.bank == bank_name(bank))
+        .map(|v| (v.index, v.digest.as_slice()))
+        .collect();
+    let mut values = Vec::with_capacity(pcrs.len());
+    for i in pcrs {
+        let v = sent.get(i).ok_or_else(|| {
+            AttestError::malformed(
+                "PCR values",
+                format!("no value sent for {} PCR {i}", bank_name(bank)),
+            )
+        })?;
+        values.push((*i, v.to_vec()));
+    }
+    let refs: Vec<&[u8]> = values.iter().map(|(_, v)| v.as_slice()).collect();
+    if &pcr_digest(want_hash, &refs) != digest {
+        return Err(AttestError::rejected(
+            "quote",
+            "the PCR values sent do not match the quote's pcrDigest",
+        ));
+    }
+    Ok(values)
+}
+
+/// The event log must reproduce every quoted PCR.
+pub fn check_replay(log: &EventLog, bank: HashAlg, quoted: &QuotedPcrs) -> Result<(), AttestError> {
+    let replay = log.replay();
+    let mut mismatches = Vec::new();
+    for (i, value) in quoted {
+        let Some(expected) = replay.expected(bank, *i) else {
+            return Err(AttestError::rejected(
+                "event log",
+                format!("the log has no {} bank to replay", bank_name(bank)),
+            ));
+        };
+        if expected.as_bytes() != value.as_slice() {
+            let last = log
+                .events()
+                .iter()
+                .rev()
+                .find(|e| e.pcr == *i)
+                .map(|e| format!(" (last event #{} {})", e.index, e.event_type))
+                .unwrap_or_default();
+            mismatches.push(format!(
+                "PCR {i} ({}): quoted {}, log replays to {}{last}",
+                bank_name(bank),
+                hex::encode(value),
+                hex::encode(expected.as_bytes()),
+            ));
+        }
+    }
+    if mismatches.is_empty() {
+        Ok(())
+    } else {
+        Err(AttestError::rejected(
+            "event log replay",
+            format!(
+                "the event log does not reproduce the quoted PCRs (altered, truncated or reordered log, or PCRs extended after boot): {}",
+                mismatches.join("; ")
+            ),
+        ))
+    }
+}
+
+/// SecureBoot=1 with data the log's digests vouch for.
+pub fn secure_boot_enabled(log: &EventLog) -> bool {
+    log.boot_state()
+        .secure_boot
+        .iter()
+        .any(|v| v.data_verified && v.data == [1])
+}
+
+/// The DevID key, once its certificate and certification check out.
+pub struct DevIdKey {
+    spki_point: Vec<u8>,
+}
+
+pub struct CheckedDevId {
+    pub cert: Certificate,
+    pub fingerprint: String,
+    pub key: DevIdKey,
+}
+
+/// DevID certificate chains to the DevID CA; its key is the TPM key the AK certified.
+pub fn check_devid(
+    tpm: &pb::TpmEvidence,
+    ak: &TpmPublic,
+    anchors: &Anchors,
+) -> Result<CheckedDevId, AttestError> {
+    let (leaf, rest) = tpm
+        .devid_certificate_chain
+        .split_first()
+        .ok_or_else(|| AttestError::malformed("DevID", "no DevID certificate was sent"))?;
+    let cert = certchain::verify(
+        leaf,
+        rest,
+        anchors,
+        crate::ca::unix_now() as u64,
+        "DevID certificate",
+    )
+    .map_err(|e| AttestError::rejected("DevID certificate", e))?;
+    let devid = TpmPublic::from_tpm2b(&tpm.devid_public)
+        .map_err(|e| AttestError::malformed("DevID public", e.to_string()))?;
+    let spki = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| AttestError::malformed("DevID certificate", e.to_string()))?;
+    if !devid.matches_spki(&spki) {
+        return Err(AttestError::rejected(
+            "DevID",
+            "the DevID certificate's key is not the DevID key the TPM presented",
+        ));
+    }
+    let attest = Attest::parse(&tpm.devid_certify_attest)
+        .map_err(|e| AttestError::malformed("DevID certify", e.to_string()))?;
+    let sig = TpmSignature::parse(&tpm.devid_certify_signature)
+        .map_err(|e| AttestError::malformed("DevID certify signature", e.to_string()))?;
+    verify_signature(ak, &tpm.devid_certify_attest, &sig).map_err(|e| {
+        AttestError::rejected(
+            "DevID certify",
+            format!("not signed by the attested AK: {e}"),
+        )
+    })?;
+    let Quoted::Certify { name, .. } = &attest.attested else {
+        return Err(AttestError::rejected(
+            "DevID certify",
+            "the attestation is not a TPM2_Certify",
+        ));
+    };
+    if *name != devid.name() {
+        return Err(AttestError::rejected(
+            "DevID certify",
+            "the AK certified another key than the DevID key: the DevID key is not in this TPM",
+        ));
+    }
+    let point = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes()
+        .to_vec();
+    Ok(CheckedDevId {
+        fingerprint: hex::encode(Sha256::digest(leaf)),
+        cert,
+        key: DevIdKey { spki_point: point },
+    })
+}
+
+/// The DevID key signed SHA-256(nonce) (ECDSA P-256, raw r||s).
+pub fn check_devid_signature(key: &DevIdKey, nonce: &[u8], sig: &[u8]) -> Result<(), AttestError> {
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &key.spki_point)
+        .verify(nonce, sig)
+        .map_err(|_| {
+            AttestError::rejected(
+                "DevID signature",
+                "the DevID key did not sign this challenge's nonce",
+            )
+        })
+}

@@ -1,0 +1,264 @@
+//! The TPM node attestors. `tpm_ek`: the EK certificate chains to a
+//! manufacturer CA (or the EK is on an allow-list). `tpm_devid`: a DevID
+//! certificate from a DevID CA, its key certified by the AK and signing the
+//! server nonce. Both: credential activation binds the AK to the EK, and a
+//! fresh quote plus the event log must satisfy the node's measured-boot policy.
+
+mod evidence;
+mod pending;
+pub mod policies;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ironroot_api::node as pb;
+use ironroot_api::selector::Selector;
+use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
+use ironroot_tpm::verify::eventlog::HashAlg;
+use ironroot_tpm::verify::{make_credential, TpmPublic};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use super::certchain::{self, Anchors};
+use super::nonce::NonceRegistry;
+use super::{AttestError, Begun, NodeAttestor};
+use crate::ca::unix_now;
+use pending::PendingTpm;
+use policies::PolicySet;
+
+/// PCRs quoted whatever the policy: what firmware and boot loader measure.
+const BASE_PCRS: std::ops::RangeInclusive<u32> = 0..=9;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TpmKind {
+    Ek,
+    DevId,
+}
+
+/// Settings shared by both TPM attestors.
+pub struct TpmShared {
+    pub trust_domain: TrustDomain,
+    pub ek_anchors: Anchors,
+    pub ek_hash_allow_list: Vec<String>,
+    pub devid_anchors: Anchors,
+    pub policies: PolicySet,
+    pub nonces: Arc<NonceRegistry>,
+    pub challenge_ttl: Duration,
+}
+
+pub struct TpmAttestor {
+    pub kind: TpmKind,
+    pub shared: Arc<TpmShared>,
+}
+
+pub fn bank_name(alg: HashAlg) -> &'static str {
+    match alg {
+        HashAlg::Sha1 => "sha1",
+        HashAlg::Sha256 => "sha256",
+        HashAlg::Sha384 => "sha384",
+        HashAlg::Sha512 => "sha512",
+        _ => "sm3_256",
+    }
+}
+
+fn selector(kind: &str, value: impl std::fmt::Display) -> Result<Selector, AttestError> {
+    Selector::new(kind, value.to_string())
+        .map_err(|e| AttestError::rejected("selectors", e.to_string()))
+}
+
+fn common_name(name: &x509_cert::name::Name) -> String {
+    let cn = der::asn1::ObjectIdentifier::new_unwrap("2.5.4.3");
+    name.0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == cn)
+        .and_then(|atv| {
+            atv.value
+                .decode_as::<der::asn1::Utf8StringRef>()
+                .map(|s| s.to_string())
+                .or_else(|_| {
+                    atv.value
+                        .decode_as::<der::asn1::PrintableStringRef>()
+                        .map(|s| s.to_string())
+                })
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+impl TpmAttestor {
+    /// EK trust: certificate chain to a manufacturer CA, else the allow-list.
+    fn check_ek(&self, tpm: &pb::TpmEvidence, ek: &TpmPublic) -> Result<String, AttestError> {
+        let spki = ek
+            .spki_der()
+            .map_err(|e| AttestError::malformed("EK public", e.to_string()))?;
+        let ek_hash = hex::encode(Sha256::digest(&spki));
+        let allowed = self
+            .shared
+            .ek_hash_allow_list
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&ek_hash));
+        if tpm.ek_certificate.is_empty() {
+            return if allowed {
+                Ok(ek_hash)
+            } else {
+                Err(AttestError::rejected(
+                    "EK",
+                    format!("the TPM sent no EK certificate and EK hash {ek_hash} is not on the allow-list"),
+                ))
+            };
+        }
+        let chain = certchain::verify(
+            &tpm.ek_certificate,
+            &[],
+            &self.shared.ek_anchors,
+            unix_now() as u64,
+            "EK certificate",
+        );
+        match chain {
+            Ok(cert) => {
+                let cert_spki = der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info)
+                    .map_err(|e| AttestError::malformed("EK certificate", e.to_string()))?;
+                if !ek.matches_spki(&cert_spki) {
+                    return Err(AttestError::rejected(
+                        "EK",
+                        "the EK certificate's key is not the EK public key the TPM presented",
+                    ));
+                }
+                Ok(ek_hash)
+            }
+            Err(_) if allowed => Ok(ek_hash),
+            Err(reason) => Err(AttestError::rejected(
+                "EK certificate",
+                format!("{reason}; EK hash {ek_hash} is not on the allow-list either"),
+            )),
+        }
+    }
+}
+
+/// The AK must be a restricted signing key that never leaves its TPM.
+fn check_ak(ak: &TpmPublic) -> Result<(), AttestError> {
+    let a = &ak.object_attributes;
+    let missing: Vec<&str> = [
+        (a.fixed_tpm(), "fixedTPM"),
+        (a.fixed_parent(), "fixedParent"),
+        (a.sensitive_data_origin(), "sensitiveDataOrigin"),
+        (a.restricted(), "restricted"),
+        (a.sign_encrypt(), "sign"),
+    ]
+    .iter()
+    .filter(|(ok, _)| !ok)
+    .map(|(_, n)| *n)
+    .collect();
+    if !missing.is_empty() || a.decrypt() {
+        return Err(AttestError::rejected(
+            "AK attributes",
+            format!(
+                "the attestation key must be a restricted signing key bound to the TPM (missing: {}{})",
+                missing.join(", "),
+                if a.decrypt() { "; has decrypt" } else { "" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl NodeAttestor for TpmAttestor {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            TpmKind::Ek => "tpm_ek",
+            TpmKind::DevId => "tpm_devid",
+        }
+    }
+
+    fn begin(&self, params: &pb::AttestParams) -> Result<Begun, AttestError> {
+        let tpm = params
+            .tpm
+            .as_ref()
+            .ok_or_else(|| AttestError::malformed("evidence", "no TPM evidence was sent"))?;
+        let ek = TpmPublic::from_tpm2b(&tpm.ek_public)
+            .map_err(|e| AttestError::malformed("EK public", e.to_string()))?;
+        let ak = TpmPublic::from_tpm2b(&tpm.ak_public)
+            .map_err(|e| AttestError::malformed("AK public", e.to_string()))?;
+        let ek_hash = self.check_ek(tpm, &ek)?;
+        check_ak(&ak)?;
+        let td = &self.shared.trust_domain;
+        let mut selectors = vec![selector("tpm", format!("ek_hash:{ek_hash}"))?];
+        let (agent_id, devid) = match self.kind {
+            TpmKind::Ek => (format!("spiffe://{td}/spire/agent/tpm_ek/{ek_hash}"), None),
+            TpmKind::DevId => {
+                let d = evidence::check_devid(tpm, &ak, &self.shared.devid_anchors)?;
+                selectors.push(selector(
+                    "tpm",
+                    format!(
+                        "devid_subject_cn:{}",
+                        common_name(&d.cert.tbs_certificate.subject)
+                    ),
+                )?);
+                selectors.push(selector(
+                    "tpm",
+                    format!(
+                        "devid_issuer_cn:{}",
+                        common_name(&d.cert.tbs_certificate.issuer)
+                    ),
+                )?);
+                (
+                    format!("spiffe://{td}/spire/agent/tpm_devid/{}", d.fingerprint),
+                    Some(d.key),
+                )
+            }
+        };
+        let agent_id = SpiffeId::parse(&agent_id)
+            .map_err(|e| AttestError::rejected("agent id", e.to_string()))?;
+        let policy = self.shared.policies.select(&selectors)?;
+        let mut pcrs: Vec<u32> = BASE_PCRS.collect();
+        pcrs.extend(
+            policy
+                .pcrs
+                .iter()
+                .filter(|p| p.bank == policy.bank)
+                .map(|p| p.index),
+        );
+        pcrs.sort_unstable();
+        pcrs.dedup();
+
+        let mut secret = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut secret);
+        let made = make_credential(&ek, &ak.name(), &secret).map_err(|e| {
+            AttestError::rejected(
+                "credential activation",
+                format!("cannot make a credential for this EK: {e}"),
+            )
+        })?;
+        let now = unix_now();
+        let expires_at = now + self.shared.challenge_ttl.as_secs() as i64;
+        let quote_nonce = self.shared.nonces.issue(now, expires_at);
+        let devid_nonce = devid
+            .as_ref()
+            .map(|_| self.shared.nonces.issue(now, expires_at));
+        let challenge = pb::Challenge {
+            credential_blob: made.id_object,
+            encrypted_secret: made.encrypted_secret,
+            quote_nonce: quote_nonce.to_vec(),
+            pcr_selection: vec![pb::PcrSelection {
+                bank: bank_name(policy.bank).into(),
+                pcrs: pcrs.clone(),
+            }],
+            devid_nonce: devid_nonce.map(|n| n.to_vec()).unwrap_or_default(),
+            expires_at,
+        };
+        let pending = PendingTpm {
+            shared: self.shared.clone(),
+            ak,
+            secret,
+            quote_nonce,
+            devid: devid.zip(devid_nonce),
+            bank: policy.bank,
+            pcrs,
+            policy,
+            agent_id,
+            selectors,
+        };
+        Ok(Begun::Challenge(challenge, Box::new(pending)))
+    }
+}

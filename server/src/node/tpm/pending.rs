@@ -1,0 +1,94 @@
+//! The second half of a TPM attestation: the agent's answer to the challenge.
+//! Order matters: the cheap binding checks (secret, nonce, signature) come
+//! before the event log is parsed.
+
+use std::sync::Arc;
+
+use ironroot_api::node as pb;
+use ironroot_api::selector::Selector;
+use ironroot_api::spiffe_id::SpiffeId;
+use ironroot_tpm::verify::eventlog::{EventLog, HashAlg};
+use ironroot_tpm::verify::policy::{evaluate, Policy};
+use ironroot_tpm::verify::TpmPublic;
+
+use super::evidence::{self, DevIdKey};
+use super::{selector, TpmShared};
+use crate::ca::unix_now;
+use crate::node::{AttestError, Attested, PendingAttestation};
+
+pub struct PendingTpm {
+    pub shared: Arc<TpmShared>,
+    pub ak: TpmPublic,
+    pub secret: [u8; 32],
+    pub quote_nonce: [u8; 32],
+    pub devid: Option<(DevIdKey, [u8; 32])>,
+    pub bank: HashAlg,
+    pub pcrs: Vec<u32>,
+    pub policy: Arc<Policy>,
+    pub agent_id: SpiffeId,
+    pub selectors: Vec<Selector>,
+}
+
+/// Compares without an early exit, so timing says nothing about the secret.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl PendingAttestation for PendingTpm {
+    fn finish(self: Box<Self>, r: &pb::ChallengeResponse) -> Result<Attested, AttestError> {
+        let now = unix_now();
+        if !same_secret(&r.activated_secret, &self.secret) {
+            return Err(AttestError::rejected(
+                "credential activation",
+                "the activated secret does not match: the AK is not in the TPM that holds this EK",
+            ));
+        }
+        let quoted = evidence::check_quote(
+            &self.shared.nonces,
+            &self.ak,
+            &self.quote_nonce,
+            self.bank,
+            &self.pcrs,
+            r,
+            now,
+        )?;
+        if let Some((key, nonce)) = &self.devid {
+            self.shared
+                .nonces
+                .consume(nonce, now)
+                .map_err(|e| AttestError::rejected("DevID nonce", e.to_string()))?;
+            evidence::check_devid_signature(key, nonce, &r.devid_signature)?;
+        }
+        let log = EventLog::parse(&r.event_log)
+            .map_err(|e| AttestError::malformed("event log", e.to_string()))?;
+        evidence::check_replay(&log, self.bank, &quoted)?;
+        if let Err(violations) = evaluate(&self.policy, &log) {
+            let list: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
+            return Err(AttestError::rejected(
+                "measured-boot policy",
+                format!(
+                    "policy '{}' failed {} rule(s): {}",
+                    self.policy.name,
+                    list.len(),
+                    list.join("; ")
+                ),
+            ));
+        }
+        let secure_boot = if evidence::secure_boot_enabled(&log) {
+            "enabled"
+        } else {
+            "disabled"
+        };
+        let mut selectors = self.selectors;
+        selectors.push(selector("tpm", format!("secure_boot:{secure_boot}"))?);
+        selectors.push(selector(
+            "tpm",
+            format!("boot_policy:{}", self.policy.name),
+        )?);
+        Ok(Attested {
+            agent_id: self.agent_id,
+            selectors,
+            boot_policy: Some(self.policy.name.clone()),
+        })
+    }
+}

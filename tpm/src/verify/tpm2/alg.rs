@@ -1,0 +1,226 @@
+//! Hash algorithms that name TPM objects, sign attestations and derive keys, and the
+//! TPM_ALG_ID / TPM_ST constants the structures use.
+
+use std::fmt;
+
+use hmac::{Mac, SimpleHmac};
+use sha1::Sha1;
+use sha2::{Digest, Sha256, Sha384, Sha512};
+use sm3::Sm3;
+
+use super::error::TpmError;
+use crate::verify::eventlog::HashAlg;
+
+/// TPM_ALG_ID values (TPM 2.0 Part 2, Table 9) used by the structures parsed here.
+pub(crate) mod id {
+    pub const RSA: u16 = 0x0001;
+    pub const SHA1: u16 = 0x0004;
+    pub const HMAC: u16 = 0x0005;
+    pub const AES: u16 = 0x0006;
+    pub const MGF1: u16 = 0x0007;
+    pub const KEYEDHASH: u16 = 0x0008;
+    pub const XOR: u16 = 0x000A;
+    pub const SHA256: u16 = 0x000B;
+    pub const SHA384: u16 = 0x000C;
+    pub const SHA512: u16 = 0x000D;
+    pub const NULL: u16 = 0x0010;
+    pub const SM3_256: u16 = 0x0012;
+    pub const SM4: u16 = 0x0013;
+    pub const RSASSA: u16 = 0x0014;
+    pub const RSAES: u16 = 0x0015;
+    pub const RSAPSS: u16 = 0x0016;
+    pub const OAEP: u16 = 0x0017;
+    pub const ECDSA: u16 = 0x0018;
+    pub const ECDH: u16 = 0x0019;
+    pub const ECDAA: u16 = 0x001A;
+    pub const SM2: u16 = 0x001B;
+    pub const ECSCHNORR: u16 = 0x001C;
+    pub const ECMQV: u16 = 0x001D;
+    pub const KDF1_SP800_56A: u16 = 0x0020;
+    pub const KDF2: u16 = 0x0021;
+    pub const KDF1_SP800_108: u16 = 0x0022;
+    pub const ECC: u16 = 0x0023;
+    pub const SYMCIPHER: u16 = 0x0025;
+    pub const CAMELLIA: u16 = 0x0026;
+    pub const CTR: u16 = 0x0040;
+    pub const OFB: u16 = 0x0041;
+    pub const CBC: u16 = 0x0042;
+    pub const CFB: u16 = 0x0043;
+    pub const ECB: u16 = 0x0044;
+}
+
+/// A hash algorithm a TPM uses for names, signatures and KDFs (TPMI_ALG_HASH).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TpmHashAlg {
+    /// TPM_ALG_SHA1 (0x0004).
+    Sha1,
+    /// TPM_ALG_SHA256 (0x000B).
+    Sha256,
+    /// TPM_ALG_SHA384 (0x000C).
+    Sha384,
+    /// TPM_ALG_SHA512 (0x000D).
+    Sha512,
+    /// TPM_ALG_SM3_256 (0x0012).
+    Sm3_256,
+}
+
+impl TpmHashAlg {
+    /// All algorithms, for iteration in tests and diagnostics.
+    pub const ALL: [TpmHashAlg; 5] = [
+        Self::Sha1,
+        Self::Sha256,
+        Self::Sha384,
+        Self::Sha512,
+        Self::Sm3_256,
+    ];
+
+    /// The algorithm for a TPM_ALG_ID, `None` for anything that is not one of these hashes.
+    pub fn from_id(id: u16) -> Option<Self> {
+        match id {
+            id::SHA1 => Some(Self::Sha1),
+            id::SHA256 => Some(Self::Sha256),
+            id::SHA384 => Some(Self::Sha384),
+            id::SHA512 => Some(Self::Sha512),
+            id::SM3_256 => Some(Self::Sm3_256),
+            _ => None,
+        }
+    }
+
+    /// The TPM_ALG_ID.
+    pub fn id(self) -> u16 {
+        match self {
+            Self::Sha1 => id::SHA1,
+            Self::Sha256 => id::SHA256,
+            Self::Sha384 => id::SHA384,
+            Self::Sha512 => id::SHA512,
+            Self::Sm3_256 => id::SM3_256,
+        }
+    }
+
+    /// Digest size in bytes.
+    pub fn size(self) -> usize {
+        match self {
+            Self::Sha1 => 20,
+            Self::Sha256 | Self::Sm3_256 => 32,
+            Self::Sha384 => 48,
+            Self::Sha512 => 64,
+        }
+    }
+
+    /// Hash of `data`.
+    pub fn digest(self, data: &[u8]) -> Vec<u8> {
+        self.digest_parts(&[data])
+    }
+
+    /// Hash of the concatenation of `parts`.
+    pub fn digest_parts(self, parts: &[&[u8]]) -> Vec<u8> {
+        fn run<D: Digest>(parts: &[&[u8]]) -> Vec<u8> {
+            let mut h = D::new();
+            for p in parts {
+                h.update(p);
+            }
+            h.finalize().to_vec()
+        }
+        match self {
+            Self::Sha1 => run::<Sha1>(parts),
+            Self::Sha256 => run::<Sha256>(parts),
+            Self::Sha384 => run::<Sha384>(parts),
+            Self::Sha512 => run::<Sha512>(parts),
+            Self::Sm3_256 => run::<Sm3>(parts),
+        }
+    }
+
+    /// HMAC with this hash over the concatenation of `parts`.
+    pub fn hmac(self, key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>, TpmError> {
+        fn run<D: Digest + hmac::digest::core_api::BlockSizeUser>(
+            key: &[u8],
+            parts: &[&[u8]],
+        ) -> Result<Vec<u8>, TpmError> {
+            // HMAC takes keys of any length; the error exists only in the generic API.
+            let mut mac =
+                <SimpleHmac<D> as Mac>::new_from_slice(key).map_err(|e| TpmError::Crypto {
+                    operation: "HMAC key setup",
+                    reason: e.to_string(),
+                })?;
+            for p in parts {
+                mac.update(p);
+            }
+            Ok(mac.finalize().into_bytes().to_vec())
+        }
+        match self {
+            Self::Sha1 => run::<Sha1>(key, parts),
+            Self::Sha256 => run::<Sha256>(key, parts),
+            Self::Sha384 => run::<Sha384>(key, parts),
+            Self::Sha512 => run::<Sha512>(key, parts),
+            Self::Sm3_256 => run::<Sm3>(key, parts),
+        }
+    }
+}
+
+impl fmt::Display for TpmHashAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sha1 => "sha1",
+            Self::Sha256 => "sha256",
+            Self::Sha384 => "sha384",
+            Self::Sha512 => "sha512",
+            Self::Sm3_256 => "sm3_256",
+        })
+    }
+}
+
+/// The event log names PCR banks with its own type; quotes and logs meet at PCR values.
+impl From<TpmHashAlg> for HashAlg {
+    fn from(a: TpmHashAlg) -> Self {
+        HashAlg::from_id(a.id())
+    }
+}
+
+impl TryFrom<HashAlg> for TpmHashAlg {
+    type Error = TpmError;
+
+    fn try_from(a: HashAlg) -> Result<Self, TpmError> {
+        Self::from_id(a.id()).ok_or_else(|| TpmError::Unsupported {
+            structure: "TPMI_ALG_HASH",
+            field: "algorithm",
+            reason: format!("{a} is not a hash algorithm this crate computes"),
+        })
+    }
+}
+
+/// Name of a TPM_ALG_ID for messages (`0x0023 (ECC)`).
+pub(crate) fn alg_name(alg: u16) -> String {
+    let n = match alg {
+        id::RSA => "RSA",
+        id::SHA1 => "SHA1",
+        id::HMAC => "HMAC",
+        id::AES => "AES",
+        id::KEYEDHASH => "KEYEDHASH",
+        id::XOR => "XOR",
+        id::SHA256 => "SHA256",
+        id::SHA384 => "SHA384",
+        id::SHA512 => "SHA512",
+        id::NULL => "NULL",
+        id::SM3_256 => "SM3_256",
+        id::SM4 => "SM4",
+        id::RSASSA => "RSASSA",
+        id::RSAES => "RSAES",
+        id::RSAPSS => "RSAPSS",
+        id::OAEP => "OAEP",
+        id::ECDSA => "ECDSA",
+        id::ECDH => "ECDH",
+        id::ECDAA => "ECDAA",
+        id::SM2 => "SM2",
+        id::ECSCHNORR => "ECSCHNORR",
+        id::ECMQV => "ECMQV",
+        id::ECC => "ECC",
+        id::SYMCIPHER => "SYMCIPHER",
+        id::CAMELLIA => "CAMELLIA",
+        id::CFB => "CFB",
+        _ => return format!("{alg:#06x}"),
+    };
+    format!("{alg:#06x} ({n})")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+//! Helpers for the device tests: a TPM per test, key extraction, and the external tools
+//! (openssl, tpm2-tools) used as independent checks.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ironroot_testkit::swtpm::{Swtpm, SwtpmOptions, SwtpmState};
+use ironroot_tpm::device::Tpm;
+use tss_esapi::structures::Public;
+use tss_esapi::traits::UnMarshall;
+
+/// An open TPM on its own swtpm. Fields drop in order: the ESYS context closes before
+/// swtpm is killed.
+pub struct Rig {
+    pub tpm: Tpm,
+    pub swtpm: Swtpm,
+    pub state: &'static SwtpmState,
+}
+
+impl Rig {
+    /// A fresh copy of the shared manufactured TPM (banks sha1 and sha256), running.
+    pub fn new() -> Rig {
+        let state = SwtpmState::shared("device-tests", &SwtpmOptions::with_banks("sha1,sha256"));
+        let swtpm = state.spawn();
+        let tpm = Tpm::open(&swtpm.tcti()).unwrap_or_else(|e| panic!("{e}"));
+        Rig { tpm, swtpm, state }
+    }
+
+    /// A scratch file path that lives as long as the swtpm.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.swtpm.scratch_dir().join(name)
+    }
+
+    /// Closes and re-opens the ESYS context on the same swtpm (a new agent run). The old
+    /// context goes first: swtpm serves one connection at a time.
+    pub fn reopen(self) -> Rig {
+        let Rig { tpm, swtpm, state } = self;
+        drop(tpm);
+        let tpm = Tpm::open(&swtpm.tcti()).unwrap_or_else(|e| panic!("{e}"));
+        Rig { tpm, swtpm, state }
+    }
+}
+
+/// Unwraps with the error's Display (the message under test), not its Debug.
+pub fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The tss-esapi view of TPM2B_PUBLIC bytes (an implementation independent of ours).
+pub fn public(tpm2b: &[u8]) -> Public {
+    assert_eq!(
+        usize::from(u16::from_be_bytes([tpm2b[0], tpm2b[1]])),
+        tpm2b.len() - 2,
+        "TPM2B size field"
+    );
+    ok(Public::unmarshall(&tpm2b[2..]))
+}
+
+/// The raw key of a public area: RSA modulus, or EC x||y.
+pub fn tpm_key(tpm2b: &[u8]) -> Vec<u8> {
+    match public(tpm2b) {
+        Public::Rsa { unique, .. } => unique.value().to_vec(),
+        Public::Ecc { unique, .. } => [unique.x().value(), unique.y().value()].concat(),
+        other => panic!("not an asymmetric key: {other:?}"),
+    }
+}
+
+/// The raw key of a DER certificate: RSA modulus, or EC x||y.
+pub fn cert_key(der_cert: &[u8]) -> Vec<u8> {
+    use der::Decode;
+    use rsa::pkcs1::DecodeRsaPublicKey;
+    use rsa::traits::PublicKeyParts;
+    let cert = ok(x509_cert::Certificate::from_der(der_cert));
+    let spki = cert.tbs_certificate.subject_public_key_info;
+    let bits = spki.subject_public_key.raw_bytes();
+    match spki.algorithm.oid.to_string().as_str() {
+        "1.2.840.113549.1.1.1" => ok(rsa::RsaPublicKey::from_pkcs1_der(bits))
+            .n()
+            .to_bytes_be(),
+        "1.2.840.10045.2.1" => {
+            assert_eq!(bits[0], 0x04, "uncompressed point");
+            bits[1..].to_vec()
+        }
+        oid => panic!("unexpected key algorithm {oid}"),
+    }
+}
+
+/// Runs a command, panicking with its output unless it succeeds; returns stdout+stderr.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?} (install it with scripts/install-deps.sh): {e}")
+    });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{text}",
+        out.status
+    );
+    text
+}
+
+/// `openssl verify` of a DER certificate against the swtpm local CA (root + issuer).
+pub fn verify_chain(rig: &Rig, der_cert: &[u8], name: &str) {
+    let der = rig.path(&format!("{name}.der"));
+    let pem = rig.path(&format!("{name}.pem"));
+    ok(std::fs::write(&der, der_cert));
+    run(Command::new("openssl")
+        .args(["x509", "-inform", "DER", "-in"])
+        .arg(&der)
+        .arg("-out")
+        .arg(&pem));
+    let out = run(Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&rig.state.ca_root_cert)
+        .arg("-untrusted")
+        .arg(&rig.state.issuer_cert)
+        .arg(&pem));
+    assert!(out.contains(": OK"), "{out}");
+}
+
+/// tpm2-tools' software MakeCredential (`-T none`) of `secret` to the EK for `name`.
+/// Returns the contents of the TPM2B_ID_OBJECT and of the TPM2B_ENCRYPTED_SECRET.
+pub fn tpm2_makecredential(
+    dir: &Path,
+    ek_public: &[u8],
+    name: &[u8],
+    secret: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    let (ek, sec, cred) = (dir.join("ek.pub"), dir.join("secret"), dir.join("cred"));
+    ok(std::fs::write(&ek, ek_public));
+    ok(std::fs::write(&sec, secret));
+    run(Command::new("tpm2_makecredential")
+        .args(["-T", "none", "-e"])
+        .arg(&ek)
+        .arg("-s")
+        .arg(&sec)
+        .args(["-n", &hex::encode(name), "-o"])
+        .arg(&cred));
+    split_credential_file(&ok(std::fs::read(&cred)))
+}
+
+/// tpm2-tools' credential file: magic 0xBADCC0DE, version 1 (both u32 BE), then
+/// TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET.
+pub fn split_credential_file(b: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    assert_eq!(b[..4], 0xBADC_C0DEu32.to_be_bytes(), "magic");
+    assert_eq!(b[4..8], 1u32.to_be_bytes(), "version");
+    let mut at = 8;
+    let mut tpm2b = || {
+        let n = usize::from(u16::from_be_bytes([b[at], b[at + 1]]));
+        let v = b[at + 2..at + 2 + n].to_vec();
+        at += 2 + n;
+        v
+    };
+    let (id, secret) = (tpm2b(), tpm2b());
+    assert_eq!(at, b.len(), "trailing bytes in the credential file");
+    (id, secret)
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
