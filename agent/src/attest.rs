@@ -36,13 +36,17 @@ pub struct TpmSession {
     pub devid: Option<LoadedKey>,
 }
 
-/// Lets tests change the answer before it is sent (to show the server
-/// rejects replayed or forged evidence). Production passes `no_hook`.
+/// Lets tests change what the agent sends (to show the server rejects
+/// replayed or forged evidence). Production uses [`Hooks::none`].
 pub type AnswerHook<'a> =
     &'a mut dyn FnMut(&mut TpmSession, &pb::Challenge, &mut pb::ChallengeResponse);
 
-/// The hook that changes nothing.
-pub fn no_hook(_: &mut TpmSession, _: &pb::Challenge, _: &mut pb::ChallengeResponse) {}
+/// Changes to the two messages before they are sent; `Hooks::default()` changes nothing.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    pub params: Option<&'a mut dyn FnMut(&mut pb::AttestParams)>,
+    pub answer: Option<AnswerHook<'a>>,
+}
 
 pub fn ek_algorithm(name: &str) -> anyhow::Result<EkAlgorithm> {
     Ok(match name {
@@ -147,11 +151,11 @@ fn answer(
 
 /// One attestation with the configured node attestor.
 pub async fn attest(cfg: &AgentConfig) -> anyhow::Result<AttestOutcome> {
-    attest_with(cfg, &mut no_hook).await
+    attest_with(cfg, Hooks::default()).await
 }
 
-/// [`attest`], with a hook on the challenge answer.
-pub async fn attest_with(cfg: &AgentConfig, hook: AnswerHook<'_>) -> anyhow::Result<AttestOutcome> {
+/// [`attest`], with hooks on the messages sent.
+pub async fn attest_with(cfg: &AgentConfig, mut hooks: Hooks<'_>) -> anyhow::Result<AttestOutcome> {
     let key = rcgen::KeyPair::generate().context("cannot generate the agent key")?;
     let csr = rcgen::CertificateParams::default()
         .serialize_request(&key)
@@ -181,6 +185,10 @@ pub async fn attest_with(cfg: &AgentConfig, hook: AnswerHook<'_>) -> anyhow::Res
             )
         }
     };
+    let mut params = params;
+    if let Some(h) = hooks.params {
+        h(&mut params);
+    }
     let roots = connect::read_bundle(&cfg.trust_bundle_path)?;
     let server_id = SpiffeId::parse(&format!("spiffe://{}/spire/server", cfg.trust_domain))
         .context("trust_domain")?;
@@ -208,7 +216,9 @@ pub async fn attest_with(cfg: &AgentConfig, hook: AnswerHook<'_>) -> anyhow::Res
                     .as_mut()
                     .context("the server sent a TPM challenge to a join_token agent")?;
                 let mut resp = answer(s, &ch, cfg)?;
-                hook(s, &ch, &mut resp);
+                if let Some(h) = hooks.answer.as_mut() {
+                    h(s, &ch, &mut resp);
+                }
                 tx.send(pb::AttestRequest {
                     step: Some(pb::attest_request::Step::ChallengeResponse(resp)),
                 })

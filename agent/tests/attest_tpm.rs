@@ -39,7 +39,7 @@ fn happy_path(ek: &str) {
     extend_like(&tpm, &log);
     let cfg = env.agent(&tpm, &log, ek);
     let hash = ek_hash(&cfg);
-    let out = attest(&cfg, &mut ironroot_agent::attest::no_hook).expect("attestation passes");
+    let out = attest(&cfg).expect("attestation passes");
     assert_eq!(
         out.spiffe_id,
         format!("spiffe://example.org/spire/agent/tpm_ek/{hash}")
@@ -63,7 +63,7 @@ fn happy_path(ek: &str) {
     let agents = env.server.cli_ok(&["agent", "list", "--output", "json"]);
     assert!(agents.contains(&out.spiffe_id), "{agents}");
     // A second attestation (a renewal) passes with a fresh challenge.
-    attest(&cfg, &mut ironroot_agent::attest::no_hook).expect("re-attestation passes");
+    attest(&cfg).expect("re-attestation passes");
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn ek_certificate_from_another_ca_is_rejected() {
     extend_like(&tpm, &log);
     let cfg = env.agent(&tpm, &log, "rsa");
     assert_rejected(
-        attest(&cfg, &mut ironroot_agent::attest::no_hook),
+        attest(&cfg),
         "EK certificate",
         &[
             "does not chain to the configured CA bundle",
@@ -116,11 +116,7 @@ fn ek_allow_list_admits_and_refuses() {
         &format!("ek_hash_allow_list = [\"{hash}\"]\ndefault_policy = \"good\""),
         &[("good", policy_toml("good", &Boot::default()))],
     );
-    attest(
-        &env.agent(&tpm, &log, "rsa"),
-        &mut ironroot_agent::attest::no_hook,
-    )
-    .expect("allow-listed EK passes");
+    attest(&env.agent(&tpm, &log, "rsa")).expect("allow-listed EK passes");
     // ...off the allow-list is refused.
     let env = start_server(
         "attest_off_allow_list",
@@ -131,10 +127,7 @@ fn ek_allow_list_admits_and_refuses() {
         &[("good", policy_toml("good", &Boot::default()))],
     );
     assert_rejected(
-        attest(
-            &env.agent(&tpm, &log, "rsa"),
-            &mut ironroot_agent::attest::no_hook,
-        ),
+        attest(&env.agent(&tpm, &log, "rsa")),
         "EK certificate",
         &[&hash, "not on the allow-list"],
     );
@@ -151,10 +144,7 @@ fn pcrs_extended_after_boot_break_the_replay() {
     t.pcr_extend(4, b"unlogged code").unwrap();
     drop(t);
     assert_rejected(
-        attest(
-            &env.agent(&tpm, &log, "rsa"),
-            &mut ironroot_agent::attest::no_hook,
-        ),
+        attest(&env.agent(&tpm, &log, "rsa")),
         "event log replay",
         &["PCR 4 (sha256)"],
     );
@@ -216,10 +206,7 @@ fn a_tampered_log_is_rejected() {
         let tpm = tpm_state().spawn();
         extend_like(&tpm, &log); // the TPM saw the real boot
         let e = assert_rejected(
-            attest(
-                &env.agent(&tpm, &bad_log, "rsa"),
-                &mut ironroot_agent::attest::no_hook,
-            ),
+            attest(&env.agent(&tpm, &bad_log, "rsa")),
             "event log replay",
             &[pcr],
         );
@@ -239,10 +226,7 @@ fn a_boot_the_policy_does_not_allow_is_rejected() {
     let log = boot_log(&evil);
     extend_like(&tpm, &log);
     assert_rejected(
-        attest(
-            &env.agent(&tpm, &log, "rsa"),
-            &mut ironroot_agent::attest::no_hook,
-        ),
+        attest(&env.agent(&tpm, &log, "rsa")),
         "measured-boot policy",
         &["policy 'good' failed", "PCR9"],
     );
@@ -269,10 +253,7 @@ fn secure_boot_on_without_authority_or_kernel_is_rejected() {
     let log = boot_log(&sb);
     extend_like(&tpm, &log);
     let e = assert_rejected(
-        attest(
-            &env.agent(&tpm, &log, "rsa"),
-            &mut ironroot_agent::attest::no_hook,
-        ),
+        attest(&env.agent(&tpm, &log, "rsa")),
         "measured-boot policy",
         &["policy 'sb' failed"],
     );
@@ -295,10 +276,7 @@ fn an_unknown_policy_name_is_rejected() {
     let log = boot_log(&Boot::default());
     extend_like(&tpm, &log);
     assert_rejected(
-        attest(
-            &env.agent(&tpm, &log, "rsa"),
-            &mut ironroot_agent::attest::no_hook,
-        ),
+        attest(&env.agent(&tpm, &log, "rsa")),
         "measured-boot policy",
         &["'nope', which is not loaded", "good"],
     );

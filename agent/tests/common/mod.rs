@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use ironroot_agent::attest::{attest_with, AnswerHook, AttestOutcome};
+use ironroot_agent::attest::{attest_with, AttestOutcome, Hooks};
 use ironroot_agent::config::{AgentConfig, TpmConfig};
 use ironroot_testkit::server::{server_config, ServerProcess, SoftHsm, TD};
 use ironroot_testkit::swtpm::{Swtpm, SwtpmOptions, SwtpmState};
@@ -196,12 +196,16 @@ impl Env {
     }
 }
 
-pub fn attest(cfg: &AgentConfig, hook: AnswerHook<'_>) -> anyhow::Result<AttestOutcome> {
+pub fn attest_hooked(cfg: &AgentConfig, hooks: Hooks<'_>) -> anyhow::Result<AttestOutcome> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
-        .block_on(attest_with(cfg, hook))
+        .block_on(attest_with(cfg, hooks))
+}
+
+pub fn attest(cfg: &AgentConfig) -> anyhow::Result<AttestOutcome> {
+    attest_hooked(cfg, Hooks::default())
 }
 
 /// Asserts a rejection whose message names `check` and contains every `words`.

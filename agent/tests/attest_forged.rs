@@ -1,0 +1,278 @@
+//! Forged and replayed evidence, DevID attestation and join tokens, against
+//! the real server and a swtpm per test. Hooks change what the agent sends.
+
+mod common;
+
+use common::*;
+use ironroot_agent::attest::{Hooks, TpmSession};
+use ironroot_api::node as pb;
+use ironroot_tpm::device::{PcrBank, Tpm};
+
+fn good_env(test: &str) -> Env {
+    let ca = ek_ca_bundle(tpm_state());
+    start_server(
+        test,
+        &format!(
+            "ek_ca_bundle = \"{}\"\ndefault_policy = \"good\"",
+            ca.display()
+        ),
+        &[("good", policy_toml("good", &Boot::default()))],
+    )
+}
+
+/// A booted swtpm and an agent config for it.
+fn booted(
+    env: &Env,
+) -> (
+    ironroot_testkit::swtpm::Swtpm,
+    ironroot_agent::config::AgentConfig,
+) {
+    let tpm = tpm_state().spawn();
+    let log = boot_log(&Boot::default());
+    extend_like(&tpm, &log);
+    let cfg = env.agent(&tpm, &log, "rsa");
+    (tpm, cfg)
+}
+
+fn with_answer(
+    cfg: &ironroot_agent::config::AgentConfig,
+    f: &mut dyn FnMut(&mut TpmSession, &pb::Challenge, &mut pb::ChallengeResponse),
+) -> anyhow::Result<ironroot_agent::attest::AttestOutcome> {
+    attest_hooked(
+        cfg,
+        Hooks {
+            params: None,
+            answer: Some(f),
+        },
+    )
+}
+
+#[test]
+fn a_replayed_quote_is_rejected() {
+    let env = good_env("forged_replayed_quote");
+    let (_tpm, cfg) = booted(&env);
+    let mut saved: Option<pb::ChallengeResponse> = None;
+    with_answer(&cfg, &mut |_, _, r| saved = Some(r.clone())).expect("first attestation passes");
+    let old = saved.expect("answer captured");
+    assert_rejected(
+        with_answer(&cfg, &mut |_, _, r| {
+            r.quote_attest = old.quote_attest.clone();
+            r.quote_signature = old.quote_signature.clone();
+            r.pcr_values = old.pcr_values.clone();
+        }),
+        "quote nonce",
+        &["already used", "replayed"],
+    );
+}
+
+#[test]
+fn a_quote_over_another_nonce_is_rejected() {
+    let env = good_env("forged_other_nonce");
+    let (_tpm, cfg) = booted(&env);
+    assert_rejected(
+        with_answer(&cfg, &mut |s, ch, r| {
+            let sel: Vec<(PcrBank, Vec<u32>)> =
+                vec![(PcrBank::Sha256, ch.pcr_selection[0].pcrs.clone())];
+            let q = s.tpm.quote(&s.ak, &[7u8; 32], &sel).expect("quote");
+            r.quote_attest = q.attest;
+            r.quote_signature = q.signature;
+        }),
+        "quote nonce",
+        &["another nonce"],
+    );
+}
+
+#[test]
+fn forged_answers_are_rejected() {
+    let env = good_env("forged_answers");
+    let (_tpm, cfg) = booted(&env);
+    // The secret of another TPM: the AK is not bound to this EK.
+    assert_rejected(
+        with_answer(&cfg, &mut |_, _, r| r.activated_secret = vec![0u8; 32]),
+        "credential activation",
+        &["not in the TPM that holds this EK"],
+    );
+    // A flipped byte in the signed attest.
+    assert_rejected(
+        with_answer(&cfg, &mut |_, _, r| {
+            let n = r.quote_attest.len();
+            r.quote_attest[n - 1] ^= 1;
+        }),
+        "quote signature",
+        &["not signed by the attested AK"],
+    );
+    // PCR values that do not match the quote.
+    assert_rejected(
+        with_answer(&cfg, &mut |_, _, r| r.pcr_values[4].digest[0] ^= 1),
+        "quote",
+        &["pcrDigest"],
+    );
+    // A truncated event log.
+    assert_rejected(
+        with_answer(&cfg, &mut |_, _, r| {
+            let n = r.event_log.len();
+            r.event_log.truncate(n - 7);
+        }),
+        "event log",
+        &[],
+    );
+    // An AK that is not a restricted key: swap in the EK's public area.
+    let e = attest_hooked(
+        &cfg,
+        Hooks {
+            params: Some(&mut |p: &mut pb::AttestParams| {
+                if let Some(t) = p.tpm.as_mut() {
+                    t.ak_public = t.ek_public.clone();
+                }
+            }),
+            answer: None,
+        },
+    );
+    assert_rejected(e, "AK attributes", &["restricted signing key"]);
+    // An unknown attestor name.
+    let e = attest_hooked(
+        &cfg,
+        Hooks {
+            params: Some(&mut |p: &mut pb::AttestParams| p.attestor = "aws_iid".into()),
+            answer: None,
+        },
+    );
+    assert_rejected(e, "attestor 'aws_iid' is not enabled", &["tpm_ek"]);
+}
+
+#[test]
+fn join_tokens_work_once() {
+    let env = good_env("join_token_once");
+    let out = env
+        .server
+        .cli_ok(&["token", "generate", "--ttl", "60", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token = v["token"].as_str().unwrap().to_string();
+    let (_tpm, mut cfg) = booted(&env);
+    cfg.node_attestor = "join_token".into();
+    cfg.join_token = Some(token);
+    let o = attest(&cfg).expect("join token attestation");
+    assert!(
+        o.spiffe_id
+            .starts_with("spiffe://example.org/spire/agent/join_token/"),
+        "{}",
+        o.spiffe_id
+    );
+    assert!(o.selectors.contains(&"join_token:attested".to_string()));
+    assert_rejected(attest(&cfg), "join token", &["unknown or already used"]);
+    cfg.join_token = Some("not-a-token".into());
+    assert_rejected(attest(&cfg), "join token", &["unknown or already used"]);
+}
+
+/// A DevID CA (in the test) signs the CSR of the DevID key in `tpm`.
+fn issue_devid(
+    ca: &(rcgen::Issuer<'static, rcgen::KeyPair>, String),
+    tpm: &ironroot_testkit::swtpm::Swtpm,
+    cn: &str,
+    out: &std::path::Path,
+) -> Vec<u8> {
+    let mut t = Tpm::open(&tpm.tcti()).unwrap();
+    let key = t.devid_key(0x8101_0020).unwrap();
+    let csr = ironroot_tpm::device::devid_csr(&mut t, &key, cn).unwrap();
+    let csr_der = rustls_pki_types::CertificateSigningRequestDer::from(csr);
+    let req = rcgen::CertificateSigningRequestParams::from_der(&csr_der).unwrap();
+    let mut params = req.params;
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let cert = params.signed_by(&req.public_key, &ca.0).unwrap();
+    std::fs::write(out, cert.pem()).unwrap();
+    key.public
+}
+
+fn devid_ca(cn: &str) -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let cert = p.self_signed(&key).unwrap();
+    (rcgen::Issuer::new(p, key), cert.pem())
+}
+
+fn devid_env(test: &str, trusted_ca_pem: &str) -> Env {
+    let ca = ek_ca_bundle(tpm_state());
+    let d = std::env::temp_dir().join(format!("devid-ca-{}-{test}.pem", std::process::id()));
+    std::fs::write(&d, trusted_ca_pem).unwrap();
+    start_server(
+        test,
+        &format!(
+            "ek_ca_bundle = \"{}\"\ndevid_ca_bundle = \"{}\"\ndefault_policy = \"good\"",
+            ca.display(),
+            d.display()
+        ),
+        &[("good", policy_toml("good", &Boot::default()))],
+    )
+}
+
+#[test]
+fn tpm_devid_happy_path_and_rejections() {
+    let ca = devid_ca("Fleet DevID CA");
+    let env = devid_env("devid", &ca.1);
+    let (tpm, mut cfg) = booted(&env);
+    let cert_path = env.dir.path().join("devid.pem");
+    issue_devid(&ca, &tpm, "gw-0042", &cert_path);
+    cfg.node_attestor = "tpm_devid".into();
+    cfg.tpm.devid_certificate_path = Some(cert_path.clone());
+    let o = attest(&cfg).expect("tpm_devid attestation passes");
+    assert!(
+        o.spiffe_id
+            .starts_with("spiffe://example.org/spire/agent/tpm_devid/"),
+        "{}",
+        o.spiffe_id
+    );
+    assert!(
+        o.selectors
+            .contains(&"tpm:devid_subject_cn:gw-0042".to_string()),
+        "{:?}",
+        o.selectors
+    );
+    assert!(
+        o.selectors
+            .contains(&"tpm:devid_issuer_cn:Fleet DevID CA".to_string()),
+        "{:?}",
+        o.selectors
+    );
+    assert_eq!(o.boot_policy, "good");
+
+    // A DevID from a CA the server does not trust.
+    let rogue = devid_ca("Rogue CA");
+    let rogue_path = env.dir.path().join("rogue.pem");
+    issue_devid(&rogue, &tpm, "gw-0042", &rogue_path);
+    let mut c2 = cfg.clone();
+    c2.tpm.devid_certificate_path = Some(rogue_path);
+    assert_rejected(attest(&c2), "DevID certificate", &["does not chain"]);
+
+    // A genuine DevID (trusted CA) whose key lives in another TPM: the AK of this
+    // TPM certifies this TPM's key, not that one.
+    let other = tpm_state().spawn();
+    let other_path = env.dir.path().join("other-devid.pem");
+    let other_public = issue_devid(&ca, &other, "gw-0099", &other_path);
+    let other_chain = std::fs::read_to_string(&other_path).unwrap();
+    let other_der = pem::parse(other_chain).unwrap().into_contents();
+    let e = attest_hooked(
+        &cfg,
+        Hooks {
+            params: Some(&mut |p: &mut pb::AttestParams| {
+                if let Some(t) = p.tpm.as_mut() {
+                    t.devid_public = other_public.clone();
+                    t.devid_certificate_chain = vec![other_der.clone()];
+                }
+            }),
+            answer: None,
+        },
+    );
+    assert_rejected(e, "DevID certify", &["the DevID key is not in this TPM"]);
+
+    // The DevID signature over the nonce made by another key.
+    assert_rejected(
+        with_answer(&cfg, &mut |_, _, r| r.devid_signature[3] ^= 1),
+        "DevID signature",
+        &["did not sign this challenge's nonce"],
+    );
+}
