@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo bench -p ironroot-server --bench svid_signing
-if [ -f tpm/benches/eventlog.rs ]; then
-  cargo bench -p ironroot-tpm --bench eventlog
-fi
+# The attestation bench drives the release server binary.
+cargo build --release -p ironroot-server
+cargo bench -p ironroot-agent --bench attestation
+cargo bench -p ironroot-tpm --bench eventlog
+cargo bench -p ironroot-hsm --bench sign_rate

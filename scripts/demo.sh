@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make demo`: a SoftHSM token, the server on it, a registration entry, an
-# X.509-SVID and a JWT-SVID minted by the HSM-held CA. Everything lands in
-# target/demo/; the server is stopped at the end.
+# `make demo`: a SoftHSM token, the server on it (its CA keys in the token),
+# a swtpm with a real EK certificate, an agent that attests with tpm_ek (quote,
+# event log, measured-boot policy), then a registration entry, an X.509-SVID
+# and a JWT-SVID minted by the HSM-held CA. Everything lands in target/demo/;
+# the server and swtpm are stopped at the end.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -12,9 +14,11 @@ spiffe_id="spiffe://$td/workload/demo"
 parent_id="spiffe://$td/spire/agent/join_token/demo"
 module=/usr/lib/softhsm/libsofthsm2.so
 
-echo "== building ironroot-server"
-cargo build -p ironroot-server --quiet
+echo "== building ironroot-server and ironroot-agent"
+cargo build -p ironroot-server -p ironroot-agent --quiet
 server="$root/target/debug/ironroot-server"
+agent="$root/target/debug/ironroot-agent"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "== SoftHSM token in $demo/softhsm"
 rm -rf "$demo"
@@ -30,6 +34,53 @@ umask 077
 printf '%s\n' 123456 > "$demo/hsm.pin"
 softhsm2-util --init-token --free --label ironroot-demo --so-pin 87654321 --pin 123456 >/dev/null
 umask 022
+
+echo "== swtpm with an EK certificate from a local CA ($demo/swtpm)"
+mkdir -p "$demo/swtpm/state" "$demo/swtpm/ca"
+cat > "$demo/swtpm/localca.conf" <<CONF
+statedir = $demo/swtpm/ca
+signingkey = $demo/swtpm/ca/signkey.pem
+issuercert = $demo/swtpm/ca/issuercert.pem
+certserial = $demo/swtpm/ca/certserial
+CONF
+cat > "$demo/swtpm/localca.options" <<CONF
+--platform-manufacturer ironroot-demo
+--platform-version 2.1
+--platform-model demo
+CONF
+cat > "$demo/swtpm/swtpm_setup.conf" <<CONF
+create_certs_tool = /usr/bin/swtpm_localca
+create_certs_tool_config = $demo/swtpm/localca.conf
+create_certs_tool_options = $demo/swtpm/localca.options
+active_pcr_banks = sha256
+CONF
+TMPDIR="$demo/swtpm" swtpm_setup --tpm2 --tpmstate "$demo/swtpm/state" --create-ek-cert \
+  --create-platform-cert --lock-nvram --overwrite --config "$demo/swtpm/swtpm_setup.conf" >"$demo/swtpm/setup.log" 2>&1
+cat "$demo/swtpm/ca/swtpm-localca-rootca-cert.pem" "$demo/swtpm/ca/issuercert.pem" > "$demo/ek-ca.pem"
+tpm_port=$(free_port)
+swtpm socket --tpm2 --tpmstate dir="$demo/swtpm/state" \
+  --server type=tcp,port="$tpm_port",bindaddr=127.0.0.1 --ctrl type=tcp,port=$((tpm_port + 1)),bindaddr=127.0.0.1 \
+  --flags not-need-init,startup-clear --pid file="$demo/swtpm/swtpm.pid" --log file="$demo/swtpm/swtpm.log" --daemon
+node_port=$(free_port)
+
+cat > "$demo/agent.toml" <<CONF
+trust_domain = "$td"
+server_address = "127.0.0.1:$node_port"
+trust_bundle_path = "$demo/agent-bootstrap-bundle.pem"
+data_dir = "$demo/agent"
+node_attestor = "tpm_ek"
+
+[tpm]
+tcti = "swtpm:host=127.0.0.1,port=$tpm_port"
+event_log_path = "$demo/binary_bios_measurements"
+ek = "rsa"
+CONF
+
+echo "== a simulated boot measured into the swtpm, and a policy generated from it"
+"$agent" tpm simulate-boot -c "$demo/agent.toml"
+mkdir -p "$demo/policies"
+"$server" policy generate --eventlog "$demo/binary_bios_measurements" --name demo-boot \
+  --output "$demo/policies/demo-boot.toml"
 
 cat > "$demo/server.toml" <<CONF
 trust_domain = "$td"
@@ -48,12 +99,23 @@ default_jwt_svid_ttl = "5m"
 module = "$module"
 token_label = "ironroot-demo"
 pin_file = "$demo/hsm.pin"
+
+[node_api]
+listen = "127.0.0.1:$node_port"
+
+[node_attestors.tpm]
+ek_ca_bundle = "$demo/ek-ca.pem"
+policies_dir = "$demo/policies"
+default_policy = "demo-boot"
 CONF
 
 echo "== starting the server (log: $demo/server.log)"
 "$server" run -c "$demo/server.toml" >"$demo/server.log" 2>&1 &
 server_pid=$!
-cleanup() { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; }
+cleanup() {
+  kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true
+  [ -f "$demo/swtpm/swtpm.pid" ] && kill "$(cat "$demo/swtpm/swtpm.pid")" 2>/dev/null || true
+}
 trap cleanup EXIT
 
 admin=("$server")
@@ -66,6 +128,13 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 "${admin[@]}" healthcheck "${sock[@]}"
+
+echo "== the agent attests with tpm_ek (EK certificate, credential activation, quote, event log, policy)"
+"${admin[@]}" bundle show "${sock[@]}" > "$demo/agent-bootstrap-bundle.pem"
+"$agent" attest -c "$demo/agent.toml" | tee "$demo/agent-attest.txt"
+agent_id=$(awk -F' : ' '/^Agent ID/ {print $2}' "$demo/agent-attest.txt")
+policy=$(awk -F' : ' '/^Boot policy/ {print $2}' "$demo/agent-attest.txt")
+parent_id="$agent_id"
 
 echo "== registration entry"
 "${admin[@]}" entry create "${sock[@]}" --spiffe-id "$spiffe_id" --parent-id "$parent_id" \
@@ -84,5 +153,6 @@ pkcs11-tool --module "$module" --token-label ironroot-demo --login --pin 123456 
   | grep -E 'Private Key|label|Access' | sed 's/^/  /'
 
 echo
-echo "Files in $demo: bundle.pem svid.pem svid.key jwt.txt bundle.jwks.json softhsm/"
+echo "Files in $demo: bundle.pem svid.pem svid.key jwt.txt bundle.jwks.json softhsm/ agent/"
+echo "Agent ID: $agent_id (measured-boot policy passed: $policy)"
 echo "SPIFFE ID: $spiffe_id"

@@ -26,6 +26,8 @@ pub struct AttestOutcome {
     pub expires_at: i64,
     /// PKCS#8 PEM of the agent SVID's key (made here, never sent).
     pub key_pem: String,
+    /// An LDevID issued on enrollment (then the DevID CA); empty otherwise.
+    pub devid_chain: Vec<Vec<u8>>,
 }
 
 /// A TPM opened for one attestation, with the keys the exchange uses.
@@ -78,8 +80,28 @@ fn read_chain(path: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
     connect::read_bundle(path).with_context(|| format!("DevID certificate {}", path.display()))
 }
 
+/// The LDevID request for the TPM's DevID key, certified by the AK.
+fn enrollment(
+    tpm: &mut Tpm,
+    ak: &AttestationKey,
+    handle: u32,
+) -> anyhow::Result<pb::DevIdEnrollment> {
+    let key = tpm.devid_key(handle)?;
+    // The server sets the subject; the CSR only proves the key signs.
+    let csr = devid_csr(tpm, &key, "ldevid-request")?;
+    let (attest, signature) = tpm.certify(&key, ak, &[])?;
+    Ok(pb::DevIdEnrollment {
+        csr,
+        devid_public: key.public.clone(),
+        certify_attest: attest,
+        certify_signature: signature,
+    })
+}
+
 /// Opens the TPM and gathers the evidence of the first message.
-fn tpm_evidence(cfg: &AgentConfig) -> anyhow::Result<(TpmSession, pb::TpmEvidence)> {
+fn tpm_evidence(
+    cfg: &AgentConfig,
+) -> anyhow::Result<(TpmSession, pb::TpmEvidence, Option<pb::DevIdEnrollment>)> {
     let t = &cfg.tpm;
     let mut tpm = Tpm::open(&t.tcti)?;
     let ek = tpm.endorsement_key(ek_algorithm(&t.ek)?)?;
@@ -105,7 +127,12 @@ fn tpm_evidence(cfg: &AgentConfig) -> anyhow::Result<(TpmSession, pb::TpmEvidenc
         evidence.devid_certify_signature = signature;
         devid = Some(key);
     }
-    Ok((TpmSession { tpm, ek, ak, devid }, evidence))
+    let enroll = if cfg.node_attestor == "tpm_ek" && t.enroll_devid {
+        Some(enrollment(&mut tpm, &ak, t.devid_handle)?)
+    } else {
+        None
+    };
+    Ok((TpmSession { tpm, ek, ak, devid }, evidence, enroll))
 }
 
 /// Answers the challenge with the TPM.
@@ -170,10 +197,11 @@ pub async fn attest_with(cfg: &AgentConfig, mut hooks: Hooks<'_>) -> anyhow::Res
                 csr,
                 join_token: cfg.join_token.clone().unwrap_or_default(),
                 tpm: None,
+                devid_enrollment: None,
             },
         ),
         name => {
-            let (s, evidence) = tpm_evidence(cfg)?;
+            let (s, evidence, devid_enrollment) = tpm_evidence(cfg)?;
             (
                 Some(s),
                 pb::AttestParams {
@@ -181,6 +209,7 @@ pub async fn attest_with(cfg: &AgentConfig, mut hooks: Hooks<'_>) -> anyhow::Res
                     csr,
                     tpm: Some(evidence),
                     join_token: String::new(),
+                    devid_enrollment,
                 },
             )
         }
@@ -234,6 +263,7 @@ pub async fn attest_with(cfg: &AgentConfig, mut hooks: Hooks<'_>) -> anyhow::Res
                     root_cas: r.root_cas,
                     expires_at: r.expires_at,
                     key_pem: key.serialize_pem(),
+                    devid_chain: r.devid_certificate_chain,
                 })
             }
             None => bail!("the server closed the attestation stream without a result"),

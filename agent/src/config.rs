@@ -48,9 +48,13 @@ pub struct TpmConfig {
     /// Persistent handle of the DevID key (tpm_devid).
     #[serde(default = "default_devid_handle")]
     pub devid_handle: u32,
-    /// PEM: DevID certificate, then its intermediates (tpm_devid).
+    /// PEM: DevID certificate, then its intermediates (tpm_devid). Where an
+    /// enrolled LDevID is written (default: data_dir/devid.pem).
     #[serde(default)]
     pub devid_certificate_path: Option<PathBuf>,
+    /// With tpm_ek: ask the server's DevID CA for an LDevID for the TPM's DevID key.
+    #[serde(default)]
+    pub enroll_devid: bool,
 }
 
 impl Default for TpmConfig {
@@ -62,6 +66,7 @@ impl Default for TpmConfig {
             ak_handle: default_ak_handle(),
             devid_handle: default_devid_handle(),
             devid_certificate_path: None,
+            enroll_devid: false,
         }
     }
 }

@@ -4,3 +4,4 @@
 pub mod attest;
 pub mod config;
 pub mod connect;
+pub mod simulate;

@@ -1,7 +1,7 @@
 //! ironroot-agent: node attestation with the TPM (tpm_ek, tpm_devid) or a
 //! join token. The Workload API lands with the agent issue.
 
-use ironroot_agent::{attest, config};
+use ironroot_agent::{attest, config, simulate};
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -60,6 +60,14 @@ enum TpmCommand {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Labs only: write a simulated boot's event log and extend a software TPM's PCRs to match.
+    SimulateBoot {
+        #[arg(short, long, default_value = "/etc/ironroot/agent.toml")]
+        config: PathBuf,
+        /// Kernel command line of the simulated boot.
+        #[arg(long, default_value = "console=ttyS0 root=/dev/vda1 ro")]
+        cmdline: String,
+    },
     /// Make (or reuse) the TPM-resident DevID key and write a CSR for a DevID CA.
     ProvisionDevid {
         #[arg(short, long, default_value = "/etc/ironroot/agent.toml")]
@@ -74,7 +82,9 @@ enum TpmCommand {
 }
 
 fn init_logging(level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // tss-esapi logs every context open/close at info: keep it quiet unless asked.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},tss_esapi=warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -104,6 +114,22 @@ fn save(dir: &Path, o: &attest::AttestOutcome) -> anyhow::Result<()> {
     f.write_all(o.key_pem.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, &key_path)?;
+    Ok(())
+}
+
+/// Writes an enrolled LDevID where tpm_devid will read it.
+fn save_devid(cfg: &AgentConfig, o: &attest::AttestOutcome) -> anyhow::Result<()> {
+    if o.devid_chain.is_empty() {
+        return Ok(());
+    }
+    let path = cfg
+        .tpm
+        .devid_certificate_path
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join("devid.pem"));
+    std::fs::write(&path, pem_certs(&o.devid_chain))
+        .with_context(|| format!("cannot write the LDevID to {}", path.display()))?;
+    info!(path = %path.display(), "LDevID certificate enrolled");
     Ok(())
 }
 
@@ -140,6 +166,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     loop {
         let outcome = attest::attest(&cfg).await?;
         save(&cfg.data_dir, &outcome)?;
+        save_devid(&cfg, &outcome)?;
         info!(agent = %outcome.spiffe_id, policy = %outcome.boot_policy, expires_at = outcome.expires_at, "attested");
         // Renew at half life by attesting again: a node whose boot changed loses its identity.
         let now = std::time::SystemTime::now()
@@ -203,11 +230,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             init_logging(&cfg.log_level);
             let outcome = attest::attest(&cfg).await.context("attestation failed")?;
             save(&cfg.data_dir, &outcome)?;
+            save_devid(&cfg, &outcome)?;
             print_outcome(&outcome, output)
         }
         Command::Tpm(TpmCommand::Info { config, output }) => {
             let cfg = AgentConfig::load(&config)?;
             tpm_info(&cfg, output)
+        }
+        Command::Tpm(TpmCommand::SimulateBoot { config, cmdline }) => {
+            let cfg = AgentConfig::load(&config)?;
+            let log = simulate::event_log(&simulate::SimulatedBoot {
+                cmdline: &cmdline,
+                ..Default::default()
+            });
+            let n = simulate::replay_into(&cfg.tpm.tcti, &log)?;
+            std::fs::write(&cfg.tpm.event_log_path, &log)
+                .with_context(|| format!("cannot write {}", cfg.tpm.event_log_path.display()))?;
+            println!(
+                "simulated boot: {n} measurements extended into {}, event log written to {}",
+                cfg.tpm.tcti,
+                cfg.tpm.event_log_path.display()
+            );
+            Ok(())
         }
         Command::Tpm(TpmCommand::ProvisionDevid {
             config,

@@ -276,3 +276,57 @@ fn tpm_devid_happy_path_and_rejections() {
         &["did not sign this challenge's nonce"],
     );
 }
+
+#[test]
+fn ek_attestation_enrolls_an_ldevid_that_tpm_devid_accepts() {
+    let ca = ek_ca_bundle(tpm_state());
+    let env = start_server(
+        "devid_enrollment",
+        &format!(
+            "ek_ca_bundle = \"{}\"\ndevid_issuer = true\ndefault_policy = \"good\"",
+            ca.display()
+        ),
+        &[("good", policy_toml("good", &Boot::default()))],
+    );
+    let (_tpm, mut cfg) = booted(&env);
+    cfg.tpm.enroll_devid = true;
+    let o = attest(&cfg).expect("tpm_ek with enrollment passes");
+    assert_eq!(o.devid_chain.len(), 2, "LDevID then the DevID CA");
+    let ek_hash = o.spiffe_id.rsplit('/').next().unwrap().to_string();
+    let path = env.dir.path().join("ldevid.pem");
+    let pem: String = o
+        .devid_chain
+        .iter()
+        .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone())))
+        .collect();
+    std::fs::write(&path, pem).unwrap();
+
+    // The enrolled node now attests with tpm_devid, under the server's own DevID CA.
+    cfg.tpm.enroll_devid = false;
+    cfg.node_attestor = "tpm_devid".into();
+    cfg.tpm.devid_certificate_path = Some(path);
+    let o = attest(&cfg).expect("tpm_devid with the enrolled LDevID passes");
+    assert!(
+        o.spiffe_id.contains("/spire/agent/tpm_devid/"),
+        "{}",
+        o.spiffe_id
+    );
+    assert!(
+        o.selectors
+            .contains(&format!("tpm:devid_subject_cn:{ek_hash}")),
+        "{:?}",
+        o.selectors
+    );
+    assert!(
+        o.selectors
+            .contains(&"tpm:devid_issuer_cn:ironroot DevID CA example.org".to_string()),
+        "{:?}",
+        o.selectors
+    );
+
+    // A server that does not issue LDevIDs refuses the request.
+    let plain = good_env("devid_enrollment_refused");
+    let (_t2, mut c2) = booted(&plain);
+    c2.tpm.enroll_devid = true;
+    assert_rejected(attest(&c2), "DevID enrollment", &["does not issue LDevIDs"]);
+}

@@ -315,7 +315,7 @@ impl KeyManager for SoftwareKeyManager {
             match self.load(label) {
                 Ok(Some(l)) => keys.push(l.info.clone()),
                 Ok(None) => {}
-                Err(e) => tracing::warn!(label, error = %e, "skipping unusable software key"),
+                Err(e) => tracing::warn!(label, error = %e, "ignoring an unusable software key"),
             }
         }
         keys.sort_by(|a, b| a.label.cmp(&b.label));

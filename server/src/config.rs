@@ -113,6 +113,13 @@ pub struct TpmAttestorConfig {
     pub ek_hash_allow_list: Vec<String>,
     /// PEM bundle of DevID CAs; enables `tpm_devid`.
     pub devid_ca_bundle: Option<PathBuf>,
+    /// Issue LDevID certificates (HSM-held DevID CA) to nodes that enroll
+    /// while attesting with `tpm_ek`; also enables `tpm_devid` for them.
+    #[serde(default)]
+    pub devid_issuer: bool,
+    /// Lifetime of issued LDevID certificates.
+    #[serde(default = "default_ldevid_ttl", with = "humantime_serde")]
+    pub ldevid_ttl: Duration,
     /// Directory of measured-boot policies (`*.toml`, one named policy each).
     pub policies_dir: PathBuf,
     /// Policy for nodes no binding names.
@@ -395,6 +402,9 @@ fn default_challenge_ttl() -> Duration {
 }
 fn default_node_max_message() -> usize {
     8 * 1024 * 1024
+}
+fn default_ldevid_ttl() -> Duration {
+    Duration::from_secs(365 * 24 * 3600)
 }
 fn default_true() -> bool {
     true

@@ -14,6 +14,7 @@ use crate::ca::upstream::Upstream;
 use crate::ca::{unix_now, CaSettings, CertificateAuthority};
 use crate::config::{ServerConfig, UpstreamConfig};
 use crate::node::certchain::Anchors;
+use crate::node::devid_ca::DevIdCa;
 use crate::node::join_token::JoinTokenAttestor;
 use crate::node::nonce::NonceRegistry;
 use crate::node::tls::{tls_incoming, ServerIdentity};
@@ -34,6 +35,7 @@ fn node_service(
     cfg: &ServerConfig,
     store: Arc<dyn DataStore>,
     ca: Arc<CertificateAuthority>,
+    km: Arc<dyn KeyManager>,
 ) -> anyhow::Result<NodeService> {
     let td = ca.trust_domain().clone();
     let mut attestors: HashMap<&'static str, Arc<dyn NodeAttestor>> = HashMap::new();
@@ -53,11 +55,30 @@ fn node_service(
                 None => Ok(Anchors::default()),
             }
         };
+        let mut devid_anchors = load(&t.devid_ca_bundle, "node_attestors.tpm.devid_ca_bundle")?;
+        let devid_ca = if t.devid_issuer {
+            let ca = DevIdCa::open(
+                km,
+                &cfg.ca.key_label_prefix,
+                &td,
+                &DevIdCa::default_cert_path(&cfg.data_dir),
+                (t.ldevid_ttl.as_secs() / 86400).max(1) as i64,
+            )
+            .context("cannot open the DevID CA")?;
+            devid_anchors
+                .add_der(&ca.cert_der)
+                .map_err(anyhow::Error::msg)?;
+            Some(Arc::new(ca))
+        } else {
+            None
+        };
+        let devid_enabled = !devid_anchors.is_empty();
         let shared = Arc::new(TpmShared {
             trust_domain: td,
             ek_anchors: load(&t.ek_ca_bundle, "node_attestors.tpm.ek_ca_bundle")?,
             ek_hash_allow_list: t.ek_hash_allow_list.clone(),
-            devid_anchors: load(&t.devid_ca_bundle, "node_attestors.tpm.devid_ca_bundle")?,
+            devid_anchors,
+            devid_ca,
             policies: PolicySet::load(
                 &t.policies_dir,
                 &t.policy_bindings,
@@ -73,7 +94,7 @@ fn node_service(
                 shared: shared.clone(),
             }),
         );
-        if t.devid_ca_bundle.is_some() {
+        if devid_enabled {
             attestors.insert(
                 "tpm_devid",
                 Arc::new(TpmAttestor {
@@ -169,7 +190,7 @@ impl Server {
             jwt_issuer: config.ca.jwt_issuer.clone(),
         };
         let ca = Arc::new(
-            CertificateAuthority::open(settings, km, store.clone(), upstream)
+            CertificateAuthority::open(settings, km.clone(), store.clone(), upstream)
                 .context("cannot start the CA")?,
         );
         let st = ca.status()?;
@@ -180,7 +201,7 @@ impl Server {
             upstream = st.upstream.as_deref().unwrap_or("none (root CA)"),
             "CA ready"
         );
-        let node = Arc::new(node_service(&config, store.clone(), ca.clone())?);
+        let node = Arc::new(node_service(&config, store.clone(), ca.clone(), km)?);
         Ok(Server {
             config,
             store,

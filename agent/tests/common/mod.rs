@@ -9,9 +9,7 @@ use ironroot_agent::attest::{attest_with, AttestOutcome, Hooks};
 use ironroot_agent::config::{AgentConfig, TpmConfig};
 use ironroot_testkit::server::{server_config, ServerProcess, SoftHsm, TD};
 use ironroot_testkit::swtpm::{Swtpm, SwtpmOptions, SwtpmState};
-use ironroot_tpm::device::{PcrBank, Tpm};
-use ironroot_tpm::verify::eventlog::uefi::EFI_GLOBAL_VARIABLE;
-use ironroot_tpm::verify::eventlog::{EventLog, EventType, HashAlg, LogBuilder};
+use ironroot_tpm::verify::eventlog::EventLog;
 use ironroot_tpm::verify::policy::generate_policy;
 
 pub fn free_port() -> u16 {
@@ -49,78 +47,16 @@ pub fn ek_ca_bundle(state: &SwtpmState) -> PathBuf {
 }
 
 /// What a simulated machine booted.
-#[derive(Clone)]
-pub struct Boot {
-    pub firmware: &'static [u8],
-    pub kernel: &'static [u8],
-    pub cmdline: &'static str,
-    pub initrd: &'static [u8],
-    pub secure_boot: bool,
-    /// Leave out the kernel (PCR4) event, as OVMF's unverified fallback does.
-    pub no_kernel_event: bool,
-}
-
-impl Default for Boot {
-    fn default() -> Self {
-        Boot {
-            firmware: b"ironroot test firmware 1.0",
-            kernel: b"vmlinuz-6.1 image bytes",
-            cmdline: "console=ttyS0 root=/dev/vda1 ro",
-            initrd: b"initrd image bytes",
-            secure_boot: false,
-            no_kernel_event: false,
-        }
-    }
-}
+pub type Boot = ironroot_agent::simulate::SimulatedBoot<'static>;
 
 /// The TCG event log of `boot` (crypto-agile, sha256).
 pub fn boot_log(boot: &Boot) -> Vec<u8> {
-    let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
-    b.event(0, EventType::EV_S_CRTM_VERSION, boot.firmware);
-    b.measure(
-        0,
-        EventType::EV_EFI_PLATFORM_FIRMWARE_BLOB,
-        boot.firmware,
-        &[0u8; 16],
-    );
-    b.variable(
-        7,
-        EventType::EV_EFI_VARIABLE_DRIVER_CONFIG,
-        &EFI_GLOBAL_VARIABLE,
-        "SecureBoot",
-        &[u8::from(boot.secure_boot)],
-    );
-    if !boot.no_kernel_event {
-        b.measure(
-            4,
-            EventType::EV_EFI_BOOT_SERVICES_APPLICATION,
-            boot.kernel,
-            &[0u8; 32],
-        );
-    }
-    let mut cmd = Vec::new();
-    for u in boot.cmdline.encode_utf16().chain(std::iter::once(0)) {
-        cmd.extend_from_slice(&u.to_le_bytes());
-    }
-    b.linux_tag(0x8F3B_22ED, "LOADED_IMAGE::LoadOptions", &cmd);
-    b.linux_tag(0x8F3B_22EC, "Linux initrd", boot.initrd);
-    b.separators(&[0, 1, 2, 3, 4, 5, 6, 7]);
-    b.build()
+    ironroot_agent::simulate::event_log(boot)
 }
 
 /// Extends the TPM's sha256 PCRs with every measured event of `log`, as firmware would.
 pub fn extend_like(tpm: &Swtpm, log: &[u8]) {
-    let parsed = EventLog::parse(log).expect("log parses");
-    let mut t = Tpm::open(&tpm.tcti()).expect("open swtpm");
-    for e in parsed.events() {
-        if e.event_type == EventType::EV_NO_ACTION {
-            continue;
-        }
-        if let Some(d) = e.digests.iter().find(|d| d.alg() == HashAlg::Sha256) {
-            t.pcr_extend_digest(e.pcr, PcrBank::Sha256, d.as_bytes())
-                .expect("extend");
-        }
-    }
+    ironroot_agent::simulate::replay_into(&tpm.tcti(), log).expect("extend the swtpm PCRs");
 }
 
 /// The policy a known-good boot generates, as TOML.

@@ -335,13 +335,13 @@ impl KeyManager for Pkcs11KeyManager {
             for handle in handles {
                 let label = attrs_label(session, handle)?;
                 let Some(label) = label else {
-                    tracing::warn!(token = %self.token_label, "skipping a private key without a UTF-8 CKA_LABEL");
+                    tracing::warn!(token = %self.token_label, "ignoring a private key without a UTF-8 CKA_LABEL");
                     continue;
                 };
                 match inspect(session, &label, handle) {
                     Ok(info) => keys.push(info),
                     Err(OpError::Hsm(e)) => {
-                        tracing::warn!(token = %self.token_label, label, error = %e, "skipping unusable key");
+                        tracing::warn!(token = %self.token_label, label, error = %e, "ignoring an unusable key");
                     }
                     Err(e) => return Err(e),
                 }

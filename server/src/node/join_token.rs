@@ -76,6 +76,7 @@ impl NodeAttestor for JoinTokenAttestor {
             selectors: vec![Selector::new("join_token", "attested")
                 .map_err(|e| AttestError::rejected("selectors", e.to_string()))?],
             boot_policy: None,
+            devid_chain: Vec::new(),
         }))
     }
 }

@@ -4,6 +4,7 @@
 //! check that failed and is logged.
 
 pub mod certchain;
+pub mod devid_ca;
 pub mod join_token;
 pub mod nonce;
 mod service;
@@ -23,6 +24,8 @@ pub struct Attested {
     pub selectors: Vec<Selector>,
     /// The measured-boot policy that passed, if any.
     pub boot_policy: Option<String>,
+    /// An LDevID certificate issued on enrollment, then the DevID CA.
+    pub devid_chain: Vec<Vec<u8>>,
 }
 
 /// A rejected attestation: which check failed and why, for the agent's

@@ -154,6 +154,7 @@ impl NodeService {
             root_cas: roots,
             expires_at: svid.expires_at,
             boot_policy: attested.boot_policy.unwrap_or_default(),
+            devid_certificate_chain: attested.devid_chain,
         })
     }
 }

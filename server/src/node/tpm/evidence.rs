@@ -202,8 +202,12 @@ pub fn check_devid(
         "DevID certificate",
     )
     .map_err(|e| AttestError::rejected("DevID certificate", e))?;
-    let devid = TpmPublic::from_tpm2b(&tpm.devid_public)
-        .map_err(|e| AttestError::malformed("DevID public", e.to_string()))?;
+    let devid = certified_key(
+        ak,
+        &tpm.devid_public,
+        &tpm.devid_certify_attest,
+        &tpm.devid_certify_signature,
+    )?;
     let spki = cert
         .tbs_certificate
         .subject_public_key_info
@@ -215,11 +219,40 @@ pub fn check_devid(
             "the DevID certificate's key is not the DevID key the TPM presented",
         ));
     }
-    let attest = Attest::parse(&tpm.devid_certify_attest)
+    let point = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes()
+        .to_vec();
+    Ok(CheckedDevId {
+        fingerprint: hex::encode(Sha256::digest(leaf)),
+        cert,
+        key: DevIdKey { spki_point: point },
+    })
+}
+
+/// A DevID key the AK certified with TPM2_Certify: proof it lives in the AK's TPM.
+pub fn certified_key(
+    ak: &TpmPublic,
+    public: &[u8],
+    certify_attest: &[u8],
+    certify_signature: &[u8],
+) -> Result<TpmPublic, AttestError> {
+    let devid = TpmPublic::from_tpm2b(public)
+        .map_err(|e| AttestError::malformed("DevID public", e.to_string()))?;
+    let a = &devid.object_attributes;
+    if !(a.fixed_tpm() && a.fixed_parent() && a.sign_encrypt()) {
+        return Err(AttestError::rejected(
+            "DevID",
+            "the DevID key must be a fixedTPM, fixedParent signing key",
+        ));
+    }
+    let attest = Attest::parse(certify_attest)
         .map_err(|e| AttestError::malformed("DevID certify", e.to_string()))?;
-    let sig = TpmSignature::parse(&tpm.devid_certify_signature)
+    let sig = TpmSignature::parse(certify_signature)
         .map_err(|e| AttestError::malformed("DevID certify signature", e.to_string()))?;
-    verify_signature(ak, &tpm.devid_certify_attest, &sig).map_err(|e| {
+    verify_signature(ak, certify_attest, &sig).map_err(|e| {
         AttestError::rejected(
             "DevID certify",
             format!("not signed by the attested AK: {e}"),
@@ -237,17 +270,7 @@ pub fn check_devid(
             "the AK certified another key than the DevID key: the DevID key is not in this TPM",
         ));
     }
-    let point = cert
-        .tbs_certificate
-        .subject_public_key_info
-        .subject_public_key
-        .raw_bytes()
-        .to_vec();
-    Ok(CheckedDevId {
-        fingerprint: hex::encode(Sha256::digest(leaf)),
-        cert,
-        key: DevIdKey { spki_point: point },
-    })
+    Ok(devid)
 }
 
 /// The DevID key signed SHA-256(nonce) (ECDSA P-256, raw r||s).

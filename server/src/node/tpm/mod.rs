@@ -20,6 +20,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use super::certchain::{self, Anchors};
+use super::devid_ca::DevIdCa;
 use super::nonce::NonceRegistry;
 use super::{AttestError, Begun, NodeAttestor};
 use crate::ca::unix_now;
@@ -44,6 +45,8 @@ pub struct TpmShared {
     pub policies: PolicySet,
     pub nonces: Arc<NonceRegistry>,
     pub challenge_ttl: Duration,
+    /// The server's own DevID CA, when it issues LDevIDs.
+    pub devid_ca: Option<Arc<DevIdCa>>,
 }
 
 pub struct TpmAttestor {
@@ -136,6 +139,35 @@ impl TpmAttestor {
     }
 }
 
+impl TpmAttestor {
+    /// An LDevID request: the AK certified the DevID key, and the CSR (signed by
+    /// that key) carries it. The subject CN will be the EK hash, not the CSR's.
+    fn check_enrollment(
+        &self,
+        e: &pb::DevIdEnrollment,
+        ak: &TpmPublic,
+        ek_hash: &str,
+    ) -> Result<(rcgen::PublicKey, String), AttestError> {
+        if self.shared.devid_ca.is_none() {
+            return Err(AttestError::rejected(
+                "DevID enrollment",
+                "this server does not issue LDevIDs (set devid_issuer = true)",
+            ));
+        }
+        let devid =
+            evidence::certified_key(ak, &e.devid_public, &e.certify_attest, &e.certify_signature)?;
+        let key = crate::ca::x509::parse_csr(&e.csr)
+            .map_err(|err| AttestError::malformed("DevID enrollment", err.to_string()))?;
+        if !devid.matches_spki(&rcgen::PublicKeyData::subject_public_key_info(&key)) {
+            return Err(AttestError::rejected(
+                "DevID enrollment",
+                "the CSR's key is not the DevID key the AK certified",
+            ));
+        }
+        Ok((key, ek_hash.to_string()))
+    }
+}
+
 /// The AK must be a restricted signing key that never leaves its TPM.
 fn check_ak(ak: &TpmPublic) -> Result<(), AttestError> {
     let a = &ak.object_attributes;
@@ -210,6 +242,16 @@ impl NodeAttestor for TpmAttestor {
         };
         let agent_id = SpiffeId::parse(&agent_id)
             .map_err(|e| AttestError::rejected("agent id", e.to_string()))?;
+        let enroll = match (&params.devid_enrollment, self.kind) {
+            (None, _) => None,
+            (Some(_), TpmKind::DevId) => {
+                return Err(AttestError::rejected(
+                    "DevID enrollment",
+                    "enrollment is done with tpm_ek; this node already has a DevID",
+                ))
+            }
+            (Some(e), TpmKind::Ek) => Some(self.check_enrollment(e, &ak, &ek_hash)?),
+        };
         let policy = self.shared.policies.select(&selectors)?;
         let mut pcrs: Vec<u32> = BASE_PCRS.collect();
         pcrs.extend(
@@ -258,6 +300,7 @@ impl NodeAttestor for TpmAttestor {
             policy,
             agent_id,
             selectors,
+            enroll,
         };
         Ok(Begun::Challenge(challenge, Box::new(pending)))
     }

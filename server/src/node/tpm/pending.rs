@@ -27,6 +27,8 @@ pub struct PendingTpm {
     pub policy: Arc<Policy>,
     pub agent_id: SpiffeId,
     pub selectors: Vec<Selector>,
+    /// A DevID key to certify once everything passed, with its LDevID subject CN.
+    pub enroll: Option<(rcgen::PublicKey, String)>,
 }
 
 /// Compares without an early exit, so timing says nothing about the secret.
@@ -85,10 +87,21 @@ impl PendingAttestation for PendingTpm {
             "tpm",
             format!("boot_policy:{}", self.policy.name),
         )?);
+        // Only a node that passed every check gets an LDevID.
+        let devid_chain = match (&self.enroll, &self.shared.devid_ca) {
+            (Some((key, cn)), Some(ca)) => {
+                let cert = ca
+                    .issue(key, cn)
+                    .map_err(|e| AttestError::rejected("DevID enrollment", e))?;
+                vec![cert, ca.cert_der.clone()]
+            }
+            _ => Vec::new(),
+        };
         Ok(Attested {
             agent_id: self.agent_id,
             selectors,
             boot_policy: Some(self.policy.name.clone()),
+            devid_chain,
         })
     }
 }

@@ -4,7 +4,7 @@ use rand::rngs::StdRng;
 use ring::hmac;
 
 use super::*;
-use crate::verify::tpm2::test_fixtures::{self as fx, bytes, Xorshift};
+use crate::verify::tpm2::fixtures_for_tests::{self as fx, bytes, Xorshift};
 use crate::verify::tpm2::{ObjectAttributes, PublicParts, SymmetricDef};
 
 fn aes_cfb(bits: u16) -> Option<SymmetricDef> {

@@ -48,4 +48,4 @@ pub use signature::{verify_signature, SignatureValue, TpmSignature};
 pub(crate) use marshal::put_tpm2b;
 
 #[cfg(test)]
-pub(crate) mod test_fixtures;
+pub(crate) mod fixtures_for_tests;

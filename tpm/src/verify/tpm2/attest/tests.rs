@@ -1,5 +1,5 @@
 use super::*;
-use crate::verify::tpm2::test_fixtures::{self as fx, bytes, flipped, truncations, Xorshift};
+use crate::verify::tpm2::fixtures_for_tests::{self as fx, bytes, flipped, truncations, Xorshift};
 use crate::verify::tpm2::TpmPublic;
 
 /// A TPMS_ATTEST built field by field from Part 2 (Tables 127, 120, 112, 93).

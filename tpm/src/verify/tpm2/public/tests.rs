@@ -1,5 +1,5 @@
 use super::*;
-use crate::verify::tpm2::test_fixtures::{self as fx, bytes, flipped, truncations, Xorshift};
+use crate::verify::tpm2::fixtures_for_tests::{self as fx, bytes, flipped, truncations, Xorshift};
 use crate::verify::tpm2::{SymAlgorithm, SymMode};
 
 /// EK policy A (PolicySecret(TPM_RH_ENDORSEMENT)) in SHA-256, from the EK profile.

@@ -3,7 +3,7 @@ use ring::signature::{self as rs, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use rsa::pkcs8::EncodePrivateKey;
 
 use super::*;
-use crate::verify::tpm2::test_fixtures::{self as fx, bytes, flipped, truncations, Xorshift};
+use crate::verify::tpm2::fixtures_for_tests::{self as fx, bytes, flipped, truncations, Xorshift};
 use crate::verify::tpm2::ObjectAttributes;
 
 const MSG: &[u8] = b"a TPMS_ATTEST stand-in";

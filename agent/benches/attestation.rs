@@ -1,0 +1,201 @@
+//! TPM attestation figures against swtpm (`make bench`; docs/benchmarks.md):
+//! 1. end-to-end latency of `tpm_ek` attestation (agent -> server over TLS,
+//!    credential activation, quote, event log, policy, agent SVID), p50 / p95;
+//! 2. server-side verification CPU time per attestation (begin + finish of the
+//!    attestor, in process, thread CPU time; TPM work not counted).
+//!
+//! Needs the release server binary: `cargo build --release -p ironroot-server`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ironroot_agent::attest::{attest, TpmSession};
+use ironroot_agent::config::{AgentConfig, TpmConfig};
+use ironroot_agent::simulate::{event_log, replay_into, SimulatedBoot};
+use ironroot_api::node as pb;
+use ironroot_api::spiffe_id::TrustDomain;
+use ironroot_server::node::certchain::Anchors;
+use ironroot_server::node::nonce::NonceRegistry;
+use ironroot_server::node::tpm::policies::PolicySet;
+use ironroot_server::node::tpm::{TpmAttestor, TpmKind, TpmShared};
+use ironroot_server::node::{Begun, NodeAttestor};
+use ironroot_testkit::server::{server_config, ServerProcess, SoftHsm, TD};
+use ironroot_testkit::swtpm::{SwtpmOptions, SwtpmState};
+use ironroot_tpm::device::{EkAlgorithm, PcrBank, Tpm};
+use ironroot_tpm::verify::eventlog::EventLog;
+use ironroot_tpm::verify::policy::generate_policy;
+
+const E2E_RUNS: usize = 60;
+const CPU_RUNS: usize = 60;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .expect("thread CPU clock")
+}
+
+fn main() {
+    let state = SwtpmState::shared("bench", &SwtpmOptions::default());
+    let tpm = state.spawn();
+    let log = event_log(&SimulatedBoot::default());
+    replay_into(&tpm.tcti(), &log).expect("simulated boot");
+    let policy = generate_policy("bench", &EventLog::parse(&log).expect("log"));
+
+    // --- 1. end to end, against the real server binary
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hsm = SoftHsm::new(&dir.path().join("hsm"));
+    hsm.init_token("ca");
+    let pdir = dir.path().join("policies");
+    std::fs::create_dir_all(&pdir).expect("policies");
+    std::fs::write(pdir.join("bench.toml"), policy.to_toml().expect("toml")).expect("policy");
+    let ek_ca = dir.path().join("ek-ca.pem");
+    let mut pem = std::fs::read_to_string(&state.ca_root_cert).expect("root");
+    pem.push_str(&std::fs::read_to_string(&state.issuer_cert).expect("issuer"));
+    std::fs::write(&ek_ca, pem).expect("ek ca");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let extra = format!(
+        "[node_api]\nlisten = \"127.0.0.1:{port}\"\n\n[node_attestors.tpm]\nek_ca_bundle = \"{}\"\npolicies_dir = \"{}\"\ndefault_policy = \"bench\"\n",
+        ek_ca.display(),
+        pdir.display()
+    );
+    let conf = server_config(dir.path(), &hsm, "ca", &extra);
+    let server = ServerProcess::start(
+        "bench_attestation",
+        &conf,
+        &hsm,
+        &dir.path().join("admin.sock"),
+    );
+    let bundle = dir.path().join("bundle.pem");
+    std::fs::write(&bundle, server.cli_ok(&["bundle", "show"])).expect("bundle");
+    let log_path = dir.path().join("eventlog.bin");
+    std::fs::write(&log_path, &log).expect("log");
+    let cfg = AgentConfig {
+        trust_domain: TD.into(),
+        server_address: format!("127.0.0.1:{port}"),
+        trust_bundle_path: bundle,
+        data_dir: dir.path().join("agent"),
+        node_attestor: "tpm_ek".into(),
+        join_token: None,
+        tpm: TpmConfig {
+            tcti: tpm.tcti(),
+            event_log_path: log_path,
+            ek: "rsa".into(),
+            ..TpmConfig::default()
+        },
+        log_level: "warn".into(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(attest(&cfg))
+        .expect("warm-up attestation (persists the AK)");
+    let mut lat = Vec::with_capacity(E2E_RUNS);
+    for _ in 0..E2E_RUNS {
+        let t = Instant::now();
+        rt.block_on(attest(&cfg)).expect("attestation");
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!(
+        "tpm_ek attestation end to end (swtpm, RSA EK, persisted ECC AK, {E2E_RUNS} runs): p50 {:.1} ms, p95 {:.1} ms",
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.95).as_secs_f64() * 1e3
+    );
+    drop(server);
+
+    // --- 2. server-side verification CPU, in process
+    let pset = PolicySet::load(&pdir, &[], Some("bench".into())).expect("policies");
+    let attestor = TpmAttestor {
+        kind: TpmKind::Ek,
+        shared: Arc::new(TpmShared {
+            trust_domain: TrustDomain::parse(TD).expect("td"),
+            ek_anchors: Anchors::from_pem_file(&ek_ca).expect("anchors"),
+            ek_hash_allow_list: vec![],
+            devid_anchors: Anchors::default(),
+            policies: pset,
+            nonces: Arc::new(NonceRegistry::default()),
+            challenge_ttl: Duration::from_secs(30),
+            devid_ca: None,
+        }),
+    };
+    let mut t = Tpm::open(&tpm.tcti()).expect("tpm");
+    let ek = t.endorsement_key(EkAlgorithm::Rsa2048).expect("ek");
+    let ak = t.attestation_key(&ek, Some(0x8101_0010)).expect("ak");
+    let mut session = TpmSession {
+        tpm: t,
+        ek,
+        ak,
+        devid: None,
+    };
+    let params = pb::AttestParams {
+        attestor: "tpm_ek".into(),
+        csr: vec![],
+        tpm: Some(pb::TpmEvidence {
+            ek_certificate: session.ek.certificate.clone().unwrap_or_default(),
+            ek_public: session.ek.public.clone(),
+            ak_public: session.ak.public.clone(),
+            ..Default::default()
+        }),
+        join_token: String::new(),
+        devid_enrollment: None,
+    };
+    let mut cpu = Vec::with_capacity(CPU_RUNS);
+    for _ in 0..CPU_RUNS {
+        let c0 = thread_cpu();
+        let Ok(Begun::Challenge(ch, pending)) = attestor.begin(&params) else {
+            panic!("begin failed");
+        };
+        let c_begin = thread_cpu() - c0;
+        let secret = session
+            .tpm
+            .activate_credential(
+                &session.ak,
+                &session.ek,
+                &ch.credential_blob,
+                &ch.encrypted_secret,
+            )
+            .expect("activate");
+        let q = session
+            .tpm
+            .quote(
+                &session.ak,
+                &ch.quote_nonce,
+                &[(PcrBank::Sha256, ch.pcr_selection[0].pcrs.clone())],
+            )
+            .expect("quote");
+        let resp = pb::ChallengeResponse {
+            activated_secret: secret,
+            quote_attest: q.attest,
+            quote_signature: q.signature,
+            pcr_values: q
+                .pcrs
+                .into_iter()
+                .map(|p| pb::PcrValue {
+                    bank: "sha256".into(),
+                    index: p.index,
+                    digest: p.digest,
+                })
+                .collect(),
+            event_log: log.clone(),
+            devid_signature: vec![],
+        };
+        let c1 = thread_cpu();
+        pending.finish(&resp).expect("finish");
+        cpu.push(c_begin + (thread_cpu() - c1));
+    }
+    cpu.sort();
+    println!(
+        "server-side verification CPU per tpm_ek attestation (begin + finish, {CPU_RUNS} runs): p50 {:.2} ms, p95 {:.2} ms",
+        percentile(&cpu, 0.5).as_secs_f64() * 1e3,
+        percentile(&cpu, 0.95).as_secs_f64() * 1e3
+    );
+}

@@ -1,0 +1,110 @@
+//! The server's own DevID CA (an HSM-held key) that issues LDevID certificates
+//! to agents during a `tpm_ek` attestation: how a fleet enrolls. The LDevID's
+//! subject CN is the EK hash (hardware-derived, never what the agent claims),
+//! and its key is a TPM key the attested AK certified.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ironroot_api::spiffe_id::TrustDomain;
+use ironroot_hsm::{KeyAlgorithm, KeyManager, Signer};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyUsagePurpose,
+    PublicKeyData,
+};
+use time::OffsetDateTime;
+use tracing::info;
+
+use crate::ca::signing_key::HsmKey;
+use crate::ca::x509::random_serial;
+
+/// How long the DevID CA certificate is valid (it is re-made from the same key
+/// if its file is lost, so LDevIDs keep verifying).
+const CA_DAYS: i64 = 3650;
+
+pub struct DevIdCa {
+    issuer: Issuer<'static, HsmKey>,
+    pub cert_der: Vec<u8>,
+    ttl_days: i64,
+}
+
+fn ca_params(td: &TrustDomain) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "ironroot");
+    dn.push(DnType::CommonName, format!("ironroot DevID CA {td}"));
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p
+}
+
+impl DevIdCa {
+    /// Finds (or creates) the key `<prefix>-devid-ca` in the key manager and
+    /// the CA certificate in `cert_path` (re-made from the key if missing).
+    pub fn open(
+        km: Arc<dyn KeyManager>,
+        prefix: &str,
+        td: &TrustDomain,
+        cert_path: &Path,
+        ttl_days: i64,
+    ) -> anyhow::Result<Self> {
+        let label = format!("{prefix}-devid-ca");
+        let info = match km.find(&label)? {
+            Some(i) => i,
+            None => {
+                info!(key = %label, "creating the DevID CA key");
+                km.generate(&label, KeyAlgorithm::EcP256)?
+            }
+        };
+        let key = HsmKey::new(Signer::new(km, info))?;
+        let params = ca_params(td);
+        let cert_der = match std::fs::read(cert_path) {
+            Ok(der) => der,
+            Err(_) => {
+                let mut p = params.clone();
+                p.serial_number = Some(random_serial());
+                p.not_before = OffsetDateTime::now_utc() - time::Duration::minutes(1);
+                p.not_after = OffsetDateTime::now_utc() + time::Duration::days(CA_DAYS);
+                let cert = p.self_signed(&key).map_err(|e| key.explain(e))?;
+                std::fs::write(cert_path, cert.der()).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot write the DevID CA certificate {}: {e}",
+                        cert_path.display()
+                    )
+                })?;
+                cert.der().to_vec()
+            }
+        };
+        let cert = rustls_pki_types::CertificateDer::from(cert_der.clone());
+        let issuer = Issuer::from_ca_cert_der(&cert, key)
+            .map_err(|e| anyhow::anyhow!("DevID CA certificate {}: {e}", cert_path.display()))?;
+        Ok(DevIdCa {
+            issuer,
+            cert_der,
+            ttl_days,
+        })
+    }
+
+    pub fn default_cert_path(data_dir: &Path) -> PathBuf {
+        data_dir.join("devid-ca.der")
+    }
+
+    /// Issues an LDevID certificate for `key` with subject CN `cn`.
+    pub fn issue(&self, key: &impl PublicKeyData, cn: &str) -> Result<Vec<u8>, String> {
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "ironroot");
+        dn.push(DnType::CommonName, cn);
+        p.distinguished_name = dn;
+        p.serial_number = Some(random_serial());
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.not_before = OffsetDateTime::now_utc() - time::Duration::minutes(1);
+        p.not_after = OffsetDateTime::now_utc() + time::Duration::days(self.ttl_days);
+        p.use_authority_key_identifier_extension = true;
+        p.signed_by(key, &self.issuer)
+            .map(|c| c.der().to_vec())
+            .map_err(|e| self.issuer.key().explain(e).to_string())
+    }
+}
