@@ -154,6 +154,35 @@ fn main() {
         }),
     );
 
+    // The floor under the CSR check: one ring P-256 signature verification.
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &rng,
+    )
+    .expect("key");
+    let kp = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        pkcs8.as_ref(),
+        &rng,
+    )
+    .expect("key");
+    let msg = vec![5u8; 200];
+    let sig = kp.sign(&rng, &msg).expect("sign").as_ref().to_vec();
+    let pk = ring::signature::KeyPair::public_key(&kp).as_ref().to_vec();
+    let ring_rate = rate(
+        1,
+        Arc::new(move |_| {
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, &pk)
+                .verify(&msg, &sig)
+                .expect("verify");
+        }),
+    );
+    println!(
+        "ring ECDSA P-256 verification alone: {:.1} us",
+        1e6 / ring_rate
+    );
+
     println!(
         "X.509-SVID signing, SoftHSM2 P-256 CA key, {}s per figure",
         RUN.as_secs()
