@@ -8,18 +8,6 @@ use ironroot_agent::attest::{Hooks, TpmSession};
 use ironroot_api::node as pb;
 use ironroot_tpm::device::{PcrBank, Tpm};
 
-fn good_env(test: &str) -> Env {
-    let ca = ek_ca_bundle(tpm_state());
-    start_server(
-        test,
-        &format!(
-            "ek_ca_bundle = \"{}\"\ndefault_policy = \"good\"",
-            ca.display()
-        ),
-        &[("good", policy_toml("good", &Boot::default()))],
-    )
-}
-
 /// A booted swtpm and an agent config for it.
 fn booted(
     env: &Env,

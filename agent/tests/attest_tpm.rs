@@ -9,18 +9,6 @@ use ironroot_testkit::svid::{now, webpki_verify};
 use ironroot_tpm::verify::TpmPublic;
 use sha2::{Digest, Sha256};
 
-fn good_env(test: &str) -> Env {
-    let ca = ek_ca_bundle(tpm_state());
-    start_server(
-        test,
-        &format!(
-            "ek_ca_bundle = \"{}\"\ndefault_policy = \"good\"",
-            ca.display()
-        ),
-        &[("good", policy_toml("good", &Boot::default()))],
-    )
-}
-
 fn ek_hash(cfg: &ironroot_agent::config::AgentConfig) -> String {
     let mut t = ironroot_tpm::device::Tpm::open(&cfg.tpm.tcti).unwrap();
     let alg = ironroot_agent::attest::ek_algorithm(&cfg.tpm.ek).unwrap();

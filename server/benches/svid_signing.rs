@@ -7,7 +7,6 @@
 //!   cargo bench -p ironroot-server --bench svid_signing
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,42 +16,17 @@ use ironroot_hsm::{KeyAlgorithm, KeyManager, PinSource, Pkcs11Config, Pkcs11KeyM
 use ironroot_server::ca::{CaSettings, CertificateAuthority};
 use ironroot_server::store::{DataStore, SledStore};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const RUN: Duration = Duration::from_secs(4);
 
 fn token(dir: &Path) -> Pkcs11Config {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).expect("token dir");
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .expect("conf");
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let st = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "bench",
-            "--so-pin",
-            "12345678",
-            "--pin",
-            "1234",
-        ])
-        .output()
-        .expect("softhsm2-util (run scripts/install-deps.sh)");
-    assert!(st.status.success(), "init-token failed: {st:?}");
-    let pin = dir.join("pin");
-    std::fs::write(&pin, "1234").expect("pin");
+    let hsm = ironroot_testkit::server::SoftHsm::new(dir);
+    hsm.init_token("bench");
+    // SoftHSM reads its config at C_Initialize, in this process.
+    std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
     Pkcs11Config {
-        module: MODULE.into(),
+        module: ironroot_testkit::server::MODULE.into(),
         token_label: "bench".into(),
-        pin: PinSource::File(pin),
+        pin: PinSource::File(hsm.pin_file.clone()),
         sessions: 2,
     }
 }

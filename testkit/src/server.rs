@@ -101,6 +101,16 @@ impl SoftHsm {
 /// A config for a server on `token` with its data and socket under `dir`.
 pub fn server_config(dir: &Path, hsm: &SoftHsm, token: &str, extra: &str) -> PathBuf {
     let path = dir.join("server.toml");
+    // Parallel tests must not share the default Node API port.
+    let node_api = if extra.contains("[node_api]") {
+        String::new()
+    } else {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        format!("[node_api]\nlisten = \"127.0.0.1:{port}\"\n")
+    };
     let text = format!(
         r#"trust_domain = "{TD}"
 data_dir = "{data}"
@@ -114,6 +124,7 @@ module = "{MODULE}"
 token_label = "{token}"
 pin_file = "{pin}"
 
+{node_api}
 {extra}
 "#,
         data = dir.join("data").display(),

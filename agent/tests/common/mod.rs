@@ -160,3 +160,16 @@ pub fn assert_rejected(r: anyhow::Result<AttestOutcome>, check: &str, words: &[&
     }
     e
 }
+
+/// A server trusting the test TPMs' EK CA, with the policy of `Boot::default()` as default.
+pub fn good_env(test: &str) -> Env {
+    let ca = ek_ca_bundle(tpm_state());
+    start_server(
+        test,
+        &format!(
+            "ek_ca_bundle = \"{}\"\ndefault_policy = \"good\"",
+            ca.display()
+        ),
+        &[("good", policy_toml("good", &Boot::default()))],
+    )
+}

@@ -170,29 +170,12 @@ impl TpmAttestor {
 
 /// The AK must be a restricted signing key that never leaves its TPM.
 fn check_ak(ak: &TpmPublic) -> Result<(), AttestError> {
-    let a = &ak.object_attributes;
-    let missing: Vec<&str> = [
-        (a.fixed_tpm(), "fixedTPM"),
-        (a.fixed_parent(), "fixedParent"),
-        (a.sensitive_data_origin(), "sensitiveDataOrigin"),
-        (a.restricted(), "restricted"),
-        (a.sign_encrypt(), "sign"),
-    ]
-    .iter()
-    .filter(|(ok, _)| !ok)
-    .map(|(_, n)| *n)
-    .collect();
-    if !missing.is_empty() || a.decrypt() {
-        return Err(AttestError::rejected(
+    ak.ensure_attestation_key().map_err(|e| {
+        AttestError::rejected(
             "AK attributes",
-            format!(
-                "the attestation key must be a restricted signing key bound to the TPM (missing: {}{})",
-                missing.join(", "),
-                if a.decrypt() { "; has decrypt" } else { "" }
-            ),
-        ));
-    }
-    Ok(())
+            format!("the attestation key must be a restricted signing key bound to the TPM: {e}"),
+        )
+    })
 }
 
 impl NodeAttestor for TpmAttestor {
