@@ -3,6 +3,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/ironroot/admin/v1/admin.proto",
         "proto/ironroot/node/v1/node.proto",
+        // The SPIFFE Workload API, verbatim upstream: it has no `package`
+        // line, so it is generated as `_.rs`.
+        "proto/spiffe/workload.proto",
+        "proto/ironroot/agent/v1/agent.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -91,6 +91,8 @@ fn main() {
             ..TpmConfig::default()
         },
         log_level: "warn".into(),
+        workload_api: Default::default(),
+        workload_attestors: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -218,7 +218,18 @@ pub async fn attest_with(cfg: &AgentConfig, mut hooks: Hooks<'_>) -> anyhow::Res
     if let Some(h) = hooks.params {
         h(&mut params);
     }
-    let roots = connect::read_bundle(&cfg.trust_bundle_path)?;
+    // The bootstrap bundle, plus the last bundle the server sent over an
+    // authenticated connection: after a CA rotation the server's SVID chains
+    // to a root the bootstrap bundle does not have.
+    let mut roots = connect::read_bundle(&cfg.trust_bundle_path)?;
+    let latest = cfg.data_dir.join("bundle.pem");
+    if latest.exists() {
+        for r in connect::read_bundle(&latest)? {
+            if !roots.contains(&r) {
+                roots.push(r);
+            }
+        }
+    }
     let server_id = SpiffeId::parse(&format!("spiffe://{}/spire/server", cfg.trust_domain))
         .context("trust_domain")?;
     let channel = connect::channel(&cfg.server_address, roots, server_id).await?;

@@ -27,6 +27,57 @@ pub struct AgentConfig {
     pub tpm: TpmConfig,
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    #[serde(default)]
+    pub workload_api: WorkloadApiConfig,
+    #[serde(default)]
+    pub workload_attestors: WorkloadAttestorsConfig,
+}
+
+/// The SPIFFE Workload API socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadApiConfig {
+    #[serde(default = "default_workload_socket")]
+    pub socket_path: PathBuf,
+    /// File mode of the socket (octal): workloads of every uid must connect;
+    /// what they get is decided by attestation, not by the file mode.
+    #[serde(default = "default_workload_socket_mode")]
+    pub socket_mode: String,
+}
+
+impl Default for WorkloadApiConfig {
+    fn default() -> Self {
+        WorkloadApiConfig {
+            socket_path: default_workload_socket(),
+            socket_mode: default_workload_socket_mode(),
+        }
+    }
+}
+
+impl WorkloadApiConfig {
+    pub fn mode_bits(&self) -> anyhow::Result<u32> {
+        u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "workload_api.socket_mode {:?} is not octal",
+                    self.socket_mode
+                )
+            })
+    }
+}
+
+/// Which workload attestors run, and their options.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadAttestorsConfig {
+    #[serde(default)]
+    pub unix: crate::workload::attestor::unix::UnixAttestorConfig,
+    #[serde(default)]
+    pub process: crate::workload::attestor::process::ProcessAttestorConfig,
+    /// Absent: no podman attestor.
+    pub podman: Option<crate::workload::attestor::podman::PodmanConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +122,12 @@ impl Default for TpmConfig {
     }
 }
 
+fn default_workload_socket() -> PathBuf {
+    PathBuf::from("/run/ironroot/agent/public/api.sock")
+}
+fn default_workload_socket_mode() -> String {
+    "0666".into()
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/ironroot/agent")
 }

@@ -28,19 +28,46 @@ pub fn read_bundle(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(certs)
 }
 
+/// The agent's own SVID for mTLS: chain (leaf first) and PKCS#8 key.
+pub struct ClientIdentity {
+    pub chain: Vec<Vec<u8>>,
+    pub key_pkcs8: Vec<u8>,
+}
+
 /// A gRPC channel over TLS to `address`, accepting only `server_id` under `roots`.
 pub async fn channel(
     address: &str,
     roots: Vec<Vec<u8>>,
     server_id: SpiffeId,
 ) -> anyhow::Result<Channel> {
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    channel_with_identity(address, roots, server_id, None).await
+}
+
+/// [`channel`], presenting `identity` (the agent SVID) as a client certificate.
+pub async fn channel_with_identity(
+    address: &str,
+    roots: Vec<Vec<u8>>,
+    server_id: SpiffeId,
+    identity: Option<ClientIdentity>,
+) -> anyhow::Result<Channel> {
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
     .dangerous()
-    .with_custom_certificate_verifier(SpiffeServerVerifier::new(roots, server_id))
-    .with_no_client_auth();
+    .with_custom_certificate_verifier(SpiffeServerVerifier::new(roots, server_id));
+    let mut tls = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => builder
+            .with_client_auth_cert(
+                id.chain
+                    .into_iter()
+                    .map(rustls::pki_types::CertificateDer::from)
+                    .collect(),
+                rustls::pki_types::PrivateKeyDer::Pkcs8(id.key_pkcs8.into()),
+            )
+            .context("the agent SVID cannot be used as a TLS client certificate")?,
+    };
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let addr = address.to_string();

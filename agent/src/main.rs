@@ -49,6 +49,145 @@ enum Command {
     /// TPM facts and DevID provisioning.
     #[command(subcommand)]
     Tpm(TpmCommand),
+    /// Call the Workload API (as a workload would).
+    #[command(subcommand)]
+    Api(ApiCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiCommand {
+    /// Fetch SVIDs and bundles.
+    #[command(subcommand)]
+    Fetch(FetchCommand),
+    /// Validate a JWT-SVID.
+    #[command(subcommand)]
+    Validate(ValidateCommand),
+}
+
+#[derive(clap::Args, Clone)]
+struct SocketArg {
+    /// Workload API socket.
+    #[arg(
+        short = 's',
+        long,
+        env = "SPIFFE_ENDPOINT_SOCKET",
+        default_value = "/run/ironroot/agent/public/api.sock"
+    )]
+    socket_path: PathBuf,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Subcommand)]
+enum FetchCommand {
+    /// The X.509-SVIDs of the caller.
+    X509 {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// Write svid.pem, svid.key and bundle.pem of the first SVID here.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// A JWT-SVID for an audience.
+    Jwt {
+        #[command(flatten)]
+        socket: SocketArg,
+        #[arg(long = "audience", required = true)]
+        audience: Vec<String>,
+        #[arg(long, default_value = "")]
+        spiffe_id: String,
+    },
+    /// The JWT bundles.
+    JwtBundles {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum ValidateCommand {
+    /// Validate a JWT-SVID for an audience.
+    Jwt {
+        #[command(flatten)]
+        socket: SocketArg,
+        #[arg(long)]
+        audience: String,
+        #[arg(long)]
+        svid: String,
+    },
+}
+
+fn socket_path(s: &SocketArg) -> PathBuf {
+    // SPIFFE_ENDPOINT_SOCKET may be a unix: URI.
+    let p = s.socket_path.to_string_lossy();
+    PathBuf::from(
+        p.strip_prefix("unix://")
+            .or_else(|| p.strip_prefix("unix:"))
+            .unwrap_or(&p),
+    )
+}
+
+async fn api(cmd: ApiCommand) -> anyhow::Result<()> {
+    use ironroot_agent::api_client as c;
+    match cmd {
+        ApiCommand::Fetch(FetchCommand::X509 { socket, write }) => {
+            let r = c::fetch_x509(&socket_path(&socket)).await?;
+            if let Some(dir) = &write {
+                c::write_x509(&r, dir)?;
+            }
+            if socket.output == Output::Json {
+                let v: Vec<_> = r
+                    .svids
+                    .iter()
+                    .map(|s| serde_json::json!({"spiffe_id": s.spiffe_id, "hint": s.hint}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "svids": v }))?
+                );
+            } else {
+                println!("Received {} svid(s)", r.svids.len());
+                for s in &r.svids {
+                    println!("SPIFFE ID        : {}", s.spiffe_id);
+                }
+            }
+            Ok(())
+        }
+        ApiCommand::Fetch(FetchCommand::Jwt {
+            socket,
+            audience,
+            spiffe_id,
+        }) => {
+            let r = c::fetch_jwt(&socket_path(&socket), audience, spiffe_id).await?;
+            for s in &r.svids {
+                if socket.output == Output::Json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"spiffe_id": s.spiffe_id, "token": s.svid})
+                    );
+                } else {
+                    println!("{}", s.svid);
+                }
+            }
+            Ok(())
+        }
+        ApiCommand::Fetch(FetchCommand::JwtBundles { socket }) => {
+            let r = c::fetch_jwt_bundles(&socket_path(&socket)).await?;
+            for (td, jwks) in &r.bundles {
+                println!("{td}: {}", String::from_utf8_lossy(jwks));
+            }
+            Ok(())
+        }
+        ApiCommand::Validate(ValidateCommand::Jwt {
+            socket,
+            audience,
+            svid,
+        }) => {
+            let r = c::validate_jwt(&socket_path(&socket), audience, svid).await?;
+            println!("SVID is valid. SPIFFE ID: {}", r.spiffe_id);
+            Ok(())
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -97,23 +236,39 @@ fn pem_certs(ders: &[Vec<u8>]) -> String {
         .collect()
 }
 
-/// Keeps the agent SVID, its key (0600) and the bundle in data_dir.
-fn save(dir: &Path, o: &attest::AttestOutcome) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::write(dir.join("agent_svid.pem"), pem_certs(&o.svid_chain))?;
-    std::fs::write(dir.join("bundle.pem"), pem_certs(&o.root_cas))?;
-    let key_path = dir.join("agent_svid.key");
-    let tmp = dir.join("agent_svid.key.tmp");
+/// Writes `data` to `path` through a temp file and a rename, so a reader
+/// never sees half a file.
+fn write_atomic(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(o.key_pem.as_bytes())?;
+    f.write_all(data)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, &key_path)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
+}
+
+/// Keeps the agent SVID, its key (0600) and the bundle in data_dir. The key
+/// goes first and the certificate last, so the certificate on disk always
+/// has its key beside it.
+fn save(dir: &Path, o: &attest::AttestOutcome) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    write_atomic(&dir.join("agent_svid.key"), o.key_pem.as_bytes(), 0o600)?;
+    write_atomic(
+        &dir.join("bundle.pem"),
+        pem_certs(&o.root_cas).as_bytes(),
+        0o644,
+    )?;
+    write_atomic(
+        &dir.join("agent_svid.pem"),
+        pem_certs(&o.svid_chain).as_bytes(),
+        0o644,
+    )?;
     Ok(())
 }
 
@@ -127,7 +282,7 @@ fn save_devid(cfg: &AgentConfig, o: &attest::AttestOutcome) -> anyhow::Result<()
         .devid_certificate_path
         .clone()
         .unwrap_or_else(|| cfg.data_dir.join("devid.pem"));
-    std::fs::write(&path, pem_certs(&o.devid_chain))
+    write_atomic(&path, pem_certs(&o.devid_chain).as_bytes(), 0o644)
         .with_context(|| format!("cannot write the LDevID to {}", path.display()))?;
     info!(path = %path.display(), "LDevID certificate enrolled");
     Ok(())
@@ -160,25 +315,6 @@ fn print_outcome(o: &attest::AttestOutcome, output: Output) -> anyhow::Result<()
         }
     }
     Ok(())
-}
-
-async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
-    loop {
-        let outcome = attest::attest(&cfg).await?;
-        save(&cfg.data_dir, &outcome)?;
-        save_devid(&cfg, &outcome)?;
-        info!(agent = %outcome.spiffe_id, policy = %outcome.boot_policy, expires_at = outcome.expires_at, "attested");
-        // Renew at half life by attesting again: a node whose boot changed loses its identity.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let wait = ((outcome.expires_at - now) / 2).max(1) as u64;
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(wait)) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
-    }
 }
 
 fn tpm_info(cfg: &AgentConfig, output: Output) -> anyhow::Result<()> {
@@ -223,7 +359,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
             init_logging(&cfg.log_level);
-            run(cfg).await
+            let saver = cfg.clone();
+            ironroot_agent::runtime::run(cfg, &move |o| {
+                save(&saver.data_dir, o)?;
+                save_devid(&saver, o)
+            })
+            .await
         }
         Command::Attest { config, output } => {
             let cfg = AgentConfig::load(&config)?;
@@ -233,6 +374,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             save_devid(&cfg, &outcome)?;
             print_outcome(&outcome, output)
         }
+        Command::Api(cmd) => api(cmd).await,
         Command::Tpm(TpmCommand::Info { config, output }) => {
             let cfg = AgentConfig::load(&config)?;
             tpm_info(&cfg, output)

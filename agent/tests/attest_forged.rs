@@ -318,3 +318,18 @@ fn ek_attestation_enrolls_an_ldevid_that_tpm_devid_accepts() {
     c2.tpm.enroll_devid = true;
     assert_rejected(attest(&c2), "DevID enrollment", &["does not issue LDevIDs"]);
 }
+
+#[test]
+fn a_banned_agent_cannot_attest_until_evicted() {
+    let env = good_env("ban_and_evict");
+    let (_tpm, cfg) = booted(&env);
+    let o = attest(&cfg).expect("first attestation passes");
+    env.server
+        .cli_ok(&["agent", "ban", "--spiffe-id", &o.spiffe_id]);
+    let listed = env.server.cli_ok(&["agent", "list", "--output", "json"]);
+    assert!(listed.contains("\"banned\": true"), "{listed}");
+    assert_rejected(attest(&cfg), "ban list", &["is banned"]);
+    env.server
+        .cli_ok(&["agent", "evict", "--spiffe-id", &o.spiffe_id]);
+    attest(&cfg).expect("after eviction the node attests again");
+}

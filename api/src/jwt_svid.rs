@@ -220,6 +220,28 @@ pub fn verify_jwt_svid(
     check_claims(&claims, bundle, audience, now_unix)
 }
 
+/// The trust domain named by a token's `sub`, read WITHOUT checking the
+/// signature: only to pick which bundle to verify the token against.
+pub fn unverified_trust_domain(token: &str) -> Result<String, JwtSvidError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(JwtSvidError::TooLong {
+            len: token.len(),
+            max: MAX_TOKEN_LEN,
+        });
+    }
+    let c64 = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| malformed("a JWS compact token has exactly three '.'-separated parts"))?;
+    let claims = decode_object(c64, "claims")?;
+    let sub = claims
+        .get("sub")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| malformed("the claims have no string 'sub'"))?;
+    let id = SpiffeId::parse(sub).map_err(|e| malformed(&format!("sub: {e}")))?;
+    Ok(id.trust_domain().to_string())
+}
+
 /// The `BASE64URL(header).BASE64URL(claims)` string the server signs.
 pub fn jwt_signing_input(header: &JwtHeader, claims: &JwtSvidClaims) -> String {
     let mut h = Map::new();

@@ -7,10 +7,25 @@ pub mod admin {
     tonic::include_proto!("ironroot.admin.v1");
 }
 
+/// Generated code for `ironroot.agent.v1`.
+pub mod agent {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("ironroot.agent.v1");
+}
+
 /// Generated code for `ironroot.node.v1`.
 pub mod node {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("ironroot.node.v1");
+}
+
+/// Generated code for the SPIFFE Workload API (`SpiffeWorkloadAPI`). The
+/// upstream proto has no `package` line, so tonic-prost-build writes it to
+/// `_.rs`; keeping the proto verbatim keeps the wire names (`/SpiffeWorkloadAPI/...`)
+/// that every SPIFFE client calls.
+pub mod workload {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("_");
 }
 
 pub mod bundle;

@@ -136,3 +136,100 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         self.algs.supported_schemes()
     }
 }
+
+/// The roots a verifier trusts right now (the bundle changes with CA rotation).
+pub type RootsSource = Arc<dyn Fn() -> Vec<Vec<u8>> + Send + Sync>;
+
+/// Verifies client X.509-SVIDs against the current bundle. Client
+/// certificates are optional at the TLS layer (an agent attesting for the
+/// first time has none); services that need one check
+/// [`svid_spiffe_id`] of the verified peer certificate themselves.
+pub struct SpiffeClientVerifier {
+    roots: RootsSource,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl std::fmt::Debug for SpiffeClientVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpiffeClientVerifier")
+    }
+}
+
+impl SpiffeClientVerifier {
+    pub fn new(roots: RootsSource) -> Arc<Self> {
+        Arc::new(SpiffeClientVerifier {
+            roots,
+            algs: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        })
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for SpiffeClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let roots: Vec<CertificateDer<'static>> = (self.roots)()
+            .into_iter()
+            .map(CertificateDer::from)
+            .collect();
+        let anchors: Vec<_> = roots
+            .iter()
+            .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
+            .collect();
+        let ee = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| bad(format!("client certificate: {e}")))?;
+        ee.verify_for_usage(
+            self.algs.all,
+            &anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| {
+            bad(format!(
+                "client certificate does not verify to the trust bundle: {e}"
+            ))
+        })?;
+        svid_spiffe_id(end_entity).map_err(bad)?;
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}

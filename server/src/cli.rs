@@ -221,6 +221,20 @@ pub enum AgentCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Ban an agent: it (and any node with its TPM) may not attest again until evicted.
+    Ban {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        spiffe_id: String,
+    },
+    /// Forget an agent (and its ban); it must attest again.
+    Evict {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        spiffe_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -408,7 +408,25 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
 }
 
 pub async fn agent(cmd: AgentCommand) -> anyhow::Result<()> {
-    let AgentCommand::List { client } = cmd;
+    let client = match cmd {
+        AgentCommand::List { client } => client,
+        AgentCommand::Ban { client, spiffe_id } => {
+            let mut c = connect(&client).await?;
+            c.ban_agent(pb::AgentIdRequest { spiffe_id })
+                .await
+                .map_err(|s| rpc_err("agent ban", s))?;
+            println!("banned");
+            return Ok(());
+        }
+        AgentCommand::Evict { client, spiffe_id } => {
+            let mut c = connect(&client).await?;
+            c.evict_agent(pb::AgentIdRequest { spiffe_id })
+                .await
+                .map_err(|s| rpc_err("agent evict", s))?;
+            println!("evicted");
+            return Ok(());
+        }
+    };
     let mut c = connect(&client).await?;
     let agents = c
         .list_agents(pb::ListAgentsRequest {})

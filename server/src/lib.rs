@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod ca;
+pub mod changes;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -12,7 +12,9 @@ use tracing::{error, info, warn};
 use crate::admin::{bind_admin_socket, serve_admin, AdminService};
 use crate::ca::upstream::Upstream;
 use crate::ca::{unix_now, CaSettings, CertificateAuthority};
+use crate::changes::Changes;
 use crate::config::{ServerConfig, UpstreamConfig};
+use crate::node::agent_api::{AgentApi, AgentService};
 use crate::node::certchain::Anchors;
 use crate::node::devid_ca::DevIdCa;
 use crate::node::join_token::JoinTokenAttestor;
@@ -29,6 +31,8 @@ pub struct Server {
     pub store: Arc<dyn DataStore>,
     pub ca: Arc<CertificateAuthority>,
     pub node: Arc<NodeService>,
+    /// Entry and bundle changes, for agents' WatchChanges streams.
+    pub changes: Changes,
 }
 
 fn node_service(
@@ -207,6 +211,7 @@ impl Server {
             store,
             ca,
             node,
+            changes: Changes::default(),
         })
     }
 
@@ -217,6 +222,7 @@ impl Server {
         info!(socket = %socket_path.display(), "admin API listening");
 
         let ca = self.ca.clone();
+        let changes = self.changes.clone();
         let interval = self.config.ca.rotation_check_interval;
         let rotation = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
@@ -225,7 +231,10 @@ impl Server {
                 tick.tick().await;
                 let ca = ca.clone();
                 match tokio::task::spawn_blocking(move || ca.rotate(unix_now())).await {
-                    Ok(Ok(true)) => info!("CA keys rotated; bundle updated"),
+                    Ok(Ok(true)) => {
+                        info!("CA keys rotated; bundle updated");
+                        changes.bump();
+                    }
                     Ok(Ok(false)) => {}
                     Ok(Err(e)) => error!(error = %e, "CA rotation check failed"),
                     Err(e) => error!(error = %e, "CA rotation task failed"),
@@ -242,6 +251,7 @@ impl Server {
         let service = AdminService {
             store: self.store.clone(),
             ca: self.ca.clone(),
+            changes: self.changes.clone(),
         };
         let result = serve_admin(
             listener,
@@ -293,11 +303,26 @@ impl Server {
             self.node.clone(),
         ))
         .max_decoding_message_size(self.config.node_api.max_message_bytes);
-        let incoming = tls_incoming(listener, identity);
+        let agent_svc =
+            ironroot_api::agent::agent_server::AgentServer::new(AgentApi(Arc::new(AgentService {
+                store: self.store.clone(),
+                ca: self.ca.clone(),
+                changes: self.changes.clone(),
+            })))
+            .max_decoding_message_size(self.config.node_api.max_message_bytes);
+        let roots_ca = self.ca.clone();
+        let roots: ironroot_api::tls::RootsSource = Arc::new(move || {
+            roots_ca
+                .bundle()
+                .map(|b| b.x509_authorities)
+                .unwrap_or_default()
+        });
+        let incoming = tls_incoming(listener, identity, roots);
         info!(address = %addr, "node API listening (TLS)");
         Ok(tokio::spawn(async move {
             if let Err(e) = tonic::transport::Server::builder()
                 .add_service(svc)
+                .add_service(agent_svc)
                 .serve_with_incoming(incoming)
                 .await
             {

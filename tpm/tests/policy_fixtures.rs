@@ -1,6 +1,9 @@
 //! Measured-boot policy against real firmware logs: the QEMU/OVMF boot and every fixture.
 
-use ironroot_tpm::verify::eventlog::{EventLog, EventType, HashAlg};
+use ironroot_tpm::verify::eventlog::uefi::{
+    EFI_CERT_SHA256, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE,
+};
+use ironroot_tpm::verify::eventlog::{EventLog, EventType, HashAlg, LogBuilder};
 use ironroot_tpm::verify::policy::{
     evaluate, generate_policy, HexDigest, PcrValue, Policy, PolicyRule,
 };
@@ -185,7 +188,7 @@ fn secure_boot_on_without_authority_or_kernel_fails_require_secure_boot() {
             || (t == EventType::EV_EFI_BOOT_SERVICES_APPLICATION && pcr == 4)
     });
     let fallback = EventLog::parse(&stripped).unwrap();
-    assert_eq!(fallback.boot_state().secure_boot_enabled(), Some(true));
+    assert!(fallback.boot_state().secure_boot_enabled());
     let mut only_sb = Policy::new("sb-only");
     only_sb.require_secure_boot = true;
     let v = evaluate(&only_sb, &fallback).unwrap_err();
@@ -200,4 +203,91 @@ fn secure_boot_on_without_authority_or_kernel_fails_require_secure_boot() {
     // The full generated policy also says which allowed applications went missing.
     let v = evaluate(&policy, &fallback).unwrap_err();
     assert!(v.iter().any(|x| x.rule == PolicyRule::BootApplications));
+}
+
+/// `bytes` with events appended after its last one, as root on the booted node can extend
+/// them into the TPM and add them to the log (which then still replays to the quote).
+fn append(bytes: &[u8], log: &EventLog, add: impl FnOnce(&mut LogBuilder)) -> Vec<u8> {
+    let banks: Vec<HashAlg> = log.banks().iter().map(|b| b.alg).collect();
+    let mut b = LogBuilder::crypto_agile(&banks);
+    let spec_id_len = b.build().len();
+    add(&mut b);
+    let mut out = bytes.to_vec();
+    out.extend_from_slice(&b.build()[spec_id_len..]);
+    out
+}
+
+/// An EFI_SIGNATURE_LIST of EFI_CERT_SHA256 entries.
+fn sha256_list(hashes: &[[u8; 32]]) -> Vec<u8> {
+    let mut v = EFI_CERT_SHA256.0.to_vec();
+    v.extend_from_slice(&(28 + 48 * hashes.len() as u32).to_le_bytes());
+    v.extend_from_slice(&0u32.to_le_bytes());
+    v.extend_from_slice(&48u32.to_le_bytes());
+    for h in hashes {
+        v.extend_from_slice(&[0x77; 16]);
+        v.extend_from_slice(h);
+    }
+    v
+}
+
+#[test]
+fn real_secure_boot_off_log_with_appended_secure_boot_and_dbx() {
+    let Some(dir) = fixtures_or_skip() else {
+        return;
+    };
+    // Lenovo, Secure Boot off; SbatLevel authority and boot applications are measured.
+    let path = dir
+        .join("eventlogs")
+        .join("keylime-binary_bios_measurements.bin");
+    let bytes = read(&path);
+    let log = EventLog::parse(&bytes).unwrap();
+    let own = generate_policy("lenovo", &log);
+    assert!(!own.require_secure_boot);
+    assert!(!own.dbx_required.is_empty());
+    assert_eq!(evaluate(&own, &log), Ok(()));
+
+    let fake_sb = log.events().len();
+    let t = EventType::EV_EFI_VARIABLE_DRIVER_CONFIG;
+    let tampered = append(&bytes, &log, |b| {
+        b.variable(7, t, &EFI_GLOBAL_VARIABLE, "SecureBoot", &[1])
+            .variable(
+                7,
+                t,
+                &EFI_IMAGE_SECURITY_DATABASE,
+                "dbx",
+                &sha256_list(&[[0xAB; 32]]),
+            );
+    });
+    let tampered = EventLog::parse(&tampered).unwrap();
+    assert!(tampered.digest_findings().is_empty());
+    let state = tampered.boot_state();
+    assert!(!state.secure_boot_enabled());
+    assert_eq!(state.secure_boot.as_ref().unwrap().data, [0]);
+    assert_eq!(state.config_after_separator.len(), 2);
+
+    let mut strict = own.clone();
+    strict.require_secure_boot = true;
+    strict.dbx_required.push(HexDigest(vec![0xAB; 32]));
+    let v = evaluate(&strict, &tampered).unwrap_err();
+    let got: Vec<_> = v.iter().map(|x| (x.rule, x.event_index)).collect();
+    assert_eq!(
+        got,
+        [
+            (PolicyRule::RequireSecureBoot, Some(12)),
+            (PolicyRule::RequireSecureBoot, Some(fake_sb)),
+            (PolicyRule::RequireSecureBoot, Some(fake_sb + 1)),
+            (PolicyRule::DbxRequired, Some(16)),
+            (PolicyRule::DbxRequired, Some(fake_sb + 1)),
+        ],
+        "{v:#?}"
+    );
+    assert_eq!(v[3].digest.unwrap().as_bytes(), &[0xAB; 32]);
+    // The good boot's own policy requires its dbx entries: an appended dbx fails it too.
+    let v = evaluate(&own, &tampered).unwrap_err();
+    let got: Vec<_> = v.iter().map(|x| (x.rule, x.event_index)).collect();
+    assert_eq!(got, [(PolicyRule::DbxRequired, Some(fake_sb + 1))]);
+    // And the tampered log's own policy does not take the appended dbx as configuration.
+    let from_tampered = generate_policy("tampered", &tampered);
+    assert!(from_tampered.dbx_required.is_empty());
+    assert_eq!(evaluate(&from_tampered, &tampered), Ok(()));
 }

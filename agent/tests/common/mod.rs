@@ -128,6 +128,8 @@ impl Env {
                 ..TpmConfig::default()
             },
             log_level: "info".into(),
+            workload_api: Default::default(),
+            workload_attestors: Default::default(),
         }
     }
 }
@@ -172,4 +174,17 @@ pub fn good_env(test: &str) -> Env {
         ),
         &[("good", policy_toml("good", &Boot::default()))],
     )
+}
+
+/// SHA-256 of the EK public key (what the tpm_ek agent ID carries).
+pub fn ek_hash_of(cfg: &AgentConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let mut t = ironroot_tpm::device::Tpm::open(&cfg.tpm.tcti).expect("open tpm");
+    let alg = ironroot_agent::attest::ek_algorithm(&cfg.tpm.ek).expect("ek alg");
+    let ek = t.endorsement_key(alg).expect("ek");
+    let spki = ironroot_tpm::verify::TpmPublic::from_tpm2b(&ek.public)
+        .expect("ek public")
+        .spki_der()
+        .expect("spki");
+    hex::encode(Sha256::digest(spki))
 }

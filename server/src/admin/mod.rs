@@ -22,6 +22,7 @@ const MAX_FILTER_SELECTORS: usize = 64;
 pub struct AdminService {
     pub store: Arc<dyn DataStore>,
     pub ca: Arc<CertificateAuthority>,
+    pub changes: crate::changes::Changes,
 }
 
 pub fn store_status(e: StoreError) -> Status {
@@ -30,6 +31,8 @@ pub fn store_status(e: StoreError) -> Status {
         e @ StoreError::DuplicateEntry { .. } => Status::already_exists(e.to_string()),
         e @ StoreError::EntryNotFound { .. } => Status::not_found(e.to_string()),
         e @ StoreError::RevisionMismatch { .. } => Status::failed_precondition(e.to_string()),
+        e @ StoreError::NodeNotFound { .. } => Status::not_found(e.to_string()),
+        e @ StoreError::Banned { .. } => Status::permission_denied(e.to_string()),
         e => Status::internal(e.to_string()),
     }
 }
@@ -39,6 +42,19 @@ pub fn ca_status(e: CaError) -> Status {
         CaError::InvalidRequest(m) => Status::invalid_argument(m),
         e @ CaError::NotReady(_) => Status::unavailable(e.to_string()),
         e => Status::internal(e.to_string()),
+    }
+}
+
+fn agent_pb(n: crate::store::AttestedNode) -> pb::Agent {
+    pb::Agent {
+        spiffe_id: n.spiffe_id.to_string(),
+        attestor: n.attestor,
+        selectors: n.selectors.into_iter().map(Into::into).collect(),
+        serial_number: n.serial_number,
+        expires_at: n.expires_at,
+        banned: n.banned,
+        first_attested_at: n.first_attested_at,
+        last_attested_at: n.last_attested_at,
     }
 }
 
@@ -74,6 +90,7 @@ impl Admin for AdminService {
         let store = self.store.clone();
         let e = blocking(move || store.create_entry(spec).map_err(store_status)).await?;
         info!(entry = %e.id, spiffe_id = %e.spiffe_id, "entry created");
+        self.changes.bump();
         Ok(Response::new(e.into()))
     }
 
@@ -93,6 +110,7 @@ impl Admin for AdminService {
         })
         .await?;
         info!(entry = %e.id, revision = e.revision, "entry updated");
+        self.changes.bump();
         Ok(Response::new(e.into()))
     }
 
@@ -104,6 +122,7 @@ impl Admin for AdminService {
         let store = self.store.clone();
         let e = blocking(move || store.delete_entry(&id).map_err(store_status)).await?;
         info!(entry = %e.id, "entry deleted");
+        self.changes.bump();
         Ok(Response::new(e.into()))
     }
 
@@ -232,20 +251,33 @@ impl Admin for AdminService {
         let store = self.store.clone();
         let nodes = blocking(move || store.list_attested_nodes().map_err(store_status)).await?;
         Ok(Response::new(pb::ListAgentsResponse {
-            agents: nodes
-                .into_iter()
-                .map(|n| pb::Agent {
-                    spiffe_id: n.spiffe_id.to_string(),
-                    attestor: n.attestor,
-                    selectors: n.selectors.into_iter().map(Into::into).collect(),
-                    serial_number: n.serial_number,
-                    expires_at: n.expires_at,
-                    banned: n.banned,
-                    first_attested_at: n.first_attested_at,
-                    last_attested_at: n.last_attested_at,
-                })
-                .collect(),
+            agents: nodes.into_iter().map(agent_pb).collect(),
         }))
+    }
+
+    async fn ban_agent(
+        &self,
+        req: Request<pb::AgentIdRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let id = parse_id("spiffe_id", &req.into_inner().spiffe_id)?;
+        let store = self.store.clone();
+        let n = blocking(move || store.set_node_banned(&id, true).map_err(store_status)).await?;
+        tracing::warn!(agent = %n.spiffe_id, "agent banned");
+        Ok(Response::new(agent_pb(n)))
+    }
+
+    async fn evict_agent(
+        &self,
+        req: Request<pb::AgentIdRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let id = parse_id("spiffe_id", &req.into_inner().spiffe_id)?;
+        let store = self.store.clone();
+        let msg = format!("no attested agent '{id}'");
+        let n = blocking(move || store.delete_attested_node(&id).map_err(store_status))
+            .await?
+            .ok_or_else(|| Status::not_found(msg))?;
+        info!(agent = %n.spiffe_id, "agent evicted");
+        Ok(Response::new(agent_pb(n)))
     }
 
     async fn health(

@@ -50,22 +50,14 @@ impl CertificateAuthority {
             .lock()
             .map_err(|_| CaError::Journal("rotation lock poisoned".into()))?;
         let mut journal = self.read_state()?.journal.clone();
-        let mut changed = false;
-
-        for step in journal::plan(&journal.x509, now) {
-            changed |= self.apply_x509(&mut journal, step, now)?;
-        }
-        for step in journal::plan(&journal.jwt, now) {
-            changed |= self.apply_jwt(&mut journal, step, now)?;
-        }
-        if changed {
-            journal.bundle_sequence += 1;
-            let bytes = serde_json::to_vec(&journal)
-                .map_err(|e| CaError::Journal(format!("cannot encode journal: {e}")))?;
-            // Persisted (and flushed) before anything signs with the new keys.
-            self.store
-                .put_ca_journal(&bytes)
-                .map_err(|e| CaError::Store(e.to_string()))?;
+        let (changed, steps) = self.run_steps(&mut journal, now);
+        if let Err(e) = steps {
+            // Keep what was persisted before the failure, so the next pass
+            // continues from there instead of redoing it.
+            if let Ok(mut state) = self.state.write() {
+                state.journal = journal;
+            }
+            return Err(e);
         }
         // Built on every pass: this re-checks that the keys are still in the
         // token and still non-extractable. On failure signing stops (fail closed).
@@ -93,6 +85,49 @@ impl CertificateAuthority {
             }
         }
         Ok(changed)
+    }
+
+    /// Applies the schedule's steps. Each step is persisted (and flushed)
+    /// before the next one and before anything signs with a new key; an
+    /// expired key is destroyed only once the journal no longer names it.
+    fn run_steps(&self, journal: &mut CaJournal, now: i64) -> (bool, Result<(), CaError>) {
+        let mut changed = false;
+        for step in journal::plan(&journal.x509, now) {
+            let destroy = match self
+                .apply_x509(journal, step, now)
+                .and_then(|d| self.persist(journal).map(|()| d))
+            {
+                Ok(d) => d,
+                Err(e) => return (changed, Err(e)),
+            };
+            changed = true;
+            if let Some(label) = destroy {
+                self.destroy(&label);
+            }
+        }
+        for step in journal::plan(&journal.jwt, now) {
+            let destroy = match self
+                .apply_jwt(journal, step, now)
+                .and_then(|d| self.persist(journal).map(|()| d))
+            {
+                Ok(d) => d,
+                Err(e) => return (changed, Err(e)),
+            };
+            changed = true;
+            if let Some(label) = destroy {
+                self.destroy(&label);
+            }
+        }
+        (changed, Ok(()))
+    }
+
+    fn persist(&self, journal: &mut CaJournal) -> Result<(), CaError> {
+        journal.bundle_sequence += 1;
+        let bytes = serde_json::to_vec(journal)
+            .map_err(|e| CaError::Journal(format!("cannot encode journal: {e}")))?;
+        self.store
+            .put_ca_journal(&bytes)
+            .map_err(|e| CaError::Store(e.to_string()))
     }
 
     /// Finds a journal key in the key manager; fails closed when it is gone
@@ -178,7 +213,13 @@ impl CertificateAuthority {
         })
     }
 
-    fn apply_x509(&self, j: &mut CaJournal, step: Step, now: i64) -> Result<bool, CaError> {
+    /// Applies one step; returns the label of a key to destroy once persisted.
+    fn apply_x509(
+        &self,
+        j: &mut CaJournal,
+        step: Step,
+        now: i64,
+    ) -> Result<Option<String>, CaError> {
         match step {
             Step::CreateActive => {
                 for s in j.x509.iter_mut().filter(|s| s.status == SlotStatus::Active) {
@@ -197,13 +238,19 @@ impl CertificateAuthority {
             }
             Step::Prune { key_label } => {
                 j.x509.retain(|s| s.key_label != key_label);
-                self.destroy(&key_label);
+                return Ok(Some(key_label));
             }
         }
-        Ok(true)
+        Ok(None)
     }
 
-    fn apply_jwt(&self, j: &mut CaJournal, step: Step, now: i64) -> Result<bool, CaError> {
+    /// Applies one step; returns the label of a key to destroy once persisted.
+    fn apply_jwt(
+        &self,
+        j: &mut CaJournal,
+        step: Step,
+        now: i64,
+    ) -> Result<Option<String>, CaError> {
         match step {
             Step::CreateActive => {
                 for s in j.jwt.iter_mut().filter(|s| s.status == SlotStatus::Active) {
@@ -222,10 +269,10 @@ impl CertificateAuthority {
             }
             Step::Prune { key_label } => {
                 j.jwt.retain(|s| s.key_label != key_label);
-                self.destroy(&key_label);
+                return Ok(Some(key_label));
             }
         }
-        Ok(true)
+        Ok(None)
     }
 
     fn build_active_x509(&self, j: &CaJournal) -> Result<ActiveX509, CaError> {

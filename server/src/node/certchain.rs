@@ -80,8 +80,32 @@ fn is_ca(c: &Certificate) -> bool {
         .is_some_and(|b| b.ca)
 }
 
+/// keyUsage keyCertSign, when the certificate has a keyUsage at all.
+fn may_sign_certs(c: &Certificate) -> bool {
+    use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
+    let oid = der::asn1::ObjectIdentifier::new_unwrap("2.5.29.15");
+    match c
+        .tbs_certificate
+        .extensions
+        .as_ref()
+        .and_then(|exts| exts.iter().find(|e| e.extn_id == oid))
+    {
+        None => true,
+        Some(e) => KeyUsage::from_der(e.extn_value.as_bytes())
+            .map(|ku| ku.0.contains(KeyUsages::KeyCertSign))
+            .unwrap_or(false),
+    }
+}
+
 /// Whether `issuer`'s key made `cert`'s signature.
 fn signed_by(cert: &Certificate, issuer: &Certificate) -> bool {
+    // The outer algorithm must be the one the signed part names.
+    if cert.signature_algorithm != cert.tbs_certificate.signature {
+        return false;
+    }
+    if !may_sign_certs(issuer) {
+        return false;
+    }
     let Ok(tbs) = cert.tbs_certificate.to_der() else {
         return false;
     };
@@ -128,6 +152,12 @@ pub fn verify(
     let leaf = Certificate::from_der(leaf_der)
         .map_err(|e| format!("the {what} does not parse as X.509: {e}"))?;
     check_validity(&leaf, now, what)?;
+    if is_ca(&leaf) {
+        return Err(format!(
+            "the {what} '{}' is a CA certificate, not a device certificate",
+            subject_cn(&leaf)
+        ));
+    }
     let intermediates: Vec<Certificate> = intermediates_der
         .iter()
         .filter_map(|d| Certificate::from_der(d).ok())

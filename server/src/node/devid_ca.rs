@@ -60,7 +60,31 @@ impl DevIdCa {
         let key = HsmKey::new(Signer::new(km, info))?;
         let params = ca_params(td);
         let cert_der = match std::fs::read(cert_path) {
-            Ok(der) => der,
+            Ok(der) => {
+                use der::Decode;
+                let cert = x509_cert::Certificate::from_der(&der).map_err(|e| {
+                    anyhow::anyhow!("DevID CA certificate {}: {e}", cert_path.display())
+                })?;
+                let bits = cert
+                    .tbs_certificate
+                    .subject_public_key_info
+                    .subject_public_key
+                    .raw_bytes();
+                if bits != key.der_bytes() {
+                    anyhow::bail!(
+                        "DevID CA certificate {} does not match the key '{label}' in the HSM \
+                         (was the token replaced?); issued LDevIDs would not verify",
+                        cert_path.display()
+                    );
+                }
+                der
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                anyhow::bail!(
+                    "cannot read the DevID CA certificate {}: {e}",
+                    cert_path.display()
+                )
+            }
             Err(_) => {
                 let mut p = params.clone();
                 p.serial_number = Some(random_serial());

@@ -43,17 +43,23 @@ impl NodeAttestor for JoinTokenAttestor {
 
     fn begin(&self, params: &pb::AttestParams) -> Result<Begun, AttestError> {
         let token = params.join_token.trim();
-        if token.is_empty() || token.len() > 256 {
+        if token.is_empty() {
             return Err(AttestError::malformed(
                 "join token",
                 "no join token was sent",
+            ));
+        }
+        if token.len() > 256 {
+            return Err(AttestError::malformed(
+                "join token",
+                "the join token is longer than 256 bytes",
             ));
         }
         let hash = token_hash(token);
         let expires_at = self
             .store
             .take_join_token(&hash)
-            .map_err(|e| AttestError::rejected("join token", format!("store: {e}")))?
+            .map_err(|e| AttestError::internal("join token", format!("store: {e}")))?
             .ok_or_else(|| {
                 AttestError::rejected("join token", "unknown or already used join token")
             })?;

@@ -3,6 +3,7 @@
 //! SVID only after its attestor's checks all pass; every rejection names the
 //! check that failed and is logged.
 
+pub mod agent_api;
 pub mod certchain;
 pub mod devid_ca;
 pub mod join_token;
@@ -35,8 +36,18 @@ pub struct Attested {
 pub struct AttestError {
     pub check: &'static str,
     pub reason: String,
-    /// Malformed input (INVALID_ARGUMENT) rather than a failed check (PERMISSION_DENIED).
-    pub malformed: bool,
+    pub kind: RejectKind,
+}
+
+/// How a rejection maps to a gRPC status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectKind {
+    /// A check failed: PERMISSION_DENIED.
+    Denied,
+    /// Malformed input: INVALID_ARGUMENT.
+    Malformed,
+    /// The server could not decide (store trouble): INTERNAL.
+    Internal,
 }
 
 impl AttestError {
@@ -44,7 +55,15 @@ impl AttestError {
         AttestError {
             check,
             reason: reason.into(),
-            malformed: false,
+            kind: RejectKind::Denied,
+        }
+    }
+
+    pub fn internal(check: &'static str, reason: impl Into<String>) -> Self {
+        AttestError {
+            check,
+            reason: reason.into(),
+            kind: RejectKind::Internal,
         }
     }
 
@@ -52,16 +71,21 @@ impl AttestError {
         AttestError {
             check,
             reason: reason.into(),
-            malformed: true,
+            kind: RejectKind::Malformed,
         }
     }
 
     pub fn to_status(&self) -> tonic::Status {
-        let msg = format!("attestation rejected: {self}");
-        if self.malformed {
-            tonic::Status::invalid_argument(msg)
-        } else {
-            tonic::Status::permission_denied(msg)
+        match self.kind {
+            RejectKind::Denied => {
+                tonic::Status::permission_denied(format!("attestation rejected: {self}"))
+            }
+            RejectKind::Malformed => {
+                tonic::Status::invalid_argument(format!("attestation rejected: {self}"))
+            }
+            RejectKind::Internal => {
+                tonic::Status::internal(format!("attestation failed on the server: {self}"))
+            }
         }
     }
 }

@@ -37,7 +37,12 @@ impl NodeService {
         mut inbound: Streaming<pb::AttestRequest>,
         tx: &mpsc::Sender<Result<pb::AttestResponse, Status>>,
     ) -> Result<pb::AttestResult, Status> {
-        let first = inbound.message().await?;
+        // An idle stream must not hold a task forever.
+        let first = tokio::time::timeout(self.challenge_ttl, inbound.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded("no attestation parameters were sent in time")
+            })??;
         let Some(pb::attest_request::Step::Params(params)) = step_of(first) else {
             return Err(Status::invalid_argument(
                 "the first message must carry the attestation parameters",
@@ -105,40 +110,33 @@ impl NodeService {
         let a = attested.clone();
         let (svid, roots) = tokio::task::spawn_blocking(move || {
             let now = unix_now();
-            let previous = store
-                .get_attested_node(&a.agent_id)
-                .map_err(|e| Status::internal(e.to_string()))?;
-            if previous.as_ref().is_some_and(|n| n.banned) {
-                return Err(AttestError::rejected(
-                    "ban list",
-                    format!(
-                        "{} is banned; unban it before it may attest again",
-                        a.agent_id
-                    ),
-                )
-                .to_status());
-            }
+            check_not_banned(store.as_ref(), &a)?;
             let svid = ca
                 .sign_x509_svid(&public_key, &a.agent_id, ttl, &[])
                 .map_err(crate::admin::ca_status)?;
             let serial = x509_serial_hex(svid.chain.first().map(Vec::as_slice).unwrap_or(&[]));
             store
-                .put_attested_node(&AttestedNode {
+                .record_attestation(&AttestedNode {
                     spiffe_id: a.agent_id.clone(),
                     attestor: attestor_of(&a.agent_id),
                     selectors: a.selectors.clone(),
                     serial_number: serial,
                     expires_at: svid.expires_at,
                     banned: false,
-                    first_attested_at: previous.map(|p| p.first_attested_at).unwrap_or(now),
+                    first_attested_at: now,
                     last_attested_at: now,
                 })
-                .map_err(|e| Status::internal(e.to_string()))?;
+                .map_err(|e| match e {
+                    crate::store::StoreError::Banned { .. } => {
+                        AttestError::rejected("ban list", e.to_string()).to_status()
+                    }
+                    e => Status::internal(e.to_string()),
+                })?;
             let roots = ca
                 .bundle()
                 .map_err(crate::admin::ca_status)?
                 .x509_authorities;
-            Ok((svid, roots))
+            Ok::<_, Status>((svid, roots))
         })
         .await
         .map_err(|e| Status::internal(format!("worker failed: {e}")))??;
@@ -156,6 +154,37 @@ impl NodeService {
             boot_policy: attested.boot_policy.unwrap_or_default(),
             devid_certificate_chain: attested.devid_chain,
         })
+    }
+}
+
+/// Refuses a banned node, and any node whose TPM (EK hash) belongs to a banned
+/// node: a banned TPM cannot come back under another attestor or a new LDevID.
+fn check_not_banned(store: &dyn DataStore, a: &Attested) -> Result<(), Status> {
+    let ek = a
+        .selectors
+        .iter()
+        .find(|s| s.kind == "tpm" && s.value.starts_with("ek_hash:"));
+    let banned = store
+        .list_attested_nodes()
+        .map_err(|e| Status::internal(e.to_string()))?
+        .into_iter()
+        .filter(|n| n.banned)
+        .find(|n| n.spiffe_id == a.agent_id || ek.is_some_and(|s| n.selectors.contains(s)));
+    match banned {
+        Some(n) => Err(AttestError::rejected(
+            "ban list",
+            format!(
+                "{} is banned{}; evict it before this node may attest again",
+                n.spiffe_id,
+                if n.spiffe_id == a.agent_id {
+                    ""
+                } else {
+                    " and shares this node's TPM"
+                }
+            ),
+        )
+        .to_status()),
+        None => Ok(()),
     }
 }
 

@@ -72,16 +72,24 @@ impl ResolvesServerCert for ServerIdentity {
 
 /// Accepts TCP connections and completes TLS handshakes; failed handshakes
 /// are logged and dropped without stopping the listener.
+/// Client certificates are optional (a node attesting for the first time has
+/// none) but, when sent, must verify to the current bundle; the agent API
+/// then requires one.
 pub fn tls_incoming(
     listener: TcpListener,
     identity: Arc<ServerIdentity>,
+    client_roots: ironroot_api::tls::RootsSource,
 ) -> impl Stream<Item = Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>
 {
+    let verifier = ironroot_api::tls::SpiffeClientVerifier::new(client_roots);
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map(|b| b.with_no_client_auth().with_cert_resolver(identity));
+    .map(|b| {
+        b.with_client_cert_verifier(verifier)
+            .with_cert_resolver(identity)
+    });
     if let Ok(c) = config.as_mut() {
         c.alpn_protocols = vec![b"h2".to_vec()];
     }

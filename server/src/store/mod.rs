@@ -31,6 +31,12 @@ pub enum StoreError {
         expected: i64,
         actual: i64,
     },
+    /// The node is banned.
+    #[error("{id} is banned; evict it before it may attest again")]
+    Banned { id: String },
+    /// No attested node has this SPIFFE ID.
+    #[error("no attested agent '{id}'")]
+    NodeNotFound { id: String },
     /// The server's own bundle comes from its CA, never from the store.
     #[error("'{trust_domain}' is this server's own trust domain, not a federated one")]
     OwnTrustDomain { trust_domain: String },
@@ -120,6 +126,11 @@ pub trait DataStore: Send + Sync + 'static {
     fn put_attested_node(&self, node: &AttestedNode) -> Result<(), StoreError>;
     /// The node `id`, if any.
     fn get_attested_node(&self, id: &SpiffeId) -> Result<Option<AttestedNode>, StoreError>;
+    /// Records a successful attestation atomically: refused (`Banned`) if the
+    /// node is banned; keeps `first_attested_at`. Returns what was stored.
+    fn record_attestation(&self, node: &AttestedNode) -> Result<AttestedNode, StoreError>;
+    /// Bans (or unbans) node `id`.
+    fn set_node_banned(&self, id: &SpiffeId, banned: bool) -> Result<AttestedNode, StoreError>;
     /// Every node, ordered by SPIFFE ID.
     fn list_attested_nodes(&self) -> Result<Vec<AttestedNode>, StoreError>;
     /// Removes node `id` and returns it, if it was there.

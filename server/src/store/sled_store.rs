@@ -275,6 +275,50 @@ impl DataStore for SledStore {
         self.get_value(&self.nodes, id.to_string().as_bytes(), "attested node")
     }
 
+    fn record_attestation(&self, node: &AttestedNode) -> Result<AttestedNode, StoreError> {
+        let key = node.spiffe_id.to_string();
+        // Under the write lock: a ban made concurrently is never overwritten.
+        let _w = self.lock();
+        let previous: Option<AttestedNode> = match self.nodes.get(key.as_bytes())? {
+            Some(v) => Some(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                what: "attested node".into(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
+        if previous.as_ref().is_some_and(|p| p.banned) {
+            return Err(StoreError::Banned { id: key });
+        }
+        let mut stored = node.clone();
+        stored.banned = false;
+        if let Some(p) = previous {
+            stored.first_attested_at = p.first_attested_at;
+        }
+        self.nodes
+            .insert(key.as_bytes(), encode("attested node", &stored)?)?;
+        self.flush()?;
+        Ok(stored)
+    }
+
+    fn set_node_banned(&self, id: &SpiffeId, banned: bool) -> Result<AttestedNode, StoreError> {
+        let key = id.to_string();
+        let _w = self.lock();
+        let v = self
+            .nodes
+            .get(key.as_bytes())?
+            .ok_or_else(|| StoreError::NodeNotFound { id: key.clone() })?;
+        let mut node: AttestedNode =
+            serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                what: "attested node".into(),
+                reason: e.to_string(),
+            })?;
+        node.banned = banned;
+        self.nodes
+            .insert(key.as_bytes(), encode("attested node", &node)?)?;
+        self.flush()?;
+        Ok(node)
+    }
+
     fn list_attested_nodes(&self) -> Result<Vec<AttestedNode>, StoreError> {
         self.list_values(&self.nodes, "attested node")
     }

@@ -29,6 +29,10 @@ fn tpm_hash(bank: HashAlg) -> Option<TpmHashAlg> {
     }
 }
 
+/// Most certificates (leaf + intermediates) and bytes in a DevID chain.
+const MAX_DEVID_CHAIN: usize = 5;
+const MAX_DEVID_CHAIN_BYTES: usize = 64 * 1024;
+
 /// Quoted PCR values, by index, of the one bank quoted.
 pub type QuotedPcrs = Vec<(u32, Vec<u8>)>;
 
@@ -116,7 +120,8 @@ pub fn check_quote(
         values.push((*i, v.to_vec()));
     }
     let refs: Vec<&[u8]> = values.iter().map(|(_, v)| v.as_slice()).collect();
-    if &pcr_digest(want_hash, &refs) != digest {
+    // The TPM hashes the PCR values with the signing scheme's hash, not the bank's.
+    if &pcr_digest(sig.hash, &refs) != digest {
         return Err(AttestError::rejected(
             "quote",
             "the PCR values sent do not match the quote's pcrDigest",
@@ -165,12 +170,10 @@ pub fn check_replay(log: &EventLog, bank: HashAlg, quoted: &QuotedPcrs) -> Resul
     }
 }
 
-/// SecureBoot=1 with data the log's digests vouch for.
+/// SecureBoot=1 per the last SecureBoot measurement before PCR 7's separator,
+/// with data the log's digests vouch for.
 pub fn secure_boot_enabled(log: &EventLog) -> bool {
-    log.boot_state()
-        .secure_boot
-        .iter()
-        .any(|v| v.data_verified && v.data == [1])
+    log.boot_state().secure_boot_enabled()
 }
 
 /// The DevID key, once its certificate and certification check out.
@@ -190,8 +193,19 @@ pub fn check_devid(
     ak: &TpmPublic,
     anchors: &Anchors,
 ) -> Result<CheckedDevId, AttestError> {
-    let (leaf, rest) = tpm
-        .devid_certificate_chain
+    let chain = &tpm.devid_certificate_chain;
+    let total: usize = chain.iter().map(Vec::len).sum();
+    // Bounded before any signature is checked: chain building costs a verification per try.
+    if chain.len() > MAX_DEVID_CHAIN || total > MAX_DEVID_CHAIN_BYTES {
+        return Err(AttestError::malformed(
+            "DevID",
+            format!(
+                "the DevID chain has {} certificates / {total} bytes; the limits are {MAX_DEVID_CHAIN} / {MAX_DEVID_CHAIN_BYTES}",
+                chain.len()
+            ),
+        ));
+    }
+    let (leaf, rest) = chain
         .split_first()
         .ok_or_else(|| AttestError::malformed("DevID", "no DevID certificate was sent"))?;
     let cert = certchain::verify(
@@ -241,6 +255,18 @@ pub fn certified_key(
 ) -> Result<TpmPublic, AttestError> {
     let devid = TpmPublic::from_tpm2b(public)
         .map_err(|e| AttestError::malformed("DevID public", e.to_string()))?;
+    if !matches!(
+        devid.key,
+        ironroot_tpm::verify::PublicKey::Ecc {
+            curve: ironroot_tpm::verify::EccCurve::NistP256,
+            ..
+        }
+    ) {
+        return Err(AttestError::rejected(
+            "DevID",
+            "unsupported DevID key algorithm: ironroot DevIDs are ECC P-256 keys",
+        ));
+    }
     let a = &devid.object_attributes;
     if !(a.fixed_tpm() && a.fixed_parent() && a.sign_encrypt()) {
         return Err(AttestError::rejected(

@@ -27,8 +27,10 @@ use crate::ca::unix_now;
 use pending::PendingTpm;
 use policies::PolicySet;
 
-/// PCRs quoted whatever the policy: what firmware and boot loader measure.
-const BASE_PCRS: std::ops::RangeInclusive<u32> = 0..=9;
+/// PCRs quoted whatever the policy: what firmware and boot loaders measure,
+/// including every PCR the policy's boot facts come from (4, 7, 8, 9, and 12
+/// for systemd-boot/stub command lines), so no event a rule reads is unquoted.
+const BASE_PCRS: [u32; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TpmKind {
@@ -69,7 +71,7 @@ fn selector(kind: &str, value: impl std::fmt::Display) -> Result<Selector, Attes
         .map_err(|e| AttestError::rejected("selectors", e.to_string()))
 }
 
-fn common_name(name: &x509_cert::name::Name) -> String {
+fn common_name(name: &x509_cert::name::Name) -> Option<String> {
     let cn = der::asn1::ObjectIdentifier::new_unwrap("2.5.4.3");
     name.0
         .iter()
@@ -86,12 +88,21 @@ fn common_name(name: &x509_cert::name::Name) -> String {
                 })
                 .ok()
         })
-        .unwrap_or_default()
+        .filter(|cn| !cn.is_empty())
 }
 
 impl TpmAttestor {
     /// EK trust: certificate chain to a manufacturer CA, else the allow-list.
     fn check_ek(&self, tpm: &pb::TpmEvidence, ek: &TpmPublic) -> Result<String, AttestError> {
+        // An EK is a restricted decryption key bound to its TPM, never a signing key.
+        let a = &ek.object_attributes;
+        if !(a.fixed_tpm() && a.fixed_parent() && a.restricted() && a.decrypt()) || a.sign_encrypt()
+        {
+            return Err(AttestError::rejected(
+                "EK",
+                "the EK public area is not a restricted decryption key bound to the TPM",
+            ));
+        }
         let spki = ek
             .spki_der()
             .map_err(|e| AttestError::malformed("EK public", e.to_string()))?;
@@ -203,20 +214,13 @@ impl NodeAttestor for TpmAttestor {
             TpmKind::Ek => (format!("spiffe://{td}/spire/agent/tpm_ek/{ek_hash}"), None),
             TpmKind::DevId => {
                 let d = evidence::check_devid(tpm, &ak, &self.shared.devid_anchors)?;
-                selectors.push(selector(
-                    "tpm",
-                    format!(
-                        "devid_subject_cn:{}",
-                        common_name(&d.cert.tbs_certificate.subject)
-                    ),
-                )?);
-                selectors.push(selector(
-                    "tpm",
-                    format!(
-                        "devid_issuer_cn:{}",
-                        common_name(&d.cert.tbs_certificate.issuer)
-                    ),
-                )?);
+                // A missing CN gives no selector rather than one shared by every such device.
+                if let Some(cn) = common_name(&d.cert.tbs_certificate.subject) {
+                    selectors.push(selector("tpm", format!("devid_subject_cn:{cn}"))?);
+                }
+                if let Some(cn) = common_name(&d.cert.tbs_certificate.issuer) {
+                    selectors.push(selector("tpm", format!("devid_issuer_cn:{cn}"))?);
+                }
                 (
                     format!("spiffe://{td}/spire/agent/tpm_devid/{}", d.fingerprint),
                     Some(d.key),
@@ -236,7 +240,7 @@ impl NodeAttestor for TpmAttestor {
             (Some(e), TpmKind::Ek) => Some(self.check_enrollment(e, &ak, &ek_hash)?),
         };
         let policy = self.shared.policies.select(&selectors)?;
-        let mut pcrs: Vec<u32> = BASE_PCRS.collect();
+        let mut pcrs: Vec<u32> = BASE_PCRS.to_vec();
         pcrs.extend(
             policy
                 .pcrs

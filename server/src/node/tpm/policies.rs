@@ -38,6 +38,17 @@ impl PolicySet {
                 .map_err(|e| anyhow::anyhow!("cannot read policy {}: {e}", path.display()))?;
             let policy = Policy::from_toml(&text)
                 .map_err(|e| anyhow::anyhow!("policy {} is invalid: {e}", path.display()))?;
+            // Only the policy's bank is quoted: a value pinned in another bank would be
+            // checked against log digests no quote vouches for.
+            if let Some(p) = policy.pcrs.iter().find(|p| p.bank != policy.bank) {
+                anyhow::bail!(
+                    "policy {} pins PCR {} in another bank than its own ({:?} vs {:?}): only the policy's bank is quoted",
+                    path.display(),
+                    p.index,
+                    p.bank,
+                    policy.bank
+                );
+            }
             if policies.contains_key(&policy.name) {
                 anyhow::bail!(
                     "two policies are named '{}' (in {})",

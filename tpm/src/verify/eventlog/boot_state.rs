@@ -163,18 +163,33 @@ impl Separator {
 }
 
 /// The boot facts a measured-boot policy evaluates.
+///
+/// Secure Boot configuration follows the TCG PC Client Platform Firmware Profile: firmware
+/// measures SecureBoot, PK, KEK, db, dbx (and any other PCR7
+/// EV_EFI_VARIABLE_DRIVER_CONFIG) before the PCR7 EV_SEPARATOR; after it PCR7 only carries
+/// EV_EFI_VARIABLE_AUTHORITY and actions. Software with TPM access (root on the node) can
+/// extend PCR7 after boot and append a matching event to the log, which then still replays
+/// to the quoted PCRs. So each variable here is the *last* measurement before the
+/// *first* PCR7 separator, and configuration events after that separator are kept apart in
+/// [`BootState::config_after_separator`], never used as configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BootState {
-    /// PCR7 SecureBoot variable events.
-    pub secure_boot: Vec<VariableEvent>,
-    /// PCR7 PK events.
-    pub pk: Vec<VariableEvent>,
-    /// PCR7 KEK events.
-    pub kek: Vec<VariableEvent>,
-    /// PCR7 db events.
-    pub db: Vec<VariableEvent>,
-    /// PCR7 dbx events.
-    pub dbx: Vec<VariableEvent>,
+    /// The SecureBoot variable: the last PCR7 EV_EFI_VARIABLE_DRIVER_CONFIG of it before
+    /// the first PCR7 separator (in the whole log when there is no PCR7 separator; see
+    /// [`BootState::pcr7_separator`]). Use [`BootState::secure_boot_enabled`] to read it.
+    pub secure_boot: Option<VariableEvent>,
+    /// PK, chosen like `secure_boot`.
+    pub pk: Option<VariableEvent>,
+    /// KEK, chosen like `secure_boot`.
+    pub kek: Option<VariableEvent>,
+    /// db, chosen like `secure_boot`.
+    pub db: Option<VariableEvent>,
+    /// dbx, chosen like `secure_boot`.
+    pub dbx: Option<VariableEvent>,
+    /// Every PCR7 EV_EFI_VARIABLE_DRIVER_CONFIG after the first PCR7 separator, whatever
+    /// the variable. Firmware does not measure configuration there, so these are findings
+    /// (PCR7 extended after boot), not configuration.
+    pub config_after_separator: Vec<VariableEvent>,
     /// PCR7 EV_EFI_VARIABLE_AUTHORITY events (what authorized each image).
     pub authorities: Vec<VariableEvent>,
     /// PCR4 EV_EFI_BOOT_SERVICES_APPLICATION events (boot loaders, kernels).
@@ -190,15 +205,47 @@ pub struct BootState {
 }
 
 impl BootState {
-    /// `Some(true)` when the log measures SecureBoot and every such event says 1,
-    /// `Some(false)` when it measures it otherwise (0, or 0-byte data: variable absent),
-    /// `None` when the log does not measure it. Whether the data can be trusted is in
-    /// [`VariableEvent::data_verified`].
-    pub fn secure_boot_enabled(&self) -> Option<bool> {
-        if self.secure_boot.is_empty() {
-            return None;
+    /// True when Secure Boot was on for this boot: the log has a PCR7 separator, and the
+    /// last SecureBoot variable measured before it has data its digests vouch for
+    /// ([`VariableEvent::data_verified`]) and that data is exactly `[1]`. False otherwise:
+    /// SecureBoot 0 or absent (0-byte data), not measured, data not matching its digest,
+    /// or no PCR7 separator (then a SecureBoot event cannot be told apart from one appended
+    /// after boot). SecureBoot events after the separator never count.
+    pub fn secure_boot_enabled(&self) -> bool {
+        self.pcr7_separator().is_some()
+            && self
+                .secure_boot
+                .as_ref()
+                .is_some_and(|v| v.data_verified && v.data == [1])
+    }
+
+    /// The first PCR7 EV_SEPARATOR: the end of the Secure Boot configuration.
+    pub fn pcr7_separator(&self) -> Option<&Separator> {
+        self.separators.iter().find(|s| s.event.pcr == 7)
+    }
+
+    /// Measurements of the variable `guid`/`name` after the first PCR7 separator
+    /// (findings, see [`BootState::config_after_separator`]).
+    pub fn config_after_separator_of<'a>(
+        &'a self,
+        guid: &'a Guid,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a VariableEvent> + 'a {
+        self.config_after_separator
+            .iter()
+            .filter(move |v| v.guid == *guid && v.name == name)
+    }
+
+    /// Where a Secure Boot configuration variable goes, if it is one a policy reads.
+    fn config_slot(&mut self, guid: &Guid, name: &str) -> Option<&mut Option<VariableEvent>> {
+        match (*guid, name) {
+            (EFI_GLOBAL_VARIABLE, "SecureBoot") => Some(&mut self.secure_boot),
+            (EFI_GLOBAL_VARIABLE, "PK") => Some(&mut self.pk),
+            (EFI_GLOBAL_VARIABLE, "KEK") => Some(&mut self.kek),
+            (EFI_IMAGE_SECURITY_DATABASE, "db") => Some(&mut self.db),
+            (EFI_IMAGE_SECURITY_DATABASE, "dbx") => Some(&mut self.dbx),
+            _ => None,
         }
-        Some(self.secure_boot.iter().all(|v| v.data == [1]))
     }
 }
 
@@ -222,20 +269,19 @@ pub(crate) fn extract(events: &[Event], findings: &[DigestFinding]) -> BootState
     // Paths named by the latest GRUB `initrd` command: the PCR9 file events that follow
     // with those paths are the initrds.
     let mut initrd_paths: Vec<String> = Vec::new();
+    // Set at the first PCR7 separator: configuration ends there.
+    let mut pcr7_separated = false;
     for e in events {
         use EventType as T;
         match (e.event_type, e.pcr) {
             (T::EV_EFI_VARIABLE_DRIVER_CONFIG, 7) => {
                 let v = VariableEvent::of(e, findings);
-                let slot = match (v.guid, v.name.as_str()) {
-                    (EFI_GLOBAL_VARIABLE, "SecureBoot") => &mut s.secure_boot,
-                    (EFI_GLOBAL_VARIABLE, "PK") => &mut s.pk,
-                    (EFI_GLOBAL_VARIABLE, "KEK") => &mut s.kek,
-                    (EFI_IMAGE_SECURITY_DATABASE, "db") => &mut s.db,
-                    (EFI_IMAGE_SECURITY_DATABASE, "dbx") => &mut s.dbx,
-                    _ => continue,
-                };
-                slot.push(v);
+                if pcr7_separated {
+                    s.config_after_separator.push(v);
+                } else if let Some(slot) = s.config_slot(&v.guid, &v.name) {
+                    // A later measurement before the separator replaces an earlier one.
+                    *slot = Some(v);
+                }
             }
             (T::EV_EFI_VARIABLE_AUTHORITY, 7) => {
                 s.authorities.push(VariableEvent::of(e, findings));
@@ -258,10 +304,13 @@ pub(crate) fn extract(events: &[Event], findings: &[DigestFinding]) -> BootState
                 _ => {}
             },
             (T::EV_IPL, 8 | 9 | 12) => ipl(&mut s, e, findings, &mut initrd_paths),
-            (T::EV_SEPARATOR, _) => s.separators.push(Separator {
-                event: MeasuredEvent::of(e),
-                value: e.data.clone(),
-            }),
+            (T::EV_SEPARATOR, pcr) => {
+                pcr7_separated |= pcr == 7;
+                s.separators.push(Separator {
+                    event: MeasuredEvent::of(e),
+                    value: e.data.clone(),
+                });
+            }
             _ => {}
         }
     }

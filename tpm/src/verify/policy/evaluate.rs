@@ -4,10 +4,19 @@ use std::collections::BTreeSet;
 
 use super::model::{HexDigest, Policy};
 use super::violation::{PolicyRule, PolicyViolation};
+use crate::verify::eventlog::uefi::{Guid, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE};
 use crate::verify::eventlog::{
     utf16_with_nul, BootState, CmdlineSource, Digest, HashAlg, MeasuredEvent, PcrBanks,
     VariableEvent,
 };
+
+/// A Secure Boot configuration variable a rule reads: vendor GUID and name.
+type ConfigVar = (Guid, &'static str);
+
+const PK: ConfigVar = (EFI_GLOBAL_VARIABLE, "PK");
+const KEK: ConfigVar = (EFI_GLOBAL_VARIABLE, "KEK");
+const DB: ConfigVar = (EFI_IMAGE_SECURITY_DATABASE, "db");
+const DBX: ConfigVar = (EFI_IMAGE_SECURITY_DATABASE, "dbx");
 
 struct Ctx<'a> {
     policy: &'a Policy,
@@ -71,17 +80,29 @@ pub fn evaluate_state(
         secure_boot(&mut cx, state);
     }
     let vars = [
-        (PolicyRule::Pk, "PK", &policy.pk, &state.pk),
-        (PolicyRule::Kek, "KEK", &policy.kek, &state.kek),
-        (PolicyRule::Db, "db", &policy.db, &state.db),
+        (PolicyRule::Pk, PK, &policy.pk, &state.pk),
+        (PolicyRule::Kek, KEK, &policy.kek, &state.kek),
+        (PolicyRule::Db, DB, &policy.db, &state.db),
     ];
-    for (rule, name, list, events) in vars {
+    for (rule, var, list, event) in vars {
         if let Some(list) = list {
-            variable_allow_list(&mut cx, rule, name, list, events);
+            variable_allow_list(&mut cx, rule, var, list, event.as_ref());
+            config_findings(&mut cx, rule, Some(&var), state);
         }
     }
     if !policy.dbx_required.is_empty() {
-        dbx(&mut cx, &state.dbx);
+        if let Some(v) = &state.dbx {
+            dbx(&mut cx, v);
+        } else {
+            cx.push(
+                PolicyRule::DbxRequired,
+                Some(7),
+                None,
+                None,
+                "the log has no PCR7 dbx variable event before the PCR7 separator".into(),
+            );
+        }
+        config_findings(&mut cx, PolicyRule::DbxRequired, Some(&DBX), state);
     }
     if let Some(list) = &policy.boot_applications {
         let apps: Vec<&MeasuredEvent> = state.boot_applications.iter().collect();
@@ -109,35 +130,71 @@ pub fn evaluate_state(
     }
 }
 
-fn secure_boot(cx: &mut Ctx<'_>, state: &BootState) {
-    let rule = PolicyRule::RequireSecureBoot;
-    if state.secure_boot.is_empty() {
+/// Violations of `rule` when the log's PCR7 configuration cannot be relied on: no PCR7
+/// separator (configuration is whatever was measured before it, so without one a
+/// configuration event cannot be told apart from one appended after boot), or
+/// EV_EFI_VARIABLE_DRIVER_CONFIG events after it (of `var`, or of any variable when `None`).
+fn config_findings(cx: &mut Ctx<'_>, rule: PolicyRule, var: Option<&ConfigVar>, state: &BootState) {
+    if state.pcr7_separator().is_none() {
         cx.push(
             rule,
             Some(7),
             None,
             None,
-            "the log has no SecureBoot variable event in PCR7".into(),
+            "the log has no PCR7 EV_SEPARATOR: firmware measures the Secure Boot configuration (SecureBoot, PK, KEK, db, dbx) before it, so without it a configuration event cannot be told apart from one appended after boot".into(),
         );
     }
-    for v in &state.secure_boot {
+    let late: Vec<&VariableEvent> = match var {
+        Some((guid, name)) => state.config_after_separator_of(guid, name).collect(),
+        None => state.config_after_separator.iter().collect(),
+    };
+    for v in late {
         let d = v.event.digest(cx.policy.bank).copied();
-        if !v.data_verified {
-            cx.push(rule, None, Some(&v.event), d, "the SecureBoot event data does not match its digest, so its value cannot be trusted".into());
-        } else if v.data != [1] {
-            let what = match v.data.first() {
-                None => "absent (0-byte data)".to_string(),
-                Some(b) => format!("{b}"),
-            };
-            cx.push(
-                rule,
-                None,
-                Some(&v.event),
-                d,
-                format!("SecureBoot is {what}, not 1: enable Secure Boot in the firmware"),
-            );
+        let what = if v.name.is_empty() {
+            "an unparsable UEFI variable".to_string()
+        } else {
+            format!("variable {}", v.name)
+        };
+        cx.push(
+            rule,
+            None,
+            Some(&v.event),
+            d,
+            format!("EV_EFI_VARIABLE_DRIVER_CONFIG of {what} after the PCR7 separator: firmware measures Secure Boot configuration before the separator, so this is not configuration (PCR7 may have been extended from the OS after boot) and it is ignored"),
+        );
+    }
+}
+
+fn secure_boot(cx: &mut Ctx<'_>, state: &BootState) {
+    let rule = PolicyRule::RequireSecureBoot;
+    match &state.secure_boot {
+        None => cx.push(
+            rule,
+            Some(7),
+            None,
+            None,
+            "the log has no PCR7 SecureBoot variable event before the PCR7 separator".into(),
+        ),
+        Some(v) => {
+            let d = v.event.digest(cx.policy.bank).copied();
+            if !v.data_verified {
+                cx.push(rule, None, Some(&v.event), d, "the SecureBoot event data does not match its digest, so its value cannot be trusted".into());
+            } else if v.data != [1] {
+                let what = match v.data.first() {
+                    None => "absent (0-byte data)".to_string(),
+                    Some(b) => format!("{b}"),
+                };
+                cx.push(
+                    rule,
+                    None,
+                    Some(&v.event),
+                    d,
+                    format!("SecureBoot is {what}, not 1: enable Secure Boot in the firmware"),
+                );
+            }
         }
     }
+    config_findings(cx, rule, None, state);
     if state.authorities.is_empty() {
         cx.push(
             rule,
@@ -159,77 +216,58 @@ fn secure_boot(cx: &mut Ctx<'_>, state: &BootState) {
     }
 }
 
+/// PK, KEK or db: the one measurement before the PCR7 separator must be allowed.
 fn variable_allow_list(
     cx: &mut Ctx<'_>,
     rule: PolicyRule,
-    name: &str,
+    (_, name): ConfigVar,
     list: &[HexDigest],
-    events: &[VariableEvent],
+    event: Option<&VariableEvent>,
 ) {
-    if events.is_empty() {
+    let Some(v) = event else {
         cx.push(
             rule,
             Some(7),
             None,
             None,
-            format!("the log has no {name} variable event in PCR7"),
+            format!("the log has no PCR7 {name} variable event before the PCR7 separator"),
         );
-    }
-    for v in events {
-        let Some(d) = cx.digest(rule, &v.event) else {
-            continue;
-        };
-        if !allowed(list, &d) {
-            cx.push(rule, None, Some(&v.event), Some(d), format!("{name} ({} bytes) is not an allowed value: add this digest to `{rule}` if the new {name} is trusted", v.data.len()));
-        }
+        return;
+    };
+    let Some(d) = cx.digest(rule, &v.event) else {
+        return;
+    };
+    if !allowed(list, &d) {
+        cx.push(rule, None, Some(&v.event), Some(d), format!("{name} ({} bytes) is not an allowed value: add this digest to `{rule}` if the new {name} is trusted", v.data.len()));
     }
 }
 
-fn dbx(cx: &mut Ctx<'_>, events: &[VariableEvent]) {
+/// `dbx_required` against the one dbx measurement before the PCR7 separator (never a
+/// union of several).
+fn dbx(cx: &mut Ctx<'_>, v: &VariableEvent) {
     let rule = PolicyRule::DbxRequired;
-    if events.is_empty() {
+    let d = v.event.digest(cx.policy.bank).copied();
+    if !v.data_verified {
         cx.push(
             rule,
-            Some(7),
             None,
-            None,
-            "the log has no dbx variable event in PCR7".into(),
+            Some(&v.event),
+            d,
+            "the dbx event data does not match its digest, so its entries cannot be trusted".into(),
         );
         return;
     }
-    let mut present = BTreeSet::new();
-    let mut usable = false;
-    for v in events {
-        let d = v.event.digest(cx.policy.bank).copied();
-        if !v.data_verified {
-            cx.push(
-                rule,
-                None,
-                Some(&v.event),
-                d,
-                "the dbx event data does not match its digest, so its entries cannot be trusted"
-                    .into(),
-            );
-            continue;
-        }
-        match v.signature_entries() {
-            Some(entries) => {
-                usable = true;
-                present.extend(entries.iter().map(|e| e.fingerprint()));
-            }
-            None => cx.push(
-                rule,
-                None,
-                Some(&v.event),
-                d,
-                "the dbx contents are not a valid EFI_SIGNATURE_LIST".into(),
-            ),
-        }
-    }
-    if !usable {
+    let Some(entries) = v.signature_entries() else {
+        cx.push(
+            rule,
+            None,
+            Some(&v.event),
+            d,
+            "the dbx contents are not a valid EFI_SIGNATURE_LIST".into(),
+        );
         return;
-    }
-    let last = events.last().map(|v| &v.event);
+    };
+    let present: BTreeSet<[u8; 32]> = entries.iter().map(|e| e.fingerprint()).collect();
     for req in &cx.policy.dbx_required.clone() {
         let found = <[u8; 32]>::try_from(req.0.as_slice()).is_ok_and(|r| present.contains(&r));
         if !found {
@@ -237,7 +275,7 @@ fn dbx(cx: &mut Ctx<'_>, events: &[VariableEvent]) {
             cx.push(
                 rule,
                 None,
-                last,
+                Some(&v.event),
                 digest,
                 "this required dbx entry is missing: apply the dbx update".into(),
             );

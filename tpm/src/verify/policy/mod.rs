@@ -4,7 +4,11 @@
 //!
 //! Digest rules compare the digests the log carries, which the caller has already bound to
 //! the TPM by checking the replay against a quote; event data (SecureBoot value, dbx
-//! entries) is used only when its digest matches it.
+//! entries) is used only when its digest matches it. Secure Boot configuration is what
+//! firmware measured before the PCR7 separator (see
+//! [`BootState`](crate::verify::eventlog::BootState)): a configuration event after it,
+//! which anything able to extend PCR7 after boot can append, fails the PCR7 rules instead
+//! of satisfying them.
 
 mod evaluate;
 mod generate;

@@ -88,13 +88,19 @@ pub struct Policy {
     /// Bank whose logged digests the digest rules compare (default sha256).
     #[serde(default = "default_bank")]
     pub bank: HashAlg,
-    /// SecureBoot=1 (with data matching its digest), at least one
-    /// EV_EFI_VARIABLE_AUTHORITY in PCR7 and at least one measured boot application in
-    /// PCR4. SecureBoot=1 alone is not enough: OVMF falls back to an unverified loader
-    /// that measures neither.
+    /// SecureBoot=1 (with data matching its digest) as the last SecureBoot measurement
+    /// before the PCR7 separator ([`BootState::secure_boot_enabled`]), no PCR7
+    /// configuration event after that separator, at least one EV_EFI_VARIABLE_AUTHORITY in
+    /// PCR7 and at least one measured boot application in PCR4. SecureBoot=1 alone is not
+    /// enough: OVMF falls back to an unverified loader that measures neither. A log without
+    /// a PCR7 separator fails.
+    ///
+    /// [`BootState::secure_boot_enabled`]: crate::verify::eventlog::BootState::secure_boot_enabled
     #[serde(default, skip_serializing_if = "is_false")]
     pub require_secure_boot: bool,
-    /// Allowed digests of the PCR7 PK event.
+    /// Allowed digests of the PCR7 PK event: the last PK measured before the PCR7
+    /// separator. Also fails when the log has no PCR7 separator or measures PK after it
+    /// (the same holds for `kek`, `db` and `dbx_required`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pk: Option<Vec<HexDigest>>,
     /// Allowed digests of the PCR7 KEK event.
@@ -104,7 +110,8 @@ pub struct Policy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db: Option<Vec<HexDigest>>,
     /// dbx entries that must be present, by SHA-256 fingerprint (the hash itself for an
-    /// EFI_CERT_SHA256 entry, SHA-256 of the data otherwise).
+    /// EFI_CERT_SHA256 entry, SHA-256 of the data otherwise), in the one dbx a policy reads:
+    /// the last measured before the PCR7 separator (never a union of several).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dbx_required: Vec<HexDigest>,
     /// Allowed PCR4 EV_EFI_BOOT_SERVICES_APPLICATION digests.

@@ -257,3 +257,308 @@ fn toml_round_trip_and_rejections() {
         Err(PolicyError::EmptyName)
     );
 }
+
+// --- PCR7 configuration is what firmware measured before the PCR7 separator ---
+
+/// Logs PCR7 EV_EFI_VARIABLE_DRIVER_CONFIG `name` = `value` (GUID by name).
+fn config<'a>(b: &'a mut LogBuilder, name: &str, value: &[u8]) -> &'a mut LogBuilder {
+    let guid = match name {
+        "db" | "dbx" => &EFI_IMAGE_SECURITY_DATABASE,
+        _ => &EFI_GLOBAL_VARIABLE,
+    };
+    b.variable(
+        7,
+        EventType::EV_EFI_VARIABLE_DRIVER_CONFIG,
+        guid,
+        name,
+        value,
+    )
+}
+
+/// What follows the PCR7 configuration in a verified boot: the PCR7 separator (when
+/// `pcr7_separator`), an authority, a boot application, the PCR0-6 separators.
+fn rest_of_boot(b: &mut LogBuilder, pcr7_separator: bool) {
+    if pcr7_separator {
+        b.separators(&[7]);
+    }
+    let mut auth = [0x55u8; 16].to_vec();
+    auth.extend_from_slice(&[0x30, 0x82, 0x01, 0x00]);
+    b.variable(
+        7,
+        EventType::EV_EFI_VARIABLE_AUTHORITY,
+        &EFI_IMAGE_SECURITY_DATABASE,
+        "db",
+        &auth,
+    )
+    .measure(
+        4,
+        EventType::EV_EFI_BOOT_SERVICES_APPLICATION,
+        b"kernel",
+        &[0; 40],
+    )
+    .separators(&[0, 1, 2, 3, 4, 5, 6]);
+}
+
+fn parse(b: &LogBuilder) -> EventLog {
+    EventLog::parse(&b.build()).unwrap()
+}
+
+fn sha256(data: &[u8]) -> HexDigest {
+    HexDigest::of(&HashAlg::Sha256.hash(data).unwrap())
+}
+
+/// The digest a PCR7 config event of `name` = `value` logs.
+fn config_digest(name: &str, value: &[u8]) -> HexDigest {
+    let guid = match name {
+        "db" | "dbx" => &EFI_IMAGE_SECURITY_DATABASE,
+        _ => &EFI_GLOBAL_VARIABLE,
+    };
+    sha256(&crate::verify::eventlog::uefi::encode_variable(
+        guid, name, value,
+    ))
+}
+
+fn rules_and_events(v: &[PolicyViolation]) -> Vec<(PolicyRule, Option<usize>)> {
+    v.iter().map(|x| (x.rule, x.event_index)).collect()
+}
+
+/// Root on a booted node extends PCR7 and appends matching SecureBoot=1 and dbx events:
+/// the log still replays, but they are after the PCR7 separator, so they are findings.
+#[test]
+fn config_appended_after_pcr7_separator_is_not_configuration() {
+    // Events: 1 SecureBoot=0, 2 PK, 3 KEK, 4 db, 5 dbx{1,2}, 6 PCR7 separator, 7 authority,
+    // 8 boot app, 9-15 separators, then the forgeries: 16 SecureBoot=1, 17 dbx{3}.
+    let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
+    pcr7(&mut b, &[0]);
+    rest_of_boot(&mut b, false);
+    config(&mut b, "SecureBoot", &[1]);
+    config(&mut b, "dbx", &dbx_list(&[[3; 32]]));
+    let log = parse(&b);
+    assert!(log.digest_findings().is_empty());
+
+    let state = log.boot_state();
+    assert!(!state.secure_boot_enabled());
+    assert_eq!(state.pcr7_separator().map(|s| s.event.event_index), Some(6));
+    let sb = state.secure_boot.as_ref().unwrap();
+    assert_eq!((sb.event.event_index, sb.data.as_slice()), (1, &[0][..]));
+    assert_eq!(state.dbx.as_ref().unwrap().event.event_index, 5);
+    let late: Vec<_> = state
+        .config_after_separator
+        .iter()
+        .map(|v| (v.event.event_index, v.name.as_str()))
+        .collect();
+    assert_eq!(late, [(16, "SecureBoot"), (17, "dbx")]);
+
+    let mut p = secure_policy();
+    p.dbx_required = vec![HexDigest(vec![3; 32])];
+    let v = evaluate(&p, &log).unwrap_err();
+    assert_eq!(
+        rules_and_events(&v),
+        [
+            (PolicyRule::RequireSecureBoot, Some(1)),
+            (PolicyRule::RequireSecureBoot, Some(16)),
+            (PolicyRule::RequireSecureBoot, Some(17)),
+            (PolicyRule::DbxRequired, Some(5)),
+            (PolicyRule::DbxRequired, Some(17)),
+        ],
+        "{v:#?}"
+    );
+    assert!(v[0].message.contains("SecureBoot is 0"), "{}", v[0]);
+    let line = v[1].to_string();
+    assert!(
+        line.starts_with(
+            "policy \"sb\" rule require_secure_boot: PCR7 event 16 EV_EFI_VARIABLE_DRIVER_CONFIG"
+        ),
+        "{line}"
+    );
+    assert!(line.contains("after the PCR7 separator"), "{line}");
+    assert_eq!(v[3].digest.unwrap().as_bytes(), &[3; 32]);
+    assert!(v[3].message.contains("missing"), "{}", v[3]);
+    assert!(v[4]
+        .to_string()
+        .starts_with("policy \"sb\" rule dbx_required: PCR7 event 17"));
+
+    // Its own policy does not trust the tampered PCR7: nothing required from dbx, and the
+    // boot passes it.
+    let own = generate_policy("own", &log);
+    assert!(!own.require_secure_boot);
+    assert!(own.dbx_required.is_empty());
+    assert_eq!(evaluate(&own, &log), Ok(()));
+}
+
+/// Firmware that measured no SecureBoot variable: an appended SecureBoot=1 must not stand
+/// in for it, and on a verified boot an appended variable fails the rules that read it.
+#[test]
+fn appended_config_cannot_fill_in_or_pass() {
+    // Events: 1 PK, 2 PCR7 separator, 3 authority, 4 boot app, 5-11 separators, then the
+    // forgery: 12 SecureBoot=1.
+    let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
+    config(&mut b, "PK", b"pk-cert");
+    rest_of_boot(&mut b, true);
+    config(&mut b, "SecureBoot", &[1]);
+    let log = parse(&b);
+    let state = log.boot_state();
+    assert!(!state.secure_boot_enabled());
+    assert_eq!(state.secure_boot, None);
+    let v = evaluate(&secure_policy(), &log).unwrap_err();
+    assert_eq!(
+        rules_and_events(&v),
+        [
+            (PolicyRule::RequireSecureBoot, None),
+            (PolicyRule::RequireSecureBoot, Some(12)),
+        ],
+        "{v:#?}"
+    );
+    assert!(v[0].message.contains("no PCR7 SecureBoot"), "{}", v[0]);
+
+    // A verified boot whose PK is pinned, with another PK appended after the separator.
+    let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
+    pcr7(&mut b, &[1]);
+    rest_of_boot(&mut b, false);
+    config(&mut b, "PK", b"pk-cert");
+    let log = parse(&b);
+    assert!(log.boot_state().secure_boot_enabled());
+    let mut p = Policy::new("pk");
+    p.pk = Some(vec![config_digest("PK", b"pk-cert")]);
+    let v = evaluate(&p, &log).unwrap_err();
+    assert_eq!(rules_and_events(&v), [(PolicyRule::Pk, Some(16))]);
+    p.pk = None;
+    p.kek = Some(vec![config_digest("KEK", b"kek-cert")]);
+    assert_eq!(
+        evaluate(&p, &log),
+        Ok(()),
+        "an appended PK is not KEK's business"
+    );
+}
+
+/// SecureBoot measured twice before the separator: the last one is the state.
+#[test]
+fn last_secure_boot_before_separator_wins() {
+    let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
+    config(&mut b, "SecureBoot", &[1]);
+    config(&mut b, "SecureBoot", &[0]);
+    rest_of_boot(&mut b, true);
+    let log = parse(&b);
+    let state = log.boot_state();
+    assert!(!state.secure_boot_enabled());
+    assert_eq!(state.secure_boot.as_ref().unwrap().event.event_index, 2);
+    let v = evaluate(&secure_policy(), &log).unwrap_err();
+    assert_eq!(
+        rules_and_events(&v),
+        [(PolicyRule::RequireSecureBoot, Some(2))]
+    );
+    assert!(v[0].message.contains("SecureBoot is 0"), "{}", v[0]);
+    assert!(!generate_policy("own", &log).require_secure_boot);
+
+    let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
+    config(&mut b, "SecureBoot", &[0]);
+    config(&mut b, "SecureBoot", &[1]);
+    rest_of_boot(&mut b, true);
+    let log = parse(&b);
+    assert!(log.boot_state().secure_boot_enabled());
+    assert_eq!(evaluate(&secure_policy(), &log), Ok(()));
+    assert!(generate_policy("own", &log).require_secure_boot);
+}
+
+/// db and dbx measured twice before the separator: an earlier measurement cannot satisfy
+/// a rule the last one fails.
+#[test]
+fn earlier_db_or_dbx_cannot_satisfy_a_rule() {
+    let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
+    config(&mut b, "SecureBoot", &[1]);
+    config(&mut b, "db", b"db-old");
+    config(&mut b, "dbx", &dbx_list(&[[3; 32]]));
+    config(&mut b, "db", b"db-new");
+    config(&mut b, "dbx", &dbx_list(&[[1; 32]]));
+    rest_of_boot(&mut b, true);
+    let log = parse(&b);
+
+    let mut p = Policy::new("keys");
+    p.db = Some(vec![config_digest("db", b"db-old")]);
+    p.dbx_required = vec![HexDigest(vec![3; 32])];
+    let v = evaluate(&p, &log).unwrap_err();
+    assert_eq!(
+        rules_and_events(&v),
+        [
+            (PolicyRule::Db, Some(4)),
+            (PolicyRule::DbxRequired, Some(5))
+        ],
+        "{v:#?}"
+    );
+
+    p.db = Some(vec![config_digest("db", b"db-new")]);
+    p.dbx_required = vec![HexDigest(vec![1; 32])];
+    assert_eq!(evaluate(&p, &log), Ok(()));
+    let own = generate_policy("own", &log);
+    assert_eq!(own.db, p.db);
+    assert_eq!(own.dbx_required, p.dbx_required);
+    assert_eq!(evaluate(&own, &log), Ok(()));
+}
+
+/// No PCR7 separator: configuration still reads, but nothing can vouch that it is not an
+/// appended event, so the rules that rely on it fail and say why.
+#[test]
+fn no_pcr7_separator_fails_secure_boot_and_pins() {
+    let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
+    config(&mut b, "SecureBoot", &[1]);
+    config(&mut b, "PK", b"pk-cert");
+    config(&mut b, "dbx", &dbx_list(&[[1; 32]]));
+    rest_of_boot(&mut b, false);
+    let log = parse(&b);
+    let state = log.boot_state();
+    assert_eq!(state.pcr7_separator(), None);
+    assert_eq!(state.secure_boot.as_ref().unwrap().data, [1]);
+    assert!(!state.secure_boot_enabled());
+
+    let mut p = secure_policy();
+    p.pk = Some(vec![config_digest("PK", b"pk-cert")]);
+    p.dbx_required = vec![HexDigest(vec![1; 32])];
+    let v = evaluate(&p, &log).unwrap_err();
+    let got: Vec<_> = v.iter().map(|x| (x.rule, x.pcr, x.event_index)).collect();
+    assert_eq!(
+        got,
+        [
+            (PolicyRule::RequireSecureBoot, Some(7), None),
+            (PolicyRule::Pk, Some(7), None),
+            (PolicyRule::DbxRequired, Some(7), None),
+        ],
+        "{v:#?}"
+    );
+    for x in &v {
+        assert!(x.message.contains("no PCR7 EV_SEPARATOR"), "{x}");
+    }
+
+    let own = generate_policy("own", &log);
+    assert!(!own.require_secure_boot);
+    assert_eq!((own.pk.as_ref(), own.dbx_required.len()), (None, 0));
+    assert_eq!(evaluate(&own, &log), Ok(()));
+}
+
+/// SecureBoot data that says 1 under a digest of 0 is not Secure Boot on, separator or not.
+#[test]
+fn secure_boot_enabled_needs_data_matching_its_digest() {
+    let lie =
+        crate::verify::eventlog::uefi::encode_variable(&EFI_GLOBAL_VARIABLE, "SecureBoot", &[1]);
+    let truth =
+        crate::verify::eventlog::uefi::encode_variable(&EFI_GLOBAL_VARIABLE, "SecureBoot", &[0]);
+    let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
+    b.measure(7, EventType::EV_EFI_VARIABLE_DRIVER_CONFIG, &truth, &lie);
+    rest_of_boot(&mut b, true);
+    let log = parse(&b);
+    let state = log.boot_state();
+    assert_eq!(
+        state.secure_boot.as_ref().map(|v| v.data_verified),
+        Some(false)
+    );
+    assert!(!state.secure_boot_enabled());
+    let v = evaluate(&secure_policy(), &log).unwrap_err();
+    assert_eq!(
+        rules_and_events(&v),
+        [(PolicyRule::RequireSecureBoot, Some(1))]
+    );
+    assert!(
+        v[0].message.contains("does not match its digest"),
+        "{}",
+        v[0]
+    );
+}

@@ -1,0 +1,69 @@
+//! ValidateJWTSVID: checks a JWT-SVID against the trust domain's JWT bundle
+//! (or a federated one, by the token's `sub`), with the caller's audience.
+
+use ironroot_api::bundle::TrustBundle;
+use ironroot_api::jwt_svid::verify_jwt_svid;
+use ironroot_api::spiffe_id::TrustDomain;
+use ironroot_api::workload as pb;
+use prost_types::{value::Kind, ListValue, Struct, Value};
+use tonic::Status;
+
+use crate::cache::Snapshot;
+use crate::sync::unix_now;
+
+fn string(s: String) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(s)),
+    }
+}
+
+fn number(n: i64) -> Value {
+    Value {
+        kind: Some(Kind::NumberValue(n as f64)),
+    }
+}
+
+/// The bundle a token's `sub` belongs to: ours or a federated one.
+fn bundle_for(s: &Snapshot, token: &str) -> Result<TrustBundle, Status> {
+    // The subject's trust domain picks the bundle; the signature is what is trusted.
+    let td = ironroot_api::jwt_svid::unverified_trust_domain(token)
+        .map_err(|e| Status::invalid_argument(format!("the token is not a JWT-SVID: {e}")))?;
+    let jwks = if td == s.trust_domain {
+        s.jwks_json.clone()
+    } else {
+        s.federated_jwks
+            .get(&td)
+            .cloned()
+            .ok_or_else(|| Status::invalid_argument(format!("no bundle for trust domain {td}")))?
+    };
+    let t = TrustDomain::parse(&td).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    TrustBundle::from_jwks_json(t, &jwks).map_err(|e| Status::internal(e.to_string()))
+}
+
+pub fn validate(
+    s: &Snapshot,
+    token: &str,
+    audience: &str,
+) -> Result<pb::ValidateJwtsvidResponse, Status> {
+    let bundle = bundle_for(s, token)?;
+    let claims = verify_jwt_svid(token, &bundle, audience, unix_now())
+        .map_err(|e| Status::invalid_argument(format!("JWT-SVID is not valid: {e}")))?;
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert("sub".to_string(), string(claims.sub.to_string()));
+    fields.insert(
+        "aud".to_string(),
+        Value {
+            kind: Some(Kind::ListValue(ListValue {
+                values: claims.aud.iter().cloned().map(string).collect(),
+            })),
+        },
+    );
+    fields.insert("exp".to_string(), number(claims.exp));
+    if let Some(iat) = claims.iat {
+        fields.insert("iat".to_string(), number(iat));
+    }
+    Ok(pb::ValidateJwtsvidResponse {
+        spiffe_id: claims.sub.to_string(),
+        claims: Some(Struct { fields }),
+    })
+}

@@ -1,0 +1,179 @@
+//! `ironroot-agent run`: attest, serve the Workload API, keep the cache in
+//! sync, re-attest (fresh quote) at half life of the agent SVID, and ride out
+//! server outages: cached SVIDs keep being served until they expire, the
+//! connection is retried with backoff, and an agent whose own SVID expired
+//! while offline attests again without a restart.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ironroot_api::agent::agent_client::AgentClient;
+use ironroot_api::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use tokio::net::UnixListener;
+use tokio::sync::RwLock;
+use tracing::{error, info, warn};
+
+use crate::attest::{self, AttestOutcome};
+use crate::cache::Cache;
+use crate::config::AgentConfig;
+use crate::sync::{self, unix_now, AgentSvid};
+use crate::workload::attestor::exe_hash::ExeHasher;
+use crate::workload::attestor::podman::PodmanAttestor;
+use crate::workload::attestor::process::ProcessAttestor;
+use crate::workload::attestor::unix::UnixAttestor;
+use crate::workload::attestor::WorkloadAttestor;
+use crate::workload_api::{incoming, ServerClient, WorkloadApi};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The configured workload attestors (unix and process always; podman when configured).
+pub fn attestors(cfg: &AgentConfig) -> anyhow::Result<Vec<Arc<dyn WorkloadAttestor>>> {
+    let hasher = Arc::new(ExeHasher::new());
+    let w = &cfg.workload_attestors;
+    let mut v: Vec<Arc<dyn WorkloadAttestor>> = vec![
+        Arc::new(UnixAttestor::new(w.unix.clone(), hasher.clone())),
+        Arc::new(ProcessAttestor::new(w.process.clone(), hasher)),
+    ];
+    if let Some(p) = &w.podman {
+        v.push(Arc::new(
+            PodmanAttestor::new(p.clone()).context("podman workload attestor")?,
+        ));
+    }
+    Ok(v)
+}
+
+fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("{} is in use by another agent", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path)
+        .with_context(|| format!("cannot bind the Workload API on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(l)
+}
+
+fn agent_svid(o: &AttestOutcome) -> anyhow::Result<AgentSvid> {
+    let key = pem::parse(&o.key_pem).context("agent key")?.into_contents();
+    Ok(AgentSvid {
+        spiffe_id: o.spiffe_id.clone(),
+        chain: o.svid_chain.clone(),
+        key_pkcs8: key,
+        issued_at: unix_now(),
+        expires_at: o.expires_at,
+        roots: o.root_cas.clone(),
+    })
+}
+
+/// Attests until it succeeds (with backoff) or shutdown.
+async fn attest_with_backoff(
+    cfg: &AgentConfig,
+    on_success: &(dyn Fn(&AttestOutcome) -> anyhow::Result<()> + Sync),
+) -> AgentSvid {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match attest::attest(cfg).await {
+            Ok(o) => {
+                info!(agent = %o.spiffe_id, policy = %o.boot_policy, expires_at = o.expires_at, "attested");
+                if let Err(e) = on_success(&o) {
+                    warn!("cannot save the agent SVID: {e:#}");
+                }
+                match agent_svid(&o) {
+                    Ok(s) => return s,
+                    Err(e) => error!("attestation result unusable: {e:#}"),
+                }
+            }
+            Err(e) => error!(
+                "attestation failed, retrying in {}s: {e:#}",
+                backoff.as_secs()
+            ),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Runs the agent until SIGINT/SIGTERM.
+pub async fn run(
+    cfg: AgentConfig,
+    on_attested: &(dyn Fn(&AttestOutcome) -> anyhow::Result<()> + Sync),
+) -> anyhow::Result<()> {
+    let cache = Cache::new(&cfg.trust_domain);
+    let server: ServerClient = Arc::new(RwLock::new(None));
+    let api = Arc::new(WorkloadApi::new(
+        cache.clone(),
+        attestors(&cfg)?,
+        server.clone(),
+    ));
+    let listener = bind(&cfg.workload_api.socket_path, cfg.workload_api.mode_bits()?)?;
+    info!(socket = %cfg.workload_api.socket_path.display(), "Workload API listening");
+    let serve = tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(SpiffeWorkloadApiServer::from_arc(api))
+            .serve_with_incoming(incoming(listener))
+            .await
+        {
+            error!(error = %e, "Workload API server failed");
+        }
+    });
+
+    let work = async {
+        loop {
+            let svid = attest_with_backoff(&cfg, on_attested).await;
+            let mut backoff = Duration::from_secs(1);
+            // Sync with this SVID until half life (then re-attest), or until it
+            // expired during an outage (then re-attest as well).
+            while unix_now() < svid.expires_at {
+                match sync::agent_channel(&cfg, &svid).await {
+                    Ok(ch) => *server.write().await = Some(AgentClient::new(ch)),
+                    Err(e) => warn!("server unreachable: {e:#}"),
+                }
+                match sync::run(&cfg, &svid, &cache).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        warn!(
+                            "sync failed (serving cached SVIDs), retrying in {}s: {e:#}",
+                            backoff.as_secs()
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = shutdown() => info!("shutting down"),
+    }
+    serve.abort();
+    let _ = std::fs::remove_file(&cfg.workload_api.socket_path);
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Keeps the cache in step with the server over mTLS (the agent SVID as
+//! client certificate): the entries this agent may serve, an X.509-SVID per
+//! entry (renewed at half life or when the entry changes, CSRs in one batch),
+//! and the bundles. A WatchChanges stream makes a change reach the cache at
+//! once; a periodic sync covers a lost stream.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use ironroot_api::agent::{self as pb, agent_client::AgentClient};
+use ironroot_api::spiffe_id::SpiffeId;
+use tonic::transport::Channel;
+use tracing::{debug, info, warn};
+
+use crate::cache::{Cache, CachedSvid, Snapshot};
+use crate::config::AgentConfig;
+use crate::connect::{self, ClientIdentity};
+
+/// Sync at least this often, even without change notices.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The agent's current SVID.
+#[derive(Clone)]
+pub struct AgentSvid {
+    pub spiffe_id: String,
+    pub chain: Vec<Vec<u8>>,
+    pub key_pkcs8: Vec<u8>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub roots: Vec<Vec<u8>>,
+}
+
+/// An mTLS channel to the server with the agent SVID.
+pub async fn agent_channel(cfg: &AgentConfig, svid: &AgentSvid) -> anyhow::Result<Channel> {
+    let mut roots = connect::read_bundle(&cfg.trust_bundle_path)?;
+    for r in &svid.roots {
+        if !roots.contains(r) {
+            roots.push(r.clone());
+        }
+    }
+    let server_id = SpiffeId::parse(&format!("spiffe://{}/spire/server", cfg.trust_domain))?;
+    connect::channel_with_identity(
+        &cfg.server_address,
+        roots,
+        server_id,
+        Some(ClientIdentity {
+            chain: svid.chain.clone(),
+            key_pkcs8: svid.key_pkcs8.clone(),
+        }),
+    )
+    .await
+}
+
+/// One sync: entries, bundle, and new SVIDs where needed.
+pub async fn sync_once(client: &mut AgentClient<Channel>, cache: &Cache) -> anyhow::Result<bool> {
+    let resp = client
+        .sync_entries(pb::SyncEntriesRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("entry sync refused: {} ({:?})", s.message(), s.code()))?
+        .into_inner();
+    let current = cache.snapshot();
+    let now = unix_now();
+    let mut svids: HashMap<String, CachedSvid> = HashMap::new();
+    let mut requests = Vec::new();
+    let mut keys = HashMap::new();
+    for e in &resp.entries {
+        match current.svids.get(&e.id) {
+            Some(s) if !s.needs_renewal(now, e.revision_number) => {
+                svids.insert(e.id.clone(), s.clone());
+            }
+            _ => {
+                let key = rcgen::KeyPair::generate().context("SVID key")?;
+                let csr = rcgen::CertificateParams::default()
+                    .serialize_request(&key)
+                    .context("SVID CSR")?
+                    .der()
+                    .to_vec();
+                requests.push(pb::X509SvidRequest {
+                    entry_id: e.id.clone(),
+                    csr,
+                });
+                keys.insert(e.id.clone(), key.serialize_der());
+            }
+        }
+    }
+    if !requests.is_empty() {
+        let results = client
+            .batch_new_x509_svid(pb::BatchNewX509SvidRequest { requests })
+            .await
+            .map_err(|s| anyhow::anyhow!("SVID signing refused: {} ({:?})", s.message(), s.code()))?
+            .into_inner()
+            .results;
+        for r in results {
+            if !r.error.is_empty() {
+                warn!(entry = %r.entry_id, error = %r.error, "server did not sign an SVID");
+                continue;
+            }
+            let (Some(e), Some(key)) = (
+                resp.entries.iter().find(|e| e.id == r.entry_id),
+                keys.remove(&r.entry_id),
+            ) else {
+                continue;
+            };
+            debug!(entry = %e.id, spiffe_id = %e.spiffe_id, "SVID signed");
+            svids.insert(
+                e.id.clone(),
+                CachedSvid {
+                    entry_id: e.id.clone(),
+                    spiffe_id: e.spiffe_id.clone(),
+                    chain: r.svid_chain,
+                    key_pkcs8: key,
+                    issued_at: now,
+                    expires_at: r.expires_at,
+                    entry_revision: e.revision_number,
+                },
+            );
+        }
+    }
+    let next = Snapshot {
+        trust_domain: current.trust_domain.clone(),
+        entries: resp.entries,
+        svids,
+        roots: resp.x509_authorities,
+        jwks_json: resp.jwks_json,
+        federated_jwks: resp.federated_jwks.into_iter().collect(),
+    };
+    Ok(cache.publish(next))
+}
+
+/// Syncs until the agent SVID reaches half life (then returns, so the caller
+/// re-attests) or the connection fails (returns the error; the caller backs off).
+pub async fn run(cfg: &AgentConfig, svid: &AgentSvid, cache: &Cache) -> anyhow::Result<()> {
+    let channel = agent_channel(cfg, svid).await?;
+    let mut client = AgentClient::new(channel);
+    sync_once(&mut client, cache).await?;
+    let mut notices = client
+        .watch_changes(pb::WatchChangesRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("change watch refused: {}", s.message()))?
+        .into_inner();
+    let renew_at = svid.issued_at + (svid.expires_at - svid.issued_at) / 2;
+    let mut tick = tokio::time::interval(SYNC_INTERVAL);
+    loop {
+        let until_renewal = Duration::from_secs((renew_at - unix_now()).max(0) as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(until_renewal) => {
+                info!("agent SVID at half life: re-attesting");
+                return Ok(());
+            }
+            n = notices.message() => {
+                match n {
+                    Ok(Some(_)) => {}
+                    Ok(None) => anyhow::bail!("the server closed the change stream"),
+                    Err(s) => anyhow::bail!("change stream failed: {}", s.message()),
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        if sync_once(&mut client, cache).await? {
+            debug!("cache updated");
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The SPIFFE Workload API end to end: the real server, the `ironroot-agent
+//! run` binary attesting with a swtpm, a workload (this test process, or the
+//! CLI as another uid) fetching its SVIDs over the unix socket.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ironroot_agent::api_client;
+use ironroot_api::workload as pb;
+use ironroot_testkit::svid::{now, webpki_verify};
+
+struct AgentProcess {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_agent(
+    env: &Env,
+    tpm: &ironroot_testkit::swtpm::Swtpm,
+    log: &[u8],
+    test: &str,
+) -> AgentProcess {
+    let dir = env.dir.path().join("agent-run");
+    std::fs::create_dir_all(dir.join("sock")).unwrap();
+    // Workloads of any uid must reach the socket.
+    for d in [env.dir.path(), dir.as_path(), dir.join("sock").as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(dir.join("eventlog.bin"), log).unwrap();
+    let socket = dir.join("sock/api.sock");
+    let conf = dir.join("agent.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "trust_domain = \"example.org\"\nserver_address = \"{}\"\ntrust_bundle_path = \"{}\"\n\
+             data_dir = \"{}\"\nnode_attestor = \"tpm_ek\"\nlog_level = \"debug\"\n\n\
+             [tpm]\ntcti = \"{}\"\nevent_log_path = \"{}\"\nek = \"rsa\"\n\n\
+             [workload_api]\nsocket_path = \"{}\"\n",
+            env.address,
+            env.bundle.display(),
+            dir.join("data").display(),
+            tpm.tcti(),
+            dir.join("eventlog.bin").display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let logf =
+        std::fs::File::create(ironroot_testkit::test_log_dir(test).join("agent.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ironroot-agent"))
+        .args(["run", "-c"])
+        .arg(&conf)
+        .stdout(Stdio::from(logf.try_clone().unwrap()))
+        .stderr(Stdio::from(logf))
+        .spawn()
+        .expect("start agent");
+    AgentProcess { child, socket }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Polls FetchX509SVID until it returns an SVID for `id` (the agent attests and syncs first).
+fn wait_for_svid(socket: &Path, id: &str) -> pb::X509svidResponse {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = rt().block_on(api_client::fetch_x509(socket)) {
+            if r.svids.iter().any(|s| s.spiffe_id == id) {
+                return r;
+            }
+        }
+        assert!(Instant::now() < deadline, "no SVID for {id} within 30s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn der_certs(concat: &[u8]) -> Vec<Vec<u8>> {
+    let pem = api_client::concat_der_to_pem(concat).unwrap();
+    ironroot_testkit::server::pem_ders(&pem)
+}
+
+#[test]
+fn workloads_get_their_svids_and_only_theirs() {
+    let env = good_env("workload_api_e2e");
+    let tpm = tpm_state().spawn();
+    let log = boot_log(&Boot::default());
+    extend_like(&tpm, &log);
+    let probe = env.agent(&tpm, &log, "rsa");
+    let agent_id = format!(
+        "spiffe://example.org/spire/agent/tpm_ek/{}",
+        ek_hash_of(&probe)
+    );
+    let web = "spiffe://example.org/workload/web";
+    env.server.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        web,
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        "unix:uid:0",
+    ]);
+    // Entries this agent must never serve: another agent's, and one for another uid.
+    env.server.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/workload/stolen",
+        "--parent-id",
+        "spiffe://example.org/spire/agent/tpm_ek/other",
+        "--selector",
+        "unix:uid:0",
+    ]);
+    env.server.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/workload/nobody-only",
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        "unix:uid:4242",
+    ]);
+    let agent = start_agent(&env, &tpm, &log, "workload_api_e2e");
+
+    // The workload (uid 0) gets exactly its SVID, verifiable to the bundle.
+    let r = wait_for_svid(&agent.socket, web);
+    let ids: Vec<&str> = r.svids.iter().map(|s| s.spiffe_id.as_str()).collect();
+    assert_eq!(ids, vec![web], "only the caller's authorized entries");
+    let chain = der_certs(&r.svids[0].x509_svid);
+    let roots = der_certs(&r.svids[0].bundle);
+    ironroot_testkit::svid::assert_svid_leaf(&chain[0], web);
+    webpki_verify(&chain, &roots, now()).expect("workload SVID verifies");
+    assert!(!r.svids[0].x509_svid_key.is_empty());
+
+    // Without the security header: refused.
+    let e = rt().block_on(async {
+        let mut c = api_client::connect(&agent.socket).await.unwrap();
+        c.fetch_x509svid(tonic::Request::new(pb::X509svidRequest {}))
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("security header"), "{e:?}");
+
+    // Another uid with no entry: "no identity issued".
+    let out = Command::new(env!("CARGO_BIN_EXE_ironroot-agent"))
+        .args(["api", "fetch", "x509", "-s"])
+        .arg(&agent.socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no identity issued"), "{err}");
+    assert!(err.contains("PermissionDenied"), "{err}");
+
+    // JWT-SVID: minted for the audience, validated by the Workload API.
+    let jwt = rt()
+        .block_on(api_client::fetch_jwt(
+            &agent.socket,
+            vec!["db".into()],
+            String::new(),
+        ))
+        .unwrap();
+    assert_eq!(jwt.svids.len(), 1);
+    assert_eq!(jwt.svids[0].spiffe_id, web);
+    let v = rt()
+        .block_on(api_client::validate_jwt(
+            &agent.socket,
+            "db".into(),
+            jwt.svids[0].svid.clone(),
+        ))
+        .unwrap();
+    assert_eq!(v.spiffe_id, web);
+    let bad = rt().block_on(api_client::validate_jwt(
+        &agent.socket,
+        "cache".into(),
+        jwt.svids[0].svid.clone(),
+    ));
+    assert!(format!("{:#}", bad.unwrap_err()).contains("audience"));
+    let e = rt()
+        .block_on(api_client::fetch_jwt(&agent.socket, vec![], String::new()))
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("audience must be specified"));
+
+    // A new entry reaches a waiting stream promptly (the server notifies the agent).
+    let api = "spiffe://example.org/workload/api";
+    let elapsed = rt().block_on(async {
+        let mut c = api_client::connect(&agent.socket).await.unwrap();
+        let mut stream = c
+            .fetch_x509svid(api_client::request(pb::X509svidRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.message().await.unwrap().unwrap();
+        assert_eq!(first.svids.len(), 1);
+        let t0 = Instant::now();
+        env.server.cli_ok(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            api,
+            "--parent-id",
+            &agent_id,
+            "--selector",
+            "unix:uid:0",
+        ]);
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .expect("stream update within 10s")
+                .unwrap()
+                .unwrap();
+            let ids: Vec<String> = m.svids.iter().map(|s| s.spiffe_id.clone()).collect();
+            if ids.contains(&api.to_string()) {
+                assert!(
+                    !ids.iter()
+                        .any(|i| i.contains("stolen") || i.contains("nobody-only")),
+                    "{ids:?}"
+                );
+                break t0.elapsed();
+            }
+        }
+    });
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "entry change took {elapsed:?}"
+    );
+}
