@@ -4,71 +4,15 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use ironroot_agent::api_client;
 use ironroot_api::workload as pb;
 use ironroot_testkit::svid::{now, webpki_verify};
-
-struct AgentProcess {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_agent(
-    env: &Env,
-    tpm: &ironroot_testkit::swtpm::Swtpm,
-    log: &[u8],
-    test: &str,
-) -> AgentProcess {
-    let dir = env.dir.path().join("agent-run");
-    std::fs::create_dir_all(dir.join("sock")).unwrap();
-    // Workloads of any uid must reach the socket.
-    for d in [env.dir.path(), dir.as_path(), dir.join("sock").as_path()] {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    std::fs::write(dir.join("eventlog.bin"), log).unwrap();
-    let socket = dir.join("sock/api.sock");
-    let conf = dir.join("agent.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "trust_domain = \"example.org\"\nserver_address = \"{}\"\ntrust_bundle_path = \"{}\"\n\
-             data_dir = \"{}\"\nnode_attestor = \"tpm_ek\"\nlog_level = \"debug\"\n\n\
-             [tpm]\ntcti = \"{}\"\nevent_log_path = \"{}\"\nek = \"rsa\"\n\n\
-             [workload_api]\nsocket_path = \"{}\"\n",
-            env.address,
-            env.bundle.display(),
-            dir.join("data").display(),
-            tpm.tcti(),
-            dir.join("eventlog.bin").display(),
-            socket.display()
-        ),
-    )
-    .unwrap();
-    let logf =
-        std::fs::File::create(ironroot_testkit::test_log_dir(test).join("agent.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ironroot-agent"))
-        .args(["run", "-c"])
-        .arg(&conf)
-        .stdout(Stdio::from(logf.try_clone().unwrap()))
-        .stderr(Stdio::from(logf))
-        .spawn()
-        .expect("start agent");
-    AgentProcess { child, socket }
-}
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -188,3 +188,81 @@ pub fn ek_hash_of(cfg: &AgentConfig) -> String {
         .expect("spki");
     hex::encode(Sha256::digest(spki))
 }
+
+/// The agent binary built beside the test.
+pub fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("ironroot-agent"))
+        .expect("target dir")
+}
+
+/// `ironroot-agent run` as a child process, killed on drop.
+pub struct AgentProcess {
+    pub child: std::process::Child,
+    pub socket: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `ironroot-agent run` for `tpm` (booted with `log`) against `env`;
+/// extra TOML is appended to its config.
+pub fn start_agent_with(
+    env: &Env,
+    tpm: &ironroot_testkit::swtpm::Swtpm,
+    log: &[u8],
+    test: &str,
+    extra: &str,
+) -> AgentProcess {
+    let dir = env.dir.path().join("agent-run");
+    std::fs::create_dir_all(dir.join("sock")).unwrap();
+    // Workloads of any uid must reach the socket.
+    for d in [env.dir.path(), dir.as_path(), dir.join("sock").as_path()] {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(dir.join("eventlog.bin"), log).unwrap();
+    let socket = dir.join("sock/api.sock");
+    let conf = dir.join("agent.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "trust_domain = \"example.org\"\nserver_address = \"{}\"\ntrust_bundle_path = \"{}\"\n\
+             data_dir = \"{}\"\nnode_attestor = \"tpm_ek\"\nlog_level = \"debug\"\n\n\
+             [tpm]\ntcti = \"{}\"\nevent_log_path = \"{}\"\nek = \"rsa\"\n\n\
+             [workload_api]\nsocket_path = \"{}\"\n{extra}\n",
+            env.address,
+            env.bundle.display(),
+            dir.join("data").display(),
+            tpm.tcti(),
+            dir.join("eventlog.bin").display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let logf =
+        std::fs::File::create(ironroot_testkit::test_log_dir(test).join("agent.log")).unwrap();
+    let child = std::process::Command::new(agent_bin())
+        .args(["run", "-c"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::from(logf.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(logf))
+        .spawn()
+        .expect("start agent");
+    AgentProcess { child, socket, dir }
+}
+
+pub fn start_agent(
+    env: &Env,
+    tpm: &ironroot_testkit::swtpm::Swtpm,
+    log: &[u8],
+    test: &str,
+) -> AgentProcess {
+    start_agent_with(env, tpm, log, test, "")
+}
