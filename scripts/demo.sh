@@ -74,6 +74,9 @@ node_attestor = "tpm_ek"
 tcti = "swtpm:host=127.0.0.1,port=$tpm_port"
 event_log_path = "$demo/binary_bios_measurements"
 ek = "rsa"
+
+[workload_api]
+socket_path = "$demo/agent-api.sock"
 CONF
 
 echo "== a simulated boot measured into the swtpm, and a policy generated from it"
@@ -113,6 +116,7 @@ echo "== starting the server (log: $demo/server.log)"
 "$server" run -c "$demo/server.toml" >"$demo/server.log" 2>&1 &
 server_pid=$!
 cleanup() {
+  [ -n "${agent_pid:-}" ] && { kill "$agent_pid" 2>/dev/null || true; wait "$agent_pid" 2>/dev/null || true; }
   kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true
   [ -f "$demo/swtpm/swtpm.pid" ] && kill "$(cat "$demo/swtpm/swtpm.pid")" 2>/dev/null || true
 }
@@ -146,6 +150,20 @@ echo "== minting an X.509-SVID and a JWT-SVID"
 "${admin[@]}" bundle show "${sock[@]}" --format pem > "$demo/bundle.pem"
 "${admin[@]}" bundle show "${sock[@]}" --format jwks > "$demo/bundle.jwks.json"
 
+echo "== the agent serves the Workload API; a workload (uid $(id -u)) fetches its SVID"
+"$agent" run -c "$demo/agent.toml" >"$demo/agent.log" 2>&1 &
+agent_pid=$!
+for _ in $(seq 1 150); do
+  if "$agent" api fetch x509 -s "$demo/agent-api.sock" --write "$demo/workload" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$agent_pid" 2>/dev/null; then
+    echo "the agent exited:" >&2; tail -n 20 "$demo/agent.log" >&2; exit 1
+  fi
+  sleep 0.2
+done
+"$agent" api fetch x509 -s "$demo/agent-api.sock" --write "$demo/workload"
+openssl verify -CAfile "$demo/workload/bundle.pem" "$demo/workload/svid.pem"
+workload_id=$("$agent" api fetch x509 -s "$demo/agent-api.sock" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["svids"][0]["spiffe_id"])')
+
 echo "== checks"
 openssl verify -CAfile "$demo/bundle.pem" "$demo/svid.pem"
 echo "CA keys in the token (private keys sensitive, never extractable):"
@@ -153,6 +171,7 @@ pkcs11-tool --module "$module" --token-label ironroot-demo --login --pin 123456 
   | grep -E 'Private Key|label|Access' | sed 's/^/  /'
 
 echo
-echo "Files in $demo: bundle.pem svid.pem svid.key jwt.txt bundle.jwks.json softhsm/ agent/"
+echo "Files in $demo: bundle.pem svid.pem svid.key jwt.txt bundle.jwks.json softhsm/ agent/ workload/"
+echo "Workload SVID (from the Workload API): $workload_id -> $demo/workload/{svid.pem,svid.key,bundle.pem}"
 echo "Agent ID: $agent_id (measured-boot policy passed: $policy)"
 echo "SPIFFE ID: $spiffe_id"
