@@ -13,6 +13,8 @@ PACKAGES=(
   swtpm swtpm-tools tpm2-tools libtss2-dev
   # certificate checks in tests and the demo
   openssl ca-certificates
+  # the demo and the workload attestor tests drive small python3 helpers
+  python3
   # containers: rootful podman (runc: crun refuses this host's cgroup layout;
   # catatonit builds the pod pause image; netavark for the default bridge),
   # static busybox for test images imported without a registry, socat
