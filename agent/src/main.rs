@@ -52,6 +52,11 @@ enum Command {
     /// Call the Workload API (as a workload would).
     #[command(subcommand)]
     Api(ApiCommand),
+    /// Check that the agent answers on its Workload API socket.
+    Healthcheck {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -375,6 +380,36 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             print_outcome(&outcome, output)
         }
         Command::Api(cmd) => api(cmd).await,
+        Command::Healthcheck { socket } => {
+            let path = socket_path(&socket);
+            let mut c = ironroot_agent::api_client::connect(&path).await?;
+            // Any gRPC answer (even "no identity issued") means the agent is serving.
+            match c
+                .fetch_x509_bundles(ironroot_agent::api_client::request(
+                    ironroot_api::workload::X509BundlesRequest {},
+                ))
+                .await
+            {
+                Ok(_) => {}
+                Err(s)
+                    if s.code() == tonic::Code::Unavailable
+                        && s.message().contains("transport") =>
+                {
+                    anyhow::bail!(
+                        "the agent at {} does not answer: {}",
+                        path.display(),
+                        s.message()
+                    )
+                }
+                Err(_) => {}
+            }
+            if socket.output == Output::Json {
+                println!("{}", serde_json::json!({"healthy": true, "socket": path}));
+            } else {
+                println!("Agent is healthy ({})", path.display());
+            }
+            Ok(())
+        }
         Command::Tpm(TpmCommand::Info { config, output }) => {
             let cfg = AgentConfig::load(&config)?;
             tpm_info(&cfg, output)

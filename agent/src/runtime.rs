@@ -127,8 +127,12 @@ pub async fn run(
     });
 
     let work = async {
+        let mut renewable: Option<AgentSvid> = None;
         loop {
-            let svid = attest_with_backoff(&cfg, on_attested).await;
+            let svid = match renewable.take() {
+                Some(s) => s,
+                None => attest_with_backoff(&cfg, on_attested).await,
+            };
             let mut backoff = Duration::from_secs(1);
             // Sync with this SVID until half life (then re-attest), or until it
             // expired during an outage (then re-attest as well).
@@ -138,7 +142,17 @@ pub async fn run(
                     Err(e) => warn!("server unreachable: {e:#}"),
                 }
                 match sync::run(&cfg, &svid, &cache).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        // Half life: TPM agents re-attest (fresh quote); a join_token
+                        // agent renews over mTLS, its token being spent.
+                        if cfg.node_attestor == "join_token" {
+                            match sync::renew_agent_svid(&cfg, &svid).await {
+                                Ok(s) => renewable = Some(s),
+                                Err(e) => warn!("agent SVID renewal failed: {e:#}"),
+                            }
+                        }
+                        break;
+                    }
                     Err(e) => {
                         warn!(
                             "sync failed (serving cached SVIDs), retrying in {}s: {e:#}",

@@ -38,6 +38,16 @@ pub struct AgentSvid {
     pub roots: Vec<Vec<u8>>,
 }
 
+impl std::fmt::Debug for AgentSvid {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentSvid")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An mTLS channel to the server with the agent SVID.
 pub async fn agent_channel(cfg: &AgentConfig, svid: &AgentSvid) -> anyhow::Result<Channel> {
     let mut roots = connect::read_bundle(&cfg.trust_bundle_path)?;
@@ -168,4 +178,36 @@ pub async fn run(cfg: &AgentConfig, svid: &AgentSvid, cache: &Cache) -> anyhow::
             debug!("cache updated");
         }
     }
+}
+
+/// Renews a join_token agent's SVID over mTLS (its single-use token cannot be
+/// presented again). TPM agents never use this: they re-attest.
+pub async fn renew_agent_svid(cfg: &AgentConfig, svid: &AgentSvid) -> anyhow::Result<AgentSvid> {
+    let channel = agent_channel(cfg, svid).await?;
+    let mut client = AgentClient::new(channel);
+    let key = rcgen::KeyPair::generate().context("agent key")?;
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .context("agent CSR")?
+        .der()
+        .to_vec();
+    let r = client
+        .renew_agent_svid(pb::RenewAgentSvidRequest { csr })
+        .await
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "agent SVID renewal refused: {} ({:?})",
+                s.message(),
+                s.code()
+            )
+        })?
+        .into_inner();
+    Ok(AgentSvid {
+        spiffe_id: svid.spiffe_id.clone(),
+        chain: r.svid_chain,
+        key_pkcs8: key.serialize_der(),
+        issued_at: unix_now(),
+        expires_at: r.expires_at,
+        roots: r.root_cas,
+    })
 }

@@ -333,3 +333,68 @@ fn a_banned_agent_cannot_attest_until_evicted() {
         .cli_ok(&["agent", "evict", "--spiffe-id", &o.spiffe_id]);
     attest(&cfg).expect("after eviction the node attests again");
 }
+
+fn agent_svid(o: &ironroot_agent::attest::AttestOutcome) -> ironroot_agent::sync::AgentSvid {
+    ironroot_agent::sync::AgentSvid {
+        spiffe_id: o.spiffe_id.clone(),
+        chain: o.svid_chain.clone(),
+        key_pkcs8: pem::parse(&o.key_pem).unwrap().into_contents(),
+        issued_at: 0,
+        expires_at: o.expires_at,
+        roots: o.root_cas.clone(),
+    }
+}
+
+#[test]
+fn only_join_token_agents_renew_without_attesting() {
+    let env = good_env("renew_agent_svid");
+    let (_tpm, mut cfg) = booted(&env);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A TPM agent must re-attest with a fresh quote.
+    let o = attest(&cfg).expect("tpm_ek attestation");
+    let e = rt
+        .block_on(ironroot_agent::sync::renew_agent_svid(
+            &cfg,
+            &agent_svid(&o),
+        ))
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("renews by attesting again"),
+        "{e:#}"
+    );
+
+    // A join_token agent renews over mTLS; its old SVID is then refused.
+    let out = env
+        .server
+        .cli_ok(&["token", "generate", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    cfg.node_attestor = "join_token".into();
+    cfg.join_token = Some(v["token"].as_str().unwrap().to_string());
+    let o = attest(&cfg).expect("join_token attestation");
+    let old = agent_svid(&o);
+    let renewed = rt
+        .block_on(ironroot_agent::sync::renew_agent_svid(&cfg, &old))
+        .expect("join_token renewal");
+    assert_ne!(renewed.chain[0], old.chain[0]);
+    let cache = ironroot_agent::cache::Cache::new("example.org");
+    rt.block_on(async {
+        let ch = ironroot_agent::sync::agent_channel(&cfg, &renewed)
+            .await
+            .unwrap();
+        let mut c = ironroot_api::agent::agent_client::AgentClient::new(ch);
+        ironroot_agent::sync::sync_once(&mut c, &cache)
+            .await
+            .expect("new SVID syncs");
+        let ch = ironroot_agent::sync::agent_channel(&cfg, &old)
+            .await
+            .unwrap();
+        let mut c = ironroot_api::agent::agent_client::AgentClient::new(ch);
+        let e = ironroot_agent::sync::sync_once(&mut c, &cache)
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("not its current one"), "{e:#}");
+    });
+}

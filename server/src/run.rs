@@ -308,6 +308,7 @@ impl Server {
                 store: self.store.clone(),
                 ca: self.ca.clone(),
                 changes: self.changes.clone(),
+                agent_svid_ttl: self.config.node_api.agent_svid_ttl,
             })))
             .max_decoding_message_size(self.config.node_api.max_message_bytes);
         let roots_ca = self.ca.clone();

@@ -29,6 +29,8 @@ pub struct AgentService {
     pub store: Arc<dyn DataStore>,
     pub ca: Arc<CertificateAuthority>,
     pub changes: Changes,
+    /// Lifetime of renewed agent SVIDs.
+    pub agent_svid_ttl: std::time::Duration,
 }
 
 /// The calling agent, once its SVID checked out.
@@ -243,6 +245,46 @@ impl Agent for AgentApi {
                 .mint_jwt_svid(&e.spiffe_id, &r.audience, e.jwt_svid_ttl)
                 .map_err(ca_status)?;
             Ok(Response::new(pb::NewJwtSvidResponse { token, expires_at }))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+    }
+
+    async fn renew_agent_svid(
+        &self,
+        req: Request<pb::RenewAgentSvidRequest>,
+    ) -> Result<Response<pb::RenewAgentSvidResponse>, Status> {
+        let svc = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let caller = svc.caller(&req)?;
+            if caller.node.attestor != crate::node::join_token::NAME {
+                return Err(Status::permission_denied(format!(
+                    "{} attested with {}: it renews by attesting again with a fresh quote",
+                    caller.id, caller.node.attestor
+                )));
+            }
+            let ttl = u32::try_from(svc.agent_svid_ttl.as_secs()).unwrap_or(u32::MAX);
+            let svid = svc
+                .ca
+                .sign_x509_svid_csr(&req.get_ref().csr, &caller.id, ttl, &[])
+                .map_err(ca_status)?;
+            let now = unix_now();
+            let mut node = caller.node.clone();
+            node.serial_number = svid
+                .chain
+                .first()
+                .and_then(|d| serial_hex(d))
+                .unwrap_or_default();
+            node.expires_at = svid.expires_at;
+            node.last_attested_at = now;
+            svc.store.record_attestation(&node).map_err(store_status)?;
+            let roots = svc.ca.bundle().map_err(ca_status)?.x509_authorities;
+            info!(agent = %caller.id, "agent SVID renewed (join_token)");
+            Ok(Response::new(pb::RenewAgentSvidResponse {
+                svid_chain: svid.chain,
+                expires_at: svid.expires_at,
+                root_cas: roots,
+            }))
         })
         .await
         .map_err(|e| Status::internal(format!("worker failed: {e}")))?
