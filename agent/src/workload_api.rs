@@ -212,13 +212,24 @@ fn x509_bundles(s: &Snapshot) -> pb::X509BundlesResponse {
     }
 }
 
+/// A JWKS with only the JWT-SVID keys (every key with a `kid`): clients of
+/// FetchJWTBundles reject X.509 keys, which carry none.
+fn jwt_only(td: &str, jwks: &str) -> Option<Vec<u8>> {
+    let t = TrustDomain::parse(td).ok()?;
+    let mut b = TrustBundle::from_jwks_json(t, jwks).ok()?;
+    b.x509_authorities.clear();
+    b.to_jwks_json().ok().map(String::into_bytes)
+}
+
 fn jwt_bundles(s: &Snapshot) -> pb::JwtBundlesResponse {
     let mut bundles: HashMap<String, Vec<u8>> = s
         .federated_jwks
         .iter()
-        .map(|(td, j)| (td_id(td), j.clone().into_bytes()))
+        .filter_map(|(td, j)| Some((td_id(td), jwt_only(td, j)?)))
         .collect();
-    bundles.insert(td_id(&s.trust_domain), s.jwks_json.clone().into_bytes());
+    if let Some(own) = jwt_only(&s.trust_domain, &s.jwks_json) {
+        bundles.insert(td_id(&s.trust_domain), own);
+    }
     pb::JwtBundlesResponse { bundles }
 }
 
