@@ -134,6 +134,7 @@ pub async fn run(
                 None => attest_with_backoff(&cfg, on_attested).await,
             };
             let mut backoff = Duration::from_secs(1);
+            let mut renewal_backoff = Duration::from_secs(1);
             // Sync with this SVID until half life (then re-attest), or until it
             // expired during an outage (then re-attest as well).
             while unix_now() < svid.expires_at {
@@ -141,14 +142,31 @@ pub async fn run(
                     Ok(ch) => *server.write().await = Some(AgentClient::new(ch)),
                     Err(e) => warn!("server unreachable: {e:#}"),
                 }
-                match sync::run(&cfg, &svid, &cache).await {
+                let mut synced = false;
+                let result = sync::run(&cfg, &svid, &cache, &mut synced).await;
+                if synced {
+                    // The server was back: a later outage starts the backoff over.
+                    backoff = Duration::from_secs(1);
+                }
+                match result {
                     Ok(()) => {
                         // Half life: TPM agents re-attest (fresh quote); a join_token
                         // agent renews over mTLS, its token being spent.
                         if cfg.node_attestor == "join_token" {
                             match sync::renew_agent_svid(&cfg, &svid).await {
                                 Ok(s) => renewable = Some(s),
-                                Err(e) => warn!("agent SVID renewal failed: {e:#}"),
+                                Err(e) => {
+                                    // Attesting again would present the spent token:
+                                    // keep syncing with this SVID and retry the
+                                    // renewal until it expires.
+                                    warn!(
+                                        "agent SVID renewal failed, retrying in {}s: {e:#}",
+                                        renewal_backoff.as_secs()
+                                    );
+                                    tokio::time::sleep(renewal_backoff).await;
+                                    renewal_backoff = (renewal_backoff * 2).min(MAX_BACKOFF);
+                                    continue;
+                                }
                             }
                         }
                         break;

@@ -134,6 +134,19 @@ pub async fn sync_once(client: &mut AgentClient<Channel>, cache: &Cache) -> anyh
             );
         }
     }
+    // An SVID the server did not renew this time (it reported an error for
+    // it) is kept while still valid for the same entry revision: a failed
+    // renewal must not take an identity away before it expires.
+    for e in &resp.entries {
+        if let Some(s) = current.svids.get(&e.id) {
+            if !svids.contains_key(&e.id)
+                && s.entry_revision == e.revision_number
+                && s.expires_at > now
+            {
+                svids.insert(e.id.clone(), s.clone());
+            }
+        }
+    }
     let next = Snapshot {
         trust_domain: current.trust_domain.clone(),
         entries: resp.entries,
@@ -147,10 +160,17 @@ pub async fn sync_once(client: &mut AgentClient<Channel>, cache: &Cache) -> anyh
 
 /// Syncs until the agent SVID reaches half life (then returns, so the caller
 /// re-attests) or the connection fails (returns the error; the caller backs off).
-pub async fn run(cfg: &AgentConfig, svid: &AgentSvid, cache: &Cache) -> anyhow::Result<()> {
+/// `synced` is set once a first sync went through (the caller's backoff starts over).
+pub async fn run(
+    cfg: &AgentConfig,
+    svid: &AgentSvid,
+    cache: &Cache,
+    synced: &mut bool,
+) -> anyhow::Result<()> {
     let channel = agent_channel(cfg, svid).await?;
     let mut client = AgentClient::new(channel);
     sync_once(&mut client, cache).await?;
+    *synced = true;
     let mut notices = client
         .watch_changes(pb::WatchChangesRequest {})
         .await

@@ -77,6 +77,17 @@ pub struct Env {
 /// Starts a server whose `[node_attestors.tpm]` is `tpm_section` (without its
 /// header), with `policies` (name, TOML) in its policies_dir.
 pub fn start_server(test: &str, tpm_section: &str, policies: &[(&str, String)]) -> Env {
+    start_server_with_node_api(test, tpm_section, policies, "")
+}
+
+/// [`start_server`] with `node_api_extra` (TOML lines, e.g. `agent_svid_ttl = "8s"`)
+/// added to its `[node_api]` section.
+pub fn start_server_with_node_api(
+    test: &str,
+    tpm_section: &str,
+    policies: &[(&str, String)],
+    node_api_extra: &str,
+) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let hsm = SoftHsm::new(&dir.path().join("hsm"));
     hsm.init_token("ca");
@@ -87,7 +98,7 @@ pub fn start_server(test: &str, tpm_section: &str, policies: &[(&str, String)]) 
     }
     let port = free_port();
     let extra = format!(
-        "[node_api]\nlisten = \"127.0.0.1:{port}\"\nchallenge_ttl = \"20s\"\n\n\
+        "[node_api]\nlisten = \"127.0.0.1:{port}\"\nchallenge_ttl = \"20s\"\n{node_api_extra}\n\n\
          [node_attestors.tpm]\npolicies_dir = \"{}\"\n{tpm_section}\n",
         pdir.display()
     );
@@ -165,14 +176,20 @@ pub fn assert_rejected(r: anyhow::Result<AttestOutcome>, check: &str, words: &[&
 
 /// A server trusting the test TPMs' EK CA, with the policy of `Boot::default()` as default.
 pub fn good_env(test: &str) -> Env {
+    good_env_with_node_api(test, "")
+}
+
+/// [`good_env`] with `node_api_extra` added to the server's `[node_api]` section.
+pub fn good_env_with_node_api(test: &str, node_api_extra: &str) -> Env {
     let ca = ek_ca_bundle(tpm_state());
-    start_server(
+    start_server_with_node_api(
         test,
         &format!(
             "ek_ca_bundle = \"{}\"\ndefault_policy = \"good\"",
             ca.display()
         ),
         &[("good", policy_toml("good", &Boot::default()))],
+        node_api_extra,
     )
 }
 
