@@ -73,6 +73,11 @@ pub async fn channel_with_identity(
     let addr = address.to_string();
     Endpoint::try_from(format!("http://{address}"))
         .with_context(|| format!("server_address {address:?} is not host:port"))?
+        // A silently dropped connection is noticed in seconds, not when TCP gives up.
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .http2_keep_alive_interval(std::time::Duration::from_secs(15))
+        .keep_alive_timeout(std::time::Duration::from_secs(10))
+        .keep_alive_while_idle(true)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let (connector, addr) = (connector.clone(), addr.clone());
             async move {

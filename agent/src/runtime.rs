@@ -171,6 +171,15 @@ pub async fn run(
                         }
                         break;
                     }
+                    Err(e)
+                        if format!("{e:#}").contains("PermissionDenied")
+                            && cfg.node_attestor != "join_token" =>
+                    {
+                        // Evicted, banned, or an SVID that is no longer current:
+                        // retrying with it cannot help; attest again.
+                        warn!("the server refused the agent SVID, attesting again: {e:#}");
+                        break;
+                    }
                     Err(e) => {
                         warn!(
                             "sync failed (serving cached SVIDs), retrying in {}s: {e:#}",
