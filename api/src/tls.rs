@@ -46,6 +46,64 @@ pub fn svid_spiffe_id(leaf_der: &[u8]) -> Result<SpiffeId, String> {
     }
 }
 
+/// Verifies `end_entity` (with `intermediates`) to one of `roots` for `usage`;
+/// `who` ("server"/"client") names the peer in errors.
+fn verify_chain(
+    roots: &[CertificateDer<'static>],
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+    usage: webpki::KeyUsage,
+    algs: WebPkiSupportedAlgorithms,
+    who: &str,
+) -> Result<(), rustls::Error> {
+    let anchors: Vec<_> = roots
+        .iter()
+        .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
+        .collect();
+    if anchors.is_empty() {
+        return Err(bad(
+            "the trust bundle holds no usable root certificate".into()
+        ));
+    }
+    let ee = webpki::EndEntityCert::try_from(end_entity)
+        .map_err(|e| bad(format!("{who} certificate: {e}")))?;
+    ee.verify_for_usage(algs.all, &anchors, intermediates, now, usage, None, None)
+        .map_err(|e| {
+            bad(format!(
+                "{who} certificate does not verify to the trust bundle: {e}"
+            ))
+        })?;
+    Ok(())
+}
+
+/// The handshake-signature methods both verifiers share: ring's algorithms.
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(message, cert, dss, &self.algs)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(message, cert, dss, &self.algs)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.algs.supported_schemes()
+        }
+    };
+}
+
 /// Verifies a server's X.509-SVID against a bundle and one expected SPIFFE ID.
 #[derive(Debug)]
 pub struct SpiffeServerVerifier {
@@ -78,32 +136,15 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let anchors: Vec<_> = self
-            .roots
-            .iter()
-            .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
-            .collect();
-        if anchors.is_empty() {
-            return Err(bad(
-                "the trust bundle holds no usable root certificate".into()
-            ));
-        }
-        let ee = webpki::EndEntityCert::try_from(end_entity)
-            .map_err(|e| bad(format!("server certificate: {e}")))?;
-        ee.verify_for_usage(
-            self.algs.all,
-            &anchors,
+        verify_chain(
+            &self.roots,
+            end_entity,
             intermediates,
             now,
             webpki::KeyUsage::server_auth(),
-            None,
-            None,
-        )
-        .map_err(|e| {
-            bad(format!(
-                "server certificate does not verify to the trust bundle: {e}"
-            ))
-        })?;
+            self.algs,
+            "server",
+        )?;
         let id = svid_spiffe_id(end_entity).map_err(bad)?;
         if id != self.expected {
             return Err(bad(format!(
@@ -114,27 +155,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// The roots a verifier trusts right now (the bundle changes with CA rotation).
@@ -187,49 +208,18 @@ impl rustls::server::danger::ClientCertVerifier for SpiffeClientVerifier {
             .into_iter()
             .map(CertificateDer::from)
             .collect();
-        let anchors: Vec<_> = roots
-            .iter()
-            .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
-            .collect();
-        let ee = webpki::EndEntityCert::try_from(end_entity)
-            .map_err(|e| bad(format!("client certificate: {e}")))?;
-        ee.verify_for_usage(
-            self.algs.all,
-            &anchors,
+        verify_chain(
+            &roots,
+            end_entity,
             intermediates,
             now,
             webpki::KeyUsage::client_auth(),
-            None,
-            None,
-        )
-        .map_err(|e| {
-            bad(format!(
-                "client certificate does not verify to the trust bundle: {e}"
-            ))
-        })?;
+            self.algs,
+            "client",
+        )?;
         svid_spiffe_id(end_entity).map_err(bad)?;
         Ok(rustls::server::danger::ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
+    handshake_signatures!();
 }

@@ -109,6 +109,40 @@ pub fn attest_caller(
     Ok(all)
 }
 
+/// Adds `<kind>:<path_key>:<executable path>` and `<kind>:sha256:<hex>` for
+/// the caller's executable (shared by the unix and process attestors).
+pub(crate) fn push_exe_selectors(
+    out: &mut Vec<Selector>,
+    caller: &Caller,
+    hasher: &exe_hash::ExeHasher,
+    max_bytes: u64,
+    kind: &str,
+    path_key: &str,
+) -> Result<(), WorkloadAttestError> {
+    let pid = caller.pid;
+    let exe = procfs::exe_path(caller)?;
+    match exe.to_str() {
+        Some(p) => push_selector(out, pid, kind, format!("{path_key}:{p}")),
+        // A lossy conversion could make two different paths look alike.
+        None => tracing::warn!(
+            pid,
+            path = ?exe,
+            "executable path is not UTF-8; no {kind}:{path_key} selector"
+        ),
+    }
+    match hasher.sha256(caller, max_bytes)? {
+        exe_hash::ExeDigest::Sha256(hex) => push_selector(out, pid, kind, format!("sha256:{hex}")),
+        exe_hash::ExeDigest::TooLarge { size, max } => tracing::warn!(
+            pid,
+            path = ?exe,
+            size,
+            max,
+            "executable larger than sha256_max_bytes; no {kind}:sha256 selector"
+        ),
+    }
+    Ok(())
+}
+
 /// Adds `kind:value` to `out`. A value that is not a valid selector (a control
 /// character in a file name, too long) is left out with a warning: fewer
 /// selectors can only match fewer entries, never more.

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use ironroot_api::selector::Selector;
 use serde::{Deserialize, Serialize};
 
-use super::exe_hash::{ExeDigest, ExeHasher, DEFAULT_SHA256_MAX_BYTES};
-use super::procfs::{exe_path, proc_err, read_bytes, read_text, require_status_field};
+use super::exe_hash::{ExeHasher, DEFAULT_SHA256_MAX_BYTES};
+use super::procfs::{proc_err, read_bytes, read_text, require_status_field};
 use super::{push_selector, WorkloadAttestError, WorkloadAttestor};
 use crate::workload::caller::{is_gone, read_stat, Caller};
 
@@ -92,24 +92,14 @@ impl WorkloadAttestor for ProcessAttestor {
         let pid = caller.pid;
         let mut out = Vec::new();
 
-        let exe = exe_path(caller)?;
-        match exe.to_str() {
-            Some(p) => push_selector(&mut out, pid, NAME, format!("exe:{p}")),
-            // A lossy conversion could make two different paths look alike.
-            None => {
-                tracing::warn!(pid, path = ?exe, "executable path is not UTF-8; no process:exe selector")
-            }
-        }
-        match self.hasher.sha256(caller, self.config.sha256_max_bytes)? {
-            ExeDigest::Sha256(hex) => push_selector(&mut out, pid, NAME, format!("sha256:{hex}")),
-            ExeDigest::TooLarge { size, max } => tracing::warn!(
-                pid,
-                path = ?exe,
-                size,
-                max,
-                "executable larger than sha256_max_bytes; no process:sha256 selector"
-            ),
-        }
+        super::push_exe_selectors(
+            &mut out,
+            caller,
+            &self.hasher,
+            self.config.sha256_max_bytes,
+            NAME,
+            "exe",
+        )?;
 
         let cmdline = read_bytes(caller, "cmdline", "the command line")?;
         match join_args(&cmdline, self.config.args_max_bytes) {

@@ -18,8 +18,8 @@ use ironroot_api::selector::Selector;
 use nix::unistd::{Gid, Group, Uid, User};
 use serde::{Deserialize, Serialize};
 
-use super::exe_hash::{ExeDigest, ExeHasher, DEFAULT_SHA256_MAX_BYTES};
-use super::procfs::{exe_path, read_text, require_status_field};
+use super::exe_hash::{ExeHasher, DEFAULT_SHA256_MAX_BYTES};
+use super::procfs::{read_text, require_status_field};
 use super::{push_selector, WorkloadAttestError, WorkloadAttestor};
 use crate::workload::caller::Caller;
 
@@ -97,25 +97,14 @@ impl WorkloadAttestor for UnixAttestor {
             }
         }
 
-        let exe = exe_path(caller)?;
-        match exe.to_str() {
-            Some(p) => push_selector(&mut out, pid, NAME, format!("path:{p}")),
-            // A lossy conversion could make two different paths look alike.
-            None => {
-                tracing::warn!(pid, path = ?exe, "executable path is not UTF-8; no unix:path selector")
-            }
-        }
-
-        match self.hasher.sha256(caller, self.config.sha256_max_bytes)? {
-            ExeDigest::Sha256(hex) => push_selector(&mut out, pid, NAME, format!("sha256:{hex}")),
-            ExeDigest::TooLarge { size, max } => tracing::warn!(
-                pid,
-                path = ?exe,
-                size,
-                max,
-                "executable larger than sha256_max_bytes; no unix:sha256 selector"
-            ),
-        }
+        super::push_exe_selectors(
+            &mut out,
+            caller,
+            &self.hasher,
+            self.config.sha256_max_bytes,
+            NAME,
+            "path",
+        )?;
         Ok(out)
     }
 }
