@@ -398,3 +398,113 @@ fn only_join_token_agents_renew_without_attesting() {
         assert!(format!("{e:#}").contains("not its current one"), "{e:#}");
     });
 }
+
+#[test]
+fn an_agent_cannot_obtain_another_agents_entries() {
+    let env = good_env("entry_authorization");
+    let (_tpm, cfg) = booted(&env);
+    let o = attest(&cfg).expect("attestation");
+    let mine = env.server.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/mine",
+        "--parent-id",
+        &o.spiffe_id,
+        "--selector",
+        "unix:uid:0",
+        "--output",
+        "json",
+    ]);
+    let theirs = env.server.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/theirs",
+        "--parent-id",
+        "spiffe://example.org/spire/agent/tpm_ek/someone-else",
+        "--selector",
+        "unix:uid:0",
+        "--output",
+        "json",
+    ]);
+    let id_of = |j: &str| {
+        let v: serde_json::Value = serde_json::from_str(j).unwrap();
+        v["entries"][0]["id"].as_str().unwrap().to_string()
+    };
+    let (mine, theirs) = (id_of(&mine), id_of(&theirs));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ch = ironroot_agent::sync::agent_channel(&cfg, &agent_svid(&o))
+            .await
+            .unwrap();
+        let mut c = ironroot_api::agent::agent_client::AgentClient::new(ch);
+        // Sync lists only this agent's entries.
+        let synced = c
+            .sync_entries(ironroot_api::agent::SyncEntriesRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let ids: Vec<&str> = synced.entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, vec![mine.as_str()]);
+        // Asking to sign the other agent's entry directly is refused.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap()
+            .der()
+            .to_vec();
+        let r = c
+            .batch_new_x509_svid(ironroot_api::agent::BatchNewX509SvidRequest {
+                requests: vec![
+                    ironroot_api::agent::X509SvidRequest {
+                        entry_id: theirs.clone(),
+                        csr: csr.clone(),
+                    },
+                    ironroot_api::agent::X509SvidRequest {
+                        entry_id: mine.clone(),
+                        csr,
+                    },
+                ],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.results[0].svid_chain.is_empty());
+        assert!(
+            r.results[0].error.contains("is not authorized"),
+            "{:?}",
+            r.results[0]
+        );
+        assert!(
+            !r.results[1].svid_chain.is_empty(),
+            "{:?}",
+            r.results[1].error
+        );
+        let e = c
+            .new_jwt_svid(ironroot_api::agent::NewJwtSvidRequest {
+                entry_id: theirs,
+                audience: vec!["x".into()],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    });
+    // Without an agent SVID the agent API is closed.
+    let e = rt.block_on(async {
+        let roots = ironroot_agent::connect::read_bundle(&cfg.trust_bundle_path).unwrap();
+        let id =
+            ironroot_api::spiffe_id::SpiffeId::parse("spiffe://example.org/spire/server").unwrap();
+        let ch = ironroot_agent::connect::channel(&cfg.server_address, roots, id)
+            .await
+            .unwrap();
+        ironroot_api::agent::agent_client::AgentClient::new(ch)
+            .sync_entries(ironroot_api::agent::SyncEntriesRequest {})
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+}
