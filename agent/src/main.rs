@@ -448,10 +448,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Each workload connection holds a socket and a pidfd: raise the soft
+/// open-file limit to the hard one so a busy node does not hit EMFILE at ~500.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    raise_fd_limit();
+    // Attestors run on blocking threads: a burst of workloads must not become
+    // hundreds of OS threads.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(16)
         .build()
     {
         Ok(rt) => rt,

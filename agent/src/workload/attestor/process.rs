@@ -196,12 +196,12 @@ fn parent_exe(caller: &Caller) -> Result<Option<String>, WorkloadAttestError> {
             );
             return Ok(None);
         }
-        Err(source) => {
-            return Err(WorkloadAttestError::Io {
-                what: "the parent's executable",
-                path,
-                source,
-            })
+        Err(e) => {
+            // A parent we may not inspect (another user's, or init in some
+            // sandboxes) costs the selector, not the workload's identity:
+            // fewer selectors can only match fewer entries.
+            tracing::warn!(pid = caller.pid, ppid, error = %e, "cannot read the parent's executable; no process:parent_exe");
+            return Ok(None);
         }
     };
     if read_stat(caller.pid)?.ppid != ppid {
