@@ -7,5 +7,8 @@ cargo bench -p ironroot-server --bench svid_signing
 # The attestation bench drives the release server binary.
 cargo build --release -p ironroot-server
 cargo bench -p ironroot-agent --bench attestation
+# The Workload API bench drives the release server and agent binaries.
+cargo build --release -p ironroot-server -p ironroot-agent
+cargo bench -p ironroot-agent --bench workload_api
 cargo bench -p ironroot-tpm --bench eventlog
 cargo bench -p ironroot-hsm --bench sign_rate
