@@ -138,12 +138,15 @@ pub async fn run(
             // Sync with this SVID until half life (then re-attest), or until it
             // expired during an outage (then re-attest as well).
             while unix_now() < svid.expires_at {
-                match sync::agent_channel(&cfg, &svid).await {
-                    Ok(ch) => *server.write().await = Some(AgentClient::new(ch)),
-                    Err(e) => warn!("server unreachable: {e:#}"),
-                }
                 let mut synced = false;
-                let result = sync::run(&cfg, &svid, &cache, &mut synced).await;
+                // One channel serves the sync loop and the JWT-SVID requests.
+                let result = match sync::agent_channel(&cfg, &svid).await {
+                    Ok(ch) => {
+                        *server.write().await = Some(AgentClient::new(ch.clone()));
+                        sync::run(ch, &svid, &cache, &mut synced).await
+                    }
+                    Err(e) => Err(e.context("server unreachable")),
+                };
                 if synced {
                     // The server was back: a later outage starts the backoff over.
                     backoff = Duration::from_secs(1);

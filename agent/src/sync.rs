@@ -162,12 +162,11 @@ pub async fn sync_once(client: &mut AgentClient<Channel>, cache: &Cache) -> anyh
 /// re-attests) or the connection fails (returns the error; the caller backs off).
 /// `synced` is set once a first sync went through (the caller's backoff starts over).
 pub async fn run(
-    cfg: &AgentConfig,
+    channel: Channel,
     svid: &AgentSvid,
     cache: &Cache,
     synced: &mut bool,
 ) -> anyhow::Result<()> {
-    let channel = agent_channel(cfg, svid).await?;
     let mut client = AgentClient::new(channel);
     sync_once(&mut client, cache).await?;
     *synced = true;

@@ -283,7 +283,7 @@ impl CertificateAuthority {
             .ok_or(CaError::NotReady("X.509"))?;
         let info = self.find_key(&slot.key_label)?;
         let key = HsmKey::new(Signer::new(self.km.clone(), info))?;
-        if x509_public_key_bits(&slot.cert_der)? != rcgen::PublicKeyData::der_bytes(&key) {
+        if x509::cert_public_key_bits(&slot.cert_der)? != rcgen::PublicKeyData::der_bytes(&key) {
             return Err(CaError::Key(format!(
                 "key '{}' does not match the CA certificate in the journal",
                 slot.key_label
@@ -324,16 +324,4 @@ impl CertificateAuthority {
             not_after: slot.not_after,
         })
     }
-}
-
-fn x509_public_key_bits(der: &[u8]) -> Result<Vec<u8>, CaError> {
-    use der::Decode;
-    let cert = x509_cert::Certificate::from_der(der)
-        .map_err(|e| CaError::Journal(format!("CA certificate in the journal: {e}")))?;
-    Ok(cert
-        .tbs_certificate
-        .subject_public_key_info
-        .subject_public_key
-        .raw_bytes()
-        .to_vec())
 }

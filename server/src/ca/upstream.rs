@@ -44,18 +44,6 @@ pub fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, CaError> {
     Ok(certs)
 }
 
-fn cert_public_key_bits(der: &[u8]) -> Result<Vec<u8>, CaError> {
-    use der::Decode;
-    let cert = x509_cert::Certificate::from_der(der)
-        .map_err(|e| CaError::Upstream(format!("cannot parse upstream certificate: {e}")))?;
-    Ok(cert
-        .tbs_certificate
-        .subject_public_key_info
-        .subject_public_key
-        .raw_bytes()
-        .to_vec())
-}
-
 impl Upstream {
     fn assemble(
         cert_file: &Path,
@@ -78,7 +66,7 @@ impl Upstream {
             .collect();
         chain.dedup();
         let not_after = cert_not_after(&cert)?;
-        if cert_public_key_bits(&cert)? != rcgen::PublicKeyData::der_bytes(&key) {
+        if super::x509::cert_public_key_bits(&cert)? != rcgen::PublicKeyData::der_bytes(&key) {
             return Err(CaError::Upstream(format!(
                 "the upstream key does not match the public key of {}",
                 cert_file.display()

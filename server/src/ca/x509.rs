@@ -156,3 +156,17 @@ pub fn cert_not_after(der: &[u8]) -> Result<i64, CaError> {
         .as_secs();
     i64::try_from(secs).map_err(|_| CaError::Certificate("notAfter out of range".into()))
 }
+
+/// The subjectPublicKey bits of a DER certificate (EC point or RSAPublicKey),
+/// to check that a key matches a certificate.
+pub fn cert_public_key_bits(der: &[u8]) -> Result<Vec<u8>, CaError> {
+    use der::Decode;
+    let cert = x509_cert::Certificate::from_der(der)
+        .map_err(|e| CaError::Certificate(format!("cannot parse certificate: {e}")))?;
+    Ok(cert
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes()
+        .to_vec())
+}

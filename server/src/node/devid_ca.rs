@@ -61,15 +61,9 @@ impl DevIdCa {
         let params = ca_params(td);
         let cert_der = match std::fs::read(cert_path) {
             Ok(der) => {
-                use der::Decode;
-                let cert = x509_cert::Certificate::from_der(&der).map_err(|e| {
+                let bits = crate::ca::x509::cert_public_key_bits(&der).map_err(|e| {
                     anyhow::anyhow!("DevID CA certificate {}: {e}", cert_path.display())
                 })?;
-                let bits = cert
-                    .tbs_certificate
-                    .subject_public_key_info
-                    .subject_public_key
-                    .raw_bytes();
                 if bits != key.der_bytes() {
                     anyhow::bail!(
                         "DevID CA certificate {} does not match the key '{label}' in the HSM \
