@@ -261,8 +261,20 @@ where
                     return;
                 }
             }
+            // Also wake when a cached SVID expires (say during a server outage),
+            // so the stream stops offering it.
+            let now = unix_now();
+            let next_expiry = snap
+                .svids
+                .values()
+                .map(|s| s.expires_at)
+                .filter(|e| *e > now)
+                .min()
+                .map(|e| std::time::Duration::from_secs((e - now) as u64))
+                .unwrap_or(std::time::Duration::from_secs(3600));
             tokio::select! {
                 changed = rx.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(next_expiry) => {}
                 _ = tx.closed() => return,
             }
         }
