@@ -74,6 +74,20 @@ fn agent_svid(o: &AttestOutcome) -> anyhow::Result<AgentSvid> {
     })
 }
 
+/// A renewed SVID in the shape `data_dir` keeps.
+fn renewed_outcome(s: &AgentSvid) -> AttestOutcome {
+    AttestOutcome {
+        spiffe_id: s.spiffe_id.clone(),
+        selectors: Vec::new(),
+        boot_policy: String::new(),
+        svid_chain: s.chain.clone(),
+        root_cas: s.roots.clone(),
+        expires_at: s.expires_at,
+        key_pem: pem::encode(&pem::Pem::new("PRIVATE KEY", s.key_pkcs8.clone())),
+        devid_chain: Vec::new(),
+    }
+}
+
 /// Attests until it succeeds (with backoff) or shutdown.
 async fn attest_with_backoff(
     cfg: &AgentConfig,
@@ -157,7 +171,12 @@ pub async fn run(
                         // agent renews over mTLS, its token being spent.
                         if cfg.node_attestor == "join_token" {
                             match sync::renew_agent_svid(&cfg, &svid).await {
-                                Ok(s) => renewable = Some(s),
+                                Ok(s) => {
+                                    if let Err(e) = on_attested(&renewed_outcome(&s)) {
+                                        warn!("cannot save the renewed agent SVID: {e:#}");
+                                    }
+                                    renewable = Some(s);
+                                }
                                 Err(e) => {
                                     // Attesting again would present the spent token:
                                     // keep syncing with this SVID and retry the
