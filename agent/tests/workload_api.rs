@@ -190,4 +190,34 @@ fn workloads_get_their_svids_and_only_theirs() {
         elapsed < Duration::from_secs(3),
         "entry change took {elapsed:?}"
     );
+
+    // A federated bundle set on the server reaches the workload's response.
+    let fed = env.dir.path().join("federated.pem");
+    std::fs::write(&fed, env.server.cli_ok(&["bundle", "show"])).unwrap();
+    env.server.cli_ok(&[
+        "bundle",
+        "set",
+        "--id",
+        "spiffe://partner.org",
+        "--path",
+        fed.to_str().unwrap(),
+        "--format",
+        "pem",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = rt()
+            .block_on(api_client::fetch_x509(&agent.socket))
+            .unwrap();
+        if let Some(b) = r.federated_bundles.get("spiffe://partner.org") {
+            assert_eq!(der_certs(b), roots, "the partner bundle as set");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "federated bundle not served: {:?}",
+            r.federated_bundles.keys()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -161,6 +161,32 @@ pub enum BundleCommand {
         #[arg(long, value_enum, default_value_t = BundleFormat::Pem)]
         format: BundleFormat,
     },
+    /// Set (create or replace) a federated trust domain's bundle.
+    Set {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The federated trust domain, e.g. spiffe://other.org.
+        #[arg(long)]
+        id: String,
+        /// File holding the bundle.
+        #[arg(long)]
+        path: std::path::PathBuf,
+        /// Format of the file: a SPIFFE bundle (jwks) or PEM root certificates.
+        #[arg(long, value_enum, default_value_t = BundleFormat::Jwks)]
+        format: BundleFormat,
+    },
+    /// List federated bundles.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a federated bundle.
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -7,9 +7,10 @@ pub use socket::{bind_admin_socket, serve_admin};
 use std::sync::Arc;
 
 use ironroot_api::admin::{self as pb, admin_server::Admin};
+use ironroot_api::bundle::TrustBundle;
 use ironroot_api::entry::EntrySpec;
 use ironroot_api::selector::Selector;
-use ironroot_api::spiffe_id::SpiffeId;
+use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
@@ -33,6 +34,7 @@ pub fn store_status(e: StoreError) -> Status {
         e @ StoreError::RevisionMismatch { .. } => Status::failed_precondition(e.to_string()),
         e @ StoreError::NodeNotFound { .. } => Status::not_found(e.to_string()),
         e @ StoreError::Banned { .. } => Status::permission_denied(e.to_string()),
+        e @ StoreError::OwnTrustDomain { .. } => Status::invalid_argument(e.to_string()),
         e => Status::internal(e.to_string()),
     }
 }
@@ -43,6 +45,45 @@ pub fn ca_status(e: CaError) -> Status {
         e @ CaError::NotReady(_) => Status::unavailable(e.to_string()),
         e => Status::internal(e.to_string()),
     }
+}
+
+fn bundle_pb(b: &TrustBundle) -> Result<pb::Bundle, Status> {
+    let jwks_json = b
+        .to_jwks_json()
+        .map_err(|e| Status::internal(format!("cannot encode bundle: {e}")))?;
+    Ok(pb::Bundle {
+        trust_domain: b.trust_domain.to_string(),
+        x509_authorities: b.x509_authorities.clone(),
+        jwks_json,
+        sequence_number: b.sequence_number as i64,
+    })
+}
+
+/// "other.org" or "spiffe://other.org".
+fn parse_td(s: &str) -> Result<TrustDomain, Status> {
+    TrustDomain::parse(s.trim_start_matches("spiffe://"))
+        .map_err(|e| Status::invalid_argument(format!("trust_domain {s:?}: {e}")))
+}
+
+/// The CERTIFICATE blocks of a PEM text (at least one, each a parsable certificate).
+fn pem_certificates(text: &str) -> Result<Vec<Vec<u8>>, Status> {
+    use der::Decode;
+    let blocks =
+        pem::parse_many(text).map_err(|e| Status::invalid_argument(format!("pem: {e}")))?;
+    let certs: Vec<Vec<u8>> = blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| b.into_contents())
+        .collect();
+    if certs.is_empty() {
+        return Err(Status::invalid_argument("pem: no CERTIFICATE block"));
+    }
+    for c in &certs {
+        x509_cert::Certificate::from_der(c).map_err(|e| {
+            Status::invalid_argument(format!("pem: a certificate does not parse: {e}"))
+        })?;
+    }
+    Ok(certs)
 }
 
 fn agent_pb(n: crate::store::AttestedNode) -> pb::Agent {
@@ -176,15 +217,7 @@ impl Admin for AdminService {
         _req: Request<pb::GetBundleRequest>,
     ) -> Result<Response<pb::Bundle>, Status> {
         let b = self.ca.bundle().map_err(ca_status)?;
-        let jwks_json = b
-            .to_jwks_json()
-            .map_err(|e| Status::internal(format!("cannot encode bundle: {e}")))?;
-        Ok(Response::new(pb::Bundle {
-            trust_domain: b.trust_domain.to_string(),
-            x509_authorities: b.x509_authorities.clone(),
-            jwks_json,
-            sequence_number: b.sequence_number as i64,
-        }))
+        bundle_pb(&b).map(Response::new)
     }
 
     async fn mint_x509_svid(
@@ -278,6 +311,60 @@ impl Admin for AdminService {
             .ok_or_else(|| Status::not_found(msg))?;
         info!(agent = %n.spiffe_id, "agent evicted");
         Ok(Response::new(agent_pb(n)))
+    }
+
+    async fn set_federated_bundle(
+        &self,
+        req: Request<pb::SetFederatedBundleRequest>,
+    ) -> Result<Response<pb::Bundle>, Status> {
+        let r = req.into_inner();
+        let td = parse_td(&r.trust_domain)?;
+        let bundle = match (r.jwks_json.is_empty(), r.pem.is_empty()) {
+            (false, true) => TrustBundle::from_jwks_json(td, &r.jwks_json)
+                .map_err(|e| Status::invalid_argument(format!("jwks_json: {e}")))?,
+            (true, false) => {
+                let mut b = TrustBundle::new(td);
+                b.x509_authorities = pem_certificates(&r.pem)?;
+                b
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "give the bundle as jwks_json or as pem (one of them)",
+                ))
+            }
+        };
+        let store = self.store.clone();
+        let stored = bundle.clone();
+        blocking(move || store.put_federated_bundle(&stored).map_err(store_status)).await?;
+        info!(trust_domain = %bundle.trust_domain, "federated bundle set");
+        self.changes.bump();
+        bundle_pb(&bundle).map(Response::new)
+    }
+
+    async fn list_federated_bundles(
+        &self,
+        _req: Request<pb::ListFederatedBundlesRequest>,
+    ) -> Result<Response<pb::ListFederatedBundlesResponse>, Status> {
+        let store = self.store.clone();
+        let bundles =
+            blocking(move || store.list_federated_bundles().map_err(store_status)).await?;
+        Ok(Response::new(pb::ListFederatedBundlesResponse {
+            bundles: bundles.iter().map(bundle_pb).collect::<Result<_, _>>()?,
+        }))
+    }
+
+    async fn delete_federated_bundle(
+        &self,
+        req: Request<pb::DeleteFederatedBundleRequest>,
+    ) -> Result<Response<pb::DeleteFederatedBundleResponse>, Status> {
+        let td = parse_td(&req.into_inner().trust_domain)?;
+        let store = self.store.clone();
+        let deleted =
+            blocking(move || store.delete_federated_bundle(&td).map_err(store_status)).await?;
+        if deleted {
+            self.changes.bump();
+        }
+        Ok(Response::new(pb::DeleteFederatedBundleResponse { deleted }))
     }
 
     async fn health(
