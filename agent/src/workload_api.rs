@@ -305,15 +305,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<pb::X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let selectors = self.selectors(&req).await?;
-        if self
-            .cache
-            .snapshot()
-            .matching_entries(&selectors)
-            .is_empty()
-        {
-            return Err(no_identity());
-        }
+        self.require_identity(&req).await?;
         Ok(Response::new(watch_stream(&self.cache, |s| {
             Ok(x509_bundles(s))
         })))
@@ -354,15 +346,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<pb::JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let selectors = self.selectors(&req).await?;
-        if self
-            .cache
-            .snapshot()
-            .matching_entries(&selectors)
-            .is_empty()
-        {
-            return Err(no_identity());
-        }
+        self.require_identity(&req).await?;
         Ok(Response::new(watch_stream(&self.cache, |s| {
             Ok(jwt_bundles(s))
         })))
@@ -386,6 +370,20 @@ impl SpiffeWorkloadApi for WorkloadApi {
 }
 
 impl WorkloadApi {
+    /// Bundles go only to a caller that has an identity here (as SPIRE does).
+    async fn require_identity<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let selectors = self.selectors(req).await?;
+        if self
+            .cache
+            .snapshot()
+            .matching_entries(&selectors)
+            .is_empty()
+        {
+            return Err(no_identity());
+        }
+        Ok(())
+    }
+
     /// A JWT-SVID for `entry` and `audience`, from the cache while it has more
     /// than half its life left, else minted by the server.
     async fn jwt_for(
