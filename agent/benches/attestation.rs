@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ironroot_agent::attest::{attest, TpmSession};
 use ironroot_agent::config::{AgentConfig, TpmConfig};
-use ironroot_agent::simulate::{event_log, replay_into, SimulatedBoot};
+use ironroot_agent::simulate::replay_into;
 use ironroot_api::node as pb;
 use ironroot_api::spiffe_id::TrustDomain;
 use ironroot_server::node::certchain::Anchors;
@@ -19,11 +19,11 @@ use ironroot_server::node::nonce::NonceRegistry;
 use ironroot_server::node::tpm::policies::PolicySet;
 use ironroot_server::node::tpm::{TpmAttestor, TpmKind, TpmShared};
 use ironroot_server::node::{Begun, NodeAttestor};
-use ironroot_testkit::server::{server_config, ServerProcess, SoftHsm, TD};
+use ironroot_testkit::server::TD;
 use ironroot_testkit::swtpm::{SwtpmOptions, SwtpmState};
 use ironroot_tpm::device::{EkAlgorithm, PcrBank, Tpm};
-use ironroot_tpm::verify::eventlog::EventLog;
-use ironroot_tpm::verify::policy::generate_policy;
+
+mod support;
 
 const E2E_RUNS: usize = 60;
 const CPU_RUNS: usize = 60;
@@ -42,46 +42,18 @@ fn thread_cpu() -> Duration {
 fn main() {
     let state = SwtpmState::shared("bench", &SwtpmOptions::default());
     let tpm = state.spawn();
-    let log = event_log(&SimulatedBoot::default());
-    replay_into(&tpm.tcti(), &log).expect("simulated boot");
-    let policy = generate_policy("bench", &EventLog::parse(&log).expect("log"));
-
     // --- 1. end to end, against the real server binary
-    let dir = tempfile::tempdir().expect("tempdir");
-    let hsm = SoftHsm::new(&dir.path().join("hsm"));
-    hsm.init_token("ca");
-    let pdir = dir.path().join("policies");
-    std::fs::create_dir_all(&pdir).expect("policies");
-    std::fs::write(pdir.join("bench.toml"), policy.to_toml().expect("toml")).expect("policy");
-    let ek_ca = dir.path().join("ek-ca.pem");
-    let mut pem = std::fs::read_to_string(&state.ca_root_cert).expect("root");
-    pem.push_str(&std::fs::read_to_string(&state.issuer_cert).expect("issuer"));
-    std::fs::write(&ek_ca, pem).expect("ek ca");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let extra = format!(
-        "[node_api]\nlisten = \"127.0.0.1:{port}\"\n\n[node_attestors.tpm]\nek_ca_bundle = \"{}\"\npolicies_dir = \"{}\"\ndefault_policy = \"bench\"\n",
-        ek_ca.display(),
-        pdir.display()
-    );
-    let conf = server_config(dir.path(), &hsm, "ca", &extra);
-    let server = ServerProcess::start(
-        "bench_attestation",
-        &conf,
-        &hsm,
-        &dir.path().join("admin.sock"),
-    );
-    let bundle = dir.path().join("bundle.pem");
-    std::fs::write(&bundle, server.cli_ok(&["bundle", "show"])).expect("bundle");
-    let log_path = dir.path().join("eventlog.bin");
+    let mut env = support::start(state, "bench_attestation");
+    let log = env.log.clone();
+    replay_into(&tpm.tcti(), &log).expect("simulated boot");
+    let (ek_ca, pdir) = (env.ek_ca.clone(), env.policies.clone());
+    let log_path = env.dir.path().join("eventlog.bin");
     std::fs::write(&log_path, &log).expect("log");
     let cfg = AgentConfig {
         trust_domain: TD.into(),
-        server_address: format!("127.0.0.1:{port}"),
-        trust_bundle_path: bundle,
-        data_dir: dir.path().join("agent"),
+        server_address: env.address.clone(),
+        trust_bundle_path: env.bundle.clone(),
+        data_dir: env.dir.path().join("agent"),
         node_attestor: "tpm_ek".into(),
         join_token: None,
         tpm: TpmConfig {
@@ -112,7 +84,7 @@ fn main() {
         percentile(&lat, 0.5).as_secs_f64() * 1e3,
         percentile(&lat, 0.95).as_secs_f64() * 1e3
     );
-    drop(server);
+    env.server.stop();
 
     // --- 2. server-side verification CPU, in process
     let pset = PolicySet::load(&pdir, &[], Some("bench".into())).expect("policies");

@@ -30,13 +30,13 @@ use ironroot_agent::workload::caller::Caller;
 use ironroot_api::admin::{self as admin_pb, admin_client::AdminClient};
 use ironroot_api::workload::{self as pb, spiffe_workload_api_client::SpiffeWorkloadApiClient};
 use ironroot_server::cli::{ClientArgs, Output};
-use ironroot_testkit::server::{server_config, ServerProcess, SoftHsm, TD};
+use ironroot_testkit::server::TD;
 use ironroot_testkit::swtpm::{Swtpm, SwtpmOptions, SwtpmState};
-use ironroot_tpm::verify::eventlog::EventLog;
-use ironroot_tpm::verify::policy::generate_policy;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 use tonic::Streaming;
+
+mod support;
 
 const WARMUP: usize = 50;
 const LAT_CALLS: usize = 1000;
@@ -166,90 +166,41 @@ impl Drop for Agent {
     }
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-    address: String,
-    bundle: PathBuf,
-    server: ServerProcess,
-    log: Vec<u8>,
-}
-
-impl Env {
-    fn start_agent(&self, tpm: &Swtpm, name: &str) -> Agent {
-        let dir = self.dir.path().join(name);
-        std::fs::create_dir_all(&dir).expect("agent dir");
-        std::fs::write(dir.join("eventlog.bin"), &self.log).expect("log");
-        let socket = dir.join("api.sock");
-        let conf = dir.join("agent.toml");
-        std::fs::write(
-            &conf,
-            format!(
-                "trust_domain = \"{TD}\"\nserver_address = \"{}\"\ntrust_bundle_path = \"{}\"\n\
-                 data_dir = \"{}\"\nnode_attestor = \"tpm_ek\"\nlog_level = \"info\"\n\n\
-                 [tpm]\ntcti = \"{}\"\nevent_log_path = \"{}\"\nek = \"rsa\"\n\n\
-                 [workload_api]\nsocket_path = \"{}\"\n",
-                self.address,
-                self.bundle.display(),
-                dir.join("data").display(),
-                tpm.tcti(),
-                dir.join("eventlog.bin").display(),
-                socket.display()
-            ),
-        )
-        .expect("agent config");
-        let logf = std::fs::File::create(
-            ironroot_testkit::test_log_dir("bench_workload_api").join(format!("{name}.log")),
-        )
-        .expect("agent log");
-        let child = Command::new(agent_bin())
-            .args(["run", "-c"])
-            .arg(&conf)
-            .stdout(Stdio::from(logf.try_clone().expect("log")))
-            .stderr(Stdio::from(logf))
-            .spawn()
-            .expect("start agent");
-        Agent { child, socket }
-    }
-}
-
-fn start_env(state: &SwtpmState) -> Env {
-    let log = ironroot_agent::simulate::event_log(&Default::default());
-    let policy = generate_policy("bench", &EventLog::parse(&log).expect("log"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let hsm = SoftHsm::new(&dir.path().join("hsm"));
-    hsm.init_token("ca");
-    let pdir = dir.path().join("policies");
-    std::fs::create_dir_all(&pdir).expect("policies");
-    std::fs::write(pdir.join("bench.toml"), policy.to_toml().expect("toml")).expect("policy");
-    let ek_ca = dir.path().join("ek-ca.pem");
-    let mut pem = std::fs::read_to_string(&state.ca_root_cert).expect("root");
-    pem.push_str(&std::fs::read_to_string(&state.issuer_cert).expect("issuer"));
-    std::fs::write(&ek_ca, pem).expect("ek ca");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let extra = format!(
-        "[node_api]\nlisten = \"127.0.0.1:{port}\"\n\n[node_attestors.tpm]\nek_ca_bundle = \"{}\"\npolicies_dir = \"{}\"\ndefault_policy = \"bench\"\n",
-        ek_ca.display(),
-        pdir.display()
-    );
-    let conf = server_config(dir.path(), &hsm, "ca", &extra);
-    let server = ServerProcess::start(
-        "bench_workload_api",
+/// Starts `ironroot-agent run` for `tpm` against the bench server.
+fn start_agent(env: &support::BenchServer, tpm: &Swtpm, name: &str) -> Agent {
+    let dir = env.dir.path().join(name);
+    std::fs::create_dir_all(&dir).expect("agent dir");
+    std::fs::write(dir.join("eventlog.bin"), &env.log).expect("log");
+    let socket = dir.join("api.sock");
+    let conf = dir.join("agent.toml");
+    std::fs::write(
         &conf,
-        &hsm,
-        &dir.path().join("admin.sock"),
-    );
-    let bundle = dir.path().join("bundle.pem");
-    std::fs::write(&bundle, server.cli_ok(&["bundle", "show"])).expect("bundle");
-    Env {
-        dir,
-        address: format!("127.0.0.1:{port}"),
-        bundle,
-        server,
-        log,
-    }
+        format!(
+            "trust_domain = \"{TD}\"\nserver_address = \"{}\"\ntrust_bundle_path = \"{}\"\n\
+             data_dir = \"{}\"\nnode_attestor = \"tpm_ek\"\nlog_level = \"info\"\n\n\
+             [tpm]\ntcti = \"{}\"\nevent_log_path = \"{}\"\nek = \"rsa\"\n\n\
+             [workload_api]\nsocket_path = \"{}\"\n",
+            env.address,
+            env.bundle.display(),
+            dir.join("data").display(),
+            tpm.tcti(),
+            dir.join("eventlog.bin").display(),
+            socket.display()
+        ),
+    )
+    .expect("agent config");
+    let logf = std::fs::File::create(
+        ironroot_testkit::test_log_dir("bench_workload_api").join(format!("{name}.log")),
+    )
+    .expect("agent log");
+    let child = Command::new(agent_bin())
+        .args(["run", "-c"])
+        .arg(&conf)
+        .stdout(Stdio::from(logf.try_clone().expect("log")))
+        .stderr(Stdio::from(logf))
+        .spawn()
+        .expect("start agent");
+    Agent { child, socket }
 }
 
 /// The agent's SPIFFE ID: tpm_ek/<SHA-256 of the EK public key>.
@@ -377,7 +328,7 @@ fn main() {
     // --- set-up: server, swtpm, agent, one entry for uid 0
     let state = SwtpmState::shared("bench-wl", &SwtpmOptions::default());
     let tpm = state.spawn();
-    let env = start_env(state);
+    let env = support::start(state, "bench_workload_api");
     ironroot_agent::simulate::replay_into(&tpm.tcti(), &env.log).expect("simulated boot");
     let parent = agent_id(&tpm.tcti());
     let mut admin = rt
@@ -392,7 +343,7 @@ fn main() {
         &format!("spiffe://{TD}/bench/w0"),
         &parent,
     ));
-    let agent = env.start_agent(&tpm, "agent-a");
+    let agent = start_agent(&env, &tpm, "agent-a");
     rt.block_on(wait_for_svids(&agent.socket, 1));
     let rss_idle = rss(agent.pid());
     println!("agent RSS idle, 1 SVID cached: {}", rss_parts(agent.pid()));
@@ -624,7 +575,7 @@ fn main() {
     rt.block_on(wait_for_svids(&agent.socket, CACHED_SVIDS));
     let rss_a = rss(agent.pid());
     drop(agent);
-    let agent = env.start_agent(&tpm, "agent-b");
+    let agent = start_agent(&env, &tpm, "agent-b");
     let t = Instant::now();
     rt.block_on(wait_for_svids(&agent.socket, CACHED_SVIDS));
     let boot = t.elapsed();
