@@ -100,3 +100,39 @@ fn bad_config_is_named() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("must live in an HSM"), "{e}");
 }
+
+#[test]
+fn insecure_software_keys_work_and_warn_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let hsm = SoftHsm::new(&dir.path().join("hsm"));
+    let conf = dir.path().join("server.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "trust_domain = \"{TD}\"\ndata_dir = \"{}\"\ninsecure_software_keys = true\n\n\
+             [admin]\nsocket_path = \"{}\"\n\n[node_api]\nlisten = \"\"\n",
+            dir.path().join("data").display(),
+            dir.path().join("admin.sock").display()
+        ),
+    )
+    .unwrap();
+    let server = ServerProcess::start("insecure_keys", &conf, &hsm, &dir.path().join("admin.sock"));
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(
+        log.contains("INSECURE: insecure_software_keys = true"),
+        "{log}"
+    );
+    let h = server.cli_ok(&["healthcheck", "--output", "json"]);
+    assert!(h.contains("INSECURE software keys"), "{h}");
+    let out = dir.path().join("out");
+    server.cli_ok(&[
+        "x509",
+        "mint",
+        "--spiffe-id",
+        "spiffe://example.org/dev",
+        "--write",
+        out.to_str().unwrap(),
+    ]);
+    let (ok, text) = openssl_verify(&out.join("bundle.pem"), None, &out.join("svid.pem"));
+    assert!(ok, "{text}");
+}
