@@ -124,13 +124,15 @@ fn ca_rotates_on_schedule_with_overlapping_roots() {
     verify_jwt_svid(&jwt_a, &jwks, "x", t as i64).expect("old JWT verifies during overlap");
 
     // The old root leaves the bundle once it expires, and its key is destroyed.
+    // (The schedule prepares the next key right when the old one expires, so the
+    // bundle need not ever hold a single root: look for the old one leaving.)
     wait_for(
         "the old root to expire",
         Duration::from_secs(30),
         &server,
-        || roots(&server).len() == 1,
+        || !roots(&server).contains(&overlap[0]),
     );
-    assert_eq!(roots(&server), overlap[1..].to_vec(), "the new root stays");
+    assert!(roots(&server).contains(&overlap[1]), "the new root stays");
     wait_for(
         "the expired key to leave the token",
         Duration::from_secs(5),
