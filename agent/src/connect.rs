@@ -16,15 +16,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub fn read_bundle(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     let text = std::fs::read(path)
         .with_context(|| format!("cannot read trust bundle {}", path.display()))?;
-    let certs: Vec<Vec<u8>> = pem::parse_many(&text)
-        .with_context(|| format!("trust bundle {} is not PEM", path.display()))?
-        .into_iter()
-        .filter(|p| p.tag() == "CERTIFICATE")
-        .map(|p| p.into_contents())
-        .collect();
-    if certs.is_empty() {
-        anyhow::bail!("trust bundle {} holds no certificate", path.display());
-    }
+    let certs = ironroot_api::bundle::certificates_from_pem(&text)
+        .map_err(|e| anyhow::anyhow!("trust bundle {} {e}", path.display()))?;
     Ok(certs)
 }
 

@@ -281,3 +281,27 @@ mod b64_list {
 
 #[cfg(test)]
 mod tests;
+
+/// Why a PEM text gave no certificates.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PemCertificatesError {
+    #[error("is not valid PEM: {0}")]
+    Syntax(String),
+    #[error("holds no CERTIFICATE block")]
+    NoCertificate,
+}
+
+/// The DER contents of every CERTIFICATE block of a PEM text, in order; at
+/// least one. Other block types are ignored.
+pub fn certificates_from_pem(text: &[u8]) -> Result<Vec<Vec<u8>>, PemCertificatesError> {
+    let certs: Vec<Vec<u8>> = pem::parse_many(text)
+        .map_err(|e| PemCertificatesError::Syntax(e.to_string()))?
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| b.into_contents())
+        .collect();
+    if certs.is_empty() {
+        return Err(PemCertificatesError::NoCertificate);
+    }
+    Ok(certs)
+}

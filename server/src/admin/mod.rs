@@ -68,16 +68,8 @@ fn parse_td(s: &str) -> Result<TrustDomain, Status> {
 /// The CERTIFICATE blocks of a PEM text (at least one, each a parsable certificate).
 fn pem_certificates(text: &str) -> Result<Vec<Vec<u8>>, Status> {
     use der::Decode;
-    let blocks =
-        pem::parse_many(text).map_err(|e| Status::invalid_argument(format!("pem: {e}")))?;
-    let certs: Vec<Vec<u8>> = blocks
-        .into_iter()
-        .filter(|b| b.tag() == "CERTIFICATE")
-        .map(|b| b.into_contents())
-        .collect();
-    if certs.is_empty() {
-        return Err(Status::invalid_argument("pem: no CERTIFICATE block"));
-    }
+    let certs = ironroot_api::bundle::certificates_from_pem(text.as_bytes())
+        .map_err(|e| Status::invalid_argument(format!("pem {e}")))?;
     for c in &certs {
         x509_cert::Certificate::from_der(c).map_err(|e| {
             Status::invalid_argument(format!("pem: a certificate does not parse: {e}"))

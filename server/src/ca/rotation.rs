@@ -35,6 +35,10 @@ pub(super) fn load_journal(store: &dyn DataStore) -> Result<CaJournal, CaError> 
     Ok(j)
 }
 
+/// `apply_x509` or `apply_jwt`: one step, returning a key to destroy once persisted.
+type ApplyStep =
+    fn(&CertificateAuthority, &mut CaJournal, Step, i64) -> Result<Option<String>, CaError>;
+
 fn new_label(prefix: &str, kind: &str, now: i64) -> String {
     let mut r = [0u8; 4];
     rand::thread_rng().fill_bytes(&mut r);
@@ -91,23 +95,19 @@ impl CertificateAuthority {
     /// before the next one and before anything signs with a new key; an
     /// expired key is destroyed only once the journal no longer names it.
     fn run_steps(&self, journal: &mut CaJournal, now: i64) -> (bool, Result<(), CaError>) {
+        // The two key kinds have independent schedules: plan both first.
+        let steps: Vec<(Step, ApplyStep)> = journal::plan(&journal.x509, now)
+            .into_iter()
+            .map(|s| (s, Self::apply_x509 as ApplyStep))
+            .chain(
+                journal::plan(&journal.jwt, now)
+                    .into_iter()
+                    .map(|s| (s, Self::apply_jwt as ApplyStep)),
+            )
+            .collect();
         let mut changed = false;
-        for step in journal::plan(&journal.x509, now) {
-            let destroy = match self
-                .apply_x509(journal, step, now)
-                .and_then(|d| self.persist(journal).map(|()| d))
-            {
-                Ok(d) => d,
-                Err(e) => return (changed, Err(e)),
-            };
-            changed = true;
-            if let Some(label) = destroy {
-                self.destroy(&label);
-            }
-        }
-        for step in journal::plan(&journal.jwt, now) {
-            let destroy = match self
-                .apply_jwt(journal, step, now)
+        for (step, apply) in steps {
+            let destroy = match apply(self, journal, step, now)
                 .and_then(|d| self.persist(journal).map(|()| d))
             {
                 Ok(d) => d,

@@ -28,19 +28,8 @@ pub fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, CaError> {
             path.display()
         ))
     })?;
-    let blocks = pem::parse_many(&text)
-        .map_err(|e| CaError::Upstream(format!("{} is not valid PEM: {e}", path.display())))?;
-    let certs: Vec<Vec<u8>> = blocks
-        .into_iter()
-        .filter(|b| b.tag() == "CERTIFICATE")
-        .map(|b| b.into_contents())
-        .collect();
-    if certs.is_empty() {
-        return Err(CaError::Upstream(format!(
-            "{} holds no CERTIFICATE block",
-            path.display()
-        )));
-    }
+    let certs = ironroot_api::bundle::certificates_from_pem(&text)
+        .map_err(|e| CaError::Upstream(format!("{} {e}", path.display())))?;
     Ok(certs)
 }
 

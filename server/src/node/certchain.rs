@@ -24,17 +24,12 @@ impl Anchors {
     pub fn from_pem_file(path: &Path) -> Result<Self, String> {
         let text =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let blocks =
-            pem::parse_many(&text).map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
-        let certs = blocks
+        let certs = ironroot_api::bundle::certificates_from_pem(&text)
+            .map_err(|e| format!("{} {e}", path.display()))?
             .iter()
-            .filter(|b| b.tag() == "CERTIFICATE")
-            .map(|b| Certificate::from_der(b.contents()))
+            .map(|d| Certificate::from_der(d))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{}: a certificate does not parse: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("{} holds no certificate", path.display()));
-        }
         Ok(Anchors { certs })
     }
 
