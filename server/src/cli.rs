@@ -276,5 +276,13 @@ pub enum PolicyCommand {
         /// Write the policy here instead of standard output.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// PCRs whose exact values the policy pins (comma-separated). Default: 4, 7, 8, 9
+        /// (those the log extends; see docs/attestation.md for the trade-off).
+        #[arg(long, value_delimiter = ',', conflicts_with = "no_pin")]
+        pin: Option<Vec<u32>>,
+        /// Pin no PCR value: the allow-lists alone decide (they rest on the log's
+        /// classification; see docs/attestation.md).
+        #[arg(long)]
+        no_pin: bool,
     },
 }

@@ -148,7 +148,7 @@ fn one(bytes: &[u8], policy: &Policy) -> [Duration; 3] {
     let t1 = Instant::now();
     let replay = log.replay();
     let t2 = Instant::now();
-    let verdict = evaluate_state(policy, &log.boot_state(), &replay);
+    let verdict = evaluate_state(policy, &log.boot_state(HashAlg::Sha256), &replay);
     let t3 = Instant::now();
     black_box((log.digest_findings().len(), verdict.is_ok()));
     [t1 - t0, t2 - t1, t3 - t2]
@@ -166,7 +166,7 @@ fn run(label: &str, bytes: &[u8], iters: usize, target: Duration) -> bool {
     let log = EventLog::parse(bytes).expect("log parses");
     let policy = generate_policy("bench", &log);
     assert!(
-        evaluate_state(&policy, &log.boot_state(), &log.replay()).is_ok(),
+        evaluate_state(&policy, &log.boot_state(HashAlg::Sha256), &log.replay()).is_ok(),
         "{label}: the generated policy must pass"
     );
     for _ in 0..iters / 10 {

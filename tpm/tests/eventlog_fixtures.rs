@@ -262,7 +262,7 @@ fn ovmf_log_replays_to_guest_pcrs() {
         let got = replay.expected(HashAlg::Sha256, i).unwrap().to_hex();
         assert_eq!(got, want, "sha256 PCR{i}");
     }
-    let st = log.boot_state();
+    let st = log.boot_state(HashAlg::Sha256);
     assert!(!st.secure_boot_enabled());
     assert_eq!(
         st.secure_boot.as_ref().map(|v| v.data.as_slice()),

@@ -77,12 +77,13 @@ fn ovmf_changed_kernel_cmdline_and_initrd_are_all_reported() {
         return;
     };
     let good = EventLog::parse(&bytes).unwrap();
-    let mut policy = generate_policy("ovmf", &good);
-    policy.pcrs.push(PcrValue {
-        bank: HashAlg::Sha256,
-        index: 4,
-        value: HexDigest::of(good.replay().get(HashAlg::Sha256, 4).unwrap()),
-    });
+    let policy = generate_policy("ovmf", &good);
+    let pinned: Vec<u32> = policy.pcrs.iter().map(|p| p.index).collect();
+    assert_eq!(
+        pinned,
+        [4, 7, 9],
+        "pins by default (direct kernel boot: no PCR8)"
+    );
     let mut bad = bytes.clone();
     for i in [10, 21, 22] {
         tamper(&mut bad, &good, i);
@@ -114,13 +115,16 @@ fn ovmf_changed_kernel_cmdline_and_initrd_are_all_reported() {
                 Some(22),
                 Some(EventType::EV_EVENT_TAG)
             ),
+            (PolicyRule::KernelCmdlines, Some(9), None, None),
+            (PolicyRule::Initrds, Some(9), None, None),
             (PolicyRule::Pcrs, Some(4), None, None),
+            (PolicyRule::Pcrs, Some(9), None, None),
         ]
     );
     for (x, i) in v.iter().zip([10, 21, 22]) {
         assert_eq!(x.digest.as_ref(), log.events()[i].digest(HashAlg::Sha256));
     }
-    assert_eq!(v[3].digest.as_ref(), log.replay().get(HashAlg::Sha256, 4));
+    assert_eq!(v[5].digest.as_ref(), log.replay().get(HashAlg::Sha256, 4));
     let line = v[0].to_string();
     assert!(
         line.starts_with(
@@ -188,7 +192,7 @@ fn secure_boot_on_without_authority_or_kernel_fails_require_secure_boot() {
             || (t == EventType::EV_EFI_BOOT_SERVICES_APPLICATION && pcr == 4)
     });
     let fallback = EventLog::parse(&stripped).unwrap();
-    assert!(fallback.boot_state().secure_boot_enabled());
+    assert!(fallback.boot_state(HashAlg::Sha256).secure_boot_enabled());
     let mut only_sb = Policy::new("sb-only");
     only_sb.require_secure_boot = true;
     let v = evaluate(&only_sb, &fallback).unwrap_err();
@@ -260,10 +264,11 @@ fn real_secure_boot_off_log_with_appended_secure_boot_and_dbx() {
     });
     let tampered = EventLog::parse(&tampered).unwrap();
     assert!(tampered.digest_findings().is_empty());
-    let state = tampered.boot_state();
+    let state = tampered.boot_state(HashAlg::Sha256);
     assert!(!state.secure_boot_enabled());
     assert_eq!(state.secure_boot.as_ref().unwrap().data, [0]);
-    assert_eq!(state.config_after_separator.len(), 2);
+    let late: Vec<_> = state.findings_in(7).map(|f| f.event_index).collect();
+    assert_eq!(late, [Some(fake_sb), Some(fake_sb + 1)]);
 
     let mut strict = own.clone();
     strict.require_secure_boot = true;
@@ -273,19 +278,28 @@ fn real_secure_boot_off_log_with_appended_secure_boot_and_dbx() {
     assert_eq!(
         got,
         [
-            (PolicyRule::RequireSecureBoot, Some(12)),
             (PolicyRule::RequireSecureBoot, Some(fake_sb)),
             (PolicyRule::RequireSecureBoot, Some(fake_sb + 1)),
+            (PolicyRule::RequireSecureBoot, Some(12)),
             (PolicyRule::DbxRequired, Some(16)),
-            (PolicyRule::DbxRequired, Some(fake_sb + 1)),
+            (PolicyRule::Pcrs, None),
         ],
         "{v:#?}"
     );
     assert_eq!(v[3].digest.unwrap().as_bytes(), &[0xAB; 32]);
-    // The good boot's own policy requires its dbx entries: an appended dbx fails it too.
+    assert_eq!(v[4].pcr, Some(7), "the pinned PCR7 moved");
+    // The good boot's own policy reads PCR7: the appended events fail it.
     let v = evaluate(&own, &tampered).unwrap_err();
-    let got: Vec<_> = v.iter().map(|x| (x.rule, x.event_index)).collect();
-    assert_eq!(got, [(PolicyRule::DbxRequired, Some(fake_sb + 1))]);
+    let got: Vec<_> = v.iter().map(|x| (x.pcr, x.event_index)).collect();
+    assert_eq!(
+        got,
+        [
+            (Some(7), Some(fake_sb)),
+            (Some(7), Some(fake_sb + 1)),
+            (Some(7), None)
+        ],
+        "{v:#?}"
+    );
     // And the tampered log's own policy does not take the appended dbx as configuration.
     let from_tampered = generate_policy("tampered", &tampered);
     assert!(from_tampered.dbx_required.is_empty());

@@ -17,7 +17,7 @@ fn exercise(log: &EventLog) {
     for f in log.digest_findings() {
         let _ = f.to_string();
     }
-    let state = log.boot_state();
+    let state = log.boot_state(HashAlg::Sha256);
     for v in state
         .pk
         .iter()

@@ -170,10 +170,14 @@ pub fn check_replay(log: &EventLog, bank: HashAlg, quoted: &QuotedPcrs) -> Resul
     }
 }
 
-/// SecureBoot=1 per the last SecureBoot measurement before PCR 7's separator,
-/// with data the log's digests vouch for.
-pub fn secure_boot_enabled(log: &EventLog) -> bool {
-    log.boot_state().secure_boot_enabled()
+/// Secure Boot on and an image verified by it, read in the quoted `bank`
+/// ([`BootState::secure_boot_verified`]): PCR7 has the profile's shape, its one SecureBoot
+/// measurement before the separator is a verified 1, an authority and a PCR4 code
+/// measurement follow. SecureBoot=1 without them is OVMF's unverified fallback.
+///
+/// [`BootState::secure_boot_verified`]: ironroot_tpm::verify::eventlog::BootState::secure_boot_verified
+pub fn secure_boot_verified(log: &EventLog, bank: HashAlg) -> bool {
+    log.boot_state(bank).secure_boot_verified()
 }
 
 /// The DevID key, once its certificate and certification check out.

@@ -76,7 +76,7 @@ impl PendingAttestation for PendingTpm {
                 ),
             ));
         }
-        let secure_boot = if evidence::secure_boot_enabled(&log) {
+        let secure_boot = if evidence::secure_boot_verified(&log, self.bank) {
             "enabled"
         } else {
             "disabled"

@@ -1,17 +1,21 @@
 //! What a policy looks at, pulled out of the events: Secure Boot variables and authorities
-//! (PCR7), boot applications (PCR4), kernel command lines and initrds (PCR8/9/12, from the
-//! Linux EFI stub, GRUB or systemd-boot), separators.
+//! (PCR7), code measured in PCR4, what boot loaders measured in PCR8/9/12 (kernel command
+//! lines, initrds, commands, files), separators, and every way the log departs from the
+//! TCG PC Client Platform Firmware Profile ([`ProfileFinding`]).
+//!
+//! Everything here that a policy decides on is bound by the digests of one bank (the
+//! quoted one): separators are recognised by digest, PCR4 strings by a digest that is the
+//! hash of the string, PCR7 variables by data their digest vouches for, and PCR7's
+//! before/after-separator positions by the hash chain of PCR7 itself. Event types, data a
+//! digest does not cover and the order of events in different PCRs are not bound; they
+//! only name things for an operator (the `claim`s and hints) or add findings.
+
+use std::fmt;
 
 use super::alg::{Digest, HashAlg};
-use super::builder::utf16_with_nul;
-use super::check::{
-    data_verified, looks_utf16, DigestFinding, LINUX_INITRD_TAG, LINUX_LOAD_OPTIONS_TAG,
-};
 use super::event_type::EventType;
-use super::reader::le_u32;
 use super::uefi::{
-    parse_signature_lists, parse_variable, Guid, SignatureEntry, EFI_GLOBAL_VARIABLE,
-    EFI_IMAGE_SECURITY_DATABASE,
+    parse_signature_lists, Guid, SignatureEntry, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE,
 };
 use super::Event;
 
@@ -29,7 +33,7 @@ pub struct MeasuredEvent {
 }
 
 impl MeasuredEvent {
-    fn of(e: &Event) -> Self {
+    pub(crate) fn of(e: &Event) -> Self {
         Self {
             event_index: e.index,
             pcr: e.pcr,
@@ -55,26 +59,12 @@ pub struct VariableEvent {
     pub name: String,
     /// VariableData (the whole event data when it could not be parsed).
     pub data: Vec<u8>,
-    /// True when every logged digest is the hash of the event data, so `data` can be
-    /// relied on.
+    /// True when the digest of the policy bank, and every other logged digest of a known
+    /// bank, is the hash of the event data, so `data` (and `guid`, `name`) can be relied on.
     pub data_verified: bool,
 }
 
 impl VariableEvent {
-    fn of(e: &Event, findings: &[DigestFinding]) -> Self {
-        let (guid, name, data) = match parse_variable(&e.data) {
-            Some(v) => (v.guid, v.name, v.data.to_vec()),
-            None => (Guid([0; 16]), String::new(), e.data.clone()),
-        };
-        Self {
-            event: MeasuredEvent::of(e),
-            guid,
-            name,
-            data,
-            data_verified: data_verified(findings, e.index),
-        }
-    }
-
     /// The EFI_SIGNATURE_LIST entries of PK, KEK, db or dbx; `None` if malformed.
     pub fn signature_entries(&self) -> Option<Vec<SignatureEntry>> {
         parse_signature_lists(&self.data)
@@ -144,39 +134,185 @@ pub struct GrubCommand {
     pub event_index: usize,
     /// The command line as logged (without the prefix).
     pub text: String,
+    /// True when the digest is the hash of `text`.
+    pub verified: bool,
 }
 
-/// An EV_SEPARATOR.
+/// A separator: an event in PCR0-7 whose digest (in the bank read) is the hash of 00000000
+/// or FFFFFFFF, whatever its type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Separator {
     /// The event.
     pub event: MeasuredEvent,
-    /// Its data: 00000000 normally, FFFFFFFF after a firmware error, "WBCL" for Windows.
-    pub value: Vec<u8>,
+    /// True for the FFFFFFFF value (a firmware error, or TPM 1.2-era firmware).
+    pub error_value: bool,
 }
 
-impl Separator {
-    /// True for the FFFFFFFF error separator.
-    pub fn is_error(&self) -> bool {
-        self.value == [0xFF; 4]
+/// A measurement in PCR8, 9 or 12 (where boot loaders measure), with what the log claims it
+/// is. The claim comes from the event type, tag id or string prefix, none of which the
+/// digest binds: a policy allows these measurements by digest, whatever they claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoaderEvent {
+    /// The event.
+    pub event: MeasuredEvent,
+    /// What the log says it is.
+    pub claim: LoaderClaim,
+    /// The string it measured, when the digest of the bank read is the hash of it (GRUB's
+    /// strings after their prefix, systemd-boot's UTF-16 strings).
+    pub verified_string: Option<String>,
+}
+
+/// What a boot-loader measurement says it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoaderClaim {
+    /// A kernel command line.
+    KernelCmdline,
+    /// An initrd.
+    Initrd,
+    /// A GRUB command or other boot-loader string.
+    String,
+    /// A file or anything else.
+    Other,
+}
+
+/// The rule of the TCG PC Client Platform Firmware Profile an event breaks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProfileRule {
+    /// An event type the profile does not put in this PCR, or one it does not define.
+    TypeNotAllowedInPcr,
+    /// Typed EV_SEPARATOR, but its digest is not the hash of 00000000 or FFFFFFFF.
+    SeparatorTypeWithoutSeparatorDigest,
+    /// PCR7 has no separator.
+    Pcr7WithoutSeparator,
+    /// PCR7 has a second separator (`first` is the index of the first one).
+    Pcr7SecondSeparator {
+        /// Index of the first PCR7 separator.
+        first: usize,
+    },
+    /// An event type PCR7 only has after its separator, found before it.
+    Pcr7NotAllowedBeforeSeparator,
+    /// An event type PCR7 only has before its separator (configuration, actions), found
+    /// after it: something extended PCR7 after the firmware finished.
+    Pcr7NotAllowedAfterSeparator,
+    /// A PCR7 configuration event whose data its digests do not vouch for, or that is not
+    /// a UEFI_VARIABLE_DATA.
+    Pcr7UnverifiedConfiguration,
+    /// A Secure Boot variable measured twice before the PCR7 separator.
+    Pcr7DuplicateVariable {
+        /// Variable name.
+        name: String,
+        /// Index of the first measurement.
+        first: usize,
+    },
+    /// A PCR7 EV_EFI_ACTION that is not one of the profile's strings (or whose digest is not
+    /// the hash of it).
+    Pcr7UnexpectedAction,
+    /// PCR7 "UEFI Debug Mode": a firmware debugger was enabled, so nothing it verified can be
+    /// trusted.
+    Pcr7DebugMode,
+    /// A PCR9 EV_EVENT_TAG whose tag id no known boot loader uses there.
+    UnknownEventTag {
+        /// The tag id (`None`: the data is shorter than a tag header).
+        tag: Option<u32>,
+    },
+}
+
+/// One way the log departs from the profile, in one PCR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProfileFinding {
+    /// PCR.
+    pub pcr: u32,
+    /// Event index.
+    pub event_index: Option<usize>,
+    /// Its type.
+    pub event_type: Option<EventType>,
+    /// Its digest in the bank read.
+    pub digest: Option<Digest>,
+    /// The rule broken.
+    pub rule: ProfileRule,
+}
+
+impl fmt::Display for ProfileFinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PCR{}", self.pcr)?;
+        if let Some(i) = self.event_index {
+            write!(f, " event {i}")?;
+        }
+        if let Some(t) = self.event_type {
+            write!(f, " ({t})")?;
+        }
+        write!(f, ": {}", FindingMessage(self))
     }
 }
 
-/// The boot facts a measured-boot policy evaluates.
+/// What a finding means, without where it is.
+pub struct FindingMessage<'a>(pub &'a ProfileFinding);
+
+impl fmt::Display for FindingMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let finding = self.0;
+        match &finding.rule {
+            ProfileRule::TypeNotAllowedInPcr => write!(
+                f,
+                "the TCG PC Client profile does not put this event type in PCR{}; its type is not authenticated, so the event cannot be classified",
+                finding.pcr
+            ),
+            ProfileRule::SeparatorTypeWithoutSeparatorDigest => f.write_str(
+                "typed EV_SEPARATOR but its digest is not the hash of 00000000 or FFFFFFFF",
+            ),
+            ProfileRule::Pcr7WithoutSeparator => f.write_str(
+                "PCR7 has no separator: the Secure Boot configuration cannot be told apart from events appended after boot",
+            ),
+            ProfileRule::Pcr7SecondSeparator { first } => write!(
+                f,
+                "a second PCR7 separator (the first is event {first}): firmware measures exactly one"
+            ),
+            ProfileRule::Pcr7NotAllowedBeforeSeparator => f.write_str(
+                "before the PCR7 separator the profile has only Secure Boot configuration (EV_EFI_VARIABLE_DRIVER_CONFIG) and DMA-protection / SPDM policy events",
+            ),
+            ProfileRule::Pcr7NotAllowedAfterSeparator => f.write_str(
+                "after the PCR7 separator the profile has only EV_EFI_VARIABLE_AUTHORITY events: PCR7 was extended after the firmware's configuration was measured",
+            ),
+            ProfileRule::Pcr7UnverifiedConfiguration => f.write_str(
+                "a Secure Boot configuration event whose digest is not the hash of its data (or whose data is not a UEFI variable): its variable and value cannot be trusted",
+            ),
+            ProfileRule::Pcr7DuplicateVariable { name, first } => write!(
+                f,
+                "Secure Boot variable {name} measured a second time before the separator (first: event {first})"
+            ),
+            ProfileRule::Pcr7UnexpectedAction => f.write_str(
+                "an EV_EFI_ACTION in PCR7 that is not \"DMA Protection Disabled\" with a matching digest",
+            ),
+            ProfileRule::Pcr7DebugMode => f.write_str(
+                "\"UEFI Debug Mode\": a firmware debugger was enabled during boot, so Secure Boot verification cannot be trusted",
+            ),
+            ProfileRule::UnknownEventTag { tag: Some(t) } => write!(
+                f,
+                "EV_EVENT_TAG id {t:#010x} is not one the Linux EFI stub uses in PCR9 (LoadOptions 0x8f3b22ed, initrd 0x8f3b22ec)"
+            ),
+            ProfileRule::UnknownEventTag { tag: None } => {
+                f.write_str("EV_EVENT_TAG data too short to hold a tag id")
+            }
+        }
+    }
+}
+
+/// The boot facts a measured-boot policy evaluates, read in one bank (the quoted one).
 ///
 /// Secure Boot configuration follows the TCG PC Client Platform Firmware Profile: firmware
 /// measures SecureBoot, PK, KEK, db, dbx (and any other PCR7
-/// EV_EFI_VARIABLE_DRIVER_CONFIG) before the PCR7 EV_SEPARATOR; after it PCR7 only carries
-/// EV_EFI_VARIABLE_AUTHORITY and actions. Software with TPM access (root on the node) can
-/// extend PCR7 after boot and append a matching event to the log, which then still replays
-/// to the quoted PCRs. So each variable here is the *last* measurement before the
-/// *first* PCR7 separator, and configuration events after that separator are kept apart in
-/// [`BootState::config_after_separator`], never used as configuration.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// EV_EFI_VARIABLE_DRIVER_CONFIG) before the one PCR7 separator; after it PCR7 only carries
+/// EV_EFI_VARIABLE_AUTHORITY. Software with TPM access (root on the node) can extend PCR7
+/// after boot and append a matching event to the log, which then still replays to the
+/// quoted PCRs; so each variable here is the one verified measurement before the PCR7
+/// separator, and anything else in PCR7 is a [`ProfileFinding`], never configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootState {
-    /// The SecureBoot variable: the last PCR7 EV_EFI_VARIABLE_DRIVER_CONFIG of it before
-    /// the first PCR7 separator (in the whole log when there is no PCR7 separator; see
-    /// [`BootState::pcr7_separator`]). Use [`BootState::secure_boot_enabled`] to read it.
+    /// The bank every digest decision was made in.
+    pub bank: HashAlg,
+    /// The SecureBoot variable: its verified measurement before the PCR7 separator. Use
+    /// [`BootState::secure_boot_enabled`] to read it.
     pub secure_boot: Option<VariableEvent>,
     /// PK, chosen like `secure_boot`.
     pub pk: Option<VariableEvent>,
@@ -186,58 +322,96 @@ pub struct BootState {
     pub db: Option<VariableEvent>,
     /// dbx, chosen like `secure_boot`.
     pub dbx: Option<VariableEvent>,
-    /// Every PCR7 EV_EFI_VARIABLE_DRIVER_CONFIG after the first PCR7 separator, whatever
-    /// the variable. Firmware does not measure configuration there, so these are findings
-    /// (PCR7 extended after boot), not configuration.
-    pub config_after_separator: Vec<VariableEvent>,
-    /// PCR7 EV_EFI_VARIABLE_AUTHORITY events (what authorized each image).
+    /// PCR7 EV_EFI_VARIABLE_AUTHORITY events after the separator (what authorized each
+    /// image). Their data is informational.
     pub authorities: Vec<VariableEvent>,
-    /// PCR4 EV_EFI_BOOT_SERVICES_APPLICATION events (boot loaders, kernels).
+    /// PCR7 "DMA Protection Disabled" was measured.
+    pub dma_protection_disabled: bool,
+    /// Every PCR4 measurement of code: each PCR4 event except separators and the profile's
+    /// action strings whose digest is the hash of the string. Classified by digest, not by
+    /// type: an EV_EFI_BOOT_SERVICES_APPLICATION relabelled as anything stays here.
     pub boot_applications: Vec<MeasuredEvent>,
-    /// Kernel command lines.
+    /// Every measurement in PCR8, 9 and 12.
+    pub loader_events: Vec<LoaderEvent>,
+    /// Kernel command lines, as the log claims them (hints for operators and
+    /// `generate_policy`; a policy allows PCR8/9/12 measurements by digest).
     pub kernel_cmdlines: Vec<KernelCmdline>,
-    /// Initrds.
+    /// Initrds, as the log claims them (hints, like `kernel_cmdlines`).
     pub initrds: Vec<Initrd>,
-    /// GRUB commands.
+    /// GRUB commands (hints).
     pub grub_commands: Vec<GrubCommand>,
-    /// Separators.
+    /// Separators (PCR0-7, by digest).
     pub separators: Vec<Separator>,
+    /// Every departure from the profile in PCR0-9 and 12.
+    pub findings: Vec<ProfileFinding>,
 }
 
 impl BootState {
-    /// True when Secure Boot was on for this boot: the log has a PCR7 separator, and the
-    /// last SecureBoot variable measured before it has data its digests vouch for
-    /// ([`VariableEvent::data_verified`]) and that data is exactly `[1]`. False otherwise:
-    /// SecureBoot 0 or absent (0-byte data), not measured, data not matching its digest,
-    /// or no PCR7 separator (then a SecureBoot event cannot be told apart from one appended
-    /// after boot). SecureBoot events after the separator never count.
+    /// An empty state for `bank`.
+    pub(crate) fn new(bank: HashAlg) -> Self {
+        Self {
+            bank,
+            secure_boot: None,
+            pk: None,
+            kek: None,
+            db: None,
+            dbx: None,
+            authorities: Vec::new(),
+            dma_protection_disabled: false,
+            boot_applications: Vec::new(),
+            loader_events: Vec::new(),
+            kernel_cmdlines: Vec::new(),
+            initrds: Vec::new(),
+            grub_commands: Vec::new(),
+            separators: Vec::new(),
+            findings: Vec::new(),
+        }
+    }
+
+    /// The PCR7 separator, when PCR7 has exactly one.
+    pub fn pcr7_separator(&self) -> Option<&Separator> {
+        let mut pcr7 = self.separators.iter().filter(|s| s.event.pcr == 7);
+        match (pcr7.next(), pcr7.next()) {
+            (Some(s), None) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Findings in one PCR.
+    pub fn findings_in(&self, pcr: u32) -> impl Iterator<Item = &ProfileFinding> + '_ {
+        self.findings.iter().filter(move |f| f.pcr == pcr)
+    }
+
+    /// True when the firmware says Secure Boot was on: PCR7 has the profile's shape (no
+    /// finding in PCR7, so exactly one separator) and its one SecureBoot measurement before
+    /// the separator is verified and exactly `[1]`. SecureBoot=1 alone does not mean an
+    /// image was verified (OVMF falls back to an unverified loader): see
+    /// [`BootState::secure_boot_verified`].
     pub fn secure_boot_enabled(&self) -> bool {
-        self.pcr7_separator().is_some()
+        self.findings_in(7).next().is_none()
+            && self.pcr7_separator().is_some()
             && self
                 .secure_boot
                 .as_ref()
                 .is_some_and(|v| v.data_verified && v.data == [1])
     }
 
-    /// The first PCR7 EV_SEPARATOR: the end of the Secure Boot configuration.
-    pub fn pcr7_separator(&self) -> Option<&Separator> {
-        self.separators.iter().find(|s| s.event.pcr == 7)
-    }
-
-    /// Measurements of the variable `guid`/`name` after the first PCR7 separator
-    /// (findings, see [`BootState::config_after_separator`]).
-    pub fn config_after_separator_of<'a>(
-        &'a self,
-        guid: &'a Guid,
-        name: &'a str,
-    ) -> impl Iterator<Item = &'a VariableEvent> + 'a {
-        self.config_after_separator
-            .iter()
-            .filter(move |v| v.guid == *guid && v.name == name)
+    /// [`BootState::secure_boot_enabled`], at least one EV_EFI_VARIABLE_AUTHORITY after the
+    /// separator (an image was verified against db) and at least one code measurement in
+    /// PCR4, with no finding in PCR4: what `require_secure_boot` requires.
+    pub fn secure_boot_verified(&self) -> bool {
+        self.secure_boot_enabled()
+            && !self.authorities.is_empty()
+            && !self.boot_applications.is_empty()
+            && self.findings_in(4).next().is_none()
     }
 
     /// Where a Secure Boot configuration variable goes, if it is one a policy reads.
-    fn config_slot(&mut self, guid: &Guid, name: &str) -> Option<&mut Option<VariableEvent>> {
+    pub(crate) fn config_slot(
+        &mut self,
+        guid: &Guid,
+        name: &str,
+    ) -> Option<&mut Option<VariableEvent>> {
         match (*guid, name) {
             (EFI_GLOBAL_VARIABLE, "SecureBoot") => Some(&mut self.secure_boot),
             (EFI_GLOBAL_VARIABLE, "PK") => Some(&mut self.pk),
@@ -246,129 +420,5 @@ impl BootState {
             (EFI_IMAGE_SECURITY_DATABASE, "dbx") => Some(&mut self.dbx),
             _ => None,
         }
-    }
-}
-
-fn text(data: &[u8]) -> String {
-    let trimmed = data.strip_suffix(&[0]).unwrap_or(data);
-    String::from_utf8_lossy(trimmed).into_owned()
-}
-
-fn utf16_text(data: &[u8]) -> String {
-    let units = data
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]));
-    char::decode_utf16(units)
-        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
-        .take_while(|c| *c != '\0')
-        .collect()
-}
-
-pub(crate) fn extract(events: &[Event], findings: &[DigestFinding]) -> BootState {
-    let mut s = BootState::default();
-    // Paths named by the latest GRUB `initrd` command: the PCR9 file events that follow
-    // with those paths are the initrds.
-    let mut initrd_paths: Vec<String> = Vec::new();
-    // Set at the first PCR7 separator: configuration ends there.
-    let mut pcr7_separated = false;
-    for e in events {
-        use EventType as T;
-        match (e.event_type, e.pcr) {
-            (T::EV_EFI_VARIABLE_DRIVER_CONFIG, 7) => {
-                let v = VariableEvent::of(e, findings);
-                if pcr7_separated {
-                    s.config_after_separator.push(v);
-                } else if let Some(slot) = s.config_slot(&v.guid, &v.name) {
-                    // A later measurement before the separator replaces an earlier one.
-                    *slot = Some(v);
-                }
-            }
-            (T::EV_EFI_VARIABLE_AUTHORITY, 7) => {
-                s.authorities.push(VariableEvent::of(e, findings));
-            }
-            (T::EV_EFI_BOOT_SERVICES_APPLICATION, 4) => {
-                s.boot_applications.push(MeasuredEvent::of(e));
-            }
-            (T::EV_EVENT_TAG, 9) => match le_u32(&e.data, 0) {
-                Some(LINUX_LOAD_OPTIONS_TAG) => s.kernel_cmdlines.push(KernelCmdline {
-                    event: MeasuredEvent::of(e),
-                    source: CmdlineSource::EfiStub,
-                    text: None,
-                    text_verified: false,
-                }),
-                Some(LINUX_INITRD_TAG) => s.initrds.push(Initrd {
-                    event: MeasuredEvent::of(e),
-                    source: InitrdSource::EfiStub,
-                    path: None,
-                }),
-                _ => {}
-            },
-            (T::EV_IPL, 8 | 9 | 12) => ipl(&mut s, e, findings, &mut initrd_paths),
-            (T::EV_SEPARATOR, pcr) => {
-                pcr7_separated |= pcr == 7;
-                s.separators.push(Separator {
-                    event: MeasuredEvent::of(e),
-                    value: e.data.clone(),
-                });
-            }
-            _ => {}
-        }
-    }
-    s
-}
-
-fn ipl(s: &mut BootState, e: &Event, findings: &[DigestFinding], paths: &mut Vec<String>) {
-    let verified = data_verified(findings, e.index);
-    if e.pcr == 9 {
-        let t = text(&e.data);
-        if t == "grub_linuxefi Initrd" || paths.contains(&t) {
-            let path = (t != "grub_linuxefi Initrd").then_some(t);
-            s.initrds.push(Initrd {
-                event: MeasuredEvent::of(e),
-                source: InitrdSource::Grub,
-                path,
-            });
-        }
-        return;
-    }
-    let t = text(&e.data);
-    for prefix in ["kernel_cmdline: ", "grub_kernel_cmdline "] {
-        if let Some(rest) = t.strip_prefix(prefix) {
-            // The text stands for the digest only if it is exactly the bytes GRUB hashed.
-            let raw = e.data.get(prefix.len()..).unwrap_or(&[]);
-            let exact = raw == rest.as_bytes() || raw.strip_suffix(&[0]) == Some(rest.as_bytes());
-            s.kernel_cmdlines.push(KernelCmdline {
-                event: MeasuredEvent::of(e),
-                source: CmdlineSource::Grub,
-                text: Some(rest.to_string()),
-                text_verified: verified && exact,
-            });
-            return;
-        }
-    }
-    for prefix in ["grub_cmd: ", "grub_cmd "] {
-        if let Some(rest) = t.strip_prefix(prefix) {
-            let mut words = rest.split_whitespace();
-            if let Some("initrd" | "initrdefi" | "initrd16") = words.next() {
-                *paths = words.map(str::to_string).collect();
-            }
-            s.grub_commands.push(GrubCommand {
-                event_index: e.index,
-                text: rest.to_string(),
-            });
-            return;
-        }
-    }
-    if e.pcr != 9 && looks_utf16(&e.data) {
-        let text = utf16_text(&e.data);
-        let with_nul = utf16_with_nul(&text);
-        let exact = e.data == with_nul
-            || Some(e.data.as_slice()) == with_nul.get(..with_nul.len().saturating_sub(2));
-        s.kernel_cmdlines.push(KernelCmdline {
-            event: MeasuredEvent::of(e),
-            source: CmdlineSource::SystemdBoot,
-            text: Some(text),
-            text_verified: verified && exact,
-        });
     }
 }

@@ -195,3 +195,17 @@ pub fn utf16_with_nul(s: &str) -> Vec<u8> {
 pub fn efi_stub_cmdline_digest(alg: HashAlg, cmdline: &str) -> Option<Digest> {
     alg.hash(&utf16_with_nul(cmdline))
 }
+
+/// The byte strings a boot loader may have hashed for the string `s`: GRUB hashes its
+/// strings as bytes (with or without the NUL), the Linux EFI stub and systemd-boot as
+/// UTF-16LE (with the NUL, or one character short in old systemd-boot).
+pub fn string_encodings(s: &str) -> [Vec<u8>; 4] {
+    let utf16 = utf16_with_nul(s);
+    let utf16_short = utf16
+        .get(..utf16.len().saturating_sub(2))
+        .unwrap_or(&[])
+        .to_vec();
+    let mut with_nul = s.as_bytes().to_vec();
+    with_nul.push(0);
+    [s.as_bytes().to_vec(), with_nul, utf16, utf16_short]
+}

@@ -15,23 +15,26 @@ mod alg;
 mod boot_state;
 mod builder;
 mod check;
+mod classify;
 mod error;
 mod event_type;
 mod parse;
+mod profile;
 mod reader;
 mod replay;
 pub mod uefi;
 
 pub use alg::{Digest, HashAlg, UnknownAlgName, MAX_DIGEST_SIZE};
 pub use boot_state::{
-    BootState, CmdlineSource, GrubCommand, Initrd, InitrdSource, KernelCmdline, MeasuredEvent,
-    Separator, VariableEvent,
+    BootState, CmdlineSource, FindingMessage, GrubCommand, Initrd, InitrdSource, KernelCmdline,
+    LoaderClaim, LoaderEvent, MeasuredEvent, ProfileFinding, ProfileRule, Separator, VariableEvent,
 };
-pub use builder::{efi_stub_cmdline_digest, utf16_with_nul, LogBuilder};
+pub use builder::{efi_stub_cmdline_digest, string_encodings, utf16_with_nul, LogBuilder};
 pub use check::{CheckedAgainst, DigestFinding};
 pub use error::{EventLogError, Field, SpecIdProblem};
 pub use event_type::EventType;
 pub use parse::{Limits, ParseOptions};
+pub use profile::{is_separator_digest, type_allowed_in_pcr};
 pub use replay::{PcrBank, PcrBanks, PCR_COUNT};
 
 use std::fmt;
@@ -177,9 +180,10 @@ impl EventLog {
         replay::pcr0_seed(&self.events)
     }
 
-    /// The boot facts a measured-boot policy evaluates.
-    pub fn boot_state(&self) -> BootState {
-        boot_state::extract(&self.events, &self.findings)
+    /// The boot facts a measured-boot policy evaluates, with every digest decision made in
+    /// `bank` (the bank the TPM quoted: digests of other banks are not bound to anything).
+    pub fn boot_state(&self, bank: HashAlg) -> BootState {
+        classify::extract(&self.events, &self.findings, bank)
     }
 }
 

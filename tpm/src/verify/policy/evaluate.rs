@@ -6,9 +6,10 @@ use super::model::{HexDigest, Policy};
 use super::violation::{PolicyRule, PolicyViolation};
 use crate::verify::eventlog::uefi::{Guid, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE};
 use crate::verify::eventlog::{
-    utf16_with_nul, BootState, CmdlineSource, Digest, HashAlg, MeasuredEvent, PcrBanks,
-    VariableEvent,
+    BootState, Digest, FindingMessage, HashAlg, MeasuredEvent, PcrBanks, VariableEvent,
 };
+
+mod boot_loader;
 
 /// A Secure Boot configuration variable a rule reads: vendor GUID and name.
 type ConfigVar = (Guid, &'static str);
@@ -16,15 +17,14 @@ type ConfigVar = (Guid, &'static str);
 const PK: ConfigVar = (EFI_GLOBAL_VARIABLE, "PK");
 const KEK: ConfigVar = (EFI_GLOBAL_VARIABLE, "KEK");
 const DB: ConfigVar = (EFI_IMAGE_SECURITY_DATABASE, "db");
-const DBX: ConfigVar = (EFI_IMAGE_SECURITY_DATABASE, "dbx");
 
-struct Ctx<'a> {
-    policy: &'a Policy,
-    out: Vec<PolicyViolation>,
+pub(super) struct Ctx<'a> {
+    pub(super) policy: &'a Policy,
+    pub(super) out: Vec<PolicyViolation>,
 }
 
 impl Ctx<'_> {
-    fn push(
+    pub(super) fn push(
         &mut self,
         rule: PolicyRule,
         pcr: Option<u32>,
@@ -44,7 +44,7 @@ impl Ctx<'_> {
     }
 
     /// The event's digest in the policy bank, or a violation saying it has none.
-    fn digest(&mut self, rule: PolicyRule, ev: &MeasuredEvent) -> Option<Digest> {
+    pub(super) fn digest(&mut self, rule: PolicyRule, ev: &MeasuredEvent) -> Option<Digest> {
         let bank = self.policy.bank;
         let d = ev.digest(bank).copied();
         if d.is_none() {
@@ -61,12 +61,13 @@ impl Ctx<'_> {
     }
 }
 
-fn allowed(list: &[HexDigest], d: &Digest) -> bool {
+pub(super) fn allowed(list: &[HexDigest], d: &Digest) -> bool {
     list.iter().any(|h| h.matches(d))
 }
 
-/// Evaluates `policy` against extracted boot facts and the replayed PCRs. Returns every
-/// violation, not just the first.
+/// Evaluates `policy` against boot facts extracted in the policy's bank
+/// ([`EventLog::boot_state`](crate::verify::eventlog::EventLog::boot_state)) and the
+/// replayed PCRs. Returns every violation, not just the first.
 pub fn evaluate_state(
     policy: &Policy,
     state: &BootState,
@@ -76,6 +77,20 @@ pub fn evaluate_state(
         policy,
         out: Vec::new(),
     };
+    if state.bank != policy.bank {
+        cx.push(
+            PolicyRule::Pcrs,
+            None,
+            None,
+            None,
+            format!(
+                "the boot facts were read in bank {}, the policy's bank is {}",
+                state.bank, policy.bank
+            ),
+        );
+        return Err(cx.out);
+    }
+    profile_findings(&mut cx, state);
     if policy.require_secure_boot {
         secure_boot(&mut cx, state);
     }
@@ -87,7 +102,6 @@ pub fn evaluate_state(
     for (rule, var, list, event) in vars {
         if let Some(list) = list {
             variable_allow_list(&mut cx, rule, var, list, event.as_ref());
-            config_findings(&mut cx, rule, Some(&var), state);
         }
     }
     if !policy.dbx_required.is_empty() {
@@ -99,10 +113,9 @@ pub fn evaluate_state(
                 Some(7),
                 None,
                 None,
-                "the log has no PCR7 dbx variable event before the PCR7 separator".into(),
+                "the log has no verified PCR7 dbx variable event before the PCR7 separator".into(),
             );
         }
-        config_findings(&mut cx, PolicyRule::DbxRequired, Some(&DBX), state);
     }
     if let Some(list) = &policy.boot_applications {
         let apps: Vec<&MeasuredEvent> = state.boot_applications.iter().collect();
@@ -115,12 +128,8 @@ pub fn evaluate_state(
             &apps,
         );
     }
-    if policy.kernel_cmdlines.is_some() || policy.kernel_cmdline_digests.is_some() {
-        cmdlines(&mut cx, state);
-    }
-    if let Some(list) = &policy.initrds {
-        let initrds: Vec<&MeasuredEvent> = state.initrds.iter().map(|i| &i.event).collect();
-        allow_list(&mut cx, PolicyRule::Initrds, 9, "initrd", list, &initrds);
+    if policy.reads_boot_loader() {
+        boot_loader::check(&mut cx, state);
     }
     exact_pcrs(&mut cx, pcrs);
     if cx.out.is_empty() {
@@ -130,38 +139,29 @@ pub fn evaluate_state(
     }
 }
 
-/// Violations of `rule` when the log's PCR7 configuration cannot be relied on: no PCR7
-/// separator (configuration is whatever was measured before it, so without one a
-/// configuration event cannot be told apart from one appended after boot), or
-/// EV_EFI_VARIABLE_DRIVER_CONFIG events after it (of `var`, or of any variable when `None`).
-fn config_findings(cx: &mut Ctx<'_>, rule: PolicyRule, var: Option<&ConfigVar>, state: &BootState) {
-    if state.pcr7_separator().is_none() {
-        cx.push(
-            rule,
-            Some(7),
-            None,
-            None,
-            "the log has no PCR7 EV_SEPARATOR: firmware measures the Secure Boot configuration (SecureBoot, PK, KEK, db, dbx) before it, so without it a configuration event cannot be told apart from one appended after boot".into(),
-        );
-    }
-    let late: Vec<&VariableEvent> = match var {
-        Some((guid, name)) => state.config_after_separator_of(guid, name).collect(),
-        None => state.config_after_separator.iter().collect(),
-    };
-    for v in late {
-        let d = v.event.digest(cx.policy.bank).copied();
-        let what = if v.name.is_empty() {
-            "an unparsable UEFI variable".to_string()
-        } else {
-            format!("variable {}", v.name)
+/// Every departure from the TCG PC Client profile in a PCR some rule reads is a
+/// violation of the first rule that reads it: an event the profile does not put there
+/// cannot be classified, so nothing the rule concludes from that PCR would hold.
+fn profile_findings(cx: &mut Ctx<'_>, state: &BootState) {
+    let reads = cx.policy.pcrs_read();
+    for f in &state.findings {
+        let Some(rules) = reads.get(&f.pcr) else {
+            continue;
         };
-        cx.push(
-            rule,
-            None,
-            Some(&v.event),
-            d,
-            format!("EV_EFI_VARIABLE_DRIVER_CONFIG of {what} after the PCR7 separator: firmware measures Secure Boot configuration before the separator, so this is not configuration (PCR7 may have been extended from the OS after boot) and it is ignored"),
-        );
+        let names: Vec<String> = rules.iter().map(ToString::to_string).collect();
+        cx.out.push(PolicyViolation {
+            policy: cx.policy.name.clone(),
+            rule: rules[0],
+            pcr: Some(f.pcr),
+            event_index: f.event_index,
+            event_type: f.event_type,
+            digest: f.digest,
+            message: format!(
+                "the event log breaks the TCG PC Client profile in a PCR this policy reads ({}): {}",
+                names.join(", "),
+                FindingMessage(f)
+            ),
+        });
     }
 }
 
@@ -173,7 +173,8 @@ fn secure_boot(cx: &mut Ctx<'_>, state: &BootState) {
             Some(7),
             None,
             None,
-            "the log has no PCR7 SecureBoot variable event before the PCR7 separator".into(),
+            "the log has no verified PCR7 SecureBoot variable event before the PCR7 separator"
+                .into(),
         ),
         Some(v) => {
             let d = v.event.digest(cx.policy.bank).copied();
@@ -194,7 +195,6 @@ fn secure_boot(cx: &mut Ctx<'_>, state: &BootState) {
             }
         }
     }
-    config_findings(cx, rule, None, state);
     if state.authorities.is_empty() {
         cx.push(
             rule,
@@ -210,8 +210,7 @@ fn secure_boot(cx: &mut Ctx<'_>, state: &BootState) {
             Some(4),
             None,
             None,
-            "no EV_EFI_BOOT_SERVICES_APPLICATION event: the boot loader or kernel was not measured"
-                .into(),
+            "no code was measured in PCR4: the boot loader or kernel was not measured".into(),
         );
     }
 }
@@ -230,7 +229,7 @@ fn variable_allow_list(
             Some(7),
             None,
             None,
-            format!("the log has no PCR7 {name} variable event before the PCR7 separator"),
+            format!("the log has no verified PCR7 {name} variable event before the PCR7 separator"),
         );
         return;
     };
@@ -306,60 +305,6 @@ fn allow_list(
         };
         if !allowed(list, &d) {
             cx.push(rule, None, Some(ev), Some(d), format!("this {what} digest is not allowed: add it to `{rule}` if the {what} is trusted"));
-        }
-    }
-}
-
-/// The digests a boot loader would log for `text`.
-fn cmdline_forms(bank: HashAlg, source: CmdlineSource, text: &str) -> Vec<Digest> {
-    let forms: Vec<Vec<u8>> = match source {
-        CmdlineSource::EfiStub | CmdlineSource::SystemdBoot => {
-            let with_nul = utf16_with_nul(text);
-            let without = with_nul
-                .get(..with_nul.len().saturating_sub(2))
-                .unwrap_or(&[])
-                .to_vec();
-            vec![with_nul, without]
-        }
-        CmdlineSource::Grub => {
-            let mut with_nul = text.as_bytes().to_vec();
-            with_nul.push(0);
-            vec![text.as_bytes().to_vec(), with_nul]
-        }
-    };
-    forms.iter().filter_map(|f| bank.hash(f)).collect()
-}
-
-fn cmdlines(cx: &mut Ctx<'_>, state: &BootState) {
-    let rule = PolicyRule::KernelCmdlines;
-    let texts = cx.policy.kernel_cmdlines.clone().unwrap_or_default();
-    let digests = cx.policy.kernel_cmdline_digests.clone().unwrap_or_default();
-    if state.kernel_cmdlines.is_empty() && !(texts.is_empty() && digests.is_empty()) {
-        cx.push(
-            rule,
-            Some(9),
-            None,
-            None,
-            "no kernel command line was measured".into(),
-        );
-    }
-    for c in &state.kernel_cmdlines {
-        let Some(d) = cx.digest(rule, &c.event) else {
-            continue;
-        };
-        let ok = allowed(&digests, &d)
-            || texts
-                .iter()
-                .any(|t| cmdline_forms(cx.policy.bank, c.source, t).contains(&d));
-        if !ok {
-            let shown = match (&c.text, c.text_verified) {
-                (Some(t), true) => format!("command line {t:?}"),
-                (Some(t), false) => {
-                    format!("command line (logged text {t:?} does not match the digest)")
-                }
-                (None, _) => "command line (text not in the log)".to_string(),
-            };
-            cx.push(rule, None, Some(&c.event), Some(d), format!("{shown} is not allowed: add it to `kernel_cmdlines` (or its digest to `kernel_cmdline_digests`) if trusted"));
         }
     }
 }

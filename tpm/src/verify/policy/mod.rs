@@ -16,8 +16,8 @@ mod model;
 mod violation;
 
 pub use evaluate::evaluate_state;
-pub use generate::generate_policy;
-pub use model::{HexDigest, PcrValue, Policy, PolicyError};
+pub use generate::{generate_policy, generate_policy_with, GenerateOptions, DEFAULT_PINNED_PCRS};
+pub use model::{HexDigest, PcrValue, Policy, PolicyError, BOOT_LOADER_PCRS};
 pub use violation::{PolicyRule, PolicyViolation};
 
 use crate::verify::eventlog::EventLog;
@@ -25,7 +25,7 @@ use crate::verify::eventlog::EventLog;
 /// Evaluates `policy` against `log` (its boot facts and replayed PCRs). The caller must
 /// already have checked that the replay matches the quoted PCRs.
 pub fn evaluate(policy: &Policy, log: &EventLog) -> Result<(), Vec<PolicyViolation>> {
-    evaluate_state(policy, &log.boot_state(), &log.replay())
+    evaluate_state(policy, &log.boot_state(policy.bank), &log.replay())
 }
 
 #[cfg(test)]

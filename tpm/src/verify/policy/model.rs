@@ -2,7 +2,12 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::violation::PolicyRule;
 use crate::verify::eventlog::{Digest, HashAlg};
+
+/// The PCRs boot loaders measure into: GRUB (8, 9), the Linux EFI stub (9), systemd-boot
+/// and systemd-stub (12).
+pub const BOOT_LOADER_PCRS: [u32; 3] = [8, 9, 12];
 
 /// A digest written as hex in TOML. Its length is checked against the policy's bank by
 /// [`Policy::validate`].
@@ -63,7 +68,17 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// A named measured-boot policy: what a good boot looks like. A list left out (`None`) is
-/// not checked; a list given is an allow-list (empty: nothing allowed).
+/// not checked; a list given is an allow-list (empty: nothing allowed). A policy must have
+/// at least one rule.
+///
+/// Every rule reads whole PCRs ([`Policy::pcrs_read`]), and in each PCR it reads, every
+/// event must have a type the TCG PC Client profile puts there (PCR7 also its shape:
+/// configuration, one separator, authorities). PCR8, 9 and 12, where boot loaders measure,
+/// are read together by `kernel_cmdlines`, `kernel_cmdline_digests`, `initrds`,
+/// `boot_loader_strings` and `boot_loader_digests`: when any of them is set, every digest
+/// in those PCRs must be allowed by one of them (what an event claims to be is not bound
+/// to its digest, so a digest allowed as an initrd is allowed wherever it appears, and an
+/// unknown one is refused whatever it claims).
 ///
 /// ```toml
 /// name = "edge-gateway"
@@ -74,6 +89,8 @@ fn is_false(b: &bool) -> bool {
 /// boot_applications = ["<PCR4 EV_EFI_BOOT_SERVICES_APPLICATION digest>"]
 /// kernel_cmdlines = ["console=ttyS0 quiet"]
 /// initrds = ["<initrd digest>"]
+/// boot_loader_strings = ["set root=(hd0,gpt2)"]
+/// boot_loader_digests = ["<digest of grub.cfg>"]
 ///
 /// [[pcrs]]
 /// bank = "sha256"
@@ -127,6 +144,14 @@ pub struct Policy {
     /// Allowed initrd digests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initrds: Option<Vec<HexDigest>>,
+    /// Allowed boot-loader strings in PCR8/9/12 (GRUB's commands after their `grub_cmd: `
+    /// prefix, systemd-boot's strings), as text hashed the way boot loaders hash strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_loader_strings: Option<Vec<String>>,
+    /// Allowed digests of any other PCR8/9/12 measurement (the files GRUB reads: grub.cfg,
+    /// the kernel, modules; systemd-stub's credentials and sections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_loader_digests: Option<Vec<HexDigest>>,
     /// Exact PCR values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pcrs: Vec<PcrValue>,
@@ -163,6 +188,9 @@ pub enum PolicyError {
         /// Expected length.
         want: usize,
     },
+    /// The policy has no rule: it would accept every boot.
+    #[error("policy {0:?} has no rule: it would accept every boot (pin PCRs, or set require_secure_boot or an allow-list; `ironroot-server policy generate` writes one from a known-good boot)")]
+    NoRule(String),
     /// A PCR index over 23.
     #[error("policy {policy:?}: pcrs[{position}] has index {index} (must be 0-23)")]
     PcrIndex {
@@ -190,8 +218,72 @@ impl Policy {
             kernel_cmdlines: None,
             kernel_cmdline_digests: None,
             initrds: None,
+            boot_loader_strings: None,
+            boot_loader_digests: None,
             pcrs: Vec::new(),
         }
+    }
+
+    /// True when a rule reads the boot-loader PCRs 8, 9 and 12.
+    pub fn reads_boot_loader(&self) -> bool {
+        self.kernel_cmdlines.is_some()
+            || self.kernel_cmdline_digests.is_some()
+            || self.initrds.is_some()
+            || self.boot_loader_strings.is_some()
+            || self.boot_loader_digests.is_some()
+    }
+
+    /// Every PCR some rule reads, with the rules that read it (in the policy's order).
+    pub fn pcrs_read(&self) -> std::collections::BTreeMap<u32, Vec<PolicyRule>> {
+        let mut out: std::collections::BTreeMap<u32, Vec<PolicyRule>> = Default::default();
+        let mut add = |pcr: u32, rule: PolicyRule| {
+            let rules = out.entry(pcr).or_default();
+            if !rules.contains(&rule) {
+                rules.push(rule);
+            }
+        };
+        if self.require_secure_boot {
+            add(7, PolicyRule::RequireSecureBoot);
+            add(4, PolicyRule::RequireSecureBoot);
+        }
+        for (set, rule) in [
+            (self.pk.is_some(), PolicyRule::Pk),
+            (self.kek.is_some(), PolicyRule::Kek),
+            (self.db.is_some(), PolicyRule::Db),
+            (!self.dbx_required.is_empty(), PolicyRule::DbxRequired),
+        ] {
+            if set {
+                add(7, rule);
+            }
+        }
+        if self.boot_applications.is_some() {
+            add(4, PolicyRule::BootApplications);
+        }
+        for (set, rule) in [
+            (
+                self.kernel_cmdlines.is_some() || self.kernel_cmdline_digests.is_some(),
+                PolicyRule::KernelCmdlines,
+            ),
+            (self.initrds.is_some(), PolicyRule::Initrds),
+            (
+                self.boot_loader_strings.is_some(),
+                PolicyRule::BootLoaderStrings,
+            ),
+            (
+                self.boot_loader_digests.is_some(),
+                PolicyRule::BootLoaderDigests,
+            ),
+        ] {
+            if set {
+                for pcr in BOOT_LOADER_PCRS {
+                    add(pcr, rule);
+                }
+            }
+        }
+        for p in &self.pcrs {
+            add(p.index, PolicyRule::Pcrs);
+        }
+        out
     }
 
     /// Parses and validates a TOML policy (unknown keys are errors).
@@ -211,11 +303,14 @@ impl Policy {
         if self.name.trim().is_empty() {
             return Err(PolicyError::EmptyName);
         }
+        if self.pcrs_read().is_empty() {
+            return Err(PolicyError::NoRule(self.name.clone()));
+        }
         let want = self
             .bank
             .known_size()
             .ok_or(PolicyError::UnknownBank(self.bank))?;
-        let lists: [(&'static str, Option<&Vec<HexDigest>>, usize); 7] = [
+        let lists: [(&'static str, Option<&Vec<HexDigest>>, usize); 8] = [
             ("pk", self.pk.as_ref(), want),
             ("kek", self.kek.as_ref(), want),
             ("db", self.db.as_ref(), want),
@@ -227,6 +322,11 @@ impl Policy {
                 want,
             ),
             ("initrds", self.initrds.as_ref(), want),
+            (
+                "boot_loader_digests",
+                self.boot_loader_digests.as_ref(),
+                want,
+            ),
         ];
         for (field, list, want) in lists {
             for (position, d) in list.into_iter().flatten().enumerate() {

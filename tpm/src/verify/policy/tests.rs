@@ -4,7 +4,9 @@ use super::*;
 use crate::verify::eventlog::uefi::{
     EFI_CERT_SHA256, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE,
 };
-use crate::verify::eventlog::{utf16_with_nul, EventLog, EventType, HashAlg, LogBuilder};
+use crate::verify::eventlog::{
+    utf16_with_nul, EventLog, EventType, HashAlg, LogBuilder, ProfileRule,
+};
 
 fn dbx_list(hashes: &[[u8; 32]]) -> Vec<u8> {
     let mut v = EFI_CERT_SHA256.0.to_vec();
@@ -82,7 +84,7 @@ fn secure_policy() -> Policy {
 #[test]
 fn verified_boot_passes_require_secure_boot() {
     assert_eq!(evaluate(&secure_policy(), &verified_boot()), Ok(()));
-    let state = verified_boot().boot_state();
+    let state = verified_boot().boot_state(HashAlg::Sha256);
     assert_eq!(
         state.authorities[0].certificate_der(),
         Some(&[0x30, 0x82, 1, 0][..])
@@ -97,7 +99,7 @@ fn secure_boot_one_alone_is_not_enough() {
     assert_eq!(v[0].pcr, Some(7));
     assert!(v[0].message.contains("EV_EFI_VARIABLE_AUTHORITY"));
     assert_eq!(v[1].pcr, Some(4));
-    assert!(v[1].message.contains("EV_EFI_BOOT_SERVICES_APPLICATION"));
+    assert!(v[1].message.contains("no code was measured in PCR4"));
     assert!(v[1]
         .to_string()
         .starts_with("policy \"sb\" rule require_secure_boot: PCR4:"));
@@ -127,10 +129,17 @@ fn secure_boot_off_or_untrusted_value() {
     let log = EventLog::parse(&b.build()).unwrap();
     assert_eq!(log.digest_findings().len(), 1);
     let v = evaluate(&secure_policy(), &log).unwrap_err();
+    assert_eq!((v[0].pcr, v[0].event_index), (Some(7), Some(1)));
     assert!(
-        v[0].message.contains("does not match its digest"),
+        v[0].message
+            .contains("configuration event whose digest is not the hash of its data"),
         "{}",
         v[0]
+    );
+    assert!(
+        v.iter()
+            .any(|x| x.message.contains("PCR7 has no separator")),
+        "{v:#?}"
     );
 }
 
@@ -168,13 +177,29 @@ fn efi_stub_cmdline_matches_by_text() {
     let log = verified_boot();
     let mut p = Policy::new("cmd");
     p.kernel_cmdlines = Some(vec!["console=ttyS0 quiet".into()]);
+    // PCR9 is read whole: the initrd must be allowed too.
+    let v = evaluate(&p, &log).unwrap_err();
+    assert_eq!(
+        (v.len(), v[0].rule, v[0].event_index),
+        (1, PolicyRule::KernelCmdlines, Some(10))
+    );
+    assert!(v[0].message.contains("an initrd"), "{}", v[0]);
+    let initrd = HashAlg::Sha256.hash(b"initrd").unwrap();
+    p.initrds = Some(vec![HexDigest::of(&initrd)]);
     assert_eq!(evaluate(&p, &log), Ok(()));
     p.kernel_cmdlines = Some(vec!["console=ttyS0 quiet single".into()]);
     let v = evaluate(&p, &log).unwrap_err();
-    assert_eq!(v.len(), 1);
-    assert_eq!(v[0].rule, PolicyRule::KernelCmdlines);
-    assert_eq!(v[0].pcr, Some(9));
-    assert!(v[0].message.contains("text not in the log"));
+    assert_eq!(v.len(), 2, "{v:#?}");
+    assert_eq!(
+        (v[0].rule, v[0].pcr, v[0].event_index),
+        (PolicyRule::KernelCmdlines, Some(9), Some(9))
+    );
+    assert!(v[0]
+        .message
+        .contains("a kernel command line (its claim is not authenticated)"));
+    assert!(v[1]
+        .message
+        .contains("no allowed kernel command line was measured"));
 }
 
 #[test]
@@ -336,18 +361,23 @@ fn config_appended_after_pcr7_separator_is_not_configuration() {
     let log = parse(&b);
     assert!(log.digest_findings().is_empty());
 
-    let state = log.boot_state();
+    let state = log.boot_state(HashAlg::Sha256);
     assert!(!state.secure_boot_enabled());
     assert_eq!(state.pcr7_separator().map(|s| s.event.event_index), Some(6));
     let sb = state.secure_boot.as_ref().unwrap();
     assert_eq!((sb.event.event_index, sb.data.as_slice()), (1, &[0][..]));
     assert_eq!(state.dbx.as_ref().unwrap().event.event_index, 5);
     let late: Vec<_> = state
-        .config_after_separator
-        .iter()
-        .map(|v| (v.event.event_index, v.name.as_str()))
+        .findings_in(7)
+        .map(|f| (f.event_index, f.rule.clone()))
         .collect();
-    assert_eq!(late, [(16, "SecureBoot"), (17, "dbx")]);
+    assert_eq!(
+        late,
+        [
+            (Some(16), ProfileRule::Pcr7NotAllowedAfterSeparator),
+            (Some(17), ProfileRule::Pcr7NotAllowedAfterSeparator)
+        ]
+    );
 
     let mut p = secure_policy();
     p.dbx_required = vec![HexDigest(vec![3; 32])];
@@ -355,16 +385,14 @@ fn config_appended_after_pcr7_separator_is_not_configuration() {
     assert_eq!(
         rules_and_events(&v),
         [
-            (PolicyRule::RequireSecureBoot, Some(1)),
             (PolicyRule::RequireSecureBoot, Some(16)),
             (PolicyRule::RequireSecureBoot, Some(17)),
+            (PolicyRule::RequireSecureBoot, Some(1)),
             (PolicyRule::DbxRequired, Some(5)),
-            (PolicyRule::DbxRequired, Some(17)),
         ],
         "{v:#?}"
     );
-    assert!(v[0].message.contains("SecureBoot is 0"), "{}", v[0]);
-    let line = v[1].to_string();
+    let line = v[0].to_string();
     assert!(
         line.starts_with(
             "policy \"sb\" rule require_secure_boot: PCR7 event 16 EV_EFI_VARIABLE_DRIVER_CONFIG"
@@ -372,11 +400,13 @@ fn config_appended_after_pcr7_separator_is_not_configuration() {
         "{line}"
     );
     assert!(line.contains("after the PCR7 separator"), "{line}");
+    assert!(
+        line.contains("(require_secure_boot, dbx_required)"),
+        "names every rule reading PCR7: {line}"
+    );
+    assert!(v[2].message.contains("SecureBoot is 0"), "{}", v[2]);
     assert_eq!(v[3].digest.unwrap().as_bytes(), &[3; 32]);
     assert!(v[3].message.contains("missing"), "{}", v[3]);
-    assert!(v[4]
-        .to_string()
-        .starts_with("policy \"sb\" rule dbx_required: PCR7 event 17"));
 
     // Its own policy does not trust the tampered PCR7: nothing required from dbx, and the
     // boot passes it.
@@ -397,19 +427,23 @@ fn appended_config_cannot_fill_in_or_pass() {
     rest_of_boot(&mut b, true);
     config(&mut b, "SecureBoot", &[1]);
     let log = parse(&b);
-    let state = log.boot_state();
+    let state = log.boot_state(HashAlg::Sha256);
     assert!(!state.secure_boot_enabled());
     assert_eq!(state.secure_boot, None);
     let v = evaluate(&secure_policy(), &log).unwrap_err();
     assert_eq!(
         rules_and_events(&v),
         [
-            (PolicyRule::RequireSecureBoot, None),
             (PolicyRule::RequireSecureBoot, Some(12)),
+            (PolicyRule::RequireSecureBoot, None),
         ],
         "{v:#?}"
     );
-    assert!(v[0].message.contains("no PCR7 SecureBoot"), "{}", v[0]);
+    assert!(
+        v[1].message.contains("no verified PCR7 SecureBoot"),
+        "{}",
+        v[1]
+    );
 
     // A verified boot whose PK is pinned, with another PK appended after the separator.
     let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
@@ -417,53 +451,48 @@ fn appended_config_cannot_fill_in_or_pass() {
     rest_of_boot(&mut b, false);
     config(&mut b, "PK", b"pk-cert");
     let log = parse(&b);
-    assert!(log.boot_state().secure_boot_enabled());
+    assert!(
+        !log.boot_state(HashAlg::Sha256).secure_boot_enabled(),
+        "PCR7 no longer has the profile's shape"
+    );
     let mut p = Policy::new("pk");
     p.pk = Some(vec![config_digest("PK", b"pk-cert")]);
     let v = evaluate(&p, &log).unwrap_err();
     assert_eq!(rules_and_events(&v), [(PolicyRule::Pk, Some(16))]);
+    // Every rule reading PCR7 refuses it: an appended event means PCR7 was extended after
+    // the firmware, and nothing read from PCR7 can be relied on.
     p.pk = None;
     p.kek = Some(vec![config_digest("KEK", b"kek-cert")]);
-    assert_eq!(
-        evaluate(&p, &log),
-        Ok(()),
-        "an appended PK is not KEK's business"
-    );
+    let v = evaluate(&p, &log).unwrap_err();
+    assert_eq!(rules_and_events(&v), [(PolicyRule::Kek, Some(16))]);
 }
 
-/// SecureBoot measured twice before the separator: the last one is the state.
+/// SecureBoot measured twice before the separator: neither order passes (firmware
+/// measures each Secure Boot variable once; which one is "the" state is not decidable).
 #[test]
-fn last_secure_boot_before_separator_wins() {
-    let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
-    config(&mut b, "SecureBoot", &[1]);
-    config(&mut b, "SecureBoot", &[0]);
-    rest_of_boot(&mut b, true);
-    let log = parse(&b);
-    let state = log.boot_state();
-    assert!(!state.secure_boot_enabled());
-    assert_eq!(state.secure_boot.as_ref().unwrap().event.event_index, 2);
-    let v = evaluate(&secure_policy(), &log).unwrap_err();
-    assert_eq!(
-        rules_and_events(&v),
-        [(PolicyRule::RequireSecureBoot, Some(2))]
-    );
-    assert!(v[0].message.contains("SecureBoot is 0"), "{}", v[0]);
-    assert!(!generate_policy("own", &log).require_secure_boot);
-
-    let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
-    config(&mut b, "SecureBoot", &[0]);
-    config(&mut b, "SecureBoot", &[1]);
-    rest_of_boot(&mut b, true);
-    let log = parse(&b);
-    assert!(log.boot_state().secure_boot_enabled());
-    assert_eq!(evaluate(&secure_policy(), &log), Ok(()));
-    assert!(generate_policy("own", &log).require_secure_boot);
+fn secure_boot_measured_twice_is_refused() {
+    for values in [[1u8, 0], [0, 1]] {
+        let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
+        config(&mut b, "SecureBoot", &[values[0]]);
+        config(&mut b, "SecureBoot", &[values[1]]);
+        rest_of_boot(&mut b, true);
+        let log = parse(&b);
+        let state = log.boot_state(HashAlg::Sha256);
+        assert!(!state.secure_boot_enabled());
+        let v = evaluate(&secure_policy(), &log).unwrap_err();
+        assert!(
+            v.iter().any(|x| x.event_index == Some(2)
+                && x.message.contains("SecureBoot measured a second time")),
+            "{v:#?}"
+        );
+        assert!(!generate_policy("own", &log).require_secure_boot);
+    }
 }
 
-/// db and dbx measured twice before the separator: an earlier measurement cannot satisfy
-/// a rule the last one fails.
+/// db and dbx measured twice before the separator: refused whichever measurement the
+/// allow-lists name.
 #[test]
-fn earlier_db_or_dbx_cannot_satisfy_a_rule() {
+fn db_or_dbx_measured_twice_is_refused() {
     let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
     config(&mut b, "SecureBoot", &[1]);
     config(&mut b, "db", b"db-old");
@@ -476,22 +505,25 @@ fn earlier_db_or_dbx_cannot_satisfy_a_rule() {
     let mut p = Policy::new("keys");
     p.db = Some(vec![config_digest("db", b"db-old")]);
     p.dbx_required = vec![HexDigest(vec![3; 32])];
-    let v = evaluate(&p, &log).unwrap_err();
-    assert_eq!(
-        rules_and_events(&v),
-        [
-            (PolicyRule::Db, Some(4)),
-            (PolicyRule::DbxRequired, Some(5))
-        ],
-        "{v:#?}"
-    );
-
-    p.db = Some(vec![config_digest("db", b"db-new")]);
-    p.dbx_required = vec![HexDigest(vec![1; 32])];
-    assert_eq!(evaluate(&p, &log), Ok(()));
+    for (db, dbx) in [(&b"db-old"[..], [3; 32]), (&b"db-new"[..], [1; 32])] {
+        p.db = Some(vec![config_digest("db", db)]);
+        p.dbx_required = vec![HexDigest(dbx.to_vec())];
+        let v = evaluate(&p, &log).unwrap_err();
+        let dups: Vec<_> = v
+            .iter()
+            .filter(|x| x.message.contains("measured a second time"))
+            .map(|x| (x.rule, x.event_index))
+            .collect();
+        assert_eq!(
+            dups,
+            [(PolicyRule::Db, Some(4)), (PolicyRule::Db, Some(5))],
+            "{v:#?}"
+        );
+    }
+    // Its own policy reads nothing of the broken PCR7.
     let own = generate_policy("own", &log);
-    assert_eq!(own.db, p.db);
-    assert_eq!(own.dbx_required, p.dbx_required);
+    assert_eq!((own.db.as_ref(), own.dbx_required.len()), (None, 0));
+    assert!(own.pcrs.iter().all(|p| p.index != 7));
     assert_eq!(evaluate(&own, &log), Ok(()));
 }
 
@@ -505,7 +537,7 @@ fn no_pcr7_separator_fails_secure_boot_and_pins() {
     config(&mut b, "dbx", &dbx_list(&[[1; 32]]));
     rest_of_boot(&mut b, false);
     let log = parse(&b);
-    let state = log.boot_state();
+    let state = log.boot_state(HashAlg::Sha256);
     assert_eq!(state.pcr7_separator(), None);
     assert_eq!(state.secure_boot.as_ref().unwrap().data, [1]);
     assert!(!state.secure_boot_enabled());
@@ -518,15 +550,24 @@ fn no_pcr7_separator_fails_secure_boot_and_pins() {
     assert_eq!(
         got,
         [
+            (PolicyRule::RequireSecureBoot, Some(7), Some(4)),
             (PolicyRule::RequireSecureBoot, Some(7), None),
-            (PolicyRule::Pk, Some(7), None),
-            (PolicyRule::DbxRequired, Some(7), None),
+            (PolicyRule::RequireSecureBoot, Some(7), None),
         ],
         "{v:#?}"
     );
-    for x in &v {
-        assert!(x.message.contains("no PCR7 EV_SEPARATOR"), "{x}");
-    }
+    assert!(
+        v[0].message.contains("before the PCR7 separator"),
+        "{}",
+        v[0]
+    );
+    assert!(v[1].message.contains("PCR7 has no separator"), "{}", v[1]);
+    assert!(
+        v[1].message
+            .contains("(require_secure_boot, pk, dbx_required)"),
+        "{}",
+        v[1]
+    );
 
     let own = generate_policy("own", &log);
     assert!(!own.require_secure_boot);
@@ -545,19 +586,22 @@ fn secure_boot_enabled_needs_data_matching_its_digest() {
     b.measure(7, EventType::EV_EFI_VARIABLE_DRIVER_CONFIG, &truth, &lie);
     rest_of_boot(&mut b, true);
     let log = parse(&b);
-    let state = log.boot_state();
+    let state = log.boot_state(HashAlg::Sha256);
     assert_eq!(
-        state.secure_boot.as_ref().map(|v| v.data_verified),
-        Some(false)
+        state.secure_boot, None,
+        "an unverified variable is not configuration"
     );
     assert!(!state.secure_boot_enabled());
     let v = evaluate(&secure_policy(), &log).unwrap_err();
     assert_eq!(
         rules_and_events(&v),
-        [(PolicyRule::RequireSecureBoot, Some(1))]
+        [
+            (PolicyRule::RequireSecureBoot, Some(1)),
+            (PolicyRule::RequireSecureBoot, None)
+        ]
     );
     assert!(
-        v[0].message.contains("does not match its digest"),
+        v[0].message.contains("digest is not the hash of its data"),
         "{}",
         v[0]
     );

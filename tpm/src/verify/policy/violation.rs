@@ -23,6 +23,10 @@ pub enum PolicyRule {
     KernelCmdlines,
     /// `initrds`.
     Initrds,
+    /// `boot_loader_strings`.
+    BootLoaderStrings,
+    /// `boot_loader_digests`.
+    BootLoaderDigests,
     /// `pcrs`.
     Pcrs,
 }
@@ -38,6 +42,8 @@ impl fmt::Display for PolicyRule {
             Self::BootApplications => "boot_applications",
             Self::KernelCmdlines => "kernel_cmdlines",
             Self::Initrds => "initrds",
+            Self::BootLoaderStrings => "boot_loader_strings",
+            Self::BootLoaderDigests => "boot_loader_digests",
             Self::Pcrs => "pcrs",
         })
     }

@@ -171,7 +171,7 @@ fn legacy_log_and_grub_checks() {
         f[0].expected,
         HashAlg::Sha1.hash(b"/vmlinuz single").unwrap()
     );
-    let st = log.boot_state();
+    let st = log.boot_state(HashAlg::Sha1);
     assert_eq!(st.kernel_cmdlines.len(), 2);
     assert_eq!(
         st.kernel_cmdlines[0].text.as_deref(),
