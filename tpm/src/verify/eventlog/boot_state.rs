@@ -183,6 +183,9 @@ pub enum ProfileRule {
     TypeNotAllowedInPcr,
     /// Typed EV_SEPARATOR, but its digest is not the hash of 00000000 or FFFFFFFF.
     SeparatorTypeWithoutSeparatorDigest,
+    /// A separator digest under another event type: the type was changed (a separator
+    /// counts as one whatever its type, and no firmware writes one so).
+    SeparatorDigestUnderOtherType,
     /// PCR7 has no separator.
     Pcr7WithoutSeparator,
     /// PCR7 has a second separator (`first` is the index of the first one).
@@ -260,6 +263,9 @@ impl fmt::Display for FindingMessage<'_> {
             ),
             ProfileRule::SeparatorTypeWithoutSeparatorDigest => f.write_str(
                 "typed EV_SEPARATOR but its digest is not the hash of 00000000 or FFFFFFFF",
+            ),
+            ProfileRule::SeparatorDigestUnderOtherType => f.write_str(
+                "its digest is the hash of a separator value but it is not typed EV_SEPARATOR: the type was changed; it counts as a separator",
             ),
             ProfileRule::Pcr7WithoutSeparator => f.write_str(
                 "PCR7 has no separator: the Secure Boot configuration cannot be told apart from events appended after boot",

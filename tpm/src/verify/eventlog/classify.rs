@@ -94,6 +94,9 @@ impl Extract<'_> {
             let digest = e.digest(bank);
             let separator = digest.is_some_and(is_separator_digest);
             if separator {
+                if e.event_type != EventType::EV_SEPARATOR {
+                    self.finding(e, ProfileRule::SeparatorDigestUnderOtherType);
+                }
                 self.separator(e);
                 return;
             }

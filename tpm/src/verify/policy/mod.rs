@@ -12,11 +12,13 @@
 
 mod evaluate;
 mod generate;
+mod judge;
 mod model;
 mod violation;
 
 pub use evaluate::evaluate_state;
 pub use generate::{generate_policy, generate_policy_with, GenerateOptions, DEFAULT_PINNED_PCRS};
+pub use judge::{judge, replay_mismatches, MeasuredBootRejection, ReplayMismatch};
 pub use model::{HexDigest, PcrValue, Policy, PolicyError, BOOT_LOADER_PCRS};
 pub use violation::{PolicyRule, PolicyViolation};
 
