@@ -152,12 +152,29 @@ fn join_tokens_work_once() {
     assert_rejected(attest(&cfg), "join token", &["unknown or already used"]);
 }
 
-/// A DevID CA (in the test) signs the CSR of the DevID key in `tpm`.
+/// A DevID CA (in the test) signs the CSR of the DevID key in `tpm`, with keyUsage
+/// digitalSignature as the DevID profile wants.
 fn issue_devid(
     ca: &(rcgen::Issuer<'static, rcgen::KeyPair>, String),
     tpm: &ironroot_testkit::swtpm::Swtpm,
     cn: &str,
     out: &std::path::Path,
+) -> Vec<u8> {
+    issue_devid_with(
+        ca,
+        tpm,
+        cn,
+        out,
+        &[rcgen::KeyUsagePurpose::DigitalSignature],
+    )
+}
+
+fn issue_devid_with(
+    ca: &(rcgen::Issuer<'static, rcgen::KeyPair>, String),
+    tpm: &ironroot_testkit::swtpm::Swtpm,
+    cn: &str,
+    out: &std::path::Path,
+    key_usages: &[rcgen::KeyUsagePurpose],
 ) -> Vec<u8> {
     let mut t = Tpm::open(&tpm.tcti()).unwrap();
     let key = t.devid_key(0x8101_0020).unwrap();
@@ -165,6 +182,7 @@ fn issue_devid(
     let csr_der = rustls_pki_types::CertificateSigningRequestDer::from(csr);
     let req = rcgen::CertificateSigningRequestParams::from_der(&csr_der).unwrap();
     let mut params = req.params;
+    params.key_usages = key_usages.to_vec();
     params.not_before = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
     params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(1);
     let cert = params.signed_by(&req.public_key, &ca.0).unwrap();
@@ -235,6 +253,23 @@ fn tpm_devid_happy_path_and_rejections() {
     let mut c2 = cfg.clone();
     c2.tpm.devid_certificate_path = Some(rogue_path);
     assert_rejected(attest(&c2), "DevID certificate", &["does not chain"]);
+
+    // A DevID from the trusted CA whose keyUsage does not allow signing.
+    let no_sign_path = env.dir.path().join("no-sign.pem");
+    issue_devid_with(
+        &ca,
+        &tpm,
+        "gw-0042",
+        &no_sign_path,
+        &[rcgen::KeyUsagePurpose::KeyEncipherment],
+    );
+    let mut c3 = cfg.clone();
+    c3.tpm.devid_certificate_path = Some(no_sign_path);
+    assert_rejected(
+        attest(&c3),
+        "DevID certificate",
+        &["[leaf-key-usage]", "digitalSignature"],
+    );
 
     // A genuine DevID (trusted CA) whose key lives in another TPM: the AK of this
     // TPM certifies this TPM's key, not that one.

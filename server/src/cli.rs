@@ -44,6 +44,9 @@ pub enum Command {
     /// Measured-boot policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Firmware event logs (offline, no server needed).
+    #[command(subcommand)]
+    Eventlog(EventlogCommand),
     /// Check that the server answers and its CA is ready.
     Healthcheck {
         #[command(flatten)]
@@ -284,5 +287,33 @@ pub enum PolicyCommand {
         /// classification; see docs/attestation.md).
         #[arg(long)]
         no_pin: bool,
+    },
+    /// Evaluate a policy against an event log offline; exit status 0 when it passes, 1 when
+    /// it fails, 2 when the policy or the log is unusable.
+    Check(PolicyCheckArgs),
+}
+
+/// `policy check`: offline evaluation of a policy file against an event log file.
+#[derive(Args, Debug, Clone)]
+pub struct PolicyCheckArgs {
+    /// The policy (TOML).
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// The TCG event log (binary_bios_measurements).
+    #[arg(long)]
+    pub eventlog: PathBuf,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EventlogCommand {
+    /// Print every event (PCR, type, digests, decoded data, digest check) and the replayed
+    /// PCR values; exit status 2 when the log does not parse.
+    Show {
+        /// The TCG event log (binary_bios_measurements).
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
 }

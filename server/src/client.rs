@@ -546,7 +546,10 @@ pub fn policy(cmd: PolicyCommand) -> anyhow::Result<()> {
         output,
         pin,
         no_pin,
-    } = cmd;
+    } = cmd
+    else {
+        anyhow::bail!("`policy check` runs offline, through boot_tools::policy_check");
+    };
     let bytes = std::fs::read(&eventlog)
         .with_context(|| format!("cannot read event log {}", eventlog.display()))?;
     let log = ironroot_tpm::verify::eventlog::EventLog::parse(&bytes)

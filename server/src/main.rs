@@ -1,8 +1,11 @@
 //! ironroot-server: entry point. Errors are reported with their whole cause
 //! chain so an operator sees what failed (e.g. "wrong PIN for token 'x'").
 
+use std::process::ExitCode;
+
 use clap::Parser;
-use ironroot_server::cli::{Cli, Command};
+use ironroot_server::boot_tools;
+use ironroot_server::cli::{Cli, Command, PolicyCommand};
 use ironroot_server::config::ServerConfig;
 use ironroot_server::{client, run::Server};
 use tracing_subscriber::EnvFilter;
@@ -16,27 +19,31 @@ fn init_logging(default_filter: &str) {
         .init();
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+/// Runs one command; its exit status (the offline boot tools have more than two).
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
         Command::Run { config } => {
             let cfg = ServerConfig::load(&config)?;
             init_logging(&cfg.log_level);
             // HSM work blocks: open everything off the async threads.
             let server = tokio::task::spawn_blocking(move || Server::open(cfg)).await??;
-            server.run().await
+            done(server.run().await)
         }
-        Command::Entry(c) => client::entry(c).await,
-        Command::Bundle(c) => client::bundle(c).await,
-        Command::X509(c) => client::x509(c).await,
-        Command::Jwt(c) => client::jwt(c).await,
-        Command::Token(c) => client::token(c).await,
-        Command::Agent(c) => client::agent(c).await,
-        Command::Policy(c) => client::policy(c),
-        Command::Healthcheck { client: c } => client::healthcheck(c).await,
+        Command::Entry(c) => done(client::entry(c).await),
+        Command::Bundle(c) => done(client::bundle(c).await),
+        Command::X509(c) => done(client::x509(c).await),
+        Command::Jwt(c) => done(client::jwt(c).await),
+        Command::Token(c) => done(client::token(c).await),
+        Command::Agent(c) => done(client::agent(c).await),
+        Command::Policy(PolicyCommand::Check(args)) => Ok(boot_tools::policy_check(&args)),
+        Command::Policy(c) => done(client::policy(c)),
+        Command::Eventlog(c) => Ok(boot_tools::eventlog(c)),
+        Command::Healthcheck { client: c } => done(client::healthcheck(c).await),
     }
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -45,14 +52,14 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
     match rt.block_on(dispatch(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,15 +1,23 @@
 //! Chain checks for hardware certificates (TPM EK and DevID certificates).
-//! These are not TLS certificates: EK certificates carry critical extensions
-//! (a directoryName SAN, TPM specification attributes) that a TLS verifier
-//! refuses, so the check here is explicit: issuer name, signature, validity,
-//! and CA basicConstraints on every issuer, up to a configured anchor.
+//! These are not TLS certificates: EK certificates carry critical extensions (a
+//! directoryName SAN, TPM specification attributes) and key usages (keyEncipherment,
+//! keyAgreement, the TCG EKU) that a TLS verifier such as rustls-webpki refuses or does not
+//! know, so nothing here goes through webpki and every check is explicit: issuer name,
+//! signature and validity up to a configured anchor (this file), then the profile and
+//! path rules of [`rules`] (leaf keyUsage and EK extendedKeyUsage, basicConstraints,
+//! keyCertSign, pathLenConstraint, name constraints, unknown critical extensions) over
+//! the path found, anchor included.
+
+mod names;
+mod rules;
 
 use std::path::Path;
 
 use der::{Decode, Encode};
 use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
-use x509_cert::ext::pkix::BasicConstraints;
 use x509_cert::Certificate;
+
+pub use rules::{cert_name, check_leaf, check_path, CertProfile, CertRuleError};
 
 /// Longest chain accepted (leaf + intermediates + anchor).
 const MAX_DEPTH: usize = 6;
@@ -45,60 +53,73 @@ impl Anchors {
     }
 }
 
-fn subject_cn(c: &Certificate) -> String {
-    c.tbs_certificate.subject.to_string()
+/// Why a hardware certificate was not accepted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// No anchor to check against.
+    #[error("no CA bundle is configured to check the {profile}")]
+    NoAnchors { profile: CertProfile },
+    /// The leaf is not X.509.
+    #[error("the {profile} does not parse as X.509: {detail}")]
+    Unparseable {
+        profile: CertProfile,
+        detail: String,
+    },
+    /// A certificate of the path before its notBefore.
+    #[error("{role} '{cert}' is not valid before {not_before} (unix time)")]
+    NotYetValid {
+        role: String,
+        cert: String,
+        not_before: u64,
+    },
+    /// A certificate of the path after its notAfter.
+    #[error("{role} '{cert}' expired at {not_after} (unix time)")]
+    Expired {
+        role: String,
+        cert: String,
+        not_after: u64,
+    },
+    /// No path to an anchor.
+    #[error("the {profile} '{cert}' does not chain to the configured CA bundle (issuer '{issuer}' is not trusted)")]
+    Untrusted {
+        profile: CertProfile,
+        cert: String,
+        issuer: String,
+    },
+    /// The path would be longer than [`MAX_DEPTH`].
+    #[error("the {profile} chain is longer than {max} certificates")]
+    TooLong { profile: CertProfile, max: usize },
+    /// The path breaks a profile or path rule.
+    #[error(transparent)]
+    Rule(#[from] CertRuleError),
 }
 
-fn check_validity(c: &Certificate, now: u64, what: &str) -> Result<(), String> {
+fn check_validity(c: &Certificate, now: u64, role: &str) -> Result<(), ChainError> {
     let v = &c.tbs_certificate.validity;
-    let nb = v.not_before.to_unix_duration().as_secs();
-    let na = v.not_after.to_unix_duration().as_secs();
-    if now < nb {
-        return Err(format!(
-            "{what} '{}' is not valid before {nb}",
-            subject_cn(c)
-        ));
+    let not_before = v.not_before.to_unix_duration().as_secs();
+    let not_after = v.not_after.to_unix_duration().as_secs();
+    if now < not_before {
+        return Err(ChainError::NotYetValid {
+            role: role.to_string(),
+            cert: cert_name(c),
+            not_before,
+        });
     }
-    if now > na {
-        return Err(format!("{what} '{}' expired at {na}", subject_cn(c)));
+    if now > not_after {
+        return Err(ChainError::Expired {
+            role: role.to_string(),
+            cert: cert_name(c),
+            not_after,
+        });
     }
     Ok(())
-}
-
-fn is_ca(c: &Certificate) -> bool {
-    let oid = der::asn1::ObjectIdentifier::new_unwrap("2.5.29.19");
-    c.tbs_certificate
-        .extensions
-        .as_ref()
-        .and_then(|exts| exts.iter().find(|e| e.extn_id == oid))
-        .and_then(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).ok())
-        .is_some_and(|b| b.ca)
-}
-
-/// keyUsage keyCertSign, when the certificate has a keyUsage at all.
-fn may_sign_certs(c: &Certificate) -> bool {
-    use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
-    let oid = der::asn1::ObjectIdentifier::new_unwrap("2.5.29.15");
-    match c
-        .tbs_certificate
-        .extensions
-        .as_ref()
-        .and_then(|exts| exts.iter().find(|e| e.extn_id == oid))
-    {
-        None => true,
-        Some(e) => KeyUsage::from_der(e.extn_value.as_bytes())
-            .map(|ku| ku.0.contains(KeyUsages::KeyCertSign))
-            .unwrap_or(false),
-    }
 }
 
 /// Whether `issuer`'s key made `cert`'s signature.
 fn signed_by(cert: &Certificate, issuer: &Certificate) -> bool {
     // The outer algorithm must be the one the signed part names.
     if cert.signature_algorithm != cert.tbs_certificate.signature {
-        return false;
-    }
-    if !may_sign_certs(issuer) {
         return false;
     }
     let Ok(tbs) = cert.tbs_certificate.to_der() else {
@@ -131,57 +152,59 @@ fn signed_by(cert: &Certificate, issuer: &Certificate) -> bool {
     UnparsedPublicKey::new(alg, key).verify(&tbs, sig).is_ok()
 }
 
-/// Verifies `leaf` up to one of `anchors`, using `intermediates` (the
-/// certificates the peer sent) as needed. Returns the leaf, parsed.
-/// `what` names the certificate in errors ("EK certificate", "DevID certificate").
+/// Verifies `leaf` up to one of `anchors`, using `intermediates` (the certificates the
+/// peer sent) as needed, then the rules of `profile` over the path found. Returns the
+/// leaf, parsed.
 pub fn verify(
     leaf_der: &[u8],
     intermediates_der: &[Vec<u8>],
     anchors: &Anchors,
     now: u64,
-    what: &str,
-) -> Result<Certificate, String> {
+    profile: CertProfile,
+) -> Result<Certificate, ChainError> {
     if anchors.is_empty() {
-        return Err(format!("no CA bundle is configured to check the {what}"));
+        return Err(ChainError::NoAnchors { profile });
     }
-    let leaf = Certificate::from_der(leaf_der)
-        .map_err(|e| format!("the {what} does not parse as X.509: {e}"))?;
-    check_validity(&leaf, now, what)?;
-    if is_ca(&leaf) {
-        return Err(format!(
-            "the {what} '{}' is a CA certificate, not a device certificate",
-            subject_cn(&leaf)
-        ));
-    }
+    let leaf = Certificate::from_der(leaf_der).map_err(|e| ChainError::Unparseable {
+        profile,
+        detail: e.to_string(),
+    })?;
+    check_validity(&leaf, now, &format!("the {profile}"))?;
     let intermediates: Vec<Certificate> = intermediates_der
         .iter()
         .filter_map(|d| Certificate::from_der(d).ok())
         .collect();
-    let mut current = leaf.clone();
+    let mut path = vec![leaf];
     for _ in 0..MAX_DEPTH {
+        let Some(current) = path.last() else { break };
         let issuer_name = &current.tbs_certificate.issuer;
-        if anchors
+        if let Some(anchor) = anchors
             .certs
             .iter()
-            .any(|a| &a.tbs_certificate.subject == issuer_name && signed_by(&current, a))
+            .find(|a| &a.tbs_certificate.subject == issuer_name && signed_by(current, a))
         {
-            return Ok(leaf);
+            path.push(anchor.clone());
+            check_path(profile, &path)?;
+            return Ok(path.swap_remove(0));
         }
         let Some(next) = intermediates
             .iter()
-            .find(|i| &i.tbs_certificate.subject == issuer_name && signed_by(&current, i))
+            .find(|i| &i.tbs_certificate.subject == issuer_name && signed_by(current, i))
         else {
-            return Err(format!(
-                "the {what} '{}' does not chain to the configured CA bundle (issuer '{}' is not trusted)",
-                subject_cn(&leaf),
-                issuer_name
-            ));
+            return Err(ChainError::Untrusted {
+                profile,
+                cert: cert_name(&path[0]),
+                issuer: issuer_name.to_string(),
+            });
         };
-        if !is_ca(next) {
-            return Err(format!("intermediate '{}' is not a CA", subject_cn(next)));
-        }
         check_validity(next, now, "intermediate")?;
-        current = next.clone();
+        path.push(next.clone());
     }
-    Err(format!("the {what} chain is longer than {MAX_DEPTH}"))
+    Err(ChainError::TooLong {
+        profile,
+        max: MAX_DEPTH,
+    })
 }
+
+#[cfg(test)]
+mod tests;

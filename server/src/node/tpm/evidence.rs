@@ -217,9 +217,9 @@ pub fn check_devid(
         rest,
         anchors,
         crate::ca::unix_now() as u64,
-        "DevID certificate",
+        certchain::CertProfile::DevId,
     )
-    .map_err(|e| AttestError::rejected("DevID certificate", e))?;
+    .map_err(|e| AttestError::rejected("DevID certificate", e.to_string()))?;
     let devid = certified_key(
         ak,
         &tpm.devid_public,

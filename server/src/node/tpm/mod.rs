@@ -127,7 +127,7 @@ impl TpmAttestor {
             &[],
             &self.shared.ek_anchors,
             unix_now() as u64,
-            "EK certificate",
+            certchain::CertProfile::Ek,
         );
         match chain {
             Ok(cert) => {

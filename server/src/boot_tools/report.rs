@@ -1,0 +1,188 @@
+//! `eventlog show`'s report: what the log says, event by event, and what it replays to.
+//! Its JSON form is a stable schema (`ironroot.eventlog.v1`, documented in
+//! docs/attestation.md "Operator tools"); fields are only ever added to it.
+
+use ironroot_tpm::verify::eventlog::{DigestFinding, Event, EventLog, EventType};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use super::decode::{decode, EventData};
+
+/// The `schema` value of the JSON report.
+pub const EVENTLOG_SCHEMA: &str = "ironroot.eventlog.v1";
+
+/// A JSON object whose keys keep the order given (PCR indices in numeric order, banks in
+/// the log's order), where a `BTreeMap` would sort "10" before "2".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ordered<V>(pub Vec<(String, V)>);
+
+impl<V: Serialize> Serialize for Ordered<V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+/// Whether an event's logged digests are the hash of its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DigestCheck {
+    /// Every digest (of a bank this parser computes) is the hash of the whole event data.
+    MatchesData,
+    /// The log's digest findings name this event: its digest is not the hash of what the
+    /// profile says it measures, so its data cannot be relied on.
+    Mismatch,
+    /// The digest is of something else, as the profile allows for this type: content the
+    /// log does not carry (code, files, tables) or a form derived from the data (GRUB's
+    /// string without its prefix, the Linux EFI stub's command line or initrd).
+    NotOfData,
+    /// EV_NO_ACTION: never extended into a PCR.
+    NotExtended,
+}
+
+/// One event.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventReport {
+    /// 0-based index (the Spec ID event is 0).
+    pub index: usize,
+    /// Byte offset in the log.
+    pub offset: usize,
+    /// pcrIndex.
+    pub pcr: u32,
+    /// The profile's name, or `EV_UNKNOWN(0x........)`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The raw eventType.
+    pub type_value: u32,
+    /// Bank -> lowercase hex, in the log's order.
+    pub digests: Ordered<String>,
+    /// Bytes of event data.
+    pub data_size: usize,
+    /// The event data, lowercase hex.
+    pub data_hex: String,
+    /// Decoded data where the profile defines it; `null` otherwise.
+    pub data: Option<EventData>,
+    /// Whether the digests are the hash of the data.
+    pub digest_check: DigestCheck,
+}
+
+/// One digest finding of the log (an event whose digest is not the hash of its data).
+#[derive(Clone, Debug, Serialize)]
+pub struct FindingReport {
+    pub event_index: usize,
+    pub pcr: u32,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub bank: String,
+    /// What the digest was compared with.
+    pub checked_against: String,
+    /// The digest in the log (the one replayed).
+    pub logged: String,
+    /// The hash of the data.
+    pub expected: String,
+    /// One line for an operator.
+    pub message: String,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventLogReport {
+    /// [`EVENTLOG_SCHEMA`].
+    pub schema: &'static str,
+    /// `crypto-agile` or `sha1-legacy`.
+    pub format: String,
+    /// The banks the log carries, in its order.
+    pub banks: Vec<String>,
+    /// The locality PCR0 starts from (StartupLocality, or 4 for an H-CRTM log).
+    pub startup_locality: u8,
+    /// Fill bytes after the last event.
+    pub trailing_padding: usize,
+    pub events: Vec<EventReport>,
+    pub digest_findings: Vec<FindingReport>,
+    /// Bank -> PCR index (decimal string) -> lowercase hex, for every PCR an event extends.
+    pub replay: Ordered<Ordered<String>>,
+}
+
+impl EventLogReport {
+    /// The report of a parsed log.
+    pub fn of(log: &EventLog) -> Self {
+        let findings = log.digest_findings();
+        let replay = log
+            .replay()
+            .banks()
+            .iter()
+            .map(|b| {
+                let pcrs = b.iter().map(|(i, d)| (i.to_string(), d.to_hex())).collect();
+                (b.alg().to_string(), Ordered(pcrs))
+            })
+            .collect();
+        Self {
+            schema: EVENTLOG_SCHEMA,
+            format: log.format().to_string(),
+            banks: log.banks().iter().map(|b| b.alg.to_string()).collect(),
+            startup_locality: log.startup_locality(),
+            trailing_padding: log.trailing_padding(),
+            events: log
+                .events()
+                .iter()
+                .map(|ev| event(log, ev, findings))
+                .collect(),
+            digest_findings: findings.iter().map(finding).collect(),
+            replay: Ordered(replay),
+        }
+    }
+}
+
+fn event(log: &EventLog, ev: &Event, findings: &[DigestFinding]) -> EventReport {
+    EventReport {
+        index: ev.index,
+        offset: ev.offset,
+        pcr: ev.pcr,
+        event_type: ev.event_type.to_string(),
+        type_value: ev.event_type.as_u32(),
+        digests: Ordered(
+            ev.digests
+                .iter()
+                .map(|d| (d.alg().to_string(), d.to_hex()))
+                .collect(),
+        ),
+        data_size: ev.data.len(),
+        data_hex: hex::encode(&ev.data),
+        data: decode(log, ev),
+        digest_check: digest_check(ev, findings),
+    }
+}
+
+/// The log's findings decide a mismatch; a plain hash comparison tells the two other cases
+/// apart (it never overrides a finding).
+fn digest_check(ev: &Event, findings: &[DigestFinding]) -> DigestCheck {
+    if ev.event_type == EventType::EV_NO_ACTION {
+        return DigestCheck::NotExtended;
+    }
+    if findings.iter().any(|f| f.event_index == ev.index) {
+        return DigestCheck::Mismatch;
+    }
+    let mut known = ev.digests.iter().filter(|d| d.alg().is_known()).peekable();
+    let any = known.peek().is_some();
+    if any && known.all(|d| d.alg().hash(&ev.data).is_some_and(|h| h == *d)) {
+        DigestCheck::MatchesData
+    } else {
+        DigestCheck::NotOfData
+    }
+}
+
+fn finding(f: &DigestFinding) -> FindingReport {
+    FindingReport {
+        event_index: f.event_index,
+        pcr: f.pcr,
+        event_type: f.event_type.to_string(),
+        bank: f.found.alg().to_string(),
+        checked_against: f.checked_against.to_string(),
+        logged: f.found.to_hex(),
+        expected: f.expected.to_hex(),
+        message: f.to_string(),
+    }
+}
