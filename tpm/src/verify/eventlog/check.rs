@@ -181,7 +181,10 @@ pub(crate) fn check_events(events: &[Event]) -> Vec<DigestFinding> {
 /// True when every known-bank digest of `ev` matches its data (or the event type has no
 /// data check). Used to decide whether event data may be relied on.
 pub(crate) fn data_verified(findings: &[DigestFinding], index: usize) -> bool {
-    !findings.iter().any(|f| f.event_index == index)
+    // `check_events` lists findings in event order.
+    findings
+        .binary_search_by_key(&index, |f| f.event_index)
+        .is_err()
 }
 
 #[cfg(test)]

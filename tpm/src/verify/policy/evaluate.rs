@@ -61,7 +61,7 @@ impl Ctx<'_> {
     }
 }
 
-pub(super) fn allowed(list: &[HexDigest], d: &Digest) -> bool {
+fn allowed(list: &[HexDigest], d: &Digest) -> bool {
     list.iter().any(|h| h.matches(d))
 }
 

@@ -7,55 +7,68 @@
 //! boot-loader lists, whatever it claims, and a list's "at least one" requirement is met
 //! by digest too. The claim is used only to name the list an operator should look at.
 
-use super::super::model::HexDigest;
+use std::collections::HashSet;
+
+use super::super::model::{HexDigest, Policy};
 use super::super::violation::PolicyRule;
-use super::{allowed, Ctx};
+use super::Ctx;
 use crate::verify::eventlog::{string_encodings, BootState, Digest, HashAlg, LoaderClaim};
 
-/// Every digest the policy allows in PCR8/9/12, by list.
-struct Allowed {
-    cmdlines: Vec<Digest>,
-    initrds: Vec<HexDigest>,
-    others: Vec<Digest>,
+/// Every digest the policy allows in PCR8/9/12, by list, and the allowed strings.
+///
+/// A string is matched by text only for an event whose digest is the hash of that text
+/// (`LoaderEvent::verified_string`), so a match by text is a match by digest: nothing
+/// unbound decides. Command lines are also matched by digest (the Linux EFI stub does not
+/// log the text); hashing every boot-loader string in four encodings on each evaluation
+/// would cost more than the rest of the evaluation for a GRUB log.
+struct Allowed<'p> {
+    cmdlines: HashSet<Digest>,
+    cmdline_texts: HashSet<&'p str>,
+    initrds: HashSet<Digest>,
+    strings: HashSet<&'p str>,
+    digests: HashSet<Digest>,
 }
 
-fn string_digests(bank: HashAlg, texts: &[String]) -> Vec<Digest> {
-    texts
+fn hex_digests(bank: HashAlg, list: Option<&[HexDigest]>) -> HashSet<Digest> {
+    list.unwrap_or(&[])
         .iter()
-        .flat_map(|t| string_encodings(t))
-        .filter_map(|bytes| bank.hash(&bytes))
-        .collect()
-}
-
-fn hex_digests(bank: HashAlg, list: &[HexDigest]) -> Vec<Digest> {
-    list.iter()
         .filter_map(|h| Digest::new(bank, &h.0))
         .collect()
 }
 
-impl Allowed {
-    fn of(cx: &Ctx<'_>) -> Self {
-        let p = cx.policy;
-        let bank = p.bank;
-        let mut cmdlines = string_digests(bank, p.kernel_cmdlines.as_deref().unwrap_or(&[]));
-        cmdlines.extend(hex_digests(
-            bank,
-            p.kernel_cmdline_digests.as_deref().unwrap_or(&[]),
-        ));
-        let mut others = string_digests(bank, p.boot_loader_strings.as_deref().unwrap_or(&[]));
-        others.extend(hex_digests(
-            bank,
-            p.boot_loader_digests.as_deref().unwrap_or(&[]),
-        ));
+fn texts(list: Option<&[String]>) -> HashSet<&str> {
+    list.unwrap_or(&[]).iter().map(String::as_str).collect()
+}
+
+impl<'p> Allowed<'p> {
+    fn of(policy: &'p Policy) -> Self {
+        let bank = policy.bank;
+        let mut cmdlines: HashSet<Digest> = policy
+            .kernel_cmdlines
+            .iter()
+            .flatten()
+            .flat_map(|t| string_encodings(t))
+            .filter_map(|bytes| bank.hash(&bytes))
+            .collect();
+        cmdlines.extend(hex_digests(bank, policy.kernel_cmdline_digests.as_deref()));
         Self {
             cmdlines,
-            initrds: p.initrds.clone().unwrap_or_default(),
-            others,
+            cmdline_texts: texts(policy.kernel_cmdlines.as_deref()),
+            initrds: hex_digests(bank, policy.initrds.as_deref()),
+            strings: texts(policy.boot_loader_strings.as_deref()),
+            digests: hex_digests(bank, policy.boot_loader_digests.as_deref()),
         }
     }
 
-    fn contains(&self, d: &Digest) -> bool {
-        self.cmdlines.contains(d) || allowed(&self.initrds, d) || self.others.contains(d)
+    fn cmdline(&self, d: &Digest, text: Option<&str>) -> bool {
+        self.cmdlines.contains(d) || text.is_some_and(|t| self.cmdline_texts.contains(t))
+    }
+
+    fn contains(&self, d: &Digest, text: Option<&str>) -> bool {
+        self.cmdline(d, text)
+            || self.initrds.contains(d)
+            || self.digests.contains(d)
+            || text.is_some_and(|t| self.strings.contains(t))
     }
 }
 
@@ -106,7 +119,8 @@ fn describe(claim: LoaderClaim, text: Option<&str>) -> String {
 }
 
 pub(super) fn check(cx: &mut Ctx<'_>, state: &BootState) {
-    let allow = Allowed::of(cx);
+    let policy = cx.policy;
+    let allow = Allowed::of(policy);
     let mut cmdline_seen = false;
     let mut initrd_seen = false;
     for le in &state.loader_events {
@@ -114,9 +128,10 @@ pub(super) fn check(cx: &mut Ctx<'_>, state: &BootState) {
         let Some(d) = cx.digest(rule, &le.event) else {
             continue;
         };
-        cmdline_seen |= allow.cmdlines.contains(&d);
-        initrd_seen |= allowed(&allow.initrds, &d);
-        if allow.contains(&d) {
+        let text = le.verified_string.as_deref();
+        cmdline_seen |= allow.cmdline(&d, text);
+        initrd_seen |= allow.initrds.contains(&d);
+        if allow.contains(&d, text) {
             continue;
         }
         let fix = match rule {
