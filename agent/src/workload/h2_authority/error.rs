@@ -25,13 +25,19 @@ pub enum ShimError {
          (RFC 9113 §6.10: its CONTINUATION frames must follow at once)"
     )]
     HeaderBlockInterrupted { stream: u32, kind: u8 },
-    #[error("CONTINUATION frame on stream {stream} with no header block open on it (RFC 9113 §6.10)")]
+    #[error(
+        "CONTINUATION frame on stream {stream} with no header block open on it (RFC 9113 §6.10)"
+    )]
     UnexpectedContinuation { stream: u32 },
     #[error("PUSH_PROMISE frame from a client: only servers push (RFC 9113 §8.4)")]
     ClientPushPromise,
-    #[error("HEADERS frame on stream {stream}: its padding is longer than the frame (RFC 9113 §6.2)")]
+    #[error(
+        "HEADERS frame on stream {stream}: its padding is longer than the frame (RFC 9113 §6.2)"
+    )]
     BadPadding { stream: u32 },
-    #[error("HEADERS frame on stream {stream} is too short for its priority fields (RFC 9113 §6.2)")]
+    #[error(
+        "HEADERS frame on stream {stream} is too short for its priority fields (RFC 9113 §6.2)"
+    )]
     BadPriority { stream: u32 },
     #[error("the header block of stream {stream} exceeds the shim's limit of {max} bytes")]
     HeaderBlockTooLarge { stream: u32, max: usize },
@@ -74,6 +80,8 @@ pub enum HpackError {
          a header block)"
     )]
     LateTableSizeUpdate,
-    #[error("the decoded header list exceeds the shim's limit of {max} bytes (RFC 9113 §6.5.2 sizes)")]
+    #[error(
+        "the decoded header list exceeds the shim's limit of {max} bytes (RFC 9113 §6.5.2 sizes)"
+    )]
     HeaderListTooLarge { max: usize },
 }

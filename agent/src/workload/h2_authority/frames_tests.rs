@@ -183,7 +183,12 @@ fn padding_is_dropped_and_priority_and_end_stream_kept() {
     payload.extend_from_slice(&[0x80, 0, 0, 1, 200]); // exclusive dep on 1, weight 200
     payload.extend_from_slice(&block);
     payload.extend_from_slice(&[0, 0, 0]);
-    let input = connection(&[frame(HEADERS, END_HEADERS | END_STREAM | PADDED | PRIORITY, 3, &payload)]);
+    let input = connection(&[frame(
+        HEADERS,
+        END_HEADERS | END_STREAM | PADDED | PRIORITY,
+        3,
+        &payload,
+    )]);
     let (out, _) = run_once(&input).unwrap();
     let frames = split_frames(&out);
     assert_eq!(frames.len(), 1);
@@ -212,7 +217,10 @@ fn continuations_are_joined_and_large_blocks_split_to_the_frame_size() {
     ]);
     let (out, _) = run_once(&input).unwrap();
     let frames = split_frames(&out);
-    let kinds: Vec<(u8, u8, usize)> = frames.iter().map(|(h, _)| (h.kind, h.flags, h.len)).collect();
+    let kinds: Vec<(u8, u8, usize)> = frames
+        .iter()
+        .map(|(h, _)| (h.kind, h.flags, h.len))
+        .collect();
     let total = block.len() + "localhost".len();
     assert_eq!(
         kinds,
@@ -240,24 +248,67 @@ fn framing_faults_close_the_connection_with_the_rule_named() {
     assert!(e.to_string().contains("connection preface"));
 
     let e = fault(&[frame(HEADERS, 0, 1, &block), frame(DATA, 0, 1, b"x")]);
-    assert!(matches!(e, ShimError::HeaderBlockInterrupted { stream: 1, kind: DATA }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ShimError::HeaderBlockInterrupted {
+                stream: 1,
+                kind: DATA
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("CONTINUATION frames must follow"));
 
-    let e = fault(&[frame(HEADERS, 0, 1, &block), frame(HEADERS, END_HEADERS, 3, &block)]);
-    assert!(matches!(e, ShimError::HeaderBlockInterrupted { stream: 1, kind: HEADERS }), "{e}");
+    let e = fault(&[
+        frame(HEADERS, 0, 1, &block),
+        frame(HEADERS, END_HEADERS, 3, &block),
+    ]);
+    assert!(
+        matches!(
+            e,
+            ShimError::HeaderBlockInterrupted {
+                stream: 1,
+                kind: HEADERS
+            }
+        ),
+        "{e}"
+    );
 
     let e = fault(&[frame(CONTINUATION, END_HEADERS, 1, &block)]);
-    assert!(matches!(e, ShimError::UnexpectedContinuation { stream: 1 }), "{e}");
+    assert!(
+        matches!(e, ShimError::UnexpectedContinuation { stream: 1 }),
+        "{e}"
+    );
 
-    let e = fault(&[frame(HEADERS, 0, 1, &block), frame(CONTINUATION, END_HEADERS, 3, &block)]);
-    assert!(matches!(e, ShimError::UnexpectedContinuation { stream: 3 }), "{e}");
+    let e = fault(&[
+        frame(HEADERS, 0, 1, &block),
+        frame(CONTINUATION, END_HEADERS, 3, &block),
+    ]);
+    assert!(
+        matches!(e, ShimError::UnexpectedContinuation { stream: 3 }),
+        "{e}"
+    );
 
     let e = fault(&[frame(PUSH_PROMISE, END_HEADERS, 1, &[0, 0, 0, 2, 0x82])]);
     assert!(matches!(e, ShimError::ClientPushPromise), "{e}");
 
-    let e = fault(&[frame(HEADERS, END_HEADERS, 1, &vec![0x82; SERVER_MAX_FRAME_SIZE + 1])]);
+    let e = fault(&[frame(
+        HEADERS,
+        END_HEADERS,
+        1,
+        &vec![0x82; SERVER_MAX_FRAME_SIZE + 1],
+    )]);
     assert!(
-        matches!(e, ShimError::FrameTooLarge { frame: "HEADERS", len: 16385, stream: 1, max: 16384 }),
+        matches!(
+            e,
+            ShimError::FrameTooLarge {
+                frame: "HEADERS",
+                len: 16385,
+                stream: 1,
+                max: 16384
+            }
+        ),
         "{e}"
     );
 
@@ -272,19 +323,33 @@ fn framing_faults_close_the_connection_with_the_rule_named() {
     let mut many = vec![frame(HEADERS, 0, 1, &block)];
     many.extend((0..=MAX_CONTINUATIONS).map(|_| frame(CONTINUATION, 0, 1, &[])));
     let e = fault(&many);
-    assert!(matches!(e, ShimError::TooManyContinuations { stream: 1, max: 32 }), "{e}");
+    assert!(
+        matches!(e, ShimError::TooManyContinuations { stream: 1, max: 32 }),
+        "{e}"
+    );
 
     let mut large = vec![frame(HEADERS, 0, 1, &vec![0x82; 16_000])];
     large.extend((0..4).map(|_| frame(CONTINUATION, 0, 1, &vec![0x82; 16_000])));
     let e = fault(&large);
-    assert!(matches!(e, ShimError::HeaderBlockTooLarge { stream: 1, .. }), "{e}");
+    assert!(
+        matches!(e, ShimError::HeaderBlockTooLarge { stream: 1, .. }),
+        "{e}"
+    );
 
     let e = fault(&[frame(HEADERS, END_HEADERS, 1, &[0x80 | 70])]);
     assert!(
-        matches!(e, ShimError::Hpack { stream: 1, source: HpackError::BadIndex { index: 70, .. } }),
+        matches!(
+            e,
+            ShimError::Hpack {
+                stream: 1,
+                source: HpackError::BadIndex { index: 70, .. }
+            }
+        ),
         "{e}"
     );
-    assert!(e.to_string().contains("outside the static and dynamic tables"));
+    assert!(e
+        .to_string()
+        .contains("outside the static and dynamic tables"));
 }
 
 /// A random connection: header blocks of random lists (with the socket
@@ -308,7 +373,9 @@ fn random_connections_keep_everything_but_an_unparseable_authority() {
                     [DATA, PING, WINDOW_UPDATE, 0x20][rng.gen_range(0..4)],
                     rng.gen(),
                     stream,
-                    &(0..rng.gen_range(0..300)).map(|_| rng.gen()).collect::<Vec<u8>>(),
+                    &(0..rng.gen_range(0..300))
+                        .map(|_| rng.gen())
+                        .collect::<Vec<u8>>(),
                 );
                 others.push(f.clone());
                 frames.push(f);
@@ -331,7 +398,15 @@ fn random_connections_keep_everything_but_an_unparseable_authority() {
                     } else {
                         v
                     };
-                    (n, v, if never { httlib_hpack::Decoder::NEVER_INDEXED } else { 0 })
+                    (
+                        n,
+                        v,
+                        if never {
+                            httlib_hpack::Decoder::NEVER_INDEXED
+                        } else {
+                            0
+                        },
+                    )
                 })
                 .collect();
             want.push((stream, expected));
@@ -340,7 +415,11 @@ fn random_connections_keep_everything_but_an_unparseable_authority() {
             let mut cuts = Vec::new();
             let mut at = 0;
             while at < block.len() {
-                at += if rng.gen_bool(0.5) { 16_000 } else { rng.gen_range(1..=16_000) };
+                at += if rng.gen_bool(0.5) {
+                    16_000
+                } else {
+                    rng.gen_range(1..=16_000)
+                };
                 cuts.push(at.min(block.len()));
             }
             if cuts.is_empty() {
@@ -381,7 +460,12 @@ fn random_connections_keep_everything_but_an_unparseable_authority() {
         let got: Vec<_> = got
             .into_iter()
             .map(|(s, l)| {
-                (s, l.into_iter().map(|(n, v, f)| (n, v, f & httlib_hpack::Decoder::NEVER_INDEXED)).collect::<Vec<_>>())
+                (
+                    s,
+                    l.into_iter()
+                        .map(|(n, v, f)| (n, v, f & httlib_hpack::Decoder::NEVER_INDEXED))
+                        .collect::<Vec<_>>(),
+                )
             })
             .collect();
         assert_eq!(got.len(), want.len(), "seed {seed}: header blocks");

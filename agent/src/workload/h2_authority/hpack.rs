@@ -99,8 +99,8 @@ pub const STATIC_TABLE: [(&str, &str); 61] = [
 pub struct Field {
     pub name: Vec<u8>,
     pub value: Vec<u8>,
-    /// Sent as "never indexed" (RFC 7541 §6.2.3); h2 marks such a value
-    /// sensitive, so the encoder keeps the representation.
+    /// Sent as "never indexed" (RFC 7541 §6.2.3): written again the same way,
+    /// so the mark an intermediary must keep (§7.1.3) survives the shim.
     pub never_indexed: bool,
 }
 

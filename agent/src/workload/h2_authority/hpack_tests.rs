@@ -191,11 +191,31 @@ fn random_lists_survive_decode_and_reencode() {
 #[test]
 fn integers_round_trip_at_prefix_boundaries() {
     for prefix in [4u8, 5, 6, 7] {
-        for v in [0usize, 1, 14, 15, 16, 30, 31, 62, 63, 126, 127, 128, 255, 4096, 1 << 20] {
+        for v in [
+            0usize,
+            1,
+            14,
+            15,
+            16,
+            30,
+            31,
+            62,
+            63,
+            126,
+            127,
+            128,
+            255,
+            4096,
+            1 << 20,
+        ] {
             let mut out = Vec::new();
             encode_int(v, prefix, 0, &mut out);
             let mut pos = 0;
-            assert_eq!(decode_int(&out, &mut pos, prefix).unwrap(), v, "{v} /{prefix}");
+            assert_eq!(
+                decode_int(&out, &mut pos, prefix).unwrap(),
+                v,
+                "{v} /{prefix}"
+            );
             assert_eq!(pos, out.len());
         }
     }
@@ -207,10 +227,28 @@ fn err(block: &[u8]) -> HpackError {
 
 #[test]
 fn refuses_index_zero_and_past_the_tables() {
-    assert_eq!(err(&[0x80]), HpackError::BadIndex { index: 0, entries: 61 });
-    assert_eq!(err(&[0x80 | 62]), HpackError::BadIndex { index: 62, entries: 61 });
+    assert_eq!(
+        err(&[0x80]),
+        HpackError::BadIndex {
+            index: 0,
+            entries: 61
+        }
+    );
+    assert_eq!(
+        err(&[0x80 | 62]),
+        HpackError::BadIndex {
+            index: 62,
+            entries: 61
+        }
+    );
     // A literal whose name index is past the tables.
-    assert_eq!(err(&[0x0f, 0x30, 0x00]), HpackError::BadIndex { index: 63, entries: 61 });
+    assert_eq!(
+        err(&[0x0f, 0x30, 0x00]),
+        HpackError::BadIndex {
+            index: 63,
+            entries: 61
+        }
+    );
 }
 
 #[test]
@@ -218,7 +256,13 @@ fn refuses_table_size_updates_after_a_field_or_above_the_server_setting() {
     assert_eq!(err(&[0x82, 0x20]), HpackError::LateTableSizeUpdate);
     let mut over = Vec::new();
     encode_int(4097, 5, 0x20, &mut over);
-    assert_eq!(err(&over), HpackError::TableSizeTooLarge { size: 4097, max: 4096 });
+    assert_eq!(
+        err(&over),
+        HpackError::TableSizeTooLarge {
+            size: 4097,
+            max: 4096
+        }
+    );
     // At the start, any number of them within the limit is fine.
     let mut ok = Vec::new();
     encode_int(4096, 5, 0x20, &mut ok);
@@ -235,7 +279,10 @@ fn a_table_size_update_evicts() {
     assert_eq!(d.decode_block(&[0x80 | 62]).unwrap()[0].name, b"custom-key");
     assert_eq!(
         d.decode_block(&[0x20, 0x80 | 62]).unwrap_err(),
-        HpackError::BadIndex { index: 62, entries: 61 }
+        HpackError::BadIndex {
+            index: 62,
+            entries: 61
+        }
     );
 }
 
@@ -252,9 +299,15 @@ fn an_entry_larger_than_the_table_empties_it() {
 
 #[test]
 fn refuses_malformed_integers_and_strings() {
-    assert_eq!(err(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]), HpackError::IntegerOverflow);
+    assert_eq!(
+        err(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+        HpackError::IntegerOverflow
+    );
     assert_eq!(err(&[0xff, 0x80]), HpackError::IntegerTruncated);
-    assert_eq!(err(&[0x00, 0x05, b'a']), HpackError::StringTruncated { len: 5, left: 1 });
+    assert_eq!(
+        err(&[0x00, 0x05, b'a']),
+        HpackError::StringTruncated { len: 5, left: 1 }
+    );
     assert_eq!(err(&[0x00, 0x01, b'a']), HpackError::IntegerTruncated);
 }
 
@@ -262,14 +315,20 @@ fn refuses_malformed_integers_and_strings() {
 fn refuses_bad_huffman() {
     use loona_hpack::huffman::HuffmanDecoderError as H;
     // '0' is 00000; the three bits left are zeros, not the EOS prefix.
-    assert_eq!(err(&[0x00, 0x81, 0x00, 0x00]), HpackError::Huffman(H::InvalidPadding));
+    assert_eq!(
+        err(&[0x00, 0x81, 0x00, 0x00]),
+        HpackError::Huffman(H::InvalidPadding)
+    );
     // EOS (30 ones) inside the string.
     assert_eq!(
         err(&[0x00, 0x01, b'a', 0x84, 0xff, 0xff, 0xff, 0xfc]),
         HpackError::Huffman(H::EOSInString)
     );
     // More than 7 bits of padding.
-    assert_eq!(err(&[0x00, 0x01, b'a', 0x82, 0x07, 0xff]), HpackError::Huffman(H::PaddingTooLarge));
+    assert_eq!(
+        err(&[0x00, 0x01, b'a', 0x82, 0x07, 0xff]),
+        HpackError::Huffman(H::PaddingTooLarge)
+    );
 }
 
 /// An HPACK bomb: one 4 KB entry referenced over and over decodes past the
@@ -284,6 +343,8 @@ fn refuses_a_header_list_past_the_limit() {
     let bomb = vec![0x80 | 62; 100];
     assert_eq!(
         d.decode_block(&bomb).unwrap_err(),
-        HpackError::HeaderListTooLarge { max: MAX_HEADER_LIST }
+        HpackError::HeaderListTooLarge {
+            max: MAX_HEADER_LIST
+        }
     );
 }

@@ -114,8 +114,13 @@ impl<IO> AuthorityShim<IO> {
                 Refusal::StreamReset { stream, code } => {
                     let request = self.client.request_on(*stream).unwrap_or("not seen");
                     if matches!(code, 0x0 | 0x8) {
-                        debug!(pid = self.pid, stream, code = error_code_name(*code), request,
-                            "Workload API: the server closed a stream early");
+                        debug!(
+                            pid = self.pid,
+                            stream,
+                            code = error_code_name(*code),
+                            request,
+                            "Workload API: the server closed a stream early"
+                        );
                     } else {
                         warn!(
                             pid = self.pid,
@@ -134,7 +139,11 @@ impl<IO> AuthorityShim<IO> {
                 } => {
                     let data = String::from_utf8_lossy(data);
                     if *code == 0 {
-                        debug!(pid = self.pid, last_stream, "Workload API: the server closes the connection (GOAWAY NO_ERROR)");
+                        debug!(
+                            pid = self.pid,
+                            last_stream,
+                            "Workload API: the server closes the connection (GOAWAY NO_ERROR)"
+                        );
                     } else {
                         warn!(
                             pid = self.pid,
