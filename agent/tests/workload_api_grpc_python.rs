@@ -61,8 +61,20 @@ fn python() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{problem}; scripts/install-deps.sh installs it");
     }
-    eprintln!("SKIPPED: {problem} (run scripts/install-deps.sh; in CI this fails)");
+    skipped(&format!(
+        "{problem} (run scripts/install-deps.sh; in CI this fails)"
+    ));
     None
+}
+
+/// Says a test was skipped where `cargo test` shows it even for a passing
+/// test (straight to the process's stderr, past the harness's capture).
+fn skipped(why: &str) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {}: {why}",
+        ironroot_testkit::current_test_name()
+    );
 }
 
 /// A server, a booted swtpm and a running agent with one entry, A, for this
@@ -356,13 +368,14 @@ fn every_client_gets_the_spec_error_semantics_and_refusals_are_logged() {
             ironroot_api::workload::JwtBundlesRequest {},
         ))
         .await
-        .err()
-        .expect("FetchJWTBundles without the header succeeded")
+        .expect_err("FetchJWTBundles without the header succeeded")
     });
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
 
     if !nix::unistd::getuid().is_root() {
-        eprintln!("SKIPPED: the no-entry callers need root to run in group {NO_ENTRY_GID}");
+        skipped(&format!(
+            "the no-entry callers need root to run in group {NO_ENTRY_GID}"
+        ));
         return;
     }
     // No entry: grpcio stubs, the Python library, the Rust spiffe crate.

@@ -77,8 +77,11 @@ fn block_of(list: &[(&[u8], &[u8])]) -> Vec<u8> {
     b
 }
 
+/// A decoded header list: (name, value, httlib flags) per field.
+type HeaderList = Vec<(Vec<u8>, Vec<u8>, u8)>;
+
 /// What a server decodes from the output's header blocks, per HEADERS frame.
-fn server_lists(out: &[u8]) -> Vec<(u32, Vec<(Vec<u8>, Vec<u8>, u8)>)> {
+fn server_lists(out: &[u8]) -> Vec<(u32, HeaderList)> {
     let mut server = httlib_hpack::Decoder::default();
     let mut lists = Vec::new();
     let mut block: Option<(u32, Vec<u8>)> = None;
