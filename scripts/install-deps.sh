@@ -54,6 +54,9 @@ PY_PACKAGES=(grpcio==1.85.4 grpcio-tools==1.85.4 spiffe==0.3.2)
 stamp="$VENV/.ironroot-packages"
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "${PY_PACKAGES[*]}" ]; then
   echo "install-deps: python venv $VENV ready"
+elif [ "$(id -u)" -ne 0 ] && ! [ -w "$(dirname "$VENV")" ]; then
+  # The interop tests say they are skipped without it (and fail in CI).
+  echo "install-deps: cannot create $VENV as $(id -un); run as root or set IRONROOT_VENV" >&2
 else
   echo "install-deps: creating python venv $VENV with ${PY_PACKAGES[*]}"
   /usr/bin/python3 -m venv "$VENV"
