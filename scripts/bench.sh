@@ -12,3 +12,4 @@ cargo build --release -p ironroot-server -p ironroot-agent
 cargo bench -p ironroot-agent --bench workload_api
 cargo bench -p ironroot-tpm --bench eventlog
 cargo bench -p ironroot-hsm --bench sign_rate
+cargo bench -p ironroot-agent --bench h2_authority

@@ -13,8 +13,9 @@ PACKAGES=(
   swtpm swtpm-tools tpm2-tools libtss2-dev
   # certificate checks in tests and the demo
   openssl ca-certificates
-  # the demo and the workload attestor tests drive small python3 helpers
-  python3
+  # the demo and the workload attestor tests drive small python3 helpers;
+  # python3-venv holds the venv of the gRPC C-core interop client (below)
+  python3 python3-venv
   # containers: rootful podman (runc: crun refuses this host's cgroup layout;
   # catatonit builds the pod pause image; netavark for the default bridge),
   # static busybox for test images imported without a registry, socat
@@ -30,16 +31,36 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
-  exit 0
+else
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages: ${missing[*]}" >&2
+    echo "install-deps: run as root (or install them yourself)" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "install-deps: missing packages: ${missing[*]}" >&2
-  echo "install-deps: run as root (or install them yourself)" >&2
-  exit 1
+# The Workload API interop test (agent/tests/workload_api_grpc_python.rs)
+# drives gRPC's C-core through Python grpcio, grpcio-tools (protoc for stubs
+# generated from api/proto at test time) and the SPIFFE Python library. They
+# live in a venv of Debian's python3 at a fixed path, so the test finds them
+# wherever the checkout is; the versions are pinned, and a venv that already
+# has them is left alone.
+VENV=${IRONROOT_VENV:-/opt/ironroot-venv}
+PY_PACKAGES=(grpcio==1.85.4 grpcio-tools==1.85.4 spiffe==0.3.2)
+stamp="$VENV/.ironroot-packages"
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "${PY_PACKAGES[*]}" ]; then
+  echo "install-deps: python venv $VENV ready"
+elif [ "$(id -u)" -ne 0 ] && ! [ -w "$(dirname "$VENV")" ]; then
+  # The interop tests say they are skipped without it (and fail in CI).
+  echo "install-deps: cannot create $VENV as $(id -un); run as root or set IRONROOT_VENV" >&2
+else
+  echo "install-deps: creating python venv $VENV with ${PY_PACKAGES[*]}"
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --only-binary=:all: "${PY_PACKAGES[@]}"
+  echo "${PY_PACKAGES[*]}" > "$stamp"
 fi
-
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -28,10 +28,13 @@ use crate::cache::{Cache, Snapshot};
 use crate::sync::unix_now;
 use crate::workload::attestor::{attest_caller, WorkloadAttestor};
 use crate::workload::caller::Caller;
+use crate::workload::h2_authority::AuthorityShim;
 
-/// A workload's connection, with the caller identified at accept time.
+/// A workload's connection, with the caller identified at accept time. The
+/// [`AuthorityShim`] lets the server take any `:authority` a client sends over
+/// the unix socket and logs its protocol-level refusals.
 pub struct CallerConn {
-    stream: UnixStream,
+    stream: AuthorityShim<UnixStream>,
     caller: Arc<Caller>,
 }
 
@@ -88,7 +91,7 @@ pub fn incoming(listener: UnixListener) -> impl Stream<Item = std::io::Result<Ca
             match Caller::from_socket(stream.as_fd()) {
                 Ok(caller) => {
                     let conn = CallerConn {
-                        stream,
+                        stream: AuthorityShim::new(stream, caller.pid),
                         caller: Arc::new(caller),
                     };
                     if tx.send(Ok(conn)).await.is_err() {

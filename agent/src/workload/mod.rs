@@ -3,3 +3,4 @@
 
 pub mod attestor;
 pub mod caller;
+pub mod h2_authority;
