@@ -185,6 +185,50 @@ fn eventlog_show_decodes_events_and_flags_digest_mismatches() {
     );
 }
 
+/// What a policy in each bank would see: none for an honest log, named events for a log
+/// whose PCR7 separator was retyped.
+#[test]
+fn eventlog_show_lists_profile_findings_per_bank() {
+    let Some(dir) = fixtures_or_skip() else {
+        return;
+    };
+    let ovmf = dir.join("ovmf-qemu").join("eventlog.bin");
+    let honest = json_of(&show_json(&ovmf));
+    assert_eq!(honest["profile_findings"]["sha256"], serde_json::json!([]));
+
+    let bytes = std::fs::read(&ovmf).unwrap();
+    let log = ironroot_tpm::verify::eventlog::EventLog::parse(&bytes).unwrap();
+    let sep = log
+        .events()
+        .iter()
+        .find(|e| {
+            e.pcr == 7 && e.event_type == ironroot_tpm::verify::eventlog::EventType::EV_SEPARATOR
+        })
+        .unwrap();
+    let mut forged = bytes.clone();
+    // TCG_PCR_EVENT2: pcrIndex (4) then eventType (4).
+    forged[sep.offset + 4..sep.offset + 8].copy_from_slice(&0x8000_0007u32.to_le_bytes());
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("forged.bin");
+    std::fs::write(&path, forged).unwrap();
+    let report = json_of(&show_json(&path));
+    let list = report["profile_findings"]["sha256"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["pcr"], 7);
+    assert_eq!(list[0]["event_index"], sep.index);
+    assert_eq!(list[0]["type"], "EV_EFI_ACTION");
+    assert!(
+        list[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not typed EV_SEPARATOR"),
+        "{list:?}"
+    );
+}
+
 #[test]
 fn eventlog_show_text_is_readable() {
     let Some(dir) = fixtures_or_skip() else {

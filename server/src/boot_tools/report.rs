@@ -102,8 +102,22 @@ pub struct EventLogReport {
     pub trailing_padding: usize,
     pub events: Vec<EventReport>,
     pub digest_findings: Vec<FindingReport>,
+    /// Bank -> every departure from the TCG PC Client profile, judged on that bank's
+    /// digests (what a policy in that bank sees; `BootState::findings`).
+    pub profile_findings: Ordered<Vec<ProfileFindingReport>>,
     /// Bank -> PCR index (decimal string) -> lowercase hex, for every PCR an event extends.
     pub replay: Ordered<Ordered<String>>,
+}
+
+/// One departure from the profile.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProfileFindingReport {
+    pub pcr: u32,
+    pub event_index: Option<usize>,
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    /// The whole finding as one line.
+    pub message: String,
 }
 
 impl EventLogReport {
@@ -131,6 +145,26 @@ impl EventLogReport {
                 .map(|ev| event(log, ev, findings))
                 .collect(),
             digest_findings: findings.iter().map(finding).collect(),
+            profile_findings: Ordered(
+                log.banks()
+                    .iter()
+                    .filter(|b| b.alg.is_known())
+                    .map(|b| {
+                        let state = log.boot_state(b.alg);
+                        let list = state
+                            .findings
+                            .iter()
+                            .map(|f| ProfileFindingReport {
+                                pcr: f.pcr,
+                                event_index: f.event_index,
+                                event_type: f.event_type.map(|t| t.to_string()),
+                                message: f.to_string(),
+                            })
+                            .collect();
+                        (b.alg.to_string(), list)
+                    })
+                    .collect(),
+            ),
             replay: Ordered(replay),
         }
     }

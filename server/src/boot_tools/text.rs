@@ -40,6 +40,20 @@ pub fn render(r: &EventLogReport) -> String {
             let _ = writeln!(o, "  {}", f.message);
         }
     }
+    for (bank, list) in &r.profile_findings.0 {
+        if list.is_empty() {
+            let _ = writeln!(o, "profile findings ({bank}): none");
+            continue;
+        }
+        let _ = writeln!(
+            o,
+            "profile findings ({bank}): {} (a policy reading these PCRs refuses this log)",
+            list.len()
+        );
+        for f in list {
+            let _ = writeln!(o, "  {}", f.message);
+        }
+    }
     for (bank, pcrs) in &r.replay.0 {
         let _ = writeln!(o, "\nreplayed PCRs ({bank}):");
         if pcrs.0.is_empty() {
