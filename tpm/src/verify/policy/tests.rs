@@ -606,3 +606,35 @@ fn secure_boot_enabled_needs_data_matching_its_digest() {
         v[0]
     );
 }
+
+/// A policy with no rule would accept every boot: refused at load, with the way out named.
+#[test]
+fn a_policy_without_a_rule_is_refused() {
+    let e = Policy::from_toml("name = \"empty\"\nbank = \"sha256\"\n").unwrap_err();
+    assert_eq!(e, PolicyError::NoRule("empty".into()));
+    assert!(e.to_string().contains("policy generate"), "{e}");
+    // Any one rule is enough; an empty allow-list is a rule (nothing allowed).
+    assert!(Policy::from_toml("name = \"x\"\nrequire_secure_boot = true\n").is_ok());
+    assert!(Policy::from_toml("name = \"x\"\ninitrds = []\n").is_ok());
+    let mut p = Policy::new("pins");
+    assert_eq!(p.validate(), Err(PolicyError::NoRule("pins".into())));
+    p.pcrs.push(PcrValue {
+        bank: HashAlg::Sha256,
+        index: 0,
+        value: HexDigest(vec![0; 32]),
+    });
+    assert_eq!(p.validate(), Ok(()));
+    assert_eq!(p.pcrs_read().into_keys().collect::<Vec<_>>(), [0]);
+}
+
+/// Which PCRs each rule reads: the boot-loader lists read 8, 9 and 12 together.
+#[test]
+fn rules_read_whole_pcrs() {
+    let mut p = Policy::new("x");
+    p.initrds = Some(vec![]);
+    p.require_secure_boot = true;
+    let read = p.pcrs_read();
+    assert_eq!(read.keys().copied().collect::<Vec<_>>(), [4, 7, 8, 9, 12]);
+    assert_eq!(read[&9], [PolicyRule::Initrds]);
+    assert_eq!(read[&4], [PolicyRule::RequireSecureBoot]);
+}
