@@ -161,10 +161,11 @@ fn wait_for_ids(socket: &Path, ids: &[&str]) {
 }
 
 fn jwt_call(
+    rt: &tokio::runtime::Runtime,
     c: &mut pb::spiffe_workload_api_client::SpiffeWorkloadApiClient<tonic::transport::Channel>,
     aud: &str,
 ) -> Result<pb::JwtsvidResponse, tonic::Status> {
-    rt().block_on(c.fetch_jwtsvid(api_client::request(pb::JwtsvidRequest {
+    rt.block_on(c.fetch_jwtsvid(api_client::request(pb::JwtsvidRequest {
         audience: vec![aud.to_string()],
         spiffe_id: String::new(),
     })))
@@ -196,16 +197,18 @@ fn jwt_cache_stays_bounded_and_mints_are_limited_per_uid() {
          jwt_cache_capacity = 6\njwt_cache_per_identity = 3",
     );
     wait_for_ids(&agent.socket, &[ROOT_ID]);
-    let mut c = rt().block_on(api_client::connect(&agent.socket)).unwrap();
+    // One runtime: the connection lives as long as it does.
+    let rt = rt();
+    let mut c = rt.block_on(api_client::connect(&agent.socket)).unwrap();
 
     // Ten audiences: ten mints, each token valid for its audience.
     let mut first = Vec::new();
     for i in 0..10 {
         let aud = format!("aud-{i}");
-        let r = jwt_call(&mut c, &aud).expect("within the mint burst");
+        let r = jwt_call(&rt, &mut c, &aud).expect("within the mint burst");
         assert_eq!(r.svids.len(), 1);
         assert_eq!(r.svids[0].spiffe_id, ROOT_ID);
-        let v = rt()
+        let v = rt
             .block_on(api_client::validate_jwt(
                 &agent.socket,
                 aud.clone(),
@@ -216,10 +219,16 @@ fn jwt_cache_stays_bounded_and_mints_are_limited_per_uid() {
         first.push(r.svids[0].svid.clone());
     }
     // The most recent audiences are served from the cache (same token, no mint)...
-    assert_eq!(jwt_call(&mut c, "aud-9").unwrap().svids[0].svid, first[9]);
-    assert_eq!(jwt_call(&mut c, "aud-8").unwrap().svids[0].svid, first[8]);
+    assert_eq!(
+        jwt_call(&rt, &mut c, "aud-9").unwrap().svids[0].svid,
+        first[9]
+    );
+    assert_eq!(
+        jwt_call(&rt, &mut c, "aud-8").unwrap().svids[0].svid,
+        first[8]
+    );
     // ...the oldest was evicted (3 per identity): a new mint, a new token.
-    let again = jwt_call(&mut c, "aud-0").expect("mint 11 of 12");
+    let again = jwt_call(&rt, &mut c, "aud-0").expect("mint 11 of 12");
     assert_ne!(
         again.svids[0].svid, first[0],
         "aud-0 must have been evicted"
@@ -233,8 +242,8 @@ fn jwt_cache_stays_bounded_and_mints_are_limited_per_uid() {
     assert!(most_cached(&log, "cached_total") >= 3, "the log reports it");
 
     // Mint 12 passes; 13 is over the burst: ResourceExhausted naming the limit.
-    jwt_call(&mut c, "aud-new-1").expect("mint 12 of 12");
-    let e = jwt_call(&mut c, "aud-new-2").unwrap_err();
+    let twelfth = jwt_call(&rt, &mut c, "aud-new-1").expect("mint 12 of 12");
+    let e = jwt_call(&rt, &mut c, "aud-new-2").unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
     assert!(e.message().contains("uid 0"), "{e:?}");
     assert!(
@@ -243,7 +252,10 @@ fn jwt_cache_stays_bounded_and_mints_are_limited_per_uid() {
         "{e:?}"
     );
     // A cached token still costs nothing and is served.
-    assert_eq!(jwt_call(&mut c, "aud-9").unwrap().svids[0].svid, first[9]);
+    assert_eq!(
+        jwt_call(&rt, &mut c, "aud-new-1").unwrap().svids[0].svid,
+        twelfth.svids[0].svid
+    );
 
     // Another uid is not affected.
     let out = s.as_nobody(
