@@ -93,6 +93,9 @@ enum StreamKind {
     JwtBundles,
 }
 
+/// Builds (or finds) a stream's response from a snapshot.
+type MakeResponse = Box<dyn Fn(&Arc<Snapshot>) -> Result<Arc<EncodedMessage>, Status> + Send>;
+
 /// Checks the caller, then streams. The request message (empty for these
 /// three calls) is not read: the body is dropped, which leaves the response
 /// stream open.
@@ -107,8 +110,7 @@ async fn open_stream(
         parts.extensions,
         (),
     );
-    let make: Box<dyn Fn(&Arc<Snapshot>) -> Result<Arc<EncodedMessage>, Status> + Send> = match kind
-    {
+    let make: MakeResponse = match kind {
         StreamKind::X509Svid => match api.selectors(&treq).await {
             Ok(selectors) => {
                 let shared = api.shared.clone();
