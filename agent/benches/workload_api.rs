@@ -9,8 +9,11 @@
 //!    attestors for reference;
 //! 2. 1,000 concurrent FetchX509SVID streams, one connection each: time to
 //!    open them all (every one has its first message), agent RSS and fds;
+//!    agent RSS after they close (at once, then 2, 5 and 11 s later) against
+//!    its idle RSS, and after three more rounds;
 //! 3. entry created -> update on a held stream, median of 10;
-//! 4. agent RSS with 100 SVIDs cached (a fresh agent process);
+//! 4. agent RSS with 100 SVIDs cached (a fresh agent process), and the
+//!    memory per held stream when every response carries the 100 SVIDs;
 //! 5. stripped release agent binary size.
 //!
 //! Needs the release binaries:
@@ -293,6 +296,29 @@ async fn open_streams(
     held
 }
 
+/// Agent RSS now (the streams were closed half a second ago) and 2, 5 and
+/// 11 s later, each with its difference from `idle`: freed memory goes back
+/// to the kernel only as the allocator decays or trims it.
+fn rss_over_time(rt: &tokio::runtime::Runtime, pid: u32, idle: u64) -> String {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    for at in [0u64, 2, 5, 11] {
+        let wait = Duration::from_secs(at).saturating_sub(start.elapsed());
+        rt.block_on(async { tokio::time::sleep(wait).await });
+        let now = rss(pid);
+        out.push(format!(
+            "+{at} s {:.1} MB ({:+.1})",
+            now as f64 / 1e6,
+            (now as f64 - idle as f64) / 1e6
+        ));
+    }
+    format!(
+        "{} (MB, change from idle {:.1} MB; target <= +10 MB)",
+        out.join(", "),
+        idle as f64 / 1e6
+    )
+}
+
 /// Lets the agent settle for half a second while this process's connection
 /// tasks keep running (a dropped client is only closed when they run).
 fn settle(rt: &tokio::runtime::Runtime) {
@@ -487,8 +513,8 @@ fn main() {
     drop(held);
     settle(&rt);
     println!(
-        "  after closing them: agent RSS {:.1} MB, fds {}",
-        rss(agent.pid()) as f64 / 1e6,
+        "  after closing them: agent RSS {}, fds {}",
+        rss_over_time(&rt, agent.pid(), rss_idle),
         open_fds(agent.pid())
     );
     // More rounds: is the memory of the first reused (no leak)?
@@ -514,9 +540,11 @@ fn main() {
 
     // Tokio's idle blocking threads exit after 10 s.
     rt.block_on(async { tokio::time::sleep(Duration::from_secs(11)).await });
+    let after = rss(agent.pid());
     println!(
-        "  11 s later: agent RSS {:.1} MB, {} threads",
-        rss(agent.pid()) as f64 / 1e6,
+        "  11 s later: agent RSS {:.1} MB ({:+.1} MB from idle; target <= +10 MB), {} threads",
+        after as f64 / 1e6,
+        (after as f64 - rss_idle as f64) / 1e6,
         threads(agent.pid())
     );
 

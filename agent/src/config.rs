@@ -43,6 +43,9 @@ pub struct WorkloadApiConfig {
     /// what they get is decided by attestation, not by the file mode.
     #[serde(default = "default_workload_socket_mode")]
     pub socket_mode: String,
+    /// Per-caller limits (`[workload_api.limits]`).
+    #[serde(default)]
+    pub limits: crate::workload::limits::LimitsConfig,
 }
 
 impl Default for WorkloadApiConfig {
@@ -50,6 +53,7 @@ impl Default for WorkloadApiConfig {
         WorkloadApiConfig {
             socket_path: default_workload_socket(),
             socket_mode: default_workload_socket_mode(),
+            limits: Default::default(),
         }
     }
 }
@@ -171,6 +175,10 @@ impl AgentConfig {
                 path.display()
             ),
         }
+        cfg.workload_api
+            .limits
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         if cfg.node_attestor == "tpm_devid" && cfg.tpm.devid_certificate_path.is_none() {
             anyhow::bail!(
                 "{}: tpm_devid needs tpm.devid_certificate_path",

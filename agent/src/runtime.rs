@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ironroot_api::agent::agent_client::AgentClient;
-use ironroot_api::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use tokio::net::UnixListener;
 use tokio::sync::RwLock;
 use tracing::{error, info, warn};
@@ -25,6 +24,8 @@ use crate::workload::attestor::podman::PodmanAttestor;
 use crate::workload::attestor::process::ProcessAttestor;
 use crate::workload::attestor::unix::UnixAttestor;
 use crate::workload::attestor::WorkloadAttestor;
+use crate::workload::encoded_streams::WorkloadApiService;
+use crate::workload::limits::CallerLimits;
 use crate::workload_api::{incoming, ServerClient, WorkloadApi};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -123,17 +124,19 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let cache = Cache::new(&cfg.trust_domain);
     let server: ServerClient = Arc::new(RwLock::new(None));
+    let limits = CallerLimits::new(cfg.workload_api.limits.clone());
     let api = Arc::new(WorkloadApi::new(
         cache.clone(),
         attestors(&cfg)?,
         server.clone(),
+        limits.clone(),
     ));
     let listener = bind(&cfg.workload_api.socket_path, cfg.workload_api.mode_bits()?)?;
     info!(socket = %cfg.workload_api.socket_path.display(), "Workload API listening");
     let serve = tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
-            .add_service(SpiffeWorkloadApiServer::from_arc(api))
-            .serve_with_incoming(incoming(listener))
+            .add_service(WorkloadApiService::new(api))
+            .serve_with_incoming(incoming(listener, limits))
             .await
         {
             error!(error = %e, "Workload API server failed");

@@ -1,13 +1,16 @@
 //! The SPIFFE Workload API on a unix socket. Each connection's caller is
-//! identified from the socket (SO_PEERCRED + pidfd) when it connects; each
-//! call runs the workload attestors, checks the process is still the same,
-//! and serves the SVIDs of every entry whose selectors are all the caller's.
+//! identified from the socket (SO_PEERCRED + pidfd) when it connects, within
+//! its uid's connection limits ([`crate::workload::limits`]); each call runs
+//! the workload attestors, checks the process is still the same, and serves
+//! the SVIDs of every entry whose selectors are all the caller's. The three
+//! streams are served pre-encoded by [`crate::workload::encoded_streams`].
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
 
 use ironroot_api::agent::{self as agent_pb, agent_client::AgentClient};
 use ironroot_api::bundle::TrustBundle;
@@ -24,11 +27,15 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
-use crate::cache::{Cache, Snapshot};
+use crate::cache::{Cache, CachedSvid, Snapshot};
 use crate::sync::unix_now;
 use crate::workload::attestor::{attest_caller, WorkloadAttestor};
 use crate::workload::caller::Caller;
 use crate::workload::h2_authority::AuthorityShim;
+use crate::workload::jwt_cache::JwtSvidCache;
+use crate::workload::limits::{CallerLimits, ConnectionPermit};
+use crate::workload::refuse::Refuser;
+use crate::workload::shared_response::SharedResponses;
 
 /// A workload's connection, with the caller identified at accept time. The
 /// [`AuthorityShim`] lets the server take any `:authority` a client sends over
@@ -36,6 +43,8 @@ use crate::workload::h2_authority::AuthorityShim;
 pub struct CallerConn {
     stream: AuthorityShim<UnixStream>,
     caller: Arc<Caller>,
+    /// Counts the connection against its uid's limit until it closes.
+    _permit: ConnectionPermit,
 }
 
 impl Connected for CallerConn {
@@ -74,10 +83,23 @@ impl AsyncWrite for CallerConn {
     }
 }
 
+/// The uid of the peer (SO_PEERCRED), read before anything else costs work.
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    getsockopt(&stream.as_fd(), sockopt::PeerCredentials)
+        .ok()
+        .map(|c| c.uid())
+}
+
 /// Accepts workload connections and identifies each caller; a connection
-/// whose caller cannot be identified is dropped.
-pub fn incoming(listener: UnixListener) -> impl Stream<Item = std::io::Result<CallerConn>> {
+/// whose caller cannot be identified is dropped, one over its uid's limits
+/// is refused (`ResourceExhausted`, see [`Refuser`]) before it is attested.
+pub fn incoming(
+    listener: UnixListener,
+    limits: Arc<CallerLimits>,
+) -> impl Stream<Item = std::io::Result<CallerConn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let refuser = Refuser::default();
     tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
@@ -88,11 +110,24 @@ pub fn incoming(listener: UnixListener) -> impl Stream<Item = std::io::Result<Ca
                     continue;
                 }
             };
+            let Some(uid) = peer_uid(&stream) else {
+                warn!("workload caller has no peer credentials; connection dropped");
+                continue;
+            };
+            let permit = match limits.admit_connection(uid, Instant::now()) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Logged (throttled) by admit_connection.
+                    refuser.refuse(stream, &e);
+                    continue;
+                }
+            };
             match Caller::from_socket(stream.as_fd()) {
                 Ok(caller) => {
                     let conn = CallerConn {
                         stream: AuthorityShim::new(stream, caller.pid),
                         caller: Arc::new(caller),
+                        _permit: permit,
                     };
                     if tx.send(Ok(conn)).await.is_err() {
                         return;
@@ -107,11 +142,6 @@ pub fn incoming(listener: UnixListener) -> impl Stream<Item = std::io::Result<Ca
     ReceiverStream::new(rx)
 }
 
-/// (entry id, sorted audiences).
-type JwtKey = (String, Vec<String>);
-/// (token, issued_at, expires_at).
-type CachedJwt = (String, i64, i64);
-
 /// The server connection the JWT-SVIDs are minted through (set by the runtime).
 pub type ServerClient = Arc<RwLock<Option<AgentClient<Channel>>>>;
 
@@ -119,7 +149,10 @@ pub struct WorkloadApi {
     pub cache: Cache,
     pub attestors: Vec<Arc<dyn WorkloadAttestor>>,
     pub server: ServerClient,
-    jwt_cache: Mutex<HashMap<JwtKey, CachedJwt>>,
+    pub limits: Arc<CallerLimits>,
+    jwt_cache: Mutex<JwtSvidCache>,
+    /// Encoded stream responses, shared by the streams that send them.
+    pub(crate) shared: Arc<SharedResponses>,
 }
 
 impl WorkloadApi {
@@ -127,17 +160,22 @@ impl WorkloadApi {
         cache: Cache,
         attestors: Vec<Arc<dyn WorkloadAttestor>>,
         server: ServerClient,
+        limits: Arc<CallerLimits>,
     ) -> Self {
+        let cfg = limits.config();
+        let jwt_cache = JwtSvidCache::new(cfg.jwt_cache_capacity, cfg.jwt_cache_per_identity);
         WorkloadApi {
             cache,
             attestors,
             server,
-            jwt_cache: Mutex::new(HashMap::new()),
+            limits,
+            jwt_cache: Mutex::new(jwt_cache),
+            shared: Arc::new(SharedResponses::new()),
         }
     }
 
     /// Checks the security header and attests the caller.
-    async fn selectors<T>(&self, req: &Request<T>) -> Result<Vec<Selector>, Status> {
+    pub(crate) async fn selectors<T>(&self, req: &Request<T>) -> Result<Vec<Selector>, Status> {
         let header = req
             .metadata()
             .get("workload.spiffe.io")
@@ -164,7 +202,7 @@ impl WorkloadApi {
     }
 }
 
-fn no_identity() -> Status {
+pub(crate) fn no_identity() -> Status {
     Status::permission_denied("no identity issued")
 }
 
@@ -184,15 +222,16 @@ fn federated_x509(s: &Snapshot) -> HashMap<String, Vec<u8>> {
         .collect()
 }
 
-fn x509_response(s: &Snapshot, selectors: &[Selector]) -> Option<pb::X509svidResponse> {
-    let matching = s.matching(selectors, unix_now());
-    if matching.is_empty() {
-        return None;
-    }
+/// The X.509-SVID response with the SVIDs of `matching` (entries of `s`
+/// that matched a caller).
+pub(crate) fn x509_response_for(
+    s: &Snapshot,
+    matching: &[(&agent_pb::Entry, &CachedSvid)],
+) -> pb::X509svidResponse {
     let bundle = s.roots_concat();
-    Some(pb::X509svidResponse {
+    pb::X509svidResponse {
         svids: matching
-            .into_iter()
+            .iter()
             .map(|(e, svid)| pb::X509svid {
                 spiffe_id: svid.spiffe_id.clone(),
                 x509_svid: svid.chain.concat(),
@@ -203,10 +242,10 @@ fn x509_response(s: &Snapshot, selectors: &[Selector]) -> Option<pb::X509svidRes
             .collect(),
         crl: vec![],
         federated_bundles: federated_x509(s),
-    })
+    }
 }
 
-fn x509_bundles(s: &Snapshot) -> pb::X509BundlesResponse {
+pub(crate) fn x509_bundles(s: &Snapshot) -> pb::X509BundlesResponse {
     let mut bundles = federated_x509(s);
     bundles.insert(td_id(&s.trust_domain), s.roots_concat());
     pb::X509BundlesResponse {
@@ -224,7 +263,7 @@ fn jwt_only(td: &str, jwks: &str) -> Option<Vec<u8>> {
     b.to_jwks_json().ok().map(String::into_bytes)
 }
 
-fn jwt_bundles(s: &Snapshot) -> pb::JwtBundlesResponse {
+pub(crate) fn jwt_bundles(s: &Snapshot) -> pb::JwtBundlesResponse {
     let mut bundles: HashMap<String, Vec<u8>> = s
         .federated_jwks
         .iter()
@@ -238,51 +277,15 @@ fn jwt_bundles(s: &Snapshot) -> pb::JwtBundlesResponse {
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// Streams `make(snapshot)` now and on every cache change in which it differs.
-fn watch_stream<T, F>(cache: &Cache, make: F) -> Stream_<T>
-where
-    T: PartialEq + Clone + Send + 'static,
-    F: Fn(&Snapshot) -> Result<T, Status> + Send + 'static,
-{
-    let mut rx = cache.subscribe();
-    let (tx, out) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
-        let mut last: Option<T> = None;
-        loop {
-            let snap = rx.borrow_and_update().clone();
-            match make(&snap) {
-                Ok(v) => {
-                    if last.as_ref() != Some(&v) {
-                        if tx.send(Ok(v.clone())).await.is_err() {
-                            return;
-                        }
-                        last = Some(v);
-                    }
-                }
-                Err(status) => {
-                    let _ = tx.send(Err(status)).await;
-                    return;
-                }
-            }
-            // Also wake when a cached SVID expires (say during a server outage),
-            // so the stream stops offering it.
-            let now = unix_now();
-            let next_expiry = snap
-                .svids
-                .values()
-                .map(|s| s.expires_at)
-                .filter(|e| *e > now)
-                .min()
-                .map(|e| std::time::Duration::from_secs((e - now) as u64))
-                .unwrap_or(std::time::Duration::from_secs(3600));
-            tokio::select! {
-                changed = rx.changed() => if changed.is_err() { return },
-                _ = tokio::time::sleep(next_expiry) => {}
-                _ = tx.closed() => return,
-            }
-        }
-    });
-    Box::pin(ReceiverStream::new(out))
+/// The three streams are answered by [`WorkloadApiService`] with pre-encoded
+/// shared messages before tonic's generated service sees them; reaching one
+/// of these methods means the generated service was mounted alone.
+///
+/// [`WorkloadApiService`]: crate::workload::encoded_streams::WorkloadApiService
+fn not_mounted<T>() -> Result<T, Status> {
+    Err(Status::internal(
+        "the Workload API streams are served by WorkloadApiService, not the generated service",
+    ))
 }
 
 #[tonic::async_trait]
@@ -293,25 +296,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
 
     async fn fetch_x509svid(
         &self,
-        req: Request<pb::X509svidRequest>,
+        _req: Request<pb::X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let selectors = self.selectors(&req).await?;
-        if x509_response(&self.cache.snapshot(), &selectors).is_none() {
-            return Err(no_identity());
-        }
-        Ok(Response::new(watch_stream(&self.cache, move |s| {
-            x509_response(s, &selectors).ok_or_else(no_identity)
-        })))
+        not_mounted()
     }
 
     async fn fetch_x509_bundles(
         &self,
-        req: Request<pb::X509BundlesRequest>,
+        _req: Request<pb::X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        self.require_identity(&req).await?;
-        Ok(Response::new(watch_stream(&self.cache, |s| {
-            Ok(x509_bundles(s))
-        })))
+        not_mounted()
     }
 
     async fn fetch_jwtsvid(
@@ -319,6 +313,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<pb::JwtsvidRequest>,
     ) -> Result<Response<pb::JwtsvidResponse>, Status> {
         let selectors = self.selectors(&req).await?;
+        let uid = caller_of(&req)?.uid;
         let r = req.into_inner();
         if r.audience.is_empty() {
             return Err(Status::invalid_argument("audience must be specified"));
@@ -335,7 +330,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         let mut svids = Vec::with_capacity(entries.len());
         for e in entries {
-            let token = self.jwt_for(&e, &r.audience).await?;
+            let token = self.jwt_for(uid, &e, &r.audience).await?;
             svids.push(pb::Jwtsvid {
                 spiffe_id: e.spiffe_id.clone(),
                 svid: token,
@@ -347,12 +342,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
 
     async fn fetch_jwt_bundles(
         &self,
-        req: Request<pb::JwtBundlesRequest>,
+        _req: Request<pb::JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        self.require_identity(&req).await?;
-        Ok(Response::new(watch_stream(&self.cache, |s| {
-            Ok(jwt_bundles(s))
-        })))
+        not_mounted()
     }
 
     async fn validate_jwtsvid(
@@ -374,7 +366,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
 
 impl WorkloadApi {
     /// Bundles go only to a caller that has an identity here (as SPIRE does).
-    async fn require_identity<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    pub(crate) async fn require_identity<T>(&self, req: &Request<T>) -> Result<(), Status> {
         let selectors = self.selectors(req).await?;
         if self
             .cache
@@ -388,23 +380,24 @@ impl WorkloadApi {
     }
 
     /// A JWT-SVID for `entry` and `audience`, from the cache while it has more
-    /// than half its life left, else minted by the server.
+    /// than half its life left, else minted by the server within `uid`'s
+    /// mint rate.
     async fn jwt_for(
         &self,
+        uid: u32,
         entry: &agent_pb::Entry,
         audience: &[String],
     ) -> Result<String, Status> {
-        let mut aud = audience.to_vec();
-        aud.sort();
-        let key = (entry.id.clone(), aud);
         let now = unix_now();
-        if let Ok(c) = self.jwt_cache.lock() {
-            if let Some((t, iat, exp)) = c.get(&key) {
-                if now < iat + (exp - iat) / 2 {
-                    return Ok(t.clone());
-                }
+        if let Ok(mut c) = self.jwt_cache.lock() {
+            c.sweep_if_due(now);
+            if let Some(t) = c.get(&entry.id, audience, now) {
+                return Ok(t);
             }
         }
+        self.limits
+            .admit_jwt_mint(uid, Instant::now())
+            .map_err(|e| e.to_status())?;
         let mut client =
             self.server.read().await.clone().ok_or_else(|| {
                 Status::unavailable("the agent is not connected to its server yet")
@@ -417,10 +410,30 @@ impl WorkloadApi {
             .await
             .map_err(|s| Status::unavailable(format!("JWT-SVID not available: {}", s.message())))?
             .into_inner();
-        debug!(entry = %entry.id, "JWT-SVID minted");
         if let Ok(mut c) = self.jwt_cache.lock() {
-            c.insert(key, (resp.token.clone(), now, resp.expires_at));
+            c.insert(
+                &entry.id,
+                audience,
+                resp.token.clone(),
+                now,
+                resp.expires_at,
+                unix_now(),
+            );
+            debug!(
+                entry = %entry.id,
+                cached_for_identity = c.len_of(&entry.id),
+                cached_total = c.len(),
+                "JWT-SVID minted"
+            );
         }
         Ok(resp.token)
     }
+}
+
+/// The caller of a request (put there by [`incoming`]).
+fn caller_of<T>(req: &Request<T>) -> Result<Arc<Caller>, Status> {
+    req.extensions()
+        .get::<Arc<Caller>>()
+        .cloned()
+        .ok_or_else(|| Status::internal("caller not identified"))
 }
