@@ -31,6 +31,9 @@ pub struct AgentConfig {
     pub workload_api: WorkloadApiConfig,
     #[serde(default)]
     pub workload_attestors: WorkloadAttestorsConfig,
+    /// Envoy SDS (on by default, on the Workload API socket).
+    #[serde(default)]
+    pub sds: crate::sds::SdsConfig,
 }
 
 /// The SPIFFE Workload API socket.
@@ -171,6 +174,9 @@ impl AgentConfig {
                 path.display()
             ),
         }
+        cfg.sds
+            .validate(&cfg.workload_api.socket_path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         if cfg.node_attestor == "tpm_devid" && cfg.tpm.devid_certificate_path.is_none() {
             anyhow::bail!(
                 "{}: tpm_devid needs tpm.devid_certificate_path",

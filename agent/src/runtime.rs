@@ -1,4 +1,4 @@
-//! `ironroot-agent run`: attest, serve the Workload API, keep the cache in
+//! `ironroot-agent run`: attest, serve the Workload API (and Envoy SDS), keep the cache in
 //! sync, re-attest (fresh quote) at half life of the agent SVID, and ride out
 //! server outages: cached SVIDs keep being served until they expire, the
 //! connection is retried with backoff, and an agent whose own SVID expired
@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 use crate::attest::{self, AttestOutcome};
 use crate::cache::Cache;
 use crate::config::AgentConfig;
+use crate::sds;
 use crate::sync::{self, unix_now, AgentSvid};
 use crate::workload::attestor::exe_hash::ExeHasher;
 use crate::workload::attestor::podman::PodmanAttestor;
@@ -123,22 +124,54 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let cache = Cache::new(&cfg.trust_domain);
     let server: ServerClient = Arc::new(RwLock::new(None));
+    let workload_attestors = attestors(&cfg)?;
     let api = Arc::new(WorkloadApi::new(
         cache.clone(),
-        attestors(&cfg)?,
+        workload_attestors.clone(),
         server.clone(),
     ));
-    let listener = bind(&cfg.workload_api.socket_path, cfg.workload_api.mode_bits()?)?;
-    info!(socket = %cfg.workload_api.socket_path.display(), "Workload API listening");
+    let mode = cfg.workload_api.mode_bits()?;
+    let sds = cfg
+        .sds
+        .enabled
+        .then(|| sds::server(cache.clone(), workload_attestors, cfg.sds.clone()));
+    // SDS on the Workload API socket unless it has a socket of its own.
+    let (sds_here, sds_apart) = match &cfg.sds.socket_path {
+        None => (sds, None),
+        Some(path) => (None, sds.map(|s| (path.clone(), s))),
+    };
+    let listener = bind(&cfg.workload_api.socket_path, mode)?;
+    info!(
+        socket = %cfg.workload_api.socket_path.display(),
+        sds = sds_here.is_some(),
+        "Workload API listening"
+    );
     let serve = tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(SpiffeWorkloadApiServer::from_arc(api))
+            .add_optional_service(sds_here)
             .serve_with_incoming(incoming(listener))
             .await
         {
             error!(error = %e, "Workload API server failed");
         }
     });
+    let serve_sds = match sds_apart {
+        None => None,
+        Some((path, service)) => {
+            let listener = bind(&path, mode)?;
+            info!(socket = %path.display(), "Envoy SDS listening");
+            Some(tokio::spawn(async move {
+                if let Err(e) = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(incoming(listener))
+                    .await
+                {
+                    error!(error = %e, "Envoy SDS server failed");
+                }
+            }))
+        }
+    };
 
     let work = async {
         let mut renewable: Option<AgentSvid> = None;
@@ -220,6 +253,12 @@ pub async fn run(
     }
     serve.abort();
     let _ = std::fs::remove_file(&cfg.workload_api.socket_path);
+    if let Some(s) = serve_sds {
+        s.abort();
+        if let Some(path) = &cfg.sds.socket_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     Ok(())
 }
 
