@@ -46,7 +46,8 @@ pub fn attestors(cfg: &AgentConfig) -> anyhow::Result<Vec<Arc<dyn WorkloadAttest
     Ok(v)
 }
 
-fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+/// Binds the unix socket of `what` (for messages: "the Workload API", "Envoy SDS").
+fn bind(path: &Path, mode: u32, what: &str) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -58,7 +59,7 @@ fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
             .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
     let l = UnixListener::bind(path)
-        .with_context(|| format!("cannot bind the Workload API on {}", path.display()))?;
+        .with_context(|| format!("cannot bind {what} on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(l)
 }
@@ -140,7 +141,7 @@ pub async fn run(
         None => (sds, None),
         Some(path) => (None, sds.map(|s| (path.clone(), s))),
     };
-    let listener = bind(&cfg.workload_api.socket_path, mode)?;
+    let listener = bind(&cfg.workload_api.socket_path, mode, "the Workload API")?;
     info!(
         socket = %cfg.workload_api.socket_path.display(),
         sds = sds_here.is_some(),
@@ -159,7 +160,7 @@ pub async fn run(
     let serve_sds = match sds_apart {
         None => None,
         Some((path, service)) => {
-            let listener = bind(&path, mode)?;
+            let listener = bind(&path, mode, "Envoy SDS")?;
             info!(socket = %path.display(), "Envoy SDS listening");
             Some(tokio::spawn(async move {
                 if let Err(e) = tonic::transport::Server::builder()
