@@ -183,6 +183,28 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_config_refuses_a_bad_sds_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        let base = "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:1\"\n\
+                    trust_bundle_path = \"/dev/null\"\n";
+        std::fs::write(&path, format!("{base}[sds]\ndefault_svid_name = \"ALL\"\n")).unwrap();
+        let e = format!("{:#}", crate::config::AgentConfig::load(&path).unwrap_err());
+        assert!(
+            e.contains("sds.default_svid_name and sds.default_all_bundles_name"),
+            "{e}"
+        );
+        std::fs::write(&path, format!("{base}[sds]\nenabled = false\n")).unwrap();
+        let c = crate::config::AgentConfig::load(&path).expect("valid");
+        assert!(!c.sds.enabled);
+        std::fs::write(&path, base).unwrap();
+        assert_eq!(
+            crate::config::AgentConfig::load(&path).unwrap().sds,
+            SdsConfig::default()
+        );
+    }
+
+    #[test]
     fn own_socket_must_differ_from_the_workload_api_socket() {
         let c = parse("socket_path = \"/run/api.sock\"");
         assert!(matches!(
