@@ -10,6 +10,7 @@ cargo bench -p ironroot-agent --bench attestation
 # The Workload API bench drives the release server and agent binaries.
 cargo build --release -p ironroot-server -p ironroot-agent
 cargo bench -p ironroot-agent --bench workload_api
+cargo bench -p ironroot-agent --bench sds
 cargo bench -p ironroot-tpm --bench eventlog
 cargo bench -p ironroot-hsm --bench sign_rate
 cargo bench -p ironroot-agent --bench h2_authority

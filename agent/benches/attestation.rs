@@ -65,6 +65,7 @@ fn main() {
         log_level: "warn".into(),
         workload_api: Default::default(),
         workload_attestors: Default::default(),
+        sds: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -31,6 +31,9 @@ pub struct AgentConfig {
     pub workload_api: WorkloadApiConfig,
     #[serde(default)]
     pub workload_attestors: WorkloadAttestorsConfig,
+    /// Envoy SDS (on by default, on the Workload API socket).
+    #[serde(default)]
+    pub sds: crate::sds::SdsConfig,
 }
 
 /// The SPIFFE Workload API socket.
@@ -178,6 +181,9 @@ impl AgentConfig {
         cfg.workload_api
             .limits
             .validate()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        cfg.sds
+            .validate(&cfg.workload_api.socket_path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         if cfg.node_attestor == "tpm_devid" && cfg.tpm.devid_certificate_path.is_none() {
             anyhow::bail!(

@@ -8,6 +8,7 @@ pub mod config;
 pub mod connect;
 pub mod jwt_validate;
 pub mod runtime;
+pub mod sds;
 pub mod simulate;
 pub mod sync;
 pub mod workload;

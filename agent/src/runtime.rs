@@ -1,4 +1,4 @@
-//! `ironroot-agent run`: attest, serve the Workload API, keep the cache in
+//! `ironroot-agent run`: attest, serve the Workload API (and Envoy SDS), keep the cache in
 //! sync, re-attest (fresh quote) at half life of the agent SVID, and ride out
 //! server outages: cached SVIDs keep being served until they expire, the
 //! connection is retried with backoff, and an agent whose own SVID expired
@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use crate::attest::{self, AttestOutcome};
 use crate::cache::Cache;
 use crate::config::AgentConfig;
+use crate::sds;
 use crate::sync::{self, unix_now, AgentSvid};
 use crate::workload::attestor::exe_hash::ExeHasher;
 use crate::workload::attestor::podman::PodmanAttestor;
@@ -46,7 +47,8 @@ pub fn attestors(cfg: &AgentConfig) -> anyhow::Result<Vec<Arc<dyn WorkloadAttest
     Ok(v)
 }
 
-fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+/// Binds the unix socket of `what` (for messages: "the Workload API", "Envoy SDS").
+fn bind(path: &Path, mode: u32, what: &str) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -58,7 +60,7 @@ fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
             .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
     let l = UnixListener::bind(path)
-        .with_context(|| format!("cannot bind the Workload API on {}", path.display()))?;
+        .with_context(|| format!("cannot bind {what} on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(l)
 }
@@ -125,23 +127,56 @@ pub async fn run(
     let cache = Cache::new(&cfg.trust_domain);
     let server: ServerClient = Arc::new(RwLock::new(None));
     let limits = CallerLimits::new(cfg.workload_api.limits.clone());
+    let workload_attestors = attestors(&cfg)?;
     let api = Arc::new(WorkloadApi::new(
         cache.clone(),
-        attestors(&cfg)?,
+        workload_attestors.clone(),
         server.clone(),
         limits.clone(),
     ));
-    let listener = bind(&cfg.workload_api.socket_path, cfg.workload_api.mode_bits()?)?;
-    info!(socket = %cfg.workload_api.socket_path.display(), "Workload API listening");
+    let mode = cfg.workload_api.mode_bits()?;
+    let sds = cfg
+        .sds
+        .enabled
+        .then(|| sds::server(cache.clone(), workload_attestors, cfg.sds.clone()));
+    // SDS on the Workload API socket unless it has a socket of its own.
+    let (sds_here, sds_apart) = match &cfg.sds.socket_path {
+        None => (sds, None),
+        Some(path) => (None, sds.map(|s| (path.clone(), s))),
+    };
+    let listener = bind(&cfg.workload_api.socket_path, mode, "the Workload API")?;
+    info!(
+        socket = %cfg.workload_api.socket_path.display(),
+        sds = sds_here.is_some(),
+        "Workload API listening"
+    );
+    let api_limits = limits.clone();
     let serve = tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(WorkloadApiService::new(api))
-            .serve_with_incoming(incoming(listener, limits))
+            .add_optional_service(sds_here)
+            .serve_with_incoming(incoming(listener, api_limits))
             .await
         {
             error!(error = %e, "Workload API server failed");
         }
     });
+    let serve_sds = match sds_apart {
+        None => None,
+        Some((path, service)) => {
+            let listener = bind(&path, mode, "Envoy SDS")?;
+            info!(socket = %path.display(), "Envoy SDS listening");
+            Some(tokio::spawn(async move {
+                if let Err(e) = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(incoming(listener, limits))
+                    .await
+                {
+                    error!(error = %e, "Envoy SDS server failed");
+                }
+            }))
+        }
+    };
 
     let work = async {
         let mut renewable: Option<AgentSvid> = None;
@@ -223,6 +258,12 @@ pub async fn run(
     }
     serve.abort();
     let _ = std::fs::remove_file(&cfg.workload_api.socket_path);
+    if let Some(s) = serve_sds {
+        s.abort();
+        if let Some(path) = &cfg.sds.socket_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     Ok(())
 }
 

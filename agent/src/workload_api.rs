@@ -185,21 +185,31 @@ impl WorkloadApi {
                 "security header missing from request",
             ));
         }
-        let caller = req
-            .extensions()
-            .get::<Arc<Caller>>()
-            .cloned()
-            .ok_or_else(|| Status::internal("caller not identified"))?;
-        let attestors = self.attestors.clone();
-        let pid = caller.pid;
-        tokio::task::spawn_blocking(move || attest_caller(&attestors, &caller))
-            .await
-            .map_err(|e| Status::internal(format!("attestor task failed: {e}")))?
-            .map_err(|e| {
-                warn!(pid, error = %e, "workload attestation failed");
-                Status::unavailable(format!("workload attestation failed: {e}"))
-            })
+        attest_request(&self.attestors, req).await
     }
+}
+
+/// The selectors of the caller of `req` (identified when it connected), from
+/// the workload attestors. The Workload API and Envoy SDS both identify their
+/// callers through this one function.
+pub(crate) async fn attest_request<T>(
+    attestors: &[Arc<dyn WorkloadAttestor>],
+    req: &Request<T>,
+) -> Result<Vec<Selector>, Status> {
+    let caller = req
+        .extensions()
+        .get::<Arc<Caller>>()
+        .cloned()
+        .ok_or_else(|| Status::internal("caller not identified"))?;
+    let attestors = attestors.to_vec();
+    let pid = caller.pid;
+    tokio::task::spawn_blocking(move || attest_caller(&attestors, &caller))
+        .await
+        .map_err(|e| Status::internal(format!("attestor task failed: {e}")))?
+        .map_err(|e| {
+            warn!(pid, error = %e, "workload attestation failed");
+            Status::unavailable(format!("workload attestation failed: {e}"))
+        })
 }
 
 pub(crate) fn no_identity() -> Status {

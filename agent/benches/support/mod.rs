@@ -3,6 +3,8 @@
 //! boot, and the EK CA of a swtpm state.
 #![allow(dead_code)] // each bench binary uses a different subset
 
+pub mod agent;
+
 use std::path::PathBuf;
 
 use ironroot_agent::simulate::{event_log, SimulatedBoot};

@@ -141,6 +141,7 @@ impl Env {
             log_level: "info".into(),
             workload_api: Default::default(),
             workload_attestors: Default::default(),
+            sds: Default::default(),
         }
     }
 }
