@@ -1,19 +1,28 @@
 //! The agent's side of node attestation: gather TPM evidence, answer the
 //! server's challenge (credential activation, quote, event log, DevID
-//! signature), and receive the agent SVID.
+//! signature, TPM2_Certify of the agent key), and receive the agent SVID.
+//!
+//! The TPM is reached through the process's [`SharedTpm`], leased for the
+//! exchange and locked only for the synchronous TPM work, never across an
+//! `.await`.
+
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use ironroot_api::node::{self as pb, node_client::NodeClient};
 use ironroot_api::spiffe_id::SpiffeId;
 use ironroot_tpm::device::{
-    devid_csr, read_event_log, AttestationKey, EkAlgorithm, EndorsementKey, LoadedKey, PcrBank, Tpm,
+    devid_csr, read_event_log, AttestationKey, DeviceError, EkAlgorithm, EndorsementKey, LoadedKey,
+    PcrBank, Tpm,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::config::AgentConfig;
+use crate::agent_key::{AgentKey, TpmAgentKey};
+use crate::config::{AgentConfig, AgentKeyStorage};
 use crate::connect;
+use crate::shared_tpm::{SharedTpm, TpmLease};
 
 /// What the server granted.
 #[derive(Debug, Clone)]
@@ -24,18 +33,56 @@ pub struct AttestOutcome {
     pub svid_chain: Vec<Vec<u8>>,
     pub root_cas: Vec<Vec<u8>>,
     pub expires_at: i64,
-    /// PKCS#8 PEM of the agent SVID's key (made here, never sent).
-    pub key_pem: String,
+    /// The agent SVID's key (in the TPM, or PKCS#8 in memory; never sent).
+    pub key: AgentKey,
     /// An LDevID issued on enrollment (then the DevID CA); empty otherwise.
     pub devid_chain: Vec<Vec<u8>>,
 }
 
-/// A TPM opened for one attestation, with the keys the exchange uses.
+/// The TPM during one attestation, with the keys the exchange uses.
 pub struct TpmSession {
-    pub tpm: Tpm,
+    /// Use with [`SharedTpm::with`]; the connection stays open for the exchange.
+    pub tpm: SharedTpm,
     pub ek: EndorsementKey,
     pub ak: AttestationKey,
     pub devid: Option<LoadedKey>,
+    /// The TPM-resident agent key, certified by the AK in the answer.
+    pub agent_key: Option<Arc<TpmAgentKey>>,
+    _lease: TpmLease,
+}
+
+/// Where the agent SVID key of the next attestation comes from. A running agent keeps
+/// one for its lifetime, so the TPM key is loaded once.
+#[derive(Clone, Debug)]
+pub enum KeySource {
+    /// A new software key for each SVID.
+    Software,
+    /// The TPM-resident key (reused by every attestation).
+    Tpm(Arc<TpmAgentKey>),
+}
+
+impl KeySource {
+    /// What `cfg` asks for: the TPM key kept in `data_dir` (made if needed) or software.
+    pub fn for_config(cfg: &AgentConfig) -> anyhow::Result<KeySource> {
+        Ok(match cfg.agent_key_storage() {
+            AgentKeyStorage::Software => KeySource::Software,
+            AgentKeyStorage::Tpm => KeySource::Tpm(
+                TpmAgentKey::load_or_create(&SharedTpm::new(&cfg.tpm.tcti), &cfg.data_dir)
+                    .context("the TPM-resident agent key (tpm.agent_key = \"software\" keeps a software key)")?,
+            ),
+        })
+    }
+
+    /// The key and a CSR for it (signed in the TPM for a TPM key).
+    fn key_and_csr(&self) -> anyhow::Result<(AgentKey, Vec<u8>)> {
+        match self {
+            KeySource::Software => AgentKey::software(),
+            KeySource::Tpm(k) => {
+                let csr = k.csr().context("cannot sign the agent CSR in the TPM")?;
+                Ok((AgentKey::Tpm(k.clone()), csr))
+            }
+        }
+    }
 }
 
 /// Lets tests change what the agent sends (to show the server rejects
@@ -98,41 +145,63 @@ fn enrollment(
     })
 }
 
-/// Opens the TPM and gathers the evidence of the first message.
+/// Gathers the evidence of the first message (the TPM is leased for the exchange).
 fn tpm_evidence(
     cfg: &AgentConfig,
+    agent_key: Option<Arc<TpmAgentKey>>,
 ) -> anyhow::Result<(TpmSession, pb::TpmEvidence, Option<pb::DevIdEnrollment>)> {
     let t = &cfg.tpm;
-    let mut tpm = Tpm::open(&t.tcti)?;
-    let ek = tpm.endorsement_key(ek_algorithm(&t.ek)?)?;
-    let persist = (t.ak_handle != 0).then_some(t.ak_handle);
-    let ak = tpm.attestation_key(&ek, persist)?;
-    let mut evidence = pb::TpmEvidence {
-        ek_certificate: ek.certificate.clone().unwrap_or_default(),
-        ek_public: ek.public.clone(),
-        ak_public: ak.public.clone(),
-        ..Default::default()
+    let shared = SharedTpm::new(&t.tcti);
+    let lease = shared.lease();
+    let devid_chain = match cfg.node_attestor.as_str() {
+        "tpm_devid" => {
+            let path = t
+                .devid_certificate_path
+                .as_ref()
+                .context("tpm.devid_certificate_path is required for tpm_devid")?;
+            Some(read_chain(path)?)
+        }
+        _ => None,
     };
-    let mut devid = None;
-    if cfg.node_attestor == "tpm_devid" {
-        let path = t
-            .devid_certificate_path
-            .as_ref()
-            .context("tpm.devid_certificate_path is required for tpm_devid")?;
-        let key = tpm.devid_key(t.devid_handle)?;
-        let (attest, signature) = tpm.certify(&key, &ak, &[])?;
-        evidence.devid_certificate_chain = read_chain(path)?;
-        evidence.devid_public = key.public.clone();
-        evidence.devid_certify_attest = attest;
-        evidence.devid_certify_signature = signature;
-        devid = Some(key);
+    let (ek, ak, devid, mut evidence, enroll) = shared.with(|tpm| {
+        let ek = tpm.endorsement_key(ek_algorithm(&t.ek)?)?;
+        let persist = (t.ak_handle != 0).then_some(t.ak_handle);
+        let ak = tpm.attestation_key(&ek, persist)?;
+        let mut evidence = pb::TpmEvidence {
+            ek_certificate: ek.certificate.clone().unwrap_or_default(),
+            ek_public: ek.public.clone(),
+            ak_public: ak.public.clone(),
+            ..Default::default()
+        };
+        let mut devid = None;
+        if let Some(chain) = devid_chain {
+            let key = tpm.devid_key(t.devid_handle)?;
+            let (attest, signature) = tpm.certify(&key, &ak, &[])?;
+            evidence.devid_certificate_chain = chain;
+            evidence.devid_public = key.public.clone();
+            evidence.devid_certify_attest = attest;
+            evidence.devid_certify_signature = signature;
+            devid = Some(key);
+        }
+        let enroll = if cfg.node_attestor == "tpm_ek" && t.enroll_devid {
+            Some(enrollment(tpm, &ak, t.devid_handle)?)
+        } else {
+            None
+        };
+        Ok::<_, anyhow::Error>((ek, ak, devid, evidence, enroll))
+    })?;
+    if let Some(k) = &agent_key {
+        evidence.agent_key_public = k.public().to_vec();
     }
-    let enroll = if cfg.node_attestor == "tpm_ek" && t.enroll_devid {
-        Some(enrollment(&mut tpm, &ak, t.devid_handle)?)
-    } else {
-        None
+    let session = TpmSession {
+        tpm: shared,
+        ek,
+        ak,
+        devid,
+        agent_key,
+        _lease: lease,
     };
-    Ok((TpmSession { tpm, ek, ak, devid }, evidence, enroll))
+    Ok((session, evidence, enroll))
 }
 
 /// Answers the challenge with the TPM.
@@ -141,54 +210,82 @@ fn answer(
     ch: &pb::Challenge,
     cfg: &AgentConfig,
 ) -> anyhow::Result<pb::ChallengeResponse> {
-    let secret =
-        s.tpm
-            .activate_credential(&s.ak, &s.ek, &ch.credential_blob, &ch.encrypted_secret)?;
     let selection = ch
         .pcr_selection
         .iter()
         .map(|sel| Ok((bank(&sel.bank)?, sel.pcrs.clone())))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let quote = s.tpm.quote(&s.ak, &ch.quote_nonce, &selection)?;
     let event_log = read_event_log(&cfg.tpm.event_log_path)?;
-    let devid_signature = match (&s.devid, ch.devid_nonce.is_empty()) {
-        (Some(key), false) => {
-            let digest = Sha256::digest(&ch.devid_nonce);
-            s.tpm.sign_digest(key, &digest)?
-        }
-        _ => Vec::new(),
-    };
-    Ok(pb::ChallengeResponse {
-        activated_secret: secret,
-        quote_attest: quote.attest,
-        quote_signature: quote.signature,
-        pcr_values: quote
-            .pcrs
-            .into_iter()
-            .map(|p| pb::PcrValue {
-                bank: bank_name(p.bank).into(),
-                index: p.index,
-                digest: p.digest,
-            })
-            .collect(),
-        event_log,
-        devid_signature,
+    let TpmSession {
+        tpm,
+        ek,
+        ak,
+        devid,
+        agent_key,
+        ..
+    } = s;
+    tpm.with(|tpm| {
+        let secret = tpm.activate_credential(ak, ek, &ch.credential_blob, &ch.encrypted_secret)?;
+        let quote = tpm.quote(ak, &ch.quote_nonce, &selection)?;
+        let devid_signature = match (&*devid, ch.devid_nonce.is_empty()) {
+            (Some(key), false) => {
+                let digest = Sha256::digest(&ch.devid_nonce);
+                tpm.sign_digest(key, &digest)?
+            }
+            _ => Vec::new(),
+        };
+        let (agent_key_certify_attest, agent_key_certify_signature) = match agent_key {
+            Some(key) if !ch.agent_key_nonce.is_empty() => {
+                key.run(tpm, |tpm, k| tpm.certify(k, ak, &ch.agent_key_nonce))?
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
+        Ok::<_, DeviceError>(pb::ChallengeResponse {
+            activated_secret: secret,
+            quote_attest: quote.attest,
+            quote_signature: quote.signature,
+            pcr_values: quote
+                .pcrs
+                .into_iter()
+                .map(|p| pb::PcrValue {
+                    bank: bank_name(p.bank).into(),
+                    index: p.index,
+                    digest: p.digest,
+                })
+                .collect(),
+            event_log,
+            devid_signature,
+            agent_key_certify_attest,
+            agent_key_certify_signature,
+        })
     })
+    .map_err(anyhow::Error::from)
 }
 
-/// One attestation with the configured node attestor.
+/// One attestation with the configured node attestor and agent key.
 pub async fn attest(cfg: &AgentConfig) -> anyhow::Result<AttestOutcome> {
-    attest_with(cfg, Hooks::default()).await
+    let keys = KeySource::for_config(cfg)?;
+    attest_with(cfg, &keys, Hooks::default()).await
 }
 
-/// [`attest`], with hooks on the messages sent.
-pub async fn attest_with(cfg: &AgentConfig, mut hooks: Hooks<'_>) -> anyhow::Result<AttestOutcome> {
-    let key = rcgen::KeyPair::generate().context("cannot generate the agent key")?;
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .context("cannot build the agent CSR")?
-        .der()
-        .to_vec();
+/// [`attest`] with the agent key from `keys`, and hooks on the messages sent.
+pub async fn attest_with(
+    cfg: &AgentConfig,
+    keys: &KeySource,
+    mut hooks: Hooks<'_>,
+) -> anyhow::Result<AttestOutcome> {
+    let tpm_key = match keys {
+        KeySource::Tpm(k) => Some(k.clone()),
+        KeySource::Software => None,
+    };
+    if tpm_key.is_some() && cfg.node_attestor == "join_token" {
+        bail!(
+            "a join_token agent cannot present a TPM-resident key (no TPM evidence certifies it)"
+        );
+    }
+    // One TPM connection from the CSR to the answer.
+    let _lease = (cfg.node_attestor != "join_token").then(|| SharedTpm::new(&cfg.tpm.tcti).lease());
+    let (key, csr) = keys.key_and_csr()?;
     let (mut session, params) = match cfg.node_attestor.as_str() {
         "join_token" => (
             None,
@@ -201,7 +298,7 @@ pub async fn attest_with(cfg: &AgentConfig, mut hooks: Hooks<'_>) -> anyhow::Res
             },
         ),
         name => {
-            let (s, evidence, devid_enrollment) = tpm_evidence(cfg)?;
+            let (s, evidence, devid_enrollment) = tpm_evidence(cfg, tpm_key)?;
             (
                 Some(s),
                 pb::AttestParams {
@@ -273,7 +370,7 @@ pub async fn attest_with(cfg: &AgentConfig, mut hooks: Hooks<'_>) -> anyhow::Res
                     svid_chain: r.svid_chain,
                     root_cas: r.root_cas,
                     expires_at: r.expires_at,
-                    key_pem: key.serialize_pem(),
+                    key,
                     devid_chain: r.devid_certificate_chain,
                 })
             }
@@ -284,7 +381,8 @@ pub async fn attest_with(cfg: &AgentConfig, mut hooks: Hooks<'_>) -> anyhow::Res
 
 /// Makes (or reuses) the DevID key and writes a CSR for it.
 pub fn provision_devid(cfg: &AgentConfig, subject_cn: &str) -> anyhow::Result<Vec<u8>> {
-    let mut tpm = Tpm::open(&cfg.tpm.tcti)?;
-    let key = tpm.devid_key(cfg.tpm.devid_handle)?;
-    Ok(devid_csr(&mut tpm, &key, subject_cn)?)
+    SharedTpm::new(&cfg.tpm.tcti).with(|tpm| {
+        let key = tpm.devid_key(cfg.tpm.devid_handle)?;
+        Ok(devid_csr(tpm, &key, subject_cn)?)
+    })
 }

@@ -113,6 +113,21 @@ pub struct TpmConfig {
     /// With tpm_ek: ask the server's DevID CA for an LDevID for the TPM's DevID key.
     #[serde(default)]
     pub enroll_devid: bool,
+    /// Where the agent SVID key lives; unset: `tpm` for TPM node attestors (see
+    /// [`AgentConfig::agent_key_storage`]).
+    #[serde(default)]
+    pub agent_key: Option<AgentKeyStorage>,
+}
+
+/// Where the agent SVID's private key lives (`tpm.agent_key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentKeyStorage {
+    /// Made in the TPM (restricted signing, fixedTPM), certified by the AK at every
+    /// attestation; signs the agent's mTLS in the TPM.
+    Tpm,
+    /// Made in memory for each agent SVID (TPMs that cannot hold the key; join tokens).
+    Software,
 }
 
 impl Default for TpmConfig {
@@ -125,6 +140,7 @@ impl Default for TpmConfig {
             devid_handle: default_devid_handle(),
             devid_certificate_path: None,
             enroll_devid: false,
+            agent_key: None,
         }
     }
 }
@@ -161,6 +177,16 @@ fn default_devid_handle() -> u32 {
 }
 
 impl AgentConfig {
+    /// Where this agent's SVID key lives: `tpm.agent_key` if set, else `tpm` for the TPM
+    /// node attestors and `software` for join tokens (which have no TPM evidence).
+    pub fn agent_key_storage(&self) -> AgentKeyStorage {
+        match (self.node_attestor.as_str(), self.tpm.agent_key) {
+            ("join_token", _) => AgentKeyStorage::Software,
+            (_, Some(k)) => k,
+            (_, None) => AgentKeyStorage::Tpm,
+        }
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
@@ -185,6 +211,13 @@ impl AgentConfig {
         cfg.sds
             .validate(&cfg.workload_api.socket_path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if cfg.node_attestor == "join_token" && cfg.tpm.agent_key == Some(AgentKeyStorage::Tpm) {
+            anyhow::bail!(
+                "{}: tpm.agent_key = \"tpm\" needs a TPM node attestor: a join_token agent sends no \
+                 TPM evidence to certify the key with (remove the option or use tpm_ek / tpm_devid)",
+                path.display()
+            );
+        }
         if cfg.node_attestor == "tpm_devid" && cfg.tpm.devid_certificate_path.is_none() {
             anyhow::bail!(
                 "{}: tpm_devid needs tpm.devid_certificate_path",
@@ -194,3 +227,6 @@ impl AgentConfig {
         Ok(cfg)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,10 @@
 //! The agent's TLS channel to the server's Node API. The server must present
 //! an X.509-SVID for spiffe://<td>/spire/server that verifies to the bundle
 //! the agent was installed with; no DNS name is involved.
+//!
+//! TLS 1.3 only: a TPM-resident agent key signs the CertificateVerify in the TPM, whose
+//! TPM2_Hash takes at most 1024 bytes; TLS 1.2 would have it sign the whole handshake
+//! transcript (see `crate::tls_key`). Both ends are ironroot, which speaks 1.3.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,8 +13,12 @@ use anyhow::Context;
 use hyper_util::rt::TokioIo;
 use ironroot_api::spiffe_id::SpiffeId;
 use ironroot_api::tls::SpiffeServerVerifier;
-use rustls::pki_types::ServerName;
+use rustls::client::ResolvesClientCert;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::agent_key::AgentKey;
 
 /// Reads the CERTIFICATE blocks of a PEM bundle.
 pub fn read_bundle(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -21,10 +29,26 @@ pub fn read_bundle(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(certs)
 }
 
-/// The agent's own SVID for mTLS: chain (leaf first) and PKCS#8 key.
+/// The agent's own SVID for mTLS: chain (leaf first) and its key (in the TPM or in
+/// memory).
 pub struct ClientIdentity {
     pub chain: Vec<Vec<u8>>,
-    pub key_pkcs8: Vec<u8>,
+    pub key: AgentKey,
+}
+
+/// The client certificate rustls presents: the SVID chain with its key, refused when the
+/// leaf does not carry that key.
+fn client_certificate(id: ClientIdentity) -> anyhow::Result<Arc<dyn ResolvesClientCert>> {
+    let chain: Vec<CertificateDer<'static>> =
+        id.chain.into_iter().map(CertificateDer::from).collect();
+    let certified = CertifiedKey::new(chain, id.key.signing_key()?);
+    certified.keys_match().map_err(|e| {
+        anyhow::anyhow!(
+            "the agent SVID cannot be used as a TLS client certificate with the {} agent key: {e}",
+            id.key.kind()
+        )
+    })?;
+    Ok(Arc::new(SingleCertAndKey::from(certified)))
 }
 
 /// A gRPC channel over TLS to `address`, accepting only `server_id` under `roots`.
@@ -46,20 +70,12 @@ pub async fn channel_with_identity(
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()?
+    .with_protocol_versions(&[&rustls::version::TLS13])?
     .dangerous()
     .with_custom_certificate_verifier(SpiffeServerVerifier::new(roots, server_id));
     let mut tls = match identity {
         None => builder.with_no_client_auth(),
-        Some(id) => builder
-            .with_client_auth_cert(
-                id.chain
-                    .into_iter()
-                    .map(rustls::pki_types::CertificateDer::from)
-                    .collect(),
-                rustls::pki_types::PrivateKeyDer::Pkcs8(id.key_pkcs8.into()),
-            )
-            .context("the agent SVID cannot be used as a TLS client certificate")?,
+        Some(id) => builder.with_client_cert_resolver(client_certificate(id)?),
     };
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));

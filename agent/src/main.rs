@@ -1,10 +1,9 @@
 //! ironroot-agent: node attestation with the TPM (tpm_ek, tpm_devid) or a
 //! join token. The Workload API lands with the agent issue.
 
+use ironroot_agent::files::write_atomic;
 use ironroot_agent::{attest, config, simulate};
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -258,29 +257,27 @@ fn pem_certs(ders: &[Vec<u8>]) -> String {
         .collect()
 }
 
-/// Writes `data` to `path` through a temp file and a rename, so a reader
-/// never sees half a file.
-fn write_atomic(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    Ok(())
-}
-
 /// Keeps the agent SVID, its key (0600) and the bundle in data_dir. The key
 /// goes first and the certificate last, so the certificate on disk always
-/// has its key beside it.
+/// has its key beside it. A TPM-resident key has no file of its own here (its
+/// TPM-wrapped blobs were written when it was made): a software key's file
+/// from an earlier run is removed, so none is left that is not the SVID's key.
 fn save(dir: &Path, o: &attest::AttestOutcome) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    write_atomic(&dir.join("agent_svid.key"), o.key_pem.as_bytes(), 0o600)?;
+    let key_file = dir.join("agent_svid.key");
+    match o.key.pkcs8() {
+        Some(der) => {
+            let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.to_vec()));
+            write_atomic(&key_file, pem.as_bytes(), 0o600)?
+        }
+        None => match std::fs::remove_file(&key_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot remove {}", key_file.display()))
+            }
+        },
+    }
     write_atomic(
         &dir.join("bundle.pem"),
         pem_certs(&o.root_cas).as_bytes(),
@@ -319,6 +316,7 @@ fn print_outcome(o: &attest::AttestOutcome, output: Output) -> anyhow::Result<()
                 "selectors": o.selectors,
                 "boot_policy": o.boot_policy,
                 "expires_at": o.expires_at,
+                "agent_key": o.key.kind(),
             }))?
         );
     } else {
@@ -332,6 +330,7 @@ fn print_outcome(o: &attest::AttestOutcome, output: Output) -> anyhow::Result<()
             }
         );
         println!("SVID expires at  : {}", o.expires_at);
+        println!("Agent key        : {}", o.key.kind());
         for s in &o.selectors {
             println!("Selector         : {s}");
         }
@@ -340,9 +339,9 @@ fn print_outcome(o: &attest::AttestOutcome, output: Output) -> anyhow::Result<()
 }
 
 fn tpm_info(cfg: &AgentConfig, output: Output) -> anyhow::Result<()> {
-    use ironroot_tpm::device::Tpm;
-    let mut tpm = Tpm::open(&cfg.tpm.tcti)?;
-    let ek = tpm.endorsement_key(attest::ek_algorithm(&cfg.tpm.ek)?)?;
+    let tpm = ironroot_agent::shared_tpm::SharedTpm::new(&cfg.tpm.tcti);
+    let ek = tpm
+        .with(|t| Ok::<_, anyhow::Error>(t.endorsement_key(attest::ek_algorithm(&cfg.tpm.ek)?)?))?;
     let parsed = ironroot_tpm::verify::TpmPublic::from_tpm2b(&ek.public)?;
     let ek_hash = hex::encode(Sha256::digest(parsed.spki_der()?));
     if output == Output::Json {

@@ -15,7 +15,7 @@ use tokio::net::UnixListener;
 use tokio::sync::RwLock;
 use tracing::{error, info, warn};
 
-use crate::attest::{self, AttestOutcome};
+use crate::attest::{self, AttestOutcome, KeySource};
 use crate::cache::Cache;
 use crate::config::AgentConfig;
 use crate::sds;
@@ -66,11 +66,10 @@ fn bind(path: &Path, mode: u32, what: &str) -> anyhow::Result<UnixListener> {
 }
 
 fn agent_svid(o: &AttestOutcome) -> anyhow::Result<AgentSvid> {
-    let key = pem::parse(&o.key_pem).context("agent key")?.into_contents();
     Ok(AgentSvid {
         spiffe_id: o.spiffe_id.clone(),
         chain: o.svid_chain.clone(),
-        key_pkcs8: key,
+        key: o.key.clone(),
         issued_at: unix_now(),
         expires_at: o.expires_at,
         roots: o.root_cas.clone(),
@@ -86,19 +85,38 @@ fn renewed_outcome(s: &AgentSvid) -> AttestOutcome {
         svid_chain: s.chain.clone(),
         root_cas: s.roots.clone(),
         expires_at: s.expires_at,
-        key_pem: pem::encode(&pem::Pem::new("PRIVATE KEY", s.key_pkcs8.clone())),
+        key: s.key.clone(),
         devid_chain: Vec::new(),
     }
+}
+
+/// The agent key source, made once for the agent's lifetime (the TPM key is loaded, or
+/// made, at the first attestation and reused by every re-attestation).
+async fn key_source(cfg: &AgentConfig, keys: &mut Option<KeySource>) -> anyhow::Result<KeySource> {
+    if let Some(k) = keys {
+        return Ok(k.clone());
+    }
+    let c = cfg.clone();
+    let made = tokio::task::spawn_blocking(move || KeySource::for_config(&c))
+        .await
+        .context("agent key worker")??;
+    *keys = Some(made.clone());
+    Ok(made)
 }
 
 /// Attests until it succeeds (with backoff) or shutdown.
 async fn attest_with_backoff(
     cfg: &AgentConfig,
+    keys: &mut Option<KeySource>,
     on_success: &(dyn Fn(&AttestOutcome) -> anyhow::Result<()> + Sync),
 ) -> AgentSvid {
     let mut backoff = Duration::from_secs(1);
     loop {
-        match attest::attest(cfg).await {
+        let attempt = match key_source(cfg, keys).await {
+            Ok(k) => attest::attest_with(cfg, &k, attest::Hooks::default()).await,
+            Err(e) => Err(e),
+        };
+        match attempt {
             Ok(o) => {
                 info!(agent = %o.spiffe_id, policy = %o.boot_policy, expires_at = o.expires_at, "attested");
                 if let Err(e) = on_success(&o) {
@@ -180,10 +198,11 @@ pub async fn run(
 
     let work = async {
         let mut renewable: Option<AgentSvid> = None;
+        let mut keys: Option<KeySource> = None;
         loop {
             let svid = match renewable.take() {
                 Some(s) => s,
-                None => attest_with_backoff(&cfg, on_attested).await,
+                None => attest_with_backoff(&cfg, &mut keys, on_attested).await,
             };
             let mut backoff = Duration::from_secs(1);
             let mut renewal_backoff = Duration::from_secs(1);

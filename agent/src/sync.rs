@@ -13,6 +13,7 @@ use ironroot_api::spiffe_id::SpiffeId;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
+use crate::agent_key::AgentKey;
 use crate::cache::{Cache, CachedSvid, Snapshot};
 use crate::config::AgentConfig;
 use crate::connect::{self, ClientIdentity};
@@ -32,7 +33,8 @@ pub fn unix_now() -> i64 {
 pub struct AgentSvid {
     pub spiffe_id: String,
     pub chain: Vec<Vec<u8>>,
-    pub key_pkcs8: Vec<u8>,
+    /// In the TPM, or in memory.
+    pub key: AgentKey,
     pub issued_at: i64,
     pub expires_at: i64,
     pub roots: Vec<Vec<u8>>,
@@ -63,7 +65,7 @@ pub async fn agent_channel(cfg: &AgentConfig, svid: &AgentSvid) -> anyhow::Resul
         server_id,
         Some(ClientIdentity {
             chain: svid.chain.clone(),
-            key_pkcs8: svid.key_pkcs8.clone(),
+            key: svid.key.clone(),
         }),
     )
     .await
@@ -204,12 +206,8 @@ pub async fn run(
 pub async fn renew_agent_svid(cfg: &AgentConfig, svid: &AgentSvid) -> anyhow::Result<AgentSvid> {
     let channel = agent_channel(cfg, svid).await?;
     let mut client = AgentClient::new(channel);
-    let key = rcgen::KeyPair::generate().context("agent key")?;
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .context("agent CSR")?
-        .der()
-        .to_vec();
+    // join_token agents keep a software key: no TPM evidence could certify another.
+    let (key, csr) = AgentKey::software()?;
     let r = client
         .renew_agent_svid(pb::RenewAgentSvidRequest { csr })
         .await
@@ -224,7 +222,7 @@ pub async fn renew_agent_svid(cfg: &AgentConfig, svid: &AgentSvid) -> anyhow::Re
     Ok(AgentSvid {
         spiffe_id: svid.spiffe_id.clone(),
         chain: r.svid_chain,
-        key_pkcs8: key.serialize_der(),
+        key,
         issued_at: unix_now(),
         expires_at: r.expires_at,
         roots: r.root_cas,

@@ -61,7 +61,10 @@ fn a_quote_over_another_nonce_is_rejected() {
         with_answer(&cfg, &mut |s, ch, r| {
             let sel: Vec<(PcrBank, Vec<u32>)> =
                 vec![(PcrBank::Sha256, ch.pcr_selection[0].pcrs.clone())];
-            let q = s.tpm.quote(&s.ak, &[7u8; 32], &sel).expect("quote");
+            let q = s
+                .tpm
+                .with(|t| t.quote(&s.ak, &[7u8; 32], &sel))
+                .expect("quote");
             r.quote_attest = q.attest;
             r.quote_signature = q.signature;
         }),
@@ -373,7 +376,7 @@ fn agent_svid(o: &ironroot_agent::attest::AttestOutcome) -> ironroot_agent::sync
     ironroot_agent::sync::AgentSvid {
         spiffe_id: o.spiffe_id.clone(),
         chain: o.svid_chain.clone(),
-        key_pkcs8: pem::parse(&o.key_pem).unwrap().into_contents(),
+        key: o.key.clone(),
         issued_at: 0,
         expires_at: o.expires_at,
         roots: o.root_cas.clone(),

@@ -127,6 +127,10 @@ pub struct TpmAttestorConfig {
     /// First matching binding wins.
     #[serde(default)]
     pub policy_bindings: Vec<PolicyBinding>,
+    /// Sign agent SVIDs only for TPM-resident keys the AK certified; a software agent
+    /// key is then rejected. `false` also admits software keys (`tpm:agent_key:software`).
+    #[serde(default = "default_true")]
+    pub require_tpm_agent_key: bool,
 }
 
 /// Nodes with `selector` (e.g. `tpm:ek_hash:ab12..`) must pass `policy`.

@@ -90,6 +90,7 @@ fn node_service(
             )?,
             nonces: Arc::new(NonceRegistry::default()),
             challenge_ttl: cfg.node_api.challenge_ttl,
+            require_tpm_agent_key: t.require_tpm_agent_key,
         });
         attestors.insert(
             "tpm_ek",

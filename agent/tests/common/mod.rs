@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use ironroot_agent::attest::{attest_with, AttestOutcome, Hooks};
+use ironroot_agent::attest::{attest_with, AttestOutcome, Hooks, KeySource};
 use ironroot_agent::config::{AgentConfig, TpmConfig};
 use ironroot_testkit::server::{server_config, ServerProcess, SoftHsm, TD};
 use ironroot_testkit::swtpm::{Swtpm, SwtpmOptions, SwtpmState};
@@ -147,11 +147,12 @@ impl Env {
 }
 
 pub fn attest_hooked(cfg: &AgentConfig, hooks: Hooks<'_>) -> anyhow::Result<AttestOutcome> {
+    let keys = KeySource::for_config(cfg)?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
-        .block_on(attest_with(cfg, hooks))
+        .block_on(attest_with(cfg, &keys, hooks))
 }
 
 pub fn attest(cfg: &AgentConfig) -> anyhow::Result<AttestOutcome> {
@@ -197,9 +198,10 @@ pub fn good_env_with_node_api(test: &str, node_api_extra: &str) -> Env {
 /// SHA-256 of the EK public key (what the tpm_ek agent ID carries).
 pub fn ek_hash_of(cfg: &AgentConfig) -> String {
     use sha2::{Digest, Sha256};
-    let mut t = ironroot_tpm::device::Tpm::open(&cfg.tpm.tcti).expect("open tpm");
     let alg = ironroot_agent::attest::ek_algorithm(&cfg.tpm.ek).expect("ek alg");
-    let ek = t.endorsement_key(alg).expect("ek");
+    let ek = ironroot_agent::shared_tpm::SharedTpm::new(&cfg.tpm.tcti)
+        .with(|t| t.endorsement_key(alg))
+        .expect("ek");
     let spki = ironroot_tpm::verify::TpmPublic::from_tpm2b(&ek.public)
         .expect("ek public")
         .spki_der()

@@ -1,4 +1,5 @@
-//! A PKCS#10 certificate signing request for a TPM-resident DevID key, signed in the TPM.
+//! A PKCS#10 certificate signing request for a TPM-resident key (the DevID, the agent SVID
+//! key), signed in the TPM.
 
 use std::cell::RefCell;
 
@@ -10,18 +11,28 @@ use sha2::{Digest, Sha256};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::structures::Public;
 
-use super::devid::pad;
 use super::keys::parse_tpm2b_public;
+use super::sign::pad;
 use super::{DeviceError, LoadedKey, Tpm};
 
 /// X.520 upper bound of a common name.
 const MAX_CN: usize = 64;
+
+/// How the TPM signs for the CSR.
+#[derive(Clone, Copy)]
+enum Signing {
+    /// SHA-256 in software, TPM2_Sign of the digest (non-restricted keys).
+    Digest,
+    /// TPM2_Hash then TPM2_Sign with its ticket (restricted keys too).
+    Message,
+}
 
 /// rcgen's view of the TPM key: it asks for the public point and for signatures.
 struct TpmSigner<'a> {
     /// `sign` takes `&self`; the TPM needs `&mut`. rcgen signs once, never re-entrantly.
     tpm: RefCell<&'a mut Tpm>,
     key: &'a LoadedKey,
+    signing: Signing,
     /// The uncompressed EC point (0x04 || x || y): the SubjectPublicKeyInfo's bit string.
     point: Vec<u8>,
     /// rcgen's error type cannot carry ours, so the TPM's error waits here.
@@ -40,11 +51,12 @@ impl PublicKeyData for TpmSigner<'_> {
 
 impl SigningKey for TpmSigner<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        let digest = Sha256::digest(msg);
         let out = match self.tpm.try_borrow_mut() {
-            Ok(mut tpm) => tpm
-                .sign_digest(self.key, &digest)
-                .and_then(|rs| der_signature(&rs)),
+            Ok(mut tpm) => match self.signing {
+                Signing::Digest => tpm.sign_digest(self.key, &Sha256::digest(msg)),
+                Signing::Message => tpm.sign_message(self.key, msg),
+            }
+            .and_then(|rs| ecdsa_p256_der(&rs)),
             Err(_) => Err(DeviceError::Csr("the TPM is busy".into())),
         };
         out.map_err(|e| {
@@ -56,8 +68,9 @@ impl SigningKey for TpmSigner<'_> {
     }
 }
 
-/// ECDSA r||s (32 bytes each) as the DER `ECDSA-Sig-Value` X.509 wants.
-pub(crate) fn der_signature(rs: &[u8]) -> Result<Vec<u8>, DeviceError> {
+/// ECDSA P-256 r||s (32 bytes each, as [`Tpm::sign_message`] returns it) as the DER
+/// `ECDSA-Sig-Value` X.509 and TLS want.
+pub fn ecdsa_p256_der(rs: &[u8]) -> Result<Vec<u8>, DeviceError> {
     let sig = p256::ecdsa::Signature::from_slice(rs)
         .map_err(|e| DeviceError::Csr(format!("the TPM's ECDSA signature is not valid: {e}")))?;
     Ok(sig.to_der().as_bytes().to_vec())
@@ -83,6 +96,25 @@ fn p256_point(public: &Public) -> Result<Vec<u8>, DeviceError> {
 /// A DER PKCS#10 CSR with subject `CN=subject_cn` for the TPM-resident P-256 `key` (a
 /// DevID), self-signed by the key inside the TPM (ECDSA with SHA-256).
 pub fn devid_csr(tpm: &mut Tpm, key: &LoadedKey, subject_cn: &str) -> Result<Vec<u8>, DeviceError> {
+    csr(tpm, key, subject_cn, Signing::Digest)
+}
+
+/// [`devid_csr`] for a key that may be restricted (the agent SVID key): the TPM hashes the
+/// request itself and signs with the ticket ([`Tpm::sign_message`]).
+pub fn tpm_key_csr(
+    tpm: &mut Tpm,
+    key: &LoadedKey,
+    subject_cn: &str,
+) -> Result<Vec<u8>, DeviceError> {
+    csr(tpm, key, subject_cn, Signing::Message)
+}
+
+fn csr(
+    tpm: &mut Tpm,
+    key: &LoadedKey,
+    subject_cn: &str,
+    signing: Signing,
+) -> Result<Vec<u8>, DeviceError> {
     if subject_cn.is_empty() || subject_cn.len() > MAX_CN {
         return Err(DeviceError::Csr(format!(
             "the subject common name must be 1 to {MAX_CN} bytes, not {}",
@@ -98,6 +130,7 @@ pub fn devid_csr(tpm: &mut Tpm, key: &LoadedKey, subject_cn: &str) -> Result<Vec
     let signer = TpmSigner {
         tpm: RefCell::new(tpm),
         key,
+        signing,
         point,
         error: RefCell::new(None),
     };

@@ -52,7 +52,7 @@ pub enum DeviceError {
         reason: String,
     },
     /// The certificate signing request could not be built.
-    #[error("DevID CSR: {0}")]
+    #[error("certificate signing request: {0}")]
     Csr(String),
 }
 

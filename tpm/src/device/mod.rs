@@ -2,7 +2,8 @@
 //!
 //! [`Tpm`] wraps one ESYS context and offers what node attestation needs: the endorsement
 //! key and its certificate, an attestation key, credential activation, quotes, certify, a
-//! DevID key with its CSR, NV and PCR access.
+//! DevID key with its CSR, the agent SVID key (restricted signing, kept as blobs outside the
+//! TPM), signing, NV and PCR access.
 //!
 //! Transient objects: swtpm over TCP has no resource manager and only 3 object slots, and a
 //! real TPM's are few too. So no operation leaves a transient object loaded: a key that is
@@ -14,6 +15,7 @@
 //! Authorization: hierarchy auth values are empty unless set with
 //! [`Tpm::set_endorsement_auth`] / [`Tpm::set_owner_auth`]; keys made here have empty auth.
 
+mod agent_key;
 mod ak;
 mod credential;
 mod csr;
@@ -25,15 +27,19 @@ mod keys;
 mod nv;
 mod pcr;
 mod quote;
+mod sign;
+mod srk;
 mod tcti;
 
 use tss_esapi::handles::ObjectHandle;
 use tss_esapi::structures::Auth;
 use tss_esapi::Context;
 
-pub use devid::devid_csr;
+pub use agent_key::KeyBlobs;
+pub use csr::{devid_csr, ecdsa_p256_der, tpm_key_csr};
 pub use error::DeviceError;
 pub use eventlog::{read_event_log, DEFAULT_EVENT_LOG_PATH, MAX_EVENT_LOG_SIZE};
+pub use sign::MAX_SIGNED_MESSAGE;
 
 /// An open TPM. Methods take `&mut self`: one command at a time, as the TPM itself.
 pub struct Tpm {
@@ -168,7 +174,7 @@ impl AttestationKey {
     }
 }
 
-/// Another key resident in the TPM (a DevID).
+/// Another key resident in the TPM (a DevID, the agent SVID key).
 #[derive(Clone, Debug)]
 pub struct LoadedKey {
     /// TPM2B_PUBLIC bytes.

@@ -1,7 +1,8 @@
 //! Pure-Rust verification of TPM evidence: TPM structures (public areas, Names, quotes,
-//! certifications, signatures), software MakeCredential, the TCG firmware event log, PCR
-//! replay and the measured-boot policy. No libtss2 and no I/O: callers hand in bytes.
+//! certifications, signatures), the TPM-resident agent key, software MakeCredential, the
+//! TCG firmware event log, PCR replay and the measured-boot policy. No libtss2 and no I/O: callers hand in bytes.
 
+pub mod agent_key;
 mod credential;
 pub mod eventlog;
 pub mod policy;

@@ -3,7 +3,10 @@
 //! certificate from a DevID CA, its key certified by the AK and signing the
 //! server nonce. Both: credential activation binds the AK to the EK, and a
 //! fresh quote plus the event log must satisfy the node's measured-boot policy.
+//! The agent SVID key: TPM-resident and certified by the AK, or (if allowed) a
+//! software key.
 
+mod agent_key;
 mod evidence;
 mod pending;
 pub mod policies;
@@ -49,6 +52,8 @@ pub struct TpmShared {
     pub challenge_ttl: Duration,
     /// The server's own DevID CA, when it issues LDevIDs.
     pub devid_ca: Option<Arc<DevIdCa>>,
+    /// Refuse agent SVID keys that are not TPM-resident (see `agent_key`).
+    pub require_tpm_agent_key: bool,
 }
 
 pub struct TpmAttestor {
@@ -239,6 +244,7 @@ impl NodeAttestor for TpmAttestor {
             }
             (Some(e), TpmKind::Ek) => Some(self.check_enrollment(e, &ak, &ek_hash)?),
         };
+        let presented = agent_key::check_presented(params, tpm, self.shared.require_tpm_agent_key)?;
         let policy = self.shared.policies.select(&selectors)?;
         let mut pcrs: Vec<u32> = BASE_PCRS.to_vec();
         pcrs.extend(
@@ -265,6 +271,12 @@ impl NodeAttestor for TpmAttestor {
         let devid_nonce = devid
             .as_ref()
             .map(|_| self.shared.nonces.issue(now, expires_at));
+        let agent_key = match presented {
+            agent_key::PresentedKey::Tpm(key) => {
+                Some((key, self.shared.nonces.issue(now, expires_at)))
+            }
+            agent_key::PresentedKey::Software => None,
+        };
         let challenge = pb::Challenge {
             credential_blob: made.id_object,
             encrypted_secret: made.encrypted_secret,
@@ -275,6 +287,10 @@ impl NodeAttestor for TpmAttestor {
             }],
             devid_nonce: devid_nonce.map(|n| n.to_vec()).unwrap_or_default(),
             expires_at,
+            agent_key_nonce: agent_key
+                .as_ref()
+                .map(|(_, n)| n.to_vec())
+                .unwrap_or_default(),
         };
         let pending = PendingTpm {
             shared: self.shared.clone(),
@@ -282,6 +298,7 @@ impl NodeAttestor for TpmAttestor {
             secret,
             quote_nonce,
             devid: devid.zip(devid_nonce),
+            agent_key,
             bank: policy.bank,
             pcrs,
             policy,

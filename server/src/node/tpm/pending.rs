@@ -1,6 +1,6 @@
 //! The second half of a TPM attestation: the agent's answer to the challenge.
-//! Order matters: the cheap binding checks (secret, nonce, signature) come
-//! before the event log is parsed.
+//! Order matters: the cheap binding checks (secret, nonce, signatures, the
+//! agent key's certify) come before the event log is parsed.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use ironroot_tpm::verify::eventlog::{EventLog, HashAlg};
 use ironroot_tpm::verify::policy::{evaluate, Policy};
 use ironroot_tpm::verify::TpmPublic;
 
+use super::agent_key;
 use super::evidence::{self, DevIdKey};
 use super::{selector, TpmShared};
 use crate::ca::unix_now;
@@ -22,6 +23,9 @@ pub struct PendingTpm {
     pub secret: [u8; 32],
     pub quote_nonce: [u8; 32],
     pub devid: Option<(DevIdKey, [u8; 32])>,
+    /// A TPM-resident agent key to be certified over its nonce; `None`: a software key
+    /// (admitted by `begin` only when configuration allows it).
+    pub agent_key: Option<(TpmPublic, [u8; 32])>,
     pub bank: HashAlg,
     pub pcrs: Vec<u32>,
     pub policy: Arc<Policy>,
@@ -54,6 +58,13 @@ impl PendingAttestation for PendingTpm {
             r,
             now,
         )?;
+        let agent_key = match &self.agent_key {
+            Some((key, nonce)) => {
+                agent_key::check_certified(&self.shared.nonces, &self.ak, key, nonce, r, now)?;
+                "tpm"
+            }
+            None => "software",
+        };
         if let Some((key, nonce)) = &self.devid {
             self.shared
                 .nonces
@@ -87,6 +98,7 @@ impl PendingAttestation for PendingTpm {
             "tpm",
             format!("boot_policy:{}", self.policy.name),
         )?);
+        selectors.push(selector("tpm", format!("agent_key:{agent_key}"))?);
         // Only a node that passed every check gets an LDevID.
         let devid_chain = match (&self.enroll, &self.shared.devid_ca) {
             (Some((key, cn)), Some(ca)) => {
