@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use der::Encode;
 use ironroot_api::node as pb;
 use ironroot_tpm::verify::eventlog::{EventLog, HashAlg};
+use ironroot_tpm::verify::policy::replay_mismatches;
 use ironroot_tpm::verify::{
     pcr_digest, verify_signature, Attest, Attested as Quoted, TpmHashAlg, TpmPublic, TpmSignature,
 };
@@ -130,44 +131,45 @@ pub fn check_quote(
     Ok(values)
 }
 
-/// The event log must reproduce every quoted PCR.
+/// The event log must reproduce every quoted PCR (the check is
+/// [`ironroot_tpm::verify::policy::replay_mismatches`], the one the measured-boot
+/// invariant tests judge with).
 pub fn check_replay(log: &EventLog, bank: HashAlg, quoted: &QuotedPcrs) -> Result<(), AttestError> {
-    let replay = log.replay();
-    let mut mismatches = Vec::new();
-    for (i, value) in quoted {
-        let Some(expected) = replay.expected(bank, *i) else {
-            return Err(AttestError::rejected(
-                "event log",
-                format!("the log has no {} bank to replay", bank_name(bank)),
-            ));
-        };
-        if expected.as_bytes() != value.as_slice() {
+    let mismatches = replay_mismatches(log, bank, quoted).map_err(|_| {
+        AttestError::rejected(
+            "event log",
+            format!("the log has no {} bank to replay", bank_name(bank)),
+        )
+    })?;
+    if mismatches.is_empty() {
+        return Ok(());
+    }
+    let described: Vec<String> = mismatches
+        .iter()
+        .map(|m| {
             let last = log
                 .events()
                 .iter()
                 .rev()
-                .find(|e| e.pcr == *i)
+                .find(|e| e.pcr == m.pcr)
                 .map(|e| format!(" (last event #{} {})", e.index, e.event_type))
                 .unwrap_or_default();
-            mismatches.push(format!(
-                "PCR {i} ({}): quoted {}, log replays to {}{last}",
-                bank_name(bank),
-                hex::encode(value),
-                hex::encode(expected.as_bytes()),
-            ));
-        }
-    }
-    if mismatches.is_empty() {
-        Ok(())
-    } else {
-        Err(AttestError::rejected(
-            "event log replay",
+            let replayed = m.replayed.map(|d| d.to_hex()).unwrap_or_default();
             format!(
-                "the event log does not reproduce the quoted PCRs (altered, truncated or reordered log, or PCRs extended after boot): {}",
-                mismatches.join("; ")
-            ),
-        ))
-    }
+                "PCR {} ({}): quoted {}, log replays to {replayed}{last}",
+                m.pcr,
+                bank_name(bank),
+                hex::encode(&m.quoted),
+            )
+        })
+        .collect();
+    Err(AttestError::rejected(
+        "event log replay",
+        format!(
+            "the event log does not reproduce the quoted PCRs (altered, truncated or reordered log, or PCRs extended after boot): {}",
+            described.join("; ")
+        ),
+    ))
 }
 
 /// Secure Boot on and an image verified by it, read in the quoted `bank`

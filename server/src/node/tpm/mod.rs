@@ -246,14 +246,10 @@ impl NodeAttestor for TpmAttestor {
         };
         let presented = agent_key::check_presented(params, tpm, self.shared.require_tpm_agent_key)?;
         let policy = self.shared.policies.select(&selectors)?;
+        // Every PCR a rule reads is quoted (pins included), whatever BASE_PCRS says: an
+        // unquoted PCR's events would be whatever the log says.
         let mut pcrs: Vec<u32> = BASE_PCRS.to_vec();
-        pcrs.extend(
-            policy
-                .pcrs
-                .iter()
-                .filter(|p| p.bank == policy.bank)
-                .map(|p| p.index),
-        );
+        pcrs.extend(policy.pcrs_read().into_keys());
         pcrs.sort_unstable();
         pcrs.dedup();
 
