@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use ironroot_tpm::verify::eventlog::uefi::{EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE};
 use ironroot_tpm::verify::eventlog::{
-    utf16_with_nul, Digest, Event, EventLog, EventType, HashAlg, LogBuilder,
+    utf16_with_nul, Event, EventLog, EventType, HashAlg, LogBuilder, LogFormat,
 };
 use ironroot_tpm::verify::policy::{generate_policy_with, GenerateOptions};
 
@@ -101,12 +101,7 @@ fn append(events: &mut Vec<Event>, add: impl FnOnce(&mut LogBuilder)) {
 }
 
 fn bytes(events: &[Event]) -> Vec<u8> {
-    let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
-    for e in events.iter().skip(1) {
-        let d: Vec<&[u8]> = e.digests.iter().map(Digest::as_bytes).collect();
-        b.raw_event(e.pcr, e.event_type, &d, &e.data);
-    }
-    b.build()
+    LogBuilder::from_events(LogFormat::CryptoAgile, &[HashAlg::Sha256], events)
 }
 
 struct Forgery {

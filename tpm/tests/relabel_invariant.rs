@@ -67,16 +67,7 @@ fn data_edits(e: &Event) -> Vec<Vec<u8>> {
 }
 
 fn rebuild(format: LogFormat, banks: &[HashAlg], events: &[Event]) -> Vec<u8> {
-    let mut b = match format {
-        LogFormat::CryptoAgile => LogBuilder::crypto_agile(banks),
-        LogFormat::Sha1Legacy => LogBuilder::sha1_legacy(),
-    };
-    let skip = usize::from(format == LogFormat::CryptoAgile);
-    for e in events.iter().skip(skip) {
-        let d: Vec<&[u8]> = e.digests.iter().map(Digest::as_bytes).collect();
-        b.raw_event(e.pcr, e.event_type, &d, &e.data);
-    }
-    b.build()
+    LogBuilder::from_events(format, banks, events)
 }
 
 fn quote(log: &EventLog, bank: HashAlg, policy: &Policy) -> Vec<(u32, Vec<u8>)> {

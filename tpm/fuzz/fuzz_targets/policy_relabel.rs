@@ -7,7 +7,7 @@
 //! Input: [flags, changed event, relabelled event, new type (4 bytes LE), log...].
 #![no_main]
 
-use ironroot_tpm::verify::eventlog::{Digest, Event, EventLog, EventType, HashAlg, LogBuilder, LogFormat};
+use ironroot_tpm::verify::eventlog::{Digest, Event, EventLog, EventType, HashAlg, LogBuilder};
 use ironroot_tpm::verify::policy::{generate_policy_with, judge, GenerateOptions, Policy};
 use libfuzzer_sys::fuzz_target;
 
@@ -15,16 +15,7 @@ const QUOTED: [u32; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12];
 
 fn rebuild(log: &EventLog, events: &[Event]) -> Option<EventLog> {
     let banks: Vec<HashAlg> = log.banks().iter().map(|b| b.alg).collect();
-    let mut b = match log.format() {
-        LogFormat::CryptoAgile => LogBuilder::crypto_agile(&banks),
-        LogFormat::Sha1Legacy => LogBuilder::sha1_legacy(),
-    };
-    let skip = usize::from(log.format() == LogFormat::CryptoAgile);
-    for e in events.iter().skip(skip) {
-        let d: Vec<&[u8]> = e.digests.iter().map(Digest::as_bytes).collect();
-        b.raw_event(e.pcr, e.event_type, &d, &e.data);
-    }
-    EventLog::parse(&b.build()).ok()
+    EventLog::parse(&LogBuilder::from_events(log.format(), &banks, events)).ok()
 }
 
 fn quote(log: &EventLog, policy: &Policy) -> Vec<(u32, Vec<u8>)> {

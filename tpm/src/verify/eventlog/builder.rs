@@ -3,6 +3,7 @@
 use super::alg::{Digest, HashAlg};
 use super::event_type::EventType;
 use super::uefi::{encode_variable, Guid};
+use super::{Event, LogFormat};
 
 /// Builds a crypto-agile or SHA-1 format log. Digests are computed from what the caller
 /// says was measured, so a built log replays and checks like real firmware output.
@@ -66,6 +67,22 @@ impl LogBuilder {
         self.out
             .extend_from_slice(&(data.len() as u32).to_le_bytes());
         self.out.extend_from_slice(data);
+    }
+
+    /// The bytes of a log of `format` with exactly `events` (as parsed, the Spec ID event of
+    /// a crypto-agile log first: it is written anew from `banks`). For editing a parsed log
+    /// in tests, benchmarks and fuzzing: change an event's type, data or digests, then
+    /// rebuild.
+    pub fn from_events(format: LogFormat, banks: &[HashAlg], events: &[Event]) -> Vec<u8> {
+        let (mut b, skip) = match format {
+            LogFormat::CryptoAgile => (Self::crypto_agile(banks), 1),
+            LogFormat::Sha1Legacy => (Self::sha1_legacy(), 0),
+        };
+        for e in events.iter().skip(skip) {
+            let d: Vec<&[u8]> = e.digests.iter().map(Digest::as_bytes).collect();
+            b.raw_event(e.pcr, e.event_type, &d, &e.data);
+        }
+        b.build()
     }
 
     /// An event whose digests are given (one per bank, in bank order; missing ones are
