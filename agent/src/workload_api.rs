@@ -1,7 +1,9 @@
 //! The SPIFFE Workload API on a unix socket. Each connection's caller is
-//! identified from the socket (SO_PEERCRED + pidfd) when it connects; each
-//! call runs the workload attestors, checks the process is still the same,
-//! and serves the SVIDs of every entry whose selectors are all the caller's.
+//! recorded from the socket (SO_PEERCRED + pidfd, its executable and
+//! credentials) when it connects; each call checks the process is still what
+//! it was then (refused with PermissionDenied if it exited, exec'd or changed
+//! credentials), runs the workload attestors, and serves the SVIDs of every
+//! entry whose selectors are all the caller's.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -155,8 +157,15 @@ impl WorkloadApi {
             .await
             .map_err(|e| Status::internal(format!("attestor task failed: {e}")))?
             .map_err(|e| {
-                warn!(pid, error = %e, "workload attestation failed");
-                Status::unavailable(format!("workload attestation failed: {e}"))
+                if e.refuses_caller() {
+                    // Exited, exec'd or changed credentials since connect:
+                    // what it is now is not what connected.
+                    warn!(pid, reason = %e, "workload caller refused");
+                    Status::permission_denied(format!("caller refused: {e}"))
+                } else {
+                    warn!(pid, error = %e, "workload attestation failed");
+                    Status::unavailable(format!("workload attestation failed: {e}"))
+                }
             })
     }
 }

@@ -254,12 +254,12 @@ fn workload_caller_that_exits_during_attestation_is_gone() {
 
 /// The PID-recycle race. The caller is accepted, then exits and is reaped,
 /// and a new process is created with the very same PID (clone3 set_tid,
-/// where allowed). An attestor run now reads the *new* process's /proc
-/// entries and succeeds — which is why `still_same` exists: the start time
-/// no longer matches and the pidfd reports its process dead, so the
-/// selectors are refused. Without the privilege to pick a PID, the same
-/// check is shown on the exited caller (and by the unit test
-/// `a_different_start_time_is_a_replaced_process`).
+/// where allowed). /proc/PID now describes the *new* process — which is why
+/// `still_same` exists: the start time no longer matches and the pidfd
+/// reports its process dead, so nothing read there is used (the executable
+/// recorded at accept is not the impostor's either). Without the privilege
+/// to pick a PID, the same check is shown on the exited caller (and by the
+/// unit test `a_different_start_time_is_a_replaced_process`).
 #[test]
 fn workload_recycled_pid_cannot_borrow_an_identity() {
     let f = Fixture::new();
@@ -288,11 +288,17 @@ fn workload_recycled_pid_cannot_borrow_an_identity() {
         std::thread::sleep(Duration::from_millis(5));
     }
 
-    // /proc/PID now answers for the impostor...
+    // /proc/PID now answers for the impostor: the executable it leads to is
+    // sleep, not the one recorded at accept, so even an attestor run alone
+    // refuses to hash it...
     let (unix, _) = attestors(64 << 20);
-    let borrowed = unix.attest(&caller).expect("reads the impostor's /proc");
-    assert!(borrowed.contains(&sel("unix:path:/usr/bin/sleep".into())));
-    // ...but the caller check refuses it.
+    match unix.attest(&caller) {
+        Err(WorkloadAttestError::CallerChanged(CallerError::ExeChanged { now, .. })) => {
+            assert_eq!(now.as_deref(), Some(Path::new("/usr/bin/sleep")))
+        }
+        other => panic!("expected the impostor's executable to be refused, got {other:?}"),
+    }
+    // ...and the caller check says why: another process.
     match caller.still_same() {
         Err(CallerError::Replaced { pid, .. }) => assert_eq!(pid, impostor),
         other => panic!("expected Replaced, got {other:?}"),
