@@ -314,3 +314,65 @@ fn workload_recycled_pid_cannot_borrow_an_identity() {
         libc::waitpid(impostor, std::ptr::null_mut(), 0);
     }
 }
+
+/// A shared buffer the test's tracing subscriber writes to.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuf {
+    fn count(&self, needle: &str) -> usize {
+        let text = String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned();
+        text.lines().filter(|l| l.contains(needle)).count()
+    }
+}
+
+/// Log hygiene: a workload whose executable is over `sha256_max_bytes`
+/// calling again and again (on one connection and on new ones, through both
+/// attestors) is warned about once, not twice per call.
+#[test]
+fn workload_exe_over_the_size_cap_is_warned_about_once() {
+    let log = LogBuf::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let f = Fixture::new();
+    let size = std::fs::metadata(PYTHON).expect("stat").len();
+    let (unix, process) = attestors(size - 1);
+    let all: Vec<Arc<dyn WorkloadAttestor>> = vec![Arc::new(unix), Arc::new(process)];
+    tracing::subscriber::with_default(subscriber, || {
+        for _ in 0..2 {
+            let c = f.connect(f.python(Path::new(PYTHON)));
+            let caller = c.caller();
+            for _ in 0..5 {
+                attest_caller(&all, &caller).expect("attest");
+            }
+        }
+    });
+    assert_eq!(log.count("larger than sha256_max_bytes"), 1);
+    // Another executable over the cap is another warning.
+    let other = f.dir.path().join("python-copy");
+    std::fs::copy(PYTHON, &other).expect("copy python");
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let c = f.connect(f.python(&other));
+        attest_caller(&all, &c.caller()).expect("attest");
+        attest_caller(&all, &c.caller()).expect("attest");
+    });
+    assert_eq!(log.count("larger than sha256_max_bytes"), 2);
+}

@@ -105,7 +105,6 @@ impl Executable {
             return Err(self.changed(pid));
         }
         let meta = file.metadata().map_err(|e| exe_err(pid, e))?;
-        debug_assert_eq!(meta.ino(), self.id.ino);
         Ok((file, meta))
     }
 
