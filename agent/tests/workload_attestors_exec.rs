@@ -208,6 +208,15 @@ fn workload_exe_claimed_in_a_user_namespace_gets_no_executable_selectors() {
         eprintln!("skipped: running the claimant as nobody needs root");
         return;
     }
+    let userns = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
+        .args(["unshare", "--user", "true"])
+        .status()
+        .expect("setpriv");
+    if !userns.success() {
+        eprintln!("skipped: this host forbids unprivileged user namespaces, so the claim cannot be made");
+        return;
+    }
     let f = Fixture::new();
     let bin = f.dir.path().join("claim_exe");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workload_attestors/claim_exe.c");

@@ -68,6 +68,8 @@ const MAX_CGROUP_BYTES: u64 = 64 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct PodmanConfig {
     /// Socket of the rootful podman API. Default `/run/podman/podman.sock`.
+    /// Dialled only if it and every directory above it are root's
+    /// ([`socket_path`]).
     #[serde(default = "default_socket_path")]
     pub socket_path: PathBuf,
     /// Socket of a rootless podman; `{uid}` is replaced by the uid owning the
