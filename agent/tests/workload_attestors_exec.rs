@@ -62,6 +62,16 @@ fn go(c: &Connected, done: impl Fn() -> bool) {
     }
 }
 
+/// setpriv arguments that run the rest as nobody, without groups.
+const AS_NOBODY: [&str; 6] = [
+    "--reuid",
+    "65534",
+    "--regid",
+    "65534",
+    "--clear-groups",
+    "--",
+];
+
 fn exe_of(pid: i32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
@@ -209,12 +219,12 @@ fn workload_exe_claimed_in_a_user_namespace_gets_no_executable_selectors() {
         return;
     }
     let userns = Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
+        .args(AS_NOBODY)
         .args(["unshare", "--user", "true"])
         .status()
         .expect("setpriv");
     if !userns.success() {
-        eprintln!("skipped: this host forbids unprivileged user namespaces, so the claim cannot be made");
+        eprintln!("skipped: unprivileged user namespaces are forbidden here (no claim possible)");
         return;
     }
     let f = Fixture::new();
@@ -233,18 +243,11 @@ fn workload_exe_claimed_in_a_user_namespace_gets_no_executable_selectors() {
     );
     let loader = interpreter_of(&bin);
     let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid",
-        "65534",
-        "--regid",
-        "65534",
-        "--clear-groups",
-        "--",
-    ])
-    .arg(&loader)
-    .arg(&bin)
-    .arg(&f.sock)
-    .arg("/usr/bin/sleep");
+    cmd.args(AS_NOBODY)
+        .arg(&loader)
+        .arg(&bin)
+        .arg(&f.sock)
+        .arg("/usr/bin/sleep");
     let c = f.connect(cmd);
     let caller = c.caller();
     // The claim worked: the kernel now reports sleep as its executable.
