@@ -1,9 +1,11 @@
 //! The SPIFFE Workload API on a unix socket. Each connection's caller is
-//! identified from the socket (SO_PEERCRED + pidfd) when it connects, within
-//! its uid's connection limits ([`crate::workload::limits`]); each call runs
-//! the workload attestors, checks the process is still the same, and serves
-//! the SVIDs of every entry whose selectors are all the caller's. The three
-//! streams are served pre-encoded by [`crate::workload::encoded_streams`].
+//! recorded from the socket (SO_PEERCRED + pidfd, its executable and
+//! credentials) when it connects, within its uid's connection limits
+//! ([`crate::workload::limits`]); each call checks the process is still what
+//! it was then (refused with PermissionDenied if it exited, exec'd or changed
+//! credentials), runs the workload attestors, and serves the SVIDs of every
+//! entry whose selectors are all the caller's. The three streams are served
+//! pre-encoded by [`crate::workload::encoded_streams`].
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -207,8 +209,15 @@ pub(crate) async fn attest_request<T>(
         .await
         .map_err(|e| Status::internal(format!("attestor task failed: {e}")))?
         .map_err(|e| {
-            warn!(pid, error = %e, "workload attestation failed");
-            Status::unavailable(format!("workload attestation failed: {e}"))
+            if e.refuses_caller() {
+                // Exited, exec'd or changed credentials since connect: what it is
+                // now is not what connected.
+                warn!(pid, reason = %e, "workload caller refused");
+                Status::permission_denied(format!("caller refused: {e}"))
+            } else {
+                warn!(pid, error = %e, "workload attestation failed");
+                Status::unavailable(format!("workload attestation failed: {e}"))
+            }
         })
 }
 

@@ -105,8 +105,12 @@ fn workloads_get_their_svids_and_only_theirs() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("security header"), "{e:?}");
 
-    // Another uid with no entry: "no identity issued".
-    let out = Command::new(env!("CARGO_BIN_EXE_ironroot-agent"))
+    // Another uid with no entry: "no identity issued". It runs a copy of the
+    // CLI that every user can reach, wherever the checkout lives.
+    let cli = ironroot_testkit::shared_bin::SharedBinary::copy_of(Path::new(env!(
+        "CARGO_BIN_EXE_ironroot-agent"
+    )));
+    let out = Command::new(cli.path())
         .args(["api", "fetch", "x509", "-s"])
         .arg(&agent.socket)
         .uid(65534)

@@ -139,10 +139,12 @@ fn podman_workload_gets_its_svid_through_the_workload_api() {
     );
 
     // Ready when a host process (another uid, so no container matches its
-    // entry) gets its SVID: the entries were synced together.
+    // entry) gets its SVID: the entries were synced together. That uid runs
+    // a copy of the CLI it can reach, wherever the checkout lives.
+    let probe_cli = ironroot_testkit::shared_bin::SharedBinary::copy_of(&agent_bin());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let o = Command::new(agent_bin())
+        let o = Command::new(probe_cli.path())
             .args(["api", "fetch", "x509", "--output", "json", "-s"])
             .arg(&agent.socket)
             .uid(PROBE_UID)

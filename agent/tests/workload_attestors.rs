@@ -254,12 +254,12 @@ fn workload_caller_that_exits_during_attestation_is_gone() {
 
 /// The PID-recycle race. The caller is accepted, then exits and is reaped,
 /// and a new process is created with the very same PID (clone3 set_tid,
-/// where allowed). An attestor run now reads the *new* process's /proc
-/// entries and succeeds — which is why `still_same` exists: the start time
-/// no longer matches and the pidfd reports its process dead, so the
-/// selectors are refused. Without the privilege to pick a PID, the same
-/// check is shown on the exited caller (and by the unit test
-/// `a_different_start_time_is_a_replaced_process`).
+/// where allowed). /proc/PID now describes the *new* process — which is why
+/// `still_same` exists: the start time no longer matches and the pidfd
+/// reports its process dead, so nothing read there is used (the executable
+/// recorded at accept is not the impostor's either). Without the privilege
+/// to pick a PID, the same check is shown on the exited caller (and by the
+/// unit test `a_different_start_time_is_a_replaced_process`).
 #[test]
 fn workload_recycled_pid_cannot_borrow_an_identity() {
     let f = Fixture::new();
@@ -288,11 +288,17 @@ fn workload_recycled_pid_cannot_borrow_an_identity() {
         std::thread::sleep(Duration::from_millis(5));
     }
 
-    // /proc/PID now answers for the impostor...
+    // /proc/PID now answers for the impostor: the executable it leads to is
+    // sleep, not the one recorded at accept, so even an attestor run alone
+    // refuses to hash it...
     let (unix, _) = attestors(64 << 20);
-    let borrowed = unix.attest(&caller).expect("reads the impostor's /proc");
-    assert!(borrowed.contains(&sel("unix:path:/usr/bin/sleep".into())));
-    // ...but the caller check refuses it.
+    match unix.attest(&caller) {
+        Err(WorkloadAttestError::CallerChanged(CallerError::ExeChanged { now, .. })) => {
+            assert_eq!(now.as_deref(), Some(Path::new("/usr/bin/sleep")))
+        }
+        other => panic!("expected the impostor's executable to be refused, got {other:?}"),
+    }
+    // ...and the caller check says why: another process.
     match caller.still_same() {
         Err(CallerError::Replaced { pid, .. }) => assert_eq!(pid, impostor),
         other => panic!("expected Replaced, got {other:?}"),
@@ -307,4 +313,66 @@ fn workload_recycled_pid_cannot_borrow_an_identity() {
         libc::kill(impostor, libc::SIGKILL);
         libc::waitpid(impostor, std::ptr::null_mut(), 0);
     }
+}
+
+/// A shared buffer the test's tracing subscriber writes to.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuf {
+    fn count(&self, needle: &str) -> usize {
+        let text = String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned();
+        text.lines().filter(|l| l.contains(needle)).count()
+    }
+}
+
+/// Log hygiene: a workload whose executable is over `sha256_max_bytes`
+/// calling again and again (on one connection and on new ones, through both
+/// attestors) is warned about once, not twice per call.
+#[test]
+fn workload_exe_over_the_size_cap_is_warned_about_once() {
+    let log = LogBuf::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let f = Fixture::new();
+    let size = std::fs::metadata(PYTHON).expect("stat").len();
+    let (unix, process) = attestors(size - 1);
+    let all: Vec<Arc<dyn WorkloadAttestor>> = vec![Arc::new(unix), Arc::new(process)];
+    tracing::subscriber::with_default(subscriber, || {
+        for _ in 0..2 {
+            let c = f.connect(f.python(Path::new(PYTHON)));
+            let caller = c.caller();
+            for _ in 0..5 {
+                attest_caller(&all, &caller).expect("attest");
+            }
+        }
+    });
+    assert_eq!(log.count("larger than sha256_max_bytes"), 1);
+    // Another executable over the cap is another warning.
+    let other = f.dir.path().join("python-copy");
+    std::fs::copy(PYTHON, &other).expect("copy python");
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let c = f.connect(f.python(&other));
+        attest_caller(&all, &c.caller()).expect("attest");
+        attest_caller(&all, &c.caller()).expect("attest");
+    });
+    assert_eq!(log.count("larger than sha256_max_bytes"), 2);
 }

@@ -19,7 +19,7 @@ use ironroot_agent::workload::attestor::podman::{
 };
 use ironroot_agent::workload::attestor::{attest_caller, WorkloadAttestError, WorkloadAttestor};
 use ironroot_agent::workload::caller::Caller;
-use podman_support::{Podman, Workload, IMAGE};
+use podman_support::{Podman, TestCgroup, Workload, IMAGE};
 
 fn attestor(podman: &Podman) -> PodmanAttestor {
     PodmanAttestor::new(PodmanConfig {
@@ -78,6 +78,7 @@ fn podman_container_in_a_pod_gets_container_and_pod_selectors() {
 
     let got = attest(&podman, &caller);
     let expected = set(&[
+        "podman:owner_uid:0".into(),
         format!("podman:image_id:{}", podman.image_id),
         format!("podman:image_name:{IMAGE}"),
         "podman:container_name:web-1".into(),
@@ -96,6 +97,7 @@ fn podman_container_without_pod_gets_no_pod_selectors() {
     let w = podman.run_workload(&["--name", "solo"]);
     let got = attest(&podman, &caller_of(&w));
     let expected = set(&[
+        "podman:owner_uid:0".into(),
         format!("podman:image_id:{}", podman.image_id),
         format!("podman:image_name:{IMAGE}"),
         "podman:container_name:solo".into(),
@@ -195,9 +197,10 @@ fn podman_unreachable_is_an_error_naming_the_socket() {
 #[test]
 fn podman_unknown_container_is_an_error_naming_it() {
     let podman = Podman::start();
-    // A cgroup naming a container this podman never had.
+    // A (root's) cgroup naming a container this podman never had.
     let id = "0123456789abcdef".repeat(4);
-    let cgroup = format!("0::/libpod_parent/libpod-{id}\n");
+    let mut cg = TestCgroup::new("unknown");
+    let cgroup = format!("0::{}\n", cg.create(&format!("libpod-{id}"), 0));
     match attestor(&podman).attest_cgroup(&cgroup) {
         Err(e @ PodmanError::ContainerNotFound { .. }) => {
             let msg = e.to_string();
@@ -224,17 +227,23 @@ fn podman_server_as_another_uid_is_refused() {
         .replace("podman.sock", "{uid}.sock");
     std::os::unix::fs::symlink(podman.socket(), template.replace("{uid}", "4242"))
         .expect("symlink");
+    let mut cg = TestCgroup::new("server-uid");
+    let path = cg.create(
+        &format!(
+            "user.slice/user-4242.slice/user@4242.service/user.slice/libpod-{}.scope",
+            w.container.id
+        ),
+        4242,
+    );
     let attestor = PodmanAttestor::new(PodmanConfig {
         socket_path: podman.dir().join("unused.sock"),
         rootless_socket_path_template: template,
+        rootless: true,
+        rootless_uids: vec![4242],
         ..PodmanConfig::default()
     })
     .expect("config");
-    let rootless = format!(
-        "0::/user.slice/user-4242.slice/user@4242.service/user.slice/libpod-{}.scope\n",
-        w.container.id
-    );
-    match attestor.attest_cgroup(&rootless) {
+    match attestor.attest_cgroup(&format!("0::{path}\n")) {
         Err(PodmanError::ServerUid {
             uid: 0,
             expected: 4242,
@@ -242,4 +251,76 @@ fn podman_server_as_another_uid_is_refused() {
         }) => {}
         other => panic!("expected ServerUid, got {other:?}"),
     }
+}
+
+/// The cgroup-name forgery, with real cgroups: a process of uid 65534 sits
+/// in a cgroup it owns, named `libpod-<id>` after a real rootful container
+/// (as a user with a delegated cgroup subtree can arrange). Its
+/// `/proc/PID/cgroup` names that container; the owner check refuses it, and
+/// the container's own process is still attested.
+#[test]
+fn podman_a_cgroup_named_after_a_container_by_another_user_is_refused() {
+    let podman = Podman::start();
+    let real = podman.run_workload(&["--name", "victim", "--label", "app=web"]);
+    assert!(attest(&podman, &caller_of(&real)).contains("podman:label:app:web"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let sock = dir.path().join("host.sock");
+    let listener = UnixListener::bind(&sock).expect("bind");
+    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let mut child = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .args(["socat", "-u"])
+        .arg(format!("UNIX-CONNECT:{}", sock.display()))
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("socat as nobody");
+    let mut cg = TestCgroup::new("forged");
+    let forged = cg.create(&format!("libpod-{}", real.container.id), 65534);
+    cg.add_process(&forged, child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("the process did not connect: {e}"),
+        }
+    };
+    conn.set_nonblocking(false).expect("blocking");
+    let caller = Caller::from_socket(conn.as_fd()).expect("caller");
+    let text = std::fs::read_to_string(caller.proc_path("cgroup")).expect("cgroup");
+    assert_eq!(
+        container_id_from_cgroup(&text).as_deref(),
+        Some(real.container.id.as_str()),
+        "the forged cgroup names the container: {text}"
+    );
+    match attestor(&podman).attest(&caller) {
+        Err(WorkloadAttestError::Unavailable { attestor, reason }) => {
+            assert_eq!(attestor, "podman");
+            assert!(
+                reason.contains("owned by uid 65534") && reason.contains("rootful"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected the forged cgroup to be refused, got {other:?}"),
+    }
+    drop(conn);
+    child.kill().ok();
+    child.wait().ok();
 }

@@ -202,8 +202,11 @@ fn oversized_requests_are_refused() {
     assert_eq!(entries(&server), before);
 }
 
+/// Runs the CLI as nobody: a copy nobody can reach, wherever the checkout
+/// lives (the target dir of a clone in root's home is not).
 fn run_as_nobody(args: &[&str]) -> std::process::Output {
-    Command::new(server_bin())
+    let cli = ironroot_testkit::shared_bin::SharedBinary::copy_of(&server_bin());
+    Command::new(cli.path())
         .args(args)
         .uid(65534)
         .gid(65534)

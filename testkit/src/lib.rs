@@ -8,6 +8,7 @@
 //! Only a dev-dependency: nothing here is meant for production code.
 
 pub mod server;
+pub mod shared_bin;
 pub mod svid;
 pub mod swtpm;
 

@@ -2,21 +2,47 @@
 //!
 //! The kernel tells us the peer's PID, UID and GID (SO_PEERCRED). A PID alone
 //! is not an identity: the caller can exit and the number can be handed to
-//! another process while attestors are still reading `/proc/PID/...`. So a
-//! [`Caller`] also holds a pidfd, which names one process for as long as we
-//! hold it, and the process start time; [`Caller::still_same`] is checked
-//! after the attestors have gathered their selectors.
+//! another process, or it can exec another program and keep the number. So
+//! a [`Caller`] is recorded once, when the connection is accepted: a pidfd,
+//! which names one process for as long as we hold it; the process start
+//! time; what it runs ([`Executable`]: device, inode and mount of
+//! `/proc/PID/exe`, and its path); a handle on its address space of that
+//! moment, which exec destroys; and its credentials.
+//!
+//! **Invariant: a caller's identity cannot change after connect.**
+//! [`Caller::still_same`] refuses a caller whose process exited, whose PID
+//! now names another process, that exec'd (another file, or the same one
+//! again), or whose effective UID, GID or supplementary groups changed.
+//! The attestors read the executable facts recorded here, and the Workload
+//! API checks the caller before and after they run, so what a call is
+//! granted is always what the connecting process was when it was accepted.
+//!
+//! "At connect" means when the agent accepts the connection, a moment after
+//! connect(2): Linux records the PID and credentials at connect(2) but not
+//! the program, so an exec in between is seen as the program the caller
+//! had at accept.
 
-use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{getsockopt, sockopt};
 
-/// Why a [`Caller`] could not be built or is no longer the process it was.
+mod address_space;
+mod credentials;
+mod executable;
+mod pidfd;
+mod proc_stat;
+
+use address_space::AddressSpace;
+use credentials::Credentials;
+pub(crate) use executable::same_user_namespace_as_agent;
+pub use executable::{ExeId, Executable};
+pub(crate) use proc_stat::{is_gone, read_stat};
+
+/// Why a [`Caller`] could not be built or is no longer what it was.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallerError {
     /// SO_PEERCRED failed (not a connected unix socket?).
     #[error("reading the peer credentials (SO_PEERCRED): {0}")]
@@ -50,8 +76,78 @@ pub enum CallerError {
         /// Start time found now.
         current: u64,
     },
-    /// `/proc/PID/stat` could not be read for a reason other than the
-    /// process being gone.
+    /// `/proc/PID/exe` leads to another file than when the caller was
+    /// accepted: it exec'd another program since it connected.
+    #[error(
+        "process {pid} runs another executable than when it connected ({} then, {} now): \
+         it exec'd since connect; a new program must open its own connection",
+        connected.display(),
+        now.as_ref().map_or_else(|| "unknown".into(), |p| p.display().to_string())
+    )]
+    ExeChanged {
+        /// The caller's PID.
+        pid: i32,
+        /// The executable recorded at accept.
+        connected: PathBuf,
+        /// The executable now, when it could be read.
+        now: Option<PathBuf>,
+    },
+    /// The address space the caller had when accepted is gone while the
+    /// process lives: it exec'd (possibly the same file again).
+    #[error(
+        "process {pid} has exec'd since it connected (its address space of then is gone); \
+         a new program must open its own connection"
+    )]
+    Execed {
+        /// The caller's PID.
+        pid: i32,
+    },
+    /// The effective UID, GID or supplementary groups differ from those at
+    /// connect (setuid, setgid or setgroups since).
+    #[error(
+        "process {pid} changed its credentials since it connected: {change}; \
+         reconnect after changing credentials"
+    )]
+    CredentialsChanged {
+        /// The caller's PID.
+        pid: i32,
+        /// What changed, e.g. "effective UID 65534 (was 0)".
+        change: String,
+    },
+    /// `/proc/PID/exe` could not be read (the agent needs ptrace read
+    /// access to its callers: root, or CAP_SYS_PTRACE).
+    #[error("reading the executable of process {pid} (/proc/{pid}/exe): {source}")]
+    ReadExe {
+        /// The caller's PID.
+        pid: i32,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// The handle on the caller's address space (to notice exec) could not
+    /// be opened or read.
+    #[error(
+        "holding the address space of process {pid} (/proc/{pid}/environ, or /proc/{pid}/mem \
+         for an empty environment, which needs ptrace attach access): {source}"
+    )]
+    AddressSpace {
+        /// The caller's PID.
+        pid: i32,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// The caller's user namespace could not be compared with the agent's.
+    #[error("reading the user namespace of process {pid}: {source}")]
+    UserNamespace {
+        /// The caller's PID.
+        pid: i32,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// `/proc/PID/stat` or `/proc/PID/status` could not be read for a reason
+    /// other than the process being gone.
     #[error("reading {path}: {source}")]
     ProcStat {
         /// The file.
@@ -60,7 +156,8 @@ pub enum CallerError {
         #[source]
         source: io::Error,
     },
-    /// `/proc/PID/stat` did not have the expected layout.
+    /// `/proc/PID/stat` or `/proc/PID/status` did not have the expected
+    /// layout.
     #[error("{path} is malformed: {reason}")]
     ProcStatParse {
         /// The file.
@@ -79,6 +176,22 @@ pub enum CallerError {
     },
 }
 
+impl CallerError {
+    /// Whether this says the caller is no longer the process it was when
+    /// accepted (exited, replaced, exec'd, credentials changed), as opposed
+    /// to the agent failing to find out.
+    pub fn is_identity_lost(&self) -> bool {
+        matches!(
+            self,
+            CallerError::ProcessGone { .. }
+                | CallerError::Replaced { .. }
+                | CallerError::ExeChanged { .. }
+                | CallerError::Execed { .. }
+                | CallerError::CredentialsChanged { .. }
+        )
+    }
+}
+
 /// How the pidfd of a [`Caller`] was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PidfdSource {
@@ -91,7 +204,11 @@ pub enum PidfdSource {
     PidfdOpen,
 }
 
-/// A connected Workload API caller.
+/// A connected Workload API caller, as it was when accepted.
+///
+/// A caller's identity cannot change after connect: everything here is
+/// recorded once, and [`Caller::still_same`] refuses the caller as soon as
+/// the process is no longer what was recorded (see the module docs).
 #[derive(Debug)]
 pub struct Caller {
     /// PID in the agent's PID namespace (SO_PEERCRED).
@@ -104,148 +221,16 @@ pub struct Caller {
     pidfd_source: PidfdSource,
     /// Field 22 of /proc/PID/stat (clock ticks after boot).
     start_time: u64,
-}
-
-/// The fields of `/proc/PID/stat` the agent uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProcStat {
-    /// Field 3: R, S, D, Z, ...
-    pub state: char,
-    /// Field 4: the parent's PID.
-    pub ppid: i32,
-    /// Field 22: start time in clock ticks after boot.
-    pub start_time: u64,
-}
-
-/// Parses `/proc/PID/stat`. The command name (field 2) is in parentheses and
-/// may itself contain spaces and `)`, so the fields after it are found from
-/// the last `)`.
-pub(crate) fn parse_stat(text: &str) -> Result<ProcStat, String> {
-    let close = text.rfind(')').ok_or("no ')' after the command name")?;
-    let rest = text.get(close + 1..).unwrap_or_default();
-    // rest holds fields 3.. (state is field 3).
-    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-    let field = |n: usize| -> Result<&str, String> {
-        fields
-            .get(n - 3)
-            .copied()
-            .ok_or_else(|| format!("field {n} is missing"))
-    };
-    let state = field(3)?.chars().next().ok_or("field 3 (state) is empty")?;
-    let ppid = field(4)?
-        .parse()
-        .map_err(|e| format!("field 4 (ppid): {e}"))?;
-    let start_time = field(22)?
-        .parse()
-        .map_err(|e| format!("field 22 (starttime): {e}"))?;
-    Ok(ProcStat {
-        state,
-        ppid,
-        start_time,
-    })
-}
-
-/// Reads and parses `/proc/PID/stat`. A missing file (or ESRCH) means the
-/// process is gone, and so does a zombie: it has exited, and what it ran can
-/// no longer be read.
-pub(crate) fn read_stat(pid: i32) -> Result<ProcStat, CallerError> {
-    let path = PathBuf::from(format!("/proc/{pid}/stat"));
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if is_gone(&e) => return Err(CallerError::ProcessGone { pid }),
-        Err(source) => return Err(CallerError::ProcStat { path, source }),
-    };
-    let stat = parse_stat(&text).map_err(|reason| CallerError::ProcStatParse { path, reason })?;
-    if stat.state == 'Z' || stat.state == 'X' {
-        return Err(CallerError::ProcessGone { pid });
-    }
-    Ok(stat)
-}
-
-/// Whether an I/O error under `/proc/PID` means the process is gone.
-pub(crate) fn is_gone(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
-}
-
-// SO_PEERPIDFD is 77 where the generic socket option numbers apply; libc
-// does not export it for every target yet. Elsewhere pidfd_open is used.
-#[cfg(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "s390x",
-    target_arch = "loongarch64"
-))]
-const SO_PEERPIDFD: Option<libc::c_int> = Some(77);
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "s390x",
-    target_arch = "loongarch64"
-)))]
-const SO_PEERPIDFD: Option<libc::c_int> = None;
-
-/// SO_PEERPIDFD: `Ok(None)` when the kernel does not know the option.
-fn peer_pidfd(sock: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
-    let Some(opt) = SO_PEERPIDFD else {
-        return Ok(None);
-    };
-    let mut fd: libc::c_int = -1;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `fd` and `len` are valid for writes of the sizes given; the
-    // socket fd is borrowed for the duration of the call.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            (&mut fd as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENOPROTOOPT) | Some(libc::EINVAL) => Ok(None),
-            _ => Err(e),
-        };
-    }
-    if fd < 0 {
-        return Ok(None);
-    }
-    // SAFETY: the kernel just installed `fd` for us; nothing else owns it.
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
-
-/// pidfd_open(2); nix 0.29 does not wrap it.
-pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall with integer arguments.
-    let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = libc::c_int::try_from(rc).map_err(|_| io::Error::other("pidfd out of range"))?;
-    // SAFETY: the kernel just returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Whether the process behind `pidfd` has exited. A pidfd polls readable
-/// once its process has exited (zombie or reaped).
-fn pidfd_exited(pid: i32, pidfd: BorrowedFd<'_>) -> Result<bool, CallerError> {
-    let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
-    poll(&mut fds, PollTimeout::ZERO).map_err(|source| CallerError::Poll { pid, source })?;
-    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
-    Ok(revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR))
+    executable: Executable,
+    address_space: AddressSpace,
+    /// Credentials at accept: SO_PEERCRED's UID and GID, and the groups.
+    credentials: Credentials,
 }
 
 impl Caller {
-    /// Reads the peer of a connected unix stream socket: SO_PEERCRED, a pidfd
-    /// (SO_PEERPIDFD, else pidfd_open) and the start time. Fails with
+    /// Records the peer of a connected unix stream socket: SO_PEERCRED, a
+    /// pidfd (SO_PEERPIDFD, else pidfd_open), the start time, the
+    /// executable, a handle on the address space and the groups. Fails with
     /// [`CallerError::ProcessGone`] if the peer has already exited.
     pub fn from_socket(sock: BorrowedFd<'_>) -> Result<Caller, CallerError> {
         let cred = getsockopt(&sock, sockopt::PeerCredentials).map_err(CallerError::PeerCred)?;
@@ -253,74 +238,106 @@ impl Caller {
         if pid <= 0 {
             return Err(CallerError::NoPeerPid);
         }
-        let (pidfd, pidfd_source) = match peer_pidfd(sock) {
+        let (pidfd, pidfd_source) = match pidfd::peer_pidfd(sock) {
             Ok(Some(fd)) => (fd, PidfdSource::PeerPidfd),
-            Ok(None) => (open_pidfd(pid)?, PidfdSource::PidfdOpen),
+            Ok(None) => (pidfd::open_pidfd(pid)?, PidfdSource::PidfdOpen),
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
                 return Err(CallerError::ProcessGone { pid })
             }
             Err(source) => return Err(CallerError::Pidfd { pid, source }),
         };
-        Self::with_pidfd(pid, cred.uid(), cred.gid(), pidfd, pidfd_source)
+        Self::record(pid, cred.uid(), cred.gid(), pidfd, pidfd_source)
     }
 
-    /// A caller known only by PID (tests): pidfd_open, the start time, and
-    /// the real UID/GID from `/proc/PID/status`.
+    /// A caller known only by PID (tests): pidfd_open, then as
+    /// [`Caller::from_socket`] with the effective UID/GID of
+    /// `/proc/PID/status`.
     #[cfg(test)]
     pub(crate) fn from_pid(pid: i32) -> Result<Caller, CallerError> {
-        let pidfd = open_pidfd(pid)?;
-        let path = PathBuf::from(format!("/proc/{pid}/status"));
-        let status = fs::read_to_string(&path).map_err(|source| CallerError::ProcStat {
-            path: path.clone(),
-            source,
-        })?;
-        let first = |name: &str| -> Option<u32> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_ascii_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        };
-        let (Some(uid), Some(gid)) = (first("Uid:"), first("Gid:")) else {
-            return Err(CallerError::ProcStatParse {
-                path,
-                reason: "no Uid/Gid line".into(),
-            });
-        };
-        Self::with_pidfd(pid, uid, gid, pidfd, PidfdSource::PidfdOpen)
+        let pidfd = pidfd::open_pidfd(pid)?;
+        let now = Credentials::read(pid)?;
+        Self::record(pid, now.euid, now.egid, pidfd, PidfdSource::PidfdOpen)
     }
 
-    fn with_pidfd(
+    fn record(
         pid: i32,
         uid: u32,
         gid: u32,
         pidfd: OwnedFd,
         pidfd_source: PidfdSource,
     ) -> Result<Caller, CallerError> {
-        // Stat first, then poll: if the pidfd's process is still running
-        // after the read, the PID could not have been reused before it, so
-        // the start time recorded is that process's.
+        // The address space first: an exec after this point is noticed by
+        // every later check, so the facts read next belong to the program
+        // the handle holds. Then everything is vouched for by the pidfd
+        // still naming a live process afterwards (the PID was not reused).
         let stat = read_stat(pid)?;
-        if pidfd_exited(pid, pidfd.as_fd())? {
-            return Err(CallerError::ProcessGone { pid });
-        }
-        Ok(Caller {
+        let address_space = AddressSpace::pin(pid)?;
+        let executable = Executable::record(pid)?;
+        let status = Credentials::read(pid)?;
+        let caller = Caller {
             pid,
             uid,
             gid,
             pidfd,
             pidfd_source,
             start_time: stat.start_time,
-        })
+            executable,
+            address_space,
+            credentials: Credentials {
+                euid: uid,
+                egid: gid,
+                groups: status.groups,
+            },
+        };
+        caller.still_same()?;
+        Ok(caller)
     }
 
-    /// Checks that the process this caller was built from is still running
-    /// and that `/proc/PID` still describes it (same start time). Call it
-    /// after the attestors have read `/proc/PID/...`: if it passes, what they
-    /// read belonged to this caller.
+    /// Checks that the process this caller was recorded from is still
+    /// running, that `/proc/PID` still describes it (same start time), and
+    /// that it is still what it was when accepted: the same executable, no
+    /// exec since, the same credentials. Call it after the attestors have
+    /// read `/proc/PID/...`: if it passes, what they read belonged to this
+    /// caller as it was at connect.
     pub fn still_same(&self) -> Result<(), CallerError> {
-        // Same order as at construction: the /proc read is vouched for by the
-        // pidfd being alive afterwards.
+        let pid = self.pid;
+        // Each /proc read is vouched for by the pidfd being alive after it;
+        // an error from a process that exited meanwhile is reported as
+        // that, whatever file noticed first.
+        let checks = || -> Result<(), CallerError> {
+            self.check_alive_stat()?;
+            self.executable.check(pid)?;
+            if !self.address_space.intact(pid)? {
+                return Err(CallerError::Execed { pid });
+            }
+            let now = Credentials::read(pid)?;
+            if let Some(change) = now.change_from(&self.credentials) {
+                return Err(CallerError::CredentialsChanged { pid, change });
+            }
+            Ok(())
+        };
+        let outcome = checks();
+        if pidfd::pidfd_exited(pid, self.pidfd.as_fd())? {
+            return Err(match outcome {
+                Err(e @ CallerError::Replaced { .. }) => e,
+                _ => CallerError::ProcessGone { pid },
+            });
+        }
+        outcome
+    }
+
+    /// Checks only that the process is alive and `/proc/PID` describes it
+    /// (start time, pidfd): whether an error reading `/proc/PID/...` means
+    /// the caller went away.
+    pub fn is_alive(&self) -> Result<(), CallerError> {
+        self.check_alive_stat()?;
+        if pidfd::pidfd_exited(self.pid, self.pidfd.as_fd())? {
+            return Err(CallerError::ProcessGone { pid: self.pid });
+        }
+        Ok(())
+    }
+
+    fn check_alive_stat(&self) -> Result<(), CallerError> {
         let stat = read_stat(self.pid)?;
         if stat.start_time != self.start_time {
             return Err(CallerError::Replaced {
@@ -329,10 +346,17 @@ impl Caller {
                 current: stat.start_time,
             });
         }
-        if pidfd_exited(self.pid, self.pidfd.as_fd())? {
-            return Err(CallerError::ProcessGone { pid: self.pid });
-        }
         Ok(())
+    }
+
+    /// What the caller ran when it was accepted.
+    pub fn executable(&self) -> &Executable {
+        &self.executable
+    }
+
+    /// Supplementary GIDs at accept (sorted).
+    pub fn groups(&self) -> &[u32] {
+        &self.credentials.groups
     }
 
     /// The start time recorded when the caller was accepted (field 22 of
@@ -355,16 +379,6 @@ impl Caller {
     pub fn proc_path(&self, rel: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/{rel}", self.pid))
     }
-}
-
-fn open_pidfd(pid: i32) -> Result<OwnedFd, CallerError> {
-    pidfd_open(pid).map_err(|source| {
-        if source.raw_os_error() == Some(libc::ESRCH) {
-            CallerError::ProcessGone { pid }
-        } else {
-            CallerError::Pidfd { pid, source }
-        }
-    })
 }
 
 #[cfg(test)]

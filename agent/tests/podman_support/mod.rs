@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod test_cgroup;
+#[allow(unused_imports)] // not every test binary uses it
+pub use test_cgroup::TestCgroup;
+
 /// The test image (imported, never pulled).
 pub const IMAGE: &str = "localhost/ironroot-test:latest";
 /// Bumped when the image recipe changes, so cached stores are made again.

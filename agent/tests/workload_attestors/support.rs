@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! Fixture for the workload attestor tests: a unix socket, a python child
 //! that connects and reports its own view of itself, and helpers computing
 //! expected values without the code under test.

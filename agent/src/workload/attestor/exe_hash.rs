@@ -2,19 +2,21 @@
 //! attestors (one cache for both).
 //!
 //! The file is opened through `/proc/PID/exe`, which reaches the file the
-//! kernel is running even if its path was since replaced or unlinked. Hashes
-//! are cached by file identity so a busy workload costs one hash, not one per
-//! connection.
+//! kernel is running even if its path was since replaced or unlinked, and is
+//! checked to be the file recorded when the caller connected. It is hashed
+//! lazily, on the first call that attests the caller (not at accept), and
+//! hashes are cached by file identity so a busy workload costs one hash, not
+//! one per connection.
 
 use std::collections::HashMap;
-use std::fs::{File, Metadata};
+use std::fs::Metadata;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use super::procfs::proc_err;
+use super::warn_once::{Notice, Notices};
 use super::WorkloadAttestError;
 use crate::workload::caller::Caller;
 
@@ -68,10 +70,13 @@ pub enum ExeDigest {
 }
 
 /// Hashes executables, with a cache keyed by device, inode, size, mtime and
-/// ctime. Share one (in an `Arc`) between attestors.
+/// ctime, and remembers which executables were warned about. Share one (in
+/// an `Arc`) between attestors: each executable is hashed once and warned
+/// about once.
 #[derive(Debug, Default)]
 pub struct ExeHasher {
     cache: Mutex<HashMap<FileKey, String>>,
+    notices: Notices,
 }
 
 impl ExeHasher {
@@ -85,14 +90,19 @@ impl ExeHasher {
         self.lock().len()
     }
 
+    /// True the first time `notice` is given: log it then, not after.
+    pub(crate) fn first_notice(&self, notice: Notice) -> bool {
+        self.notices.first(notice)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, String>> {
         // A panic while holding the lock cannot leave a half-written entry
         // (insert is one call), so a poisoned map is still sound.
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// SHA-256 of the caller's executable, unless it is larger than
-    /// `max_bytes`.
+    /// SHA-256 of the caller's executable (the file recorded when it
+    /// connected), unless it is larger than `max_bytes`.
     pub fn sha256(
         &self,
         caller: &Caller,
@@ -100,10 +110,12 @@ impl ExeHasher {
     ) -> Result<ExeDigest, WorkloadAttestError> {
         let path = caller.proc_path("exe");
         let what = "the executable";
-        let mut file = File::open(&path).map_err(|e| proc_err(caller, what, &path, e))?;
-        let before = file
-            .metadata()
-            .map_err(|e| proc_err(caller, what, &path, e))?;
+        let io_err = |source| WorkloadAttestError::Io {
+            what,
+            path: path.clone(),
+            source,
+        };
+        let (mut file, before) = caller.executable().open_recorded(caller.pid)?;
         let key = FileKey::of(&before);
         if key.size > max_bytes {
             return Ok(ExeDigest::TooLarge {
@@ -122,18 +134,14 @@ impl ExeHasher {
         let mut total: u64 = 0;
         let mut limited = (&mut file).take(key.size.saturating_add(1));
         loop {
-            let n = limited
-                .read(&mut buf)
-                .map_err(|e| proc_err(caller, what, &path, e))?;
+            let n = limited.read(&mut buf).map_err(io_err)?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
             total += n as u64;
         }
-        let after = file
-            .metadata()
-            .map_err(|e| proc_err(caller, what, &path, e))?;
+        let after = file.metadata().map_err(io_err)?;
         if total != key.size || FileKey::of(&after) != key {
             // The bytes hashed may mix two versions of the file.
             return Err(WorkloadAttestError::ExeChanged { pid: caller.pid });

@@ -14,10 +14,12 @@ pub mod podman;
 pub mod process;
 mod procfs;
 pub mod unix;
+mod warn_once;
 
 pub use exe_hash::{ExeDigest, ExeHasher, DEFAULT_SHA256_MAX_BYTES};
 pub use process::{ProcessAttestor, ProcessAttestorConfig};
 pub use unix::{UnixAttestor, UnixAttestorConfig};
+use warn_once::Notice;
 
 /// Finds selectors for a caller.
 pub trait WorkloadAttestor: Send + Sync {
@@ -74,6 +76,10 @@ pub enum WorkloadAttestError {
         /// What failed.
         reason: String,
     },
+    /// The caller is no longer what it was when it connected (it exec'd, or
+    /// changed its credentials).
+    #[error(transparent)]
+    CallerChanged(CallerError),
     /// Checking the caller itself failed.
     #[error(transparent)]
     Caller(CallerError),
@@ -87,18 +93,34 @@ impl From<CallerError> for WorkloadAttestError {
             CallerError::ProcessGone { pid } | CallerError::Replaced { pid, .. } => {
                 WorkloadAttestError::ProcessGone { pid }
             }
+            changed if changed.is_identity_lost() => WorkloadAttestError::CallerChanged(changed),
             other => WorkloadAttestError::Caller(other),
         }
     }
 }
 
-/// Runs every attestor for the caller, then checks that the caller is still
-/// the same process ([`Caller::still_same`]), so selectors read from a PID
-/// that was reused meanwhile are never returned. Sorted, without duplicates.
+impl WorkloadAttestError {
+    /// Whether the caller is refused for what it became since it connected
+    /// (exited, exec'd, changed credentials), rather than the agent failing
+    /// to attest it: the Workload API answers PermissionDenied for these.
+    pub fn refuses_caller(&self) -> bool {
+        matches!(
+            self,
+            WorkloadAttestError::ProcessGone { .. } | WorkloadAttestError::CallerChanged(_)
+        )
+    }
+}
+
+/// Runs every attestor for the caller, checking before and after that the
+/// caller is still what it was when accepted ([`Caller::still_same`]): a
+/// caller that exec'd or changed credentials since connect is refused with
+/// the reason, and selectors read from a PID that was reused meanwhile are
+/// never returned. Sorted, without duplicates.
 pub fn attest_caller(
     attestors: &[Arc<dyn WorkloadAttestor>],
     caller: &Caller,
 ) -> Result<Vec<Selector>, WorkloadAttestError> {
+    caller.still_same()?;
     let mut all = Vec::new();
     for a in attestors {
         all.extend(a.attest(caller)?);
@@ -110,7 +132,10 @@ pub fn attest_caller(
 }
 
 /// Adds `<kind>:<path_key>:<executable path>` and `<kind>:sha256:<hex>` for
-/// the caller's executable (shared by the unix and process attestors).
+/// the caller's executable as recorded at accept (shared by the unix and
+/// process attestors). A warning about the executable (path not UTF-8, too
+/// large to hash, caller outside the agent's user namespace) is logged once
+/// per executable, not on every call.
 pub(crate) fn push_exe_selectors(
     out: &mut Vec<Selector>,
     caller: &Caller,
@@ -120,25 +145,52 @@ pub(crate) fn push_exe_selectors(
     path_key: &str,
 ) -> Result<(), WorkloadAttestError> {
     let pid = caller.pid;
-    let exe = procfs::exe_path(caller)?;
-    match exe.to_str() {
+    let exe = caller.executable();
+    if !exe.attestable() {
+        if hasher.first_notice(Notice::NotAttestable(exe.id())) {
+            tracing::warn!(
+                pid,
+                path = ?exe.path(),
+                "caller outside the agent's user namespace, where a process can point \
+                 /proc/PID/exe at any file without exec: no executable selectors \
+                 (unix:path, unix:sha256, process:exe, process:sha256) for it \
+                 (logged once per executable)"
+            );
+        }
+        return Ok(());
+    }
+    match exe.path().to_str() {
         Some(p) => push_selector(out, pid, kind, format!("{path_key}:{p}")),
         // A lossy conversion could make two different paths look alike.
-        None => tracing::warn!(
-            pid,
-            path = ?exe,
-            "executable path is not UTF-8; no {kind}:{path_key} selector"
-        ),
+        None => {
+            if hasher.first_notice(Notice::PathNotUtf8(exe.id())) {
+                tracing::warn!(
+                    pid,
+                    path = ?exe.path(),
+                    "executable path is not UTF-8: no unix:path or process:exe selector \
+                     (logged once per executable)"
+                );
+            }
+        }
     }
     match hasher.sha256(caller, max_bytes)? {
         exe_hash::ExeDigest::Sha256(hex) => push_selector(out, pid, kind, format!("sha256:{hex}")),
-        exe_hash::ExeDigest::TooLarge { size, max } => tracing::warn!(
-            pid,
-            path = ?exe,
-            size,
-            max,
-            "executable larger than sha256_max_bytes; no {kind}:sha256 selector"
-        ),
+        exe_hash::ExeDigest::TooLarge { size, max } => {
+            if hasher.first_notice(Notice::TooLarge {
+                exe: exe.id(),
+                size,
+                max,
+            }) {
+                tracing::warn!(
+                    pid,
+                    path = ?exe.path(),
+                    size,
+                    max,
+                    "executable larger than sha256_max_bytes: no sha256 selector for it \
+                     (logged once per executable)"
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -3,31 +3,45 @@
 //! socket) what that container is.
 //!
 //! Selectors (type `podman`):
-//! `image_id:<id>`, `image_name:<ref>`, `container_name:<name>`,
-//! `label:<k>:<v>` per container label, and for a container in a pod
-//! `pod_name:<name>` and `pod_label:<k>:<v>`.
+//! `owner_uid:<uid>` (0 for a rootful podman's container, the user's uid for
+//! a rootless one), `image_id:<id>`, `image_name:<ref>`,
+//! `container_name:<name>`, `label:<k>:<v>` per container label, and for a
+//! container in a pod `pod_name:<name>` and `pod_label:<k>:<v>`.
 //!
 //! A process in no container gets no selectors. A process in a container
 //! whose podman cannot be asked (socket missing, refused, slow, HTTP error,
-//! unknown container) is an error, never an empty answer.
+//! unknown container, a socket that fails the ownership rule) is an error,
+//! never an empty answer.
 //!
-//! Rootful containers are looked up on [`PodmanConfig::socket_path`]; a
-//! rootless container (its cgroup lies under `user@<uid>.service`) on the
-//! socket of that user's podman, [`PodmanConfig::rootless_socket_path_template`]
-//! with `{uid}` replaced. A rootless podman is run by that user, who can make
-//! it answer anything: entries should not rely on podman selectors alone
-//! where untrusted users run rootless podman (or set `rootless = false`).
+//! Who owns a container is never taken from the container or from the
+//! podman that describes it. It comes from the cgroup: the path says rootful
+//! or rootless of uid U (the outermost `user@U.service`), and the directory
+//! of the container's cgroup must be owned by that uid (0 for rootful) on
+//! the agent's own cgroup mounts, so a process that names a cgroup of its
+//! own after another container is refused. The podman API server must then
+//! run as that uid (SO_PEERCRED, [`PodmanConfig::check_server_uid`]), and
+//! its socket must sit in directories only root or that uid own
+//! ([`socket_path`]).
+//!
+//! Rootful containers are looked up on [`PodmanConfig::socket_path`].
+//! Rootless containers are not attested unless the operator opts in per
+//! user ([`PodmanConfig::rootless`] and [`PodmanConfig::rootless_uids`]): a
+//! rootless podman is run by its user, who can make it answer anything about
+//! that user's containers, so entries for them must also name the owner
+//! (`podman:owner_uid:<uid>` or `unix:uid`).
 
 mod cgroup;
+mod cgroup_owner;
 mod http;
 mod inspect;
+pub mod socket_path;
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ironroot_api::selector::Selector;
+use ironroot_api::selector::{normalize_selectors, Selector};
 use nix::sys::socket::{getsockopt, sockopt};
 use serde::Deserialize;
 
@@ -35,7 +49,10 @@ use super::procfs::read_text;
 use super::{WorkloadAttestError, WorkloadAttestor};
 use crate::workload::caller::Caller;
 
-pub use cgroup::{container_id_from_cgroup, is_container_id, locate_container, ContainerRef};
+pub use cgroup::{
+    container_id_from_cgroup, is_container_id, locate_container, CgroupDir, ContainerRef,
+};
+pub use cgroup_owner::CgroupOwnerError;
 pub use http::HttpError;
 pub use inspect::{selectors, ContainerInspect, PodInspect, SELECTOR_TYPE};
 
@@ -51,6 +68,8 @@ const MAX_CGROUP_BYTES: u64 = 64 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct PodmanConfig {
     /// Socket of the rootful podman API. Default `/run/podman/podman.sock`.
+    /// Dialled only if it and every directory above it are root's
+    /// ([`socket_path`]).
     #[serde(default = "default_socket_path")]
     pub socket_path: PathBuf,
     /// Socket of a rootless podman; `{uid}` is replaced by the uid owning the
@@ -58,10 +77,19 @@ pub struct PodmanConfig {
     /// `/run/user/{uid}/podman/podman.sock`.
     #[serde(default = "default_rootless_template")]
     pub rootless_socket_path_template: String,
-    /// Attest containers of rootless podmans. Default `true`. With `false` a
-    /// process in a rootless container gets no podman selectors.
-    #[serde(default = "default_true")]
+    /// Attest containers of rootless podmans. Default `false`: a process in
+    /// a rootless container gets no podman selectors (and the socket in its
+    /// user's own directory is never dialled). With `true`, only the users
+    /// in `rootless_uids` are asked.
+    #[serde(default)]
     pub rootless: bool,
+    /// The uids whose own (rootless) podman the agent may ask about their
+    /// containers, when `rootless = true` (which needs at least one). Each
+    /// such user can make its podman report anything about its containers:
+    /// their entries must also name the owner (`podman:owner_uid:<uid>`).
+    /// Default empty.
+    #[serde(default)]
+    pub rootless_uids: Vec<u32>,
     /// Believe only an API server running as the uid expected for that
     /// podman (root for the rootful socket, the container's owner for a
     /// rootless one), checked with SO_PEERCRED on the connection, so a socket
@@ -82,7 +110,8 @@ impl Default for PodmanConfig {
         PodmanConfig {
             socket_path: default_socket_path(),
             rootless_socket_path_template: default_rootless_template(),
-            rootless: true,
+            rootless: false,
+            rootless_uids: Vec::new(),
             check_server_uid: true,
             timeout: default_timeout(),
             max_response_bytes: default_max_response_bytes(),
@@ -99,6 +128,10 @@ fn default_rootless_template() -> String {
 fn default_true() -> bool {
     true
 }
+
+fn default_mountinfo() -> PathBuf {
+    PathBuf::from("/proc/self/mountinfo")
+}
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -108,6 +141,7 @@ fn default_max_response_bytes() -> usize {
 
 /// Why the podman attestor could not say what a caller is.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PodmanError {
     /// The configuration cannot work.
     #[error("podman attestor configuration: {0}")]
@@ -125,6 +159,30 @@ pub enum PodmanError {
         socket: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// The socket fails the ownership rule ([`socket_path`]).
+    #[error("podman API socket {socket} is not dialled: {reason}")]
+    UnsafeSocket { socket: PathBuf, reason: String },
+    /// Who owns the container's cgroup could not be found out.
+    #[error("container {id}: cannot tell who owns its cgroup: {source}")]
+    CgroupOwner {
+        id: String,
+        #[source]
+        source: CgroupOwnerError,
+    },
+    /// The container's cgroup is not owned by the uid whose podman would be
+    /// asked about it.
+    #[error(
+        "container {id}: its cgroup {dir} is owned by uid {found}, but the cgroup of a {kind} \
+         container is owned by uid {expected}; a process can name a cgroup of its own after a \
+         container it is not in"
+    )]
+    CgroupNotOwned {
+        id: String,
+        dir: PathBuf,
+        found: u32,
+        expected: u32,
+        kind: &'static str,
     },
     /// The API server runs as another uid than the podman expected.
     #[error("podman API socket {socket} is served by uid {uid}, expected uid {expected}")]
@@ -191,11 +249,20 @@ pub enum PodmanError {
 #[derive(Debug, Clone)]
 pub struct PodmanAttestor {
     config: PodmanConfig,
+    /// The mount table cgroups are found through (the agent's own).
+    mountinfo: PathBuf,
 }
 
 impl PodmanAttestor {
     /// An attestor with `config`, checked.
     pub fn new(config: PodmanConfig) -> Result<Self, PodmanError> {
+        if config.rootless && config.rootless_uids.is_empty() {
+            return Err(PodmanError::Config(
+                "rootless = true needs rootless_uids: the users whose own podman may be asked \
+                 about their containers"
+                    .into(),
+            ));
+        }
         if config.rootless && !config.rootless_socket_path_template.contains("{uid}") {
             return Err(PodmanError::Config(format!(
                 "rootless_socket_path_template {:?} has no {{uid}}",
@@ -210,7 +277,17 @@ impl PodmanAttestor {
                 "max_response_bytes must be at least 1024".into(),
             ));
         }
-        Ok(PodmanAttestor { config })
+        Ok(PodmanAttestor {
+            config,
+            mountinfo: default_mountinfo(),
+        })
+    }
+
+    /// Finds cgroups through the mount table at `path` instead of the
+    /// agent's own (tests with a cgroup tree of their own).
+    pub fn with_mountinfo(mut self, path: PathBuf) -> Self {
+        self.mountinfo = path;
+        self
     }
 
     /// The configuration in use.
@@ -236,27 +313,65 @@ impl PodmanAttestor {
         let Some(container) = locate_container(text) else {
             return Ok(Vec::new());
         };
-        let Some(socket) = self.socket_for(&container) else {
+        let Some((socket, owner)) = self.socket_for(&container) else {
             tracing::debug!(
                 container = %container.id,
                 uid = ?container.rootless_uid,
-                "rootless podman container: rootless attestation is disabled"
+                "rootless podman container: its uid is not in rootless_uids (or rootless = false); \
+                 no podman selectors"
             );
             return Ok(Vec::new());
         };
-        self.attest_container(&socket, &container)
+        let (found, dir) =
+            cgroup_owner::cgroup_owner(&container, &self.mountinfo).map_err(|source| {
+                PodmanError::CgroupOwner {
+                    id: container.id.clone(),
+                    source,
+                }
+            })?;
+        if found != owner {
+            return Err(PodmanError::CgroupNotOwned {
+                id: container.id.clone(),
+                dir,
+                found,
+                expected: owner,
+                kind: if container.rootless_uid.is_some() {
+                    "rootless"
+                } else {
+                    "rootful"
+                },
+            });
+        }
+        let socket = socket_path::safe_socket_path(&socket, owner).map_err(|e| match e {
+            socket_path::SocketRefused::Unresolvable { source, .. } => PodmanError::Unreachable {
+                socket: socket.clone(),
+                source,
+            },
+            unsafe_path => PodmanError::UnsafeSocket {
+                socket: socket.clone(),
+                reason: unsafe_path.to_string(),
+            },
+        })?;
+        let mut selectors = self.attest_container(&socket, owner, &container)?;
+        selectors.push(owner_selector(owner));
+        normalize_selectors(&mut selectors);
+        Ok(selectors)
     }
 
-    /// The API socket of the podman owning `container`, or `None` for a
-    /// rootless container when rootless attestation is off.
-    pub fn socket_for(&self, container: &ContainerRef) -> Option<PathBuf> {
+    /// The API socket of the podman owning `container` and the uid that
+    /// podman runs as, or `None` for a rootless container whose user is not
+    /// opted in.
+    pub fn socket_for(&self, container: &ContainerRef) -> Option<(PathBuf, u32)> {
         match container.rootless_uid {
-            None => Some(self.config.socket_path.clone()),
-            Some(_) if !self.config.rootless => None,
-            Some(uid) => Some(PathBuf::from(
-                self.config
-                    .rootless_socket_path_template
-                    .replace("{uid}", &uid.to_string()),
+            None => Some((self.config.socket_path.clone(), 0)),
+            Some(uid) if !self.config.rootless || !self.config.rootless_uids.contains(&uid) => None,
+            Some(uid) => Some((
+                PathBuf::from(
+                    self.config
+                        .rootless_socket_path_template
+                        .replace("{uid}", &uid.to_string()),
+                ),
+                uid,
             )),
         }
     }
@@ -264,9 +379,9 @@ impl PodmanAttestor {
     fn attest_container(
         &self,
         socket: &Path,
+        expected_uid: u32,
         container: &ContainerRef,
     ) -> Result<Vec<Selector>, PodmanError> {
-        let expected_uid = container.rootless_uid.unwrap_or(0);
         let id = &container.id;
         let path = format!("{API_PREFIX}/containers/{id}/json");
         let info: ContainerInspect = self.get_json(socket, expected_uid, &path, || {
@@ -390,6 +505,12 @@ impl WorkloadAttestor for PodmanAttestor {
                 reason: e.to_string(),
             })
     }
+}
+
+/// `podman:owner_uid:<uid>`.
+fn owner_selector(uid: u32) -> Selector {
+    Selector::new(SELECTOR_TYPE, format!("owner_uid:{uid}"))
+        .unwrap_or_else(|e| unreachable!("a number is a valid selector value: {e}"))
 }
 
 /// Fails unless the server at the other end of `stream` runs as `expected`

@@ -2,8 +2,8 @@
 //!
 //! | selector | value |
 //! |---|---|
-//! | `process:exe:<path>` | the executable (`/proc/PID/exe`) |
-//! | `process:sha256:<hex>` | SHA-256 of the executable, up to a size cap |
+//! | `process:exe:<path>` | the executable (`/proc/PID/exe`) at connect |
+//! | `process:sha256:<hex>` | SHA-256 of that executable, up to a size cap |
 //! | `process:args:<args>` | the command line, arguments joined by one space |
 //! | `process:cgroup:<path>` | the path of each line of `/proc/PID/cgroup` |
 //! | `process:systemd_unit:<unit>` | the systemd unit owning the cgroup (`foo.service`, `bar.scope`) |
@@ -13,6 +13,10 @@
 //!
 //! The command line is written by the process itself and can be changed at
 //! run time: match on it only together with selectors it cannot choose.
+//! The executable is the one recorded when the caller connected (a caller
+//! that exec'd since is refused before attestation); a caller outside the
+//! agent's user namespace gets no `process:exe` or `process:sha256`, and a
+//! parent outside it no `process:parent_exe` (see `Executable::attestable`).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -24,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::exe_hash::{ExeHasher, DEFAULT_SHA256_MAX_BYTES};
 use super::procfs::{proc_err, read_bytes, read_text, require_status_field};
 use super::{push_selector, WorkloadAttestError, WorkloadAttestor};
-use crate::workload::caller::{is_gone, read_stat, Caller};
+use crate::workload::caller::{is_gone, read_stat, same_user_namespace_as_agent, Caller};
 
 const NAME: &str = "process";
 
@@ -204,11 +208,22 @@ fn parent_exe(caller: &Caller) -> Result<Option<String>, WorkloadAttestError> {
             return Ok(None);
         }
     };
+    // Outside the agent's user namespace a process can point its exe link
+    // at any file (see `Executable::attestable`).
+    let parent_attestable = matches!(same_user_namespace_as_agent(ppid), Ok(true));
     if read_stat(caller.pid)?.ppid != ppid {
         tracing::warn!(
             pid = caller.pid,
             ppid,
             "parent exited during attestation; no process:parent_exe"
+        );
+        return Ok(None);
+    }
+    if !parent_attestable {
+        tracing::debug!(
+            pid = caller.pid,
+            ppid,
+            "parent outside the agent's user namespace; no process:parent_exe"
         );
         return Ok(None);
     }

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::WorkloadAttestError;
 use crate::workload::caller::{is_gone, Caller};
@@ -18,7 +18,7 @@ pub(crate) fn proc_err(
     path: &Path,
     source: io::Error,
 ) -> WorkloadAttestError {
-    if is_gone(&source) && caller.still_same().is_err() {
+    if is_gone(&source) && caller.is_alive().is_err() {
         return WorkloadAttestError::ProcessGone { pid: caller.pid };
     }
     WorkloadAttestError::Io {
@@ -46,13 +46,6 @@ pub(crate) fn read_bytes(
 ) -> Result<Vec<u8>, WorkloadAttestError> {
     let path = caller.proc_path(rel);
     fs::read(&path).map_err(|e| proc_err(caller, what, &path, e))
-}
-
-/// The executable's path (`/proc/PID/exe`), as the kernel reports it (with
-/// " (deleted)" appended if the file was unlinked).
-pub(crate) fn exe_path(caller: &Caller) -> Result<PathBuf, WorkloadAttestError> {
-    let path = caller.proc_path("exe");
-    fs::read_link(&path).map_err(|e| proc_err(caller, "the executable path", &path, e))
 }
 
 /// The value of `Name:` in `/proc/PID/status` (trimmed).

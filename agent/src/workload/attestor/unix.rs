@@ -4,13 +4,17 @@
 //! |---|---|
 //! | `unix:uid:<n>` / `unix:gid:<n>` | effective UID / GID at connect(2) (SO_PEERCRED) |
 //! | `unix:user:<name>` / `unix:group:<name>` | their names, when the agent's name service knows them |
-//! | `unix:supplementary_gid:<n>` | each GID of `Groups:` in `/proc/PID/status` |
+//! | `unix:supplementary_gid:<n>` | each GID of `Groups:` in `/proc/PID/status` at connect |
 //! | `unix:supplementary_group:<name>` | their names, when known |
-//! | `unix:path:<path>` | the executable (`/proc/PID/exe`) |
+//! | `unix:path:<path>` | the executable (`/proc/PID/exe`) at connect |
 //! | `unix:sha256:<hex>` | SHA-256 of the executable, up to a size cap |
 //!
 //! Names are resolved with the agent's own `/etc/passwd` and NSS, not the
-//! caller's (a container may map the same number to another name).
+//! caller's (a container may map the same number to another name). Every
+//! fact is the caller's as recorded when it connected; a caller whose
+//! credentials or program changed since is refused before attestation. A
+//! caller outside the agent's user namespace gets no `unix:path` or
+//! `unix:sha256` (see `Executable::attestable`).
 
 use std::sync::Arc;
 
@@ -19,7 +23,6 @@ use nix::unistd::{Gid, Group, Uid, User};
 use serde::{Deserialize, Serialize};
 
 use super::exe_hash::{ExeHasher, DEFAULT_SHA256_MAX_BYTES};
-use super::procfs::{read_text, require_status_field};
 use super::{push_selector, WorkloadAttestError, WorkloadAttestor};
 use crate::workload::caller::Caller;
 
@@ -81,16 +84,9 @@ impl WorkloadAttestor for UnixAttestor {
             push_selector(&mut out, pid, NAME, format!("group:{name}"));
         }
 
-        let status = read_text(caller, "status", "the process status")?;
-        for gid in
-            parse_groups(require_status_field(caller, &status, "Groups")?).map_err(|reason| {
-                WorkloadAttestError::Parse {
-                    what: "the process status",
-                    path: caller.proc_path("status"),
-                    reason,
-                }
-            })?
-        {
+        // The groups recorded at accept: a change since is refused by the
+        // caller check, so these are the caller's groups now too.
+        for &gid in caller.groups() {
             push_selector(&mut out, pid, NAME, format!("supplementary_gid:{gid}"));
             if let Some(name) = group_name(gid)? {
                 push_selector(&mut out, pid, NAME, format!("supplementary_group:{name}"));
@@ -107,14 +103,6 @@ impl WorkloadAttestor for UnixAttestor {
         )?;
         Ok(out)
     }
-}
-
-/// The GIDs of a `Groups:` value (space separated; empty for none).
-pub(crate) fn parse_groups(value: &str) -> Result<Vec<u32>, String> {
-    value
-        .split_ascii_whitespace()
-        .map(|g| g.parse().map_err(|e| format!("Groups entry '{g}': {e}")))
-        .collect()
 }
 
 fn user_name(uid: u32) -> Result<Option<String>, WorkloadAttestError> {

@@ -16,15 +16,30 @@
 //! Never a container: `libpod-conmon-<id>.scope` and `…/conmon` (the monitor
 //! process podman runs beside each container) and the pod cgroups themselves.
 
-/// Where a process's container lives: its id and, for a rootless podman, the
-/// uid whose podman owns it.
+/// Where a process's container lives: its id, for a rootless podman the uid
+/// whose podman owns it, and the container's own cgroup in each hierarchy
+/// that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerRef {
     /// The container's full id (64 lowercase hex digits).
     pub id: String,
     /// `Some(uid)` when the cgroup lies under `user@<uid>.service` (a
-    /// rootless podman of that user); `None` for the rootful podman.
+    /// rootless podman of that user; the outermost such component counts);
+    /// `None` for the rootful podman.
     pub rootless_uid: Option<u32>,
+    /// The container's cgroup in each line that names it.
+    pub cgroups: Vec<CgroupDir>,
+}
+
+/// A container's own cgroup in one hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupDir {
+    /// The controllers of the line (`memory`, `cpu,cpuacct`,
+    /// `name=systemd`), empty for the unified (v2) hierarchy.
+    pub controllers: String,
+    /// The path of the container's cgroup: the line's path up to and
+    /// including the container's component (not cgroups made inside it).
+    pub path: String,
 }
 
 /// Length of a podman container id in hex digits.
@@ -44,41 +59,57 @@ pub fn container_id_from_cgroup(text: &str) -> Option<String> {
 }
 
 /// Like [`container_id_from_cgroup`], also telling whose podman owns the
-/// container. Lines disagreeing on the id or on the owner give `None`.
+/// container and where its cgroups are. Lines disagreeing on the id or on
+/// the owner give `None`.
 pub fn locate_container(text: &str) -> Option<ContainerRef> {
     let mut found: Option<ContainerRef> = None;
     for line in text.lines() {
         // hierarchy-ID:controller-list:cgroup-path; the path may contain ':'.
         let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(_), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
             continue;
         };
-        let Some(here) = container_in_path(path) else {
+        let Some((id, rootless_uid, prefix)) = container_in_path(path) else {
             continue;
         };
-        match &found {
-            None => found = Some(here),
-            Some(seen) if *seen == here => {}
+        let dir = CgroupDir {
+            controllers: controllers.to_owned(),
+            path: prefix.to_owned(),
+        };
+        match &mut found {
+            None => {
+                found = Some(ContainerRef {
+                    id: id.to_owned(),
+                    rootless_uid,
+                    cgroups: vec![dir],
+                })
+            }
+            Some(seen) if seen.id == id && seen.rootless_uid == rootless_uid => {
+                seen.cgroups.push(dir)
+            }
             Some(_) => return None,
         }
     }
     found
 }
 
-/// The outermost container named in one cgroup path.
-fn container_in_path(path: &str) -> Option<ContainerRef> {
+/// The outermost container named in one cgroup path: its id, the owner uid
+/// of the outermost `user@<uid>.service` before it, and the path up to and
+/// including the container's component.
+fn container_in_path(path: &str) -> Option<(&str, Option<u32>, &str)> {
     let mut rootless_uid = None;
+    let mut end = 0;
     for component in path.split('/') {
+        end += component.len();
         if let Some(uid) = user_service_uid(component) {
-            rootless_uid = Some(uid);
-            continue;
+            // The outermost one is systemd's manager of that user; one
+            // further down was named by whoever owns the subtree.
+            rootless_uid.get_or_insert(uid);
+        } else if let Some(id) = container_component(component) {
+            return Some((id, rootless_uid, &path[..end]));
         }
-        if let Some(id) = container_component(component) {
-            return Some(ContainerRef {
-                id: id.to_owned(),
-                rootless_uid,
-            });
-        }
+        end += 1; // the '/'
     }
     None
 }

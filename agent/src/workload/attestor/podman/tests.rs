@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::chown;
 use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -27,16 +27,62 @@ fn pod_json() -> String {
     format!(r#"{{"Id":"{POD}","Name":"shop","Labels":{{"team":"blue"}}}}"#)
 }
 
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A cgroup tree of the test's own (a `memory` and a unified hierarchy
+/// under a temp dir, described by a mountinfo file), so the owner of a
+/// container's cgroup can be set by chown.
+struct CgroupTree {
+    dir: tempfile::TempDir,
+    mountinfo: PathBuf,
+}
+
+impl CgroupTree {
+    fn new() -> CgroupTree {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let mountinfo = dir.path().join("mountinfo");
+        std::fs::write(
+            &mountinfo,
+            format!(
+                "1 0 0:1 / {d}/memory rw - cgroup cgroup rw,memory\n\
+                 2 0 0:2 / {d}/unified rw - cgroup2 cgroup2 rw\n"
+            ),
+        )
+        .unwrap();
+        CgroupTree { dir, mountinfo }
+    }
+
+    /// Creates the cgroup `path` in both hierarchies, owned by `uid`.
+    fn add(&self, path: &str, uid: u32) {
+        for h in ["memory", "unified"] {
+            let p = self.dir.path().join(h).join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(&p).unwrap();
+            chown(&p, Some(uid), None).unwrap();
+        }
+    }
+}
+
 /// A fake podman API: answers each path from `routes` (404 otherwise) with a
-/// chunked body, as podman does, and records the paths asked for.
+/// chunked body, as podman does, and records the paths asked for. Beside it,
+/// a cgroup tree where the rootful container [`ID`] is root's.
 struct FakePodman {
     _dir: tempfile::TempDir,
     socket: PathBuf,
     asked: Arc<Mutex<Vec<String>>>,
+    cgroups: CgroupTree,
 }
 
 impl FakePodman {
-    fn start(routes: &[(String, u16, String)]) -> FakePodman {
+    /// `None` (test skipped) unless root: a podman socket is dialled only
+    /// from root-owned directories, and cgroups are given owners by chown.
+    fn start(routes: &[(String, u16, String)]) -> Option<FakePodman> {
+        if !is_root() {
+            eprintln!("skipped: needs root (root-owned socket directories, chown)");
+            return None;
+        }
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("podman.sock");
         let listener = UnixListener::bind(&socket).unwrap();
@@ -78,20 +124,32 @@ impl FakePodman {
                 conn.write_all(reply.as_bytes()).ok();
             }
         });
-        FakePodman {
+        let cgroups = CgroupTree::new();
+        cgroups.add(&format!("/libpod_parent/libpod-{ID}"), 0);
+        Some(FakePodman {
             _dir: dir,
             socket,
             asked,
-        }
+            cgroups,
+        })
     }
 
-    fn attestor(&self) -> PodmanAttestor {
-        PodmanAttestor::new(PodmanConfig {
+    fn config(&self) -> PodmanConfig {
+        PodmanConfig {
             socket_path: self.socket.clone(),
             check_server_uid: false,
             ..PodmanConfig::default()
-        })
-        .unwrap()
+        }
+    }
+
+    fn attestor_with(&self, config: PodmanConfig) -> PodmanAttestor {
+        PodmanAttestor::new(config)
+            .unwrap()
+            .with_mountinfo(self.cgroups.mountinfo.clone())
+    }
+
+    fn attestor(&self) -> PodmanAttestor {
+        self.attestor_with(self.config())
     }
 
     fn asked(&self) -> Vec<String> {
@@ -109,10 +167,12 @@ fn strings(s: &[Selector]) -> Vec<String> {
 
 #[test]
 fn container_in_a_pod() {
-    let fake = FakePodman::start(&[
+    let Some(fake) = FakePodman::start(&[
         (container_path(ID), 200, container_json(POD)),
         (pod_path(POD), 200, pod_json()),
-    ]);
+    ]) else {
+        return;
+    };
     let sel = fake.attestor().attest_cgroup(&cgroup(ID)).unwrap();
     assert_eq!(
         strings(&sel),
@@ -121,6 +181,7 @@ fn container_in_a_pod() {
             format!("podman:image_id:{IMAGE}"),
             "podman:image_name:localhost/app:1".to_owned(),
             "podman:label:app:web".to_owned(),
+            "podman:owner_uid:0".to_owned(),
             "podman:pod_label:team:blue".to_owned(),
             "podman:pod_name:shop".to_owned(),
         ]
@@ -130,10 +191,13 @@ fn container_in_a_pod() {
 
 #[test]
 fn container_without_pod_asks_only_for_the_container() {
-    let fake = FakePodman::start(&[(container_path(ID), 200, container_json(""))]);
+    let Some(fake) = FakePodman::start(&[(container_path(ID), 200, container_json(""))]) else {
+        return;
+    };
     let sel = fake.attestor().attest_cgroup(&cgroup(ID)).unwrap();
     assert!(strings(&sel).iter().all(|s| !s.starts_with("podman:pod_")));
-    assert_eq!(sel.len(), 4);
+    assert_eq!(sel.len(), 5);
+    assert!(strings(&sel).contains(&"podman:owner_uid:0".to_owned()));
     assert_eq!(fake.asked(), [container_path(ID)]);
 }
 
@@ -160,7 +224,9 @@ fn host_process_gets_nothing_and_podman_is_not_asked() {
 
 #[test]
 fn unknown_container_is_an_error_naming_it() {
-    let fake = FakePodman::start(&[]);
+    let Some(fake) = FakePodman::start(&[]) else {
+        return;
+    };
     let err = fake.attestor().attest_cgroup(&cgroup(ID)).unwrap_err();
     assert!(matches!(&err, PodmanError::ContainerNotFound { id, .. } if id == ID));
     let msg = err.to_string();
@@ -172,7 +238,9 @@ fn unknown_container_is_an_error_naming_it() {
 
 #[test]
 fn unknown_pod_is_an_error_naming_it() {
-    let fake = FakePodman::start(&[(container_path(ID), 200, container_json(POD))]);
+    let Some(fake) = FakePodman::start(&[(container_path(ID), 200, container_json(POD))]) else {
+        return;
+    };
     let err = fake.attestor().attest_cgroup(&cgroup(ID)).unwrap_err();
     assert!(
         matches!(&err, PodmanError::PodNotFound { pod, .. } if pod == POD),
@@ -183,11 +251,13 @@ fn unknown_pod_is_an_error_naming_it() {
 
 #[test]
 fn http_error_carries_podmans_message() {
-    let fake = FakePodman::start(&[(
+    let Some(fake) = FakePodman::start(&[(
         container_path(ID),
         500,
         r#"{"cause":"x","message":"database is locked","response":500}"#.into(),
-    )]);
+    )]) else {
+        return;
+    };
     let err = fake.attestor().attest_cgroup(&cgroup(ID)).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, PodmanError::Status { status: 500, .. }));
@@ -199,27 +269,28 @@ fn http_error_carries_podmans_message() {
 
 #[test]
 fn unreachable_socket_is_an_error_naming_it() {
+    let Some(fake) = FakePodman::start(&[]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("gone.sock");
     for check_server_uid in [false, true] {
-        let attestor = PodmanAttestor::new(PodmanConfig {
+        let attestor = fake.attestor_with(PodmanConfig {
             socket_path: socket.clone(),
             check_server_uid,
             ..PodmanConfig::default()
-        })
-        .unwrap();
+        });
         let err = attestor.attest_cgroup(&cgroup(ID)).unwrap_err();
         assert!(matches!(&err, PodmanError::Unreachable { socket: s, .. } if *s == socket));
         assert!(err.to_string().contains("gone.sock"), "{err}");
     }
     // A socket file nobody listens on any more: connection refused.
     drop(UnixListener::bind(&socket).unwrap());
-    let attestor = PodmanAttestor::new(PodmanConfig {
+    let attestor = fake.attestor_with(PodmanConfig {
         socket_path: socket.clone(),
         check_server_uid: false,
         ..PodmanConfig::default()
-    })
-    .unwrap();
+    });
     let err = attestor.attest_cgroup(&cgroup(ID)).unwrap_err();
     assert!(matches!(err, PodmanError::Unreachable { .. }), "{err}");
 }
@@ -228,14 +299,19 @@ fn unreachable_socket_is_an_error_naming_it() {
 fn answer_for_another_container_is_refused() {
     let other = ID.replace('9', "1");
     let json = container_json("").replacen(ID, &other, 1);
-    let fake = FakePodman::start(&[(container_path(ID), 200, json)]);
+    let Some(fake) = FakePodman::start(&[(container_path(ID), 200, json)]) else {
+        return;
+    };
     let err = fake.attestor().attest_cgroup(&cgroup(ID)).unwrap_err();
     assert!(matches!(err, PodmanError::WrongObject { .. }), "{err}");
 }
 
 #[test]
 fn pod_id_that_is_not_an_id_is_refused() {
-    let fake = FakePodman::start(&[(container_path(ID), 200, container_json("../../x"))]);
+    let Some(fake) = FakePodman::start(&[(container_path(ID), 200, container_json("../../x"))])
+    else {
+        return;
+    };
     let err = fake.attestor().attest_cgroup(&cgroup(ID)).unwrap_err();
     assert!(matches!(err, PodmanError::BadPodId { .. }), "{err}");
     assert_eq!(fake.asked(), [container_path(ID)]);
@@ -243,70 +319,201 @@ fn pod_id_that_is_not_an_id_is_refused() {
 
 #[test]
 fn non_json_answer_is_an_error() {
-    let fake = FakePodman::start(&[(container_path(ID), 200, "<html>".into())]);
+    let Some(fake) = FakePodman::start(&[(container_path(ID), 200, "<html>".into())]) else {
+        return;
+    };
     let err = fake.attestor().attest_cgroup(&cgroup(ID)).unwrap_err();
     assert!(matches!(err, PodmanError::Json { .. }), "{err}");
 }
 
+fn rootless_cgroup(uid: u32) -> String {
+    format!(
+        "0::/user.slice/user-{uid}.slice/user@{uid}.service/user.slice/libpod-{ID}.scope/container\n"
+    )
+}
+
+fn rootless_dir(uid: u32) -> String {
+    format!("/user.slice/user-{uid}.slice/user@{uid}.service/user.slice/libpod-{ID}.scope")
+}
+
 #[test]
-fn rootless_container_uses_the_owners_socket() {
-    let fake = FakePodman::start(&[(container_path(ID), 200, container_json(""))]);
+fn rootless_containers_are_not_attested_by_default() {
+    let Some(fake) = FakePodman::start(&[(container_path(ID), 200, container_json(""))]) else {
+        return;
+    };
+    fake.cgroups.add(&rootless_dir(1000), 1000);
     let dir = fake.socket.parent().unwrap().to_owned();
+    let attestor = fake.attestor_with(PodmanConfig {
+        rootless_socket_path_template: format!("{}/{{uid}}/podman.sock", dir.display()),
+        ..fake.config()
+    });
+    assert!(!attestor.config().rootless);
+    assert!(attestor
+        .attest_cgroup(&rootless_cgroup(1000))
+        .unwrap()
+        .is_empty());
+    assert!(fake.asked().is_empty(), "a user's podman was asked");
+}
+
+#[test]
+fn rootless_container_uses_the_socket_of_an_opted_in_owner_only() {
+    let Some(fake) = FakePodman::start(&[(container_path(ID), 200, container_json(""))]) else {
+        return;
+    };
+    let dir = fake.socket.parent().unwrap().to_owned();
+    // That user's runtime directory and socket, as a rootless podman has.
     std::fs::create_dir(dir.join("1000")).unwrap();
     std::fs::rename(&fake.socket, dir.join("1000/podman.sock")).unwrap();
-    let attestor = PodmanAttestor::new(PodmanConfig {
+    chown(dir.join("1000"), Some(1000), None).unwrap();
+    chown(dir.join("1000/podman.sock"), Some(1000), None).unwrap();
+    fake.cgroups.add(&rootless_dir(1000), 1000);
+    fake.cgroups.add(&rootless_dir(1001), 1001);
+    let config = PodmanConfig {
         socket_path: "/nonexistent/rootful.sock".into(),
         rootless_socket_path_template: format!("{}/{{uid}}/podman.sock", dir.display()),
-        check_server_uid: false,
-        ..PodmanConfig::default()
-    })
-    .unwrap();
-    let text = format!(
-        "0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container\n"
-    );
-    assert_eq!(attestor.attest_cgroup(&text).unwrap().len(), 4);
+        rootless: true,
+        rootless_uids: vec![1000],
+        ..fake.config()
+    };
+    let attestor = fake.attestor_with(config.clone());
+    let got = strings(&attestor.attest_cgroup(&rootless_cgroup(1000)).unwrap());
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(got.contains(&"podman:owner_uid:1000".to_owned()), "{got:?}");
+    assert_eq!(fake.asked(), [container_path(ID)]);
 
-    let off = PodmanAttestor::new(PodmanConfig {
+    // A user who was not opted in: no selectors, and nothing is asked.
+    assert!(attestor
+        .attest_cgroup(&rootless_cgroup(1001))
+        .unwrap()
+        .is_empty());
+    assert_eq!(fake.asked().len(), 1);
+
+    let off = fake.attestor_with(PodmanConfig {
         rootless: false,
-        ..attestor.config().clone()
-    })
-    .unwrap();
-    assert!(off.attest_cgroup(&text).unwrap().is_empty());
+        ..config
+    });
+    assert!(off
+        .attest_cgroup(&rootless_cgroup(1000))
+        .unwrap()
+        .is_empty());
     assert!(
         off.attest_cgroup(&cgroup(ID)).is_err(),
         "rootful still asked"
     );
 }
 
+/// Someone with a cgroup subtree of their own (a delegated service, a
+/// user's systemd) names a cgroup `libpod-<id of a root container>` and
+/// moves into it: the path looks like that rootful container's, but the
+/// directory is theirs.
+#[test]
+fn a_cgroup_named_after_a_root_container_by_its_owner_is_refused() {
+    let Some(fake) = FakePodman::start(&[(container_path(ID), 200, container_json(""))]) else {
+        return;
+    };
+    let forged = format!("/system.slice/svc.service/libpod-{ID}");
+    fake.cgroups.add(&forged, 1000);
+    let text = format!("4:memory:{forged}\n0::{forged}\n");
+    match fake.attestor().attest_cgroup(&text) {
+        Err(PodmanError::CgroupNotOwned {
+            id,
+            found,
+            expected,
+            kind,
+            ..
+        }) => {
+            assert_eq!(id, ID);
+            assert_eq!((found, expected, kind), (1000, 0, "rootful"));
+        }
+        other => panic!("expected CgroupNotOwned, got {other:?}"),
+    }
+    assert!(
+        fake.asked().is_empty(),
+        "podman was asked about a forged cgroup"
+    );
+    // A rootless container whose cgroup is not its user's is refused too.
+    fake.cgroups.add(&rootless_dir(1000), 1001);
+    let attestor = fake.attestor_with(PodmanConfig {
+        rootless: true,
+        rootless_uids: vec![1000],
+        ..fake.config()
+    });
+    let err = attestor.attest_cgroup(&rootless_cgroup(1000)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PodmanError::CgroupNotOwned {
+                found: 1001,
+                expected: 1000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // A cgroup the agent cannot see is an error, never "no selectors".
+    let err = fake
+        .attestor()
+        .attest_cgroup(&format!("0::/elsewhere/libpod-{ID}\n"))
+        .unwrap_err();
+    assert!(matches!(err, PodmanError::CgroupOwner { .. }), "{err}");
+}
+
+#[test]
+fn a_socket_under_a_users_directory_is_not_dialled() {
+    let Some(fake) = FakePodman::start(&[(container_path(ID), 200, container_json(""))]) else {
+        return;
+    };
+    let dir = fake.socket.parent().unwrap();
+    chown(dir, Some(1000), None).unwrap();
+    let err = fake.attestor().attest_cgroup(&cgroup(ID)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, PodmanError::UnsafeSocket { .. }), "{msg}");
+    assert!(
+        msg.contains("owned by uid 1000") && msg.contains("only root may own"),
+        "{msg}"
+    );
+    assert!(fake.asked().is_empty());
+}
+
 #[test]
 fn server_running_as_someone_else_is_refused() {
-    let fake = FakePodman::start(&[(container_path(ID), 200, container_json(""))]);
-    let owner = std::fs::metadata(&fake.socket).unwrap().uid();
+    let Some(fake) = FakePodman::start(&[(container_path(ID), 200, container_json(""))]) else {
+        return;
+    };
+    // The fake server runs as root; as the podman of uid 1000 it is refused
+    // (the socket path itself is fine: root's directories, root's socket).
+    fake.cgroups.add(&rootless_dir(1000), 1000);
     let template = fake
         .socket
         .display()
         .to_string()
         .replace("podman.sock", "{uid}.sock");
-    std::fs::rename(&fake.socket, template.replace("{uid}", &owner.to_string())).unwrap();
-    std::os::unix::fs::symlink(
-        template.replace("{uid}", &owner.to_string()),
-        template.replace("{uid}", &(owner + 1).to_string()),
-    )
-    .unwrap();
-    let attestor = PodmanAttestor::new(PodmanConfig {
+    std::os::unix::fs::symlink(&fake.socket, template.replace("{uid}", "1000")).unwrap();
+    let attestor = fake.attestor_with(PodmanConfig {
         rootless_socket_path_template: template,
-        ..PodmanConfig::default()
-    })
-    .unwrap();
-    let rootless = |uid: u32| {
-        format!("0::/user.slice/user-{uid}.slice/user@{uid}.service/libpod-{ID}.scope\n")
-    };
-    assert_eq!(attestor.attest_cgroup(&rootless(owner)).unwrap().len(), 4);
-    let err = attestor.attest_cgroup(&rootless(owner + 1)).unwrap_err();
+        rootless: true,
+        rootless_uids: vec![1000],
+        check_server_uid: true,
+        ..fake.config()
+    });
+    let err = attestor.attest_cgroup(&rootless_cgroup(1000)).unwrap_err();
     assert!(
-        matches!(err, PodmanError::ServerUid { uid, expected, .. } if uid == owner && expected == owner + 1),
+        matches!(
+            err,
+            PodmanError::ServerUid {
+                uid: 0,
+                expected: 1000,
+                ..
+            }
+        ),
         "{err}"
     );
+    // As the rootful podman it is believed.
+    let rootful = fake.attestor_with(PodmanConfig {
+        check_server_uid: true,
+        ..fake.config()
+    });
+    assert_eq!(rootful.attest_cgroup(&cgroup(ID)).unwrap().len(), 5);
 }
 
 #[test]
@@ -318,12 +525,15 @@ fn config_defaults_and_unknown_fields() {
         c.rootless_socket_path_template,
         "/run/user/{uid}/podman/podman.sock"
     );
-    assert!(c.rootless && c.check_server_uid);
+    assert!(!c.rootless && c.rootless_uids.is_empty() && c.check_server_uid);
     assert_eq!(c.timeout, Duration::from_secs(5));
     assert_eq!(c.max_response_bytes, 1 << 20);
-    let c: PodmanConfig = toml::from_str("timeout = \"250ms\"\nrootless = false").unwrap();
+    let c: PodmanConfig =
+        toml::from_str("timeout = \"250ms\"\nrootless = true\nrootless_uids = [1000, 1001]")
+            .unwrap();
     assert_eq!(c.timeout, Duration::from_millis(250));
-    assert!(!c.rootless);
+    assert!(c.rootless);
+    assert_eq!(c.rootless_uids, [1000, 1001]);
     let err = toml::from_str::<PodmanConfig>("socket = \"/x\"").unwrap_err();
     assert!(err.to_string().contains("unknown field"), "{err}");
 }
@@ -332,10 +542,17 @@ fn config_defaults_and_unknown_fields() {
 fn config_checks() {
     let bad = |c: PodmanConfig| PodmanAttestor::new(c).unwrap_err().to_string();
     assert!(bad(PodmanConfig {
+        rootless: true,
+        rootless_uids: vec![1000],
         rootless_socket_path_template: "/run/podman.sock".into(),
         ..PodmanConfig::default()
     })
     .contains("{uid}"));
+    assert!(bad(PodmanConfig {
+        rootless: true,
+        ..PodmanConfig::default()
+    })
+    .contains("rootless_uids"));
     assert!(bad(PodmanConfig {
         timeout: Duration::ZERO,
         ..PodmanConfig::default()

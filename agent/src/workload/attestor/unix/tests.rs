@@ -1,13 +1,6 @@
 use super::*;
 
 #[test]
-fn groups_line_parses() {
-    assert_eq!(parse_groups("4 24 27 100 "), Ok(vec![4, 24, 27, 100]));
-    assert_eq!(parse_groups(""), Ok(vec![]));
-    assert!(parse_groups("4 x").is_err());
-}
-
-#[test]
 fn config_defaults_and_unknown_fields() {
     let c: UnixAttestorConfig = toml::from_str("").expect("empty config");
     assert_eq!(c, UnixAttestorConfig::default());

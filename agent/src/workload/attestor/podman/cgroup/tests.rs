@@ -23,18 +23,20 @@ fn v1(path: &str) -> String {
     .collect()
 }
 
-fn rootful(id: &str) -> Option<ContainerRef> {
-    Some(ContainerRef {
-        id: id.to_owned(),
-        rootless_uid: None,
-    })
+fn rootful(id: &str) -> Option<(String, Option<u32>)> {
+    Some((id.to_owned(), None))
+}
+
+/// The container and its owner, without the cgroup dirs.
+fn who(text: &str) -> Option<(String, Option<u32>)> {
+    locate_container(text).map(|c| (c.id, c.rootless_uid))
 }
 
 #[test]
 fn cgroupfs_form_seen_here() {
     let text = v1(&format!("/libpod_parent/libpod-{ID}"));
     assert_eq!(container_id_from_cgroup(&text).as_deref(), Some(ID));
-    assert_eq!(locate_container(&text), rootful(ID));
+    assert_eq!(who(&text), rootful(ID));
 }
 
 #[test]
@@ -46,7 +48,7 @@ fn cgroupfs_form_inside_a_pod() {
 #[test]
 fn systemd_scope_form() {
     let text = format!("0::/machine.slice/libpod-{ID}.scope\n");
-    assert_eq!(locate_container(&text), rootful(ID));
+    assert_eq!(who(&text), rootful(ID));
     let v1_text = v1(&format!("/machine.slice/libpod-{ID}.scope"));
     assert_eq!(container_id_from_cgroup(&v1_text).as_deref(), Some(ID));
 }
@@ -55,7 +57,7 @@ fn systemd_scope_form() {
 fn systemd_scope_form_with_container_subgroup_and_pod_slice() {
     let text =
         format!("0::/machine.slice/machine-libpod_pod_{POD}.slice/libpod-{ID}.scope/container\n");
-    assert_eq!(locate_container(&text), rootful(ID));
+    assert_eq!(who(&text), rootful(ID));
 }
 
 #[test]
@@ -69,13 +71,7 @@ fn rootless_form_carries_the_owner_uid() {
     let text = format!(
         "0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container\n"
     );
-    assert_eq!(
-        locate_container(&text),
-        Some(ContainerRef {
-            id: ID.to_owned(),
-            rootless_uid: Some(1000),
-        })
-    );
+    assert_eq!(who(&text), Some((ID.to_owned(), Some(1000))));
     assert_eq!(container_id_from_cgroup(&text).as_deref(), Some(ID));
 }
 
@@ -86,13 +82,7 @@ fn rootless_on_cgroup_v1_only_the_systemd_hierarchy_names_it() {
          1:name=systemd:/user.slice/user-1001.slice/user@1001.service/user.slice/libpod-{ID}.scope\n\
          0::/user.slice/user-1001.slice/user@1001.service\n"
     );
-    assert_eq!(
-        locate_container(&text),
-        Some(ContainerRef {
-            id: ID.to_owned(),
-            rootless_uid: Some(1001),
-        })
-    );
+    assert_eq!(who(&text), Some((ID.to_owned(), Some(1001))));
 }
 
 #[test]
@@ -194,4 +184,38 @@ fn user_service_uid_parsing() {
     assert_eq!(user_service_uid("user@.service"), None);
     assert_eq!(user_service_uid("user@+1.service"), None);
     assert_eq!(user_service_uid("user-1000.slice"), None);
+}
+
+#[test]
+fn the_container_cgroup_of_each_line_is_kept() {
+    let text = format!(
+        "4:cpu,cpuacct:/libpod_parent/libpod-{ID}\n\
+         3:memory:/\n\
+         0::/machine.slice/libpod-{ID}.scope/container/inner\n"
+    );
+    let c = locate_container(&text).expect("a container");
+    assert_eq!(
+        c.cgroups,
+        vec![
+            CgroupDir {
+                controllers: "cpu,cpuacct".into(),
+                path: format!("/libpod_parent/libpod-{ID}"),
+            },
+            CgroupDir {
+                controllers: String::new(),
+                path: format!("/machine.slice/libpod-{ID}.scope"),
+            },
+        ]
+    );
+}
+
+/// A user may name cgroups in its own delegated subtree as it likes,
+/// `user@0.service` included; the outermost `user@<uid>.service` is the one
+/// systemd made, so it decides whose podman is asked.
+#[test]
+fn the_outermost_user_service_names_the_owner() {
+    let text = format!(
+        "0::/user.slice/user-1000.slice/user@1000.service/x.slice/user@0.service/libpod-{ID}.scope\n"
+    );
+    assert_eq!(who(&text), Some((ID.to_owned(), Some(1000))));
 }
