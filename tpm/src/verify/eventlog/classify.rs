@@ -5,13 +5,14 @@
 use super::alg::HashAlg;
 use super::boot_state::{
     BootState, CmdlineSource, GrubCommand, Initrd, InitrdSource, KernelCmdline, LoaderClaim,
-    LoaderEvent, MeasuredEvent, ProfileFinding, ProfileRule, Separator, VariableEvent,
+    LoaderEvent, MeasuredEvent, Separator, VariableEvent,
 };
 use super::builder::string_encodings;
 use super::check::{
     data_verified, looks_utf16, DigestFinding, LINUX_INITRD_TAG, LINUX_LOAD_OPTIONS_TAG,
 };
 use super::event_type::EventType;
+use super::finding::{ProfileFinding, ProfileRule};
 use super::profile::{
     digest_is_hash_of, is_separator_digest, pcr4_action, type_allowed_in_pcr,
     DMA_PROTECTION_DISABLED, UEFI_DEBUG_MODE,

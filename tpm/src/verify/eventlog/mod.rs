@@ -18,6 +18,7 @@ mod check;
 mod classify;
 mod error;
 mod event_type;
+mod finding;
 mod parse;
 mod profile;
 mod reader;
@@ -26,13 +27,14 @@ pub mod uefi;
 
 pub use alg::{Digest, HashAlg, UnknownAlgName, MAX_DIGEST_SIZE};
 pub use boot_state::{
-    BootState, CmdlineSource, FindingMessage, GrubCommand, Initrd, InitrdSource, KernelCmdline,
-    LoaderClaim, LoaderEvent, MeasuredEvent, ProfileFinding, ProfileRule, Separator, VariableEvent,
+    BootState, CmdlineSource, GrubCommand, Initrd, InitrdSource, KernelCmdline, LoaderClaim,
+    LoaderEvent, MeasuredEvent, Separator, VariableEvent,
 };
 pub use builder::{efi_stub_cmdline_digest, string_encodings, utf16_with_nul, LogBuilder};
 pub use check::{CheckedAgainst, DigestFinding};
 pub use error::{EventLogError, Field, SpecIdProblem};
 pub use event_type::EventType;
+pub use finding::{FindingMessage, ProfileFinding, ProfileRule};
 pub use parse::{Limits, ParseOptions};
 pub use profile::{is_separator_digest, type_allowed_in_pcr};
 pub use replay::{PcrBank, PcrBanks, PCR_COUNT};
