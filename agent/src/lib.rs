@@ -1,5 +1,6 @@
-//! ironroot agent library: node attestation (TPM or join token) and, later,
-//! the Workload API. The `ironroot-agent` binary is a thin CLI over it.
+//! ironroot agent library: node attestation (TPM or join token, the agent key
+//! in the TPM), the runtime (sync, cache, renewal), the SPIFFE Workload API and
+//! Envoy SDS. The `ironroot-agent` binary is a thin CLI over it.
 
 pub mod agent_key;
 pub mod api_client;

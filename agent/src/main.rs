@@ -1,5 +1,5 @@
 //! ironroot-agent: node attestation with the TPM (tpm_ek, tpm_devid) or a
-//! join token. The Workload API lands with the agent issue.
+//! join token, then `run` serves the Workload API and Envoy SDS.
 
 use ironroot_agent::files::write_atomic;
 use ironroot_agent::{attest, config, simulate};
