@@ -1,7 +1,7 @@
 # ironroot: the two commands of the quick start are `make demo` and `make test`.
 # Each installs the Debian packages it needs first (scripts/install-deps.sh).
 
-.PHONY: demo test bench lint deps build
+.PHONY: demo test bench lint deps build image
 
 deps:
 	bash scripts/install-deps.sh
@@ -17,6 +17,11 @@ test: deps
 
 bench: deps
 	bash scripts/bench.sh
+
+# The edge gateway image (images/README.md): not part of demo or test.
+image: deps
+	bash scripts/install-deps.sh --image
+	bash images/build.sh
 
 lint:
 	cargo fmt --all -- --check

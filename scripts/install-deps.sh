@@ -2,8 +2,16 @@
 # Installs the Debian 12 packages ironroot's build, demo and tests need.
 # Idempotent: packages already present are not touched, and apt is only asked
 # when something is missing. Run as root (make demo / make test call it).
+# `--image` (used only by `make image`) installs the edge image's packages
+# instead, and nothing else: the default run stays as it is.
 set -euo pipefail
 
+if [ "${1:-}" = "--image" ]; then
+  # the edge gateway image (images/): the Debian kernel, static busybox, cpio
+  # for the initramfs; QEMU, OVMF firmware and swtpm to boot it
+  PACKAGES=(linux-image-amd64 busybox-static cpio qemu-system-x86 ovmf swtpm swtpm-tools
+    libtss2-tcti-device0)
+else
 PACKAGES=(
   # build
   build-essential pkg-config
@@ -21,6 +29,7 @@ PACKAGES=(
   # static busybox for test images imported without a registry, socat
   podman runc conmon catatonit netavark busybox-static socat
 )
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -42,6 +51,7 @@ else
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+[ "${1:-}" = "--image" ] && exit 0
 
 # The Workload API interop test (agent/tests/workload_api_grpc_python.rs)
 # drives gRPC's C-core through Python grpcio, grpcio-tools (protoc for stubs
