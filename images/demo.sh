@@ -92,5 +92,10 @@ if [ -n "$agent_id" ]; then
     --parent-id "$agent_id" --selector unix:uid:0
 fi
 wait "$boot_pid" || true
-grep -a -o -E 'ironroot-(init|workload): .*|ironroot_agent.*(attest|SVID).*' "$demo/boot/console.log" | cut -c1-160
-grep -a -q 'ironroot-workload: got X.509-SVID' "$demo/boot/console.log"
+grep -a -o -E 'ironroot-(init|workload): .*|ironroot_agent.*(attest|SVID|ERROR).*' "$demo/boot/console.log" | cut -c1-160
+if grep -a -q 'ironroot-workload: got X.509-SVID' "$demo/boot/console.log"; then
+  echo "== ok: the guest's workload got its X.509-SVID (console: $demo/boot/console.log)"
+else
+  echo "== the guest's workload got no SVID; console: $demo/boot/console.log, server: $demo/server.log" >&2
+  exit 1
+fi
