@@ -68,7 +68,12 @@ qemu-system-x86_64 -machine q35,smm=off,accel=tcg -m "$mem" -smp 1 \
   -display none -monitor none -no-reboot \
   -serial file:"$out/console.log" -serial file:"$out/data.log" &
 qemu=$!
-stop() { kill "$qemu" 2>/dev/null || true; }
+# swtpm ends with QEMU's channel, but not if QEMU never connected
+stop() {
+  kill "$qemu" 2>/dev/null || true
+  wait "$qemu" 2>/dev/null || true
+  [ -f "$out/swtpm.pid" ] && kill "$(cat "$out/swtpm.pid")" 2>/dev/null || true
+}
 trap stop EXIT
 status=124
 while [ $(($(date +%s) - started)) -lt "$timeout" ]; do
