@@ -12,5 +12,7 @@ cargo build --release -p ironroot-server -p ironroot-agent
 cargo bench -p ironroot-agent --bench workload_api
 cargo bench -p ironroot-agent --bench sds
 cargo bench -p ironroot-tpm --bench eventlog
-cargo bench -p ironroot-hsm --bench sign_rate
+# One process, one SoftHSM token: the bench sets SOFTHSM2_CONF for itself (its helper
+# insists on a single test thread, which a bench binary's main is).
+RUST_TEST_THREADS=1 cargo bench -p ironroot-hsm --bench sign_rate
 cargo bench -p ironroot-agent --bench h2_authority
