@@ -146,18 +146,7 @@ pub fn check_shape(key: &TpmPublic) -> Result<(), AgentKeyError> {
         });
     }
     let a = key.object_attributes;
-    let missing: Vec<&str> = [
-        (a.fixed_tpm(), "fixedTPM"),
-        (a.fixed_parent(), "fixedParent"),
-        (a.sensitive_data_origin(), "sensitiveDataOrigin"),
-        (a.restricted(), "restricted"),
-        (a.sign_encrypt(), "sign"),
-        (!a.decrypt(), "decrypt clear"),
-    ]
-    .iter()
-    .filter(|(ok, _)| !ok)
-    .map(|(_, n)| *n)
-    .collect();
+    let missing = a.missing_for_restricted_signing();
     if !missing.is_empty() {
         return Err(AgentKeyError::Attributes {
             found: a,

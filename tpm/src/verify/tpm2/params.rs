@@ -33,6 +33,24 @@ impl ObjectAttributes {
     fn bit(self, n: u32) -> bool {
         self.0 & (1 << n) != 0
     }
+
+    /// What a TPM-bound restricted signing key (an AK, the agent's SVID key) lacks: the
+    /// names of the unmet conditions among fixedTPM, fixedParent, sensitiveDataOrigin,
+    /// restricted and sign set, decrypt clear. Empty when it has them all.
+    pub fn missing_for_restricted_signing(self) -> Vec<&'static str> {
+        [
+            (self.fixed_tpm(), "fixedTPM"),
+            (self.fixed_parent(), "fixedParent"),
+            (self.sensitive_data_origin(), "sensitiveDataOrigin"),
+            (self.restricted(), "restricted"),
+            (self.sign_encrypt(), "sign"),
+            (!self.decrypt(), "decrypt clear"),
+        ]
+        .into_iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, name)| name)
+        .collect()
+    }
     /// The raw UINT32.
     pub fn bits(self) -> u32 {
         self.0

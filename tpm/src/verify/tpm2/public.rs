@@ -191,18 +191,7 @@ impl TpmPublic {
     /// fixedParent, sensitiveDataOrigin, restricted and sign set, decrypt clear.
     pub fn ensure_attestation_key(&self) -> Result<(), TpmError> {
         let a = self.object_attributes;
-        let missing: Vec<&str> = [
-            (a.fixed_tpm(), "fixedTPM"),
-            (a.fixed_parent(), "fixedParent"),
-            (a.sensitive_data_origin(), "sensitiveDataOrigin"),
-            (a.restricted(), "restricted"),
-            (a.sign_encrypt(), "sign"),
-            (!a.decrypt(), "decrypt clear"),
-        ]
-        .iter()
-        .filter(|(ok, _)| !ok)
-        .map(|(_, n)| *n)
-        .collect();
+        let missing = a.missing_for_restricted_signing();
         if missing.is_empty() {
             return Ok(());
         }
