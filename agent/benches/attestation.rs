@@ -29,15 +29,11 @@ use ironroot_testkit::swtpm::{SwtpmOptions, SwtpmState};
 use ironroot_tpm::device::{EkAlgorithm, PcrBank};
 
 mod support;
+use support::percentile;
 
 const E2E_RUNS: usize = 60;
 const START_RUNS: usize = 20;
 const CPU_RUNS: usize = 60;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 fn thread_cpu() -> Duration {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)

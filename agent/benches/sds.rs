@@ -36,6 +36,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::Streaming;
 
 mod support;
+use support::{ms, percentile};
 
 const WARMUP: usize = 50;
 const CALLS: usize = 1000;
@@ -46,15 +47,6 @@ const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls
 
 type Sds = SecretDiscoveryServiceClient<Channel>;
 type Admin = AdminClient<Channel>;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1e3)
-}
 
 fn summary(mut v: Vec<Duration>) -> String {
     v.sort();

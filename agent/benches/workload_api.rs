@@ -20,8 +20,8 @@
 //! `cargo build --release -p ironroot-server -p ironroot-agent`.
 
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,12 +34,14 @@ use ironroot_api::admin::{self as admin_pb, admin_client::AdminClient};
 use ironroot_api::workload::{self as pb, spiffe_workload_api_client::SpiffeWorkloadApiClient};
 use ironroot_server::cli::{ClientArgs, Output};
 use ironroot_testkit::server::TD;
-use ironroot_testkit::swtpm::{Swtpm, SwtpmOptions, SwtpmState};
+use ironroot_testkit::swtpm::{SwtpmOptions, SwtpmState};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
 mod support;
+use support::agent::{agent_bin, agent_id, start_agent};
+use support::{ms, percentile};
 
 const WARMUP: usize = 50;
 const LAT_CALLS: usize = 1000;
@@ -55,15 +57,6 @@ const BIG_STREAMS: usize = 100;
 
 type Client = SpiffeWorkloadApiClient<Channel>;
 type Admin = AdminClient<Channel>;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1e3)
-}
 
 fn mb(bytes: u64) -> String {
     format!(
@@ -88,27 +81,6 @@ fn raise_nofile() -> u64 {
         }
     }
     lim.rlim_cur
-}
-
-/// The release agent binary beside this bench (`target/release/ironroot-agent`),
-/// or `$IRONROOT_AGENT_BIN`; same rule as testkit's `server_bin()`.
-fn agent_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("IRONROOT_AGENT_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("bench executable path");
-    // target/release/deps/<bench> -> target/release/ironroot-agent
-    let p = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("ironroot-agent"))
-        .expect("target dir");
-    assert!(
-        p.is_file(),
-        "{} is missing: cargo build --release -p ironroot-server -p ironroot-agent",
-        p.display()
-    );
-    p
 }
 
 /// A numeric field of /proc/PID/status (`kB` dropped).
@@ -148,79 +120,6 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-/// `ironroot-agent run` as a child process, killed on drop.
-struct Agent {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Agent {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `ironroot-agent run` for `tpm` against the bench server.
-fn start_agent(env: &support::BenchServer, tpm: &Swtpm, name: &str) -> Agent {
-    let dir = env.dir.path().join(name);
-    std::fs::create_dir_all(&dir).expect("agent dir");
-    std::fs::write(dir.join("eventlog.bin"), &env.log).expect("log");
-    let socket = dir.join("api.sock");
-    let conf = dir.join("agent.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "trust_domain = \"{TD}\"\nserver_address = \"{}\"\ntrust_bundle_path = \"{}\"\n\
-             data_dir = \"{}\"\nnode_attestor = \"tpm_ek\"\nlog_level = \"info\"\n\n\
-             [tpm]\ntcti = \"{}\"\nevent_log_path = \"{}\"\nek = \"rsa\"\n\n\
-             [workload_api]\nsocket_path = \"{}\"\n",
-            env.address,
-            env.bundle.display(),
-            dir.join("data").display(),
-            tpm.tcti(),
-            dir.join("eventlog.bin").display(),
-            socket.display()
-        ),
-    )
-    .expect("agent config");
-    let logf = std::fs::File::create(
-        ironroot_testkit::test_log_dir("bench_workload_api").join(format!("{name}.log")),
-    )
-    .expect("agent log");
-    let child = Command::new(agent_bin())
-        .args(["run", "-c"])
-        .arg(&conf)
-        .stdout(Stdio::from(logf.try_clone().expect("log")))
-        .stderr(Stdio::from(logf))
-        .spawn()
-        .expect("start agent");
-    Agent { child, socket }
-}
-
-/// The agent's SPIFFE ID: tpm_ek/<SHA-256 of the EK public key>.
-fn agent_id(tcti: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut t = ironroot_tpm::device::Tpm::open(tcti).expect("open tpm");
-    let ek = t
-        .endorsement_key(ironroot_tpm::device::EkAlgorithm::Rsa2048)
-        .expect("ek");
-    let spki = ironroot_tpm::verify::TpmPublic::from_tpm2b(&ek.public)
-        .expect("ek public")
-        .spki_der()
-        .expect("spki");
-    format!(
-        "spiffe://{TD}/spire/agent/tpm_ek/{}",
-        hex::encode(Sha256::digest(spki))
-    )
 }
 
 async fn create_entry(admin: &mut Admin, spiffe_id: &str, parent_id: &str) {
@@ -369,7 +268,7 @@ fn main() {
         &format!("spiffe://{TD}/bench/w0"),
         &parent,
     ));
-    let agent = start_agent(&env, &tpm, "agent-a");
+    let agent = start_agent(&env, &tpm.tcti(), "agent-a", "bench_workload_api", "");
     rt.block_on(wait_for_svids(&agent.socket, 1));
     let rss_idle = rss(agent.pid());
     println!("agent RSS idle, 1 SVID cached: {}", rss_parts(agent.pid()));
@@ -603,7 +502,7 @@ fn main() {
     rt.block_on(wait_for_svids(&agent.socket, CACHED_SVIDS));
     let rss_a = rss(agent.pid());
     drop(agent);
-    let agent = start_agent(&env, &tpm, "agent-b");
+    let agent = start_agent(&env, &tpm.tcti(), "agent-b", "bench_workload_api", "");
     let t = Instant::now();
     rt.block_on(wait_for_svids(&agent.socket, CACHED_SVIDS));
     let boot = t.elapsed();

@@ -6,6 +6,7 @@
 pub mod agent;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ironroot_agent::simulate::{event_log, SimulatedBoot};
 use ironroot_testkit::server::{server_config, ServerProcess, SoftHsm};
@@ -65,4 +66,15 @@ pub fn start(state: &SwtpmState, name: &str) -> BenchServer {
         log,
         _hsm: hsm,
     }
+}
+
+/// The `p` quantile (0..=1) of sorted samples, nearest rank.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A duration in milliseconds, three decimals.
+pub fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
