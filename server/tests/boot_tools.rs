@@ -7,40 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use ironroot_testkit::fixtures::fixtures_or_skip;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ironroot-server");
-
-/// `$IRONROOT_FIXTURES`, else `<workspace>/../shared/fixtures`.
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("IRONROOT_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures"
-        )),
-    }
-}
-
-/// The fixtures dir, or `None` (said plainly) when it is absent outside CI; in CI (env `CI`
-/// set) a missing dir fails the test.
-fn fixtures_or_skip() -> Option<PathBuf> {
-    let dir = fixtures_dir();
-    if dir.join("eventlogs").is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "event log fixtures not found at {} (set IRONROOT_FIXTURES)",
-            dir.display()
-        );
-    }
-    println!(
-        "NOT RUN: event log fixtures not found at {} (set IRONROOT_FIXTURES)",
-        dir.display()
-    );
-    None
-}
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)

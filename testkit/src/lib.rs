@@ -7,6 +7,7 @@
 //!
 //! Only a dev-dependency: nothing here is meant for production code.
 
+pub mod fixtures;
 pub mod server;
 pub mod shared_bin;
 pub mod svid;
