@@ -7,8 +7,14 @@
 # STATE_DIR/ca and writes the CA chain to STATE_DIR/ek-ca.pem (the server's
 # node_attestors.tpm.ek_ca_bundle). Environment:
 #   IMAGE_DIR (target/image)  BOOT_OUT (IMAGE_DIR/boot)  BOOT_TIMEOUT (300 s)  BOOT_MEM (512 MiB)
+#   BOOT_KERNEL (IMAGE_DIR/vmlinuz)  the kernel to boot (images/sign-kernel.sh's output, say)
+#   BOOT_SECURE_BOOT=1   OVMF's Secure Boot build (SMM) with the snakeoil keys enrolled
+#                        (OVMF_VARS_4M.snakeoil.fd): only a kernel signed with that key
+#                        boots verified; any other is booted unverified (OVMF's fallback)
 #   BOOT_SETUP_ONLY=1    make the TPM in STATE_DIR if needed, and do not boot
 #   BOOT_UNTIL_EVENTLOG=1  stop the guest once its event log is out (a golden boot)
+# STATE_DIR/disk is the machine's persistent disk: shared with the guest over
+# 9p (tag ironroot-state), mounted on /var/lib/ironroot by the image's /init.
 # In BOOT_OUT: console.log (ttyS0), data.log (ttyS1), swtpm.log, and
 # binary_bios_measurements, the guest's firmware event log taken from ttyS1.
 # Exit status: 0 when the guest powered off (or was stopped after its event
@@ -24,6 +30,15 @@ out=${BOOT_OUT:-$image/boot}
 timeout=${BOOT_TIMEOUT:-300}
 mem=${BOOT_MEM:-512}
 ovmf=/usr/share/OVMF
+kernel=${BOOT_KERNEL:-$image/vmlinuz}
+if [ "${BOOT_SECURE_BOOT:-0}" = 1 ]; then
+  code=$ovmf/OVMF_CODE_4M.secboot.fd vars=$ovmf/OVMF_VARS_4M.snakeoil.fd
+  # the Secure Boot build keeps its variables in SMM-protected flash
+  machine=(-machine q35,smm=on,accel=tcg -global driver=cfi.pflash01,property=secure,value=on)
+else
+  code=$ovmf/OVMF_CODE_4M.fd vars=$ovmf/OVMF_VARS_4M.fd
+  machine=(-machine q35,smm=off,accel=tcg)
+fi
 
 if [ ! -f "$state/tpm2-00.permall" ]; then
   echo "== new TPM in $state (EK certificate from a local CA in $state/ca)"
@@ -40,10 +55,10 @@ if [ ! -f "$state/tpm2-00.permall" ]; then
 fi
 [ "${BOOT_SETUP_ONLY:-0}" = 1 ] && exit 0
 
-for f in "$image/vmlinuz" "$image/initrd.img" "$ovmf/OVMF_CODE_4M.fd"; do
+for f in "$kernel" "$image/initrd.img" "$code" "$vars"; do
   [ -f "$f" ] || { echo "boot.sh: $f missing (make image)" >&2; exit 1; }
 done
-mkdir -p "$out"
+mkdir -p "$out" "$state/disk"
 out=$(cd "$out" && pwd)
 rm -f "$out"/{console.log,data.log,swtpm.log,binary_bios_measurements}
 
@@ -55,15 +70,16 @@ swtpm socket --tpm2 --tpmstate dir="$state" --ctrl type=unixio,path="$sock" \
 for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
 [ -S "$sock" ] || { echo "boot.sh: swtpm did not open $sock" >&2; exit 1; }
 
-cp "$ovmf/OVMF_VARS_4M.fd" "$out/OVMF_VARS_4M.fd"
+cp "$vars" "$out/OVMF_VARS.fd"
 started=$(date +%s)
-qemu-system-x86_64 -machine q35,smm=off,accel=tcg -m "$mem" -smp 1 \
-  -drive if=pflash,format=raw,unit=0,readonly=on,file="$ovmf/OVMF_CODE_4M.fd" \
-  -drive if=pflash,format=raw,unit=1,file="$out/OVMF_VARS_4M.fd" \
+qemu-system-x86_64 "${machine[@]}" -m "$mem" -smp 1 \
+  -drive if=pflash,format=raw,unit=0,readonly=on,file="$code" \
+  -drive if=pflash,format=raw,unit=1,file="$out/OVMF_VARS.fd" \
   -chardev socket,id=chrtpm,path="$sock" -tpmdev emulator,id=tpm0,chardev=chrtpm \
   -device tpm-crb,tpmdev=tpm0 \
   -netdev user,id=n0 -device e1000,netdev=n0,romfile= \
-  -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
+  -virtfs local,path="$state/disk",mount_tag=ironroot-state,security_model=none,id=state \
+  -kernel "$kernel" -initrd "$image/initrd.img" \
   -append "console=ttyS0 panic=-1 quiet $*" \
   -display none -monitor none -no-reboot \
   -serial file:"$out/console.log" -serial file:"$out/data.log" &

@@ -15,6 +15,11 @@
 #                          overrides it.
 #   IRONROOT_AGENT         agent binary to install (default: cargo build --release, then
 #                          target/release/ironroot-agent).
+#   IRONROOT_ENROLL_DEVID  1: at its first attestation (tpm_ek) the agent asks the server's
+#                          DevID CA for an LDevID, kept on the machine's disk; later boots
+#                          attest with tpm_devid (0: always tpm_ek).
+#   IRONROOT_OVERLAY       a directory copied over the initramfs (site files, e.g. hooks in
+#                          etc/ironroot/local.d/ that /init starts after the agent).
 #   IMAGE_OUT              output directory (target/image).
 # Idempotent: the initramfs is rebuilt from scratch each run, with fixed file
 # times and order, so the same inputs give the same initrd.img (and so the same
@@ -73,26 +78,37 @@ ldconfig -r "$stage"
 # e1000 (QEMU's NIC) and its module dependencies, from the guest kernel's modules.dep
 moddir=/lib/modules/$kver
 copy_module() {
-  local rel dep
+  local rel dep name
   rel=$(grep -E "(^|/)$1\.ko(\.xz)?:" "$moddir/modules.dep" | head -n 1)
   [ -n "$rel" ] || { echo "build.sh: module $1 not in $moddir/modules.dep" >&2; exit 1; }
-  for dep in ${rel#*:} "${rel%%:*}"; do
+  # modules.dep lists a module's dependencies last-loaded-first (modprobe's order)
+  for dep in $(printf '%s\n' ${rel#*:} | tac) "${rel%%:*}"; do
+    name=$(basename "${dep%.xz}")
+    # shared dependencies (virtio for 9p and virtio_pci) are loaded once
+    grep -qx "$name" "$stage/lib/modules/load-order" 2>/dev/null && continue
     case $dep in
       *.xz) xz -dc "$moddir/$dep" > "$stage/lib/modules/$(basename "${dep%.xz}")" ;;
       *) cp "$moddir/$dep" "$stage/lib/modules/" ;;
     esac
-    basename "${dep%.xz}" >> "$stage/lib/modules/load-order"
+    echo "$name" >> "$stage/lib/modules/load-order"
   done
 }
-copy_module e1000
+# the NIC, then the machine's persistent disk (9p over virtio, images/boot.sh)
+for module in e1000 virtio_pci 9pnet_virtio 9p; do copy_module "$module"; done
 
 install -m 0755 images/rootfs/init "$stage/init"
 install -m 0755 images/rootfs/demo-workload "$stage/usr/bin/demo-workload"
 printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$stage/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$stage/etc/group"
-printf 'server=%s\ntrust_domain=%s\n' "$server" "$trust_domain" > "$stage/etc/ironroot/defaults"
+printf 'server=%s\ntrust_domain=%s\nenroll_devid=%s\n' "$server" "$trust_domain" \
+  "${IRONROOT_ENROLL_DEVID:-0}" > "$stage/etc/ironroot/defaults"
 if [ -n "${IRONROOT_BUNDLE:-}" ]; then
   install -m 0644 "$IRONROOT_BUNDLE" "$stage/etc/ironroot/bootstrap-bundle.pem"
+fi
+
+if [ -n "${IRONROOT_OVERLAY:-}" ]; then
+  cp -a "$IRONROOT_OVERLAY/." "$stage/"
+  echo "== overlay $IRONROOT_OVERLAY"
 fi
 
 mkdir -p "$out"
@@ -101,4 +117,5 @@ cp "$kernel" "$out/vmlinuz"
   find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet --reproducible) |
   gzip -9 -n > "$out/initrd.img"
 echo "== $out/vmlinuz ($kver) and $out/initrd.img ($(stat -c %s "$out/initrd.img") bytes)"
-echo "   server $server, trust domain $trust_domain, bundle ${IRONROOT_BUNDLE:-(none)}"
+echo "   server $server, trust domain $trust_domain, bundle ${IRONROOT_BUNDLE:-(none)}," \
+  "enroll DevID ${IRONROOT_ENROLL_DEVID:-0}"

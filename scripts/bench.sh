@@ -16,3 +16,7 @@ cargo bench -p ironroot-tpm --bench eventlog
 # insists on a single test thread, which a bench binary's main is).
 RUST_TEST_THREADS=1 cargo bench -p ironroot-hsm --bench sign_rate
 cargo bench -p ironroot-agent --bench h2_authority
+# Boot → attested → workload SVID under QEMU (TCG): the release agent in the edge image,
+# the release server on the host.
+cargo build --release -p ironroot-server -p ironroot-agent
+cargo bench -p ironroot-qemu-tests --bench boot_to_svid

@@ -2,15 +2,17 @@
 # Installs the Debian 12 packages ironroot's build, demo and tests need.
 # Idempotent: packages already present are not touched, and apt is only asked
 # when something is missing. Run as root (make demo / make test call it).
-# `--image` (used only by `make image`) installs the edge image's packages
-# instead, and nothing else: the default run stays as it is.
+# `--image` (used by `make image`) installs only the edge image's packages.
 set -euo pipefail
 
+# the edge gateway image (images/): the Debian kernel, static busybox, cpio
+# for the initramfs, the TPM device TCTI the agent loads in the guest; QEMU,
+# OVMF firmware and swtpm to boot it; osslsigncode signs its kernel for a
+# verified Secure Boot (images/sign-kernel.sh)
+IMAGE_PACKAGES=(linux-image-amd64 busybox-static cpio qemu-system-x86 ovmf swtpm swtpm-tools
+  libtss2-tcti-device0 osslsigncode)
 if [ "${1:-}" = "--image" ]; then
-  # the edge gateway image (images/): the Debian kernel, static busybox, cpio
-  # for the initramfs; QEMU, OVMF firmware and swtpm to boot it
-  PACKAGES=(linux-image-amd64 busybox-static cpio qemu-system-x86 ovmf swtpm swtpm-tools
-    libtss2-tcti-device0)
+  PACKAGES=("${IMAGE_PACKAGES[@]}")
 else
 PACKAGES=(
   # build
@@ -28,6 +30,8 @@ PACKAGES=(
   # catatonit builds the pod pause image; netavark for the default bridge),
   # static busybox for test images imported without a registry, socat
   podman runc conmon catatonit netavark busybox-static socat
+  # qemu-tests boot the edge image under QEMU with OVMF (see above)
+  "${IMAGE_PACKAGES[@]}"
 )
 fi
 

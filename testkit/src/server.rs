@@ -174,6 +174,8 @@ impl ServerProcess {
             .args(["run", "-c"])
             .arg(config)
             .env("SOFTHSM2_CONF", &hsm.conf)
+            // plain text: tests read the log
+            .env("NO_COLOR", "1")
             .stdout(Stdio::from(logf.try_clone().expect("log")))
             .stderr(Stdio::from(logf))
             .spawn()
