@@ -19,23 +19,21 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
-# The swtpm harness's container backend (testkit/src/swtpm.rs): the suites
-# that run a TPM (the tpm crate's swtpm tests and the harness's own) once more,
-# each swtpm in a container. `with-podman` (built by the run above, with the
-# same features, so nothing is rebuilt) serves a private rootful podman's
-# Docker API and points DOCKER_HOST at it; `container` fails rather than fall
-# back to processes when that engine does not answer.
-echo "== swtpm tests, container backend"
+# The swtpm harness's container backend (docs/testing.md): the tpm crate's tests
+# and the harness's own once more, each swtpm in a container (about 15 s).
+# `with-podman` (built by the run above, with the same features, so nothing is
+# rebuilt) serves a private rootful podman's Docker API and points DOCKER_HOST
+# at it; `container` fails rather than fall back to processes when that engine
+# does not answer.
+echo "== tpm tests, swtpm in containers (IRONROOT_SWTPM_BACKEND=container)"
 TARGET_DIR=$(cargo metadata --no-deps --format-version 1 |
   sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 WITH_PODMAN="$TARGET_DIR/debug/with-podman"
 [ -x "$WITH_PODMAN" ] || cargo build -p ironroot-testkit --bin with-podman
-SWTPM_SUITES='package(ironroot-testkit) | (package(ironroot-tpm) & (binary(device_swtpm) | binary(verify_swtpm) | binary(device_agent_key)))'
+export IRONROOT_SWTPM_BACKEND=container
 if cargo nextest --version >/dev/null 2>&1; then
-  IRONROOT_SWTPM_BACKEND=container "$WITH_PODMAN" -- \
-    cargo nextest run --workspace --no-fail-fast --failure-output final -E "$SWTPM_SUITES"
+  "$WITH_PODMAN" -- cargo nextest run --workspace --no-fail-fast --failure-output final \
+    -E 'package(ironroot-tpm) | package(ironroot-testkit)'
 else
-  IRONROOT_SWTPM_BACKEND=container "$WITH_PODMAN" -- \
-    cargo test --no-fail-fast -p ironroot-testkit -p ironroot-tpm \
-    --test swtpm --test device_swtpm --test verify_swtpm --test device_agent_key
+  "$WITH_PODMAN" -- cargo test --no-fail-fast -p ironroot-tpm -p ironroot-testkit
 fi

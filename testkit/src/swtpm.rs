@@ -61,6 +61,8 @@ const INSTALL_HINT: &str = "install it with scripts/install-deps.sh";
 pub const BACKEND_ENV: &str = "IRONROOT_SWTPM_BACKEND";
 /// Bumped when the manufacturing recipe changes, so cached states are made again.
 const RECIPE_VERSION: u32 = 1;
+/// How many port pairs [`Swtpm::start`] tries.
+const MAX_ATTEMPTS: usize = 8;
 /// The one file swtpm keeps a TPM 2.0's state in (`--tpmstate dir=`).
 const STATE_FILE: &str = "tpm2-00.permall";
 
@@ -372,9 +374,13 @@ impl Swtpm {
             Backend::Container => Duration::from_secs(60),
         };
         let deadline = Instant::now() + limit;
-        // A port found free can be taken before swtpm binds it: retry with new ports.
+        // A port found free can be taken before swtpm binds it: retry with new ports (a few
+        // times: a swtpm that fails for another reason fails the same way on every pair).
         let mut last_err = String::new();
-        while Instant::now() < deadline {
+        for _ in 0..MAX_ATTEMPTS {
+            if Instant::now() >= deadline {
+                break;
+            }
             let port = free_port_pair();
             append(
                 &log,
