@@ -19,6 +19,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -311,6 +312,8 @@ pub struct PodmanService {
 impl PodmanService {
     /// Starts a podman API service on a private store (also reading images from
     /// `image_stores`), logging to `log`, and waits until its socket accepts connections.
+    /// The service gets SIGTERM when the thread that started it ends (PR_SET_PDEATHSIG): keep
+    /// it on the thread that owns it, not in a static shared across tests.
     pub fn start(image_stores: &[&Path], log: &Path) -> PodmanService {
         require_podman();
         let dir = tempfile::Builder::new()
@@ -323,11 +326,21 @@ impl PodmanService {
         let err_file = log_file
             .try_clone()
             .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let service = cli
-            .command(["system", "service", "--time=0"])
+        let mut command = cli.command(["system", "service", "--time=0"]);
+        command
             .arg(format!("unix://{}", socket.display()))
             .stdout(log_file)
-            .stderr(err_file)
+            .stderr(err_file);
+        // The service goes with the thread that started it even when that dies without
+        // dropping this (a test process killed by a timeout).
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let service = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start podman system service: {e} ({INSTALL_HINT})"));
         let mut podman = PodmanService {
