@@ -246,8 +246,9 @@ fn leftovers_of_a_dead_test_process_are_swept() {
         "--version",
     ]);
     assert!(container_listed(&cli, &id));
-    let removed = sweep_leftover_containers().expect("sweep");
-    assert!(removed >= 1, "sweep removed {removed}");
+    // Another test process starting its first container sweeps too, and may get there first:
+    // what counts is that the leftover is gone once a sweep ran.
+    sweep_leftover_containers().expect("sweep");
     assert!(!container_listed(&cli, &id), "leftover {id} not swept");
     // A live test's container is not touched.
     let live = tpm.container_id().expect("container").to_owned();

@@ -12,16 +12,12 @@
 //!
 //! [`Swtpm`]: super::Swtpm
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use testcontainers::bollard::query_parameters::{
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-};
 use testcontainers::bollard::Docker;
 use testcontainers::core::client::docker_client_instance;
 use testcontainers::core::Mount;
@@ -222,38 +218,47 @@ fn owner_alive(label: &str) -> bool {
 
 /// Removes every swtpm container of this harness whose owning test process is gone (a test
 /// killed before its [`Swtpm`](super::Swtpm) was dropped). Returns how many it removed.
+///
+/// Through the podman CLI, not the Docker API: podman 4.3 lists a container that is being
+/// stopped with the state `stopped`, which the Docker API's clients (bollard) refuse to parse.
 pub fn sweep_leftovers() -> Result<usize, String> {
-    block(async {
-        let docker = client().await?;
-        let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL}=swtpm")])]);
-        let list = docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| format!("cannot list containers on {}: {e}", engine_location()))?;
-        let mut removed = 0;
-        for c in list {
-            let owner = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(OWNER_LABEL))
-                .cloned()
-                .unwrap_or_default();
-            let Some(id) = c.id else { continue };
-            if owner_alive(&owner) {
-                continue;
-            }
-            let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-            if docker.remove_container(&id, Some(opts)).await.is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    })
+    let cli = podman::PodmanCli::remote(&engine_url());
+    let out = cli.output(&[
+        "ps",
+        "--all",
+        "--no-trunc",
+        "--filter",
+        &format!("label={LABEL}=swtpm"),
+        "--format",
+        &format!("{{{{.ID}}}}\t{{{{index .Labels \"{OWNER_LABEL}\"}}}}"),
+    ]);
+    if !out.status.success() {
+        return Err(format!(
+            "cannot list containers on {}: {}",
+            engine_location(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let dead: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (id, owner) = l.split_once('\t').unwrap_or((l, ""));
+            (!id.is_empty() && !owner_alive(owner.trim())).then(|| id.trim().to_owned())
+        })
+        .collect();
+    if dead.is_empty() {
+        return Ok(0);
+    }
+    let mut args = vec!["rm", "--force", "--time", "0"];
+    args.extend(dead.iter().map(String::as_str));
+    let out = cli.output(&args);
+    if !out.status.success() {
+        return Err(format!(
+            "cannot remove leftover containers {dead:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(dead.len())
 }
 
 /// Why [`start`] failed: worth another try on new ports, or not (no image, no engine).
@@ -373,10 +378,16 @@ pub fn start(state_dir: &Path, log: &Path, port: u16) -> Result<SwtpmContainer, 
         }
     })
     .map_err(|e| {
-        StartError::Fatal(format!(
+        let e = format!(
             "cannot start a swtpm container on {}: {e}",
             engine_location()
-        ))
+        );
+        // A swtpm that exits at once (a port taken) can fail testcontainers' own inspection
+        // of the new container; an engine that stopped answering cannot be retried.
+        match engine_answers() {
+            Ok(()) => StartError::Retry(e),
+            Err(down) => StartError::Fatal(format!("{e} ({down})")),
+        }
     })?;
     let id = container.id().to_owned();
     let mut handle = SwtpmContainer {
@@ -387,12 +398,22 @@ pub fn start(state_dir: &Path, log: &Path, port: u16) -> Result<SwtpmContainer, 
     let pid =
         inspect_pid(&id).map_err(|e| StartError::Retry(format!("{e}: {}", handle.output())))?;
     handle.pid = pid;
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    if !cgroup.contains(&id) {
+        return Err(StartError::Fatal(format!(
+            "the engine says container {id} runs as PID {pid}, but /proc/{pid} here is not \
+             that container (cgroup {:?}): the container backend needs an engine on this \
+             machine, in this PID namespace ({})",
+            cgroup.trim(),
+            engine_location()
+        )));
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if listens(pid, port) && listens(pid, port + 1) {
             return Ok(handle);
         }
-        let running = inspect_pid(&id).is_ok_and(|p| p == pid);
+        let running = alive(pid);
         if !running || Instant::now() > deadline {
             let why = if running {
                 "did not listen within 15 s"
@@ -428,7 +449,16 @@ impl SwtpmContainer {
     }
 }
 
-/// State.Pid of a running container (0 or an error when it is not running).
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// State.Pid of a running container (an error when it is not running, or when the engine's
+/// answer cannot be parsed: podman's `stopped` state, for one).
 fn inspect_pid(id: &str) -> Result<i32, String> {
     let id = id.to_owned();
     block(async move {
