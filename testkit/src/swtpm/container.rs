@@ -399,7 +399,7 @@ pub fn start(state_dir: &Path, log: &Path, port: u16) -> Result<SwtpmContainer, 
         inspect_pid(&id).map_err(|e| StartError::Retry(format!("{e}: {}", handle.output())))?;
     handle.pid = pid;
     let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    if !cgroup.contains(&id) {
+    if alive(pid) && !cgroup.contains(&id) {
         return Err(StartError::Fatal(format!(
             "the engine says container {id} runs as PID {pid}, but /proc/{pid} here is not \
              that container (cgroup {:?}): the container backend needs an engine on this \
@@ -506,4 +506,33 @@ pub fn listens(pid: i32, port: u16) -> bool {
         std::fs::read_link(fd.path())
             .is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swtpm::{backend, Backend, SwtpmOptions, SwtpmState};
+
+    /// A port another process holds makes swtpm in the container exit: the attempt is
+    /// retryable (new ports), and never taken for a TPM on that port.
+    #[test]
+    fn a_taken_port_makes_the_attempt_retryable() {
+        if backend() != Backend::Container {
+            eprintln!("notice: container backend not selected; scripts/test.sh runs this again");
+            return;
+        }
+        let state = SwtpmState::shared("testkit", &SwtpmOptions::default());
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let state_dir = state.copy_state(tmp.path());
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("addr").port();
+        match start(&state_dir, &tmp.path().join("swtpm.log"), port) {
+            Err(StartError::Retry(e)) => assert!(e.contains("exited"), "{e}"),
+            Err(StartError::Fatal(e)) => panic!("not retryable: {e}"),
+            Ok(c) => panic!(
+                "container {} taken for a TPM on port {port}, held here",
+                c.id()
+            ),
+        }
+    }
 }
