@@ -1,7 +1,7 @@
 //! Test support for ironroot: real components run per test.
 //!
 //! Every helper here owns the processes it starts and kills them **by PID** when dropped
-//! (also when the test panics), waits for readiness by polling with a deadline, and keeps
+//! (also when the test panics; swtpm on the container backend: removes its container), waits for readiness by polling with a deadline, and keeps
 //! the child's log under `target/test-logs/<test name>/`. A missing system package is a
 //! failure that names the fix (`scripts/install-deps.sh`), never a silent skip.
 //!
