@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: formatting, lints, then every test of the workspace against the
-# real components (SoftHSM2, swtpm). Test logs of child processes land in
-# target/test-logs/.
+# real components (SoftHSM2, swtpm), then the swtpm test suites again with swtpm
+# in containers (testcontainers on a private podman). Test logs of child
+# processes land in target/test-logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,4 +17,23 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   echo "cargo-nextest not found: using cargo test (tests still run one process per binary)"
   cargo test --workspace --no-fail-fast
+fi
+
+# The swtpm harness's container backend (docs/testing.md): the tpm crate's tests
+# and the harness's own once more, each swtpm in a container (about 15 s).
+# `with-podman` (built by the run above, with the same features, so nothing is
+# rebuilt) serves a private rootful podman's Docker API and points DOCKER_HOST
+# at it; `container` fails rather than fall back to processes when that engine
+# does not answer.
+echo "== tpm tests, swtpm in containers (IRONROOT_SWTPM_BACKEND=container)"
+TARGET_DIR=$(cargo metadata --no-deps --format-version 1 |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+WITH_PODMAN="$TARGET_DIR/debug/with-podman"
+[ -x "$WITH_PODMAN" ] || cargo build -p ironroot-testkit --bin with-podman
+export IRONROOT_SWTPM_BACKEND=container
+if cargo nextest --version >/dev/null 2>&1; then
+  "$WITH_PODMAN" -- cargo nextest run --workspace --no-fail-fast --failure-output final \
+    -E 'package(ironroot-tpm) | package(ironroot-testkit)'
+else
+  "$WITH_PODMAN" -- cargo test --no-fail-fast -p ironroot-tpm -p ironroot-testkit
 fi

@@ -1,19 +1,20 @@
 //! Test support for ironroot: real components run per test.
 //!
 //! Every helper here owns the processes it starts and kills them **by PID** when dropped
-//! (also when the test panics), waits for readiness by polling with a deadline, and keeps
+//! (also when the test panics; swtpm on the container backend: removes its container), waits for readiness by polling with a deadline, and keeps
 //! the child's log under `target/test-logs/<test name>/`. A missing system package is a
 //! failure that names the fix (`scripts/install-deps.sh`), never a silent skip.
 //!
 //! Only a dev-dependency: nothing here is meant for production code.
 
 pub mod fixtures;
+pub mod podman;
 pub mod server;
 pub mod shared_bin;
 pub mod svid;
 pub mod swtpm;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The cargo target dir of the running test binary: `$CARGO_TARGET_DIR`, else the ancestor of
 /// the test executable that holds cargo's `CACHEDIR.TAG`, else the system temp dir.
@@ -54,5 +55,17 @@ pub fn current_test_name() -> String {
     match std::thread::current().name() {
         Some(n) if n != "main" => n.to_string(),
         _ => format!("pid-{}", std::process::id()),
+    }
+}
+
+/// The last `n` lines of a log file (or why it cannot be read).
+pub fn tail(p: &Path, n: usize) -> String {
+    match std::fs::read(p) {
+        Ok(b) => {
+            let s = String::from_utf8_lossy(&b);
+            let lines: Vec<&str> = s.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("(cannot read: {e})"),
     }
 }

@@ -7,8 +7,38 @@
 //! ```no_run
 //! use ironroot_testkit::swtpm::{SwtpmOptions, SwtpmState};
 //! let state = SwtpmState::shared("default", &SwtpmOptions::default());
-//! let tpm = state.spawn(); // own state copy, own ports; killed by PID on drop
+//! let tpm = state.spawn(); // own state copy, own ports; killed on drop
 //! let tcti = tpm.tcti(); // "swtpm:host=127.0.0.1,port=N"
+//! ```
+//!
+//! # Backends
+//!
+//! Where swtpm runs is chosen once per test process by `IRONROOT_SWTPM_BACKEND`
+//! ([`backend`]):
+//!
+//! - `process` (the default): `swtpm socket --daemon`, a process of the host, killed by PID on
+//!   drop.
+//! - `container`: swtpm in a container started through testcontainers on the engine it
+//!   resolves (`DOCKER_HOST`, e.g. `unix:///…/podman.sock` of a `podman system service`; else
+//!   `/var/run/docker.sock`), from a local image `localhost/ironroot-swtpm:<hash>` made from
+//!   the host's swtpm and the libraries `ldd` lists for it (`podman import`, no registry;
+//!   built once into the engine's store, tagged by a hash of its inputs). The per-test state
+//!   copy is bind-mounted, the container shares the host's network (why: see
+//!   `container::start`) and swtpm listens on 127.0.0.1 as the process does, so
+//!   [`Swtpm::tcti`] is the same. The container is removed on drop (also when the test
+//!   panics) and labelled `ironroot.testkit=swtpm` with its owner process: containers of a
+//!   killed test process are swept by the next one ([`sweep_leftover_containers`]). When the
+//!   engine does not answer, starting a TPM **panics** with what to do: never a silent
+//!   fallback, so a run that asked for containers really ran them.
+//! - `auto`: the container backend when the engine answers, else the process backend.
+//!
+//! `scripts/test.sh` runs the TPM suites a second time with `container`, under
+//! `cargo run -p ironroot-testkit --bin with-podman` (a private podman service, `DOCKER_HOST`
+//! pointing at it). By hand:
+//!
+//! ```sh
+//! IRONROOT_SWTPM_BACKEND=container cargo run -p ironroot-testkit --bin with-podman -- \
+//!     cargo nextest run -p ironroot-tpm
 //! ```
 
 use std::collections::HashMap;
@@ -21,11 +51,81 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod container;
+
+pub use crate::tail;
+pub use container::{LABEL as CONTAINER_LABEL, TEST_LABEL as CONTAINER_TEST_LABEL};
+
 const INSTALL_HINT: &str = "install it with scripts/install-deps.sh";
+/// The environment variable choosing the backend: `process` (default), `container`, `auto`.
+pub const BACKEND_ENV: &str = "IRONROOT_SWTPM_BACKEND";
 /// Bumped when the manufacturing recipe changes, so cached states are made again.
 const RECIPE_VERSION: u32 = 1;
+/// How many port pairs [`Swtpm::start`] tries.
+const MAX_ATTEMPTS: usize = 8;
 /// The one file swtpm keeps a TPM 2.0's state in (`--tpmstate dir=`).
 const STATE_FILE: &str = "tpm2-00.permall";
+
+/// Where a [`Swtpm`] runs (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A daemon process of the host.
+    Process,
+    /// A container through testcontainers.
+    Container,
+}
+
+/// The backend of this test process, from `IRONROOT_SWTPM_BACKEND` (resolved once). Panics
+/// when the variable holds something else than `process`, `container` or `auto`, and for
+/// `container` when the engine does not answer.
+pub fn backend() -> Backend {
+    static BACKEND: OnceLock<Result<Backend, String>> = OnceLock::new();
+    let chosen = BACKEND.get_or_init(|| {
+        let value = std::env::var(BACKEND_ENV).ok();
+        choose_backend(value.as_deref(), container::engine_answers)
+    });
+    match chosen {
+        Ok(b) => *b,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The backend `value` (of `IRONROOT_SWTPM_BACKEND`) asks for, given whether the engine
+/// answers (asked only when it matters).
+pub fn choose_backend(
+    value: Option<&str>,
+    engine_answers: impl FnOnce() -> Result<(), String>,
+) -> Result<Backend, String> {
+    match value.map(str::trim).unwrap_or("") {
+        "" | "process" => Ok(Backend::Process),
+        "container" => match engine_answers() {
+            Ok(()) => Ok(Backend::Container),
+            Err(e) => Err(format!(
+                "{BACKEND_ENV}=container, but no container engine answers: {e}.\n\
+                 Start one and point DOCKER_HOST at it, e.g. run the tests under \
+                 `cargo run -p ironroot-testkit --bin with-podman -- cargo nextest run …` \
+                 (a private rootful podman service), or \
+                 `podman system service --time=0 unix:///run/podman/podman.sock &` and \
+                 DOCKER_HOST=unix:///run/podman/podman.sock; \
+                 or set {BACKEND_ENV}=process (or auto) to run swtpm as a process"
+            )),
+        },
+        "auto" => Ok(match engine_answers() {
+            Ok(()) => Backend::Container,
+            Err(_) => Backend::Process,
+        }),
+        other => Err(format!(
+            "{BACKEND_ENV}={other:?} is not a swtpm backend: use process (the default), \
+             container or auto"
+        )),
+    }
+}
+
+/// Removes swtpm containers whose owning test process is gone (killed before its [`Swtpm`]
+/// was dropped); how many. The container backend does it once per process by itself.
+pub fn sweep_leftover_containers() -> Result<usize, String> {
+    container::sweep_leftovers()
+}
 
 /// What to manufacture. swtpm always creates both EKs of a TPM 2.0: RSA-2048 (persisted at
 /// 0x81010001, certificate in NV 0x01c00002) and ECC P-384 (0x81010016, NV 0x01c00016).
@@ -185,14 +285,20 @@ impl SwtpmState {
         to
     }
 
-    /// A running swtpm on a private copy of this state (in a temp dir the [`Swtpm`] owns).
+    /// A running swtpm on a private copy of this state (in a temp dir the [`Swtpm`] owns), on
+    /// this process's [`backend`].
     pub fn spawn(&self) -> Swtpm {
+        self.spawn_on(backend())
+    }
+
+    /// [`spawn`](Self::spawn) on the given backend.
+    pub fn spawn_on(&self, backend: Backend) -> Swtpm {
         let tmp = tempfile::Builder::new()
             .prefix("ironroot-swtpm-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
         let state_dir = self.copy_state(tmp.path());
-        let mut tpm = Swtpm::start(&state_dir);
+        let mut tpm = Swtpm::start_on(&state_dir, backend);
         tpm.tmp = Some(tmp);
         tpm
     }
@@ -231,86 +337,158 @@ fn cached_state(key: &str, opts: &SwtpmOptions) -> SwtpmState {
     }
 }
 
-/// A running `swtpm socket` (TCP, data port and control port = data port + 1). Killed by PID
-/// when dropped, also during a panic.
+/// A running `swtpm socket` (TCP, data port and control port = data port + 1) on either
+/// [`Backend`]. Killed by PID (process) or removed (container) when dropped, also during a
+/// panic.
 #[derive(Debug)]
 pub struct Swtpm {
     pid: i32,
     port: u16,
     state_dir: PathBuf,
     log: PathBuf,
+    container: Option<container::SwtpmContainer>,
     tmp: Option<TempDir>,
 }
 
+/// Why one attempt at starting swtpm failed: worth another try on new ports, or not.
+enum Attempt {
+    Retry(String),
+    Fatal(String),
+}
+
 impl Swtpm {
-    /// Starts swtpm as a daemon on `state_dir` (a copy: swtpm writes to it) on two free
-    /// loopback ports, and waits until it accepts connections. Logs to
+    /// Starts swtpm on this process's [`backend`], on `state_dir` (a copy: swtpm writes to
+    /// it) and two free loopback ports, and waits until it accepts connections. Logs to
     /// `target/test-logs/<test name>/swtpm.log`.
     pub fn start(state_dir: &Path) -> Swtpm {
+        Swtpm::start_on(state_dir, backend())
+    }
+
+    /// [`start`](Self::start) on the given backend.
+    pub fn start_on(state_dir: &Path, backend: Backend) -> Swtpm {
         require_tool("swtpm");
         let state_dir = absolute(state_dir);
         let log = crate::test_log_dir(&crate::current_test_name()).join("swtpm.log");
-        let pid_file = state_dir.join("swtpm.pid");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        // A port found free can be taken before swtpm binds it: retry with new ports.
+        let limit = match backend {
+            Backend::Process => Duration::from_secs(15),
+            Backend::Container => Duration::from_secs(60),
+        };
+        let deadline = Instant::now() + limit;
+        // A port found free can be taken before swtpm binds it: retry with new ports (a few
+        // times: a swtpm that fails for another reason fails the same way on every pair).
         let mut last_err = String::new();
-        while Instant::now() < deadline {
+        for _ in 0..MAX_ATTEMPTS {
+            if Instant::now() >= deadline {
+                break;
+            }
             let port = free_port_pair();
-            let _ = std::fs::remove_file(&pid_file);
             append(
                 &log,
                 &format!(
-                    "=== ironroot-testkit: starting swtpm on 127.0.0.1:{port} (ctrl {}) state {}\n",
+                    "=== ironroot-testkit: starting swtpm ({backend:?}) on 127.0.0.1:{port} \
+                     (ctrl {}) state {}\n",
                     port + 1,
                     state_dir.display()
                 ),
             );
-            let out = Command::new("swtpm")
-                .args(["socket", "--tpm2", "--tpmstate"])
-                .arg(format!("dir={}", state_dir.display()))
-                .arg("--server")
-                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-                .arg("--ctrl")
-                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-                .args(["--flags", "not-need-init,startup-clear", "--pid"])
-                .arg(format!("file={}", pid_file.display()))
-                .arg("--log")
-                .arg(format!("file={},level=1", log.display()))
-                .arg("--daemon")
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run swtpm ({INSTALL_HINT}): {e}"));
-            if !out.status.success() {
-                last_err = format!(
-                    "swtpm exited with {}: {}{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                continue;
-            }
-            let Some(pid) = wait_for_pid(&pid_file, deadline) else {
-                last_err = format!("swtpm wrote no pid to {}", pid_file.display());
-                continue;
+            let attempt = match backend {
+                Backend::Process => Swtpm::try_process(&state_dir, &log, port, deadline),
+                Backend::Container => container::start(&state_dir, &log, port)
+                    .map(|c| Swtpm {
+                        pid: c.pid(),
+                        port,
+                        state_dir: state_dir.clone(),
+                        log: log.clone(),
+                        container: Some(c),
+                        tmp: None,
+                    })
+                    .map_err(|e| match e {
+                        container::StartError::Retry(e) => Attempt::Retry(e),
+                        container::StartError::Fatal(e) => Attempt::Fatal(e),
+                    }),
             };
-            let tpm = Swtpm {
-                pid,
-                port,
-                state_dir: state_dir.clone(),
-                log: log.clone(),
-                tmp: None,
-            };
-            if wait_for_port(port, deadline) && wait_for_port(port + 1, deadline) {
-                return tpm;
+            match attempt {
+                Ok(tpm) => return tpm,
+                Err(Attempt::Retry(e)) => last_err = e,
+                Err(Attempt::Fatal(e)) => {
+                    last_err = e;
+                    break;
+                }
             }
-            last_err = format!("swtpm (pid {pid}) never accepted connections on {port}");
-            drop(tpm);
         }
         panic!(
-            "could not start swtpm on {}: {last_err}\n--- tail of {} ---\n{}",
+            "could not start swtpm ({backend:?} backend) on {}: {last_err}\n\
+             --- tail of {} ---\n{}",
             state_dir.display(),
             log.display(),
             tail(&log, 30)
         );
+    }
+
+    fn try_process(
+        state_dir: &Path,
+        log: &Path,
+        port: u16,
+        deadline: Instant,
+    ) -> Result<Swtpm, Attempt> {
+        let pid_file = state_dir.join("swtpm.pid");
+        let _ = std::fs::remove_file(&pid_file);
+        let out = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", state_dir.display()))
+            .arg("--server")
+            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+            .arg("--ctrl")
+            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+            .args(["--flags", "not-need-init,startup-clear", "--pid"])
+            .arg(format!("file={}", pid_file.display()))
+            .arg("--log")
+            .arg(format!("file={},level=1", log.display()))
+            .arg("--daemon")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run swtpm ({INSTALL_HINT}): {e}"));
+        if !out.status.success() {
+            return Err(Attempt::Retry(format!(
+                "swtpm exited with {}: {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let Some(pid) = wait_for_pid(&pid_file, deadline) else {
+            return Err(Attempt::Retry(format!(
+                "swtpm wrote no pid to {}",
+                pid_file.display()
+            )));
+        };
+        let tpm = Swtpm {
+            pid,
+            port,
+            state_dir: state_dir.to_owned(),
+            log: log.to_owned(),
+            container: None,
+            tmp: None,
+        };
+        if wait_for_port(port, deadline) && wait_for_port(port + 1, deadline) {
+            return Ok(tpm);
+        }
+        Err(Attempt::Retry(format!(
+            "swtpm (pid {pid}) never accepted connections on {port}"
+        )))
+    }
+
+    /// Which backend runs this swtpm.
+    pub fn backend(&self) -> Backend {
+        if self.container.is_some() {
+            Backend::Container
+        } else {
+            Backend::Process
+        }
+    }
+
+    /// The container's id (64 hex), on the container backend.
+    pub fn container_id(&self) -> Option<&str> {
+        self.container.as_ref().map(container::SwtpmContainer::id)
     }
 
     /// The TCTI string for tss-esapi and tpm2-tools: `swtpm:host=127.0.0.1,port=P`.
@@ -323,7 +501,8 @@ impl Swtpm {
         self.port
     }
 
-    /// The daemon's process id (what [`Drop`] kills).
+    /// swtpm's process id on the host (what [`Drop`] kills on the process backend; on the
+    /// container backend the container's main process, gone once the container is removed).
     pub fn pid(&self) -> i32 {
         self.pid
     }
@@ -353,7 +532,11 @@ impl Drop for Swtpm {
                 tail(&self.log, 30)
             );
         }
-        kill_pid(self.pid, &self.state_dir);
+        // The container goes before the state dir it mounts (`tmp`, dropped after this).
+        match self.container.take() {
+            Some(c) => drop(c),
+            None => kill_pid(self.pid, &self.state_dir),
+        }
     }
 }
 
@@ -461,17 +644,5 @@ fn append(p: &Path, s: &str) {
         .and_then(|mut f| f.write_all(s.as_bytes()));
     if let Err(e) = r {
         panic!("cannot write {}: {e}", p.display());
-    }
-}
-
-/// The last `n` lines of a log file (or why it cannot be read).
-pub fn tail(p: &Path, n: usize) -> String {
-    match std::fs::read(p) {
-        Ok(b) => {
-            let s = String::from_utf8_lossy(&b);
-            let lines: Vec<&str> = s.lines().collect();
-            lines[lines.len().saturating_sub(n)..].join("\n")
-        }
-        Err(e) => format!("(cannot read: {e})"),
     }
 }
