@@ -9,7 +9,7 @@ use prost_types::{value::Kind, ListValue, Struct, Value};
 use tonic::Status;
 
 use crate::cache::Snapshot;
-use crate::sync::unix_now;
+use ironroot_runtime::unix_now;
 
 fn string(s: String) -> Value {
     Value {

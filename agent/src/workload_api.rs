@@ -30,7 +30,7 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
 use crate::cache::{Cache, CachedSvid, Snapshot};
-use crate::sync::unix_now;
+use ironroot_runtime::unix_now;
 use crate::workload::attestor::{attest_caller, WorkloadAttestor};
 use crate::workload::caller::Caller;
 use crate::workload::h2_authority::AuthorityShim;
