@@ -29,7 +29,10 @@ fn join_token_agents_keep_a_software_key_and_refuse_a_tpm_one() {
         AgentKeyStorage::Software
     );
     let e = load(&format!("{jt}[tpm]\nagent_key = \"tpm\"\n")).unwrap_err();
-    assert!(e.to_string().contains("needs a TPM node attestor"), "{e}");
+    assert!(
+        matches!(&e, ConfigError::InFile { error, .. } if matches!(**error, ConfigError::TpmKeyWithoutTpmAttestor)),
+        "{e}"
+    );
 }
 
 #[test]
@@ -70,10 +73,18 @@ fn values_are_typed_at_load_and_a_bad_one_names_its_key() {
 
 #[test]
 fn missing_attestor_options_are_named() {
-    let e = load(&format!("{BASE}node_attestor = \"join_token\"\n")).unwrap_err();
-    assert!(e.to_string().contains("needs join_token"), "{e}");
-    let e = load(&format!("{BASE}node_attestor = \"tpm_devid\"\n")).unwrap_err();
-    assert!(e.to_string().contains("tpm.devid_certificate_path"), "{e}");
+    let missing = |text: &str| match load(&format!("{BASE}{text}")).unwrap_err() {
+        ConfigError::InFile { error, .. } => *error,
+        other => panic!("{other}"),
+    };
+    assert!(matches!(
+        missing("node_attestor = \"join_token\"\n"),
+        ConfigError::MissingJoinToken
+    ));
+    let e = missing("node_attestor = \"tpm_devid\"\n");
+    assert!(matches!(e, ConfigError::MissingDevIdCertificate));
+    // The message names the option to set.
+    assert_eq!(e.to_string(), "tpm_devid needs tpm.devid_certificate_path");
 }
 
 /// conf/agent.toml is the annotated reference: it must load, and hold the defaults.
