@@ -4,7 +4,7 @@
 //! and the bundles. A WatchChanges stream makes a change reach the cache at
 //! once; a periodic sync covers a lost stream.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use ironroot_api::agent::{self as pb, agent_client::AgentClient};
@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::agent_key::{AgentKey, AgentKeyError};
 use crate::attest::AttestOutcome;
-use crate::cache::{Cache, CachedSvid, Snapshot};
+use crate::cache::{self, Cache, CachedSvid, Rejected, Snapshot};
 use crate::config::AgentConfig;
 use crate::connect::{self, ClientIdentity, ConnectError};
 use crate::refused::{RefusalKind, Refused};
@@ -136,11 +136,19 @@ pub async fn sync_once(
         .map_err(|s| SyncError::EntriesRefused(s.into()))?
         .into_inner();
     let current = cache.snapshot();
+    let parsed = cache::parse(
+        &current.trust_domain,
+        resp.entries,
+        &resp.jwks_json,
+        resp.federated_jwks.into_iter().collect(),
+    );
+    let rejected = report_rejected(&current, parsed.rejected);
+    let entries = parsed.entries;
     let now = unix_now();
     let mut svids: HashMap<String, CachedSvid> = HashMap::new();
     let mut requests = Vec::new();
     let mut keys = HashMap::new();
-    for e in &resp.entries {
+    for e in &entries {
         match current.svids.get(&e.id) {
             Some(s) if !s.needs_renewal(now, e.revision_number) => {
                 svids.insert(e.id.clone(), s.clone());
@@ -173,7 +181,7 @@ pub async fn sync_once(
                 continue;
             }
             let (Some(e), Some(key)) = (
-                resp.entries.iter().find(|e| e.id == r.entry_id),
+                entries.iter().find(|e| e.id == r.entry_id),
                 keys.remove(&r.entry_id),
             ) else {
                 continue;
@@ -196,7 +204,7 @@ pub async fn sync_once(
     // An SVID the server did not renew this time (it reported an error for
     // it) is kept while still valid for the same entry revision: a failed
     // renewal must not take an identity away before it expires.
-    for e in &resp.entries {
+    for e in &entries {
         if let Some(s) = current.svids.get(&e.id) {
             if !svids.contains_key(&e.id)
                 && s.entry_revision == e.revision_number
@@ -208,13 +216,29 @@ pub async fn sync_once(
     }
     let next = Snapshot {
         trust_domain: current.trust_domain.clone(),
-        entries: resp.entries,
+        entries,
         svids,
         roots: resp.x509_authorities,
-        jwks_json: resp.jwks_json,
-        federated_jwks: resp.federated_jwks.into_iter().collect(),
+        jwt_bundle: parsed.jwt_bundle,
+        federated: parsed.federated,
+        rejected,
     };
     Ok(cache.publish(next))
+}
+
+/// Logs what the server sent but cannot be served, once when it first appears (a
+/// sync runs every few seconds), and keys it for the snapshot.
+fn report_rejected(current: &Snapshot, rejected: Vec<Rejected>) -> BTreeMap<String, String> {
+    let now: BTreeMap<String, String> = rejected
+        .iter()
+        .map(|r| (r.subject(), r.to_string()))
+        .collect();
+    for (subject, why) in &now {
+        if current.rejected.get(subject) != Some(why) {
+            warn!(%subject, rejected = now.len(), "not served: {why}");
+        }
+    }
+    now
 }
 
 /// A connection to the server whose first sync went through.
