@@ -65,6 +65,30 @@ pub struct Agent {
     renewal_backoff: Backoff,
 }
 
+/// Where the end of a sync leads.
+#[derive(Debug)]
+enum AfterSync<'e> {
+    /// Half life, join_token: renew over mTLS.
+    Renew,
+    /// Half life, TPM: attest again with a fresh quote.
+    Attest,
+    /// The server refused this SVID (evicted, banned, or no longer current):
+    /// retrying with it cannot help, so a TPM agent attests again.
+    AttestRefused(&'e SyncError),
+    /// Unreachable or failed: serve the cache, back off, sync again. (A join_token
+    /// agent whose SVID was refused ends here too: its token is spent.)
+    Retry(&'e SyncError),
+}
+
+fn after_sync(result: &Result<(), SyncError>, renews_over_mtls: bool) -> AfterSync<'_> {
+    match result {
+        Ok(()) if renews_over_mtls => AfterSync::Renew,
+        Ok(()) => AfterSync::Attest,
+        Err(e) if e.agent_svid_refused() && !renews_over_mtls => AfterSync::AttestRefused(e),
+        Err(e) => AfterSync::Retry(e),
+    }
+}
+
 /// A delay as a log shows it.
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
@@ -118,29 +142,29 @@ impl Agent {
             }
             // It expired during an outage: only a new attestation gives another.
             State::Syncing(svid) if unix_now() >= svid.expires_at => State::Attesting,
-            State::Syncing(svid) => match self.sync(&svid).await {
-                Ok(()) if self.renews_over_mtls() => State::Renewing(svid),
-                Ok(()) => State::Attesting,
-                // Evicted, banned, or an SVID that is no longer current: retrying
-                // with it cannot help. (A join_token agent cannot attest again: its
-                // token is spent.)
-                Err(e) if e.agent_svid_refused() && !self.renews_over_mtls() => {
-                    warn!(
-                        "the server refused the agent SVID, attesting again: {}",
-                        Chain(&e)
-                    );
-                    State::Attesting
+            State::Syncing(svid) => {
+                let result = self.sync(&svid).await;
+                match after_sync(&result, self.renews_over_mtls()) {
+                    AfterSync::Renew => State::Renewing(svid),
+                    AfterSync::Attest => State::Attesting,
+                    AfterSync::AttestRefused(e) => {
+                        warn!(
+                            "the server refused the agent SVID, attesting again: {}",
+                            Chain(e)
+                        );
+                        State::Attesting
+                    }
+                    AfterSync::Retry(e) => {
+                        let delay = self.sync_backoff.next_delay();
+                        warn!(
+                            "sync failed (serving cached SVIDs), retrying in {}: {}",
+                            secs(delay),
+                            Chain(e)
+                        );
+                        State::SyncBackoff(svid, delay)
+                    }
                 }
-                Err(e) => {
-                    let delay = self.sync_backoff.next_delay();
-                    warn!(
-                        "sync failed (serving cached SVIDs), retrying in {}: {}",
-                        secs(delay),
-                        Chain(&e)
-                    );
-                    State::SyncBackoff(svid, delay)
-                }
-            },
+            }
             State::SyncBackoff(svid, delay) => {
                 tokio::time::sleep(delay).await;
                 State::Syncing(svid)
@@ -225,5 +249,40 @@ impl Agent {
         // The server is back: a later outage starts the backoff over.
         self.sync_backoff.reset();
         session.follow(&self.cache, svid.renew_at()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connect::ConnectError;
+
+    fn refused(status: tonic::Status) -> Result<(), SyncError> {
+        Err(SyncError::EntriesRefused(status.into()))
+    }
+
+    #[test]
+    fn a_refused_svid_makes_a_tpm_agent_attest_and_a_join_token_agent_retry() {
+        let denied = refused(tonic::Status::permission_denied("x is banned"));
+        assert!(matches!(
+            after_sync(&denied, false),
+            AfterSync::AttestRefused(_)
+        ));
+        assert!(matches!(after_sync(&denied, true), AfterSync::Retry(_)));
+    }
+
+    #[test]
+    fn outages_are_retried_and_half_life_renews_by_attestor() {
+        let down = refused(tonic::Status::unavailable("restarting"));
+        assert!(matches!(after_sync(&down, false), AfterSync::Retry(_)));
+        let unreachable: Result<(), SyncError> = Err(SyncError::Unreachable(
+            ConnectError::KeyUnusable(rustls::Error::General("no key".into())),
+        ));
+        assert!(matches!(
+            after_sync(&unreachable, false),
+            AfterSync::Retry(_)
+        ));
+        assert!(matches!(after_sync(&Ok(()), false), AfterSync::Attest));
+        assert!(matches!(after_sync(&Ok(()), true), AfterSync::Renew));
     }
 }
