@@ -4,9 +4,9 @@
 //! a jittered backoff, and an agent whose own SVID expired while offline attests
 //! again without a restart.
 //!
-//! Built in two steps, as the config says: [`serve`] binds the sockets and serves
-//! from the cache, [`state`] is the agent's life with its server as an explicit
-//! state machine.
+//! Two parts: `serve` binds the sockets and serves from the cache whatever the
+//! server connection does; `state` is the agent's life with its server, an
+//! explicit state machine ([`State`], every transition in [`Agent::step`]).
 
 mod serve;
 mod state;
