@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::sds::SdsConfigError;
 use crate::workload::limits::LimitsConfigError;
 
-pub use values::{EkType, NodeAttestorKind, SocketMode};
+pub use values::{EkType, NodeAttestorKind, ServerAddress, SocketMode};
 
 /// Why a config file was refused; each variant names the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +100,7 @@ pub struct AgentConfig {
     /// Trust domain of the server, e.g. "example.org".
     pub trust_domain: TrustDomain,
     /// Node API address of the server, "host:port".
-    pub server_address: String,
+    pub server_address: ServerAddress,
     /// PEM bundle trusted for the server's SVID at bootstrap (installed with the agent).
     pub trust_bundle_path: PathBuf,
     /// Where the agent keeps its SVID and key ([`crate::data_dir`]).

@@ -67,6 +67,12 @@ fn values_are_typed_at_load_and_a_bad_one_names_its_key() {
         let e = load(&format!("{BASE}{bad}")).unwrap_err().to_string();
         assert!(e.contains(key), "{e}");
     }
+    let e = load(&BASE.replace("127.0.0.1:8081", "8081")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("server_address \"8081\" is not host:port"),
+        "{e}"
+    );
     let e = load(&BASE.replace("example.org", "Example.org")).unwrap_err();
     assert!(e.to_string().contains("trust_domain"), "{e}");
 }

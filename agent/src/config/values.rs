@@ -153,9 +153,80 @@ impl<'de> Deserialize<'de> for SocketMode {
     }
 }
 
+/// `server_address`: the server's Node API as `host:port` (a name, an IPv4 address,
+/// or a bracketed IPv6 address). Dereferences to the string as written.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerAddress(String);
+
+/// Why a string is not a [`ServerAddress`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("server_address {0:?} is not host:port")]
+pub struct BadServerAddress(pub String);
+
+impl std::str::FromStr for ServerAddress {
+    type Err = BadServerAddress;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadServerAddress(s.to_owned());
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let host_ok = !host.is_empty()
+            && !host.contains(['/', ' ', '@'])
+            && (host.starts_with('[') == host.ends_with(']'));
+        if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad());
+        }
+        Ok(ServerAddress(s.to_owned()))
+    }
+}
+
+impl std::ops::Deref for ServerAddress {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ServerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ServerAddress({:?})", self.0)
+    }
+}
+
+impl fmt::Display for ServerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerAddress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_addresses_are_host_and_port() {
+        for ok in ["127.0.0.1:8081", "ironroot.example.org:443", "[::1]:8081"] {
+            assert_eq!(&*ok.parse::<ServerAddress>().unwrap(), ok);
+        }
+        for bad in [
+            "",
+            "8081",
+            "host",
+            ":8081",
+            "host:",
+            "host:0",
+            "host:65536",
+            "a/b:1",
+        ] {
+            assert!(bad.parse::<ServerAddress>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn socket_modes_are_octal_strings() {

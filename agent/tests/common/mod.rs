@@ -127,7 +127,7 @@ impl Env {
         std::fs::write(&log_path, log).expect("log");
         AgentConfig {
             trust_domain: TD.parse().expect("trust domain"),
-            server_address: self.address.clone(),
+            server_address: self.address.parse().expect("server address"),
             trust_bundle_path: self.bundle.clone(),
             data_dir: adir.join("data"),
             node_attestor: NodeAttestorKind::TpmEk,
