@@ -341,7 +341,7 @@ pub async fn attest_with(
     let _lease = uses_tpm.then(|| SharedTpm::new(&cfg.tpm.tcti).lease());
     let (key, csr) = keys.key_and_csr()?;
     let name = cfg.node_attestor.name();
-    let (mut session, params) = match attestor {
+    let (mut session, mut params) = match attestor {
         NodeAttestor::JoinToken { token } => (
             None,
             pb::AttestParams {
@@ -366,7 +366,6 @@ pub async fn attest_with(
             )
         }
     };
-    let mut params = params;
     if let Some(h) = hooks.params {
         h(&mut params);
     }
