@@ -150,7 +150,7 @@ impl KeySource {
 }
 
 /// Lets tests change what the agent sends (to show the server rejects
-/// replayed or forged evidence). Production uses [`Hooks::none`].
+/// replayed or forged evidence). Production uses `Hooks::default()`.
 pub type AnswerHook<'a> =
     &'a mut dyn FnMut(&mut TpmSession, &pb::Challenge, &mut pb::ChallengeResponse);
 

@@ -7,9 +7,9 @@
 //! entry whose selectors are all the caller's. The three streams are served
 //! pre-encoded by [`crate::workload::encoded_streams`].
 //!
-//! By idea: accepting and identifying connections ([`connection`]), building
-//! responses from the cache ([`responses`]), JWT-SVIDs from the agent's cache or
-//! minted by the server ([`jwt`]), and the gRPC service ([`service`]).
+//! By idea: accepting and identifying connections (`connection`), building
+//! responses from the cache (`responses`), JWT-SVIDs from the agent's cache or
+//! minted by the server (`jwt`), and the gRPC service (`service`).
 
 mod connection;
 mod jwt;
