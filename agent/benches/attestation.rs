@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ironroot_agent::agent_key::TpmAgentKey;
 use ironroot_agent::attest::{attest, attest_with, Hooks, KeySource};
-use ironroot_agent::config::{AgentConfig, TpmConfig};
+use ironroot_agent::config::{AgentConfig, EkType, NodeAttestorKind, TpmConfig};
 use ironroot_agent::shared_tpm::SharedTpm;
 use ironroot_agent::simulate::replay_into;
 use ironroot_api::node as pb;
@@ -52,16 +52,16 @@ fn main() {
     let log_path = env.dir.path().join("eventlog.bin");
     std::fs::write(&log_path, &log).expect("log");
     let cfg = AgentConfig {
-        trust_domain: TD.into(),
-        server_address: env.address.clone(),
+        trust_domain: TD.parse().expect("trust domain"),
+        server_address: env.address.parse().expect("server address"),
         trust_bundle_path: env.bundle.clone(),
         data_dir: env.dir.path().join("agent"),
-        node_attestor: "tpm_ek".into(),
+        node_attestor: NodeAttestorKind::TpmEk,
         join_token: None,
         tpm: TpmConfig {
             tcti: tpm.tcti(),
             event_log_path: log_path,
-            ek: "rsa".into(),
+            ek: EkType::Rsa,
             ..TpmConfig::default()
         },
         log_level: "warn".into(),

@@ -17,19 +17,30 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use ironroot_tpm::device::{ecdsa_p256_der, tpm_key_csr, DeviceError, KeyBlobs, LoadedKey, Tpm};
-use ironroot_tpm::verify::TpmPublic;
+use ironroot_tpm::verify::{TpmError, TpmPublic};
 use tracing::{info, warn};
 
-use crate::files::write_atomic;
+use crate::data_dir::{DataDir, DataDirError};
+pub use crate::data_dir::{PRIVATE_FILE, PUBLIC_FILE};
 use crate::shared_tpm::SharedTpm;
 
-/// TPM2B_PUBLIC of the TPM-resident agent key, in `data_dir`.
-pub const PUBLIC_FILE: &str = "agent_key.tpm.pub";
-/// TPM2B_PRIVATE of the TPM-resident agent key (wrapped by the storage root key), in
-/// `data_dir`.
-pub const PRIVATE_FILE: &str = "agent_key.tpm.priv";
+/// Why the agent key could not be made or loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentKeyError {
+    #[error("cannot generate the agent key")]
+    Generate(#[source] rcgen::Error),
+    #[error("cannot build the agent CSR")]
+    Csr(#[source] rcgen::Error),
+    #[error("cannot make the agent key in the TPM")]
+    Create(#[source] DeviceError),
+    #[error("the agent key's public area")]
+    Public(#[source] TpmError),
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+}
+
 /// Subject of the agent's CSR (the server sets the SVID's subject; the CSR only carries the
 /// key and proves it signs).
 const CSR_SUBJECT: &str = "ironroot-agent";
@@ -52,11 +63,11 @@ impl std::fmt::Debug for AgentKey {
 
 impl AgentKey {
     /// A fresh software key (ECDSA P-256) and a CSR for it.
-    pub fn software() -> anyhow::Result<(AgentKey, Vec<u8>)> {
-        let key = rcgen::KeyPair::generate().context("cannot generate the agent key")?;
+    pub fn software() -> Result<(AgentKey, Vec<u8>), AgentKeyError> {
+        let key = rcgen::KeyPair::generate().map_err(AgentKeyError::Generate)?;
         let csr = rcgen::CertificateParams::default()
             .serialize_request(&key)
-            .context("cannot build the agent CSR")?
+            .map_err(AgentKeyError::Csr)?
             .der()
             .to_vec();
         Ok((AgentKey::Software(Arc::new(key.serialize_der())), csr))
@@ -97,15 +108,16 @@ impl std::fmt::Debug for TpmAgentKey {
 }
 
 fn read_blobs(dir: &Path) -> Option<KeyBlobs> {
-    let public = std::fs::read(dir.join(PUBLIC_FILE)).ok()?;
-    let private = std::fs::read(dir.join(PRIVATE_FILE)).ok()?;
-    Some(KeyBlobs { public, private })
+    DataDir::new(dir).tpm_agent_key()
 }
 
 impl TpmAgentKey {
     /// The agent key kept in `data_dir`, loaded in `tpm`; a new one (made in the TPM and
     /// written to `data_dir`) when there is none or it no longer loads.
-    pub fn load_or_create(tpm: &SharedTpm, data_dir: &Path) -> anyhow::Result<Arc<TpmAgentKey>> {
+    pub fn load_or_create(
+        tpm: &SharedTpm,
+        data_dir: &Path,
+    ) -> Result<Arc<TpmAgentKey>, AgentKeyError> {
         if let Some(blobs) = read_blobs(data_dir) {
             match tpm.with(|t| t.load_agent_key(&blobs)) {
                 Ok(loaded) => return Self::new(tpm, blobs, loaded),
@@ -121,20 +133,20 @@ impl TpmAgentKey {
                 let loaded = t.load_agent_key(&blobs)?;
                 Ok::<_, DeviceError>((blobs, loaded))
             })
-            .context("cannot make the agent key in the TPM")?;
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("cannot create {}", data_dir.display()))?;
-        // Private first: a public file on disk always has its private part beside it.
-        write_atomic(&data_dir.join(PRIVATE_FILE), &blobs.private, 0o600)?;
-        write_atomic(&data_dir.join(PUBLIC_FILE), &blobs.public, 0o644)?;
+            .map_err(AgentKeyError::Create)?;
+        DataDir::new(data_dir).save_tpm_agent_key(&blobs)?;
         info!(dir = %data_dir.display(), "made a new TPM-resident agent key");
         Self::new(tpm, blobs, loaded)
     }
 
-    fn new(tpm: &SharedTpm, blobs: KeyBlobs, loaded: LoadedKey) -> anyhow::Result<Arc<Self>> {
+    fn new(
+        tpm: &SharedTpm,
+        blobs: KeyBlobs,
+        loaded: LoadedKey,
+    ) -> Result<Arc<Self>, AgentKeyError> {
         let spki_der = TpmPublic::from_tpm2b(&blobs.public)
             .and_then(|p| p.spki_der())
-            .context("the agent key's public area")?;
+            .map_err(AgentKeyError::Public)?;
         Ok(Arc::new(TpmAgentKey {
             tpm: tpm.clone(),
             blobs,

@@ -2,15 +2,53 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use hyper_util::rt::TokioIo;
 use ironroot_api::workload::{self as pb, spiffe_workload_api_client::SpiffeWorkloadApiClient};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::refused::Refused;
+
+/// Why a Workload API call gave no answer to use.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("cannot connect to the Workload API at {}", socket.display())]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The agent answered the call with a status.
+    #[error("{call}: {refused}")]
+    Refused {
+        call: &'static str,
+        refused: Refused,
+    },
+    #[error("the stream ended without {0}")]
+    StreamEnded(&'static str),
+    #[error("bad response: {0}")]
+    BadResponse(der::Error),
+    #[error("bad certificate in response: {0}")]
+    BadCertificate(der::Error),
+    #[error("no SVID in the response")]
+    NoSvid,
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Connects to the Workload API socket.
-pub async fn connect(socket: &Path) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>> {
+pub async fn connect(socket: &Path) -> Result<SpiffeWorkloadApiClient<Channel>, ClientError> {
     let path: PathBuf = socket.to_owned();
-    let channel = Endpoint::try_from("http://workload.api")?
+    let failed = |source| ClientError::Connect {
+        socket: socket.to_owned(),
+        source,
+    };
+    let channel = Endpoint::try_from("http://workload.api")
+        .map_err(failed)?
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let p = path.clone();
             async move {
@@ -18,7 +56,7 @@ pub async fn connect(socket: &Path) -> anyhow::Result<SpiffeWorkloadApiClient<Ch
             }
         }))
         .await
-        .with_context(|| format!("cannot connect to the Workload API at {}", socket.display()))?;
+        .map_err(failed)?;
     Ok(SpiffeWorkloadApiClient::new(channel))
 }
 
@@ -32,20 +70,21 @@ pub fn request<T>(msg: T) -> tonic::Request<T> {
     r
 }
 
-fn status(what: &str, s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())
+fn status(call: &'static str, s: tonic::Status) -> ClientError {
+    ClientError::Refused {
+        call,
+        refused: s.into(),
+    }
 }
 
 /// DER certificates concatenated (the Workload API's form) -> PEM.
-pub fn concat_der_to_pem(der: &[u8]) -> anyhow::Result<String> {
+pub fn concat_der_to_pem(der: &[u8]) -> Result<String, ClientError> {
     use der::{Decode, Reader};
     let mut out = String::new();
     let mut rest = der;
     while !rest.is_empty() {
-        let mut reader =
-            der::SliceReader::new(rest).map_err(|e| anyhow::anyhow!("bad response: {e}"))?;
-        x509_cert::Certificate::decode(&mut reader)
-            .map_err(|e| anyhow::anyhow!("bad certificate in response: {e}"))?;
+        let mut reader = der::SliceReader::new(rest).map_err(ClientError::BadResponse)?;
+        x509_cert::Certificate::decode(&mut reader).map_err(ClientError::BadCertificate)?;
         let len = u32::from(reader.position()) as usize;
         let (cert, tail) = rest.split_at(len.min(rest.len()));
         out.push_str(&pem::encode(&pem::Pem::new("CERTIFICATE", cert.to_vec())));
@@ -55,7 +94,7 @@ pub fn concat_der_to_pem(der: &[u8]) -> anyhow::Result<String> {
 }
 
 /// The first X.509-SVID response.
-pub async fn fetch_x509(socket: &Path) -> anyhow::Result<pb::X509svidResponse> {
+pub async fn fetch_x509(socket: &Path) -> Result<pb::X509svidResponse, ClientError> {
     let mut c = connect(socket).await?;
     let mut stream = c
         .fetch_x509svid(request(pb::X509svidRequest {}))
@@ -66,33 +105,39 @@ pub async fn fetch_x509(socket: &Path) -> anyhow::Result<pb::X509svidResponse> {
         .message()
         .await
         .map_err(|s| status("FetchX509SVID", s))?
-        .context("the stream ended without an SVID")
+        .ok_or(ClientError::StreamEnded("an SVID"))
 }
 
 /// Writes svid.pem, svid.key and bundle.pem of the first SVID into `dir`.
-pub fn write_x509(resp: &pb::X509svidResponse, dir: &Path) -> anyhow::Result<()> {
+pub fn write_x509(resp: &pb::X509svidResponse, dir: &Path) -> Result<(), ClientError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let svid = resp.svids.first().context("no SVID in the response")?;
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("svid.pem"), concat_der_to_pem(&svid.x509_svid)?)?;
-    std::fs::write(dir.join("bundle.pem"), concat_der_to_pem(&svid.bundle)?)?;
+    let svid = resp.svids.first().ok_or(ClientError::NoSvid)?;
+    let failed = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ClientError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(failed(dir))?;
+    let (svid_path, bundle_path) = (dir.join("svid.pem"), dir.join("bundle.pem"));
+    std::fs::write(&svid_path, concat_der_to_pem(&svid.x509_svid)?).map_err(failed(&svid_path))?;
+    std::fs::write(&bundle_path, concat_der_to_pem(&svid.bundle)?).map_err(failed(&bundle_path))?;
     let key_path = dir.join("svid.key");
     let _ = std::fs::remove_file(&key_path);
-    let mut f = std::fs::OpenOptions::new()
+    let key = pem::encode(&pem::Pem::new("PRIVATE KEY", svid.x509_svid_key.clone()));
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&key_path)?;
-    f.write_all(pem::encode(&pem::Pem::new("PRIVATE KEY", svid.x509_svid_key.clone())).as_bytes())?;
-    Ok(())
+        .open(&key_path)
+        .and_then(|mut f| f.write_all(key.as_bytes()))
+        .map_err(failed(&key_path))
 }
 
 pub async fn fetch_jwt(
     socket: &Path,
     audience: Vec<String>,
     spiffe_id: String,
-) -> anyhow::Result<pb::JwtsvidResponse> {
+) -> Result<pb::JwtsvidResponse, ClientError> {
     let mut c = connect(socket).await?;
     Ok(c.fetch_jwtsvid(request(pb::JwtsvidRequest {
         audience,
@@ -103,7 +148,7 @@ pub async fn fetch_jwt(
     .into_inner())
 }
 
-pub async fn fetch_jwt_bundles(socket: &Path) -> anyhow::Result<pb::JwtBundlesResponse> {
+pub async fn fetch_jwt_bundles(socket: &Path) -> Result<pb::JwtBundlesResponse, ClientError> {
     let mut c = connect(socket).await?;
     let mut stream = c
         .fetch_jwt_bundles(request(pb::JwtBundlesRequest {}))
@@ -114,14 +159,14 @@ pub async fn fetch_jwt_bundles(socket: &Path) -> anyhow::Result<pb::JwtBundlesRe
         .message()
         .await
         .map_err(|s| status("FetchJWTBundles", s))?
-        .context("the stream ended without bundles")
+        .ok_or(ClientError::StreamEnded("bundles"))
 }
 
 pub async fn validate_jwt(
     socket: &Path,
     audience: String,
     svid: String,
-) -> anyhow::Result<pb::ValidateJwtsvidResponse> {
+) -> Result<pb::ValidateJwtsvidResponse, ClientError> {
     let mut c = connect(socket).await?;
     Ok(
         c.validate_jwtsvid(request(pb::ValidateJwtsvidRequest { audience, svid }))

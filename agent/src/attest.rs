@@ -8,21 +8,61 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
 use ironroot_api::node::{self as pb, node_client::NodeClient};
 use ironroot_api::spiffe_id::SpiffeId;
 use ironroot_tpm::device::{
-    devid_csr, read_event_log, AttestationKey, DeviceError, EkAlgorithm, EndorsementKey, LoadedKey,
-    PcrBank, Tpm,
+    devid_csr, read_event_log, AttestationKey, DeviceError, EndorsementKey, LoadedKey, PcrBank, Tpm,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tracing::info;
 
-use crate::agent_key::{AgentKey, TpmAgentKey};
-use crate::config::{AgentConfig, AgentKeyStorage};
-use crate::connect;
+use crate::agent_key::{AgentKey, AgentKeyError, TpmAgentKey};
+use crate::config::{AgentConfig, AgentKeyStorage, ConfigError, NodeAttestor};
+use crate::connect::{self, ConnectError};
+use crate::data_dir::{DataDir, DataDirError, SavedSvid};
+use crate::refused::Refused;
 use crate::shared_tpm::{SharedTpm, TpmLease};
+
+/// Why an attestation did not give the agent an SVID.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttestError {
+    #[error("agent key worker failed")]
+    KeyWorker,
+    #[error("the TPM-resident agent key (tpm.agent_key = \"software\" keeps a software key)")]
+    TpmAgentKey(#[source] AgentKeyError),
+    #[error(transparent)]
+    AgentKey(#[from] AgentKeyError),
+    #[error("cannot sign the agent CSR in the TPM")]
+    AgentCsr(#[source] DeviceError),
+    #[error("a join_token agent cannot present a TPM-resident key (no TPM evidence certifies it)")]
+    JoinTokenWithTpmKey,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("DevID certificate {}", path.display())]
+    DevIdCertificate {
+        path: std::path::PathBuf,
+        #[source]
+        source: ConnectError,
+    },
+    #[error("the server asked for PCR bank {0:?}, which this agent cannot quote")]
+    PcrBank(String),
+    #[error(transparent)]
+    Tpm(#[from] DeviceError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("attestation stream closed")]
+    StreamClosed,
+    /// The server refused the evidence, or the exchange (the status says why).
+    #[error("{0}")]
+    Refused(Refused),
+    #[error("the server sent a TPM challenge to a join_token agent")]
+    UnexpectedChallenge,
+    #[error("the server closed the attestation stream without a result")]
+    NoResult,
+}
 
 /// What the server granted.
 #[derive(Debug, Clone)]
@@ -37,6 +77,30 @@ pub struct AttestOutcome {
     pub key: AgentKey,
     /// An LDevID issued on enrollment (then the DevID CA); empty otherwise.
     pub devid_chain: Vec<Vec<u8>>,
+}
+
+impl AttestOutcome {
+    /// Keeps the agent SVID in `data_dir`, and an enrolled LDevID where tpm_devid
+    /// will read it.
+    pub fn save(&self, cfg: &AgentConfig) -> Result<(), DataDirError> {
+        let data_dir = DataDir::new(&cfg.data_dir);
+        data_dir.save_svid(&SavedSvid {
+            chain: &self.svid_chain,
+            roots: &self.root_cas,
+            key: &self.key,
+        })?;
+        if self.devid_chain.is_empty() {
+            return Ok(());
+        }
+        let path = cfg
+            .tpm
+            .devid_certificate_path
+            .clone()
+            .unwrap_or_else(|| data_dir.devid());
+        data_dir.save_devid(&path, &self.devid_chain)?;
+        info!(path = %path.display(), "LDevID certificate enrolled");
+        Ok(())
+    }
 }
 
 /// The TPM during one attestation, with the keys the exchange uses.
@@ -63,22 +127,22 @@ pub enum KeySource {
 
 impl KeySource {
     /// What `cfg` asks for: the TPM key kept in `data_dir` (made if needed) or software.
-    pub fn for_config(cfg: &AgentConfig) -> anyhow::Result<KeySource> {
+    pub fn for_config(cfg: &AgentConfig) -> Result<KeySource, AttestError> {
         Ok(match cfg.agent_key_storage() {
             AgentKeyStorage::Software => KeySource::Software,
             AgentKeyStorage::Tpm => KeySource::Tpm(
                 TpmAgentKey::load_or_create(&SharedTpm::new(&cfg.tpm.tcti), &cfg.data_dir)
-                    .context("the TPM-resident agent key (tpm.agent_key = \"software\" keeps a software key)")?,
+                    .map_err(AttestError::TpmAgentKey)?,
             ),
         })
     }
 
     /// The key and a CSR for it (signed in the TPM for a TPM key).
-    fn key_and_csr(&self) -> anyhow::Result<(AgentKey, Vec<u8>)> {
+    fn key_and_csr(&self) -> Result<(AgentKey, Vec<u8>), AttestError> {
         match self {
-            KeySource::Software => AgentKey::software(),
+            KeySource::Software => Ok(AgentKey::software()?),
             KeySource::Tpm(k) => {
-                let csr = k.csr().context("cannot sign the agent CSR in the TPM")?;
+                let csr = k.csr().map_err(AttestError::AgentCsr)?;
                 Ok((AgentKey::Tpm(k.clone()), csr))
             }
         }
@@ -86,7 +150,7 @@ impl KeySource {
 }
 
 /// Lets tests change what the agent sends (to show the server rejects
-/// replayed or forged evidence). Production uses [`Hooks::none`].
+/// replayed or forged evidence). Production uses `Hooks::default()`.
 pub type AnswerHook<'a> =
     &'a mut dyn FnMut(&mut TpmSession, &pb::Challenge, &mut pb::ChallengeResponse);
 
@@ -97,21 +161,12 @@ pub struct Hooks<'a> {
     pub answer: Option<AnswerHook<'a>>,
 }
 
-pub fn ek_algorithm(name: &str) -> anyhow::Result<EkAlgorithm> {
-    Ok(match name {
-        "rsa" => EkAlgorithm::Rsa2048,
-        "ecc" => EkAlgorithm::EccP256,
-        "ecc-p384" => EkAlgorithm::EccP384,
-        other => bail!("tpm.ek {other:?} is not one of rsa, ecc, ecc-p384"),
-    })
-}
-
-fn bank(name: &str) -> anyhow::Result<PcrBank> {
+fn bank(name: &str) -> Result<PcrBank, AttestError> {
     Ok(match name {
         "sha1" => PcrBank::Sha1,
         "sha256" => PcrBank::Sha256,
         "sha384" => PcrBank::Sha384,
-        other => bail!("the server asked for PCR bank {other:?}, which this agent cannot quote"),
+        other => return Err(AttestError::PcrBank(other.to_owned())),
     })
 }
 
@@ -123,8 +178,11 @@ pub fn bank_name(b: PcrBank) -> &'static str {
     }
 }
 
-fn read_chain(path: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
-    connect::read_bundle(path).with_context(|| format!("DevID certificate {}", path.display()))
+fn read_chain(path: &std::path::Path) -> Result<Vec<Vec<u8>>, AttestError> {
+    connect::read_bundle(path).map_err(|source| AttestError::DevIdCertificate {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The LDevID request for the TPM's DevID key, certified by the AK.
@@ -132,7 +190,7 @@ fn enrollment(
     tpm: &mut Tpm,
     ak: &AttestationKey,
     handle: u32,
-) -> anyhow::Result<pb::DevIdEnrollment> {
+) -> Result<pb::DevIdEnrollment, DeviceError> {
     let key = tpm.devid_key(handle)?;
     // The server sets the subject; the CSR only proves the key signs.
     let csr = devid_csr(tpm, &key, "ldevid-request")?;
@@ -149,22 +207,18 @@ fn enrollment(
 fn tpm_evidence(
     cfg: &AgentConfig,
     agent_key: Option<Arc<TpmAgentKey>>,
-) -> anyhow::Result<(TpmSession, pb::TpmEvidence, Option<pb::DevIdEnrollment>)> {
+) -> Result<(TpmSession, pb::TpmEvidence, Option<pb::DevIdEnrollment>), AttestError> {
     let t = &cfg.tpm;
     let shared = SharedTpm::new(&t.tcti);
     let lease = shared.lease();
-    let devid_chain = match cfg.node_attestor.as_str() {
-        "tpm_devid" => {
-            let path = t
-                .devid_certificate_path
-                .as_ref()
-                .context("tpm.devid_certificate_path is required for tpm_devid")?;
-            Some(read_chain(path)?)
-        }
+    let attestor = cfg.node_attestor()?;
+    let devid_chain = match attestor {
+        NodeAttestor::TpmDevId { certificate_path } => Some(read_chain(certificate_path)?),
         _ => None,
     };
+    let enroll_devid = matches!(attestor, NodeAttestor::TpmEk { enroll_devid: true });
     let (ek, ak, devid, mut evidence, enroll) = shared.with(|tpm| {
-        let ek = tpm.endorsement_key(ek_algorithm(&t.ek)?)?;
+        let ek = tpm.endorsement_key(t.ek.algorithm())?;
         let persist = (t.ak_handle != 0).then_some(t.ak_handle);
         let ak = tpm.attestation_key(&ek, persist)?;
         let mut evidence = pb::TpmEvidence {
@@ -183,12 +237,12 @@ fn tpm_evidence(
             evidence.devid_certify_signature = signature;
             devid = Some(key);
         }
-        let enroll = if cfg.node_attestor == "tpm_ek" && t.enroll_devid {
+        let enroll = if enroll_devid {
             Some(enrollment(tpm, &ak, t.devid_handle)?)
         } else {
             None
         };
-        Ok::<_, anyhow::Error>((ek, ak, devid, evidence, enroll))
+        Ok::<_, AttestError>((ek, ak, devid, evidence, enroll))
     })?;
     if let Some(k) = &agent_key {
         evidence.agent_key_public = k.public().to_vec();
@@ -209,12 +263,12 @@ fn answer(
     s: &mut TpmSession,
     ch: &pb::Challenge,
     cfg: &AgentConfig,
-) -> anyhow::Result<pb::ChallengeResponse> {
+) -> Result<pb::ChallengeResponse, AttestError> {
     let selection = ch
         .pcr_selection
         .iter()
         .map(|sel| Ok((bank(&sel.bank)?, sel.pcrs.clone())))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, AttestError>>()?;
     let event_log = read_event_log(&cfg.tpm.event_log_path)?;
     let TpmSession {
         tpm,
@@ -259,11 +313,11 @@ fn answer(
             agent_key_certify_signature,
         })
     })
-    .map_err(anyhow::Error::from)
+    .map_err(AttestError::from)
 }
 
 /// One attestation with the configured node attestor and agent key.
-pub async fn attest(cfg: &AgentConfig) -> anyhow::Result<AttestOutcome> {
+pub async fn attest(cfg: &AgentConfig) -> Result<AttestOutcome, AttestError> {
     let keys = KeySource::for_config(cfg)?;
     attest_with(cfg, &keys, Hooks::default()).await
 }
@@ -273,31 +327,32 @@ pub async fn attest_with(
     cfg: &AgentConfig,
     keys: &KeySource,
     mut hooks: Hooks<'_>,
-) -> anyhow::Result<AttestOutcome> {
+) -> Result<AttestOutcome, AttestError> {
     let tpm_key = match keys {
         KeySource::Tpm(k) => Some(k.clone()),
         KeySource::Software => None,
     };
-    if tpm_key.is_some() && cfg.node_attestor == "join_token" {
-        bail!(
-            "a join_token agent cannot present a TPM-resident key (no TPM evidence certifies it)"
-        );
+    let attestor = cfg.node_attestor()?;
+    let uses_tpm = cfg.node_attestor.uses_tpm();
+    if tpm_key.is_some() && !uses_tpm {
+        return Err(AttestError::JoinTokenWithTpmKey);
     }
     // One TPM connection from the CSR to the answer.
-    let _lease = (cfg.node_attestor != "join_token").then(|| SharedTpm::new(&cfg.tpm.tcti).lease());
+    let _lease = uses_tpm.then(|| SharedTpm::new(&cfg.tpm.tcti).lease());
     let (key, csr) = keys.key_and_csr()?;
-    let (mut session, params) = match cfg.node_attestor.as_str() {
-        "join_token" => (
+    let name = cfg.node_attestor.name();
+    let (mut session, mut params) = match attestor {
+        NodeAttestor::JoinToken { token } => (
             None,
             pb::AttestParams {
-                attestor: "join_token".into(),
+                attestor: name.into(),
                 csr,
-                join_token: cfg.join_token.clone().unwrap_or_default(),
+                join_token: token.to_owned(),
                 tpm: None,
                 devid_enrollment: None,
             },
         ),
-        name => {
+        _ => {
             let (s, evidence, devid_enrollment) = tpm_evidence(cfg, tpm_key)?;
             (
                 Some(s),
@@ -311,7 +366,6 @@ pub async fn attest_with(
             )
         }
     };
-    let mut params = params;
     if let Some(h) = hooks.params {
         h(&mut params);
     }
@@ -319,7 +373,7 @@ pub async fn attest_with(
     // authenticated connection: after a CA rotation the server's SVID chains
     // to a root the bootstrap bundle does not have.
     let mut roots = connect::read_bundle(&cfg.trust_bundle_path)?;
-    let latest = cfg.data_dir.join("bundle.pem");
+    let latest = DataDir::new(&cfg.data_dir).bundle();
     if latest.exists() {
         for r in connect::read_bundle(&latest)? {
             if !roots.contains(&r) {
@@ -327,8 +381,7 @@ pub async fn attest_with(
             }
         }
     }
-    let server_id = SpiffeId::parse(&format!("spiffe://{}/spire/server", cfg.trust_domain))
-        .context("trust_domain")?;
+    let server_id = SpiffeId::server(&cfg.trust_domain);
     let channel = connect::channel(&cfg.server_address, roots, server_id).await?;
     let mut client = NodeClient::new(channel)
         .max_encoding_message_size(16 * 1024 * 1024)
@@ -338,8 +391,8 @@ pub async fn attest_with(
         step: Some(pb::attest_request::Step::Params(params)),
     })
     .await
-    .context("attestation stream closed")?;
-    let rejected = |s: tonic::Status| anyhow::anyhow!("{} ({:?})", s.message(), s.code());
+    .map_err(|_| AttestError::StreamClosed)?;
+    let rejected = |s: tonic::Status| AttestError::Refused(s.into());
     let mut inbound = client
         .attest(ReceiverStream::new(rx))
         .await
@@ -349,9 +402,7 @@ pub async fn attest_with(
         let msg = inbound.message().await.map_err(rejected)?;
         match msg.and_then(|m| m.step) {
             Some(pb::attest_response::Step::Challenge(ch)) => {
-                let s = session
-                    .as_mut()
-                    .context("the server sent a TPM challenge to a join_token agent")?;
+                let s = session.as_mut().ok_or(AttestError::UnexpectedChallenge)?;
                 let mut resp = answer(s, &ch, cfg)?;
                 if let Some(h) = hooks.answer.as_mut() {
                     h(s, &ch, &mut resp);
@@ -360,7 +411,7 @@ pub async fn attest_with(
                     step: Some(pb::attest_request::Step::ChallengeResponse(resp)),
                 })
                 .await
-                .context("attestation stream closed")?;
+                .map_err(|_| AttestError::StreamClosed)?;
             }
             Some(pb::attest_response::Step::Result(r)) => {
                 return Ok(AttestOutcome {
@@ -374,15 +425,15 @@ pub async fn attest_with(
                     devid_chain: r.devid_certificate_chain,
                 })
             }
-            None => bail!("the server closed the attestation stream without a result"),
+            None => return Err(AttestError::NoResult),
         }
     }
 }
 
 /// Makes (or reuses) the DevID key and writes a CSR for it.
-pub fn provision_devid(cfg: &AgentConfig, subject_cn: &str) -> anyhow::Result<Vec<u8>> {
+pub fn provision_devid(cfg: &AgentConfig, subject_cn: &str) -> Result<Vec<u8>, DeviceError> {
     SharedTpm::new(&cfg.tpm.tcti).with(|tpm| {
         let key = tpm.devid_key(cfg.tpm.devid_handle)?;
-        Ok(devid_csr(tpm, &key, subject_cn)?)
+        devid_csr(tpm, &key, subject_cn)
     })
 }

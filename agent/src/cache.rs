@@ -1,13 +1,21 @@
 //! The agent's cache: the entries it may serve, an X.509-SVID per entry, and
-//! the bundles. Published as immutable snapshots through a watch channel, so
-//! every open Workload API stream sees a change (rotation, new entry, new
+//! the bundles, all parsed once when a sync stores them (requests never parse
+//! selectors or JWKS). Published as immutable snapshots through a watch channel,
+//! so every open Workload API stream sees a change (rotation, new entry, new
 //! bundle) as soon as the sync loop stores it.
+//!
+//! What the server sent but cannot be served (an entry without selectors or with
+//! one that does not parse, a bundle that does not parse) is not dropped quietly:
+//! [`parse`] returns it with the reason, the sync logs it when it first appears,
+//! and the snapshot keeps the count ([`Snapshot::rejected`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use ironroot_api::agent as pb;
-use ironroot_api::selector::Selector;
+use ironroot_api::bundle::TrustBundle;
+use ironroot_api::selector::{Selector, SelectorError};
+use ironroot_api::spiffe_id::TrustDomain;
 use tokio::sync::watch;
 
 /// One X.509-SVID with its key (PKCS#8 DER, made by the agent).
@@ -32,56 +40,170 @@ impl CachedSvid {
     }
 }
 
+/// A registration entry as the agent serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedEntry {
+    pub id: String,
+    pub spiffe_id: String,
+    pub hint: String,
+    pub revision_number: i64,
+    /// Parsed at sync; never empty (an entry without selectors would match every caller).
+    pub selectors: Vec<Selector>,
+}
+
+/// Why something the server sent cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejected {
+    #[error("entry {id} has no selectors")]
+    NoSelectors { id: String },
+    #[error("entry {id}: selector {kind}:{value}: {error}")]
+    Selector {
+        id: String,
+        kind: String,
+        value: String,
+        error: SelectorError,
+    },
+    #[error("bundle of {trust_domain}: {error}")]
+    Bundle { trust_domain: String, error: String },
+}
+
+impl Rejected {
+    /// What was rejected, as [`Snapshot::rejected`] keys it.
+    pub fn subject(&self) -> String {
+        match self {
+            Rejected::NoSelectors { id } | Rejected::Selector { id, .. } => format!("entry {id}"),
+            Rejected::Bundle { trust_domain, .. } => format!("bundle {trust_domain}"),
+        }
+    }
+}
+
+impl TryFrom<pb::Entry> for CachedEntry {
+    type Error = Rejected;
+    fn try_from(e: pb::Entry) -> Result<Self, Rejected> {
+        let selectors = e
+            .selectors
+            .iter()
+            .map(|s| {
+                Selector::new(&s.r#type, &s.value).map_err(|error| Rejected::Selector {
+                    id: e.id.clone(),
+                    kind: s.r#type.clone(),
+                    value: s.value.clone(),
+                    error,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if selectors.is_empty() {
+            return Err(Rejected::NoSelectors { id: e.id });
+        }
+        Ok(CachedEntry {
+            id: e.id,
+            spiffe_id: e.spiffe_id,
+            hint: e.hint,
+            revision_number: e.revision_number,
+            selectors,
+        })
+    }
+}
+
+/// A trust domain's JWKS, parsed.
+fn bundle(trust_domain: &str, jwks: &str) -> Result<TrustBundle, Rejected> {
+    let rejected = |error: String| Rejected::Bundle {
+        trust_domain: trust_domain.to_owned(),
+        error,
+    };
+    let td = TrustDomain::parse(trust_domain).map_err(|e| rejected(e.to_string()))?;
+    TrustBundle::from_jwks_json(td, jwks).map_err(|e| rejected(e.to_string()))
+}
+
+/// A sync response's entries and bundles, parsed.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub entries: Vec<CachedEntry>,
+    pub jwt_bundle: Option<TrustBundle>,
+    pub federated: HashMap<String, TrustBundle>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Parses what a sync received: the entries, the trust domain's JWKS (`jwks`; empty
+/// before the server has one) and the federated JWKS by trust domain.
+pub fn parse(
+    trust_domain: &str,
+    entries: Vec<pb::Entry>,
+    jwks: &str,
+    federated: HashMap<String, String>,
+) -> Parsed {
+    let mut out = Parsed::default();
+    for e in entries {
+        match CachedEntry::try_from(e) {
+            Ok(e) => out.entries.push(e),
+            Err(r) => out.rejected.push(r),
+        }
+    }
+    if !jwks.is_empty() {
+        match bundle(trust_domain, jwks) {
+            Ok(b) => out.jwt_bundle = Some(b),
+            Err(r) => out.rejected.push(r),
+        }
+    }
+    for (td, jwks) in federated {
+        match bundle(&td, &jwks) {
+            Ok(b) => {
+                out.federated.insert(td, b);
+            }
+            Err(r) => out.rejected.push(r),
+        }
+    }
+    out
+}
+
 /// Everything a Workload API answer is made from.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub trust_domain: String,
-    pub entries: Vec<pb::Entry>,
+    pub entries: Vec<CachedEntry>,
     pub svids: HashMap<String, CachedSvid>,
     /// Root CAs (DER) of the trust domain.
     pub roots: Vec<Vec<u8>>,
-    /// The trust domain's JWKS bundle.
-    pub jwks_json: String,
-    /// Federated trust domain -> JWKS.
-    pub federated_jwks: HashMap<String, String>,
-}
-
-fn selectors_of(e: &pb::Entry) -> Vec<Selector> {
-    e.selectors
-        .iter()
-        .filter_map(|s| Selector::new(&s.r#type, &s.value).ok())
-        .collect()
+    /// The trust domain's JWT bundle (absent until the server sent one).
+    pub jwt_bundle: Option<TrustBundle>,
+    /// Federated trust domain -> its bundle.
+    pub federated: HashMap<String, TrustBundle>,
+    /// What the last sync received but cannot serve: subject -> why.
+    pub rejected: BTreeMap<String, String>,
 }
 
 impl Snapshot {
     /// Entries whose selectors are all among the workload's, with their SVIDs
     /// (entries without a valid SVID yet are left out).
-    pub fn matching(&self, workload: &[Selector], now: i64) -> Vec<(&pb::Entry, &CachedSvid)> {
-        self.entries
-            .iter()
-            .filter(|e| {
-                let sel = selectors_of(e);
-                !sel.is_empty() && Selector::all_in(&sel, workload)
-            })
+    pub fn matching(&self, workload: &[Selector], now: i64) -> Vec<(&CachedEntry, &CachedSvid)> {
+        self.matching_entries(workload)
+            .into_iter()
             .filter_map(|e| self.svids.get(&e.id).map(|s| (e, s)))
             .filter(|(_, s)| s.expires_at > now)
             .collect()
     }
 
     /// Entries matching the workload (for JWT-SVIDs, which are minted on demand).
-    pub fn matching_entries(&self, workload: &[Selector]) -> Vec<&pb::Entry> {
+    pub fn matching_entries(&self, workload: &[Selector]) -> Vec<&CachedEntry> {
         self.entries
             .iter()
-            .filter(|e| {
-                let sel = selectors_of(e);
-                !sel.is_empty() && Selector::all_in(&sel, workload)
-            })
+            .filter(|e| Selector::all_in(&e.selectors, workload))
             .collect()
     }
 
     /// The roots concatenated (the Workload API's bundle format: DER certificates back to back).
     pub fn roots_concat(&self) -> Vec<u8> {
         self.roots.concat()
+    }
+
+    /// The JWT bundle of `trust_domain`: ours or a federated one.
+    pub fn jwt_bundle_of(&self, trust_domain: &str) -> Option<&TrustBundle> {
+        if trust_domain == self.trust_domain {
+            self.jwt_bundle.as_ref()
+        } else {
+            self.federated.get(trust_domain)
+        }
     }
 }
 
@@ -120,3 +242,6 @@ impl Cache {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

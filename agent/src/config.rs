@@ -1,25 +1,115 @@
-//! Agent configuration (TOML). Every option and its default is documented in
-//! docs/agent-configuration.md.
+//! Agent configuration (TOML), parsed into typed values when it is loaded: a bad
+//! value is refused at startup with the key that holds it, never found later.
+//! conf/agent.toml lists every option with its default; docs/agent-configuration.md
+//! explains them.
+
+mod values;
 
 use std::path::{Path, PathBuf};
 
+use ironroot_api::spiffe_id::TrustDomain;
 use serde::Deserialize;
+
+use crate::sds::SdsConfigError;
+use crate::workload::limits::LimitsConfigError;
+
+pub use values::{EkType, NodeAttestorKind, ServerAddress, SocketMode};
+
+/// Why a config file was refused; each variant names the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// Syntax, an unknown key, or a value of the wrong type (the parser names the key).
+    #[error("config file {} is not valid: {error}", path.display())]
+    Parse {
+        path: PathBuf,
+        error: toml::de::Error,
+    },
+    /// A problem with the file at `path`.
+    #[error("{}: {error}", path.display())]
+    InFile {
+        path: PathBuf,
+        error: Box<ConfigError>,
+    },
+    #[error("node_attestor = \"join_token\" needs join_token")]
+    MissingJoinToken,
+    #[error(
+        "tpm.agent_key = \"tpm\" needs a TPM node attestor: a join_token agent sends no \
+         TPM evidence to certify the key with (remove the option or use tpm_ek / tpm_devid)"
+    )]
+    TpmKeyWithoutTpmAttestor,
+    #[error("tpm_devid needs tpm.devid_certificate_path")]
+    MissingDevIdCertificate,
+    #[error(transparent)]
+    Limits(#[from] LimitsConfigError),
+    #[error(transparent)]
+    Sds(#[from] SdsConfigError),
+}
+
+/// Where the agent keeps its SVID and key.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/ironroot/agent";
+/// The log filter (tracing EnvFilter syntax).
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// The Workload API socket.
+pub const DEFAULT_WORKLOAD_SOCKET: &str = "/run/ironroot/agent/public/api.sock";
+/// Every uid may connect: what a caller gets is decided by attestation, not the file mode.
+pub const DEFAULT_WORKLOAD_SOCKET_MODE: SocketMode = SocketMode::new(0o666);
+/// The kernel's TPM resource manager.
+pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
+/// Where Linux exposes the firmware's TPM event log.
+pub const DEFAULT_EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+/// Persistent handle of the AK (TCG's range for owner keys).
+pub const DEFAULT_AK_HANDLE: u32 = 0x8101_0010;
+/// Persistent handle of the DevID key.
+pub const DEFAULT_DEVID_HANDLE: u32 = 0x8101_0020;
+
+// serde's `default = "…"` takes a function: each returns its constant.
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR)
+}
+fn default_log_level() -> String {
+    DEFAULT_LOG_LEVEL.into()
+}
+fn default_workload_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_WORKLOAD_SOCKET)
+}
+fn default_workload_socket_mode() -> SocketMode {
+    DEFAULT_WORKLOAD_SOCKET_MODE
+}
+fn default_tcti() -> String {
+    DEFAULT_TCTI.into()
+}
+fn default_event_log() -> PathBuf {
+    PathBuf::from(DEFAULT_EVENT_LOG)
+}
+fn default_ak_handle() -> u32 {
+    DEFAULT_AK_HANDLE
+}
+fn default_devid_handle() -> u32 {
+    DEFAULT_DEVID_HANDLE
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// Trust domain of the server, e.g. "example.org".
-    pub trust_domain: String,
+    pub trust_domain: TrustDomain,
     /// Node API address of the server, "host:port".
-    pub server_address: String,
+    pub server_address: ServerAddress,
     /// PEM bundle trusted for the server's SVID at bootstrap (installed with the agent).
     pub trust_bundle_path: PathBuf,
-    /// Where the agent keeps its SVID and key.
+    /// Where the agent keeps its SVID and key ([`crate::data_dir`]).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// "tpm_ek", "tpm_devid" or "join_token".
-    #[serde(default = "default_attestor")]
-    pub node_attestor: String,
+    /// How the agent proves what it is; see [`AgentConfig::node_attestor`] for the
+    /// attestor with the options it uses.
+    #[serde(default)]
+    pub node_attestor: NodeAttestorKind,
     /// The token, for join_token.
     #[serde(default)]
     pub join_token: Option<String>,
@@ -36,16 +126,29 @@ pub struct AgentConfig {
     pub sds: crate::sds::SdsConfig,
 }
 
+/// The node attestor with the options it uses (the file keeps SPIRE's flat
+/// spelling: `node_attestor = "…"` beside `join_token` and `[tpm]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeAttestor<'a> {
+    /// The TPM's EK (certificate or hash), optionally enrolling an LDevID.
+    TpmEk { enroll_devid: bool },
+    /// A DevID certificate for the TPM's DevID key.
+    TpmDevId { certificate_path: &'a Path },
+    /// A single-use token.
+    JoinToken { token: &'a str },
+}
+
 /// The SPIFFE Workload API socket.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadApiConfig {
     #[serde(default = "default_workload_socket")]
     pub socket_path: PathBuf,
-    /// File mode of the socket (octal): workloads of every uid must connect;
+    /// File mode of the socket (octal string): workloads of every uid must connect;
     /// what they get is decided by attestation, not by the file mode.
     #[serde(default = "default_workload_socket_mode")]
-    pub socket_mode: String,
+    pub socket_mode: SocketMode,
     /// Per-caller limits (`[workload_api.limits]`).
     #[serde(default)]
     pub limits: crate::workload::limits::LimitsConfig,
@@ -55,23 +158,9 @@ impl Default for WorkloadApiConfig {
     fn default() -> Self {
         WorkloadApiConfig {
             socket_path: default_workload_socket(),
-            socket_mode: default_workload_socket_mode(),
+            socket_mode: DEFAULT_WORKLOAD_SOCKET_MODE,
             limits: Default::default(),
         }
-    }
-}
-
-impl WorkloadApiConfig {
-    pub fn mode_bits(&self) -> anyhow::Result<u32> {
-        u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "workload_api.socket_mode {:?} is not octal",
-                    self.socket_mode
-                )
-            })
     }
 }
 
@@ -96,9 +185,9 @@ pub struct TpmConfig {
     /// The firmware event log.
     #[serde(default = "default_event_log")]
     pub event_log_path: PathBuf,
-    /// EK type: "rsa" (RSA-2048), "ecc" (ECC P-256) or "ecc-p384".
-    #[serde(default = "default_ek")]
-    pub ek: String,
+    /// EK type.
+    #[serde(default)]
+    pub ek: EkType,
     /// Persistent handle for the AK (a real TPM is not asked to recreate it on
     /// every attestation); 0 keeps it transient.
     #[serde(default = "default_ak_handle")]
@@ -135,9 +224,9 @@ impl Default for TpmConfig {
         TpmConfig {
             tcti: default_tcti(),
             event_log_path: default_event_log(),
-            ek: default_ek(),
-            ak_handle: default_ak_handle(),
-            devid_handle: default_devid_handle(),
+            ek: EkType::default(),
+            ak_handle: DEFAULT_AK_HANDLE,
+            devid_handle: DEFAULT_DEVID_HANDLE,
             devid_certificate_path: None,
             enroll_devid: false,
             agent_key: None,
@@ -145,86 +234,69 @@ impl Default for TpmConfig {
     }
 }
 
-fn default_workload_socket() -> PathBuf {
-    PathBuf::from("/run/ironroot/agent/public/api.sock")
-}
-fn default_workload_socket_mode() -> String {
-    "0666".into()
-}
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("/var/lib/ironroot/agent")
-}
-fn default_attestor() -> String {
-    "tpm_ek".into()
-}
-fn default_log_level() -> String {
-    "info".into()
-}
-fn default_tcti() -> String {
-    "device:/dev/tpmrm0".into()
-}
-fn default_event_log() -> PathBuf {
-    PathBuf::from("/sys/kernel/security/tpm0/binary_bios_measurements")
-}
-fn default_ek() -> String {
-    "rsa".into()
-}
-fn default_ak_handle() -> u32 {
-    0x8101_0010
-}
-fn default_devid_handle() -> u32 {
-    0x8101_0020
-}
-
 impl AgentConfig {
     /// Where this agent's SVID key lives: `tpm.agent_key` if set, else `tpm` for the TPM
     /// node attestors and `software` for join tokens (which have no TPM evidence).
     pub fn agent_key_storage(&self) -> AgentKeyStorage {
-        match (self.node_attestor.as_str(), self.tpm.agent_key) {
-            ("join_token", _) => AgentKeyStorage::Software,
+        match (self.node_attestor, self.tpm.agent_key) {
+            (NodeAttestorKind::JoinToken, _) => AgentKeyStorage::Software,
             (_, Some(k)) => k,
             (_, None) => AgentKeyStorage::Tpm,
         }
     }
 
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-        let cfg: AgentConfig = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("config file {} is not valid: {e}", path.display()))?;
-        match cfg.node_attestor.as_str() {
-            "tpm_ek" | "tpm_devid" => {}
-            "join_token" if cfg.join_token.is_some() => {}
-            "join_token" => anyhow::bail!(
-                "{}: node_attestor = \"join_token\" needs join_token",
-                path.display()
-            ),
-            other => anyhow::bail!(
-                "{}: node_attestor {other:?} is not one of tpm_ek, tpm_devid, join_token",
-                path.display()
-            ),
-        }
-        cfg.workload_api
-            .limits
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        cfg.sds
-            .validate(&cfg.workload_api.socket_path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        if cfg.node_attestor == "join_token" && cfg.tpm.agent_key == Some(AgentKeyStorage::Tpm) {
-            anyhow::bail!(
-                "{}: tpm.agent_key = \"tpm\" needs a TPM node attestor: a join_token agent sends no \
-                 TPM evidence to certify the key with (remove the option or use tpm_ek / tpm_devid)",
-                path.display()
-            );
-        }
-        if cfg.node_attestor == "tpm_devid" && cfg.tpm.devid_certificate_path.is_none() {
-            anyhow::bail!(
-                "{}: tpm_devid needs tpm.devid_certificate_path",
-                path.display()
-            );
-        }
+    /// The node attestor with its options; an error names the option it lacks.
+    pub fn node_attestor(&self) -> Result<NodeAttestor<'_>, ConfigError> {
+        Ok(match self.node_attestor {
+            NodeAttestorKind::TpmEk => NodeAttestor::TpmEk {
+                enroll_devid: self.tpm.enroll_devid,
+            },
+            NodeAttestorKind::TpmDevId => NodeAttestor::TpmDevId {
+                certificate_path: self
+                    .tpm
+                    .devid_certificate_path
+                    .as_deref()
+                    .ok_or(ConfigError::MissingDevIdCertificate)?,
+            },
+            NodeAttestorKind::JoinToken => NodeAttestor::JoinToken {
+                token: self
+                    .join_token
+                    .as_deref()
+                    .ok_or(ConfigError::MissingJoinToken)?,
+            },
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        let cfg: AgentConfig = toml::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: path.to_owned(),
+            error,
+        })?;
+        cfg.validate().map_err(|error| ConfigError::InFile {
+            path: path.to_owned(),
+            error: Box::new(error),
+        })?;
         Ok(cfg)
+    }
+
+    /// What serde cannot check: options that depend on each other.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_attestor == NodeAttestorKind::JoinToken && self.join_token.is_none() {
+            return Err(ConfigError::MissingJoinToken);
+        }
+        self.workload_api.limits.validate()?;
+        self.sds.validate(&self.workload_api.socket_path)?;
+        if self.node_attestor == NodeAttestorKind::JoinToken
+            && self.tpm.agent_key == Some(AgentKeyStorage::Tpm)
+        {
+            return Err(ConfigError::TpmKeyWithoutTpmAttestor);
+        }
+        self.node_attestor()?;
+        Ok(())
     }
 }
 

@@ -6,10 +6,9 @@
 //! TPM2_Hash takes at most 1024 bytes; TLS 1.2 would have it sign the whole handshake
 //! transcript (see `crate::tls_key`). Both ends are ironroot, which speaks 1.3.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use hyper_util::rt::TokioIo;
 use ironroot_api::spiffe_id::SpiffeId;
 use ironroot_api::tls::SpiffeServerVerifier;
@@ -20,13 +19,54 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::agent_key::AgentKey;
 
+/// Why the agent has no channel to its server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    #[error("cannot read trust bundle {}", path.display())]
+    ReadBundle {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("trust bundle {} {error}", path.display())]
+    Bundle {
+        path: PathBuf,
+        error: ironroot_api::bundle::PemCertificatesError,
+    },
+    #[error("cannot set up TLS 1.3")]
+    Tls(#[source] rustls::Error),
+    #[error("the agent's software key cannot sign: {0}")]
+    KeyUnusable(rustls::Error),
+    #[error("the agent SVID cannot be used as a TLS client certificate with the {kind} agent key: {error}")]
+    ClientCertificate {
+        kind: &'static str,
+        error: rustls::Error,
+    },
+    #[error("server_address {address:?} is not host:port")]
+    Address {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("cannot reach the server at {address} over TLS")]
+    Unreachable {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
 /// Reads the CERTIFICATE blocks of a PEM bundle.
-pub fn read_bundle(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
-    let text = std::fs::read(path)
-        .with_context(|| format!("cannot read trust bundle {}", path.display()))?;
-    let certs = ironroot_api::bundle::certificates_from_pem(&text)
-        .map_err(|e| anyhow::anyhow!("trust bundle {} {e}", path.display()))?;
-    Ok(certs)
+pub fn read_bundle(path: &Path) -> Result<Vec<Vec<u8>>, ConnectError> {
+    let text = std::fs::read(path).map_err(|source| ConnectError::ReadBundle {
+        path: path.to_owned(),
+        source,
+    })?;
+    ironroot_api::bundle::certificates_from_pem(&text).map_err(|error| ConnectError::Bundle {
+        path: path.to_owned(),
+        error,
+    })
 }
 
 /// The agent's own SVID for mTLS: chain (leaf first) and its key (in the TPM or in
@@ -38,16 +78,17 @@ pub struct ClientIdentity {
 
 /// The client certificate rustls presents: the SVID chain with its key, refused when the
 /// leaf does not carry that key.
-fn client_certificate(id: ClientIdentity) -> anyhow::Result<Arc<dyn ResolvesClientCert>> {
+fn client_certificate(id: ClientIdentity) -> Result<Arc<dyn ResolvesClientCert>, ConnectError> {
     let chain: Vec<CertificateDer<'static>> =
         id.chain.into_iter().map(CertificateDer::from).collect();
-    let certified = CertifiedKey::new(chain, id.key.signing_key()?);
-    certified.keys_match().map_err(|e| {
-        anyhow::anyhow!(
-            "the agent SVID cannot be used as a TLS client certificate with the {} agent key: {e}",
-            id.key.kind()
-        )
-    })?;
+    let key = id.key.signing_key().map_err(ConnectError::KeyUnusable)?;
+    let certified = CertifiedKey::new(chain, key);
+    certified
+        .keys_match()
+        .map_err(|error| ConnectError::ClientCertificate {
+            kind: id.key.kind(),
+            error,
+        })?;
     Ok(Arc::new(SingleCertAndKey::from(certified)))
 }
 
@@ -56,7 +97,7 @@ pub async fn channel(
     address: &str,
     roots: Vec<Vec<u8>>,
     server_id: SpiffeId,
-) -> anyhow::Result<Channel> {
+) -> Result<Channel, ConnectError> {
     channel_with_identity(address, roots, server_id, None).await
 }
 
@@ -66,11 +107,12 @@ pub async fn channel_with_identity(
     roots: Vec<Vec<u8>>,
     server_id: SpiffeId,
     identity: Option<ClientIdentity>,
-) -> anyhow::Result<Channel> {
+) -> Result<Channel, ConnectError> {
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .map_err(ConnectError::Tls)?
     .dangerous()
     .with_custom_certificate_verifier(SpiffeServerVerifier::new(roots, server_id));
     let mut tls = match identity {
@@ -81,7 +123,10 @@ pub async fn channel_with_identity(
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let addr = address.to_string();
     Endpoint::try_from(format!("http://{address}"))
-        .with_context(|| format!("server_address {address:?} is not host:port"))?
+        .map_err(|source| ConnectError::Address {
+            address: address.to_owned(),
+            source,
+        })?
         // A silently dropped connection is noticed in seconds, not when TCP gives up.
         .connect_timeout(std::time::Duration::from_secs(10))
         .http2_keep_alive_interval(std::time::Duration::from_secs(15))
@@ -101,5 +146,8 @@ pub async fn channel_with_identity(
             }
         }))
         .await
-        .with_context(|| format!("cannot reach the server at {address} over TLS"))
+        .map_err(|source| ConnectError::Unreachable {
+            address: address.to_owned(),
+            source,
+        })
 }

@@ -3,13 +3,12 @@
 
 use ironroot_api::bundle::TrustBundle;
 use ironroot_api::jwt_svid::verify_jwt_svid;
-use ironroot_api::spiffe_id::TrustDomain;
 use ironroot_api::workload as pb;
 use prost_types::{value::Kind, ListValue, Struct, Value};
 use tonic::Status;
 
 use crate::cache::Snapshot;
-use crate::sync::unix_now;
+use ironroot_runtime::unix_now;
 
 fn string(s: String) -> Value {
     Value {
@@ -24,20 +23,18 @@ fn number(n: i64) -> Value {
 }
 
 /// The bundle a token's `sub` belongs to: ours or a federated one.
-fn bundle_for(s: &Snapshot, token: &str) -> Result<TrustBundle, Status> {
+fn bundle_for<'s>(s: &'s Snapshot, token: &str) -> Result<&'s TrustBundle, Status> {
     // The subject's trust domain picks the bundle; the signature is what is trusted.
     let td = ironroot_api::jwt_svid::unverified_trust_domain(token)
         .map_err(|e| Status::invalid_argument(format!("the token is not a JWT-SVID: {e}")))?;
-    let jwks = if td == s.trust_domain {
-        s.jwks_json.clone()
-    } else {
-        s.federated_jwks
-            .get(&td)
-            .cloned()
-            .ok_or_else(|| Status::invalid_argument(format!("no bundle for trust domain {td}")))?
-    };
-    let t = TrustDomain::parse(&td).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    TrustBundle::from_jwks_json(t, &jwks).map_err(|e| Status::internal(e.to_string()))
+    s.jwt_bundle_of(&td).ok_or_else(|| {
+        if td == s.trust_domain {
+            // Parse failures were reported when the sync stored the bundle.
+            Status::internal(format!("no usable JWT bundle for trust domain {td}"))
+        } else {
+            Status::invalid_argument(format!("no bundle for trust domain {td}"))
+        }
+    })
 }
 
 pub fn validate(
@@ -46,7 +43,7 @@ pub fn validate(
     audience: &str,
 ) -> Result<pb::ValidateJwtsvidResponse, Status> {
     let bundle = bundle_for(s, token)?;
-    let claims = verify_jwt_svid(token, &bundle, audience, unix_now())
+    let claims = verify_jwt_svid(token, bundle, audience, unix_now())
         .map_err(|e| Status::invalid_argument(format!("JWT-SVID is not valid: {e}")))?;
     let mut fields = std::collections::BTreeMap::new();
     fields.insert("sub".to_string(), string(claims.sub.to_string()));

@@ -1,15 +1,15 @@
 //! ironroot-agent: node attestation with the TPM (tpm_ek, tpm_devid) or a
 //! join token, then `run` serves the Workload API and Envoy SDS.
 
-use ironroot_agent::files::write_atomic;
+use ironroot_agent::refused::{RefusalKind, Refused};
 use ironroot_agent::{attest, config, simulate};
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sha2::{Digest, Sha256};
-use tracing::{error, info};
+use tracing::error;
 use tracing_subscriber::EnvFilter;
 
 use config::AgentConfig;
@@ -251,62 +251,6 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
-fn pem_certs(ders: &[Vec<u8>]) -> String {
-    ders.iter()
-        .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone())))
-        .collect()
-}
-
-/// Keeps the agent SVID, its key (0600) and the bundle in data_dir. The key
-/// goes first and the certificate last, so the certificate on disk always
-/// has its key beside it. A TPM-resident key has no file of its own here (its
-/// TPM-wrapped blobs were written when it was made): a software key's file
-/// from an earlier run is removed, so none is left that is not the SVID's key.
-fn save(dir: &Path, o: &attest::AttestOutcome) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let key_file = dir.join("agent_svid.key");
-    match o.key.pkcs8() {
-        Some(der) => {
-            let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.to_vec()));
-            write_atomic(&key_file, pem.as_bytes(), 0o600)?
-        }
-        None => match std::fs::remove_file(&key_file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot remove {}", key_file.display()))
-            }
-        },
-    }
-    write_atomic(
-        &dir.join("bundle.pem"),
-        pem_certs(&o.root_cas).as_bytes(),
-        0o644,
-    )?;
-    write_atomic(
-        &dir.join("agent_svid.pem"),
-        pem_certs(&o.svid_chain).as_bytes(),
-        0o644,
-    )?;
-    Ok(())
-}
-
-/// Writes an enrolled LDevID where tpm_devid will read it.
-fn save_devid(cfg: &AgentConfig, o: &attest::AttestOutcome) -> anyhow::Result<()> {
-    if o.devid_chain.is_empty() {
-        return Ok(());
-    }
-    let path = cfg
-        .tpm
-        .devid_certificate_path
-        .clone()
-        .unwrap_or_else(|| cfg.data_dir.join("devid.pem"));
-    write_atomic(&path, pem_certs(&o.devid_chain).as_bytes(), 0o644)
-        .with_context(|| format!("cannot write the LDevID to {}", path.display()))?;
-    info!(path = %path.display(), "LDevID certificate enrolled");
-    Ok(())
-}
-
 fn print_outcome(o: &attest::AttestOutcome, output: Output) -> anyhow::Result<()> {
     if output == Output::Json {
         println!(
@@ -340,19 +284,19 @@ fn print_outcome(o: &attest::AttestOutcome, output: Output) -> anyhow::Result<()
 
 fn tpm_info(cfg: &AgentConfig, output: Output) -> anyhow::Result<()> {
     let tpm = ironroot_agent::shared_tpm::SharedTpm::new(&cfg.tpm.tcti);
-    let ek = tpm
-        .with(|t| Ok::<_, anyhow::Error>(t.endorsement_key(attest::ek_algorithm(&cfg.tpm.ek)?)?))?;
+    let ek = tpm.with(|t| t.endorsement_key(cfg.tpm.ek.algorithm()))?;
     let parsed = ironroot_tpm::verify::TpmPublic::from_tpm2b(&ek.public)?;
     let ek_hash = hex::encode(Sha256::digest(parsed.spki_der()?));
+    let agent_id = ironroot_api::spiffe_id::SpiffeId::agent(&cfg.trust_domain, "tpm_ek", &ek_hash)?;
     if output == Output::Json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "tcti": cfg.tpm.tcti,
-                "ek_algorithm": cfg.tpm.ek,
+                "ek_algorithm": cfg.tpm.ek.name(),
                 "ek_hash": ek_hash,
                 "ek_certificate": ek.certificate.is_some(),
-                "agent_id_tpm_ek": format!("spiffe://{}/spire/agent/tpm_ek/{ek_hash}", cfg.trust_domain),
+                "agent_id_tpm_ek": agent_id.to_string(),
             }))?
         );
     } else {
@@ -367,10 +311,7 @@ fn tpm_info(cfg: &AgentConfig, output: Output) -> anyhow::Result<()> {
                 "absent"
             }
         );
-        println!(
-            "tpm_ek agent ID  : spiffe://{}/spire/agent/tpm_ek/{ek_hash}",
-            cfg.trust_domain
-        );
+        println!("tpm_ek agent ID  : {agent_id}");
     }
     Ok(())
 }
@@ -380,19 +321,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
             init_logging(&cfg.log_level);
-            let saver = cfg.clone();
-            ironroot_agent::runtime::run(cfg, &move |o| {
-                save(&saver.data_dir, o)?;
-                save_devid(&saver, o)
-            })
-            .await
+            Ok(ironroot_agent::runtime::run(cfg).await?)
         }
         Command::Attest { config, output } => {
             let cfg = AgentConfig::load(&config)?;
             init_logging(&cfg.log_level);
             let outcome = attest::attest(&cfg).await.context("attestation failed")?;
-            save(&cfg.data_dir, &outcome)?;
-            save_devid(&cfg, &outcome)?;
+            outcome.save(&cfg)?;
             print_outcome(&outcome, output)
         }
         Command::Api(cmd) => api(cmd).await,
@@ -400,24 +335,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let path = socket_path(&socket);
             let mut c = ironroot_agent::api_client::connect(&path).await?;
             // Any gRPC answer (even "no identity issued") means the agent is serving.
-            match c
+            if let Err(s) = c
                 .fetch_x509_bundles(ironroot_agent::api_client::request(
                     ironroot_api::workload::X509BundlesRequest {},
                 ))
                 .await
             {
-                Ok(_) => {}
-                Err(s)
-                    if s.code() == tonic::Code::Unavailable
-                        && s.message().contains("transport") =>
-                {
+                let refused = Refused::from(s);
+                if refused.kind() == RefusalKind::Unreachable {
                     anyhow::bail!(
                         "the agent at {} does not answer: {}",
                         path.display(),
-                        s.message()
+                        refused.message()
                     )
                 }
-                Err(_) => {}
             }
             if socket.output == Output::Json {
                 println!("{}", serde_json::json!({"healthy": true, "socket": path}));

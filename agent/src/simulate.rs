@@ -5,10 +5,21 @@
 //! whole attestation path (quote, replay, policy) runs for real. It refuses a
 //! hardware TPM (`device:` TCTI): there the firmware measures the boot.
 
-use anyhow::bail;
-use ironroot_tpm::device::{PcrBank, Tpm};
+use ironroot_tpm::device::{DeviceError, PcrBank, Tpm};
 use ironroot_tpm::verify::eventlog::uefi::EFI_GLOBAL_VARIABLE;
-use ironroot_tpm::verify::eventlog::{EventLog, EventType, HashAlg, LogBuilder};
+use ironroot_tpm::verify::eventlog::{EventLog, EventLogError, EventType, HashAlg, LogBuilder};
+
+/// Why a simulated boot could not be replayed into the TPM.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimulateError {
+    #[error("simulate-boot only drives a software TPM (swtpm:/mssim: TCTI), not {0:?}")]
+    NotSoftwareTpm(String),
+    #[error(transparent)]
+    EventLog(#[from] EventLogError),
+    #[error(transparent)]
+    Tpm(#[from] DeviceError),
+}
 
 /// What the simulated machine boots.
 #[derive(Clone)]
@@ -72,9 +83,9 @@ pub fn event_log(boot: &SimulatedBoot<'_>) -> Vec<u8> {
 }
 
 /// Extends the software TPM's sha256 PCRs with every measured event of `log`.
-pub fn replay_into(tcti: &str, log: &[u8]) -> anyhow::Result<usize> {
+pub fn replay_into(tcti: &str, log: &[u8]) -> Result<usize, SimulateError> {
     if !(tcti.starts_with("swtpm") || tcti.starts_with("mssim")) {
-        bail!("simulate-boot only drives a software TPM (swtpm:/mssim: TCTI), not {tcti:?}");
+        return Err(SimulateError::NotSoftwareTpm(tcti.to_owned()));
     }
     let parsed = EventLog::parse(log)?;
     let mut tpm = Tpm::open(tcti)?;

@@ -4,28 +4,62 @@
 //! and the bundles. A WatchChanges stream makes a change reach the cache at
 //! once; a periodic sync covers a lost stream.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use anyhow::Context;
 use ironroot_api::agent::{self as pb, agent_client::AgentClient};
 use ironroot_api::spiffe_id::SpiffeId;
+use ironroot_runtime::unix_now;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
-use crate::agent_key::AgentKey;
-use crate::cache::{Cache, CachedSvid, Snapshot};
+use crate::agent_key::{AgentKey, AgentKeyError};
+use crate::attest::AttestOutcome;
+use crate::cache::{self, Cache, CachedSvid, Rejected, Snapshot};
 use crate::config::AgentConfig;
-use crate::connect::{self, ClientIdentity};
+use crate::connect::{self, ClientIdentity, ConnectError};
+use crate::refused::{RefusalKind, Refused};
 
 /// Sync at least this often, even without change notices.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(5);
 
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+/// Why syncing with the server stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    #[error("server unreachable")]
+    Unreachable(#[source] ConnectError),
+    #[error("entry sync refused: {0}")]
+    EntriesRefused(Refused),
+    #[error("SVID signing refused: {0}")]
+    SigningRefused(Refused),
+    #[error("change watch refused: {0}")]
+    WatchRefused(Refused),
+    #[error("change stream failed: {0}")]
+    StreamFailed(Refused),
+    #[error("the server closed the change stream")]
+    StreamClosed,
+    #[error("agent SVID renewal refused: {0}")]
+    RenewalRefused(Refused),
+    #[error("cannot make a key and CSR for an SVID")]
+    SvidKey(#[source] rcgen::Error),
+    #[error(transparent)]
+    AgentKey(#[from] AgentKeyError),
+}
+
+impl SyncError {
+    /// The server refused to serve this agent SVID (evicted, banned, or an SVID
+    /// that is no longer its current one): syncing with it again cannot help.
+    pub fn agent_svid_refused(&self) -> bool {
+        match self {
+            SyncError::EntriesRefused(r)
+            | SyncError::SigningRefused(r)
+            | SyncError::WatchRefused(r)
+            | SyncError::StreamFailed(r)
+            | SyncError::RenewalRefused(r) => r.kind() == RefusalKind::Denied,
+            _ => false,
+        }
+    }
 }
 
 /// The agent's current SVID.
@@ -40,6 +74,26 @@ pub struct AgentSvid {
     pub roots: Vec<Vec<u8>>,
 }
 
+impl AgentSvid {
+    /// Half its life: TPM agents attest again, join_token agents renew.
+    pub fn renew_at(&self) -> i64 {
+        self.issued_at + (self.expires_at - self.issued_at) / 2
+    }
+}
+
+impl From<AttestOutcome> for AgentSvid {
+    fn from(o: AttestOutcome) -> Self {
+        AgentSvid {
+            spiffe_id: o.spiffe_id,
+            chain: o.svid_chain,
+            key: o.key,
+            issued_at: unix_now(),
+            expires_at: o.expires_at,
+            roots: o.root_cas,
+        }
+    }
+}
+
 impl std::fmt::Debug for AgentSvid {
     /// Never prints the key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,14 +105,14 @@ impl std::fmt::Debug for AgentSvid {
 }
 
 /// An mTLS channel to the server with the agent SVID.
-pub async fn agent_channel(cfg: &AgentConfig, svid: &AgentSvid) -> anyhow::Result<Channel> {
+pub async fn agent_channel(cfg: &AgentConfig, svid: &AgentSvid) -> Result<Channel, ConnectError> {
     let mut roots = connect::read_bundle(&cfg.trust_bundle_path)?;
     for r in &svid.roots {
         if !roots.contains(r) {
             roots.push(r.clone());
         }
     }
-    let server_id = SpiffeId::parse(&format!("spiffe://{}/spire/server", cfg.trust_domain))?;
+    let server_id = SpiffeId::server(&cfg.trust_domain);
     connect::channel_with_identity(
         &cfg.server_address,
         roots,
@@ -72,27 +126,38 @@ pub async fn agent_channel(cfg: &AgentConfig, svid: &AgentSvid) -> anyhow::Resul
 }
 
 /// One sync: entries, bundle, and new SVIDs where needed.
-pub async fn sync_once(client: &mut AgentClient<Channel>, cache: &Cache) -> anyhow::Result<bool> {
+pub async fn sync_once(
+    client: &mut AgentClient<Channel>,
+    cache: &Cache,
+) -> Result<bool, SyncError> {
     let resp = client
         .sync_entries(pb::SyncEntriesRequest {})
         .await
-        .map_err(|s| anyhow::anyhow!("entry sync refused: {} ({:?})", s.message(), s.code()))?
+        .map_err(|s| SyncError::EntriesRefused(s.into()))?
         .into_inner();
     let current = cache.snapshot();
+    let parsed = cache::parse(
+        &current.trust_domain,
+        resp.entries,
+        &resp.jwks_json,
+        resp.federated_jwks.into_iter().collect(),
+    );
+    let rejected = report_rejected(&current, parsed.rejected);
+    let entries = parsed.entries;
     let now = unix_now();
     let mut svids: HashMap<String, CachedSvid> = HashMap::new();
     let mut requests = Vec::new();
     let mut keys = HashMap::new();
-    for e in &resp.entries {
+    for e in &entries {
         match current.svids.get(&e.id) {
             Some(s) if !s.needs_renewal(now, e.revision_number) => {
                 svids.insert(e.id.clone(), s.clone());
             }
             _ => {
-                let key = rcgen::KeyPair::generate().context("SVID key")?;
+                let key = rcgen::KeyPair::generate().map_err(SyncError::SvidKey)?;
                 let csr = rcgen::CertificateParams::default()
                     .serialize_request(&key)
-                    .context("SVID CSR")?
+                    .map_err(SyncError::SvidKey)?
                     .der()
                     .to_vec();
                 requests.push(pb::X509SvidRequest {
@@ -107,7 +172,7 @@ pub async fn sync_once(client: &mut AgentClient<Channel>, cache: &Cache) -> anyh
         let results = client
             .batch_new_x509_svid(pb::BatchNewX509SvidRequest { requests })
             .await
-            .map_err(|s| anyhow::anyhow!("SVID signing refused: {} ({:?})", s.message(), s.code()))?
+            .map_err(|s| SyncError::SigningRefused(s.into()))?
             .into_inner()
             .results;
         for r in results {
@@ -116,7 +181,7 @@ pub async fn sync_once(client: &mut AgentClient<Channel>, cache: &Cache) -> anyh
                 continue;
             }
             let (Some(e), Some(key)) = (
-                resp.entries.iter().find(|e| e.id == r.entry_id),
+                entries.iter().find(|e| e.id == r.entry_id),
                 keys.remove(&r.entry_id),
             ) else {
                 continue;
@@ -139,7 +204,7 @@ pub async fn sync_once(client: &mut AgentClient<Channel>, cache: &Cache) -> anyh
     // An SVID the server did not renew this time (it reported an error for
     // it) is kept while still valid for the same entry revision: a failed
     // renewal must not take an identity away before it expires.
-    for e in &resp.entries {
+    for e in &entries {
         if let Some(s) = current.svids.get(&e.id) {
             if !svids.contains_key(&e.id)
                 && s.entry_revision == e.revision_number
@@ -151,73 +216,91 @@ pub async fn sync_once(client: &mut AgentClient<Channel>, cache: &Cache) -> anyh
     }
     let next = Snapshot {
         trust_domain: current.trust_domain.clone(),
-        entries: resp.entries,
+        entries,
         svids,
         roots: resp.x509_authorities,
-        jwks_json: resp.jwks_json,
-        federated_jwks: resp.federated_jwks.into_iter().collect(),
+        jwt_bundle: parsed.jwt_bundle,
+        federated: parsed.federated,
+        rejected,
     };
     Ok(cache.publish(next))
 }
 
-/// Syncs until the agent SVID reaches half life (then returns, so the caller
-/// re-attests) or the connection fails (returns the error; the caller backs off).
-/// `synced` is set once a first sync went through (the caller's backoff starts over).
-pub async fn run(
-    channel: Channel,
-    svid: &AgentSvid,
-    cache: &Cache,
-    synced: &mut bool,
-) -> anyhow::Result<()> {
-    let mut client = AgentClient::new(channel);
-    sync_once(&mut client, cache).await?;
-    *synced = true;
-    let mut notices = client
-        .watch_changes(pb::WatchChangesRequest {})
-        .await
-        .map_err(|s| anyhow::anyhow!("change watch refused: {}", s.message()))?
-        .into_inner();
-    let renew_at = svid.issued_at + (svid.expires_at - svid.issued_at) / 2;
-    let mut tick = tokio::time::interval(SYNC_INTERVAL);
-    loop {
-        let until_renewal = Duration::from_secs((renew_at - unix_now()).max(0) as u64);
-        tokio::select! {
-            _ = tokio::time::sleep(until_renewal) => {
-                info!("agent SVID at half life: re-attesting");
-                return Ok(());
-            }
-            n = notices.message() => {
-                match n {
-                    Ok(Some(_)) => {}
-                    Ok(None) => anyhow::bail!("the server closed the change stream"),
-                    Err(s) => anyhow::bail!("change stream failed: {}", s.message()),
-                }
-            }
-            _ = tick.tick() => {}
+/// Logs what the server sent but cannot be served, once when it first appears (a
+/// sync runs every few seconds), and keys it for the snapshot.
+fn report_rejected(current: &Snapshot, rejected: Vec<Rejected>) -> BTreeMap<String, String> {
+    let now: BTreeMap<String, String> = rejected
+        .iter()
+        .map(|r| (r.subject(), r.to_string()))
+        .collect();
+    for (subject, why) in &now {
+        if current.rejected.get(subject) != Some(why) {
+            warn!(%subject, rejected = now.len(), "not served: {why}");
         }
-        if sync_once(&mut client, cache).await? {
-            debug!("cache updated");
+    }
+    now
+}
+
+/// A connection to the server whose first sync went through.
+pub struct Session {
+    client: AgentClient<Channel>,
+}
+
+impl Session {
+    /// Syncs once over `channel`: the server is back once this returns.
+    pub async fn start(channel: Channel, cache: &Cache) -> Result<Session, SyncError> {
+        let mut client = AgentClient::new(channel);
+        sync_once(&mut client, cache).await?;
+        Ok(Session { client })
+    }
+
+    /// Keeps the cache in step (on change notices, and every [`SYNC_INTERVAL`])
+    /// until `renew_at` (returns `Ok`: the agent SVID is at half life) or the
+    /// connection fails.
+    pub async fn follow(mut self, cache: &Cache, renew_at: i64) -> Result<(), SyncError> {
+        let mut notices = self
+            .client
+            .watch_changes(pb::WatchChangesRequest {})
+            .await
+            .map_err(|s| SyncError::WatchRefused(s.into()))?
+            .into_inner();
+        let mut tick = tokio::time::interval(SYNC_INTERVAL);
+        loop {
+            let until_renewal = Duration::from_secs((renew_at - unix_now()).max(0) as u64);
+            tokio::select! {
+                _ = tokio::time::sleep(until_renewal) => {
+                    info!("agent SVID at half life: re-attesting");
+                    return Ok(());
+                }
+                n = notices.message() => {
+                    match n {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return Err(SyncError::StreamClosed),
+                        Err(s) => return Err(SyncError::StreamFailed(s.into())),
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+            if sync_once(&mut self.client, cache).await? {
+                debug!("cache updated");
+            }
         }
     }
 }
 
 /// Renews a join_token agent's SVID over mTLS (its single-use token cannot be
 /// presented again). TPM agents never use this: they re-attest.
-pub async fn renew_agent_svid(cfg: &AgentConfig, svid: &AgentSvid) -> anyhow::Result<AgentSvid> {
-    let channel = agent_channel(cfg, svid).await?;
+pub async fn renew_agent_svid(cfg: &AgentConfig, svid: &AgentSvid) -> Result<AgentSvid, SyncError> {
+    let channel = agent_channel(cfg, svid)
+        .await
+        .map_err(SyncError::Unreachable)?;
     let mut client = AgentClient::new(channel);
     // join_token agents keep a software key: no TPM evidence could certify another.
     let (key, csr) = AgentKey::software()?;
     let r = client
         .renew_agent_svid(pb::RenewAgentSvidRequest { csr })
         .await
-        .map_err(|s| {
-            anyhow::anyhow!(
-                "agent SVID renewal refused: {} ({:?})",
-                s.message(),
-                s.code()
-            )
-        })?
+        .map_err(|s| SyncError::RenewalRefused(s.into()))?
         .into_inner();
     Ok(AgentSvid {
         spiffe_id: svid.spiffe_id.clone(),

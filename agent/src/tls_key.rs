@@ -68,13 +68,12 @@ impl Signer for TpmSigner {
 impl AgentKey {
     /// The key as rustls signs with it: in the TPM, or the software key through rustls's
     /// own provider.
-    pub fn signing_key(&self) -> anyhow::Result<Arc<dyn SigningKey>> {
+    pub fn signing_key(&self) -> Result<Arc<dyn SigningKey>, rustls::Error> {
         match self {
             AgentKey::Tpm(k) => Ok(Arc::new(TpmSigningKey::new(k.clone()))),
             AgentKey::Software(pkcs8) => rustls::crypto::ring::default_provider()
                 .key_provider
-                .load_private_key(PrivateKeyDer::Pkcs8(pkcs8.to_vec().into()))
-                .map_err(|e| anyhow::anyhow!("the agent's software key cannot sign: {e}")),
+                .load_private_key(PrivateKeyDer::Pkcs8(pkcs8.to_vec().into())),
         }
     }
 }

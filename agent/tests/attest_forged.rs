@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use ironroot_agent::attest::{Hooks, TpmSession};
+use ironroot_agent::config::NodeAttestorKind;
 use ironroot_api::node as pb;
 use ironroot_tpm::device::{PcrBank, Tpm};
 
@@ -140,7 +141,7 @@ fn join_tokens_work_once() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let token = v["token"].as_str().unwrap().to_string();
     let (_tpm, mut cfg) = booted(&env);
-    cfg.node_attestor = "join_token".into();
+    cfg.node_attestor = NodeAttestorKind::JoinToken;
     cfg.join_token = Some(token);
     let o = attest(&cfg).expect("join token attestation");
     assert!(
@@ -226,7 +227,7 @@ fn tpm_devid_happy_path_and_rejections() {
     let (tpm, mut cfg) = booted(&env);
     let cert_path = env.dir.path().join("devid.pem");
     issue_devid(&ca, &tpm, "gw-0042", &cert_path);
-    cfg.node_attestor = "tpm_devid".into();
+    cfg.node_attestor = NodeAttestorKind::TpmDevId;
     cfg.tpm.devid_certificate_path = Some(cert_path.clone());
     let o = attest(&cfg).expect("tpm_devid attestation passes");
     assert!(
@@ -329,7 +330,7 @@ fn ek_attestation_enrolls_an_ldevid_that_tpm_devid_accepts() {
 
     // The enrolled node now attests with tpm_devid, under the server's own DevID CA.
     cfg.tpm.enroll_devid = false;
-    cfg.node_attestor = "tpm_devid".into();
+    cfg.node_attestor = NodeAttestorKind::TpmDevId;
     cfg.tpm.devid_certificate_path = Some(path);
     let o = attest(&cfg).expect("tpm_devid with the enrolled LDevID passes");
     assert!(
@@ -409,7 +410,7 @@ fn only_join_token_agents_renew_without_attesting() {
         .server
         .cli_ok(&["token", "generate", "--output", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    cfg.node_attestor = "join_token".into();
+    cfg.node_attestor = NodeAttestorKind::JoinToken;
     cfg.join_token = Some(v["token"].as_str().unwrap().to_string());
     let o = attest(&cfg).expect("join_token attestation");
     let old = agent_svid(&o);

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 fn ek_hash(cfg: &ironroot_agent::config::AgentConfig) -> String {
     let mut t = ironroot_tpm::device::Tpm::open(&cfg.tpm.tcti).unwrap();
-    let alg = ironroot_agent::attest::ek_algorithm(&cfg.tpm.ek).unwrap();
+    let alg = cfg.tpm.ek.algorithm();
     let ek = t.endorsement_key(alg).unwrap();
     let spki = TpmPublic::from_tpm2b(&ek.public)
         .unwrap()

@@ -17,6 +17,12 @@ pub const MAX_TRUST_DOMAIN_LEN: usize = 255;
 
 const SCHEME_PREFIX: &str = "spiffe://";
 
+/// The path of a server's SPIFFE ID in its trust domain (SPIRE's convention, which
+/// agents check the server's SVID against).
+pub const SERVER_PATH: &str = "/spire/server";
+/// The path prefix of agents' SPIFFE IDs: `/spire/agent/<attestor>/<id>`.
+pub const AGENT_PATH_PREFIX: &str = "/spire/agent/";
+
 /// Why a string is not a valid SPIFFE ID or trust domain name.
 ///
 /// Byte offsets count from the start of the string that was parsed.
@@ -240,6 +246,20 @@ impl SpiffeId {
     /// Whether the ID belongs to `td`.
     pub fn is_member_of(&self, td: &TrustDomain) -> bool {
         &self.td == td
+    }
+
+    /// The server of `td`: `spiffe://<td>/spire/server`.
+    pub fn server(td: &TrustDomain) -> SpiffeId {
+        SpiffeId {
+            td: td.clone(),
+            path: SERVER_PATH.to_owned(),
+        }
+    }
+
+    /// An agent of `td` attested by `attestor`: `spiffe://<td>/spire/agent/<attestor>/<id>`.
+    /// Fails when `attestor` or `id` is not a valid path segment (or sequence of them).
+    pub fn agent(td: &TrustDomain, attestor: &str, id: &str) -> Result<SpiffeId, SpiffeIdError> {
+        SpiffeId::from_path(td, &format!("{AGENT_PATH_PREFIX}{attestor}/{id}"))
     }
 }
 

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::{bind_admin_socket, serve_admin, AdminService};
 use crate::ca::upstream::Upstream;
-use crate::ca::{unix_now, CaSettings, CertificateAuthority};
+use crate::ca::{CaSettings, CertificateAuthority};
 use crate::changes::Changes;
 use crate::config::{ServerConfig, UpstreamConfig};
 use crate::node::agent_api::{AgentApi, AgentService};
@@ -24,6 +24,7 @@ use crate::node::tpm::policies::PolicySet;
 use crate::node::tpm::{TpmAttestor, TpmKind, TpmShared};
 use crate::node::{NodeAttestor, NodeService};
 use crate::store::{DataStore, SledStore};
+use ironroot_runtime::unix_now;
 
 /// Everything a running server holds.
 pub struct Server {
@@ -335,19 +336,6 @@ impl Server {
 }
 
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    ironroot_runtime::shutdown::signal().await;
     info!("shutting down");
 }

@@ -1,6 +1,6 @@
 use super::*;
 
-fn load(text: &str) -> anyhow::Result<AgentConfig> {
+fn load(text: &str) -> Result<AgentConfig, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("agent.toml");
     std::fs::write(&p, text).unwrap();
@@ -29,7 +29,10 @@ fn join_token_agents_keep_a_software_key_and_refuse_a_tpm_one() {
         AgentKeyStorage::Software
     );
     let e = load(&format!("{jt}[tpm]\nagent_key = \"tpm\"\n")).unwrap_err();
-    assert!(e.to_string().contains("needs a TPM node attestor"), "{e}");
+    assert!(
+        matches!(&e, ConfigError::InFile { error, .. } if matches!(**error, ConfigError::TpmKeyWithoutTpmAttestor)),
+        "{e}"
+    );
 }
 
 #[test]
@@ -40,4 +43,74 @@ fn an_unknown_agent_key_value_is_an_error_naming_the_choices() {
         text.contains("agent_key") && text.contains("tpm") && text.contains("software"),
         "{text}"
     );
+}
+
+#[test]
+fn values_are_typed_at_load_and_a_bad_one_names_its_key() {
+    let cfg = load(&format!(
+        "{BASE}node_attestor = \"join_token\"\njoin_token = \"t\"\n\
+         [tpm]\nek = \"ecc\"\n[workload_api]\nsocket_mode = \"0660\"\n"
+    ))
+    .unwrap();
+    assert_eq!(cfg.trust_domain.as_str(), "example.org");
+    assert_eq!(cfg.tpm.ek, EkType::Ecc);
+    assert_eq!(cfg.workload_api.socket_mode.bits(), 0o660);
+    assert_eq!(
+        cfg.node_attestor().unwrap(),
+        NodeAttestor::JoinToken { token: "t" }
+    );
+    for (bad, key) in [
+        ("node_attestor = \"tpm\"\n", "node_attestor"),
+        ("[tpm]\nek = \"dsa\"\n", "ek"),
+        ("[workload_api]\nsocket_mode = \"rw\"\n", "socket_mode"),
+    ] {
+        let e = load(&format!("{BASE}{bad}")).unwrap_err().to_string();
+        assert!(e.contains(key), "{e}");
+    }
+    let e = load(&BASE.replace("127.0.0.1:8081", "8081")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("server_address \"8081\" is not host:port"),
+        "{e}"
+    );
+    let e = load(&BASE.replace("example.org", "Example.org")).unwrap_err();
+    assert!(e.to_string().contains("trust_domain"), "{e}");
+}
+
+#[test]
+fn missing_attestor_options_are_named() {
+    let missing = |text: &str| match load(&format!("{BASE}{text}")).unwrap_err() {
+        ConfigError::InFile { error, .. } => *error,
+        other => panic!("{other}"),
+    };
+    assert!(matches!(
+        missing("node_attestor = \"join_token\"\n"),
+        ConfigError::MissingJoinToken
+    ));
+    let e = missing("node_attestor = \"tpm_devid\"\n");
+    assert!(matches!(e, ConfigError::MissingDevIdCertificate));
+    // The message names the option to set.
+    assert_eq!(e.to_string(), "tpm_devid needs tpm.devid_certificate_path");
+}
+
+/// conf/agent.toml is the annotated reference: it must load, and hold the defaults.
+#[test]
+fn the_annotated_example_config_loads_with_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/agent.toml");
+    let cfg = AgentConfig::load(&path).unwrap();
+    assert_eq!(cfg.data_dir, Path::new(DEFAULT_DATA_DIR));
+    assert_eq!(cfg.node_attestor, NodeAttestorKind::TpmEk);
+    assert_eq!(cfg.log_level, DEFAULT_LOG_LEVEL);
+    assert_eq!(cfg.tpm.tcti, DEFAULT_TCTI);
+    assert_eq!(cfg.tpm.event_log_path, Path::new(DEFAULT_EVENT_LOG));
+    assert_eq!(cfg.tpm.ek, EkType::Rsa);
+    assert_eq!(cfg.tpm.ak_handle, DEFAULT_AK_HANDLE);
+    assert_eq!(cfg.tpm.devid_handle, DEFAULT_DEVID_HANDLE);
+    assert_eq!(
+        cfg.workload_api.socket_path,
+        Path::new(DEFAULT_WORKLOAD_SOCKET)
+    );
+    assert_eq!(cfg.workload_api.socket_mode, DEFAULT_WORKLOAD_SOCKET_MODE);
+    assert_eq!(cfg.agent_key_storage(), AgentKeyStorage::Tpm);
+    assert!(cfg.sds.enabled);
 }

@@ -19,11 +19,8 @@
 use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
-use ironroot_api::bundle::TrustBundle;
 use ironroot_api::selector::Selector;
-use ironroot_api::spiffe_id::TrustDomain;
 use sha2::{Digest, Sha256};
-use tracing::debug;
 
 use super::config::SdsConfig;
 use super::error::SdsError;
@@ -53,22 +50,12 @@ impl<'a> CallerSecrets<'a> {
             .map(|(_, s)| s)
             .collect();
         svids.sort_by(|a, b| a.entry_id.cmp(&b.entry_id));
+        // Bundles that did not parse were reported when the sync stored them.
         let federated = snap
-            .federated_jwks
+            .federated
             .iter()
             .filter(|(td, _)| td.as_str() != snap.trust_domain)
-            .filter_map(|(td, jwks)| {
-                let parsed = TrustDomain::parse(td)
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| TrustBundle::from_jwks_json(t, jwks).map_err(|e| e.to_string()));
-                match parsed {
-                    Ok(b) => Some((td.as_str(), b.x509_authorities)),
-                    Err(e) => {
-                        debug!(trust_domain = %td, error = %e, "federated bundle left out of SDS");
-                        None
-                    }
-                }
-            })
+            .map(|(td, b)| (td.as_str(), b.x509_authorities.clone()))
             .collect();
         Ok(CallerSecrets {
             trust_domain: &snap.trust_domain,

@@ -17,10 +17,10 @@ use super::config::SdsConfig;
 use super::response;
 use super::stream::{self, ResponseStream};
 use crate::cache::Cache;
-use crate::sync::unix_now;
 use crate::workload::attestor::WorkloadAttestor;
 use crate::workload::caller::Caller;
 use crate::workload_api::attest_request;
+use ironroot_runtime::unix_now;
 
 pub struct SdsService {
     cache: Cache,

@@ -30,7 +30,7 @@ use super::config::SdsConfig;
 use super::resources::CallerSecrets;
 use super::response;
 use crate::cache::{Cache, Snapshot};
-use crate::sync::unix_now;
+use ironroot_runtime::unix_now;
 
 /// The bookkeeping of one stream.
 #[derive(Debug, Default)]

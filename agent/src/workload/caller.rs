@@ -33,6 +33,7 @@ mod credentials;
 mod executable;
 mod pidfd;
 mod proc_stat;
+pub use proc_stat::ProcParseError;
 
 use address_space::AddressSpace;
 use credentials::Credentials;
@@ -158,12 +159,12 @@ pub enum CallerError {
     },
     /// `/proc/PID/stat` or `/proc/PID/status` did not have the expected
     /// layout.
-    #[error("{path} is malformed: {reason}")]
+    #[error("{path} is malformed: {error}")]
     ProcStatParse {
         /// The file.
         path: PathBuf,
         /// What was wrong.
-        reason: String,
+        error: proc_stat::ProcParseError,
     },
     /// poll(2) on the pidfd failed.
     #[error("polling the pidfd of PID {pid}: {source}")]

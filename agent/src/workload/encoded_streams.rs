@@ -32,8 +32,8 @@ use tower::Service;
 
 use super::shared_response::{EncodedMessage, SharedResponses};
 use crate::cache::{Cache, Snapshot};
-use crate::sync::unix_now;
 use crate::workload_api::WorkloadApi;
+use ironroot_runtime::unix_now;
 
 const FETCH_X509_SVID: &str = "/SpiffeWorkloadAPI/FetchX509SVID";
 const FETCH_X509_BUNDLES: &str = "/SpiffeWorkloadAPI/FetchX509Bundles";

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use ironroot_agent::attest::{attest_with, AttestOutcome, Hooks, KeySource};
-use ironroot_agent::config::{AgentConfig, TpmConfig};
+use ironroot_agent::config::{AgentConfig, NodeAttestorKind, TpmConfig};
 use ironroot_testkit::server::{server_config, ServerProcess, SoftHsm, TD};
 use ironroot_testkit::swtpm::{Swtpm, SwtpmOptions, SwtpmState};
 use ironroot_tpm::verify::eventlog::EventLog;
@@ -126,16 +126,16 @@ impl Env {
         let log_path = adir.join("binary_bios_measurements");
         std::fs::write(&log_path, log).expect("log");
         AgentConfig {
-            trust_domain: TD.into(),
-            server_address: self.address.clone(),
+            trust_domain: TD.parse().expect("trust domain"),
+            server_address: self.address.parse().expect("server address"),
             trust_bundle_path: self.bundle.clone(),
             data_dir: adir.join("data"),
-            node_attestor: "tpm_ek".into(),
+            node_attestor: NodeAttestorKind::TpmEk,
             join_token: None,
             tpm: TpmConfig {
                 tcti: tpm.tcti(),
                 event_log_path: log_path,
-                ek: ek.into(),
+                ek: ek.parse().expect("tpm.ek"),
                 ..TpmConfig::default()
             },
             log_level: "info".into(),
@@ -153,6 +153,7 @@ pub fn attest_hooked(cfg: &AgentConfig, hooks: Hooks<'_>) -> anyhow::Result<Atte
         .build()
         .expect("runtime")
         .block_on(attest_with(cfg, &keys, hooks))
+        .map_err(anyhow::Error::from)
 }
 
 pub fn attest(cfg: &AgentConfig) -> anyhow::Result<AttestOutcome> {
@@ -198,7 +199,7 @@ pub fn good_env_with_node_api(test: &str, node_api_extra: &str) -> Env {
 /// SHA-256 of the EK public key (what the tpm_ek agent ID carries).
 pub fn ek_hash_of(cfg: &AgentConfig) -> String {
     use sha2::{Digest, Sha256};
-    let alg = ironroot_agent::attest::ek_algorithm(&cfg.tpm.ek).expect("ek alg");
+    let alg = cfg.tpm.ek.algorithm();
     let ek = ironroot_agent::shared_tpm::SharedTpm::new(&cfg.tpm.tcti)
         .with(|t| t.endorsement_key(alg))
         .expect("ek");

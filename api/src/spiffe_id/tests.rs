@@ -266,3 +266,24 @@ fn from_path() {
         SpiffeIdError::TooLong { .. }
     ));
 }
+
+#[test]
+fn server_and_agent_ids() {
+    let td = TrustDomain::parse("a.org").unwrap();
+    assert_eq!(
+        SpiffeId::server(&td).to_string(),
+        "spiffe://a.org/spire/server"
+    );
+    assert_eq!(
+        SpiffeId::server(&td),
+        SpiffeId::parse("spiffe://a.org/spire/server").unwrap()
+    );
+    assert_eq!(
+        SpiffeId::agent(&td, "tpm_ek", "ab12").unwrap().to_string(),
+        "spiffe://a.org/spire/agent/tpm_ek/ab12"
+    );
+    assert!(matches!(
+        SpiffeId::agent(&td, "tpm_ek", "a b"),
+        Err(SpiffeIdError::PathChar { .. })
+    ));
+}

@@ -7,7 +7,6 @@
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ironroot_api::bundle::TrustBundle;
 use ironroot_api::entry::{EntrySpec, RegistrationEntry};
@@ -170,7 +169,7 @@ impl DataStore for SledStore {
     fn create_entry(&self, spec: EntrySpec) -> Result<RegistrationEntry, StoreError> {
         let spec = self.validated(spec)?;
         let id = uuid::Uuid::new_v4().to_string();
-        let entry = RegistrationEntry::from_spec(id, spec, 0, unix_now());
+        let entry = RegistrationEntry::from_spec(id, spec, 0, ironroot_runtime::unix_now());
         let value = encode("entry", &entry)?;
         let key = identity_key(&entry);
         self.entry_tx(|entries, keys| {
@@ -415,10 +414,4 @@ fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError
         what: what.to_owned(),
         reason: e.to_string(),
     })
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

@@ -1,10 +1,12 @@
 use super::*;
+use crate::cache::CachedEntry;
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
 use envoy_types::pb::envoy::config::core::v3::DataSource;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     secret, CertificateValidationContext, SpiffeCertValidatorConfig, TlsCertificate,
 };
-use ironroot_api::agent as pb;
+use ironroot_api::bundle::TrustBundle;
+use ironroot_api::spiffe_id::TrustDomain;
 
 const NOW: i64 = 1_000_000;
 
@@ -16,15 +18,13 @@ fn ca_der(cn: &str) -> Vec<u8> {
     p.self_signed(&key).unwrap().der().to_vec()
 }
 
-fn entry(id: &str, spiffe_id: &str, uid: u32) -> pb::Entry {
-    pb::Entry {
+fn entry(id: &str, spiffe_id: &str, uid: u32) -> CachedEntry {
+    CachedEntry {
         id: id.into(),
         spiffe_id: spiffe_id.into(),
-        selectors: vec![pb::Selector {
-            r#type: "unix".into(),
-            value: format!("uid:{uid}"),
-        }],
-        ..Default::default()
+        hint: String::new(),
+        revision_number: 0,
+        selectors: vec![Selector::new("unix", format!("uid:{uid}")).unwrap()],
     }
 }
 
@@ -65,8 +65,7 @@ fn snapshot(own_root: &[u8], partner_root: &[u8]) -> Snapshot {
     for (e, id) in [("e-b", WEB), ("e-a", API), ("e-c", OTHER)] {
         s.svids.insert(e.into(), svid(e, id, NOW + 100));
     }
-    s.federated_jwks
-        .insert("partner.org".into(), partner.to_jwks_json().unwrap());
+    s.federated.insert("partner.org".into(), partner);
     s
 }
 
@@ -357,6 +356,6 @@ fn the_digest_follows_only_what_the_caller_may_see() {
     rotated.svids.get_mut("e-a").unwrap().chain[0] = b"new leaf".to_vec();
     assert_ne!(digest(&rotated, 1000), before);
     let mut fed = f.snap.clone();
-    fed.federated_jwks.clear();
+    fed.federated.clear();
     assert_ne!(digest(&fed, 1000), before);
 }

@@ -119,24 +119,35 @@ impl Default for PodmanConfig {
     }
 }
 
+/// The rootful podman API socket.
+pub const DEFAULT_SOCKET_PATH: &str = "/run/podman/podman.sock";
+/// A rootless user's podman API socket.
+pub const DEFAULT_ROOTLESS_TEMPLATE: &str = "/run/user/{uid}/podman/podman.sock";
+/// The agent's own mount table (it names the cgroup mounts).
+pub const DEFAULT_MOUNTINFO: &str = "/proc/self/mountinfo";
+/// Bound on connecting to podman and on each request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest podman API response read.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+// serde's `default = "…"` takes a function: each returns its constant.
 fn default_socket_path() -> PathBuf {
-    PathBuf::from("/run/podman/podman.sock")
+    PathBuf::from(DEFAULT_SOCKET_PATH)
 }
 fn default_rootless_template() -> String {
-    "/run/user/{uid}/podman/podman.sock".into()
+    DEFAULT_ROOTLESS_TEMPLATE.into()
 }
 fn default_true() -> bool {
     true
 }
-
 fn default_mountinfo() -> PathBuf {
-    PathBuf::from("/proc/self/mountinfo")
+    PathBuf::from(DEFAULT_MOUNTINFO)
 }
 fn default_timeout() -> Duration {
-    Duration::from_secs(5)
+    DEFAULT_TIMEOUT
 }
 fn default_max_response_bytes() -> usize {
-    1024 * 1024
+    DEFAULT_MAX_RESPONSE_BYTES
 }
 
 /// Why the podman attestor could not say what a caller is.

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use super::proc_stat::is_gone;
+use super::proc_stat::{is_gone, ProcParseError};
 use super::CallerError;
 
 /// Effective UID/GID and supplementary groups (sorted, without duplicates).
@@ -26,7 +26,7 @@ impl Credentials {
             Err(e) if is_gone(&e) => return Err(CallerError::ProcessGone { pid }),
             Err(source) => return Err(CallerError::ProcStat { path, source }),
         };
-        parse_status(&text).map_err(|reason| CallerError::ProcStatParse { path, reason })
+        parse_status(&text).map_err(|error| CallerError::ProcStatParse { path, error })
     }
 
     /// What differs from `recorded`, in words (`None` when nothing does).
@@ -56,29 +56,36 @@ impl Credentials {
 
 /// The credentials in the text of `/proc/PID/status`: the second field of
 /// `Uid:` and `Gid:` (real, effective, saved, filesystem) and `Groups:`.
-pub(crate) fn parse_status(text: &str) -> Result<Credentials, String> {
-    let line = |name: &str| -> Result<&str, String> {
+pub(crate) fn parse_status(text: &str) -> Result<Credentials, ProcParseError> {
+    let line = |name: &'static str| -> Result<&str, ProcParseError> {
         text.lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
                 (k == name).then_some(v)
             })
-            .ok_or_else(|| format!("no {name} line"))
+            .ok_or(ProcParseError::MissingLine(name))
     };
-    let effective = |name: &str| -> Result<u32, String> {
+    let effective = |name: &'static str| -> Result<u32, ProcParseError> {
         let value = line(name)?;
         let field = value
             .split_ascii_whitespace()
             .nth(1)
-            .ok_or_else(|| format!("{name} has no effective field"))?;
-        field
-            .parse()
-            .map_err(|e| format!("{name} effective field '{field}': {e}"))
+            .ok_or(ProcParseError::NoEffectiveId(name))?;
+        field.parse().map_err(|error| ProcParseError::EffectiveId {
+            line: name,
+            value: field.to_owned(),
+            error,
+        })
     };
     let mut groups = line("Groups")?
         .split_ascii_whitespace()
-        .map(|g| g.parse().map_err(|e| format!("Groups entry '{g}': {e}")))
-        .collect::<Result<Vec<u32>, String>>()?;
+        .map(|g| {
+            g.parse().map_err(|error| ProcParseError::Group {
+                value: g.to_owned(),
+                error,
+            })
+        })
+        .collect::<Result<Vec<u32>, ProcParseError>>()?;
     groups.sort_unstable();
     groups.dedup();
     Ok(Credentials {

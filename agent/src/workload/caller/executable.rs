@@ -180,17 +180,19 @@ fn statx_id(target: Target<'_>) -> io::Result<ExeId> {
 
 /// Whether process `pid` is in the agent's user namespace.
 pub(crate) fn same_user_namespace_as_agent(pid: i32) -> Result<bool, CallerError> {
-    static OWN: OnceLock<Result<(u64, u64), String>> = OnceLock::new();
+    // Read once: the agent's namespace does not change. The error is kept as its kind
+    // and text, io::Error not being Clone.
+    static OWN: OnceLock<Result<(u64, u64), (io::ErrorKind, String)>> = OnceLock::new();
     let own = OWN
         .get_or_init(|| {
             fs::metadata("/proc/self/ns/user")
                 .map(|m| (m.dev(), m.ino()))
-                .map_err(|e| e.to_string())
+                .map_err(|e| (e.kind(), e.to_string()))
         })
         .as_ref()
-        .map_err(|e| CallerError::UserNamespace {
+        .map_err(|(kind, e)| CallerError::UserNamespace {
             pid,
-            source: io::Error::other(format!("the agent's own: {e}")),
+            source: io::Error::new(*kind, format!("the agent's own: {e}")),
         })?;
     let theirs = fs::metadata(format!("/proc/{pid}/ns/user")).map_err(|source| {
         if is_gone(&source) {

@@ -109,13 +109,16 @@ fn status_credentials_are_the_effective_ids_and_sorted_groups() {
     assert!(empty.groups.is_empty());
     assert!(credentials::parse_status("Uid:\t1 1 1 1\nGroups:\n")
         .unwrap_err()
+        .to_string()
         .contains("Gid"));
     assert!(credentials::parse_status("Uid:\t1\nGid:\t2 2\nGroups:\n")
         .unwrap_err()
+        .to_string()
         .contains("effective"));
     assert!(
         credentials::parse_status("Uid:\t1 1\nGid:\t2 2\nGroups:\t4 x\n")
             .unwrap_err()
+            .to_string()
             .contains("Groups")
     );
 }

@@ -1,0 +1,12 @@
+//! The small runtime pieces the server and the agent share, so each exists once:
+//! the wall clock in Unix seconds ([`clock`]), a jittered exponential backoff
+//! ([`backoff`]), the wait for a shutdown signal ([`shutdown`]), and an error
+//! chain as one log line ([`report`]).
+
+pub mod backoff;
+pub mod clock;
+pub mod report;
+pub mod shutdown;
+
+pub use backoff::Backoff;
+pub use clock::unix_now;
