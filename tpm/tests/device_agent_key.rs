@@ -49,6 +49,10 @@ fn the_key_is_restricted_signing_and_signs_messages_through_a_hash_ticket() {
     let a = public(&key.public).object_attributes();
     assert!(a.restricted() && a.sign_encrypt() && !a.decrypt());
     assert!(a.fixed_tpm() && a.fixed_parent() && a.sensitive_data_origin());
+    assert!(
+        a.no_da(),
+        "an empty-auth key must not be locked out by power losses"
+    );
     assert_eq!(
         u32::from(a),
         AGENT_KEY_TEMPLATE_ATTRIBUTES.bits(),

@@ -81,6 +81,10 @@ fn ak_is_restricted_signing_and_a_persisted_one_is_reused() {
     let a = p.object_attributes();
     assert!(a.restricted() && a.sign_encrypt() && a.fixed_tpm() && a.fixed_parent());
     assert!(!a.decrypt());
+    assert!(
+        a.no_da(),
+        "an empty-auth AK must not be locked out by power losses"
+    );
     assert!(matches!(p, TssPublic::Ecc { .. }), "ECC by default");
     assert_eq!(ak.name[..2], [0x00, 0x0b], "SHA-256 name");
 
@@ -253,6 +257,10 @@ fn devid_is_certified_by_the_ak_signs_and_makes_a_valid_csr() {
     let a = p.object_attributes();
     assert!(a.sign_encrypt() && a.fixed_tpm() && a.fixed_parent() && a.user_with_auth());
     assert!(!a.restricted() && !a.decrypt());
+    assert!(
+        a.no_da(),
+        "an empty-auth DevID key must not be locked out by power losses"
+    );
     assert_eq!(
         ok(rig.tpm.devid_key(DEVID_HANDLE)).name,
         devid.name,

@@ -1,7 +1,8 @@
 //! The attestation key: restricted signing, under the EK.
 
 use tss_esapi::abstraction::ak::{create_ak_2, load_ak};
-use tss_esapi::abstraction::{AsymmetricAlgorithmSelection, DefaultKey};
+use tss_esapi::abstraction::{AsymmetricAlgorithmSelection, KeyCustomization};
+use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
@@ -71,7 +72,7 @@ impl Tpm {
                 alg.selection(),
                 alg.scheme(),
                 None,
-                DefaultKey,
+                NoDictionaryAttackProtection,
             )
             .map_err(DeviceError::tpm("Create (AK)"))?;
             load_ak(
@@ -135,5 +136,17 @@ impl Tpm {
             name: name.value().to_vec(),
             slot,
         })
+    }
+}
+
+/// The AK with noDA: its auth value is empty, so there is nothing to guess, and
+/// dictionary-attack protection would lock it out after a few power losses (see
+/// `verify::agent_key::AGENT_KEY_TEMPLATE_ATTRIBUTES`). An AK persisted before keeps its
+/// attributes.
+struct NoDictionaryAttackProtection;
+
+impl KeyCustomization for NoDictionaryAttackProtection {
+    fn attributes(&self, builder: ObjectAttributesBuilder) -> ObjectAttributesBuilder {
+        builder.with_no_da(true)
     }
 }

@@ -31,6 +31,9 @@ fn devid_template() -> Result<Public, DeviceError> {
         .with_sensitive_data_origin(true)
         .with_user_with_auth(true)
         .with_sign_encrypt(true)
+        // empty auth: nothing to guess, and DA lockout after power losses would stop
+        // attestation (see AGENT_KEY_TEMPLATE_ATTRIBUTES)
+        .with_no_da(true)
         .build()
         .map_err(tss("template (DevID)"))?;
     PublicBuilder::new()

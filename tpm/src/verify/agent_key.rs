@@ -32,9 +32,13 @@ pub const AGENT_KEY_REQUIRED_ATTRIBUTES: ObjectAttributes =
     ObjectAttributes((1 << 1) | (1 << 4) | (1 << 5) | (1 << 16) | (1 << 18));
 
 /// The attributes the agent creates its key with: [`AGENT_KEY_REQUIRED_ATTRIBUTES`] plus
-/// userWithAuth (signing is authorized with the key's empty auth value, as for the AK).
+/// userWithAuth (signing is authorized with the key's empty auth value, as for the AK) and
+/// noDA. With an empty auth value there is nothing to guess, and dictionary-attack
+/// protection only hurts: after a power loss (no TPM2_Shutdown) that followed the use of a
+/// DA-protected key, the TPM counts one authorization failure at its next startup, so an
+/// edge gateway that loses power a few times (3 on swtpm) finds its keys locked out.
 pub const AGENT_KEY_TEMPLATE_ATTRIBUTES: ObjectAttributes =
-    ObjectAttributes(AGENT_KEY_REQUIRED_ATTRIBUTES.0 | (1 << 6));
+    ObjectAttributes(AGENT_KEY_REQUIRED_ATTRIBUTES.0 | (1 << 6) | (1 << 10));
 
 /// Why a key presented as TPM-resident was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
