@@ -10,20 +10,21 @@ use ironroot_hsm::{KeyManager, Pkcs11KeyManager, SoftwareKeyManager};
 use tracing::{error, info, warn};
 
 use crate::admin::{bind_admin_socket, serve_admin, AdminService};
+use crate::ca::devid_ca::DevIdCa;
 use crate::ca::upstream::Upstream;
 use crate::ca::{unix_now, CaSettings, CertificateAuthority};
 use crate::changes::Changes;
 use crate::config::{ServerConfig, UpstreamConfig};
 use crate::node::agent_api::{AgentApi, AgentService};
-use crate::node::certchain::Anchors;
-use crate::node::devid_ca::DevIdCa;
 use crate::node::join_token::JoinTokenAttestor;
 use crate::node::nonce::NonceRegistry;
 use crate::node::tls::{tls_incoming, ServerIdentity};
+use crate::node::tpm::anchors;
 use crate::node::tpm::policies::PolicySet;
 use crate::node::tpm::{TpmAttestor, TpmKind, TpmShared};
 use crate::node::{NodeAttestor, NodeService};
 use crate::store::{DataStore, SledStore};
+use ironroot_tpm::verify::certchain::Anchors;
 
 /// Everything a running server holds.
 pub struct Server {
@@ -55,7 +56,7 @@ fn node_service(
     if let Some(t) = &cfg.node_attestors.tpm {
         let load = |p: &Option<PathBuf>, what: &str| -> anyhow::Result<Anchors> {
             match p {
-                Some(p) => Anchors::from_pem_file(p).map_err(|e| anyhow::anyhow!("{what}: {e}")),
+                Some(p) => anchors::from_pem_file(p).map_err(|e| anyhow::anyhow!("{what}: {e}")),
                 None => Ok(Anchors::default()),
             }
         };
@@ -71,7 +72,7 @@ fn node_service(
             .context("cannot open the DevID CA")?;
             devid_anchors
                 .add_der(&ca.cert_der)
-                .map_err(anyhow::Error::msg)?;
+                .context("the DevID CA certificate is not an anchor")?;
             Some(Arc::new(ca))
         } else {
             None

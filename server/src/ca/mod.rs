@@ -1,6 +1,7 @@
 //! The certificate authority: X.509 and JWT keys in the key manager (HSM),
 //! SVID signing, the trust bundle, and key rotation.
 
+pub mod devid_ca;
 pub mod journal;
 pub mod jwt;
 mod rotation;

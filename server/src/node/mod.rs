@@ -4,8 +4,6 @@
 //! check that failed and is logged.
 
 pub mod agent_api;
-pub mod certchain;
-pub mod devid_ca;
 pub mod join_token;
 pub mod nonce;
 mod service;

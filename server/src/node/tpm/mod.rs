@@ -7,6 +7,7 @@
 //! software key.
 
 mod agent_key;
+pub mod anchors;
 mod evidence;
 mod pending;
 pub mod policies;
@@ -17,15 +18,14 @@ use std::time::Duration;
 use ironroot_api::node as pb;
 use ironroot_api::selector::Selector;
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
-use ironroot_tpm::verify::eventlog::HashAlg;
+use ironroot_tpm::verify::certchain::{self, Anchors};
 use ironroot_tpm::verify::{make_credential, TpmPublic};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use super::certchain::{self, Anchors};
-use super::devid_ca::DevIdCa;
 use super::nonce::NonceRegistry;
 use super::{AttestError, Begun, NodeAttestor};
+use crate::ca::devid_ca::DevIdCa;
 use crate::ca::unix_now;
 use pending::PendingTpm;
 use policies::PolicySet;
@@ -59,16 +59,6 @@ pub struct TpmShared {
 pub struct TpmAttestor {
     pub kind: TpmKind,
     pub shared: Arc<TpmShared>,
-}
-
-pub fn bank_name(alg: HashAlg) -> &'static str {
-    match alg {
-        HashAlg::Sha1 => "sha1",
-        HashAlg::Sha256 => "sha256",
-        HashAlg::Sha384 => "sha384",
-        HashAlg::Sha512 => "sha512",
-        _ => "sm3_256",
-    }
 }
 
 fn selector(kind: &str, value: impl std::fmt::Display) -> Result<Selector, AttestError> {
@@ -218,7 +208,7 @@ impl NodeAttestor for TpmAttestor {
         let (agent_id, devid) = match self.kind {
             TpmKind::Ek => (format!("spiffe://{td}/spire/agent/tpm_ek/{ek_hash}"), None),
             TpmKind::DevId => {
-                let d = evidence::check_devid(tpm, &ak, &self.shared.devid_anchors)?;
+                let d = evidence::check_devid(tpm, &ak, &self.shared.devid_anchors, unix_now())?;
                 // A missing CN gives no selector rather than one shared by every such device.
                 if let Some(cn) = common_name(&d.cert.tbs_certificate.subject) {
                     selectors.push(selector("tpm", format!("devid_subject_cn:{cn}"))?);
@@ -278,7 +268,8 @@ impl NodeAttestor for TpmAttestor {
             encrypted_secret: made.encrypted_secret,
             quote_nonce: quote_nonce.to_vec(),
             pcr_selection: vec![pb::PcrSelection {
-                bank: bank_name(policy.bank).into(),
+                // The wire names banks as the event log does (`sha256`).
+                bank: policy.bank.to_string(),
                 pcrs: pcrs.clone(),
             }],
             devid_nonce: devid_nonce.map(|n| n.to_vec()).unwrap_or_default(),

@@ -12,10 +12,11 @@ use ironroot_tpm::verify::policy::{evaluate, Policy};
 use ironroot_tpm::verify::TpmPublic;
 
 use super::agent_key;
-use super::evidence::{self, DevIdKey};
+use super::evidence;
 use super::{selector, TpmShared};
 use crate::ca::unix_now;
 use crate::node::{AttestError, Attested, PendingAttestation};
+use ironroot_tpm::verify::devid::DevIdKey;
 
 pub struct PendingTpm {
     pub shared: Arc<TpmShared>,
