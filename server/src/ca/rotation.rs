@@ -11,26 +11,26 @@ use tracing::{info, warn};
 
 use super::journal::{self, CaJournal, JwtSlot, SlotStatus, Step, X509Slot, JOURNAL_VERSION};
 use super::signing_key::HsmKey;
-use super::{x509, ActiveJwt, ActiveX509, CaError, CertificateAuthority};
+use super::{
+    x509, ActiveJwt, ActiveX509, CaError, CertificateAuthority, CertificateError, JournalError,
+    KeyError, UpstreamError,
+};
 use crate::store::DataStore;
 
 pub(super) fn load_journal(store: &dyn DataStore) -> Result<CaJournal, CaError> {
-    let Some(bytes) = store
-        .get_ca_journal()
-        .map_err(|e| CaError::Store(e.to_string()))?
-    else {
+    let Some(bytes) = store.get_ca_journal().map_err(CaError::Store)? else {
         return Ok(CaJournal {
             version: JOURNAL_VERSION,
             ..CaJournal::default()
         });
     };
-    let j: CaJournal = serde_json::from_slice(&bytes)
-        .map_err(|e| CaError::Journal(format!("stored journal is unreadable: {e}")))?;
+    let j: CaJournal = serde_json::from_slice(&bytes).map_err(JournalError::Unreadable)?;
     if j.version != JOURNAL_VERSION {
-        return Err(CaError::Journal(format!(
-            "stored journal has version {}, this server reads version {JOURNAL_VERSION}",
-            j.version
-        )));
+        return Err(JournalError::Version {
+            found: j.version,
+            supported: JOURNAL_VERSION,
+        }
+        .into());
     }
     Ok(j)
 }
@@ -52,7 +52,9 @@ impl CertificateAuthority {
         let _serial = self
             .rotation
             .lock()
-            .map_err(|_| CaError::Journal("rotation lock poisoned".into()))?;
+            .map_err(|_| JournalError::LockPoisoned {
+                what: "rotation lock",
+            })?;
         let mut journal = self.read_state()?.journal.clone();
         let (changed, steps) = self.run_steps(&mut journal, now);
         if let Err(e) = steps {
@@ -67,10 +69,9 @@ impl CertificateAuthority {
         // token and still non-extractable. On failure signing stops (fail closed).
         let x509 = self.build_active_x509(&journal);
         let jwt = self.build_active_jwt(&journal);
-        let mut state = self
-            .state
-            .write()
-            .map_err(|_| CaError::Journal("CA state lock poisoned".into()))?;
+        let mut state = self.state.write().map_err(|_| JournalError::LockPoisoned {
+            what: "CA state lock",
+        })?;
         state.journal = journal;
         match x509 {
             Ok(a) if changed || state.x509.is_none() => state.x509 = Some(Arc::new(a)),
@@ -123,11 +124,8 @@ impl CertificateAuthority {
 
     fn persist(&self, journal: &mut CaJournal) -> Result<(), CaError> {
         journal.bundle_sequence += 1;
-        let bytes = serde_json::to_vec(journal)
-            .map_err(|e| CaError::Journal(format!("cannot encode journal: {e}")))?;
-        self.store
-            .put_ca_journal(&bytes)
-            .map_err(|e| CaError::Store(e.to_string()))
+        let bytes = serde_json::to_vec(journal).map_err(JournalError::Encode)?;
+        self.store.put_ca_journal(&bytes).map_err(CaError::Store)
     }
 
     /// Finds a journal key in the key manager; fails closed when it is gone
@@ -135,20 +133,27 @@ impl CertificateAuthority {
     fn find_key(&self, label: &str) -> Result<KeyInfo, CaError> {
         self.km
             .find(label)
-            .map_err(|e| CaError::Key(format!("key '{label}': {e}")))?
+            .map_err(|source| KeyError::Lookup {
+                label: label.to_string(),
+                source,
+            })?
             .ok_or_else(|| {
-                CaError::Key(format!(
-                    "key '{label}' named in the CA journal is missing from {}; \
-                     the CA cannot sign with it",
-                    self.km.describe()
-                ))
+                KeyError::Missing {
+                    label: label.to_string(),
+                    key_manager: self.km.describe(),
+                }
+                .into()
             })
     }
 
     fn generate(&self, label: &str, alg: KeyAlgorithm) -> Result<KeyInfo, CaError> {
-        self.km
-            .generate(label, alg)
-            .map_err(|e| CaError::Key(format!("cannot create key '{label}': {e}")))
+        self.km.generate(label, alg).map_err(|source| {
+            KeyError::Generate {
+                label: label.to_string(),
+                source,
+            }
+            .into()
+        })
     }
 
     fn destroy(&self, label: &str) {
@@ -168,9 +173,7 @@ impl CertificateAuthority {
         if let Some(up) = &self.upstream {
             not_after = not_after.min(up.not_after);
             if not_after <= now {
-                return Err(CaError::Upstream(
-                    "the upstream CA certificate has expired".into(),
-                ));
+                return Err(UpstreamError::Expired.into());
             }
         }
         let params = x509::ca_params(&self.subject(), now - x509::BACKDATE_SECS, not_after)?;
@@ -178,7 +181,7 @@ impl CertificateAuthority {
             Some(up) => {
                 let c = params
                     .signed_by(&key, &up.issuer)
-                    .map_err(|e| CaError::Upstream(format!("signing the intermediate: {e}")))?;
+                    .map_err(UpstreamError::SignIntermediate)?;
                 (c, up.chain.clone())
             }
             None => {
@@ -284,14 +287,15 @@ impl CertificateAuthority {
         let info = self.find_key(&slot.key_label)?;
         let key = HsmKey::new(Signer::new(self.km.clone(), info))?;
         if x509::cert_public_key_bits(&slot.cert_der)? != rcgen::PublicKeyData::der_bytes(&key) {
-            return Err(CaError::Key(format!(
-                "key '{}' does not match the CA certificate in the journal",
-                slot.key_label
-            )));
+            return Err(KeyError::Mismatch {
+                label: slot.key_label.clone(),
+                what: "CA certificate",
+            }
+            .into());
         }
         let cert = rustls_pki_types::CertificateDer::from(slot.cert_der.clone());
-        let issuer = Issuer::from_ca_cert_der(&cert, key)
-            .map_err(|e| CaError::Certificate(format!("journal CA certificate: {e}")))?;
+        let issuer =
+            Issuer::from_ca_cert_der(&cert, key).map_err(CertificateError::JournalCertificate)?;
         let mut chain_after_leaf = Vec::new();
         if self.upstream.is_some() {
             chain_after_leaf.push(slot.cert_der.clone());
@@ -313,10 +317,11 @@ impl CertificateAuthority {
             .ok_or(CaError::NotReady("JWT"))?;
         let info = self.find_key(&slot.key_label)?;
         if info.public_key_der != slot.public_key_der {
-            return Err(CaError::Key(format!(
-                "key '{}' does not match the JWT key in the journal",
-                slot.key_label
-            )));
+            return Err(KeyError::Mismatch {
+                label: slot.key_label.clone(),
+                what: "JWT key",
+            }
+            .into());
         }
         Ok(ActiveJwt {
             signer: Signer::new(self.km.clone(), info),

@@ -17,9 +17,9 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::admin::{ca_status, store_status};
 use crate::ca::{unix_now, CertificateAuthority};
 use crate::changes::Changes;
+use crate::status;
 use crate::store::{AttestedNode, DataStore, EntryFilter};
 
 /// Most CSRs in one batch.
@@ -85,7 +85,7 @@ impl AgentService {
         let node = self
             .store
             .get_attested_node(&id)
-            .map_err(store_status)?
+            .map_err(status::store)?
             .ok_or_else(|| Status::permission_denied(format!("{id} is not an attested agent")))?;
         if node.banned {
             return Err(Status::permission_denied(format!("{id} is banned")));
@@ -103,7 +103,7 @@ impl AgentService {
         let all = self
             .store
             .list_entries(&EntryFilter::default())
-            .map_err(store_status)?;
+            .map_err(status::store)?;
         let server_id =
             SpiffeId::parse(&format!("spiffe://{}/spire/server", self.ca.trust_domain()))
                 .map_err(|e| Status::internal(e.to_string()))?;
@@ -156,12 +156,12 @@ impl Agent for AgentApi {
         tokio::task::spawn_blocking(move || {
             let caller = svc.caller(&req)?;
             let entries = svc.entries_for(&caller)?;
-            let bundle = svc.ca.bundle().map_err(ca_status)?;
+            let bundle = svc.ca.bundle().map_err(status::ca)?;
             let jwks_json = bundle
                 .to_jwks_json()
                 .map_err(|e| Status::internal(e.to_string()))?;
             let mut federated_jwks = std::collections::HashMap::new();
-            for b in svc.store.list_federated_bundles().map_err(store_status)? {
+            for b in svc.store.list_federated_bundles().map_err(status::store)? {
                 if let Ok(j) = b.to_jwks_json() {
                     federated_jwks.insert(b.trust_domain.to_string(), j);
                 }
@@ -175,7 +175,7 @@ impl Agent for AgentApi {
             }))
         })
         .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(status::worker)?
     }
 
     async fn batch_new_x509_svid(
@@ -222,7 +222,7 @@ impl Agent for AgentApi {
             Ok(Response::new(pb::BatchNewX509SvidResponse { results }))
         })
         .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(status::worker)?
     }
 
     async fn new_jwt_svid(
@@ -243,11 +243,11 @@ impl Agent for AgentApi {
             let (token, expires_at) = svc
                 .ca
                 .mint_jwt_svid(&e.spiffe_id, &r.audience, e.jwt_svid_ttl)
-                .map_err(ca_status)?;
+                .map_err(status::ca)?;
             Ok(Response::new(pb::NewJwtSvidResponse { token, expires_at }))
         })
         .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(status::worker)?
     }
 
     async fn renew_agent_svid(
@@ -267,7 +267,7 @@ impl Agent for AgentApi {
             let svid = svc
                 .ca
                 .sign_x509_svid_csr(&req.get_ref().csr, &caller.id, ttl, &[])
-                .map_err(ca_status)?;
+                .map_err(status::ca)?;
             let now = unix_now();
             let mut node = caller.node.clone();
             node.serial_number = svid
@@ -277,8 +277,8 @@ impl Agent for AgentApi {
                 .unwrap_or_default();
             node.expires_at = svid.expires_at;
             node.last_attested_at = now;
-            svc.store.record_attestation(&node).map_err(store_status)?;
-            let roots = svc.ca.bundle().map_err(ca_status)?.x509_authorities;
+            svc.store.record_attestation(&node).map_err(status::store)?;
+            let roots = svc.ca.bundle().map_err(status::ca)?.x509_authorities;
             info!(agent = %caller.id, "agent SVID renewed (join_token)");
             Ok(Response::new(pb::RenewAgentSvidResponse {
                 svid_chain: svid.chain,
@@ -287,7 +287,7 @@ impl Agent for AgentApi {
             }))
         })
         .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(status::worker)?
     }
 
     async fn watch_changes(
@@ -297,7 +297,7 @@ impl Agent for AgentApi {
         let svc = self.0.clone();
         let caller = tokio::task::spawn_blocking(move || svc.caller(&req).map(|c| c.id))
             .await
-            .map_err(|e| Status::internal(format!("worker failed: {e}")))??;
+            .map_err(status::worker)??;
         info!(agent = %caller, "agent watching for changes");
         let stream = WatchStream::new(self.0.changes.subscribe())
             .map(|generation| Ok(pb::ChangeNotice { generation }));

@@ -72,20 +72,6 @@ impl AttestError {
             kind: RejectKind::Malformed,
         }
     }
-
-    pub fn to_status(&self) -> tonic::Status {
-        match self.kind {
-            RejectKind::Denied => {
-                tonic::Status::permission_denied(format!("attestation rejected: {self}"))
-            }
-            RejectKind::Malformed => {
-                tonic::Status::invalid_argument(format!("attestation rejected: {self}"))
-            }
-            RejectKind::Internal => {
-                tonic::Status::internal(format!("attestation failed on the server: {self}"))
-            }
-        }
-    }
 }
 
 /// The second half of an exchange that needed a challenge.

@@ -105,7 +105,7 @@ impl PendingAttestation for PendingTpm {
             (Some((key, cn)), Some(ca)) => {
                 let cert = ca
                     .issue(key, cn)
-                    .map_err(|e| AttestError::rejected("DevID enrollment", e))?;
+                    .map_err(|e| AttestError::rejected("DevID enrollment", e.to_string()))?;
                 vec![cert, ca.cert_der.clone()]
             }
             _ => Vec::new(),
