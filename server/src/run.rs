@@ -14,7 +14,7 @@ use crate::ca::devid_ca::DevIdCa;
 use crate::ca::upstream::Upstream;
 use crate::ca::{unix_now, CaSettings, CertificateAuthority};
 use crate::changes::Changes;
-use crate::config::{ServerConfig, UpstreamConfig};
+use crate::config::{KeyManagerConfig, ListenAddress, ServerConfig, UpstreamConfig};
 use crate::node::agent_api::{AgentApi, AgentService};
 use crate::node::join_token::JoinTokenAttestor;
 use crate::node::nonce::NonceRegistry;
@@ -120,15 +120,13 @@ fn node_service(
 }
 
 fn open_key_manager(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn KeyManager>> {
-    if let Some(km) = &cfg.key_manager {
-        let hsm_cfg = km
-            .pkcs11
-            .to_hsm_config("[key_manager.pkcs11]")
-            .map_err(anyhow::Error::msg)?;
-        let km = Pkcs11KeyManager::open(&hsm_cfg).context("cannot open the CA key HSM")?;
-        return Ok(Arc::new(km));
+    match &cfg.key_manager {
+        KeyManagerConfig::Pkcs11(token) => {
+            let km = Pkcs11KeyManager::open(token).context("cannot open the CA key HSM")?;
+            return Ok(Arc::new(km));
+        }
+        KeyManagerConfig::InsecureSoftware => {}
     }
-    // validate() guarantees insecure_software_keys here.
     let dir = cfg.data_dir.join("insecure-keys");
     let banner = format!(
         "INSECURE: insecure_software_keys = true: the CA private keys are plain files in {}. \
@@ -153,17 +151,13 @@ fn open_upstream(cfg: &ServerConfig) -> anyhow::Result<Option<Upstream>> {
             bundle_file,
         } => Upstream::from_files(cert_file, key_file, bundle_file.as_deref())?,
         UpstreamConfig::Pkcs11 {
+            token,
             key_label,
             cert_file,
             bundle_file,
-            ..
         } => {
-            let token = up.token().context("upstream token")?;
-            let hsm_cfg = token
-                .to_hsm_config("[upstream]")
-                .map_err(anyhow::Error::msg)?;
             let km: Arc<dyn KeyManager> = Arc::new(
-                Pkcs11KeyManager::open(&hsm_cfg).context("cannot open the upstream CA token")?,
+                Pkcs11KeyManager::open(token).context("cannot open the upstream CA token")?,
             );
             Upstream::from_token(km, key_label, cert_file, bundle_file.as_deref())?
         }
@@ -174,7 +168,7 @@ fn open_upstream(cfg: &ServerConfig) -> anyhow::Result<Option<Upstream>> {
 impl Server {
     /// Opens every component; any failure (HSM, store, journal) stops start-up.
     pub fn open(config: ServerConfig) -> anyhow::Result<Self> {
-        let td = config.trust_domain().map_err(anyhow::Error::msg)?;
+        let td = config.trust_domain.clone();
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
         let km = open_key_manager(&config)?;
@@ -220,7 +214,7 @@ impl Server {
     /// Serves until SIGINT/SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         let socket_path: PathBuf = self.config.admin.socket_path.clone();
-        let listener = bind_admin_socket(&socket_path, self.config.admin.socket_mode_bits()?)?;
+        let listener = bind_admin_socket(&socket_path, self.config.admin.socket_mode.bits())?;
         info!(socket = %socket_path.display(), "admin API listening");
 
         let ca = self.ca.clone();
@@ -244,10 +238,9 @@ impl Server {
             }
         });
 
-        let node_task = if self.config.node_api.listen.is_empty() {
-            None
-        } else {
-            Some(self.spawn_node_api().await?)
+        let node_task = match &self.config.node_api.listen {
+            None => None,
+            Some(listen) => Some(self.spawn_node_api(listen).await?),
         };
 
         let service = AdminService {
@@ -275,9 +268,11 @@ impl Server {
 
 impl Server {
     /// Binds the Node API (TLS with the server SVID) and serves it in the background.
-    async fn spawn_node_api(&self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        let listen = &self.config.node_api.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
+    async fn spawn_node_api(
+        &self,
+        listen: &ListenAddress,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let listener = tokio::net::TcpListener::bind(listen.as_str())
             .await
             .with_context(|| format!("cannot bind the node API on {listen}"))?;
         let addr = listener.local_addr()?;
