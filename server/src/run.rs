@@ -262,7 +262,7 @@ impl Server {
         }
         let _ = std::fs::remove_file(&socket_path);
         info!("server stopped");
-        result
+        Ok(result?)
     }
 }
 

@@ -2,7 +2,7 @@
 
 mod socket;
 
-pub use socket::{bind_admin_socket, serve_admin};
+pub use socket::{bind_admin_socket, serve_admin, AdminSocketError};
 
 use std::sync::Arc;
 
