@@ -9,7 +9,7 @@ use rand::RngCore;
 use rcgen::Issuer;
 use tracing::{info, warn};
 
-use super::journal::{self, CaJournal, JwtSlot, SlotStatus, Step, X509Slot, JOURNAL_VERSION};
+use super::journal::{self, CaJournal, JwtSlot, Slot, SlotStatus, Step, X509Slot, JOURNAL_VERSION};
 use super::signing_key::HsmKey;
 use super::{
     x509, ActiveJwt, ActiveX509, CaError, CertificateAuthority, CertificateError, JournalError,
@@ -35,9 +35,44 @@ pub(super) fn load_journal(store: &dyn DataStore) -> Result<CaJournal, CaError> 
     Ok(j)
 }
 
-/// `apply_x509` or `apply_jwt`: one step, returning a key to destroy once persisted.
-type ApplyStep =
-    fn(&CertificateAuthority, &mut CaJournal, Step, i64) -> Result<Option<String>, CaError>;
+/// The two key kinds, each with its own schedule and slots in the journal.
+#[derive(Debug, Clone, Copy)]
+enum KeyKind {
+    X509,
+    Jwt,
+}
+
+/// Applies one step of one kind's schedule to its `slots` (`new_slot` makes a key and its
+/// slot with the given status); returns the label of a key to destroy once persisted.
+fn apply_step<S: Slot>(
+    slots: &mut Vec<S>,
+    step: Step,
+    now: i64,
+    what: &str,
+    new_slot: impl FnOnce(SlotStatus) -> Result<S, CaError>,
+) -> Result<Option<String>, CaError> {
+    match step {
+        Step::CreateActive => {
+            for s in slots
+                .iter_mut()
+                .filter(|s| s.status() == SlotStatus::Active)
+            {
+                s.set_status(SlotStatus::Old);
+            }
+            slots.push(new_slot(SlotStatus::Active)?);
+        }
+        Step::Prepare => slots.push(new_slot(SlotStatus::Prepared)?),
+        Step::Activate => {
+            journal::activate_prepared(slots, now);
+            info!("activated the prepared {what}");
+        }
+        Step::Prune { key_label } => {
+            slots.retain(|s| s.key_label() != key_label);
+            return Ok(Some(key_label));
+        }
+    }
+    Ok(None)
+}
 
 fn new_label(prefix: &str, kind: &str, now: i64) -> String {
     let mut r = [0u8; 4];
@@ -97,18 +132,19 @@ impl CertificateAuthority {
     /// expired key is destroyed only once the journal no longer names it.
     fn run_steps(&self, journal: &mut CaJournal, now: i64) -> (bool, Result<(), CaError>) {
         // The two key kinds have independent schedules: plan both first.
-        let steps: Vec<(Step, ApplyStep)> = journal::plan(&journal.x509, now)
+        let steps: Vec<(KeyKind, Step)> = journal::plan(&journal.x509, now)
             .into_iter()
-            .map(|s| (s, Self::apply_x509 as ApplyStep))
+            .map(|s| (KeyKind::X509, s))
             .chain(
                 journal::plan(&journal.jwt, now)
                     .into_iter()
-                    .map(|s| (s, Self::apply_jwt as ApplyStep)),
+                    .map(|s| (KeyKind::Jwt, s)),
             )
             .collect();
         let mut changed = false;
-        for (step, apply) in steps {
-            let destroy = match apply(self, journal, step, now)
+        for (kind, step) in steps {
+            let destroy = match self
+                .apply(journal, kind, step, now)
                 .and_then(|d| self.persist(journal).map(|()| d))
             {
                 Ok(d) => d,
@@ -216,66 +252,23 @@ impl CertificateAuthority {
         })
     }
 
-    /// Applies one step; returns the label of a key to destroy once persisted.
-    fn apply_x509(
+    /// Applies one step of `kind`'s schedule; returns the label of a key to destroy once
+    /// persisted.
+    fn apply(
         &self,
         j: &mut CaJournal,
+        kind: KeyKind,
         step: Step,
         now: i64,
     ) -> Result<Option<String>, CaError> {
-        match step {
-            Step::CreateActive => {
-                for s in j.x509.iter_mut().filter(|s| s.status == SlotStatus::Active) {
-                    s.status = SlotStatus::Old;
-                }
-                let slot = self.new_x509_slot(now, SlotStatus::Active)?;
-                j.x509.push(slot);
-            }
-            Step::Prepare => {
-                let slot = self.new_x509_slot(now, SlotStatus::Prepared)?;
-                j.x509.push(slot);
-            }
-            Step::Activate => {
-                journal::activate_prepared(&mut j.x509, now);
-                info!("activated the prepared X.509 CA key");
-            }
-            Step::Prune { key_label } => {
-                j.x509.retain(|s| s.key_label != key_label);
-                return Ok(Some(key_label));
-            }
+        match kind {
+            KeyKind::X509 => apply_step(&mut j.x509, step, now, "X.509 CA key", |status| {
+                self.new_x509_slot(now, status)
+            }),
+            KeyKind::Jwt => apply_step(&mut j.jwt, step, now, "JWT key", |status| {
+                self.new_jwt_slot(now, status)
+            }),
         }
-        Ok(None)
-    }
-
-    /// Applies one step; returns the label of a key to destroy once persisted.
-    fn apply_jwt(
-        &self,
-        j: &mut CaJournal,
-        step: Step,
-        now: i64,
-    ) -> Result<Option<String>, CaError> {
-        match step {
-            Step::CreateActive => {
-                for s in j.jwt.iter_mut().filter(|s| s.status == SlotStatus::Active) {
-                    s.status = SlotStatus::Old;
-                }
-                let slot = self.new_jwt_slot(now, SlotStatus::Active)?;
-                j.jwt.push(slot);
-            }
-            Step::Prepare => {
-                let slot = self.new_jwt_slot(now, SlotStatus::Prepared)?;
-                j.jwt.push(slot);
-            }
-            Step::Activate => {
-                journal::activate_prepared(&mut j.jwt, now);
-                info!("activated the prepared JWT key");
-            }
-            Step::Prune { key_label } => {
-                j.jwt.retain(|s| s.key_label != key_label);
-                return Ok(Some(key_label));
-            }
-        }
-        Ok(None)
     }
 
     fn build_active_x509(&self, j: &CaJournal) -> Result<ActiveX509, CaError> {

@@ -144,6 +144,15 @@ pub fn parse_csr(der: &[u8]) -> Result<rcgen::PublicKey, CaError> {
     Ok(parsed.public_key)
 }
 
+/// The serial number of a DER certificate, hex (how nodes and logs name an SVID); `None`
+/// when it does not parse.
+pub fn serial_hex(der: &[u8]) -> Option<String> {
+    use der::Decode;
+    x509_cert::Certificate::from_der(der)
+        .ok()
+        .map(|c| hex::encode(c.tbs_certificate.serial_number.as_bytes()))
+}
+
 /// The notAfter of a DER certificate, in unix seconds.
 pub fn cert_not_after(der: &[u8]) -> Result<i64, CaError> {
     use der::Decode;

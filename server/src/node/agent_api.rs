@@ -39,13 +39,6 @@ struct Caller {
     node: AttestedNode,
 }
 
-fn serial_hex(der: &[u8]) -> Option<String> {
-    use der::Decode;
-    x509_cert::Certificate::from_der(der)
-        .ok()
-        .map(|c| hex::encode(c.tbs_certificate.serial_number.as_bytes()))
-}
-
 /// Entries `node` may serve: those whose parent is the agent, and those whose
 /// parent is a node alias (an entry under spiffe://<td>/spire/server) whose
 /// selectors the node has.
@@ -91,7 +84,7 @@ impl AgentService {
             return Err(Status::permission_denied(format!("{id} is banned")));
         }
         // Only the agent's current SVID: an older one (before re-attestation) is refused.
-        if serial_hex(leaf).as_deref() != Some(node.serial_number.as_str()) {
+        if crate::ca::x509::serial_hex(leaf).as_deref() != Some(node.serial_number.as_str()) {
             return Err(Status::permission_denied(format!(
                 "{id} presented an SVID that is not its current one; re-attest"
             )));
@@ -273,7 +266,7 @@ impl Agent for AgentApi {
             node.serial_number = svid
                 .chain
                 .first()
-                .and_then(|d| serial_hex(d))
+                .and_then(|d| crate::ca::x509::serial_hex(d))
                 .unwrap_or_default();
             node.expires_at = svid.expires_at;
             node.last_attested_at = now;

@@ -114,7 +114,11 @@ impl NodeService {
             let svid = ca
                 .sign_x509_svid(&public_key, &a.agent_id, ttl, &[])
                 .map_err(status::ca)?;
-            let serial = x509_serial_hex(svid.chain.first().map(Vec::as_slice).unwrap_or(&[]));
+            let serial = svid
+                .chain
+                .first()
+                .and_then(|leaf| x509::serial_hex(leaf))
+                .unwrap_or_default();
             store
                 .record_attestation(&AttestedNode {
                     spiffe_id: a.agent_id.clone(),
@@ -192,13 +196,6 @@ fn attestor_of(id: &ironroot_api::spiffe_id::SpiffeId) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
-}
-
-fn x509_serial_hex(der: &[u8]) -> String {
-    use der::Decode;
-    x509_cert::Certificate::from_der(der)
-        .map(|c| hex::encode(c.tbs_certificate.serial_number.as_bytes()))
-        .unwrap_or_default()
 }
 
 async fn blocking<T: Send + 'static>(
