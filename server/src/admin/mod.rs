@@ -102,7 +102,7 @@ impl Admin for AdminService {
         let spec = entry_spec(req.into_inner().entry)?;
         let store = self.store.clone();
         let e = blocking(move || store.create_entry(spec).map_err(status::store)).await?;
-        info!(entry = %e.id, spiffe_id = %e.spiffe_id, "entry created");
+        info!(entry = %e.id, spiffe_id = %e.spec.spiffe_id, "entry created");
         self.changes.bump();
         Ok(Response::new(e.into()))
     }

@@ -51,12 +51,14 @@ pub fn authorized_entries(
 ) -> Vec<RegistrationEntry> {
     let aliases: Vec<&SpiffeId> = all
         .iter()
-        .filter(|e| &e.parent_id == server_id && Selector::all_in(&e.selectors, node_selectors))
-        .map(|e| &e.spiffe_id)
+        .filter(|e| {
+            &e.spec.parent_id == server_id && Selector::all_in(&e.spec.selectors, node_selectors)
+        })
+        .map(|e| &e.spec.spiffe_id)
         .collect();
     all.iter()
-        .filter(|e| e.expires_at == 0 || e.expires_at > now)
-        .filter(|e| &e.parent_id == agent || aliases.contains(&&e.parent_id))
+        .filter(|e| e.spec.expires_at == 0 || e.spec.expires_at > now)
+        .filter(|e| &e.spec.parent_id == agent || aliases.contains(&&e.spec.parent_id))
         .cloned()
         .collect()
 }
@@ -113,9 +115,10 @@ impl AgentService {
 fn entry_pb(e: &RegistrationEntry) -> pb::Entry {
     pb::Entry {
         id: e.id.clone(),
-        spiffe_id: e.spiffe_id.to_string(),
-        parent_id: e.parent_id.to_string(),
+        spiffe_id: e.spec.spiffe_id.to_string(),
+        parent_id: e.spec.parent_id.to_string(),
         selectors: e
+            .spec
             .selectors
             .iter()
             .map(|s| pb::Selector {
@@ -123,12 +126,12 @@ fn entry_pb(e: &RegistrationEntry) -> pb::Entry {
                 value: s.value.clone(),
             })
             .collect(),
-        x509_svid_ttl: i32::try_from(e.x509_svid_ttl).unwrap_or(i32::MAX),
-        jwt_svid_ttl: i32::try_from(e.jwt_svid_ttl).unwrap_or(i32::MAX),
-        dns_names: e.dns_names.clone(),
-        hint: e.hint.clone(),
+        x509_svid_ttl: i32::try_from(e.spec.x509_svid_ttl).unwrap_or(i32::MAX),
+        jwt_svid_ttl: i32::try_from(e.spec.jwt_svid_ttl).unwrap_or(i32::MAX),
+        dns_names: e.spec.dns_names.clone(),
+        hint: e.spec.hint.clone(),
         revision_number: e.revision,
-        expires_at: e.expires_at,
+        expires_at: e.spec.expires_at,
     }
 }
 
@@ -197,7 +200,7 @@ impl Agent for AgentApi {
                     });
                     continue;
                 };
-                match svc.ca.sign_x509_svid_csr(&r.csr, &e.spiffe_id, e.x509_svid_ttl, &e.dns_names) {
+                match svc.ca.sign_x509_svid_csr(&r.csr, &e.spec.spiffe_id, e.spec.x509_svid_ttl, &e.spec.dns_names) {
                     Ok(s) => results.push(pb::X509SvidResult {
                         entry_id: e.id.clone(),
                         svid_chain: s.chain,
@@ -235,7 +238,7 @@ impl Agent for AgentApi {
             })?;
             let (token, expires_at) = svc
                 .ca
-                .mint_jwt_svid(&e.spiffe_id, &r.audience, e.jwt_svid_ttl)
+                .mint_jwt_svid(&e.spec.spiffe_id, &r.audience, e.spec.jwt_svid_ttl)
                 .map_err(status::ca)?;
             Ok(Response::new(pb::NewJwtSvidResponse { token, expires_at }))
         })
