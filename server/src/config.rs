@@ -97,6 +97,18 @@ pub struct InvalidOption {
     pub reason: String,
 }
 
+/// A value that does not parse as what its option needs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValueError {
+    /// Not an octal permission mode.
+    #[error("{0:?} is not an octal mode like \"0600\"")]
+    SocketMode(String),
+    /// Not `host:port`.
+    #[error("{0:?} is not host:port like \"0.0.0.0:8081\" (empty disables the Node API)")]
+    ListenAddress(String),
+}
+
 fn invalid(key: &'static str, reason: impl Into<String>) -> InvalidOption {
     InvalidOption {
         key,
@@ -167,14 +179,14 @@ impl SocketMode {
 }
 
 impl FromStr for SocketMode {
-    type Err = String;
+    type Err = ValueError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         u32::from_str_radix(s.trim_start_matches("0o"), 8)
             .ok()
             .filter(|m| *m <= 0o777)
             .map(SocketMode)
-            .ok_or_else(|| format!("{s:?} is not an octal mode like \"0600\""))
+            .ok_or_else(|| ValueError::SocketMode(s.to_string()))
     }
 }
 
@@ -196,16 +208,14 @@ impl ListenAddress {
 }
 
 impl FromStr for ListenAddress {
-    type Err = String;
+    type Err = ValueError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         match s.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
                 Ok(ListenAddress(s.to_string()))
             }
-            _ => Err(format!(
-                "{s:?} is not host:port like \"0.0.0.0:8081\" (empty disables the Node API)"
-            )),
+            _ => Err(ValueError::ListenAddress(s.to_string())),
         }
     }
 }
@@ -440,14 +450,17 @@ impl TryFrom<file::ServerFile> for ServerConfig {
         let socket_mode = admin
             .socket_mode
             .parse()
-            .map_err(|e| invalid("admin.socket_mode", e))?;
+            .map_err(|e: ValueError| invalid("admin.socket_mode", e.to_string()))?;
         if admin.max_request_bytes < MIN_ADMIN_REQUEST_BYTES {
             return Err(invalid("admin.max_request_bytes", "must be at least 1024"));
         }
         let node_api = f.node_api;
         let listen = match node_api.listen.as_str() {
             "" => None,
-            l => Some(l.parse().map_err(|e| invalid("node_api.listen", e))?),
+            l => Some(
+                l.parse()
+                    .map_err(|e: ValueError| invalid("node_api.listen", e.to_string()))?,
+            ),
         };
         Ok(ServerConfig {
             trust_domain,
