@@ -7,7 +7,7 @@ use ironroot_tpm::verify::certchain::Anchors;
 use ironroot_tpm::verify::devid::{self, CheckedDevId, DevIdError, DevIdEvidence, DevIdKey};
 use ironroot_tpm::verify::eventlog::{EventLog, HashAlg};
 use ironroot_tpm::verify::quote::{Quote, QuoteError, QuotedPcrs};
-use ironroot_tpm::verify::replay::{check_replay as replay, ReplayError};
+use ironroot_tpm::verify::replay::{self, ReplayError};
 use ironroot_tpm::verify::TpmPublic;
 
 use crate::node::nonce::NonceRegistry;
@@ -73,7 +73,7 @@ pub fn check_quote(
 
 /// The event log must reproduce every quoted PCR.
 pub fn check_replay(log: &EventLog, bank: HashAlg, quoted: &QuotedPcrs) -> Result<(), AttestError> {
-    replay(log, bank, quoted).map_err(replay_rejection)
+    replay::check_replay(log, bank, quoted).map_err(replay_rejection)
 }
 
 /// Secure Boot on and an image verified by it, read in the quoted `bank`
