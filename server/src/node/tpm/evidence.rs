@@ -2,6 +2,8 @@
 //! the bytes to the pure checks of [`ironroot_tpm::verify`] (quote, replay, DevID) and files
 //! each failure under the check it names, as malformed or rejected.
 
+use std::fmt::Display;
+
 use ironroot_api::node as pb;
 use ironroot_tpm::verify::certchain::Anchors;
 use ironroot_tpm::verify::devid::{self, CheckedDevId, DevIdError, DevIdEvidence, DevIdKey};
@@ -13,24 +15,26 @@ use ironroot_tpm::verify::TpmPublic;
 use crate::node::nonce::NonceRegistry;
 use crate::node::AttestError;
 
-fn quote_rejection(e: QuoteError) -> AttestError {
-    if e.is_malformed() {
-        AttestError::malformed(e.rule(), e.to_string())
+/// Files a pure check's failure under its rule: malformed evidence (INVALID_ARGUMENT) or a
+/// refusal (PERMISSION_DENIED).
+pub(super) fn rejection(rule: &'static str, malformed: bool, e: &dyn Display) -> AttestError {
+    if malformed {
+        AttestError::malformed(rule, e.to_string())
     } else {
-        AttestError::rejected(e.rule(), e.to_string())
+        AttestError::rejected(rule, e.to_string())
     }
 }
 
-pub(super) fn devid_rejection(e: DevIdError) -> AttestError {
-    if e.is_malformed() {
-        AttestError::malformed(e.rule(), e.to_string())
-    } else {
-        AttestError::rejected(e.rule(), e.to_string())
-    }
+fn quote_rejection(e: QuoteError) -> AttestError {
+    rejection(e.rule(), e.is_malformed(), &e)
+}
+
+fn devid_rejection(e: DevIdError) -> AttestError {
+    rejection(e.rule(), e.is_malformed(), &e)
 }
 
 fn replay_rejection(e: ReplayError) -> AttestError {
-    AttestError::rejected(e.rule(), e.to_string())
+    rejection(e.rule(), false, &e)
 }
 
 /// Checks the quote; returns the PCR values it vouches for. The nonce is spent once the

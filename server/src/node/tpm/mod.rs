@@ -18,10 +18,10 @@ use std::time::Duration;
 use ironroot_api::node as pb;
 use ironroot_api::selector::Selector;
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
-use ironroot_tpm::verify::certchain::{self, Anchors};
+use ironroot_tpm::verify::certchain::Anchors;
+use ironroot_tpm::verify::ek;
 use ironroot_tpm::verify::{make_credential, TpmPublic};
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 use super::nonce::NonceRegistry;
 use super::{AttestError, Begun, NodeAttestor};
@@ -89,59 +89,14 @@ fn common_name(name: &x509_cert::name::Name) -> Option<String> {
 impl TpmAttestor {
     /// EK trust: certificate chain to a manufacturer CA, else the allow-list.
     fn check_ek(&self, tpm: &pb::TpmEvidence, ek: &TpmPublic) -> Result<String, AttestError> {
-        // An EK is a restricted decryption key bound to its TPM, never a signing key.
-        let a = &ek.object_attributes;
-        if !(a.fixed_tpm() && a.fixed_parent() && a.restricted() && a.decrypt()) || a.sign_encrypt()
-        {
-            return Err(AttestError::rejected(
-                "EK",
-                "the EK public area is not a restricted decryption key bound to the TPM",
-            ));
-        }
-        let spki = ek
-            .spki_der()
-            .map_err(|e| AttestError::malformed("EK public", e.to_string()))?;
-        let ek_hash = hex::encode(Sha256::digest(&spki));
-        let allowed = self
-            .shared
-            .ek_hash_allow_list
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case(&ek_hash));
-        if tpm.ek_certificate.is_empty() {
-            return if allowed {
-                Ok(ek_hash)
-            } else {
-                Err(AttestError::rejected(
-                    "EK",
-                    format!("the TPM sent no EK certificate and EK hash {ek_hash} is not on the allow-list"),
-                ))
-            };
-        }
-        let chain = certchain::verify(
+        ek::check_ek(
+            ek,
             &tpm.ek_certificate,
-            &[],
             &self.shared.ek_anchors,
+            &self.shared.ek_hash_allow_list,
             unix_now() as u64,
-            certchain::CertProfile::Ek,
-        );
-        match chain {
-            Ok(cert) => {
-                let cert_spki = der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info)
-                    .map_err(|e| AttestError::malformed("EK certificate", e.to_string()))?;
-                if !ek.matches_spki(&cert_spki) {
-                    return Err(AttestError::rejected(
-                        "EK",
-                        "the EK certificate's key is not the EK public key the TPM presented",
-                    ));
-                }
-                Ok(ek_hash)
-            }
-            Err(_) if allowed => Ok(ek_hash),
-            Err(reason) => Err(AttestError::rejected(
-                "EK certificate",
-                format!("{reason}; EK hash {ek_hash} is not on the allow-list either"),
-            )),
-        }
+        )
+        .map_err(|e| evidence::rejection(e.rule(), e.is_malformed(), &e))
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use ironroot_api::node as pb;
 use ironroot_api::selector::Selector;
 use ironroot_api::spiffe_id::SpiffeId;
+use ironroot_tpm::verify::devid::DevIdKey;
 use ironroot_tpm::verify::eventlog::{EventLog, HashAlg};
 use ironroot_tpm::verify::policy::{evaluate, Policy};
 use ironroot_tpm::verify::TpmPublic;
@@ -16,7 +17,6 @@ use super::evidence;
 use super::{selector, TpmShared};
 use crate::ca::unix_now;
 use crate::node::{AttestError, Attested, PendingAttestation};
-use ironroot_tpm::verify::devid::DevIdKey;
 
 pub struct PendingTpm {
     pub shared: Arc<TpmShared>,
