@@ -106,3 +106,6 @@ pub fn check_ek(
         Err(source) => Err(EkError::Untrusted { source, ek_hash }),
     }
 }
+
+#[cfg(test)]
+mod tests;
