@@ -5,6 +5,7 @@
 
 mod verify_support;
 
+use ironroot_tpm::verify::devid::{certified_key, DevIdError};
 use ironroot_tpm::verify::eventlog::HashAlg;
 use ironroot_tpm::verify::quote::{Quote, QuoteError};
 use ironroot_tpm::verify::{
@@ -360,4 +361,22 @@ fn certify_names_the_certified_key() {
     rig.run("tpm2_readpublic", &["-c", "ek.ctx", "-o", "ek.pub"]);
     let ek = TpmPublic::from_tpm2b(&rig.read("ek.pub")).unwrap();
     assert!(verify_signature(&ek, &msg, &sig).is_err());
+
+    // The DevID rules on the same certify: the key has a DevID's shape (ECC P-256,
+    // fixedTPM, fixedParent, sign) and the AK certified it.
+    let (public, sig_bytes) = (rig.read("key.pub"), rig.read("attest.sig"));
+    let devid = certified_key(&ak, &public, &msg, &sig_bytes).unwrap();
+    assert_eq!(devid.name(), key.name());
+    assert!(matches!(
+        certified_key(&ek, &public, &msg, &sig_bytes),
+        Err(DevIdError::CertifyNotSignedByAk(_))
+    ));
+    // The AK is a P-256 signing key bound to the TPM too, but not the key certified.
+    let e = certified_key(&ak, &rig.read("ak.pub"), &msg, &sig_bytes).unwrap_err();
+    assert_eq!(e, DevIdError::OtherKeyCertified);
+    assert_eq!(e.rule(), "DevID certify");
+    assert!(matches!(
+        certified_key(&ak, &rig.read("ek.pub"), &msg, &sig_bytes),
+        Err(DevIdError::KeyAlgorithm)
+    ));
 }

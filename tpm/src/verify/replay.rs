@@ -101,3 +101,60 @@ pub fn check_replay(
         .collect();
     Err(ReplayError::Mismatch(described))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::eventlog::{EventType, LogBuilder};
+
+    fn log() -> EventLog {
+        let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
+        b.event(0, EventType::EV_S_CRTM_VERSION, &[0, 0])
+            .measure(4, EventType::EV_EFI_ACTION, b"boot", b"boot")
+            .separators(&[0, 4, 7]);
+        EventLog::parse(&b.build()).unwrap()
+    }
+
+    fn quoted(log: &EventLog, pcrs: &[u32]) -> Vec<(u32, Vec<u8>)> {
+        let replay = log.replay();
+        pcrs.iter()
+            .map(|&i| {
+                let v = replay.expected(HashAlg::Sha256, i).unwrap();
+                (i, v.as_bytes().to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_log_that_reproduces_the_quote_passes() {
+        let log = log();
+        check_replay(&log, HashAlg::Sha256, &quoted(&log, &[0, 4, 7, 9])).unwrap();
+    }
+
+    #[test]
+    fn a_mismatch_names_the_pcr_and_the_last_event_of_it() {
+        let log = log();
+        let mut q = quoted(&log, &[0, 4, 7]);
+        q[1].1[0] ^= 1;
+        let e = check_replay(&log, HashAlg::Sha256, &q).unwrap_err();
+        let ReplayError::Mismatch(m) = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].pcr, 4);
+        assert_eq!(m[0].quoted, q[1].1);
+        let (index, event_type) = m[0].last_event.clone().unwrap();
+        assert_eq!(event_type, EventType::EV_SEPARATOR.to_string());
+        assert_eq!(log.events()[index].pcr, 4);
+        assert_eq!(e.rule(), "event log replay");
+        assert!(e.to_string().contains("PCR 4 (sha256): quoted "), "{e}");
+    }
+
+    #[test]
+    fn a_bank_the_log_lacks_is_named() {
+        let log = log();
+        let e = check_replay(&log, HashAlg::Sha384, &[(0, vec![0; 48])]).unwrap_err();
+        assert_eq!(e, ReplayError::NoBank(HashAlg::Sha384));
+        assert_eq!(e.rule(), "event log");
+    }
+}
