@@ -43,6 +43,35 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The error and its causes in one line. The library's typed errors embed their causes'
+/// text in their own message (an operator mostly sees one log line) and also expose them as
+/// `source()`: once one of them is printed, the rest of the chain would repeat it. Context
+/// added at this edge (and foreign errors) is followed by its cause, as `{:#}` would.
+fn report(e: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        parts.push(cause.to_string());
+        if says_its_causes(cause) {
+            break;
+        }
+    }
+    parts.join(": ")
+}
+
+/// Whether `e` is one of the server's error types, whose message includes its causes.
+fn says_its_causes(e: &(dyn std::error::Error + 'static)) -> bool {
+    use ironroot_server::{admin, ca, config, node, store};
+    e.is::<config::ConfigError>()
+        || e.is::<ca::CaError>()
+        || e.is::<ca::devid_ca::DevIdCaError>()
+        || e.is::<store::StoreError>()
+        || e.is::<admin::AdminSocketError>()
+        || e.is::<node::tls::IdentityError>()
+        || e.is::<node::tpm::policies::PolicySetError>()
+        || e.is::<node::tpm::anchors::AnchorsFileError>()
+        || e.is::<ironroot_hsm::HsmError>()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -58,7 +87,7 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
