@@ -28,7 +28,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(&cfg.log_level);
             // HSM work blocks: open everything off the async threads.
             let server = tokio::task::spawn_blocking(move || Server::open(cfg)).await??;
-            done(server.run().await)
+            done(server.run().await.map_err(anyhow::Error::from))
         }
         Command::Entry(c) => done(client::entry(c).await),
         Command::Bundle(c) => done(client::bundle(c).await),
@@ -60,8 +60,9 @@ fn report(e: &anyhow::Error) -> String {
 
 /// Whether `e` is one of the server's error types, whose message includes its causes.
 fn says_its_causes(e: &(dyn std::error::Error + 'static)) -> bool {
-    use ironroot_server::{admin, ca, config, node, store};
+    use ironroot_server::{admin, ca, config, node, run, store};
     e.is::<config::ConfigError>()
+        || e.is::<run::StartError>()
         || e.is::<ca::CaError>()
         || e.is::<ca::devid_ca::DevIdCaError>()
         || e.is::<store::StoreError>()
