@@ -31,13 +31,19 @@ fuzz_target!(|data: &[u8]| {
     };
     match check_ek(&ek, certificate, &Anchors::default(), &allow, NOW) {
         Ok(hash) => {
-            assert!(!allow.is_empty(), "an EK passed with no CA and no allow-list");
+            assert!(
+                !allow.is_empty(),
+                "an EK passed with no CA and no allow-list"
+            );
             assert_eq!(Some(hash), own_hash);
         }
         Err(e) => {
             let _ = (e.rule(), e.is_malformed(), e.to_string());
             let a = &ek.object_attributes;
-            let shaped = a.fixed_tpm() && a.fixed_parent() && a.restricted() && a.decrypt()
+            let shaped = a.fixed_tpm()
+                && a.fixed_parent()
+                && a.restricted()
+                && a.decrypt()
                 && !a.sign_encrypt();
             assert!(
                 !(shaped && !allow.is_empty() && certificate.is_empty()),

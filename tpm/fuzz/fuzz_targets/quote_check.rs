@@ -57,7 +57,10 @@ fuzz_target!(|data: &[u8]| {
     match quote.verify(&ak, signature, bank, &pcrs, &values) {
         Ok(quoted) => {
             let indices: Vec<u32> = quoted.iter().map(|(i, _)| *i).collect();
-            assert_eq!(indices, pcrs, "a quote vouched for other PCRs than asked for");
+            assert_eq!(
+                indices, pcrs,
+                "a quote vouched for other PCRs than asked for"
+            );
         }
         Err(e) => {
             let _ = (e.rule(), e.is_malformed(), e.to_string());
