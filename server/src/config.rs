@@ -226,7 +226,7 @@ impl fmt::Display for ListenAddress {
     }
 }
 
-/// Where agents attest (TLS; the server presents spiffe://<td>/spire/server).
+/// Where agents attest (TLS; the server presents `spiffe://<td>/spire/server`).
 #[derive(Debug, Clone)]
 pub struct NodeApiConfig {
     /// Address of the Node API; `None` (written empty) disables it.

@@ -40,7 +40,7 @@ struct Caller {
 }
 
 /// Entries `node` may serve: those whose parent is the agent, and those whose
-/// parent is a node alias (an entry under spiffe://<td>/spire/server) whose
+/// parent is a node alias (an entry under `spiffe://<td>/spire/server`) whose
 /// selectors the node has.
 pub fn authorized_entries(
     all: &[RegistrationEntry],

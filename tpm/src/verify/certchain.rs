@@ -4,7 +4,7 @@
 //! keyAgreement, the TCG EKU) that a TLS verifier such as rustls-webpki refuses or does not
 //! know, so nothing here goes through webpki and every check is explicit: issuer name,
 //! signature and validity up to a configured anchor (this file), then the profile and
-//! path rules of [`rules`] (leaf keyUsage and EK extendedKeyUsage, basicConstraints,
+//! path rules of `rules` (leaf keyUsage and EK extendedKeyUsage, basicConstraints,
 //! keyCertSign, pathLenConstraint, name constraints, unknown critical extensions) over
 //! the path found, anchor included.
 
@@ -18,7 +18,7 @@ use x509_cert::Certificate;
 pub use rules::{cert_name, check_leaf, check_path, CertProfile, CertRuleError};
 
 /// Longest chain accepted (leaf + intermediates + anchor).
-const MAX_DEPTH: usize = 6;
+pub const MAX_DEPTH: usize = 6;
 
 /// A set of trust anchors (every certificate of the configured bundle). Reading the bundle
 /// is the caller's business: this module sees DER only.
