@@ -19,8 +19,8 @@ use ironroot_agent::shared_tpm::SharedTpm;
 use ironroot_agent::simulate::replay_into;
 use ironroot_api::node as pb;
 use ironroot_api::spiffe_id::TrustDomain;
-use ironroot_server::node::certchain::Anchors;
 use ironroot_server::node::nonce::NonceRegistry;
+use ironroot_server::node::tpm::anchors;
 use ironroot_server::node::tpm::policies::PolicySet;
 use ironroot_server::node::tpm::{TpmAttestor, TpmKind, TpmShared};
 use ironroot_server::node::{Begun, NodeAttestor};
@@ -115,9 +115,9 @@ fn main() {
         kind: TpmKind::Ek,
         shared: Arc::new(TpmShared {
             trust_domain: TrustDomain::parse(TD).expect("td"),
-            ek_anchors: Anchors::from_pem_file(&ek_ca).expect("anchors"),
+            ek_anchors: anchors::from_pem_file(&ek_ca).expect("anchors"),
             ek_hash_allow_list: vec![],
-            devid_anchors: Anchors::default(),
+            devid_anchors: Default::default(),
             policies: pset,
             nonces: Arc::new(NonceRegistry::default()),
             challenge_ttl: Duration::from_secs(30),

@@ -49,7 +49,7 @@ pub struct JwtAuthority {
     /// The JWT `kid` that names this key.
     pub key_id: String,
     /// DER SubjectPublicKeyInfo.
-    #[serde(with = "b64")]
+    #[serde(with = "crate::serde_b64::bytes")]
     pub public_key_der: Vec<u8>,
     /// Unix seconds after which the key is retired; 0 when unknown (the JWKS
     /// form does not carry it).
@@ -62,7 +62,7 @@ pub struct TrustBundle {
     /// The trust domain the keys are authoritative for.
     pub trust_domain: TrustDomain,
     /// DER CA certificates for X.509-SVIDs.
-    #[serde(with = "b64_list")]
+    #[serde(with = "crate::serde_b64::list")]
     pub x509_authorities: Vec<Vec<u8>>,
     /// Keys for JWT-SVIDs.
     pub jwt_authorities: Vec<JwtAuthority>,
@@ -247,38 +247,6 @@ fn parse_jwt_key(jwk: &Jwk) -> Result<Option<JwtAuthority>, String> {
     }))
 }
 
-/// Serde for bytes as standard base64, so stored bundles stay readable.
-mod b64 {
-    use super::{Engine, STANDARD};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        STANDARD.decode(s).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Serde for a list of byte strings as a list of standard base64 strings.
-mod b64_list {
-    use super::{Engine, STANDARD};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(|b| STANDARD.encode(b)))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
-        Vec::<String>::deserialize(d)?
-            .into_iter()
-            .map(|s| STANDARD.decode(s).map_err(serde::de::Error::custom))
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests;
 
@@ -289,6 +257,14 @@ pub enum PemCertificatesError {
     Syntax(String),
     #[error("holds no CERTIFICATE block")]
     NoCertificate,
+}
+
+/// `CERTIFICATE` PEM blocks of `ders`, in order (the form written to files and printed by
+/// the CLIs: the `pem` crate's encoding, CRLF line ends).
+pub fn certificates_to_pem(ders: &[Vec<u8>]) -> String {
+    ders.iter()
+        .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone())))
+        .collect()
 }
 
 /// The DER contents of every CERTIFICATE block of a PEM text, in order; at

@@ -106,31 +106,15 @@ pub struct EntrySpec {
     pub expires_at: i64,
 }
 
-/// A stored entry: the spec plus what the server assigns.
+/// A stored entry: the spec plus what the server assigns. Stored and sent with the spec's
+/// fields beside `id` (flattened), as before the spec had its own type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistrationEntry {
     /// Server-assigned id (a UUID).
     pub id: String,
-    /// See [`EntrySpec::spiffe_id`].
-    pub spiffe_id: SpiffeId,
-    /// See [`EntrySpec::parent_id`].
-    pub parent_id: SpiffeId,
-    /// Sorted and deduplicated.
-    pub selectors: Vec<Selector>,
-    /// See [`EntrySpec::x509_svid_ttl`].
-    pub x509_svid_ttl: u32,
-    /// See [`EntrySpec::jwt_svid_ttl`].
-    pub jwt_svid_ttl: u32,
-    /// See [`EntrySpec::dns_names`].
-    pub dns_names: Vec<String>,
-    /// See [`EntrySpec::admin`].
-    pub admin: bool,
-    /// See [`EntrySpec::downstream`].
-    pub downstream: bool,
-    /// See [`EntrySpec::hint`].
-    pub hint: String,
-    /// See [`EntrySpec::expires_at`].
-    pub expires_at: i64,
+    /// What the operator set; selectors sorted and deduplicated.
+    #[serde(flatten)]
+    pub spec: EntrySpec,
     /// Starts at 0 and goes up by one on every update.
     pub revision: i64,
     /// Unix seconds.
@@ -221,34 +205,9 @@ impl RegistrationEntry {
     pub fn from_spec(id: String, spec: EntrySpec, revision: i64, created_at: i64) -> Self {
         RegistrationEntry {
             id,
-            spiffe_id: spec.spiffe_id,
-            parent_id: spec.parent_id,
-            selectors: spec.selectors,
-            x509_svid_ttl: spec.x509_svid_ttl,
-            jwt_svid_ttl: spec.jwt_svid_ttl,
-            dns_names: spec.dns_names,
-            admin: spec.admin,
-            downstream: spec.downstream,
-            hint: spec.hint,
-            expires_at: spec.expires_at,
+            spec,
             revision,
             created_at,
-        }
-    }
-
-    /// The operator-settable part.
-    pub fn spec(&self) -> EntrySpec {
-        EntrySpec {
-            spiffe_id: self.spiffe_id.clone(),
-            parent_id: self.parent_id.clone(),
-            selectors: self.selectors.clone(),
-            x509_svid_ttl: self.x509_svid_ttl,
-            jwt_svid_ttl: self.jwt_svid_ttl,
-            dns_names: self.dns_names.clone(),
-            admin: self.admin,
-            downstream: self.downstream,
-            hint: self.hint.clone(),
-            expires_at: self.expires_at,
         }
     }
 }
@@ -388,31 +347,10 @@ impl From<RegistrationEntry> for admin::Entry {
     fn from(e: RegistrationEntry) -> Self {
         let RegistrationEntry {
             id,
-            spiffe_id,
-            parent_id,
-            selectors,
-            x509_svid_ttl,
-            jwt_svid_ttl,
-            dns_names,
-            admin,
-            downstream,
-            hint,
-            expires_at,
+            spec,
             revision,
             created_at,
         } = e;
-        let spec = EntrySpec {
-            spiffe_id,
-            parent_id,
-            selectors,
-            x509_svid_ttl,
-            jwt_svid_ttl,
-            dns_names,
-            admin,
-            downstream,
-            hint,
-            expires_at,
-        };
         admin::Entry {
             id,
             fields: Some(spec.into()),

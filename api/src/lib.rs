@@ -33,6 +33,7 @@ pub mod entry;
 pub mod jwt_svid;
 mod pubkey;
 pub mod selector;
+pub mod serde_b64;
 pub mod spiffe_id;
 pub mod tls;
 

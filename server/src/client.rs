@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use hyper_util::rt::TokioIo;
 use ironroot_api::admin::{self as pb, admin_client::AdminClient};
+use ironroot_api::bundle::certificates_to_pem;
 use serde_json::json;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -230,12 +231,6 @@ pub async fn entry(cmd: EntryCommand) -> anyhow::Result<()> {
     }
 }
 
-pub fn pem_certs(ders: &[Vec<u8>]) -> String {
-    ders.iter()
-        .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone())))
-        .collect()
-}
-
 pub async fn bundle(cmd: BundleCommand) -> anyhow::Result<()> {
     let (client, format) = match cmd {
         BundleCommand::Show { client, format } => (client, format),
@@ -317,7 +312,7 @@ pub async fn bundle(cmd: BundleCommand) -> anyhow::Result<()> {
         .into_inner();
     match format {
         BundleFormat::Jwks => println!("{}", b.jwks_json),
-        BundleFormat::Pem => print!("{}", pem_certs(&b.x509_authorities)),
+        BundleFormat::Pem => print!("{}", certificates_to_pem(&b.x509_authorities)),
     }
     Ok(())
 }
@@ -360,8 +355,8 @@ pub async fn x509(cmd: X509Command) -> anyhow::Result<()> {
         .await
         .map_err(|s| rpc_err("x509 mint", s))?
         .into_inner();
-    let svid_pem = pem_certs(&r.svid_chain);
-    let bundle_pem = pem_certs(&r.root_cas);
+    let svid_pem = certificates_to_pem(&r.svid_chain);
+    let bundle_pem = certificates_to_pem(&r.root_cas);
     let key_pem = key.serialize_pem();
     if let Some(dir) = &write {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -1,99 +1,266 @@
-//! Server configuration (TOML). Every option and its default is documented in
-//! docs/configuration.md; keep the two in step.
+//! Server configuration (TOML). Every option, its default and its meaning are in
+//! conf/server.toml (parsed by a test) and docs/configuration.md; keep the three in step.
+//!
+//! The file is read as written ([`file`]), then checked and typed once: the key manager is
+//! a PKCS#11 token *or* (development only) software keys, a PIN comes from a file *or* an
+//! environment variable, modes and addresses are parsed values. Every refusal is a
+//! [`ConfigError`] naming the key, as the operator wrote it.
 
+mod file;
+
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use ironroot_api::spiffe_id::TrustDomain;
-use ironroot_hsm::{KeyAlgorithm, PinSource};
+use ironroot_hsm::{KeyAlgorithm, PinSource, Pkcs11Config};
 use serde::Deserialize;
 
 /// Where the admin socket lives unless the config says otherwise.
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/ironroot/server/admin.sock";
+/// The store (and nothing secret when an HSM is configured).
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/ironroot/server";
+/// Log filter unless `log_level` or RUST_LOG says otherwise.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Largest admin request: entries and policies are small.
+pub const DEFAULT_ADMIN_MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Only root may use the admin API unless told otherwise.
+pub const DEFAULT_ADMIN_UIDS: [u32; 1] = [0];
+/// Owner read/write only.
+pub const DEFAULT_SOCKET_MODE: SocketMode = SocketMode(0o600);
+/// The Node API address.
+pub const DEFAULT_NODE_LISTEN: &str = "0.0.0.0:8081";
+/// Agent SVID lifetime; agents re-attest at half of it.
+pub const DEFAULT_AGENT_SVID_TTL: Duration = Duration::from_secs(3600);
+/// Time an agent has to answer a challenge.
+pub const DEFAULT_CHALLENGE_TTL: Duration = Duration::from_secs(30);
+/// Largest Node API message: an event log travels in one.
+pub const DEFAULT_NODE_MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+/// LDevID lifetime.
+pub const DEFAULT_LDEVID_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// CA key and certificate lifetime.
+pub const DEFAULT_CA_TTL: Duration = Duration::from_secs(24 * 3600);
+/// X.509-SVID lifetime when none is asked for.
+pub const DEFAULT_X509_SVID_TTL: Duration = Duration::from_secs(3600);
+/// JWT-SVID lifetime when none is asked for.
+pub const DEFAULT_JWT_SVID_TTL: Duration = Duration::from_secs(300);
+/// How often the rotation schedule is checked.
+pub const DEFAULT_ROTATION_CHECK: Duration = Duration::from_secs(10);
+/// Prefix of the labels of keys the server creates.
+pub const DEFAULT_KEY_LABEL_PREFIX: &str = "ironroot";
+/// O= of CA certificates.
+pub const DEFAULT_ORGANIZATION: &str = "ironroot";
+/// C= of CA certificates.
+pub const DEFAULT_COUNTRY: &str = "US";
 
+/// Shortest CA lifetime: the schedule prepares at 1/2 and activates at 1/6 remaining, in
+/// whole seconds.
+const MIN_CA_TTL: Duration = Duration::from_secs(6);
+/// Smallest admin request limit that still admits ordinary requests.
+const MIN_ADMIN_REQUEST_BYTES: usize = 1024;
+
+/// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    /// The file cannot be read.
+    #[error("cannot read config file {}: {source}", path.display())]
     Read {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config file {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    /// The file is not TOML of the configuration's shape (an unknown key, a wrong type).
+    #[error("config file {} is not valid: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    /// An option's value is refused.
+    #[error("config file {}: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: InvalidOption,
+    },
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// An option whose value is refused: its key as written in the file, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct InvalidOption {
+    /// The key (`ca.ca_ttl`, `key_manager.pkcs11`).
+    pub key: &'static str,
+    /// What is wrong with it and what to write instead.
+    pub reason: String,
+}
+
+/// A value that does not parse as what its option needs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValueError {
+    /// Not an octal permission mode.
+    #[error("{0:?} is not an octal mode like \"0600\"")]
+    SocketMode(String),
+    /// Not `host:port`.
+    #[error("{0:?} is not host:port like \"0.0.0.0:8081\" (empty disables the Node API)")]
+    ListenAddress(String),
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> InvalidOption {
+    InvalidOption {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// The server configuration, checked.
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// The trust domain this server is the authority for, e.g. "example.org".
-    pub trust_domain: String,
+    /// The trust domain this server is the authority for.
+    pub trust_domain: TrustDomain,
     /// Directory for the store (sled) and nothing secret.
-    #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// Use private keys kept in files under data_dir instead of an HSM. Development only.
-    #[serde(default)]
-    pub insecure_software_keys: bool,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
-    #[serde(default = "default_log_level")]
     pub log_level: String,
-    #[serde(default)]
     pub admin: AdminConfig,
-    #[serde(default)]
     pub ca: CaConfig,
-    /// The HSM holding the CA keys. Required unless insecure_software_keys is true.
-    pub key_manager: Option<KeyManagerConfig>,
+    /// Where the CA keys live.
+    pub key_manager: KeyManagerConfig,
     /// Absent: the server is its own (HSM-backed) root CA.
     pub upstream: Option<UpstreamConfig>,
-    #[serde(default)]
     pub node_api: NodeApiConfig,
-    #[serde(default)]
     pub node_attestors: NodeAttestorsConfig,
 }
 
-/// Where agents attest (TLS; the server presents spiffe://<td>/spire/server).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Where the CA keys live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyManagerConfig {
+    /// A PKCS#11 token (`[key_manager.pkcs11]`).
+    Pkcs11(Pkcs11Config),
+    /// Private keys in files under `data_dir/insecure-keys` (`insecure_software_keys =
+    /// true`). Development only: anyone who reads them can issue any identity.
+    InsecureSoftware,
+}
+
+/// The CA above this server when it runs as an intermediate.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum UpstreamConfig {
+    /// Upstream CA certificate and PKCS#8 private key in PEM files (`kind = "disk"`).
+    Disk {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+        /// Root certificates to publish in the bundle; defaults to cert_file.
+        bundle_file: Option<PathBuf>,
+    },
+    /// Upstream CA key in a (second) PKCS#11 token, its certificate in a file
+    /// (`kind = "pkcs11"`).
+    Pkcs11 {
+        token: Pkcs11Config,
+        key_label: String,
+        cert_file: PathBuf,
+        bundle_file: Option<PathBuf>,
+    },
+}
+
+/// A unix socket's file mode (permission bits only), written in octal: `"0600"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketMode(u32);
+
+impl SocketMode {
+    /// The mode bits, for chmod.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+}
+
+impl FromStr for SocketMode {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        u32::from_str_radix(s.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .map(SocketMode)
+            .ok_or_else(|| ValueError::SocketMode(s.to_string()))
+    }
+}
+
+impl fmt::Display for SocketMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+/// A TCP address to listen on, `host:port` (a name is resolved when binding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddress(String);
+
+impl ListenAddress {
+    /// As written, for `TcpListener::bind`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ListenAddress {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(ListenAddress(s.to_string()))
+            }
+            _ => Err(ValueError::ListenAddress(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where agents attest (TLS; the server presents `spiffe://<td>/spire/server`).
+#[derive(Debug, Clone)]
 pub struct NodeApiConfig {
-    /// Address of the Node API; empty disables it.
-    #[serde(default = "default_node_listen")]
-    pub listen: String,
+    /// Address of the Node API; `None` (written empty) disables it.
+    pub listen: Option<ListenAddress>,
     /// Lifetime of agent SVIDs.
-    #[serde(default = "default_agent_svid_ttl", with = "humantime_serde")]
     pub agent_svid_ttl: Duration,
     /// How long an agent has to answer an attestation challenge.
-    #[serde(default = "default_challenge_ttl", with = "humantime_serde")]
     pub challenge_ttl: Duration,
     /// Largest Node API message (the event log travels in one).
-    #[serde(default = "default_node_max_message")]
     pub max_message_bytes: usize,
 }
 
 impl Default for NodeApiConfig {
     fn default() -> Self {
         NodeApiConfig {
-            listen: default_node_listen(),
-            agent_svid_ttl: default_agent_svid_ttl(),
-            challenge_ttl: default_challenge_ttl(),
-            max_message_bytes: default_node_max_message(),
+            listen: Some(ListenAddress(DEFAULT_NODE_LISTEN.into())),
+            agent_svid_ttl: DEFAULT_AGENT_SVID_TTL,
+            challenge_ttl: DEFAULT_CHALLENGE_TTL,
+            max_message_bytes: DEFAULT_NODE_MAX_MESSAGE_BYTES,
         }
     }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct NodeAttestorsConfig {
     /// Enables `tpm_ek` (and `tpm_devid` when a DevID CA is set).
     pub tpm: Option<TpmAttestorConfig>,
-    #[serde(default)]
     pub join_token: JoinTokenConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct JoinTokenConfig {
-    #[serde(default = "default_true")]
     pub enabled: bool,
 }
 
@@ -118,7 +285,7 @@ pub struct TpmAttestorConfig {
     #[serde(default)]
     pub devid_issuer: bool,
     /// Lifetime of issued LDevID certificates.
-    #[serde(default = "default_ldevid_ttl", with = "humantime_serde")]
+    #[serde(default = "ldevid_ttl", with = "humantime_serde")]
     pub ldevid_ttl: Duration,
     /// Directory of measured-boot policies (`*.toml`, one named policy each).
     pub policies_dir: PathBuf,
@@ -129,8 +296,16 @@ pub struct TpmAttestorConfig {
     pub policy_bindings: Vec<PolicyBinding>,
     /// Sign agent SVIDs only for TPM-resident keys the AK certified; a software agent
     /// key is then rejected. `false` also admits software keys (`tpm:agent_key:software`).
-    #[serde(default = "default_true")]
+    #[serde(default = "yes")]
     pub require_tpm_agent_key: bool,
+}
+
+fn ldevid_ttl() -> Duration {
+    DEFAULT_LDEVID_TTL
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Nodes with `selector` (e.g. `tpm:ek_hash:ab12..`) must pass `policy`.
@@ -141,304 +316,231 @@ pub struct PolicyBinding {
     pub policy: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct AdminConfig {
-    #[serde(default = "default_admin_socket")]
     pub socket_path: PathBuf,
     /// Largest admin request accepted, in bytes.
-    #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: usize,
     /// Peer uids allowed on the admin socket (checked with SO_PEERCRED).
-    #[serde(default = "default_admin_uids")]
     pub allowed_uids: Vec<u32>,
-    /// File mode of the socket, octal.
-    #[serde(default = "default_socket_mode")]
-    pub socket_mode: String,
-}
-
-impl AdminConfig {
-    pub fn socket_mode_bits(&self) -> Result<u32, ConfigError> {
-        u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .ok_or_else(|| ConfigError::Invalid {
-                path: PathBuf::from("<config>"),
-                message: format!(
-                    "admin.socket_mode {:?} is not an octal mode like \"0600\"",
-                    self.socket_mode
-                ),
-            })
-    }
+    /// File mode of the socket.
+    pub socket_mode: SocketMode,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
-            socket_path: default_admin_socket(),
-            max_request_bytes: default_max_request_bytes(),
-            allowed_uids: default_admin_uids(),
-            socket_mode: default_socket_mode(),
+            socket_path: PathBuf::from(DEFAULT_ADMIN_SOCKET),
+            max_request_bytes: DEFAULT_ADMIN_MAX_REQUEST_BYTES,
+            allowed_uids: DEFAULT_ADMIN_UIDS.to_vec(),
+            socket_mode: DEFAULT_SOCKET_MODE,
         }
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct CaConfig {
     /// Algorithm of the X.509 CA key: "ec-p256" or "rsa-3072". JWT keys are always ES256.
-    #[serde(default = "default_key_algorithm")]
     pub key_algorithm: KeyAlgorithm,
-    #[serde(default = "default_ca_ttl", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub ca_ttl: Duration,
-    #[serde(default = "default_x509_ttl", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub default_x509_svid_ttl: Duration,
-    #[serde(default = "default_jwt_ttl", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub default_jwt_svid_ttl: Duration,
     /// How often the rotation schedule is checked.
-    #[serde(default = "default_rotation_check", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub rotation_check_interval: Duration,
     /// Prefix of the labels of keys this server creates in the key manager.
-    #[serde(default = "default_label_prefix")]
     pub key_label_prefix: String,
-    #[serde(default = "default_organization")]
     pub subject_organization: String,
-    #[serde(default = "default_country")]
     pub subject_country: String,
     /// Optional `iss` claim of JWT-SVIDs.
-    #[serde(default)]
     pub jwt_issuer: Option<String>,
 }
 
 impl Default for CaConfig {
     fn default() -> Self {
         CaConfig {
-            key_algorithm: default_key_algorithm(),
-            ca_ttl: default_ca_ttl(),
-            default_x509_svid_ttl: default_x509_ttl(),
-            default_jwt_svid_ttl: default_jwt_ttl(),
-            rotation_check_interval: default_rotation_check(),
-            key_label_prefix: default_label_prefix(),
-            subject_organization: default_organization(),
-            subject_country: default_country(),
+            key_algorithm: KeyAlgorithm::EcP256,
+            ca_ttl: DEFAULT_CA_TTL,
+            default_x509_svid_ttl: DEFAULT_X509_SVID_TTL,
+            default_jwt_svid_ttl: DEFAULT_JWT_SVID_TTL,
+            rotation_check_interval: DEFAULT_ROTATION_CHECK,
+            key_label_prefix: DEFAULT_KEY_LABEL_PREFIX.into(),
+            subject_organization: DEFAULT_ORGANIZATION.into(),
+            subject_country: DEFAULT_COUNTRY.into(),
             jwt_issuer: None,
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyManagerConfig {
-    pub pkcs11: Pkcs11Section,
-}
-
-/// A PKCS#11 token: module, token label and where its user PIN comes from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Pkcs11Section {
-    pub module: PathBuf,
-    pub token_label: String,
-    pub pin_file: Option<PathBuf>,
-    pub pin_env: Option<String>,
-    /// Sessions in the pool; 0 means one per CPU core.
-    #[serde(default)]
-    pub sessions: usize,
-}
-
-impl Pkcs11Section {
-    pub fn to_hsm_config(&self, what: &str) -> Result<ironroot_hsm::Pkcs11Config, String> {
-        let pin = match (&self.pin_file, &self.pin_env) {
-            (Some(f), None) => PinSource::File(f.clone()),
-            (None, Some(e)) => PinSource::Env(e.clone()),
-            (Some(_), Some(_)) => {
-                return Err(format!("{what}: set pin_file or pin_env, not both"));
-            }
-            (None, None) => {
-                return Err(format!("{what}: pin_file or pin_env is required"));
-            }
-        };
-        Ok(ironroot_hsm::Pkcs11Config {
-            module: self.module.clone(),
-            token_label: self.token_label.clone(),
-            pin,
-            sessions: self.sessions,
-        })
-    }
-}
-
-/// The CA above this server when it runs as an intermediate.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum UpstreamConfig {
-    /// Upstream CA certificate and PKCS#8 private key in PEM files.
-    Disk {
-        cert_file: PathBuf,
-        key_file: PathBuf,
-        /// Root certificates to publish in the bundle; defaults to cert_file.
-        bundle_file: Option<PathBuf>,
-    },
-    /// Upstream CA key in a (second) PKCS#11 token, its certificate in a file.
-    Pkcs11 {
-        module: PathBuf,
-        token_label: String,
-        pin_file: Option<PathBuf>,
-        pin_env: Option<String>,
-        #[serde(default)]
-        sessions: usize,
-        key_label: String,
-        cert_file: PathBuf,
-        bundle_file: Option<PathBuf>,
-    },
-}
-
-impl UpstreamConfig {
-    /// The PKCS#11 token of a `kind = "pkcs11"` upstream.
-    pub fn token(&self) -> Option<Pkcs11Section> {
-        match self {
-            UpstreamConfig::Disk { .. } => None,
-            UpstreamConfig::Pkcs11 {
-                module,
-                token_label,
-                pin_file,
-                pin_env,
-                sessions,
-                ..
-            } => Some(Pkcs11Section {
-                module: module.clone(),
-                token_label: token_label.clone(),
-                pin_file: pin_file.clone(),
-                pin_env: pin_env.clone(),
-                sessions: *sessions,
-            }),
+impl CaConfig {
+    fn check(&self) -> Result<(), InvalidOption> {
+        if self.ca_ttl < MIN_CA_TTL {
+            return Err(invalid("ca.ca_ttl", "must be at least 6s"));
         }
-    }
-}
-
-impl ServerConfig {
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let cfg: ServerConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        cfg.validate().map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })?;
-        Ok(cfg)
-    }
-
-    pub fn trust_domain(&self) -> Result<TrustDomain, String> {
-        TrustDomain::parse(&self.trust_domain)
-            .map_err(|e| format!("trust_domain {:?}: {e}", self.trust_domain))
-    }
-
-    /// Checks relations between options that serde cannot express.
-    pub fn validate(&self) -> Result<(), String> {
-        self.trust_domain()?;
-        if self.key_manager.is_none() && !self.insecure_software_keys {
-            return Err(
-                "no [key_manager.pkcs11] section: the CA keys must live in an HSM \
-                 (set insecure_software_keys = true only for development)"
-                    .into(),
-            );
+        if self.default_x509_svid_ttl.is_zero() {
+            return Err(invalid("ca.default_x509_svid_ttl", "must be > 0"));
         }
-        if let Some(km) = &self.key_manager {
-            km.pkcs11.to_hsm_config("[key_manager.pkcs11]")?;
+        if self.default_jwt_svid_ttl.is_zero() {
+            return Err(invalid("ca.default_jwt_svid_ttl", "must be > 0"));
         }
-        if let Some(up) = &self.upstream {
-            if let Some(token) = up.token() {
-                token.to_hsm_config("[upstream]")?;
-            }
+        if self.rotation_check_interval.is_zero() {
+            return Err(invalid("ca.rotation_check_interval", "must be > 0"));
         }
-        let ca = &self.ca;
-        if ca.ca_ttl < Duration::from_secs(6) {
-            return Err("ca.ca_ttl must be at least 6s".into());
-        }
-        if ca.default_x509_svid_ttl.is_zero() || ca.default_jwt_svid_ttl.is_zero() {
-            return Err("ca.default_x509_svid_ttl and ca.default_jwt_svid_ttl must be > 0".into());
-        }
-        if ca.rotation_check_interval.is_zero() {
-            return Err("ca.rotation_check_interval must be > 0".into());
-        }
-        if ca.key_label_prefix.is_empty()
-            || !ca
-                .key_label_prefix
+        let prefix = &self.key_label_prefix;
+        if prefix.is_empty()
+            || !prefix
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err("ca.key_label_prefix must be non-empty [A-Za-z0-9_-]".into());
-        }
-        self.admin.socket_mode_bits().map_err(|e| e.to_string())?;
-        if self.admin.max_request_bytes < 1024 {
-            return Err("admin.max_request_bytes must be at least 1024".into());
+            return Err(invalid(
+                "ca.key_label_prefix",
+                "must be non-empty [A-Za-z0-9_-]",
+            ));
         }
         Ok(())
     }
 }
 
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("/var/lib/ironroot/server")
+/// A token's PIN: exactly one of `pin_file` / `pin_env`.
+fn pin_source(
+    key: &'static str,
+    pin_file: Option<PathBuf>,
+    pin_env: Option<String>,
+) -> Result<PinSource, InvalidOption> {
+    match (pin_file, pin_env) {
+        (Some(f), None) => Ok(PinSource::File(f)),
+        (None, Some(e)) => Ok(PinSource::Env(e)),
+        (Some(_), Some(_)) => Err(invalid(key, "set pin_file or pin_env, not both")),
+        (None, None) => Err(invalid(key, "pin_file or pin_env is required")),
+    }
 }
-fn default_log_level() -> String {
-    "info".into()
+
+impl TryFrom<file::ServerFile> for ServerConfig {
+    type Error = InvalidOption;
+
+    fn try_from(f: file::ServerFile) -> Result<Self, InvalidOption> {
+        let trust_domain = TrustDomain::parse(&f.trust_domain)
+            .map_err(|e| invalid("trust_domain", format!("{:?}: {e}", f.trust_domain)))?;
+        let key_manager = match (f.key_manager, f.insecure_software_keys) {
+            (Some(km), _) => {
+                let t = km.pkcs11;
+                KeyManagerConfig::Pkcs11(Pkcs11Config {
+                    pin: pin_source("key_manager.pkcs11", t.pin_file, t.pin_env)?,
+                    module: t.module,
+                    token_label: t.token_label,
+                    sessions: t.sessions,
+                })
+            }
+            (None, true) => KeyManagerConfig::InsecureSoftware,
+            (None, false) => {
+                return Err(invalid(
+                    "key_manager.pkcs11",
+                    "no [key_manager.pkcs11] section: the CA keys must live in an HSM \
+                     (set insecure_software_keys = true only for development)",
+                ))
+            }
+        };
+        let upstream = f.upstream.map(upstream).transpose()?;
+        f.ca.check()?;
+        let admin = f.admin;
+        let socket_mode = admin
+            .socket_mode
+            .parse()
+            .map_err(|e: ValueError| invalid("admin.socket_mode", e.to_string()))?;
+        if admin.max_request_bytes < MIN_ADMIN_REQUEST_BYTES {
+            return Err(invalid("admin.max_request_bytes", "must be at least 1024"));
+        }
+        let node_api = f.node_api;
+        let listen = match node_api.listen.as_str() {
+            "" => None,
+            l => Some(
+                l.parse()
+                    .map_err(|e: ValueError| invalid("node_api.listen", e.to_string()))?,
+            ),
+        };
+        Ok(ServerConfig {
+            trust_domain,
+            data_dir: f.data_dir,
+            log_level: f.log_level,
+            admin: AdminConfig {
+                socket_path: admin.socket_path,
+                max_request_bytes: admin.max_request_bytes,
+                allowed_uids: admin.allowed_uids,
+                socket_mode,
+            },
+            ca: f.ca,
+            key_manager,
+            upstream,
+            node_api: NodeApiConfig {
+                listen,
+                agent_svid_ttl: node_api.agent_svid_ttl,
+                challenge_ttl: node_api.challenge_ttl,
+                max_message_bytes: node_api.max_message_bytes,
+            },
+            node_attestors: f.node_attestors,
+        })
+    }
 }
-fn default_admin_socket() -> PathBuf {
-    PathBuf::from(DEFAULT_ADMIN_SOCKET)
+
+fn upstream(f: file::UpstreamFile) -> Result<UpstreamConfig, InvalidOption> {
+    Ok(match f {
+        file::UpstreamFile::Disk {
+            cert_file,
+            key_file,
+            bundle_file,
+        } => UpstreamConfig::Disk {
+            cert_file,
+            key_file,
+            bundle_file,
+        },
+        file::UpstreamFile::Pkcs11 {
+            module,
+            token_label,
+            pin_file,
+            pin_env,
+            sessions,
+            key_label,
+            cert_file,
+            bundle_file,
+        } => UpstreamConfig::Pkcs11 {
+            token: Pkcs11Config {
+                module,
+                token_label,
+                pin: pin_source("upstream", pin_file, pin_env)?,
+                sessions,
+            },
+            key_label,
+            cert_file,
+            bundle_file,
+        },
+    })
 }
-fn default_max_request_bytes() -> usize {
-    1024 * 1024
-}
-fn default_admin_uids() -> Vec<u32> {
-    vec![0]
-}
-fn default_node_listen() -> String {
-    "0.0.0.0:8081".into()
-}
-fn default_agent_svid_ttl() -> Duration {
-    Duration::from_secs(3600)
-}
-fn default_challenge_ttl() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_node_max_message() -> usize {
-    8 * 1024 * 1024
-}
-fn default_ldevid_ttl() -> Duration {
-    Duration::from_secs(365 * 24 * 3600)
-}
-fn default_true() -> bool {
-    true
-}
-fn default_socket_mode() -> String {
-    "0600".into()
-}
-fn default_key_algorithm() -> KeyAlgorithm {
-    KeyAlgorithm::EcP256
-}
-fn default_ca_ttl() -> Duration {
-    Duration::from_secs(24 * 3600)
-}
-fn default_x509_ttl() -> Duration {
-    Duration::from_secs(3600)
-}
-fn default_jwt_ttl() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_rotation_check() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_label_prefix() -> String {
-    "ironroot".into()
-}
-fn default_organization() -> String {
-    "ironroot".into()
-}
-fn default_country() -> String {
-    "US".into()
+
+impl ServerConfig {
+    /// Reads, parses and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and checks `text` (`path` only names it in errors).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let f: file::ServerFile = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        ServerConfig::try_from(f).map_err(|source| ConfigError::Invalid {
+            path: path.to_owned(),
+            source,
+        })
+    }
 }
 
 #[cfg(test)]

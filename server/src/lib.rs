@@ -10,4 +10,5 @@ pub mod client;
 pub mod config;
 pub mod node;
 pub mod run;
+pub mod status;
 pub mod store;

@@ -28,7 +28,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(&cfg.log_level);
             // HSM work blocks: open everything off the async threads.
             let server = tokio::task::spawn_blocking(move || Server::open(cfg)).await??;
-            done(server.run().await)
+            done(server.run().await.map_err(anyhow::Error::from))
         }
         Command::Entry(c) => done(client::entry(c).await),
         Command::Bundle(c) => done(client::bundle(c).await),
@@ -41,6 +41,36 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eventlog(c) => Ok(boot_tools::eventlog(c)),
         Command::Healthcheck { client: c } => done(client::healthcheck(c).await),
     }
+}
+
+/// The error and its causes in one line. The library's typed errors embed their causes'
+/// text in their own message (an operator mostly sees one log line) and also expose them as
+/// `source()`: once one of them is printed, the rest of the chain would repeat it. Context
+/// added at this edge (and foreign errors) is followed by its cause, as `{:#}` would.
+fn report(e: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        parts.push(cause.to_string());
+        if says_its_causes(cause) {
+            break;
+        }
+    }
+    parts.join(": ")
+}
+
+/// Whether `e` is one of the server's error types, whose message includes its causes.
+fn says_its_causes(e: &(dyn std::error::Error + 'static)) -> bool {
+    use ironroot_server::{admin, ca, config, node, run, store};
+    e.is::<config::ConfigError>()
+        || e.is::<run::StartError>()
+        || e.is::<ca::CaError>()
+        || e.is::<ca::devid_ca::DevIdCaError>()
+        || e.is::<store::StoreError>()
+        || e.is::<admin::AdminSocketError>()
+        || e.is::<node::tls::IdentityError>()
+        || e.is::<node::tpm::policies::PolicySetError>()
+        || e.is::<node::tpm::anchors::AnchorsFileError>()
+        || e.is::<ironroot_hsm::HsmError>()
 }
 
 fn main() -> ExitCode {
@@ -58,7 +88,7 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
     }

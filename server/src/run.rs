@@ -5,26 +5,30 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
 use ironroot_hsm::{KeyManager, Pkcs11KeyManager, SoftwareKeyManager};
 use tracing::{error, info, warn};
 
 use crate::admin::{bind_admin_socket, serve_admin, AdminService};
+use crate::ca::devid_ca::DevIdCa;
 use crate::ca::upstream::Upstream;
 use crate::ca::{CaSettings, CertificateAuthority};
 use crate::changes::Changes;
-use crate::config::{ServerConfig, UpstreamConfig};
+use crate::config::{KeyManagerConfig, ListenAddress, ServerConfig, UpstreamConfig};
 use crate::node::agent_api::{AgentApi, AgentService};
-use crate::node::certchain::Anchors;
-use crate::node::devid_ca::DevIdCa;
 use crate::node::join_token::JoinTokenAttestor;
 use crate::node::nonce::NonceRegistry;
 use crate::node::tls::{tls_incoming, ServerIdentity};
+use crate::node::tpm::anchors;
 use crate::node::tpm::policies::PolicySet;
 use crate::node::tpm::{TpmAttestor, TpmKind, TpmShared};
 use crate::node::{NodeAttestor, NodeService};
 use crate::store::{DataStore, SledStore};
 use ironroot_runtime::unix_now;
+use ironroot_tpm::verify::certchain::Anchors;
+
+mod error;
+
+pub use error::StartError;
 
 /// Everything a running server holds.
 pub struct Server {
@@ -41,7 +45,7 @@ fn node_service(
     store: Arc<dyn DataStore>,
     ca: Arc<CertificateAuthority>,
     km: Arc<dyn KeyManager>,
-) -> anyhow::Result<NodeService> {
+) -> Result<NodeService, StartError> {
     let td = ca.trust_domain().clone();
     let mut attestors: HashMap<&'static str, Arc<dyn NodeAttestor>> = HashMap::new();
     if cfg.node_attestors.join_token.enabled {
@@ -54,9 +58,11 @@ fn node_service(
         );
     }
     if let Some(t) = &cfg.node_attestors.tpm {
-        let load = |p: &Option<PathBuf>, what: &str| -> anyhow::Result<Anchors> {
+        let load = |p: &Option<PathBuf>, key: &'static str| -> Result<Anchors, StartError> {
             match p {
-                Some(p) => Anchors::from_pem_file(p).map_err(|e| anyhow::anyhow!("{what}: {e}")),
+                Some(p) => {
+                    anchors::from_pem_file(p).map_err(|source| StartError::Anchors { key, source })
+                }
                 None => Ok(Anchors::default()),
             }
         };
@@ -69,10 +75,10 @@ fn node_service(
                 &DevIdCa::default_cert_path(&cfg.data_dir),
                 (t.ldevid_ttl.as_secs() / 86400).max(1) as i64,
             )
-            .context("cannot open the DevID CA")?;
+            .map_err(StartError::DevIdCa)?;
             devid_anchors
                 .add_der(&ca.cert_der)
-                .map_err(anyhow::Error::msg)?;
+                .map_err(StartError::DevIdAnchor)?;
             Some(Arc::new(ca))
         } else {
             None
@@ -88,7 +94,8 @@ fn node_service(
                 &t.policies_dir,
                 &t.policy_bindings,
                 t.default_policy.clone(),
-            )?,
+            )
+            .map_err(StartError::Policies)?,
             nonces: Arc::new(NonceRegistry::default()),
             challenge_ttl: cfg.node_api.challenge_ttl,
             require_tpm_agent_key: t.require_tpm_agent_key,
@@ -119,16 +126,14 @@ fn node_service(
     })
 }
 
-fn open_key_manager(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn KeyManager>> {
-    if let Some(km) = &cfg.key_manager {
-        let hsm_cfg = km
-            .pkcs11
-            .to_hsm_config("[key_manager.pkcs11]")
-            .map_err(anyhow::Error::msg)?;
-        let km = Pkcs11KeyManager::open(&hsm_cfg).context("cannot open the CA key HSM")?;
-        return Ok(Arc::new(km));
+fn open_key_manager(cfg: &ServerConfig) -> Result<Arc<dyn KeyManager>, StartError> {
+    match &cfg.key_manager {
+        KeyManagerConfig::Pkcs11(token) => {
+            let km = Pkcs11KeyManager::open(token).map_err(StartError::KeyManager)?;
+            return Ok(Arc::new(km));
+        }
+        KeyManagerConfig::InsecureSoftware => {}
     }
-    // validate() guarantees insecure_software_keys here.
     let dir = cfg.data_dir.join("insecure-keys");
     let banner = format!(
         "INSECURE: insecure_software_keys = true: the CA private keys are plain files in {}. \
@@ -138,11 +143,11 @@ fn open_key_manager(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn KeyManager>> {
     );
     warn!("{banner}");
     eprintln!("WARNING: {banner}");
-    let km = SoftwareKeyManager::open(&dir).context("cannot open the software key store")?;
+    let km = SoftwareKeyManager::open(&dir).map_err(StartError::SoftwareKeys)?;
     Ok(Arc::new(km))
 }
 
-fn open_upstream(cfg: &ServerConfig) -> anyhow::Result<Option<Upstream>> {
+fn open_upstream(cfg: &ServerConfig) -> Result<Option<Upstream>, StartError> {
     let Some(up) = &cfg.upstream else {
         return Ok(None);
     };
@@ -151,21 +156,18 @@ fn open_upstream(cfg: &ServerConfig) -> anyhow::Result<Option<Upstream>> {
             cert_file,
             key_file,
             bundle_file,
-        } => Upstream::from_files(cert_file, key_file, bundle_file.as_deref())?,
+        } => Upstream::from_files(cert_file, key_file, bundle_file.as_deref())
+            .map_err(|e| StartError::Upstream(Box::new(e)))?,
         UpstreamConfig::Pkcs11 {
+            token,
             key_label,
             cert_file,
             bundle_file,
-            ..
         } => {
-            let token = up.token().context("upstream token")?;
-            let hsm_cfg = token
-                .to_hsm_config("[upstream]")
-                .map_err(anyhow::Error::msg)?;
-            let km: Arc<dyn KeyManager> = Arc::new(
-                Pkcs11KeyManager::open(&hsm_cfg).context("cannot open the upstream CA token")?,
-            );
-            Upstream::from_token(km, key_label, cert_file, bundle_file.as_deref())?
+            let km: Arc<dyn KeyManager> =
+                Arc::new(Pkcs11KeyManager::open(token).map_err(StartError::UpstreamToken)?);
+            Upstream::from_token(km, key_label, cert_file, bundle_file.as_deref())
+                .map_err(|e| StartError::Upstream(Box::new(e)))?
         }
     };
     Ok(Some(upstream))
@@ -173,15 +175,17 @@ fn open_upstream(cfg: &ServerConfig) -> anyhow::Result<Option<Upstream>> {
 
 impl Server {
     /// Opens every component; any failure (HSM, store, journal) stops start-up.
-    pub fn open(config: ServerConfig) -> anyhow::Result<Self> {
-        let td = config.trust_domain().map_err(anyhow::Error::msg)?;
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    pub fn open(config: ServerConfig) -> Result<Self, StartError> {
+        let td = config.trust_domain.clone();
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
         let km = open_key_manager(&config)?;
         info!(key_manager = %km.describe(), "key manager ready");
         let store: Arc<dyn DataStore> = Arc::new(
             SledStore::open(&config.data_dir.join("store"), td.clone())
-                .context("cannot open the store")?,
+                .map_err(StartError::Store)?,
         );
         let upstream = open_upstream(&config)?;
         let settings = CaSettings {
@@ -197,9 +201,9 @@ impl Server {
         };
         let ca = Arc::new(
             CertificateAuthority::open(settings, km.clone(), store.clone(), upstream)
-                .context("cannot start the CA")?,
+                .map_err(|e| StartError::Ca(Box::new(e)))?,
         );
-        let st = ca.status()?;
+        let st = ca.status().map_err(|e| StartError::CaStatus(Box::new(e)))?;
         info!(
             x509_key = %st.x509_key_label,
             x509_not_after = st.x509_not_after,
@@ -218,9 +222,10 @@ impl Server {
     }
 
     /// Serves until SIGINT/SIGTERM.
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(self) -> Result<(), StartError> {
         let socket_path: PathBuf = self.config.admin.socket_path.clone();
-        let listener = bind_admin_socket(&socket_path, self.config.admin.socket_mode_bits()?)?;
+        let listener = bind_admin_socket(&socket_path, self.config.admin.socket_mode.bits())
+            .map_err(StartError::AdminSocket)?;
         info!(socket = %socket_path.display(), "admin API listening");
 
         let ca = self.ca.clone();
@@ -244,10 +249,9 @@ impl Server {
             }
         });
 
-        let node_task = if self.config.node_api.listen.is_empty() {
-            None
-        } else {
-            Some(self.spawn_node_api().await?)
+        let node_task = match &self.config.node_api.listen {
+            None => None,
+            Some(listen) => Some(self.spawn_node_api(listen).await?),
         };
 
         let service = AdminService {
@@ -269,23 +273,32 @@ impl Server {
         }
         let _ = std::fs::remove_file(&socket_path);
         info!("server stopped");
-        result
+        result.map_err(StartError::AdminSocket)
     }
 }
 
 impl Server {
     /// Binds the Node API (TLS with the server SVID) and serves it in the background.
-    async fn spawn_node_api(&self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        let listen = &self.config.node_api.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
+    async fn spawn_node_api(
+        &self,
+        listen: &ListenAddress,
+    ) -> Result<tokio::task::JoinHandle<()>, StartError> {
+        let bind_error = |source| StartError::NodeApiBind {
+            address: listen.to_string(),
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(listen.as_str())
             .await
-            .with_context(|| format!("cannot bind the node API on {listen}"))?;
-        let addr = listener.local_addr()?;
+            .map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
         let ttl = 3600u32;
         let ca = self.ca.clone();
         let identity = {
             let ca = ca.clone();
-            tokio::task::spawn_blocking(move || ServerIdentity::new(&ca, ttl)).await??
+            tokio::task::spawn_blocking(move || ServerIdentity::new(&ca, ttl))
+                .await
+                .map_err(StartError::Task)?
+                .map_err(StartError::Identity)?
         };
         let renew_identity = identity.clone();
         tokio::spawn(async move {

@@ -2,16 +2,17 @@
 //! every rule of the EK profile, through the real chain: root anchor, issuer sent as an
 //! intermediate. The same certificates are not DevID certificates (no digitalSignature).
 
-use ironroot_server::node::certchain::{self, Anchors, CertProfile, CertRuleError, ChainError};
+use ironroot_server::node::tpm::anchors;
 use ironroot_testkit::swtpm::{SwtpmOptions, SwtpmState};
 use ironroot_tpm::device::{EkAlgorithm, Tpm};
+use ironroot_tpm::verify::certchain::{self, CertProfile, CertRuleError, ChainError};
 
 #[test]
 fn swtpm_ek_certificates_pass_the_ek_rules() {
     let state = SwtpmState::shared("ek-rules", &SwtpmOptions::default());
     let tpm = state.spawn();
     let mut t = Tpm::open(&tpm.tcti()).expect("open the swtpm");
-    let root = Anchors::from_pem_file(&state.ca_root_cert).expect("swtpm local CA root");
+    let root = anchors::from_pem_file(&state.ca_root_cert).expect("swtpm local CA root");
     let issuer = ironroot_api::bundle::certificates_from_pem(
         &std::fs::read(&state.issuer_cert).expect("swtpm issuer certificate"),
     )

@@ -59,7 +59,7 @@ fn entry_crud_and_filters() {
     assert!(web.created_at > 1_600_000_000);
     // Stored sorted and deduplicated.
     assert_eq!(
-        web.selectors,
+        web.spec.selectors,
         vec![sel("unix:gid:1000"), sel("unix:uid:1000")]
     );
     let mut db_spec = spec("/db", &["unix:uid:1001"]);
@@ -103,7 +103,7 @@ fn entry_crud_and_filters() {
     let updated = store.update_entry(&web.id, changed, None).unwrap();
     assert_eq!(updated.revision, 1);
     assert_eq!(updated.created_at, web.created_at);
-    assert_eq!(updated.hint, "v2");
+    assert_eq!(updated.spec.hint, "v2");
     assert_eq!(store.get_entry(&web.id).unwrap().unwrap(), updated);
 
     let deleted = store.delete_entry(&web.id).unwrap();
@@ -372,7 +372,7 @@ fn concurrent_creates_make_no_duplicates() {
     assert_eq!(store.count_entries().unwrap(), 60);
     let mut ids: Vec<String> = all(&store)
         .into_iter()
-        .map(|e| e.spiffe_id.to_string())
+        .map(|e| e.spec.spiffe_id.to_string())
         .collect();
     ids.sort();
     ids.dedup();

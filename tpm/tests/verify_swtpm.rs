@@ -5,6 +5,9 @@
 
 mod verify_support;
 
+use ironroot_tpm::verify::devid::{certified_key, DevIdError};
+use ironroot_tpm::verify::eventlog::HashAlg;
+use ironroot_tpm::verify::quote::{Quote, QuoteError};
 use ironroot_tpm::verify::{
     make_credential, pcr_digest, verify_signature, Attest, Attested, EccCurve, PcrSelection,
     PublicKey, TpmError, TpmHashAlg, TpmPublic, TpmSignature,
@@ -160,6 +163,41 @@ fn p384_ek_is_the_certified_one() {
     ));
 }
 
+/// The server's quote check ([`Quote`]) on a real quote of sha256 PCRs 0-3: it passes as
+/// asked, and each rule refuses with its own variant.
+fn check_quote_rules(ak: &TpmPublic, msg: &[u8], sig: &[u8], nonce: &[u8], values: &[&[u8]]) {
+    let sent: Vec<(u32, &[u8])> = (0u32..).zip(values.iter().copied()).collect();
+    let check = |nonce: &[u8], pcrs: &[u32], sent: &[(u32, &[u8])]| {
+        Quote::parse(msg, nonce).and_then(|q| q.verify(ak, sig, HashAlg::Sha256, pcrs, sent))
+    };
+    let quoted = check(nonce, &[0, 1, 2, 3], &sent).unwrap();
+    assert_eq!(quoted.len(), 4);
+    assert_eq!(quoted[3].1, values[3]);
+    assert!(matches!(
+        check(b"another nonce", &[0, 1, 2, 3], &sent),
+        Err(QuoteError::Nonce { .. })
+    ));
+    assert!(matches!(
+        check(nonce, &[0, 1, 2], &sent),
+        Err(QuoteError::Selection { .. })
+    ));
+    assert!(matches!(
+        check(nonce, &[0, 1, 2, 3], &sent[..3]),
+        Err(QuoteError::MissingPcrValue { index: 3, .. })
+    ));
+    let mut forged = sent.clone();
+    forged[3].1 = &[0u8; 32];
+    assert!(matches!(
+        check(nonce, &[0, 1, 2, 3], &forged),
+        Err(QuoteError::PcrDigest)
+    ));
+    let e = Quote::parse(msg, nonce)
+        .and_then(|q| q.verify(ak, sig, HashAlg::Sha1, &[0, 1, 2, 3], &sent))
+        .unwrap_err();
+    assert!(matches!(e, QuoteError::Selection { .. }), "{e}");
+    assert_eq!(e.rule(), "quote");
+}
+
 #[test]
 fn quotes_by_rsassa_rsapss_and_ecdsa_aks_verify() {
     let Some(rig) = Rig::new() else { return };
@@ -231,6 +269,7 @@ fn quotes_by_rsassa_rsapss_and_ecdsa_aks_verify() {
         attest
             .check_quote(&hex::decode(nonce).unwrap(), TpmHashAlg::Sha256, &values)
             .unwrap();
+        check_quote_rules(&ak, &msg, &sig_bytes, &hex::decode(nonce).unwrap(), &values);
 
         let sig = TpmSignature::parse(&sig_bytes).unwrap();
         assert_eq!(sig.marshal().unwrap(), sig_bytes);
@@ -322,4 +361,22 @@ fn certify_names_the_certified_key() {
     rig.run("tpm2_readpublic", &["-c", "ek.ctx", "-o", "ek.pub"]);
     let ek = TpmPublic::from_tpm2b(&rig.read("ek.pub")).unwrap();
     assert!(verify_signature(&ek, &msg, &sig).is_err());
+
+    // The DevID rules on the same certify: the key has a DevID's shape (ECC P-256,
+    // fixedTPM, fixedParent, sign) and the AK certified it.
+    let (public, sig_bytes) = (rig.read("key.pub"), rig.read("attest.sig"));
+    let devid = certified_key(&ak, &public, &msg, &sig_bytes).unwrap();
+    assert_eq!(devid.name(), key.name());
+    assert!(matches!(
+        certified_key(&ek, &public, &msg, &sig_bytes),
+        Err(DevIdError::CertifyNotSignedByAk(_))
+    ));
+    // The AK is a P-256 signing key bound to the TPM too, but not the key certified.
+    let e = certified_key(&ak, &rig.read("ak.pub"), &msg, &sig_bytes).unwrap_err();
+    assert_eq!(e, DevIdError::OtherKeyCertified);
+    assert_eq!(e.rule(), "DevID certify");
+    assert!(matches!(
+        certified_key(&ak, &rig.read("ek.pub"), &msg, &sig_bytes),
+        Err(DevIdError::KeyAlgorithm)
+    ));
 }

@@ -222,7 +222,7 @@ fn proto_round_trip() {
     let wire: admin::Entry = entry.clone().into();
     assert_eq!(wire.revision_number, 3);
     assert_eq!(RegistrationEntry::try_from(wire).unwrap(), entry);
-    assert_eq!(entry.spec(), s);
+    assert_eq!(entry.spec, s);
 }
 
 #[test]
@@ -304,5 +304,35 @@ fn serde_round_trip() {
     assert!(json.contains("\"spiffe_id\":\"spiffe://example.org/web\""));
     assert!(json.contains("\"selectors\":[\"unix:uid:1000\"]"));
     let back: RegistrationEntry = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, entry);
+}
+
+/// Stored entries keep the layout they had before the spec had its own type: the spec's
+/// fields beside `id`, no `spec` object (stores written earlier still read).
+#[test]
+fn stored_entries_keep_their_flat_layout() {
+    let mut s = spec();
+    s.normalize();
+    let entry = RegistrationEntry::from_spec("id-1".into(), s, 3, 1_700_000_000);
+    let json = serde_json::to_value(&entry).unwrap();
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for k in [
+        "id",
+        "spiffe_id",
+        "parent_id",
+        "selectors",
+        "hint",
+        "revision",
+        "created_at",
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {keys:?}");
+    }
+    assert!(!keys.contains(&"spec"), "{keys:?}");
+    let back: RegistrationEntry = serde_json::from_value(json).unwrap();
     assert_eq!(back, entry);
 }

@@ -2,7 +2,7 @@
 
 mod socket;
 
-pub use socket::{bind_admin_socket, serve_admin};
+pub use socket::{bind_admin_socket, serve_admin, AdminSocketError};
 
 use std::sync::Arc;
 
@@ -14,8 +14,9 @@ use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use crate::ca::{CaError, CertificateAuthority};
-use crate::store::{DataStore, EntryFilter, StoreError};
+use crate::ca::CertificateAuthority;
+use crate::status;
+use crate::store::{DataStore, EntryFilter};
 
 /// Most selectors accepted in one list filter.
 const MAX_FILTER_SELECTORS: usize = 64;
@@ -24,27 +25,6 @@ pub struct AdminService {
     pub store: Arc<dyn DataStore>,
     pub ca: Arc<CertificateAuthority>,
     pub changes: crate::changes::Changes,
-}
-
-pub fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::InvalidEntry(e) => Status::invalid_argument(e.to_string()),
-        e @ StoreError::DuplicateEntry { .. } => Status::already_exists(e.to_string()),
-        e @ StoreError::EntryNotFound { .. } => Status::not_found(e.to_string()),
-        e @ StoreError::RevisionMismatch { .. } => Status::failed_precondition(e.to_string()),
-        e @ StoreError::NodeNotFound { .. } => Status::not_found(e.to_string()),
-        e @ StoreError::Banned { .. } => Status::permission_denied(e.to_string()),
-        e @ StoreError::OwnTrustDomain { .. } => Status::invalid_argument(e.to_string()),
-        e => Status::internal(e.to_string()),
-    }
-}
-
-pub fn ca_status(e: CaError) -> Status {
-    match e {
-        CaError::InvalidRequest(m) => Status::invalid_argument(m),
-        e @ CaError::NotReady(_) => Status::unavailable(e.to_string()),
-        e => Status::internal(e.to_string()),
-    }
 }
 
 fn bundle_pb(b: &TrustBundle) -> Result<pb::Bundle, Status> {
@@ -105,7 +85,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(status::worker)?
 }
 
 fn entry_spec(fields: Option<pb::EntryFields>) -> Result<EntrySpec, Status> {
@@ -121,8 +101,8 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Entry>, Status> {
         let spec = entry_spec(req.into_inner().entry)?;
         let store = self.store.clone();
-        let e = blocking(move || store.create_entry(spec).map_err(store_status)).await?;
-        info!(entry = %e.id, spiffe_id = %e.spiffe_id, "entry created");
+        let e = blocking(move || store.create_entry(spec).map_err(status::store)).await?;
+        info!(entry = %e.id, spiffe_id = %e.spec.spiffe_id, "entry created");
         self.changes.bump();
         Ok(Response::new(e.into()))
     }
@@ -139,7 +119,7 @@ impl Admin for AdminService {
         let e = blocking(move || {
             store
                 .update_entry(&id, spec, expected)
-                .map_err(store_status)
+                .map_err(status::store)
         })
         .await?;
         info!(entry = %e.id, revision = e.revision, "entry updated");
@@ -153,7 +133,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Entry>, Status> {
         let id = req.into_inner().id;
         let store = self.store.clone();
-        let e = blocking(move || store.delete_entry(&id).map_err(store_status)).await?;
+        let e = blocking(move || store.delete_entry(&id).map_err(status::store)).await?;
         info!(entry = %e.id, "entry deleted");
         self.changes.bump();
         Ok(Response::new(e.into()))
@@ -165,7 +145,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Entry>, Status> {
         let id = req.into_inner().id;
         let store = self.store.clone();
-        let found = blocking(move || store.get_entry(&id).map_err(store_status)).await?;
+        let found = blocking(move || store.get_entry(&id).map_err(status::store)).await?;
         found
             .map(|e| Response::new(e.into()))
             .ok_or_else(|| Status::not_found("no entry with that id"))
@@ -198,7 +178,7 @@ impl Admin for AdminService {
                 .collect::<Result<_, _>>()?,
         };
         let store = self.store.clone();
-        let entries = blocking(move || store.list_entries(&filter).map_err(store_status)).await?;
+        let entries = blocking(move || store.list_entries(&filter).map_err(status::store)).await?;
         Ok(Response::new(pb::ListEntriesResponse {
             entries: entries.into_iter().map(Into::into).collect(),
         }))
@@ -208,7 +188,7 @@ impl Admin for AdminService {
         &self,
         _req: Request<pb::GetBundleRequest>,
     ) -> Result<Response<pb::Bundle>, Status> {
-        let b = self.ca.bundle().map_err(ca_status)?;
+        let b = self.ca.bundle().map_err(status::ca)?;
         bundle_pb(&b).map(Response::new)
     }
 
@@ -224,10 +204,10 @@ impl Admin for AdminService {
         let log_id = id.to_string();
         let svid = blocking(move || {
             ca.sign_x509_svid_csr(&r.csr, &id, ttl, &dns)
-                .map_err(ca_status)
+                .map_err(status::ca)
         })
         .await?;
-        let roots = self.ca.bundle().map_err(ca_status)?.x509_authorities;
+        let roots = self.ca.bundle().map_err(status::ca)?.x509_authorities;
         info!(spiffe_id = %log_id, expires_at = svid.expires_at, "X.509-SVID minted by admin");
         Ok(Response::new(pb::MintX509SvidResponse {
             svid_chain: svid.chain,
@@ -246,7 +226,7 @@ impl Admin for AdminService {
         let ca = self.ca.clone();
         let log_id = id.to_string();
         let (token, expires_at) =
-            blocking(move || ca.mint_jwt_svid(&id, &r.audience, ttl).map_err(ca_status)).await?;
+            blocking(move || ca.mint_jwt_svid(&id, &r.audience, ttl).map_err(status::ca)).await?;
         info!(spiffe_id = %log_id, expires_at, "JWT-SVID minted by admin");
         Ok(Response::new(pb::MintJwtSvidResponse { token, expires_at }))
     }
@@ -262,7 +242,7 @@ impl Admin for AdminService {
         };
         let store = self.store.clone();
         let (token, expires_at) = blocking(move || {
-            crate::node::join_token::create(store.as_ref(), ttl).map_err(store_status)
+            crate::node::join_token::create(store.as_ref(), ttl).map_err(status::store)
         })
         .await?;
         info!(expires_at, "join token created");
@@ -274,7 +254,7 @@ impl Admin for AdminService {
         _req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let store = self.store.clone();
-        let nodes = blocking(move || store.list_attested_nodes().map_err(store_status)).await?;
+        let nodes = blocking(move || store.list_attested_nodes().map_err(status::store)).await?;
         Ok(Response::new(pb::ListAgentsResponse {
             agents: nodes.into_iter().map(agent_pb).collect(),
         }))
@@ -286,7 +266,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Agent>, Status> {
         let id = parse_id("spiffe_id", &req.into_inner().spiffe_id)?;
         let store = self.store.clone();
-        let n = blocking(move || store.set_node_banned(&id, true).map_err(store_status)).await?;
+        let n = blocking(move || store.set_node_banned(&id, true).map_err(status::store)).await?;
         tracing::warn!(agent = %n.spiffe_id, "agent banned");
         Ok(Response::new(agent_pb(n)))
     }
@@ -298,7 +278,7 @@ impl Admin for AdminService {
         let id = parse_id("spiffe_id", &req.into_inner().spiffe_id)?;
         let store = self.store.clone();
         let msg = format!("no attested agent '{id}'");
-        let n = blocking(move || store.delete_attested_node(&id).map_err(store_status))
+        let n = blocking(move || store.delete_attested_node(&id).map_err(status::store))
             .await?
             .ok_or_else(|| Status::not_found(msg))?;
         info!(agent = %n.spiffe_id, "agent evicted");
@@ -327,7 +307,7 @@ impl Admin for AdminService {
         };
         let store = self.store.clone();
         let stored = bundle.clone();
-        blocking(move || store.put_federated_bundle(&stored).map_err(store_status)).await?;
+        blocking(move || store.put_federated_bundle(&stored).map_err(status::store)).await?;
         info!(trust_domain = %bundle.trust_domain, "federated bundle set");
         self.changes.bump();
         bundle_pb(&bundle).map(Response::new)
@@ -339,7 +319,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListFederatedBundlesResponse>, Status> {
         let store = self.store.clone();
         let bundles =
-            blocking(move || store.list_federated_bundles().map_err(store_status)).await?;
+            blocking(move || store.list_federated_bundles().map_err(status::store)).await?;
         Ok(Response::new(pb::ListFederatedBundlesResponse {
             bundles: bundles.iter().map(bundle_pb).collect::<Result<_, _>>()?,
         }))
@@ -352,7 +332,7 @@ impl Admin for AdminService {
         let td = parse_td(&req.into_inner().trust_domain)?;
         let store = self.store.clone();
         let deleted =
-            blocking(move || store.delete_federated_bundle(&td).map_err(store_status)).await?;
+            blocking(move || store.delete_federated_bundle(&td).map_err(status::store)).await?;
         if deleted {
             self.changes.bump();
         }
@@ -363,9 +343,9 @@ impl Admin for AdminService {
         &self,
         _req: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthResponse>, Status> {
-        let st = self.ca.status().map_err(ca_status)?;
+        let st = self.ca.status().map_err(status::ca)?;
         let store = self.store.clone();
-        let entries = blocking(move || store.count_entries().map_err(store_status)).await?;
+        let entries = blocking(move || store.count_entries().map_err(status::store)).await?;
         Ok(Response::new(pb::HealthResponse {
             trust_domain: self.ca.trust_domain().to_string(),
             key_manager: st.key_manager,

@@ -3,10 +3,9 @@
 //! the file mode).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use ironroot_api::admin::admin_server::AdminServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -15,27 +14,80 @@ use tonic::{Request, Status};
 
 use super::AdminService;
 
+/// Why the admin socket could not be set up or served.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminSocketError {
+    /// The socket's directory cannot be created.
+    #[error("cannot create admin socket directory {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process answers on the socket: taking it over would cut that server off.
+    #[error(
+        "admin socket {} is in use by another process (is a server already running?)",
+        path.display()
+    )]
+    InUse { path: PathBuf },
+    /// A stale socket file cannot be removed.
+    #[error("cannot remove stale admin socket {}: {source}", path.display())]
+    RemoveStale {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The socket cannot be bound.
+    #[error("cannot bind admin socket {}: {source}", path.display())]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The socket's mode cannot be set: it is not left open with another mode.
+    #[error("cannot set mode {mode:o} on {}: {source}", path.display())]
+    Mode {
+        path: PathBuf,
+        mode: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server stopped with an error.
+    #[error("admin API server failed: {0}")]
+    Serve(#[source] tonic::transport::Error),
+}
+
 /// Binds the socket at `path` with `mode`, replacing a stale socket file but
 /// refusing to take over one that a running server still answers on.
-pub fn bind_admin_socket(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+pub fn bind_admin_socket(path: &Path, mode: u32) -> Result<UnixListener, AdminSocketError> {
+    let path_buf = || path.to_path_buf();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create admin socket directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| AdminSocketError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!(
-                "admin socket {} is in use by another process (is a server already running?)",
-                path.display()
-            );
+            return Err(AdminSocketError::InUse { path: path_buf() });
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove stale admin socket {}", path.display()))?;
+        std::fs::remove_file(path).map_err(|source| AdminSocketError::RemoveStale {
+            path: path_buf(),
+            source,
+        })?;
     }
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("cannot bind admin socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot set mode {mode:o} on {}", path.display()))?;
+    let listener = UnixListener::bind(path).map_err(|source| AdminSocketError::Bind {
+        path: path_buf(),
+        source,
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        AdminSocketError::Mode {
+            path: path_buf(),
+            mode,
+            source,
+        }
+    })?;
     Ok(listener)
 }
 
@@ -72,7 +124,7 @@ pub async fn serve_admin(
     allowed_uids: Vec<u32>,
     max_request_bytes: usize,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
+) -> Result<(), AdminSocketError> {
     let svc = AdminServer::new(service)
         .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(64 * 1024 * 1024);
@@ -84,5 +136,5 @@ pub async fn serve_admin(
         .add_service(svc)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
-        .context("admin API server failed")
+        .map_err(AdminSocketError::Serve)
 }

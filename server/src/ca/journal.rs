@@ -21,10 +21,10 @@ pub enum SlotStatus {
 pub struct X509Slot {
     pub key_label: String,
     pub status: SlotStatus,
-    #[serde(with = "b64")]
+    #[serde(with = "ironroot_api::serde_b64::bytes")]
     pub cert_der: Vec<u8>,
     /// Upstream certificates between this CA and the roots (empty for a root CA).
-    #[serde(with = "b64_vec", default)]
+    #[serde(with = "ironroot_api::serde_b64::list", default)]
     pub upstream_chain: Vec<Vec<u8>>,
     pub not_before: i64,
     pub not_after: i64,
@@ -35,7 +35,7 @@ pub struct JwtSlot {
     pub key_label: String,
     pub key_id: String,
     pub status: SlotStatus,
-    #[serde(with = "b64")]
+    #[serde(with = "ironroot_api::serde_b64::bytes")]
     pub public_key_der: Vec<u8>,
     pub not_before: i64,
     pub not_after: i64,
@@ -150,34 +150,6 @@ pub fn activate_prepared<S: Slot>(slots: &mut [S], now: i64) -> bool {
         s.set_status(SlotStatus::Active);
     }
     true
-}
-
-mod b64 {
-    use base64::{engine::general_purpose::STANDARD, Engine};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(v))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        STANDARD.decode(s).map_err(serde::de::Error::custom)
-    }
-}
-
-mod b64_vec {
-    use base64::{engine::general_purpose::STANDARD, Engine};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(|c| STANDARD.encode(c)))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
-        let v = Vec::<String>::deserialize(d)?;
-        v.into_iter()
-            .map(|s| STANDARD.decode(s).map_err(serde::de::Error::custom))
-            .collect()
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use ironroot_hsm::Signer;
 use rand::RngCore;
 use serde::Serialize;
 
-use super::CaError;
+use super::{CaError, CertificateError, SigningError};
 
 /// Audiences per token and bytes per audience: generous, but bounded.
 pub const MAX_AUDIENCES: usize = 32;
@@ -81,8 +81,8 @@ pub fn mint(
         iat: issued_at,
         iss: issuer,
     };
-    let h = serde_json::to_vec(&header).map_err(|e| CaError::Certificate(e.to_string()))?;
-    let c = serde_json::to_vec(&claims).map_err(|e| CaError::Certificate(e.to_string()))?;
+    let h = serde_json::to_vec(&header).map_err(CertificateError::JwtEncoding)?;
+    let c = serde_json::to_vec(&claims).map_err(CertificateError::JwtEncoding)?;
     let signing_input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(h),
@@ -90,6 +90,9 @@ pub fn mint(
     );
     let sig = signer
         .sign_jws(signing_input.as_bytes())
-        .map_err(|e| CaError::Signing(format!("JWT key '{}': {e}", signer.label())))?;
+        .map_err(|source| SigningError::Jwt {
+            label: signer.label().to_string(),
+            source,
+        })?;
     Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig)))
 }

@@ -1,6 +1,8 @@
 //! The certificate authority: X.509 and JWT keys in the key manager (HSM),
 //! SVID signing, the trust bundle, and key rotation.
 
+pub mod devid_ca;
+mod error;
 pub mod journal;
 pub mod jwt;
 mod rotation;
@@ -22,25 +24,7 @@ use signing_key::HsmKey;
 use upstream::Upstream;
 use x509::CaSubject;
 
-#[derive(Debug, thiserror::Error)]
-pub enum CaError {
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
-    #[error("key manager: {0}")]
-    Key(String),
-    #[error("signing failed: {0}")]
-    Signing(String),
-    #[error("certificate: {0}")]
-    Certificate(String),
-    #[error("upstream CA: {0}")]
-    Upstream(String),
-    #[error("CA journal: {0}")]
-    Journal(String),
-    #[error("store: {0}")]
-    Store(String),
-    #[error("no active {0} authority (the CA is not initialised)")]
-    NotReady(&'static str),
-}
+pub use error::{CaError, CertificateError, JournalError, KeyError, SigningError, UpstreamError};
 
 /// What the CA is configured to do.
 #[derive(Debug, Clone)]
@@ -164,7 +148,10 @@ impl CertificateAuthority {
     fn read_state(&self) -> Result<std::sync::RwLockReadGuard<'_, CaState>, CaError> {
         self.state
             .read()
-            .map_err(|_| CaError::Journal("CA state lock poisoned".into()))
+            .map_err(|_| JournalError::LockPoisoned {
+                what: "CA state lock",
+            })
+            .map_err(CaError::from)
     }
 
     fn check_in_trust_domain(&self, id: &SpiffeId) -> Result<(), CaError> {

@@ -9,35 +9,70 @@ use rand::RngCore;
 use rcgen::Issuer;
 use tracing::{info, warn};
 
-use super::journal::{self, CaJournal, JwtSlot, SlotStatus, Step, X509Slot, JOURNAL_VERSION};
+use super::journal::{self, CaJournal, JwtSlot, Slot, SlotStatus, Step, X509Slot, JOURNAL_VERSION};
 use super::signing_key::HsmKey;
-use super::{x509, ActiveJwt, ActiveX509, CaError, CertificateAuthority};
+use super::{
+    x509, ActiveJwt, ActiveX509, CaError, CertificateAuthority, CertificateError, JournalError,
+    KeyError, UpstreamError,
+};
 use crate::store::DataStore;
 
 pub(super) fn load_journal(store: &dyn DataStore) -> Result<CaJournal, CaError> {
-    let Some(bytes) = store
-        .get_ca_journal()
-        .map_err(|e| CaError::Store(e.to_string()))?
-    else {
+    let Some(bytes) = store.get_ca_journal().map_err(CaError::Store)? else {
         return Ok(CaJournal {
             version: JOURNAL_VERSION,
             ..CaJournal::default()
         });
     };
-    let j: CaJournal = serde_json::from_slice(&bytes)
-        .map_err(|e| CaError::Journal(format!("stored journal is unreadable: {e}")))?;
+    let j: CaJournal = serde_json::from_slice(&bytes).map_err(JournalError::Unreadable)?;
     if j.version != JOURNAL_VERSION {
-        return Err(CaError::Journal(format!(
-            "stored journal has version {}, this server reads version {JOURNAL_VERSION}",
-            j.version
-        )));
+        return Err(JournalError::Version {
+            found: j.version,
+            supported: JOURNAL_VERSION,
+        }
+        .into());
     }
     Ok(j)
 }
 
-/// `apply_x509` or `apply_jwt`: one step, returning a key to destroy once persisted.
-type ApplyStep =
-    fn(&CertificateAuthority, &mut CaJournal, Step, i64) -> Result<Option<String>, CaError>;
+/// The two key kinds, each with its own schedule and slots in the journal.
+#[derive(Debug, Clone, Copy)]
+enum KeyKind {
+    X509,
+    Jwt,
+}
+
+/// Applies one step of one kind's schedule to its `slots` (`new_slot` makes a key and its
+/// slot with the given status); returns the label of a key to destroy once persisted.
+fn apply_step<S: Slot>(
+    slots: &mut Vec<S>,
+    step: Step,
+    now: i64,
+    what: &str,
+    new_slot: impl FnOnce(SlotStatus) -> Result<S, CaError>,
+) -> Result<Option<String>, CaError> {
+    match step {
+        Step::CreateActive => {
+            for s in slots
+                .iter_mut()
+                .filter(|s| s.status() == SlotStatus::Active)
+            {
+                s.set_status(SlotStatus::Old);
+            }
+            slots.push(new_slot(SlotStatus::Active)?);
+        }
+        Step::Prepare => slots.push(new_slot(SlotStatus::Prepared)?),
+        Step::Activate => {
+            journal::activate_prepared(slots, now);
+            info!("activated the prepared {what}");
+        }
+        Step::Prune { key_label } => {
+            slots.retain(|s| s.key_label() != key_label);
+            return Ok(Some(key_label));
+        }
+    }
+    Ok(None)
+}
 
 fn new_label(prefix: &str, kind: &str, now: i64) -> String {
     let mut r = [0u8; 4];
@@ -52,7 +87,9 @@ impl CertificateAuthority {
         let _serial = self
             .rotation
             .lock()
-            .map_err(|_| CaError::Journal("rotation lock poisoned".into()))?;
+            .map_err(|_| JournalError::LockPoisoned {
+                what: "rotation lock",
+            })?;
         let mut journal = self.read_state()?.journal.clone();
         let (changed, steps) = self.run_steps(&mut journal, now);
         if let Err(e) = steps {
@@ -67,10 +104,9 @@ impl CertificateAuthority {
         // token and still non-extractable. On failure signing stops (fail closed).
         let x509 = self.build_active_x509(&journal);
         let jwt = self.build_active_jwt(&journal);
-        let mut state = self
-            .state
-            .write()
-            .map_err(|_| CaError::Journal("CA state lock poisoned".into()))?;
+        let mut state = self.state.write().map_err(|_| JournalError::LockPoisoned {
+            what: "CA state lock",
+        })?;
         state.journal = journal;
         match x509 {
             Ok(a) if changed || state.x509.is_none() => state.x509 = Some(Arc::new(a)),
@@ -96,18 +132,19 @@ impl CertificateAuthority {
     /// expired key is destroyed only once the journal no longer names it.
     fn run_steps(&self, journal: &mut CaJournal, now: i64) -> (bool, Result<(), CaError>) {
         // The two key kinds have independent schedules: plan both first.
-        let steps: Vec<(Step, ApplyStep)> = journal::plan(&journal.x509, now)
+        let steps: Vec<(KeyKind, Step)> = journal::plan(&journal.x509, now)
             .into_iter()
-            .map(|s| (s, Self::apply_x509 as ApplyStep))
+            .map(|s| (KeyKind::X509, s))
             .chain(
                 journal::plan(&journal.jwt, now)
                     .into_iter()
-                    .map(|s| (s, Self::apply_jwt as ApplyStep)),
+                    .map(|s| (KeyKind::Jwt, s)),
             )
             .collect();
         let mut changed = false;
-        for (step, apply) in steps {
-            let destroy = match apply(self, journal, step, now)
+        for (kind, step) in steps {
+            let destroy = match self
+                .apply(journal, kind, step, now)
                 .and_then(|d| self.persist(journal).map(|()| d))
             {
                 Ok(d) => d,
@@ -123,11 +160,8 @@ impl CertificateAuthority {
 
     fn persist(&self, journal: &mut CaJournal) -> Result<(), CaError> {
         journal.bundle_sequence += 1;
-        let bytes = serde_json::to_vec(journal)
-            .map_err(|e| CaError::Journal(format!("cannot encode journal: {e}")))?;
-        self.store
-            .put_ca_journal(&bytes)
-            .map_err(|e| CaError::Store(e.to_string()))
+        let bytes = serde_json::to_vec(journal).map_err(JournalError::Encode)?;
+        self.store.put_ca_journal(&bytes).map_err(CaError::Store)
     }
 
     /// Finds a journal key in the key manager; fails closed when it is gone
@@ -135,20 +169,27 @@ impl CertificateAuthority {
     fn find_key(&self, label: &str) -> Result<KeyInfo, CaError> {
         self.km
             .find(label)
-            .map_err(|e| CaError::Key(format!("key '{label}': {e}")))?
+            .map_err(|source| KeyError::Lookup {
+                label: label.to_string(),
+                source,
+            })?
             .ok_or_else(|| {
-                CaError::Key(format!(
-                    "key '{label}' named in the CA journal is missing from {}; \
-                     the CA cannot sign with it",
-                    self.km.describe()
-                ))
+                KeyError::Missing {
+                    label: label.to_string(),
+                    key_manager: self.km.describe(),
+                }
+                .into()
             })
     }
 
     fn generate(&self, label: &str, alg: KeyAlgorithm) -> Result<KeyInfo, CaError> {
-        self.km
-            .generate(label, alg)
-            .map_err(|e| CaError::Key(format!("cannot create key '{label}': {e}")))
+        self.km.generate(label, alg).map_err(|source| {
+            KeyError::Generate {
+                label: label.to_string(),
+                source,
+            }
+            .into()
+        })
     }
 
     fn destroy(&self, label: &str) {
@@ -168,9 +209,7 @@ impl CertificateAuthority {
         if let Some(up) = &self.upstream {
             not_after = not_after.min(up.not_after);
             if not_after <= now {
-                return Err(CaError::Upstream(
-                    "the upstream CA certificate has expired".into(),
-                ));
+                return Err(UpstreamError::Expired.into());
             }
         }
         let params = x509::ca_params(&self.subject(), now - x509::BACKDATE_SECS, not_after)?;
@@ -178,7 +217,7 @@ impl CertificateAuthority {
             Some(up) => {
                 let c = params
                     .signed_by(&key, &up.issuer)
-                    .map_err(|e| CaError::Upstream(format!("signing the intermediate: {e}")))?;
+                    .map_err(UpstreamError::SignIntermediate)?;
                 (c, up.chain.clone())
             }
             None => {
@@ -213,66 +252,23 @@ impl CertificateAuthority {
         })
     }
 
-    /// Applies one step; returns the label of a key to destroy once persisted.
-    fn apply_x509(
+    /// Applies one step of `kind`'s schedule; returns the label of a key to destroy once
+    /// persisted.
+    fn apply(
         &self,
         j: &mut CaJournal,
+        kind: KeyKind,
         step: Step,
         now: i64,
     ) -> Result<Option<String>, CaError> {
-        match step {
-            Step::CreateActive => {
-                for s in j.x509.iter_mut().filter(|s| s.status == SlotStatus::Active) {
-                    s.status = SlotStatus::Old;
-                }
-                let slot = self.new_x509_slot(now, SlotStatus::Active)?;
-                j.x509.push(slot);
-            }
-            Step::Prepare => {
-                let slot = self.new_x509_slot(now, SlotStatus::Prepared)?;
-                j.x509.push(slot);
-            }
-            Step::Activate => {
-                journal::activate_prepared(&mut j.x509, now);
-                info!("activated the prepared X.509 CA key");
-            }
-            Step::Prune { key_label } => {
-                j.x509.retain(|s| s.key_label != key_label);
-                return Ok(Some(key_label));
-            }
+        match kind {
+            KeyKind::X509 => apply_step(&mut j.x509, step, now, "X.509 CA key", |status| {
+                self.new_x509_slot(now, status)
+            }),
+            KeyKind::Jwt => apply_step(&mut j.jwt, step, now, "JWT key", |status| {
+                self.new_jwt_slot(now, status)
+            }),
         }
-        Ok(None)
-    }
-
-    /// Applies one step; returns the label of a key to destroy once persisted.
-    fn apply_jwt(
-        &self,
-        j: &mut CaJournal,
-        step: Step,
-        now: i64,
-    ) -> Result<Option<String>, CaError> {
-        match step {
-            Step::CreateActive => {
-                for s in j.jwt.iter_mut().filter(|s| s.status == SlotStatus::Active) {
-                    s.status = SlotStatus::Old;
-                }
-                let slot = self.new_jwt_slot(now, SlotStatus::Active)?;
-                j.jwt.push(slot);
-            }
-            Step::Prepare => {
-                let slot = self.new_jwt_slot(now, SlotStatus::Prepared)?;
-                j.jwt.push(slot);
-            }
-            Step::Activate => {
-                journal::activate_prepared(&mut j.jwt, now);
-                info!("activated the prepared JWT key");
-            }
-            Step::Prune { key_label } => {
-                j.jwt.retain(|s| s.key_label != key_label);
-                return Ok(Some(key_label));
-            }
-        }
-        Ok(None)
     }
 
     fn build_active_x509(&self, j: &CaJournal) -> Result<ActiveX509, CaError> {
@@ -284,14 +280,15 @@ impl CertificateAuthority {
         let info = self.find_key(&slot.key_label)?;
         let key = HsmKey::new(Signer::new(self.km.clone(), info))?;
         if x509::cert_public_key_bits(&slot.cert_der)? != rcgen::PublicKeyData::der_bytes(&key) {
-            return Err(CaError::Key(format!(
-                "key '{}' does not match the CA certificate in the journal",
-                slot.key_label
-            )));
+            return Err(KeyError::Mismatch {
+                label: slot.key_label.clone(),
+                what: "CA certificate",
+            }
+            .into());
         }
         let cert = rustls_pki_types::CertificateDer::from(slot.cert_der.clone());
-        let issuer = Issuer::from_ca_cert_der(&cert, key)
-            .map_err(|e| CaError::Certificate(format!("journal CA certificate: {e}")))?;
+        let issuer =
+            Issuer::from_ca_cert_der(&cert, key).map_err(CertificateError::JournalCertificate)?;
         let mut chain_after_leaf = Vec::new();
         if self.upstream.is_some() {
             chain_after_leaf.push(slot.cert_der.clone());
@@ -313,10 +310,11 @@ impl CertificateAuthority {
             .ok_or(CaError::NotReady("JWT"))?;
         let info = self.find_key(&slot.key_label)?;
         if info.public_key_der != slot.public_key_der {
-            return Err(CaError::Key(format!(
-                "key '{}' does not match the JWT key in the journal",
-                slot.key_label
-            )));
+            return Err(KeyError::Mismatch {
+                label: slot.key_label.clone(),
+                what: "JWT key",
+            }
+            .into());
         }
         Ok(ActiveJwt {
             signer: Signer::new(self.km.clone(), info),

@@ -4,11 +4,11 @@
 use std::sync::Mutex;
 
 use der::Decode;
-use ironroot_hsm::{KeyAlgorithm, Signer};
+use ironroot_hsm::{HsmError, KeyAlgorithm, Signer};
 use rcgen::{PublicKeyData, SignatureAlgorithm, SigningKey};
 use spki::SubjectPublicKeyInfoRef;
 
-use super::CaError;
+use super::{CaError, CertificateError, KeyError, SigningError};
 
 /// An HSM-held key usable as an rcgen issuer. Signing happens in the token.
 pub struct HsmKey {
@@ -17,17 +17,18 @@ pub struct HsmKey {
     raw_public_key: Vec<u8>,
     algorithm: &'static SignatureAlgorithm,
     /// rcgen's error type carries no detail, so the token's error is kept here.
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<HsmError>>,
 }
 
 impl HsmKey {
     pub fn new(signer: Signer) -> Result<Self, CaError> {
-        let spki = SubjectPublicKeyInfoRef::from_der(signer.public_key_der()).map_err(|e| {
-            CaError::Key(format!(
-                "public key of '{}' is not a valid SubjectPublicKeyInfo: {e}",
-                signer.label()
-            ))
-        })?;
+        let spki =
+            SubjectPublicKeyInfoRef::from_der(signer.public_key_der()).map_err(|source| {
+                KeyError::PublicKey {
+                    label: signer.label().to_string(),
+                    source,
+                }
+            })?;
         let raw_public_key = spki.subject_public_key.raw_bytes().to_vec();
         let algorithm = match signer.algorithm() {
             KeyAlgorithm::EcP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -49,8 +50,12 @@ impl HsmKey {
     pub fn explain(&self, e: rcgen::Error) -> CaError {
         let detail = self.last_error.lock().ok().and_then(|mut g| g.take());
         match detail {
-            Some(d) if e == rcgen::Error::RemoteKeyError => CaError::Signing(d),
-            _ => CaError::Certificate(e.to_string()),
+            Some(source) if e == rcgen::Error::RemoteKeyError => SigningError::X509 {
+                label: self.signer.label().to_string(),
+                source,
+            }
+            .into(),
+            _ => CertificateError::Build(e).into(),
         }
     }
 }
@@ -69,7 +74,7 @@ impl SigningKey for HsmKey {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         self.signer.sign_x509(msg).map_err(|e| {
             if let Ok(mut g) = self.last_error.lock() {
-                *g = Some(format!("key '{}': {e}", self.signer.label()));
+                *g = Some(e);
             }
             rcgen::Error::RemoteKeyError
         })

@@ -8,7 +8,7 @@ use rcgen::Issuer;
 
 use super::signing_key::{HsmKey, UpstreamKey};
 use super::x509::cert_not_after;
-use super::CaError;
+use super::{CaError, UpstreamError};
 
 pub struct Upstream {
     pub(super) issuer: Issuer<'static, UpstreamKey>,
@@ -22,14 +22,16 @@ pub struct Upstream {
 
 /// Reads every CERTIFICATE block of a PEM file, in order.
 pub fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, CaError> {
-    let text = std::fs::read(path).map_err(|e| {
-        CaError::Upstream(format!(
-            "cannot read certificate file {}: {e}",
-            path.display()
-        ))
+    let text = std::fs::read(path).map_err(|source| UpstreamError::ReadCertificates {
+        path: path.to_path_buf(),
+        source,
     })?;
-    let certs = ironroot_api::bundle::certificates_from_pem(&text)
-        .map_err(|e| CaError::Upstream(format!("{} {e}", path.display())))?;
+    let certs = ironroot_api::bundle::certificates_from_pem(&text).map_err(|source| {
+        UpstreamError::Pem {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
     Ok(certs)
 }
 
@@ -56,18 +58,17 @@ impl Upstream {
         chain.dedup();
         let not_after = cert_not_after(&cert)?;
         if super::x509::cert_public_key_bits(&cert)? != rcgen::PublicKeyData::der_bytes(&key) {
-            return Err(CaError::Upstream(format!(
-                "the upstream key does not match the public key of {}",
-                cert_file.display()
-            )));
+            return Err(UpstreamError::KeyMismatch {
+                path: cert_file.to_path_buf(),
+            }
+            .into());
         }
         let cert_der = rustls_pki_types::CertificateDer::from(cert);
-        let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| {
-            CaError::Upstream(format!(
-                "cannot use {} as an issuer: {e}",
-                cert_file.display()
-            ))
-        })?;
+        let issuer =
+            Issuer::from_ca_cert_der(&cert_der, key).map_err(|source| UpstreamError::Issuer {
+                path: cert_file.to_path_buf(),
+                source,
+            })?;
         Ok(Upstream {
             issuer,
             chain,
@@ -83,16 +84,16 @@ impl Upstream {
         key_file: &Path,
         bundle_file: Option<&Path>,
     ) -> Result<Self, CaError> {
-        let key_pem = std::fs::read_to_string(key_file).map_err(|e| {
-            CaError::Upstream(format!("cannot read key file {}: {e}", key_file.display()))
-        })?;
-        let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| {
-            CaError::Upstream(format!(
-                "{} is not a PKCS#8 P-256/P-384/RSA private key in PEM ({e}); \
-                 convert with `openssl pkcs8 -topk8 -nocrypt`",
-                key_file.display()
-            ))
-        })?;
+        let key_pem =
+            std::fs::read_to_string(key_file).map_err(|source| UpstreamError::ReadKey {
+                path: key_file.to_path_buf(),
+                source,
+            })?;
+        let key =
+            rcgen::KeyPair::from_pem(&key_pem).map_err(|source| UpstreamError::KeyFormat {
+                path: key_file.to_path_buf(),
+                source,
+            })?;
         Self::assemble(
             cert_file,
             bundle_file,
@@ -110,12 +111,13 @@ impl Upstream {
     ) -> Result<Self, CaError> {
         let info = km
             .find(key_label)
-            .map_err(|e| CaError::Upstream(format!("upstream key '{key_label}': {e}")))?
-            .ok_or_else(|| {
-                CaError::Upstream(format!(
-                    "upstream key '{key_label}' not found in {}",
-                    km.describe()
-                ))
+            .map_err(|source| UpstreamError::KeyLookup {
+                label: key_label.to_string(),
+                source,
+            })?
+            .ok_or_else(|| UpstreamError::KeyNotFound {
+                label: key_label.to_string(),
+                key_manager: km.describe(),
             })?;
         let description = format!(
             "upstream CA {} (key '{key_label}' in {})",

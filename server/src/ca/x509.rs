@@ -9,7 +9,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-use super::CaError;
+use super::{CaError, CertificateError};
 
 /// Largest CSR accepted; a P-256 or RSA-4096 CSR is well under 2 KiB.
 pub const MAX_CSR_BYTES: usize = 16 * 1024;
@@ -31,7 +31,7 @@ pub fn random_serial() -> SerialNumber {
 
 fn time_at(unix: i64) -> Result<OffsetDateTime, CaError> {
     OffsetDateTime::from_unix_timestamp(unix)
-        .map_err(|e| CaError::Certificate(format!("time {unix} out of range: {e}")))
+        .map_err(|source| CertificateError::Time { unix, source }.into())
 }
 
 /// Subject fields of CA certificates.
@@ -69,10 +69,11 @@ pub fn ca_params(
     ];
     // SPIFFE: a signing certificate may carry the trust domain's SPIFFE ID.
     let td_uri = format!("spiffe://{}", subject.trust_domain);
-    p.subject_alt_names =
-        vec![SanType::URI(td_uri.try_into().map_err(|e| {
-            CaError::Certificate(format!("trust domain URI: {e}"))
-        })?)];
+    p.subject_alt_names = vec![SanType::URI(
+        td_uri
+            .try_into()
+            .map_err(CertificateError::TrustDomainUri)?,
+    )];
     p.use_authority_key_identifier_extension = true;
     Ok(p)
 }
@@ -143,26 +144,33 @@ pub fn parse_csr(der: &[u8]) -> Result<rcgen::PublicKey, CaError> {
     Ok(parsed.public_key)
 }
 
+/// The serial number of a DER certificate, hex (how nodes and logs name an SVID); `None`
+/// when it does not parse.
+pub fn serial_hex(der: &[u8]) -> Option<String> {
+    use der::Decode;
+    x509_cert::Certificate::from_der(der)
+        .ok()
+        .map(|c| hex::encode(c.tbs_certificate.serial_number.as_bytes()))
+}
+
 /// The notAfter of a DER certificate, in unix seconds.
 pub fn cert_not_after(der: &[u8]) -> Result<i64, CaError> {
     use der::Decode;
-    let cert = x509_cert::Certificate::from_der(der)
-        .map_err(|e| CaError::Certificate(format!("cannot parse certificate: {e}")))?;
+    let cert = x509_cert::Certificate::from_der(der).map_err(CertificateError::Parse)?;
     let secs = cert
         .tbs_certificate
         .validity
         .not_after
         .to_unix_duration()
         .as_secs();
-    i64::try_from(secs).map_err(|_| CaError::Certificate("notAfter out of range".into()))
+    i64::try_from(secs).map_err(|_| CertificateError::NotAfterOutOfRange.into())
 }
 
 /// The subjectPublicKey bits of a DER certificate (EC point or RSAPublicKey),
 /// to check that a key matches a certificate.
 pub fn cert_public_key_bits(der: &[u8]) -> Result<Vec<u8>, CaError> {
     use der::Decode;
-    let cert = x509_cert::Certificate::from_der(der)
-        .map_err(|e| CaError::Certificate(format!("cannot parse certificate: {e}")))?;
+    let cert = x509_cert::Certificate::from_der(der).map_err(CertificateError::Parse)?;
     Ok(cert
         .tbs_certificate
         .subject_public_key_info

@@ -1,9 +1,14 @@
 use super::*;
 
 fn parse(s: &str) -> Result<ServerConfig, String> {
-    let c: ServerConfig = toml::from_str(s).map_err(|e| e.to_string())?;
-    c.validate()?;
-    Ok(c)
+    ServerConfig::from_toml(s, Path::new("test.toml")).map_err(|e| e.to_string())
+}
+
+fn invalid_key(s: &str) -> &'static str {
+    match ServerConfig::from_toml(s, Path::new("test.toml")) {
+        Err(ConfigError::Invalid { source, .. }) => source.key,
+        other => panic!("expected an invalid option, got {other:?}"),
+    }
 }
 
 #[test]
@@ -22,7 +27,20 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.ca.key_algorithm, KeyAlgorithm::EcP256);
     assert_eq!(c.admin.socket_path, PathBuf::from(DEFAULT_ADMIN_SOCKET));
     assert_eq!(c.admin.allowed_uids, vec![0]);
-    assert!(!c.insecure_software_keys);
+    assert_eq!(c.admin.socket_mode.bits(), 0o600);
+    assert_eq!(
+        c.node_api.listen.as_ref().map(ListenAddress::as_str),
+        Some(DEFAULT_NODE_LISTEN)
+    );
+    assert_eq!(
+        c.key_manager,
+        KeyManagerConfig::Pkcs11(Pkcs11Config {
+            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token_label: "ironroot".into(),
+            pin: PinSource::Env("PIN".into()),
+            sessions: 0,
+        })
+    );
     assert!(c.upstream.is_none());
 }
 
@@ -30,7 +48,8 @@ fn minimal_config_gets_documented_defaults() {
 fn missing_hsm_is_refused_unless_insecure() {
     let e = parse(r#"trust_domain = "example.org""#).unwrap_err();
     assert!(e.contains("must live in an HSM"), "{e}");
-    parse("trust_domain = \"example.org\"\ninsecure_software_keys = true").unwrap();
+    let c = parse("trust_domain = \"example.org\"\ninsecure_software_keys = true").unwrap();
+    assert_eq!(c.key_manager, KeyManagerConfig::InsecureSoftware);
 }
 
 #[test]
@@ -55,6 +74,51 @@ fn bad_values_are_named() {
 }
 
 #[test]
+fn refusals_name_the_key() {
+    let insecure = "trust_domain = \"example.org\"\ninsecure_software_keys = true\n";
+    for (extra, key) in [
+        ("[admin]\nsocket_mode = \"0999\"", "admin.socket_mode"),
+        ("[admin]\nmax_request_bytes = 10", "admin.max_request_bytes"),
+        ("[ca]\nkey_label_prefix = \"a b\"", "ca.key_label_prefix"),
+        (
+            "[ca]\nrotation_check_interval = \"0s\"",
+            "ca.rotation_check_interval",
+        ),
+        (
+            "[ca]\ndefault_jwt_svid_ttl = \"0s\"",
+            "ca.default_jwt_svid_ttl",
+        ),
+        ("[node_api]\nlisten = \"8081\"", "node_api.listen"),
+        (
+            "[upstream]\nkind = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"up\"\n\
+             key_label = \"root\"\ncert_file = \"/root.pem\"",
+            "upstream",
+        ),
+    ] {
+        assert_eq!(invalid_key(&format!("{insecure}{extra}")), key, "{extra}");
+    }
+    assert_eq!(
+        invalid_key("trust_domain = \"example.org\""),
+        "key_manager.pkcs11"
+    );
+}
+
+#[test]
+fn written_values_keep_their_meaning() {
+    let c = parse(
+        "trust_domain = \"example.org\"\ninsecure_software_keys = true\n\
+         [admin]\nsocket_mode = \"0o660\"\n[node_api]\nlisten = \"\"",
+    )
+    .unwrap();
+    assert_eq!(c.admin.socket_mode.bits(), 0o660);
+    assert_eq!(c.admin.socket_mode.to_string(), "0660");
+    assert!(
+        c.node_api.listen.is_none(),
+        "an empty listen disables the Node API"
+    );
+}
+
+#[test]
 fn upstream_variants_parse() {
     let c = parse(
         r#"trust_domain = "example.org"
@@ -68,7 +132,12 @@ fn upstream_variants_parse() {
         cert_file = "/root.pem""#,
     )
     .unwrap();
-    assert!(matches!(c.upstream, Some(UpstreamConfig::Pkcs11 { .. })));
+    match c.upstream {
+        Some(UpstreamConfig::Pkcs11 { token, .. }) => {
+            assert_eq!(token.pin, PinSource::File("/p".into()))
+        }
+        other => panic!("{other:?}"),
+    }
     let c = parse(
         r#"trust_domain = "example.org"
         insecure_software_keys = true
@@ -79,4 +148,49 @@ fn upstream_variants_parse() {
     )
     .unwrap();
     assert!(matches!(c.upstream, Some(UpstreamConfig::Disk { .. })));
+}
+
+/// conf/server.toml, the annotated example the docs point to, parses, and every default
+/// it states is the default the server applies.
+#[test]
+fn the_annotated_example_parses_with_the_defaults_it_states() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/server.toml");
+    let c = ServerConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let defaults = parse("trust_domain = \"example.org\"\ninsecure_software_keys = true").unwrap();
+    assert_eq!(c.data_dir, defaults.data_dir);
+    assert_eq!(c.log_level, defaults.log_level);
+    assert_eq!(c.admin.socket_path, defaults.admin.socket_path);
+    assert_eq!(c.admin.socket_mode, defaults.admin.socket_mode);
+    assert_eq!(c.admin.allowed_uids, defaults.admin.allowed_uids);
+    assert_eq!(c.admin.max_request_bytes, defaults.admin.max_request_bytes);
+    assert_eq!(c.ca.key_algorithm, defaults.ca.key_algorithm);
+    assert_eq!(c.ca.ca_ttl, defaults.ca.ca_ttl);
+    assert_eq!(
+        c.ca.default_x509_svid_ttl,
+        defaults.ca.default_x509_svid_ttl
+    );
+    assert_eq!(c.ca.default_jwt_svid_ttl, defaults.ca.default_jwt_svid_ttl);
+    assert_eq!(
+        c.ca.rotation_check_interval,
+        defaults.ca.rotation_check_interval
+    );
+    assert_eq!(c.ca.key_label_prefix, defaults.ca.key_label_prefix);
+    assert_eq!(c.ca.subject_organization, defaults.ca.subject_organization);
+    assert_eq!(c.ca.subject_country, defaults.ca.subject_country);
+    assert_eq!(c.node_api.listen, defaults.node_api.listen);
+    assert_eq!(c.node_api.agent_svid_ttl, defaults.node_api.agent_svid_ttl);
+    assert_eq!(c.node_api.challenge_ttl, defaults.node_api.challenge_ttl);
+    assert_eq!(
+        c.node_api.max_message_bytes,
+        defaults.node_api.max_message_bytes
+    );
+    assert!(c.node_attestors.join_token.enabled);
+    let tpm = c
+        .node_attestors
+        .tpm
+        .expect("the example enables the TPM attestors");
+    assert_eq!(tpm.ldevid_ttl, DEFAULT_LDEVID_TTL);
+    assert!(tpm.require_tpm_agent_key);
+    assert!(!tpm.devid_issuer);
+    assert!(matches!(c.key_manager, KeyManagerConfig::Pkcs11(_)));
 }

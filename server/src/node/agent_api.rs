@@ -17,9 +17,9 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::admin::{ca_status, store_status};
 use crate::ca::{unix_now, CertificateAuthority};
 use crate::changes::Changes;
+use crate::status;
 use crate::store::{AttestedNode, DataStore, EntryFilter};
 
 /// Most CSRs in one batch.
@@ -39,15 +39,8 @@ struct Caller {
     node: AttestedNode,
 }
 
-fn serial_hex(der: &[u8]) -> Option<String> {
-    use der::Decode;
-    x509_cert::Certificate::from_der(der)
-        .ok()
-        .map(|c| hex::encode(c.tbs_certificate.serial_number.as_bytes()))
-}
-
 /// Entries `node` may serve: those whose parent is the agent, and those whose
-/// parent is a node alias (an entry under spiffe://<td>/spire/server) whose
+/// parent is a node alias (an entry under `spiffe://<td>/spire/server`) whose
 /// selectors the node has.
 pub fn authorized_entries(
     all: &[RegistrationEntry],
@@ -58,12 +51,14 @@ pub fn authorized_entries(
 ) -> Vec<RegistrationEntry> {
     let aliases: Vec<&SpiffeId> = all
         .iter()
-        .filter(|e| &e.parent_id == server_id && Selector::all_in(&e.selectors, node_selectors))
-        .map(|e| &e.spiffe_id)
+        .filter(|e| {
+            &e.spec.parent_id == server_id && Selector::all_in(&e.spec.selectors, node_selectors)
+        })
+        .map(|e| &e.spec.spiffe_id)
         .collect();
     all.iter()
-        .filter(|e| e.expires_at == 0 || e.expires_at > now)
-        .filter(|e| &e.parent_id == agent || aliases.contains(&&e.parent_id))
+        .filter(|e| e.spec.expires_at == 0 || e.spec.expires_at > now)
+        .filter(|e| &e.spec.parent_id == agent || aliases.contains(&&e.spec.parent_id))
         .cloned()
         .collect()
 }
@@ -85,13 +80,13 @@ impl AgentService {
         let node = self
             .store
             .get_attested_node(&id)
-            .map_err(store_status)?
+            .map_err(status::store)?
             .ok_or_else(|| Status::permission_denied(format!("{id} is not an attested agent")))?;
         if node.banned {
             return Err(Status::permission_denied(format!("{id} is banned")));
         }
         // Only the agent's current SVID: an older one (before re-attestation) is refused.
-        if serial_hex(leaf).as_deref() != Some(node.serial_number.as_str()) {
+        if crate::ca::x509::serial_hex(leaf).as_deref() != Some(node.serial_number.as_str()) {
             return Err(Status::permission_denied(format!(
                 "{id} presented an SVID that is not its current one; re-attest"
             )));
@@ -103,7 +98,7 @@ impl AgentService {
         let all = self
             .store
             .list_entries(&EntryFilter::default())
-            .map_err(store_status)?;
+            .map_err(status::store)?;
         let server_id =
             SpiffeId::parse(&format!("spiffe://{}/spire/server", self.ca.trust_domain()))
                 .map_err(|e| Status::internal(e.to_string()))?;
@@ -120,9 +115,10 @@ impl AgentService {
 fn entry_pb(e: &RegistrationEntry) -> pb::Entry {
     pb::Entry {
         id: e.id.clone(),
-        spiffe_id: e.spiffe_id.to_string(),
-        parent_id: e.parent_id.to_string(),
+        spiffe_id: e.spec.spiffe_id.to_string(),
+        parent_id: e.spec.parent_id.to_string(),
         selectors: e
+            .spec
             .selectors
             .iter()
             .map(|s| pb::Selector {
@@ -130,12 +126,12 @@ fn entry_pb(e: &RegistrationEntry) -> pb::Entry {
                 value: s.value.clone(),
             })
             .collect(),
-        x509_svid_ttl: i32::try_from(e.x509_svid_ttl).unwrap_or(i32::MAX),
-        jwt_svid_ttl: i32::try_from(e.jwt_svid_ttl).unwrap_or(i32::MAX),
-        dns_names: e.dns_names.clone(),
-        hint: e.hint.clone(),
+        x509_svid_ttl: i32::try_from(e.spec.x509_svid_ttl).unwrap_or(i32::MAX),
+        jwt_svid_ttl: i32::try_from(e.spec.jwt_svid_ttl).unwrap_or(i32::MAX),
+        dns_names: e.spec.dns_names.clone(),
+        hint: e.spec.hint.clone(),
         revision_number: e.revision,
-        expires_at: e.expires_at,
+        expires_at: e.spec.expires_at,
     }
 }
 
@@ -156,12 +152,12 @@ impl Agent for AgentApi {
         tokio::task::spawn_blocking(move || {
             let caller = svc.caller(&req)?;
             let entries = svc.entries_for(&caller)?;
-            let bundle = svc.ca.bundle().map_err(ca_status)?;
+            let bundle = svc.ca.bundle().map_err(status::ca)?;
             let jwks_json = bundle
                 .to_jwks_json()
                 .map_err(|e| Status::internal(e.to_string()))?;
             let mut federated_jwks = std::collections::HashMap::new();
-            for b in svc.store.list_federated_bundles().map_err(store_status)? {
+            for b in svc.store.list_federated_bundles().map_err(status::store)? {
                 if let Ok(j) = b.to_jwks_json() {
                     federated_jwks.insert(b.trust_domain.to_string(), j);
                 }
@@ -175,7 +171,7 @@ impl Agent for AgentApi {
             }))
         })
         .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(status::worker)?
     }
 
     async fn batch_new_x509_svid(
@@ -204,7 +200,7 @@ impl Agent for AgentApi {
                     });
                     continue;
                 };
-                match svc.ca.sign_x509_svid_csr(&r.csr, &e.spiffe_id, e.x509_svid_ttl, &e.dns_names) {
+                match svc.ca.sign_x509_svid_csr(&r.csr, &e.spec.spiffe_id, e.spec.x509_svid_ttl, &e.spec.dns_names) {
                     Ok(s) => results.push(pb::X509SvidResult {
                         entry_id: e.id.clone(),
                         svid_chain: s.chain,
@@ -222,7 +218,7 @@ impl Agent for AgentApi {
             Ok(Response::new(pb::BatchNewX509SvidResponse { results }))
         })
         .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(status::worker)?
     }
 
     async fn new_jwt_svid(
@@ -242,12 +238,12 @@ impl Agent for AgentApi {
             })?;
             let (token, expires_at) = svc
                 .ca
-                .mint_jwt_svid(&e.spiffe_id, &r.audience, e.jwt_svid_ttl)
-                .map_err(ca_status)?;
+                .mint_jwt_svid(&e.spec.spiffe_id, &r.audience, e.spec.jwt_svid_ttl)
+                .map_err(status::ca)?;
             Ok(Response::new(pb::NewJwtSvidResponse { token, expires_at }))
         })
         .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(status::worker)?
     }
 
     async fn renew_agent_svid(
@@ -267,18 +263,18 @@ impl Agent for AgentApi {
             let svid = svc
                 .ca
                 .sign_x509_svid_csr(&req.get_ref().csr, &caller.id, ttl, &[])
-                .map_err(ca_status)?;
+                .map_err(status::ca)?;
             let now = unix_now();
             let mut node = caller.node.clone();
             node.serial_number = svid
                 .chain
                 .first()
-                .and_then(|d| serial_hex(d))
+                .and_then(|d| crate::ca::x509::serial_hex(d))
                 .unwrap_or_default();
             node.expires_at = svid.expires_at;
             node.last_attested_at = now;
-            svc.store.record_attestation(&node).map_err(store_status)?;
-            let roots = svc.ca.bundle().map_err(ca_status)?.x509_authorities;
+            svc.store.record_attestation(&node).map_err(status::store)?;
+            let roots = svc.ca.bundle().map_err(status::ca)?.x509_authorities;
             info!(agent = %caller.id, "agent SVID renewed (join_token)");
             Ok(Response::new(pb::RenewAgentSvidResponse {
                 svid_chain: svid.chain,
@@ -287,7 +283,7 @@ impl Agent for AgentApi {
             }))
         })
         .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(status::worker)?
     }
 
     async fn watch_changes(
@@ -297,7 +293,7 @@ impl Agent for AgentApi {
         let svc = self.0.clone();
         let caller = tokio::task::spawn_blocking(move || svc.caller(&req).map(|c| c.id))
             .await
-            .map_err(|e| Status::internal(format!("worker failed: {e}")))??;
+            .map_err(status::worker)??;
         info!(agent = %caller, "agent watching for changes");
         let stream = WatchStream::new(self.0.changes.subscribe())
             .map(|generation| Ok(pb::ChangeNotice { generation }));

@@ -4,8 +4,6 @@
 //! check that failed and is logged.
 
 pub mod agent_api;
-pub mod certchain;
-pub mod devid_ca;
 pub mod join_token;
 pub mod nonce;
 mod service;
@@ -72,20 +70,6 @@ impl AttestError {
             check,
             reason: reason.into(),
             kind: RejectKind::Malformed,
-        }
-    }
-
-    pub fn to_status(&self) -> tonic::Status {
-        match self.kind {
-            RejectKind::Denied => {
-                tonic::Status::permission_denied(format!("attestation rejected: {self}"))
-            }
-            RejectKind::Malformed => {
-                tonic::Status::invalid_argument(format!("attestation rejected: {self}"))
-            }
-            RejectKind::Internal => {
-                tonic::Status::internal(format!("attestation failed on the server: {self}"))
-            }
         }
     }
 }

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use super::{AttestError, Attested, Begun, NodeAttestor};
 use crate::ca::{unix_now, x509, CertificateAuthority};
+use crate::status;
 use crate::store::{AttestedNode, DataStore};
 
 pub struct NodeService {
@@ -63,7 +64,7 @@ impl NodeService {
             })?;
         // Proof of possession of the agent key before any TPM work.
         let public_key = x509::parse_csr(&params.csr)
-            .map_err(|e| AttestError::malformed("agent CSR", e.to_string()).to_status())?;
+            .map_err(|e| status::attest(&AttestError::malformed("agent CSR", e.to_string())))?;
 
         let begun = blocking(move || attestor.begin(&params)).await?;
         let attested = match begun {
@@ -77,14 +78,13 @@ impl NodeService {
                 let answer = tokio::time::timeout(self.challenge_ttl, inbound.message())
                     .await
                     .map_err(|_| {
-                        AttestError::rejected(
+                        status::attest(&AttestError::rejected(
                             "challenge",
                             format!(
                                 "no answer within {}s; the challenge expired",
                                 self.challenge_ttl.as_secs()
                             ),
-                        )
-                        .to_status()
+                        ))
                     })??;
                 let Some(pb::attest_request::Step::ChallengeResponse(resp)) = step_of(answer)
                 else {
@@ -113,8 +113,12 @@ impl NodeService {
             check_not_banned(store.as_ref(), &a)?;
             let svid = ca
                 .sign_x509_svid(&public_key, &a.agent_id, ttl, &[])
-                .map_err(crate::admin::ca_status)?;
-            let serial = x509_serial_hex(svid.chain.first().map(Vec::as_slice).unwrap_or(&[]));
+                .map_err(status::ca)?;
+            let serial = svid
+                .chain
+                .first()
+                .and_then(|leaf| x509::serial_hex(leaf))
+                .unwrap_or_default();
             store
                 .record_attestation(&AttestedNode {
                     spiffe_id: a.agent_id.clone(),
@@ -128,18 +132,15 @@ impl NodeService {
                 })
                 .map_err(|e| match e {
                     crate::store::StoreError::Banned { .. } => {
-                        AttestError::rejected("ban list", e.to_string()).to_status()
+                        status::attest(&AttestError::rejected("ban list", e.to_string()))
                     }
                     e => Status::internal(e.to_string()),
                 })?;
-            let roots = ca
-                .bundle()
-                .map_err(crate::admin::ca_status)?
-                .x509_authorities;
+            let roots = ca.bundle().map_err(status::ca)?.x509_authorities;
             Ok::<_, Status>((svid, roots))
         })
         .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))??;
+        .map_err(status::worker)??;
         info!(
             agent = %attested.agent_id,
             policy = attested.boot_policy.as_deref().unwrap_or("-"),
@@ -171,7 +172,7 @@ fn check_not_banned(store: &dyn DataStore, a: &Attested) -> Result<(), Status> {
         .filter(|n| n.banned)
         .find(|n| n.spiffe_id == a.agent_id || ek.is_some_and(|s| n.selectors.contains(s)));
     match banned {
-        Some(n) => Err(AttestError::rejected(
+        Some(n) => Err(status::attest(&AttestError::rejected(
             "ban list",
             format!(
                 "{} is banned{}; evict it before this node may attest again",
@@ -182,8 +183,7 @@ fn check_not_banned(store: &dyn DataStore, a: &Attested) -> Result<(), Status> {
                     " and shares this node's TPM"
                 }
             ),
-        )
-        .to_status()),
+        ))),
         None => Ok(()),
     }
 }
@@ -198,20 +198,13 @@ fn attestor_of(id: &ironroot_api::spiffe_id::SpiffeId) -> String {
         .to_string()
 }
 
-fn x509_serial_hex(der: &[u8]) -> String {
-    use der::Decode;
-    x509_cert::Certificate::from_der(der)
-        .map(|c| hex::encode(c.tbs_certificate.serial_number.as_bytes()))
-        .unwrap_or_default()
-}
-
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AttestError> + Send + 'static,
 ) -> Result<T, Status> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_status()),
-        Err(e) => Err(Status::internal(format!("worker failed: {e}"))),
+        Ok(Err(e)) => Err(status::attest(&e)),
+        Err(e) => Err(status::worker(e)),
     }
 }
 

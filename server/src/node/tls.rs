@@ -5,8 +5,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::Context;
-use ironroot_api::spiffe_id::SpiffeId;
+use ironroot_api::spiffe_id::{SpiffeId, SpiffeIdError};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -14,7 +13,25 @@ use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tracing::{info, warn};
 
-use crate::ca::{unix_now, CertificateAuthority};
+use crate::ca::{unix_now, CaError, CertificateAuthority};
+
+/// Why the server's own SVID could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// No key pair could be generated.
+    #[error("server TLS key: {0}")]
+    Key(#[source] rcgen::Error),
+    /// The trust domain does not make a valid server SPIFFE ID.
+    #[error("server SPIFFE ID: {0}")]
+    SpiffeId(#[source] SpiffeIdError),
+    /// The CA refused or failed to sign.
+    #[error("cannot issue the server SVID: {0}")]
+    Issue(#[source] Box<CaError>),
+    /// rustls cannot sign with the key.
+    #[error("server TLS key not usable by rustls: {0}")]
+    Rustls(#[source] rustls::Error),
+}
 
 /// The server's current SVID, swapped in place on renewal.
 #[derive(Debug)]
@@ -22,35 +39,35 @@ pub struct ServerIdentity {
     current: RwLock<(Arc<CertifiedKey>, i64)>,
 }
 
-pub fn server_spiffe_id(ca: &CertificateAuthority) -> anyhow::Result<SpiffeId> {
+pub fn server_spiffe_id(ca: &CertificateAuthority) -> Result<SpiffeId, IdentityError> {
     SpiffeId::parse(&format!("spiffe://{}/spire/server", ca.trust_domain()))
-        .context("server SPIFFE ID")
+        .map_err(IdentityError::SpiffeId)
 }
 
 /// A fresh key (in memory; it only authenticates TLS) and an SVID for it.
-fn issue(ca: &CertificateAuthority, ttl: u32) -> anyhow::Result<(Arc<CertifiedKey>, i64)> {
-    let key = rcgen::KeyPair::generate().context("server TLS key")?;
+fn issue(ca: &CertificateAuthority, ttl: u32) -> Result<(Arc<CertifiedKey>, i64), IdentityError> {
+    let key = rcgen::KeyPair::generate().map_err(IdentityError::Key)?;
     let id = server_spiffe_id(ca)?;
     let svid = ca
         .sign_x509_svid(&key, &id, ttl, &[])
-        .context("cannot issue the server SVID")?;
+        .map_err(|e| IdentityError::Issue(Box::new(e)))?;
     let chain: Vec<CertificateDer<'static>> =
         svid.chain.into_iter().map(CertificateDer::from).collect();
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let signing = rustls::crypto::ring::sign::any_supported_type(&der)
-        .context("server TLS key not usable by rustls")?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&der).map_err(IdentityError::Rustls)?;
     Ok((Arc::new(CertifiedKey::new(chain, signing)), svid.expires_at))
 }
 
 impl ServerIdentity {
-    pub fn new(ca: &CertificateAuthority, ttl: u32) -> anyhow::Result<Arc<Self>> {
+    pub fn new(ca: &CertificateAuthority, ttl: u32) -> Result<Arc<Self>, IdentityError> {
         Ok(Arc::new(ServerIdentity {
             current: RwLock::new(issue(ca, ttl)?),
         }))
     }
 
     /// Renews the SVID when half its life is gone (or the CA changed under it).
-    pub fn renew_if_due(&self, ca: &CertificateAuthority, ttl: u32) -> anyhow::Result<bool> {
+    pub fn renew_if_due(&self, ca: &CertificateAuthority, ttl: u32) -> Result<bool, IdentityError> {
         let expires_at = self.current.read().map(|g| g.1).unwrap_or(0);
         let due = unix_now() >= expires_at - i64::from(ttl) / 2;
         if !due {

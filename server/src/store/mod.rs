@@ -72,9 +72,14 @@ pub struct EntryFilter {
 impl EntryFilter {
     /// Whether `e` passes the filter.
     pub fn matches(&self, e: &RegistrationEntry) -> bool {
-        self.spiffe_id.as_ref().is_none_or(|id| id == &e.spiffe_id)
-            && self.parent_id.as_ref().is_none_or(|id| id == &e.parent_id)
-            && Selector::all_in(&self.selectors_superset_of, &e.selectors)
+        self.spiffe_id
+            .as_ref()
+            .is_none_or(|id| id == &e.spec.spiffe_id)
+            && self
+                .parent_id
+                .as_ref()
+                .is_none_or(|id| id == &e.spec.parent_id)
+            && Selector::all_in(&self.selectors_superset_of, &e.spec.selectors)
     }
 }
 

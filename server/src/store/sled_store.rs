@@ -388,10 +388,10 @@ impl DataStore for SledStore {
 /// NUL separates the parts: none of them can contain it.
 fn identity_key(e: &RegistrationEntry) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(e.spiffe_id.to_string().as_bytes());
+    h.update(e.spec.spiffe_id.to_string().as_bytes());
     h.update([0]);
-    h.update(e.parent_id.to_string().as_bytes());
-    for s in &e.selectors {
+    h.update(e.spec.parent_id.to_string().as_bytes());
+    for s in &e.spec.selectors {
         h.update([0]);
         h.update(s.to_string().as_bytes());
     }

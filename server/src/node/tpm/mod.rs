@@ -7,6 +7,7 @@
 //! software key.
 
 mod agent_key;
+pub mod anchors;
 mod evidence;
 mod pending;
 pub mod policies;
@@ -17,15 +18,14 @@ use std::time::Duration;
 use ironroot_api::node as pb;
 use ironroot_api::selector::Selector;
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
-use ironroot_tpm::verify::eventlog::HashAlg;
+use ironroot_tpm::verify::certchain::Anchors;
+use ironroot_tpm::verify::ek;
 use ironroot_tpm::verify::{make_credential, TpmPublic};
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 
-use super::certchain::{self, Anchors};
-use super::devid_ca::DevIdCa;
 use super::nonce::NonceRegistry;
 use super::{AttestError, Begun, NodeAttestor};
+use crate::ca::devid_ca::DevIdCa;
 use crate::ca::unix_now;
 use pending::PendingTpm;
 use policies::PolicySet;
@@ -61,16 +61,6 @@ pub struct TpmAttestor {
     pub shared: Arc<TpmShared>,
 }
 
-pub fn bank_name(alg: HashAlg) -> &'static str {
-    match alg {
-        HashAlg::Sha1 => "sha1",
-        HashAlg::Sha256 => "sha256",
-        HashAlg::Sha384 => "sha384",
-        HashAlg::Sha512 => "sha512",
-        _ => "sm3_256",
-    }
-}
-
 fn selector(kind: &str, value: impl std::fmt::Display) -> Result<Selector, AttestError> {
     Selector::new(kind, value.to_string())
         .map_err(|e| AttestError::rejected("selectors", e.to_string()))
@@ -99,59 +89,14 @@ fn common_name(name: &x509_cert::name::Name) -> Option<String> {
 impl TpmAttestor {
     /// EK trust: certificate chain to a manufacturer CA, else the allow-list.
     fn check_ek(&self, tpm: &pb::TpmEvidence, ek: &TpmPublic) -> Result<String, AttestError> {
-        // An EK is a restricted decryption key bound to its TPM, never a signing key.
-        let a = &ek.object_attributes;
-        if !(a.fixed_tpm() && a.fixed_parent() && a.restricted() && a.decrypt()) || a.sign_encrypt()
-        {
-            return Err(AttestError::rejected(
-                "EK",
-                "the EK public area is not a restricted decryption key bound to the TPM",
-            ));
-        }
-        let spki = ek
-            .spki_der()
-            .map_err(|e| AttestError::malformed("EK public", e.to_string()))?;
-        let ek_hash = hex::encode(Sha256::digest(&spki));
-        let allowed = self
-            .shared
-            .ek_hash_allow_list
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case(&ek_hash));
-        if tpm.ek_certificate.is_empty() {
-            return if allowed {
-                Ok(ek_hash)
-            } else {
-                Err(AttestError::rejected(
-                    "EK",
-                    format!("the TPM sent no EK certificate and EK hash {ek_hash} is not on the allow-list"),
-                ))
-            };
-        }
-        let chain = certchain::verify(
+        ek::check_ek(
+            ek,
             &tpm.ek_certificate,
-            &[],
             &self.shared.ek_anchors,
+            &self.shared.ek_hash_allow_list,
             unix_now() as u64,
-            certchain::CertProfile::Ek,
-        );
-        match chain {
-            Ok(cert) => {
-                let cert_spki = der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info)
-                    .map_err(|e| AttestError::malformed("EK certificate", e.to_string()))?;
-                if !ek.matches_spki(&cert_spki) {
-                    return Err(AttestError::rejected(
-                        "EK",
-                        "the EK certificate's key is not the EK public key the TPM presented",
-                    ));
-                }
-                Ok(ek_hash)
-            }
-            Err(_) if allowed => Ok(ek_hash),
-            Err(reason) => Err(AttestError::rejected(
-                "EK certificate",
-                format!("{reason}; EK hash {ek_hash} is not on the allow-list either"),
-            )),
-        }
+        )
+        .map_err(|e| evidence::rejection(e.rule(), e.is_malformed(), &e))
     }
 }
 
@@ -218,7 +163,7 @@ impl NodeAttestor for TpmAttestor {
         let (agent_id, devid) = match self.kind {
             TpmKind::Ek => (format!("spiffe://{td}/spire/agent/tpm_ek/{ek_hash}"), None),
             TpmKind::DevId => {
-                let d = evidence::check_devid(tpm, &ak, &self.shared.devid_anchors)?;
+                let d = evidence::check_devid(tpm, &ak, &self.shared.devid_anchors, unix_now())?;
                 // A missing CN gives no selector rather than one shared by every such device.
                 if let Some(cn) = common_name(&d.cert.tbs_certificate.subject) {
                     selectors.push(selector("tpm", format!("devid_subject_cn:{cn}"))?);
@@ -278,7 +223,8 @@ impl NodeAttestor for TpmAttestor {
             encrypted_secret: made.encrypted_secret,
             quote_nonce: quote_nonce.to_vec(),
             pcr_selection: vec![pb::PcrSelection {
-                bank: bank_name(policy.bank).into(),
+                // The wire names banks as the event log does (`sha256`).
+                bank: policy.bank.to_string(),
                 pcrs: pcrs.clone(),
             }],
             devid_nonce: devid_nonce.map(|n| n.to_vec()).unwrap_or_default(),

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use ironroot_api::node as pb;
 use ironroot_api::selector::Selector;
 use ironroot_api::spiffe_id::SpiffeId;
+use ironroot_tpm::verify::devid::DevIdKey;
 use ironroot_tpm::verify::eventlog::{EventLog, HashAlg};
 use ironroot_tpm::verify::policy::{evaluate, Policy};
 use ironroot_tpm::verify::TpmPublic;
 
 use super::agent_key;
-use super::evidence::{self, DevIdKey};
+use super::evidence;
 use super::{selector, TpmShared};
 use crate::ca::unix_now;
 use crate::node::{AttestError, Attested, PendingAttestation};
@@ -104,7 +105,7 @@ impl PendingAttestation for PendingTpm {
             (Some((key, cn)), Some(ca)) => {
                 let cert = ca
                     .issue(key, cn)
-                    .map_err(|e| AttestError::rejected("DevID enrollment", e))?;
+                    .map_err(|e| AttestError::rejected("DevID enrollment", e.to_string()))?;
                 vec![cert, ca.cert_der.clone()]
             }
             _ => Vec::new(),

@@ -3,15 +3,66 @@
 //! name rejects the node: nothing passes by omission.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ironroot_api::selector::Selector;
-use ironroot_tpm::verify::policy::Policy;
+use ironroot_api::selector::{Selector, SelectorError};
+use ironroot_tpm::verify::eventlog::HashAlg;
+use ironroot_tpm::verify::policy::{Policy, PolicyError};
 use tracing::{info, warn};
 
 use crate::config::PolicyBinding;
 use crate::node::AttestError;
+
+/// Why the policies could not be loaded: start-up stops, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicySetError {
+    /// `policies_dir` cannot be listed.
+    #[error("cannot read policies_dir {}: {source}", dir.display())]
+    ReadDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A policy file cannot be read.
+    #[error("cannot read policy {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A policy file is not a valid policy.
+    #[error("policy {} is invalid: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: PolicyError,
+    },
+    /// A policy pins a PCR in another bank than its own: only the policy's bank is quoted,
+    /// so that value would be checked against log digests no quote vouches for.
+    #[error(
+        "policy {} pins PCR {pcr} in another bank than its own ({pinned:?} vs {bank:?}): only \
+         the policy's bank is quoted",
+        path.display()
+    )]
+    ForeignBank {
+        path: PathBuf,
+        pcr: u32,
+        pinned: HashAlg,
+        bank: HashAlg,
+    },
+    /// Two files define the same policy name: which one binds would be a guess.
+    #[error("two policies are named '{name}' (in {})", dir.display())]
+    DuplicateName { name: String, dir: PathBuf },
+    /// A binding's selector does not parse.
+    #[error("policy binding selector {selector:?}: {source}")]
+    BindingSelector {
+        selector: String,
+        #[source]
+        source: SelectorError,
+    },
+}
 
 pub struct PolicySet {
     policies: BTreeMap<String, Arc<Policy>>,
@@ -25,36 +76,39 @@ impl PolicySet {
         dir: &Path,
         bindings: &[PolicyBinding],
         default: Option<String>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, PolicySetError> {
         let mut policies = BTreeMap::new();
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| anyhow::anyhow!("cannot read policies_dir {}: {e}", dir.display()))?;
+        let read_dir = |source| PolicySetError::ReadDir {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let entries = std::fs::read_dir(dir).map_err(read_dir)?;
         for entry in entries {
-            let path = entry?.path();
+            let path = entry.map_err(read_dir)?.path();
             if path.extension().and_then(|e| e.to_str()) != Some("toml") {
                 continue;
             }
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read policy {}: {e}", path.display()))?;
-            let policy = Policy::from_toml(&text)
-                .map_err(|e| anyhow::anyhow!("policy {} is invalid: {e}", path.display()))?;
-            // Only the policy's bank is quoted: a value pinned in another bank would be
-            // checked against log digests no quote vouches for.
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(source) => return Err(PolicySetError::Read { path, source }),
+            };
+            let policy = match Policy::from_toml(&text) {
+                Ok(p) => p,
+                Err(source) => return Err(PolicySetError::Invalid { path, source }),
+            };
             if let Some(p) = policy.pcrs.iter().find(|p| p.bank != policy.bank) {
-                anyhow::bail!(
-                    "policy {} pins PCR {} in another bank than its own ({:?} vs {:?}): only the policy's bank is quoted",
-                    path.display(),
-                    p.index,
-                    p.bank,
-                    policy.bank
-                );
+                return Err(PolicySetError::ForeignBank {
+                    pcr: p.index,
+                    pinned: p.bank,
+                    bank: policy.bank,
+                    path,
+                });
             }
             if policies.contains_key(&policy.name) {
-                anyhow::bail!(
-                    "two policies are named '{}' (in {})",
-                    policy.name,
-                    dir.display()
-                );
+                return Err(PolicySetError::DuplicateName {
+                    name: policy.name,
+                    dir: dir.to_path_buf(),
+                });
             }
             info!(policy = %policy.name, file = %path.display(), "measured-boot policy loaded");
             policies.insert(policy.name.clone(), Arc::new(policy));
@@ -64,9 +118,12 @@ impl PolicySet {
             .map(|b| {
                 Selector::parse(&b.selector)
                     .map(|s| (s, b.policy.clone()))
-                    .map_err(|e| anyhow::anyhow!("policy binding selector {:?}: {e}", b.selector))
+                    .map_err(|source| PolicySetError::BindingSelector {
+                        selector: b.selector.clone(),
+                        source,
+                    })
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let set = PolicySet {
             policies,
             bindings,

@@ -32,8 +32,11 @@ fn rsa_key() -> SubjectPublicKeyInfo {
     SubjectPublicKeyInfo::from_der(&der).unwrap()
 }
 
-fn now() -> u64 {
-    crate::ca::unix_now() as u64
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn dn(parts: &[(DnType, &str)]) -> DistinguishedName {
@@ -45,7 +48,7 @@ fn dn(parts: &[(DnType, &str)]) -> DistinguishedName {
 }
 
 /// A CA certificate and its issuer handle.
-struct Ca {
+pub(crate) struct Ca {
     der: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
 }
@@ -62,7 +65,7 @@ fn ca_params(cn: &str) -> CertificateParams {
 }
 
 /// A CA named `cn`, self-signed when `parent` is `None`.
-fn ca(cn: &str, parent: Option<&Ca>, tweak: impl FnOnce(&mut CertificateParams)) -> Ca {
+pub(crate) fn ca(cn: &str, parent: Option<&Ca>, tweak: impl FnOnce(&mut CertificateParams)) -> Ca {
     let key = KeyPair::generate().unwrap();
     let mut p = ca_params(cn);
     tweak(&mut p);
@@ -78,7 +81,7 @@ fn ca(cn: &str, parent: Option<&Ca>, tweak: impl FnOnce(&mut CertificateParams))
 
 /// An EK leaf as the TCG profile wants it: RSA key, critical keyEncipherment, the TCG EKU,
 /// cA=false, an empty subject with a critical directoryName SAN (as swtpm writes).
-fn ek_params() -> CertificateParams {
+pub(crate) fn ek_params() -> CertificateParams {
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
     p.is_ca = IsCa::ExplicitNoCa;
@@ -108,11 +111,11 @@ fn devid_params() -> CertificateParams {
     p
 }
 
-fn leaf(p: CertificateParams, key: &impl PublicKeyData, issuer: &Ca) -> Vec<u8> {
+pub(crate) fn leaf(p: CertificateParams, key: &impl PublicKeyData, issuer: &Ca) -> Vec<u8> {
     p.signed_by(key, &issuer.issuer).unwrap().der().to_vec()
 }
 
-fn anchors(of: &[&Ca]) -> Anchors {
+pub(crate) fn anchors(of: &[&Ca]) -> Anchors {
     let mut a = Anchors::default();
     for c in of {
         a.add_der(&c.der).unwrap();

@@ -4,14 +4,12 @@
 //! keyAgreement, the TCG EKU) that a TLS verifier such as rustls-webpki refuses or does not
 //! know, so nothing here goes through webpki and every check is explicit: issuer name,
 //! signature and validity up to a configured anchor (this file), then the profile and
-//! path rules of [`rules`] (leaf keyUsage and EK extendedKeyUsage, basicConstraints,
+//! path rules of `rules` (leaf keyUsage and EK extendedKeyUsage, basicConstraints,
 //! keyCertSign, pathLenConstraint, name constraints, unknown critical extensions) over
 //! the path found, anchor included.
 
 mod names;
 mod rules;
-
-use std::path::Path;
 
 use der::{Decode, Encode};
 use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
@@ -20,34 +18,44 @@ use x509_cert::Certificate;
 pub use rules::{cert_name, check_leaf, check_path, CertProfile, CertRuleError};
 
 /// Longest chain accepted (leaf + intermediates + anchor).
-const MAX_DEPTH: usize = 6;
+pub const MAX_DEPTH: usize = 6;
 
-/// A set of trust anchors (every certificate of the configured bundle).
+/// A set of trust anchors (every certificate of the configured bundle). Reading the bundle
+/// is the caller's business: this module sees DER only.
 #[derive(Default)]
 pub struct Anchors {
     certs: Vec<Certificate>,
 }
 
+/// An anchor that is not an X.509 certificate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnchorError {
+    /// The DER does not decode as a certificate.
+    #[error("a certificate does not parse: {0}")]
+    Unparseable(#[source] der::Error),
+}
+
 impl Anchors {
-    pub fn from_pem_file(path: &Path) -> Result<Self, String> {
-        let text =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let certs = ironroot_api::bundle::certificates_from_pem(&text)
-            .map_err(|e| format!("{} {e}", path.display()))?
-            .iter()
-            .map(|d| Certificate::from_der(d))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: a certificate does not parse: {e}", path.display()))?;
-        Ok(Anchors { certs })
+    /// Anchors from DER certificates (a PEM bundle, decoded).
+    pub fn from_der<D: AsRef<[u8]>>(
+        ders: impl IntoIterator<Item = D>,
+    ) -> Result<Self, AnchorError> {
+        let mut anchors = Anchors::default();
+        for d in ders {
+            anchors.add_der(d.as_ref())?;
+        }
+        Ok(anchors)
     }
 
     /// Adds one anchor (the server's own DevID CA).
-    pub fn add_der(&mut self, der: &[u8]) -> Result<(), String> {
-        let c = Certificate::from_der(der).map_err(|e| format!("anchor does not parse: {e}"))?;
+    pub fn add_der(&mut self, der: &[u8]) -> Result<(), AnchorError> {
+        let c = Certificate::from_der(der).map_err(AnchorError::Unparseable)?;
         self.certs.push(c);
         Ok(())
     }
 
+    /// True when no anchor is configured: every chain is then refused.
     pub fn is_empty(&self) -> bool {
         self.certs.is_empty()
     }
@@ -207,4 +215,4 @@ pub fn verify(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

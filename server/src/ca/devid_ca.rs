@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ironroot_api::spiffe_id::TrustDomain;
-use ironroot_hsm::{KeyAlgorithm, KeyManager, Signer};
+use ironroot_hsm::{HsmError, KeyAlgorithm, KeyManager, Signer};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyUsagePurpose,
     PublicKeyData,
@@ -17,10 +17,58 @@ use tracing::info;
 
 use crate::ca::signing_key::HsmKey;
 use crate::ca::x509::random_serial;
+use crate::ca::CaError;
 
 /// How long the DevID CA certificate is valid (it is re-made from the same key
 /// if its file is lost, so LDevIDs keep verifying).
 const CA_DAYS: i64 = 3650;
+
+/// Why the DevID CA cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevIdCaError {
+    /// The key manager failed finding or creating the CA key.
+    #[error("{0}")]
+    Key(#[source] HsmError),
+    /// The key cannot sign, or the certificate cannot be made.
+    #[error("{0}")]
+    Ca(#[source] Box<CaError>),
+    /// The stored certificate does not parse.
+    #[error("DevID CA certificate {}: {source}", path.display())]
+    Certificate {
+        path: PathBuf,
+        #[source]
+        source: Box<CaError>,
+    },
+    /// The stored certificate is not the key's: LDevIDs issued now would not verify.
+    #[error(
+        "DevID CA certificate {} does not match the key '{label}' in the HSM (was the token \
+         replaced?); issued LDevIDs would not verify",
+        path.display()
+    )]
+    KeyMismatch { path: PathBuf, label: String },
+    /// The stored certificate cannot be read.
+    #[error("cannot read the DevID CA certificate {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A new certificate cannot be written.
+    #[error("cannot write the DevID CA certificate {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate cannot serve as an issuer.
+    #[error("DevID CA certificate {}: {source}", path.display())]
+    Issuer {
+        path: PathBuf,
+        #[source]
+        source: rcgen::Error,
+    },
+}
 
 pub struct DevIdCa {
     issuer: Issuer<'static, HsmKey>,
@@ -48,55 +96,62 @@ impl DevIdCa {
         td: &TrustDomain,
         cert_path: &Path,
         ttl_days: i64,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, DevIdCaError> {
         let label = format!("{prefix}-devid-ca");
-        let info = match km.find(&label)? {
+        let info = match km.find(&label).map_err(DevIdCaError::Key)? {
             Some(i) => i,
             None => {
                 info!(key = %label, "creating the DevID CA key");
-                km.generate(&label, KeyAlgorithm::EcP256)?
+                km.generate(&label, KeyAlgorithm::EcP256)
+                    .map_err(DevIdCaError::Key)?
             }
         };
-        let key = HsmKey::new(Signer::new(km, info))?;
+        let key = HsmKey::new(Signer::new(km, info)).map_err(|e| DevIdCaError::Ca(Box::new(e)))?;
+        let path = || cert_path.to_path_buf();
         let params = ca_params(td);
         let cert_der = match std::fs::read(cert_path) {
             Ok(der) => {
-                let bits = crate::ca::x509::cert_public_key_bits(&der).map_err(|e| {
-                    anyhow::anyhow!("DevID CA certificate {}: {e}", cert_path.display())
+                let bits = crate::ca::x509::cert_public_key_bits(&der).map_err(|source| {
+                    DevIdCaError::Certificate {
+                        path: path(),
+                        source: Box::new(source),
+                    }
                 })?;
                 if bits != key.der_bytes() {
-                    anyhow::bail!(
-                        "DevID CA certificate {} does not match the key '{label}' in the HSM \
-                         (was the token replaced?); issued LDevIDs would not verify",
-                        cert_path.display()
-                    );
+                    return Err(DevIdCaError::KeyMismatch {
+                        path: path(),
+                        label,
+                    });
                 }
                 der
             }
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                anyhow::bail!(
-                    "cannot read the DevID CA certificate {}: {e}",
-                    cert_path.display()
-                )
+            Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                return Err(DevIdCaError::Read {
+                    path: path(),
+                    source,
+                })
             }
             Err(_) => {
                 let mut p = params.clone();
                 p.serial_number = Some(random_serial());
                 p.not_before = OffsetDateTime::now_utc() - time::Duration::minutes(1);
                 p.not_after = OffsetDateTime::now_utc() + time::Duration::days(CA_DAYS);
-                let cert = p.self_signed(&key).map_err(|e| key.explain(e))?;
-                std::fs::write(cert_path, cert.der()).map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot write the DevID CA certificate {}: {e}",
-                        cert_path.display()
-                    )
+                let cert = p
+                    .self_signed(&key)
+                    .map_err(|e| DevIdCaError::Ca(Box::new(key.explain(e))))?;
+                std::fs::write(cert_path, cert.der()).map_err(|source| DevIdCaError::Write {
+                    path: path(),
+                    source,
                 })?;
                 cert.der().to_vec()
             }
         };
         let cert = rustls_pki_types::CertificateDer::from(cert_der.clone());
-        let issuer = Issuer::from_ca_cert_der(&cert, key)
-            .map_err(|e| anyhow::anyhow!("DevID CA certificate {}: {e}", cert_path.display()))?;
+        let issuer =
+            Issuer::from_ca_cert_der(&cert, key).map_err(|source| DevIdCaError::Issuer {
+                path: path(),
+                source,
+            })?;
         Ok(DevIdCa {
             issuer,
             cert_der,
@@ -109,7 +164,7 @@ impl DevIdCa {
     }
 
     /// Issues an LDevID certificate for `key` with subject CN `cn`.
-    pub fn issue(&self, key: &impl PublicKeyData, cn: &str) -> Result<Vec<u8>, String> {
+    pub fn issue(&self, key: &impl PublicKeyData, cn: &str) -> Result<Vec<u8>, CaError> {
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "ironroot");
@@ -123,6 +178,6 @@ impl DevIdCa {
         p.use_authority_key_identifier_extension = true;
         p.signed_by(key, &self.issuer)
             .map(|c| c.der().to_vec())
-            .map_err(|e| self.issuer.key().explain(e).to_string())
+            .map_err(|e| self.issuer.key().explain(e))
     }
 }

@@ -1,0 +1,248 @@
+//! The CA's errors. Each variant of [`CaError`] is a class a caller acts on (the admin and
+//! node APIs map them to gRPC codes in one place, `admin::ca_status`); the cause is a typed
+//! `#[source]`, never a string. Messages embed the cause's text as well, as the HSM crate's
+//! do, because an operator mostly sees one log line.
+
+use std::path::PathBuf;
+
+use ironroot_api::bundle::PemCertificatesError;
+use ironroot_hsm::HsmError;
+
+use crate::store::StoreError;
+
+/// Why the CA could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaError {
+    /// The request breaks a rule of what the CA signs (INVALID_ARGUMENT): the message is
+    /// the rule, for the caller.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A CA key is missing, unusable or not the one the journal names.
+    #[error("key manager: {0}")]
+    Key(#[source] KeyError),
+    /// The token failed to sign.
+    #[error("signing failed: {0}")]
+    Signing(#[source] SigningError),
+    /// A certificate (or a JWT) could not be built or read.
+    #[error("certificate: {0}")]
+    Certificate(#[source] CertificateError),
+    /// The upstream CA cannot be used.
+    #[error("upstream CA: {0}")]
+    Upstream(#[source] UpstreamError),
+    /// The rotation journal cannot be read, written or trusted.
+    #[error("CA journal: {0}")]
+    Journal(#[source] JournalError),
+    /// The datastore failed.
+    #[error("store: {0}")]
+    Store(#[source] StoreError),
+    /// The CA has no usable authority of this kind yet (UNAVAILABLE).
+    #[error("no active {0} authority (the CA is not initialised)")]
+    NotReady(&'static str),
+}
+
+/// A CA key that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key manager failed looking the key up.
+    #[error("key '{label}': {source}")]
+    Lookup {
+        label: String,
+        #[source]
+        source: HsmError,
+    },
+    /// A key the journal names is gone: fail closed rather than sign with another.
+    #[error(
+        "key '{label}' named in the CA journal is missing from {key_manager}; the CA cannot \
+         sign with it"
+    )]
+    Missing { label: String, key_manager: String },
+    /// The key manager could not make a key.
+    #[error("cannot create key '{label}': {source}")]
+    Generate {
+        label: String,
+        #[source]
+        source: HsmError,
+    },
+    /// The key's public half is not a SubjectPublicKeyInfo.
+    #[error("public key of '{label}' is not a valid SubjectPublicKeyInfo: {source}")]
+    PublicKey {
+        label: String,
+        #[source]
+        source: der::Error,
+    },
+    /// The key under a journal label is not the key of the journal's certificate or JWKS
+    /// entry (`what`): someone replaced it.
+    #[error("key '{label}' does not match the {what} in the journal")]
+    Mismatch { label: String, what: &'static str },
+}
+
+/// The token refused or failed a signature.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SigningError {
+    /// An X.509 signature (the token's error, kept aside because rcgen's carries none).
+    #[error("key '{label}': {source}")]
+    X509 {
+        label: String,
+        #[source]
+        source: HsmError,
+    },
+    /// A JWT signature.
+    #[error("JWT key '{label}': {source}")]
+    Jwt {
+        label: String,
+        #[source]
+        source: HsmError,
+    },
+}
+
+/// A certificate or JWT that could not be built, or a stored certificate that does not read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertificateError {
+    /// rcgen refused to build or sign the certificate.
+    #[error("{0}")]
+    Build(#[source] rcgen::Error),
+    /// A validity bound outside what a certificate can carry.
+    #[error("time {unix} out of range: {source}")]
+    Time {
+        unix: i64,
+        #[source]
+        source: time::error::ComponentRange,
+    },
+    /// The trust domain's SPIFFE ID is not an IA5 string.
+    #[error("trust domain URI: {0}")]
+    TrustDomainUri(#[source] rcgen::Error),
+    /// A DER certificate does not parse.
+    #[error("cannot parse certificate: {0}")]
+    Parse(#[source] der::Error),
+    /// A notAfter beyond what a unix time in an i64 holds.
+    #[error("notAfter out of range")]
+    NotAfterOutOfRange,
+    /// The journal's CA certificate cannot serve as an issuer.
+    #[error("journal CA certificate: {0}")]
+    JournalCertificate(#[source] rcgen::Error),
+    /// A JWT header or claims set does not encode.
+    #[error("{0}")]
+    JwtEncoding(#[source] serde_json::Error),
+}
+
+/// An upstream CA that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// A certificate file cannot be read.
+    #[error("cannot read certificate file {}: {source}", path.display())]
+    ReadCertificates {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A certificate file is not PEM, or holds no certificate.
+    #[error("{} {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        #[source]
+        source: PemCertificatesError,
+    },
+    /// The key file cannot be read.
+    #[error("cannot read key file {}: {source}", path.display())]
+    ReadKey {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key file is not a key rcgen can sign with.
+    #[error(
+        "{} is not a PKCS#8 P-256/P-384/RSA private key in PEM ({source}); convert with \
+         `openssl pkcs8 -topk8 -nocrypt`",
+        path.display()
+    )]
+    KeyFormat {
+        path: PathBuf,
+        #[source]
+        source: rcgen::Error,
+    },
+    /// The token failed looking the upstream key up.
+    #[error("upstream key '{label}': {source}")]
+    KeyLookup {
+        label: String,
+        #[source]
+        source: HsmError,
+    },
+    /// No key with the configured label in the token.
+    #[error("upstream key '{label}' not found in {key_manager}")]
+    KeyNotFound { label: String, key_manager: String },
+    /// The upstream key is not the key of the upstream certificate.
+    #[error("the upstream key does not match the public key of {}", path.display())]
+    KeyMismatch { path: PathBuf },
+    /// The upstream certificate cannot serve as an issuer.
+    #[error("cannot use {} as an issuer: {source}", path.display())]
+    Issuer {
+        path: PathBuf,
+        #[source]
+        source: rcgen::Error,
+    },
+    /// The upstream certificate has expired: no intermediate can be signed under it.
+    #[error("the upstream CA certificate has expired")]
+    Expired,
+    /// The upstream key failed to sign the intermediate.
+    #[error("signing the intermediate: {0}")]
+    SignIntermediate(#[source] rcgen::Error),
+}
+
+/// A rotation journal that cannot be read, written or trusted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// The stored journal is not JSON of the journal's shape.
+    #[error("stored journal is unreadable: {0}")]
+    Unreadable(#[source] serde_json::Error),
+    /// The stored journal was written by another version.
+    #[error("stored journal has version {found}, this server reads version {supported}")]
+    Version { found: u32, supported: u32 },
+    /// The journal does not encode.
+    #[error("cannot encode journal: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// A thread panicked holding a lock (`what`): the state behind it is not trusted.
+    #[error("{what} poisoned")]
+    LockPoisoned { what: &'static str },
+}
+
+impl From<KeyError> for CaError {
+    fn from(e: KeyError) -> Self {
+        CaError::Key(e)
+    }
+}
+
+impl From<SigningError> for CaError {
+    fn from(e: SigningError) -> Self {
+        CaError::Signing(e)
+    }
+}
+
+impl From<CertificateError> for CaError {
+    fn from(e: CertificateError) -> Self {
+        CaError::Certificate(e)
+    }
+}
+
+impl From<UpstreamError> for CaError {
+    fn from(e: UpstreamError) -> Self {
+        CaError::Upstream(e)
+    }
+}
+
+impl From<JournalError> for CaError {
+    fn from(e: JournalError) -> Self {
+        CaError::Journal(e)
+    }
+}
+
+impl From<StoreError> for CaError {
+    fn from(e: StoreError) -> Self {
+        CaError::Store(e)
+    }
+}

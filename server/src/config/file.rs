@@ -1,0 +1,130 @@
+//! The configuration file as written: the TOML spellings operators, scripts and docs use
+//! (`insecure_software_keys` beside `[key_manager.pkcs11]`, `pin_file` / `pin_env`,
+//! `socket_mode = "0600"`). Nothing here is used past loading: [`super::ServerConfig`] is
+//! built from it, checked, and typed.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{
+    AdminConfig, CaConfig, NodeApiConfig, NodeAttestorsConfig, DEFAULT_DATA_DIR, DEFAULT_LOG_LEVEL,
+};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ServerFile {
+    pub trust_domain: String,
+    #[serde(default = "data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub insecure_software_keys: bool,
+    #[serde(default = "log_level")]
+    pub log_level: String,
+    #[serde(default)]
+    pub admin: AdminFile,
+    #[serde(default)]
+    pub ca: CaConfig,
+    pub key_manager: Option<KeyManagerFile>,
+    pub upstream: Option<UpstreamFile>,
+    #[serde(default)]
+    pub node_api: NodeApiFile,
+    #[serde(default)]
+    pub node_attestors: NodeAttestorsConfig,
+}
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR)
+}
+
+fn log_level() -> String {
+    DEFAULT_LOG_LEVEL.into()
+}
+
+/// `[admin]`, its socket mode still text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct AdminFile {
+    pub socket_path: PathBuf,
+    pub max_request_bytes: usize,
+    pub allowed_uids: Vec<u32>,
+    pub socket_mode: String,
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        let typed = AdminConfig::default();
+        AdminFile {
+            socket_path: typed.socket_path,
+            max_request_bytes: typed.max_request_bytes,
+            allowed_uids: typed.allowed_uids,
+            socket_mode: typed.socket_mode.to_string(),
+        }
+    }
+}
+
+/// `[node_api]`, its address still text (empty: disabled).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct NodeApiFile {
+    pub listen: String,
+    #[serde(with = "humantime_serde")]
+    pub agent_svid_ttl: std::time::Duration,
+    #[serde(with = "humantime_serde")]
+    pub challenge_ttl: std::time::Duration,
+    pub max_message_bytes: usize,
+}
+
+impl Default for NodeApiFile {
+    fn default() -> Self {
+        let typed = NodeApiConfig::default();
+        NodeApiFile {
+            listen: typed.listen.map(|l| l.to_string()).unwrap_or_default(),
+            agent_svid_ttl: typed.agent_svid_ttl,
+            challenge_ttl: typed.challenge_ttl,
+            max_message_bytes: typed.max_message_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KeyManagerFile {
+    pub pkcs11: Pkcs11File,
+}
+
+/// A PKCS#11 token as written: one of `pin_file` / `pin_env`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Pkcs11File {
+    pub module: PathBuf,
+    pub token_label: String,
+    pub pin_file: Option<PathBuf>,
+    pub pin_env: Option<String>,
+    #[serde(default)]
+    pub sessions: usize,
+}
+
+/// `[upstream]`, tagged by `kind`. The PKCS#11 variant repeats the token's keys because
+/// serde cannot flatten into a struct that refuses unknown keys; the typed config holds
+/// one `Pkcs11Config` for both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub(super) enum UpstreamFile {
+    Disk {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+        bundle_file: Option<PathBuf>,
+    },
+    Pkcs11 {
+        module: PathBuf,
+        token_label: String,
+        pin_file: Option<PathBuf>,
+        pin_env: Option<String>,
+        #[serde(default)]
+        sessions: usize,
+        key_label: String,
+        cert_file: PathBuf,
+        bundle_file: Option<PathBuf>,
+    },
+}

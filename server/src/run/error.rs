@@ -1,0 +1,81 @@
+//! Why the server did not start, one variant per component it opens. Each message names
+//! the component and embeds its cause (the binary prints it as one line).
+
+use std::path::PathBuf;
+
+use ironroot_hsm::HsmError;
+use ironroot_tpm::verify::certchain::AnchorError;
+
+use crate::admin::AdminSocketError;
+use crate::ca::devid_ca::DevIdCaError;
+use crate::ca::CaError;
+use crate::node::tls::IdentityError;
+use crate::node::tpm::anchors::AnchorsFileError;
+use crate::node::tpm::policies::PolicySetError;
+use crate::store::StoreError;
+
+/// Why `ironroot-server run` stopped before (or while) serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// `data_dir` cannot be created.
+    #[error("cannot create data_dir {}: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA key token cannot be opened (module, token, PIN).
+    #[error("cannot open the CA key HSM: {0}")]
+    KeyManager(#[source] HsmError),
+    /// The development key store cannot be opened.
+    #[error("cannot open the software key store: {0}")]
+    SoftwareKeys(#[source] HsmError),
+    /// The upstream CA's token cannot be opened.
+    #[error("cannot open the upstream CA token: {0}")]
+    UpstreamToken(#[source] HsmError),
+    /// The upstream CA cannot be used (its files, key or certificate).
+    #[error("{0}")]
+    Upstream(#[source] Box<CaError>),
+    /// The store cannot be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[source] StoreError),
+    /// The CA cannot start (journal, keys, rotation).
+    #[error("cannot start the CA: {0}")]
+    Ca(#[source] Box<CaError>),
+    /// The CA started but reports no usable authority.
+    #[error("{0}")]
+    CaStatus(#[source] Box<CaError>),
+    /// A configured CA bundle cannot be loaded (`key` names the option).
+    #[error("{key}: {source}")]
+    Anchors {
+        key: &'static str,
+        #[source]
+        source: AnchorsFileError,
+    },
+    /// The DevID CA cannot be opened.
+    #[error("cannot open the DevID CA: {0}")]
+    DevIdCa(#[source] DevIdCaError),
+    /// The DevID CA's own certificate is not usable as an anchor.
+    #[error("the DevID CA certificate is not an anchor: {0}")]
+    DevIdAnchor(#[source] AnchorError),
+    /// The measured-boot policies cannot be loaded.
+    #[error("{0}")]
+    Policies(#[source] PolicySetError),
+    /// The admin socket cannot be bound or served.
+    #[error("{0}")]
+    AdminSocket(#[source] AdminSocketError),
+    /// The Node API address cannot be bound.
+    #[error("cannot bind the node API on {address}: {source}")]
+    NodeApiBind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server's own SVID cannot be made.
+    #[error("{0}")]
+    Identity(#[source] IdentityError),
+    /// A start-up task on the blocking pool panicked.
+    #[error("a start-up task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
