@@ -261,6 +261,15 @@ impl SpiffeId {
     pub fn agent(td: &TrustDomain, attestor: &str, id: &str) -> Result<SpiffeId, SpiffeIdError> {
         SpiffeId::from_path(td, &format!("{AGENT_PATH_PREFIX}{attestor}/{id}"))
     }
+
+    /// The attestor segment of an agent ID (`tpm_ek` in
+    /// `spiffe://<td>/spire/agent/tpm_ek/<hash>`); `None` when the ID is not under
+    /// [`AGENT_PATH_PREFIX`].
+    pub fn agent_attestor(&self) -> Option<&str> {
+        let rest = self.path.strip_prefix(AGENT_PATH_PREFIX)?;
+        // A valid path has no empty segment, so the first one is the attestor.
+        rest.split('/').next()
+    }
 }
 
 impl fmt::Display for SpiffeId {
