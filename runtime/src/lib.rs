@@ -3,6 +3,8 @@
 //! ([`backoff`]), the wait for a shutdown signal ([`shutdown`]), and an error
 //! chain as one log line ([`report`]).
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod clock;
 pub mod report;

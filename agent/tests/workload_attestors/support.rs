@@ -239,6 +239,7 @@ pub fn own_exe() -> String {
 
 /// Starts `/usr/bin/sleep 30` with exactly `pid`, via clone3's set_tid
 /// (needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE). `None` if not allowed.
+#[allow(unsafe_code)] // clone3 with set_tid has no safe wrapper
 pub fn spawn_with_pid(pid: i32) -> Option<i32> {
     #[repr(C)]
     #[derive(Default)]
