@@ -18,7 +18,7 @@ use super::evidence;
 use super::{selector, TpmShared};
 use crate::node::{AttestError, Attested, PendingAttestation};
 
-pub struct PendingTpm {
+pub(super) struct PendingTpm {
     pub shared: Arc<TpmShared>,
     pub ak: TpmPublic,
     pub secret: [u8; 32],

@@ -32,7 +32,8 @@ const SUBJECT_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14
 const AUTHORITY_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.35");
 
 /// tcg-kp-EKCertificate.
-pub const TCG_KP_EK_CERTIFICATE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.23.133.8.1");
+pub(super) const TCG_KP_EK_CERTIFICATE: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("2.23.133.8.1");
 
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 /// id-RSAES-OAEP: some older EK certificates name their RSA key so.
