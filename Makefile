@@ -26,3 +26,6 @@ image: deps
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	@# deny.toml: licenses, duplicate versions, sources (advisories need the network).
+	@if command -v cargo-deny >/dev/null; then cargo deny check licenses bans sources; \
+	else echo "cargo-deny is not installed: deny.toml not checked (cargo install cargo-deny)"; fi

@@ -68,19 +68,16 @@ fn mb(bytes: u64) -> String {
 
 /// Soft RLIMIT_NOFILE up to the hard limit (inherited by the agent child).
 fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
     };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        }
+    if soft >= hard {
+        return soft;
     }
-    lim.rlim_cur
+    // A refusal leaves the soft limit where it was; the re-read reports it.
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(soft, _)| soft)
 }
 
 /// A numeric field of /proc/PID/status (`kB` dropped).

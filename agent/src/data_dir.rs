@@ -15,6 +15,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use ironroot_api::bundle::certificates_to_pem;
 use ironroot_tpm::device::KeyBlobs;
 
 use crate::agent_key::AgentKey;
@@ -130,19 +131,19 @@ impl DataDir {
         }
         write_atomic(
             &self.bundle(),
-            pem_certs(svid.roots).as_bytes(),
+            certificates_to_pem(svid.roots).as_bytes(),
             PUBLIC_MODE,
         )?;
         write_atomic(
             &self.root.join(AGENT_SVID_FILE),
-            pem_certs(svid.chain).as_bytes(),
+            certificates_to_pem(svid.chain).as_bytes(),
             PUBLIC_MODE,
         )
     }
 
     /// Writes an enrolled LDevID chain to `path` (see [`DataDir::devid`]).
     pub fn save_devid(&self, path: &Path, chain: &[Vec<u8>]) -> Result<(), DataDirError> {
-        write_atomic(path, pem_certs(chain).as_bytes(), PUBLIC_MODE)
+        write_atomic(path, certificates_to_pem(chain).as_bytes(), PUBLIC_MODE)
     }
 
     /// The TPM-resident agent key's blobs, if both are there.
@@ -159,13 +160,6 @@ impl DataDir {
         write_atomic(&self.root.join(PRIVATE_FILE), &blobs.private, SECRET_MODE)?;
         write_atomic(&self.root.join(PUBLIC_FILE), &blobs.public, PUBLIC_MODE)
     }
-}
-
-/// DER certificates as PEM blocks.
-pub fn pem_certs(ders: &[Vec<u8>]) -> String {
-    ders.iter()
-        .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone())))
-        .collect()
 }
 
 /// `path` with `.tmp` appended to its file name (`agent_key.tpm.pub.tmp`): two files of

@@ -26,7 +26,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// dirty pages after 1 s (`dirty_decay_ms`), and pages are returned at once
 /// rather than kept "muzzy" (`muzzy_decay_ms`). `_RJEM_MALLOC_CONF` in the
 /// environment still overrides them.
-#[allow(non_upper_case_globals)]
+// export_name is what makes jemalloc find the options (a symbol it looks up by
+// name); the lint counts it as unsafe because two such symbols would clash.
+#[allow(non_upper_case_globals, unsafe_code)]
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &[u8] =
     b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";

@@ -105,6 +105,7 @@ impl Actor {
 
     /// A copy of the connection the workload made, taken from the process
     /// holding it (pidfd_getfd needs ptrace access: the test runs as root).
+    #[allow(unsafe_code)] // pidfd_open and pidfd_getfd have no safe wrapper in nix 0.29
     fn borrow_connection(&self) -> std::os::unix::net::UnixStream {
         // SAFETY: plain syscalls with integer arguments; each returned fd is
         // new and owned by nothing else.
@@ -131,8 +132,8 @@ impl Actor {
 impl Drop for Actor {
     fn drop(&mut self) {
         if self.holder != self.pid {
-            // SAFETY: kill(2) on the PID of the workload's own child.
-            unsafe { libc::kill(self.holder, libc::SIGKILL) };
+            let holder = nix::unistd::Pid::from_raw(self.holder);
+            let _ = nix::sys::signal::kill(holder, nix::sys::signal::Signal::SIGKILL);
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -308,11 +308,9 @@ fn workload_recycled_pid_cannot_borrow_an_identity() {
         Err(WorkloadAttestError::ProcessGone { .. })
     ));
 
-    // SAFETY: plain syscalls on our own child.
-    unsafe {
-        libc::kill(impostor, libc::SIGKILL);
-        libc::waitpid(impostor, std::ptr::null_mut(), 0);
-    }
+    let impostor = nix::unistd::Pid::from_raw(impostor);
+    let _ = nix::sys::signal::kill(impostor, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(impostor, None);
 }
 
 /// A shared buffer the test's tracing subscriber writes to.

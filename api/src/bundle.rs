@@ -21,24 +21,47 @@ const USE_JWT: &str = "jwt-svid";
 pub enum BundleError {
     /// The JWKS document is larger than [`MAX_BUNDLE_JSON_LEN`].
     #[error("bundle JSON is {len} bytes; the maximum is {max}")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Not JSON, or not a JWK Set (e.g. no `keys` array).
     #[error("bundle is not a valid JWK Set: {0}")]
     Json(String),
     /// One JWK is malformed.
     #[error("keys[{index}]: {reason}")]
-    Key { index: usize, reason: String },
+    Key {
+        /// The key's or authority's position in its list.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Two `jwt-svid` keys share a key id.
     #[error("keys[{index}]: key id '{kid}' appears more than once")]
-    DuplicateKeyId { index: usize, kid: String },
+    DuplicateKeyId {
+        /// The key's or authority's position in its list.
+        index: usize,
+        /// The key id.
+        kid: String,
+    },
     /// An X.509 authority of the bundle cannot be put into a JWK.
     #[error("x509_authorities[{index}]: {reason}")]
-    X509Authority { index: usize, reason: String },
+    X509Authority {
+        /// The key's or authority's position in its list.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A JWT authority of the bundle cannot be put into a JWK.
     #[error("jwt_authorities[{index}] (kid '{kid}'): {reason}")]
     JwtAuthority {
+        /// The key's or authority's position in its list.
         index: usize,
+        /// The key id.
         kid: String,
+        /// What is wrong with it.
         reason: String,
     },
 }
@@ -253,8 +276,10 @@ mod tests;
 /// Why a PEM text gave no certificates.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PemCertificatesError {
+    /// The text is not PEM (the parser's message).
     #[error("is not valid PEM: {0}")]
     Syntax(String),
+    /// The text is PEM, but no block is a CERTIFICATE.
     #[error("holds no CERTIFICATE block")]
     NoCertificate,
 }

@@ -22,63 +22,103 @@ pub const RESERVED_PATH: &str = "/spire";
 pub enum EntryError {
     /// A required field is absent from the wire form.
     #[error("{field}: missing")]
-    MissingField { field: &'static str },
+    MissingField {
+        /// The field, named as on the wire.
+        field: &'static str,
+    },
     /// A SPIFFE ID field does not parse.
     #[error("{field}: {source}")]
     SpiffeId {
+        /// The field, named as on the wire.
         field: &'static str,
+        /// Why it is not valid.
         #[source]
         source: SpiffeIdError,
     },
     /// A SPIFFE ID field is in another trust domain.
     #[error("{field}: '{id}' is not in the trust domain '{trust_domain}'")]
     ForeignTrustDomain {
+        /// The field, named as on the wire.
         field: &'static str,
+        /// The SPIFFE ID given.
         id: String,
+        /// The entry's trust domain.
         trust_domain: String,
     },
     /// `spiffe_id` is the bare trust domain ID, which belongs to the CA.
     #[error("spiffe_id: '{id}' has no path; the trust domain's own ID belongs to its CA")]
-    EmptyPath { id: String },
+    EmptyPath {
+        /// The SPIFFE ID given.
+        id: String,
+    },
     /// `spiffe_id` is under `/spire/`.
     #[error("spiffe_id: '{id}' is under the reserved path '/spire/'")]
-    ReservedPath { id: String },
+    ReservedPath {
+        /// The SPIFFE ID given.
+        id: String,
+    },
     /// No selectors.
     #[error("selectors: at least one selector is required")]
     NoSelectors,
     /// More than [`MAX_SELECTORS`].
     #[error("selectors: {count} selectors; the maximum is {max}")]
-    TooManySelectors { count: usize, max: usize },
+    TooManySelectors {
+        /// How many were given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// One selector is invalid.
     #[error("selectors[{index}]: {source}")]
     Selector {
+        /// Its position in the list.
         index: usize,
+        /// Why it is not valid.
         #[source]
         source: SelectorError,
     },
     /// One DNS name is invalid.
     #[error("dns_names[{index}]: '{name}' is not a valid DNS name: {reason}")]
     DnsName {
+        /// Its position in the list.
         index: usize,
+        /// The name given.
         name: String,
+        /// What is wrong with it.
         reason: &'static str,
     },
     /// A TTL is negative (wire form only).
     #[error("{field}: {value} is negative")]
-    NegativeTtl { field: &'static str, value: i64 },
+    NegativeTtl {
+        /// The field, named as on the wire.
+        field: &'static str,
+        /// The value given.
+        value: i64,
+    },
     /// A TTL is longer than [`MAX_TTL_SECS`].
     #[error("{field}: {value} seconds is longer than the maximum of {max} (one year)")]
     TtlTooLong {
+        /// The field, named as on the wire.
         field: &'static str,
+        /// The value given.
         value: u64,
+        /// The limit.
         max: u32,
     },
     /// The hint is longer than [`MAX_HINT_LEN`].
     #[error("hint: {len} bytes long; the maximum is {max}")]
-    HintTooLong { len: usize, max: usize },
+    HintTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// `expires_at` is negative.
     #[error("expires_at: {value} is negative (0 means never)")]
-    NegativeExpiry { value: i64 },
+    NegativeExpiry {
+        /// The value given.
+        value: i64,
+    },
 }
 
 /// The fields an operator sets on an entry.

@@ -3,7 +3,7 @@
 //! their keys, to check our JWK encoding against an independent tool.
 
 /// P-256 CA certificate.
-pub const P256_CERT_PEM: &str = "-----BEGIN CERTIFICATE-----
+pub(crate) const P256_CERT_PEM: &str = "-----BEGIN CERTIFICATE-----
 MIIBtTCCAVygAwIBAgIUCnHW0/nC0d9NqbGex23WdEtO8x0wCgYIKoZIzj0EAwIw
 FjEUMBIGA1UECgwLZXhhbXBsZS5vcmcwIBcNMjYxMTIyMTIxOTM3WhgPMjEyNjEw
 MjkxMjE5MzdaMBYxFDASBgNVBAoMC2V4YW1wbGUub3JnMFkwEwYHKoZIzj0CAQYI
@@ -17,7 +17,7 @@ O67zKMYA88su
 -----END CERTIFICATE-----";
 
 /// P-384 CA certificate.
-pub const P384_CERT_PEM: &str = "-----BEGIN CERTIFICATE-----
+pub(crate) const P384_CERT_PEM: &str = "-----BEGIN CERTIFICATE-----
 MIIB9DCCAXmgAwIBAgIUCsuTig1YtDR+yweKErW9vVFtm7AwCgYIKoZIzj0EAwIw
 FjEUMBIGA1UECgwLZXhhbXBsZS5vcmcwIBcNMjYxMTIyMTIxOTM3WhgPMjEyNjEw
 MjkxMjE5MzdaMBYxFDASBgNVBAoMC2V4YW1wbGUub3JnMHYwEAYHKoZIzj0CAQYF
@@ -32,7 +32,7 @@ cj7pqbmfpQ9mEMbSCt20XTwgCqabr+c5
 -----END CERTIFICATE-----";
 
 /// RSA-2048 CA certificate.
-pub const RSA_CERT_PEM: &str = "-----BEGIN CERTIFICATE-----
+pub(crate) const RSA_CERT_PEM: &str = "-----BEGIN CERTIFICATE-----
 MIIDQjCCAiqgAwIBAgIUZv1p4O5X7btcfgX8RLwigZu2quwwDQYJKoZIhvcNAQEL
 BQAwFjEUMBIGA1UECgwLZXhhbXBsZS5vcmcwIBcNMjYxMTIyMTIxOTM3WhgPMjEy
 NjEwMjkxMjE5MzdaMBYxFDASBgNVBAoMC2V4YW1wbGUub3JnMIIBIjANBgkqhkiG
@@ -54,7 +54,7 @@ yE9ifX527nWEQJU/iXuKc9/E2wAJ7+AZCXNTN3fZJZCZqZ+GfhDCPqyeKqseSjrn
 -----END CERTIFICATE-----";
 
 /// The private key of [`RSA_CERT_PEM`] (PKCS#8), to sign RS256/PS256 test tokens.
-pub const RSA_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----
+pub(crate) const RSA_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----
 MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQCjFUANXlQiTygv
 wMvNlm9Ad09kjRQCX1eTtyMgdMmRIyHZhxDuEdzrxj3yDsTrOg8fOiwchk6R/5/M
 YaQ2MU8+sg0rweI1J811v9doalRk/GFPet4XXvmpVSVZA1MaTrLloNrXKMoNxAcH
@@ -84,13 +84,13 @@ Egg4NA+NltgbC4JuLR2Vtn/phpoa1sEHclwYa+DhVQY40Ic8aB6OKDW4S5mYwycw
 -----END PRIVATE KEY-----";
 
 /// `n` of [`RSA_CERT_PEM`] (from `openssl x509 -modulus`), base64url.
-pub const RSA_N: &str = "oxVADV5UIk8oL8DLzZZvQHdPZI0UAl9Xk7cjIHTJkSMh2YcQ7hHc68Y98g7E6zoPHzosHIZOkf-fzGGkNjFPPrINK8HiNSfNdb_XaGpUZPxhT3reF175qVUlWQNTGk6y5aDa1yjKDcQHBxf5xKKwcmG7yZ30QH4wQEI6DfiD04WS9DZ86wVbDpp6Zpaac7xBzXSfAkpZ6vD2SGGfkMP6glioPURCWienraeYCu-pDItrw5VKNPTJb_7YjZz-UvcTIeGf6SHGlnJvsFMb_cBjsxyqnmCFqcVkjdb42cG_-NCbMUaUpVNGc5ZWvcxkydo-F_sWsCqaAFkNqf0XF9nQnQ";
+pub(crate) const RSA_N: &str = "oxVADV5UIk8oL8DLzZZvQHdPZI0UAl9Xk7cjIHTJkSMh2YcQ7hHc68Y98g7E6zoPHzosHIZOkf-fzGGkNjFPPrINK8HiNSfNdb_XaGpUZPxhT3reF175qVUlWQNTGk6y5aDa1yjKDcQHBxf5xKKwcmG7yZ30QH4wQEI6DfiD04WS9DZ86wVbDpp6Zpaac7xBzXSfAkpZ6vD2SGGfkMP6glioPURCWienraeYCu-pDItrw5VKNPTJb_7YjZz-UvcTIeGf6SHGlnJvsFMb_cBjsxyqnmCFqcVkjdb42cG_-NCbMUaUpVNGc5ZWvcxkydo-F_sWsCqaAFkNqf0XF9nQnQ";
 
 /// `x` and `y` of [`P256_CERT_PEM`] (from `openssl pkey -pubout`), base64url.
-pub const P256_X: &str = "BrSN08_3GRhS1sdRD7SHlE07t97moeLSvPyo9HKvG1E";
-pub const P256_Y: &str = "EzSar_lEA1MbZDZvtsFgxACUKDtqMvP8eMQ7J4aDr4c";
+pub(crate) const P256_X: &str = "BrSN08_3GRhS1sdRD7SHlE07t97moeLSvPyo9HKvG1E";
+pub(crate) const P256_Y: &str = "EzSar_lEA1MbZDZvtsFgxACUKDtqMvP8eMQ7J4aDr4c";
 
 /// DER of a PEM block.
-pub fn der(pem: &str) -> Vec<u8> {
+pub(crate) fn der(pem: &str) -> Vec<u8> {
     der::pem::decode_vec(pem.as_bytes()).unwrap().1
 }

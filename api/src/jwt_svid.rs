@@ -97,7 +97,12 @@ pub struct JwtSvidClaims {
 pub enum JwtSvidError {
     /// Longer than [`MAX_TOKEN_LEN`].
     #[error("token is {len} bytes long; the maximum is {max}")]
-    TooLong { len: usize, max: usize },
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Not three `.`-separated base64url parts of valid JSON objects.
     #[error("token is malformed: {0}")]
     Malformed(String),
@@ -106,49 +111,101 @@ pub enum JwtSvidError {
     MissingAlgorithm,
     /// `alg` is `none`, HMAC, or anything else not accepted.
     #[error("header 'alg' is '{alg}'; only ES256, ES384, RS256, RS384 and PS256 are accepted")]
-    UnsupportedAlgorithm { alg: String },
+    UnsupportedAlgorithm {
+        /// The algorithm named.
+        alg: String,
+    },
     /// A header parameter other than `alg`, `kid`, `typ` (JWT-SVID §2).
     #[error("header parameter '{name}' is not allowed in a JWT-SVID")]
-    UnexpectedHeader { name: String },
+    UnexpectedHeader {
+        /// The parameter's name.
+        name: String,
+    },
     /// `typ` is set to something other than `JWT` or `JOSE`.
     #[error("header 'typ' is '{typ}'; it must be 'JWT' or 'JOSE'")]
-    BadType { typ: String },
+    BadType {
+        /// The type given.
+        typ: String,
+    },
     /// No `kid`, so no way to pick the key.
     #[error("header has no 'kid'")]
     MissingKeyId,
     /// `kid` is not a JWT authority of the bundle.
     #[error("unknown kid '{kid}': not a JWT authority of trust domain '{trust_domain}'")]
-    UnknownKeyId { kid: String, trust_domain: String },
+    UnknownKeyId {
+        /// The key id.
+        kid: String,
+        /// The bundle's trust domain.
+        trust_domain: String,
+    },
     /// The bundle's key cannot be parsed.
     #[error("JWT authority '{kid}' has an unusable key: {reason}")]
-    BadKey { kid: String, reason: String },
+    BadKey {
+        /// The key id.
+        kid: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The key named by `kid` is not of the kind `alg` needs.
     #[error("key '{kid}' cannot verify '{alg}' signatures (wrong key type or curve)")]
-    AlgorithmKeyMismatch { kid: String, alg: &'static str },
+    AlgorithmKeyMismatch {
+        /// The key id.
+        kid: String,
+        /// The algorithm named.
+        alg: &'static str,
+    },
     /// The signature does not verify.
     #[error("bad signature: it does not verify with key '{kid}'")]
-    BadSignature { kid: String },
+    BadSignature {
+        /// The key id.
+        kid: String,
+    },
     /// A required claim is absent.
     #[error("claim '{claim}' is missing")]
-    MissingClaim { claim: &'static str },
+    MissingClaim {
+        /// The claim's name.
+        claim: &'static str,
+    },
     /// A claim has the wrong type or value.
     #[error("claim '{claim}' is invalid: {reason}")]
-    InvalidClaim { claim: &'static str, reason: String },
+    InvalidClaim {
+        /// The claim's name.
+        claim: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// `sub` is in another trust domain than the bundle.
     #[error("subject '{sub}' is not in trust domain '{trust_domain}'")]
-    ForeignSubject { sub: String, trust_domain: String },
+    ForeignSubject {
+        /// The subject.
+        sub: String,
+        /// The bundle's trust domain.
+        trust_domain: String,
+    },
     /// The expected audience is not among `aud`.
     #[error("audience '{expected}' not in [{}]", quote_list(.actual))]
     AudienceMismatch {
+        /// The audience asked for.
         expected: String,
+        /// The token's audiences.
         actual: Vec<String>,
     },
     /// `now >= exp`.
     #[error("token expired at {exp} (now {now})")]
-    Expired { exp: i64, now: i64 },
+    Expired {
+        /// The expiry, unix seconds.
+        exp: i64,
+        /// The time of the check, unix seconds.
+        now: i64,
+    },
     /// `now < nbf`.
     #[error("token is not valid before {nbf} (now {now})")]
-    NotYetValid { nbf: i64, now: i64 },
+    NotYetValid {
+        /// The not-before time, unix seconds.
+        nbf: i64,
+        /// The time of the check, unix seconds.
+        now: i64,
+    },
 }
 
 fn quote_list(v: &[String]) -> String {

@@ -1,6 +1,8 @@
 //! Wire formats and SPIFFE types shared by the ironroot server and agent.
 //! Nothing here does I/O.
 
+#![warn(missing_docs)]
+
 /// Generated code for `ironroot.admin.v1`.
 pub mod admin {
     #![allow(clippy::all, missing_docs)]

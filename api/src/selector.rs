@@ -17,7 +17,10 @@ pub const MAX_SELECTOR_VALUE_LEN: usize = 2048;
 pub enum SelectorError {
     /// No `:` separates the type from the value.
     #[error("selector '{input}' has no ':' between its type and value (expected type:value)")]
-    MissingSeparator { input: String },
+    MissingSeparator {
+        /// The string given.
+        input: String,
+    },
     /// Nothing before the first `:`.
     #[error("selector type is empty")]
     EmptyType,
@@ -27,19 +30,37 @@ pub enum SelectorError {
     /// A character outside `[a-z0-9_]` in the type.
     #[error("selector type '{kind}' contains {ch:?} at byte offset {offset}; only a-z, 0-9 and '_' are allowed")]
     TypeChar {
+        /// The type given.
         kind: String,
+        /// The character.
         ch: char,
+        /// Its byte offset.
         offset: usize,
     },
     /// A control character in the value.
     #[error("selector value contains the control character {ch:?} at byte offset {offset}")]
-    ValueControlChar { ch: char, offset: usize },
+    ValueControlChar {
+        /// The character.
+        ch: char,
+        /// Its byte offset.
+        offset: usize,
+    },
     /// The type is longer than [`MAX_SELECTOR_TYPE_LEN`].
     #[error("selector type is {len} bytes long; the maximum is {max}")]
-    TypeTooLong { len: usize, max: usize },
+    TypeTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The value is longer than [`MAX_SELECTOR_VALUE_LEN`].
     #[error("selector value is {len} bytes long; the maximum is {max}")]
-    ValueTooLong { len: usize, max: usize },
+    ValueTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// A `type:value` selector. Ordered by type, then value.

@@ -33,66 +33,126 @@ pub enum SpiffeIdError {
     Empty,
     /// The input is longer than [`MAX_SPIFFE_ID_LEN`].
     #[error("SPIFFE ID is {len} bytes long; the maximum is {max}")]
-    TooLong { len: usize, max: usize },
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// There is no `scheme://` at all.
     #[error("SPIFFE ID must start with 'spiffe://'")]
     MissingScheme,
     /// The scheme is something other than `spiffe`.
     #[error("scheme is '{found}'; it must be 'spiffe'")]
-    WrongScheme { found: String },
+    WrongScheme {
+        /// The scheme given.
+        found: String,
+    },
     /// The scheme is `spiffe` in another case.
     #[error("scheme '{found}' must be written in lower case as 'spiffe'")]
-    SchemeNotLowercase { found: String },
+    SchemeNotLowercase {
+        /// The scheme given.
+        found: String,
+    },
     /// Nothing between `spiffe://` and the path.
     #[error("trust domain is missing (nothing between 'spiffe://' and the path)")]
     MissingTrustDomain,
     /// The trust domain is longer than [`MAX_TRUST_DOMAIN_LEN`].
     #[error("trust domain is {len} bytes long; the maximum is {max}")]
-    TrustDomainTooLong { len: usize, max: usize },
+    TrustDomainTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// An upper-case ASCII letter in the trust domain.
     #[error("trust domain contains an upper-case letter {ch:?} at byte offset {offset}; trust domains must be lower case")]
-    TrustDomainUppercase { ch: char, offset: usize },
+    TrustDomainUppercase {
+        /// The character.
+        ch: char,
+        /// Its byte offset.
+        offset: usize,
+    },
     /// `user@host`.
     #[error("trust domain contains '@' at byte offset {offset}: userinfo is not allowed")]
-    UserInfo { offset: usize },
+    UserInfo {
+        /// Its byte offset.
+        offset: usize,
+    },
     /// `host:port`.
     #[error("trust domain contains ':' at byte offset {offset}: a port is not allowed")]
-    Port { offset: usize },
+    Port {
+        /// Its byte offset.
+        offset: usize,
+    },
     /// `%xx` in the trust domain.
     #[error("trust domain contains '%' at byte offset {offset}: percent-encoding is not allowed")]
-    TrustDomainPercentEncoded { offset: usize },
+    TrustDomainPercentEncoded {
+        /// Its byte offset.
+        offset: usize,
+    },
     /// Any other character outside `[a-z0-9._-]`.
     #[error("trust domain contains {ch:?} at byte offset {offset}; only a-z, 0-9, '.', '-' and '_' are allowed")]
-    TrustDomainChar { ch: char, offset: usize },
+    TrustDomainChar {
+        /// The character.
+        ch: char,
+        /// Its byte offset.
+        offset: usize,
+    },
     /// A URI was given where a bare trust domain name was expected.
     #[error("expected a trust domain name such as 'example.org', not a URI")]
     TrustDomainIsUri,
     /// A `?query` component.
     #[error("a query ('?' at byte offset {offset}) is not allowed")]
-    Query { offset: usize },
+    Query {
+        /// Its byte offset.
+        offset: usize,
+    },
     /// A `#fragment` component.
     #[error("a fragment ('#' at byte offset {offset}) is not allowed")]
-    Fragment { offset: usize },
+    Fragment {
+        /// Its byte offset.
+        offset: usize,
+    },
     /// A path given on its own does not start with `/`.
     #[error("path '{path}' must be empty or start with '/'")]
-    PathNotAbsolute { path: String },
+    PathNotAbsolute {
+        /// The path given.
+        path: String,
+    },
     /// `//` in the path.
     #[error("path segment {segment} is empty (two consecutive '/')")]
-    EmptySegment { segment: usize },
+    EmptySegment {
+        /// The segment's number, counting from 1.
+        segment: usize,
+    },
     /// A `.` or `..` segment.
     #[error("path segment {segment} is '{value}'; '.' and '..' segments are not allowed")]
-    DotSegment { segment: usize, value: String },
+    DotSegment {
+        /// The segment's number, counting from 1.
+        segment: usize,
+        /// The segment.
+        value: String,
+    },
     /// The path ends with `/`.
     #[error("path ends with a trailing '/'")]
     TrailingSlash,
     /// `%xx` in the path.
     #[error("path segment {segment} contains '%' at byte offset {offset}: percent-encoding is not allowed")]
-    PathPercentEncoded { segment: usize, offset: usize },
+    PathPercentEncoded {
+        /// The segment's number, counting from 1.
+        segment: usize,
+        /// Its byte offset.
+        offset: usize,
+    },
     /// Any other character outside `[A-Za-z0-9._-]` in a path segment.
     #[error("path segment {segment} contains {ch:?} at byte offset {offset}; only A-Z, a-z, 0-9, '.', '-' and '_' are allowed")]
     PathChar {
+        /// The segment's number, counting from 1.
         segment: usize,
+        /// The character.
         ch: char,
+        /// Its byte offset.
         offset: usize,
     },
 }
@@ -260,6 +320,15 @@ impl SpiffeId {
     /// Fails when `attestor` or `id` is not a valid path segment (or sequence of them).
     pub fn agent(td: &TrustDomain, attestor: &str, id: &str) -> Result<SpiffeId, SpiffeIdError> {
         SpiffeId::from_path(td, &format!("{AGENT_PATH_PREFIX}{attestor}/{id}"))
+    }
+
+    /// The attestor segment of an agent ID (`tpm_ek` in
+    /// `spiffe://<td>/spire/agent/tpm_ek/<hash>`); `None` when the ID is not under
+    /// [`AGENT_PATH_PREFIX`].
+    pub fn agent_attestor(&self) -> Option<&str> {
+        let rest = self.path.strip_prefix(AGENT_PATH_PREFIX)?;
+        // A valid path has no empty segment, so the first one is the attestor.
+        rest.split('/').next()
     }
 }
 

@@ -177,6 +177,7 @@ impl std::fmt::Debug for SpiffeClientVerifier {
 }
 
 impl SpiffeClientVerifier {
+    /// A verifier of client SVIDs against `roots`, with ring's signature algorithms.
     pub fn new(roots: RootsSource) -> Arc<Self> {
         Arc::new(SpiffeClientVerifier {
             roots,

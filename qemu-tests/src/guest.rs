@@ -215,7 +215,7 @@ impl Drop for Guest {
 }
 
 /// The tails of a boot's logs, for failure messages.
-pub fn logs(out: &Path) -> String {
+pub(crate) fn logs(out: &Path) -> String {
     [
         tail(&out.join("boot.log"), 10),
         tail(&out.join("console.log"), 40),

@@ -10,7 +10,7 @@ use crate::wait::tail;
 use crate::Case;
 
 /// The token label of the fixture's CA keys.
-pub const TOKEN: &str = "edge";
+pub(crate) const TOKEN: &str = "edge";
 
 pub struct EdgeServer {
     pub process: ServerProcess,

@@ -1,12 +1,15 @@
 //! The small runtime pieces the server and the agent share, so each exists once:
 //! the wall clock in Unix seconds ([`clock`]), a jittered exponential backoff
-//! ([`backoff`]), the wait for a shutdown signal ([`shutdown`]), and an error
-//! chain as one log line ([`report`]).
+//! ([`backoff`]), the wait for a shutdown signal ([`shutdown`]), an error
+//! chain as one log line ([`report`]), and binding a unix socket ([`socket`]).
+
+#![warn(missing_docs)]
 
 pub mod backoff;
 pub mod clock;
 pub mod report;
 pub mod shutdown;
+pub mod socket;
 
 pub use backoff::Backoff;
 pub use clock::unix_now;

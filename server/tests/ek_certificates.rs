@@ -17,7 +17,7 @@ fn swtpm_ek_certificates_pass_the_ek_rules() {
         &std::fs::read(&state.issuer_cert).expect("swtpm issuer certificate"),
     )
     .expect("issuer PEM");
-    let now = ironroot_server::ca::unix_now() as u64;
+    let now = ironroot_runtime::unix_now() as u64;
     for alg in [EkAlgorithm::Rsa2048, EkAlgorithm::EccP384] {
         let ek = t.endorsement_key(alg).expect("EK");
         let cert = ek.certificate.expect("swtpm_setup wrote an EK certificate");

@@ -334,6 +334,8 @@ impl PodmanService {
         // The service goes with the thread that started it even when that dies without
         // dropping this (a test process killed by a timeout).
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory.
+        // pre_exec is unsafe by signature: the closure runs between fork and exec.
+        #[allow(unsafe_code)]
         unsafe {
             command.pre_exec(|| {
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)

@@ -10,7 +10,7 @@ use super::BenchServer;
 
 /// The release agent binary beside this bench (`target/release/ironroot-agent`),
 /// or `$IRONROOT_AGENT_BIN`; same rule as testkit's `server_bin()`.
-pub fn agent_bin() -> PathBuf {
+pub(crate) fn agent_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("IRONROOT_AGENT_BIN") {
         return PathBuf::from(p);
     }
@@ -30,7 +30,7 @@ pub fn agent_bin() -> PathBuf {
 }
 
 /// `ironroot-agent run` as a child process, killed on drop.
-pub struct AgentProcess {
+pub(crate) struct AgentProcess {
     pub child: Child,
     /// The Workload API socket.
     pub socket: PathBuf,
@@ -38,7 +38,7 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 }
@@ -52,7 +52,7 @@ impl Drop for AgentProcess {
 
 /// Starts `ironroot-agent run` for the TPM at `tcti` against `env`, its log
 /// in the test-logs dir `log_group`/`name`.log; `extra` TOML is appended.
-pub fn start_agent(
+pub(crate) fn start_agent(
     env: &BenchServer,
     tcti: &str,
     name: &str,
@@ -94,7 +94,7 @@ pub fn start_agent(
 }
 
 /// The agent's SPIFFE ID: tpm_ek/<SHA-256 of the EK public key>.
-pub fn agent_id(tcti: &str) -> String {
+pub(crate) fn agent_id(tcti: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut t = ironroot_tpm::device::Tpm::open(tcti).expect("open tpm");
     let ek = t

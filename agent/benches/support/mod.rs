@@ -3,7 +3,7 @@
 //! boot, and the EK CA of a swtpm state.
 #![allow(dead_code)] // each bench binary uses a different subset
 
-pub mod agent;
+pub(crate) mod agent;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use ironroot_testkit::swtpm::SwtpmState;
 use ironroot_tpm::verify::eventlog::EventLog;
 use ironroot_tpm::verify::policy::generate_policy;
 
-pub struct BenchServer {
+pub(crate) struct BenchServer {
     pub dir: tempfile::TempDir,
     pub server: ServerProcess,
     /// Node API address.
@@ -30,7 +30,7 @@ pub struct BenchServer {
 }
 
 /// Starts the server for TPMs manufactured as `state`, policy "bench" by default.
-pub fn start(state: &SwtpmState, name: &str) -> BenchServer {
+pub(crate) fn start(state: &SwtpmState, name: &str) -> BenchServer {
     let log = event_log(&SimulatedBoot::default());
     let policy = generate_policy("bench", &EventLog::parse(&log).expect("log"));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -69,12 +69,12 @@ pub fn start(state: &SwtpmState, name: &str) -> BenchServer {
 }
 
 /// The `p` quantile (0..=1) of sorted samples, nearest rank.
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
 
 /// A duration in milliseconds, three decimals.
-pub fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }

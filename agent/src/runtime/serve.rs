@@ -1,10 +1,10 @@
 //! The agent's sockets: the Workload API, and Envoy SDS on it or on a socket of
 //! its own. They serve from the cache whatever the state of the server connection.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ironroot_runtime::socket::{bind_unix, BindError};
 use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
@@ -40,35 +40,14 @@ pub fn attestors(cfg: &AgentConfig) -> Result<Vec<Arc<dyn WorkloadAttestor>>, Ru
 
 /// Binds the unix socket of `what` (for messages: "the Workload API", "Envoy SDS").
 fn bind(path: &Path, mode: u32, what: &'static str) -> Result<UnixListener, RuntimeError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| RuntimeError::CreateDir {
-            path: dir.to_owned(),
-            source,
-        })?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(RuntimeError::InUse {
-                path: path.to_owned(),
-            });
-        }
-        std::fs::remove_file(path).map_err(|source| RuntimeError::RemoveStale {
-            path: path.to_owned(),
-            source,
-        })?;
-    }
-    let l = UnixListener::bind(path).map_err(|source| RuntimeError::Bind {
-        what,
-        path: path.to_owned(),
-        source,
-    })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
-        RuntimeError::Mode {
-            path: path.to_owned(),
-            source,
-        }
-    })?;
-    Ok(l)
+    // The agent's own variants keep its messages ("in use by another agent").
+    bind_unix(path, mode).map_err(|e| match e {
+        BindError::CreateDir { dir, source } => RuntimeError::CreateDir { path: dir, source },
+        BindError::InUse { path } => RuntimeError::InUse { path },
+        BindError::RemoveStale { path, source } => RuntimeError::RemoveStale { path, source },
+        BindError::Bind { path, source } => RuntimeError::Bind { what, path, source },
+        BindError::Mode { path, source, .. } => RuntimeError::Mode { path, source },
+    })
 }
 
 /// The running socket servers; [`Serving::stop`] ends them and removes their sockets.

@@ -29,7 +29,7 @@ use crate::cache::{CachedSvid, Snapshot};
 
 /// The secrets one caller may be served from one cache snapshot.
 #[derive(Debug)]
-pub struct CallerSecrets<'a> {
+pub(super) struct CallerSecrets<'a> {
     trust_domain: &'a str,
     roots: &'a [Vec<u8>],
     /// Federated trust domain name -> its X.509 roots.
@@ -40,7 +40,11 @@ pub struct CallerSecrets<'a> {
 
 impl<'a> CallerSecrets<'a> {
     /// The view of `snap` for a caller with `selectors`, at `now` (unix seconds).
-    pub fn new(snap: &'a Snapshot, selectors: &[Selector], now: i64) -> Result<Self, SdsError> {
+    pub(super) fn new(
+        snap: &'a Snapshot,
+        selectors: &[Selector],
+        now: i64,
+    ) -> Result<Self, SdsError> {
         if snap.roots.is_empty() {
             return Err(SdsError::NotSynced);
         }
@@ -67,7 +71,7 @@ impl<'a> CallerSecrets<'a> {
 
     /// A digest of everything this caller could be served: equal digests,
     /// equal answers. A held stream gets a new version only when it changes.
-    pub fn digest(&self) -> [u8; 32] {
+    pub(super) fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         let mut field = |bytes: &[u8]| {
             h.update((bytes.len() as u64).to_be_bytes());
@@ -110,7 +114,7 @@ impl<'a> CallerSecrets<'a> {
     }
 
     /// The secrets for `requested` (empty names are ignored; no names: all).
-    pub fn resolve(
+    pub(super) fn resolve(
         &self,
         requested: &[String],
         cfg: &SdsConfig,

@@ -15,7 +15,7 @@ use crate::cache::Snapshot;
 /// Answers `req` (its names; `node`, which may come from an earlier request
 /// on the stream, decides how bundles are expressed). `version_info` and
 /// `nonce` are left empty: FetchSecrets keeps them so, StreamSecrets sets them.
-pub fn build(
+pub(super) fn build(
     snap: &Snapshot,
     selectors: &[Selector],
     now: i64,

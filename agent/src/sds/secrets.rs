@@ -93,7 +93,7 @@ fn inline(bytes: Vec<u8>) -> Option<DataSource> {
 }
 
 /// The SVID and its key under `name` (its SPIFFE ID, or the default alias).
-pub fn tls_certificate(name: &str, svid: &CachedSvid) -> Secret {
+pub(super) fn tls_certificate(name: &str, svid: &CachedSvid) -> Secret {
     Secret {
         name: name.to_string(),
         r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
@@ -108,7 +108,7 @@ pub fn tls_certificate(name: &str, svid: &CachedSvid) -> Secret {
 }
 
 /// One trust domain's roots, by name (`example.org`, not `spiffe://example.org`).
-pub struct BundleRoots<'a> {
+pub(super) struct BundleRoots<'a> {
     pub trust_domain: &'a str,
     pub roots: &'a [Vec<u8>],
 }
@@ -116,7 +116,11 @@ pub struct BundleRoots<'a> {
 /// A validation context named `name` holding `bundles` (one for a trust
 /// domain resource, all of them for the all-bundles alias). `TrustedCa`
 /// holds exactly one bundle: the caller checks that before asking for more.
-pub fn validation_context(name: &str, bundles: &[BundleRoots<'_>], format: BundleFormat) -> Secret {
+pub(super) fn validation_context(
+    name: &str,
+    bundles: &[BundleRoots<'_>],
+    format: BundleFormat,
+) -> Secret {
     let context = match format {
         BundleFormat::TrustedCa => CertificateValidationContext {
             trusted_ca: inline(

@@ -34,7 +34,7 @@ use ironroot_runtime::unix_now;
 
 /// The bookkeeping of one stream.
 #[derive(Debug, Default)]
-pub struct StreamState {
+pub(super) struct StreamState {
     /// Changes seen of the caller's secrets; 0 until the first view.
     version: u64,
     /// What the caller may be served (digest), once the agent has synced.
@@ -47,7 +47,7 @@ pub struct StreamState {
 }
 
 impl StreamState {
-    pub fn version_info(&self) -> String {
+    pub(super) fn version_info(&self) -> String {
         self.version.to_string()
     }
 
@@ -56,13 +56,13 @@ impl StreamState {
     }
 
     /// The last accepted request.
-    pub fn request(&self) -> Option<&DiscoveryRequest> {
+    pub(super) fn request(&self) -> Option<&DiscoveryRequest> {
         self.request.as_ref()
     }
 
     /// The caller's secrets now digest to `digest` (`None`: nothing to serve
     /// yet). Returns whether a response must go out.
-    pub fn on_secrets(&mut self, digest: Option<[u8; 32]>) -> bool {
+    pub(super) fn on_secrets(&mut self, digest: Option<[u8; 32]>) -> bool {
         if digest.is_none() || digest == self.view {
             return false;
         }
@@ -72,7 +72,7 @@ impl StreamState {
     }
 
     /// A request from Envoy. Returns whether a response must go out.
-    pub fn on_request(&mut self, mut req: DiscoveryRequest, pid: i32) -> bool {
+    pub(super) fn on_request(&mut self, mut req: DiscoveryRequest, pid: i32) -> bool {
         debug!(
             pid,
             resource_names = ?req.resource_names,
@@ -120,7 +120,7 @@ impl StreamState {
     }
 
     /// Stamps `resp` with the current version and the next nonce.
-    pub fn stamp(&mut self, mut resp: DiscoveryResponse) -> DiscoveryResponse {
+    pub(super) fn stamp(&mut self, mut resp: DiscoveryResponse) -> DiscoveryResponse {
         self.sent += 1;
         resp.version_info = self.version_info();
         resp.nonce = self.sent.to_string();
@@ -133,7 +133,8 @@ fn names_differ(a: &[String], b: &[String]) -> bool {
     a.iter().any(|n| !b.contains(n)) || b.iter().any(|n| !a.contains(n))
 }
 
-pub type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
+pub(super) type ResponseStream =
+    Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
 
 /// The caller's secrets in `snap`, as a digest (`None` before the first sync).
 fn view(snap: &Snapshot, selectors: &[Selector]) -> Option<[u8; 32]> {
@@ -156,7 +157,7 @@ fn until_next_expiry(snap: &Snapshot) -> Duration {
 }
 
 /// Serves one StreamSecrets stream for a caller attested as `selectors`.
-pub fn serve(
+pub(super) fn serve(
     mut inbound: Streaming<DiscoveryRequest>,
     cache: &Cache,
     selectors: Vec<Selector>,

@@ -31,6 +31,8 @@ use nix::sys::socket::{getsockopt, sockopt};
 mod address_space;
 mod credentials;
 mod executable;
+// pidfd_open(2) and SO_PEERPIDFD, which nix 0.29 does not wrap.
+#[allow(unsafe_code)]
 mod pidfd;
 mod proc_stat;
 pub use proc_stat::ProcParseError;

@@ -12,7 +12,7 @@ use ironroot_testkit::swtpm::{Swtpm, SwtpmOptions, SwtpmState};
 use ironroot_tpm::verify::eventlog::EventLog;
 use ironroot_tpm::verify::policy::generate_policy;
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -20,19 +20,19 @@ pub fn free_port() -> u16 {
 }
 
 /// The manufactured TPM shared by the tests of one binary (copied per test).
-pub fn tpm_state() -> &'static SwtpmState {
+pub(crate) fn tpm_state() -> &'static SwtpmState {
     SwtpmState::shared("attest", &SwtpmOptions::default())
 }
 
 /// A second TPM "from another manufacturer" (its own local CA).
-pub fn other_tpm_state() -> &'static SwtpmState {
+pub(crate) fn other_tpm_state() -> &'static SwtpmState {
     SwtpmState::shared("attest-other", &SwtpmOptions::default())
 }
 
 /// PEM with the local CA root and the issuer that signed the EK certificates
 /// (written once beside the shared state; renamed into place so readers never
 /// see half a file).
-pub fn ek_ca_bundle(state: &SwtpmState) -> PathBuf {
+pub(crate) fn ek_ca_bundle(state: &SwtpmState) -> PathBuf {
     let p = state.dir.join("ek-ca-bundle.pem");
     if !p.exists() {
         let mut pem = std::fs::read_to_string(&state.ca_root_cert).expect("root");
@@ -47,26 +47,26 @@ pub fn ek_ca_bundle(state: &SwtpmState) -> PathBuf {
 }
 
 /// What a simulated machine booted.
-pub type Boot = ironroot_agent::simulate::SimulatedBoot<'static>;
+pub(crate) type Boot = ironroot_agent::simulate::SimulatedBoot<'static>;
 
 /// The TCG event log of `boot` (crypto-agile, sha256).
-pub fn boot_log(boot: &Boot) -> Vec<u8> {
+pub(crate) fn boot_log(boot: &Boot) -> Vec<u8> {
     ironroot_agent::simulate::event_log(boot)
 }
 
 /// Extends the TPM's sha256 PCRs with every measured event of `log`, as firmware would.
-pub fn extend_like(tpm: &Swtpm, log: &[u8]) {
+pub(crate) fn extend_like(tpm: &Swtpm, log: &[u8]) {
     ironroot_agent::simulate::replay_into(&tpm.tcti(), log).expect("extend the swtpm PCRs");
 }
 
 /// The policy a known-good boot generates, as TOML.
-pub fn policy_toml(name: &str, boot: &Boot) -> String {
+pub(crate) fn policy_toml(name: &str, boot: &Boot) -> String {
     let log = EventLog::parse(&boot_log(boot)).expect("log");
     generate_policy(name, &log).to_toml().expect("toml")
 }
 
 /// A running server with the Node API and the TPM attestors.
-pub struct Env {
+pub(crate) struct Env {
     pub dir: tempfile::TempDir,
     pub hsm: SoftHsm,
     pub server: ServerProcess,
@@ -76,13 +76,13 @@ pub struct Env {
 
 /// Starts a server whose `[node_attestors.tpm]` is `tpm_section` (without its
 /// header), with `policies` (name, TOML) in its policies_dir.
-pub fn start_server(test: &str, tpm_section: &str, policies: &[(&str, String)]) -> Env {
+pub(crate) fn start_server(test: &str, tpm_section: &str, policies: &[(&str, String)]) -> Env {
     start_server_with_node_api(test, tpm_section, policies, "")
 }
 
 /// [`start_server`] with `node_api_extra` (TOML lines, e.g. `agent_svid_ttl = "8s"`)
 /// added to its `[node_api]` section.
-pub fn start_server_with_node_api(
+pub(crate) fn start_server_with_node_api(
     test: &str,
     tpm_section: &str,
     policies: &[(&str, String)],
@@ -117,7 +117,7 @@ pub fn start_server_with_node_api(
 
 impl Env {
     /// An agent config for `tpm` (tcti) with `log` as its firmware event log.
-    pub fn agent(&self, tpm: &Swtpm, log: &[u8], ek: &str) -> AgentConfig {
+    pub(crate) fn agent(&self, tpm: &Swtpm, log: &[u8], ek: &str) -> AgentConfig {
         let adir = tempfile::Builder::new()
             .prefix("agent-")
             .tempdir_in(self.dir.path())
@@ -146,7 +146,7 @@ impl Env {
     }
 }
 
-pub fn attest_hooked(cfg: &AgentConfig, hooks: Hooks<'_>) -> anyhow::Result<AttestOutcome> {
+pub(crate) fn attest_hooked(cfg: &AgentConfig, hooks: Hooks<'_>) -> anyhow::Result<AttestOutcome> {
     let keys = KeySource::for_config(cfg)?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -156,12 +156,16 @@ pub fn attest_hooked(cfg: &AgentConfig, hooks: Hooks<'_>) -> anyhow::Result<Atte
         .map_err(anyhow::Error::from)
 }
 
-pub fn attest(cfg: &AgentConfig) -> anyhow::Result<AttestOutcome> {
+pub(crate) fn attest(cfg: &AgentConfig) -> anyhow::Result<AttestOutcome> {
     attest_hooked(cfg, Hooks::default())
 }
 
 /// Asserts a rejection whose message names `check` and contains every `words`.
-pub fn assert_rejected(r: anyhow::Result<AttestOutcome>, check: &str, words: &[&str]) -> String {
+pub(crate) fn assert_rejected(
+    r: anyhow::Result<AttestOutcome>,
+    check: &str,
+    words: &[&str],
+) -> String {
     let e = match r {
         Ok(o) => panic!(
             "attestation passed but must fail ({check}): {}",
@@ -178,12 +182,12 @@ pub fn assert_rejected(r: anyhow::Result<AttestOutcome>, check: &str, words: &[&
 }
 
 /// A server trusting the test TPMs' EK CA, with the policy of `Boot::default()` as default.
-pub fn good_env(test: &str) -> Env {
+pub(crate) fn good_env(test: &str) -> Env {
     good_env_with_node_api(test, "")
 }
 
 /// [`good_env`] with `node_api_extra` added to the server's `[node_api]` section.
-pub fn good_env_with_node_api(test: &str, node_api_extra: &str) -> Env {
+pub(crate) fn good_env_with_node_api(test: &str, node_api_extra: &str) -> Env {
     let ca = ek_ca_bundle(tpm_state());
     start_server_with_node_api(
         test,
@@ -197,7 +201,7 @@ pub fn good_env_with_node_api(test: &str, node_api_extra: &str) -> Env {
 }
 
 /// SHA-256 of the EK public key (what the tpm_ek agent ID carries).
-pub fn ek_hash_of(cfg: &AgentConfig) -> String {
+pub(crate) fn ek_hash_of(cfg: &AgentConfig) -> String {
     use sha2::{Digest, Sha256};
     let alg = cfg.tpm.ek.algorithm();
     let ek = ironroot_agent::shared_tpm::SharedTpm::new(&cfg.tpm.tcti)
@@ -211,7 +215,7 @@ pub fn ek_hash_of(cfg: &AgentConfig) -> String {
 }
 
 /// The agent binary built beside the test.
-pub fn agent_bin() -> PathBuf {
+pub(crate) fn agent_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     exe.parent()
         .and_then(|d| d.parent())
@@ -220,7 +224,7 @@ pub fn agent_bin() -> PathBuf {
 }
 
 /// `ironroot-agent run` as a child process, killed on drop.
-pub struct AgentProcess {
+pub(crate) struct AgentProcess {
     pub child: std::process::Child,
     pub socket: PathBuf,
     pub dir: PathBuf,
@@ -235,7 +239,7 @@ impl Drop for AgentProcess {
 
 /// Starts `ironroot-agent run` for `tpm` (booted with `log`) against `env`;
 /// extra TOML is appended to its config.
-pub fn start_agent_with(
+pub(crate) fn start_agent_with(
     env: &Env,
     tpm: &ironroot_testkit::swtpm::Swtpm,
     log: &[u8],
@@ -279,7 +283,7 @@ pub fn start_agent_with(
     AgentProcess { child, socket, dir }
 }
 
-pub fn start_agent(
+pub(crate) fn start_agent(
     env: &Env,
     tpm: &ironroot_testkit::swtpm::Swtpm,
     log: &[u8],

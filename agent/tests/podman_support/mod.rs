@@ -18,12 +18,12 @@ use tempfile::TempDir;
 
 mod test_cgroup;
 #[allow(unused_imports)] // not every test binary uses it
-pub use ironroot_testkit::tail;
+pub(crate) use ironroot_testkit::tail;
 #[allow(unused_imports)] // not every test binary uses it
-pub use test_cgroup::TestCgroup;
+pub(crate) use test_cgroup::TestCgroup;
 
 /// The test image (imported, never pulled).
-pub const IMAGE: &str = "localhost/ironroot-test:latest";
+pub(crate) const IMAGE: &str = "localhost/ironroot-test:latest";
 /// Bumped when the image recipe changes, so cached stores are made again.
 const RECIPE_VERSION: u32 = 1;
 const INSTALL_HINT: &str = "install it with scripts/install-deps.sh";
@@ -32,7 +32,7 @@ const SOCAT: &str = "/usr/bin/socat";
 
 /// Fails (never skips) when rootful podman or the test image's inputs are
 /// missing.
-pub fn require_podman() {
+pub(crate) fn require_podman() {
     podman::require_podman();
     assert!(
         Path::new(SOCAT).is_file(),
@@ -45,7 +45,7 @@ pub fn require_podman() {
 }
 
 /// The image store, made once (on disk, shared by all test processes).
-pub fn image_store() -> &'static ImageStore {
+pub(crate) fn image_store() -> &'static ImageStore {
     static STORE: OnceLock<ImageStore> = OnceLock::new();
     STORE.get_or_init(|| {
         require_podman();
@@ -78,7 +78,7 @@ fn build_rootfs(rootfs: &Path) {
 
 /// A private rootful podman with its API service running, and the test
 /// image in its image stores.
-pub struct Podman {
+pub(crate) struct Podman {
     service: PodmanService,
     /// What the test image's id is.
     pub image_id: String,
@@ -87,7 +87,7 @@ pub struct Podman {
 impl Podman {
     /// Starts a podman API service on a private store (images from
     /// [`image_store`]) and waits until its socket accepts connections.
-    pub fn start() -> Podman {
+    pub(crate) fn start() -> Podman {
         let images = image_store();
         let log_dir = ironroot_testkit::test_log_dir(&ironroot_testkit::current_test_name());
         let service = PodmanService::start(&[&images.store], &log_dir.join("podman-service.log"));
@@ -98,27 +98,27 @@ impl Podman {
     }
 
     /// The API socket.
-    pub fn socket(&self) -> &Path {
+    pub(crate) fn socket(&self) -> &Path {
         self.service.socket()
     }
 
     /// The CLI on this podman's store.
-    pub fn cli(&self) -> &PodmanCli {
+    pub(crate) fn cli(&self) -> &PodmanCli {
         self.service.cli()
     }
 
     /// A private dir for the test's own files.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.service.dir()
     }
 
     /// Stops the API service (kill by PID, then reap).
-    pub fn stop_service(&mut self) {
+    pub(crate) fn stop_service(&mut self) {
         self.service.stop_service();
     }
 
     /// Creates a pod (no network) with `labels` (`k=v`), removed on drop.
-    pub fn pod(&self, name: &str, labels: &[&str]) -> Pod {
+    pub(crate) fn pod(&self, name: &str, labels: &[&str]) -> Pod {
         let mut args = vec!["pod", "create", "--name", name, "--network", "none"];
         for l in labels {
             args.extend(["--label", l]);
@@ -133,7 +133,7 @@ impl Podman {
     /// Runs a container of [`IMAGE`] whose process connects to a unix socket
     /// bind-mounted from the host, and accepts that connection. `args` go
     /// before the image (`--name`, `--label`, `--pod`, ...).
-    pub fn run_workload(&self, args: &[&str]) -> Workload {
+    pub(crate) fn run_workload(&self, args: &[&str]) -> Workload {
         let sock_dir = tempfile::Builder::new()
             .prefix("wl-")
             .tempdir_in(self.dir())
@@ -181,13 +181,13 @@ impl Podman {
     }
 
     /// `podman inspect --format FORMAT ID`.
-    pub fn inspect(&self, id: &str, format: &str) -> String {
+    pub(crate) fn inspect(&self, id: &str, format: &str) -> String {
         self.cli().run(&["inspect", "--format", format, id])
     }
 }
 
 /// A pod, removed (with its containers) on drop.
-pub struct Pod {
+pub(crate) struct Pod {
     cli: PodmanCli,
     /// The pod's id.
     pub id: String,
@@ -202,7 +202,7 @@ impl Drop for Pod {
 }
 
 /// A container, removed on drop.
-pub struct Container {
+pub(crate) struct Container {
     cli: PodmanCli,
     /// The container's id.
     pub id: String,
@@ -215,7 +215,7 @@ impl Drop for Container {
 }
 
 /// A container process connected to the host: `conn` is the host's end.
-pub struct Workload {
+pub(crate) struct Workload {
     /// The accepted connection (SO_PEERCRED names the container process).
     pub conn: UnixStream,
     /// The container.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// A private parent cgroup (`/ironroot-test-<pid>-<n>`) and what was made
 /// below it.
-pub struct TestCgroup {
+pub(crate) struct TestCgroup {
     mount: PathBuf,
     parent: String,
     made: Vec<PathBuf>,
@@ -16,7 +16,7 @@ pub struct TestCgroup {
 impl TestCgroup {
     /// Finds the cgroup2 mount (the whole of a v2 host, `unified` on a
     /// hybrid one) in the mount table.
-    pub fn new(tag: &str) -> TestCgroup {
+    pub(crate) fn new(tag: &str) -> TestCgroup {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         let mount = mountinfo
             .lines()
@@ -45,7 +45,7 @@ impl TestCgroup {
 
     /// Makes `<parent>/<rel>` (each level), the leaf owned by `uid`; its
     /// cgroup path as `/proc/PID/cgroup` shows it.
-    pub fn create(&mut self, rel: &str, uid: u32) -> String {
+    pub(crate) fn create(&mut self, rel: &str, uid: u32) -> String {
         let mut path = self.parent.clone();
         for part in rel.split('/').filter(|p| !p.is_empty()) {
             path = format!("{path}/{part}");
@@ -62,7 +62,7 @@ impl TestCgroup {
     }
 
     /// Moves process `pid` into the cgroup `path` (from [`Self::create`]).
-    pub fn add_process(&self, path: &str, pid: u32) {
+    pub(crate) fn add_process(&self, path: &str, pid: u32) {
         let procs = self.dir(path).join("cgroup.procs");
         fs::write(&procs, pid.to_string())
             .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", procs.display()));

@@ -20,12 +20,12 @@ use ironroot_agent::workload::caller::Caller;
 use ironroot_api::selector::Selector;
 use sha2::{Digest, Sha256};
 
-pub const PYTHON: &str = "/usr/bin/python3.11";
-pub const NS_KINDS: [&str; 7] = ["mnt", "pid", "net", "user", "uts", "ipc", "cgroup"];
+pub(crate) const PYTHON: &str = "/usr/bin/python3.11";
+pub(crate) const NS_KINDS: [&str; 7] = ["mnt", "pid", "net", "user", "uts", "ipc", "cgroup"];
 
 /// The child: connects, reports what it knows about itself (from its own
 /// side: stat of /proc/self/ns/*, prctl for no_new_privs), then waits.
-pub const CHILD_PY: &str = r#"
+pub(crate) const CHILD_PY: &str = r#"
 import ctypes, json, os, socket, sys, time
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(sys.argv[1])
@@ -45,7 +45,7 @@ if "exit" in sys.argv[2:]:
 time.sleep(60)
 "#;
 
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub dir: tempfile::TempDir,
     pub listener: UnixListener,
     pub sock: PathBuf,
@@ -53,7 +53,7 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    pub fn new() -> Fixture {
+    pub(crate) fn new() -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         // Children may run as nobody: they must reach the script and socket.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
@@ -75,7 +75,7 @@ impl Fixture {
 
     /// Starts `cmd` (which must run child.py with the socket as its first
     /// argument) and accepts its connection.
-    pub fn connect(&self, mut cmd: Command) -> Connected {
+    pub(crate) fn connect(&self, mut cmd: Command) -> Connected {
         let mut child = cmd.stdin(Stdio::null()).spawn().expect("spawn child");
         let deadline = Instant::now() + Duration::from_secs(30);
         let stream = loop {
@@ -107,29 +107,29 @@ impl Fixture {
         }
     }
 
-    pub fn python(&self, program: &Path) -> Command {
+    pub(crate) fn python(&self, program: &Path) -> Command {
         let mut c = Command::new(program);
         c.arg(&self.script).arg(&self.sock);
         c
     }
 }
 
-pub struct Connected {
+pub(crate) struct Connected {
     pub child: Child,
     pub stream: UnixStream,
     pub info: serde_json::Value,
 }
 
 impl Connected {
-    pub fn caller(&self) -> Caller {
+    pub(crate) fn caller(&self) -> Caller {
         Caller::from_socket(self.stream.as_fd()).expect("caller from socket")
     }
 
-    pub fn ns(&self, kind: &str) -> u64 {
+    pub(crate) fn ns(&self, kind: &str) -> u64 {
         self.info["ns"][kind].as_u64().expect("ns inode")
     }
 
-    pub fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -141,24 +141,24 @@ impl Drop for Connected {
     }
 }
 
-pub fn sel(s: String) -> Selector {
+pub(crate) fn sel(s: String) -> Selector {
     Selector::parse(&s).expect("selector")
 }
 
-pub fn set(v: Vec<Selector>) -> BTreeSet<Selector> {
+pub(crate) fn set(v: Vec<Selector>) -> BTreeSet<Selector> {
     let n = v.len();
     let s: BTreeSet<Selector> = v.into_iter().collect();
     assert_eq!(s.len(), n, "an attestor returned a duplicate selector");
     s
 }
 
-pub fn sha256_file(p: &Path) -> String {
+pub(crate) fn sha256_file(p: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(p).expect("read exe")))
 }
 
 /// Name of an id in /etc/passwd or /etc/group (field 3), read here rather
 /// than through the same NSS calls the attestor makes.
-pub fn name_in(file: &str, id: u32) -> Option<String> {
+pub(crate) fn name_in(file: &str, id: u32) -> Option<String> {
     std::fs::read_to_string(file)
         .expect("read name db")
         .lines()
@@ -167,11 +167,11 @@ pub fn name_in(file: &str, id: u32) -> Option<String> {
         .map(|f| f[0].to_string())
 }
 
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-pub fn attestors(max: u64) -> (UnixAttestor, ProcessAttestor) {
+pub(crate) fn attestors(max: u64) -> (UnixAttestor, ProcessAttestor) {
     let hasher = Arc::new(ExeHasher::new());
     (
         UnixAttestor::new(
@@ -192,7 +192,7 @@ pub fn attestors(max: u64) -> (UnixAttestor, ProcessAttestor) {
 
 /// The process selectors expected from the child's own report, except
 /// exe/sha256/args/parent_exe/no_new_privs, which depend on the test.
-pub fn cgroup_and_ns_selectors(c: &Connected) -> BTreeSet<Selector> {
+pub(crate) fn cgroup_and_ns_selectors(c: &Connected) -> BTreeSet<Selector> {
     let mut want = BTreeSet::new();
     let cgroup = c.info["cgroup"].as_str().expect("cgroup");
     for line in cgroup.lines() {
@@ -218,7 +218,7 @@ pub fn cgroup_and_ns_selectors(c: &Connected) -> BTreeSet<Selector> {
 }
 
 /// Whether the running kernel is at least `major.minor` (SO_PEERPIDFD: 6.5).
-pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+pub(crate) fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = nix::sys::utsname::uname().expect("uname");
     let mut parts = release
         .release()
@@ -230,7 +230,7 @@ pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     have >= (major, minor)
 }
 
-pub fn own_exe() -> String {
+pub(crate) fn own_exe() -> String {
     std::fs::read_link("/proc/self/exe")
         .expect("own exe")
         .to_string_lossy()
@@ -239,7 +239,8 @@ pub fn own_exe() -> String {
 
 /// Starts `/usr/bin/sleep 30` with exactly `pid`, via clone3's set_tid
 /// (needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE). `None` if not allowed.
-pub fn spawn_with_pid(pid: i32) -> Option<i32> {
+#[allow(unsafe_code)] // clone3 with set_tid has no safe wrapper
+pub(crate) fn spawn_with_pid(pid: i32) -> Option<i32> {
     #[repr(C)]
     #[derive(Default)]
     struct CloneArgs {

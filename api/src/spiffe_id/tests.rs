@@ -287,3 +287,21 @@ fn server_and_agent_ids() {
         Err(SpiffeIdError::PathChar { .. })
     ));
 }
+
+#[test]
+fn agent_attestor() {
+    let td = TrustDomain::parse("a.org").unwrap();
+    let agent = SpiffeId::agent(&td, "join_token", "ab12").unwrap();
+    assert_eq!(agent.agent_attestor(), Some("join_token"));
+    let bare = SpiffeId::parse("spiffe://a.org/spire/agent/x509pop").unwrap();
+    assert_eq!(bare.agent_attestor(), Some("x509pop"));
+    for other in [
+        "spiffe://a.org/spire/server",
+        "spiffe://a.org/spire/agent",
+        "spiffe://a.org/ns/prod/sa/web",
+        "spiffe://a.org",
+    ] {
+        let id = SpiffeId::parse(other).unwrap();
+        assert_eq!(id.agent_attestor(), None, "{other}");
+    }
+}

@@ -2,7 +2,7 @@
 //! verifier (ring) for the signatures the key managers produce.
 #![allow(dead_code)] // each test binary uses a different subset
 
-pub mod raw;
+pub(crate) mod raw;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,12 +13,12 @@ use ironroot_hsm::{KeyAlgorithm, KeyInfo, PinSource, Pkcs11Config};
 use ring::signature::{self, UnparsedPublicKey};
 
 /// SoftHSM2's PKCS#11 module on Debian.
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-pub const SO_PIN: &str = "12345678";
-pub const PIN: &str = "1234";
+pub(crate) const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub(crate) const SO_PIN: &str = "12345678";
+pub(crate) const PIN: &str = "1234";
 
 /// A SoftHSM2 installation private to one test: its own config file and token directory.
-pub struct SoftHsm {
+pub(crate) struct SoftHsm {
     pub dir: tempfile::TempDir,
     pub conf: PathBuf,
     pub tokens: PathBuf,
@@ -29,7 +29,7 @@ impl SoftHsm {
     ///
     /// SoftHSM reads SOFTHSM2_CONF in C_Initialize, so the variable is process-wide state:
     /// this is only sound with one test per process (cargo nextest) or one test thread.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let one_test_per_process = std::env::var_os("NEXTEST").is_some()
             || std::env::var("RUST_TEST_THREADS").as_deref() == Ok("1");
         assert!(
@@ -55,7 +55,7 @@ impl SoftHsm {
     }
 
     /// `softhsm2-util --init-token --free --label <label> --so-pin 12345678 --pin 1234`.
-    pub fn init_token(&self, label: &str) {
+    pub(crate) fn init_token(&self, label: &str) {
         let out = Command::new("softhsm2-util")
             .args(["--init-token", "--free", "--label", label])
             .args(["--so-pin", SO_PIN, "--pin", PIN])
@@ -71,7 +71,7 @@ impl SoftHsm {
     }
 
     /// A PIN file (mode 0600) holding `pin` and a trailing newline, as `echo` would write it.
-    pub fn pin_file(&self, name: &str, pin: &str) -> PathBuf {
+    pub(crate) fn pin_file(&self, name: &str, pin: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         std::fs::write(&path, format!("{pin}\n")).expect("write pin file");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -79,7 +79,7 @@ impl SoftHsm {
     }
 
     /// Config for `token` with the correct PIN in a file and 2 sessions.
-    pub fn config(&self, token: &str) -> Pkcs11Config {
+    pub(crate) fn config(&self, token: &str) -> Pkcs11Config {
         Pkcs11Config {
             module: PathBuf::from(MODULE),
             token_label: token.to_owned(),
@@ -89,7 +89,7 @@ impl SoftHsm {
     }
 
     /// Runs pkcs11-tool against this SoftHSM.
-    pub fn pkcs11_tool(&self, args: &[&str]) -> String {
+    pub(crate) fn pkcs11_tool(&self, args: &[&str]) -> String {
         let out = Command::new("pkcs11-tool")
             .args(["--module", MODULE])
             .args(args)
@@ -107,7 +107,7 @@ impl SoftHsm {
 }
 
 /// The BIT STRING inside an SPKI, after checking the algorithm OID matches `algorithm`.
-pub fn spki_key_bytes(info: &KeyInfo) -> Vec<u8> {
+pub(crate) fn spki_key_bytes(info: &KeyInfo) -> Vec<u8> {
     let spki = spki::SubjectPublicKeyInfoRef::from_der(&info.public_key_der).expect("SPKI DER");
     let oid = spki.algorithm.oid.to_string();
     match info.algorithm {
@@ -127,7 +127,11 @@ pub fn spki_key_bytes(info: &KeyInfo) -> Vec<u8> {
 
 /// Verifies with ring (independent of the RustCrypto code the crate uses) a signature over
 /// `msg` in the form `sign_digest`/`sign_jws` return: raw r||s for EC, PKCS#1 v1.5 for RSA.
-pub fn verify_raw(info: &KeyInfo, msg: &[u8], sig: &[u8]) -> Result<(), ring::error::Unspecified> {
+pub(crate) fn verify_raw(
+    info: &KeyInfo,
+    msg: &[u8],
+    sig: &[u8],
+) -> Result<(), ring::error::Unspecified> {
     let alg: &dyn signature::VerificationAlgorithm = match info.algorithm {
         KeyAlgorithm::EcP256 => &signature::ECDSA_P256_SHA256_FIXED,
         KeyAlgorithm::Rsa3072 => &signature::RSA_PKCS1_2048_8192_SHA256,
@@ -136,7 +140,11 @@ pub fn verify_raw(info: &KeyInfo, msg: &[u8], sig: &[u8]) -> Result<(), ring::er
 }
 
 /// Verifies a `sign_x509` signature: DER Ecdsa-Sig-Value for EC, PKCS#1 v1.5 for RSA.
-pub fn verify_x509(info: &KeyInfo, msg: &[u8], sig: &[u8]) -> Result<(), ring::error::Unspecified> {
+pub(crate) fn verify_x509(
+    info: &KeyInfo,
+    msg: &[u8],
+    sig: &[u8],
+) -> Result<(), ring::error::Unspecified> {
     let alg: &dyn signature::VerificationAlgorithm = match info.algorithm {
         KeyAlgorithm::EcP256 => &signature::ECDSA_P256_SHA256_ASN1,
         KeyAlgorithm::Rsa3072 => &signature::RSA_PKCS1_2048_8192_SHA256,
@@ -144,13 +152,13 @@ pub fn verify_x509(info: &KeyInfo, msg: &[u8], sig: &[u8]) -> Result<(), ring::e
     UnparsedPublicKey::new(alg, spki_key_bytes(info)).verify(msg, sig)
 }
 
-pub fn sha256(msg: &[u8]) -> Vec<u8> {
+pub(crate) fn sha256(msg: &[u8]) -> Vec<u8> {
     use sha2::Digest;
     sha2::Sha256::digest(msg).to_vec()
 }
 
 /// Every regular file under `dir`, with its bytes.
-pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+pub(crate) fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -12,7 +12,7 @@ use super::{sha256, MODULE, PIN};
 
 /// A plain cryptoki session, independent of the crate, for checking what the token holds and
 /// for planting keys the crate must refuse.
-pub struct Raw {
+pub(crate) struct Raw {
     ctx: Pkcs11,
     session: Option<Session>,
     /// True if this code ran C_Initialize (so it must C_Finalize).
@@ -20,7 +20,7 @@ pub struct Raw {
 }
 
 impl Raw {
-    pub fn open(token: &str) -> Raw {
+    pub(crate) fn open(token: &str) -> Raw {
         let ctx = Pkcs11::new(MODULE).expect("load module");
         let finalize = match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             Ok(()) => true,
@@ -49,11 +49,11 @@ impl Raw {
         }
     }
 
-    pub fn s(&self) -> &Session {
+    pub(crate) fn s(&self) -> &Session {
         self.session.as_ref().expect("session")
     }
 
-    pub fn find(&self, class: ObjectClass, label: &str) -> Vec<ObjectHandle> {
+    pub(crate) fn find(&self, class: ObjectClass, label: &str) -> Vec<ObjectHandle> {
         self.s()
             .find_objects(&[
                 Attribute::Class(class),
@@ -62,7 +62,7 @@ impl Raw {
             .expect("find")
     }
 
-    pub fn bool_attr(&self, h: ObjectHandle, t: AttributeType) -> Option<bool> {
+    pub(crate) fn bool_attr(&self, h: ObjectHandle, t: AttributeType) -> Option<bool> {
         self.s()
             .get_attributes(h, &[t])
             .expect("attrs")
@@ -82,7 +82,7 @@ impl Raw {
     }
 
     /// An EC P-256 key pair made outside the crate, with the private template given.
-    pub fn ec_pair(
+    pub(crate) fn ec_pair(
         &self,
         label: &str,
         private_extra: Vec<Attribute>,

@@ -2,11 +2,11 @@
 //! checked against the caller's uid from SO_PEERCRED (defence in depth behind
 //! the file mode).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ironroot_api::admin::admin_server::AdminServer;
+use ironroot_runtime::socket::{bind_unix, BindError};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::UdsConnectInfo;
@@ -61,34 +61,14 @@ pub enum AdminSocketError {
 /// Binds the socket at `path` with `mode`, replacing a stale socket file but
 /// refusing to take over one that a running server still answers on.
 pub fn bind_admin_socket(path: &Path, mode: u32) -> Result<UnixListener, AdminSocketError> {
-    let path_buf = || path.to_path_buf();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| AdminSocketError::CreateDir {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(AdminSocketError::InUse { path: path_buf() });
-        }
-        std::fs::remove_file(path).map_err(|source| AdminSocketError::RemoveStale {
-            path: path_buf(),
-            source,
-        })?;
-    }
-    let listener = UnixListener::bind(path).map_err(|source| AdminSocketError::Bind {
-        path: path_buf(),
-        source,
-    })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
-        AdminSocketError::Mode {
-            path: path_buf(),
-            mode,
-            source,
-        }
-    })?;
-    Ok(listener)
+    // The admin socket's own variants keep its messages ("is a server already running?").
+    bind_unix(path, mode).map_err(|e| match e {
+        BindError::CreateDir { dir, source } => AdminSocketError::CreateDir { dir, source },
+        BindError::InUse { path } => AdminSocketError::InUse { path },
+        BindError::RemoveStale { path, source } => AdminSocketError::RemoveStale { path, source },
+        BindError::Bind { path, source } => AdminSocketError::Bind { path, source },
+        BindError::Mode { path, mode, source } => AdminSocketError::Mode { path, mode, source },
+    })
 }
 
 /// Rejects callers whose uid is not allowed.

@@ -102,7 +102,7 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 }
 
 /// Decodes `ev` of `log`; `None` when the type has no defined layout or the data lacks it.
-pub fn decode(log: &EventLog, ev: &Event) -> Option<EventData> {
+pub(super) fn decode(log: &EventLog, ev: &Event) -> Option<EventData> {
     let data = ev.data.as_slice();
     use EventType as T;
     match ev.event_type {
@@ -200,7 +200,7 @@ fn printable(c: char) -> bool {
 
 /// The data as text: UTF-16LE (firmware strings, systemd-boot) or UTF-8/ASCII (actions,
 /// GRUB), without trailing NULs; `None` for binary data or nothing.
-pub fn text(data: &[u8]) -> Option<(String, String)> {
+pub(super) fn text(data: &[u8]) -> Option<(String, String)> {
     if let Some(s) = utf16_text(data) {
         return Some(("utf-16le".into(), s));
     }

@@ -36,7 +36,7 @@ pub(crate) fn utf16_until_nul(b: &[u8]) -> String {
 }
 
 /// A whole device path as text; `None` when a node's length is impossible.
-pub fn to_text(mut path: &[u8]) -> Option<String> {
+pub(super) fn to_text(mut path: &[u8]) -> Option<String> {
     let mut out = String::new();
     let mut nodes = 0;
     while !path.is_empty() {

@@ -9,7 +9,7 @@ use super::report::{DigestCheck, EventLogReport, EventReport};
 const HEX_SHOWN: usize = 64;
 
 /// The report as text.
-pub fn render(r: &EventLogReport) -> String {
+pub(super) fn render(r: &EventLogReport) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,

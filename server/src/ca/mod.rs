@@ -16,6 +16,7 @@ use std::time::Duration;
 use ironroot_api::bundle::{JwtAuthority, TrustBundle};
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use ironroot_hsm::{KeyAlgorithm, KeyManager, Signer};
+use ironroot_runtime::unix_now;
 use rcgen::{Issuer, PublicKeyData};
 
 use crate::store::DataStore;
@@ -86,13 +87,6 @@ pub struct CertificateAuthority {
     state: RwLock<CaState>,
     /// Serialises rotations (the HSM work happens outside the state lock).
     rotation: Mutex<()>,
-}
-
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn ttl_secs(requested: u32, default: Duration) -> i64 {

@@ -11,13 +11,14 @@ use ironroot_api::entry::RegistrationEntry;
 use ironroot_api::selector::Selector;
 use ironroot_api::spiffe_id::SpiffeId;
 use ironroot_api::tls::svid_spiffe_id;
+use ironroot_runtime::unix_now;
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::ca::{unix_now, CertificateAuthority};
+use crate::ca::CertificateAuthority;
 use crate::changes::Changes;
 use crate::status;
 use crate::store::{AttestedNode, DataStore, EntryFilter};
@@ -99,9 +100,7 @@ impl AgentService {
             .store
             .list_entries(&EntryFilter::default())
             .map_err(status::store)?;
-        let server_id =
-            SpiffeId::parse(&format!("spiffe://{}/spire/server", self.ca.trust_domain()))
-                .map_err(|e| Status::internal(e.to_string()))?;
+        let server_id = SpiffeId::server(self.ca.trust_domain());
         Ok(authorized_entries(
             &all,
             &c.id,

@@ -8,11 +8,11 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use ironroot_api::node as pb;
 use ironroot_api::selector::Selector;
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
+use ironroot_runtime::unix_now;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use super::{AttestError, Attested, Begun, NodeAttestor};
-use crate::ca::unix_now;
 use crate::store::{DataStore, StoreError};
 
 pub const NAME: &str = "join_token";
@@ -71,12 +71,8 @@ impl NodeAttestor for JoinTokenAttestor {
             ));
         }
         // The agent ID names the token's hash, never the token itself.
-        let id = SpiffeId::parse(&format!(
-            "spiffe://{}/spire/agent/join_token/{}",
-            self.trust_domain,
-            hex::encode(&hash[..16])
-        ))
-        .map_err(|e| AttestError::rejected("agent id", e.to_string()))?;
+        let id = SpiffeId::agent(&self.trust_domain, "join_token", &hex::encode(&hash[..16]))
+            .map_err(|e| AttestError::rejected("agent id", e.to_string()))?;
         Ok(Begun::Done(Attested {
             agent_id: id,
             selectors: vec![Selector::new("join_token", "attested")

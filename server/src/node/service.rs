@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ironroot_api::node::{self as pb, node_server::Node};
+use ironroot_runtime::unix_now;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -13,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use super::{AttestError, Attested, Begun, NodeAttestor};
-use crate::ca::{unix_now, x509, CertificateAuthority};
+use crate::ca::{x509, CertificateAuthority};
 use crate::status;
 use crate::store::{AttestedNode, DataStore};
 
@@ -122,7 +123,8 @@ impl NodeService {
             store
                 .record_attestation(&AttestedNode {
                     spiffe_id: a.agent_id.clone(),
-                    attestor: attestor_of(&a.agent_id),
+                    // Attestors name agents under /spire/agent/; any other ID records none.
+                    attestor: a.agent_id.agent_attestor().unwrap_or_default().to_owned(),
                     selectors: a.selectors.clone(),
                     serial_number: serial,
                     expires_at: svid.expires_at,
@@ -186,16 +188,6 @@ fn check_not_banned(store: &dyn DataStore, a: &Attested) -> Result<(), Status> {
         ))),
         None => Ok(()),
     }
-}
-
-/// `spiffe://td/spire/agent/<attestor>/...` -> `<attestor>`.
-fn attestor_of(id: &ironroot_api::spiffe_id::SpiffeId) -> String {
-    id.path()
-        .trim_start_matches("/spire/agent/")
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 async fn blocking<T: Send + 'static>(

@@ -5,7 +5,8 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ironroot_api::spiffe_id::{SpiffeId, SpiffeIdError};
+use ironroot_api::spiffe_id::SpiffeId;
+use ironroot_runtime::unix_now;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -13,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tracing::{info, warn};
 
-use crate::ca::{unix_now, CaError, CertificateAuthority};
+use crate::ca::{CaError, CertificateAuthority};
 
 /// Why the server's own SVID could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -22,9 +23,6 @@ pub enum IdentityError {
     /// No key pair could be generated.
     #[error("server TLS key: {0}")]
     Key(#[source] rcgen::Error),
-    /// The trust domain does not make a valid server SPIFFE ID.
-    #[error("server SPIFFE ID: {0}")]
-    SpiffeId(#[source] SpiffeIdError),
     /// The CA refused or failed to sign.
     #[error("cannot issue the server SVID: {0}")]
     Issue(#[source] Box<CaError>),
@@ -39,15 +37,10 @@ pub struct ServerIdentity {
     current: RwLock<(Arc<CertifiedKey>, i64)>,
 }
 
-pub fn server_spiffe_id(ca: &CertificateAuthority) -> Result<SpiffeId, IdentityError> {
-    SpiffeId::parse(&format!("spiffe://{}/spire/server", ca.trust_domain()))
-        .map_err(IdentityError::SpiffeId)
-}
-
 /// A fresh key (in memory; it only authenticates TLS) and an SVID for it.
 fn issue(ca: &CertificateAuthority, ttl: u32) -> Result<(Arc<CertifiedKey>, i64), IdentityError> {
     let key = rcgen::KeyPair::generate().map_err(IdentityError::Key)?;
-    let id = server_spiffe_id(ca)?;
+    let id = SpiffeId::server(ca.trust_domain());
     let svid = ca
         .sign_x509_svid(&key, &id, ttl, &[])
         .map_err(|e| IdentityError::Issue(Box::new(e)))?;

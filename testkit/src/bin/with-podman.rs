@@ -49,7 +49,9 @@ fn main() -> ExitCode {
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only stores to an atomic. Handlers reset to the default on
         // exec, so COMMAND gets the default dispositions.
-        if let Err(e) = unsafe { signal::sigaction(sig, &handler) } {
+        #[allow(unsafe_code)] // installing a signal handler is unsafe by signature
+        let installed = unsafe { signal::sigaction(sig, &handler) };
+        if let Err(e) = installed {
             eprintln!("with-podman: cannot handle {sig}: {e}");
         }
     }

@@ -29,11 +29,11 @@ use crate::podman;
 /// Label on every swtpm container of this harness (value `swtpm`): what a sweep looks for.
 pub const LABEL: &str = "ironroot.testkit";
 /// Label naming the test process that owns the container: `<hostname>:<pid>:<start time>`.
-pub const OWNER_LABEL: &str = "ironroot.testkit.owner";
+pub(super) const OWNER_LABEL: &str = "ironroot.testkit.owner";
 /// Label naming the test that started the container.
 pub const TEST_LABEL: &str = "ironroot.testkit.test";
 /// The image's repository; its tag is a hash of everything that goes into it.
-pub const IMAGE_NAME: &str = "localhost/ironroot-swtpm";
+pub(super) const IMAGE_NAME: &str = "localhost/ironroot-swtpm";
 /// Bumped when the image recipe changes (its tag changes with it).
 const IMAGE_RECIPE: u32 = 1;
 const ENTRYPOINT: &[&str] = &["/usr/bin/swtpm"];
@@ -67,7 +67,7 @@ fn block<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> T 
 }
 
 /// Where testcontainers looks for the engine, for messages.
-pub fn engine_location() -> String {
+pub(super) fn engine_location() -> String {
     match std::env::var("DOCKER_HOST") {
         Ok(h) if !h.is_empty() => format!("DOCKER_HOST={h}"),
         _ => "unix:///var/run/docker.sock (DOCKER_HOST unset: testcontainers' default)".into(),
@@ -89,7 +89,7 @@ async fn client() -> Result<Docker, String> {
 }
 
 /// Whether the engine testcontainers would use answers a ping (within 10 s).
-pub fn engine_answers() -> Result<(), String> {
+pub(super) fn engine_answers() -> Result<(), String> {
     block(async {
         let ping = async {
             let docker = docker_client_instance().await.map_err(|e| e.to_string())?;
@@ -110,7 +110,7 @@ pub fn engine_answers() -> Result<(), String> {
 /// the host's swtpm and the libraries `ldd` lists for it, imported with `podman import`. The
 /// tag hashes the recipe and every file's path and content, so a changed swtpm or library
 /// makes a new image. Once per process; across processes a file lock lets one build it.
-pub fn image() -> Result<(String, String), String> {
+pub(super) fn image() -> Result<(String, String), String> {
     static IMAGE: OnceLock<Result<(String, String), String>> = OnceLock::new();
     IMAGE.get_or_init(ensure_image).clone()
 }
@@ -221,7 +221,7 @@ fn owner_alive(label: &str) -> bool {
 ///
 /// Through the podman CLI, not the Docker API: podman 4.3 lists a container that is being
 /// stopped with the state `stopped`, which the Docker API's clients (bollard) refuse to parse.
-pub fn sweep_leftovers() -> Result<usize, String> {
+pub(super) fn sweep_leftovers() -> Result<usize, String> {
     let cli = podman::PodmanCli::remote(&engine_url());
     let out = cli.output(&[
         "ps",
@@ -262,13 +262,13 @@ pub fn sweep_leftovers() -> Result<usize, String> {
 }
 
 /// Why [`start`] failed: worth another try on new ports, or not (no image, no engine).
-pub enum StartError {
+pub(super) enum StartError {
     Retry(String),
     Fatal(String),
 }
 
 /// A running swtpm container, removed on drop.
-pub struct SwtpmContainer {
+pub(super) struct SwtpmContainer {
     container: Option<Arc<ContainerAsync<GenericImage>>>,
     id: String,
     pid: i32,
@@ -285,12 +285,12 @@ impl std::fmt::Debug for SwtpmContainer {
 
 impl SwtpmContainer {
     /// The container's id (64 hex).
-    pub fn id(&self) -> &str {
+    pub(super) fn id(&self) -> &str {
         &self.id
     }
 
     /// swtpm's host PID.
-    pub fn pid(&self) -> i32 {
+    pub(super) fn pid(&self) -> i32 {
         self.pid
     }
 }
@@ -323,7 +323,7 @@ impl Drop for SwtpmContainer {
 /// `port` and `port + 1` of the host, logging into `log` (its dir is bind-mounted). Waits until
 /// the container's own swtpm holds both ports. `Err` when it did not come up (another process
 /// took a port first, for one): the caller retries with other ports.
-pub fn start(state_dir: &Path, log: &Path, port: u16) -> Result<SwtpmContainer, StartError> {
+pub(super) fn start(state_dir: &Path, log: &Path, port: u16) -> Result<SwtpmContainer, StartError> {
     static SWEPT: OnceLock<()> = OnceLock::new();
     SWEPT.get_or_init(|| {
         if let Err(e) = sweep_leftovers() {
@@ -481,7 +481,7 @@ fn inspect_pid(id: &str) -> Result<i32, String> {
 /// Whether process `pid` holds a socket listening on TCP `port` (looked up in its own
 /// network namespace's table): the proof that the port is this container's swtpm, not a
 /// process that took the port first.
-pub fn listens(pid: i32, port: u16) -> bool {
+pub(super) fn listens(pid: i32, port: u16) -> bool {
     let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")) else {
         return false;
     };

@@ -67,37 +67,56 @@ impl Anchors {
 pub enum ChainError {
     /// No anchor to check against.
     #[error("no CA bundle is configured to check the {profile}")]
-    NoAnchors { profile: CertProfile },
+    NoAnchors {
+        /// What the leaf was checked as.
+        profile: CertProfile,
+    },
     /// The leaf is not X.509.
     #[error("the {profile} does not parse as X.509: {detail}")]
     Unparseable {
+        /// What the leaf was checked as.
         profile: CertProfile,
+        /// Why it does not decode.
         detail: String,
     },
     /// A certificate of the path before its notBefore.
     #[error("{role} '{cert}' is not valid before {not_before} (unix time)")]
     NotYetValid {
+        /// Where the certificate stands in the path ("the EK certificate", "intermediate").
         role: String,
+        /// The certificate, named as [`cert_name`] names it.
         cert: String,
+        /// Its notBefore, unix seconds.
         not_before: u64,
     },
     /// A certificate of the path after its notAfter.
     #[error("{role} '{cert}' expired at {not_after} (unix time)")]
     Expired {
+        /// Where the certificate stands in the path ("the EK certificate", "intermediate").
         role: String,
+        /// The certificate, named as [`cert_name`] names it.
         cert: String,
+        /// Its notAfter, unix seconds.
         not_after: u64,
     },
     /// No path to an anchor.
     #[error("the {profile} '{cert}' does not chain to the configured CA bundle (issuer '{issuer}' is not trusted)")]
     Untrusted {
+        /// What the leaf was checked as.
         profile: CertProfile,
+        /// The certificate, named as [`cert_name`] names it.
         cert: String,
+        /// The issuer the last certificate of the path names, which no anchor matches.
         issuer: String,
     },
     /// The path would be longer than [`MAX_DEPTH`].
     #[error("the {profile} chain is longer than {max} certificates")]
-    TooLong { profile: CertProfile, max: usize },
+    TooLong {
+        /// What the leaf was checked as.
+        profile: CertProfile,
+        /// The longest path accepted.
+        max: usize,
+    },
     /// The path breaks a profile or path rule.
     #[error(transparent)]
     Rule(#[from] CertRuleError),

@@ -2,4 +2,4 @@
 //! testkit.
 
 #[allow(unused_imports)] // each test binary uses a different subset
-pub use ironroot_testkit::fixtures::{fixtures_dir, fixtures_or_skip, read};
+pub(crate) use ironroot_testkit::fixtures::{fixtures_dir, fixtures_or_skip, read};

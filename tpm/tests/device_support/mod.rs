@@ -11,7 +11,7 @@ use tss_esapi::traits::UnMarshall;
 
 /// An open TPM on its own swtpm. Fields drop in order: the ESYS context closes before
 /// swtpm is killed.
-pub struct Rig {
+pub(crate) struct Rig {
     pub tpm: Tpm,
     pub swtpm: Swtpm,
     pub state: &'static SwtpmState,
@@ -19,7 +19,7 @@ pub struct Rig {
 
 impl Rig {
     /// A fresh copy of the shared manufactured TPM (banks sha1 and sha256), running.
-    pub fn new() -> Rig {
+    pub(crate) fn new() -> Rig {
         let state = SwtpmState::shared("device-tests", &SwtpmOptions::with_banks("sha1,sha256"));
         let swtpm = state.spawn();
         let tpm = Tpm::open(&swtpm.tcti()).unwrap_or_else(|e| panic!("{e}"));
@@ -27,13 +27,13 @@ impl Rig {
     }
 
     /// A scratch file path that lives as long as the swtpm.
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.swtpm.scratch_dir().join(name)
     }
 
     /// Closes and re-opens the ESYS context on the same swtpm (a new agent run). The old
     /// context goes first: swtpm serves one connection at a time.
-    pub fn reopen(self) -> Rig {
+    pub(crate) fn reopen(self) -> Rig {
         let Rig { tpm, swtpm, state } = self;
         drop(tpm);
         let tpm = Tpm::open(&swtpm.tcti()).unwrap_or_else(|e| panic!("{e}"));
@@ -42,12 +42,12 @@ impl Rig {
 }
 
 /// Unwraps with the error's Display (the message under test), not its Debug.
-pub fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+pub(crate) fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The tss-esapi view of TPM2B_PUBLIC bytes (an implementation independent of ours).
-pub fn public(tpm2b: &[u8]) -> Public {
+pub(crate) fn public(tpm2b: &[u8]) -> Public {
     assert_eq!(
         usize::from(u16::from_be_bytes([tpm2b[0], tpm2b[1]])),
         tpm2b.len() - 2,
@@ -57,7 +57,7 @@ pub fn public(tpm2b: &[u8]) -> Public {
 }
 
 /// The raw key of a public area: RSA modulus, or EC x||y.
-pub fn tpm_key(tpm2b: &[u8]) -> Vec<u8> {
+pub(crate) fn tpm_key(tpm2b: &[u8]) -> Vec<u8> {
     match public(tpm2b) {
         Public::Rsa { unique, .. } => unique.value().to_vec(),
         Public::Ecc { unique, .. } => [unique.x().value(), unique.y().value()].concat(),
@@ -66,7 +66,7 @@ pub fn tpm_key(tpm2b: &[u8]) -> Vec<u8> {
 }
 
 /// The raw key of a DER certificate: RSA modulus, or EC x||y.
-pub fn cert_key(der_cert: &[u8]) -> Vec<u8> {
+pub(crate) fn cert_key(der_cert: &[u8]) -> Vec<u8> {
     use der::Decode;
     use rsa::pkcs1::DecodeRsaPublicKey;
     use rsa::traits::PublicKeyParts;
@@ -86,7 +86,7 @@ pub fn cert_key(der_cert: &[u8]) -> Vec<u8> {
 }
 
 /// Runs a command, panicking with its output unless it succeeds; returns stdout+stderr.
-pub fn run(cmd: &mut Command) -> String {
+pub(crate) fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| {
         panic!("cannot run {cmd:?} (install it with scripts/install-deps.sh): {e}")
     });
@@ -104,7 +104,7 @@ pub fn run(cmd: &mut Command) -> String {
 }
 
 /// `openssl verify` of a DER certificate against the swtpm local CA (root + issuer).
-pub fn verify_chain(rig: &Rig, der_cert: &[u8], name: &str) {
+pub(crate) fn verify_chain(rig: &Rig, der_cert: &[u8], name: &str) {
     let der = rig.path(&format!("{name}.der"));
     let pem = rig.path(&format!("{name}.pem"));
     ok(std::fs::write(&der, der_cert));
@@ -125,7 +125,7 @@ pub fn verify_chain(rig: &Rig, der_cert: &[u8], name: &str) {
 
 /// tpm2-tools' software MakeCredential (`-T none`) of `secret` to the EK for `name`.
 /// Returns the contents of the TPM2B_ID_OBJECT and of the TPM2B_ENCRYPTED_SECRET.
-pub fn tpm2_makecredential(
+pub(crate) fn tpm2_makecredential(
     dir: &Path,
     ek_public: &[u8],
     name: &[u8],
@@ -146,7 +146,7 @@ pub fn tpm2_makecredential(
 
 /// tpm2-tools' credential file: magic 0xBADCC0DE, version 1 (both u32 BE), then
 /// TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET.
-pub fn split_credential_file(b: &[u8]) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn split_credential_file(b: &[u8]) -> (Vec<u8>, Vec<u8>) {
     assert_eq!(b[..4], 0xBADC_C0DEu32.to_be_bytes(), "magic");
     assert_eq!(b[4..8], 1u32.to_be_bytes(), "version");
     let mut at = 8;
@@ -162,6 +162,6 @@ pub fn split_credential_file(b: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// Whether `needle` occurs in `haystack`.
-pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -27,7 +27,7 @@ const TOOLS: &[&str] = &[
 ];
 
 /// A running swtpm (own state copy, own ports, killed by PID on drop) and a scratch dir.
-pub struct Rig {
+pub(crate) struct Rig {
     tpm: Swtpm,
     log: PathBuf,
 }
@@ -35,7 +35,7 @@ pub struct Rig {
 impl Rig {
     /// A fresh TPM, or `None` (after saying so plainly) when swtpm or tpm2-tools are
     /// missing outside CI. In CI (env `CI` set) a missing tool fails the test.
-    pub fn new() -> Option<Rig> {
+    pub(crate) fn new() -> Option<Rig> {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let missing: Vec<&str> = TOOLS
             .iter()
@@ -61,23 +61,23 @@ impl Rig {
     }
 
     /// A path in this TPM's scratch dir.
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.tpm.scratch_dir().join(name)
     }
 
     /// The bytes of a scratch file.
-    pub fn read(&self, name: &str) -> Vec<u8> {
+    pub(crate) fn read(&self, name: &str) -> Vec<u8> {
         let p = self.path(name);
         std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 
     /// Writes a scratch file.
-    pub fn write(&self, name: &str, bytes: &[u8]) {
+    pub(crate) fn write(&self, name: &str, bytes: &[u8]) {
         std::fs::write(self.path(name), bytes).unwrap();
     }
 
     /// Runs a tpm2-tools command in the scratch dir; panics with its output on failure.
-    pub fn run(&self, tool: &str, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, tool: &str, args: &[&str]) -> Output {
         let out = self.try_run(tool, args);
         if !out.status.success() {
             panic!(
@@ -94,7 +94,7 @@ impl Rig {
 
     /// Runs a tpm2-tools command, then flushes every transient object: swtpm has no
     /// resource manager and only 3 object slots, and tpm2-tools leaves objects loaded.
-    pub fn try_run(&self, tool: &str, args: &[&str]) -> Output {
+    pub(crate) fn try_run(&self, tool: &str, args: &[&str]) -> Output {
         let out = self.command(tool, args);
         let flush = self.command("tpm2_flushcontext", &["-t"]);
         assert!(flush.status.success(), "tpm2_flushcontext -t failed");
@@ -122,7 +122,7 @@ impl Rig {
     }
 
     /// The DER certificate in an NV index.
-    pub fn nv_read(&self, index: &str, file: &str) -> Vec<u8> {
+    pub(crate) fn nv_read(&self, index: &str, file: &str) -> Vec<u8> {
         self.run("tpm2_nvread", &["-C", "o", index, "-o", file]);
         self.read(file)
     }
@@ -130,7 +130,7 @@ impl Rig {
 
 /// The DER SubjectPublicKeyInfo of a certificate (NV reads may carry trailing bytes, so
 /// only the first DER value is decoded).
-pub fn cert_spki(cert_der: &[u8]) -> Vec<u8> {
+pub(crate) fn cert_spki(cert_der: &[u8]) -> Vec<u8> {
     use der::{Decode, Encode, SliceReader};
     let mut r = SliceReader::new(cert_der).unwrap();
     let cert = x509_cert::Certificate::decode(&mut r).unwrap();
@@ -142,7 +142,7 @@ pub fn cert_spki(cert_der: &[u8]) -> Vec<u8> {
 
 /// The file `tpm2_activatecredential -i` reads (as `tpm2_makecredential -o` writes):
 /// magic 0xBADCC0DE, version 1, TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET.
-pub fn tpm2_tools_credential(id_object: &[u8], encrypted_secret: &[u8]) -> Vec<u8> {
+pub(crate) fn tpm2_tools_credential(id_object: &[u8], encrypted_secret: &[u8]) -> Vec<u8> {
     let mut v = 0xBADC_C0DEu32.to_be_bytes().to_vec();
     v.extend(1u32.to_be_bytes());
     for blob in [id_object, encrypted_secret] {

@@ -146,6 +146,7 @@ enum Target<'a> {
 }
 
 /// statx(2) for device, inode and mount id (std's metadata has no mount id).
+#[allow(unsafe_code)] // neither std nor nix 0.29 wraps statx
 fn statx_id(target: Target<'_>) -> io::Result<ExeId> {
     let (dirfd, path, flags) = match target {
         Target::Path(p) => (

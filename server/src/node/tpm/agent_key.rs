@@ -14,10 +14,10 @@ use crate::node::nonce::NonceRegistry;
 use crate::node::AttestError;
 
 /// The check name every agent key rejection carries.
-pub const CHECK: &str = "agent key";
+pub(super) const CHECK: &str = "agent key";
 
 /// What the first message says about the agent key.
-pub enum PresentedKey {
+pub(super) enum PresentedKey {
     /// TPM-resident: its public area, to be certified in the answer.
     Tpm(TpmPublic),
     /// A software key (allowed by configuration).
@@ -35,7 +35,7 @@ fn rejection(e: AgentKeyError) -> AttestError {
 
 /// Offline checks of the first message: the public area's shape and that the CSR carries
 /// that key; a software key only if `require_tpm` is off.
-pub fn check_presented(
+pub(super) fn check_presented(
     params: &pb::AttestParams,
     tpm: &pb::TpmEvidence,
     require_tpm: bool,
@@ -61,7 +61,7 @@ pub fn check_presented(
 }
 
 /// The answer's TPM2_Certify of `key` by `ak` over `nonce` (consumed here: single use).
-pub fn check_certified(
+pub(super) fn check_certified(
     nonces: &NonceRegistry,
     ak: &TpmPublic,
     key: &TpmPublic,

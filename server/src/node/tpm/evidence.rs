@@ -40,7 +40,7 @@ fn replay_rejection(e: ReplayError) -> AttestError {
 /// Checks the quote; returns the PCR values it vouches for. The nonce is spent once the
 /// quote is known to carry it, before its signature is checked: single use whatever the
 /// outcome.
-pub fn check_quote(
+pub(super) fn check_quote(
     nonces: &NonceRegistry,
     ak: &TpmPublic,
     nonce: &[u8; 32],
@@ -76,7 +76,11 @@ pub fn check_quote(
 }
 
 /// The event log must reproduce every quoted PCR.
-pub fn check_replay(log: &EventLog, bank: HashAlg, quoted: &QuotedPcrs) -> Result<(), AttestError> {
+pub(super) fn check_replay(
+    log: &EventLog,
+    bank: HashAlg,
+    quoted: &QuotedPcrs,
+) -> Result<(), AttestError> {
     replay::check_replay(log, bank, quoted).map_err(replay_rejection)
 }
 
@@ -86,12 +90,12 @@ pub fn check_replay(log: &EventLog, bank: HashAlg, quoted: &QuotedPcrs) -> Resul
 /// measurement follow. SecureBoot=1 without them is OVMF's unverified fallback.
 ///
 /// [`BootState::secure_boot_verified`]: ironroot_tpm::verify::eventlog::BootState::secure_boot_verified
-pub fn secure_boot_verified(log: &EventLog, bank: HashAlg) -> bool {
+pub(super) fn secure_boot_verified(log: &EventLog, bank: HashAlg) -> bool {
     log.boot_state(bank).secure_boot_verified()
 }
 
 /// DevID certificate chains to the DevID CA; its key is the TPM key the AK certified.
-pub fn check_devid(
+pub(super) fn check_devid(
     tpm: &pb::TpmEvidence,
     ak: &TpmPublic,
     anchors: &Anchors,
@@ -107,7 +111,7 @@ pub fn check_devid(
 }
 
 /// A DevID key the AK certified with TPM2_Certify (an LDevID enrollment's key).
-pub fn certified_key(
+pub(super) fn certified_key(
     ak: &TpmPublic,
     public: &[u8],
     certify_attest: &[u8],
@@ -117,7 +121,11 @@ pub fn certified_key(
 }
 
 /// The DevID key signed SHA-256(nonce) (ECDSA P-256, raw r||s).
-pub fn check_devid_signature(key: &DevIdKey, nonce: &[u8], sig: &[u8]) -> Result<(), AttestError> {
+pub(super) fn check_devid_signature(
+    key: &DevIdKey,
+    nonce: &[u8],
+    sig: &[u8],
+) -> Result<(), AttestError> {
     key.check_nonce_signature(nonce, sig)
         .map_err(devid_rejection)
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use ironroot_api::node as pb;
 use ironroot_api::selector::Selector;
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
+use ironroot_runtime::unix_now;
 use ironroot_tpm::verify::certchain::Anchors;
 use ironroot_tpm::verify::ek;
 use ironroot_tpm::verify::{make_credential, TpmPublic};
@@ -26,7 +27,6 @@ use rand::RngCore;
 use super::nonce::NonceRegistry;
 use super::{AttestError, Begun, NodeAttestor};
 use crate::ca::devid_ca::DevIdCa;
-use crate::ca::unix_now;
 use pending::PendingTpm;
 use policies::PolicySet;
 
@@ -161,7 +161,7 @@ impl NodeAttestor for TpmAttestor {
         let td = &self.shared.trust_domain;
         let mut selectors = vec![selector("tpm", format!("ek_hash:{ek_hash}"))?];
         let (agent_id, devid) = match self.kind {
-            TpmKind::Ek => (format!("spiffe://{td}/spire/agent/tpm_ek/{ek_hash}"), None),
+            TpmKind::Ek => (SpiffeId::agent(td, "tpm_ek", &ek_hash), None),
             TpmKind::DevId => {
                 let d = evidence::check_devid(tpm, &ak, &self.shared.devid_anchors, unix_now())?;
                 // A missing CN gives no selector rather than one shared by every such device.
@@ -172,13 +172,12 @@ impl NodeAttestor for TpmAttestor {
                     selectors.push(selector("tpm", format!("devid_issuer_cn:{cn}"))?);
                 }
                 (
-                    format!("spiffe://{td}/spire/agent/tpm_devid/{}", d.fingerprint),
+                    SpiffeId::agent(td, "tpm_devid", &d.fingerprint),
                     Some(d.key),
                 )
             }
         };
-        let agent_id = SpiffeId::parse(&agent_id)
-            .map_err(|e| AttestError::rejected("agent id", e.to_string()))?;
+        let agent_id = agent_id.map_err(|e| AttestError::rejected("agent id", e.to_string()))?;
         let enroll = match (&params.devid_enrollment, self.kind) {
             (None, _) => None,
             (Some(_), TpmKind::DevId) => {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use ironroot_api::node as pb;
 use ironroot_api::selector::Selector;
 use ironroot_api::spiffe_id::SpiffeId;
+use ironroot_runtime::unix_now;
 use ironroot_tpm::verify::devid::DevIdKey;
 use ironroot_tpm::verify::eventlog::{EventLog, HashAlg};
 use ironroot_tpm::verify::policy::{evaluate, Policy};
@@ -15,10 +16,9 @@ use ironroot_tpm::verify::TpmPublic;
 use super::agent_key;
 use super::evidence;
 use super::{selector, TpmShared};
-use crate::ca::unix_now;
 use crate::node::{AttestError, Attested, PendingAttestation};
 
-pub struct PendingTpm {
+pub(super) struct PendingTpm {
     pub shared: Arc<TpmShared>,
     pub ak: TpmPublic,
     pub secret: [u8; 32],

@@ -32,7 +32,8 @@ const SUBJECT_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14
 const AUTHORITY_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.35");
 
 /// tcg-kp-EKCertificate.
-pub const TCG_KP_EK_CERTIFICATE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.23.133.8.1");
+pub(super) const TCG_KP_EK_CERTIFICATE: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("2.23.133.8.1");
 
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 /// id-RSAES-OAEP: some older EK certificates name their RSA key so.
@@ -81,7 +82,9 @@ pub enum CertRuleError {
         "[leaf-key-usage] the {profile} '{cert}' must have a keyUsage with {required} ({found})"
     )]
     LeafKeyUsage {
+        /// What the leaf was checked as.
         profile: CertProfile,
+        /// The certificate, named as [`cert_name`] names it.
         cert: String,
         /// The bit the profile requires.
         required: &'static str,
@@ -90,52 +93,102 @@ pub enum CertRuleError {
     },
     /// The EK certificate's key is neither RSA nor ECC.
     #[error("[ek-key-algorithm] the EK certificate '{cert}' has a {oid} key; an EK is RSA or ECC")]
-    EkKeyAlgorithm { cert: String, oid: String },
+    EkKeyAlgorithm {
+        /// The certificate, named as [`cert_name`] names it.
+        cert: String,
+        /// The object identifier, dotted.
+        oid: String,
+    },
     /// The EK certificate lacks the tcg-kp-EKCertificate extendedKeyUsage.
     #[error("[ek-extended-key-usage] the EK certificate '{cert}' does not have extendedKeyUsage tcg-kp-EKCertificate (2.23.133.8.1) ({found}); a certificate without it is not an EK certificate (allow-list the EK hash to accept this TPM anyway)")]
-    EkExtendedKeyUsage { cert: String, found: String },
+    EkExtendedKeyUsage {
+        /// The certificate, named as [`cert_name`] names it.
+        cert: String,
+        /// What the certificate has.
+        found: String,
+    },
     /// The leaf says it is a CA.
     #[error("[leaf-not-ca] the {profile} '{cert}' is a CA certificate (basicConstraints cA=true), not a device certificate")]
-    LeafIsCa { profile: CertProfile, cert: String },
+    LeafIsCa {
+        /// What the leaf was checked as.
+        profile: CertProfile,
+        /// The certificate, named as [`cert_name`] names it.
+        cert: String,
+    },
     /// An issuer (intermediate or anchor) without basicConstraints cA=true.
     #[error("[issuer-is-ca] '{cert}', which issued '{issued}', is not a CA certificate (no basicConstraints cA=true)")]
-    IssuerNotCa { cert: String, issued: String },
+    IssuerNotCa {
+        /// The certificate, named as [`cert_name`] names it.
+        cert: String,
+        /// The certificate it issued.
+        issued: String,
+    },
     /// An issuer whose keyUsage lacks keyCertSign.
     #[error(
         "[issuer-key-usage] '{cert}', which issued '{issued}', has a keyUsage without keyCertSign"
     )]
-    IssuerKeyUsage { cert: String, issued: String },
+    IssuerKeyUsage {
+        /// The certificate, named as [`cert_name`] names it.
+        cert: String,
+        /// The certificate it issued.
+        issued: String,
+    },
     /// More intermediate CAs below a CA than its pathLenConstraint allows.
     #[error("[path-length] CA certificate '{cert}' allows {allowed} intermediate CA certificate(s) below it (pathLenConstraint), the chain has {found}")]
     PathLength {
+        /// The certificate, named as [`cert_name`] names it.
         cert: String,
+        /// Its pathLenConstraint.
         allowed: u8,
+        /// What the certificate has.
         found: usize,
     },
     /// A name outside a CA's permitted subtrees.
     #[error("[name-constraints] CA certificate '{ca}' permits only names under {permitted}; '{cert}' has the name '{name}'")]
     NameConstraintViolated {
+        /// The CA whose nameConstraints apply.
         ca: String,
+        /// The certificate, named as [`cert_name`] names it.
         cert: String,
+        /// The name outside them.
         name: String,
+        /// The permitted subtrees.
         permitted: String,
     },
     /// A name constraint this verifier cannot evaluate: rejected, never ignored.
     #[error("[name-constraints] CA certificate '{cert}' has a name constraint ironroot cannot evaluate ({what}); the chain is rejected rather than the constraint ignored")]
-    NameConstraintUnsupported { cert: String, what: String },
+    NameConstraintUnsupported {
+        /// The certificate, named as [`cert_name`] names it.
+        cert: String,
+        /// The constraint, described.
+        what: String,
+    },
     /// A critical extension this verifier does not process.
     #[error("[critical-extensions] certificate '{cert}' has the critical extension {oid}, which ironroot does not process; the chain is rejected rather than the extension ignored")]
-    UnknownCriticalExtension { cert: String, oid: String },
+    UnknownCriticalExtension {
+        /// The certificate, named as [`cert_name`] names it.
+        cert: String,
+        /// The object identifier, dotted.
+        oid: String,
+    },
     /// The same extension twice (RFC 5280 §4.2).
     #[error("[extension-syntax] certificate '{cert}' has the extension {oid} more than once")]
-    DuplicateExtension { cert: String, oid: String },
+    DuplicateExtension {
+        /// The certificate, named as [`cert_name`] names it.
+        cert: String,
+        /// The object identifier, dotted.
+        oid: String,
+    },
     /// An extension whose value does not decode.
     #[error(
         "[extension-syntax] certificate '{cert}' has a malformed {extension} extension: {detail}"
     )]
     MalformedExtension {
+        /// The certificate, named as [`cert_name`] names it.
         cert: String,
+        /// The extension's name.
         extension: &'static str,
+        /// Why it does not decode.
         detail: String,
     },
 }

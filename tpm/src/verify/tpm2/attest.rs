@@ -21,14 +21,14 @@ const MAX_SIZEOF_SELECT: u8 = 4;
 
 /// TPM_ST_ATTEST_* values (Part 2, Table 19).
 mod st {
-    pub const NV: u16 = 0x8014;
-    pub const COMMAND_AUDIT: u16 = 0x8015;
-    pub const SESSION_AUDIT: u16 = 0x8016;
-    pub const CERTIFY: u16 = 0x8017;
-    pub const QUOTE: u16 = 0x8018;
-    pub const TIME: u16 = 0x8019;
-    pub const CREATION: u16 = 0x801A;
-    pub const NV_DIGEST: u16 = 0x801C;
+    pub(super) const NV: u16 = 0x8014;
+    pub(super) const COMMAND_AUDIT: u16 = 0x8015;
+    pub(super) const SESSION_AUDIT: u16 = 0x8016;
+    pub(super) const CERTIFY: u16 = 0x8017;
+    pub(super) const QUOTE: u16 = 0x8018;
+    pub(super) const TIME: u16 = 0x8019;
+    pub(super) const CREATION: u16 = 0x801A;
+    pub(super) const NV_DIGEST: u16 = 0x801C;
 }
 
 /// TPMS_CLOCK_INFO at the time of signing.

@@ -17,7 +17,7 @@ pub(crate) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// A reader over `buf`, offsets starting at 0.
-    pub fn new(buf: &'a [u8]) -> Self {
+    pub(super) fn new(buf: &'a [u8]) -> Self {
         Self {
             buf,
             pos: 0,
@@ -26,17 +26,17 @@ impl<'a> Reader<'a> {
     }
 
     /// Absolute offset of the next byte.
-    pub fn offset(&self) -> usize {
+    pub(super) fn offset(&self) -> usize {
         self.base.saturating_add(self.pos)
     }
 
     /// Bytes not read yet.
-    pub fn remaining(&self) -> usize {
+    pub(super) fn remaining(&self) -> usize {
         self.buf.len().saturating_sub(self.pos)
     }
 
     /// The next `n` bytes.
-    pub fn take(
+    pub(super) fn take(
         &mut self,
         s: &'static str,
         f: &'static str,
@@ -72,28 +72,28 @@ impl<'a> Reader<'a> {
     }
 
     /// A UINT8.
-    pub fn u8(&mut self, s: &'static str, f: &'static str) -> Result<u8, TpmError> {
+    pub(super) fn u8(&mut self, s: &'static str, f: &'static str) -> Result<u8, TpmError> {
         Ok(u8::from_be_bytes(self.array(s, f)?))
     }
 
     /// A UINT16.
-    pub fn u16(&mut self, s: &'static str, f: &'static str) -> Result<u16, TpmError> {
+    pub(super) fn u16(&mut self, s: &'static str, f: &'static str) -> Result<u16, TpmError> {
         Ok(u16::from_be_bytes(self.array(s, f)?))
     }
 
     /// A UINT32.
-    pub fn u32(&mut self, s: &'static str, f: &'static str) -> Result<u32, TpmError> {
+    pub(super) fn u32(&mut self, s: &'static str, f: &'static str) -> Result<u32, TpmError> {
         Ok(u32::from_be_bytes(self.array(s, f)?))
     }
 
     /// A UINT64.
-    pub fn u64(&mut self, s: &'static str, f: &'static str) -> Result<u64, TpmError> {
+    pub(super) fn u64(&mut self, s: &'static str, f: &'static str) -> Result<u64, TpmError> {
         Ok(u64::from_be_bytes(self.array(s, f)?))
     }
 
     /// A TPM2B: UINT16 size then that many bytes; a size above `max` (the buffer size
     /// Part 2 gives the type) is rejected before anything is read.
-    pub fn tpm2b(
+    pub(super) fn tpm2b(
         &mut self,
         s: &'static str,
         f: &'static str,
@@ -114,7 +114,7 @@ impl<'a> Reader<'a> {
 
     /// A reader over the next `n` bytes (the contents of a TPM2B wrapping a structure);
     /// this reader moves past them.
-    pub fn sub(
+    pub(super) fn sub(
         &mut self,
         s: &'static str,
         f: &'static str,
@@ -127,7 +127,7 @@ impl<'a> Reader<'a> {
 
     /// Fails if bytes are left: a structure must fill its input exactly, so nothing can be
     /// smuggled after a signed or hashed structure.
-    pub fn finish(&self, s: &'static str) -> Result<(), TpmError> {
+    pub(super) fn finish(&self, s: &'static str) -> Result<(), TpmError> {
         match self.remaining() {
             0 => Ok(()),
             n => Err(invalid(

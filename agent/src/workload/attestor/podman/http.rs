@@ -36,7 +36,7 @@ pub enum HttpError {
 
 /// A response: status and the decoded body (header fields are not kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
+pub(super) struct Response {
     /// The status code, e.g. 200.
     pub status: u16,
     /// The reason phrase, e.g. "OK" (may be empty).
@@ -47,7 +47,7 @@ pub struct Response {
 
 /// Connects to the unix socket `path`, waiting at most `timeout` (a server
 /// whose accept backlog is full would otherwise block the caller forever).
-pub fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
+pub(super) fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
     let fd = socket(
         AddressFamily::Unix,
         SockType::Stream,
@@ -75,7 +75,7 @@ pub fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
 /// peer credentials were checked) and returns the response. `timeout` bounds
 /// the whole exchange; `max_bytes` bounds the raw response (status line,
 /// headers and body together).
-pub fn get_on(
+pub(super) fn get_on(
     mut stream: UnixStream,
     path: &str,
     timeout: Duration,
@@ -159,7 +159,7 @@ fn read_to_close(
 
 /// Parses a complete HTTP/1.x response (everything the server sent before
 /// closing the connection).
-pub fn parse_response(raw: &[u8]) -> Result<Response, HttpError> {
+pub(super) fn parse_response(raw: &[u8]) -> Result<Response, HttpError> {
     let head_end = find(raw, b"\r\n\r\n")
         .ok_or_else(|| HttpError::Malformed("no end of the header section".into()))?;
     let head = std::str::from_utf8(&raw[..head_end])
@@ -231,7 +231,7 @@ fn parse_status_line(line: &str) -> Result<(u16, String), HttpError> {
 }
 
 /// Removes chunked framing: `<hex size>[;ext]\r\n<data>\r\n` … `0\r\n[trailers]\r\n`.
-pub fn decode_chunked(mut input: &[u8]) -> Result<Vec<u8>, HttpError> {
+pub(super) fn decode_chunked(mut input: &[u8]) -> Result<Vec<u8>, HttpError> {
     let mut body = Vec::new();
     loop {
         let line_end = find(input, b"\r\n")
