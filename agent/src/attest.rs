@@ -92,11 +92,7 @@ impl AttestOutcome {
         if self.devid_chain.is_empty() {
             return Ok(());
         }
-        let path = cfg
-            .tpm
-            .devid_certificate_path
-            .clone()
-            .unwrap_or_else(|| data_dir.devid());
+        let path = cfg.devid_certificate_path();
         data_dir.save_devid(&path, &self.devid_chain)?;
         info!(path = %path.display(), "LDevID certificate enrolled");
         Ok(())
@@ -212,7 +208,7 @@ fn tpm_evidence(
     let shared = SharedTpm::new(&t.tcti);
     let lease = shared.lease();
     let attestor = cfg.node_attestor()?;
-    let devid_chain = match attestor {
+    let devid_chain = match &attestor {
         NodeAttestor::TpmDevId { certificate_path } => Some(read_chain(certificate_path)?),
         _ => None,
     };

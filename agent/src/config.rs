@@ -43,8 +43,6 @@ pub enum ConfigError {
          TPM evidence to certify the key with (remove the option or use tpm_ek / tpm_devid)"
     )]
     TpmKeyWithoutTpmAttestor,
-    #[error("tpm_devid needs tpm.devid_certificate_path")]
-    MissingDevIdCertificate,
     #[error(transparent)]
     Limits(#[from] LimitsConfigError),
     #[error(transparent)]
@@ -128,13 +126,14 @@ pub struct AgentConfig {
 
 /// The node attestor with the options it uses (the file keeps SPIRE's flat
 /// spelling: `node_attestor = "…"` beside `join_token` and `[tpm]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum NodeAttestor<'a> {
     /// The TPM's EK (certificate or hash), optionally enrolling an LDevID.
     TpmEk { enroll_devid: bool },
-    /// A DevID certificate for the TPM's DevID key.
-    TpmDevId { certificate_path: &'a Path },
+    /// A DevID certificate for the TPM's DevID key: `tpm.devid_certificate_path`, else the
+    /// LDevID an enrollment wrote to `data_dir/devid.pem`.
+    TpmDevId { certificate_path: PathBuf },
     /// A single-use token.
     JoinToken { token: &'a str },
 }
@@ -245,6 +244,16 @@ impl AgentConfig {
         }
     }
 
+    /// Where the DevID certificate chain is: `tpm.devid_certificate_path`, else
+    /// `data_dir/devid.pem`, where an enrollment writes the LDevID (so an agent that enrolled
+    /// with `tpm_ek` attests with `tpm_devid` without another option).
+    pub fn devid_certificate_path(&self) -> PathBuf {
+        self.tpm
+            .devid_certificate_path
+            .clone()
+            .unwrap_or_else(|| crate::data_dir::DataDir::new(&self.data_dir).devid())
+    }
+
     /// The node attestor with its options; an error names the option it lacks.
     pub fn node_attestor(&self) -> Result<NodeAttestor<'_>, ConfigError> {
         Ok(match self.node_attestor {
@@ -252,11 +261,7 @@ impl AgentConfig {
                 enroll_devid: self.tpm.enroll_devid,
             },
             NodeAttestorKind::TpmDevId => NodeAttestor::TpmDevId {
-                certificate_path: self
-                    .tpm
-                    .devid_certificate_path
-                    .as_deref()
-                    .ok_or(ConfigError::MissingDevIdCertificate)?,
+                certificate_path: self.devid_certificate_path(),
             },
             NodeAttestorKind::JoinToken => NodeAttestor::JoinToken {
                 token: self

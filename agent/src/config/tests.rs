@@ -87,10 +87,24 @@ fn missing_attestor_options_are_named() {
         missing("node_attestor = \"join_token\"\n"),
         ConfigError::MissingJoinToken
     ));
-    let e = missing("node_attestor = \"tpm_devid\"\n");
-    assert!(matches!(e, ConfigError::MissingDevIdCertificate));
-    // The message names the option to set.
-    assert_eq!(e.to_string(), "tpm_devid needs tpm.devid_certificate_path");
+    // tpm_devid without a path reads the LDevID an enrollment wrote to the data dir
+    let cfg = load(&format!("{BASE}node_attestor = \"tpm_devid\"\n")).unwrap();
+    assert_eq!(
+        cfg.node_attestor().unwrap(),
+        NodeAttestor::TpmDevId {
+            certificate_path: cfg.data_dir.join("devid.pem")
+        }
+    );
+    let cfg = load(&format!(
+        "{BASE}node_attestor = \"tpm_devid\"\n[tpm]\ndevid_certificate_path = \"/etc/devid.pem\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.node_attestor().unwrap(),
+        NodeAttestor::TpmDevId {
+            certificate_path: "/etc/devid.pem".into()
+        }
+    );
 }
 
 /// conf/agent.toml is the annotated reference: it must load, and hold the defaults.
