@@ -196,10 +196,16 @@ impl Guest {
             let _ = killpg(pgid, Signal::SIGKILL);
             let _ = c.wait();
         }
-        // a swtpm QEMU never connected to does not end by itself
+        // a swtpm QEMU never connected to does not end by itself; the pid is only ours
+        // while that process is a swtpm serving this boot's socket (pids are reused)
         if let Ok(pid) = std::fs::read_to_string(self.out.join("swtpm.pid")) {
             if let Ok(pid) = pid.trim().parse::<i32>() {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let ours = String::from_utf8_lossy(&cmdline)
+                    .contains(&format!("{}", self.out.join("swtpm.sock").display()));
+                if ours {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                }
             }
         }
     }
