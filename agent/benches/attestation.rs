@@ -174,7 +174,7 @@ fn main() {
                         .pcrs
                         .into_iter()
                         .map(|p| pb::PcrValue {
-                            bank: "sha256".into(),
+                            bank: pb::HashAlgorithm::Sha256.into(),
                             index: p.index,
                             digest: p.digest,
                         })

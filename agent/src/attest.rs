@@ -157,20 +157,23 @@ pub struct Hooks<'a> {
     pub answer: Option<AnswerHook<'a>>,
 }
 
-fn bank(name: &str) -> Result<PcrBank, AttestError> {
-    Ok(match name {
-        "sha1" => PcrBank::Sha1,
-        "sha256" => PcrBank::Sha256,
-        "sha384" => PcrBank::Sha384,
-        other => return Err(AttestError::PcrBank(other.to_owned())),
+/// The bank the server asks for, as the wire names it (a `HashAlgorithm` by TPM_ALG_ID).
+fn bank(raw: i32) -> Result<PcrBank, AttestError> {
+    Ok(match pb::HashAlgorithm::try_from(raw) {
+        Ok(pb::HashAlgorithm::Sha1) => PcrBank::Sha1,
+        Ok(pb::HashAlgorithm::Sha256) => PcrBank::Sha256,
+        Ok(pb::HashAlgorithm::Sha384) => PcrBank::Sha384,
+        Ok(other) => return Err(AttestError::PcrBank(other.as_str_name().to_owned())),
+        Err(_) => return Err(AttestError::PcrBank(format!("HashAlgorithm value {raw}"))),
     })
 }
 
-pub fn bank_name(b: PcrBank) -> &'static str {
+/// The wire name of a bank the agent quotes.
+pub fn wire_bank(b: PcrBank) -> pb::HashAlgorithm {
     match b {
-        PcrBank::Sha1 => "sha1",
-        PcrBank::Sha256 => "sha256",
-        PcrBank::Sha384 => "sha384",
+        PcrBank::Sha1 => pb::HashAlgorithm::Sha1,
+        PcrBank::Sha256 => pb::HashAlgorithm::Sha256,
+        PcrBank::Sha384 => pb::HashAlgorithm::Sha384,
     }
 }
 
@@ -263,7 +266,7 @@ fn answer(
     let selection = ch
         .pcr_selection
         .iter()
-        .map(|sel| Ok((bank(&sel.bank)?, sel.pcrs.clone())))
+        .map(|sel| Ok((bank(sel.bank)?, sel.pcrs.clone())))
         .collect::<Result<Vec<_>, AttestError>>()?;
     let event_log = read_event_log(&cfg.tpm.event_log_path)?;
     let TpmSession {
@@ -298,7 +301,7 @@ fn answer(
                 .pcrs
                 .into_iter()
                 .map(|p| pb::PcrValue {
-                    bank: bank_name(p.bank).into(),
+                    bank: wire_bank(p.bank).into(),
                     index: p.index,
                     digest: p.digest,
                 })

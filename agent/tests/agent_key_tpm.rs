@@ -14,7 +14,7 @@ use ironroot_api::node as pb;
 use ironroot_testkit::swtpm::Swtpm;
 use ironroot_tpm::device::{devid_csr, Tpm};
 use ironroot_tpm::verify::agent_key::AGENT_KEY_TEMPLATE_ATTRIBUTES;
-use ironroot_tpm::verify::{KeyScheme, PublicKey, PublicParts, TpmHashAlg, TpmPublic};
+use ironroot_tpm::verify::{HashAlg, KeyScheme, PublicKey, PublicParts, TpmPublic};
 
 fn booted(env: &Env) -> (Swtpm, AgentConfig) {
     let tpm = tpm_state().spawn();
@@ -164,11 +164,11 @@ fn a_software_key_presented_as_tpm_resident_is_rejected() {
     // The software key wrapped in a public area with every attribute the server wants:
     // the shape passes, but the AK certifies the key the TPM holds, not this one.
     let forged = TpmPublic::from_parts(PublicParts {
-        name_alg: TpmHashAlg::Sha256,
+        name_alg: HashAlg::Sha256,
         object_attributes: AGENT_KEY_TEMPLATE_ATTRIBUTES,
         auth_policy: Vec::new(),
         symmetric: None,
-        scheme: Some(KeyScheme::Ecdsa(TpmHashAlg::Sha256)),
+        scheme: Some(KeyScheme::Ecdsa(HashAlg::Sha256)),
         kdf: None,
         key: PublicKey::Ecc {
             curve: ironroot_tpm::verify::EccCurve::NistP256,

@@ -99,6 +99,14 @@ fn forged_answers_are_rejected() {
         "quote",
         &["pcrDigest"],
     );
+    // A PCR value in no bank: UNSPECIFIED, or a number the wire enum does not define.
+    for raw in [pb::HashAlgorithm::Unspecified as i32, 5] {
+        assert_rejected(
+            with_answer(&cfg, &mut |_, _, r| r.pcr_values[0].bank = raw),
+            "PCR values",
+            &["pcr_values.bank", "not a hash algorithm"],
+        );
+    }
     // A truncated event log.
     assert_rejected(
         with_answer(&cfg, &mut |_, _, r| {

@@ -32,6 +32,7 @@ pub mod workload {
 
 pub mod bundle;
 pub mod entry;
+mod hash_algorithm;
 pub mod jwt_svid;
 mod pubkey;
 pub mod selector;

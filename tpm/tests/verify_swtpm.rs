@@ -10,7 +10,7 @@ use ironroot_tpm::verify::eventlog::HashAlg;
 use ironroot_tpm::verify::quote::{Quote, QuoteError};
 use ironroot_tpm::verify::{
     make_credential, pcr_digest, verify_signature, Attest, Attested, EccCurve, PcrSelection,
-    PublicKey, TpmError, TpmHashAlg, TpmPublic, TpmSignature,
+    PublicKey, TpmError, TpmPublic, TpmSignature,
 };
 use verify_support::{cert_spki, tpm2_tools_credential, Rig};
 
@@ -152,7 +152,7 @@ fn p384_ek_is_the_certified_one() {
             ..
         }
     ));
-    assert_eq!(ek.name_alg, TpmHashAlg::Sha384);
+    assert_eq!(ek.name_alg, HashAlg::Sha384);
     let cert = rig.nv_read("0x01c00016", "ek.crt");
     assert!(ek.matches_spki(&cert_spki(&cert)));
     // And not the RSA EK's certificate.
@@ -258,16 +258,16 @@ fn quotes_by_rsassa_rsapss_and_ecdsa_aks_verify() {
         assert_eq!(
             pcr_select,
             &[PcrSelection {
-                hash: TpmHashAlg::Sha256,
+                hash: HashAlg::Sha256,
                 pcrs: vec![0, 1, 2, 3]
             }]
         );
         let values: Vec<&[u8]> = pcrs.chunks(32).collect();
         assert_eq!(values.len(), 4);
         assert_ne!(values[3], [0; 32]);
-        assert_eq!(digest, &pcr_digest(TpmHashAlg::Sha256, &values));
+        assert_eq!(digest, &pcr_digest(HashAlg::Sha256, &values).unwrap());
         attest
-            .check_quote(&hex::decode(nonce).unwrap(), TpmHashAlg::Sha256, &values)
+            .check_quote(&hex::decode(nonce).unwrap(), HashAlg::Sha256, &values)
             .unwrap();
         check_quote_rules(&ak, &msg, &sig_bytes, &hex::decode(nonce).unwrap(), &values);
 

@@ -21,9 +21,10 @@
 //! The AK itself must already be bound to the EK (credential activation) and checked with
 //! [`TpmPublic::ensure_attestation_key`]; this module does not repeat that.
 
+use crate::verify::eventlog::HashAlg;
 use crate::verify::tpm2::{
     verify_signature, Attest, Attested, EccCurve, KeyScheme, ObjectAttributes, PublicKey, TpmError,
-    TpmHashAlg, TpmPublic, TpmSignature,
+    TpmPublic, TpmSignature,
 };
 
 /// TPMA_OBJECT bits an agent key must have: fixedTPM | fixedParent | sensitiveDataOrigin |
@@ -68,7 +69,7 @@ pub enum AgentKeyError {
     #[error("the agent key's nameAlg is {found}; SHA-256 or stronger is required")]
     NameAlg {
         /// The nameAlg presented.
-        found: TpmHashAlg,
+        found: HashAlg,
     },
     /// The CSR carries another key than the presented public area (for example a software
     /// key presented as TPM-resident).
@@ -136,7 +137,7 @@ pub fn check_shape(key: &TpmPublic) -> Result<(), AgentKeyError> {
             ..
         }
     );
-    if !p256 || key.scheme != Some(KeyScheme::Ecdsa(TpmHashAlg::Sha256)) {
+    if !p256 || key.scheme != Some(KeyScheme::Ecdsa(HashAlg::Sha256)) {
         let alg = match &key.key {
             PublicKey::Rsa { modulus, .. } => format!("RSA-{}", modulus.len() * 8),
             PublicKey::Ecc { curve, .. } => format!("ECC {curve}"),
@@ -157,7 +158,7 @@ pub fn check_shape(key: &TpmPublic) -> Result<(), AgentKeyError> {
             missing: missing.join(", "),
         });
     }
-    if matches!(key.name_alg, TpmHashAlg::Sha1) {
+    if matches!(key.name_alg, HashAlg::Sha1) {
         return Err(AgentKeyError::NameAlg {
             found: key.name_alg,
         });

@@ -24,7 +24,8 @@ use rand::{CryptoRng, RngCore, SeedableRng};
 use rsa::Oaep;
 use zeroize::Zeroizing;
 
-use super::tpm2::{EccCurve, PublicKey, SymAlgorithm, SymMode, TpmError, TpmHashAlg, TpmPublic};
+use super::eventlog::HashAlg;
+use super::tpm2::{uncomputable, EccCurve, PublicKey, SymAlgorithm, SymMode, TpmError, TpmPublic};
 
 /// Label of the seed (OAEP label and KDFe "Use"), NUL included as the TPM hashes it.
 const IDENTITY: &[u8] = b"IDENTITY\0";
@@ -85,7 +86,8 @@ pub(crate) fn make_credential_with_rng<R: CryptoRng + RngCore>(
     };
     check_name(object_name)?;
     let hash = ek.name_alg;
-    if credential.is_empty() || credential.len() > hash.size() {
+    let hash_size = hash.digest_len()?;
+    if credential.is_empty() || credential.len() > hash_size {
         return Err(TpmError::Invalid {
             structure: "TPM2B_DIGEST",
             field: "credential",
@@ -93,7 +95,7 @@ pub(crate) fn make_credential_with_rng<R: CryptoRng + RngCore>(
             reason: format!(
                 "{} bytes; it must be 1 to {} (the EK's {hash} digest size)",
                 credential.len(),
-                hash.size()
+                hash_size
             ),
         });
     }
@@ -129,12 +131,12 @@ fn check_name(name: &[u8]) -> Result<(), TpmError> {
         [a, b, rest @ ..] => (u16::from_be_bytes([*a, *b]), rest),
         _ => return Err(bad(format!("{} bytes is too short for a Name", name.len()))),
     };
-    let hash = TpmHashAlg::from_id(alg)
+    let hash = HashAlg::computable_from_id(alg)
         .ok_or_else(|| bad(format!("starts with {alg:#06x}, not a hash algorithm")))?;
-    if digest.len() != hash.size() {
+    let size = hash.digest_len()?;
+    if digest.len() != size {
         return Err(bad(format!(
-            "a {hash} Name has {} digest bytes, this one {}",
-            hash.size(),
+            "a {hash} Name has {size} digest bytes, this one {}",
             digest.len()
         )));
     }
@@ -144,7 +146,7 @@ fn check_name(name: &[u8]) -> Result<(), TpmError> {
 type Seed = (Zeroizing<Vec<u8>>, Vec<u8>);
 
 fn rsa_seed<R: CryptoRng + RngCore>(
-    hash: TpmHashAlg,
+    hash: HashAlg,
     modulus: &[u8],
     exponent: u32,
     rng: &mut R,
@@ -154,16 +156,17 @@ fn rsa_seed<R: CryptoRng + RngCore>(
         rsa::BigUint::from(exponent),
     )
     .map_err(|e| unsuitable(format!("RSA public key: {e}")))?;
-    let mut seed = Zeroizing::new(vec![0u8; hash.size()]);
+    let mut seed = Zeroizing::new(vec![0u8; hash.digest_len()?]);
     rng.fill_bytes(&mut seed);
     // The label is hashed with its NUL, as the TPM does (Part 1 §B.10.3).
     let label = String::from_utf8_lossy(IDENTITY).into_owned();
     let padding = match hash {
-        TpmHashAlg::Sha1 => Oaep::new_with_label::<sha1::Sha1, _>(label),
-        TpmHashAlg::Sha256 => Oaep::new_with_label::<sha2::Sha256, _>(label),
-        TpmHashAlg::Sha384 => Oaep::new_with_label::<sha2::Sha384, _>(label),
-        TpmHashAlg::Sha512 => Oaep::new_with_label::<sha2::Sha512, _>(label),
-        TpmHashAlg::Sm3_256 => Oaep::new_with_label::<sm3::Sm3, _>(label),
+        HashAlg::Sha1 => Oaep::new_with_label::<sha1::Sha1, _>(label),
+        HashAlg::Sha256 => Oaep::new_with_label::<sha2::Sha256, _>(label),
+        HashAlg::Sha384 => Oaep::new_with_label::<sha2::Sha384, _>(label),
+        HashAlg::Sha512 => Oaep::new_with_label::<sha2::Sha512, _>(label),
+        HashAlg::Sm3_256 => Oaep::new_with_label::<sm3::Sm3, _>(label),
+        HashAlg::Unknown(_) => return Err(uncomputable(hash)),
     };
     let secret = key
         .encrypt(rng, padding, &seed)
@@ -175,7 +178,7 @@ fn rsa_seed<R: CryptoRng + RngCore>(
 }
 
 fn ecc_seed<C, R>(
-    hash: TpmHashAlg,
+    hash: HashAlg,
     ek_point: &[u8],
     ek_x: &[u8],
     rng: &mut R,
@@ -200,7 +203,7 @@ where
     // Z is the shared point's x coordinate, field-sized; PartyVInfo is the EK's x exactly
     // as in its public area, since that is what the TPM hashes.
     let z = Zeroizing::new(shared.raw_secret_bytes().to_vec());
-    let seed = kdfe(hash, &z, IDENTITY, qx, ek_x, hash.size())?;
+    let seed = kdfe(hash, &z, IDENTITY, qx, ek_x, hash.digest_len()?)?;
     let mut secret = Vec::with_capacity(4 + qx.len() + qy.len());
     for c in [&qx[..], &qy[..]] {
         super::tpm2::put_tpm2b(&mut secret, "TPMS_ECC_POINT", c)?;
@@ -209,7 +212,7 @@ where
 }
 
 fn protect(
-    hash: TpmHashAlg,
+    hash: HashAlg,
     key_bits: u16,
     seed: &[u8],
     name: &[u8],
@@ -219,7 +222,7 @@ fn protect(
     let mut enc_identity = Vec::with_capacity(2 + credential.len());
     super::tpm2::put_tpm2b(&mut enc_identity, "TPM2B_DIGEST", credential)?;
     aes_cfb_encrypt(&sym_key, &mut enc_identity)?;
-    let hmac_key = kdfa(hash, seed, INTEGRITY, &[], &[], hash.size())?;
+    let hmac_key = kdfa(hash, seed, INTEGRITY, &[], &[], hash.digest_len()?)?;
     let outer_hmac = hash.hmac(&hmac_key, &[&enc_identity, name])?;
     let mut id_object = Vec::with_capacity(2 + outer_hmac.len() + enc_identity.len());
     super::tpm2::put_tpm2b(&mut id_object, "TPMS_ID_OBJECT", &outer_hmac)?;
@@ -258,7 +261,7 @@ pub(crate) fn aes_cfb_encrypt(key: &[u8], buf: &mut [u8]) -> Result<(), TpmError
 /// HMAC(key, i || label || 00 || contextU || contextV || bits) for i = 1, 2, …, cut to
 /// `bytes`. `label` ends with its NUL.
 pub(crate) fn kdfa(
-    hash: TpmHashAlg,
+    hash: HashAlg,
     key: &[u8],
     label: &[u8],
     context_u: &[u8],
@@ -284,7 +287,7 @@ pub(crate) fn kdfa(
 /// H(i || Z || label || partyUInfo || partyVInfo) for i = 1, 2, …, cut to `bytes`.
 /// `label` ends with its NUL.
 pub(crate) fn kdfe(
-    hash: TpmHashAlg,
+    hash: HashAlg,
     z: &[u8],
     label: &[u8],
     party_u: &[u8],
@@ -292,7 +295,7 @@ pub(crate) fn kdfe(
     bytes: usize,
 ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
     counter_kdf(bytes, |counter| {
-        Ok(hash.digest_parts(&[&counter.to_be_bytes(), z, label, party_u, party_v]))
+        hash.digest_parts(&[&counter.to_be_bytes(), z, label, party_u, party_v])
     })
 }
 

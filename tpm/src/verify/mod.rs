@@ -15,9 +15,10 @@ pub mod replay;
 pub mod tpm2;
 
 pub use credential::{make_credential, MadeCredential};
+pub use eventlog::HashAlg;
 pub use tpm2::{
     pcr_digest, verify_signature, Attest, Attested, ClockInfo, EccCurve, KdfScheme, KeyScheme,
     ObjectAttributes, PcrSelection, PublicKey, PublicParts, SignatureValue, SymAlgorithm, SymMode,
-    SymmetricDef, TpmError, TpmHashAlg, TpmPublic, TpmSignature, DEFAULT_RSA_EXPONENT,
-    MAX_TPMT_PUBLIC_SIZE, TPM_GENERATED_VALUE,
+    SymmetricDef, TpmError, TpmPublic, TpmSignature, DEFAULT_RSA_EXPONENT, MAX_TPMT_PUBLIC_SIZE,
+    TPM_GENERATED_VALUE,
 };

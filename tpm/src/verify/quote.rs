@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use crate::verify::eventlog::HashAlg;
 use crate::verify::tpm2::{
-    pcr_digest, verify_signature, Attest, Attested, TpmError, TpmHashAlg, TpmPublic, TpmSignature,
+    pcr_digest, verify_signature, Attest, Attested, TpmError, TpmPublic, TpmSignature,
 };
 
 /// Quoted PCR values, by index, of the one bank quoted.
@@ -91,11 +91,9 @@ impl QuoteError {
 /// The TPM algorithm of a bank ironroot quotes: the SHA families. SM3 banks are refused
 /// (no ironroot agent quotes one, and no policy fixture exercises one), as are algorithms
 /// this crate cannot compute.
-fn quotable(bank: HashAlg) -> Option<TpmHashAlg> {
+fn quotable(bank: HashAlg) -> Option<HashAlg> {
     match bank {
-        HashAlg::Sha1 | HashAlg::Sha256 | HashAlg::Sha384 | HashAlg::Sha512 => {
-            TpmHashAlg::try_from(bank).ok()
-        }
+        HashAlg::Sha1 | HashAlg::Sha256 | HashAlg::Sha384 | HashAlg::Sha512 => Some(bank),
         HashAlg::Sm3_256 | HashAlg::Unknown(_) => None,
     }
 }
@@ -172,7 +170,7 @@ impl<'a> Quote<'a> {
         }
         let refs: Vec<&[u8]> = quoted.iter().map(|(_, v)| v.as_slice()).collect();
         // The TPM hashes the PCR values with the signing scheme's hash, not the bank's.
-        if &pcr_digest(sig.hash, &refs) != digest {
+        if &pcr_digest(sig.hash, &refs).map_err(QuoteError::MalformedSignature)? != digest {
             return Err(QuoteError::PcrDigest);
         }
         Ok(quoted)

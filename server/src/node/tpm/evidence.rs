@@ -62,17 +62,32 @@ pub(super) fn check_quote(
     nonces
         .consume(nonce, now)
         .map_err(|e| AttestError::rejected("quote nonce", e.to_string()))?;
-    // The wire names banks as the event log does (`sha256`): converted here, at the edge.
-    let bank_name = bank.to_string();
-    let values: Vec<(u32, &[u8])> = r
-        .pcr_values
-        .iter()
-        .filter(|v| v.bank == bank_name)
-        .map(|v| (v.index, v.digest.as_slice()))
-        .collect();
+    // The wire names banks by TPM_ALG_ID: converted here, at the edge.
+    let mut values: Vec<(u32, &[u8])> = Vec::with_capacity(r.pcr_values.len());
+    for v in &r.pcr_values {
+        if wire_bank(v.bank)? == bank {
+            values.push((v.index, v.digest.as_slice()));
+        }
+    }
     quote
         .verify(ak, &r.quote_signature, bank, pcrs, &values)
         .map_err(quote_rejection)
+}
+
+/// The bank of a `PcrValue` as the wire carries it: `HASH_ALGORITHM_UNSPECIFIED` or a number
+/// the enum does not define is malformed evidence.
+fn wire_bank(raw: i32) -> Result<HashAlg, AttestError> {
+    pb::HashAlgorithm::tpm_alg_id_of(raw)
+        .map(HashAlg::from_id)
+        .ok_or_else(|| {
+            AttestError::malformed(
+                "PCR values",
+                format!(
+                    "pcr_values.bank is {raw}: not a hash algorithm \
+                     (HASH_ALGORITHM_UNSPECIFIED or a value the node API does not define)"
+                ),
+            )
+        })
 }
 
 /// The event log must reproduce every quoted PCR.

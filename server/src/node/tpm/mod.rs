@@ -197,6 +197,15 @@ impl NodeAttestor for TpmAttestor {
         pcrs.sort_unstable();
         pcrs.dedup();
 
+        // The wire names banks by TPM_ALG_ID. Policies parse only algorithms the wire names,
+        // so a failure here is the server's own.
+        let wire_bank = pb::HashAlgorithm::from_tpm_alg_id(policy.bank.id()).ok_or_else(|| {
+            AttestError::internal(
+                "PCR selection",
+                format!("the policy's bank {} has no wire name", policy.bank),
+            )
+        })?;
+
         let mut secret = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut secret);
         let made = make_credential(&ek, &ak.name(), &secret).map_err(|e| {
@@ -222,8 +231,7 @@ impl NodeAttestor for TpmAttestor {
             encrypted_secret: made.encrypted_secret,
             quote_nonce: quote_nonce.to_vec(),
             pcr_selection: vec![pb::PcrSelection {
-                // The wire names banks as the event log does (`sha256`).
-                bank: policy.bank.to_string(),
+                bank: wire_bank.into(),
                 pcrs: pcrs.clone(),
             }],
             devid_nonce: devid_nonce.map(|n| n.to_vec()).unwrap_or_default(),

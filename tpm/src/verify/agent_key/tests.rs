@@ -31,7 +31,7 @@ impl SoftAk {
             EccCurve::NistP256,
             &point(&key),
             fx::AK_ATTRS,
-            Some(KeyScheme::Ecdsa(TpmHashAlg::Sha256)),
+            Some(KeyScheme::Ecdsa(HashAlg::Sha256)),
             None,
         );
         SoftAk { key, public }
@@ -42,7 +42,7 @@ impl SoftAk {
         let sig: Signature = self.key.sign(msg);
         let (r, s) = sig.split_bytes();
         TpmSignature {
-            hash: TpmHashAlg::Sha256,
+            hash: HashAlg::Sha256,
             value: SignatureValue::Ecdsa {
                 r: r.to_vec(),
                 s: s.to_vec(),
@@ -94,7 +94,7 @@ fn agent_key(seed: u8) -> TpmPublic {
     agent_key_with(
         seed,
         AGENT_KEY_TEMPLATE_ATTRIBUTES,
-        Some(KeyScheme::Ecdsa(TpmHashAlg::Sha256)),
+        Some(KeyScheme::Ecdsa(HashAlg::Sha256)),
     )
 }
 
@@ -108,7 +108,7 @@ fn a_tpm_shaped_key_whose_csr_carries_it_passes() {
     let bare = agent_key_with(
         7,
         AGENT_KEY_REQUIRED_ATTRIBUTES,
-        Some(KeyScheme::Ecdsa(TpmHashAlg::Sha256)),
+        Some(KeyScheme::Ecdsa(HashAlg::Sha256)),
     );
     check_agent_key(&bare.to_tpm2b(), &bare.spki_der().unwrap()).unwrap();
     // The template the agent uses satisfies what the server requires.
@@ -148,7 +148,7 @@ fn each_missing_attribute_is_named() {
         let key = agent_key_with(
             7,
             ObjectAttributes(full & !bit),
-            Some(KeyScheme::Ecdsa(TpmHashAlg::Sha256)),
+            Some(KeyScheme::Ecdsa(HashAlg::Sha256)),
         );
         let e = check_agent_key(&key.to_tpm2b(), &key.spki_der().unwrap()).unwrap_err();
         match &e {
@@ -159,7 +159,7 @@ fn each_missing_attribute_is_named() {
     let key = agent_key_with(
         7,
         ObjectAttributes(full | (1 << 17)),
-        Some(KeyScheme::Ecdsa(TpmHashAlg::Sha256)),
+        Some(KeyScheme::Ecdsa(HashAlg::Sha256)),
     );
     let e = check_agent_key(&key.to_tpm2b(), &key.spki_der().unwrap()).unwrap_err();
     assert!(
@@ -170,7 +170,7 @@ fn each_missing_attribute_is_named() {
 
 #[test]
 fn another_algorithm_scheme_or_name_hash_is_refused() {
-    for scheme in [None, Some(KeyScheme::Ecdsa(TpmHashAlg::Sha384))] {
+    for scheme in [None, Some(KeyScheme::Ecdsa(HashAlg::Sha384))] {
         let key = agent_key_with(7, AGENT_KEY_TEMPLATE_ATTRIBUTES, scheme);
         let e = check_agent_key(&key.to_tpm2b(), &key.spki_der().unwrap()).unwrap_err();
         assert!(matches!(e, AgentKeyError::Algorithm { .. }), "{e:?}");
@@ -178,7 +178,7 @@ fn another_algorithm_scheme_or_name_hash_is_refused() {
     let rsa = fx::rsa_public(
         &fx::rsa_test_key(2048).to_public_key(),
         AGENT_KEY_TEMPLATE_ATTRIBUTES,
-        Some(KeyScheme::RsaSsa(TpmHashAlg::Sha256)),
+        Some(KeyScheme::RsaSsa(HashAlg::Sha256)),
         None,
     );
     let e = check_agent_key(&rsa.to_tpm2b(), &rsa.spki_der().unwrap()).unwrap_err();
@@ -187,11 +187,11 @@ fn another_algorithm_scheme_or_name_hash_is_refused() {
         "{e:?}"
     );
     let mut parts = crate::verify::PublicParts {
-        name_alg: TpmHashAlg::Sha1,
+        name_alg: HashAlg::Sha1,
         object_attributes: AGENT_KEY_TEMPLATE_ATTRIBUTES,
         auth_policy: Vec::new(),
         symmetric: None,
-        scheme: Some(KeyScheme::Ecdsa(TpmHashAlg::Sha256)),
+        scheme: Some(KeyScheme::Ecdsa(HashAlg::Sha256)),
         kdf: None,
         key: agent_key(7).key,
     };
@@ -200,10 +200,10 @@ fn another_algorithm_scheme_or_name_hash_is_refused() {
     assert_eq!(
         e,
         AgentKeyError::NameAlg {
-            found: TpmHashAlg::Sha1
+            found: HashAlg::Sha1
         }
     );
-    parts.name_alg = TpmHashAlg::Sha384;
+    parts.name_alg = HashAlg::Sha384;
     let sha384 = TpmPublic::from_parts(parts).unwrap();
     check_agent_key(&sha384.to_tpm2b(), &sha384.spki_der().unwrap()).unwrap();
 }

@@ -33,7 +33,15 @@ fn unprotect(
     let hash = ek.name_alg;
     let size = usize::from(u16::from_be_bytes([id_object[0], id_object[1]]));
     let (outer_hmac, enc_identity) = id_object[2..].split_at(size);
-    let hmac_key = kdfa(hash, seed, b"INTEGRITY\0", &[], &[], hash.size()).unwrap();
+    let hmac_key = kdfa(
+        hash,
+        seed,
+        b"INTEGRITY\0",
+        &[],
+        &[],
+        hash.digest_len().unwrap(),
+    )
+    .unwrap();
     if hash.hmac(&hmac_key, &[enc_identity, name]).unwrap() != outer_hmac {
         return Err("integrity check failed".into());
     }
@@ -64,7 +72,7 @@ fn p384_ek() -> (p384::SecretKey, TpmPublic) {
     let secret = p384::SecretKey::random(&mut OsRng);
     let point = secret.public_key().to_encoded_point(false);
     let public = TpmPublic::from_parts(PublicParts {
-        name_alg: TpmHashAlg::Sha384,
+        name_alg: HashAlg::Sha384,
         object_attributes: ObjectAttributes(0x0003_00f2),
         auth_policy: vec![0x5a; 48],
         symmetric: aes_cfb(256),
@@ -101,7 +109,7 @@ fn ecc_seed_of(secret: &p384::SecretKey, ek: &TpmPublic, made: &MadeCredential) 
         panic!()
     };
     kdfe(
-        TpmHashAlg::Sha384,
+        HashAlg::Sha384,
         shared.raw_secret_bytes(),
         b"IDENTITY\0",
         &s[2..50],
@@ -259,24 +267,22 @@ fn kdfs_agree_with_independent_implementations() {
     for len in [1, 16, 20, 32, 33, 48, 64, 100] {
         let mut r = |n: usize| (0..n).map(|_| rng.next() as u8).collect::<Vec<u8>>();
         let (key, u, v) = (r(32), r(34), r(7));
-        let ours = kdfa(TpmHashAlg::Sha256, &key, b"STORAGE\0", &u, &v, len).unwrap();
+        let ours = kdfa(HashAlg::Sha256, &key, b"STORAGE\0", &u, &v, len).unwrap();
         assert_eq!(&ours[..], &kdfa_ring(&key, b"STORAGE\0", &u, &v, len)[..]);
 
         // KDFe: SHA-256(counter || Z || "IDENTITY\0" || U || V), counter from 1.
         let z = r(48);
-        let ours = kdfe(TpmHashAlg::Sha256, &z, b"IDENTITY\0", &u, &v, len).unwrap();
+        let ours = kdfe(HashAlg::Sha256, &z, b"IDENTITY\0", &u, &v, len).unwrap();
         let mut want = Vec::new();
         for i in 1u32..=((len as u32).div_ceil(32)) {
-            want.extend(TpmHashAlg::Sha256.digest_parts(&[
-                &i.to_be_bytes(),
-                &z,
-                b"IDENTITY\0",
-                &u,
-                &v,
-            ]));
+            want.extend(
+                HashAlg::Sha256
+                    .digest_parts(&[&i.to_be_bytes(), &z, b"IDENTITY\0", &u, &v])
+                    .unwrap(),
+            );
         }
         want.truncate(len);
         assert_eq!(&ours[..], &want[..]);
     }
-    assert!(kdfa(TpmHashAlg::Sha256, b"k", b"L\0", &[], &[], 1 << 20).is_err());
+    assert!(kdfa(HashAlg::Sha256, b"k", b"L\0", &[], &[], 1 << 20).is_err());
 }

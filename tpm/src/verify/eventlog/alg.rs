@@ -1,4 +1,6 @@
-//! Hash algorithms of PCR banks, fixed-size digests, hashing and PCR extension.
+//! Hash algorithms (of PCR banks and of TPM structures), fixed-size digests, hashing and PCR
+//! extension. [`HashAlg`] is the crate's one hash-algorithm type; what TPM structures ask
+//! of it (Names, HMAC, KDFs) is in `verify::tpm2`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,7 +13,7 @@ use sm3::Sm3;
 /// is rejected, which also bounds what one digest can allocate.
 pub const MAX_DIGEST_SIZE: usize = 64;
 
-/// TPM_ALG_ID of a PCR bank.
+/// A hash algorithm by its TPM_ALG_ID: of a PCR bank, or of a TPM structure (TPMI_ALG_HASH).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HashAlg {
     /// TPM_ALG_SHA1 (0x0004).
@@ -30,6 +32,15 @@ pub enum HashAlg {
 }
 
 impl HashAlg {
+    /// Every algorithm this crate computes (the ones with a [`HashAlg::known_size`]).
+    pub const COMPUTABLE: [HashAlg; 5] = [
+        Self::Sha1,
+        Self::Sha256,
+        Self::Sha384,
+        Self::Sha512,
+        Self::Sm3_256,
+    ];
+
     /// The algorithm for a TPM_ALG_ID.
     pub fn from_id(id: u16) -> Self {
         match id {

@@ -1,8 +1,6 @@
 //! Hash algorithms that name TPM objects, sign attestations and derive keys, and the
 //! TPM_ALG_ID / TPM_ST constants the structures use.
 
-use std::fmt;
-
 use hmac::{Mac, SimpleHmac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384, Sha512};
@@ -49,88 +47,47 @@ pub(crate) mod id {
     pub(crate) const ECB: u16 = 0x0044;
 }
 
-/// A hash algorithm a TPM uses for names, signatures and KDFs (TPMI_ALG_HASH).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TpmHashAlg {
-    /// TPM_ALG_SHA1 (0x0004).
-    Sha1,
-    /// TPM_ALG_SHA256 (0x000B).
-    Sha256,
-    /// TPM_ALG_SHA384 (0x000C).
-    Sha384,
-    /// TPM_ALG_SHA512 (0x000D).
-    Sha512,
-    /// TPM_ALG_SM3_256 (0x0012).
-    Sm3_256,
-}
+/// What TPM structures ask of a hash algorithm (TPMI_ALG_HASH: Names, signatures, KDFs).
+/// Every structure parsed here admits only [`HashAlg::COMPUTABLE`] algorithms, so these
+/// fail, with [`TpmError::Unsupported`], only for an [`HashAlg::Unknown`] built by hand.
+impl HashAlg {
+    /// The algorithm for a TPM_ALG_ID this crate computes; `None` for any other id
+    /// (including TPM_ALG_NULL and algorithms that are not hashes).
+    pub fn computable_from_id(id: u16) -> Option<Self> {
+        Some(Self::from_id(id)).filter(|a| a.is_known())
+    }
 
-impl TpmHashAlg {
-    /// All algorithms, for iteration in tests and diagnostics.
-    pub const ALL: [TpmHashAlg; 5] = [
-        Self::Sha1,
-        Self::Sha256,
-        Self::Sha384,
-        Self::Sha512,
-        Self::Sm3_256,
-    ];
-
-    /// The algorithm for a TPM_ALG_ID, `None` for anything that is not one of these hashes.
-    pub fn from_id(id: u16) -> Option<Self> {
-        match id {
-            id::SHA1 => Some(Self::Sha1),
-            id::SHA256 => Some(Self::Sha256),
-            id::SHA384 => Some(Self::Sha384),
-            id::SHA512 => Some(Self::Sha512),
-            id::SM3_256 => Some(Self::Sm3_256),
-            _ => None,
+    /// `self` when this crate computes it; [`TpmError::Unsupported`] otherwise.
+    pub fn computable(self) -> Result<Self, TpmError> {
+        if self.is_known() {
+            Ok(self)
+        } else {
+            Err(uncomputable(self))
         }
     }
 
-    /// The TPM_ALG_ID.
-    pub fn id(self) -> u16 {
-        match self {
-            Self::Sha1 => id::SHA1,
-            Self::Sha256 => id::SHA256,
-            Self::Sha384 => id::SHA384,
-            Self::Sha512 => id::SHA512,
-            Self::Sm3_256 => id::SM3_256,
-        }
+    /// Digest size in bytes; [`TpmError::Unsupported`] for an algorithm this crate does not
+    /// compute.
+    pub fn digest_len(self) -> Result<usize, TpmError> {
+        self.known_size().ok_or_else(|| uncomputable(self))
     }
 
-    /// Digest size in bytes.
-    pub fn size(self) -> usize {
-        match self {
-            Self::Sha1 => 20,
-            Self::Sha256 | Self::Sm3_256 => 32,
-            Self::Sha384 => 48,
-            Self::Sha512 => 64,
-        }
-    }
-
-    /// Hash of `data`.
-    pub fn digest(self, data: &[u8]) -> Vec<u8> {
+    /// Hash of `data`; [`TpmError::Unsupported`] for an algorithm this crate does not
+    /// compute.
+    pub fn digest(self, data: &[u8]) -> Result<Vec<u8>, TpmError> {
         self.digest_parts(&[data])
     }
 
-    /// Hash of the concatenation of `parts`.
-    pub fn digest_parts(self, parts: &[&[u8]]) -> Vec<u8> {
-        fn run<D: Digest>(parts: &[&[u8]]) -> Vec<u8> {
-            let mut h = D::new();
-            for p in parts {
-                h.update(p);
-            }
-            h.finalize().to_vec()
-        }
-        match self {
-            Self::Sha1 => run::<Sha1>(parts),
-            Self::Sha256 => run::<Sha256>(parts),
-            Self::Sha384 => run::<Sha384>(parts),
-            Self::Sha512 => run::<Sha512>(parts),
-            Self::Sm3_256 => run::<Sm3>(parts),
-        }
+    /// Hash of the concatenation of `parts`; [`TpmError::Unsupported`] for an algorithm this
+    /// crate does not compute.
+    pub fn digest_parts(self, parts: &[&[u8]]) -> Result<Vec<u8>, TpmError> {
+        self.hash_parts(parts)
+            .map(|d| d.as_bytes().to_vec())
+            .ok_or_else(|| uncomputable(self))
     }
 
-    /// HMAC with this hash over the concatenation of `parts`.
+    /// HMAC with this hash over the concatenation of `parts`; [`TpmError::Unsupported`] for
+    /// an algorithm this crate does not compute.
     pub fn hmac(self, key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>, TpmError> {
         fn run<D: Digest + hmac::digest::core_api::BlockSizeUser>(
             key: &[u8],
@@ -153,38 +110,17 @@ impl TpmHashAlg {
             Self::Sha384 => run::<Sha384>(key, parts),
             Self::Sha512 => run::<Sha512>(key, parts),
             Self::Sm3_256 => run::<Sm3>(key, parts),
+            Self::Unknown(_) => Err(uncomputable(self)),
         }
     }
 }
 
-impl fmt::Display for TpmHashAlg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Sha1 => "sha1",
-            Self::Sha256 => "sha256",
-            Self::Sha384 => "sha384",
-            Self::Sha512 => "sha512",
-            Self::Sm3_256 => "sm3_256",
-        })
-    }
-}
-
-/// The event log names PCR banks with its own type; quotes and logs meet at PCR values.
-impl From<TpmHashAlg> for HashAlg {
-    fn from(a: TpmHashAlg) -> Self {
-        HashAlg::from_id(a.id())
-    }
-}
-
-impl TryFrom<HashAlg> for TpmHashAlg {
-    type Error = TpmError;
-
-    fn try_from(a: HashAlg) -> Result<Self, TpmError> {
-        Self::from_id(a.id()).ok_or_else(|| TpmError::Unsupported {
-            structure: "TPMI_ALG_HASH",
-            field: "algorithm",
-            reason: format!("{a} is not a hash algorithm this crate computes"),
-        })
+/// [`TpmError::Unsupported`] for a hash algorithm this crate does not compute.
+pub(crate) fn uncomputable(alg: HashAlg) -> TpmError {
+    TpmError::Unsupported {
+        structure: "TPMI_ALG_HASH",
+        field: "algorithm",
+        reason: format!("{alg} is not a hash algorithm this crate computes"),
     }
 }
 

@@ -1,9 +1,9 @@
 //! TPMS_ATTEST: what TPM2_Quote and TPM2_Certify sign.
 
-use super::alg::TpmHashAlg;
 use super::error::TpmError;
 use super::marshal::{invalid, Reader};
 use super::params::read_hash;
+use crate::verify::eventlog::HashAlg;
 
 const S: &str = "TPMS_ATTEST";
 /// TPM_GENERATED_VALUE: only the TPM puts this at the start of a structure it signs.
@@ -48,7 +48,7 @@ pub struct ClockInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PcrSelection {
     /// The bank.
-    pub hash: TpmHashAlg,
+    pub hash: HashAlg,
     /// Selected PCR indices, ascending (the order the TPM hashes them in).
     pub pcrs: Vec<u32>,
 }
@@ -168,7 +168,7 @@ impl Attest {
     pub fn check_quote(
         &self,
         nonce: &[u8],
-        hash: TpmHashAlg,
+        hash: HashAlg,
         pcr_values: &[&[u8]],
     ) -> Result<&[PcrSelection], TpmError> {
         let Attested::Quote {
@@ -197,7 +197,7 @@ impl Attest {
                 found: pcr_values.len().to_string(),
             });
         }
-        let expected = pcr_digest(hash, pcr_values);
+        let expected = pcr_digest(hash, pcr_values)?;
         if &expected != attested {
             return Err(TpmError::EvidenceMismatch {
                 what: "quote pcrDigest",
@@ -218,7 +218,8 @@ impl Attest {
 }
 
 /// pcrDigest of a quote: `hash` over the PCR values concatenated in selection order.
-pub fn pcr_digest(hash: TpmHashAlg, values_in_selection_order: &[&[u8]]) -> Vec<u8> {
+/// [`TpmError::Unsupported`] when `hash` is not one this crate computes.
+pub fn pcr_digest(hash: HashAlg, values_in_selection_order: &[&[u8]]) -> Result<Vec<u8>, TpmError> {
     hash.digest_parts(values_in_selection_order)
 }
 

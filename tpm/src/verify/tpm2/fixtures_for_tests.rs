@@ -4,9 +4,9 @@
 //! builders and loops the unit tests share.
 
 use super::{
-    EccCurve, KeyScheme, ObjectAttributes, PublicKey, PublicParts, SymmetricDef, TpmHashAlg,
-    TpmPublic,
+    EccCurve, KeyScheme, ObjectAttributes, PublicKey, PublicParts, SymmetricDef, TpmPublic,
 };
+use crate::verify::eventlog::HashAlg;
 
 /// TPM2B_PUBLIC of the RSA-2048 EK (standard template L-1), `tpm2_createek -G rsa -u`.
 pub(crate) const EK_RSA_PUB: &str = concat!(
@@ -188,7 +188,7 @@ pub(crate) fn rsa_public(
     let e = key.e().to_bytes_be();
     let exponent = e.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
     TpmPublic::from_parts(PublicParts {
-        name_alg: TpmHashAlg::Sha256,
+        name_alg: HashAlg::Sha256,
         object_attributes: attrs,
         auth_policy: Vec::new(),
         symmetric,
@@ -213,7 +213,7 @@ pub(crate) fn ecc_public(
     let n = curve.field_size();
     assert_eq!(sec1.len(), 1 + 2 * n);
     TpmPublic::from_parts(PublicParts {
-        name_alg: TpmHashAlg::Sha256,
+        name_alg: HashAlg::Sha256,
         object_attributes: attrs,
         auth_policy: Vec::new(),
         symmetric,

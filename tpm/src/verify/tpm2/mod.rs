@@ -36,7 +36,7 @@ mod public;
 mod signature;
 mod spki;
 
-pub use alg::TpmHashAlg;
+pub(crate) use alg::uncomputable;
 pub use attest::{pcr_digest, Attest, Attested, ClockInfo, PcrSelection, TPM_GENERATED_VALUE};
 pub use error::TpmError;
 pub use params::{

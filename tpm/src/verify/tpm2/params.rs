@@ -3,9 +3,10 @@
 
 use std::fmt;
 
-use super::alg::{alg_name, id, TpmHashAlg};
+use super::alg::{alg_name, id};
 use super::error::TpmError;
 use super::marshal::{invalid, put_u16, unsupported, Reader};
+use crate::verify::eventlog::HashAlg;
 
 /// TPMA_OBJECT: the attributes of a TPM object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -144,13 +145,13 @@ pub(crate) fn read_hash(
     r: &mut Reader<'_>,
     s: &'static str,
     f: &'static str,
-) -> Result<TpmHashAlg, TpmError> {
+) -> Result<HashAlg, TpmError> {
     let at = r.offset();
     let v = r.u16(s, f)?;
     if v == id::NULL {
         return Err(invalid(s, f, at, "TPM_ALG_NULL is not allowed here"));
     }
-    TpmHashAlg::from_id(v).ok_or_else(|| {
+    HashAlg::computable_from_id(v).ok_or_else(|| {
         unsupported(
             s,
             f,
@@ -284,30 +285,30 @@ pub(crate) fn put_symmetric(out: &mut Vec<u8>, sym: Option<&SymmetricDef>) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KeyScheme {
     /// RSASSA-PKCS1-v1_5.
-    RsaSsa(TpmHashAlg),
+    RsaSsa(HashAlg),
     /// RSASSA-PSS.
-    RsaPss(TpmHashAlg),
+    RsaPss(HashAlg),
     /// RSAES-PKCS1-v1_5.
     RsaEs,
     /// RSAES-OAEP.
-    Oaep(TpmHashAlg),
+    Oaep(HashAlg),
     /// ECDSA.
-    Ecdsa(TpmHashAlg),
+    Ecdsa(HashAlg),
     /// ECDH.
-    Ecdh(TpmHashAlg),
+    Ecdh(HashAlg),
     /// ECDAA with its commit count.
     EcDaa {
         /// Hash.
-        hash: TpmHashAlg,
+        hash: HashAlg,
         /// count.
         count: u16,
     },
     /// SM2.
-    Sm2(TpmHashAlg),
+    Sm2(HashAlg),
     /// EC-Schnorr.
-    EcSchnorr(TpmHashAlg),
+    EcSchnorr(HashAlg),
     /// ECMQV.
-    EcMqv(TpmHashAlg),
+    EcMqv(HashAlg),
 }
 
 impl KeyScheme {
@@ -328,7 +329,7 @@ impl KeyScheme {
     }
 
     /// The scheme's hash (none for RSAES).
-    pub fn hash(self) -> Option<TpmHashAlg> {
+    pub fn hash(self) -> Option<HashAlg> {
         match self {
             Self::RsaEs => None,
             Self::RsaSsa(h)
@@ -414,7 +415,7 @@ pub struct KdfScheme {
     /// TPM_ALG_ID of the KDF (MGF1, KDF1_SP800_56A, KDF2, KDF1_SP800_108).
     pub kdf: u16,
     /// Its hash.
-    pub hash: TpmHashAlg,
+    pub hash: HashAlg,
 }
 
 pub(crate) fn read_kdf(r: &mut Reader<'_>, s: &'static str) -> Result<Option<KdfScheme>, TpmError> {

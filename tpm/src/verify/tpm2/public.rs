@@ -1,12 +1,13 @@
 //! TPMT_PUBLIC / TPM2B_PUBLIC: the public area of an RSA or ECC key, and its Name.
 
-use super::alg::{alg_name, id, TpmHashAlg};
+use super::alg::{alg_name, id};
 use super::error::TpmError;
 use super::marshal::{invalid, put_tpm2b, put_u16, put_u32, unsupported, Reader};
 use super::params::{
     put_kdf, put_scheme, put_symmetric, read_attributes, read_curve, read_hash, read_kdf,
     read_scheme, read_symmetric, EccCurve, KdfScheme, KeyScheme, ObjectAttributes, SymmetricDef,
 };
+use crate::verify::eventlog::HashAlg;
 
 const S: &str = "TPMT_PUBLIC";
 /// Larger than any TPMT_PUBLIC of a supported key (an RSA-4096 key with every optional
@@ -50,7 +51,7 @@ pub enum PublicKey {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TpmPublic {
     /// nameAlg: the hash of the Name (and of the key's policy).
-    pub name_alg: TpmHashAlg,
+    pub name_alg: HashAlg,
     /// objectAttributes.
     pub object_attributes: ObjectAttributes,
     /// authPolicy (empty, or a nameAlg digest).
@@ -64,13 +65,15 @@ pub struct TpmPublic {
     /// unique, with the key size and curve from the parameters.
     pub key: PublicKey,
     raw: Vec<u8>,
+    /// The Name of `raw`, computed once at parse (nameAlg is then known to be computable).
+    name: Vec<u8>,
 }
 
 /// What [`TpmPublic::from_parts`] marshals: every field of [`TpmPublic`] but the bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublicParts {
     /// nameAlg.
-    pub name_alg: TpmHashAlg,
+    pub name_alg: HashAlg,
     /// objectAttributes.
     pub object_attributes: ObjectAttributes,
     /// authPolicy.
@@ -182,9 +185,7 @@ impl TpmPublic {
 
     /// The object's Name: nameAlg (UINT16, big-endian) || H_nameAlg(TPMT_PUBLIC).
     pub fn name(&self) -> Vec<u8> {
-        let mut out = self.name_alg.id().to_be_bytes().to_vec();
-        out.extend_from_slice(&self.name_alg.digest(&self.raw));
-        out
+        self.name.clone()
     }
 
     /// Checks the attributes DESIGN.md requires of an attestation key: fixedTPM,
@@ -226,7 +227,8 @@ impl TpmPublic {
         let object_attributes = read_attributes(r, S)?;
         let policy_at = r.offset();
         let auth_policy = r.tpm2b(S, "authPolicy", MAX_DIGEST)?.to_vec();
-        if !auth_policy.is_empty() && auth_policy.len() != name_alg.size() {
+        let name_size = name_alg.digest_len()?;
+        if !auth_policy.is_empty() && auth_policy.len() != name_size {
             // The TPM refuses such an object (TPM_RC_SIZE): a policy is a nameAlg digest.
             return Err(invalid(
                 S,
@@ -235,7 +237,7 @@ impl TpmPublic {
                 format!(
                     "{} bytes, but a {name_alg} policy digest has {}",
                     auth_policy.len(),
-                    name_alg.size()
+                    name_size
                 ),
             ));
         }
@@ -246,6 +248,8 @@ impl TpmPublic {
             parse_ecc(r)?
         };
         r.finish(S)?;
+        let mut name = name_alg.id().to_be_bytes().to_vec();
+        name.extend_from_slice(&name_alg.digest(raw)?);
         Ok(Self {
             name_alg,
             object_attributes,
@@ -255,6 +259,7 @@ impl TpmPublic {
             kdf,
             key,
             raw: raw.to_vec(),
+            name,
         })
     }
 }

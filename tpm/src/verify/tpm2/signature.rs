@@ -2,11 +2,12 @@
 
 use ring::signature::{self as rs, RsaPublicKeyComponents, UnparsedPublicKey};
 
-use super::alg::{alg_name, id, TpmHashAlg};
+use super::alg::{alg_name, id};
 use super::error::TpmError;
 use super::marshal::{invalid, left_pad, put_tpm2b, put_u16, unsupported, Reader};
 use super::params::{read_hash, EccCurve};
 use super::public::{PublicKey, TpmPublic};
+use crate::verify::eventlog::HashAlg;
 
 const S: &str = "TPMT_SIGNATURE";
 /// TPM2B_PUBLIC_KEY_RSA buffer size (RSA-4096).
@@ -34,7 +35,7 @@ pub enum SignatureValue {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TpmSignature {
     /// The hash the TPM digested the message with.
-    pub hash: TpmHashAlg,
+    pub hash: HashAlg,
     /// The signature.
     pub value: SignatureValue,
 }
@@ -132,7 +133,7 @@ pub fn verify_signature(
             reason: format!("attributes {} lack sign", key.object_attributes),
         });
     }
-    if sig.hash == TpmHashAlg::Sha1 {
+    if sig.hash == HashAlg::Sha1 {
         return Err(unsupported(
             S,
             "hash",
@@ -197,12 +198,12 @@ fn verify_rsa(
     }
     let pss = matches!(sig.value, SignatureValue::RsaPss(_));
     let params: &rs::RsaParameters = match (pss, sig.hash) {
-        (false, TpmHashAlg::Sha256) => &rs::RSA_PKCS1_2048_8192_SHA256,
-        (false, TpmHashAlg::Sha384) => &rs::RSA_PKCS1_2048_8192_SHA384,
-        (false, TpmHashAlg::Sha512) => &rs::RSA_PKCS1_2048_8192_SHA512,
-        (true, TpmHashAlg::Sha256) => &rs::RSA_PSS_2048_8192_SHA256,
-        (true, TpmHashAlg::Sha384) => &rs::RSA_PSS_2048_8192_SHA384,
-        (true, TpmHashAlg::Sha512) => &rs::RSA_PSS_2048_8192_SHA512,
+        (false, HashAlg::Sha256) => &rs::RSA_PKCS1_2048_8192_SHA256,
+        (false, HashAlg::Sha384) => &rs::RSA_PKCS1_2048_8192_SHA384,
+        (false, HashAlg::Sha512) => &rs::RSA_PKCS1_2048_8192_SHA512,
+        (true, HashAlg::Sha256) => &rs::RSA_PSS_2048_8192_SHA256,
+        (true, HashAlg::Sha384) => &rs::RSA_PSS_2048_8192_SHA384,
+        (true, HashAlg::Sha512) => &rs::RSA_PSS_2048_8192_SHA512,
         (_, h) => {
             return Err(unsupported(
                 "TPMS_SIGNATURE_RSA",
@@ -234,15 +235,15 @@ fn verify_ecdsa(
     key: &PublicKey,
     curve: EccCurve,
     message: &[u8],
-    hash: TpmHashAlg,
+    hash: HashAlg,
     r: &[u8],
     s: &[u8],
 ) -> Result<(), TpmError> {
     let alg: &rs::EcdsaVerificationAlgorithm = match (curve, hash) {
-        (EccCurve::NistP256, TpmHashAlg::Sha256) => &rs::ECDSA_P256_SHA256_ASN1,
-        (EccCurve::NistP256, TpmHashAlg::Sha384) => &rs::ECDSA_P256_SHA384_ASN1,
-        (EccCurve::NistP384, TpmHashAlg::Sha256) => &rs::ECDSA_P384_SHA256_ASN1,
-        (EccCurve::NistP384, TpmHashAlg::Sha384) => &rs::ECDSA_P384_SHA384_ASN1,
+        (EccCurve::NistP256, HashAlg::Sha256) => &rs::ECDSA_P256_SHA256_ASN1,
+        (EccCurve::NistP256, HashAlg::Sha384) => &rs::ECDSA_P256_SHA384_ASN1,
+        (EccCurve::NistP384, HashAlg::Sha256) => &rs::ECDSA_P384_SHA256_ASN1,
+        (EccCurve::NistP384, HashAlg::Sha384) => &rs::ECDSA_P384_SHA384_ASN1,
         (c, h) => {
             return Err(unsupported(
                 "TPMS_SIGNATURE_ECC",

@@ -49,11 +49,11 @@ fn hand_built_quote_decodes_every_field() {
         Attested::Quote {
             pcr_select: vec![
                 PcrSelection {
-                    hash: TpmHashAlg::Sha1,
+                    hash: HashAlg::Sha1,
                     pcrs: vec![0, 7]
                 },
                 PcrSelection {
-                    hash: TpmHashAlg::Sha256,
+                    hash: HashAlg::Sha256,
                     pcrs: vec![16, 23]
                 },
             ],
@@ -69,12 +69,12 @@ fn pcr_digest_is_hash_of_concatenation() {
     let mut cat = a.to_vec();
     cat.extend(b);
     assert_eq!(
-        pcr_digest(TpmHashAlg::Sha256, &[&a, &b]),
-        TpmHashAlg::Sha256.digest(&cat)
+        pcr_digest(HashAlg::Sha256, &[&a, &b]).unwrap(),
+        HashAlg::Sha256.digest(&cat).unwrap()
     );
     // Known answer: SHA-256 of 64 zero bytes (two reset PCRs).
     assert_eq!(
-        hex::encode(pcr_digest(TpmHashAlg::Sha256, &[&[0; 32], &[0; 32]])),
+        hex::encode(pcr_digest(HashAlg::Sha256, &[&[0; 32], &[0; 32]]).unwrap()),
         "f5a5fd42d16a20302798ef6ed309979b43003d2320d9f0e8ea9831a92759fb4b"
     );
 }
@@ -100,11 +100,11 @@ fn real_quotes_check_against_nonce_and_pcr_values() {
         assert_eq!(a.extra_data, nonce);
         let values = bytes(pcrs);
         let values: Vec<&[u8]> = values.chunks(32).collect();
-        let sel = a.check_quote(&nonce, TpmHashAlg::Sha256, &values).unwrap();
+        let sel = a.check_quote(&nonce, HashAlg::Sha256, &values).unwrap();
         assert_eq!(
             sel,
             [PcrSelection {
-                hash: TpmHashAlg::Sha256,
+                hash: HashAlg::Sha256,
                 pcrs: selected
             }]
         );
@@ -115,22 +115,22 @@ fn real_quotes_check_against_nonce_and_pcr_values() {
             other => panic!("{other:?}"),
         };
         assert_eq!(
-            what(a.check_quote(b"other", TpmHashAlg::Sha256, &values)),
+            what(a.check_quote(b"other", HashAlg::Sha256, &values)),
             "quote extraData (nonce)"
         );
         let mut changed = values.clone();
         let other = [0xffu8; 32];
         changed[1] = &other;
         assert_eq!(
-            what(a.check_quote(&nonce, TpmHashAlg::Sha256, &changed)),
+            what(a.check_quote(&nonce, HashAlg::Sha256, &changed)),
             "quote pcrDigest"
         );
         assert_eq!(
-            what(a.check_quote(&nonce, TpmHashAlg::Sha256, &values[1..])),
+            what(a.check_quote(&nonce, HashAlg::Sha256, &values[1..])),
             "number of PCR values"
         );
         assert_eq!(
-            what(a.check_quote(&nonce, TpmHashAlg::Sha384, &values)),
+            what(a.check_quote(&nonce, HashAlg::Sha384, &values)),
             "quote pcrDigest"
         );
     }
@@ -151,7 +151,7 @@ fn real_certify_names_the_certified_key() {
     assert_eq!(name, &bytes(fx::DEVID_NAME));
     assert_eq!(qualified_name.len(), 34);
     assert!(matches!(
-        a.check_quote(&a.extra_data, TpmHashAlg::Sha256, &[]),
+        a.check_quote(&a.extra_data, HashAlg::Sha256, &[]),
         Err(TpmError::EvidenceMismatch {
             what: "attestation type",
             ..

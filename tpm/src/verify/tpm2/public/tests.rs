@@ -38,12 +38,12 @@ fn hand_built_ek_equals_the_tpms_and_names_match() {
 
     // Name = 0x000b || SHA-256(TPMT_PUBLIC), and the TPM printed the same.
     let mut want = vec![0x00, 0x0b];
-    want.extend(TpmHashAlg::Sha256.digest(&hand));
+    want.extend(HashAlg::Sha256.digest(&hand).unwrap());
     assert_eq!(ek.name(), want);
     assert_eq!(ek.name(), bytes(fx::EK_RSA_NAME));
     assert_eq!(TpmPublic::from_tpmt(&hand).unwrap(), ek);
 
-    assert_eq!(ek.name_alg, TpmHashAlg::Sha256);
+    assert_eq!(ek.name_alg, HashAlg::Sha256);
     assert_eq!(ek.auth_policy, hex::decode(POLICY_A_SHA256).unwrap());
     assert_eq!(
         ek.symmetric,
@@ -68,7 +68,7 @@ fn hand_built_ek_equals_the_tpms_and_names_match() {
 fn p384_ek_from_swtpm() {
     let ek = TpmPublic::from_tpm2b(&bytes(fx::EK_P384_PUB)).unwrap();
     assert_eq!(ek.name(), bytes(fx::EK_P384_NAME));
-    assert_eq!(ek.name_alg, TpmHashAlg::Sha384);
+    assert_eq!(ek.name_alg, HashAlg::Sha384);
     assert_eq!(ek.object_attributes.bits(), 0x0003_00f2);
     assert_eq!(ek.symmetric.unwrap().key_bits, 256);
     assert_eq!(ek.auth_policy.len(), 48);
@@ -85,12 +85,12 @@ fn aks_from_swtpm_have_tpm_names_and_ak_attributes() {
         (
             fx::AK_RSA_PUB,
             fx::AK_RSA_NAME,
-            KeyScheme::RsaSsa(TpmHashAlg::Sha256),
+            KeyScheme::RsaSsa(HashAlg::Sha256),
         ),
         (
             fx::AK_ECC_PUB,
             fx::AK_ECC_NAME,
-            KeyScheme::Ecdsa(TpmHashAlg::Sha256),
+            KeyScheme::Ecdsa(HashAlg::Sha256),
         ),
     ] {
         let ak = TpmPublic::from_tpm2b(&bytes(pub_hex)).unwrap();

@@ -26,7 +26,7 @@ fn real_quote_and_certify_signatures_verify() {
     ] {
         let (msg, sig_bytes) = (bytes(msg), bytes(sig));
         let sig = TpmSignature::parse(&sig_bytes).unwrap();
-        assert_eq!(sig.hash, TpmHashAlg::Sha256);
+        assert_eq!(sig.hash, HashAlg::Sha256);
         assert_eq!(sig.marshal().unwrap(), sig_bytes);
         verify_signature(ak, &msg, &sig).unwrap();
 
@@ -63,14 +63,14 @@ fn rsa_pkcs1_and_pss_all_sizes_and_hashes() {
         for (enc, hash, pss) in [
             (
                 &rs::RSA_PKCS1_SHA256 as &dyn rs::RsaEncoding,
-                TpmHashAlg::Sha256,
+                HashAlg::Sha256,
                 false,
             ),
-            (&rs::RSA_PKCS1_SHA384, TpmHashAlg::Sha384, false),
-            (&rs::RSA_PKCS1_SHA512, TpmHashAlg::Sha512, false),
-            (&rs::RSA_PSS_SHA256, TpmHashAlg::Sha256, true),
-            (&rs::RSA_PSS_SHA384, TpmHashAlg::Sha384, true),
-            (&rs::RSA_PSS_SHA512, TpmHashAlg::Sha512, true),
+            (&rs::RSA_PKCS1_SHA384, HashAlg::Sha384, false),
+            (&rs::RSA_PKCS1_SHA512, HashAlg::Sha512, false),
+            (&rs::RSA_PSS_SHA256, HashAlg::Sha256, true),
+            (&rs::RSA_PSS_SHA384, HashAlg::Sha384, true),
+            (&rs::RSA_PSS_SHA512, HashAlg::Sha512, true),
         ] {
             let mut raw = vec![0; pair.public().modulus_len()];
             pair.sign(enc, &rng, MSG, &mut raw).unwrap();
@@ -96,10 +96,10 @@ fn rsa_pkcs1_and_pss_all_sizes_and_hashes() {
             };
             sig_err(verify_signature(&public, MSG, &swapped));
             let rehashed = TpmSignature {
-                hash: if hash == TpmHashAlg::Sha256 {
-                    TpmHashAlg::Sha384
+                hash: if hash == HashAlg::Sha256 {
+                    HashAlg::Sha384
                 } else {
-                    TpmHashAlg::Sha256
+                    HashAlg::Sha256
                 },
                 ..sig.clone()
             };
@@ -110,9 +110,9 @@ fn rsa_pkcs1_and_pss_all_sizes_and_hashes() {
 
 /// Signs `msg` with a fresh key on `curve` and `hash` (prehashed, so every pair works);
 /// returns the public area and (r, s).
-fn ecdsa_sign(curve: EccCurve, hash: TpmHashAlg, msg: &[u8]) -> (TpmPublic, Vec<u8>, Vec<u8>) {
+fn ecdsa_sign(curve: EccCurve, hash: HashAlg, msg: &[u8]) -> (TpmPublic, Vec<u8>, Vec<u8>) {
     use p256::ecdsa::signature::hazmat::PrehashSigner;
-    let digest = hash.digest(msg);
+    let digest = hash.digest(msg).unwrap();
     let attrs = ObjectAttributes(0x0004_0072);
     let (point, rs) = match curve {
         EccCurve::NistP256 => {
@@ -146,7 +146,7 @@ fn ecdsa_sign(curve: EccCurve, hash: TpmHashAlg, msg: &[u8]) -> (TpmPublic, Vec<
 #[test]
 fn ecdsa_every_curve_and_hash_pair() {
     for curve in [EccCurve::NistP256, EccCurve::NistP384] {
-        for hash in [TpmHashAlg::Sha256, TpmHashAlg::Sha384] {
+        for hash in [HashAlg::Sha256, HashAlg::Sha384] {
             let (public, r, s) = ecdsa_sign(curve, hash, MSG);
             let sig = TpmSignature {
                 hash,
@@ -171,9 +171,9 @@ fn ecdsa_every_curve_and_hash_pair() {
             sig_err(verify_signature(&other_key, MSG, &sig));
         }
         // SHA-512 on these curves is not offered by ring: said plainly.
-        let (public, r, s) = ecdsa_sign(curve, TpmHashAlg::Sha512, MSG);
+        let (public, r, s) = ecdsa_sign(curve, HashAlg::Sha512, MSG);
         let sig = TpmSignature {
-            hash: TpmHashAlg::Sha512,
+            hash: HashAlg::Sha512,
             value: SignatureValue::Ecdsa { r, s },
         };
         assert!(matches!(
@@ -203,7 +203,7 @@ fn ecdsa_r_and_s_shorter_than_the_field_are_left_padded() {
         .map(|sig| (sig[1..32].to_vec(), sig[32..].to_vec()))
         .expect("no short r in 20000 signatures");
     let sig = TpmSignature {
-        hash: TpmHashAlg::Sha256,
+        hash: HashAlg::Sha256,
         value: SignatureValue::Ecdsa {
             r: r.clone(),
             s: s.clone(),
@@ -214,7 +214,7 @@ fn ecdsa_r_and_s_shorter_than_the_field_are_left_padded() {
     let mut wide = vec![0, 0];
     wide.extend(&r);
     let padded = TpmSignature {
-        hash: TpmHashAlg::Sha256,
+        hash: HashAlg::Sha256,
         value: SignatureValue::Ecdsa {
             r: wide,
             s: s.clone(),
@@ -222,7 +222,7 @@ fn ecdsa_r_and_s_shorter_than_the_field_are_left_padded() {
     };
     verify_signature(&public, MSG, &padded).unwrap();
     let too_long = TpmSignature {
-        hash: TpmHashAlg::Sha256,
+        hash: HashAlg::Sha256,
         value: SignatureValue::Ecdsa { r: vec![1; 33], s },
     };
     assert!(sig_err(verify_signature(&public, MSG, &too_long)).contains("longer than"));
@@ -238,7 +238,7 @@ fn key_rules_scheme_sign_attribute_sha1_and_size() {
         &ak,
         &msg,
         &TpmSignature {
-            hash: TpmHashAlg::Sha384,
+            hash: HashAlg::Sha384,
             ..sig.clone()
         },
     ));
@@ -260,7 +260,7 @@ fn key_rules_scheme_sign_attribute_sha1_and_size() {
     ));
     // SHA-1 is refused.
     let sha1 = TpmSignature {
-        hash: TpmHashAlg::Sha1,
+        hash: HashAlg::Sha1,
         ..sig.clone()
     };
     let mut unscoped = ak.clone();
@@ -291,7 +291,7 @@ fn key_rules_scheme_sign_attribute_sha1_and_size() {
     })
     .unwrap();
     let sig1024 = TpmSignature {
-        hash: TpmHashAlg::Sha256,
+        hash: HashAlg::Sha256,
         value: SignatureValue::RsaSsa(vec![1; 128]),
     };
     assert!(matches!(
