@@ -11,8 +11,9 @@ use std::sync::Arc;
 use ironroot_api::node::{self as pb, node_client::NodeClient};
 use ironroot_api::spiffe_id::SpiffeId;
 use ironroot_tpm::device::{
-    devid_csr, read_event_log, AttestationKey, DeviceError, EndorsementKey, LoadedKey, PcrBank, Tpm,
+    devid_csr, read_event_log, AttestationKey, DeviceError, EndorsementKey, LoadedKey, Tpm,
 };
+use ironroot_tpm::verify::HashAlg;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -158,23 +159,16 @@ pub struct Hooks<'a> {
 }
 
 /// The bank the server asks for, as the wire names it (a `HashAlgorithm` by TPM_ALG_ID).
-fn bank(raw: i32) -> Result<PcrBank, AttestError> {
-    Ok(match pb::HashAlgorithm::try_from(raw) {
-        Ok(pb::HashAlgorithm::Sha1) => PcrBank::Sha1,
-        Ok(pb::HashAlgorithm::Sha256) => PcrBank::Sha256,
-        Ok(pb::HashAlgorithm::Sha384) => PcrBank::Sha384,
-        Ok(other) => return Err(AttestError::PcrBank(other.as_str_name().to_owned())),
-        Err(_) => return Err(AttestError::PcrBank(format!("HashAlgorithm value {raw}"))),
-    })
-}
-
-/// The wire name of a bank the agent quotes.
-pub fn wire_bank(b: PcrBank) -> pb::HashAlgorithm {
-    match b {
-        PcrBank::Sha1 => pb::HashAlgorithm::Sha1,
-        PcrBank::Sha256 => pb::HashAlgorithm::Sha256,
-        PcrBank::Sha384 => pb::HashAlgorithm::Sha384,
-    }
+/// Any named algorithm is passed on: whether the TPM has that bank is the TPM's answer.
+fn bank(raw: i32) -> Result<HashAlg, AttestError> {
+    pb::HashAlgorithm::tpm_alg_id_of(raw)
+        .map(HashAlg::from_id)
+        .ok_or_else(|| {
+            AttestError::PcrBank(match pb::HashAlgorithm::try_from(raw) {
+                Ok(named) => named.as_str_name().to_owned(),
+                Err(_) => format!("HashAlgorithm value {raw}"),
+            })
+        })
 }
 
 fn read_chain(path: &std::path::Path) -> Result<Vec<Vec<u8>>, AttestError> {
@@ -301,7 +295,8 @@ fn answer(
                 .pcrs
                 .into_iter()
                 .map(|p| pb::PcrValue {
-                    bank: wire_bank(p.bank).into(),
+                    // The wire's HashAlgorithm is numbered by TPM_ALG_ID.
+                    bank: i32::from(p.bank.id()),
                     index: p.index,
                     digest: p.digest,
                 })

@@ -5,7 +5,7 @@
 //! whole attestation path (quote, replay, policy) runs for real. It refuses a
 //! hardware TPM (`device:` TCTI): there the firmware measures the boot.
 
-use ironroot_tpm::device::{DeviceError, PcrBank, Tpm};
+use ironroot_tpm::device::{DeviceError, Tpm};
 use ironroot_tpm::verify::eventlog::uefi::EFI_GLOBAL_VARIABLE;
 use ironroot_tpm::verify::eventlog::{EventLog, EventLogError, EventType, HashAlg, LogBuilder};
 
@@ -95,7 +95,7 @@ pub fn replay_into(tcti: &str, log: &[u8]) -> Result<usize, SimulateError> {
             continue;
         }
         if let Some(d) = e.digests.iter().find(|d| d.alg() == HashAlg::Sha256) {
-            tpm.pcr_extend_digest(e.pcr, PcrBank::Sha256, d.as_bytes())?;
+            tpm.pcr_extend_digest(e.pcr, HashAlg::Sha256, d.as_bytes())?;
             n += 1;
         }
     }
