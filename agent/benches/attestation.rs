@@ -26,7 +26,8 @@ use ironroot_server::node::tpm::{TpmAttestor, TpmKind, TpmShared};
 use ironroot_server::node::{Begun, NodeAttestor};
 use ironroot_testkit::server::TD;
 use ironroot_testkit::swtpm::{SwtpmOptions, SwtpmState};
-use ironroot_tpm::device::{EkAlgorithm, PcrBank};
+use ironroot_tpm::device::EkAlgorithm;
+use ironroot_tpm::verify::HashAlg;
 
 mod support;
 use support::percentile;
@@ -163,7 +164,7 @@ fn main() {
                 let q = t.quote(
                     &ak,
                     &ch.quote_nonce,
-                    &[(PcrBank::Sha256, ch.pcr_selection[0].pcrs.clone())],
+                    &[(HashAlg::Sha256, ch.pcr_selection[0].pcrs.clone())],
                 )?;
                 let (attest, sig) = key.run(t, |t, k| t.certify(k, &ak, &ch.agent_key_nonce))?;
                 Ok::<_, ironroot_tpm::device::DeviceError>(pb::ChallengeResponse {

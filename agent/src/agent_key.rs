@@ -4,7 +4,7 @@
 //! A TPM-resident key ([`TpmAgentKey`]) is an ECC P-256 restricted signing key the TPM
 //! generated under the storage root key (see `ironroot_tpm::device`); its private part
 //! never exists outside the TPM. It is certified by the AK at every attestation and signs
-//! the agent's CSR and its mTLS handshakes in the TPM ([`crate::tls_key`]).
+//! the agent's CSR and its mTLS handshakes in the TPM (`crate::tls_key`).
 //!
 //! Kept across restarts and renewals: the key's public area and its private area wrapped
 //! by the storage root key live in `data_dir` ([`PUBLIC_FILE`], [`PRIVATE_FILE`]); they are
@@ -29,14 +29,20 @@ use crate::shared_tpm::SharedTpm;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AgentKeyError {
+    /// A software P-256 key could not be generated.
     #[error("cannot generate the agent key")]
     Generate(#[source] rcgen::Error),
+    /// The CSR for a software key could not be built or signed.
     #[error("cannot build the agent CSR")]
     Csr(#[source] rcgen::Error),
+    /// The TPM refused to create or load the agent key (or could not be reached).
     #[error("cannot make the agent key in the TPM")]
     Create(#[source] DeviceError),
+    /// The TPM's public area for the key does not parse, or is not the restricted P-256 signing
+    /// key the server's certify check requires.
     #[error("the agent key's public area")]
     Public(#[source] TpmError),
+    /// The key blobs in the data directory could not be read or written.
     #[error(transparent)]
     DataDir(#[from] DataDirError),
 }

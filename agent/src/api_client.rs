@@ -12,29 +12,41 @@ use crate::refused::Refused;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// The socket could not be connected to (no agent listening, or no permission).
     #[error("cannot connect to the Workload API at {}", socket.display())]
     Connect {
+        /// The Workload API socket tried.
         socket: PathBuf,
+        /// The transport's reason.
         #[source]
         source: tonic::transport::Error,
     },
     /// The agent answered the call with a status.
     #[error("{call}: {refused}")]
     Refused {
+        /// The RPC, as the SPIFFE spec names it (`FetchX509SVID`).
         call: &'static str,
+        /// The gRPC status the agent answered with.
         refused: Refused,
     },
+    /// A streaming call closed before its first message; names what was awaited.
     #[error("the stream ended without {0}")]
     StreamEnded(&'static str),
+    /// The response carries DER that does not parse (bundles, keys).
     #[error("bad response: {0}")]
     BadResponse(der::Error),
+    /// A certificate in the response does not parse as DER X.509.
     #[error("bad certificate in response: {0}")]
     BadCertificate(der::Error),
+    /// An X.509-SVID response without any SVID (nothing to write).
     #[error("no SVID in the response")]
     NoSvid,
+    /// A file could not be written by [`write_x509`].
     #[error("cannot write {}", path.display())]
     Write {
+        /// The file (or directory) being written.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -133,6 +145,8 @@ pub fn write_x509(resp: &pb::X509svidResponse, dir: &Path) -> Result<(), ClientE
         .map_err(failed(&key_path))
 }
 
+/// FetchJWTSVID for `audience` (non-empty, as the spec requires): one JWT-SVID per identity the
+/// caller has, or only `spiffe_id`'s when it is not empty.
 pub async fn fetch_jwt(
     socket: &Path,
     audience: Vec<String>,
@@ -148,6 +162,7 @@ pub async fn fetch_jwt(
     .into_inner())
 }
 
+/// The first message of FetchJWTBundles: every trust domain's JWT keys as JWKS documents.
 pub async fn fetch_jwt_bundles(socket: &Path) -> Result<pb::JwtBundlesResponse, ClientError> {
     let mut c = connect(socket).await?;
     let mut stream = c
@@ -162,6 +177,8 @@ pub async fn fetch_jwt_bundles(socket: &Path) -> Result<pb::JwtBundlesResponse, 
         .ok_or(ClientError::StreamEnded("bundles"))
 }
 
+/// ValidateJWTSVID: the agent checks `svid` (a compact JWS) against its bundles and `audience`;
+/// a refusal (`InvalidArgument`) comes back as [`ClientError::Refused`].
 pub async fn validate_jwt(
     socket: &Path,
     audience: String,

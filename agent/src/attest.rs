@@ -11,8 +11,9 @@ use std::sync::Arc;
 use ironroot_api::node::{self as pb, node_client::NodeClient};
 use ironroot_api::spiffe_id::SpiffeId;
 use ironroot_tpm::device::{
-    devid_csr, read_event_log, AttestationKey, DeviceError, EndorsementKey, LoadedKey, PcrBank, Tpm,
+    devid_csr, read_event_log, AttestationKey, DeviceError, EndorsementKey, LoadedKey, Tpm,
 };
+use ironroot_tpm::verify::HashAlg;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,37 +30,55 @@ use crate::shared_tpm::{SharedTpm, TpmLease};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AttestError {
+    /// The blocking task that makes or loads the agent key ([`KeySource::for_config`]) did
+    /// not finish (it panicked or was cancelled).
     #[error("agent key worker failed")]
     KeyWorker,
+    /// The configured TPM-resident agent key could not be made or loaded.
     #[error("the TPM-resident agent key (tpm.agent_key = \"software\" keeps a software key)")]
     TpmAgentKey(#[source] AgentKeyError),
+    /// A software agent key or its CSR could not be made.
     #[error(transparent)]
     AgentKey(#[from] AgentKeyError),
+    /// The TPM refused to sign the CSR of the TPM-resident agent key.
     #[error("cannot sign the agent CSR in the TPM")]
     AgentCsr(#[source] DeviceError),
+    /// `tpm.agent_key = "tpm"` with the join_token attestor: nothing would certify that the key
+    /// lives in a TPM, so the agent refuses rather than present an unprovable key.
     #[error("a join_token agent cannot present a TPM-resident key (no TPM evidence certifies it)")]
     JoinTokenWithTpmKey,
+    /// The configuration does not name a usable node attestor.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The DevID certificate chain (tpm_devid) could not be read.
     #[error("DevID certificate {}", path.display())]
     DevIdCertificate {
+        /// The PEM file read.
         path: std::path::PathBuf,
+        /// Why it was unusable.
         #[source]
         source: ConnectError,
     },
+    /// The challenge names a PCR bank the wire enum does not define (or leaves it unspecified);
+    /// holds the name or raw value.
     #[error("the server asked for PCR bank {0:?}, which this agent cannot quote")]
     PcrBank(String),
+    /// A TPM operation of the exchange failed (activation, quote, signing, certify).
     #[error(transparent)]
     Tpm(#[from] DeviceError),
+    /// The server could not be reached over TLS, or its bundle could not be read.
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// The attestation stream closed before the agent could send its next message.
     #[error("attestation stream closed")]
     StreamClosed,
     /// The server refused the evidence, or the exchange (the status says why).
     #[error("{0}")]
     Refused(Refused),
+    /// The server sent a TPM challenge although the agent attested with a join token.
     #[error("the server sent a TPM challenge to a join_token agent")]
     UnexpectedChallenge,
+    /// The server ended the stream without a result or a status.
     #[error("the server closed the attestation stream without a result")]
     NoResult,
 }
@@ -67,11 +86,17 @@ pub enum AttestError {
 /// What the server granted.
 #[derive(Debug, Clone)]
 pub struct AttestOutcome {
+    /// The agent's SPIFFE ID, as the server assigned it.
     pub spiffe_id: String,
+    /// The node selectors the server derived from the evidence (`type:value`).
     pub selectors: Vec<String>,
+    /// The name of the boot policy the evidence met (empty for a join token).
     pub boot_policy: String,
+    /// The agent X.509-SVID (DER), leaf first, then any intermediates.
     pub svid_chain: Vec<Vec<u8>>,
+    /// The trust domain's root certificates (DER), to verify the server with from now on.
     pub root_cas: Vec<Vec<u8>>,
+    /// When the agent SVID expires, in Unix seconds.
     pub expires_at: i64,
     /// The agent SVID's key (in the TPM, or PKCS#8 in memory; never sent).
     pub key: AgentKey,
@@ -103,8 +128,11 @@ impl AttestOutcome {
 pub struct TpmSession {
     /// Use with [`SharedTpm::with`]; the connection stays open for the exchange.
     pub tpm: SharedTpm,
+    /// The endorsement key whose certificate (or public key) the evidence carries.
     pub ek: EndorsementKey,
+    /// The attestation key under the EK: quotes and certifies with it.
     pub ak: AttestationKey,
+    /// The DevID key for tpm_devid, which signs the server's DevID nonce; `None` for tpm_ek.
     pub devid: Option<LoadedKey>,
     /// The TPM-resident agent key, certified by the AK in the answer.
     pub agent_key: Option<Arc<TpmAgentKey>>,
@@ -147,34 +175,29 @@ impl KeySource {
 
 /// Lets tests change what the agent sends (to show the server rejects
 /// replayed or forged evidence). Production uses `Hooks::default()`.
-pub type AnswerHook<'a> =
+pub(crate) type AnswerHook<'a> =
     &'a mut dyn FnMut(&mut TpmSession, &pb::Challenge, &mut pb::ChallengeResponse);
 
 /// Changes to the two messages before they are sent; `Hooks::default()` changes nothing.
 #[derive(Default)]
 pub struct Hooks<'a> {
+    /// Called on the first message (the evidence) before it is sent.
     pub params: Option<&'a mut dyn FnMut(&mut pb::AttestParams)>,
+    /// Called on the answer to the TPM challenge before it is sent, with the session that made it.
     pub answer: Option<AnswerHook<'a>>,
 }
 
 /// The bank the server asks for, as the wire names it (a `HashAlgorithm` by TPM_ALG_ID).
-fn bank(raw: i32) -> Result<PcrBank, AttestError> {
-    Ok(match pb::HashAlgorithm::try_from(raw) {
-        Ok(pb::HashAlgorithm::Sha1) => PcrBank::Sha1,
-        Ok(pb::HashAlgorithm::Sha256) => PcrBank::Sha256,
-        Ok(pb::HashAlgorithm::Sha384) => PcrBank::Sha384,
-        Ok(other) => return Err(AttestError::PcrBank(other.as_str_name().to_owned())),
-        Err(_) => return Err(AttestError::PcrBank(format!("HashAlgorithm value {raw}"))),
-    })
-}
-
-/// The wire name of a bank the agent quotes.
-pub fn wire_bank(b: PcrBank) -> pb::HashAlgorithm {
-    match b {
-        PcrBank::Sha1 => pb::HashAlgorithm::Sha1,
-        PcrBank::Sha256 => pb::HashAlgorithm::Sha256,
-        PcrBank::Sha384 => pb::HashAlgorithm::Sha384,
-    }
+/// Any named algorithm is passed on: whether the TPM has that bank is the TPM's answer.
+fn bank(raw: i32) -> Result<HashAlg, AttestError> {
+    pb::HashAlgorithm::tpm_alg_id_of(raw)
+        .map(HashAlg::from_id)
+        .ok_or_else(|| {
+            AttestError::PcrBank(match pb::HashAlgorithm::try_from(raw) {
+                Ok(named) => named.as_str_name().to_owned(),
+                Err(_) => format!("HashAlgorithm value {raw}"),
+            })
+        })
 }
 
 fn read_chain(path: &std::path::Path) -> Result<Vec<Vec<u8>>, AttestError> {
@@ -301,7 +324,8 @@ fn answer(
                 .pcrs
                 .into_iter()
                 .map(|p| pb::PcrValue {
-                    bank: wire_bank(p.bank).into(),
+                    // The wire's HashAlgorithm is numbered by TPM_ALG_ID.
+                    bank: i32::from(p.bank.id()),
                     index: p.index,
                     digest: p.digest,
                 })

@@ -6,8 +6,8 @@
 //!
 //! What the server sent but cannot be served (an entry without selectors or with
 //! one that does not parse, a bundle that does not parse) is not dropped quietly:
-//! [`parse`] returns it with the reason, the sync logs it when it first appears,
-//! and the snapshot keeps the count ([`Snapshot::rejected`]).
+//! `parse` returns it with the reason, the sync logs it when it first appears,
+//! and the snapshot keeps the count (`Snapshot::rejected`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 /// One X.509-SVID with its key (PKCS#8 DER, made by the agent).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CachedSvid {
+pub(crate) struct CachedSvid {
     pub entry_id: String,
     pub spiffe_id: String,
     /// Leaf first, then intermediates.
@@ -34,7 +34,7 @@ pub struct CachedSvid {
 
 impl CachedSvid {
     /// Past half its life (or the entry changed): time for a new one.
-    pub fn needs_renewal(&self, now: i64, entry_revision: i64) -> bool {
+    pub(crate) fn needs_renewal(&self, now: i64, entry_revision: i64) -> bool {
         entry_revision != self.entry_revision
             || now >= self.issued_at + (self.expires_at - self.issued_at) / 2
     }
@@ -42,7 +42,7 @@ impl CachedSvid {
 
 /// A registration entry as the agent serves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CachedEntry {
+pub(crate) struct CachedEntry {
     pub id: String,
     pub spiffe_id: String,
     pub hint: String,
@@ -54,7 +54,7 @@ pub struct CachedEntry {
 /// Why something the server sent cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum Rejected {
+pub(crate) enum Rejected {
     #[error("entry {id} has no selectors")]
     NoSelectors { id: String },
     #[error("entry {id}: selector {kind}:{value}: {error}")]
@@ -70,7 +70,7 @@ pub enum Rejected {
 
 impl Rejected {
     /// What was rejected, as [`Snapshot::rejected`] keys it.
-    pub fn subject(&self) -> String {
+    pub(crate) fn subject(&self) -> String {
         match self {
             Rejected::NoSelectors { id } | Rejected::Selector { id, .. } => format!("entry {id}"),
             Rejected::Bundle { trust_domain, .. } => format!("bundle {trust_domain}"),
@@ -118,7 +118,7 @@ fn bundle(trust_domain: &str, jwks: &str) -> Result<TrustBundle, Rejected> {
 
 /// A sync response's entries and bundles, parsed.
 #[derive(Debug, Default)]
-pub struct Parsed {
+pub(crate) struct Parsed {
     pub entries: Vec<CachedEntry>,
     pub jwt_bundle: Option<TrustBundle>,
     pub federated: HashMap<String, TrustBundle>,
@@ -127,7 +127,7 @@ pub struct Parsed {
 
 /// Parses what a sync received: the entries, the trust domain's JWKS (`jwks`; empty
 /// before the server has one) and the federated JWKS by trust domain.
-pub fn parse(
+pub(crate) fn parse(
     trust_domain: &str,
     entries: Vec<pb::Entry>,
     jwks: &str,
@@ -159,7 +159,7 @@ pub fn parse(
 
 /// Everything a Workload API answer is made from.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub trust_domain: String,
     pub entries: Vec<CachedEntry>,
     pub svids: HashMap<String, CachedSvid>,
@@ -176,7 +176,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// Entries whose selectors are all among the workload's, with their SVIDs
     /// (entries without a valid SVID yet are left out).
-    pub fn matching(&self, workload: &[Selector], now: i64) -> Vec<(&CachedEntry, &CachedSvid)> {
+    pub(crate) fn matching(
+        &self,
+        workload: &[Selector],
+        now: i64,
+    ) -> Vec<(&CachedEntry, &CachedSvid)> {
         self.matching_entries(workload)
             .into_iter()
             .filter_map(|e| self.svids.get(&e.id).map(|s| (e, s)))
@@ -185,7 +189,7 @@ impl Snapshot {
     }
 
     /// Entries matching the workload (for JWT-SVIDs, which are minted on demand).
-    pub fn matching_entries(&self, workload: &[Selector]) -> Vec<&CachedEntry> {
+    pub(crate) fn matching_entries(&self, workload: &[Selector]) -> Vec<&CachedEntry> {
         self.entries
             .iter()
             .filter(|e| Selector::all_in(&e.selectors, workload))
@@ -193,12 +197,12 @@ impl Snapshot {
     }
 
     /// The roots concatenated (the Workload API's bundle format: DER certificates back to back).
-    pub fn roots_concat(&self) -> Vec<u8> {
+    pub(crate) fn roots_concat(&self) -> Vec<u8> {
         self.roots.concat()
     }
 
     /// The JWT bundle of `trust_domain`: ours or a federated one.
-    pub fn jwt_bundle_of(&self, trust_domain: &str) -> Option<&TrustBundle> {
+    pub(crate) fn jwt_bundle_of(&self, trust_domain: &str) -> Option<&TrustBundle> {
         if trust_domain == self.trust_domain {
             self.jwt_bundle.as_ref()
         } else {
@@ -207,12 +211,15 @@ impl Snapshot {
     }
 }
 
+/// The agent's cache: the sync loop publishes into it, Workload API and SDS streams read it.
+/// Cloning shares the same cache (the clones publish to and watch one channel).
 #[derive(Clone)]
 pub struct Cache {
     tx: Arc<watch::Sender<Arc<Snapshot>>>,
 }
 
 impl Cache {
+    /// An empty cache for `trust_domain`: no entries, SVIDs or bundles until the first sync.
     pub fn new(trust_domain: &str) -> Self {
         let (tx, _rx) = watch::channel(Arc::new(Snapshot {
             trust_domain: trust_domain.to_string(),
@@ -221,17 +228,17 @@ impl Cache {
         Cache { tx: Arc::new(tx) }
     }
 
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.tx.borrow().clone()
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.tx.subscribe()
     }
 
     /// Publishes `next` if it differs from the current snapshot (so streams
     /// are not woken for nothing). Returns whether it did.
-    pub fn publish(&self, next: Snapshot) -> bool {
+    pub(crate) fn publish(&self, next: Snapshot) -> bool {
         self.tx.send_if_modified(|cur| {
             if **cur == next {
                 false

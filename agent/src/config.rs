@@ -13,58 +13,71 @@ use serde::Deserialize;
 use crate::sds::SdsConfigError;
 use crate::workload::limits::LimitsConfigError;
 
-pub use values::{EkType, NodeAttestorKind, ServerAddress, SocketMode};
+pub use values::{EkType, NodeAttestorKind};
+pub(crate) use values::{ServerAddress, SocketMode};
 
 /// Why a config file was refused; each variant names the key at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read config file {}: {error}", path.display())]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// The I/O error.
         error: std::io::Error,
     },
     /// Syntax, an unknown key, or a value of the wrong type (the parser names the key).
     #[error("config file {} is not valid: {error}", path.display())]
     Parse {
+        /// The config file.
         path: PathBuf,
+        /// The parser's error, with the key and position.
         error: toml::de::Error,
     },
     /// A problem with the file at `path`.
     #[error("{}: {error}", path.display())]
     InFile {
+        /// The config file.
         path: PathBuf,
+        /// What is wrong with it.
         error: Box<ConfigError>,
     },
+    /// `node_attestor = "join_token"` without a `join_token`.
     #[error("node_attestor = \"join_token\" needs join_token")]
     MissingJoinToken,
+    /// `tpm.agent_key = "tpm"` with the join_token attestor (no TPM evidence would certify the
+    /// key).
     #[error(
         "tpm.agent_key = \"tpm\" needs a TPM node attestor: a join_token agent sends no \
          TPM evidence to certify the key with (remove the option or use tpm_ek / tpm_devid)"
     )]
     TpmKeyWithoutTpmAttestor,
+    /// A `[workload_api.limits]` value is out of range.
     #[error(transparent)]
     Limits(#[from] LimitsConfigError),
+    /// An `[sds]` option is unusable (its socket, or a resource name).
     #[error(transparent)]
     Sds(#[from] SdsConfigError),
 }
 
 /// Where the agent keeps its SVID and key.
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/ironroot/agent";
+pub(crate) const DEFAULT_DATA_DIR: &str = "/var/lib/ironroot/agent";
 /// The log filter (tracing EnvFilter syntax).
-pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub(crate) const DEFAULT_LOG_LEVEL: &str = "info";
 /// The Workload API socket.
-pub const DEFAULT_WORKLOAD_SOCKET: &str = "/run/ironroot/agent/public/api.sock";
+pub(crate) const DEFAULT_WORKLOAD_SOCKET: &str = "/run/ironroot/agent/public/api.sock";
 /// Every uid may connect: what a caller gets is decided by attestation, not the file mode.
-pub const DEFAULT_WORKLOAD_SOCKET_MODE: SocketMode = SocketMode::new(0o666);
+pub(crate) const DEFAULT_WORKLOAD_SOCKET_MODE: SocketMode = SocketMode::new(0o666);
 /// The kernel's TPM resource manager.
-pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
+pub(crate) const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
 /// Where Linux exposes the firmware's TPM event log.
-pub const DEFAULT_EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+pub(crate) const DEFAULT_EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 /// Persistent handle of the AK (TCG's range for owner keys).
-pub const DEFAULT_AK_HANDLE: u32 = 0x8101_0010;
+pub(crate) const DEFAULT_AK_HANDLE: u32 = 0x8101_0010;
 /// Persistent handle of the DevID key.
-pub const DEFAULT_DEVID_HANDLE: u32 = 0x8101_0020;
+pub(crate) const DEFAULT_DEVID_HANDLE: u32 = 0x8101_0020;
 
 // serde's `default = "…"` takes a function: each returns its constant.
 fn default_data_dir() -> PathBuf {
@@ -92,6 +105,8 @@ fn default_devid_handle() -> u32 {
     DEFAULT_DEVID_HANDLE
 }
 
+/// The agent's configuration file (TOML), as loaded and checked by [`AgentConfig::load`].
+/// Unknown keys are refused.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
@@ -101,7 +116,7 @@ pub struct AgentConfig {
     pub server_address: ServerAddress,
     /// PEM bundle trusted for the server's SVID at bootstrap (installed with the agent).
     pub trust_bundle_path: PathBuf,
-    /// Where the agent keeps its SVID and key ([`crate::data_dir`]).
+    /// Where the agent keeps its SVID and key (`crate::data_dir`).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     /// How the agent proves what it is; see [`AgentConfig::node_attestor`] for the
@@ -111,12 +126,17 @@ pub struct AgentConfig {
     /// The token, for join_token.
     #[serde(default)]
     pub join_token: Option<String>,
+    /// The TPM and the keys in it (`[tpm]`), for the TPM node attestors and a TPM agent key.
     #[serde(default)]
     pub tpm: TpmConfig,
+    /// The log filter (tracing `EnvFilter` syntax, e.g. `"info"` or `"ironroot_agent=debug"`);
+    /// `RUST_LOG`, when set, replaces it.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// The Workload API socket and its per-caller limits (`[workload_api]`).
     #[serde(default)]
     pub workload_api: WorkloadApiConfig,
+    /// Which workload attestors run (`[workload_attestors]`).
     #[serde(default)]
     pub workload_attestors: WorkloadAttestorsConfig,
     /// Envoy SDS (on by default, on the Workload API socket).
@@ -130,18 +150,28 @@ pub struct AgentConfig {
 #[non_exhaustive]
 pub enum NodeAttestor<'a> {
     /// The TPM's EK (certificate or hash), optionally enrolling an LDevID.
-    TpmEk { enroll_devid: bool },
+    TpmEk {
+        /// Ask the server for an LDevID in the same exchange (`tpm.enroll_devid`).
+        enroll_devid: bool,
+    },
     /// A DevID certificate for the TPM's DevID key: `tpm.devid_certificate_path`, else the
     /// LDevID an enrollment wrote to `data_dir/devid.pem`.
-    TpmDevId { certificate_path: PathBuf },
+    TpmDevId {
+        /// The PEM chain: DevID certificate first, then its intermediates.
+        certificate_path: PathBuf,
+    },
     /// A single-use token.
-    JoinToken { token: &'a str },
+    JoinToken {
+        /// The single-use token (`ironroot-server token generate`).
+        token: &'a str,
+    },
 }
 
 /// The SPIFFE Workload API socket.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadApiConfig {
+    /// Path of the Workload API unix socket (its directory is created when missing).
     #[serde(default = "default_workload_socket")]
     pub socket_path: PathBuf,
     /// File mode of the socket (octal string): workloads of every uid must connect;
@@ -167,14 +197,18 @@ impl Default for WorkloadApiConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadAttestorsConfig {
+    /// The unix attestor (uid, gid, groups of the caller).
     #[serde(default)]
     pub unix: crate::workload::attestor::unix::UnixAttestorConfig,
+    /// The process attestor (the caller's executable path and hash).
     #[serde(default)]
     pub process: crate::workload::attestor::process::ProcessAttestorConfig,
     /// Absent: no podman attestor.
     pub podman: Option<crate::workload::attestor::podman::PodmanConfig>,
 }
 
+/// `[tpm]`: how the agent reaches its TPM and which keys it uses there. Every key has a
+/// default, so a TPM agent may leave the section out.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TpmConfig {
@@ -272,6 +306,8 @@ impl AgentConfig {
         })
     }
 
+    /// Reads, parses and checks the file at `path`. Every error names the file; options that
+    /// depend on each other are checked here, not left for the first attestation.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),

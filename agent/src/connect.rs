@@ -1,5 +1,5 @@
 //! The agent's TLS channel to the server's Node API. The server must present
-//! an X.509-SVID for spiffe://<td>/spire/server that verifies to the bundle
+//! an X.509-SVID for `spiffe://<td>/spire/server` that verifies to the bundle
 //! the agent was installed with; no DNS name is involved.
 //!
 //! TLS 1.3 only: a TPM-resident agent key signs the CertificateVerify in the TPM, whose
@@ -23,35 +23,54 @@ use crate::agent_key::AgentKey;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
+    /// A PEM bundle (the bootstrap trust bundle, the latest bundle, a DevID chain) could not be
+    /// read.
     #[error("cannot read trust bundle {}", path.display())]
     ReadBundle {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not a PEM bundle of certificates (or holds none).
     #[error("trust bundle {} {error}", path.display())]
     Bundle {
+        /// The file.
         path: PathBuf,
+        /// What is wrong with its content.
         error: ironroot_api::bundle::PemCertificatesError,
     },
+    /// The TLS client configuration could not be built (roots that rustls refuses).
     #[error("cannot set up TLS 1.3")]
     Tls(#[source] rustls::Error),
+    /// The software agent key (PKCS#8) is not a key rustls can sign with.
     #[error("the agent's software key cannot sign: {0}")]
     KeyUnusable(rustls::Error),
+    /// The agent SVID and its key do not make a TLS client certificate.
     #[error("the agent SVID cannot be used as a TLS client certificate with the {kind} agent key: {error}")]
     ClientCertificate {
+        /// The agent key's kind (`"software"` or `"tpm"`).
         kind: &'static str,
+        /// rustls's reason.
         error: rustls::Error,
     },
+    /// `server_address` is not a `host:port` a URI can hold.
     #[error("server_address {address:?} is not host:port")]
     Address {
+        /// The configured address.
         address: String,
+        /// The transport's reason.
         #[source]
         source: tonic::transport::Error,
     },
+    /// The TCP connection or the TLS handshake with the server failed (wrong address, server
+    /// down, or a server certificate the roots do not verify).
     #[error("cannot reach the server at {address} over TLS")]
     Unreachable {
+        /// The address dialled.
         address: String,
+        /// The transport's reason.
         #[source]
         source: tonic::transport::Error,
     },
@@ -71,7 +90,7 @@ pub fn read_bundle(path: &Path) -> Result<Vec<Vec<u8>>, ConnectError> {
 
 /// The agent's own SVID for mTLS: chain (leaf first) and its key (in the TPM or in
 /// memory).
-pub struct ClientIdentity {
+pub(crate) struct ClientIdentity {
     pub chain: Vec<Vec<u8>>,
     pub key: AgentKey,
 }
@@ -102,7 +121,7 @@ pub async fn channel(
 }
 
 /// [`channel`], presenting `identity` (the agent SVID) as a client certificate.
-pub async fn channel_with_identity(
+pub(crate) async fn channel_with_identity(
     address: &str,
     roots: Vec<Vec<u8>>,
     server_id: SpiffeId,

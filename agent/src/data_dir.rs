@@ -21,13 +21,13 @@ use ironroot_tpm::device::KeyBlobs;
 use crate::agent_key::AgentKey;
 
 /// The agent SVID chain, leaf first.
-pub const AGENT_SVID_FILE: &str = "agent_svid.pem";
+pub(crate) const AGENT_SVID_FILE: &str = "agent_svid.pem";
 /// The agent SVID's software key (PKCS#8 PEM).
-pub const AGENT_SVID_KEY_FILE: &str = "agent_svid.key";
+pub(crate) const AGENT_SVID_KEY_FILE: &str = "agent_svid.key";
 /// The latest bundle the server sent over an authenticated connection.
-pub const BUNDLE_FILE: &str = "bundle.pem";
+pub(crate) const BUNDLE_FILE: &str = "bundle.pem";
 /// Where an enrolled LDevID goes unless `tpm.devid_certificate_path` says otherwise.
-pub const DEVID_FILE: &str = "devid.pem";
+pub(crate) const DEVID_FILE: &str = "devid.pem";
 /// TPM2B_PUBLIC of the TPM-resident agent key.
 pub const PUBLIC_FILE: &str = "agent_key.tpm.pub";
 /// TPM2B_PRIVATE of the TPM-resident agent key (wrapped by the storage root key).
@@ -67,7 +67,7 @@ pub enum DataDirError {
 }
 
 /// What the server granted, as `data_dir` keeps it.
-pub struct SavedSvid<'a> {
+pub(crate) struct SavedSvid<'a> {
     pub chain: &'a [Vec<u8>],
     pub roots: &'a [Vec<u8>],
     pub key: &'a AgentKey,
@@ -75,26 +75,27 @@ pub struct SavedSvid<'a> {
 
 /// The agent's `data_dir`.
 #[derive(Debug, Clone)]
-pub struct DataDir {
+pub(crate) struct DataDir {
     root: PathBuf,
 }
 
 impl DataDir {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(root: impl Into<PathBuf>) -> Self {
         DataDir { root: root.into() }
     }
 
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
         &self.root
     }
 
     /// The latest bundle the server sent (it may not exist yet).
-    pub fn bundle(&self) -> PathBuf {
+    pub(crate) fn bundle(&self) -> PathBuf {
         self.root.join(BUNDLE_FILE)
     }
 
     /// Where an enrolled LDevID goes by default.
-    pub fn devid(&self) -> PathBuf {
+    pub(crate) fn devid(&self) -> PathBuf {
         self.root.join(DEVID_FILE)
     }
 
@@ -110,7 +111,7 @@ impl DataDir {
     /// TPM-resident key has no file here (its TPM-wrapped blobs were written when it
     /// was made): a software key's file from an earlier run is removed, so none is
     /// left that is not the SVID's key.
-    pub fn save_svid(&self, svid: &SavedSvid<'_>) -> Result<(), DataDirError> {
+    pub(crate) fn save_svid(&self, svid: &SavedSvid<'_>) -> Result<(), DataDirError> {
         self.create()?;
         let key_file = self.root.join(AGENT_SVID_KEY_FILE);
         match svid.key.pkcs8() {
@@ -142,12 +143,12 @@ impl DataDir {
     }
 
     /// Writes an enrolled LDevID chain to `path` (see [`DataDir::devid`]).
-    pub fn save_devid(&self, path: &Path, chain: &[Vec<u8>]) -> Result<(), DataDirError> {
+    pub(crate) fn save_devid(&self, path: &Path, chain: &[Vec<u8>]) -> Result<(), DataDirError> {
         write_atomic(path, certificates_to_pem(chain).as_bytes(), PUBLIC_MODE)
     }
 
     /// The TPM-resident agent key's blobs, if both are there.
-    pub fn tpm_agent_key(&self) -> Option<KeyBlobs> {
+    pub(crate) fn tpm_agent_key(&self) -> Option<KeyBlobs> {
         let public = std::fs::read(self.root.join(PUBLIC_FILE)).ok()?;
         let private = std::fs::read(self.root.join(PRIVATE_FILE)).ok()?;
         Some(KeyBlobs { public, private })
@@ -155,7 +156,7 @@ impl DataDir {
 
     /// Keeps a new TPM-resident agent key's blobs (private first: a public blob is
     /// never there without its private one).
-    pub fn save_tpm_agent_key(&self, blobs: &KeyBlobs) -> Result<(), DataDirError> {
+    pub(crate) fn save_tpm_agent_key(&self, blobs: &KeyBlobs) -> Result<(), DataDirError> {
         self.create()?;
         write_atomic(&self.root.join(PRIVATE_FILE), &blobs.private, SECRET_MODE)?;
         write_atomic(&self.root.join(PUBLIC_FILE), &blobs.public, PUBLIC_MODE)
@@ -172,7 +173,7 @@ fn temp_path(path: &Path) -> PathBuf {
 
 /// Writes `data` to `path` through a temp file and a rename, so a reader never sees half
 /// a file. The file is created with `mode`.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), DataDirError> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), DataDirError> {
     let tmp = temp_path(path);
     let _ = std::fs::remove_file(&tmp);
     let write = |source| DataDirError::Write {

@@ -37,7 +37,7 @@ fn bundle_for<'s>(s: &'s Snapshot, token: &str) -> Result<&'s TrustBundle, Statu
     })
 }
 
-pub fn validate(
+pub(crate) fn validate(
     s: &Snapshot,
     token: &str,
     audience: &str,

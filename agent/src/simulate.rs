@@ -5,7 +5,7 @@
 //! whole attestation path (quote, replay, policy) runs for real. It refuses a
 //! hardware TPM (`device:` TCTI): there the firmware measures the boot.
 
-use ironroot_tpm::device::{DeviceError, PcrBank, Tpm};
+use ironroot_tpm::device::{DeviceError, Tpm};
 use ironroot_tpm::verify::eventlog::uefi::EFI_GLOBAL_VARIABLE;
 use ironroot_tpm::verify::eventlog::{EventLog, EventLogError, EventType, HashAlg, LogBuilder};
 
@@ -13,10 +13,14 @@ use ironroot_tpm::verify::eventlog::{EventLog, EventLogError, EventType, HashAlg
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SimulateError {
+    /// The TCTI is not a software TPM's (holds the TCTI): a real TPM's PCRs belong to its
+    /// firmware.
     #[error("simulate-boot only drives a software TPM (swtpm:/mssim: TCTI), not {0:?}")]
     NotSoftwareTpm(String),
+    /// The log to replay does not parse.
     #[error(transparent)]
     EventLog(#[from] EventLogError),
+    /// The software TPM could not be opened or refused a PCR extend.
     #[error(transparent)]
     Tpm(#[from] DeviceError),
 }
@@ -24,9 +28,14 @@ pub enum SimulateError {
 /// What the simulated machine boots.
 #[derive(Clone)]
 pub struct SimulatedBoot<'a> {
+    /// The firmware image: its bytes are the S-CRTM version event and its hash the firmware
+    /// blob measured in PCR0.
     pub firmware: &'a [u8],
+    /// The kernel image, whose hash is the PCR4 boot application event.
     pub kernel: &'a [u8],
+    /// The kernel command line (PCR9, as the Linux EFI stub measures it: UTF-16LE with a NUL).
     pub cmdline: &'a str,
+    /// The initrd, whose hash is the PCR9 "Linux initrd" event.
     pub initrd: &'a [u8],
     /// The SecureBoot variable's value.
     pub secure_boot: bool,
@@ -95,7 +104,7 @@ pub fn replay_into(tcti: &str, log: &[u8]) -> Result<usize, SimulateError> {
             continue;
         }
         if let Some(d) = e.digests.iter().find(|d| d.alg() == HashAlg::Sha256) {
-            tpm.pcr_extend_digest(e.pcr, PcrBank::Sha256, d.as_bytes())?;
+            tpm.pcr_extend_digest(e.pcr, HashAlg::Sha256, d.as_bytes())?;
             n += 1;
         }
     }

@@ -21,28 +21,37 @@ use crate::connect::{self, ClientIdentity, ConnectError};
 use crate::refused::{RefusalKind, Refused};
 
 /// Sync at least this often, even without change notices.
-pub const SYNC_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const SYNC_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why syncing with the server stopped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SyncError {
+    /// No TLS channel to the server with the agent SVID.
     #[error("server unreachable")]
     Unreachable(#[source] ConnectError),
+    /// The server refused to send the entries this agent may serve.
     #[error("entry sync refused: {0}")]
     EntriesRefused(Refused),
+    /// The server refused to sign the workload SVIDs' CSRs.
     #[error("SVID signing refused: {0}")]
     SigningRefused(Refused),
+    /// The server refused to open the change stream.
     #[error("change watch refused: {0}")]
     WatchRefused(Refused),
+    /// The change stream ended with an error status.
     #[error("change stream failed: {0}")]
     StreamFailed(Refused),
+    /// The server closed the change stream without a status (it may be restarting).
     #[error("the server closed the change stream")]
     StreamClosed,
+    /// The server refused to renew the agent SVID.
     #[error("agent SVID renewal refused: {0}")]
     RenewalRefused(Refused),
+    /// A workload SVID's key or CSR could not be made.
     #[error("cannot make a key and CSR for an SVID")]
     SvidKey(#[source] rcgen::Error),
+    /// A software key and CSR for the renewed agent SVID could not be made.
     #[error(transparent)]
     AgentKey(#[from] AgentKeyError),
 }
@@ -65,12 +74,17 @@ impl SyncError {
 /// The agent's current SVID.
 #[derive(Clone)]
 pub struct AgentSvid {
+    /// The agent's SPIFFE ID.
     pub spiffe_id: String,
+    /// The SVID (DER), leaf first, then any intermediates.
     pub chain: Vec<Vec<u8>>,
     /// In the TPM, or in memory.
     pub key: AgentKey,
+    /// When the agent got it, in Unix seconds: half-way to `expires_at` it is renewed.
     pub issued_at: i64,
+    /// When it expires, in Unix seconds.
     pub expires_at: i64,
+    /// The trust domain's roots (DER) the server's SVID is verified with.
     pub roots: Vec<Vec<u8>>,
 }
 
@@ -242,13 +256,13 @@ fn report_rejected(current: &Snapshot, rejected: Vec<Rejected>) -> BTreeMap<Stri
 }
 
 /// A connection to the server whose first sync went through.
-pub struct Session {
+pub(crate) struct Session {
     client: AgentClient<Channel>,
 }
 
 impl Session {
     /// Syncs once over `channel`: the server is back once this returns.
-    pub async fn start(channel: Channel, cache: &Cache) -> Result<Session, SyncError> {
+    pub(crate) async fn start(channel: Channel, cache: &Cache) -> Result<Session, SyncError> {
         let mut client = AgentClient::new(channel);
         sync_once(&mut client, cache).await?;
         Ok(Session { client })
@@ -257,7 +271,7 @@ impl Session {
     /// Keeps the cache in step (on change notices, and every [`SYNC_INTERVAL`])
     /// until `renew_at` (returns `Ok`: the agent SVID is at half life) or the
     /// connection fails.
-    pub async fn follow(mut self, cache: &Cache, renew_at: i64) -> Result<(), SyncError> {
+    pub(crate) async fn follow(mut self, cache: &Cache, renew_at: i64) -> Result<(), SyncError> {
         let mut notices = self
             .client
             .watch_changes(pb::WatchChangesRequest {})

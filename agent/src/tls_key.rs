@@ -24,11 +24,11 @@ const SCHEME: SignatureScheme = SignatureScheme::ECDSA_NISTP256_SHA256;
 
 /// The TPM-resident agent key as a rustls [`SigningKey`].
 #[derive(Debug)]
-pub struct TpmSigningKey(Arc<TpmAgentKey>);
+pub(crate) struct TpmSigningKey(Arc<TpmAgentKey>);
 
 impl TpmSigningKey {
     /// Wraps `key`.
-    pub fn new(key: Arc<TpmAgentKey>) -> Self {
+    pub(crate) fn new(key: Arc<TpmAgentKey>) -> Self {
         TpmSigningKey(key)
     }
 }

@@ -7,7 +7,8 @@ use common::*;
 use ironroot_agent::attest::{Hooks, TpmSession};
 use ironroot_agent::config::NodeAttestorKind;
 use ironroot_api::node as pb;
-use ironroot_tpm::device::{PcrBank, Tpm};
+use ironroot_tpm::device::Tpm;
+use ironroot_tpm::verify::HashAlg;
 
 /// A booted swtpm and an agent config for it.
 fn booted(
@@ -60,8 +61,8 @@ fn a_quote_over_another_nonce_is_rejected() {
     let (_tpm, cfg) = booted(&env);
     assert_rejected(
         with_answer(&cfg, &mut |s, ch, r| {
-            let sel: Vec<(PcrBank, Vec<u32>)> =
-                vec![(PcrBank::Sha256, ch.pcr_selection[0].pcrs.clone())];
+            let sel: Vec<(HashAlg, Vec<u32>)> =
+                vec![(HashAlg::Sha256, ch.pcr_selection[0].pcrs.clone())];
             let q = s
                 .tpm
                 .with(|t| t.quote(&s.ak, &[7u8; 32], &sel))

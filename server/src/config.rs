@@ -419,6 +419,16 @@ fn pin_source(
     }
 }
 
+/// The token a PKCS#11 section names, `key` naming the section in errors.
+fn pkcs11_config(key: &'static str, t: file::Pkcs11File) -> Result<Pkcs11Config, InvalidOption> {
+    Ok(Pkcs11Config {
+        pin: pin_source(key, t.pin_file, t.pin_env)?,
+        module: t.module,
+        token_label: t.token_label,
+        sessions: t.sessions,
+    })
+}
+
 impl TryFrom<file::ServerFile> for ServerConfig {
     type Error = InvalidOption;
 
@@ -427,13 +437,7 @@ impl TryFrom<file::ServerFile> for ServerConfig {
             .map_err(|e| invalid("trust_domain", format!("{:?}: {e}", f.trust_domain)))?;
         let key_manager = match (f.key_manager, f.insecure_software_keys) {
             (Some(km), _) => {
-                let t = km.pkcs11;
-                KeyManagerConfig::Pkcs11(Pkcs11Config {
-                    pin: pin_source("key_manager.pkcs11", t.pin_file, t.pin_env)?,
-                    module: t.module,
-                    token_label: t.token_label,
-                    sessions: t.sessions,
-                })
+                KeyManagerConfig::Pkcs11(pkcs11_config("key_manager.pkcs11", km.pkcs11)?)
             }
             (None, true) => KeyManagerConfig::InsecureSoftware,
             (None, false) => {
@@ -498,21 +502,12 @@ fn upstream(f: file::UpstreamFile) -> Result<UpstreamConfig, InvalidOption> {
             bundle_file,
         },
         file::UpstreamFile::Pkcs11 {
-            module,
-            token_label,
-            pin_file,
-            pin_env,
-            sessions,
+            token,
             key_label,
             cert_file,
             bundle_file,
         } => UpstreamConfig::Pkcs11 {
-            token: Pkcs11Config {
-                module,
-                token_label,
-                pin: pin_source("upstream", pin_file, pin_env)?,
-                sessions,
-            },
+            token: pkcs11_config("upstream", token)?,
             key_label,
             cert_file,
             bundle_file,

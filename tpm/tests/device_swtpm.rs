@@ -12,9 +12,10 @@ use device_support::{
     cert_key, contains, ok, public, run, tpm2_makecredential, tpm_key, verify_chain, Rig,
 };
 use ironroot_tpm::device::{
-    devid_csr, read_event_log, AkAlgorithm, DeviceError, EkAlgorithm, PcrBank, Tpm, TransientUsage,
+    devid_csr, read_event_log, AkAlgorithm, DeviceError, EkAlgorithm, Tpm, TransientUsage,
 };
 use ironroot_tpm::verify;
+use ironroot_tpm::verify::HashAlg;
 use sha2::{Digest, Sha256};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::structures::Public as TssPublic;
@@ -128,8 +129,8 @@ fn quote_reports_the_pcrs_it_signed_and_carries_the_nonce() {
     let ak = ok(rig.tpm.attestation_key(&ek, None));
     // 13 PCRs: more than one PCR_Read (8 digests at most); banks not in TPM order.
     let sel = vec![
-        (PcrBank::Sha256, (0..11).rev().collect()),
-        (PcrBank::Sha1, vec![7, 0]),
+        (HashAlg::Sha256, (0..11).rev().collect()),
+        (HashAlg::Sha1, vec![7, 0]),
     ];
     let nonce1 = b"nonce-one-0123456789abcdef";
     let q1 = ok(rig.tpm.quote(&ak, nonce1, &sel));
@@ -137,8 +138,8 @@ fn quote_reports_the_pcrs_it_signed_and_carries_the_nonce() {
     assert_eq!(q1.pcrs.len(), 13);
     let read256 = ok(rig
         .tpm
-        .pcr_read(PcrBank::Sha256, &(0..11).collect::<Vec<_>>()));
-    let read1 = ok(rig.tpm.pcr_read(PcrBank::Sha1, &[0, 7]));
+        .pcr_read(HashAlg::Sha256, &(0..11).collect::<Vec<_>>()));
+    let read1 = ok(rig.tpm.pcr_read(HashAlg::Sha1, &[0, 7]));
     assert_eq!(
         q1.pcrs,
         [read256, read1].concat(),
@@ -163,7 +164,7 @@ fn quote_reports_the_pcrs_it_signed_and_carries_the_nonce() {
     assert!(e.to_string().contains("Quote: invalid argument"), "{e}");
     let e = rig
         .tpm
-        .quote(&ak, nonce1, &[(PcrBank::Sha256, vec![24])])
+        .quote(&ak, nonce1, &[(HashAlg::Sha256, vec![24])])
         .unwrap_err();
     assert!(e.to_string().contains("not below 24"), "{e}");
     assert_clean(&mut rig);
@@ -180,7 +181,7 @@ fn quote_and_certify_verify_with_the_pure_rust_verifier() {
         assert_eq!(ak_pub.name(), ak.name);
         let q = ok(rig
             .tpm
-            .quote(&ak, b"verifier nonce", &[(PcrBank::Sha256, vec![0, 7])]));
+            .quote(&ak, b"verifier nonce", &[(HashAlg::Sha256, vec![0, 7])]));
         let sig = ok(verify::TpmSignature::parse(&q.signature));
         ok(verify::verify_signature(&ak_pub, &q.attest, &sig));
         let values: Vec<&[u8]> = q.pcrs.iter().map(|v| v.digest.as_slice()).collect();
@@ -313,15 +314,15 @@ fn devid_is_certified_by_the_ak_signs_and_makes_a_valid_csr() {
 fn pcr_extend_changes_every_active_bank() {
     let mut rig = Rig::new();
     let data = b"ironroot test measurement";
-    let before256 = ok(rig.tpm.pcr_read(PcrBank::Sha256, &[16]))[0]
+    let before256 = ok(rig.tpm.pcr_read(HashAlg::Sha256, &[16]))[0]
         .digest
         .clone();
-    let before1 = ok(rig.tpm.pcr_read(PcrBank::Sha1, &[16]))[0].digest.clone();
+    let before1 = ok(rig.tpm.pcr_read(HashAlg::Sha1, &[16]))[0].digest.clone();
     ok(rig.tpm.pcr_extend(16, data));
-    let after256 = ok(rig.tpm.pcr_read(PcrBank::Sha256, &[16]))[0]
+    let after256 = ok(rig.tpm.pcr_read(HashAlg::Sha256, &[16]))[0]
         .digest
         .clone();
-    let after1 = ok(rig.tpm.pcr_read(PcrBank::Sha1, &[16]))[0].digest.clone();
+    let after1 = ok(rig.tpm.pcr_read(HashAlg::Sha1, &[16]))[0].digest.clone();
     let expect256 = Sha256::digest([before256.as_slice(), &Sha256::digest(data)].concat());
     assert_eq!(after256, expect256.to_vec());
     use sha1::Sha1;

@@ -6,7 +6,7 @@
 //!
 //! Two parts: `serve` binds the sockets and serves from the cache whatever the
 //! server connection does; `state` is the agent's life with its server, an
-//! explicit state machine ([`State`], every transition in [`Agent::step`]).
+//! explicit state machine (`State`, every transition in `Agent::step`).
 
 mod serve;
 mod state;
@@ -22,39 +22,56 @@ use crate::config::AgentConfig;
 use crate::workload::attestor::podman::PodmanError;
 use crate::workload_api::ServerClient;
 
-pub use serve::attestors;
-pub use state::{Agent, State};
+pub(crate) use state::Agent;
 
 /// Why the agent could not start serving.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
+    /// The podman workload attestor could not start (its socket is unsafe or unusable).
     #[error("podman workload attestor")]
     Podman(#[source] PodmanError),
+    /// A socket's directory could not be created.
     #[error("cannot create {}", path.display())]
     CreateDir {
+        /// The directory.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// Another process (another agent) answers on the socket: it is left alone.
     #[error("{} is in use by another agent", path.display())]
-    InUse { path: PathBuf },
+    InUse {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// A socket file nobody answers on (left by a previous run) could not be removed.
     #[error("cannot remove stale socket {}", path.display())]
     RemoveStale {
+        /// The socket.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// A socket could not be bound.
     #[error("cannot bind {what} on {}", path.display())]
     Bind {
+        /// Which socket (`"the Workload API"`, `"Envoy SDS"`).
         what: &'static str,
+        /// The socket.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The socket's file mode could not be set.
     #[error("cannot set the mode of {}", path.display())]
     Mode {
+        /// The socket.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },

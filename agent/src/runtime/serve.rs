@@ -23,7 +23,7 @@ use crate::workload::limits::CallerLimits;
 use crate::workload_api::{incoming, ServerClient, WorkloadApi};
 
 /// The configured workload attestors (unix and process always; podman when configured).
-pub fn attestors(cfg: &AgentConfig) -> Result<Vec<Arc<dyn WorkloadAttestor>>, RuntimeError> {
+pub(crate) fn attestors(cfg: &AgentConfig) -> Result<Vec<Arc<dyn WorkloadAttestor>>, RuntimeError> {
     let hasher = Arc::new(ExeHasher::new());
     let w = &cfg.workload_attestors;
     let mut v: Vec<Arc<dyn WorkloadAttestor>> = vec![

@@ -34,7 +34,7 @@ use crate::workload_api::ServerClient;
 
 /// Where the agent is.
 #[derive(Debug)]
-pub enum State {
+pub(crate) enum State {
     /// No usable agent SVID: attest (a fresh quote for TPM agents, the token otherwise).
     Attesting,
     /// Attestation failed: wait this long, then attest again.
@@ -51,7 +51,7 @@ pub enum State {
 }
 
 /// The agent: its config, the cache it fills, and what lasts across states.
-pub struct Agent {
+pub(crate) struct Agent {
     cfg: AgentConfig,
     data_dir: DataDir,
     cache: Cache,
@@ -95,7 +95,7 @@ fn secs(d: Duration) -> String {
 }
 
 impl Agent {
-    pub fn new(cfg: AgentConfig, cache: Cache, server: ServerClient) -> Self {
+    pub(crate) fn new(cfg: AgentConfig, cache: Cache, server: ServerClient) -> Self {
         Agent {
             data_dir: DataDir::new(&cfg.data_dir),
             cfg,
@@ -109,7 +109,7 @@ impl Agent {
     }
 
     /// Steps from [`State::Attesting`] for ever (the caller stops it at shutdown).
-    pub async fn run(&mut self) {
+    pub(crate) async fn run(&mut self) {
         let mut state = State::Attesting;
         loop {
             state = self.step(state).await;
@@ -118,7 +118,7 @@ impl Agent {
 
     /// Does what `state` asks and returns the next state: the one place transitions
     /// are decided.
-    pub async fn step(&mut self, state: State) -> State {
+    pub(crate) async fn step(&mut self, state: State) -> State {
         match state {
             State::Attesting => match self.attest().await {
                 Ok(svid) => {

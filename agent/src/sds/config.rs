@@ -49,13 +49,13 @@ impl Default for SdsConfig {
 }
 
 /// SDS is served unless turned off (SPIRE's `disable_sds_api = false`).
-pub const DEFAULT_ENABLED: bool = true;
+pub(crate) const DEFAULT_ENABLED: bool = true;
 /// SPIRE's name for the caller's default X.509-SVID.
-pub const DEFAULT_SVID_NAME: &str = "default";
+pub(crate) const DEFAULT_SVID_NAME: &str = "default";
 /// SPIRE's name for the agent's trust domain bundle.
-pub const DEFAULT_BUNDLE_NAME: &str = "ROOTCA";
+pub(crate) const DEFAULT_BUNDLE_NAME: &str = "ROOTCA";
 /// SPIRE's name for every bundle in one validation context.
-pub const DEFAULT_ALL_BUNDLES_NAME: &str = "ALL";
+pub(crate) const DEFAULT_ALL_BUNDLES_NAME: &str = "ALL";
 
 // serde's `default = "…"` takes a function: each returns its constant.
 fn default_enabled() -> bool {

@@ -5,12 +5,12 @@
 use tonic::Status;
 
 /// The resource type SDS serves (the only `type_url` accepted).
-pub const SECRET_TYPE_URL: &str =
+pub(crate) const SECRET_TYPE_URL: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum SdsError {
+pub(crate) enum SdsError {
     /// The agent has no trust bundle yet (it has not synced with its server
     /// since it started): nothing it could serve would be complete.
     #[error("the agent has not synced with its server yet; retry shortly")]

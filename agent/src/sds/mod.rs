@@ -15,7 +15,7 @@
 //!   the names; nothing is served before the agent's first sync.
 //! - Bundles (public keys) go to any attested caller, as in SPIRE.
 
-pub mod config;
+pub(crate) mod config;
 mod error;
 mod resources;
 mod response;
@@ -23,10 +23,8 @@ mod secrets;
 mod service;
 mod stream;
 
-pub use config::{SdsConfig, SdsConfigError};
-pub use error::{SdsError, SECRET_TYPE_URL};
-pub use secrets::{BundleFormat, DISABLE_SPIFFE_VALIDATION_KEY, SPIFFE_VALIDATOR};
-pub use service::SdsService;
+pub(crate) use config::{SdsConfig, SdsConfigError};
+pub(crate) use service::SdsService;
 
 use std::sync::Arc;
 
@@ -36,7 +34,7 @@ use crate::cache::Cache;
 use crate::workload::attestor::WorkloadAttestor;
 
 /// The gRPC service, ready to add to a tonic router.
-pub fn server(
+pub(crate) fn server(
     cache: Cache,
     attestors: Vec<Arc<dyn WorkloadAttestor>>,
     cfg: SdsConfig,

@@ -17,15 +17,15 @@ use envoy_types::util::pack_any;
 use crate::cache::CachedSvid;
 
 /// The name Envoy registers its SPIFFE certificate validator under.
-pub const SPIFFE_VALIDATOR: &str = "envoy.tls.cert_validator.spiffe";
+pub(crate) const SPIFFE_VALIDATOR: &str = "envoy.tls.cert_validator.spiffe";
 
 /// The node metadata key with which an Envoy overrides
 /// `sds.disable_spiffe_cert_validation` for itself (as with SPIRE).
-pub const DISABLE_SPIFFE_VALIDATION_KEY: &str = "disable_spiffe_cert_validation";
+pub(crate) const DISABLE_SPIFFE_VALIDATION_KEY: &str = "disable_spiffe_cert_validation";
 
 /// How bundles are expressed to one Envoy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BundleFormat {
+pub(crate) enum BundleFormat {
     /// `custom_validator_config` with a `SPIFFECertValidatorConfig`: Envoy
     /// checks the peer's SPIFFE ID against the bundle of its own trust domain.
     SpiffeValidator,
@@ -37,7 +37,7 @@ impl BundleFormat {
     /// SPIRE's rule: the SPIFFE validator unless it is disabled (by the node's
     /// metadata, else by the configuration) or the node reports a structured
     /// build version older than 1.18. A node that reports no version gets it.
-    pub fn for_node(node: Option<&Node>, disabled_by_config: bool) -> BundleFormat {
+    pub(super) fn for_node(node: Option<&Node>, disabled_by_config: bool) -> BundleFormat {
         let disabled = node
             .and_then(|n| n.metadata.as_ref())
             .and_then(|m| m.fields.get(DISABLE_SPIFFE_VALIDATION_KEY))

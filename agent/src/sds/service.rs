@@ -22,14 +22,18 @@ use crate::workload::caller::Caller;
 use crate::workload_api::attest_request;
 use ironroot_runtime::unix_now;
 
-pub struct SdsService {
+pub(crate) struct SdsService {
     cache: Cache,
     attestors: Vec<Arc<dyn WorkloadAttestor>>,
     cfg: Arc<SdsConfig>,
 }
 
 impl SdsService {
-    pub fn new(cache: Cache, attestors: Vec<Arc<dyn WorkloadAttestor>>, cfg: SdsConfig) -> Self {
+    pub(crate) fn new(
+        cache: Cache,
+        attestors: Vec<Arc<dyn WorkloadAttestor>>,
+        cfg: SdsConfig,
+    ) -> Self {
         SdsService {
             cache,
             attestors,

@@ -5,7 +5,7 @@
 //! another process, or it can exec another program and keep the number. So
 //! a [`Caller`] is recorded once, when the connection is accepted: a pidfd,
 //! which names one process for as long as we hold it; the process start
-//! time; what it runs ([`Executable`]: device, inode and mount of
+//! time; what it runs (`Executable`: device, inode and mount of
 //! `/proc/PID/exe`, and its path); a handle on its address space of that
 //! moment, which exec destroys; and its credentials.
 //!
@@ -35,12 +35,11 @@ mod executable;
 #[allow(unsafe_code)]
 mod pidfd;
 mod proc_stat;
-pub use proc_stat::ProcParseError;
 
 use address_space::AddressSpace;
 use credentials::Credentials;
 pub(crate) use executable::same_user_namespace_as_agent;
-pub use executable::{ExeId, Executable};
+pub(crate) use executable::{ExeId, Executable};
 pub(crate) use proc_stat::{is_gone, read_stat};
 
 /// Why a [`Caller`] could not be built or is no longer what it was.

@@ -45,13 +45,13 @@ const IDLE_RECHECK: Duration = Duration::from_secs(3600);
 
 /// The Workload API as one tonic service (add it with `add_service`).
 #[derive(Clone)]
-pub struct WorkloadApiService {
+pub(crate) struct WorkloadApiService {
     api: Arc<WorkloadApi>,
     generated: SpiffeWorkloadApiServer<WorkloadApi>,
 }
 
 impl WorkloadApiService {
-    pub fn new(api: Arc<WorkloadApi>) -> Self {
+    pub(crate) fn new(api: Arc<WorkloadApi>) -> Self {
         WorkloadApiService {
             generated: SpiffeWorkloadApiServer::from_arc(api.clone()),
             api,

@@ -30,16 +30,16 @@ use sha2::{Digest, Sha256};
 
 /// Tokens longer than this are not cached (a JWT-SVID is ~0.5-1 KB; only a
 /// huge audience list makes a longer one).
-pub const MAX_CACHED_TOKEN_BYTES: usize = 4096;
+pub(crate) const MAX_CACHED_TOKEN_BYTES: usize = 4096;
 
 /// The sweep of stale tokens runs at most this often (seconds): from
 /// [`JwtSvidCache::sweep_if_due`] on each request, and before an eviction
 /// (a full cache of fresh tokens does not pay for a scan each time).
-pub const SWEEP_EVERY: i64 = 10;
+pub(crate) const SWEEP_EVERY: i64 = 10;
 
 /// The cache key of an audience list: order does not matter, but each
 /// audience is length-prefixed so `["a,b"]`, `["a", "b"]` and `["ab"]` differ.
-pub fn audience_key(audience: &[String]) -> [u8; 32] {
+pub(crate) fn audience_key(audience: &[String]) -> [u8; 32] {
     let mut sorted: Vec<&str> = audience.iter().map(String::as_str).collect();
     sorted.sort_unstable();
     let mut h = Sha256::new();
@@ -93,7 +93,7 @@ impl Identity {
 
 /// See the module documentation.
 #[derive(Debug)]
-pub struct JwtSvidCache {
+pub(crate) struct JwtSvidCache {
     capacity: usize,
     per_identity: usize,
     identities: HashMap<String, Identity>,
@@ -105,7 +105,7 @@ pub struct JwtSvidCache {
 impl JwtSvidCache {
     /// A cache of at most `capacity` tokens, `per_identity` of them for one
     /// identity (both at least 1; `per_identity` is clamped to `capacity`).
-    pub fn new(capacity: usize, per_identity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, per_identity: usize) -> Self {
         let capacity = capacity.max(1);
         JwtSvidCache {
             capacity,
@@ -118,17 +118,18 @@ impl JwtSvidCache {
     }
 
     /// Tokens held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
+    #[cfg(test)]
     /// Whether no token is held.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Tokens held for `entry_id`.
-    pub fn len_of(&self, entry_id: &str) -> usize {
+    pub(crate) fn len_of(&self, entry_id: &str) -> usize {
         self.identities.get(entry_id).map_or(0, |i| i.tokens.len())
     }
 
@@ -140,7 +141,7 @@ impl JwtSvidCache {
     /// The cached token for `entry_id` and `audience` if it has more than
     /// half its life left (it becomes the most recently used); a stale one is
     /// dropped.
-    pub fn get(&mut self, entry_id: &str, audience: &[String], now: i64) -> Option<String> {
+    pub(crate) fn get(&mut self, entry_id: &str, audience: &[String], now: i64) -> Option<String> {
         let key = audience_key(audience);
         let tick = self.next_tick();
         let ident = self.identities.get_mut(entry_id)?;
@@ -163,7 +164,7 @@ impl JwtSvidCache {
     /// `entry_id` and `audience`, evicting as the module documentation says.
     /// A token already past half its life, or longer than
     /// [`MAX_CACHED_TOKEN_BYTES`], is not kept.
-    pub fn insert(
+    pub(crate) fn insert(
         &mut self,
         entry_id: &str,
         audience: &[String],
@@ -244,14 +245,14 @@ impl JwtSvidCache {
     /// [`Self::sweep`] if the last one was [`SWEEP_EVERY`] seconds ago or
     /// more: tokens past half their life leave the cache even if nobody asks
     /// for them again.
-    pub fn sweep_if_due(&mut self, now: i64) {
+    pub(crate) fn sweep_if_due(&mut self, now: i64) {
         if now.saturating_sub(self.last_sweep) >= SWEEP_EVERY {
             self.sweep(now);
         }
     }
 
     /// Drops every token past half its life, and identities left empty.
-    pub fn sweep(&mut self, now: i64) {
+    pub(crate) fn sweep(&mut self, now: i64) {
         self.last_sweep = now;
         let mut dropped = 0;
         self.identities.retain(|_, ident| {

@@ -34,7 +34,7 @@ use tracing::warn;
 use super::token_bucket::{KeyedBuckets, Rate};
 
 /// At most one log line per limit this often.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// `[workload_api.limits]`. Every option is documented with its default in
 /// docs/agent-configuration.md.
@@ -157,7 +157,7 @@ impl LimitsConfig {
 /// option that sets it; the caller sees it as `ResourceExhausted`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
-pub enum LimitExceeded {
+pub(crate) enum LimitExceeded {
     /// Too many connections held at once.
     #[error(
         "uid {uid} already holds {open} Workload API connections, the most one uid may hold \
@@ -207,7 +207,7 @@ pub enum LimitExceeded {
 
 impl LimitExceeded {
     /// The limit's short name (the key of its log throttle).
-    pub fn limit(&self) -> &'static str {
+    pub(crate) fn limit(&self) -> &'static str {
         match self {
             LimitExceeded::OpenConnections { .. } => "max_connections_per_uid",
             LimitExceeded::ConnectionRate { .. } => "connections_per_second",
@@ -216,7 +216,7 @@ impl LimitExceeded {
     }
 
     /// As the gRPC status a caller gets.
-    pub fn to_status(&self) -> tonic::Status {
+    pub(crate) fn to_status(&self) -> tonic::Status {
         tonic::Status::resource_exhausted(self.to_string())
     }
 }
@@ -260,7 +260,7 @@ struct State {
 
 /// The limits of every caller of one agent. Shared (`Arc`) by the accept
 /// loop and the Workload API.
-pub struct CallerLimits {
+pub(crate) struct CallerLimits {
     cfg: LimitsConfig,
     state: Mutex<State>,
 }
@@ -275,7 +275,7 @@ impl std::fmt::Debug for CallerLimits {
 
 /// One accepted connection, counted against its uid until dropped.
 #[derive(Debug)]
-pub struct ConnectionPermit {
+pub(crate) struct ConnectionPermit {
     limits: Arc<CallerLimits>,
     uid: u32,
 }
@@ -294,7 +294,7 @@ impl Drop for ConnectionPermit {
 
 impl CallerLimits {
     /// Limits as configured (`cfg` validated by [`LimitsConfig::validate`]).
-    pub fn new(cfg: LimitsConfig) -> Arc<Self> {
+    pub(crate) fn new(cfg: LimitsConfig) -> Arc<Self> {
         Arc::new(CallerLimits {
             state: Mutex::new(State {
                 open: HashMap::new(),
@@ -307,7 +307,7 @@ impl CallerLimits {
     }
 
     /// The configuration in force.
-    pub fn config(&self) -> &LimitsConfig {
+    pub(crate) fn config(&self) -> &LimitsConfig {
         &self.cfg
     }
 
@@ -319,7 +319,7 @@ impl CallerLimits {
 
     /// Admits a new connection from `uid`, or says which limit it is over
     /// (and logs that, throttled). The permit counts it until dropped.
-    pub fn admit_connection(
+    pub(crate) fn admit_connection(
         self: &Arc<Self>,
         uid: u32,
         now: Instant,
@@ -355,7 +355,7 @@ impl CallerLimits {
 
     /// Admits one JWT-SVID mint (a cache miss that goes to the server) for
     /// `uid`, or says it is over its rate (and logs that, throttled).
-    pub fn admit_jwt_mint(&self, uid: u32, now: Instant) -> Result<(), LimitExceeded> {
+    pub(crate) fn admit_jwt_mint(&self, uid: u32, now: Instant) -> Result<(), LimitExceeded> {
         let mut s = self.lock();
         match s.mints.try_take(&uid, now) {
             Ok(()) => Ok(()),
@@ -373,7 +373,8 @@ impl CallerLimits {
     }
 
     /// Connections `uid` holds now.
-    pub fn open_connections(&self, uid: u32) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn open_connections(&self, uid: u32) -> u32 {
         self.lock().open.get(&uid).copied().unwrap_or(0)
     }
 }

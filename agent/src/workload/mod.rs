@@ -1,14 +1,14 @@
 //! The agent's side of the SPIFFE Workload API: who is calling
 //! ([`caller`]) and which selectors describe it ([`attestor`]); what each
-//! caller may spend ([`limits`], [`jwt_cache`]); the streams served from
-//! shared encoded responses ([`encoded_streams`], [`shared_response`]).
+//! caller may spend (`limits`, `jwt_cache`); the streams served from
+//! shared encoded responses (`encoded_streams`, `shared_response`).
 
 pub mod attestor;
 pub mod caller;
-pub mod encoded_streams;
+pub(crate) mod encoded_streams;
 pub mod h2_authority;
-pub mod jwt_cache;
-pub mod limits;
-pub mod refuse;
-pub mod shared_response;
-pub mod token_bucket;
+pub(crate) mod jwt_cache;
+pub(crate) mod limits;
+pub(crate) mod refuse;
+pub(crate) mod shared_response;
+pub(crate) mod token_bucket;

@@ -22,14 +22,14 @@ use tokio::sync::Semaphore;
 use super::limits::LimitExceeded;
 
 /// Refused connections answered at once, at most.
-pub const MAX_REFUSING: usize = 32;
+pub(crate) const MAX_REFUSING: usize = 32;
 
 /// How long a refused connection is kept to answer its calls.
-pub const LINGER: Duration = Duration::from_millis(500);
+pub(crate) const LINGER: Duration = Duration::from_millis(500);
 
 /// Answers refused connections (cheap to clone).
 #[derive(Clone)]
-pub struct Refuser {
+pub(crate) struct Refuser {
     slots: Arc<Semaphore>,
 }
 
@@ -45,7 +45,7 @@ impl Refuser {
     /// Answers every call on `stream` with `why` as `ResourceExhausted` for
     /// [`LINGER`], then closes it; or closes it now if [`MAX_REFUSING`]
     /// refusals are already being answered.
-    pub fn refuse(&self, stream: UnixStream, why: &LimitExceeded) {
+    pub(crate) fn refuse(&self, stream: UnixStream, why: &LimitExceeded) {
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             return;
         };

@@ -27,16 +27,16 @@ use crate::cache::Snapshot;
 /// A gRPC length-prefixed message: 1 byte "not compressed", 4 bytes of
 /// length (big-endian), then the protobuf encoding.
 #[derive(Debug, PartialEq, Eq)]
-pub struct EncodedMessage(Bytes);
+pub(crate) struct EncodedMessage(Bytes);
 
 /// Messages larger than this (4 GiB) cannot be framed.
 #[derive(Debug, thiserror::Error)]
 #[error("a response of {0} bytes is too large for one gRPC message")]
-pub struct TooLarge(usize);
+pub(crate) struct TooLarge(usize);
 
 impl EncodedMessage {
     /// Encodes `m` once.
-    pub fn encode<M: prost::Message>(m: &M) -> Result<Self, TooLarge> {
+    pub(crate) fn encode<M: prost::Message>(m: &M) -> Result<Self, TooLarge> {
         let len = m.encoded_len();
         let len32 = u32::try_from(len).map_err(|_| TooLarge(len))?;
         let mut buf = BytesMut::with_capacity(5 + len);
@@ -49,24 +49,14 @@ impl EncodedMessage {
 
     /// The framed message, for an HTTP/2 DATA frame (a new reference to the
     /// same bytes, never a copy).
-    pub fn frame(&self) -> Bytes {
+    pub(crate) fn frame(&self) -> Bytes {
         self.0.clone()
-    }
-
-    /// Size of the framed message.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether it is empty (never: the frame header is always there).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
 /// Which response a memo slot holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ResponseKey {
+pub(crate) enum ResponseKey {
     /// FetchX509SVID for exactly these entries (ids, in snapshot order).
     X509Svids(Vec<String>),
     /// FetchX509Bundles.
@@ -86,18 +76,18 @@ struct Memo {
 
 /// The memo of encoded responses for the current snapshot.
 #[derive(Default)]
-pub struct SharedResponses {
+pub(crate) struct SharedResponses {
     memo: Mutex<Memo>,
 }
 
 impl SharedResponses {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The encoded response `key` for `snapshot`: the one already built if a
     /// stream still holds it, else `build()` encoded now and remembered.
-    pub fn get_or_build<M, F>(
+    pub(crate) fn get_or_build<M, F>(
         &self,
         snapshot: &Arc<Snapshot>,
         key: ResponseKey,
@@ -122,18 +112,14 @@ impl SharedResponses {
         Ok(m)
     }
 
+    #[cfg(test)]
     /// Responses remembered (live or not yet pruned).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.memo
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .responses
             .len()
-    }
-
-    /// Whether nothing is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// [`super::limits::LimitsConfig::validate`]: `per_second` finite and > 0,
 /// `burst` >= 1.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rate {
+pub(crate) struct Rate {
     /// Tokens added per second.
     pub per_second: f64,
     /// Most tokens a bucket holds (what a caller may spend at once).
@@ -21,14 +21,14 @@ pub struct Rate {
 /// One bucket. Starts full: a caller seen for the first time may spend its
 /// whole burst.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     tokens: f64,
     last: Instant,
 }
 
 impl TokenBucket {
     /// A full bucket at `now`.
-    pub fn full(rate: Rate, now: Instant) -> Self {
+    pub(crate) fn full(rate: Rate, now: Instant) -> Self {
         TokenBucket {
             tokens: f64::from(rate.burst),
             last: now,
@@ -46,7 +46,7 @@ impl TokenBucket {
     }
 
     /// Takes one token, or says how long until one is there.
-    pub fn try_take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn try_take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
         self.refill(rate, now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -58,7 +58,7 @@ impl TokenBucket {
 
     /// Whether the bucket is back to its burst (then it is the same as a
     /// bucket never used, and can be forgotten).
-    pub fn is_full(&mut self, rate: Rate, now: Instant) -> bool {
+    pub(crate) fn is_full(&mut self, rate: Rate, now: Instant) -> bool {
         self.refill(rate, now);
         self.tokens >= f64::from(rate.burst)
     }
@@ -68,7 +68,7 @@ impl TokenBucket {
 /// dropped, so the map holds only the callers active within the last
 /// `burst / per_second` seconds, however many distinct keys come and go.
 #[derive(Debug)]
-pub struct KeyedBuckets<K> {
+pub(crate) struct KeyedBuckets<K> {
     rate: Rate,
     buckets: HashMap<K, TokenBucket>,
     /// Size after the last prune: the next prune runs when the map doubles,
@@ -81,7 +81,7 @@ pub struct KeyedBuckets<K> {
 const PRUNE_FLOOR: usize = 64;
 
 impl<K: Hash + Eq + Clone> KeyedBuckets<K> {
-    pub fn new(rate: Rate) -> Self {
+    pub(crate) fn new(rate: Rate) -> Self {
         KeyedBuckets {
             rate,
             buckets: HashMap::new(),
@@ -90,7 +90,7 @@ impl<K: Hash + Eq + Clone> KeyedBuckets<K> {
     }
 
     /// Takes a token from `key`'s bucket, or says how long until one is there.
-    pub fn try_take(&mut self, key: &K, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn try_take(&mut self, key: &K, now: Instant) -> Result<(), Duration> {
         if self.buckets.len() >= (self.pruned_len * 2).max(PRUNE_FLOOR) {
             self.prune(now);
         }
@@ -102,25 +102,22 @@ impl<K: Hash + Eq + Clone> KeyedBuckets<K> {
     }
 
     /// Forgets the keys whose buckets are full again.
-    pub fn prune(&mut self, now: Instant) {
+    pub(crate) fn prune(&mut self, now: Instant) {
         let rate = self.rate;
         self.buckets.retain(|_, b| !b.is_full(rate, now));
         self.pruned_len = self.buckets.len();
     }
 
+    #[cfg(test)]
     /// How many keys are remembered.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.buckets.len()
     }
 
+    #[cfg(test)]
     /// Whether no key is remembered.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.buckets.is_empty()
-    }
-
-    /// The rate every bucket follows.
-    pub fn rate(&self) -> Rate {
-        self.rate
     }
 }
 

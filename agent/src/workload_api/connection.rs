@@ -22,7 +22,7 @@ use crate::workload::refuse::Refuser;
 /// A workload's connection, with the caller identified at accept time. The
 /// [`AuthorityShim`] lets the server take any `:authority` a client sends over
 /// the unix socket and logs its protocol-level refusals.
-pub struct CallerConn {
+pub(crate) struct CallerConn {
     stream: AuthorityShim<UnixStream>,
     caller: Arc<Caller>,
     /// Counts the connection against its uid's limit until it closes.
@@ -76,7 +76,7 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
 /// Accepts workload connections and identifies each caller; a connection
 /// whose caller cannot be identified is dropped, one over its uid's limits
 /// is refused (`ResourceExhausted`, see [`Refuser`]) before it is attested.
-pub fn incoming(
+pub(crate) fn incoming(
     listener: UnixListener,
     limits: Arc<CallerLimits>,
 ) -> impl Stream<Item = std::io::Result<CallerConn>> {

@@ -16,7 +16,7 @@ mod jwt;
 mod responses;
 mod service;
 
-pub use connection::{incoming, CallerConn};
+pub(crate) use connection::incoming;
 pub(crate) use responses::{jwt_bundles, x509_bundles, x509_response_for};
 pub(crate) use service::{attest_request, no_identity};
-pub use service::{ServerClient, WorkloadApi};
+pub(crate) use service::{ServerClient, WorkloadApi};

@@ -22,9 +22,9 @@ use crate::workload::limits::CallerLimits;
 use crate::workload::shared_response::SharedResponses;
 
 /// The server connection the JWT-SVIDs are minted through (set by the runtime).
-pub type ServerClient = Arc<RwLock<Option<AgentClient<Channel>>>>;
+pub(crate) type ServerClient = Arc<RwLock<Option<AgentClient<Channel>>>>;
 
-pub struct WorkloadApi {
+pub(crate) struct WorkloadApi {
     pub cache: Cache,
     pub attestors: Vec<Arc<dyn WorkloadAttestor>>,
     pub server: ServerClient,
@@ -35,7 +35,7 @@ pub struct WorkloadApi {
 }
 
 impl WorkloadApi {
-    pub fn new(
+    pub(crate) fn new(
         cache: Cache,
         attestors: Vec<Arc<dyn WorkloadAttestor>>,
         server: ServerClient,

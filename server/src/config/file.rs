@@ -93,7 +93,9 @@ pub(super) struct KeyManagerFile {
     pub pkcs11: Pkcs11File,
 }
 
-/// A PKCS#11 token as written: one of `pin_file` / `pin_env`.
+/// A PKCS#11 token as written: one of `pin_file` / `pin_env`. `[key_manager.pkcs11]` is
+/// this struct; `[upstream]` with `kind = "pkcs11"` flattens it beside the upstream keys.
+/// The one conversion to `Pkcs11Config` is `super::pkcs11_config`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Pkcs11File {
@@ -105,9 +107,13 @@ pub(super) struct Pkcs11File {
     pub sessions: usize,
 }
 
-/// `[upstream]`, tagged by `kind`. The PKCS#11 variant repeats the token's keys because
-/// serde cannot flatten into a struct that refuses unknown keys; the typed config holds
-/// one `Pkcs11Config` for both.
+/// `[upstream]`, tagged by `kind`.
+///
+/// Unknown keys: a flattened struct only takes the keys it names, so `Pkcs11File`'s own
+/// `deny_unknown_fields` does nothing inside `Pkcs11`; the enum's `deny_unknown_fields` is
+/// what refuses them: serde checks that no key is left over once the variant's own fields
+/// and the flattened ones have taken theirs (the error then reads "unknown field `x`",
+/// without the list of expected keys). `config::tests` holds that refusal.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub(super) enum UpstreamFile {
@@ -117,12 +123,8 @@ pub(super) enum UpstreamFile {
         bundle_file: Option<PathBuf>,
     },
     Pkcs11 {
-        module: PathBuf,
-        token_label: String,
-        pin_file: Option<PathBuf>,
-        pin_env: Option<String>,
-        #[serde(default)]
-        sessions: usize,
+        #[serde(flatten)]
+        token: Pkcs11File,
         key_label: String,
         cert_file: PathBuf,
         bundle_file: Option<PathBuf>,

@@ -150,6 +150,116 @@ fn upstream_variants_parse() {
     assert!(matches!(c.upstream, Some(UpstreamConfig::Disk { .. })));
 }
 
+#[test]
+fn upstream_pkcs11_reads_every_token_key() {
+    let c = parse(
+        r#"trust_domain = "example.org"
+        insecure_software_keys = true
+        [upstream]
+        kind = "pkcs11"
+        module = "/m.so"
+        token_label = "up"
+        pin_env = "UP_PIN"
+        sessions = 3
+        key_label = "root"
+        cert_file = "/root.pem"
+        bundle_file = "/roots.pem""#,
+    )
+    .unwrap();
+    match c.upstream {
+        Some(UpstreamConfig::Pkcs11 {
+            token,
+            key_label,
+            cert_file,
+            bundle_file,
+        }) => {
+            assert_eq!(
+                token,
+                Pkcs11Config {
+                    module: "/m.so".into(),
+                    token_label: "up".into(),
+                    pin: PinSource::Env("UP_PIN".into()),
+                    sessions: 3,
+                }
+            );
+            assert_eq!(key_label, "root");
+            assert_eq!(cert_file, PathBuf::from("/root.pem"));
+            assert_eq!(bundle_file, Some(PathBuf::from("/roots.pem")));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The flattened token keys do not open `[upstream]` to any key: a typo is refused, named.
+#[test]
+fn unknown_upstream_keys_are_refused() {
+    let head = "trust_domain = \"example.org\"\ninsecure_software_keys = true\n[upstream]\n";
+    let pkcs11 = "kind = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"up\"\n\
+                  pin_env = \"P\"\nkey_label = \"root\"\ncert_file = \"/root.pem\"\n";
+    let disk = "kind = \"disk\"\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n";
+    for (body, bad) in [
+        (pkcs11, "pin_fil = \"/p\""),
+        (pkcs11, "key_file = \"/k.pem\""),
+        (pkcs11, "bogus = 1"),
+        (disk, "module = \"/m.so\""),
+        (disk, "bogus = 1"),
+    ] {
+        let key = bad.split(' ').next().unwrap_or_default();
+        let e = parse(&format!("{head}{body}{bad}")).unwrap_err();
+        assert!(e.contains(&format!("unknown field `{key}`")), "{bad}: {e}");
+    }
+    let e = parse(
+        "trust_domain = \"example.org\"\n[key_manager.pkcs11]\nmodule = \"/m.so\"\n\
+         token_label = \"t\"\npin_env = \"P\"\nkey_label = \"root\"",
+    )
+    .unwrap_err();
+    assert!(e.contains("unknown field `key_label`"), "{e}");
+}
+
+#[test]
+fn upstream_pkcs11_without_a_token_key_is_refused() {
+    let e = parse(
+        "trust_domain = \"example.org\"\ninsecure_software_keys = true\n[upstream]\n\
+         kind = \"pkcs11\"\ntoken_label = \"up\"\npin_env = \"P\"\n\
+         key_label = \"root\"\ncert_file = \"/root.pem\"",
+    )
+    .unwrap_err();
+    assert!(e.contains("missing field `module`"), "{e}");
+}
+
+/// The commented `[upstream]` examples in conf/server.toml parse once uncommented.
+#[test]
+fn the_annotated_upstream_examples_parse() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/server.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut examples: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        let uncommented = line.strip_prefix("# ").filter(|l| !l.is_empty());
+        match (uncommented, current.as_mut()) {
+            (Some("[upstream]"), _) => {
+                examples.extend(current.take());
+                current = Some("[upstream]\n".to_owned());
+            }
+            (Some(l), Some(c)) if l.contains(" = ") => {
+                c.push_str(l);
+                c.push('\n');
+            }
+            (_, Some(_)) => examples.extend(current.take()),
+            _ => {}
+        }
+    }
+    examples.extend(current);
+    assert_eq!(examples.len(), 2, "{examples:?}");
+    for example in examples {
+        let c = parse(&format!(
+            "trust_domain = \"example.org\"\ninsecure_software_keys = true\n{example}"
+        ))
+        .unwrap_or_else(|e| panic!("{example}: {e}"));
+        assert!(c.upstream.is_some());
+    }
+}
+
 /// conf/server.toml, the annotated example the docs point to, parses, and every default
 /// it states is the default the server applies.
 #[test]

@@ -10,6 +10,7 @@ use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::utils::TpmsContext;
 
 use super::{DeviceError, Tpm, TransientUsage};
+use crate::verify::HashAlg;
 
 /// Owner-hierarchy persistent handles (TPM 2.0 Part 2, 7.6: 0x81000000..0x817FFFFF).
 const OWNER_PERSISTENT: std::ops::RangeInclusive<u32> = 0x8100_0000..=0x817F_FFFF;
@@ -236,40 +237,13 @@ pub(crate) fn parse_tpm2b_public(bytes: &[u8]) -> Result<Public, DeviceError> {
     Public::unmarshall(body).map_err(DeviceError::tpm("MU(TPMT_PUBLIC)"))
 }
 
-/// TPM algorithm ids of the hashes this module computes (TPM 2.0 Part 2, 6.3).
-pub(crate) const ALG_SHA1: u16 = 0x0004;
-pub(crate) const ALG_SHA256: u16 = 0x000b;
-pub(crate) const ALG_SHA384: u16 = 0x000c;
-pub(crate) const ALG_SHA512: u16 = 0x000d;
-pub(crate) const ALG_SM3_256: u16 = 0x0012;
-
-/// The digest of `parts` concatenated with the TPM hash `alg`, or `None` for a hash this
-/// module does not implement.
-pub(crate) fn digest(alg: u16, parts: &[&[u8]]) -> Option<Vec<u8>> {
-    fn run<D: sha2::Digest>(parts: &[&[u8]]) -> Vec<u8> {
-        let mut d = D::new();
-        for p in parts {
-            d.update(p);
-        }
-        d.finalize().to_vec()
-    }
-    match alg {
-        ALG_SHA1 => Some(run::<sha1::Sha1>(parts)),
-        ALG_SHA256 => Some(run::<sha2::Sha256>(parts)),
-        ALG_SHA384 => Some(run::<sha2::Sha384>(parts)),
-        ALG_SHA512 => Some(run::<sha2::Sha512>(parts)),
-        ALG_SM3_256 => Some(run::<sm3::Sm3>(parts)),
-        _ => None,
-    }
-}
-
 /// The qualified name of an object named `name` whose parent's qualified name is
 /// `parent_qn` (TPM 2.0 Part 1, 16: QN = H_nameAlg(parent QN || name), prefixed with the
-/// nameAlg id). `None` when the name's hash is not one [`digest`] knows.
+/// nameAlg id). `None` when the name's hash is not one [`HashAlg`] computes.
 pub(crate) fn qualified_name(parent_qn: &[u8], name: &[u8]) -> Option<Vec<u8>> {
-    let alg = u16::from_be_bytes([*name.first()?, *name.get(1)?]);
-    let d = digest(alg, &[parent_qn, name])?;
-    Some([&alg.to_be_bytes()[..], &d].concat())
+    let alg = HashAlg::from_id(u16::from_be_bytes([*name.first()?, *name.get(1)?]));
+    let d = alg.hash_parts(&[parent_qn, name])?;
+    Some([&alg.id().to_be_bytes()[..], d.as_bytes()].concat())
 }
 
 #[cfg(test)]

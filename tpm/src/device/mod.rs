@@ -23,6 +23,7 @@ mod devid;
 mod ek;
 mod error;
 mod eventlog;
+mod hash;
 mod keys;
 mod nv;
 mod pcr;
@@ -34,6 +35,8 @@ mod tcti;
 use tss_esapi::handles::ObjectHandle;
 use tss_esapi::structures::Auth;
 use tss_esapi::Context;
+
+use crate::verify::HashAlg;
 
 pub use agent_key::KeyBlobs;
 pub use csr::{devid_csr, ecdsa_p256_der, tpm_key_csr};
@@ -113,22 +116,11 @@ pub enum AkAlgorithm {
     Rsa2048,
 }
 
-/// A PCR bank.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PcrBank {
-    /// SHA-1 (legacy firmware).
-    Sha1,
-    /// SHA-256.
-    Sha256,
-    /// SHA-384.
-    Sha384,
-}
-
 /// One PCR's value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PcrValue {
-    /// The bank.
-    pub bank: PcrBank,
+    /// The bank, by its hash algorithm.
+    pub bank: HashAlg,
     /// The PCR index (0..=23).
     pub index: u32,
     /// The value (digest size of the bank).

@@ -7,47 +7,20 @@ use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{CapabilityData, Digest, DigestValues, PcrSelectionList};
 use tss_esapi::tss2_esys::{ESYS_TR_PCR0, TPML_PCR_SELECTION, TPMS_PCR_SELECTION};
 
-use super::keys::{digest, ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512, ALG_SM3_256};
-use super::{DeviceError, PcrBank, PcrValue, Tpm};
+use super::hash::{from_tss, to_tss};
+use super::{DeviceError, PcrValue, Tpm};
+use crate::verify::HashAlg;
 
 /// PC Client TPMs have 24 PCRs (3 octets of selection).
 const PCR_COUNT: u32 = 24;
 
-impl PcrBank {
-    /// The TPM algorithm id of the bank's hash.
-    pub fn alg_id(self) -> u16 {
-        match self {
-            PcrBank::Sha1 => ALG_SHA1,
-            PcrBank::Sha256 => ALG_SHA256,
-            PcrBank::Sha384 => ALG_SHA384,
-        }
-    }
-
-    fn hashing_algorithm(self) -> HashingAlgorithm {
-        match self {
-            PcrBank::Sha1 => HashingAlgorithm::Sha1,
-            PcrBank::Sha256 => HashingAlgorithm::Sha256,
-            PcrBank::Sha384 => HashingAlgorithm::Sha384,
-        }
-    }
-
-    /// The bank's digest size in bytes.
-    pub fn digest_size(self) -> usize {
-        match self {
-            PcrBank::Sha1 => 20,
-            PcrBank::Sha256 => 32,
-            PcrBank::Sha384 => 48,
-        }
-    }
-}
-
 /// A checked selection: no bank twice, indices below 24, ascending without repeats (the
 /// order in which the TPM reads and hashes them).
-pub(crate) type Selection = Vec<(PcrBank, Vec<u32>)>;
+pub(crate) type Selection = Vec<(HashAlg, Vec<u32>)>;
 
 pub(crate) fn check_selection(
     op: &'static str,
-    selection: &[(PcrBank, Vec<u32>)],
+    selection: &[(HashAlg, Vec<u32>)],
 ) -> Result<Selection, DeviceError> {
     if selection.is_empty() || selection.len() > 16 {
         return Err(DeviceError::invalid(
@@ -60,9 +33,10 @@ pub(crate) fn check_selection(
         if out.iter().any(|(b, _)| b == bank) {
             return Err(DeviceError::invalid(
                 op,
-                format!("bank {bank:?} selected twice"),
+                format!("bank {bank} selected twice"),
             ));
         }
+        to_tss(op, *bank)?;
         if let Some(i) = indices.iter().find(|&&i| i >= PCR_COUNT) {
             return Err(DeviceError::invalid(
                 op,
@@ -75,7 +49,7 @@ pub(crate) fn check_selection(
         if idx.is_empty() {
             return Err(DeviceError::invalid(
                 op,
-                format!("no PCR selected in bank {bank:?}"),
+                format!("no PCR selected in bank {bank}"),
             ));
         }
         out.push((*bank, idx));
@@ -96,33 +70,13 @@ pub(crate) fn selection_list(sel: &Selection) -> Result<PcrSelectionList, Device
             }
         }
         *slot = TPMS_PCR_SELECTION {
-            hash: bank.alg_id(),
+            hash: bank.id(),
             sizeofSelect: 3,
             pcrSelect: bits,
         };
     }
     tpml.count = sel.len().min(tpml.pcrSelections.len()) as u32;
     PcrSelectionList::try_from(tpml).map_err(DeviceError::tpm("MU(TPML_PCR_SELECTION)"))
-}
-
-fn bank_of(alg: HashingAlgorithm) -> Option<PcrBank> {
-    match alg {
-        HashingAlgorithm::Sha1 => Some(PcrBank::Sha1),
-        HashingAlgorithm::Sha256 => Some(PcrBank::Sha256),
-        HashingAlgorithm::Sha384 => Some(PcrBank::Sha384),
-        _ => None,
-    }
-}
-
-pub(crate) fn alg_id_of(alg: HashingAlgorithm) -> Option<u16> {
-    match alg {
-        HashingAlgorithm::Sha1 => Some(ALG_SHA1),
-        HashingAlgorithm::Sha256 => Some(ALG_SHA256),
-        HashingAlgorithm::Sha384 => Some(ALG_SHA384),
-        HashingAlgorithm::Sha512 => Some(ALG_SHA512),
-        HashingAlgorithm::Sm3_256 => Some(ALG_SM3_256),
-        _ => None,
-    }
 }
 
 impl Tpm {
@@ -139,9 +93,7 @@ impl Tpm {
             let mut values = digests.value().iter();
             let mut progress = false;
             for s in read.get_selections() {
-                let bank = bank_of(s.hashing_algorithm()).ok_or_else(|| {
-                    DeviceError::unexpected("PCR_Read", "the TPM returned an unasked bank")
-                })?;
+                let bank = from_tss(s.hashing_algorithm());
                 for slot in s.selected() {
                     let index = u32::from(slot).trailing_zeros();
                     let d = values.next().ok_or_else(|| {
@@ -174,7 +126,7 @@ impl Tpm {
                     .ok_or_else(|| {
                         DeviceError::unexpected(
                             "PCR_Read",
-                            format!("no value for PCR {index} of bank {bank:?}"),
+                            format!("no value for PCR {index} of bank {bank}"),
                         )
                     })?;
                 out.push(v.clone());
@@ -186,7 +138,7 @@ impl Tpm {
     /// The values of `indices` in `bank`, in the order asked.
     pub fn pcr_read(
         &mut self,
-        bank: PcrBank,
+        bank: HashAlg,
         indices: &[u32],
     ) -> Result<Vec<PcrValue>, DeviceError> {
         let sel = check_selection("PCR_Read", &[(bank, indices.to_vec())])?;
@@ -228,7 +180,7 @@ impl Tpm {
     pub fn pcr_extend_digest(
         &mut self,
         index: u32,
-        bank: PcrBank,
+        bank: HashAlg,
         digest_bytes: &[u8],
     ) -> Result<(), DeviceError> {
         const OP: &str = "PCR_Extend";
@@ -238,12 +190,14 @@ impl Tpm {
                 format!("PCR index {index} is not below 24"),
             ));
         }
-        if digest_bytes.len() != bank.digest_size() {
+        let size = bank.known_size().ok_or_else(|| {
+            DeviceError::invalid(OP, format!("{bank} is not a hash this crate computes"))
+        })?;
+        if digest_bytes.len() != size {
             return Err(DeviceError::invalid(
                 OP,
                 format!(
-                    "a {bank:?} digest is {} bytes, not {}",
-                    bank.digest_size(),
+                    "a {bank} digest is {size} bytes, not {}",
                     digest_bytes.len()
                 ),
             ));
@@ -252,7 +206,7 @@ impl Tpm {
             .map_err(|e| DeviceError::invalid(OP, format!("PCR {index}: {e}")))?;
         let mut values = DigestValues::new();
         let d = Digest::try_from(digest_bytes.to_vec()).map_err(DeviceError::tpm(OP))?;
-        values.set(bank.hashing_algorithm(), d);
+        values.set(to_tss(OP, bank)?, d);
         self.ctx
             .execute_with_session(Some(AuthSession::Password), |c| {
                 c.pcr_extend(handle, values)
@@ -274,12 +228,11 @@ impl Tpm {
             .map_err(|e| DeviceError::invalid(OP, format!("PCR {index}: {e}")))?;
         let mut values = DigestValues::new();
         for alg in self.active_banks()? {
-            let d = alg_id_of(alg)
-                .and_then(|id| digest(id, &[data]))
-                .ok_or_else(|| {
-                    DeviceError::unexpected(OP, format!("cannot hash for the {alg:?} bank"))
-                })?;
-            let d = Digest::try_from(d).map_err(DeviceError::tpm(OP))?;
+            let bank = from_tss(alg);
+            let d = bank.hash(data).ok_or_else(|| {
+                DeviceError::unexpected(OP, format!("cannot hash for the {bank} bank"))
+            })?;
+            let d = Digest::try_from(d.as_bytes().to_vec()).map_err(DeviceError::tpm(OP))?;
             values.set(alg, d);
         }
         self.ctx

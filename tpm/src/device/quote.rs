@@ -4,9 +4,10 @@ use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{AttestInfo, Data, Signature, SignatureScheme};
 use tss_esapi::traits::Marshall;
 
-use super::keys::digest;
-use super::pcr::{alg_id_of, check_selection, selection_list};
-use super::{AttestationKey, DeviceError, LoadedKey, PcrBank, Quote, Tpm};
+use super::hash::from_tss;
+use super::pcr::{check_selection, selection_list};
+use super::{AttestationKey, DeviceError, LoadedKey, Quote, Tpm};
+use crate::verify::HashAlg;
 
 /// How often a quote is retried when a PCR changes between the quote and the read of the
 /// values (a measurement landing in between): then the values would not match the digest.
@@ -21,8 +22,9 @@ fn data(op: &'static str, bytes: &[u8]) -> Result<Data, DeviceError> {
     })
 }
 
-/// The hash the TPM used for the quote's pcrDigest: the signing scheme's.
-fn scheme_hash(sig: &Signature) -> Option<u16> {
+/// The hash the TPM used for the quote's pcrDigest: the signing scheme's. `None` when the
+/// scheme has none this crate computes.
+fn scheme_hash(sig: &Signature) -> Option<HashAlg> {
     let alg = match sig {
         Signature::RsaSsa(s) | Signature::RsaPss(s) => s.hashing_algorithm(),
         Signature::EcDsa(s) | Signature::EcDaa(s) | Signature::Sm2(s) | Signature::EcSchnorr(s) => {
@@ -30,7 +32,7 @@ fn scheme_hash(sig: &Signature) -> Option<u16> {
         }
         _ => return None,
     };
-    alg_id_of(alg)
+    Some(from_tss(alg)).filter(|h| h.is_known())
 }
 
 fn marshall<T: Marshall>(what: &'static str, v: &T) -> Result<Vec<u8>, DeviceError> {
@@ -45,7 +47,7 @@ impl Tpm {
         &mut self,
         ak: &AttestationKey,
         nonce: &[u8],
-        selection: &[(PcrBank, Vec<u32>)],
+        selection: &[(HashAlg, Vec<u32>)],
     ) -> Result<Quote, DeviceError> {
         const OP: &str = "Quote";
         let sel = check_selection(OP, selection)?;
@@ -69,7 +71,8 @@ impl Tpm {
             let hash = scheme_hash(&signature)
                 .ok_or_else(|| DeviceError::unexpected(OP, "signature scheme without a hash"))?;
             let values: Vec<&[u8]> = pcrs.iter().map(|v| v.digest.as_slice()).collect();
-            if digest(hash, &values).as_deref() == Some(info.pcr_digest().value()) {
+            let pcr_digest = hash.hash_parts(&values);
+            if pcr_digest.as_ref().map(|d| d.as_bytes()) == Some(info.pcr_digest().value()) {
                 return Ok(Quote {
                     attest: marshall("MU(TPMS_ATTEST)", &attest)?,
                     signature: marshall("MU(TPMT_SIGNATURE)", &signature)?,

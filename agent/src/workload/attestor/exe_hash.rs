@@ -21,7 +21,7 @@ use super::WorkloadAttestError;
 use crate::workload::caller::Caller;
 
 /// Default cap on the size of an executable that is hashed: 64 MiB.
-pub const DEFAULT_SHA256_MAX_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_SHA256_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Entries kept before the cache is emptied. Executables on one node are few;
 /// the bound only stops a stream of distinct binaries from growing memory.

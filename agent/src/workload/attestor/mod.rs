@@ -9,14 +9,14 @@ use ironroot_api::selector::Selector;
 
 use super::caller::{Caller, CallerError};
 
-pub mod exe_hash;
+pub(crate) mod exe_hash;
 pub mod podman;
-pub mod process;
+pub(crate) mod process;
 mod procfs;
-pub mod unix;
+pub(crate) mod unix;
 mod warn_once;
 
-pub use exe_hash::{ExeDigest, ExeHasher, DEFAULT_SHA256_MAX_BYTES};
+pub use exe_hash::ExeHasher;
 pub use process::{ProcessAttestor, ProcessAttestorConfig};
 pub use unix::{UnixAttestor, UnixAttestorConfig};
 use warn_once::Notice;

@@ -21,7 +21,7 @@
 //! own after another container is refused. The podman API server must then
 //! run as that uid (SO_PEERCRED, [`PodmanConfig::check_server_uid`]), and
 //! its socket must sit in directories only root or that uid own
-//! ([`socket_path`]).
+//! (`socket_path`).
 //!
 //! Rootful containers are looked up on [`PodmanConfig::socket_path`].
 //! Rootless containers are not attested unless the operator opts in per
@@ -34,7 +34,7 @@ mod cgroup;
 mod cgroup_owner;
 mod http;
 mod inspect;
-pub mod socket_path;
+pub(crate) mod socket_path;
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
@@ -49,12 +49,11 @@ use super::procfs::read_text;
 use super::{WorkloadAttestError, WorkloadAttestor};
 use crate::workload::caller::Caller;
 
-pub use cgroup::{
-    container_id_from_cgroup, is_container_id, locate_container, CgroupDir, ContainerRef,
-};
-pub use cgroup_owner::CgroupOwnerError;
-pub use http::HttpError;
-pub use inspect::{selectors, ContainerInspect, PodInspect, SELECTOR_TYPE};
+pub use cgroup::container_id_from_cgroup;
+pub(crate) use cgroup::{is_container_id, locate_container, ContainerRef};
+pub(crate) use cgroup_owner::CgroupOwnerError;
+pub(crate) use http::HttpError;
+pub(crate) use inspect::{selectors, ContainerInspect, PodInspect, SELECTOR_TYPE};
 
 /// libpod API version prefix of every request (served by podman 4 and 5).
 const API_PREFIX: &str = "/v4.0.0/libpod";
@@ -69,7 +68,7 @@ const MAX_CGROUP_BYTES: u64 = 64 * 1024;
 pub struct PodmanConfig {
     /// Socket of the rootful podman API. Default `/run/podman/podman.sock`.
     /// Dialled only if it and every directory above it are root's
-    /// ([`socket_path`]).
+    /// (`socket_path`).
     #[serde(default = "default_socket_path")]
     pub socket_path: PathBuf,
     /// Socket of a rootless podman; `{uid}` is replaced by the uid owning the
@@ -120,15 +119,15 @@ impl Default for PodmanConfig {
 }
 
 /// The rootful podman API socket.
-pub const DEFAULT_SOCKET_PATH: &str = "/run/podman/podman.sock";
+pub(crate) const DEFAULT_SOCKET_PATH: &str = "/run/podman/podman.sock";
 /// A rootless user's podman API socket.
-pub const DEFAULT_ROOTLESS_TEMPLATE: &str = "/run/user/{uid}/podman/podman.sock";
+pub(crate) const DEFAULT_ROOTLESS_TEMPLATE: &str = "/run/user/{uid}/podman/podman.sock";
 /// The agent's own mount table (it names the cgroup mounts).
-pub const DEFAULT_MOUNTINFO: &str = "/proc/self/mountinfo";
+pub(crate) const DEFAULT_MOUNTINFO: &str = "/proc/self/mountinfo";
 /// Bound on connecting to podman and on each request.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest podman API response read.
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 // serde's `default = "…"` takes a function: each returns its constant.
 fn default_socket_path() -> PathBuf {
@@ -160,24 +159,35 @@ pub enum PodmanError {
     /// The caller's cgroups could not be read (it may have exited).
     #[error("cannot read /proc/{pid}/cgroup: {source}")]
     ReadCgroup {
+        /// The caller's pid.
         pid: i32,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// Nothing answers on the API socket.
     #[error("podman API socket {socket} unreachable: {source}")]
     Unreachable {
+        /// The API socket dialled.
         socket: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
-    /// The socket fails the ownership rule ([`socket_path`]).
+    /// The socket fails the ownership rule (`socket_path`).
     #[error("podman API socket {socket} is not dialled: {reason}")]
-    UnsafeSocket { socket: PathBuf, reason: String },
+    UnsafeSocket {
+        /// The API socket.
+        socket: PathBuf,
+        /// Which part of the rule it fails.
+        reason: String,
+    },
     /// Who owns the container's cgroup could not be found out.
     #[error("container {id}: cannot tell who owns its cgroup: {source}")]
     CgroupOwner {
+        /// The container id from the cgroup path.
         id: String,
+        /// Why the owner is unknown.
         #[source]
         source: CgroupOwnerError,
     },
@@ -189,71 +199,109 @@ pub enum PodmanError {
          container it is not in"
     )]
     CgroupNotOwned {
+        /// The container id from the cgroup path.
         id: String,
+        /// The container's cgroup directory.
         dir: PathBuf,
+        /// The uid that owns it.
         found: u32,
+        /// The uid that must own it: the rootless user, or root for rootful podman.
         expected: u32,
+        /// `"rootless"` or `"rootful"`.
         kind: &'static str,
     },
     /// The API server runs as another uid than the podman expected.
     #[error("podman API socket {socket} is served by uid {uid}, expected uid {expected}")]
     ServerUid {
+        /// The API socket.
         socket: PathBuf,
+        /// The server's uid (SO_PEERCRED).
         uid: u32,
+        /// The uid of the podman that socket belongs to.
         expected: u32,
     },
     /// SO_PEERCRED on the API connection failed.
     #[error("podman API socket {socket}: reading the server's credentials: {source}")]
     ServerCred {
+        /// The API socket.
         socket: PathBuf,
+        /// The errno.
         #[source]
         source: nix::Error,
     },
     /// The request failed below HTTP (timeout, size cap, broken response).
     #[error("podman API {socket} GET {path}: {source}")]
     Request {
+        /// The API socket.
         socket: PathBuf,
+        /// The request path.
         path: String,
+        /// What went wrong.
         #[source]
         source: HttpError,
     },
     /// The API answered with an unexpected status.
     #[error("podman API {socket} GET {path}: HTTP {status}: {message}")]
     Status {
+        /// The API socket.
         socket: PathBuf,
+        /// The request path.
         path: String,
+        /// The HTTP status.
         status: u16,
+        /// podman's `message` from the JSON body, else the reason phrase and the body's first
+        /// 200 characters.
         message: String,
     },
     /// podman does not know the container the caller's cgroup names.
     #[error("podman at {socket} has no container {id}")]
-    ContainerNotFound { socket: PathBuf, id: String },
+    ContainerNotFound {
+        /// The API socket.
+        socket: PathBuf,
+        /// The container id.
+        id: String,
+    },
     /// podman does not know the pod its container names.
     #[error("podman at {socket} has no pod {pod} (of container {container})")]
     PodNotFound {
+        /// The API socket.
         socket: PathBuf,
+        /// The pod id the container names.
         pod: String,
+        /// The container id.
         container: String,
     },
     /// The answer is not the JSON expected.
     #[error("podman API {socket} GET {path}: unexpected JSON: {source}")]
     Json {
+        /// The API socket.
         socket: PathBuf,
+        /// The request path.
         path: String,
+        /// The parser's error.
         #[source]
         source: serde_json::Error,
     },
     /// The answer describes another object than the one asked for.
     #[error("podman API {socket} GET {path}: answered for {got:?}, asked for {asked}")]
     WrongObject {
+        /// The API socket.
         socket: PathBuf,
+        /// The request path.
         path: String,
+        /// The id asked for.
         asked: String,
+        /// The id in the answer.
         got: String,
     },
     /// A pod id that cannot be put in a request path.
     #[error("container {container} names pod {pod:?}, which is not a pod id")]
-    BadPodId { container: String, pod: String },
+    BadPodId {
+        /// The container id.
+        container: String,
+        /// The pod value as given.
+        pod: String,
+    },
 }
 
 /// The podman workload attestor.

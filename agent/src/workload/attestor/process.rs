@@ -33,10 +33,10 @@ use crate::workload::caller::{is_gone, read_stat, same_user_namespace_as_agent, 
 const NAME: &str = "process";
 
 /// Namespace kinds reported as `process:ns:<kind>:<inode>`.
-pub const NAMESPACE_KINDS: [&str; 7] = ["mnt", "pid", "net", "user", "uts", "ipc", "cgroup"];
+pub(crate) const NAMESPACE_KINDS: [&str; 7] = ["mnt", "pid", "net", "user", "uts", "ipc", "cgroup"];
 
 /// Default cap on the length of `process:args`, in bytes.
-pub const DEFAULT_ARGS_MAX_BYTES: usize = 1024;
+pub(crate) const DEFAULT_ARGS_MAX_BYTES: usize = 1024;
 
 /// Configuration of the `process` attestor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

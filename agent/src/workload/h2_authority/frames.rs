@@ -14,18 +14,18 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The server's SETTINGS_MAX_FRAME_SIZE: tonic leaves hyper's 16 KiB, the
 /// protocol's initial value. Header frames larger than this are refused, and
 /// the rewritten header blocks are cut to fit it.
-pub const SERVER_MAX_FRAME_SIZE: usize = 16_384;
+pub(crate) const SERVER_MAX_FRAME_SIZE: usize = 16_384;
 
 /// The largest encoded header block (HEADERS and CONTINUATION fragments) the
 /// shim collects, and the most CONTINUATION frames it takes in one block.
-pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
-pub const MAX_CONTINUATIONS: usize = 32;
+pub(crate) const MAX_HEADER_BLOCK: usize = 64 * 1024;
+pub(crate) const MAX_CONTINUATIONS: usize = 32;
 
-pub const HEADERS: u8 = 0x1;
-pub const RST_STREAM: u8 = 0x3;
-pub const PUSH_PROMISE: u8 = 0x5;
-pub const GOAWAY: u8 = 0x7;
-pub const CONTINUATION: u8 = 0x9;
+pub(crate) const HEADERS: u8 = 0x1;
+pub(crate) const RST_STREAM: u8 = 0x3;
+pub(crate) const PUSH_PROMISE: u8 = 0x5;
+pub(crate) const GOAWAY: u8 = 0x7;
+pub(crate) const CONTINUATION: u8 = 0x9;
 
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -33,7 +33,7 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 
 /// The `:authority` every unparseable one becomes: what Go and Rust clients send.
-pub const REPLACEMENT_AUTHORITY: &[u8] = b"localhost";
+pub(crate) const REPLACEMENT_AUTHORITY: &[u8] = b"localhost";
 
 /// A frame header (RFC 9113 §4.1).
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +90,9 @@ struct OpenBlock {
 /// An `:authority` the shim replaced, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replaced {
+    /// The HTTP/2 stream id whose HEADERS carried it.
     pub stream: u32,
+    /// The value the client sent (bytes as decoded, not necessarily UTF-8).
     pub original: Vec<u8>,
 }
 
@@ -335,7 +337,7 @@ impl ClientFrames {
 /// parser and resets the stream with PROTOCOL_ERROR when that fails, which it
 /// does for a unix socket path, raw (`/run/agent.sock`) or percent-encoded
 /// (`run%2Fagent.sock`), and for an empty value.
-pub fn server_accepts_authority(value: &[u8]) -> bool {
+pub(crate) fn server_accepts_authority(value: &[u8]) -> bool {
     http::uri::Authority::try_from(value).is_ok()
 }
 
@@ -395,11 +397,19 @@ fn write_block(out: &mut Vec<u8>, head: &FrameHead, priority: Option<[u8; 5]>, b
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// RST_STREAM (RFC 9113 §6.4).
-    StreamReset { stream: u32, code: u32 },
+    StreamReset {
+        /// The stream reset.
+        stream: u32,
+        /// The HTTP/2 error code (RFC 9113 §7).
+        code: u32,
+    },
     /// GOAWAY (RFC 9113 §6.8), with the start of its debug data.
     GoAway {
+        /// The last stream id the server processed.
         last_stream: u32,
+        /// The HTTP/2 error code (RFC 9113 §7).
         code: u32,
+        /// The first 256 bytes of the debug data.
         debug: Vec<u8>,
     },
 }
@@ -499,7 +509,7 @@ impl ServerFrames {
 }
 
 /// The name of an HTTP/2 error code (RFC 9113 §7).
-pub fn error_code_name(code: u32) -> &'static str {
+pub(crate) fn error_code_name(code: u32) -> &'static str {
     match code {
         0x0 => "NO_ERROR",
         0x1 => "PROTOCOL_ERROR",

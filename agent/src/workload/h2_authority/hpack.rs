@@ -21,16 +21,16 @@ use super::error::HpackError;
 
 /// The server's SETTINGS_HEADER_TABLE_SIZE: tonic leaves h2's default, the
 /// protocol's initial 4,096 octets, so no client may size its table above it.
-pub const SERVER_HEADER_TABLE_SIZE: usize = 4_096;
+pub(crate) const SERVER_HEADER_TABLE_SIZE: usize = 4_096;
 
 /// The largest decoded header list (RFC 9113 §6.5.2 sizes: name + value + 32
 /// per field) the shim decodes: four times what the server accepts (hyper's
 /// 16 KiB), so the server keeps answering oversized requests itself, while an
 /// HPACK bomb (a few bytes that index a large table entry many times) stops here.
-pub const MAX_HEADER_LIST: usize = 64 * 1024;
+pub(crate) const MAX_HEADER_LIST: usize = 64 * 1024;
 
 /// The static table, RFC 7541 Appendix A (index 1 first).
-pub const STATIC_TABLE: [(&str, &str); 61] = [
+pub(crate) const STATIC_TABLE: [(&str, &str); 61] = [
     (":authority", ""),
     (":method", "GET"),
     (":method", "POST"),
@@ -97,7 +97,9 @@ pub const STATIC_TABLE: [(&str, &str); 61] = [
 /// One header field as the client sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
+    /// The field name, as decoded (pseudo-headers keep their leading `:`).
     pub name: Vec<u8>,
+    /// The value (bytes as decoded, not necessarily UTF-8).
     pub value: Vec<u8>,
     /// Sent as "never indexed" (RFC 7541 §6.2.3): written again the same way,
     /// so the mark an intermediary must keep (§7.1.3) survives the shim.
@@ -151,7 +153,7 @@ impl DynamicTable {
 }
 
 /// Decodes the client's header blocks, one after the other, as the server would.
-pub struct Decoder {
+pub(crate) struct Decoder {
     table: DynamicTable,
 }
 
@@ -170,7 +172,7 @@ impl Default for Decoder {
 impl Decoder {
     /// Decodes one complete header block (HEADERS plus its CONTINUATIONs),
     /// updating the dynamic table as the client's encoder did.
-    pub fn decode_block(&mut self, block: &[u8]) -> Result<Vec<Field>, HpackError> {
+    pub(crate) fn decode_block(&mut self, block: &[u8]) -> Result<Vec<Field>, HpackError> {
         let mut fields = Vec::new();
         let mut list_size = 0usize;
         let mut pos = 0;

@@ -23,7 +23,7 @@
 //! - Each header block reaches the server as the same header list: the same
 //!   names and values in the same order, each "never indexed" field still
 //!   never indexed; except that an `:authority` value `http`'s URI authority
-//!   parser refuses (the parser h2 applies, see [`frames::server_accepts_authority`])
+//!   parser refuses (the parser h2 applies, see `frames::server_accepts_authority`)
 //!   becomes `localhost`. The block is written as literals that never insert
 //!   into the server's dynamic table, in a HEADERS frame with the client's
 //!   stream, END_STREAM and priority fields, followed by CONTINUATION frames
@@ -32,8 +32,8 @@
 //!   preface, frame sizes, interrupted header blocks, a client PUSH_PROMISE,
 //!   bad padding, table size updates, indices, Huffman codes) close the
 //!   connection with a logged reason rather than being repaired; so do header
-//!   blocks over the shim's bounds ([`frames::MAX_HEADER_BLOCK`],
-//!   [`frames::MAX_CONTINUATIONS`], [`hpack::MAX_HEADER_LIST`]), which keep
+//!   blocks over the shim's bounds (`frames::MAX_HEADER_BLOCK`,
+//!   `frames::MAX_CONTINUATIONS`, `hpack::MAX_HEADER_LIST`), which keep
 //!   its memory per connection bounded.
 //! - The server→client direction is never changed.
 //!
@@ -44,7 +44,7 @@
 //! the shim) and `agent/tests/workload_api_grpc_python.rs` (gRPC C-core against
 //! a running agent).
 
-pub mod error;
+pub(crate) mod error;
 pub mod frames;
 pub mod hpack;
 
@@ -54,7 +54,6 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::{debug, warn};
 
-pub use error::{HpackError, ShimError};
 use frames::{error_code_name, ClientFrames, Refusal, Replaced, ServerFrames};
 
 /// How much the shim reads from the client at a time.
@@ -78,6 +77,7 @@ pub struct AuthorityShim<IO> {
 }
 
 impl<IO> AuthorityShim<IO> {
+    /// Wraps an accepted connection from the caller with `pid` (named in the log lines).
     pub fn new(io: IO, pid: i32) -> Self {
         AuthorityShim {
             io,
@@ -89,10 +89,6 @@ impl<IO> AuthorityShim<IO> {
             failed: None,
             logged_replacement: false,
         }
-    }
-
-    pub fn get_ref(&self) -> &IO {
-        &self.io
     }
 
     fn log_replaced(&mut self, replaced: &[Replaced]) {

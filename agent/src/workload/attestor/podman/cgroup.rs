@@ -61,7 +61,7 @@ pub fn container_id_from_cgroup(text: &str) -> Option<String> {
 /// Like [`container_id_from_cgroup`], also telling whose podman owns the
 /// container and where its cgroups are. Lines disagreeing on the id or on
 /// the owner give `None`.
-pub fn locate_container(text: &str) -> Option<ContainerRef> {
+pub(crate) fn locate_container(text: &str) -> Option<ContainerRef> {
     let mut found: Option<ContainerRef> = None;
     for line in text.lines() {
         // hierarchy-ID:controller-list:cgroup-path; the path may contain ':'.
@@ -134,7 +134,7 @@ fn container_component(component: &str) -> Option<&str> {
 }
 
 /// Whether `s` has the shape of a full podman id: 64 lowercase hex digits.
-pub fn is_container_id(s: &str) -> bool {
+pub(crate) fn is_container_id(s: &str) -> bool {
     s.len() == ID_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 

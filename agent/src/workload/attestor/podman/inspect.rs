@@ -7,12 +7,12 @@ use ironroot_api::selector::{normalize_selectors, Selector};
 use serde::Deserialize;
 
 /// Selector type of everything this attestor reports.
-pub const SELECTOR_TYPE: &str = "podman";
+pub(crate) const SELECTOR_TYPE: &str = "podman";
 
 /// `GET /libpod/containers/{id}/json`, the fields used.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ContainerInspect {
+pub(crate) struct ContainerInspect {
     /// Full container id.
     pub id: String,
     /// Container name (no leading '/', unlike the Docker API).
@@ -36,7 +36,7 @@ pub struct ContainerInspect {
 /// `Config` of a container inspect answer.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ContainerConfig {
+pub(crate) struct ContainerConfig {
     /// Labels (`null` when there are none).
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
@@ -45,7 +45,7 @@ pub struct ContainerConfig {
 /// `GET /libpod/pods/{id}/json`, the fields used.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct PodInspect {
+pub(crate) struct PodInspect {
     /// Full pod id.
     #[serde(default)]
     pub id: String,
@@ -66,7 +66,7 @@ pub struct PodInspect {
 /// longer than the selector limit) is left out and returned in the second
 /// list as `(what, why)`: no entry can name it, so leaving it out grants
 /// nothing, but the caller should log it.
-pub fn selectors(
+pub(crate) fn selectors(
     container: &ContainerInspect,
     pod: Option<&PodInspect>,
 ) -> (Vec<Selector>, Vec<(String, String)>) {

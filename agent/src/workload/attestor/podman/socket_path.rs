@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 /// Why a socket path is not dialled.
 #[derive(Debug, thiserror::Error)]
-pub enum SocketRefused {
+pub(crate) enum SocketRefused {
     /// The path does not lead to anything (no podman listening there).
     #[error("cannot resolve {path}: {source}")]
     Unresolvable {
