@@ -491,7 +491,7 @@ fn an_agent_cannot_obtain_another_agents_entries() {
         let mut c = ironroot_api::agent::agent_client::AgentClient::new(ch);
         // Sync lists only this agent's entries.
         let synced = c
-            .sync_entries(ironroot_api::agent::SyncEntriesRequest {})
+            .sync_entries(ironroot_api::agent::SyncEntriesRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -549,7 +549,7 @@ fn an_agent_cannot_obtain_another_agents_entries() {
             .await
             .unwrap();
         ironroot_api::agent::agent_client::AgentClient::new(ch)
-            .sync_entries(ironroot_api::agent::SyncEntriesRequest {})
+            .sync_entries(ironroot_api::agent::SyncEntriesRequest::default())
             .await
             .unwrap_err()
     });
