@@ -139,16 +139,84 @@ pub async fn agent_channel(cfg: &AgentConfig, svid: &AgentSvid) -> Result<Channe
     .await
 }
 
-/// One sync: entries, bundle, and new SVIDs where needed.
+/// What the last answer from the server held, so that the next sync asks
+/// only for what changed since (`known_revision`). Starts empty: the first
+/// sync of a session is a full one.
+#[derive(Debug, Default)]
+pub struct SyncState {
+    revision: u64,
+    entries: HashMap<String, pb::Entry>,
+}
+
+impl SyncState {
+    /// The entries as of the last answer, merged with a delta; `None` when
+    /// the delta names an entry this state does not have.
+    fn merge(&self, changed: Vec<pb::Entry>, ids: &[String]) -> Option<Vec<pb::Entry>> {
+        let mut changed: HashMap<String, pb::Entry> =
+            changed.into_iter().map(|e| (e.id.clone(), e)).collect();
+        ids.iter()
+            .map(|id| changed.remove(id).or_else(|| self.entries.get(id).cloned()))
+            .collect()
+    }
+}
+
+/// Asks for the entries (a delta after the first answer) and returns the
+/// answer with `entries` complete.
+async fn fetch_entries(
+    client: &mut AgentClient<Channel>,
+    state: &mut SyncState,
+) -> Result<pb::SyncEntriesResponse, SyncError> {
+    loop {
+        let mut resp = client
+            .sync_entries(pb::SyncEntriesRequest {
+                known_revision: state.revision,
+            })
+            .await
+            .map_err(|s| SyncError::EntriesRefused(s.into()))?
+            .into_inner();
+        if resp.delta {
+            match state.merge(std::mem::take(&mut resp.entries), &resp.entry_ids) {
+                Some(all) => resp.entries = all,
+                None if state.revision != 0 => {
+                    // An entry newly ours that did not change (a node alias now
+                    // matches): the server cannot know we lack it. Ask for all.
+                    debug!("delta names an entry this agent does not have: full sync");
+                    state.revision = 0;
+                    continue;
+                }
+                None => return Err(SyncError::EntriesRefused(
+                    tonic::Status::internal(
+                        "the server answered a full sync with a delta that names unknown entries",
+                    )
+                    .into(),
+                )),
+            }
+        }
+        state.revision = resp.revision;
+        state.entries = resp
+            .entries
+            .iter()
+            .map(|e| (e.id.clone(), e.clone()))
+            .collect();
+        return Ok(resp);
+    }
+}
+
+/// One full sync: entries, bundle, and new SVIDs where needed.
 pub async fn sync_once(
     client: &mut AgentClient<Channel>,
     cache: &Cache,
 ) -> Result<bool, SyncError> {
-    let resp = client
-        .sync_entries(pb::SyncEntriesRequest {})
-        .await
-        .map_err(|s| SyncError::EntriesRefused(s.into()))?
-        .into_inner();
+    sync_from(client, cache, &mut SyncState::default()).await
+}
+
+/// One sync from `state` (a delta when it holds an earlier answer).
+pub async fn sync_from(
+    client: &mut AgentClient<Channel>,
+    cache: &Cache,
+    state: &mut SyncState,
+) -> Result<bool, SyncError> {
+    let resp = fetch_entries(client, state).await?;
     let current = cache.snapshot();
     let parsed = cache::parse(
         &current.trust_domain,
@@ -258,14 +326,16 @@ fn report_rejected(current: &Snapshot, rejected: Vec<Rejected>) -> BTreeMap<Stri
 /// A connection to the server whose first sync went through.
 pub(crate) struct Session {
     client: AgentClient<Channel>,
+    state: SyncState,
 }
 
 impl Session {
     /// Syncs once over `channel`: the server is back once this returns.
     pub(crate) async fn start(channel: Channel, cache: &Cache) -> Result<Session, SyncError> {
         let mut client = AgentClient::new(channel);
-        sync_once(&mut client, cache).await?;
-        Ok(Session { client })
+        let mut state = SyncState::default();
+        sync_from(&mut client, cache, &mut state).await?;
+        Ok(Session { client, state })
     }
 
     /// Keeps the cache in step (on change notices, and every [`SYNC_INTERVAL`])
@@ -295,7 +365,7 @@ impl Session {
                 }
                 _ = tick.tick() => {}
             }
-            if sync_once(&mut self.client, cache).await? {
+            if sync_from(&mut self.client, cache, &mut self.state).await? {
                 debug!("cache updated");
             }
         }

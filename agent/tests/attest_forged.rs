@@ -492,7 +492,7 @@ fn an_agent_cannot_obtain_another_agents_entries() {
         let mut c = ironroot_api::agent::agent_client::AgentClient::new(ch);
         // Sync lists only this agent's entries.
         let synced = c
-            .sync_entries(ironroot_api::agent::SyncEntriesRequest {})
+            .sync_entries(ironroot_api::agent::SyncEntriesRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -550,9 +550,221 @@ fn an_agent_cannot_obtain_another_agents_entries() {
             .await
             .unwrap();
         ironroot_api::agent::agent_client::AgentClient::new(ch)
-            .sync_entries(ironroot_api::agent::SyncEntriesRequest {})
+            .sync_entries(ironroot_api::agent::SyncEntriesRequest::default())
             .await
             .unwrap_err()
     });
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+}
+
+/// After the first sync an agent gets deltas: only the entries changed since
+/// the revision it knows, plus the ids of everything it may serve. Merged,
+/// the agent's cache always equals what a full sync gives, including when a
+/// node alias starts to match and brings in an entry that did not change.
+#[test]
+fn syncs_after_the_first_are_deltas_that_converge() {
+    use ironroot_api::agent::SyncEntriesRequest;
+    let env = good_env("sync_delta");
+    let (_tpm, cfg) = booted(&env);
+    let o = attest(&cfg).expect("attestation");
+    let create = |spiffe: &str, parent: &str, selector: &str| -> String {
+        let out = env.server.cli_ok(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            spiffe,
+            "--parent-id",
+            parent,
+            "--selector",
+            selector,
+            "--output",
+            "json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["entries"][0]["id"].as_str().unwrap().to_string()
+    };
+    let a = create("spiffe://example.org/a", &o.spiffe_id, "unix:uid:1");
+    let b = create("spiffe://example.org/b", &o.spiffe_id, "unix:uid:2");
+    // Under an alias that does not match this node yet.
+    let node_selector = o
+        .selectors
+        .iter()
+        .find(|s| s.starts_with("tpm:"))
+        .expect("a tpm selector")
+        .clone();
+    let under_alias = create(
+        "spiffe://example.org/via-alias",
+        "spiffe://example.org/rack/1",
+        "unix:uid:3",
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ch = ironroot_agent::sync::agent_channel(&cfg, &agent_svid(&o))
+            .await
+            .unwrap();
+        let mut c = ironroot_api::agent::agent_client::AgentClient::new(ch);
+        let sync = |c: &mut ironroot_api::agent::agent_client::AgentClient<_>, known: u64| {
+            let mut c = c.clone();
+            async move {
+                c.sync_entries(SyncEntriesRequest {
+                    known_revision: known,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+            }
+        };
+        let ids = |r: &ironroot_api::agent::SyncEntriesResponse| {
+            let mut v: Vec<String> = r.entries.iter().map(|e| e.id.clone()).collect();
+            v.sort();
+            v
+        };
+        // The cache follows the store within milliseconds; wait for our writes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let full = loop {
+            let r = sync(&mut c, 0).await;
+            if r.entries.len() == 2 || std::time::Instant::now() > deadline {
+                break r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert!(!full.delta);
+        let mut want = vec![a.clone(), b.clone()];
+        want.sort();
+        assert_eq!(ids(&full), want);
+        let r1 = full.revision;
+        assert!(r1 > 0);
+
+        // Nothing changed: an empty delta that still names every entry.
+        let same = sync(&mut c, r1).await;
+        assert!(same.delta);
+        assert!(same.entries.is_empty(), "{:?}", same.entries);
+        let mut named = same.entry_ids.clone();
+        named.sort();
+        assert_eq!(named, want);
+
+        // Change one, delete one, add one here and one elsewhere.
+        env.server.cli_ok(&[
+            "entry",
+            "update",
+            "--entry-id",
+            &a,
+            "--spiffe-id",
+            "spiffe://example.org/a",
+            "--parent-id",
+            &o.spiffe_id,
+            "--selector",
+            "unix:uid:11",
+        ]);
+        env.server.cli_ok(&["entry", "delete", "--entry-id", &b]);
+        let c_id = create("spiffe://example.org/c", &o.spiffe_id, "unix:uid:4");
+        create(
+            "spiffe://example.org/elsewhere",
+            "spiffe://example.org/spire/agent/tpm_ek/other",
+            "unix:uid:5",
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let delta = loop {
+            let r = sync(&mut c, r1).await;
+            if r.entry_ids.contains(&c_id) || std::time::Instant::now() > deadline {
+                break r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert!(delta.delta);
+        let mut changed = vec![a.clone(), c_id.clone()];
+        changed.sort();
+        assert_eq!(ids(&delta), changed, "only what changed after r1");
+        let mut named = delta.entry_ids.clone();
+        named.sort();
+        assert_eq!(
+            named, changed,
+            "b is gone, the other agent's entry never here"
+        );
+        assert!(delta.revision > r1);
+
+        // The agent's own merge: a delta-following cache equals a full sync,
+        // also when an alias starts to match and brings in an old entry.
+        let cache = ironroot_agent::cache::Cache::new("example.org");
+        let mut state = ironroot_agent::sync::SyncState::default();
+        ironroot_agent::sync::sync_from(&mut c, &cache, &mut state)
+            .await
+            .unwrap();
+        create(
+            "spiffe://example.org/rack/1",
+            "spiffe://example.org/spire/server",
+            &node_selector,
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            ironroot_agent::sync::sync_from(&mut c, &cache, &mut state)
+                .await
+                .unwrap();
+            if cache.snapshot().entries.iter().any(|e| e.id == under_alias) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the alias's entry never reached the delta-following cache"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut cached: Vec<String> = cache
+            .snapshot()
+            .entries
+            .iter()
+            .map(|e| e.id.clone())
+            .collect();
+        cached.sort();
+        let mut want = ids(&sync(&mut c, 0).await);
+        want.sort();
+        assert_eq!(cached, want);
+        assert!(want.contains(&under_alias));
+    });
+}
+
+/// A ban ends the agent's change stream at once (PERMISSION_DENIED), rather
+/// than leaving a banned agent connected until its next call.
+#[test]
+fn a_ban_ends_the_agents_change_stream() {
+    let env = good_env("ban_ends_stream");
+    let (_tpm, cfg) = booted(&env);
+    let o = attest(&cfg).expect("attestation");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ch = ironroot_agent::sync::agent_channel(&cfg, &agent_svid(&o))
+            .await
+            .unwrap();
+        let mut c = ironroot_api::agent::agent_client::AgentClient::new(ch);
+        let mut notices = c
+            .watch_changes(ironroot_api::agent::WatchChangesRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            notices.message().await.unwrap().is_some(),
+            "a first notice at once"
+        );
+        env.server
+            .cli_ok(&["agent", "ban", "--spiffe-id", &o.spiffe_id]);
+        let end = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match notices.message().await {
+                    Ok(Some(_)) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("the stream ends within seconds of the ban");
+        let e = end.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("banned"), "{e:?}");
+    });
 }

@@ -107,12 +107,17 @@ pub struct EntryFieldArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum EntryCommand {
-    /// Create an entry.
+    /// Create an entry, or many from a file (`--data`, SPIRE's format).
     Create {
         #[command(flatten)]
         client: ClientArgs,
+        /// JSON file `{"entries": [{"spiffe_id": …, "parent_id": …,
+        /// "selectors": [{"type": "unix", "value": "uid:1000"}], …}]}`; the
+        /// entries are created in batches, each with its own result.
+        #[arg(long, conflicts_with_all = ["spiffe_id", "parent_id", "selectors"])]
+        data: Option<PathBuf>,
         #[command(flatten)]
-        fields: EntryFieldArgs,
+        fields: Option<EntryFieldArgs>,
     },
     /// Show entries (all, one by id, or filtered).
     Show {

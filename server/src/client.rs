@@ -81,6 +81,116 @@ fn fields(a: &EntryFieldArgs) -> anyhow::Result<pb::EntryFields> {
     })
 }
 
+/// One entry of an `entry create --data` file, as SPIRE writes them (its
+/// legacy field names accepted beside ours).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataEntry {
+    spiffe_id: String,
+    parent_id: String,
+    selectors: Vec<DataSelector>,
+    #[serde(default, alias = "ttl")]
+    x509_svid_ttl: i32,
+    #[serde(default)]
+    jwt_svid_ttl: i32,
+    #[serde(default)]
+    dns_names: Vec<String>,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    downstream: bool,
+    #[serde(default)]
+    hint: String,
+    #[serde(default, alias = "entryExpiry", alias = "expires_at")]
+    entry_expiry: i64,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataSelector {
+    r#type: String,
+    value: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataFile {
+    entries: Vec<DataEntry>,
+}
+
+/// `entry create --data FILE`: every entry of the file, in batches; prints
+/// each one's outcome and fails if any failed.
+async fn create_from_file(client: &ClientArgs, path: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file: DataFile = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an entries file", path.display()))?;
+    let all: Vec<pb::EntryFields> = file
+        .entries
+        .into_iter()
+        .map(|e| pb::EntryFields {
+            spiffe_id: e.spiffe_id,
+            parent_id: e.parent_id,
+            selectors: e
+                .selectors
+                .into_iter()
+                .map(|s| pb::Selector {
+                    r#type: s.r#type,
+                    value: s.value,
+                })
+                .collect(),
+            x509_svid_ttl: e.x509_svid_ttl,
+            jwt_svid_ttl: e.jwt_svid_ttl,
+            dns_names: e.dns_names,
+            admin: e.admin,
+            downstream: e.downstream,
+            hint: e.hint,
+            expires_at: e.entry_expiry,
+        })
+        .collect();
+    let mut c = connect(client).await?;
+    let (mut created, mut failed) = (Vec::new(), Vec::new());
+    for (n, chunk) in all.chunks(crate::store::MAX_BATCH).enumerate() {
+        let results = c
+            .batch_create_entry(pb::BatchCreateEntryRequest {
+                entries: chunk.to_vec(),
+            })
+            .await
+            .map_err(|s| rpc_err("entry create", s))?
+            .into_inner()
+            .results;
+        for (i, r) in results.into_iter().enumerate() {
+            let index = n * crate::store::MAX_BATCH + i;
+            match (r.status.unwrap_or_default(), r.entry) {
+                (st, Some(e)) if st.code == 0 => created.push(e),
+                (st, _) => failed.push((index, st.message)),
+            }
+        }
+    }
+    if client.output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "created": created.iter().map(entry_json).collect::<Vec<_>>(),
+                "failed": failed.iter().map(|(i, m)| json!({"index": i, "error": m})).collect::<Vec<_>>(),
+            }))?
+        );
+    } else {
+        println!(
+            "Created {} entr{}",
+            created.len(),
+            if created.len() == 1 { "y" } else { "ies" }
+        );
+        for (i, m) in &failed {
+            println!("entries[{i}]: {m}");
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{} of {} entries were not created", failed.len(), all.len());
+    }
+    Ok(())
+}
+
 fn entry_json(e: &pb::Entry) -> serde_json::Value {
     let f = e.fields.clone().unwrap_or_default();
     json!({
@@ -155,7 +265,16 @@ fn ttl_text(t: i32) -> String {
 
 pub async fn entry(cmd: EntryCommand) -> anyhow::Result<()> {
     match cmd {
-        EntryCommand::Create { client, fields: f } => {
+        EntryCommand::Create {
+            client,
+            data: Some(path),
+            ..
+        } => create_from_file(&client, &path).await,
+        EntryCommand::Create {
+            client,
+            data: None,
+            fields: Some(f),
+        } => {
             let mut c = connect(&client).await?;
             let e = c
                 .create_entry(pb::CreateEntryRequest {
@@ -165,6 +284,9 @@ pub async fn entry(cmd: EntryCommand) -> anyhow::Result<()> {
                 .map_err(|s| rpc_err("entry create", s))?
                 .into_inner();
             print_entries(client.output, &[e])
+        }
+        EntryCommand::Create { .. } => {
+            bail!("entry create needs --spiffe-id, --parent-id and --selector, or --data FILE")
         }
         EntryCommand::Show {
             client,
@@ -181,15 +303,26 @@ pub async fn entry(cmd: EntryCommand) -> anyhow::Result<()> {
                     .map_err(|s| rpc_err("entry show", s))?
                     .into_inner()]
             } else {
-                c.list_entries(pb::ListEntriesRequest {
-                    by_spiffe_id: spiffe_id.unwrap_or_default(),
-                    by_parent_id: parent_id.unwrap_or_default(),
-                    by_selectors: selectors(&sel)?,
-                })
-                .await
-                .map_err(|s| rpc_err("entry show", s))?
-                .into_inner()
-                .entries
+                let mut all = Vec::new();
+                let mut page_token = String::new();
+                loop {
+                    let page = c
+                        .list_entries(pb::ListEntriesRequest {
+                            by_spiffe_id: spiffe_id.clone().unwrap_or_default(),
+                            by_parent_id: parent_id.clone().unwrap_or_default(),
+                            by_selectors: selectors(&sel)?,
+                            page_size: 0,
+                            page_token,
+                        })
+                        .await
+                        .map_err(|s| rpc_err("entry show", s))?
+                        .into_inner();
+                    all.extend(page.entries);
+                    if page.next_page_token.is_empty() {
+                        break all;
+                    }
+                    page_token = page.next_page_token;
+                }
             };
             print_entries(client.output, &entries)
         }
@@ -494,12 +627,23 @@ pub async fn agent(cmd: AgentCommand) -> anyhow::Result<()> {
         }
     };
     let mut c = connect(&client).await?;
-    let agents = c
-        .list_agents(pb::ListAgentsRequest {})
-        .await
-        .map_err(|s| rpc_err("agent list", s))?
-        .into_inner()
-        .agents;
+    let mut agents = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = c
+            .list_agents(pb::ListAgentsRequest {
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(|s| rpc_err("agent list", s))?
+            .into_inner();
+        agents.extend(page.agents);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
     if client.output == Output::Json {
         let v: Vec<_> = agents
             .iter()

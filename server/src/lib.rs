@@ -2,6 +2,7 @@
 //! verbs, so integration tests and benchmarks drive the same code as the binary.
 
 pub mod admin;
+pub mod authorized;
 pub mod boot_tools;
 pub mod ca;
 pub mod changes;

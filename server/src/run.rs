@@ -9,6 +9,7 @@ use ironroot_hsm::{KeyManager, Pkcs11KeyManager, SoftwareKeyManager};
 use tracing::{error, info, warn};
 
 use crate::admin::{bind_admin_socket, serve_admin, AdminService};
+use crate::authorized::AuthorizedCache;
 use crate::ca::devid_ca::DevIdCa;
 use crate::ca::upstream::Upstream;
 use crate::ca::{CaSettings, CertificateAuthority};
@@ -23,6 +24,7 @@ use crate::node::tpm::policies::PolicySet;
 use crate::node::tpm::{TpmAttestor, TpmKind, TpmShared};
 use crate::node::{NodeAttestor, NodeService};
 use crate::store::{DataStore, SledStore};
+use ironroot_api::spiffe_id::SpiffeId;
 use ironroot_runtime::unix_now;
 use ironroot_tpm::verify::certchain::Anchors;
 
@@ -36,7 +38,9 @@ pub struct Server {
     pub store: Arc<dyn DataStore>,
     pub ca: Arc<CertificateAuthority>,
     pub node: Arc<NodeService>,
-    /// Entry and bundle changes, for agents' WatchChanges streams.
+    /// Entries, nodes and bundles as agents are answered from them.
+    pub cache: Arc<AuthorizedCache>,
+    /// Wakes every agent's WatchChanges stream (CA rotation, bundle and alias changes).
     pub changes: Changes,
 }
 
@@ -212,12 +216,20 @@ impl Server {
             "CA ready"
         );
         let node = Arc::new(node_service(&config, store.clone(), ca.clone(), km)?);
+        let changes = Changes::default();
+        let cache = crate::store::bridge::wait(AuthorizedCache::load(
+            store.clone(),
+            SpiffeId::server(ca.trust_domain()),
+            changes.clone(),
+        ))
+        .map_err(StartError::Store)?;
         Ok(Server {
             config,
             store,
             ca,
             node,
-            changes: Changes::default(),
+            cache,
+            changes,
         })
     }
 
@@ -228,6 +240,7 @@ impl Server {
             .map_err(StartError::AdminSocket)?;
         info!(socket = %socket_path.display(), "admin API listening");
 
+        let follower = self.cache.spawn_follower();
         let ca = self.ca.clone();
         let changes = self.changes.clone();
         let interval = self.config.ca.rotation_check_interval;
@@ -257,7 +270,6 @@ impl Server {
         let service = AdminService {
             store: self.store.clone(),
             ca: self.ca.clone(),
-            changes: self.changes.clone(),
         };
         let result = serve_admin(
             listener,
@@ -268,6 +280,7 @@ impl Server {
         )
         .await;
         rotation.abort();
+        follower.abort();
         if let Some(t) = node_task {
             t.abort();
         }
@@ -321,8 +334,8 @@ impl Server {
         let agent_svc =
             ironroot_api::agent::agent_server::AgentServer::new(AgentApi(Arc::new(AgentService {
                 store: self.store.clone(),
+                cache: self.cache.clone(),
                 ca: self.ca.clone(),
-                changes: self.changes.clone(),
                 agent_svid_ttl: self.config.node_api.agent_svid_ttl,
             })))
             .max_decoding_message_size(self.config.node_api.max_message_bytes);

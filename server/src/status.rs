@@ -7,7 +7,8 @@ use crate::ca::CaError;
 use crate::node::{AttestError, RejectKind};
 use crate::store::StoreError;
 
-/// A store error: the caller's mistakes by their own codes, the store's trouble INTERNAL.
+/// A store error: the caller's mistakes by their own codes, an unreachable backend
+/// UNAVAILABLE (retry), the store's other trouble INTERNAL with its causes.
 pub fn store(e: StoreError) -> Status {
     match e {
         StoreError::InvalidEntry(e) => Status::invalid_argument(e.to_string()),
@@ -17,7 +18,12 @@ pub fn store(e: StoreError) -> Status {
         e @ StoreError::NodeNotFound { .. } => Status::not_found(e.to_string()),
         e @ StoreError::Banned { .. } => Status::permission_denied(e.to_string()),
         e @ StoreError::OwnTrustDomain { .. } => Status::invalid_argument(e.to_string()),
-        e => Status::internal(e.to_string()),
+        e @ (StoreError::BatchTooLarge { .. } | StoreError::BadPageToken { .. }) => {
+            Status::invalid_argument(e.to_string())
+        }
+        // Nothing was written; the same call may work later.
+        e @ StoreError::Unavailable { .. } => Status::unavailable(report(&e)),
+        e => Status::internal(report(&e)),
     }
 }
 
@@ -45,4 +51,9 @@ pub fn attest(e: &AttestError) -> Status {
 /// A blocking worker that panicked or was cancelled.
 pub fn worker(e: tokio::task::JoinError) -> Status {
     Status::internal(format!("worker failed: {e}"))
+}
+
+/// An error with its causes, for messages that reach an operator.
+fn report(e: &(dyn std::error::Error + 'static)) -> String {
+    ironroot_runtime::report::Chain(e).to_string()
 }

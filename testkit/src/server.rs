@@ -143,6 +143,11 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// The server's PID while it runs (benchmarks read its CPU and RSS).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Starts the server and waits (with a deadline) until its health check answers.
     pub fn start(test: &str, config: &Path, hsm: &SoftHsm, socket: &Path) -> Self {
         let mut s = Self::spawn(test, config, hsm, socket);

@@ -16,7 +16,7 @@ use tracing::info;
 
 use crate::ca::CertificateAuthority;
 use crate::status;
-use crate::store::{DataStore, EntryFilter};
+use crate::store::{DataStore, EntryFilter, PageRequest, MAX_BATCH};
 
 /// Most selectors accepted in one list filter.
 const MAX_FILTER_SELECTORS: usize = 64;
@@ -24,7 +24,6 @@ const MAX_FILTER_SELECTORS: usize = 64;
 pub struct AdminService {
     pub store: Arc<dyn DataStore>,
     pub ca: Arc<CertificateAuthority>,
-    pub changes: crate::changes::Changes,
 }
 
 fn bundle_pb(b: &TrustBundle) -> Result<pb::Bundle, Status> {
@@ -88,6 +87,28 @@ async fn blocking<T: Send + 'static>(
         .map_err(status::worker)?
 }
 
+/// A page request from the wire's `page_size` / `page_token`.
+fn page_request(size: i32, token: String) -> Result<PageRequest, Status> {
+    let size = usize::try_from(size)
+        .map_err(|_| Status::invalid_argument("page_size must not be negative"))?;
+    Ok(PageRequest {
+        after: (!token.is_empty()).then_some(token),
+        size,
+    })
+}
+
+/// A batch item's outcome on the wire: code 0, or the code and message its
+/// error maps to (the same as for a single call).
+fn item_status(r: Result<(), Status>) -> pb::ItemStatus {
+    match r {
+        Ok(()) => pb::ItemStatus::default(),
+        Err(s) => pb::ItemStatus {
+            code: s.code() as i32,
+            message: s.message().to_owned(),
+        },
+    }
+}
+
 fn entry_spec(fields: Option<pb::EntryFields>) -> Result<EntrySpec, Status> {
     let fields = fields.ok_or_else(|| Status::invalid_argument("entry is required"))?;
     EntrySpec::try_from(fields).map_err(|e| Status::invalid_argument(e.to_string()))
@@ -100,10 +121,8 @@ impl Admin for AdminService {
         req: Request<pb::CreateEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
         let spec = entry_spec(req.into_inner().entry)?;
-        let store = self.store.clone();
-        let e = blocking(move || store.create_entry(spec).map_err(status::store)).await?;
+        let e = self.store.create_entry(spec).await.map_err(status::store)?;
         info!(entry = %e.id, spiffe_id = %e.spec.spiffe_id, "entry created");
-        self.changes.bump();
         Ok(Response::new(e.into()))
     }
 
@@ -114,16 +133,12 @@ impl Admin for AdminService {
         let r = req.into_inner();
         let spec = entry_spec(r.entry)?;
         let expected = (r.expected_revision != 0).then_some(r.expected_revision);
-        let store = self.store.clone();
-        let id = r.id;
-        let e = blocking(move || {
-            store
-                .update_entry(&id, spec, expected)
-                .map_err(status::store)
-        })
-        .await?;
+        let e = self
+            .store
+            .update_entry(&r.id, spec, expected)
+            .await
+            .map_err(status::store)?;
         info!(entry = %e.id, revision = e.revision, "entry updated");
-        self.changes.bump();
         Ok(Response::new(e.into()))
     }
 
@@ -132,10 +147,8 @@ impl Admin for AdminService {
         req: Request<pb::DeleteEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
         let id = req.into_inner().id;
-        let store = self.store.clone();
-        let e = blocking(move || store.delete_entry(&id).map_err(status::store)).await?;
+        let e = self.store.delete_entry(&id).await.map_err(status::store)?;
         info!(entry = %e.id, "entry deleted");
-        self.changes.bump();
         Ok(Response::new(e.into()))
     }
 
@@ -144,8 +157,7 @@ impl Admin for AdminService {
         req: Request<pb::GetEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
         let id = req.into_inner().id;
-        let store = self.store.clone();
-        let found = blocking(move || store.get_entry(&id).map_err(status::store)).await?;
+        let found = self.store.get_entry(&id).await.map_err(status::store)?;
         found
             .map(|e| Response::new(e.into()))
             .ok_or_else(|| Status::not_found("no entry with that id"))
@@ -177,11 +189,110 @@ impl Admin for AdminService {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let store = self.store.clone();
-        let entries = blocking(move || store.list_entries(&filter).map_err(status::store)).await?;
+        let page = page_request(r.page_size, r.page_token)?;
+        let page = self
+            .store
+            .list_entries(&filter, &page)
+            .await
+            .map_err(status::store)?;
         Ok(Response::new(pb::ListEntriesResponse {
-            entries: entries.into_iter().map(Into::into).collect(),
+            entries: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next.unwrap_or_default(),
         }))
+    }
+
+    async fn batch_create_entry(
+        &self,
+        req: Request<pb::BatchCreateEntryRequest>,
+    ) -> Result<Response<pb::BatchCreateEntryResponse>, Status> {
+        let fields = req.into_inner().entries;
+        if fields.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "{} entries in one batch; the limit is {MAX_BATCH}",
+                fields.len()
+            )));
+        }
+        // Wire-level rule failures are per item, like the store's.
+        let parsed: Vec<Result<EntrySpec, Status>> =
+            fields.into_iter().map(|f| entry_spec(Some(f))).collect();
+        let specs: Vec<EntrySpec> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().cloned())
+            .collect();
+        let mut stored = self
+            .store
+            .create_entries(specs)
+            .await
+            .map_err(status::store)?
+            .into_iter();
+        let mut results = Vec::with_capacity(parsed.len());
+        let mut created = 0usize;
+        for p in parsed {
+            let r = match p {
+                Err(s) => Err(s),
+                Ok(_) => match stored.next() {
+                    Some(r) => r.map_err(status::store),
+                    None => Err(Status::internal(
+                        "the store returned fewer results than items",
+                    )),
+                },
+            };
+            results.push(match r {
+                Ok(e) => {
+                    created += 1;
+                    pb::batch_create_entry_response::Result {
+                        status: Some(item_status(Ok(()))),
+                        entry: Some(e.into()),
+                    }
+                }
+                Err(s) => pb::batch_create_entry_response::Result {
+                    status: Some(item_status(Err(s))),
+                    entry: None,
+                },
+            });
+        }
+        info!(
+            created,
+            failed = results.len() - created,
+            "entry batch created"
+        );
+        Ok(Response::new(pb::BatchCreateEntryResponse { results }))
+    }
+
+    async fn batch_delete_entry(
+        &self,
+        req: Request<pb::BatchDeleteEntryRequest>,
+    ) -> Result<Response<pb::BatchDeleteEntryResponse>, Status> {
+        let ids = req.into_inner().ids;
+        if ids.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "{} ids in one batch; the limit is {MAX_BATCH}",
+                ids.len()
+            )));
+        }
+        let outcomes = self
+            .store
+            .delete_entries(ids.clone())
+            .await
+            .map_err(status::store)?;
+        let mut deleted = 0usize;
+        let results: Vec<_> = ids
+            .into_iter()
+            .zip(outcomes)
+            .map(|(id, r)| {
+                deleted += usize::from(r.is_ok());
+                pb::batch_delete_entry_response::Result {
+                    status: Some(item_status(r.map(|_| ()).map_err(status::store))),
+                    id,
+                }
+            })
+            .collect();
+        info!(
+            deleted,
+            failed = results.len() - deleted,
+            "entry batch deleted"
+        );
+        Ok(Response::new(pb::BatchDeleteEntryResponse { results }))
     }
 
     async fn get_bundle(
@@ -240,23 +351,27 @@ impl Admin for AdminService {
             t if t < 0 => return Err(Status::invalid_argument("ttl must not be negative")),
             t => i64::from(t),
         };
-        let store = self.store.clone();
-        let (token, expires_at) = blocking(move || {
-            crate::node::join_token::create(store.as_ref(), ttl).map_err(status::store)
-        })
-        .await?;
+        let (token, expires_at) = crate::node::join_token::create(self.store.as_ref(), ttl)
+            .await
+            .map_err(status::store)?;
         info!(expires_at, "join token created");
         Ok(Response::new(pb::JoinToken { token, expires_at }))
     }
 
     async fn list_agents(
         &self,
-        _req: Request<pb::ListAgentsRequest>,
+        req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let store = self.store.clone();
-        let nodes = blocking(move || store.list_attested_nodes().map_err(status::store)).await?;
+        let r = req.into_inner();
+        let page = page_request(r.page_size, r.page_token)?;
+        let page = self
+            .store
+            .list_attested_nodes(&page)
+            .await
+            .map_err(status::store)?;
         Ok(Response::new(pb::ListAgentsResponse {
-            agents: nodes.into_iter().map(agent_pb).collect(),
+            agents: page.items.into_iter().map(agent_pb).collect(),
+            next_page_token: page.next.unwrap_or_default(),
         }))
     }
 
@@ -265,8 +380,11 @@ impl Admin for AdminService {
         req: Request<pb::AgentIdRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
         let id = parse_id("spiffe_id", &req.into_inner().spiffe_id)?;
-        let store = self.store.clone();
-        let n = blocking(move || store.set_node_banned(&id, true).map_err(status::store)).await?;
+        let n = self
+            .store
+            .set_node_banned(&id, true)
+            .await
+            .map_err(status::store)?;
         tracing::warn!(agent = %n.spiffe_id, "agent banned");
         Ok(Response::new(agent_pb(n)))
     }
@@ -276,11 +394,12 @@ impl Admin for AdminService {
         req: Request<pb::AgentIdRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
         let id = parse_id("spiffe_id", &req.into_inner().spiffe_id)?;
-        let store = self.store.clone();
-        let msg = format!("no attested agent '{id}'");
-        let n = blocking(move || store.delete_attested_node(&id).map_err(status::store))
-            .await?
-            .ok_or_else(|| Status::not_found(msg))?;
+        let n = self
+            .store
+            .delete_attested_node(&id)
+            .await
+            .map_err(status::store)?
+            .ok_or_else(|| Status::not_found(format!("no attested agent '{id}'")))?;
         info!(agent = %n.spiffe_id, "agent evicted");
         Ok(Response::new(agent_pb(n)))
     }
@@ -305,11 +424,11 @@ impl Admin for AdminService {
                 ))
             }
         };
-        let store = self.store.clone();
-        let stored = bundle.clone();
-        blocking(move || store.put_federated_bundle(&stored).map_err(status::store)).await?;
+        self.store
+            .put_federated_bundle(&bundle)
+            .await
+            .map_err(status::store)?;
         info!(trust_domain = %bundle.trust_domain, "federated bundle set");
-        self.changes.bump();
         bundle_pb(&bundle).map(Response::new)
     }
 
@@ -317,9 +436,11 @@ impl Admin for AdminService {
         &self,
         _req: Request<pb::ListFederatedBundlesRequest>,
     ) -> Result<Response<pb::ListFederatedBundlesResponse>, Status> {
-        let store = self.store.clone();
-        let bundles =
-            blocking(move || store.list_federated_bundles().map_err(status::store)).await?;
+        let bundles = self
+            .store
+            .list_federated_bundles()
+            .await
+            .map_err(status::store)?;
         Ok(Response::new(pb::ListFederatedBundlesResponse {
             bundles: bundles.iter().map(bundle_pb).collect::<Result<_, _>>()?,
         }))
@@ -330,12 +451,11 @@ impl Admin for AdminService {
         req: Request<pb::DeleteFederatedBundleRequest>,
     ) -> Result<Response<pb::DeleteFederatedBundleResponse>, Status> {
         let td = parse_td(&req.into_inner().trust_domain)?;
-        let store = self.store.clone();
-        let deleted =
-            blocking(move || store.delete_federated_bundle(&td).map_err(status::store)).await?;
-        if deleted {
-            self.changes.bump();
-        }
+        let deleted = self
+            .store
+            .delete_federated_bundle(&td)
+            .await
+            .map_err(status::store)?;
         Ok(Response::new(pb::DeleteFederatedBundleResponse { deleted }))
     }
 
@@ -344,8 +464,7 @@ impl Admin for AdminService {
         _req: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthResponse>, Status> {
         let st = self.ca.status().map_err(status::ca)?;
-        let store = self.store.clone();
-        let entries = blocking(move || store.count_entries().map_err(status::store)).await?;
+        let entries = self.store.count_entries().await.map_err(status::store)?;
         Ok(Response::new(pb::HealthResponse {
             trust_domain: self.ca.trust_domain().to_string(),
             key_manager: st.key_manager,

@@ -18,7 +18,8 @@ use super::{
 use crate::store::DataStore;
 
 pub(super) fn load_journal(store: &dyn DataStore) -> Result<CaJournal, CaError> {
-    let Some(bytes) = store.get_ca_journal().map_err(CaError::Store)? else {
+    let Some(bytes) = crate::store::bridge::wait(store.get_ca_journal()).map_err(CaError::Store)?
+    else {
         return Ok(CaJournal {
             version: JOURNAL_VERSION,
             ..CaJournal::default()
@@ -161,7 +162,7 @@ impl CertificateAuthority {
     fn persist(&self, journal: &mut CaJournal) -> Result<(), CaError> {
         journal.bundle_sequence += 1;
         let bytes = serde_json::to_vec(journal).map_err(JournalError::Encode)?;
-        self.store.put_ca_journal(&bytes).map_err(CaError::Store)
+        crate::store::bridge::wait(self.store.put_ca_journal(&bytes)).map_err(CaError::Store)
     }
 
     /// Finds a journal key in the key manager; fails closed when it is gone

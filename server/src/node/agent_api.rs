@@ -5,31 +5,36 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ironroot_api::agent::{self as pb, agent_server::Agent};
 use ironroot_api::entry::RegistrationEntry;
-use ironroot_api::selector::Selector;
 use ironroot_api::spiffe_id::SpiffeId;
 use ironroot_api::tls::svid_spiffe_id;
 use ironroot_runtime::unix_now;
-use tokio_stream::wrappers::WatchStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::authorized::AuthorizedCache;
 use crate::ca::CertificateAuthority;
-use crate::changes::Changes;
 use crate::status;
-use crate::store::{AttestedNode, DataStore, EntryFilter};
+use crate::store::{AttestedNode, DataStore, Revision};
 
 /// Most CSRs in one batch.
 pub const MAX_BATCH: usize = 1000;
 
+/// How long a caller whose node record is newer than the cache waits for the
+/// cache before the store is asked directly.
+const CATCH_UP: Duration = Duration::from_millis(500);
+
+/// What the agent API needs: the cache it answers from, the store behind it
+/// (only for a node record the cache has not caught up with), and the CA.
 pub struct AgentService {
     pub store: Arc<dyn DataStore>,
+    pub cache: Arc<AuthorizedCache>,
     pub ca: Arc<CertificateAuthority>,
-    pub changes: Changes,
     /// Lifetime of renewed agent SVIDs.
     pub agent_svid_ttl: std::time::Duration,
 }
@@ -40,33 +45,28 @@ struct Caller {
     node: AttestedNode,
 }
 
-/// Entries `node` may serve: those whose parent is the agent, and those whose
-/// parent is a node alias (an entry under `spiffe://<td>/spire/server`) whose
-/// selectors the node has.
-pub fn authorized_entries(
-    all: &[RegistrationEntry],
-    agent: &SpiffeId,
-    node_selectors: &[Selector],
-    server_id: &SpiffeId,
-    now: i64,
-) -> Vec<RegistrationEntry> {
-    let aliases: Vec<&SpiffeId> = all
-        .iter()
-        .filter(|e| {
-            &e.spec.parent_id == server_id && Selector::all_in(&e.spec.selectors, node_selectors)
-        })
-        .map(|e| &e.spec.spiffe_id)
-        .collect();
-    all.iter()
-        .filter(|e| e.spec.expires_at == 0 || e.spec.expires_at > now)
-        .filter(|e| &e.spec.parent_id == agent || aliases.contains(&&e.spec.parent_id))
-        .cloned()
-        .collect()
+/// Refuses `node` unless it may use the agent API with the SVID whose serial is `serial`.
+fn admit(id: &SpiffeId, node: Option<&AttestedNode>, serial: &str) -> Result<AttestedNode, Status> {
+    let node =
+        node.ok_or_else(|| Status::permission_denied(format!("{id} is not an attested agent")))?;
+    if node.banned {
+        return Err(Status::permission_denied(format!("{id} is banned")));
+    }
+    // Only the agent's current SVID: an older one (before re-attestation) is refused.
+    if node.serial_number != serial {
+        return Err(Status::permission_denied(format!(
+            "{id} presented an SVID that is not its current one; re-attest"
+        )));
+    }
+    Ok(node.clone())
 }
 
 impl AgentService {
-    /// The agent behind this connection, or UNAUTHENTICATED with the reason.
-    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+    /// The agent behind this connection, or UNAUTHENTICATED / PERMISSION_DENIED
+    /// with the reason. Answered from the cache; a node that attested a moment
+    /// ago may not be there yet, so a refusal is checked once more after the
+    /// cache caught up, then against the store.
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         let certs = req
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
@@ -78,36 +78,21 @@ impl AgentService {
             .first()
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
         let id = svid_spiffe_id(leaf).map_err(Status::unauthenticated)?;
-        let node = self
+        let serial = crate::ca::x509::serial_hex(leaf).unwrap_or_default();
+        if let Ok(node) = admit(&id, self.cache.read().node(&id), &serial) {
+            return Ok(Caller { id, node });
+        }
+        if self.cache.catch_up(CATCH_UP).await {
+            let node = admit(&id, self.cache.read().node(&id), &serial)?;
+            return Ok(Caller { id, node });
+        }
+        let stored = self
             .store
             .get_attested_node(&id)
-            .map_err(status::store)?
-            .ok_or_else(|| Status::permission_denied(format!("{id} is not an attested agent")))?;
-        if node.banned {
-            return Err(Status::permission_denied(format!("{id} is banned")));
-        }
-        // Only the agent's current SVID: an older one (before re-attestation) is refused.
-        if crate::ca::x509::serial_hex(leaf).as_deref() != Some(node.serial_number.as_str()) {
-            return Err(Status::permission_denied(format!(
-                "{id} presented an SVID that is not its current one; re-attest"
-            )));
-        }
-        Ok(Caller { id, node })
-    }
-
-    fn entries_for(&self, c: &Caller) -> Result<Vec<RegistrationEntry>, Status> {
-        let all = self
-            .store
-            .list_entries(&EntryFilter::default())
+            .await
             .map_err(status::store)?;
-        let server_id = SpiffeId::server(self.ca.trust_domain());
-        Ok(authorized_entries(
-            &all,
-            &c.id,
-            &c.node.selectors,
-            &server_id,
-            unix_now(),
-        ))
+        let node = admit(&id, stored.as_ref(), &serial)?;
+        Ok(Caller { id, node })
     }
 }
 
@@ -147,30 +132,46 @@ impl Agent for AgentApi {
         &self,
         req: Request<pb::SyncEntriesRequest>,
     ) -> Result<Response<pb::SyncEntriesResponse>, Status> {
-        let svc = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            let caller = svc.caller(&req)?;
-            let entries = svc.entries_for(&caller)?;
-            let bundle = svc.ca.bundle().map_err(status::ca)?;
-            let jwks_json = bundle
-                .to_jwks_json()
-                .map_err(|e| Status::internal(e.to_string()))?;
-            let mut federated_jwks = std::collections::HashMap::new();
-            for b in svc.store.list_federated_bundles().map_err(status::store)? {
-                if let Ok(j) = b.to_jwks_json() {
-                    federated_jwks.insert(b.trust_domain.to_string(), j);
-                }
+        let svc = &self.0;
+        let caller = svc.caller(&req).await?;
+        let known = Revision(req.get_ref().known_revision);
+        let bundle = svc.ca.bundle().map_err(status::ca)?;
+        let jwks_json = bundle
+            .to_jwks_json()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let ix = svc.cache.read();
+        let authorized = ix.authorized(&caller.id, &caller.node.selectors, unix_now());
+        // A delta needs the agent's revision to be one this cache has passed:
+        // an agent that synced with a server further ahead gets everything.
+        let delta = known.0 != 0 && known <= ix.revision();
+        let entries = authorized
+            .iter()
+            .filter(|e| !delta || e.changed_at > known)
+            .map(|e| entry_pb(&e.entry))
+            .collect();
+        let entry_ids = if delta {
+            authorized.iter().map(|e| e.entry.id.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let mut federated_jwks = std::collections::HashMap::new();
+        for b in ix.bundles() {
+            if let Ok(j) = b.to_jwks_json() {
+                federated_jwks.insert(b.trust_domain.to_string(), j);
             }
-            Ok(Response::new(pb::SyncEntriesResponse {
-                entries: entries.iter().map(entry_pb).collect(),
-                x509_authorities: bundle.x509_authorities,
-                jwks_json,
-                federated_jwks,
-                bundle_sequence: bundle.sequence_number as i64,
-            }))
-        })
-        .await
-        .map_err(status::worker)?
+        }
+        let revision = ix.revision().0;
+        drop(ix);
+        Ok(Response::new(pb::SyncEntriesResponse {
+            entries,
+            x509_authorities: bundle.x509_authorities,
+            jwks_json,
+            federated_jwks,
+            bundle_sequence: bundle.sequence_number as i64,
+            revision,
+            delta,
+            entry_ids,
+        }))
     }
 
     async fn batch_new_x509_svid(
@@ -178,23 +179,36 @@ impl Agent for AgentApi {
         req: Request<pb::BatchNewX509SvidRequest>,
     ) -> Result<Response<pb::BatchNewX509SvidResponse>, Status> {
         let svc = self.0.clone();
+        let caller = svc.caller(&req).await?;
+        let requests = req.into_inner().requests;
+        if requests.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "{} CSRs in one batch; the limit is {MAX_BATCH}",
+                requests.len()
+            )));
+        }
+        // Each request paired with its entry, if the agent may have it.
+        let work: Vec<(pb::X509SvidRequest, Option<Arc<RegistrationEntry>>)> = {
+            let ix = svc.cache.read();
+            let now = unix_now();
+            requests
+                .into_iter()
+                .map(|r| {
+                    let e = ix
+                        .authorized_entry(&caller.id, &caller.node.selectors, &r.entry_id, now)
+                        .map(|e| e.entry.clone());
+                    (r, e)
+                })
+                .collect()
+        };
         tokio::task::spawn_blocking(move || {
-            let caller = svc.caller(&req)?;
-            let requests = &req.get_ref().requests;
-            if requests.len() > MAX_BATCH {
-                return Err(Status::invalid_argument(format!(
-                    "{} CSRs in one batch; the limit is {MAX_BATCH}",
-                    requests.len()
-                )));
-            }
-            let entries = svc.entries_for(&caller)?;
-            let mut results = Vec::with_capacity(requests.len());
-            for r in requests {
-                let Some(e) = entries.iter().find(|e| e.id == r.entry_id) else {
+            let mut results = Vec::with_capacity(work.len());
+            for (r, e) in work {
+                let Some(e) = e else {
                     warn!(agent = %caller.id, entry = %r.entry_id, "SVID refused: entry not authorized for this agent");
                     results.push(pb::X509SvidResult {
-                        entry_id: r.entry_id.clone(),
                         error: format!("entry '{}' is not authorized for {}", r.entry_id, caller.id),
+                        entry_id: r.entry_id,
                         ..Default::default()
                     });
                     continue;
@@ -225,19 +239,23 @@ impl Agent for AgentApi {
         req: Request<pb::NewJwtSvidRequest>,
     ) -> Result<Response<pb::NewJwtSvidResponse>, Status> {
         let svc = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            let caller = svc.caller(&req)?;
-            let r = req.get_ref();
-            let entries = svc.entries_for(&caller)?;
-            let e = entries.iter().find(|e| e.id == r.entry_id).ok_or_else(|| {
+        let caller = svc.caller(&req).await?;
+        let r = req.into_inner();
+        let entry = svc
+            .cache
+            .read()
+            .authorized_entry(&caller.id, &caller.node.selectors, &r.entry_id, unix_now())
+            .map(|e| e.entry.clone())
+            .ok_or_else(|| {
                 Status::permission_denied(format!(
                     "entry '{}' is not authorized for {}",
                     r.entry_id, caller.id
                 ))
             })?;
+        tokio::task::spawn_blocking(move || {
             let (token, expires_at) = svc
                 .ca
-                .mint_jwt_svid(&e.spec.spiffe_id, &r.audience, e.spec.jwt_svid_ttl)
+                .mint_jwt_svid(&entry.spec.spiffe_id, &r.audience, entry.spec.jwt_svid_ttl)
                 .map_err(status::ca)?;
             Ok(Response::new(pb::NewJwtSvidResponse { token, expires_at }))
         })
@@ -250,39 +268,41 @@ impl Agent for AgentApi {
         req: Request<pb::RenewAgentSvidRequest>,
     ) -> Result<Response<pb::RenewAgentSvidResponse>, Status> {
         let svc = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            let caller = svc.caller(&req)?;
-            if caller.node.attestor != crate::node::join_token::NAME {
-                return Err(Status::permission_denied(format!(
-                    "{} attested with {}: it renews by attesting again with a fresh quote",
-                    caller.id, caller.node.attestor
-                )));
-            }
-            let ttl = u32::try_from(svc.agent_svid_ttl.as_secs()).unwrap_or(u32::MAX);
-            let svid = svc
-                .ca
-                .sign_x509_svid_csr(&req.get_ref().csr, &caller.id, ttl, &[])
-                .map_err(status::ca)?;
-            let now = unix_now();
-            let mut node = caller.node.clone();
-            node.serial_number = svid
-                .chain
-                .first()
-                .and_then(|d| crate::ca::x509::serial_hex(d))
-                .unwrap_or_default();
-            node.expires_at = svid.expires_at;
-            node.last_attested_at = now;
-            svc.store.record_attestation(&node).map_err(status::store)?;
-            let roots = svc.ca.bundle().map_err(status::ca)?.x509_authorities;
-            info!(agent = %caller.id, "agent SVID renewed (join_token)");
-            Ok(Response::new(pb::RenewAgentSvidResponse {
-                svid_chain: svid.chain,
-                expires_at: svid.expires_at,
-                root_cas: roots,
-            }))
+        let caller = svc.caller(&req).await?;
+        if caller.node.attestor != crate::node::join_token::NAME {
+            return Err(Status::permission_denied(format!(
+                "{} attested with {}: it renews by attesting again with a fresh quote",
+                caller.id, caller.node.attestor
+            )));
+        }
+        let ttl = u32::try_from(svc.agent_svid_ttl.as_secs()).unwrap_or(u32::MAX);
+        let csr = req.into_inner().csr;
+        let (ca, id) = (svc.ca.clone(), caller.id.clone());
+        let svid = tokio::task::spawn_blocking(move || {
+            ca.sign_x509_svid_csr(&csr, &id, ttl, &[])
+                .map_err(status::ca)
         })
         .await
-        .map_err(status::worker)?
+        .map_err(status::worker)??;
+        let mut node = caller.node.clone();
+        node.serial_number = svid
+            .chain
+            .first()
+            .and_then(|d| crate::ca::x509::serial_hex(d))
+            .unwrap_or_default();
+        node.expires_at = svid.expires_at;
+        node.last_attested_at = unix_now();
+        svc.store
+            .record_attestation(&node)
+            .await
+            .map_err(status::store)?;
+        let roots = svc.ca.bundle().map_err(status::ca)?.x509_authorities;
+        info!(agent = %caller.id, "agent SVID renewed (join_token)");
+        Ok(Response::new(pb::RenewAgentSvidResponse {
+            svid_chain: svid.chain,
+            expires_at: svid.expires_at,
+            root_cas: roots,
+        }))
     }
 
     async fn watch_changes(
@@ -290,12 +310,36 @@ impl Agent for AgentApi {
         req: Request<pb::WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
         let svc = self.0.clone();
-        let caller = tokio::task::spawn_blocking(move || svc.caller(&req).map(|c| c.id))
-            .await
-            .map_err(status::worker)??;
-        info!(agent = %caller, "agent watching for changes");
-        let stream = WatchStream::new(self.0.changes.subscribe())
-            .map(|generation| Ok(pb::ChangeNotice { generation }));
+        let caller = svc.caller(&req).await?;
+        info!(agent = %caller.id, "agent watching for changes");
+        // A notice at once, then when anything every agent sees changes or
+        // anything of this agent's own; the stream ends (PERMISSION_DENIED)
+        // when the agent is banned, evicted or has re-attested (its SVID is
+        // no longer the current one).
+        let mut everyone = svc.cache.watch_all();
+        let mut own = svc.cache.watch_agent(&caller.id);
+        let (serial, id, cache) = (caller.node.serial_number, caller.id, svc.cache.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            loop {
+                let notice = {
+                    let ix = cache.read();
+                    admit(&id, ix.node(&id), &serial).map(|_| pb::ChangeNotice {
+                        generation: ix.revision().0,
+                    })
+                };
+                let end = notice.is_err();
+                if tx.send(notice).await.is_err() || end {
+                    return;
+                }
+                tokio::select! {
+                    r = everyone.changed() => if r.is_err() { return },
+                    r = own.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(stream)))
     }
 }

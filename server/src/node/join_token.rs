@@ -22,12 +22,14 @@ fn token_hash(token: &str) -> [u8; 32] {
 }
 
 /// Creates and records a token valid for `ttl_secs`; returns it and its expiry.
-pub fn create(store: &dyn DataStore, ttl_secs: i64) -> Result<(String, i64), StoreError> {
+pub async fn create(store: &dyn DataStore, ttl_secs: i64) -> Result<(String, i64), StoreError> {
     let mut raw = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut raw);
     let token = URL_SAFE_NO_PAD.encode(raw);
     let expires_at = unix_now() + ttl_secs;
-    store.put_join_token(&token_hash(&token), expires_at)?;
+    store
+        .put_join_token(&token_hash(&token), expires_at)
+        .await?;
     Ok((token, expires_at))
 }
 
@@ -56,9 +58,8 @@ impl NodeAttestor for JoinTokenAttestor {
             ));
         }
         let hash = token_hash(token);
-        let expires_at = self
-            .store
-            .take_join_token(&hash)
+        // Attestors run on the blocking pool.
+        let expires_at = crate::store::bridge::wait(self.store.take_join_token(&hash))
             .map_err(|e| AttestError::internal("join token", format!("store: {e}")))?
             .ok_or_else(|| {
                 AttestError::rejected("join token", "unknown or already used join token")

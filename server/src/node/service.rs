@@ -105,44 +105,43 @@ impl NodeService {
         attested: Attested,
         public_key: rcgen::PublicKey,
     ) -> Result<pb::AttestResult, Status> {
-        let store = self.store.clone();
+        check_not_banned(self.store.as_ref(), &attested).await?;
         let ca = self.ca.clone();
         let ttl = u32::try_from(self.agent_svid_ttl.as_secs()).unwrap_or(u32::MAX);
-        let a = attested.clone();
-        let (svid, roots) = tokio::task::spawn_blocking(move || {
-            let now = unix_now();
-            check_not_banned(store.as_ref(), &a)?;
-            let svid = ca
-                .sign_x509_svid(&public_key, &a.agent_id, ttl, &[])
-                .map_err(status::ca)?;
-            let serial = svid
-                .chain
-                .first()
-                .and_then(|leaf| x509::serial_hex(leaf))
-                .unwrap_or_default();
-            store
-                .record_attestation(&AttestedNode {
-                    spiffe_id: a.agent_id.clone(),
-                    // Attestors name agents under /spire/agent/; any other ID records none.
-                    attestor: a.agent_id.agent_attestor().unwrap_or_default().to_owned(),
-                    selectors: a.selectors.clone(),
-                    serial_number: serial,
-                    expires_at: svid.expires_at,
-                    banned: false,
-                    first_attested_at: now,
-                    last_attested_at: now,
-                })
-                .map_err(|e| match e {
-                    crate::store::StoreError::Banned { .. } => {
-                        status::attest(&AttestError::rejected("ban list", e.to_string()))
-                    }
-                    e => Status::internal(e.to_string()),
-                })?;
-            let roots = ca.bundle().map_err(status::ca)?.x509_authorities;
-            Ok::<_, Status>((svid, roots))
+        let agent_id = attested.agent_id.clone();
+        let svid = tokio::task::spawn_blocking(move || {
+            ca.sign_x509_svid(&public_key, &agent_id, ttl, &[])
+                .map_err(status::ca)
         })
         .await
         .map_err(status::worker)??;
+        let now = unix_now();
+        let serial = svid
+            .chain
+            .first()
+            .and_then(|leaf| x509::serial_hex(leaf))
+            .unwrap_or_default();
+        let a = &attested;
+        self.store
+            .record_attestation(&AttestedNode {
+                spiffe_id: a.agent_id.clone(),
+                // Attestors name agents under /spire/agent/; any other ID records none.
+                attestor: a.agent_id.agent_attestor().unwrap_or_default().to_owned(),
+                selectors: a.selectors.clone(),
+                serial_number: serial,
+                expires_at: svid.expires_at,
+                banned: false,
+                first_attested_at: now,
+                last_attested_at: now,
+            })
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Banned { .. } => {
+                    status::attest(&AttestError::rejected("ban list", e.to_string()))
+                }
+                e => status::store(e),
+            })?;
+        let roots = self.ca.bundle().map_err(status::ca)?.x509_authorities;
         info!(
             agent = %attested.agent_id,
             policy = attested.boot_policy.as_deref().unwrap_or("-"),
@@ -162,16 +161,17 @@ impl NodeService {
 
 /// Refuses a banned node, and any node whose TPM (EK hash) belongs to a banned
 /// node: a banned TPM cannot come back under another attestor or a new LDevID.
-fn check_not_banned(store: &dyn DataStore, a: &Attested) -> Result<(), Status> {
+/// Reads only the banned nodes (an index), never every node.
+async fn check_not_banned(store: &dyn DataStore, a: &Attested) -> Result<(), Status> {
     let ek = a
         .selectors
         .iter()
         .find(|s| s.kind == "tpm" && s.value.starts_with("ek_hash:"));
     let banned = store
-        .list_attested_nodes()
-        .map_err(|e| Status::internal(e.to_string()))?
+        .list_banned_nodes()
+        .await
+        .map_err(status::store)?
         .into_iter()
-        .filter(|n| n.banned)
         .find(|n| n.spiffe_id == a.agent_id || ek.is_some_and(|s| n.selectors.contains(s)));
     match banned {
         Some(n) => Err(status::attest(&AttestError::rejected(

@@ -216,10 +216,23 @@ fn exec_of_the_same_file_is_refused_too() {
     trigger_and_wait(&mut child, execed);
     // Same file, so the executable check alone would pass...
     caller.executable().check(pid).expect("same file");
-    // ...but the address space of connect is gone.
-    match caller.still_same() {
-        Err(CallerError::Execed { pid: p }) => assert_eq!(p, pid),
-        other => panic!("expected Execed, got {other:?}"),
+    // ...but the address space of connect is gone. The new image shows in
+    // /proc a moment before exec drops the old address space (its last user
+    // goes at the end of exec_mmap): until then nothing about the caller has
+    // changed yet, so the check may pass; it must turn to Execed, and never
+    // to anything else.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match caller.still_same() {
+            Err(CallerError::Execed { pid: p }) => {
+                assert_eq!(p, pid);
+                break;
+            }
+            Ok(()) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
+            other => panic!("expected Execed, got {other:?}"),
+        }
     }
     let _ = child.kill();
     let _ = child.wait();

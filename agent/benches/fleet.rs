@@ -1,0 +1,333 @@
+//! Fleet scale (`make bench`; docs/benchmarks.md): one release server with
+//! ENTRIES registration entries spread over AGENTS join_token agents, every
+//! agent simulated in this process by the real agent API over its own mTLS
+//! connection: a WatchChanges stream held open, and a SyncEntries (delta
+//! after the first) on every change notice and every SYNC_INTERVAL, as the
+//! agent does. Prints:
+//! 1. batch entry creation rate (BatchCreateEntry, 10,000 per call);
+//! 2. server CPU and RSS with one idle agent, then with every agent syncing;
+//! 3. sync latency p50 / p99 under that load;
+//! 4. entry change -> the owning agent has it (admin create returned ->
+//!    a sync of that agent shows the entry), p50 / p99.
+//!
+//! The simulated agents ask for no SVIDs (signing is the CA's figure,
+//! `svid_signing`); they share the 2 cores with the server, so the server's
+//! figures here are an upper bound. Sizes: IRONROOT_BENCH_ENTRIES (100000),
+//! IRONROOT_BENCH_AGENTS (10000), IRONROOT_BENCH_SECONDS (30).
+//!
+//! Needs the release server binary: `cargo build --release -p ironroot-server`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ironroot_agent::config::{AgentConfig, NodeAttestorKind};
+use ironroot_agent::sync::{agent_channel, AgentSvid};
+use ironroot_api::admin as admin_pb;
+use ironroot_api::agent::{self as pb, agent_client::AgentClient};
+use ironroot_testkit::server::{server_config, ServerProcess, SoftHsm, TD};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tonic::transport::Channel;
+
+mod support;
+use support::{ms, percentile};
+
+const SYNC_INTERVAL: Duration = ironroot_agent::sync::SYNC_INTERVAL;
+const PROPAGATION_RUNS: usize = 40;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// utime + stime of `pid`, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command (which may hold spaces): state is field 3.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kb / 1024.0
+}
+
+/// Server CPU (cores busy) and RSS over `window`.
+async fn measure(pid: u32, window: Duration) -> (f64, f64) {
+    let (c0, t0) = (cpu_time(pid), Instant::now());
+    tokio::time::sleep(window).await;
+    let cores = (cpu_time(pid) - c0).as_secs_f64() / t0.elapsed().as_secs_f64();
+    (cores, rss_mb(pid))
+}
+
+/// The agent ID a join token attests to (the server names the token's hash).
+fn agent_id(token: &str) -> String {
+    let h = Sha256::digest(token.as_bytes());
+    format!(
+        "spiffe://{TD}/spire/agent/join_token/{}",
+        hex::encode(&h[..16])
+    )
+}
+
+struct Shared {
+    latencies: Mutex<Vec<Duration>>,
+    /// The entry (agent index, SPIFFE ID) the propagation probe waits for.
+    probe: Mutex<Option<(usize, String, tokio::sync::oneshot::Sender<Instant>)>>,
+    recording: std::sync::atomic::AtomicBool,
+}
+
+/// One simulated agent: hold the change stream, sync on notices and on the interval.
+async fn run_agent(index: usize, mut client: AgentClient<Channel>, shared: Arc<Shared>) {
+    let mut known = 0u64;
+    let mut notices = match client.watch_changes(pb::WatchChangesRequest {}).await {
+        Ok(s) => s.into_inner(),
+        Err(e) => panic!("agent {index}: watch refused: {e}"),
+    };
+    // Spread the agents over the interval, as a fleet started at different times is.
+    let offset = SYNC_INTERVAL.mul_f64((index % 1000) as f64 / 1000.0);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, SYNC_INTERVAL);
+    loop {
+        tokio::select! {
+            n = notices.message() => match n {
+                Ok(Some(_)) => {}
+                _ => return,
+            },
+            _ = tick.tick() => {}
+        }
+        let t = Instant::now();
+        let r = match client
+            .sync_entries(pb::SyncEntriesRequest {
+                known_revision: known,
+            })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(e) => panic!("agent {index}: sync refused: {e}"),
+        };
+        let took = t.elapsed();
+        if shared.recording.load(std::sync::atomic::Ordering::Relaxed) {
+            shared.latencies.lock().expect("latencies").push(took);
+        }
+        known = r.revision;
+        let mut probe = shared.probe.lock().expect("probe");
+        if let Some((i, id, _)) = probe.as_ref() {
+            if *i == index && r.entries.iter().any(|e| &e.spiffe_id == id) {
+                if let Some((_, _, tx)) = probe.take() {
+                    let _ = tx.send(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+fn main() {
+    let entries = env_usize("IRONROOT_BENCH_ENTRIES", 100_000);
+    let agents = env_usize("IRONROOT_BENCH_AGENTS", 10_000).max(1);
+    let seconds = env_usize("IRONROOT_BENCH_SECONDS", 30) as u64;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hsm = SoftHsm::new(&dir.path().join("hsm"));
+    hsm.init_token("ca");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let conf = server_config(
+        dir.path(),
+        &hsm,
+        "ca",
+        &format!("[node_api]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let mut server =
+        ServerProcess::start("bench_fleet", &conf, &hsm, &dir.path().join("admin.sock"));
+    let pid = server.pid().expect("server pid");
+    let bundle = dir.path().join("bundle.pem");
+    std::fs::write(&bundle, server.cli_ok(&["bundle", "show"])).expect("bundle");
+    let client_args = ironroot_server::cli::ClientArgs {
+        socket_path: Some(server.socket.clone()),
+        config: None,
+        output: ironroot_server::cli::Output::Text,
+    };
+
+    rt.block_on(async {
+        let mut admin = ironroot_server::client::connect(&client_args)
+            .await
+            .expect("admin socket");
+        // Join tokens, then entries under the agents they will attest as.
+        let t = Instant::now();
+        let mut tokens = Vec::with_capacity(agents);
+        for _ in 0..agents {
+            let tok = admin
+                .create_join_token(admin_pb::CreateJoinTokenRequest { ttl: 3600 })
+                .await
+                .expect("join token")
+                .into_inner()
+                .token;
+            tokens.push(tok);
+        }
+        eprintln!("{agents} join tokens in {:.1} s", t.elapsed().as_secs_f64());
+        let ids: Vec<String> = tokens.iter().map(|t| agent_id(t)).collect();
+        let t = Instant::now();
+        let mut created = 0usize;
+        let all: Vec<admin_pb::EntryFields> = (0..entries)
+            .map(|i| admin_pb::EntryFields {
+                spiffe_id: format!("spiffe://{TD}/w/{i}"),
+                parent_id: ids[i % agents].clone(),
+                selectors: vec![admin_pb::Selector {
+                    r#type: "unix".into(),
+                    value: format!("uid:{}", 1000 + i % 50),
+                }],
+                ..Default::default()
+            })
+            .collect();
+        for chunk in all.chunks(10_000) {
+            let r = admin
+                .batch_create_entry(admin_pb::BatchCreateEntryRequest {
+                    entries: chunk.to_vec(),
+                })
+                .await
+                .expect("batch create")
+                .into_inner();
+            created += r
+                .results
+                .iter()
+                .filter(|r| r.status.as_ref().is_none_or(|s| s.code == 0))
+                .count();
+        }
+        let took = t.elapsed();
+        assert_eq!(created, entries, "every entry created");
+        println!(
+            "batch entry creation: {entries} entries in {:.2} s = {:.0} entries/s",
+            took.as_secs_f64(),
+            entries as f64 / took.as_secs_f64()
+        );
+
+        // Attest every agent (join_token), 64 at a time.
+        let t = Instant::now();
+        let gate = Arc::new(Semaphore::new(64));
+        let mut attesting = Vec::with_capacity(agents);
+        for (i, tok) in tokens.into_iter().enumerate() {
+            let cfg = AgentConfig {
+                trust_domain: TD.parse().expect("trust domain"),
+                server_address: format!("127.0.0.1:{port}").parse().expect("address"),
+                trust_bundle_path: bundle.clone(),
+                data_dir: dir.path().join(format!("agent-{i}")),
+                node_attestor: NodeAttestorKind::JoinToken,
+                join_token: Some(tok),
+                tpm: Default::default(),
+                log_level: "warn".into(),
+                workload_api: Default::default(),
+                workload_attestors: Default::default(),
+                sds: Default::default(),
+            };
+            let gate = gate.clone();
+            attesting.push(tokio::spawn(async move {
+                let _p = gate.acquire().await.expect("gate");
+                let o = ironroot_agent::attest::attest(&cfg).await.expect("attestation");
+                let svid = AgentSvid::from(o);
+                let ch = agent_channel(&cfg, &svid).await.expect("mTLS channel");
+                AgentClient::new(ch).max_decoding_message_size(64 * 1024 * 1024)
+            }));
+        }
+        let mut clients = Vec::with_capacity(agents);
+        for a in attesting {
+            clients.push(a.await.expect("attest task"));
+        }
+        eprintln!("{agents} agents attested and connected in {:.1} s", t.elapsed().as_secs_f64());
+
+        let shared = Arc::new(Shared {
+            latencies: Mutex::new(Vec::new()),
+            probe: Mutex::new(None),
+            recording: false.into(),
+        });
+        // One idle agent first: what the server spends with nothing to do.
+        let mut clients = clients.into_iter();
+        let first = tokio::spawn(run_agent(0, clients.next().expect("one agent"), shared.clone()));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (idle_cores, idle_rss) = measure(pid, Duration::from_secs(10)).await;
+        println!(
+            "server, {entries} entries, 1 idle agent: CPU {:.3} cores, RSS {idle_rss:.0} MB",
+            idle_cores
+        );
+        let mut tasks = vec![first];
+        for (i, c) in clients.enumerate() {
+            tasks.push(tokio::spawn(run_agent(i + 1, c, shared.clone())));
+        }
+        // Let every agent make its first (full) sync before measuring.
+        tokio::time::sleep(SYNC_INTERVAL + Duration::from_secs(2)).await;
+        shared.recording.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (cores, rss) = measure(pid, Duration::from_secs(seconds)).await;
+        shared.recording.store(false, std::sync::atomic::Ordering::Relaxed);
+        let mut lat = std::mem::take(&mut *shared.latencies.lock().expect("latencies"));
+        lat.sort();
+        println!(
+            "server, {entries} entries, {agents} agents syncing every {}s: CPU {cores:.3} cores, RSS {rss:.0} MB",
+            SYNC_INTERVAL.as_secs()
+        );
+        println!(
+            "sync (delta) latency, {} syncs in {seconds} s: p50 {} p99 {}",
+            lat.len(),
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99))
+        );
+
+        // Entry change -> the owning agent has it.
+        let mut props = Vec::with_capacity(PROPAGATION_RUNS);
+        for run in 0..PROPAGATION_RUNS {
+            let index = (run * 7919) % agents;
+            let spiffe_id = format!("spiffe://{TD}/probe/{run}");
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            *shared.probe.lock().expect("probe") = Some((index, spiffe_id.clone(), tx));
+            admin
+                .create_entry(admin_pb::CreateEntryRequest {
+                    entry: Some(admin_pb::EntryFields {
+                        spiffe_id,
+                        parent_id: ids[index].clone(),
+                        selectors: vec![admin_pb::Selector {
+                            r#type: "unix".into(),
+                            value: "uid:0".into(),
+                        }],
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .expect("probe entry");
+            let created = Instant::now();
+            let seen = tokio::time::timeout(SYNC_INTERVAL * 3, rx)
+                .await
+                .expect("the agent got the entry")
+                .expect("probe");
+            props.push(seen.saturating_duration_since(created));
+        }
+        props.sort();
+        println!(
+            "entry change -> owning agent has it ({PROPAGATION_RUNS} runs): p50 {} p99 {}",
+            ms(percentile(&props, 0.5)),
+            ms(percentile(&props, 0.99))
+        );
+        for t in tasks {
+            t.abort();
+        }
+    });
+    server.stop();
+}

@@ -1,0 +1,384 @@
+//! [`DataStore`] on sled: one directory, no server to run.
+//!
+//! Layout (one sled tree each): `meta` (schema version, trust domain, head
+//! revision), `entries` (id -> JSON entry), `entry_keys` (SHA-256 of the
+//! entry's identity -> id, the uniqueness index), `entries_by_parent` and
+//! `entries_by_spiffe_id` (`<id value> NUL <entry id>`, the listing indexes),
+//! `nodes` (SPIFFE ID -> JSON node), `banned_nodes` (SPIFFE ID of each banned
+//! node), `bundles` (trust domain -> JSON bundle), `ca` (`journal` -> bytes),
+//! `join_tokens` (SHA-256 -> expiry), `changes` (revision -> JSON change
+//! event, the last [`CHANGES_KEPT`]).
+//!
+//! sled is synchronous: every call runs on tokio's blocking pool, and one
+//! lock serializes writers (the duplicate check and the revision counter
+//! stay race-free without leaning on sled's optimistic concurrency).
+
+mod codec;
+mod migrate;
+mod ops;
+mod tx;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use ironroot_api::bundle::TrustBundle;
+use ironroot_api::entry::{EntrySpec, RegistrationEntry};
+use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
+use sled::transaction::TransactionError;
+use sled::{Db, Transactional, Tree};
+use tokio::sync::watch;
+
+use super::{
+    AttestedNode, BatchResults, ChangesSince, DataStore, EntryFilter, Page, PageRequest, Revision,
+    Snapshot, StoreError,
+};
+use tx::{Tx, TxResult};
+
+/// The layout this build reads and writes. 1: no listing indexes, no change
+/// feed (migrated on open).
+const SCHEMA_VERSION: u32 = 2;
+const KEY_SCHEMA: &[u8] = b"schema_version";
+const KEY_TRUST_DOMAIN: &[u8] = b"trust_domain";
+const KEY_REVISION: &[u8] = b"revision";
+const KEY_JOURNAL: &[u8] = b"journal";
+const BACKEND: &str = "sled";
+
+/// Change events kept for servers catching up; older ones are pruned (a
+/// cache further behind reloads a snapshot).
+pub(super) const CHANGES_KEPT: u64 = 100_000;
+/// Prune once per this many revisions.
+const PRUNE_EVERY: u64 = 4_096;
+
+/// The sled-backed store.
+pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    trust_domain: TrustDomain,
+    meta: Tree,
+    entries: Tree,
+    entry_keys: Tree,
+    by_parent: Tree,
+    by_spiffe_id: Tree,
+    nodes: Tree,
+    banned: Tree,
+    bundles: Tree,
+    ca: Tree,
+    join_tokens: Tree,
+    changes: Tree,
+    write_lock: Mutex<()>,
+    head: watch::Sender<Revision>,
+}
+
+fn sled_err(e: sled::Error) -> StoreError {
+    StoreError::backend(BACKEND, e)
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the store in `dir` for `trust_domain`,
+    /// migrating a store written by an earlier layout. Refuses a store
+    /// written for another trust domain or a newer schema version.
+    pub fn open(dir: &Path, trust_domain: TrustDomain) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).open().map_err(sled_err)?;
+        let tree = |name: &str| db.open_tree(name).map_err(sled_err);
+        let meta = tree("meta")?;
+        match meta.get(KEY_TRUST_DOMAIN).map_err(sled_err)? {
+            None => {
+                meta.insert(KEY_TRUST_DOMAIN, trust_domain.as_str().as_bytes())
+                    .map_err(sled_err)?;
+            }
+            Some(v) if v.as_ref() == trust_domain.as_str().as_bytes() => {}
+            Some(v) => {
+                return Err(StoreError::TrustDomainMismatch {
+                    stored: String::from_utf8_lossy(&v).into_owned(),
+                    configured: trust_domain.to_string(),
+                })
+            }
+        }
+        let inner = Inner {
+            entries: tree("entries")?,
+            entry_keys: tree("entry_keys")?,
+            by_parent: tree("entries_by_parent")?,
+            by_spiffe_id: tree("entries_by_spiffe_id")?,
+            nodes: tree("nodes")?,
+            banned: tree("banned_nodes")?,
+            bundles: tree("bundles")?,
+            ca: tree("ca")?,
+            join_tokens: tree("join_tokens")?,
+            changes: tree("changes")?,
+            meta,
+            db,
+            trust_domain,
+            write_lock: Mutex::new(()),
+            head: watch::Sender::new(Revision(0)),
+        };
+        migrate::to_current(&inner)?;
+        let head = inner.read_head()?;
+        inner.head.send_replace(head);
+        inner.db.flush().map_err(sled_err)?;
+        Ok(SledStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Runs `f` on the blocking pool: sled's calls block on I/O.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::backend(BACKEND, e))?
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
+        self.write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read_head(&self) -> Result<Revision, StoreError> {
+        match self.meta.get(KEY_REVISION).map_err(sled_err)? {
+            Some(v) => codec::decode_revision(&v),
+            None => Ok(Revision(0)),
+        }
+    }
+
+    /// Runs `f` as one transaction over every tree, appends its change
+    /// events, makes it durable, then announces the new head.
+    fn write<T>(&self, f: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T, StoreError> {
+        let _w = self.lock();
+        let trees = (
+            &self.meta,
+            &self.entries,
+            &self.entry_keys,
+            &self.by_parent,
+            &self.by_spiffe_id,
+            &self.nodes,
+            &self.banned,
+            &self.bundles,
+            &self.ca,
+            &self.join_tokens,
+            &self.changes,
+        );
+        let (out, head) = trees
+            .transaction(
+                |(
+                    meta,
+                    entries,
+                    entry_keys,
+                    by_parent,
+                    by_spiffe_id,
+                    nodes,
+                    banned,
+                    bundles,
+                    ca,
+                    join_tokens,
+                    changes,
+                )| {
+                    let tx = Tx {
+                        meta,
+                        entries,
+                        entry_keys,
+                        by_parent,
+                        by_spiffe_id,
+                        nodes,
+                        banned,
+                        bundles,
+                        ca,
+                        join_tokens,
+                        changes,
+                        events: Default::default(),
+                    };
+                    let out = f(&tx)?;
+                    let head = tx.commit_events()?;
+                    Ok((out, head))
+                },
+            )
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => sled_err(e),
+            })?;
+        self.db.flush().map_err(sled_err)?;
+        let before = *self.head.borrow();
+        if head != before {
+            self.head.send_replace(head);
+            if head.0 / PRUNE_EVERY != before.0 / PRUNE_EVERY {
+                self.prune_changes(head)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops change events older than the last [`CHANGES_KEPT`].
+    fn prune_changes(&self, head: Revision) -> Result<(), StoreError> {
+        let Some(keep_from) = head.0.checked_sub(CHANGES_KEPT) else {
+            return Ok(());
+        };
+        let end = codec::revision_key(Revision(keep_from));
+        for key in self.changes.range(..end.as_slice()).keys() {
+            self.changes
+                .remove(key.map_err(sled_err)?)
+                .map_err(sled_err)?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DataStore for SledStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn create_entries(
+        &self,
+        specs: Vec<EntrySpec>,
+    ) -> Result<BatchResults<RegistrationEntry>, StoreError> {
+        self.run(move |s| s.create_entries(specs)).await
+    }
+
+    async fn update_entry(
+        &self,
+        id: &str,
+        spec: EntrySpec,
+        expected_revision: Option<i64>,
+    ) -> Result<RegistrationEntry, StoreError> {
+        let id = id.to_owned();
+        self.run(move |s| s.update_entry(&id, spec, expected_revision))
+            .await
+    }
+
+    async fn delete_entries(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<BatchResults<RegistrationEntry>, StoreError> {
+        self.run(move |s| s.delete_entries(ids)).await
+    }
+
+    async fn get_entry(&self, id: &str) -> Result<Option<RegistrationEntry>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |s| s.get_entry(&id)).await
+    }
+
+    async fn list_entries(
+        &self,
+        filter: &EntryFilter,
+        page: &PageRequest,
+    ) -> Result<Page<RegistrationEntry>, StoreError> {
+        let (filter, page) = (filter.clone(), page.clone());
+        self.run(move |s| s.list_entries(&filter, &page)).await
+    }
+
+    async fn count_entries(&self) -> Result<u64, StoreError> {
+        self.run(|s| Ok(s.entries.len() as u64)).await
+    }
+
+    async fn get_attested_node(&self, id: &SpiffeId) -> Result<Option<AttestedNode>, StoreError> {
+        let id = id.clone();
+        self.run(move |s| s.get_attested_node(&id)).await
+    }
+
+    async fn record_attestation(&self, node: &AttestedNode) -> Result<AttestedNode, StoreError> {
+        let node = node.clone();
+        self.run(move |s| s.record_attestation(&node)).await
+    }
+
+    async fn set_node_banned(
+        &self,
+        id: &SpiffeId,
+        banned: bool,
+    ) -> Result<AttestedNode, StoreError> {
+        let id = id.clone();
+        self.run(move |s| s.set_node_banned(&id, banned)).await
+    }
+
+    async fn list_attested_nodes(
+        &self,
+        page: &PageRequest,
+    ) -> Result<Page<AttestedNode>, StoreError> {
+        let page = page.clone();
+        self.run(move |s| s.list_attested_nodes(&page)).await
+    }
+
+    async fn list_banned_nodes(&self) -> Result<Vec<AttestedNode>, StoreError> {
+        self.run(|s| s.list_banned_nodes()).await
+    }
+
+    async fn delete_attested_node(
+        &self,
+        id: &SpiffeId,
+    ) -> Result<Option<AttestedNode>, StoreError> {
+        let id = id.clone();
+        self.run(move |s| s.delete_attested_node(&id)).await
+    }
+
+    async fn put_federated_bundle(&self, bundle: &TrustBundle) -> Result<(), StoreError> {
+        let bundle = bundle.clone();
+        self.run(move |s| s.put_federated_bundle(&bundle)).await
+    }
+
+    async fn get_federated_bundle(
+        &self,
+        td: &TrustDomain,
+    ) -> Result<Option<TrustBundle>, StoreError> {
+        let td = td.clone();
+        self.run(move |s| s.get_federated_bundle(&td)).await
+    }
+
+    async fn list_federated_bundles(&self) -> Result<Vec<TrustBundle>, StoreError> {
+        self.run(|s| s.list_federated_bundles()).await
+    }
+
+    async fn delete_federated_bundle(&self, td: &TrustDomain) -> Result<bool, StoreError> {
+        let td = td.clone();
+        self.run(move |s| s.delete_federated_bundle(&td)).await
+    }
+
+    async fn get_ca_journal(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(|s| Ok(s.ca.get(KEY_JOURNAL).map_err(sled_err)?.map(|v| v.to_vec())))
+            .await
+    }
+
+    async fn put_ca_journal(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        let bytes = bytes.to_vec();
+        self.run(move |s| s.put_ca_journal(&bytes)).await
+    }
+
+    async fn put_join_token(
+        &self,
+        token_hash: &[u8; 32],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let hash = *token_hash;
+        self.run(move |s| s.put_join_token(&hash, expires_at)).await
+    }
+
+    async fn take_join_token(&self, token_hash: &[u8; 32]) -> Result<Option<i64>, StoreError> {
+        let hash = *token_hash;
+        self.run(move |s| s.take_join_token(&hash)).await
+    }
+
+    fn watch_head(&self) -> watch::Receiver<Revision> {
+        self.inner.head.subscribe()
+    }
+
+    async fn changes_since(
+        &self,
+        after: Revision,
+        limit: usize,
+    ) -> Result<ChangesSince, StoreError> {
+        self.run(move |s| s.changes_since(after, limit)).await
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.run(|s| s.snapshot()).await
+    }
+}

@@ -1,0 +1,561 @@
+//! The store's operations on sled, synchronous (the caller is on the
+//! blocking pool).
+
+use ironroot_api::bundle::TrustBundle;
+use ironroot_api::entry::{EntrySpec, RegistrationEntry};
+use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
+use serde::de::DeserializeOwned;
+use tracing::warn;
+
+use super::codec::{decode, decode_revision, index_id, index_prefix, node_key, revision_key};
+use super::tx::abort;
+use super::{sled_err, Inner, KEY_JOURNAL};
+use crate::store::{
+    entry_identity_key, validated_spec, AttestedNode, BatchResults, Change, ChangeEvent,
+    ChangesSince, EntryFilter, Page, PageRequest, Revision, Snapshot, StoreError, Unreadable,
+    MAX_BATCH, MAX_CHANGES_PER_READ,
+};
+
+fn check_batch(count: usize) -> Result<(), StoreError> {
+    if count > MAX_BATCH {
+        return Err(StoreError::BatchTooLarge {
+            count,
+            max: MAX_BATCH,
+        });
+    }
+    Ok(())
+}
+
+/// A page token is the last key of the previous page; one that cannot be a
+/// key is refused rather than silently restarting the listing.
+fn check_token(page: &PageRequest) -> Result<(), StoreError> {
+    match &page.after {
+        Some(t) if t.is_empty() || t.len() > 2048 || t.contains('\0') => {
+            Err(StoreError::BadPageToken { token: t.clone() })
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Inner {
+    pub(super) fn create_entries(
+        &self,
+        specs: Vec<EntrySpec>,
+    ) -> Result<BatchResults<RegistrationEntry>, StoreError> {
+        check_batch(specs.len())?;
+        let now = ironroot_runtime::unix_now();
+        // Rules that need no store first; ids fixed outside the transaction
+        // so a retried attempt writes the same entries.
+        let candidates: Vec<Result<RegistrationEntry, StoreError>> = specs
+            .into_iter()
+            .map(|spec| {
+                let spec = validated_spec(spec, &self.trust_domain)?;
+                let id = uuid::Uuid::new_v4().to_string();
+                Ok(RegistrationEntry::from_spec(id, spec, 0, now))
+            })
+            .collect();
+        self.write(|tx| {
+            let mut out = Vec::with_capacity(candidates.len());
+            let mut seen: std::collections::HashMap<[u8; 32], String> = Default::default();
+            for c in &candidates {
+                let entry = match c {
+                    Ok(e) => e,
+                    Err(e) => {
+                        out.push(Err(clone_rule_error(e)));
+                        continue;
+                    }
+                };
+                let key = entry_identity_key(entry);
+                let existing = match seen.get(&key) {
+                    Some(id) => Some(id.clone()),
+                    None => tx
+                        .entry_keys
+                        .get(key)?
+                        .map(|v| String::from_utf8_lossy(&v).into_owned()),
+                };
+                if let Some(existing_id) = existing {
+                    out.push(Err(StoreError::DuplicateEntry { existing_id }));
+                    continue;
+                }
+                tx.insert_entry(entry)?;
+                seen.insert(key, entry.id.clone());
+                tx.changed(Change::EntryPut {
+                    entry: entry.clone(),
+                });
+                out.push(Ok(entry.clone()));
+            }
+            Ok(out)
+        })
+    }
+
+    pub(super) fn update_entry(
+        &self,
+        id: &str,
+        spec: EntrySpec,
+        expected_revision: Option<i64>,
+    ) -> Result<RegistrationEntry, StoreError> {
+        let spec = validated_spec(spec, &self.trust_domain)?;
+        self.write(|tx| {
+            let Some(old) = tx.get_json::<RegistrationEntry>(tx.entries, id.as_bytes(), "entry")?
+            else {
+                return abort(StoreError::EntryNotFound { id: id.to_owned() });
+            };
+            if let Some(expected) = expected_revision {
+                if expected != old.revision {
+                    return abort(StoreError::RevisionMismatch {
+                        id: id.to_owned(),
+                        expected,
+                        actual: old.revision,
+                    });
+                }
+            }
+            let Some(revision) = old.revision.checked_add(1) else {
+                return abort(StoreError::Corrupt {
+                    what: format!("entry {id}"),
+                    reason: "revision number overflows".into(),
+                });
+            };
+            let new = RegistrationEntry::from_spec(
+                old.id.clone(),
+                spec.clone(),
+                revision,
+                old.created_at,
+            );
+            let new_key = entry_identity_key(&new);
+            if new_key != entry_identity_key(&old) {
+                if let Some(existing) = tx.entry_keys.get(new_key)? {
+                    return abort(StoreError::DuplicateEntry {
+                        existing_id: String::from_utf8_lossy(&existing).into_owned(),
+                    });
+                }
+            }
+            tx.remove_entry_keys(&old)?;
+            tx.insert_entry(&new)?;
+            tx.changed(Change::EntryPut { entry: new.clone() });
+            Ok(new)
+        })
+    }
+
+    pub(super) fn delete_entries(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<BatchResults<RegistrationEntry>, StoreError> {
+        check_batch(ids.len())?;
+        self.write(|tx| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in &ids {
+                let Some(old) = tx.entries.remove(id.as_bytes())? else {
+                    out.push(Err(StoreError::EntryNotFound { id: id.clone() }));
+                    continue;
+                };
+                // An entry that does not decode is still deleted (that is how
+                // an operator gets rid of it); its index keys stay until the
+                // next rebuild, harmless since they point at nothing.
+                match decode::<RegistrationEntry>("entry", &old) {
+                    Ok(old) => {
+                        tx.remove_entry_keys(&old)?;
+                        tx.changed(Change::EntryDeleted { id: id.clone() });
+                        out.push(Ok(old));
+                    }
+                    Err(e) => {
+                        tx.changed(Change::EntryDeleted { id: id.clone() });
+                        out.push(Err(e));
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    pub(super) fn get_entry(&self, id: &str) -> Result<Option<RegistrationEntry>, StoreError> {
+        self.get_value(&self.entries, id.as_bytes(), "entry")
+    }
+
+    pub(super) fn list_entries(
+        &self,
+        filter: &EntryFilter,
+        page: &PageRequest,
+    ) -> Result<Page<RegistrationEntry>, StoreError> {
+        check_token(page)?;
+        let size = page.effective_size();
+        let after = page.after.as_deref();
+        let mut items = Vec::new();
+        let mut more = false;
+        // The narrowest index the filter allows; the filter decides the rest.
+        let ids: Box<dyn Iterator<Item = Result<String, StoreError>>> =
+            match (&filter.parent_id, &filter.spiffe_id) {
+                (Some(parent), _) => {
+                    Box::new(self.index_ids(&self.by_parent, &parent.to_string(), after))
+                }
+                (None, Some(id)) => {
+                    Box::new(self.index_ids(&self.by_spiffe_id, &id.to_string(), after))
+                }
+                (None, None) => {
+                    let range = match after {
+                        Some(a) => self.entries.range::<&[u8], _>((
+                            std::ops::Bound::Excluded(a.as_bytes()),
+                            std::ops::Bound::Unbounded,
+                        )),
+                        None => self.entries.iter(),
+                    };
+                    // Scanning the values directly: no second lookup per entry.
+                    for kv in range {
+                        let (k, v) = kv.map_err(sled_err)?;
+                        let Some(e) = self.readable::<RegistrationEntry>("entry", &k, &v) else {
+                            continue;
+                        };
+                        if filter.matches(&e) {
+                            if items.len() == size {
+                                more = true;
+                                break;
+                            }
+                            items.push(e);
+                        }
+                    }
+                    return Ok(page_of(items, more, |e| e.id.clone()));
+                }
+            };
+        for id in ids {
+            let id = id?;
+            let Some(v) = self.entries.get(id.as_bytes()).map_err(sled_err)? else {
+                continue;
+            };
+            let Some(e) = self.readable::<RegistrationEntry>("entry", id.as_bytes(), &v) else {
+                continue;
+            };
+            if filter.matches(&e) {
+                if items.len() == size {
+                    more = true;
+                    break;
+                }
+                items.push(e);
+            }
+        }
+        Ok(page_of(items, more, |e| e.id.clone()))
+    }
+
+    /// The entry ids under `value` in an index, after `after`, in id order.
+    fn index_ids<'a>(
+        &self,
+        tree: &'a sled::Tree,
+        value: &str,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = Result<String, StoreError>> + 'a {
+        tree.scan_prefix(index_prefix(value))
+            .keys()
+            .filter_map(move |k| match k {
+                Err(e) => Some(Err(sled_err(e))),
+                Ok(k) => {
+                    let id = index_id(&k)?.to_owned();
+                    match after {
+                        Some(a) if id.as_str() <= a => None,
+                        _ => Some(Ok(id)),
+                    }
+                }
+            })
+    }
+
+    pub(super) fn get_attested_node(
+        &self,
+        id: &SpiffeId,
+    ) -> Result<Option<AttestedNode>, StoreError> {
+        self.get_value(&self.nodes, &node_key(id), "attested node")
+    }
+
+    pub(super) fn record_attestation(
+        &self,
+        node: &AttestedNode,
+    ) -> Result<AttestedNode, StoreError> {
+        let key = node_key(&node.spiffe_id);
+        // One transaction: a ban made concurrently is never overwritten.
+        self.write(|tx| {
+            let previous: Option<AttestedNode> = tx.get_json(tx.nodes, &key, "attested node")?;
+            if previous.as_ref().is_some_and(|p| p.banned) {
+                return abort(StoreError::Banned {
+                    id: node.spiffe_id.to_string(),
+                });
+            }
+            let mut stored = node.clone();
+            stored.banned = false;
+            if let Some(p) = previous {
+                stored.first_attested_at = p.first_attested_at;
+            }
+            tx.put_json(tx.nodes, &key, "attested node", &stored)?;
+            tx.banned.remove(key.as_slice())?;
+            tx.changed(Change::NodePut {
+                node: stored.clone(),
+            });
+            Ok(stored)
+        })
+    }
+
+    pub(super) fn set_node_banned(
+        &self,
+        id: &SpiffeId,
+        banned: bool,
+    ) -> Result<AttestedNode, StoreError> {
+        let key = node_key(id);
+        self.write(|tx| {
+            let Some(mut node) = tx.get_json::<AttestedNode>(tx.nodes, &key, "attested node")?
+            else {
+                return abort(StoreError::NodeNotFound { id: id.to_string() });
+            };
+            node.banned = banned;
+            tx.put_json(tx.nodes, &key, "attested node", &node)?;
+            if banned {
+                tx.banned.insert(key.as_slice(), &[])?;
+            } else {
+                tx.banned.remove(key.as_slice())?;
+            }
+            tx.changed(Change::NodePut { node: node.clone() });
+            Ok(node)
+        })
+    }
+
+    pub(super) fn list_attested_nodes(
+        &self,
+        page: &PageRequest,
+    ) -> Result<Page<AttestedNode>, StoreError> {
+        check_token(page)?;
+        let size = page.effective_size();
+        let range = match &page.after {
+            Some(a) => self.nodes.range::<&[u8], _>((
+                std::ops::Bound::Excluded(a.as_bytes()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.nodes.iter(),
+        };
+        let mut items = Vec::new();
+        let mut more = false;
+        for kv in range {
+            let (k, v) = kv.map_err(sled_err)?;
+            let Some(n) = self.readable::<AttestedNode>("attested node", &k, &v) else {
+                continue;
+            };
+            if items.len() == size {
+                more = true;
+                break;
+            }
+            items.push(n);
+        }
+        Ok(page_of(items, more, |n| n.spiffe_id.to_string()))
+    }
+
+    pub(super) fn list_banned_nodes(&self) -> Result<Vec<AttestedNode>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.banned.iter().keys() {
+            let k = k.map_err(sled_err)?;
+            if let Some(v) = self.nodes.get(&k).map_err(sled_err)? {
+                if let Some(n) = self.readable::<AttestedNode>("attested node", &k, &v) {
+                    out.push(n);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn delete_attested_node(
+        &self,
+        id: &SpiffeId,
+    ) -> Result<Option<AttestedNode>, StoreError> {
+        let key = node_key(id);
+        self.write(|tx| {
+            let old = tx.get_json::<AttestedNode>(tx.nodes, &key, "attested node")?;
+            if tx.nodes.remove(key.as_slice())?.is_some() {
+                tx.banned.remove(key.as_slice())?;
+                tx.changed(Change::NodeDeleted { id: id.clone() });
+            }
+            Ok(old)
+        })
+    }
+
+    pub(super) fn put_federated_bundle(&self, bundle: &TrustBundle) -> Result<(), StoreError> {
+        if bundle.trust_domain == self.trust_domain {
+            return Err(StoreError::OwnTrustDomain {
+                trust_domain: self.trust_domain.to_string(),
+            });
+        }
+        let key = bundle.trust_domain.as_str().as_bytes();
+        self.write(|tx| {
+            tx.put_json(tx.bundles, key, "federated bundle", bundle)?;
+            tx.changed(Change::BundlePut {
+                bundle: bundle.clone(),
+            });
+            Ok(())
+        })
+    }
+
+    pub(super) fn get_federated_bundle(
+        &self,
+        td: &TrustDomain,
+    ) -> Result<Option<TrustBundle>, StoreError> {
+        self.get_value(&self.bundles, td.as_str().as_bytes(), "federated bundle")
+    }
+
+    pub(super) fn list_federated_bundles(&self) -> Result<Vec<TrustBundle>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.bundles.iter() {
+            let (k, v) = kv.map_err(sled_err)?;
+            if let Some(b) = self.readable("federated bundle", &k, &v) {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn delete_federated_bundle(&self, td: &TrustDomain) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let existed = tx.bundles.remove(td.as_str().as_bytes())?.is_some();
+            if existed {
+                tx.changed(Change::BundleDeleted {
+                    trust_domain: td.clone(),
+                });
+            }
+            Ok(existed)
+        })
+    }
+
+    pub(super) fn put_ca_journal(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.ca.insert(KEY_JOURNAL, bytes)?;
+            tx.changed(Change::CaJournal);
+            Ok(())
+        })
+    }
+
+    pub(super) fn put_join_token(
+        &self,
+        token_hash: &[u8; 32],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.join_tokens
+                .insert(token_hash.as_slice(), &expires_at.to_be_bytes())?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn take_join_token(&self, token_hash: &[u8; 32]) -> Result<Option<i64>, StoreError> {
+        // Removed before it is used: a token works once, even if the attestation fails.
+        let Some(v) = self.write(|tx| Ok(tx.join_tokens.remove(token_hash.as_slice())?))? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+            what: "join token".into(),
+            reason: format!("expiry is {} bytes, not 8", v.len()),
+        })?;
+        Ok(Some(i64::from_be_bytes(bytes)))
+    }
+
+    pub(super) fn changes_since(
+        &self,
+        after: Revision,
+        limit: usize,
+    ) -> Result<ChangesSince, StoreError> {
+        let limit = limit.clamp(1, MAX_CHANGES_PER_READ);
+        let oldest = match self.changes.first().map_err(sled_err)? {
+            Some((k, _)) => decode_revision(&k)?,
+            None => Revision(self.read_head()?.0 + 1),
+        };
+        if after.0.saturating_add(1) < oldest.0 {
+            return Ok(ChangesSince::Truncated { oldest });
+        }
+        let from = revision_key(Revision(after.0.saturating_add(1)));
+        let mut events = Vec::new();
+        for v in self.changes.range(from.as_slice()..).values().take(limit) {
+            // An event that does not decode cannot be skipped: a follower
+            // would miss the change. It is a corrupt store.
+            events.push(decode::<ChangeEvent>(
+                "change event",
+                &v.map_err(sled_err)?,
+            )?);
+        }
+        Ok(ChangesSince::Events(events))
+    }
+
+    pub(super) fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        // Writers wait: everything read is at one revision.
+        let _w = self.lock();
+        let mut snap = Snapshot {
+            revision: self.read_head()?,
+            ..Snapshot::default()
+        };
+        let mut unreadable = Vec::new();
+        collect(&self.entries, "entry", &mut snap.entries, &mut unreadable)?;
+        collect(
+            &self.nodes,
+            "attested node",
+            &mut snap.nodes,
+            &mut unreadable,
+        )?;
+        collect(
+            &self.bundles,
+            "federated bundle",
+            &mut snap.bundles,
+            &mut unreadable,
+        )?;
+        snap.unreadable = unreadable;
+        Ok(snap)
+    }
+
+    fn get_value<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        what: &str,
+    ) -> Result<Option<T>, StoreError> {
+        tree.get(key)
+            .map_err(sled_err)?
+            .map(|v| decode(what, &v))
+            .transpose()
+    }
+
+    /// `v` decoded, or `None` after logging why not (listings skip a bad
+    /// record rather than fail).
+    fn readable<T: DeserializeOwned>(&self, what: &'static str, key: &[u8], v: &[u8]) -> Option<T> {
+        match decode(what, v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!(key = %String::from_utf8_lossy(key), "{e}; skipped");
+                None
+            }
+        }
+    }
+}
+
+fn collect<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    what: &'static str,
+    out: &mut Vec<T>,
+    unreadable: &mut Vec<Unreadable>,
+) -> Result<(), StoreError> {
+    for kv in tree.iter() {
+        let (k, v) = kv.map_err(sled_err)?;
+        match serde_json::from_slice(&v) {
+            Ok(t) => out.push(t),
+            Err(e) => unreadable.push(Unreadable {
+                what,
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    Ok(())
+}
+
+fn page_of<T>(items: Vec<T>, more: bool, key: impl Fn(&T) -> String) -> Page<T> {
+    let next = if more { items.last().map(key) } else { None };
+    Page { items, next }
+}
+
+/// Rule errors are decided before the transaction; a retried attempt reports
+/// them again, so they are re-made rather than moved out.
+fn clone_rule_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::InvalidEntry(e) => StoreError::InvalidEntry(e.clone()),
+        other => StoreError::Corrupt {
+            what: "entry".into(),
+            reason: other.to_string(),
+        },
+    }
+}
