@@ -33,6 +33,7 @@
 //! the agent's attestation set-ups and workload-attestor fixtures (`ironroot_agent::attest`,
 //! `workload::caller`), the TPM device rig (`ironroot_tpm::device::Tpm`), the HSM tests'
 //! `Pkcs11Config` and raw cryptoki checks. They build on the helpers here.
+#![warn(missing_docs)]
 
 pub mod agent;
 pub mod cgroup;
