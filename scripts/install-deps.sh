@@ -57,7 +57,7 @@ else
 fi
 [ "${1:-}" = "--image" ] && exit 0
 
-# The Workload API interop test (agent/tests/workload_api_grpc_python.rs)
+# The Workload API interop test (agent/tests/it/workload_api_grpc_python.rs)
 # drives gRPC's C-core through Python grpcio, grpcio-tools (protoc for stubs
 # generated from api/proto at test time) and the SPIFFE Python library. They
 # live in a venv of Debian's python3 at a fixed path, so the test finds them

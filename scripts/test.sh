@@ -15,7 +15,7 @@ echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast --failure-output final
 else
-  echo "cargo-nextest not found: using cargo test (tests still run one process per binary)"
+  echo "cargo-nextest not found: using cargo test (one process per test binary, not per test)"
   cargo test --workspace --no-fail-fast
 fi
 

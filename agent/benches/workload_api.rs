@@ -40,7 +40,8 @@ use tonic::transport::Channel;
 use tonic::Streaming;
 
 mod support;
-use support::agent::{agent_bin, agent_id, start_agent};
+use ironroot_testkit::agent::agent_bin;
+use support::agent::{agent_id, start_agent};
 use support::{ms, percentile};
 
 const WARMUP: usize = 50;

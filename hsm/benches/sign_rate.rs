@@ -5,8 +5,8 @@
 //! cargo bench -p ironroot-hsm --bench sign_rate
 //! ```
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/it/support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::thread;
@@ -16,8 +16,8 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use ironroot_hsm::{KeyAlgorithm, KeyManager, Pkcs11Config, Pkcs11KeyManager};
 
-use common::raw::Raw;
-use common::{sha256, SoftHsm};
+use support::raw::Raw;
+use support::{sha256, Hsm};
 
 const RUN: Duration = Duration::from_secs(2);
 
@@ -43,7 +43,7 @@ fn rate(km: &Arc<dyn KeyManager>, threads: usize) -> f64 {
 }
 
 fn main() {
-    let hsm = SoftHsm::new();
+    let hsm = Hsm::new();
     hsm.init_token("bench");
     let cfg = Pkcs11Config {
         sessions: 2,

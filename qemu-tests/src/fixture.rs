@@ -7,7 +7,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use ironroot_testkit::server::{server_bin, SoftHsm};
+use ironroot_testkit::server::server_bin;
+use ironroot_testkit::softhsm::SoftHsm;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::guest::{Boot, Machine};

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ironroot_testkit::server::{ServerProcess, SoftHsm, MODULE, TD};
+use ironroot_testkit::server::{ServerProcess, TD};
+use ironroot_testkit::softhsm::{SoftHsm, MODULE};
 
 use crate::guest::copy_dir;
 use crate::wait::tail;

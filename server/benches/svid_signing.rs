@@ -19,12 +19,12 @@ use ironroot_server::store::{DataStore, SledStore};
 const RUN: Duration = Duration::from_secs(4);
 
 fn token(dir: &Path) -> Pkcs11Config {
-    let hsm = ironroot_testkit::server::SoftHsm::new(dir);
+    let hsm = ironroot_testkit::softhsm::SoftHsm::new(dir);
     hsm.init_token("bench");
     // SoftHSM reads its config at C_Initialize, in this process.
     std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
     Pkcs11Config {
-        module: ironroot_testkit::server::MODULE.into(),
+        module: ironroot_testkit::softhsm::MODULE.into(),
         token_label: "bench".into(),
         pin: PinSource::File(hsm.pin_file.clone()),
         sessions: 2,

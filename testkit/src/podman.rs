@@ -12,6 +12,9 @@
 //!   Docker-compatible APIs (what testcontainers talks to), killed by PID on drop, its log
 //!   under `target/test-logs/<test>/`.
 //!
+//! - [`workloads`]: the test image (busybox and socat), and containers and pods of it whose
+//!   process is connected to the test, on a private podman service per test.
+//!
 //! The `with-podman` binary of this crate runs a command with `DOCKER_HOST` pointing at such a
 //! service (scripts/test.sh uses it to run the TPM tests with swtpm in containers).
 
@@ -26,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-const INSTALL_HINT: &str = "install it with scripts/install-deps.sh";
+pub mod workloads;
+
+use crate::INSTALL_HINT;
 
 /// Fails (never skips) when rootful podman cannot run here: podman, runc and conmon missing,
 /// or not root.
@@ -39,7 +44,7 @@ pub fn require_podman() {
 /// Why rootful podman cannot run here, if it cannot.
 pub fn check_podman() -> Result<(), String> {
     for tool in ["podman", "runc", "conmon"] {
-        let found = on_path(tool) || Path::new("/usr/libexec/podman").join(tool).is_file();
+        let found = crate::on_path(tool) || Path::new("/usr/libexec/podman").join(tool).is_file();
         if !found {
             return Err(format!("{tool} not found: {INSTALL_HINT}"));
         }
@@ -48,12 +53,6 @@ pub fn check_podman() -> Result<(), String> {
         return Err("rootful podman needs root".into());
     }
     Ok(())
-}
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
 }
 
 /// The `podman` CLI bound to one private configuration, or to a podman service (remote).

@@ -1,101 +1,26 @@
-//! A private SoftHSM token per test, the real server binary as a child
-//! process (killed on drop, log kept under target/test-logs/), and the CLI
-//! run as a subprocess.
+//! The real server binary as a child process per test: its config on a private SoftHSM
+//! token ([`crate::softhsm`]), killed on drop, its log under `target/test-logs/<test>/`; the
+//! admin CLI run as a subprocess against it; and [`NodeApiServer`], a server with the Node
+//! API and the TPM attestors as agents attest to it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-pub const PIN: &str = "1234";
+use crate::softhsm::{SoftHsm, MODULE};
+
+/// The trust domain of every test server.
 pub const TD: &str = "example.org";
 
+/// [`TD`] parsed.
 pub fn td() -> ironroot_api::spiffe_id::TrustDomain {
     ironroot_api::spiffe_id::TrustDomain::parse(TD).expect("trust domain")
 }
 
-/// The server binary cargo built beside the test (`target/debug/ironroot-server`),
-/// or `$IRONROOT_SERVER_BIN`.
+/// The server binary cargo built beside the test (`target/debug/ironroot-server`), or
+/// `$IRONROOT_SERVER_BIN` ([`crate::workspace_bin`]).
 pub fn server_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("IRONROOT_SERVER_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/<test> -> target/debug/ironroot-server
-    let p = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("ironroot-server"))
-        .expect("target dir");
-    assert!(
-        p.is_file(),
-        "{} is missing: build the workspace (cargo build --workspace) before this test",
-        p.display()
-    );
-    p
-}
-
-pub fn log_dir(test: &str) -> PathBuf {
-    crate::test_log_dir(test)
-}
-
-/// A SoftHSM2 configuration with its own token directory.
-pub struct SoftHsm {
-    pub conf: PathBuf,
-    pub pin_file: PathBuf,
-    pub dir: PathBuf,
-}
-
-impl SoftHsm {
-    pub fn new(dir: &Path) -> Self {
-        let tokens = dir.join("tokens");
-        std::fs::create_dir_all(&tokens).expect("token dir");
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .expect("softhsm conf");
-        let pin_file = dir.join("pin");
-        std::fs::write(&pin_file, format!("{PIN}\n")).expect("pin");
-        SoftHsm {
-            conf,
-            pin_file,
-            dir: dir.to_owned(),
-        }
-    }
-
-    pub fn init_token(&self, label: &str) {
-        let out = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &self.conf)
-            .args(["--init-token", "--free", "--label", label])
-            .args(["--so-pin", "12345678", "--pin", PIN])
-            .output()
-            .expect("softhsm2-util must be installed (scripts/install-deps.sh)");
-        assert!(out.status.success(), "init-token: {out:?}");
-    }
-
-    pub fn pkcs11_tool(&self, label: &str, args: &[&str]) -> String {
-        let out = Command::new("pkcs11-tool")
-            .env("SOFTHSM2_CONF", &self.conf)
-            .args([
-                "--module",
-                MODULE,
-                "--token-label",
-                label,
-                "--login",
-                "--pin",
-                PIN,
-            ])
-            .args(args)
-            .output()
-            .expect("pkcs11-tool (opensc) must be installed");
-        assert!(out.status.success(), "pkcs11-tool: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+    crate::workspace_bin("ironroot-server", "IRONROOT_SERVER_BIN")
 }
 
 /// A config for a server on `token` with its data and socket under `dir`.
@@ -105,10 +30,7 @@ pub fn server_config(dir: &Path, hsm: &SoftHsm, token: &str, extra: &str) -> Pat
     let node_api = if extra.contains("[node_api]") {
         String::new()
     } else {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let port = crate::free_port();
         format!("[node_api]\nlisten = \"127.0.0.1:{port}\"\n")
     };
     let text = format!(
@@ -135,10 +57,16 @@ pin_file = "{pin}"
     path
 }
 
+/// `ironroot-server run` as a child process: SIGTERM, then SIGKILL, on [`stop`](Self::stop)
+/// and on drop.
+#[derive(Debug)]
 pub struct ServerProcess {
     child: Option<Child>,
+    /// The admin API socket.
     pub socket: PathBuf,
+    /// The server's log (stdout and stderr), `target/test-logs/<test>/server.log`.
     pub log: PathBuf,
+    /// The config file it runs with.
     pub conf: PathBuf,
 }
 
@@ -171,9 +99,20 @@ impl ServerProcess {
         }
     }
 
+    /// A SoftHSM installation with token `ca` under `dir/hsm`, and a server on it with its
+    /// config (plus `extra` TOML), data and admin socket under `dir`, started as
+    /// [`start`](Self::start) does.
+    pub fn start_on_new_token(test: &str, dir: &Path, extra: &str) -> (SoftHsm, ServerProcess) {
+        let hsm = SoftHsm::new(&dir.join("hsm"));
+        hsm.init_token("ca");
+        let conf = server_config(dir, &hsm, "ca", extra);
+        let server = ServerProcess::start(test, &conf, &hsm, &dir.join("admin.sock"));
+        (hsm, server)
+    }
+
     /// Starts the server without waiting (for start-up failure tests).
     pub fn spawn(test: &str, config: &Path, hsm: &SoftHsm, socket: &Path) -> Self {
-        let log = log_dir(test).join("server.log");
+        let log = crate::test_log_dir(test).join("server.log");
         let logf = std::fs::File::create(&log).expect("log file");
         let child = Command::new(server_bin())
             .args(["run", "-c"])
@@ -211,10 +150,9 @@ impl ServerProcess {
         }
     }
 
+    /// The last 40 lines of the server's log.
     pub fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        crate::tail(&self.log, 40)
     }
 
     /// Runs an admin CLI verb against this server (the socket flag goes
@@ -235,6 +173,12 @@ impl ServerProcess {
             .expect("run cli")
     }
 
+    /// `healthcheck --output json`, parsed.
+    pub fn health(&self) -> serde_json::Value {
+        serde_json::from_str(&self.cli_ok(&["healthcheck", "--output", "json"]))
+            .expect("healthcheck prints JSON")
+    }
+
     /// Runs a CLI verb that must succeed; returns stdout.
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
@@ -248,6 +192,7 @@ impl ServerProcess {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Stops the server (SIGTERM, SIGKILL after 10 s) and reaps it; nothing when it is gone.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SIGTERM for a clean stop, then make sure.
@@ -284,17 +229,65 @@ pub fn pem_ders(text: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-pub fn openssl_verify(ca_file: &Path, untrusted: Option<&Path>, cert: &Path) -> (bool, String) {
-    let mut cmd = Command::new("openssl");
-    cmd.arg("verify").arg("-CAfile").arg(ca_file);
-    if let Some(u) = untrusted {
-        cmd.arg("-untrusted").arg(u);
+/// A running server on its own SoftHSM token (`ca`) with the Node API on a free loopback port
+/// and the TPM node attestors, as agents attest to it: what the agent's tests and benches
+/// start. Fields drop in order: the server stops before its directory goes.
+#[derive(Debug)]
+pub struct NodeApiServer {
+    /// The server process.
+    pub server: ServerProcess,
+    /// Its SoftHSM installation (under `dir`).
+    pub hsm: SoftHsm,
+    /// The Node API address (`127.0.0.1:PORT`), an agent's `server_address`.
+    pub address: String,
+    /// The server's trust bundle (PEM), an agent's `trust_bundle_path`.
+    pub bundle: PathBuf,
+    /// The `policies_dir` of `[node_attestors.tpm]`.
+    pub policies: PathBuf,
+    /// The directory holding the server's config, data, token and sockets; agents' files may
+    /// go here too.
+    pub dir: tempfile::TempDir,
+}
+
+impl NodeApiServer {
+    /// Starts a server whose `[node_attestors.tpm]` section is `policies_dir` plus
+    /// `tpm_section` (TOML lines, e.g. `ek_ca_bundle = "…"`), with `policies` (name, TOML)
+    /// written into its policies dir and `node_api_extra` (TOML lines, e.g.
+    /// `agent_svid_ttl = "8s"`) added to its `[node_api]` section. Waits until it answers;
+    /// its log goes to `target/test-logs/<test>/server.log`.
+    pub fn start(
+        test: &str,
+        tpm_section: &str,
+        policies: &[(&str, String)],
+        node_api_extra: &str,
+    ) -> NodeApiServer {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let hsm = SoftHsm::new(&dir.path().join("hsm"));
+        hsm.init_token("ca");
+        let pdir = dir.path().join("policies");
+        std::fs::create_dir_all(&pdir).unwrap_or_else(|e| panic!("{}: {e}", pdir.display()));
+        for (name, text) in policies {
+            let p = pdir.join(format!("{name}.toml"));
+            std::fs::write(&p, text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        let port = crate::free_port();
+        let extra = format!(
+            "[node_api]\nlisten = \"127.0.0.1:{port}\"\n{node_api_extra}\n\n\
+             [node_attestors.tpm]\npolicies_dir = \"{}\"\n{tpm_section}\n",
+            pdir.display()
+        );
+        let conf = server_config(dir.path(), &hsm, "ca", &extra);
+        let server = ServerProcess::start(test, &conf, &hsm, &dir.path().join("admin.sock"));
+        let bundle = dir.path().join("bootstrap-bundle.pem");
+        std::fs::write(&bundle, server.cli_ok(&["bundle", "show"]))
+            .unwrap_or_else(|e| panic!("{}: {e}", bundle.display()));
+        NodeApiServer {
+            server,
+            hsm,
+            address: format!("127.0.0.1:{port}"),
+            bundle,
+            policies: pdir,
+            dir,
+        }
     }
-    let out = cmd.arg(cert).output().expect("openssl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }

@@ -1,5 +1,8 @@
-//! An independent check of X.509-SVIDs: rustls-webpki for the chain and
-//! x509-cert for every field the SPIFFE X.509-SVID spec fixes.
+//! An independent check of X.509-SVIDs: rustls-webpki (and the `openssl verify` command) for
+//! the chain and x509-cert for every field the SPIFFE X.509-SVID spec fixes.
+
+use std::path::Path;
+use std::process::Command;
 
 use der::{Decode, Encode};
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -46,6 +49,7 @@ pub fn webpki_verify(chain: &[Vec<u8>], roots: &[Vec<u8>], now: u64) -> Result<(
     .map_err(|e| format!("{e:?}"))
 }
 
+/// Seconds since the Unix epoch, now.
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -53,10 +57,12 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
+/// Parses a DER certificate (panics if it does not parse).
 pub fn parse(der: &[u8]) -> Certificate {
     Certificate::from_der(der).expect("certificate parses")
 }
 
+/// A certificate's notAfter, in seconds since the Unix epoch.
 pub fn not_after(c: &Certificate) -> u64 {
     c.tbs_certificate
         .validity
@@ -124,4 +130,21 @@ pub fn is_ca(der: &[u8]) -> bool {
         .and_then(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).ok())
         .map(|b| b.ca)
         .unwrap_or(false)
+}
+
+/// `openssl verify -CAfile CA_FILE [-untrusted UNTRUSTED] CERT` (PEM files): whether it
+/// verified, and what openssl printed.
+pub fn openssl_verify(ca_file: &Path, untrusted: Option<&Path>, cert: &Path) -> (bool, String) {
+    let mut cmd = Command::new("openssl");
+    cmd.arg("verify").arg("-CAfile").arg(ca_file);
+    if let Some(u) = untrusted {
+        cmd.arg("-untrusted").arg(u);
+    }
+    let out = cmd.arg(cert).output().expect("openssl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }

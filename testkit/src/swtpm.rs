@@ -56,7 +56,7 @@ mod container;
 pub use crate::tail;
 pub use container::{LABEL as CONTAINER_LABEL, TEST_LABEL as CONTAINER_TEST_LABEL};
 
-const INSTALL_HINT: &str = "install it with scripts/install-deps.sh";
+use crate::INSTALL_HINT;
 /// The environment variable choosing the backend: `process` (default), `container`, `auto`.
 pub const BACKEND_ENV: &str = "IRONROOT_SWTPM_BACKEND";
 /// Bumped when the manufacturing recipe changes, so cached states are made again.
@@ -267,6 +267,28 @@ impl SwtpmState {
         let state: &'static SwtpmState = Box::leak(Box::new(cached_state(&key, opts)));
         map.insert(key, state);
         state
+    }
+
+    /// A PEM file with the local CA's root and the issuer that signed the EK certificates:
+    /// what a server's `ek_ca_bundle` names to trust this TPM. Written once beside the state
+    /// (renamed into place, so a reader never sees half a file).
+    pub fn ek_ca_bundle(&self) -> PathBuf {
+        let p = self.dir.join("ek-ca-bundle.pem");
+        if !p.exists() {
+            let read = |f: &Path| {
+                std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+            };
+            let mut pem = read(&self.ca_root_cert);
+            pem.push_str(&read(&self.issuer_cert));
+            let tmp = self
+                .dir
+                .join(format!("ek-ca-bundle.{}.tmp", std::process::id()));
+            write(&tmp, &pem);
+            if let Err(e) = std::fs::rename(&tmp, &p) {
+                panic!("cannot rename {} to {}: {e}", tmp.display(), p.display());
+            }
+        }
+        p
     }
 
     /// Copies the TPM state into `dest/state` (created) and returns that dir, ready for
@@ -607,10 +629,7 @@ fn wait_for_port(port: u16, deadline: Instant) -> bool {
 /// Panics with the install hint when `tool` is not on PATH. In CI (env `CI` set) and out of
 /// it alike: the deps script is the fix, and a skipped TPM test proves nothing.
 fn require_tool(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if !found {
+    if !crate::on_path(tool) {
         let ci = if std::env::var_os("CI").is_some() {
             " (CI)"
         } else {

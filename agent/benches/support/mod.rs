@@ -5,67 +5,55 @@
 
 pub(crate) mod agent;
 
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ironroot_agent::simulate::{event_log, SimulatedBoot};
-use ironroot_testkit::server::{server_config, ServerProcess, SoftHsm};
+use ironroot_testkit::server::NodeApiServer;
 use ironroot_testkit::swtpm::SwtpmState;
 use ironroot_tpm::verify::eventlog::EventLog;
 use ironroot_tpm::verify::policy::generate_policy;
 
+/// The bench server ([`NodeApiServer`], its fields through `Deref`), the TPM state's EK CA
+/// it trusts, and the simulated boot its default policy "bench" came from.
 pub(crate) struct BenchServer {
-    pub dir: tempfile::TempDir,
-    pub server: ServerProcess,
-    /// Node API address.
-    pub address: String,
-    /// The server's bundle (PEM), the agents' bootstrap bundle.
-    pub bundle: PathBuf,
-    /// The EK CA bundle and the policies dir the server uses.
+    pub node: NodeApiServer,
+    /// The EK CA bundle the server uses.
     pub ek_ca: PathBuf,
-    pub policies: PathBuf,
     /// The simulated boot's event log the policy was generated from.
     pub log: Vec<u8>,
-    _hsm: SoftHsm,
+}
+
+impl Deref for BenchServer {
+    type Target = NodeApiServer;
+
+    fn deref(&self) -> &NodeApiServer {
+        &self.node
+    }
+}
+
+impl DerefMut for BenchServer {
+    fn deref_mut(&mut self) -> &mut NodeApiServer {
+        &mut self.node
+    }
 }
 
 /// Starts the server for TPMs manufactured as `state`, policy "bench" by default.
 pub(crate) fn start(state: &SwtpmState, name: &str) -> BenchServer {
     let log = event_log(&SimulatedBoot::default());
     let policy = generate_policy("bench", &EventLog::parse(&log).expect("log"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let hsm = SoftHsm::new(&dir.path().join("hsm"));
-    hsm.init_token("ca");
-    let policies = dir.path().join("policies");
-    std::fs::create_dir_all(&policies).expect("policies");
-    std::fs::write(policies.join("bench.toml"), policy.to_toml().expect("toml")).expect("policy");
-    let ek_ca = dir.path().join("ek-ca.pem");
-    let mut pem = std::fs::read_to_string(&state.ca_root_cert).expect("root");
-    pem.push_str(&std::fs::read_to_string(&state.issuer_cert).expect("issuer"));
-    std::fs::write(&ek_ca, pem).expect("ek ca");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let extra = format!(
-        "[node_api]\nlisten = \"127.0.0.1:{port}\"\n\n[node_attestors.tpm]\nek_ca_bundle = \"{}\"\npolicies_dir = \"{}\"\ndefault_policy = \"bench\"\n",
-        ek_ca.display(),
-        policies.display()
+    let ek_ca = state.ek_ca_bundle();
+    let node = NodeApiServer::start(
+        name,
+        &format!(
+            "ek_ca_bundle = \"{}\"\ndefault_policy = \"bench\"",
+            ek_ca.display()
+        ),
+        &[("bench", policy.to_toml().expect("toml"))],
+        "",
     );
-    let conf = server_config(dir.path(), &hsm, "ca", &extra);
-    let server = ServerProcess::start(name, &conf, &hsm, &dir.path().join("admin.sock"));
-    let bundle = dir.path().join("bundle.pem");
-    std::fs::write(&bundle, server.cli_ok(&["bundle", "show"])).expect("bundle");
-    BenchServer {
-        dir,
-        server,
-        address: format!("127.0.0.1:{port}"),
-        bundle,
-        ek_ca,
-        policies,
-        log,
-        _hsm: hsm,
-    }
+    BenchServer { node, ek_ca, log }
 }
 
 /// The `p` quantile (0..=1) of sorted samples, nearest rank.

@@ -8,7 +8,7 @@
 //! rootful containers as root) share one budget, so the defaults are sized
 //! for a busy node, far above what honest workloads do.
 //!
-//! Invariants (tested in `agent/tests/workload_limits.rs` and below):
+//! Invariants (tested in `agent/tests/it/workload_limits.rs` and below):
 //! - a uid holds at most `max_connections_per_uid` Workload API connections
 //!   at once, and opens new ones at most at `connections_per_second` (with
 //!   `connection_burst` at once); a connection over either limit is refused

@@ -40,8 +40,8 @@
 //! Tests: `hpack_tests.rs` and `frames_tests.rs` (random header lists from an
 //! independent HPACK encoder decode to the same list after the shim, except
 //! `:authority`; adversarial blocks are refused with the rule named),
-//! `agent/tests/h2_authority.rs` (a real h2 client and server on both sides of
-//! the shim) and `agent/tests/workload_api_grpc_python.rs` (gRPC C-core against
+//! `agent/tests/it/h2_authority.rs` (a real h2 client and server on both sides of
+//! the shim) and `agent/tests/it/workload_api_grpc_python.rs` (gRPC C-core against
 //! a running agent).
 
 pub(crate) mod error;

@@ -1,7 +1,7 @@
 //! The whole measured-boot decision, pure: the log must reproduce every quoted PCR, every
 //! PCR the policy reads must have been quoted, and the policy must pass.
 //!
-//! Invariant (tested on every fixture log and fuzzed, tpm/tests/relabel_invariant.rs and
+//! Invariant (tested on every fixture log and fuzzed, tpm/tests/it/relabel_invariant.rs and
 //! tpm/fuzz): an edit of the log that still reproduces the quote either changes nothing
 //! the policy sees or is rejected. In particular relabelling any event (its type, a tag
 //! id, a string prefix, data its digest does not cover) never turns a rejected boot into

@@ -1,0 +1,119 @@
+//! A join_token agent (no TPM) renews its SVID over mTLS at half life: its
+//! token is single use, so attesting again is not an option.
+
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+#[test]
+fn a_join_token_agent_renews_over_mtls_and_keeps_serving() {
+    let env = good_env_with_node_api("join_token_agent", "agent_svid_ttl = \"6s\"\n");
+    let out = env
+        .server
+        .cli_ok(&["token", "generate", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token = v["token"].as_str().unwrap().to_string();
+    let dir = env.dir.path().join("jt-agent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("api.sock");
+    let conf = dir.join("agent.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "trust_domain = \"example.org\"\nserver_address = \"{}\"\ntrust_bundle_path = \"{}\"\n\
+             data_dir = \"{}\"\nnode_attestor = \"join_token\"\njoin_token = \"{token}\"\n\
+             log_level = \"debug\"\n\n[workload_api]\nsocket_path = \"{}\"\n",
+            env.address,
+            env.bundle.display(),
+            dir.join("data").display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let log = ironroot_testkit::test_log_dir("join_token_agent").join("agent.log");
+    let logf = std::fs::File::create(&log).unwrap();
+    let child = std::process::Command::new(agent_bin())
+        .args(["run", "-c"])
+        .arg(&conf)
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf)
+        .spawn()
+        .unwrap();
+    // Killed on drop, also when an assertion fails.
+    let _agent = AgentProcess {
+        child,
+        socket: socket.clone(),
+        dir: dir.clone(),
+    };
+    let svid_file = dir.join("data/agent_svid.pem");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !svid_file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no agent SVID:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first = std::fs::read(&svid_file).unwrap();
+    // Past half life (3 s of 6 s) the agent renews; the file changes.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if std::fs::read(&svid_file)
+            .map(|b| b != first)
+            .unwrap_or(false)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent SVID not renewed:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains("unknown or already used join token"),
+        "it must not re-attest:\n{text}"
+    );
+    // After the original 6 s lifetime the agent still syncs: a new entry reaches a workload.
+    std::thread::sleep(Duration::from_secs(4));
+    let agents: serde_json::Value =
+        serde_json::from_str(&env.server.cli_ok(&["agent", "list", "--output", "json"])).unwrap();
+    let agent_id = agents["agents"][0]["spiffe_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.server.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/jt-workload",
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        "unix:uid:0",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    loop {
+        if let Ok(r) = rt.block_on(ironroot_agent::api_client::fetch_x509(&socket)) {
+            if r.svids
+                .iter()
+                .any(|s| s.spiffe_id == "spiffe://example.org/jt-workload")
+            {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no workload SVID after renewal:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

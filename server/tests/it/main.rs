@@ -1,0 +1,14 @@
+//! The server crate's integration tests, one binary: the real server binary on a private
+//! SoftHSM2 token per test (`ironroot_testkit::server`), its admin API and CLI, the offline
+//! boot tools, the store, and swtpm's EK certificates against the EK rules.
+
+mod admin_input;
+mod boot_tools;
+mod ca_hsm;
+mod ek_certificates;
+mod federation;
+mod hsm_trouble;
+mod rotation;
+mod store_conformance;
+mod store_sled;
+mod upstream;
