@@ -9,6 +9,7 @@
 
 pub mod fixtures;
 pub mod podman;
+pub mod postgres;
 pub mod server;
 pub mod shared_bin;
 pub mod svid;
