@@ -9,7 +9,7 @@ use tokio_postgres::IsolationLevel;
 
 use super::connect::pg_err;
 use super::write::{revision, Write};
-use super::{decode, encode, read_head, readable, Inner};
+use super::{decode, encode, readable, Inner};
 use crate::store::rules::{check_token, page_of};
 use crate::store::{
     AttestedNode, Change, ChangeEvent, ChangesSince, Page, PageRequest, Revision, Snapshot,
@@ -337,10 +337,21 @@ impl Inner {
             }),
             Some(_) => Ok(ChangesSince::Events(events)),
             None => {
-                // Nothing after `after`: fine if it is the head; behind the
-                // head with no events kept at all, the history is gone.
-                let head = read_head(&client).await?;
-                if head > after {
+                // Nothing after `after`: fine if it is the head. Behind the
+                // head with no event after it, the history is gone. Both read
+                // in one statement (one snapshot): a write committing in
+                // between is not mistaken for pruning.
+                let row = client
+                    .query_one(
+                        "SELECT (SELECT revision FROM store_head WHERE id = 1),
+                                EXISTS (SELECT 1 FROM change_events WHERE revision > $1)",
+                        &[&from],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                let head = revision(row.try_get(0).map_err(pg_err)?)?;
+                let newer: bool = row.try_get(1).map_err(pg_err)?;
+                if head > after && !newer {
                     return Ok(ChangesSince::Truncated {
                         oldest: Revision(head.0 + 1),
                     });
