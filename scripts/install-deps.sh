@@ -21,6 +21,9 @@ PACKAGES=(
   softhsm2 opensc
   # TPM: software TPM with EK certificates, tools, and the TSS for tss-esapi
   swtpm swtpm-tools tpm2-tools libtss2-dev
+  # the PostgreSQL store's tests start a private server per test (initdb, pg_ctl;
+  # no service is enabled or started)
+  postgresql
   # certificate checks in tests and the demo
   openssl ca-certificates
   # the demo and the workload attestor tests drive small python3 helpers;

@@ -7,6 +7,9 @@
 //! [`ConfigError`] naming the key, as the operator wrote it.
 
 mod file;
+mod store;
+
+pub use store::StoreConfig;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -53,6 +56,22 @@ pub const DEFAULT_KEY_LABEL_PREFIX: &str = "ironroot";
 pub const DEFAULT_ORGANIZATION: &str = "ironroot";
 /// C= of CA certificates.
 pub const DEFAULT_COUNTRY: &str = "US";
+
+/// `[store]` with `kind = "postgres"`: pooled connections.
+pub const DEFAULT_PG_POOL_SIZE: usize = crate::store::postgres::DEFAULT_POOL_SIZE;
+/// Longest wait for a new PostgreSQL connection before a call fails `Unavailable`.
+pub const DEFAULT_PG_CONNECT_TIMEOUT: Duration = crate::store::postgres::DEFAULT_CONNECT_TIMEOUT;
+/// Longest wait for a free pooled connection.
+pub const DEFAULT_PG_WAIT_TIMEOUT: Duration = crate::store::postgres::DEFAULT_WAIT_TIMEOUT;
+/// Longest a statement may run in the database.
+pub const DEFAULT_PG_STATEMENT_TIMEOUT: Duration =
+    crate::store::postgres::DEFAULT_STATEMENT_TIMEOUT;
+/// Change events kept for servers catching up.
+pub const DEFAULT_PG_CHANGES_KEPT: u64 = crate::store::postgres::DEFAULT_CHANGES_KEPT;
+/// Database when only `host` is given.
+pub const DEFAULT_PG_DBNAME: &str = "ironroot";
+/// Role when only `host` is given.
+pub const DEFAULT_PG_USER: &str = "ironroot";
 
 /// Shortest CA lifetime: the schedule prepares at 1/2 and activates at 1/6 remaining, in
 /// whole seconds.
@@ -133,6 +152,8 @@ pub struct ServerConfig {
     pub upstream: Option<UpstreamConfig>,
     pub node_api: NodeApiConfig,
     pub node_attestors: NodeAttestorsConfig,
+    /// Where entries, nodes, bundles and the CA journal live.
+    pub store: StoreConfig,
 }
 
 /// Where the CA keys live.
@@ -449,6 +470,7 @@ impl TryFrom<file::ServerFile> for ServerConfig {
             }
         };
         let upstream = f.upstream.map(upstream).transpose()?;
+        let store = store::store(f.store)?;
         f.ca.check()?;
         let admin = f.admin;
         let socket_mode = admin
@@ -486,6 +508,7 @@ impl TryFrom<file::ServerFile> for ServerConfig {
                 max_message_bytes: node_api.max_message_bytes,
             },
             node_attestors: f.node_attestors,
+            store,
         })
     }
 }

@@ -14,7 +14,7 @@ use crate::ca::devid_ca::DevIdCa;
 use crate::ca::upstream::Upstream;
 use crate::ca::{CaSettings, CertificateAuthority};
 use crate::changes::Changes;
-use crate::config::{KeyManagerConfig, ListenAddress, ServerConfig, UpstreamConfig};
+use crate::config::{KeyManagerConfig, ListenAddress, ServerConfig, StoreConfig, UpstreamConfig};
 use crate::node::agent_api::{AgentApi, AgentService};
 use crate::node::join_token::JoinTokenAttestor;
 use crate::node::nonce::NonceRegistry;
@@ -23,7 +23,7 @@ use crate::node::tpm::anchors;
 use crate::node::tpm::policies::PolicySet;
 use crate::node::tpm::{TpmAttestor, TpmKind, TpmShared};
 use crate::node::{NodeAttestor, NodeService};
-use crate::store::{DataStore, SledStore};
+use crate::store::{DataStore, PostgresStore, SledStore};
 use ironroot_api::spiffe_id::SpiffeId;
 use ironroot_runtime::unix_now;
 use ironroot_tpm::verify::certchain::Anchors;
@@ -151,6 +151,22 @@ fn open_key_manager(cfg: &ServerConfig) -> Result<Arc<dyn KeyManager>, StartErro
     Ok(Arc::new(km))
 }
 
+/// The configured store. PostgreSQL's feed listener runs on the runtime this is called
+/// from (the server's: `open` runs on its blocking pool).
+fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn DataStore>, StartError> {
+    let td = cfg.trust_domain.clone();
+    let store: Arc<dyn DataStore> = match &cfg.store {
+        StoreConfig::Sled => {
+            Arc::new(SledStore::open(&cfg.data_dir.join("store"), td).map_err(StartError::Store)?)
+        }
+        StoreConfig::Postgres(pg) => Arc::new(
+            crate::store::bridge::wait(PostgresStore::open(pg, td)).map_err(StartError::Store)?,
+        ),
+    };
+    info!(backend = store.backend(), "store ready");
+    Ok(store)
+}
+
 fn open_upstream(cfg: &ServerConfig) -> Result<Option<Upstream>, StartError> {
     let Some(up) = &cfg.upstream else {
         return Ok(None);
@@ -187,10 +203,7 @@ impl Server {
         })?;
         let km = open_key_manager(&config)?;
         info!(key_manager = %km.describe(), "key manager ready");
-        let store: Arc<dyn DataStore> = Arc::new(
-            SledStore::open(&config.data_dir.join("store"), td.clone())
-                .map_err(StartError::Store)?,
-        );
+        let store = open_store(&config)?;
         let upstream = open_upstream(&config)?;
         let settings = CaSettings {
             trust_domain: td,

@@ -21,6 +21,7 @@
 //!   API as agents attest to it; [`agent`]: the real agent binary (`ironroot-agent run`);
 //! - [`podman`]: a private rootful podman service, cached image stores, and test containers
 //!   and pods ([`podman::workloads`]); [`cgroup`]: cgroups of a test's own;
+//! - [`postgres`]: a private PostgreSQL per test (initdb/pg_ctl as `postgres`, unix socket only);
 //! - [`python`]: the Python venv with the gRPC clients;
 //! - [`fixtures`]: the shared firmware event-log fixtures; [`shared_bin`]: a copy of a binary
 //!   other uids can run; [`svid`]: independent checks of X.509-SVIDs (rustls-webpki, openssl);
@@ -39,6 +40,7 @@ pub mod agent;
 pub mod cgroup;
 pub mod fixtures;
 pub mod podman;
+pub mod postgres;
 pub mod python;
 pub mod server;
 pub mod shared_bin;

@@ -40,7 +40,7 @@ fn random_selectors(rng: &mut StdRng, pool: &[&str]) -> Vec<Selector> {
 fn random_entry(rng: &mut StdRng, n: usize) -> RegistrationEntry {
     let server = SpiffeId::server(&td());
     let parent = match rng.gen_range(0..6) {
-        0 | 1 | 2 => id(AGENTS[rng.gen_range(0..AGENTS.len())]),
+        0..=2 => id(AGENTS[rng.gen_range(0..AGENTS.len())]),
         3 | 4 => id(ALIASES[rng.gen_range(0..ALIASES.len())]),
         _ => server.clone(),
     };

@@ -4,11 +4,14 @@
 //! built from it, checked, and typed.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{
     AdminConfig, CaConfig, NodeApiConfig, NodeAttestorsConfig, DEFAULT_DATA_DIR, DEFAULT_LOG_LEVEL,
+    DEFAULT_PG_CHANGES_KEPT, DEFAULT_PG_CONNECT_TIMEOUT, DEFAULT_PG_POOL_SIZE,
+    DEFAULT_PG_STATEMENT_TIMEOUT, DEFAULT_PG_WAIT_TIMEOUT,
 };
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +34,8 @@ pub(super) struct ServerFile {
     pub node_api: NodeApiFile,
     #[serde(default)]
     pub node_attestors: NodeAttestorsConfig,
+    #[serde(default)]
+    pub store: StoreFile,
 }
 
 fn data_dir() -> PathBuf {
@@ -129,4 +134,59 @@ pub(super) enum UpstreamFile {
         cert_file: PathBuf,
         bundle_file: Option<PathBuf>,
     },
+}
+
+/// `[store]`, tagged by `kind`; absent: sled. The PostgreSQL connection is a `url` or its
+/// parts, the password only ever a file or an environment variable.
+// Read once at start-up, then typed: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub(super) enum StoreFile {
+    Sled {},
+    Postgres {
+        url: Option<String>,
+        host: Option<String>,
+        port: Option<u16>,
+        dbname: Option<String>,
+        user: Option<String>,
+        password_file: Option<PathBuf>,
+        password_env: Option<String>,
+        #[serde(default = "pg_pool_size")]
+        pool_size: usize,
+        #[serde(default = "pg_connect_timeout", with = "humantime_serde")]
+        connect_timeout: Duration,
+        #[serde(default = "pg_wait_timeout", with = "humantime_serde")]
+        wait_timeout: Duration,
+        #[serde(default = "pg_statement_timeout", with = "humantime_serde")]
+        statement_timeout: Duration,
+        #[serde(default = "pg_changes_kept")]
+        changes_kept: u64,
+    },
+}
+
+impl Default for StoreFile {
+    fn default() -> Self {
+        StoreFile::Sled {}
+    }
+}
+
+fn pg_pool_size() -> usize {
+    DEFAULT_PG_POOL_SIZE
+}
+
+fn pg_connect_timeout() -> Duration {
+    DEFAULT_PG_CONNECT_TIMEOUT
+}
+
+fn pg_wait_timeout() -> Duration {
+    DEFAULT_PG_WAIT_TIMEOUT
+}
+
+fn pg_statement_timeout() -> Duration {
+    DEFAULT_PG_STATEMENT_TIMEOUT
+}
+
+fn pg_changes_kept() -> u64 {
+    DEFAULT_PG_CHANGES_KEPT
 }

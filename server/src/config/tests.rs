@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::postgres::{PasswordSource, PostgresTarget};
 
 fn parse(s: &str) -> Result<ServerConfig, String> {
     ServerConfig::from_toml(s, Path::new("test.toml")).map_err(|e| e.to_string())
@@ -303,4 +304,82 @@ fn the_annotated_example_parses_with_the_defaults_it_states() {
     assert!(tpm.require_tpm_agent_key);
     assert!(!tpm.devid_issuer);
     assert!(matches!(c.key_manager, KeyManagerConfig::Pkcs11(_)));
+    assert_eq!(c.store, defaults.store);
+    assert_eq!(c.store, StoreConfig::Sled);
+}
+
+const INSECURE: &str = "trust_domain = \"example.org\"\ninsecure_software_keys = true\n";
+
+#[test]
+fn the_store_is_sled_unless_postgres_is_configured() {
+    assert_eq!(parse(INSECURE).unwrap().store, StoreConfig::Sled);
+    let c = parse(&format!(
+        "{INSECURE}[store]\nkind = \"postgres\"\nurl = \"postgresql://ironroot@db/ironroot\"\n\
+         password_env = \"PGPW\"\npool_size = 4\nwait_timeout = \"2s\""
+    ))
+    .unwrap();
+    let StoreConfig::Postgres(pg) = c.store else {
+        panic!("{:?}", c.store)
+    };
+    assert_eq!(
+        pg.target,
+        PostgresTarget::Url("postgresql://ironroot@db/ironroot".into())
+    );
+    assert_eq!(pg.password, Some(PasswordSource::Env("PGPW".into())));
+    assert_eq!(pg.pool_size, 4);
+    assert_eq!(pg.wait_timeout, Duration::from_secs(2));
+    assert_eq!(pg.connect_timeout, DEFAULT_PG_CONNECT_TIMEOUT);
+    assert_eq!(pg.statement_timeout, DEFAULT_PG_STATEMENT_TIMEOUT);
+    assert_eq!(pg.changes_kept, DEFAULT_PG_CHANGES_KEPT);
+
+    let c = parse(&format!(
+        "{INSECURE}[store]\nkind = \"postgres\"\nhost = \"/run/postgresql\"\n\
+         password_file = \"/etc/ironroot/pg.password\""
+    ))
+    .unwrap();
+    let StoreConfig::Postgres(pg) = c.store else {
+        panic!("{:?}", c.store)
+    };
+    assert_eq!(
+        pg.target,
+        PostgresTarget::Params {
+            host: "/run/postgresql".into(),
+            port: 5432,
+            dbname: DEFAULT_PG_DBNAME.into(),
+            user: DEFAULT_PG_USER.into(),
+        }
+    );
+    assert_eq!(pg.pool_size, DEFAULT_PG_POOL_SIZE);
+}
+
+#[test]
+fn store_refusals_name_the_key() {
+    let pg = "[store]\nkind = \"postgres\"\n";
+    for (extra, key) in [
+        ("", "store.host"),
+        ("url = \"postgresql://u:secret@db/x\"", "store.url"),
+        ("url = \"host=db password=secret\"", "store.url"),
+        ("url = \"postgresql://db/x\"\nhost = \"db\"", "store.url"),
+        (
+            "host = \"db\"\npassword_file = \"/p\"\npassword_env = \"P\"",
+            "store.password_file",
+        ),
+        ("host = \"db\"\npool_size = 0", "store.pool_size"),
+        (
+            "host = \"db\"\nconnect_timeout = \"0s\"",
+            "store.connect_timeout",
+        ),
+        ("host = \"db\"\nchanges_kept = 0", "store.changes_kept"),
+    ] {
+        assert_eq!(
+            invalid_key(&format!("{INSECURE}{pg}{extra}")),
+            key,
+            "{extra}"
+        );
+    }
+    // A password inline is not even a key.
+    let e = parse(&format!("{INSECURE}{pg}host = \"db\"\npassword = \"x\"")).unwrap_err();
+    assert!(e.contains("password"), "{e}");
+    let e = parse(&format!("{INSECURE}[store]\nkind = \"mysql\"")).unwrap_err();
+    assert!(e.contains("mysql"), "{e}");
 }

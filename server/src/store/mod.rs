@@ -15,11 +15,13 @@
 //! - Backend errors are boxed ([`StoreError::Backend`] / `Unavailable`):
 //!   nothing above this module names a backend's types.
 //!
-//! sled ([`SledStore`]) is the embedded default.
+//! sled ([`SledStore`]) is the embedded default; PostgreSQL
+//! ([`PostgresStore`]) is for several servers sharing one database.
 
 pub mod bridge;
 mod error;
 mod model;
+pub mod postgres;
 mod rules;
 mod sled;
 
@@ -28,6 +30,7 @@ pub use model::{
     AttestedNode, Change, ChangeEvent, ChangesSince, EntryFilter, Page, PageRequest, Revision,
     Snapshot, Unreadable, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
 };
+pub use postgres::{PostgresConfig, PostgresStore};
 pub use rules::{entry_identity_key, validated_spec};
 pub use sled::SledStore;
 

@@ -4,7 +4,7 @@ use ironroot_api::entry::{EntrySpec, RegistrationEntry};
 use ironroot_api::spiffe_id::TrustDomain;
 use sha2::{Digest, Sha256};
 
-use super::StoreError;
+use super::{Page, PageRequest, StoreError, MAX_BATCH};
 
 /// `spec` in stored form (selectors sorted and deduplicated) if it passes
 /// [`EntrySpec::validate`] for `trust_domain`.
@@ -30,4 +30,32 @@ pub fn entry_identity_key(e: &RegistrationEntry) -> [u8; 32] {
         h.update(s.to_string().as_bytes());
     }
     h.finalize().into()
+}
+
+/// Refuses a batch larger than [`MAX_BATCH`].
+pub(super) fn check_batch(count: usize) -> Result<(), StoreError> {
+    if count > MAX_BATCH {
+        return Err(StoreError::BatchTooLarge {
+            count,
+            max: MAX_BATCH,
+        });
+    }
+    Ok(())
+}
+
+/// A page token is the last key of the previous page; one that cannot be a
+/// key is refused rather than silently restarting the listing.
+pub(super) fn check_token(page: &PageRequest) -> Result<(), StoreError> {
+    match &page.after {
+        Some(t) if t.is_empty() || t.len() > 2048 || t.contains('\0') => {
+            Err(StoreError::BadPageToken { token: t.clone() })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A page of `items`, whose token is the last item's key when there are `more`.
+pub(super) fn page_of<T>(items: Vec<T>, more: bool, key: impl Fn(&T) -> String) -> Page<T> {
+    let next = if more { items.last().map(key) } else { None };
+    Page { items, next }
 }

@@ -9,6 +9,8 @@ mod ek_certificates;
 mod federation;
 mod hsm_trouble;
 mod rotation;
+mod server_postgres;
 mod store_conformance;
+mod store_postgres;
 mod store_sled;
 mod upstream;

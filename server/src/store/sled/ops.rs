@@ -10,32 +10,12 @@ use tracing::warn;
 use super::codec::{decode, decode_revision, index_id, index_prefix, node_key, revision_key};
 use super::tx::abort;
 use super::{sled_err, Inner, KEY_JOURNAL};
+use crate::store::rules::{check_batch, check_token, page_of};
 use crate::store::{
     entry_identity_key, validated_spec, AttestedNode, BatchResults, Change, ChangeEvent,
     ChangesSince, EntryFilter, Page, PageRequest, Revision, Snapshot, StoreError, Unreadable,
-    MAX_BATCH, MAX_CHANGES_PER_READ,
+    MAX_CHANGES_PER_READ,
 };
-
-fn check_batch(count: usize) -> Result<(), StoreError> {
-    if count > MAX_BATCH {
-        return Err(StoreError::BatchTooLarge {
-            count,
-            max: MAX_BATCH,
-        });
-    }
-    Ok(())
-}
-
-/// A page token is the last key of the previous page; one that cannot be a
-/// key is refused rather than silently restarting the listing.
-fn check_token(page: &PageRequest) -> Result<(), StoreError> {
-    match &page.after {
-        Some(t) if t.is_empty() || t.len() > 2048 || t.contains('\0') => {
-            Err(StoreError::BadPageToken { token: t.clone() })
-        }
-        _ => Ok(()),
-    }
-}
 
 impl Inner {
     pub(super) fn create_entries(
@@ -541,11 +521,6 @@ fn collect<T: DeserializeOwned>(
         }
     }
     Ok(())
-}
-
-fn page_of<T>(items: Vec<T>, more: bool, key: impl Fn(&T) -> String) -> Page<T> {
-    let next = if more { items.last().map(key) } else { None };
-    Page { items, next }
 }
 
 /// Rule errors are decided before the transaction; a retried attempt reports

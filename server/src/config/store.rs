@@ -1,0 +1,92 @@
+//! `[store]`: which backend holds the server's state, checked and typed.
+
+use std::time::Duration;
+
+use super::file::StoreFile;
+use super::{invalid, InvalidOption, DEFAULT_PG_DBNAME, DEFAULT_PG_USER};
+use crate::store::postgres::{PasswordSource, PostgresConfig, PostgresTarget, DEFAULT_PORT};
+
+/// Where the server keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreConfig {
+    /// sled in `data_dir/store` (`kind = "sled"`, the default): one server.
+    Sled,
+    /// A PostgreSQL database (`kind = "postgres"`), which several servers of the trust
+    /// domain may share.
+    Postgres(PostgresConfig),
+}
+
+pub(super) fn store(f: StoreFile) -> Result<StoreConfig, InvalidOption> {
+    let StoreFile::Postgres {
+        url,
+        host,
+        port,
+        dbname,
+        user,
+        password_file,
+        password_env,
+        pool_size,
+        connect_timeout,
+        wait_timeout,
+        statement_timeout,
+        changes_kept,
+    } = f
+    else {
+        return Ok(StoreConfig::Sled);
+    };
+    let target = match (url, host) {
+        (Some(url), None) if port.is_none() && dbname.is_none() && user.is_none() => {
+            PostgresConfig::check_url(&url).map_err(|e| invalid("store.url", e))?;
+            PostgresTarget::Url(url)
+        }
+        (Some(_), _) => {
+            return Err(invalid(
+                "store.url",
+                "set url or host/port/dbname/user, not both",
+            ))
+        }
+        (None, Some(host)) if !host.is_empty() => PostgresTarget::Params {
+            host,
+            port: port.unwrap_or(DEFAULT_PORT),
+            dbname: dbname.unwrap_or_else(|| DEFAULT_PG_DBNAME.into()),
+            user: user.unwrap_or_else(|| DEFAULT_PG_USER.into()),
+        },
+        (None, _) => {
+            return Err(invalid(
+                "store.host",
+                "kind = \"postgres\" needs url or host (a unix socket directory starts with /)",
+            ))
+        }
+    };
+    let password = match (password_file, password_env) {
+        (Some(f), None) => Some(PasswordSource::File(f)),
+        (None, Some(e)) => Some(PasswordSource::Env(e)),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "store.password_file",
+                "set password_file or password_env, not both",
+            ))
+        }
+    };
+    if pool_size == 0 {
+        return Err(invalid("store.pool_size", "must be at least 1"));
+    }
+    let positive = |key, d: Duration| match d.is_zero() {
+        true => Err(invalid(key, "must be > 0")),
+        false => Ok(d),
+    };
+    if changes_kept == 0 {
+        return Err(invalid("store.changes_kept", "must be at least 1"));
+    }
+    Ok(StoreConfig::Postgres(PostgresConfig {
+        target,
+        password,
+        pool_size,
+        connect_timeout: positive("store.connect_timeout", connect_timeout)?,
+        wait_timeout: positive("store.wait_timeout", wait_timeout)?,
+        statement_timeout: positive("store.statement_timeout", statement_timeout)?,
+        changes_kept,
+    }))
+}

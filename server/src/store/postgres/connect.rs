@@ -1,0 +1,221 @@
+//! Reaching PostgreSQL: the store's connection settings, the pool, and which
+//! of the client's errors mean "the database cannot be reached now".
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use super::BACKEND;
+use crate::store::StoreError;
+
+/// PostgreSQL's own default port.
+pub const DEFAULT_PORT: u16 = 5432;
+/// Connections in the pool.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+/// Longest wait for a new connection (then the call fails `Unavailable`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a free connection of the pool.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a statement may run (or wait for a lock) in the database.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PostgresTarget {
+    /// A connection string in either of libpq's forms
+    /// (`postgresql://user@host:port/dbname?…` or `host=… dbname=…`),
+    /// without a password.
+    Url(String),
+    /// The parts. A `host` starting with `/` is the directory of the
+    /// server's unix socket.
+    Params {
+        /// Host name, address, or unix socket directory.
+        host: String,
+        /// TCP port (for a unix socket: the number in its file name).
+        port: u16,
+        /// Database name.
+        dbname: String,
+        /// Role to log in as.
+        user: String,
+    },
+}
+
+/// Where the password comes from: never the configuration file itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// A file holding it (a trailing newline is ignored).
+    File(PathBuf),
+    /// An environment variable holding it.
+    Env(String),
+}
+
+/// How the store reaches PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// Where the database is.
+    pub target: PostgresTarget,
+    /// `None`: the server authenticates otherwise (peer, trust, a client certificate).
+    pub password: Option<PasswordSource>,
+    /// Connections in the pool (at least 1; the feed listener has its own).
+    pub pool_size: usize,
+    /// Longest wait for a new connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for a free pooled connection.
+    pub wait_timeout: Duration,
+    /// Longest a statement may run in the database.
+    pub statement_timeout: Duration,
+    /// Change events kept for servers catching up; older ones are pruned.
+    pub changes_kept: u64,
+}
+
+impl PostgresConfig {
+    /// `target` with every other setting at its default.
+    pub fn new(target: PostgresTarget) -> Self {
+        PostgresConfig {
+            target,
+            password: None,
+            pool_size: DEFAULT_POOL_SIZE,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            changes_kept: super::DEFAULT_CHANGES_KEPT,
+        }
+    }
+
+    /// Checks a connection string without connecting: that it parses and
+    /// holds no password (a password in a config file ends up in backups
+    /// and bug reports).
+    pub fn check_url(url: &str) -> Result<(), String> {
+        let c: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| format!("not a PostgreSQL connection string: {e}"))?;
+        if c.get_password().is_some() {
+            return Err("holds a password: set password_file or password_env instead".into());
+        }
+        Ok(())
+    }
+
+    /// The client's settings, the password read now.
+    pub(super) fn client_config(&self) -> Result<tokio_postgres::Config, StoreError> {
+        let mut c = match &self.target {
+            PostgresTarget::Url(url) => {
+                Self::check_url(url).map_err(|e| StoreError::backend(BACKEND, e))?;
+                url.parse::<tokio_postgres::Config>()
+                    .map_err(|e| StoreError::backend(BACKEND, e))?
+            }
+            PostgresTarget::Params {
+                host,
+                port,
+                dbname,
+                user,
+            } => {
+                let mut c = tokio_postgres::Config::new();
+                c.host(host).port(*port).dbname(dbname).user(user);
+                c
+            }
+        };
+        if let Some(p) = &self.password {
+            c.password(read_password(p)?);
+        }
+        c.connect_timeout(self.connect_timeout)
+            .application_name("ironroot-server")
+            // A peer that vanished (a failed-over database host) is noticed
+            // within about a minute, not after the kernel's two hours.
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .tcp_user_timeout(Duration::from_secs(60))
+            // A statement stuck behind a lock fails (and rolls back) rather
+            // than holding an API call forever.
+            .options(format!(
+                "-c statement_timeout={}",
+                self.statement_timeout.as_millis().max(1)
+            ));
+        Ok(c)
+    }
+
+    /// The pool. Connections are made on first use: a database that is down
+    /// at start-up fails the schema check, not this.
+    pub(super) fn pool(&self, client: tokio_postgres::Config) -> Result<Pool, StoreError> {
+        let manager = Manager::from_config(
+            client,
+            NoTls,
+            ManagerConfig {
+                // A connection the server closed is noticed by its task and
+                // dropped here; a query on one that died silently fails
+                // `Unavailable` once and the next call gets a fresh one.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(self.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(self.wait_timeout))
+            .create_timeout(Some(self.connect_timeout))
+            .recycle_timeout(Some(self.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::backend(BACKEND, e))
+    }
+}
+
+fn read_password(source: &PasswordSource) -> Result<String, StoreError> {
+    let missing = |what: String| StoreError::backend(BACKEND, what);
+    match source {
+        PasswordSource::File(path) => std::fs::read_to_string(path)
+            .map(|p| p.trim_end_matches(['\n', '\r']).to_owned())
+            .map_err(|e| missing(format!("password_file {}: {e}", path.display()))),
+        PasswordSource::Env(var) => {
+            std::env::var(var).map_err(|e| missing(format!("password_env {var}: {e}")))
+        }
+    }
+}
+
+/// A client error as a store error: `Unavailable` when nothing was written
+/// and the same call may work later (the connection is gone, the server is
+/// shutting down or refusing connections, a statement timed out or lost a
+/// deadlock), `Backend` otherwise.
+pub(super) fn pg_err(e: tokio_postgres::Error) -> StoreError {
+    if is_transient(&e) {
+        StoreError::Unavailable {
+            backend: BACKEND,
+            source: Box::new(e),
+        }
+    } else {
+        StoreError::backend(BACKEND, e)
+    }
+}
+
+fn is_transient(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(state) = e.code() {
+        let c = state.code();
+        // 08: connection exception; 57P0x: shutdown, crash recovery, cannot
+        // connect now; 53300: too many connections; 57014: statement timeout;
+        // 40001 / 40P01: serialization failure, deadlock (rolled back).
+        return c.starts_with("08")
+            || c.starts_with("57P")
+            || matches!(c, "53300" | "57014" | "40001" | "40P01");
+    }
+    // No SQLSTATE: the client's own I/O failed.
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// A pool error as a store error: every way of not getting a connection is
+/// `Unavailable` (nothing was sent).
+pub(super) fn pool_err(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(e) if !is_transient(&e) && e.code().is_some() => {
+            // The server answered and refused (a bad password, no such
+            // database): retrying will not help, the operator must act.
+            StoreError::backend(BACKEND, e)
+        }
+        e => StoreError::Unavailable {
+            backend: BACKEND,
+            source: Box::new(e),
+        },
+    }
+}
