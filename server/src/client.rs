@@ -575,6 +575,7 @@ pub async fn healthcheck(client: ClientArgs) -> anyhow::Result<()> {
                 "active_x509_authority_expires_at": h.active_x509_authority_expires_at,
                 "active_jwt_key_id": h.active_jwt_key_id,
                 "entries": h.entries,
+                "unreadable_records": h.unreadable_records,
             }))?
         );
     } else {
@@ -582,6 +583,10 @@ pub async fn healthcheck(client: ClientArgs) -> anyhow::Result<()> {
             "Server is healthy (trust domain {}, {})",
             h.trust_domain, h.key_manager
         );
+        // Serving, but an operator has work: say so on stderr, keep the exit code.
+        for r in &h.unreadable_records {
+            eprintln!("warning: {r}; skipped, not served (delete or repair it)");
+        }
     }
     Ok(())
 }

@@ -283,6 +283,7 @@ impl Server {
         let service = AdminService {
             store: self.store.clone(),
             ca: self.ca.clone(),
+            cache: self.cache.clone(),
         };
         let result = serve_admin(
             listener,

@@ -24,6 +24,8 @@ const MAX_FILTER_SELECTORS: usize = 64;
 pub struct AdminService {
     pub store: Arc<dyn DataStore>,
     pub ca: Arc<CertificateAuthority>,
+    /// The agents' view of the store: health reports what it could not read.
+    pub cache: Arc<crate::authorized::AuthorizedCache>,
 }
 
 fn bundle_pb(b: &TrustBundle) -> Result<pb::Bundle, Status> {
@@ -472,6 +474,13 @@ impl Admin for AdminService {
             active_x509_authority_expires_at: st.x509_not_after,
             active_jwt_key_id: st.jwt_key_id,
             entries: entries as i64,
+            unreadable_records: self
+                .cache
+                .read()
+                .unreadable()
+                .iter()
+                .map(|u| u.to_string())
+                .collect(),
         }))
     }
 }

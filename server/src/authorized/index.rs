@@ -169,6 +169,9 @@ impl EntryIndex {
                 if let Some(old) = self.remove_entry(id) {
                     self.note_parent(&mut t, &old.spec.parent_id);
                 }
+                // Deleting an unreadable entry is how an operator clears it.
+                self.unreadable
+                    .retain(|u| !(u.what == "entry" && u.key == *id));
             }
             Change::NodePut { node } => {
                 t.nodes.insert(node.spiffe_id.clone());
@@ -177,6 +180,9 @@ impl EntryIndex {
             Change::NodeDeleted { id } => {
                 t.nodes.insert(id.clone());
                 self.nodes.remove(id);
+                let key = id.to_string();
+                self.unreadable
+                    .retain(|u| !(u.what == "attested node" && u.key == key));
             }
             Change::BundlePut { bundle } => {
                 t.bundles = true;
@@ -186,6 +192,8 @@ impl EntryIndex {
             Change::BundleDeleted { trust_domain } => {
                 t.bundles = true;
                 self.bundles.remove(trust_domain);
+                self.unreadable
+                    .retain(|u| !(u.what == "federated bundle" && u.key == trust_domain.as_str()));
             }
             Change::CaJournal => t.ca = true,
         }

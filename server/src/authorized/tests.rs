@@ -245,3 +245,50 @@ fn touched_names_the_agents_a_change_concerns() {
     assert!(t.nodes.contains(&id(AGENTS[2])));
     assert!(ix.node(&id(AGENTS[2])).is_some());
 }
+
+#[test]
+fn deleting_an_unreadable_record_clears_its_report() {
+    let unreadable = |what: &'static str, key: &str| crate::store::Unreadable {
+        what,
+        key: key.into(),
+        reason: "expected value at line 1 column 2".into(),
+    };
+    let mut ix = EntryIndex::load(
+        SpiffeId::server(&td()),
+        Snapshot {
+            revision: Revision(5),
+            unreadable: vec![
+                unreadable("entry", "bad-entry"),
+                unreadable("attested node", "spiffe://example.org/spire/agent/tpm/x"),
+                unreadable("federated bundle", "other.org"),
+            ],
+            ..Snapshot::default()
+        },
+    );
+    assert_eq!(ix.unreadable().len(), 3);
+    ix.apply(&[
+        ChangeEvent {
+            revision: Revision(6),
+            change: Change::EntryDeleted {
+                id: "bad-entry".into(),
+            },
+        },
+        ChangeEvent {
+            revision: Revision(7),
+            change: Change::BundleDeleted {
+                trust_domain: TrustDomain::parse("other.org").unwrap(),
+            },
+        },
+    ])
+    .unwrap();
+    let left: Vec<&str> = ix.unreadable().iter().map(|u| u.what).collect();
+    assert_eq!(left, vec!["attested node"]);
+    ix.apply(&[ChangeEvent {
+        revision: Revision(8),
+        change: Change::NodeDeleted {
+            id: id("/spire/agent/tpm/x"),
+        },
+    }])
+    .unwrap();
+    assert!(ix.unreadable().is_empty());
+}

@@ -1,9 +1,9 @@
 //! Servers on PostgreSQL (`[store] kind = "postgres"`): two server processes of one trust
 //! domain on one database and one HSM token answer from the same store and the same CA.
 
+use ironroot_testkit::postgres::Postgres;
 use ironroot_testkit::server::*;
 use ironroot_testkit::softhsm::SoftHsm;
-use ironroot_testkit::postgres::Postgres;
 
 const PARENT: &str = "spiffe://example.org/spire/agent/tpm/node1";
 

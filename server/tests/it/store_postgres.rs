@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::store_conformance::{events_after, node, spec, td, Backend};
 use ironroot_api::spiffe_id::TrustDomain;
 use ironroot_server::store::postgres::PostgresTarget;
 use ironroot_server::store::{
     Change, ChangesSince, DataStore, PostgresConfig, PostgresStore, Revision, StoreError,
 };
 use ironroot_testkit::postgres::Postgres;
-use crate::store_conformance::{events_after, node, spec, td, Backend};
 
 const DB: &str = "ironroot";
 

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::store_conformance::{all, id, list_all, node, spec, td, Backend};
 use ironroot_api::entry::RegistrationEntry;
 use ironroot_api::spiffe_id::TrustDomain;
 use ironroot_server::store::{DataStore, EntryFilter, SledStore, StoreError};
-use crate::store_conformance::{all, id, list_all, node, spec, td, Backend};
 
 struct Sled {
     dir: tempfile::TempDir,

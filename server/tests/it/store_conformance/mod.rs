@@ -3,7 +3,6 @@
 //! test). A backend supplies a fresh store, a way to reopen the same
 //! storage, and a way to plant a record that does not decode.
 
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
