@@ -13,4 +13,5 @@ mod server_postgres;
 mod store_conformance;
 mod store_postgres;
 mod store_sled;
+mod unreadable;
 mod upstream;
