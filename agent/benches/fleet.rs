@@ -4,7 +4,7 @@
 //! connection: a WatchChanges stream held open, and a SyncEntries (delta
 //! after the first) on every change notice and every SYNC_INTERVAL, as the
 //! agent does. Prints:
-//! 1. batch entry creation rate (BatchCreateEntry, 10,000 per call);
+//! 1. batch entry creation rate (BatchCreateEntry, 1,000 per call);
 //! 2. server CPU and RSS with one idle agent, then with every agent syncing;
 //! 3. sync latency p50 / p99 under that load;
 //! 4. entry change -> the owning agent has it (admin create returned ->
@@ -24,7 +24,8 @@ use ironroot_agent::config::{AgentConfig, NodeAttestorKind};
 use ironroot_agent::sync::{agent_channel, AgentSvid};
 use ironroot_api::admin as admin_pb;
 use ironroot_api::agent::{self as pb, agent_client::AgentClient};
-use ironroot_testkit::server::{server_config, ServerProcess, SoftHsm, TD};
+use ironroot_testkit::server::{server_config, ServerProcess, TD};
+use ironroot_testkit::softhsm::SoftHsm;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
@@ -169,7 +170,8 @@ fn main() {
         output: ironroot_server::cli::Output::Text,
     };
 
-    rt.block_on(async {
+    let local = tokio::task::LocalSet::new();
+    rt.block_on(local.run_until(async {
         let mut admin = ironroot_server::client::connect(&client_args)
             .await
             .expect("admin socket");
@@ -200,7 +202,9 @@ fn main() {
                 ..Default::default()
             })
             .collect();
-        for chunk in all.chunks(10_000) {
+        // 1,000 per call: a 10,000-entry request is over the admin API's default
+        // 1 MiB request limit.
+        for chunk in all.chunks(1_000) {
             let r = admin
                 .batch_create_entry(admin_pb::BatchCreateEntryRequest {
                     entries: chunk.to_vec(),
@@ -241,7 +245,8 @@ fn main() {
                 sds: Default::default(),
             };
             let gate = gate.clone();
-            attesting.push(tokio::spawn(async move {
+            // The attestation future holds the (non-Send) test hooks: local tasks.
+            attesting.push(tokio::task::spawn_local(async move {
                 let _p = gate.acquire().await.expect("gate");
                 let o = ironroot_agent::attest::attest(&cfg).await.expect("attestation");
                 let svid = AgentSvid::from(o);
@@ -328,6 +333,6 @@ fn main() {
         for t in tasks {
             t.abort();
         }
-    });
+    }));
     server.stop();
 }

@@ -118,6 +118,10 @@ struct DataFile {
     entries: Vec<DataEntry>,
 }
 
+/// Entries per BatchCreateEntry call from `entry create --data`: well under the admin
+/// API's default request size limit (`admin.max_request_bytes`, 1 MiB) for ordinary entries.
+const DATA_BATCH: usize = 1_000;
+
 /// `entry create --data FILE`: every entry of the file, in batches; prints
 /// each one's outcome and fails if any failed.
 async fn create_from_file(client: &ClientArgs, path: &std::path::Path) -> anyhow::Result<()> {
@@ -150,7 +154,7 @@ async fn create_from_file(client: &ClientArgs, path: &std::path::Path) -> anyhow
         .collect();
     let mut c = connect(client).await?;
     let (mut created, mut failed) = (Vec::new(), Vec::new());
-    for (n, chunk) in all.chunks(crate::store::MAX_BATCH).enumerate() {
+    for (n, chunk) in all.chunks(DATA_BATCH).enumerate() {
         let results = c
             .batch_create_entry(pb::BatchCreateEntryRequest {
                 entries: chunk.to_vec(),
@@ -160,7 +164,7 @@ async fn create_from_file(client: &ClientArgs, path: &std::path::Path) -> anyhow
             .into_inner()
             .results;
         for (i, r) in results.into_iter().enumerate() {
-            let index = n * crate::store::MAX_BATCH + i;
+            let index = n * DATA_BATCH + i;
             match (r.status.unwrap_or_default(), r.entry) {
                 (st, Some(e)) if st.code == 0 => created.push(e),
                 (st, _) => failed.push((index, st.message)),
