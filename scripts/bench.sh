@@ -11,6 +11,9 @@ cargo bench -p ironroot-agent --bench attestation
 cargo build --release -p ironroot-server -p ironroot-agent
 cargo bench -p ironroot-agent --bench workload_api
 cargo bench -p ironroot-agent --bench sds
+# Fleet scale: 100,000 entries, 10,000 simulated agents over mTLS against the release server
+# (IRONROOT_BENCH_ENTRIES / _AGENTS / _SECONDS make it smaller).
+cargo bench -p ironroot-agent --bench fleet
 cargo bench -p ironroot-tpm --bench eventlog
 # One process, one SoftHSM token: the bench sets SOFTHSM2_CONF for itself (its helper
 # insists on a single test thread, which a bench binary's main is).

@@ -44,6 +44,10 @@ const KEY_REVISION: &[u8] = b"revision";
 const KEY_JOURNAL: &[u8] = b"journal";
 const BACKEND: &str = "sled";
 
+/// sled's page cache, instead of its 1 GiB default: agents are answered from the
+/// authorized-entry cache, so the store's own cache only serves admin listings and writes.
+const PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Change events kept for servers catching up; older ones are pruned (a
 /// cache further behind reloads a snapshot).
 pub(super) const CHANGES_KEPT: u64 = 100_000;
@@ -82,7 +86,11 @@ impl SledStore {
     /// migrating a store written by an earlier layout. Refuses a store
     /// written for another trust domain or a newer schema version.
     pub fn open(dir: &Path, trust_domain: TrustDomain) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open().map_err(sled_err)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(PAGE_CACHE_BYTES)
+            .open()
+            .map_err(sled_err)?;
         let tree = |name: &str| db.open_tree(name).map_err(sled_err);
         let meta = tree("meta")?;
         match meta.get(KEY_TRUST_DOMAIN).map_err(sled_err)? {
