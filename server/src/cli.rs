@@ -102,7 +102,7 @@ pub struct EntryFieldArgs {
     pub hint: String,
     /// Unix time after which the entry is no longer served (0: never).
     #[arg(long, default_value_t = 0)]
-    pub entry_expiry: i64,
+    pub(crate) entry_expiry: i64,
 }
 
 #[derive(Subcommand, Debug)]

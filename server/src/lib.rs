@@ -2,14 +2,14 @@
 //! verbs, so integration tests and benchmarks drive the same code as the binary.
 
 pub mod admin;
-pub mod authorized;
+pub(crate) mod authorized;
 pub mod boot_tools;
 pub mod ca;
-pub mod changes;
+pub(crate) mod changes;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod node;
 pub mod run;
-pub mod status;
+pub(crate) mod status;
 pub mod store;

@@ -2,7 +2,8 @@
 
 mod socket;
 
-pub use socket::{bind_admin_socket, serve_admin, AdminSocketError};
+pub use socket::AdminSocketError;
+pub(crate) use socket::{bind_admin_socket, serve_admin};
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use crate::store::{DataStore, EntryFilter, PageRequest, MAX_BATCH};
 /// Most selectors accepted in one list filter.
 const MAX_FILTER_SELECTORS: usize = 64;
 
-pub struct AdminService {
+pub(crate) struct AdminService {
     pub store: Arc<dyn DataStore>,
     pub ca: Arc<CertificateAuthority>,
     /// The agents' view of the store: health reports what it could not read.

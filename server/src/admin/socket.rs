@@ -60,7 +60,7 @@ pub enum AdminSocketError {
 
 /// Binds the socket at `path` with `mode`, replacing a stale socket file but
 /// refusing to take over one that a running server still answers on.
-pub fn bind_admin_socket(path: &Path, mode: u32) -> Result<UnixListener, AdminSocketError> {
+pub(crate) fn bind_admin_socket(path: &Path, mode: u32) -> Result<UnixListener, AdminSocketError> {
     // The admin socket's own variants keep its messages ("is a server already running?").
     bind_unix(path, mode).map_err(|e| match e {
         BindError::CreateDir { dir, source } => AdminSocketError::CreateDir { dir, source },
@@ -98,7 +98,7 @@ fn peer_check(
 }
 
 /// Serves the admin API on `listener` until `shutdown` completes.
-pub async fn serve_admin(
+pub(crate) async fn serve_admin(
     listener: UnixListener,
     service: AdminService,
     allowed_uids: Vec<u32>,

@@ -72,7 +72,7 @@ pub enum DevIdCaError {
 
 pub struct DevIdCa {
     issuer: Issuer<'static, HsmKey>,
-    pub cert_der: Vec<u8>,
+    pub(crate) cert_der: Vec<u8>,
     ttl_days: i64,
 }
 
@@ -159,12 +159,12 @@ impl DevIdCa {
         })
     }
 
-    pub fn default_cert_path(data_dir: &Path) -> PathBuf {
+    pub(crate) fn default_cert_path(data_dir: &Path) -> PathBuf {
         data_dir.join("devid-ca.der")
     }
 
     /// Issues an LDevID certificate for `key` with subject CN `cn`.
-    pub fn issue(&self, key: &impl PublicKeyData, cn: &str) -> Result<Vec<u8>, CaError> {
+    pub(crate) fn issue(&self, key: &impl PublicKeyData, cn: &str) -> Result<Vec<u8>, CaError> {
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "ironroot");

@@ -3,11 +3,11 @@
 
 pub mod devid_ca;
 mod error;
-pub mod journal;
-pub mod jwt;
+pub(crate) mod journal;
+pub(crate) mod jwt;
 mod rotation;
 pub mod signing_key;
-pub mod upstream;
+pub(crate) mod upstream;
 pub mod x509;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,7 +20,7 @@ use ironroot_runtime::unix_now;
 use rcgen::{Issuer, PublicKeyData};
 
 use crate::store::DataStore;
-use journal::{CaJournal, SlotStatus};
+use journal::CaJournal;
 use signing_key::HsmKey;
 use upstream::Upstream;
 use x509::CaSubject;
@@ -44,19 +44,18 @@ pub struct CaSettings {
 /// An issued X.509-SVID: the leaf first, then intermediates (no root).
 #[derive(Debug, Clone)]
 pub struct IssuedX509Svid {
-    pub chain: Vec<Vec<u8>>,
-    pub expires_at: i64,
+    pub(crate) chain: Vec<Vec<u8>>,
+    pub(crate) expires_at: i64,
 }
 
 /// Public facts about the CA for health checks and logs.
 #[derive(Debug, Clone)]
 pub struct CaStatus {
-    pub key_manager: String,
+    pub(crate) key_manager: String,
     pub x509_key_label: String,
-    pub x509_not_after: i64,
-    pub jwt_key_id: String,
-    pub bundle_sequence: u64,
-    pub upstream: Option<String>,
+    pub(crate) x509_not_after: i64,
+    pub(crate) jwt_key_id: String,
+    pub(crate) upstream: Option<String>,
 }
 
 struct ActiveX509 {
@@ -171,7 +170,7 @@ impl CertificateAuthority {
     }
 
     /// Signs an X.509-SVID for a public key the caller has already proven it holds.
-    pub fn sign_x509_svid(
+    pub(crate) fn sign_x509_svid(
         &self,
         public_key: &impl PublicKeyData,
         spiffe_id: &SpiffeId,
@@ -205,7 +204,7 @@ impl CertificateAuthority {
     }
 
     /// Mints a JWT-SVID signed by the active JWT key.
-    pub fn mint_jwt_svid(
+    pub(crate) fn mint_jwt_svid(
         &self,
         spiffe_id: &SpiffeId,
         audience: &[String],
@@ -278,20 +277,8 @@ impl CertificateAuthority {
             x509_key_label: x.key_label.clone(),
             x509_not_after: x.not_after,
             jwt_key_id: j.key_id.clone(),
-            bundle_sequence: state.journal.bundle_sequence,
             upstream: self.upstream.as_ref().map(|u| u.description.clone()),
         })
-    }
-
-    /// Status of every X.509 slot in the journal (label, status, notAfter).
-    pub fn x509_slots(&self) -> Result<Vec<(String, SlotStatus, i64)>, CaError> {
-        let state = self.read_state()?;
-        Ok(state
-            .journal
-            .x509
-            .iter()
-            .map(|s| (s.key_label.clone(), s.status, s.not_after))
-            .collect())
     }
 }
 

@@ -33,7 +33,7 @@ pub(super) struct ServerFile {
     #[serde(default)]
     pub node_api: NodeApiFile,
     #[serde(default)]
-    pub node_attestors: NodeAttestorsConfig,
+    pub(crate) node_attestors: NodeAttestorsConfig,
     #[serde(default)]
     pub store: StoreFile,
 }
@@ -51,9 +51,9 @@ fn log_level() -> String {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct AdminFile {
     pub socket_path: PathBuf,
-    pub max_request_bytes: usize,
-    pub allowed_uids: Vec<u32>,
-    pub socket_mode: String,
+    pub(crate) max_request_bytes: usize,
+    pub(crate) allowed_uids: Vec<u32>,
+    pub(crate) socket_mode: String,
 }
 
 impl Default for AdminFile {
@@ -72,12 +72,12 @@ impl Default for AdminFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct NodeApiFile {
-    pub listen: String,
+    pub(crate) listen: String,
     #[serde(with = "humantime_serde")]
-    pub agent_svid_ttl: std::time::Duration,
+    pub(crate) agent_svid_ttl: std::time::Duration,
     #[serde(with = "humantime_serde")]
     pub challenge_ttl: std::time::Duration,
-    pub max_message_bytes: usize,
+    pub(crate) max_message_bytes: usize,
 }
 
 impl Default for NodeApiFile {
@@ -107,7 +107,7 @@ pub(super) struct Pkcs11File {
     pub module: PathBuf,
     pub token_label: String,
     pub pin_file: Option<PathBuf>,
-    pub pin_env: Option<String>,
+    pub(crate) pin_env: Option<String>,
     #[serde(default)]
     pub sessions: usize,
 }

@@ -23,7 +23,7 @@ pub(super) struct PendingTpm {
     pub ak: TpmPublic,
     pub secret: [u8; 32],
     pub quote_nonce: [u8; 32],
-    pub devid: Option<(DevIdKey, [u8; 32])>,
+    pub(crate) devid: Option<(DevIdKey, [u8; 32])>,
     /// A TPM-resident agent key to be certified over its nonce; `None`: a software key
     /// (admitted by `begin` only when configuration allows it).
     pub agent_key: Option<(TpmPublic, [u8; 32])>,
@@ -33,7 +33,7 @@ pub(super) struct PendingTpm {
     pub agent_id: SpiffeId,
     pub selectors: Vec<Selector>,
     /// A DevID key to certify once everything passed, with its LDevID subject CN.
-    pub enroll: Option<(rcgen::PublicKey, String)>,
+    pub(crate) enroll: Option<(rcgen::PublicKey, String)>,
 }
 
 /// Compares without an early exit, so timing says nothing about the secret.

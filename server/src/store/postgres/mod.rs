@@ -37,9 +37,10 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use connect::{pg_err, pool_err};
-pub use connect::{
-    PasswordSource, PostgresConfig, PostgresTarget, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE,
-    DEFAULT_PORT, DEFAULT_STATEMENT_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
+pub use connect::{PasswordSource, PostgresConfig, PostgresTarget};
+pub(crate) use connect::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_PORT, DEFAULT_STATEMENT_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
 };
 
 use super::{
@@ -50,11 +51,11 @@ use super::{
 const BACKEND: &str = "postgres";
 
 /// The channel every write notifies with its new head.
-pub const NOTIFY_CHANNEL: &str = "ironroot_changes";
+pub(crate) const NOTIFY_CHANNEL: &str = "ironroot_changes";
 
 /// Change events kept for servers catching up (as sled keeps): a server
 /// further behind, or down for longer, reloads a snapshot.
-pub const DEFAULT_CHANGES_KEPT: u64 = 100_000;
+pub(crate) const DEFAULT_CHANGES_KEPT: u64 = 100_000;
 
 /// The PostgreSQL-backed store. Dropping it stops its feed listener and
 /// closes its connections.
