@@ -21,7 +21,7 @@ use crate::connect::{self, ClientIdentity, ConnectError};
 use crate::refused::{RefusalKind, Refused};
 
 /// Sync at least this often, even without change notices.
-pub(crate) const SYNC_INTERVAL: Duration = Duration::from_secs(5);
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why syncing with the server stopped.
 #[derive(Debug, thiserror::Error)]
