@@ -87,21 +87,27 @@ pub enum ConfigError {
     /// The file cannot be read.
     #[error("cannot read config file {}: {source}", path.display())]
     Read {
+        /// The configuration file given.
         path: PathBuf,
+        /// The I/O error (missing file, permissions).
         #[source]
         source: std::io::Error,
     },
     /// The file is not TOML of the configuration's shape (an unknown key, a wrong type).
     #[error("config file {} is not valid: {source}", path.display())]
     Parse {
+        /// The configuration file given.
         path: PathBuf,
+        /// The TOML error, with the line and column.
         #[source]
         source: toml::de::Error,
     },
     /// An option's value is refused.
     #[error("config file {}: {source}", path.display())]
     Invalid {
+        /// The configuration file given.
         path: PathBuf,
+        /// Which option and why.
         #[source]
         source: InvalidOption,
     },

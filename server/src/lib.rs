@@ -1,6 +1,8 @@
 //! ironroot server library: the CA, the store, the admin API and the CLI
 //! verbs, so integration tests and benchmarks drive the same code as the binary.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub(crate) mod authorized;
 pub mod boot_tools;

@@ -30,14 +30,26 @@ pub use error::{CaError, CertificateError, JournalError, KeyError, SigningError,
 /// What the CA is configured to do.
 #[derive(Debug, Clone)]
 pub struct CaSettings {
+    /// The trust domain the CA signs for: SVIDs must name an ID in it.
     pub trust_domain: TrustDomain,
+    /// Algorithm of the X.509 CA keys it generates (JWT keys are always P-256).
     pub key_algorithm: KeyAlgorithm,
+    /// Lifetime of each CA certificate and JWT key (rotation replaces them before they
+    /// expire); bundles hint a refresh every tenth of it (at least 5 s).
     pub ca_ttl: Duration,
+    /// X.509-SVID lifetime when a request asks for 0 seconds.
     pub default_x509_svid_ttl: Duration,
+    /// JWT-SVID lifetime when a request asks for 0 seconds.
     pub default_jwt_svid_ttl: Duration,
+    /// Start of the label of every key the CA generates
+    /// (`<prefix>-x509-<unix time>-<random hex>`), so keys of several servers can share a
+    /// token.
     pub key_label_prefix: String,
+    /// O= of the CA certificate's subject.
     pub organization: String,
+    /// C= of the CA certificate's subject (two letters).
     pub country: String,
+    /// `iss` claim of JWT-SVIDs; `None` leaves it out.
     pub jwt_issuer: Option<String>,
 }
 
@@ -52,6 +64,7 @@ pub struct IssuedX509Svid {
 #[derive(Debug, Clone)]
 pub struct CaStatus {
     pub(crate) key_manager: String,
+    /// Label of the key that signs X.509-SVIDs now (it changes at each rotation).
     pub x509_key_label: String,
     pub(crate) x509_not_after: i64,
     pub(crate) jwt_key_id: String,
@@ -78,6 +91,12 @@ struct CaState {
     jwt: Option<Arc<ActiveJwt>>,
 }
 
+/// The trust domain's CA: signs X.509- and JWT-SVIDs with keys that never leave the key
+/// manager, publishes the trust bundle, and rotates its keys on a schedule kept in the
+/// store (so a restart resumes the same keys).
+///
+/// Shared behind an `Arc` by the admin and node APIs; every method takes `&self`. Methods
+/// fail with [`CaError::NotReady`] until a key of the kind asked for is active.
 pub struct CertificateAuthority {
     settings: CaSettings,
     km: Arc<dyn KeyManager>,
@@ -122,10 +141,12 @@ impl CertificateAuthority {
         Ok(ca)
     }
 
+    /// The trust domain it signs for.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.settings.trust_domain
     }
 
+    /// The settings it was opened with.
     pub fn settings(&self) -> &CaSettings {
         &self.settings
     }
@@ -268,6 +289,8 @@ impl CertificateAuthority {
         })
     }
 
+    /// The active keys and where they live. [`CaError::NotReady`] until both an X.509 and a
+    /// JWT key are active; [`CaError::Journal`] if the state lock is poisoned.
     pub fn status(&self) -> Result<CaStatus, CaError> {
         let state = self.read_state()?;
         let x = state.x509.as_ref().ok_or(CaError::NotReady("X.509"))?;

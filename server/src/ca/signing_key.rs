@@ -21,6 +21,8 @@ pub struct HsmKey {
 }
 
 impl HsmKey {
+    /// Wraps `signer` for rcgen. Fails with [`KeyError::PublicKey`] (as a [`CaError::Key`])
+    /// when the token's public key is not a DER SubjectPublicKeyInfo.
     pub fn new(signer: Signer) -> Result<Self, CaError> {
         let spki =
             SubjectPublicKeyInfoRef::from_der(signer.public_key_der()).map_err(|source| {

@@ -37,8 +37,11 @@ fn time_at(unix: i64) -> Result<OffsetDateTime, CaError> {
 /// Subject fields of CA certificates.
 #[derive(Debug, Clone)]
 pub struct CaSubject {
+    /// C= (two letters).
     pub country: String,
+    /// O=.
     pub organization: String,
+    /// The trust domain: its SPIFFE ID is the URI SAN; the CN names it and the notBefore.
     pub trust_domain: TrustDomain,
 }
 

@@ -26,6 +26,8 @@ pub(crate) enum NonceError {
     Unknown,
 }
 
+/// The nonces the server issued in challenges, each accepted once and only before it
+/// expires: an answer cannot be replayed, nor made up for a nonce never sent.
 #[derive(Default)]
 pub struct NonceRegistry {
     nonces: Mutex<HashMap<[u8; NONCE_LEN], (State, i64)>>,

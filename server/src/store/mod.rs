@@ -45,7 +45,7 @@ use tokio::sync::watch;
 pub const MAX_BATCH: usize = 10_000;
 
 /// Most change events one [`DataStore::changes_since`] call returns.
-pub(crate) const MAX_CHANGES_PER_READ: usize = 10_000;
+pub const MAX_CHANGES_PER_READ: usize = 10_000;
 
 /// One result per item of a batch, in the order given.
 pub(crate) type BatchResults<T> = Vec<Result<T, StoreError>>;

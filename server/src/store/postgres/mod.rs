@@ -1,14 +1,14 @@
 //! [`DataStore`] on PostgreSQL: the store of a server cluster, several
 //! servers of one trust domain sharing one database.
 //!
-//! Layout ([`schema`]): `entries` (JSON beside the indexed `spiffe_id`,
+//! Layout (`schema.rs`): `entries` (JSON beside the indexed `spiffe_id`,
 //! `parent_id` and unique `identity_key` columns), `nodes` (JSON, `banned`
 //! with a partial index), `federated_bundles`, `ca_journal`, `join_tokens`,
 //! `change_events` (revision -> JSON change) and `store_head`, the one row
-//! that hands out revisions ([`write`] says why a row and not a sequence).
+//! that hands out revisions (`write.rs` says why a row and not a sequence).
 //!
 //! The feed: each write transaction notifies `ironroot_changes` with its new
-//! head; every server listens on a connection of its own ([`listener`]) and
+//! head; every server listens on a connection of its own (`listener.rs`) and
 //! moves its [`watch_head`](DataStore::watch_head), so a write by one server
 //! reaches the others' caches through `changes_since`.
 //!
