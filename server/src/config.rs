@@ -118,7 +118,7 @@ pub enum ConfigError {
 #[error("{key}: {reason}")]
 pub struct InvalidOption {
     /// The key (`ca.ca_ttl`, `key_manager.pkcs11`).
-    pub key: &'static str,
+    pub(crate) key: &'static str,
     /// What is wrong with it and what to write instead.
     pub(crate) reason: String,
 }
@@ -262,7 +262,7 @@ pub(crate) struct NodeApiConfig {
     /// Lifetime of agent SVIDs.
     pub(crate) agent_svid_ttl: Duration,
     /// How long an agent has to answer an attestation challenge.
-    pub challenge_ttl: Duration,
+    pub(crate) challenge_ttl: Duration,
     /// Largest Node API message (the event log travels in one).
     pub(crate) max_message_bytes: usize,
 }
@@ -282,14 +282,14 @@ impl Default for NodeApiConfig {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct NodeAttestorsConfig {
     /// Enables `tpm_ek` (and `tpm_devid` when a DevID CA is set).
-    pub tpm: Option<TpmAttestorConfig>,
-    pub join_token: JoinTokenConfig,
+    pub(crate) tpm: Option<TpmAttestorConfig>,
+    pub(crate) join_token: JoinTokenConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct JoinTokenConfig {
-    pub enabled: bool,
+    pub(crate) enabled: bool,
 }
 
 impl Default for JoinTokenConfig {
@@ -305,7 +305,7 @@ pub(crate) struct TpmAttestorConfig {
     pub(crate) ek_ca_bundle: Option<PathBuf>,
     /// SHA-256 (hex) of EK public keys accepted without a certificate.
     #[serde(default)]
-    pub ek_hash_allow_list: Vec<String>,
+    pub(crate) ek_hash_allow_list: Vec<String>,
     /// PEM bundle of DevID CAs; enables `tpm_devid`.
     pub(crate) devid_ca_bundle: Option<PathBuf>,
     /// Issue LDevID certificates (HSM-held DevID CA) to nodes that enroll
@@ -325,7 +325,7 @@ pub(crate) struct TpmAttestorConfig {
     /// Sign agent SVIDs only for TPM-resident keys the AK certified; a software agent
     /// key is then rejected. `false` also admits software keys (`tpm:agent_key:software`).
     #[serde(default = "yes")]
-    pub require_tpm_agent_key: bool,
+    pub(crate) require_tpm_agent_key: bool,
 }
 
 fn ldevid_ttl() -> Duration {
@@ -346,7 +346,7 @@ pub struct PolicyBinding {
 
 #[derive(Debug, Clone)]
 pub(crate) struct AdminConfig {
-    pub socket_path: PathBuf,
+    pub(crate) socket_path: PathBuf,
     /// Largest admin request accepted, in bytes.
     pub(crate) max_request_bytes: usize,
     /// Peer uids allowed on the admin socket (checked with SO_PEERCRED).
@@ -370,22 +370,22 @@ impl Default for AdminConfig {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct CaConfig {
     /// Algorithm of the X.509 CA key: "ec-p256" or "rsa-3072". JWT keys are always ES256.
-    pub key_algorithm: KeyAlgorithm,
+    pub(crate) key_algorithm: KeyAlgorithm,
     #[serde(with = "humantime_serde")]
-    pub ca_ttl: Duration,
+    pub(crate) ca_ttl: Duration,
     #[serde(with = "humantime_serde")]
-    pub default_x509_svid_ttl: Duration,
+    pub(crate) default_x509_svid_ttl: Duration,
     #[serde(with = "humantime_serde")]
-    pub default_jwt_svid_ttl: Duration,
+    pub(crate) default_jwt_svid_ttl: Duration,
     /// How often the rotation schedule is checked.
     #[serde(with = "humantime_serde")]
     pub(crate) rotation_check_interval: Duration,
     /// Prefix of the labels of keys this server creates in the key manager.
-    pub key_label_prefix: String,
+    pub(crate) key_label_prefix: String,
     pub(crate) subject_organization: String,
     pub(crate) subject_country: String,
     /// Optional `iss` claim of JWT-SVIDs.
-    pub jwt_issuer: Option<String>,
+    pub(crate) jwt_issuer: Option<String>,
 }
 
 impl Default for CaConfig {

@@ -23,10 +23,10 @@ use crate::store::{DataStore, EntryFilter, PageRequest, MAX_BATCH};
 const MAX_FILTER_SELECTORS: usize = 64;
 
 pub(crate) struct AdminService {
-    pub store: Arc<dyn DataStore>,
-    pub ca: Arc<CertificateAuthority>,
+    pub(crate) store: Arc<dyn DataStore>,
+    pub(crate) ca: Arc<CertificateAuthority>,
     /// The agents' view of the store: health reports what it could not read.
-    pub cache: Arc<crate::authorized::AuthorizedCache>,
+    pub(crate) cache: Arc<crate::authorized::AuthorizedCache>,
 }
 
 fn bundle_pb(b: &TrustBundle) -> Result<pb::Bundle, Status> {

@@ -25,7 +25,7 @@ use crate::store::{AttestedNode, Change, ChangeEvent, Revision, Snapshot, Unread
 #[derive(Debug, Clone)]
 pub(crate) struct IndexedEntry {
     /// The entry.
-    pub entry: Arc<RegistrationEntry>,
+    pub(crate) entry: Arc<RegistrationEntry>,
     /// The store revision of its last create or update.
     pub(crate) changed_at: Revision,
 }
@@ -40,11 +40,11 @@ pub(crate) struct Touched {
     /// is a question of selectors, so every agent must look.
     pub(crate) aliases: bool,
     /// Nodes that were put or deleted.
-    pub nodes: BTreeSet<SpiffeId>,
+    pub(crate) nodes: BTreeSet<SpiffeId>,
     /// A federated bundle changed.
-    pub bundles: bool,
+    pub(crate) bundles: bool,
     /// The CA journal changed (another server rotated).
-    pub ca: bool,
+    pub(crate) ca: bool,
 }
 
 impl Touched {

@@ -19,7 +19,7 @@ const LINUX_LOAD_OPTIONS_TAG: u32 = 0x8F3B_22ED;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct SpecIdBank {
     /// Bank name (`sha256`; `alg_0x....` for an algorithm this parser does not know).
-    pub alg: String,
+    pub(crate) alg: String,
     /// TPM_ALG_ID.
     pub(crate) alg_id: u16,
     /// Declared digest size.

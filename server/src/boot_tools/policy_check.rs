@@ -25,24 +25,24 @@ pub(crate) enum Verdict {
 /// A digest, with its bank.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct DigestReport {
-    pub bank: String,
-    pub hex: String,
+    pub(crate) bank: String,
+    pub(crate) hex: String,
 }
 
 /// One violation, field by field, and as the one line the server logs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct ViolationReport {
     /// The policy rule (its TOML key).
-    pub rule: String,
-    pub pcr: Option<u32>,
-    pub event_index: Option<usize>,
+    pub(crate) rule: String,
+    pub(crate) pcr: Option<u32>,
+    pub(crate) event_index: Option<usize>,
     #[serde(rename = "type")]
-    pub event_type: Option<String>,
-    pub digest: Option<DigestReport>,
+    pub(crate) event_type: Option<String>,
+    pub(crate) digest: Option<DigestReport>,
     /// What is wrong and what to do.
-    pub message: String,
+    pub(crate) message: String,
     /// The whole violation as one line (what an attestation rejection says).
-    pub text: String,
+    pub(crate) text: String,
 }
 
 impl From<&PolicyViolation> for ViolationReport {
@@ -66,15 +66,15 @@ impl From<&PolicyViolation> for ViolationReport {
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct PolicyCheckReport {
     /// [`POLICY_CHECK_SCHEMA`].
-    pub schema: &'static str,
-    pub verdict: Verdict,
+    pub(crate) schema: &'static str,
+    pub(crate) verdict: Verdict,
     /// The policy's name (`null` when the policy is unusable).
-    pub policy: Option<String>,
+    pub(crate) policy: Option<String>,
     /// Every violation (empty unless the verdict is `fail`).
-    pub violations: Vec<ViolationReport>,
+    pub(crate) violations: Vec<ViolationReport>,
     /// Why the input is unusable (only with `unusable`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl PolicyCheckReport {

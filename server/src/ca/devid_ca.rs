@@ -107,7 +107,7 @@ fn ca_params(td: &TrustDomain) -> CertificateParams {
 impl DevIdCa {
     /// Finds (or creates) the key `<prefix>-devid-ca` in the key manager and
     /// the CA certificate in `cert_path` (re-made from the key if missing).
-    pub fn open(
+    pub(crate) fn open(
         km: Arc<dyn KeyManager>,
         prefix: &str,
         td: &TrustDomain,

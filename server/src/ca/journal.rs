@@ -20,32 +20,32 @@ pub(crate) enum SlotStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct X509Slot {
     pub(crate) key_label: String,
-    pub status: SlotStatus,
+    pub(crate) status: SlotStatus,
     #[serde(with = "ironroot_api::serde_b64::bytes")]
     pub(crate) cert_der: Vec<u8>,
     /// Upstream certificates between this CA and the roots (empty for a root CA).
     #[serde(with = "ironroot_api::serde_b64::list", default)]
     pub(crate) upstream_chain: Vec<Vec<u8>>,
-    pub not_before: i64,
-    pub not_after: i64,
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct JwtSlot {
     pub(crate) key_label: String,
-    pub key_id: String,
-    pub status: SlotStatus,
+    pub(crate) key_id: String,
+    pub(crate) status: SlotStatus,
     #[serde(with = "ironroot_api::serde_b64::bytes")]
-    pub public_key_der: Vec<u8>,
-    pub not_before: i64,
-    pub not_after: i64,
+    pub(crate) public_key_der: Vec<u8>,
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct CaJournal {
-    pub version: u32,
-    pub x509: Vec<X509Slot>,
-    pub jwt: Vec<JwtSlot>,
+    pub(crate) version: u32,
+    pub(crate) x509: Vec<X509Slot>,
+    pub(crate) jwt: Vec<JwtSlot>,
     /// Goes up by one each time the published bundle changes.
     pub(crate) bundle_sequence: u64,
 }

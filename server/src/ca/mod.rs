@@ -142,13 +142,8 @@ impl CertificateAuthority {
     }
 
     /// The trust domain it signs for.
-    pub fn trust_domain(&self) -> &TrustDomain {
+    pub(crate) fn trust_domain(&self) -> &TrustDomain {
         &self.settings.trust_domain
-    }
-
-    /// The settings it was opened with.
-    pub fn settings(&self) -> &CaSettings {
-        &self.settings
     }
 
     fn subject(&self) -> CaSubject {
@@ -256,7 +251,7 @@ impl CertificateAuthority {
     }
 
     /// The trust bundle: every published, unexpired X.509 root and JWT key.
-    pub fn bundle(&self) -> Result<TrustBundle, CaError> {
+    pub(crate) fn bundle(&self) -> Result<TrustBundle, CaError> {
         let now = unix_now();
         let state = self.read_state()?;
         let x509_authorities = match &self.upstream {

@@ -32,9 +32,9 @@ const CATCH_UP: Duration = Duration::from_millis(500);
 /// What the agent API needs: the cache it answers from, the store behind it
 /// (only for a node record the cache has not caught up with), and the CA.
 pub(crate) struct AgentService {
-    pub store: Arc<dyn DataStore>,
-    pub cache: Arc<AuthorizedCache>,
-    pub ca: Arc<CertificateAuthority>,
+    pub(crate) store: Arc<dyn DataStore>,
+    pub(crate) cache: Arc<AuthorizedCache>,
+    pub(crate) ca: Arc<CertificateAuthority>,
     /// Lifetime of renewed agent SVIDs.
     pub(crate) agent_svid_ttl: std::time::Duration,
 }

@@ -37,8 +37,8 @@ pub(crate) async fn create(
 }
 
 pub(crate) struct JoinTokenAttestor {
-    pub store: Arc<dyn DataStore>,
-    pub trust_domain: TrustDomain,
+    pub(crate) store: Arc<dyn DataStore>,
+    pub(crate) trust_domain: TrustDomain,
 }
 
 impl NodeAttestor for JoinTokenAttestor {

@@ -19,12 +19,12 @@ use crate::status;
 use crate::store::{AttestedNode, DataStore};
 
 pub(crate) struct NodeService {
-    pub attestors: HashMap<&'static str, Arc<dyn NodeAttestor>>,
-    pub ca: Arc<CertificateAuthority>,
-    pub store: Arc<dyn DataStore>,
+    pub(crate) attestors: HashMap<&'static str, Arc<dyn NodeAttestor>>,
+    pub(crate) ca: Arc<CertificateAuthority>,
+    pub(crate) store: Arc<dyn DataStore>,
     pub(crate) agent_svid_ttl: Duration,
     /// How long an agent has to answer a challenge.
-    pub challenge_ttl: Duration,
+    pub(crate) challenge_ttl: Duration,
 }
 
 type AttestStream = Pin<Box<dyn Stream<Item = Result<pb::AttestResponse, Status>> + Send>>;

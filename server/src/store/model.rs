@@ -180,7 +180,7 @@ pub enum ChangesSince {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unreadable {
     /// What it should have been (`entry`, `attested node`, `federated bundle`).
-    pub what: &'static str,
+    pub(crate) what: &'static str,
     /// Its key in the store.
     pub key: String,
     /// Why it does not decode.

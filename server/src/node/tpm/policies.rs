@@ -158,7 +158,7 @@ impl PolicySet {
     }
 
     /// The policy bound to a node with `selectors`.
-    pub fn select(&self, selectors: &[Selector]) -> Result<Arc<Policy>, AttestError> {
+    pub(crate) fn select(&self, selectors: &[Selector]) -> Result<Arc<Policy>, AttestError> {
         let name = self
             .bindings
             .iter()

@@ -56,7 +56,7 @@ pub enum PasswordSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresConfig {
     /// Where the database is.
-    pub target: PostgresTarget,
+    pub(crate) target: PostgresTarget,
     /// `None`: the server authenticates otherwise (peer, trust, a client certificate).
     pub(crate) password: Option<PasswordSource>,
     /// Connections in the pool (at least 1; the feed listener has its own).
