@@ -61,7 +61,7 @@ pub enum Command {
 /// How a command prints its result.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
-    /// Lines for people.
+    /// Human-readable text.
     Text,
     /// One JSON document, for scripts.
     Json,
@@ -194,7 +194,7 @@ pub enum BundleCommand {
         /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
-        /// Output format.
+        /// Bundle format.
         #[arg(long, value_enum, default_value_t = BundleFormat::Pem)]
         format: BundleFormat,
     },
