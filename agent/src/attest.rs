@@ -176,13 +176,13 @@ impl KeySource {
 /// Lets tests change what the agent sends (to show the server rejects
 /// replayed or forged evidence). Production uses `Hooks::default()`.
 pub(crate) type AnswerHook<'a> =
-    &'a mut dyn FnMut(&mut TpmSession, &pb::Challenge, &mut pb::ChallengeResponse);
+    &'a mut (dyn FnMut(&mut TpmSession, &pb::Challenge, &mut pb::ChallengeResponse) + Send);
 
 /// Changes to the two messages before they are sent; `Hooks::default()` changes nothing.
 #[derive(Default)]
 pub struct Hooks<'a> {
     /// Called on the first message (the evidence) before it is sent.
-    pub params: Option<&'a mut dyn FnMut(&mut pb::AttestParams)>,
+    pub params: Option<&'a mut (dyn FnMut(&mut pb::AttestParams) + Send)>,
     /// Called on the answer to the TPM challenge before it is sent, with the session that made it.
     pub answer: Option<AnswerHook<'a>>,
 }

@@ -228,6 +228,16 @@ impl Cache {
         Cache { tx: Arc::new(tx) }
     }
 
+    /// Ids of the registration entries in the current snapshot, in the order the last
+    /// sync left them.
+    pub fn entry_ids(&self) -> Vec<String> {
+        self.snapshot()
+            .entries
+            .iter()
+            .map(|e| e.id.clone())
+            .collect()
+    }
+
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.tx.borrow().clone()
     }

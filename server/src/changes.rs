@@ -5,7 +5,7 @@
 use tokio::sync::watch;
 
 #[derive(Clone)]
-pub struct Changes {
+pub(crate) struct Changes {
     tx: watch::Sender<u64>,
 }
 
@@ -18,15 +18,11 @@ impl Default for Changes {
 
 impl Changes {
     /// Records a change and wakes every watcher.
-    pub fn bump(&self) {
+    pub(crate) fn bump(&self) {
         self.tx.send_modify(|g| *g += 1);
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.tx.subscribe()
-    }
-
-    pub fn generation(&self) -> u64 {
-        *self.tx.borrow()
     }
 }

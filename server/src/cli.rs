@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The parsed command line.
 #[derive(Parser, Debug)]
 #[command(
     name = "ironroot-server",
@@ -11,10 +12,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "ironroot server: HSM-backed SPIFFE CA, registration store and admin API"
 )]
 pub struct Cli {
+    /// The verb to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The verbs: `run` serves; the others are offline tools or admin API clients.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server.
@@ -49,14 +52,18 @@ pub enum Command {
     Eventlog(EventlogCommand),
     /// Check that the server answers and its CA is ready.
     Healthcheck {
+        /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
     },
 }
 
+/// How a command prints its result.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
+    /// Human-readable text.
     Text,
+    /// One JSON document, for scripts.
     Json,
 }
 
@@ -69,6 +76,7 @@ pub struct ClientArgs {
     /// Server configuration to read the socket path from.
     #[arg(short, long)]
     pub config: Option<PathBuf>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
@@ -78,37 +86,42 @@ pub struct ClientArgs {
 pub struct EntryFieldArgs {
     /// SPIFFE ID the entry's workloads get.
     #[arg(long)]
-    pub spiffe_id: String,
+    pub(crate) spiffe_id: String,
     /// SPIFFE ID of the agent (or node alias) allowed to serve it.
     #[arg(long)]
-    pub parent_id: String,
+    pub(crate) parent_id: String,
     /// Selector `type:value`; repeat for several (all must match).
     #[arg(long = "selector", required = true)]
-    pub selectors: Vec<String>,
+    pub(crate) selectors: Vec<String>,
     /// X.509-SVID TTL in seconds (0: server default).
     #[arg(long, default_value_t = 0)]
-    pub x509_svid_ttl: i32,
+    pub(crate) x509_svid_ttl: i32,
     /// JWT-SVID TTL in seconds (0: server default).
     #[arg(long, default_value_t = 0)]
-    pub jwt_svid_ttl: i32,
+    pub(crate) jwt_svid_ttl: i32,
     /// DNS SAN for the X.509-SVID; repeatable.
     #[arg(long = "dns-name")]
-    pub dns_names: Vec<String>,
+    pub(crate) dns_names: Vec<String>,
+    /// Mark the SVID as allowed to use the admin API.
     #[arg(long)]
-    pub admin: bool,
+    pub(crate) admin: bool,
+    /// Mark the SVID as allowed to sign downstream CAs.
     #[arg(long)]
-    pub downstream: bool,
+    pub(crate) downstream: bool,
+    /// Free text handed to the workload to tell its SVIDs apart.
     #[arg(long, default_value = "")]
-    pub hint: String,
+    pub(crate) hint: String,
     /// Unix time after which the entry is no longer served (0: never).
     #[arg(long, default_value_t = 0)]
-    pub entry_expiry: i64,
+    pub(crate) entry_expiry: i64,
 }
 
+/// `entry`: registration entries.
 #[derive(Subcommand, Debug)]
 pub enum EntryCommand {
     /// Create an entry, or many from a file (`--data`, SPIRE's format).
     Create {
+        /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
         /// JSON file `{"entries": [{"spiffe_id": …, "parent_id": …,
@@ -116,17 +129,22 @@ pub enum EntryCommand {
         /// entries are created in batches, each with its own result.
         #[arg(long, conflicts_with_all = ["spiffe_id", "parent_id", "selectors"])]
         data: Option<PathBuf>,
+        /// The entry, when not from `--data`.
         #[command(flatten)]
         fields: Option<EntryFieldArgs>,
     },
     /// Show entries (all, one by id, or filtered).
     Show {
+        /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
+        /// Only the entry with this id.
         #[arg(long)]
         entry_id: Option<String>,
+        /// Only entries with this SPIFFE ID.
         #[arg(long)]
         spiffe_id: Option<String>,
+        /// Only entries with this parent ID.
         #[arg(long)]
         parent_id: Option<String>,
         /// Entries whose selectors include this one; repeatable.
@@ -135,42 +153,54 @@ pub enum EntryCommand {
     },
     /// Replace every field of an entry.
     Update {
+        /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
+        /// The entry to update.
         #[arg(long)]
         entry_id: String,
         /// Refuse the update unless the stored revision is this one.
         #[arg(long, default_value_t = 0)]
         expected_revision: i64,
+        /// Its new fields.
         #[command(flatten)]
         fields: EntryFieldArgs,
     },
     /// Delete an entry.
     Delete {
+        /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
+        /// The entry to delete.
         #[arg(long)]
         entry_id: String,
     },
 }
 
+/// How a bundle is written.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BundleFormat {
+    /// X.509 root certificates in PEM.
     Pem,
+    /// A SPIFFE bundle (JWKS): X.509 roots and JWT keys.
     Jwks,
 }
 
+/// `bundle`: trust bundles.
 #[derive(Subcommand, Debug)]
 pub enum BundleCommand {
     /// Print this trust domain's bundle.
     Show {
+        /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
+        /// Bundle format.
         #[arg(long, value_enum, default_value_t = BundleFormat::Pem)]
         format: BundleFormat,
     },
     /// Set (create or replace) a federated trust domain's bundle.
     Set {
+        /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
         /// The federated trust domain, e.g. spiffe://other.org.
@@ -185,29 +215,36 @@ pub enum BundleCommand {
     },
     /// List federated bundles.
     List {
+        /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Delete a federated bundle.
     Delete {
+        /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
+        /// The federated trust domain, e.g. spiffe://other.org.
         #[arg(long)]
         id: String,
     },
 }
 
+/// `x509`: X.509-SVIDs.
 #[derive(Subcommand, Debug)]
 pub enum X509Command {
     /// Mint an X.509-SVID (a new P-256 key is made here; only its CSR is sent).
     Mint {
+        /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
+        /// SPIFFE ID of the SVID.
         #[arg(long)]
         spiffe_id: String,
         /// TTL in seconds (0: server default).
         #[arg(long, default_value_t = 0)]
         ttl: i32,
+        /// DNS SAN; repeatable.
         #[arg(long = "dns-name")]
         dns_names: Vec<String>,
         /// Write svid.pem (leaf then chain), svid.key and bundle.pem into this directory.
@@ -216,12 +253,15 @@ pub enum X509Command {
     },
 }
 
+/// `jwt`: JWT-SVIDs.
 #[derive(Subcommand, Debug)]
 pub enum JwtCommand {
     /// Mint a JWT-SVID.
     Mint {
+        /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
+        /// SPIFFE ID of the SVID (the `sub` claim).
         #[arg(long)]
         spiffe_id: String,
         /// Audience; repeatable, at least one.
@@ -236,10 +276,12 @@ pub enum JwtCommand {
     },
 }
 
+/// `token`: join tokens.
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
     /// Create a single-use join token.
     Generate {
+        /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
         /// Seconds the token stays valid.
@@ -248,29 +290,36 @@ pub enum TokenCommand {
     },
 }
 
+/// `agent`: attested agents.
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
     /// List attested agents.
     List {
+        /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Ban an agent: it (and any node with its TPM) may not attest again until evicted.
     Ban {
+        /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
+        /// SPIFFE ID of the agent.
         #[arg(long)]
         spiffe_id: String,
     },
     /// Forget an agent (and its ban); it must attest again.
     Evict {
+        /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
+        /// SPIFFE ID of the agent.
         #[arg(long)]
         spiffe_id: String,
     },
 }
 
+/// `policy`: measured-boot policies (offline).
 #[derive(Subcommand, Debug)]
 pub enum PolicyCommand {
     /// Write a measured-boot policy from the event log of a known-good boot.
@@ -303,14 +352,16 @@ pub enum PolicyCommand {
 pub struct PolicyCheckArgs {
     /// The policy (TOML).
     #[arg(long)]
-    pub policy: PathBuf,
+    pub(crate) policy: PathBuf,
     /// The TCG event log (binary_bios_measurements).
     #[arg(long)]
-    pub eventlog: PathBuf,
+    pub(crate) eventlog: PathBuf,
+    /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    pub(crate) output: Output,
 }
 
+/// `eventlog`: firmware event logs (offline).
 #[derive(Subcommand, Debug)]
 pub enum EventlogCommand {
     /// Print every event (PCR, type, digests, decoded data, digest check) and the replayed
@@ -318,6 +369,7 @@ pub enum EventlogCommand {
     Show {
         /// The TCG event log (binary_bios_measurements).
         file: PathBuf,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },

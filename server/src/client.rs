@@ -267,6 +267,8 @@ fn ttl_text(t: i32) -> String {
     }
 }
 
+/// `entry create|show|update|delete`: prints the result as text or JSON (`--output`).
+/// Fails (with the server's message) when the socket cannot be reached or the server refuses the call. A `--data` file creates every entry it holds and fails if any one failed.
 pub async fn entry(cmd: EntryCommand) -> anyhow::Result<()> {
     match cmd {
         EntryCommand::Create {
@@ -368,6 +370,8 @@ pub async fn entry(cmd: EntryCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `bundle show|set|list|delete`: this trust domain's bundle (PEM or JWKS) and the
+/// federated ones. Fails (with the server's message) when the socket cannot be reached or the server refuses the call.
 pub async fn bundle(cmd: BundleCommand) -> anyhow::Result<()> {
     let (client, format) = match cmd {
         BundleCommand::Show { client, format } => (client, format),
@@ -468,6 +472,8 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `x509 mint`: makes a P-256 key here, has the server sign its CSR, and prints the SVID,
+/// key and bundle, or writes them (the key mode 0600) into `--write`. Fails (with the server's message) when the socket cannot be reached or the server refuses the call.
 pub async fn x509(cmd: X509Command) -> anyhow::Result<()> {
     let X509Command::Mint {
         client,
@@ -526,6 +532,7 @@ pub async fn x509(cmd: X509Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `jwt mint`: prints the token (or writes it to `--write`). Fails (with the server's message) when the socket cannot be reached or the server refuses the call.
 pub async fn jwt(cmd: JwtCommand) -> anyhow::Result<()> {
     let JwtCommand::Mint {
         client,
@@ -561,6 +568,8 @@ pub async fn jwt(cmd: JwtCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `healthcheck`: succeeds when the server answers and its CA has active keys; store
+/// records that do not decode are named on stderr without failing it. Fails (with the server's message) when the socket cannot be reached or the server refuses the call.
 pub async fn healthcheck(client: ClientArgs) -> anyhow::Result<()> {
     let mut c = connect(&client).await?;
     let h = c
@@ -595,6 +604,7 @@ pub async fn healthcheck(client: ClientArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `token generate`: prints a new single-use join token. Fails (with the server's message) when the socket cannot be reached or the server refuses the call.
 pub async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
     let TokenCommand::Generate { client, ttl } = cmd;
     let mut c = connect(&client).await?;
@@ -615,6 +625,7 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `agent list|ban|evict`: attested agents. Fails (with the server's message) when the socket cannot be reached or the server refuses the call.
 pub async fn agent(cmd: AgentCommand) -> anyhow::Result<()> {
     let client = match cmd {
         AgentCommand::List { client } => client,

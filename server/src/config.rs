@@ -9,7 +9,7 @@
 mod file;
 mod store;
 
-pub use store::StoreConfig;
+pub(crate) use store::StoreConfig;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,57 +21,58 @@ use ironroot_hsm::{KeyAlgorithm, PinSource, Pkcs11Config};
 use serde::Deserialize;
 
 /// Where the admin socket lives unless the config says otherwise.
-pub const DEFAULT_ADMIN_SOCKET: &str = "/run/ironroot/server/admin.sock";
+pub(crate) const DEFAULT_ADMIN_SOCKET: &str = "/run/ironroot/server/admin.sock";
 /// The store (and nothing secret when an HSM is configured).
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/ironroot/server";
+pub(crate) const DEFAULT_DATA_DIR: &str = "/var/lib/ironroot/server";
 /// Log filter unless `log_level` or RUST_LOG says otherwise.
-pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub(crate) const DEFAULT_LOG_LEVEL: &str = "info";
 /// Largest admin request: entries and policies are small.
-pub const DEFAULT_ADMIN_MAX_REQUEST_BYTES: usize = 1024 * 1024;
+pub(crate) const DEFAULT_ADMIN_MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// Only root may use the admin API unless told otherwise.
-pub const DEFAULT_ADMIN_UIDS: [u32; 1] = [0];
+pub(crate) const DEFAULT_ADMIN_UIDS: [u32; 1] = [0];
 /// Owner read/write only.
-pub const DEFAULT_SOCKET_MODE: SocketMode = SocketMode(0o600);
+pub(crate) const DEFAULT_SOCKET_MODE: SocketMode = SocketMode(0o600);
 /// The Node API address.
-pub const DEFAULT_NODE_LISTEN: &str = "0.0.0.0:8081";
+pub(crate) const DEFAULT_NODE_LISTEN: &str = "0.0.0.0:8081";
 /// Agent SVID lifetime; agents re-attest at half of it.
-pub const DEFAULT_AGENT_SVID_TTL: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_AGENT_SVID_TTL: Duration = Duration::from_secs(3600);
 /// Time an agent has to answer a challenge.
-pub const DEFAULT_CHALLENGE_TTL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_CHALLENGE_TTL: Duration = Duration::from_secs(30);
 /// Largest Node API message: an event log travels in one.
-pub const DEFAULT_NODE_MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const DEFAULT_NODE_MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 /// LDevID lifetime.
-pub const DEFAULT_LDEVID_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const DEFAULT_LDEVID_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// CA key and certificate lifetime.
-pub const DEFAULT_CA_TTL: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const DEFAULT_CA_TTL: Duration = Duration::from_secs(24 * 3600);
 /// X.509-SVID lifetime when none is asked for.
-pub const DEFAULT_X509_SVID_TTL: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_X509_SVID_TTL: Duration = Duration::from_secs(3600);
 /// JWT-SVID lifetime when none is asked for.
-pub const DEFAULT_JWT_SVID_TTL: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_JWT_SVID_TTL: Duration = Duration::from_secs(300);
 /// How often the rotation schedule is checked.
-pub const DEFAULT_ROTATION_CHECK: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_ROTATION_CHECK: Duration = Duration::from_secs(10);
 /// Prefix of the labels of keys the server creates.
-pub const DEFAULT_KEY_LABEL_PREFIX: &str = "ironroot";
+pub(crate) const DEFAULT_KEY_LABEL_PREFIX: &str = "ironroot";
 /// O= of CA certificates.
-pub const DEFAULT_ORGANIZATION: &str = "ironroot";
+pub(crate) const DEFAULT_ORGANIZATION: &str = "ironroot";
 /// C= of CA certificates.
-pub const DEFAULT_COUNTRY: &str = "US";
+pub(crate) const DEFAULT_COUNTRY: &str = "US";
 
 /// `[store]` with `kind = "postgres"`: pooled connections.
-pub const DEFAULT_PG_POOL_SIZE: usize = crate::store::postgres::DEFAULT_POOL_SIZE;
+pub(crate) const DEFAULT_PG_POOL_SIZE: usize = crate::store::postgres::DEFAULT_POOL_SIZE;
 /// Longest wait for a new PostgreSQL connection before a call fails `Unavailable`.
-pub const DEFAULT_PG_CONNECT_TIMEOUT: Duration = crate::store::postgres::DEFAULT_CONNECT_TIMEOUT;
+pub(crate) const DEFAULT_PG_CONNECT_TIMEOUT: Duration =
+    crate::store::postgres::DEFAULT_CONNECT_TIMEOUT;
 /// Longest wait for a free pooled connection.
-pub const DEFAULT_PG_WAIT_TIMEOUT: Duration = crate::store::postgres::DEFAULT_WAIT_TIMEOUT;
+pub(crate) const DEFAULT_PG_WAIT_TIMEOUT: Duration = crate::store::postgres::DEFAULT_WAIT_TIMEOUT;
 /// Longest a statement may run in the database.
-pub const DEFAULT_PG_STATEMENT_TIMEOUT: Duration =
+pub(crate) const DEFAULT_PG_STATEMENT_TIMEOUT: Duration =
     crate::store::postgres::DEFAULT_STATEMENT_TIMEOUT;
 /// Change events kept for servers catching up.
-pub const DEFAULT_PG_CHANGES_KEPT: u64 = crate::store::postgres::DEFAULT_CHANGES_KEPT;
+pub(crate) const DEFAULT_PG_CHANGES_KEPT: u64 = crate::store::postgres::DEFAULT_CHANGES_KEPT;
 /// Database when only `host` is given.
-pub const DEFAULT_PG_DBNAME: &str = "ironroot";
+pub(crate) const DEFAULT_PG_DBNAME: &str = "ironroot";
 /// Role when only `host` is given.
-pub const DEFAULT_PG_USER: &str = "ironroot";
+pub(crate) const DEFAULT_PG_USER: &str = "ironroot";
 
 /// Shortest CA lifetime: the schedule prepares at 1/2 and activates at 1/6 remaining, in
 /// whole seconds.
@@ -86,21 +87,27 @@ pub enum ConfigError {
     /// The file cannot be read.
     #[error("cannot read config file {}: {source}", path.display())]
     Read {
+        /// The configuration file given.
         path: PathBuf,
+        /// The I/O error (missing file, permissions).
         #[source]
         source: std::io::Error,
     },
     /// The file is not TOML of the configuration's shape (an unknown key, a wrong type).
     #[error("config file {} is not valid: {source}", path.display())]
     Parse {
+        /// The configuration file given.
         path: PathBuf,
+        /// The TOML error, with the line and column.
         #[source]
         source: toml::de::Error,
     },
     /// An option's value is refused.
     #[error("config file {}: {source}", path.display())]
     Invalid {
+        /// The configuration file given.
         path: PathBuf,
+        /// Which option and why.
         #[source]
         source: InvalidOption,
     },
@@ -111,15 +118,15 @@ pub enum ConfigError {
 #[error("{key}: {reason}")]
 pub struct InvalidOption {
     /// The key (`ca.ca_ttl`, `key_manager.pkcs11`).
-    pub key: &'static str,
+    pub(crate) key: &'static str,
     /// What is wrong with it and what to write instead.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// A value that does not parse as what its option needs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ValueError {
+pub(crate) enum ValueError {
     /// Not an octal permission mode.
     #[error("{0:?} is not an octal mode like \"0600\"")]
     SocketMode(String),
@@ -139,27 +146,27 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> InvalidOption {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The trust domain this server is the authority for.
-    pub trust_domain: TrustDomain,
+    pub(crate) trust_domain: TrustDomain,
     /// Directory for the store (sled) and nothing secret.
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     pub log_level: String,
-    pub admin: AdminConfig,
-    pub ca: CaConfig,
+    pub(crate) admin: AdminConfig,
+    pub(crate) ca: CaConfig,
     /// Where the CA keys live.
-    pub key_manager: KeyManagerConfig,
+    pub(crate) key_manager: KeyManagerConfig,
     /// Absent: the server is its own (HSM-backed) root CA.
-    pub upstream: Option<UpstreamConfig>,
-    pub node_api: NodeApiConfig,
-    pub node_attestors: NodeAttestorsConfig,
+    pub(crate) upstream: Option<UpstreamConfig>,
+    pub(crate) node_api: NodeApiConfig,
+    pub(crate) node_attestors: NodeAttestorsConfig,
     /// Where entries, nodes, bundles and the CA journal live.
-    pub store: StoreConfig,
+    pub(crate) store: StoreConfig,
 }
 
 /// Where the CA keys live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum KeyManagerConfig {
+pub(crate) enum KeyManagerConfig {
     /// A PKCS#11 token (`[key_manager.pkcs11]`).
     Pkcs11(Pkcs11Config),
     /// Private keys in files under `data_dir/insecure-keys` (`insecure_software_keys =
@@ -170,7 +177,7 @@ pub enum KeyManagerConfig {
 /// The CA above this server when it runs as an intermediate.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub enum UpstreamConfig {
+pub(crate) enum UpstreamConfig {
     /// Upstream CA certificate and PKCS#8 private key in PEM files (`kind = "disk"`).
     Disk {
         cert_file: PathBuf,
@@ -190,11 +197,11 @@ pub enum UpstreamConfig {
 
 /// A unix socket's file mode (permission bits only), written in octal: `"0600"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SocketMode(u32);
+pub(crate) struct SocketMode(u32);
 
 impl SocketMode {
     /// The mode bits, for chmod.
-    pub fn bits(self) -> u32 {
+    pub(crate) fn bits(self) -> u32 {
         self.0
     }
 }
@@ -219,11 +226,11 @@ impl fmt::Display for SocketMode {
 
 /// A TCP address to listen on, `host:port` (a name is resolved when binding).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenAddress(String);
+pub(crate) struct ListenAddress(String);
 
 impl ListenAddress {
     /// As written, for `TcpListener::bind`.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -249,15 +256,15 @@ impl fmt::Display for ListenAddress {
 
 /// Where agents attest (TLS; the server presents `spiffe://<td>/spire/server`).
 #[derive(Debug, Clone)]
-pub struct NodeApiConfig {
+pub(crate) struct NodeApiConfig {
     /// Address of the Node API; `None` (written empty) disables it.
-    pub listen: Option<ListenAddress>,
+    pub(crate) listen: Option<ListenAddress>,
     /// Lifetime of agent SVIDs.
-    pub agent_svid_ttl: Duration,
+    pub(crate) agent_svid_ttl: Duration,
     /// How long an agent has to answer an attestation challenge.
-    pub challenge_ttl: Duration,
+    pub(crate) challenge_ttl: Duration,
     /// Largest Node API message (the event log travels in one).
-    pub max_message_bytes: usize,
+    pub(crate) max_message_bytes: usize,
 }
 
 impl Default for NodeApiConfig {
@@ -273,16 +280,16 @@ impl Default for NodeApiConfig {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct NodeAttestorsConfig {
+pub(crate) struct NodeAttestorsConfig {
     /// Enables `tpm_ek` (and `tpm_devid` when a DevID CA is set).
-    pub tpm: Option<TpmAttestorConfig>,
-    pub join_token: JoinTokenConfig,
+    pub(crate) tpm: Option<TpmAttestorConfig>,
+    pub(crate) join_token: JoinTokenConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct JoinTokenConfig {
-    pub enabled: bool,
+pub(crate) struct JoinTokenConfig {
+    pub(crate) enabled: bool,
 }
 
 impl Default for JoinTokenConfig {
@@ -293,32 +300,32 @@ impl Default for JoinTokenConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TpmAttestorConfig {
+pub(crate) struct TpmAttestorConfig {
     /// PEM bundle of TPM manufacturer CAs; EK certificates must chain to one.
-    pub ek_ca_bundle: Option<PathBuf>,
+    pub(crate) ek_ca_bundle: Option<PathBuf>,
     /// SHA-256 (hex) of EK public keys accepted without a certificate.
     #[serde(default)]
-    pub ek_hash_allow_list: Vec<String>,
+    pub(crate) ek_hash_allow_list: Vec<String>,
     /// PEM bundle of DevID CAs; enables `tpm_devid`.
-    pub devid_ca_bundle: Option<PathBuf>,
+    pub(crate) devid_ca_bundle: Option<PathBuf>,
     /// Issue LDevID certificates (HSM-held DevID CA) to nodes that enroll
     /// while attesting with `tpm_ek`; also enables `tpm_devid` for them.
     #[serde(default)]
-    pub devid_issuer: bool,
+    pub(crate) devid_issuer: bool,
     /// Lifetime of issued LDevID certificates.
     #[serde(default = "ldevid_ttl", with = "humantime_serde")]
-    pub ldevid_ttl: Duration,
+    pub(crate) ldevid_ttl: Duration,
     /// Directory of measured-boot policies (`*.toml`, one named policy each).
-    pub policies_dir: PathBuf,
+    pub(crate) policies_dir: PathBuf,
     /// Policy for nodes no binding names.
-    pub default_policy: Option<String>,
+    pub(crate) default_policy: Option<String>,
     /// First matching binding wins.
     #[serde(default)]
-    pub policy_bindings: Vec<PolicyBinding>,
+    pub(crate) policy_bindings: Vec<PolicyBinding>,
     /// Sign agent SVIDs only for TPM-resident keys the AK certified; a software agent
     /// key is then rejected. `false` also admits software keys (`tpm:agent_key:software`).
     #[serde(default = "yes")]
-    pub require_tpm_agent_key: bool,
+    pub(crate) require_tpm_agent_key: bool,
 }
 
 fn ldevid_ttl() -> Duration {
@@ -333,19 +340,19 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyBinding {
-    pub selector: String,
-    pub policy: String,
+    pub(crate) selector: String,
+    pub(crate) policy: String,
 }
 
 #[derive(Debug, Clone)]
-pub struct AdminConfig {
-    pub socket_path: PathBuf,
+pub(crate) struct AdminConfig {
+    pub(crate) socket_path: PathBuf,
     /// Largest admin request accepted, in bytes.
-    pub max_request_bytes: usize,
+    pub(crate) max_request_bytes: usize,
     /// Peer uids allowed on the admin socket (checked with SO_PEERCRED).
-    pub allowed_uids: Vec<u32>,
+    pub(crate) allowed_uids: Vec<u32>,
     /// File mode of the socket.
-    pub socket_mode: SocketMode,
+    pub(crate) socket_mode: SocketMode,
 }
 
 impl Default for AdminConfig {
@@ -361,24 +368,24 @@ impl Default for AdminConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct CaConfig {
+pub(crate) struct CaConfig {
     /// Algorithm of the X.509 CA key: "ec-p256" or "rsa-3072". JWT keys are always ES256.
-    pub key_algorithm: KeyAlgorithm,
+    pub(crate) key_algorithm: KeyAlgorithm,
     #[serde(with = "humantime_serde")]
-    pub ca_ttl: Duration,
+    pub(crate) ca_ttl: Duration,
     #[serde(with = "humantime_serde")]
-    pub default_x509_svid_ttl: Duration,
+    pub(crate) default_x509_svid_ttl: Duration,
     #[serde(with = "humantime_serde")]
-    pub default_jwt_svid_ttl: Duration,
+    pub(crate) default_jwt_svid_ttl: Duration,
     /// How often the rotation schedule is checked.
     #[serde(with = "humantime_serde")]
-    pub rotation_check_interval: Duration,
+    pub(crate) rotation_check_interval: Duration,
     /// Prefix of the labels of keys this server creates in the key manager.
-    pub key_label_prefix: String,
-    pub subject_organization: String,
-    pub subject_country: String,
+    pub(crate) key_label_prefix: String,
+    pub(crate) subject_organization: String,
+    pub(crate) subject_country: String,
     /// Optional `iss` claim of JWT-SVIDs.
-    pub jwt_issuer: Option<String>,
+    pub(crate) jwt_issuer: Option<String>,
 }
 
 impl Default for CaConfig {
@@ -549,7 +556,7 @@ impl ServerConfig {
     }
 
     /// Parses and checks `text` (`path` only names it in errors).
-    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let f: file::ServerFile = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source,

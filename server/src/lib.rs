@@ -1,15 +1,17 @@
 //! ironroot server library: the CA, the store, the admin API and the CLI
 //! verbs, so integration tests and benchmarks drive the same code as the binary.
 
+#![warn(missing_docs)]
+
 pub mod admin;
-pub mod authorized;
+pub(crate) mod authorized;
 pub mod boot_tools;
 pub mod ca;
-pub mod changes;
+pub(crate) mod changes;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod node;
 pub mod run;
-pub mod status;
+pub(crate) mod status;
 pub mod store;

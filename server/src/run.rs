@@ -34,14 +34,14 @@ pub use error::StartError;
 
 /// Everything a running server holds.
 pub struct Server {
-    pub config: ServerConfig,
-    pub store: Arc<dyn DataStore>,
-    pub ca: Arc<CertificateAuthority>,
-    pub node: Arc<NodeService>,
+    pub(crate) config: ServerConfig,
+    pub(crate) store: Arc<dyn DataStore>,
+    pub(crate) ca: Arc<CertificateAuthority>,
+    pub(crate) node: Arc<NodeService>,
     /// Entries, nodes and bundles as agents are answered from them.
-    pub cache: Arc<AuthorizedCache>,
+    pub(crate) cache: Arc<AuthorizedCache>,
     /// Wakes every agent's WatchChanges stream (CA rotation, bundle and alias changes).
-    pub changes: Changes,
+    pub(crate) changes: Changes,
 }
 
 fn node_service(

@@ -9,7 +9,7 @@ use crate::store::StoreError;
 
 /// A store error: the caller's mistakes by their own codes, an unreachable backend
 /// UNAVAILABLE (retry), the store's other trouble INTERNAL with its causes.
-pub fn store(e: StoreError) -> Status {
+pub(crate) fn store(e: StoreError) -> Status {
     match e {
         StoreError::InvalidEntry(e) => Status::invalid_argument(e.to_string()),
         e @ StoreError::DuplicateEntry { .. } => Status::already_exists(e.to_string()),
@@ -29,7 +29,7 @@ pub fn store(e: StoreError) -> Status {
 
 /// A CA error: a refused request INVALID_ARGUMENT (its rule as the message), a CA not yet
 /// initialised UNAVAILABLE (retry), anything else INTERNAL.
-pub fn ca(e: CaError) -> Status {
+pub(crate) fn ca(e: CaError) -> Status {
     match e {
         CaError::InvalidRequest(m) => Status::invalid_argument(m),
         e @ CaError::NotReady(_) => Status::unavailable(e.to_string()),
@@ -40,7 +40,7 @@ pub fn ca(e: CaError) -> Status {
 /// A rejected attestation: a failed check PERMISSION_DENIED (the agent re-attests only
 /// when something changed), malformed evidence INVALID_ARGUMENT, the server's own trouble
 /// INTERNAL.
-pub fn attest(e: &AttestError) -> Status {
+pub(crate) fn attest(e: &AttestError) -> Status {
     match e.kind {
         RejectKind::Denied => Status::permission_denied(format!("attestation rejected: {e}")),
         RejectKind::Malformed => Status::invalid_argument(format!("attestation rejected: {e}")),
@@ -49,7 +49,7 @@ pub fn attest(e: &AttestError) -> Status {
 }
 
 /// A blocking worker that panicked or was cancelled.
-pub fn worker(e: tokio::task::JoinError) -> Status {
+pub(crate) fn worker(e: tokio::task::JoinError) -> Status {
     Status::internal(format!("worker failed: {e}"))
 }
 

@@ -39,7 +39,7 @@ fn sync_over_mtls(cfg: &AgentConfig, o: &AttestOutcome) -> anyhow::Result<()> {
 
 fn with_params(
     cfg: &AgentConfig,
-    f: &mut dyn FnMut(&mut pb::AttestParams),
+    f: &mut (dyn FnMut(&mut pb::AttestParams) + Send),
 ) -> anyhow::Result<AttestOutcome> {
     attest_hooked(
         cfg,

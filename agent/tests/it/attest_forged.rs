@@ -663,7 +663,7 @@ fn syncs_after_the_first_are_deltas_that_converge() {
             ironroot_agent::sync::sync_from(&mut c, &cache, &mut state)
                 .await
                 .unwrap();
-            if cache.snapshot().entries.iter().any(|e| e.id == under_alias) {
+            if cache.entry_ids().contains(&under_alias) {
                 break;
             }
             assert!(
@@ -672,12 +672,7 @@ fn syncs_after_the_first_are_deltas_that_converge() {
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        let mut cached: Vec<String> = cache
-            .snapshot()
-            .entries
-            .iter()
-            .map(|e| e.id.clone())
-            .collect();
+        let mut cached: Vec<String> = cache.entry_ids();
         cached.sort();
         let mut want = ids(&sync(&mut c, 0).await);
         want.sort();

@@ -129,7 +129,7 @@ pub(crate) fn attest_hooked(cfg: &AgentConfig, hooks: Hooks<'_>) -> anyhow::Resu
 /// Attests with `f` changing the answer to the server's challenge.
 pub(crate) fn with_answer(
     cfg: &AgentConfig,
-    f: &mut dyn FnMut(&mut TpmSession, &Challenge, &mut ChallengeResponse),
+    f: &mut (dyn FnMut(&mut TpmSession, &Challenge, &mut ChallengeResponse) + Send),
 ) -> anyhow::Result<AttestOutcome> {
     attest_hooked(
         cfg,

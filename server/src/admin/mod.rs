@@ -2,7 +2,8 @@
 
 mod socket;
 
-pub use socket::{bind_admin_socket, serve_admin, AdminSocketError};
+pub use socket::AdminSocketError;
+pub(crate) use socket::{bind_admin_socket, serve_admin};
 
 use std::sync::Arc;
 
@@ -21,11 +22,11 @@ use crate::store::{DataStore, EntryFilter, PageRequest, MAX_BATCH};
 /// Most selectors accepted in one list filter.
 const MAX_FILTER_SELECTORS: usize = 64;
 
-pub struct AdminService {
-    pub store: Arc<dyn DataStore>,
-    pub ca: Arc<CertificateAuthority>,
+pub(crate) struct AdminService {
+    pub(crate) store: Arc<dyn DataStore>,
+    pub(crate) ca: Arc<CertificateAuthority>,
     /// The agents' view of the store: health reports what it could not read.
-    pub cache: Arc<crate::authorized::AuthorizedCache>,
+    pub(crate) cache: Arc<crate::authorized::AuthorizedCache>,
 }
 
 fn bundle_pb(b: &TrustBundle) -> Result<pb::Bundle, Status> {

@@ -21,35 +21,48 @@ pub enum AdminSocketError {
     /// The socket's directory cannot be created.
     #[error("cannot create admin socket directory {}: {source}", dir.display())]
     CreateDir {
+        /// The directory (the socket path's parent).
         dir: PathBuf,
+        /// The I/O error (permissions, read-only file system).
         #[source]
         source: std::io::Error,
     },
     /// Another process answers on the socket: taking it over would cut that server off.
+    /// The operator stops the other server, or gives this one another `admin.socket_path`.
     #[error(
         "admin socket {} is in use by another process (is a server already running?)",
         path.display()
     )]
-    InUse { path: PathBuf },
+    InUse {
+        /// The configured socket path.
+        path: PathBuf,
+    },
     /// A stale socket file cannot be removed.
     #[error("cannot remove stale admin socket {}: {source}", path.display())]
     RemoveStale {
+        /// The configured socket path.
         path: PathBuf,
+        /// The I/O error (permissions).
         #[source]
         source: std::io::Error,
     },
     /// The socket cannot be bound.
     #[error("cannot bind admin socket {}: {source}", path.display())]
     Bind {
+        /// The configured socket path.
         path: PathBuf,
+        /// The I/O error (permissions, a path too long for a unix socket).
         #[source]
         source: std::io::Error,
     },
     /// The socket's mode cannot be set: it is not left open with another mode.
     #[error("cannot set mode {mode:o} on {}: {source}", path.display())]
     Mode {
+        /// The configured socket path.
         path: PathBuf,
+        /// The configured mode (`admin.socket_mode`).
         mode: u32,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -60,7 +73,7 @@ pub enum AdminSocketError {
 
 /// Binds the socket at `path` with `mode`, replacing a stale socket file but
 /// refusing to take over one that a running server still answers on.
-pub fn bind_admin_socket(path: &Path, mode: u32) -> Result<UnixListener, AdminSocketError> {
+pub(crate) fn bind_admin_socket(path: &Path, mode: u32) -> Result<UnixListener, AdminSocketError> {
     // The admin socket's own variants keep its messages ("is a server already running?").
     bind_unix(path, mode).map_err(|e| match e {
         BindError::CreateDir { dir, source } => AdminSocketError::CreateDir { dir, source },
@@ -98,7 +111,7 @@ fn peer_check(
 }
 
 /// Serves the admin API on `listener` until `shutdown` completes.
-pub async fn serve_admin(
+pub(crate) async fn serve_admin(
     listener: UnixListener,
     service: AdminService,
     allowed_uids: Vec<u32>,

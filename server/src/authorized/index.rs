@@ -23,28 +23,28 @@ use crate::store::{AttestedNode, Change, ChangeEvent, Revision, Snapshot, Unread
 /// An entry as the index holds it: shared (responses clone the `Arc`), with
 /// the revision that last wrote it (what a delta sync compares against).
 #[derive(Debug, Clone)]
-pub struct IndexedEntry {
+pub(crate) struct IndexedEntry {
     /// The entry.
-    pub entry: Arc<RegistrationEntry>,
+    pub(crate) entry: Arc<RegistrationEntry>,
     /// The store revision of its last create or update.
-    pub changed_at: Revision,
+    pub(crate) changed_at: Revision,
 }
 
 /// What an applied event touched, so the caller can wake exactly the agents
 /// concerned.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Touched {
+pub(crate) struct Touched {
     /// Parents (agent or alias IDs) whose entries changed.
-    pub parents: BTreeSet<SpiffeId>,
+    pub(crate) parents: BTreeSet<SpiffeId>,
     /// An alias entry (child of the server) changed: which agents it covers
     /// is a question of selectors, so every agent must look.
-    pub aliases: bool,
+    pub(crate) aliases: bool,
     /// Nodes that were put or deleted.
-    pub nodes: BTreeSet<SpiffeId>,
+    pub(crate) nodes: BTreeSet<SpiffeId>,
     /// A federated bundle changed.
-    pub bundles: bool,
+    pub(crate) bundles: bool,
     /// The CA journal changed (another server rotated).
-    pub ca: bool,
+    pub(crate) ca: bool,
 }
 
 impl Touched {
@@ -61,7 +61,7 @@ impl Touched {
 /// snapshot (the caller does so; nothing is served from a gap).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum IndexError {
+pub(crate) enum IndexError {
     /// An event skips revisions: some change would be missed.
     #[error("change feed gap: at revision {at}, next event is {next}")]
     Gap {
@@ -74,7 +74,7 @@ pub enum IndexError {
 
 /// The index.
 #[derive(Debug)]
-pub struct EntryIndex {
+pub(crate) struct EntryIndex {
     server_id: SpiffeId,
     revision: Revision,
     entries: HashMap<String, IndexedEntry>,
@@ -92,7 +92,7 @@ pub struct EntryIndex {
 
 impl EntryIndex {
     /// An index of `snapshot`, for the trust domain whose server is `server_id`.
-    pub fn load(server_id: SpiffeId, snapshot: Snapshot) -> Self {
+    pub(crate) fn load(server_id: SpiffeId, snapshot: Snapshot) -> Self {
         let mut ix = EntryIndex {
             server_id,
             revision: snapshot.revision,
@@ -120,24 +120,24 @@ impl EntryIndex {
     }
 
     /// The store revision the index reflects.
-    pub fn revision(&self) -> Revision {
+    pub(crate) fn revision(&self) -> Revision {
         self.revision
     }
 
     /// Records the snapshot could not decode (for health).
-    pub fn unreadable(&self) -> &[Unreadable] {
+    pub(crate) fn unreadable(&self) -> &[Unreadable] {
         &self.unreadable
     }
 
     /// How many entries are indexed.
-    pub fn entry_count(&self) -> usize {
+    pub(crate) fn entry_count(&self) -> usize {
         self.entries.len()
     }
 
     /// Applies `events`, which must continue exactly from [`revision`](Self::revision)
     /// (events at or below it are skipped: they are already in). On a gap
     /// nothing after it is applied and the index must be reloaded.
-    pub fn apply(&mut self, events: &[ChangeEvent]) -> Result<Touched, IndexError> {
+    pub(crate) fn apply(&mut self, events: &[ChangeEvent]) -> Result<Touched, IndexError> {
         let mut touched = Touched::default();
         for ev in events {
             if ev.revision <= self.revision {
@@ -259,17 +259,17 @@ impl EntryIndex {
     }
 
     /// The node `id`, as of [`revision`](Self::revision).
-    pub fn node(&self, id: &SpiffeId) -> Option<&AttestedNode> {
+    pub(crate) fn node(&self, id: &SpiffeId) -> Option<&AttestedNode> {
         self.nodes.get(id)
     }
 
     /// Every federated bundle.
-    pub fn bundles(&self) -> impl Iterator<Item = &TrustBundle> {
+    pub(crate) fn bundles(&self) -> impl Iterator<Item = &TrustBundle> {
         self.bundles.values()
     }
 
     /// The entry `id` if `agent` (with `node_selectors`) may serve it at `now`.
-    pub fn authorized_entry(
+    pub(crate) fn authorized_entry(
         &self,
         agent: &SpiffeId,
         node_selectors: &[Selector],
@@ -292,7 +292,7 @@ impl EntryIndex {
     /// Entries `agent` may serve at `now`, ordered by id: those whose parent is
     /// the agent, and those whose parent is a node alias (an entry under the
     /// server's ID) whose selectors the node has. Expired entries are left out.
-    pub fn authorized(
+    pub(crate) fn authorized(
         &self,
         agent: &SpiffeId,
         node_selectors: &[Selector],
@@ -335,7 +335,8 @@ fn live(e: &RegistrationEntry, now: i64) -> bool {
 
 /// The reference answer: a scan of every entry (what the server did before
 /// the index). Tests compare the index against it.
-pub fn authorized_scan(
+#[cfg(test)]
+pub(crate) fn authorized_scan(
     all: &[RegistrationEntry],
     agent: &SpiffeId,
     node_selectors: &[Selector],

@@ -10,7 +10,7 @@
 //! an agent wakes that agent; an alias entry, a federated bundle, a CA
 //! change or a reload wakes every agent (through [`Changes`]).
 
-pub mod index;
+pub(crate) mod index;
 #[cfg(test)]
 mod tests;
 
@@ -25,14 +25,14 @@ use tracing::{info, warn};
 
 use crate::changes::Changes;
 use crate::store::{ChangesSince, DataStore, Revision, StoreError, MAX_CHANGES_PER_READ};
-pub use index::{EntryIndex, IndexError, IndexedEntry, Touched};
+pub(crate) use index::{EntryIndex, Touched};
 
 /// How often the follower reads the feed even without a head notice (a lost
 /// notice from a shared database costs at most this much delay).
 const POLL_EVERY: Duration = Duration::from_secs(5);
 
 /// The cache shared by the agent API and the node service.
-pub struct AuthorizedCache {
+pub(crate) struct AuthorizedCache {
     index: RwLock<EntryIndex>,
     store: Arc<dyn DataStore>,
     server_id: SpiffeId,
@@ -46,7 +46,7 @@ pub struct AuthorizedCache {
 
 impl AuthorizedCache {
     /// Loads the cache from a snapshot of `store`.
-    pub async fn load(
+    pub(crate) async fn load(
         store: Arc<dyn DataStore>,
         server_id: SpiffeId,
         all: Changes,
@@ -73,7 +73,7 @@ impl AuthorizedCache {
     }
 
     /// The index, for reading. Hold it briefly: the follower waits for it.
-    pub fn read(&self) -> RwLockReadGuard<'_, EntryIndex> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, EntryIndex> {
         // A panic while applying leaves at worst a partly applied batch; the
         // follower reloads on its next error, and reads stay possible.
         self.index.read().unwrap_or_else(PoisonError::into_inner)
@@ -81,7 +81,7 @@ impl AuthorizedCache {
 
     /// A receiver that changes whenever something concerning `agent` (its
     /// entries, its node record) changes.
-    pub fn watch_agent(&self, agent: &SpiffeId) -> watch::Receiver<u64> {
+    pub(crate) fn watch_agent(&self, agent: &SpiffeId) -> watch::Receiver<u64> {
         let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
         agents
             .entry(agent.clone())
@@ -90,14 +90,14 @@ impl AuthorizedCache {
     }
 
     /// A receiver that changes whenever every agent must look again.
-    pub fn watch_all(&self) -> watch::Receiver<u64> {
+    pub(crate) fn watch_all(&self) -> watch::Receiver<u64> {
         self.all.subscribe()
     }
 
     /// Waits (at most `timeout`) until the cache has applied everything the
     /// store had acknowledged when this was called: a caller that just wrote
     /// reads its own write.
-    pub async fn catch_up(&self, timeout: Duration) -> bool {
+    pub(crate) async fn catch_up(&self, timeout: Duration) -> bool {
         let target = *self.store.watch_head().borrow();
         let mut applied = self.applied.subscribe();
         tokio::time::timeout(timeout, applied.wait_for(|r| *r >= target))
@@ -106,7 +106,7 @@ impl AuthorizedCache {
     }
 
     /// Follows the store's change feed until the process ends.
-    pub fn spawn_follower(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn spawn_follower(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let cache = self.clone();
         tokio::spawn(async move { cache.follow().await })
     }

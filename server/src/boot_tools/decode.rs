@@ -17,19 +17,19 @@ const LINUX_LOAD_OPTIONS_TAG: u32 = 0x8F3B_22ED;
 
 /// A Spec ID bank, as the Spec ID event declares it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SpecIdBank {
+pub(crate) struct SpecIdBank {
     /// Bank name (`sha256`; `alg_0x....` for an algorithm this parser does not know).
-    pub alg: String,
+    pub(crate) alg: String,
     /// TPM_ALG_ID.
-    pub alg_id: u16,
+    pub(crate) alg_id: u16,
     /// Declared digest size.
-    pub digest_size: u16,
+    pub(crate) digest_size: u16,
 }
 
 /// Decoded event data; `kind` names the structure.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum EventData {
+pub(crate) enum EventData {
     /// TCG_EfiSpecIDEvent (the first event of a crypto-agile log).
     SpecId {
         platform_class: u32,

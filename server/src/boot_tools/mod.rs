@@ -22,23 +22,18 @@ use serde::Serialize;
 
 use crate::cli::{EventlogCommand, Output, PolicyCheckArgs};
 
-pub use decode::{EventData, SpecIdBank};
-pub use policy_check::{
-    DigestReport, PolicyCheckReport, Verdict, ViolationReport, POLICY_CHECK_SCHEMA,
-};
-pub use report::{
-    DigestCheck, EventLogReport, EventReport, FindingReport, Ordered, EVENTLOG_SCHEMA,
-};
+pub(crate) use policy_check::{PolicyCheckReport, Verdict};
+pub(crate) use report::{EventLogReport, EVENTLOG_SCHEMA};
 
 /// Exit status when the policy fails.
-pub const EXIT_FAIL: u8 = 1;
+pub(crate) const EXIT_FAIL: u8 = 1;
 /// Exit status for unusable input.
-pub const EXIT_UNUSABLE: u8 = 2;
+pub(crate) const EXIT_UNUSABLE: u8 = 2;
 
 /// Why a tool's input cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum InputError {
+pub(crate) enum InputError {
     /// The file cannot be read.
     #[error("cannot read the {what} {}: {source}", path.display())]
     Read {
@@ -58,7 +53,7 @@ pub enum InputError {
 }
 
 /// Reads and parses an event log file.
-pub fn load_eventlog(path: &Path) -> Result<EventLog, InputError> {
+pub(crate) fn load_eventlog(path: &Path) -> Result<EventLog, InputError> {
     let bytes = std::fs::read(path).map_err(|source| InputError::Read {
         what: "event log",
         path: path.to_path_buf(),
@@ -71,7 +66,7 @@ pub fn load_eventlog(path: &Path) -> Result<EventLog, InputError> {
 }
 
 /// Reads and validates a policy file.
-pub fn load_policy(path: &Path) -> Result<Policy, InputError> {
+pub(crate) fn load_policy(path: &Path) -> Result<Policy, InputError> {
     let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
         what: "policy",
         path: path.to_path_buf(),

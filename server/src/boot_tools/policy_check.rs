@@ -8,12 +8,12 @@ use ironroot_tpm::verify::policy::{evaluate, Policy, PolicyViolation};
 use serde::Serialize;
 
 /// The `schema` value of the JSON report.
-pub const POLICY_CHECK_SCHEMA: &str = "ironroot.policy-check.v1";
+pub(crate) const POLICY_CHECK_SCHEMA: &str = "ironroot.policy-check.v1";
 
 /// The outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Every rule holds (exit status 0).
     Pass,
     /// At least one violation (exit status 1).
@@ -24,25 +24,25 @@ pub enum Verdict {
 
 /// A digest, with its bank.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DigestReport {
-    pub bank: String,
-    pub hex: String,
+pub(crate) struct DigestReport {
+    pub(crate) bank: String,
+    pub(crate) hex: String,
 }
 
 /// One violation, field by field, and as the one line the server logs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ViolationReport {
+pub(crate) struct ViolationReport {
     /// The policy rule (its TOML key).
-    pub rule: String,
-    pub pcr: Option<u32>,
-    pub event_index: Option<usize>,
+    pub(crate) rule: String,
+    pub(crate) pcr: Option<u32>,
+    pub(crate) event_index: Option<usize>,
     #[serde(rename = "type")]
-    pub event_type: Option<String>,
-    pub digest: Option<DigestReport>,
+    pub(crate) event_type: Option<String>,
+    pub(crate) digest: Option<DigestReport>,
     /// What is wrong and what to do.
-    pub message: String,
+    pub(crate) message: String,
     /// The whole violation as one line (what an attestation rejection says).
-    pub text: String,
+    pub(crate) text: String,
 }
 
 impl From<&PolicyViolation> for ViolationReport {
@@ -64,22 +64,22 @@ impl From<&PolicyViolation> for ViolationReport {
 
 /// The whole report.
 #[derive(Clone, Debug, Serialize)]
-pub struct PolicyCheckReport {
+pub(crate) struct PolicyCheckReport {
     /// [`POLICY_CHECK_SCHEMA`].
-    pub schema: &'static str,
-    pub verdict: Verdict,
+    pub(crate) schema: &'static str,
+    pub(crate) verdict: Verdict,
     /// The policy's name (`null` when the policy is unusable).
-    pub policy: Option<String>,
+    pub(crate) policy: Option<String>,
     /// Every violation (empty unless the verdict is `fail`).
-    pub violations: Vec<ViolationReport>,
+    pub(crate) violations: Vec<ViolationReport>,
     /// Why the input is unusable (only with `unusable`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl PolicyCheckReport {
     /// Evaluates `policy` against `log`.
-    pub fn evaluate(policy: &Policy, log: &EventLog) -> Self {
+    pub(crate) fn evaluate(policy: &Policy, log: &EventLog) -> Self {
         let violations: Vec<ViolationReport> = match evaluate(policy, log) {
             Ok(()) => Vec::new(),
             Err(v) => v.iter().map(ViolationReport::from).collect(),
@@ -98,7 +98,7 @@ impl PolicyCheckReport {
     }
 
     /// The report for input that cannot be evaluated.
-    pub fn unusable(error: String) -> Self {
+    pub(crate) fn unusable(error: String) -> Self {
         Self {
             schema: POLICY_CHECK_SCHEMA,
             verdict: Verdict::Unusable,
@@ -109,7 +109,7 @@ impl PolicyCheckReport {
     }
 
     /// The report as text.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let name = self.policy.as_deref().unwrap_or("?");
         match self.verdict {
             Verdict::Pass => format!("PASS: the event log satisfies policy {name:?}\n"),

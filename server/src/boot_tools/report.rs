@@ -9,12 +9,12 @@ use serde::{Serialize, Serializer};
 use super::decode::{decode, EventData};
 
 /// The `schema` value of the JSON report.
-pub const EVENTLOG_SCHEMA: &str = "ironroot.eventlog.v1";
+pub(crate) const EVENTLOG_SCHEMA: &str = "ironroot.eventlog.v1";
 
 /// A JSON object whose keys keep the order given (PCR indices in numeric order, banks in
 /// the log's order), where a `BTreeMap` would sort "10" before "2".
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ordered<V>(pub Vec<(String, V)>);
+pub(crate) struct Ordered<V>(pub Vec<(String, V)>);
 
 impl<V: Serialize> Serialize for Ordered<V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -29,7 +29,7 @@ impl<V: Serialize> Serialize for Ordered<V> {
 /// Whether an event's logged digests are the hash of its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DigestCheck {
+pub(crate) enum DigestCheck {
     /// Every digest (of a bank this parser computes) is the hash of the whole event data.
     MatchesData,
     /// The log's digest findings name this event: its digest is not the hash of what the
@@ -45,84 +45,84 @@ pub enum DigestCheck {
 
 /// One event.
 #[derive(Clone, Debug, Serialize)]
-pub struct EventReport {
+pub(crate) struct EventReport {
     /// 0-based index (the Spec ID event is 0).
-    pub index: usize,
+    pub(crate) index: usize,
     /// Byte offset in the log.
-    pub offset: usize,
+    pub(crate) offset: usize,
     /// pcrIndex.
-    pub pcr: u32,
+    pub(crate) pcr: u32,
     /// The profile's name, or `EV_UNKNOWN(0x........)`.
     #[serde(rename = "type")]
-    pub event_type: String,
+    pub(crate) event_type: String,
     /// The raw eventType.
-    pub type_value: u32,
+    pub(crate) type_value: u32,
     /// Bank -> lowercase hex, in the log's order.
-    pub digests: Ordered<String>,
+    pub(crate) digests: Ordered<String>,
     /// Bytes of event data.
-    pub data_size: usize,
+    pub(crate) data_size: usize,
     /// The event data, lowercase hex.
-    pub data_hex: String,
+    pub(crate) data_hex: String,
     /// Decoded data where the profile defines it; `null` otherwise.
-    pub data: Option<EventData>,
+    pub(crate) data: Option<EventData>,
     /// Whether the digests are the hash of the data.
-    pub digest_check: DigestCheck,
+    pub(crate) digest_check: DigestCheck,
 }
 
 /// One digest finding of the log (an event whose digest is not the hash of its data).
 #[derive(Clone, Debug, Serialize)]
-pub struct FindingReport {
-    pub event_index: usize,
-    pub pcr: u32,
+pub(crate) struct FindingReport {
+    pub(crate) event_index: usize,
+    pub(crate) pcr: u32,
     #[serde(rename = "type")]
-    pub event_type: String,
-    pub bank: String,
+    pub(crate) event_type: String,
+    pub(crate) bank: String,
     /// What the digest was compared with.
-    pub checked_against: String,
+    pub(crate) checked_against: String,
     /// The digest in the log (the one replayed).
-    pub logged: String,
+    pub(crate) logged: String,
     /// The hash of the data.
-    pub expected: String,
+    pub(crate) expected: String,
     /// One line for an operator.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// The whole report.
 #[derive(Clone, Debug, Serialize)]
-pub struct EventLogReport {
+pub(crate) struct EventLogReport {
     /// [`EVENTLOG_SCHEMA`].
-    pub schema: &'static str,
+    pub(crate) schema: &'static str,
     /// `crypto-agile` or `sha1-legacy`.
-    pub format: String,
+    pub(crate) format: String,
     /// The banks the log carries, in its order.
-    pub banks: Vec<String>,
+    pub(crate) banks: Vec<String>,
     /// The locality PCR0 starts from (StartupLocality, or 4 for an H-CRTM log).
-    pub startup_locality: u8,
+    pub(crate) startup_locality: u8,
     /// Fill bytes after the last event.
-    pub trailing_padding: usize,
-    pub events: Vec<EventReport>,
-    pub digest_findings: Vec<FindingReport>,
+    pub(crate) trailing_padding: usize,
+    pub(crate) events: Vec<EventReport>,
+    pub(crate) digest_findings: Vec<FindingReport>,
     /// Bank -> every departure from the TCG PC Client profile, judged on that bank's
     /// digests (what a policy in that bank sees; `BootState::findings`).
-    pub profile_findings: Ordered<Vec<ProfileFindingReport>>,
+    pub(crate) profile_findings: Ordered<Vec<ProfileFindingReport>>,
     /// Bank -> PCR index (decimal string) -> lowercase hex, for every PCR an event extends.
-    pub replay: Ordered<Ordered<String>>,
+    pub(crate) replay: Ordered<Ordered<String>>,
 }
 
 /// One departure from the profile.
 #[derive(Clone, Debug, Serialize)]
-pub struct ProfileFindingReport {
-    pub pcr: u32,
-    pub event_index: Option<usize>,
+pub(crate) struct ProfileFindingReport {
+    pub(crate) pcr: u32,
+    pub(crate) event_index: Option<usize>,
     #[serde(rename = "type")]
-    pub event_type: Option<String>,
+    pub(crate) event_type: Option<String>,
     /// The whole finding as one line.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl EventLogReport {
     /// The report of a parsed log.
-    pub fn of(log: &EventLog) -> Self {
+    pub(crate) fn of(log: &EventLog) -> Self {
         let findings = log.digest_findings();
         let replay = log
             .replay()

@@ -36,43 +36,60 @@ pub enum DevIdCaError {
     /// The stored certificate does not parse.
     #[error("DevID CA certificate {}: {source}", path.display())]
     Certificate {
+        /// The configured certificate file.
         path: PathBuf,
+        /// Why it does not parse.
         #[source]
         source: Box<CaError>,
     },
-    /// The stored certificate is not the key's: LDevIDs issued now would not verify.
+    /// The stored certificate is not the key's: LDevIDs issued now would not verify. The
+    /// operator restores the token that holds the key, or (re-enrolling every node) removes
+    /// the certificate file so one is made for the key found.
     #[error(
         "DevID CA certificate {} does not match the key '{label}' in the HSM (was the token \
          replaced?); issued LDevIDs would not verify",
         path.display()
     )]
-    KeyMismatch { path: PathBuf, label: String },
+    KeyMismatch {
+        /// The configured certificate file.
+        path: PathBuf,
+        /// Label of the DevID CA key in the token.
+        label: String,
+    },
     /// The stored certificate cannot be read.
     #[error("cannot read the DevID CA certificate {}: {source}", path.display())]
     Read {
+        /// The configured certificate file.
         path: PathBuf,
+        /// The I/O error (permissions, not a file).
         #[source]
         source: std::io::Error,
     },
     /// A new certificate cannot be written.
     #[error("cannot write the DevID CA certificate {}: {source}", path.display())]
     Write {
+        /// The configured certificate file.
         path: PathBuf,
+        /// The I/O error (missing directory, permissions, full disk).
         #[source]
         source: std::io::Error,
     },
     /// The certificate cannot serve as an issuer.
     #[error("DevID CA certificate {}: {source}", path.display())]
     Issuer {
+        /// The configured certificate file.
         path: PathBuf,
+        /// rcgen's reason for refusing it.
         #[source]
         source: rcgen::Error,
     },
 }
 
+/// The DevID CA: a P-256 key in the key manager and its self-signed certificate (valid ten
+/// years, kept in a file). Issues LDevID certificates to TPM-attested agents that enroll.
 pub struct DevIdCa {
     issuer: Issuer<'static, HsmKey>,
-    pub cert_der: Vec<u8>,
+    pub(crate) cert_der: Vec<u8>,
     ttl_days: i64,
 }
 
@@ -90,7 +107,7 @@ fn ca_params(td: &TrustDomain) -> CertificateParams {
 impl DevIdCa {
     /// Finds (or creates) the key `<prefix>-devid-ca` in the key manager and
     /// the CA certificate in `cert_path` (re-made from the key if missing).
-    pub fn open(
+    pub(crate) fn open(
         km: Arc<dyn KeyManager>,
         prefix: &str,
         td: &TrustDomain,
@@ -159,12 +176,12 @@ impl DevIdCa {
         })
     }
 
-    pub fn default_cert_path(data_dir: &Path) -> PathBuf {
+    pub(crate) fn default_cert_path(data_dir: &Path) -> PathBuf {
         data_dir.join("devid-ca.der")
     }
 
     /// Issues an LDevID certificate for `key` with subject CN `cn`.
-    pub fn issue(&self, key: &impl PublicKeyData, cn: &str) -> Result<Vec<u8>, CaError> {
+    pub(crate) fn issue(&self, key: &impl PublicKeyData, cn: &str) -> Result<Vec<u8>, CaError> {
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "ironroot");

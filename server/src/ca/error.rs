@@ -48,34 +48,51 @@ pub enum KeyError {
     /// The key manager failed looking the key up.
     #[error("key '{label}': {source}")]
     Lookup {
+        /// The key's label in the token.
         label: String,
+        /// The token's error (session lost, PIN, device trouble).
         #[source]
         source: HsmError,
     },
-    /// A key the journal names is gone: fail closed rather than sign with another.
+    /// A key the journal names is gone: fail closed rather than sign with another. The
+    /// operator points the server at the token that holds it (or restores the token).
     #[error(
         "key '{label}' named in the CA journal is missing from {key_manager}; the CA cannot \
          sign with it"
     )]
-    Missing { label: String, key_manager: String },
+    Missing {
+        /// The label the journal names.
+        label: String,
+        /// The key store searched (its description: module, token).
+        key_manager: String,
+    },
     /// The key manager could not make a key.
     #[error("cannot create key '{label}': {source}")]
     Generate {
+        /// The label the new key was to get.
         label: String,
+        /// The token's error (full token, read-only session, unsupported mechanism).
         #[source]
         source: HsmError,
     },
     /// The key's public half is not a SubjectPublicKeyInfo.
     #[error("public key of '{label}' is not a valid SubjectPublicKeyInfo: {source}")]
     PublicKey {
+        /// The key's label in the token.
         label: String,
+        /// Why the DER does not decode.
         #[source]
         source: der::Error,
     },
     /// The key under a journal label is not the key of the journal's certificate or JWKS
     /// entry (`what`): someone replaced it.
     #[error("key '{label}' does not match the {what} in the journal")]
-    Mismatch { label: String, what: &'static str },
+    Mismatch {
+        /// The key's label in the token.
+        label: String,
+        /// What the journal pairs it with ("CA certificate", "JWT key").
+        what: &'static str,
+    },
 }
 
 /// The token refused or failed a signature.
@@ -85,14 +102,18 @@ pub enum SigningError {
     /// An X.509 signature (the token's error, kept aside because rcgen's carries none).
     #[error("key '{label}': {source}")]
     X509 {
+        /// The signing key's label in the token.
         label: String,
+        /// The token's error.
         #[source]
         source: HsmError,
     },
     /// A JWT signature.
     #[error("JWT key '{label}': {source}")]
     Jwt {
+        /// The signing key's label in the token.
         label: String,
+        /// The token's error.
         #[source]
         source: HsmError,
     },
@@ -108,7 +129,9 @@ pub enum CertificateError {
     /// A validity bound outside what a certificate can carry.
     #[error("time {unix} out of range: {source}")]
     Time {
+        /// The bound, in seconds since the Unix epoch.
         unix: i64,
+        /// Why it is out of range.
         #[source]
         source: time::error::ComponentRange,
     },
@@ -136,21 +159,27 @@ pub enum UpstreamError {
     /// A certificate file cannot be read.
     #[error("cannot read certificate file {}: {source}", path.display())]
     ReadCertificates {
+        /// The configured certificate file.
         path: PathBuf,
+        /// The I/O error (missing file, permissions).
         #[source]
         source: std::io::Error,
     },
     /// A certificate file is not PEM, or holds no certificate.
     #[error("{} {source}", path.display())]
     Pem {
+        /// The configured certificate file.
         path: PathBuf,
+        /// What is wrong with its content.
         #[source]
         source: PemCertificatesError,
     },
     /// The key file cannot be read.
     #[error("cannot read key file {}: {source}", path.display())]
     ReadKey {
+        /// The configured key file.
         path: PathBuf,
+        /// The I/O error (missing file, permissions).
         #[source]
         source: std::io::Error,
     },
@@ -161,31 +190,46 @@ pub enum UpstreamError {
         path.display()
     )]
     KeyFormat {
+        /// The configured key file.
         path: PathBuf,
+        /// rcgen's reason for refusing it.
         #[source]
         source: rcgen::Error,
     },
     /// The token failed looking the upstream key up.
     #[error("upstream key '{label}': {source}")]
     KeyLookup {
+        /// The configured label of the upstream key.
         label: String,
+        /// The token's error.
         #[source]
         source: HsmError,
     },
     /// No key with the configured label in the token.
     #[error("upstream key '{label}' not found in {key_manager}")]
-    KeyNotFound { label: String, key_manager: String },
+    KeyNotFound {
+        /// The configured label of the upstream key.
+        label: String,
+        /// The key store searched (its description: module, token).
+        key_manager: String,
+    },
     /// The upstream key is not the key of the upstream certificate.
     #[error("the upstream key does not match the public key of {}", path.display())]
-    KeyMismatch { path: PathBuf },
+    KeyMismatch {
+        /// The configured upstream certificate file.
+        path: PathBuf,
+    },
     /// The upstream certificate cannot serve as an issuer.
     #[error("cannot use {} as an issuer: {source}", path.display())]
     Issuer {
+        /// The configured upstream certificate file.
         path: PathBuf,
+        /// rcgen's reason for refusing it.
         #[source]
         source: rcgen::Error,
     },
-    /// The upstream certificate has expired: no intermediate can be signed under it.
+    /// The upstream certificate has expired: no intermediate can be signed under it. The
+    /// operator installs a renewed upstream certificate and restarts the server.
     #[error("the upstream CA certificate has expired")]
     Expired,
     /// The upstream key failed to sign the intermediate.
@@ -200,15 +244,24 @@ pub enum JournalError {
     /// The stored journal is not JSON of the journal's shape.
     #[error("stored journal is unreadable: {0}")]
     Unreadable(#[source] serde_json::Error),
-    /// The stored journal was written by another version.
+    /// The stored journal was written by another version: run the server version that wrote
+    /// it.
     #[error("stored journal has version {found}, this server reads version {supported}")]
-    Version { found: u32, supported: u32 },
+    Version {
+        /// The version in the stored journal.
+        found: u32,
+        /// The only version this server reads.
+        supported: u32,
+    },
     /// The journal does not encode.
     #[error("cannot encode journal: {0}")]
     Encode(#[source] serde_json::Error),
     /// A thread panicked holding a lock (`what`): the state behind it is not trusted.
     #[error("{what} poisoned")]
-    LockPoisoned { what: &'static str },
+    LockPoisoned {
+        /// Which lock ("CA state lock", "rotation lock").
+        what: &'static str,
+    },
 }
 
 impl From<KeyError> for CaError {

@@ -4,11 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const JOURNAL_VERSION: u32 = 1;
+pub(crate) const JOURNAL_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SlotStatus {
+pub(crate) enum SlotStatus {
     /// Published in the bundle, not yet signing.
     Prepared,
     /// Signing.
@@ -18,40 +18,40 @@ pub enum SlotStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct X509Slot {
-    pub key_label: String,
-    pub status: SlotStatus,
+pub(crate) struct X509Slot {
+    pub(crate) key_label: String,
+    pub(crate) status: SlotStatus,
     #[serde(with = "ironroot_api::serde_b64::bytes")]
-    pub cert_der: Vec<u8>,
+    pub(crate) cert_der: Vec<u8>,
     /// Upstream certificates between this CA and the roots (empty for a root CA).
     #[serde(with = "ironroot_api::serde_b64::list", default)]
-    pub upstream_chain: Vec<Vec<u8>>,
-    pub not_before: i64,
-    pub not_after: i64,
+    pub(crate) upstream_chain: Vec<Vec<u8>>,
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JwtSlot {
-    pub key_label: String,
-    pub key_id: String,
-    pub status: SlotStatus,
+pub(crate) struct JwtSlot {
+    pub(crate) key_label: String,
+    pub(crate) key_id: String,
+    pub(crate) status: SlotStatus,
     #[serde(with = "ironroot_api::serde_b64::bytes")]
-    pub public_key_der: Vec<u8>,
-    pub not_before: i64,
-    pub not_after: i64,
+    pub(crate) public_key_der: Vec<u8>,
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaJournal {
-    pub version: u32,
-    pub x509: Vec<X509Slot>,
-    pub jwt: Vec<JwtSlot>,
+pub(crate) struct CaJournal {
+    pub(crate) version: u32,
+    pub(crate) x509: Vec<X509Slot>,
+    pub(crate) jwt: Vec<JwtSlot>,
     /// Goes up by one each time the published bundle changes.
-    pub bundle_sequence: u64,
+    pub(crate) bundle_sequence: u64,
 }
 
 /// What a slot needs to expose for the schedule.
-pub trait Slot {
+pub(crate) trait Slot {
     fn status(&self) -> SlotStatus;
     fn set_status(&mut self, s: SlotStatus);
     fn not_before(&self) -> i64;
@@ -85,7 +85,7 @@ impl_slot!(JwtSlot);
 
 /// One step of the rotation schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// No usable active key: make one and activate it at once.
     CreateActive,
     /// The active key is past half its life: make the next one and publish it.
@@ -98,7 +98,7 @@ pub enum Step {
 
 /// The schedule of SPIRE: prepare at 1/2 of the active key's lifetime,
 /// activate at 1/6 remaining, keep replaced keys published until they expire.
-pub fn plan<S: Slot>(slots: &[S], now: i64) -> Vec<Step> {
+pub(crate) fn plan<S: Slot>(slots: &[S], now: i64) -> Vec<Step> {
     let mut steps = Vec::new();
     let active = slots
         .iter()
@@ -134,7 +134,7 @@ pub fn plan<S: Slot>(slots: &[S], now: i64) -> Vec<Step> {
 
 /// Applies `Activate` to the slots: the prepared one becomes active, the active one old.
 /// Returns false when there is nothing prepared.
-pub fn activate_prepared<S: Slot>(slots: &mut [S], now: i64) -> bool {
+pub(crate) fn activate_prepared<S: Slot>(slots: &mut [S], now: i64) -> bool {
     let Some(idx) = slots
         .iter()
         .position(|s| s.status() == SlotStatus::Prepared && s.not_after() > now)

@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::{CaError, CertificateError, SigningError};
 
 /// Audiences per token and bytes per audience: generous, but bounded.
-pub const MAX_AUDIENCES: usize = 32;
-pub const MAX_AUDIENCE_LEN: usize = 256;
+pub(crate) const MAX_AUDIENCES: usize = 32;
+pub(crate) const MAX_AUDIENCE_LEN: usize = 256;
 
 #[derive(Serialize)]
 struct Header<'a> {
@@ -30,13 +30,13 @@ struct Claims<'a> {
 }
 
 /// A fresh key id: 32 random bytes, base64url.
-pub fn new_key_id() -> String {
+pub(crate) fn new_key_id() -> String {
     let mut b = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut b);
     URL_SAFE_NO_PAD.encode(b)
 }
 
-pub fn check_audience(audience: &[String]) -> Result<(), CaError> {
+pub(crate) fn check_audience(audience: &[String]) -> Result<(), CaError> {
     if audience.is_empty() {
         return Err(CaError::InvalidRequest(
             "a JWT-SVID needs at least one audience".into(),
@@ -59,7 +59,7 @@ pub fn check_audience(audience: &[String]) -> Result<(), CaError> {
 }
 
 /// Builds and signs a JWT-SVID. The signature (raw r||s) comes from the token.
-pub fn mint(
+pub(crate) fn mint(
     signer: &Signer,
     key_id: &str,
     spiffe_id: &SpiffeId,

@@ -3,11 +3,11 @@
 
 pub mod devid_ca;
 mod error;
-pub mod journal;
-pub mod jwt;
+pub(crate) mod journal;
+pub(crate) mod jwt;
 mod rotation;
 pub mod signing_key;
-pub mod upstream;
+pub(crate) mod upstream;
 pub mod x509;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,7 +20,7 @@ use ironroot_runtime::unix_now;
 use rcgen::{Issuer, PublicKeyData};
 
 use crate::store::DataStore;
-use journal::{CaJournal, SlotStatus};
+use journal::CaJournal;
 use signing_key::HsmKey;
 use upstream::Upstream;
 use x509::CaSubject;
@@ -30,33 +30,45 @@ pub use error::{CaError, CertificateError, JournalError, KeyError, SigningError,
 /// What the CA is configured to do.
 #[derive(Debug, Clone)]
 pub struct CaSettings {
+    /// The trust domain the CA signs for: SVIDs must name an ID in it.
     pub trust_domain: TrustDomain,
+    /// Algorithm of the X.509 CA keys it generates (JWT keys are always P-256).
     pub key_algorithm: KeyAlgorithm,
+    /// Lifetime of each CA certificate and JWT key (rotation replaces them before they
+    /// expire); bundles hint a refresh every tenth of it (at least 5 s).
     pub ca_ttl: Duration,
+    /// X.509-SVID lifetime when a request asks for 0 seconds.
     pub default_x509_svid_ttl: Duration,
+    /// JWT-SVID lifetime when a request asks for 0 seconds.
     pub default_jwt_svid_ttl: Duration,
+    /// Start of the label of every key the CA generates
+    /// (`<prefix>-x509-<unix time>-<random hex>`), so keys of several servers can share a
+    /// token.
     pub key_label_prefix: String,
+    /// O= of the CA certificate's subject.
     pub organization: String,
+    /// C= of the CA certificate's subject (two letters).
     pub country: String,
+    /// `iss` claim of JWT-SVIDs; `None` leaves it out.
     pub jwt_issuer: Option<String>,
 }
 
 /// An issued X.509-SVID: the leaf first, then intermediates (no root).
 #[derive(Debug, Clone)]
 pub struct IssuedX509Svid {
-    pub chain: Vec<Vec<u8>>,
-    pub expires_at: i64,
+    pub(crate) chain: Vec<Vec<u8>>,
+    pub(crate) expires_at: i64,
 }
 
 /// Public facts about the CA for health checks and logs.
 #[derive(Debug, Clone)]
 pub struct CaStatus {
-    pub key_manager: String,
+    pub(crate) key_manager: String,
+    /// Label of the key that signs X.509-SVIDs now (it changes at each rotation).
     pub x509_key_label: String,
-    pub x509_not_after: i64,
-    pub jwt_key_id: String,
-    pub bundle_sequence: u64,
-    pub upstream: Option<String>,
+    pub(crate) x509_not_after: i64,
+    pub(crate) jwt_key_id: String,
+    pub(crate) upstream: Option<String>,
 }
 
 struct ActiveX509 {
@@ -79,6 +91,12 @@ struct CaState {
     jwt: Option<Arc<ActiveJwt>>,
 }
 
+/// The trust domain's CA: signs X.509- and JWT-SVIDs with keys that never leave the key
+/// manager, publishes the trust bundle, and rotates its keys on a schedule kept in the
+/// store (so a restart resumes the same keys).
+///
+/// Shared behind an `Arc` by the admin and node APIs; every method takes `&self`. Methods
+/// fail with [`CaError::NotReady`] until a key of the kind asked for is active.
 pub struct CertificateAuthority {
     settings: CaSettings,
     km: Arc<dyn KeyManager>,
@@ -123,12 +141,9 @@ impl CertificateAuthority {
         Ok(ca)
     }
 
-    pub fn trust_domain(&self) -> &TrustDomain {
+    /// The trust domain it signs for.
+    pub(crate) fn trust_domain(&self) -> &TrustDomain {
         &self.settings.trust_domain
-    }
-
-    pub fn settings(&self) -> &CaSettings {
-        &self.settings
     }
 
     fn subject(&self) -> CaSubject {
@@ -171,7 +186,7 @@ impl CertificateAuthority {
     }
 
     /// Signs an X.509-SVID for a public key the caller has already proven it holds.
-    pub fn sign_x509_svid(
+    pub(crate) fn sign_x509_svid(
         &self,
         public_key: &impl PublicKeyData,
         spiffe_id: &SpiffeId,
@@ -205,7 +220,7 @@ impl CertificateAuthority {
     }
 
     /// Mints a JWT-SVID signed by the active JWT key.
-    pub fn mint_jwt_svid(
+    pub(crate) fn mint_jwt_svid(
         &self,
         spiffe_id: &SpiffeId,
         audience: &[String],
@@ -236,7 +251,7 @@ impl CertificateAuthority {
     }
 
     /// The trust bundle: every published, unexpired X.509 root and JWT key.
-    pub fn bundle(&self) -> Result<TrustBundle, CaError> {
+    pub(crate) fn bundle(&self) -> Result<TrustBundle, CaError> {
         let now = unix_now();
         let state = self.read_state()?;
         let x509_authorities = match &self.upstream {
@@ -269,6 +284,8 @@ impl CertificateAuthority {
         })
     }
 
+    /// The active keys and where they live. [`CaError::NotReady`] until both an X.509 and a
+    /// JWT key are active; [`CaError::Journal`] if the state lock is poisoned.
     pub fn status(&self) -> Result<CaStatus, CaError> {
         let state = self.read_state()?;
         let x = state.x509.as_ref().ok_or(CaError::NotReady("X.509"))?;
@@ -278,20 +295,8 @@ impl CertificateAuthority {
             x509_key_label: x.key_label.clone(),
             x509_not_after: x.not_after,
             jwt_key_id: j.key_id.clone(),
-            bundle_sequence: state.journal.bundle_sequence,
             upstream: self.upstream.as_ref().map(|u| u.description.clone()),
         })
-    }
-
-    /// Status of every X.509 slot in the journal (label, status, notAfter).
-    pub fn x509_slots(&self) -> Result<Vec<(String, SlotStatus, i64)>, CaError> {
-        let state = self.read_state()?;
-        Ok(state
-            .journal
-            .x509
-            .iter()
-            .map(|s| (s.key_label.clone(), s.status, s.not_after))
-            .collect())
     }
 }
 

@@ -84,7 +84,7 @@ fn new_label(prefix: &str, kind: &str, now: i64) -> String {
 impl CertificateAuthority {
     /// Brings the keys up to date with the schedule at `now`. Returns whether
     /// the published bundle changed.
-    pub fn rotate(&self, now: i64) -> Result<bool, CaError> {
+    pub(crate) fn rotate(&self, now: i64) -> Result<bool, CaError> {
         let _serial = self
             .rotation
             .lock()

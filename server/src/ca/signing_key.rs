@@ -21,6 +21,8 @@ pub struct HsmKey {
 }
 
 impl HsmKey {
+    /// Wraps `signer` for rcgen. Fails with [`KeyError::PublicKey`] (as a [`CaError::Key`])
+    /// when the token's public key is not a DER SubjectPublicKeyInfo.
     pub fn new(signer: Signer) -> Result<Self, CaError> {
         let spki =
             SubjectPublicKeyInfoRef::from_der(signer.public_key_der()).map_err(|source| {
@@ -42,12 +44,8 @@ impl HsmKey {
         })
     }
 
-    pub fn signer(&self) -> &Signer {
-        &self.signer
-    }
-
     /// Turns an rcgen failure into an error that carries the token's reason.
-    pub fn explain(&self, e: rcgen::Error) -> CaError {
+    pub(crate) fn explain(&self, e: rcgen::Error) -> CaError {
         let detail = self.last_error.lock().ok().and_then(|mut g| g.take());
         match detail {
             Some(source) if e == rcgen::Error::RemoteKeyError => SigningError::X509 {
@@ -82,7 +80,7 @@ impl SigningKey for HsmKey {
 }
 
 /// The key of an upstream CA: in a second token, or (less safely) a PEM file.
-pub enum UpstreamKey {
+pub(crate) enum UpstreamKey {
     Hsm(HsmKey),
     File(rcgen::KeyPair),
 }

@@ -21,7 +21,7 @@ pub struct Upstream {
 }
 
 /// Reads every CERTIFICATE block of a PEM file, in order.
-pub fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, CaError> {
+pub(crate) fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, CaError> {
     let text = std::fs::read(path).map_err(|source| UpstreamError::ReadCertificates {
         path: path.to_path_buf(),
         source,
@@ -79,7 +79,7 @@ impl Upstream {
     }
 
     /// Upstream key in a PEM (PKCS#8) file.
-    pub fn from_files(
+    pub(crate) fn from_files(
         cert_file: &Path,
         key_file: &Path,
         bundle_file: Option<&Path>,
@@ -103,7 +103,7 @@ impl Upstream {
     }
 
     /// Upstream key in a PKCS#11 token.
-    pub fn from_token(
+    pub(crate) fn from_token(
         km: Arc<dyn KeyManager>,
         key_label: &str,
         cert_file: &Path,

@@ -12,13 +12,13 @@ use time::OffsetDateTime;
 use super::{CaError, CertificateError};
 
 /// Largest CSR accepted; a P-256 or RSA-4096 CSR is well under 2 KiB.
-pub const MAX_CSR_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_CSR_BYTES: usize = 16 * 1024;
 
 /// Certificates are back-dated a little so peers with slightly slow clocks accept them.
-pub const BACKDATE_SECS: i64 = 10;
+pub(crate) const BACKDATE_SECS: i64 = 10;
 
 /// A random, positive, non-zero 128-bit serial number.
-pub fn random_serial() -> SerialNumber {
+pub(crate) fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];
     loop {
         rand::thread_rng().fill_bytes(&mut bytes);
@@ -37,8 +37,11 @@ fn time_at(unix: i64) -> Result<OffsetDateTime, CaError> {
 /// Subject fields of CA certificates.
 #[derive(Debug, Clone)]
 pub struct CaSubject {
+    /// C= (two letters).
     pub country: String,
+    /// O=.
     pub organization: String,
+    /// The trust domain: its SPIFFE ID is the URI SAN; the CN names it and the notBefore.
     pub trust_domain: TrustDomain,
 }
 
@@ -146,7 +149,7 @@ pub fn parse_csr(der: &[u8]) -> Result<rcgen::PublicKey, CaError> {
 
 /// The serial number of a DER certificate, hex (how nodes and logs name an SVID); `None`
 /// when it does not parse.
-pub fn serial_hex(der: &[u8]) -> Option<String> {
+pub(crate) fn serial_hex(der: &[u8]) -> Option<String> {
     use der::Decode;
     x509_cert::Certificate::from_der(der)
         .ok()
@@ -154,7 +157,7 @@ pub fn serial_hex(der: &[u8]) -> Option<String> {
 }
 
 /// The notAfter of a DER certificate, in unix seconds.
-pub fn cert_not_after(der: &[u8]) -> Result<i64, CaError> {
+pub(crate) fn cert_not_after(der: &[u8]) -> Result<i64, CaError> {
     use der::Decode;
     let cert = x509_cert::Certificate::from_der(der).map_err(CertificateError::Parse)?;
     let secs = cert
@@ -168,7 +171,7 @@ pub fn cert_not_after(der: &[u8]) -> Result<i64, CaError> {
 
 /// The subjectPublicKey bits of a DER certificate (EC point or RSAPublicKey),
 /// to check that a key matches a certificate.
-pub fn cert_public_key_bits(der: &[u8]) -> Result<Vec<u8>, CaError> {
+pub(crate) fn cert_public_key_bits(der: &[u8]) -> Result<Vec<u8>, CaError> {
     use der::Decode;
     let cert = x509_cert::Certificate::from_der(der).map_err(CertificateError::Parse)?;
     Ok(cert

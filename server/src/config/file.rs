@@ -17,25 +17,25 @@ use super::{
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ServerFile {
-    pub trust_domain: String,
+    pub(crate) trust_domain: String,
     #[serde(default = "data_dir")]
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     #[serde(default)]
-    pub insecure_software_keys: bool,
+    pub(crate) insecure_software_keys: bool,
     #[serde(default = "log_level")]
-    pub log_level: String,
+    pub(crate) log_level: String,
     #[serde(default)]
-    pub admin: AdminFile,
+    pub(crate) admin: AdminFile,
     #[serde(default)]
-    pub ca: CaConfig,
-    pub key_manager: Option<KeyManagerFile>,
-    pub upstream: Option<UpstreamFile>,
+    pub(crate) ca: CaConfig,
+    pub(crate) key_manager: Option<KeyManagerFile>,
+    pub(crate) upstream: Option<UpstreamFile>,
     #[serde(default)]
-    pub node_api: NodeApiFile,
+    pub(crate) node_api: NodeApiFile,
     #[serde(default)]
-    pub node_attestors: NodeAttestorsConfig,
+    pub(crate) node_attestors: NodeAttestorsConfig,
     #[serde(default)]
-    pub store: StoreFile,
+    pub(crate) store: StoreFile,
 }
 
 fn data_dir() -> PathBuf {
@@ -50,10 +50,10 @@ fn log_level() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct AdminFile {
-    pub socket_path: PathBuf,
-    pub max_request_bytes: usize,
-    pub allowed_uids: Vec<u32>,
-    pub socket_mode: String,
+    pub(crate) socket_path: PathBuf,
+    pub(crate) max_request_bytes: usize,
+    pub(crate) allowed_uids: Vec<u32>,
+    pub(crate) socket_mode: String,
 }
 
 impl Default for AdminFile {
@@ -72,12 +72,12 @@ impl Default for AdminFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct NodeApiFile {
-    pub listen: String,
+    pub(crate) listen: String,
     #[serde(with = "humantime_serde")]
-    pub agent_svid_ttl: std::time::Duration,
+    pub(crate) agent_svid_ttl: std::time::Duration,
     #[serde(with = "humantime_serde")]
-    pub challenge_ttl: std::time::Duration,
-    pub max_message_bytes: usize,
+    pub(crate) challenge_ttl: std::time::Duration,
+    pub(crate) max_message_bytes: usize,
 }
 
 impl Default for NodeApiFile {
@@ -95,7 +95,7 @@ impl Default for NodeApiFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct KeyManagerFile {
-    pub pkcs11: Pkcs11File,
+    pub(crate) pkcs11: Pkcs11File,
 }
 
 /// A PKCS#11 token as written: one of `pin_file` / `pin_env`. `[key_manager.pkcs11]` is
@@ -104,12 +104,12 @@ pub(super) struct KeyManagerFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Pkcs11File {
-    pub module: PathBuf,
-    pub token_label: String,
-    pub pin_file: Option<PathBuf>,
-    pub pin_env: Option<String>,
+    pub(crate) module: PathBuf,
+    pub(crate) token_label: String,
+    pub(crate) pin_file: Option<PathBuf>,
+    pub(crate) pin_env: Option<String>,
     #[serde(default)]
-    pub sessions: usize,
+    pub(crate) sessions: usize,
 }
 
 /// `[upstream]`, tagged by `kind`.

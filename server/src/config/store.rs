@@ -9,7 +9,7 @@ use crate::store::postgres::{PasswordSource, PostgresConfig, PostgresTarget, DEF
 /// Where the server keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum StoreConfig {
+pub(crate) enum StoreConfig {
     /// sled in `data_dir/store` (`kind = "sled"`, the default): one server.
     Sled,
     /// A PostgreSQL database (`kind = "postgres"`), which several servers of the trust

@@ -23,7 +23,7 @@ use crate::status;
 use crate::store::{AttestedNode, DataStore, Revision};
 
 /// Most CSRs in one batch.
-pub const MAX_BATCH: usize = 1000;
+pub(crate) const MAX_BATCH: usize = 1000;
 
 /// How long a caller whose node record is newer than the cache waits for the
 /// cache before the store is asked directly.
@@ -31,12 +31,12 @@ const CATCH_UP: Duration = Duration::from_millis(500);
 
 /// What the agent API needs: the cache it answers from, the store behind it
 /// (only for a node record the cache has not caught up with), and the CA.
-pub struct AgentService {
-    pub store: Arc<dyn DataStore>,
-    pub cache: Arc<AuthorizedCache>,
-    pub ca: Arc<CertificateAuthority>,
+pub(crate) struct AgentService {
+    pub(crate) store: Arc<dyn DataStore>,
+    pub(crate) cache: Arc<AuthorizedCache>,
+    pub(crate) ca: Arc<CertificateAuthority>,
     /// Lifetime of renewed agent SVIDs.
-    pub agent_svid_ttl: std::time::Duration,
+    pub(crate) agent_svid_ttl: std::time::Duration,
 }
 
 /// The calling agent, once its SVID checked out.
@@ -122,7 +122,7 @@ fn entry_pb(e: &RegistrationEntry) -> pb::Entry {
 type NoticeStream = Pin<Box<dyn Stream<Item = Result<pb::ChangeNotice, Status>> + Send>>;
 
 /// The gRPC face of a shared [`AgentService`].
-pub struct AgentApi(pub Arc<AgentService>);
+pub(crate) struct AgentApi(pub Arc<AgentService>);
 
 #[tonic::async_trait]
 impl Agent for AgentApi {

@@ -15,14 +15,17 @@ use sha2::{Digest, Sha256};
 use super::{AttestError, Attested, Begun, NodeAttestor};
 use crate::store::{DataStore, StoreError};
 
-pub const NAME: &str = "join_token";
+pub(crate) const NAME: &str = "join_token";
 
 fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
 /// Creates and records a token valid for `ttl_secs`; returns it and its expiry.
-pub async fn create(store: &dyn DataStore, ttl_secs: i64) -> Result<(String, i64), StoreError> {
+pub(crate) async fn create(
+    store: &dyn DataStore,
+    ttl_secs: i64,
+) -> Result<(String, i64), StoreError> {
     let mut raw = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut raw);
     let token = URL_SAFE_NO_PAD.encode(raw);
@@ -33,9 +36,9 @@ pub async fn create(store: &dyn DataStore, ttl_secs: i64) -> Result<(String, i64
     Ok((token, expires_at))
 }
 
-pub struct JoinTokenAttestor {
-    pub store: Arc<dyn DataStore>,
-    pub trust_domain: TrustDomain,
+pub(crate) struct JoinTokenAttestor {
+    pub(crate) store: Arc<dyn DataStore>,
+    pub(crate) trust_domain: TrustDomain,
 }
 
 impl NodeAttestor for JoinTokenAttestor {

@@ -3,14 +3,14 @@
 //! SVID only after its attestor's checks all pass; every rejection names the
 //! check that failed and is logged.
 
-pub mod agent_api;
-pub mod join_token;
+pub(crate) mod agent_api;
+pub(crate) mod join_token;
 pub mod nonce;
 mod service;
 pub mod tls;
 pub mod tpm;
 
-pub use service::{NodeApi, NodeService};
+pub(crate) use service::{NodeApi, NodeService};
 
 use ironroot_api::node as pb;
 use ironroot_api::selector::Selector;
@@ -19,12 +19,12 @@ use ironroot_api::spiffe_id::SpiffeId;
 /// What a successful attestation proved.
 #[derive(Debug, Clone)]
 pub struct Attested {
-    pub agent_id: SpiffeId,
-    pub selectors: Vec<Selector>,
+    pub(crate) agent_id: SpiffeId,
+    pub(crate) selectors: Vec<Selector>,
     /// The measured-boot policy that passed, if any.
-    pub boot_policy: Option<String>,
+    pub(crate) boot_policy: Option<String>,
     /// An LDevID certificate issued on enrollment, then the DevID CA.
-    pub devid_chain: Vec<Vec<u8>>,
+    pub(crate) devid_chain: Vec<Vec<u8>>,
 }
 
 /// A rejected attestation: which check failed and why, for the agent's
@@ -32,14 +32,14 @@ pub struct Attested {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{check}: {reason}")]
 pub struct AttestError {
-    pub check: &'static str,
-    pub reason: String,
-    pub kind: RejectKind,
+    pub(crate) check: &'static str,
+    pub(crate) reason: String,
+    pub(crate) kind: RejectKind,
 }
 
 /// How a rejection maps to a gRPC status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectKind {
+pub(crate) enum RejectKind {
     /// A check failed: PERMISSION_DENIED.
     Denied,
     /// Malformed input: INVALID_ARGUMENT.
@@ -49,7 +49,7 @@ pub enum RejectKind {
 }
 
 impl AttestError {
-    pub fn rejected(check: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn rejected(check: &'static str, reason: impl Into<String>) -> Self {
         AttestError {
             check,
             reason: reason.into(),
@@ -57,7 +57,7 @@ impl AttestError {
         }
     }
 
-    pub fn internal(check: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn internal(check: &'static str, reason: impl Into<String>) -> Self {
         AttestError {
             check,
             reason: reason.into(),
@@ -65,7 +65,7 @@ impl AttestError {
         }
     }
 
-    pub fn malformed(check: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn malformed(check: &'static str, reason: impl Into<String>) -> Self {
         AttestError {
             check,
             reason: reason.into(),

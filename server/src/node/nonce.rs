@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use rand::RngCore;
 
-pub const NONCE_LEN: usize = 32;
+pub(crate) const NONCE_LEN: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -17,7 +17,7 @@ enum State {
 
 /// Why a nonce was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NonceError {
+pub(crate) enum NonceError {
     #[error("the nonce was already used (a replayed answer)")]
     Replayed,
     #[error("the nonce expired {0}s ago; answer the challenge sooner")]
@@ -26,6 +26,8 @@ pub enum NonceError {
     Unknown,
 }
 
+/// The nonces the server issued in challenges, each accepted once and only before it
+/// expires: an answer cannot be replayed, nor made up for a nonce never sent.
 #[derive(Default)]
 pub struct NonceRegistry {
     nonces: Mutex<HashMap<[u8; NONCE_LEN], (State, i64)>>,
@@ -33,7 +35,7 @@ pub struct NonceRegistry {
 
 impl NonceRegistry {
     /// A fresh nonce valid until `expires_at` (unix seconds).
-    pub fn issue(&self, now: i64, expires_at: i64) -> [u8; NONCE_LEN] {
+    pub(crate) fn issue(&self, now: i64, expires_at: i64) -> [u8; NONCE_LEN] {
         let mut n = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut n);
         let mut map = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
@@ -44,7 +46,7 @@ impl NonceRegistry {
     }
 
     /// Marks `nonce` used; fails if it is unknown, used or expired.
-    pub fn consume(&self, nonce: &[u8], now: i64) -> Result<(), NonceError> {
+    pub(crate) fn consume(&self, nonce: &[u8], now: i64) -> Result<(), NonceError> {
         let key: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| NonceError::Unknown)?;
         let mut map = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
         match map.get_mut(&key) {
@@ -63,7 +65,7 @@ impl NonceRegistry {
     }
 
     /// Whether `nonce` was issued and already used (to name replays).
-    pub fn was_used(&self, nonce: &[u8]) -> bool {
+    pub(crate) fn was_used(&self, nonce: &[u8]) -> bool {
         let Ok(key) = <[u8; NONCE_LEN]>::try_from(nonce) else {
             return false;
         };

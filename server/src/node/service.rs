@@ -18,13 +18,13 @@ use crate::ca::{x509, CertificateAuthority};
 use crate::status;
 use crate::store::{AttestedNode, DataStore};
 
-pub struct NodeService {
-    pub attestors: HashMap<&'static str, Arc<dyn NodeAttestor>>,
-    pub ca: Arc<CertificateAuthority>,
-    pub store: Arc<dyn DataStore>,
-    pub agent_svid_ttl: Duration,
+pub(crate) struct NodeService {
+    pub(crate) attestors: HashMap<&'static str, Arc<dyn NodeAttestor>>,
+    pub(crate) ca: Arc<CertificateAuthority>,
+    pub(crate) store: Arc<dyn DataStore>,
+    pub(crate) agent_svid_ttl: Duration,
     /// How long an agent has to answer a challenge.
-    pub challenge_ttl: Duration,
+    pub(crate) challenge_ttl: Duration,
 }
 
 type AttestStream = Pin<Box<dyn Stream<Item = Result<pb::AttestResponse, Status>> + Send>>;
@@ -201,7 +201,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The gRPC face of a shared [`NodeService`].
-pub struct NodeApi(pub Arc<NodeService>);
+pub(crate) struct NodeApi(pub Arc<NodeService>);
 
 #[tonic::async_trait]
 impl Node for NodeApi {

@@ -33,7 +33,7 @@ pub enum IdentityError {
 
 /// The server's current SVID, swapped in place on renewal.
 #[derive(Debug)]
-pub struct ServerIdentity {
+pub(crate) struct ServerIdentity {
     current: RwLock<(Arc<CertifiedKey>, i64)>,
 }
 
@@ -53,14 +53,18 @@ fn issue(ca: &CertificateAuthority, ttl: u32) -> Result<(Arc<CertifiedKey>, i64)
 }
 
 impl ServerIdentity {
-    pub fn new(ca: &CertificateAuthority, ttl: u32) -> Result<Arc<Self>, IdentityError> {
+    pub(crate) fn new(ca: &CertificateAuthority, ttl: u32) -> Result<Arc<Self>, IdentityError> {
         Ok(Arc::new(ServerIdentity {
             current: RwLock::new(issue(ca, ttl)?),
         }))
     }
 
     /// Renews the SVID when half its life is gone (or the CA changed under it).
-    pub fn renew_if_due(&self, ca: &CertificateAuthority, ttl: u32) -> Result<bool, IdentityError> {
+    pub(crate) fn renew_if_due(
+        &self,
+        ca: &CertificateAuthority,
+        ttl: u32,
+    ) -> Result<bool, IdentityError> {
         let expires_at = self.current.read().map(|g| g.1).unwrap_or(0);
         let due = unix_now() >= expires_at - i64::from(ttl) / 2;
         if !due {
@@ -85,7 +89,7 @@ impl ResolvesServerCert for ServerIdentity {
 /// Client certificates are optional (a node attesting for the first time has
 /// none) but, when sent, must verify to the current bundle; the agent API
 /// then requires one.
-pub fn tls_incoming(
+pub(crate) fn tls_incoming(
     listener: TcpListener,
     identity: Arc<ServerIdentity>,
     client_roots: ironroot_api::tls::RootsSource,

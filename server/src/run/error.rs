@@ -21,7 +21,9 @@ pub enum StartError {
     /// `data_dir` cannot be created.
     #[error("cannot create data_dir {}: {source}", path.display())]
     DataDir {
+        /// The configured `data_dir`.
         path: PathBuf,
+        /// The I/O error (permissions, read-only file system).
         #[source]
         source: std::io::Error,
     },
@@ -49,7 +51,9 @@ pub enum StartError {
     /// A configured CA bundle cannot be loaded (`key` names the option).
     #[error("{key}: {source}")]
     Anchors {
+        /// The configuration option that names the file.
         key: &'static str,
+        /// Why the file cannot be loaded.
         #[source]
         source: AnchorsFileError,
     },
@@ -68,7 +72,9 @@ pub enum StartError {
     /// The Node API address cannot be bound.
     #[error("cannot bind the node API on {address}: {source}")]
     NodeApiBind {
+        /// The configured `node_api.listen` address.
         address: String,
+        /// The I/O error (address in use, not an address of this host, a privileged port).
         #[source]
         source: std::io::Error,
     },

@@ -12,7 +12,7 @@ use super::StoreError;
 /// through the runtime's handle, on a multi-thread runtime's worker by
 /// stepping off it first, and outside any runtime on a small one of its own
 /// (tests and benchmarks that drive the CA directly).
-pub fn wait<T>(f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+pub(crate) fn wait<T>(f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => match handle.runtime_flavor() {
             tokio::runtime::RuntimeFlavor::MultiThread => {

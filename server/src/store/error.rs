@@ -127,7 +127,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// Wraps a backend's error.
-    pub fn backend(backend: &'static str, source: impl Into<BackendError>) -> Self {
+    pub(crate) fn backend(backend: &'static str, source: impl Into<BackendError>) -> Self {
         StoreError::Backend {
             backend,
             source: source.into(),

@@ -18,7 +18,7 @@
 //! sled ([`SledStore`]) is the embedded default; PostgreSQL
 //! ([`PostgresStore`]) is for several servers sharing one database.
 
-pub mod bridge;
+pub(crate) mod bridge;
 mod error;
 mod model;
 pub mod postgres;
@@ -31,7 +31,8 @@ pub use model::{
     Snapshot, Unreadable, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
 };
 pub use postgres::{PostgresConfig, PostgresStore};
-pub use rules::{entry_identity_key, validated_spec};
+pub use rules::entry_identity_key;
+pub(crate) use rules::validated_spec;
 pub use sled::SledStore;
 
 use async_trait::async_trait;
@@ -47,7 +48,7 @@ pub const MAX_BATCH: usize = 10_000;
 pub const MAX_CHANGES_PER_READ: usize = 10_000;
 
 /// One result per item of a batch, in the order given.
-pub type BatchResults<T> = Vec<Result<T, StoreError>>;
+pub(crate) type BatchResults<T> = Vec<Result<T, StoreError>>;
 
 /// Persistent state of the server. Every method that returns `Ok` after a
 /// write has made it durable.

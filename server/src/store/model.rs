@@ -80,7 +80,7 @@ impl PageRequest {
     }
 
     /// The page size this request gets.
-    pub fn effective_size(&self) -> usize {
+    pub(crate) fn effective_size(&self) -> usize {
         match self.size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
@@ -180,11 +180,11 @@ pub enum ChangesSince {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unreadable {
     /// What it should have been (`entry`, `attested node`, `federated bundle`).
-    pub what: &'static str,
+    pub(crate) what: &'static str,
     /// Its key in the store.
     pub key: String,
     /// Why it does not decode.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 impl std::fmt::Display for Unreadable {

@@ -8,7 +8,7 @@ use super::{Page, PageRequest, StoreError, MAX_BATCH};
 
 /// `spec` in stored form (selectors sorted and deduplicated) if it passes
 /// [`EntrySpec::validate`] for `trust_domain`.
-pub fn validated_spec(
+pub(crate) fn validated_spec(
     mut spec: EntrySpec,
     trust_domain: &TrustDomain,
 ) -> Result<EntrySpec, StoreError> {

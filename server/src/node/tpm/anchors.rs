@@ -12,21 +12,27 @@ pub enum AnchorsFileError {
     /// The file cannot be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {
+        /// The CA bundle file.
         path: PathBuf,
+        /// The I/O error (missing file, permissions).
         #[source]
         source: std::io::Error,
     },
     /// The file is not PEM, or holds no certificate.
     #[error("{} {source}", path.display())]
     Pem {
+        /// The CA bundle file.
         path: PathBuf,
+        /// What is wrong with its content.
         #[source]
         source: PemCertificatesError,
     },
     /// A certificate of the bundle is not X.509.
     #[error("{}: {source}", path.display())]
     Certificate {
+        /// The CA bundle file.
         path: PathBuf,
+        /// Why the certificate does not parse.
         #[source]
         source: AnchorError,
     },

@@ -35,20 +35,32 @@ use policies::PolicySet;
 /// for systemd-boot/stub command lines), so no event a rule reads is unquoted.
 const BASE_PCRS: [u32; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12];
 
+/// Which identity a TPM attestor trusts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TpmKind {
+    /// `tpm_ek`: the EK certificate chains to a manufacturer CA, or the EK's hash is on
+    /// the allow-list.
     Ek,
+    /// `tpm_devid`: a DevID certificate from a DevID CA, its key certified by the AK and
+    /// signing the server's nonce.
     DevId,
 }
 
 /// Settings shared by both TPM attestors.
 pub struct TpmShared {
+    /// The trust domain agent IDs are made in.
     pub trust_domain: TrustDomain,
+    /// Manufacturer CAs an EK certificate must chain to (`tpm_ek`).
     pub ek_anchors: Anchors,
+    /// SHA-256 (hex) of EK public keys accepted without a certificate (`tpm_ek`).
     pub ek_hash_allow_list: Vec<String>,
+    /// DevID CAs a DevID certificate must chain to (`tpm_devid`).
     pub devid_anchors: Anchors,
+    /// The measured-boot policies, and which binds a node.
     pub policies: PolicySet,
+    /// Nonces of open challenges, each answerable once.
     pub nonces: Arc<NonceRegistry>,
+    /// How long an agent has to answer a challenge.
     pub challenge_ttl: Duration,
     /// The server's own DevID CA, when it issues LDevIDs.
     pub devid_ca: Option<Arc<DevIdCa>>,
@@ -56,8 +68,12 @@ pub struct TpmShared {
     pub require_tpm_agent_key: bool,
 }
 
+/// The `tpm_ek` or `tpm_devid` node attestor: the identity check of its kind, then
+/// credential activation, a fresh quote and the event log judged by the node's policy.
 pub struct TpmAttestor {
+    /// Which identity it trusts.
     pub kind: TpmKind,
+    /// Settings both kinds share (the two attestors hold the same `Arc`).
     pub shared: Arc<TpmShared>,
 }
 

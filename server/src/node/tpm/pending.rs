@@ -19,21 +19,21 @@ use super::{selector, TpmShared};
 use crate::node::{AttestError, Attested, PendingAttestation};
 
 pub(super) struct PendingTpm {
-    pub shared: Arc<TpmShared>,
-    pub ak: TpmPublic,
-    pub secret: [u8; 32],
-    pub quote_nonce: [u8; 32],
-    pub devid: Option<(DevIdKey, [u8; 32])>,
+    pub(crate) shared: Arc<TpmShared>,
+    pub(crate) ak: TpmPublic,
+    pub(crate) secret: [u8; 32],
+    pub(crate) quote_nonce: [u8; 32],
+    pub(crate) devid: Option<(DevIdKey, [u8; 32])>,
     /// A TPM-resident agent key to be certified over its nonce; `None`: a software key
     /// (admitted by `begin` only when configuration allows it).
-    pub agent_key: Option<(TpmPublic, [u8; 32])>,
-    pub bank: HashAlg,
-    pub pcrs: Vec<u32>,
-    pub policy: Arc<Policy>,
-    pub agent_id: SpiffeId,
-    pub selectors: Vec<Selector>,
+    pub(crate) agent_key: Option<(TpmPublic, [u8; 32])>,
+    pub(crate) bank: HashAlg,
+    pub(crate) pcrs: Vec<u32>,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) agent_id: SpiffeId,
+    pub(crate) selectors: Vec<Selector>,
     /// A DevID key to certify once everything passed, with its LDevID subject CN.
-    pub enroll: Option<(rcgen::PublicKey, String)>,
+    pub(crate) enroll: Option<(rcgen::PublicKey, String)>,
 }
 
 /// Compares without an early exit, so timing says nothing about the secret.

@@ -21,21 +21,27 @@ pub enum PolicySetError {
     /// `policies_dir` cannot be listed.
     #[error("cannot read policies_dir {}: {source}", dir.display())]
     ReadDir {
+        /// The configured `policies_dir`.
         dir: PathBuf,
+        /// The I/O error (missing directory, permissions).
         #[source]
         source: std::io::Error,
     },
     /// A policy file cannot be read.
     #[error("cannot read policy {}: {source}", path.display())]
     Read {
+        /// The policy file.
         path: PathBuf,
+        /// The I/O error (permissions, not a file).
         #[source]
         source: std::io::Error,
     },
     /// A policy file is not a valid policy.
     #[error("policy {} is invalid: {source}", path.display())]
     Invalid {
+        /// The policy file.
         path: PathBuf,
+        /// What is invalid: the TOML error or the rule it breaks.
         #[source]
         source: PolicyError,
     },
@@ -47,23 +53,37 @@ pub enum PolicySetError {
         path.display()
     )]
     ForeignBank {
+        /// The policy file.
         path: PathBuf,
+        /// The pinned PCR index.
         pcr: u32,
+        /// The bank of the pinned value.
         pinned: HashAlg,
+        /// The bank the policy is for (its `bank`).
         bank: HashAlg,
     },
     /// Two files define the same policy name: which one binds would be a guess.
     #[error("two policies are named '{name}' (in {})", dir.display())]
-    DuplicateName { name: String, dir: PathBuf },
+    DuplicateName {
+        /// The policy name.
+        name: String,
+        /// The configured `policies_dir`.
+        dir: PathBuf,
+    },
     /// A binding's selector does not parse.
     #[error("policy binding selector {selector:?}: {source}")]
     BindingSelector {
+        /// The selector as configured.
         selector: String,
+        /// Why it does not parse (expected `type:value`).
         #[source]
         source: SelectorError,
     },
 }
 
+/// The measured-boot policies a TPM attestor judges nodes with, by name, and the rules that
+/// pick one for a node: the first binding whose selector the node has, else the default.
+/// Loaded once at start-up; immutable afterwards.
 pub struct PolicySet {
     policies: BTreeMap<String, Arc<Policy>>,
     bindings: Vec<(Selector, String)>,
@@ -138,7 +158,7 @@ impl PolicySet {
     }
 
     /// The policy bound to a node with `selectors`.
-    pub fn select(&self, selectors: &[Selector]) -> Result<Arc<Policy>, AttestError> {
+    pub(crate) fn select(&self, selectors: &[Selector]) -> Result<Arc<Policy>, AttestError> {
         let name = self
             .bindings
             .iter()

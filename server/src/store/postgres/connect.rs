@@ -11,15 +11,15 @@ use super::BACKEND;
 use crate::store::StoreError;
 
 /// PostgreSQL's own default port.
-pub const DEFAULT_PORT: u16 = 5432;
+pub(crate) const DEFAULT_PORT: u16 = 5432;
 /// Connections in the pool.
-pub const DEFAULT_POOL_SIZE: usize = 16;
+pub(crate) const DEFAULT_POOL_SIZE: usize = 16;
 /// Longest wait for a new connection (then the call fails `Unavailable`).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a free connection of the pool.
-pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a statement may run (or wait for a lock) in the database.
-pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the database is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,17 +56,17 @@ pub enum PasswordSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresConfig {
     /// Where the database is.
-    pub target: PostgresTarget,
+    pub(crate) target: PostgresTarget,
     /// `None`: the server authenticates otherwise (peer, trust, a client certificate).
-    pub password: Option<PasswordSource>,
+    pub(crate) password: Option<PasswordSource>,
     /// Connections in the pool (at least 1; the feed listener has its own).
-    pub pool_size: usize,
+    pub(crate) pool_size: usize,
     /// Longest wait for a new connection.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Longest wait for a free pooled connection.
-    pub wait_timeout: Duration,
+    pub(crate) wait_timeout: Duration,
     /// Longest a statement may run in the database.
-    pub statement_timeout: Duration,
+    pub(crate) statement_timeout: Duration,
     /// Change events kept for servers catching up; older ones are pruned.
     pub changes_kept: u64,
 }
@@ -88,7 +88,7 @@ impl PostgresConfig {
     /// Checks a connection string without connecting: that it parses and
     /// holds no password (a password in a config file ends up in backups
     /// and bug reports).
-    pub fn check_url(url: &str) -> Result<(), String> {
+    pub(crate) fn check_url(url: &str) -> Result<(), String> {
         let c: tokio_postgres::Config = url
             .parse()
             .map_err(|e| format!("not a PostgreSQL connection string: {e}"))?;

@@ -1,14 +1,14 @@
 //! [`DataStore`] on PostgreSQL: the store of a server cluster, several
 //! servers of one trust domain sharing one database.
 //!
-//! Layout ([`schema`]): `entries` (JSON beside the indexed `spiffe_id`,
+//! Layout (`schema.rs`): `entries` (JSON beside the indexed `spiffe_id`,
 //! `parent_id` and unique `identity_key` columns), `nodes` (JSON, `banned`
 //! with a partial index), `federated_bundles`, `ca_journal`, `join_tokens`,
 //! `change_events` (revision -> JSON change) and `store_head`, the one row
-//! that hands out revisions ([`write`] says why a row and not a sequence).
+//! that hands out revisions (`write.rs` says why a row and not a sequence).
 //!
 //! The feed: each write transaction notifies `ironroot_changes` with its new
-//! head; every server listens on a connection of its own ([`listener`]) and
+//! head; every server listens on a connection of its own (`listener.rs`) and
 //! moves its [`watch_head`](DataStore::watch_head), so a write by one server
 //! reaches the others' caches through `changes_since`.
 //!
@@ -37,9 +37,10 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use connect::{pg_err, pool_err};
-pub use connect::{
-    PasswordSource, PostgresConfig, PostgresTarget, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE,
-    DEFAULT_PORT, DEFAULT_STATEMENT_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
+pub use connect::{PasswordSource, PostgresConfig, PostgresTarget};
+pub(crate) use connect::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_PORT, DEFAULT_STATEMENT_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
 };
 
 use super::{
@@ -50,11 +51,11 @@ use super::{
 const BACKEND: &str = "postgres";
 
 /// The channel every write notifies with its new head.
-pub const NOTIFY_CHANNEL: &str = "ironroot_changes";
+pub(crate) const NOTIFY_CHANNEL: &str = "ironroot_changes";
 
 /// Change events kept for servers catching up (as sled keeps): a server
 /// further behind, or down for longer, reloads a snapshot.
-pub const DEFAULT_CHANGES_KEPT: u64 = 100_000;
+pub(crate) const DEFAULT_CHANGES_KEPT: u64 = 100_000;
 
 /// The PostgreSQL-backed store. Dropping it stops its feed listener and
 /// closes its connections.

@@ -799,8 +799,8 @@ macro_rules! conformance_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let (_backend, store) = <$b as crate::store_conformance::Backend>::fresh().await;
-                crate::store_conformance::$case(store).await;
+                let (_backend, store) = <$b as $crate::store_conformance::Backend>::fresh().await;
+                $crate::store_conformance::$case(store).await;
             }
         )+
     };
@@ -808,8 +808,8 @@ macro_rules! conformance_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let (backend, store) = <$b as crate::store_conformance::Backend>::fresh().await;
-                crate::store_conformance::$case(backend, store).await;
+                let (backend, store) = <$b as $crate::store_conformance::Backend>::fresh().await;
+                $crate::store_conformance::$case(backend, store).await;
             }
         )+
     };
