@@ -170,8 +170,7 @@ fn main() {
         output: ironroot_server::cli::Output::Text,
     };
 
-    let local = tokio::task::LocalSet::new();
-    rt.block_on(local.run_until(async {
+    rt.block_on(async {
         let mut admin = ironroot_server::client::connect(&client_args)
             .await
             .expect("admin socket");
@@ -245,8 +244,7 @@ fn main() {
                 sds: Default::default(),
             };
             let gate = gate.clone();
-            // The attestation future holds the (non-Send) test hooks: local tasks.
-            attesting.push(tokio::task::spawn_local(async move {
+            attesting.push(tokio::spawn(async move {
                 let _p = gate.acquire().await.expect("gate");
                 let o = ironroot_agent::attest::attest(&cfg).await.expect("attestation");
                 let svid = AgentSvid::from(o);
@@ -333,6 +331,6 @@ fn main() {
         for t in tasks {
             t.abort();
         }
-    }));
+    });
     server.stop();
 }
