@@ -1,0 +1,126 @@
+//! Nodes and bans, federated bundles, the CA journal and join tokens.
+
+use super::*;
+
+pub(crate) async fn nodes_bans_bundles_journal_and_tokens(store: Arc<dyn DataStore>) {
+    let store = store.as_ref();
+    let a = node("/spire/agent/tpm/a");
+    let b = node("/spire/agent/tpm/b");
+    store.record_attestation(&b).await.unwrap();
+    store.record_attestation(&a).await.unwrap();
+    assert_eq!(
+        store.get_attested_node(&a.spiffe_id).await.unwrap(),
+        Some(a.clone())
+    );
+    let listed = store
+        .list_attested_nodes(&PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items, vec![a.clone(), b.clone()]);
+    assert_eq!(listed.next, None);
+
+    // A re-attestation keeps first_attested_at.
+    let mut again = a.clone();
+    again.first_attested_at = 1_800_000_000;
+    again.serial_number = "ffff".into();
+    let stored = store.record_attestation(&again).await.unwrap();
+    assert_eq!(stored.first_attested_at, a.first_attested_at);
+    assert_eq!(stored.serial_number, "ffff");
+
+    // Bans: listed by the index, refuse attestation, survive until unbanned.
+    assert!(store.list_banned_nodes().await.unwrap().is_empty());
+    let banned = store.set_node_banned(&b.spiffe_id, true).await.unwrap();
+    assert!(banned.banned);
+    assert_eq!(
+        store.list_banned_nodes().await.unwrap(),
+        vec![banned.clone()]
+    );
+    assert!(matches!(
+        store.record_attestation(&b).await.unwrap_err(),
+        StoreError::Banned { .. }
+    ));
+    assert!(
+        store
+            .get_attested_node(&b.spiffe_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .banned
+    );
+    store.set_node_banned(&b.spiffe_id, false).await.unwrap();
+    assert!(store.list_banned_nodes().await.unwrap().is_empty());
+    store.set_node_banned(&b.spiffe_id, true).await.unwrap();
+    // Eviction forgets the node and its ban.
+    assert!(store
+        .delete_attested_node(&b.spiffe_id)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store.list_banned_nodes().await.unwrap().is_empty());
+    store.record_attestation(&b).await.unwrap();
+    assert!(matches!(
+        store
+            .set_node_banned(&id("/spire/agent/tpm/nobody"), true)
+            .await
+            .unwrap_err(),
+        StoreError::NodeNotFound { .. }
+    ));
+    assert_eq!(
+        store
+            .delete_attested_node(&a.spiffe_id)
+            .await
+            .unwrap()
+            .map(|n| n.spiffe_id),
+        Some(a.spiffe_id.clone())
+    );
+    assert_eq!(
+        store.delete_attested_node(&a.spiffe_id).await.unwrap(),
+        None
+    );
+
+    let fed = bundle("other.org", 1);
+    store.put_federated_bundle(&fed).await.unwrap();
+    store
+        .put_federated_bundle(&bundle("another.org", 2))
+        .await
+        .unwrap();
+    let fed2 = bundle("other.org", 2);
+    store.put_federated_bundle(&fed2).await.unwrap();
+    assert_eq!(
+        store.get_federated_bundle(&fed.trust_domain).await.unwrap(),
+        Some(fed2.clone())
+    );
+    let listed = store.list_federated_bundles().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].trust_domain.as_str(), "another.org");
+    assert!(store
+        .delete_federated_bundle(&fed.trust_domain)
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_federated_bundle(&fed.trust_domain)
+        .await
+        .unwrap());
+    assert!(matches!(
+        store
+            .put_federated_bundle(&bundle("example.org", 1))
+            .await
+            .unwrap_err(),
+        StoreError::OwnTrustDomain { .. }
+    ));
+
+    assert_eq!(store.get_ca_journal().await.unwrap(), None);
+    store.put_ca_journal(b"{\"version\":1}").await.unwrap();
+    store.put_ca_journal(b"\x00\xffopaque").await.unwrap();
+    assert_eq!(
+        store.get_ca_journal().await.unwrap().unwrap(),
+        b"\x00\xffopaque"
+    );
+
+    // A join token is taken once.
+    let h = [7u8; 32];
+    store.put_join_token(&h, 1234).await.unwrap();
+    assert_eq!(store.take_join_token(&h).await.unwrap(), Some(1234));
+    assert_eq!(store.take_join_token(&h).await.unwrap(), None);
+    assert_eq!(store.take_join_token(&[8u8; 32]).await.unwrap(), None);
+}
