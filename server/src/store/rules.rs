@@ -17,6 +17,26 @@ pub(crate) fn validated_spec(
     Ok(spec)
 }
 
+/// A batch's new entries before any store rule: each spec validated and
+/// given a fresh UUID v4 id, revision 0, `created_at` `now`; an invalid spec
+/// is its error. Ids are fixed here, outside any transaction, so a retried
+/// transaction writes the same entries. Refuses a batch over [`MAX_BATCH`].
+pub(crate) fn new_entries(
+    specs: Vec<EntrySpec>,
+    trust_domain: &TrustDomain,
+    now: i64,
+) -> Result<Vec<Result<RegistrationEntry, StoreError>>, StoreError> {
+    check_batch(specs.len())?;
+    Ok(specs
+        .into_iter()
+        .map(|spec| {
+            let spec = validated_spec(spec, trust_domain)?;
+            let id = uuid::Uuid::new_v4().to_string();
+            Ok(RegistrationEntry::from_spec(id, spec, 0, now))
+        })
+        .collect())
+}
+
 /// What makes two entries duplicates: SPIFFE ID, parent ID and the sorted
 /// selectors. Hashed so an index key has a fixed size whatever the entry's.
 /// NUL separates the parts: none of them can contain it.

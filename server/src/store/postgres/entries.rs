@@ -6,7 +6,7 @@ use tokio_postgres::types::ToSql;
 use super::connect::pg_err;
 use super::write::Write;
 use super::{decode, encode, readable, Inner};
-use crate::store::rules::{check_batch, check_token, page_of};
+use crate::store::rules::{check_batch, check_token, new_entries, page_of};
 use crate::store::{
     entry_identity_key, validated_spec, BatchResults, Change, EntryFilter, Page, PageRequest,
     StoreError,
@@ -24,16 +24,7 @@ impl Inner {
         &self,
         specs: Vec<EntrySpec>,
     ) -> Result<BatchResults<RegistrationEntry>, StoreError> {
-        check_batch(specs.len())?;
-        let now = ironroot_runtime::unix_now();
-        let candidates: Vec<Result<RegistrationEntry, StoreError>> = specs
-            .into_iter()
-            .map(|spec| {
-                let spec = validated_spec(spec, &self.trust_domain)?;
-                let id = uuid::Uuid::new_v4().to_string();
-                Ok(RegistrationEntry::from_spec(id, spec, 0, now))
-            })
-            .collect();
+        let candidates = new_entries(specs, &self.trust_domain, ironroot_runtime::unix_now())?;
         if candidates.iter().all(Result::is_err) {
             return Ok(candidates);
         }

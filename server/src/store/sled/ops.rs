@@ -10,7 +10,7 @@ use tracing::warn;
 use super::codec::{decode, decode_revision, index_id, index_prefix, node_key, revision_key};
 use super::tx::abort;
 use super::{sled_err, Inner, KEY_JOURNAL};
-use crate::store::rules::{check_batch, check_token, page_of};
+use crate::store::rules::{check_batch, check_token, new_entries, page_of};
 use crate::store::{
     entry_identity_key, validated_spec, AttestedNode, BatchResults, Change, ChangeEvent,
     ChangesSince, EntryFilter, Page, PageRequest, Revision, Snapshot, StoreError, Unreadable,
@@ -22,18 +22,7 @@ impl Inner {
         &self,
         specs: Vec<EntrySpec>,
     ) -> Result<BatchResults<RegistrationEntry>, StoreError> {
-        check_batch(specs.len())?;
-        let now = ironroot_runtime::unix_now();
-        // Rules that need no store first; ids fixed outside the transaction
-        // so a retried attempt writes the same entries.
-        let candidates: Vec<Result<RegistrationEntry, StoreError>> = specs
-            .into_iter()
-            .map(|spec| {
-                let spec = validated_spec(spec, &self.trust_domain)?;
-                let id = uuid::Uuid::new_v4().to_string();
-                Ok(RegistrationEntry::from_spec(id, spec, 0, now))
-            })
-            .collect();
+        let candidates = new_entries(specs, &self.trust_domain, ironroot_runtime::unix_now())?;
         self.write(|tx| {
             let mut out = Vec::with_capacity(candidates.len());
             let mut seen: std::collections::HashMap<[u8; 32], String> = Default::default();
