@@ -179,6 +179,13 @@ impl Postgres {
         self.pg_ctl_stop("fast");
     }
 
+    /// Crashes the server (`pg_ctl stop -m immediate`: every process quits at once, no
+    /// checkpoint; the next start replays the WAL, as after a power cut when `fsync` is on).
+    /// [`Postgres::start_again`] starts it again.
+    pub fn crash(&mut self) {
+        self.pg_ctl_stop("immediate");
+    }
+
     /// Starts the stopped server again on the same data, socket and port; returns once it
     /// accepts connections.
     pub fn start_again(&mut self) {

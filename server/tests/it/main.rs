@@ -11,6 +11,7 @@ mod hsm_trouble;
 mod rotation;
 mod server_postgres;
 mod store_conformance;
+mod store_faults;
 mod store_postgres;
 mod store_sled;
 mod unreadable;
