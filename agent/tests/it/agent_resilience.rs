@@ -13,11 +13,11 @@ use ironroot_api::workload as pb;
 use ironroot_testkit::server::{pem_ders, ServerProcess};
 use ironroot_testkit::svid::{not_after, now, parse, webpki_verify};
 
-const WEB: &str = "spiffe://example.org/workload/web";
-const API: &str = "spiffe://example.org/workload/api";
+pub(crate) const WEB: &str = "spiffe://example.org/workload/web";
+pub(crate) const API: &str = "spiffe://example.org/workload/api";
 
 /// The leaf certificate of the SVID for `id` in `r`.
-fn leaf_of(r: &pb::X509svidResponse, id: &str) -> Vec<u8> {
+pub(crate) fn leaf_of(r: &pb::X509svidResponse, id: &str) -> Vec<u8> {
     let s = r.svids.iter().find(|s| s.spiffe_id == id).expect("svid");
     let pem = api_client::concat_der_to_pem(&s.x509_svid).unwrap();
     pem_ders(&pem).remove(0)
@@ -62,12 +62,12 @@ fn wait_node(env: &Env, within: Duration, what: &str, pred: impl Fn(&Node) -> bo
     }
 }
 
-fn read(p: &Path) -> String {
+pub(crate) fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
 /// Polls a log file until it contains `needle`.
-fn wait_log(p: &Path, needle: &str, within: Duration) {
+pub(crate) fn wait_log(p: &Path, needle: &str, within: Duration) {
     let deadline = Instant::now() + within;
     while !read(p).contains(needle) {
         assert!(
@@ -81,7 +81,7 @@ fn wait_log(p: &Path, needle: &str, within: Duration) {
 
 /// Prints the tails of the test's child logs if the test fails. Declared
 /// first in a test, so it runs after the children were stopped.
-struct Tails(&'static str);
+pub(crate) struct Tails(pub(crate) &'static str);
 
 impl Drop for Tails {
     fn drop(&mut self) {
@@ -113,7 +113,7 @@ impl Drop for Tails {
 /// A server (with `node_api_extra`), a swtpm booted as the good policy
 /// wants, an entry for `WEB` (uid 0, X.509-SVID TTL `svid_ttl` s, 0 for the
 /// default) and the agent running; returns once the workload has its SVID.
-fn setup(
+pub(crate) fn setup(
     test: &'static str,
     node_api_extra: &str,
     svid_ttl: u32,
@@ -131,7 +131,7 @@ fn setup(
     (env, tpm, agent, first)
 }
 
-fn create_entry(env: &Env, id: &str, parent: &str, svid_ttl: u32) {
+pub(crate) fn create_entry(env: &Env, id: &str, parent: &str, svid_ttl: u32) {
     env.server.cli_ok(&[
         "entry",
         "create",
@@ -259,7 +259,7 @@ fn restart(env: &mut Env, test: &str, n: u32) {
 }
 
 /// The agent log's "sync failed" lines.
-fn sync_failures(agent_log: &Path) -> Vec<String> {
+pub(crate) fn sync_failures(agent_log: &Path) -> Vec<String> {
     read(agent_log)
         .lines()
         .filter(|l| l.contains("sync failed"))

@@ -16,6 +16,7 @@ mod attest_tpm;
 mod attestor_fixture;
 mod common;
 mod conformance;
+mod database_outage;
 mod h2_authority;
 mod join_token_agent;
 mod sds;
