@@ -15,6 +15,12 @@
 //! figures here are an upper bound. Sizes: IRONROOT_BENCH_ENTRIES (100000),
 //! IRONROOT_BENCH_AGENTS (10000), IRONROOT_BENCH_SECONDS (30).
 //!
+//! IRONROOT_BENCH_STORE=postgres puts the server on a private PostgreSQL (fsync
+//! on) instead of sled; IRONROOT_BENCH_SERVERS=2 (PostgreSQL only) starts a
+//! second server on the same database and token, attaches every other agent to
+//! it, and creates entries through the first: propagation then crosses servers
+//! through the database's change feed for half the probes.
+//!
 //! Needs the release server binary: `cargo build --release -p ironroot-server`.
 
 use std::sync::{Arc, Mutex};
@@ -24,6 +30,7 @@ use ironroot_agent::config::{AgentConfig, NodeAttestorKind};
 use ironroot_agent::sync::{agent_channel, AgentSvid};
 use ironroot_api::admin as admin_pb;
 use ironroot_api::agent::{self as pb, agent_client::AgentClient};
+use ironroot_testkit::postgres::{Postgres, PostgresOptions};
 use ironroot_testkit::server::{server_config, ServerProcess, TD};
 use ironroot_testkit::softhsm::SoftHsm;
 use sha2::{Digest, Sha256};
@@ -68,12 +75,87 @@ fn rss_mb(pid: u32) -> f64 {
     kb / 1024.0
 }
 
-/// Server CPU (cores busy) and RSS over `window`.
-async fn measure(pid: u32, window: Duration) -> (f64, f64) {
-    let (c0, t0) = (cpu_time(pid), Instant::now());
+/// Each server's CPU (cores busy) and RSS over `window`.
+async fn measure(pids: &[u32], window: Duration) -> Vec<(f64, f64)> {
+    let c0: Vec<Duration> = pids.iter().map(|&p| cpu_time(p)).collect();
+    let t0 = Instant::now();
     tokio::time::sleep(window).await;
-    let cores = (cpu_time(pid) - c0).as_secs_f64() / t0.elapsed().as_secs_f64();
-    (cores, rss_mb(pid))
+    let secs = t0.elapsed().as_secs_f64();
+    pids.iter()
+        .zip(c0)
+        .map(|(&p, c)| ((cpu_time(p) - c).as_secs_f64() / secs, rss_mb(p)))
+        .collect()
+}
+
+/// "CPU 0.05 cores, RSS 430 MB", per server when there are several.
+fn servers_line(figures: &[(f64, f64)]) -> String {
+    let one = |(cores, rss): &(f64, f64)| format!("CPU {cores:.3} cores, RSS {rss:.0} MB");
+    match figures {
+        [only] => one(only),
+        _ => figures
+            .iter()
+            .enumerate()
+            .map(|(i, f)| format!("server {}: {}", i + 1, one(f)))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// One server of the bench: its process and Node API port.
+struct BenchServer {
+    process: ServerProcess,
+    port: u16,
+}
+
+/// The servers the bench runs against (and the database they share, if any), all in `dir`
+/// on one token.
+fn start_servers(dir: &std::path::Path, hsm: &SoftHsm) -> (Vec<BenchServer>, Option<Postgres>) {
+    let store_kind = std::env::var("IRONROOT_BENCH_STORE").unwrap_or_else(|_| "sled".into());
+    let count = env_usize("IRONROOT_BENCH_SERVERS", 1).max(1);
+    let (store, pg) = match store_kind.as_str() {
+        "sled" => {
+            assert_eq!(
+                count, 1,
+                "IRONROOT_BENCH_SERVERS > 1 needs IRONROOT_BENCH_STORE=postgres"
+            );
+            (String::new(), None)
+        }
+        "postgres" => {
+            let pg = Postgres::start_with(PostgresOptions { fsync: true });
+            pg.create_database("ironroot");
+            let store = format!(
+                "[store]\nkind = \"postgres\"\nurl = \"{}\"\n",
+                pg.url("ironroot")
+            );
+            (store, Some(pg))
+        }
+        other => panic!("IRONROOT_BENCH_STORE={other}: sled or postgres"),
+    };
+    println!("store: {store_kind}, {count} server(s)");
+    let servers = (0..count)
+        .map(|i| {
+            let sdir = dir.join(format!("server-{i}"));
+            std::fs::create_dir_all(&sdir).expect("server dir");
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("port");
+            let conf = server_config(
+                &sdir,
+                hsm,
+                "ca",
+                &format!("[node_api]\nlisten = \"127.0.0.1:{port}\"\n{store}"),
+            );
+            let process = ServerProcess::start(
+                &format!("bench_fleet_{i}"),
+                &conf,
+                hsm,
+                &sdir.join("admin.sock"),
+            );
+            BenchServer { process, port }
+        })
+        .collect();
+    (servers, pg)
 }
 
 /// The agent ID a join token attests to (the server names the token's hash).
@@ -149,19 +231,13 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hsm = SoftHsm::new(&dir.path().join("hsm"));
     hsm.init_token("ca");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let conf = server_config(
-        dir.path(),
-        &hsm,
-        "ca",
-        &format!("[node_api]\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
-    let mut server =
-        ServerProcess::start("bench_fleet", &conf, &hsm, &dir.path().join("admin.sock"));
-    let pid = server.pid().expect("server pid");
+    let (mut servers, _pg) = start_servers(dir.path(), &hsm);
+    let pids: Vec<u32> = servers
+        .iter()
+        .map(|s| s.process.pid().expect("server pid"))
+        .collect();
+    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    let server = &servers[0].process;
     let bundle = dir.path().join("bundle.pem");
     std::fs::write(&bundle, server.cli_ok(&["bundle", "show"])).expect("bundle");
     let client_args = ironroot_server::cli::ClientArgs {
@@ -232,7 +308,9 @@ fn main() {
         for (i, tok) in tokens.into_iter().enumerate() {
             let cfg = AgentConfig {
                 trust_domain: TD.parse().expect("trust domain"),
-                server_address: format!("127.0.0.1:{port}").parse().expect("address"),
+                server_address: format!("127.0.0.1:{}", ports[i % ports.len()])
+                    .parse()
+                    .expect("address"),
                 trust_bundle_path: bundle.clone(),
                 data_dir: dir.path().join(format!("agent-{i}")),
                 node_attestor: NodeAttestorKind::JoinToken,
@@ -246,7 +324,9 @@ fn main() {
             let gate = gate.clone();
             attesting.push(tokio::spawn(async move {
                 let _p = gate.acquire().await.expect("gate");
-                let o = ironroot_agent::attest::attest(&cfg).await.expect("attestation");
+                let o = ironroot_agent::attest::attest(&cfg)
+                    .await
+                    .expect("attestation");
                 let svid = AgentSvid::from(o);
                 let ch = agent_channel(&cfg, &svid).await.expect("mTLS channel");
                 AgentClient::new(ch).max_decoding_message_size(64 * 1024 * 1024)
@@ -256,7 +336,10 @@ fn main() {
         for a in attesting {
             clients.push(a.await.expect("attest task"));
         }
-        eprintln!("{agents} agents attested and connected in {:.1} s", t.elapsed().as_secs_f64());
+        eprintln!(
+            "{agents} agents attested and connected in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
 
         let shared = Arc::new(Shared {
             latencies: Mutex::new(Vec::new()),
@@ -265,27 +348,33 @@ fn main() {
         });
         // One idle agent first: what the server spends with nothing to do.
         let mut clients = clients.into_iter();
-        let first = tokio::spawn(run_agent(0, clients.next().expect("one agent"), shared.clone()));
+        let first = tokio::spawn(run_agent(
+            0,
+            clients.next().expect("one agent"),
+            shared.clone(),
+        ));
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (idle_cores, idle_rss) = measure(pid, Duration::from_secs(10)).await;
-        println!(
-            "server, {entries} entries, 1 idle agent: CPU {:.3} cores, RSS {idle_rss:.0} MB",
-            idle_cores
-        );
+        let idle = measure(&pids, Duration::from_secs(10)).await;
+        println!("{entries} entries, 1 idle agent: {}", servers_line(&idle));
         let mut tasks = vec![first];
         for (i, c) in clients.enumerate() {
             tasks.push(tokio::spawn(run_agent(i + 1, c, shared.clone())));
         }
         // Let every agent make its first (full) sync before measuring.
         tokio::time::sleep(SYNC_INTERVAL + Duration::from_secs(2)).await;
-        shared.recording.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (cores, rss) = measure(pid, Duration::from_secs(seconds)).await;
-        shared.recording.store(false, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .recording
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let busy = measure(&pids, Duration::from_secs(seconds)).await;
+        shared
+            .recording
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let mut lat = std::mem::take(&mut *shared.latencies.lock().expect("latencies"));
         lat.sort();
         println!(
-            "server, {entries} entries, {agents} agents syncing every {}s: CPU {cores:.3} cores, RSS {rss:.0} MB",
-            SYNC_INTERVAL.as_secs()
+            "{entries} entries, {agents} agents syncing every {}s: {}",
+            SYNC_INTERVAL.as_secs(),
+            servers_line(&busy)
         );
         println!(
             "sync (delta) latency, {} syncs in {seconds} s: p50 {} p99 {}",
@@ -332,5 +421,7 @@ fn main() {
             t.abort();
         }
     });
-    server.stop();
+    for s in &mut servers {
+        s.process.stop();
+    }
 }
