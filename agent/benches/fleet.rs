@@ -121,7 +121,10 @@ fn start_servers(dir: &std::path::Path, hsm: &SoftHsm) -> (Vec<BenchServer>, Opt
             (String::new(), None)
         }
         "postgres" => {
-            let pg = Postgres::start_with(PostgresOptions { fsync: true });
+            let pg = Postgres::start_with(PostgresOptions {
+                fsync: true,
+                ..Default::default()
+            });
             pg.create_database("ironroot");
             let store = format!(
                 "[store]\nkind = \"postgres\"\nurl = \"{}\"\n",

@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod certs;
 pub mod cgroup;
 pub mod fixtures;
 pub mod podman;

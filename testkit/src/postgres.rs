@@ -41,6 +41,10 @@ pub const BIN_ENV: &str = "IRONROOT_PG_BIN";
 pub struct PostgresOptions {
     /// `fsync` on: only a test of crash safety needs the cost.
     pub fsync: bool,
+    /// Also listen on 127.0.0.1 (a free port) with TLS only: a certificate for
+    /// `localhost` and 127.0.0.1 from a test CA ([`Postgres::tls_ca`]); TCP
+    /// connections without TLS are rejected by `pg_hba.conf`.
+    pub tls: bool,
 }
 
 /// A running private PostgreSQL; stopped and removed when dropped.
@@ -50,6 +54,10 @@ pub struct Postgres {
     options: PostgresOptions,
     log_dir: PathBuf,
     running: bool,
+    /// The port: [`PORT`], or a free TCP port with [`PostgresOptions::tls`].
+    port: u16,
+    /// The CA of the server's certificate, with [`PostgresOptions::tls`].
+    tls_ca: Option<crate::certs::CertFiles>,
 }
 
 /// The directory of PostgreSQL's server binaries; panics naming the fix when there is none.
@@ -109,12 +117,19 @@ impl Postgres {
             nix::unistd::chown(dir.path(), Some(pg.uid), Some(pg.gid))
                 .unwrap_or_else(|e| panic!("chown {} to postgres: {e}", dir.path().display()));
         }
+        let port = if options.tls {
+            crate::free_port()
+        } else {
+            PORT
+        };
         let mut pg = Postgres {
             dir,
             bin,
             options,
             log_dir: crate::test_log_dir(&crate::current_test_name()),
             running: false,
+            port,
+            tls_ca: None,
         };
         let data = pg.data_dir();
         pg.run_as_server_user(
@@ -132,8 +147,62 @@ impl Postgres {
                 "--no-sync".as_ref(),
             ],
         );
+        if pg.options.tls {
+            pg.set_up_tls();
+        }
         pg.start_again();
         pg
+    }
+
+    /// The server's certificate and key (owned by the server user, the key 0600, as
+    /// PostgreSQL demands) and a `pg_hba.conf` that takes TCP connections over TLS only.
+    fn set_up_tls(&mut self) {
+        let dir = self.dir.path().join("tls");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let ca = crate::certs::ca(&dir, "pg-test-ca");
+        let server = crate::certs::leaf(&dir, "server", "DNS:localhost,IP:127.0.0.1", &ca);
+        let hba = self.data_dir().join("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", hba.display()));
+        if is_root() {
+            let pg = nix::unistd::User::from_name("postgres")
+                .ok()
+                .flatten()
+                .expect("postgres user");
+            for p in [&dir, &server.cert, &server.key, &hba] {
+                nix::unistd::chown(p.as_path(), Some(pg.uid), Some(pg.gid))
+                    .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
+            }
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&server.key, std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", server.key.display()));
+        self.tls_ca = Some(ca);
+    }
+
+    /// The CA (PEM) that issued the server's certificate; panics without
+    /// [`PostgresOptions::tls`].
+    pub fn tls_ca(&self) -> &Path {
+        &self
+            .tls_ca
+            .as_ref()
+            .expect("PostgresOptions::tls was not set")
+            .cert
+    }
+
+    /// A connection string to database `dbname` over TCP (`localhost`, the
+    /// TLS port); panics without [`PostgresOptions::tls`].
+    pub fn tcp_url(&self, dbname: &str) -> String {
+        assert!(self.options.tls, "PostgresOptions::tls was not set");
+        format!(
+            "host=localhost port={} user={USER} dbname={dbname}",
+            self.port
+        )
     }
 
     /// The directory of the server's unix socket (its `host`).
@@ -144,8 +213,9 @@ impl Postgres {
     /// A libpq key/value connection string for database `dbname`.
     pub fn url(&self, dbname: &str) -> String {
         format!(
-            "host={} port={PORT} user={USER} dbname={dbname}",
-            self.socket_dir().display()
+            "host={} port={} user={USER} dbname={dbname}",
+            self.socket_dir().display(),
+            self.port
         )
     }
 
@@ -161,7 +231,16 @@ impl Postgres {
             .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
             .arg("-h")
             .arg(self.socket_dir())
-            .args(["-p", &PORT.to_string(), "-U", USER, "-d", db, "-c", sql])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                USER,
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .output()
             .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
         if !out.status.success() {
@@ -192,9 +271,21 @@ impl Postgres {
         let data = self.data_dir();
         let log = self.log_file();
         let mut opts = format!(
-            "-p {PORT} -k {} -c listen_addresses=''",
+            "-p {} -k {} -c listen_addresses=''",
+            self.port,
             self.socket_dir().display()
         );
+        if let Some(ca) = &self.tls_ca {
+            let dir = ca.cert.parent().expect("tls dir");
+            opts = format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={} \
+                 -c ssl_key_file={}",
+                self.port,
+                self.socket_dir().display(),
+                dir.join("server.pem").display(),
+                dir.join("server.key").display()
+            );
+        }
         if !self.options.fsync {
             opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }

@@ -152,6 +152,9 @@ pub(super) enum StoreFile {
         user: Option<String>,
         password_file: Option<PathBuf>,
         password_env: Option<String>,
+        tls_ca_file: Option<PathBuf>,
+        tls_cert_file: Option<PathBuf>,
+        tls_key_file: Option<PathBuf>,
         #[serde(default = "pg_pool_size")]
         pool_size: usize,
         #[serde(default = "pg_connect_timeout", with = "humantime_serde")]

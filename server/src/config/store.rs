@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use super::file::StoreFile;
 use super::{invalid, InvalidOption, DEFAULT_PG_DBNAME, DEFAULT_PG_USER};
-use crate::store::postgres::{PasswordSource, PostgresConfig, PostgresTarget, DEFAULT_PORT};
+use crate::store::postgres::{
+    PasswordSource, PostgresConfig, PostgresTarget, PostgresTls, DEFAULT_PORT,
+};
 
 /// Where the server keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,9 @@ pub(super) fn store(f: StoreFile) -> Result<StoreConfig, InvalidOption> {
         user,
         password_file,
         password_env,
+        tls_ca_file,
+        tls_cert_file,
+        tls_key_file,
         pool_size,
         connect_timeout,
         wait_timeout,
@@ -70,6 +75,41 @@ pub(super) fn store(f: StoreFile) -> Result<StoreConfig, InvalidOption> {
             ))
         }
     };
+    let tls =
+        match (tls_ca_file, tls_cert_file, tls_key_file) {
+            (None, None, None) => None,
+            (Some(ca_file), cert, key) => {
+                let client_auth = match (cert, key) {
+                    (Some(cert), Some(key)) => Some((cert, key)),
+                    (None, None) => None,
+                    _ => {
+                        return Err(invalid(
+                            "store.tls_cert_file",
+                            "tls_cert_file and tls_key_file go together",
+                        ))
+                    }
+                };
+                Some(PostgresTls {
+                    ca_file,
+                    client_auth,
+                })
+            }
+            (None, _, _) => return Err(invalid(
+                "store.tls_ca_file",
+                "a client certificate needs tls_ca_file (the database's certificate is verified)",
+            )),
+        };
+    if let PostgresTarget::Url(url) = &target {
+        PostgresConfig::check_url_tls(url, tls.is_some()).map_err(|e| invalid("store.url", e))?;
+    }
+    if let (PostgresTarget::Params { host, .. }, Some(_)) = (&target, &tls) {
+        if host.starts_with('/') {
+            return Err(invalid(
+                "store.tls_ca_file",
+                "a unix socket carries no TLS: set host to the database's name for TLS",
+            ));
+        }
+    }
     if pool_size == 0 {
         return Err(invalid("store.pool_size", "must be at least 1"));
     }
@@ -83,6 +123,7 @@ pub(super) fn store(f: StoreFile) -> Result<StoreConfig, InvalidOption> {
     Ok(StoreConfig::Postgres(PostgresConfig {
         target,
         password,
+        tls,
         pool_size,
         connect_timeout: positive("store.connect_timeout", connect_timeout)?,
         wait_timeout: positive("store.wait_timeout", wait_timeout)?,

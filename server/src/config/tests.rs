@@ -370,6 +370,24 @@ fn store_refusals_name_the_key() {
             "store.connect_timeout",
         ),
         ("host = \"db\"\nchanges_kept = 0", "store.changes_kept"),
+        // TLS is asked for in one place, never without verifying the database.
+        ("url = \"postgresql://db/x?sslmode=require\"", "store.url"),
+        (
+            "url = \"postgresql://db/x?sslmode=disable\"\ntls_ca_file = \"/ca.pem\"",
+            "store.url",
+        ),
+        (
+            "host = \"db\"\ntls_cert_file = \"/c.pem\"",
+            "store.tls_ca_file",
+        ),
+        (
+            "host = \"db\"\ntls_ca_file = \"/ca.pem\"\ntls_cert_file = \"/c.pem\"",
+            "store.tls_cert_file",
+        ),
+        (
+            "host = \"/run/postgresql\"\ntls_ca_file = \"/ca.pem\"",
+            "store.tls_ca_file",
+        ),
     ] {
         assert_eq!(
             invalid_key(&format!("{INSECURE}{pg}{extra}")),

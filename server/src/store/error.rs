@@ -5,6 +5,7 @@
 //! to look at.
 
 use ironroot_api::entry::EntryError;
+use ironroot_runtime::report::Chain;
 
 /// A backend's own error (sled's, PostgreSQL's), kept as the source so the
 /// trait does not name any backend's types.
@@ -105,7 +106,7 @@ pub enum StoreError {
     },
     /// The backend cannot be reached now (database down, pool exhausted,
     /// timeout): nothing was written; the same call may work later.
-    #[error("the {backend} store is unavailable")]
+    #[error("the {backend} store is unavailable: {}", Chain(source.as_ref()))]
     Unavailable {
         /// `sled`, `postgres`.
         backend: &'static str,
@@ -115,7 +116,7 @@ pub enum StoreError {
     },
     /// The backend failed otherwise (I/O, a lock held by another process, a
     /// constraint the store did not expect).
-    #[error("the {backend} store failed")]
+    #[error("the {backend} store failed: {}", Chain(source.as_ref()))]
     Backend {
         /// `sled`, `postgres`.
         backend: &'static str,

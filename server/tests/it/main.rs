@@ -13,6 +13,7 @@ mod server_postgres;
 mod store_conformance;
 mod store_faults;
 mod store_postgres;
+mod store_postgres_tls;
 mod store_sled;
 mod unreadable;
 mod upstream;

@@ -288,7 +288,10 @@ fn postgres_store(pg: &Postgres) -> String {
 
 #[test]
 fn postgres_kill_9_during_writes_loses_no_acknowledged_write() {
-    let pg = Postgres::start_with(PostgresOptions { fsync: true });
+    let pg = Postgres::start_with(PostgresOptions {
+        fsync: true,
+        ..Default::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let hsm = SoftHsm::new(&dir.path().join("hsm"));
     hsm.init_token("ca");
@@ -300,7 +303,10 @@ fn postgres_kill_9_during_writes_loses_no_acknowledged_write() {
 /// by itself once the database is back.
 #[test]
 fn postgres_crash_under_a_running_server_loses_nothing_and_heals() {
-    let mut pg = Postgres::start_with(PostgresOptions { fsync: true });
+    let mut pg = Postgres::start_with(PostgresOptions {
+        fsync: true,
+        ..Default::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let hsm = SoftHsm::new(&dir.path().join("hsm"));
     hsm.init_token("ca");

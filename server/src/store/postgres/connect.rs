@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::NoTls;
 
+use super::tls::{Connector, PostgresTls};
 use super::BACKEND;
 use crate::store::StoreError;
 
@@ -59,6 +61,8 @@ pub struct PostgresConfig {
     pub(crate) target: PostgresTarget,
     /// `None`: the server authenticates otherwise (peer, trust, a client certificate).
     pub(crate) password: Option<PasswordSource>,
+    /// `None`: no TLS (a unix socket, or a network the operator trusts).
+    pub(crate) tls: Option<PostgresTls>,
     /// Connections in the pool (at least 1; the feed listener has its own).
     pub(crate) pool_size: usize,
     /// Longest wait for a new connection.
@@ -77,6 +81,7 @@ impl PostgresConfig {
         PostgresConfig {
             target,
             password: None,
+            tls: None,
             pool_size: DEFAULT_POOL_SIZE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
@@ -96,6 +101,34 @@ impl PostgresConfig {
             return Err("holds a password: set password_file or password_env instead".into());
         }
         Ok(())
+    }
+
+    /// Checks a connection string's `sslmode` against the TLS settings: TLS
+    /// is asked for in one place only, and never without a way to verify the
+    /// database's certificate.
+    pub(crate) fn check_url_tls(url: &str, tls: bool) -> Result<(), String> {
+        let c: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| format!("not a PostgreSQL connection string: {e}"))?;
+        match (c.get_ssl_mode(), tls) {
+            (SslMode::Require, false) => Err(
+                "sslmode=require without tls_ca_file would not verify the database: set \
+                 tls_ca_file (and drop sslmode: TLS is then required)"
+                    .into(),
+            ),
+            (SslMode::Disable, true) => {
+                Err("sslmode=disable contradicts tls_ca_file: drop one of them".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// How connections are made (TLS files read now).
+    pub(super) fn connector(&self) -> Result<Connector, StoreError> {
+        match &self.tls {
+            None => Ok(Connector::Plain),
+            Some(t) => t.connector(),
+        }
     }
 
     /// The client's settings, the password read now.
@@ -120,6 +153,26 @@ impl PostgresConfig {
         if let Some(p) = &self.password {
             c.password(read_password(p)?);
         }
+        if self.tls.is_some() {
+            if c.get_hosts().iter().any(|h| matches!(h, Host::Unix(_))) {
+                return Err(StoreError::backend(
+                    BACKEND,
+                    "store.tls_ca_file is set but the database is reached by a unix socket, \
+                     which carries no TLS: name the database's host instead",
+                ));
+            }
+            // Never fall back to the clear when TLS is configured.
+            c.ssl_mode(SslMode::Require);
+        } else if c
+            .get_hosts()
+            .iter()
+            .any(|h| matches!(h, Host::Tcp(name) if !is_loopback(name)))
+        {
+            tracing::warn!(
+                "the store's connection to PostgreSQL is not encrypted: set store.tls_ca_file \
+                 to reach it over verified TLS"
+            );
+        }
         c.connect_timeout(self.connect_timeout)
             .application_name("ironroot-server")
             // A peer that vanished (a failed-over database host) is noticed
@@ -138,17 +191,21 @@ impl PostgresConfig {
 
     /// The pool. Connections are made on first use: a database that is down
     /// at start-up fails the schema check, not this.
-    pub(super) fn pool(&self, client: tokio_postgres::Config) -> Result<Pool, StoreError> {
-        let manager = Manager::from_config(
-            client,
-            NoTls,
-            ManagerConfig {
-                // A connection the server closed is noticed by its task and
-                // dropped here; a query on one that died silently fails
-                // `Unavailable` once and the next call gets a fresh one.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+    pub(super) fn pool(
+        &self,
+        client: tokio_postgres::Config,
+        connector: Connector,
+    ) -> Result<Pool, StoreError> {
+        let settings = ManagerConfig {
+            // A connection the server closed is noticed by its task and
+            // dropped here; a query on one that died silently fails
+            // `Unavailable` once and the next call gets a fresh one.
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match connector {
+            Connector::Plain => Manager::from_config(client, NoTls, settings),
+            Connector::Tls(tls) => Manager::from_config(client, tls, settings),
+        };
         Pool::builder(manager)
             .max_size(self.pool_size.max(1))
             .runtime(Runtime::Tokio1)
@@ -158,6 +215,13 @@ impl PostgresConfig {
             .build()
             .map_err(|e| StoreError::backend(BACKEND, e))
     }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn read_password(source: &PasswordSource) -> Result<String, StoreError> {

@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use ironroot_runtime::backoff::Backoff;
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, NoTls, Socket};
 use tracing::{debug, warn};
 
 use super::connect::pg_err;
+use super::tls::Connector;
 use super::{advance, read_head, BACKEND, NOTIFY_CHANNEL};
 use crate::store::{Revision, StoreError};
 
@@ -30,10 +32,18 @@ const RECONNECT_FIRST: Duration = Duration::from_millis(250);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Runs until aborted (the store's drop).
-pub(super) async fn run(config: tokio_postgres::Config, head: Arc<watch::Sender<Revision>>) {
+pub(super) async fn run(
+    config: tokio_postgres::Config,
+    connector: Connector,
+    head: Arc<watch::Sender<Revision>>,
+) {
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
     loop {
-        if let Err(e) = listen(&config, &head, &mut backoff).await {
+        let lost = match &connector {
+            Connector::Plain => listen(&config, NoTls, &head, &mut backoff).await,
+            Connector::Tls(tls) => listen(&config, tls.clone(), &head, &mut backoff).await,
+        };
+        if let Err(e) = lost {
             warn!(error = %e, source = ?std::error::Error::source(&e),
                 "store feed listener disconnected; reconnecting");
         }
@@ -51,12 +61,17 @@ impl Drop for AbortOnDrop {
 }
 
 /// One connection's life: returns when it is lost.
-async fn listen(
+async fn listen<T>(
     config: &tokio_postgres::Config,
+    tls: T,
     head: &watch::Sender<Revision>,
     backoff: &mut Backoff,
-) -> Result<(), StoreError> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(pg_err)?;
+) -> Result<(), StoreError>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut connection) = config.connect(tls).await.map_err(pg_err)?;
     let (notices, mut rx) = mpsc::unbounded_channel();
     // The connection must be driven for queries to progress; its driver
     // forwards the notifications it reads.

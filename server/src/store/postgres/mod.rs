@@ -21,6 +21,7 @@ mod entries;
 mod listener;
 mod ops;
 mod schema;
+mod tls;
 mod write;
 
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub(crate) use connect::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_PORT, DEFAULT_STATEMENT_TIMEOUT,
     DEFAULT_WAIT_TIMEOUT,
 };
+pub use tls::PostgresTls;
 
 use super::{
     AttestedNode, BatchResults, ChangesSince, DataStore, EntryFilter, Page, PageRequest, Revision,
@@ -84,13 +86,14 @@ impl PostgresStore {
         trust_domain: TrustDomain,
     ) -> Result<Self, StoreError> {
         let client_config = config.client_config()?;
-        let pool = config.pool(client_config.clone())?;
+        let connector = config.connector()?;
+        let pool = config.pool(client_config.clone(), connector.clone())?;
         let mut client = pool.get().await.map_err(pool_err)?;
         schema::prepare(&mut client, trust_domain.as_str()).await?;
         let head = read_head(&client).await?;
         drop(client);
         let head = Arc::new(watch::Sender::new(head));
-        let listener = tokio::spawn(listener::run(client_config, head.clone()));
+        let listener = tokio::spawn(listener::run(client_config, connector, head.clone()));
         Ok(PostgresStore {
             inner: Inner {
                 pool,
