@@ -16,7 +16,7 @@ pub(crate) enum StoreConfig {
     Sled,
     /// A PostgreSQL database (`kind = "postgres"`), which several servers of the trust
     /// domain may share.
-    Postgres(PostgresConfig),
+    Postgres(Box<PostgresConfig>),
 }
 
 pub(super) fn store(f: StoreFile) -> Result<StoreConfig, InvalidOption> {
@@ -120,7 +120,7 @@ pub(super) fn store(f: StoreFile) -> Result<StoreConfig, InvalidOption> {
     if changes_kept == 0 {
         return Err(invalid("store.changes_kept", "must be at least 1"));
     }
-    Ok(StoreConfig::Postgres(PostgresConfig {
+    Ok(StoreConfig::Postgres(Box::new(PostgresConfig {
         target,
         password,
         tls,
@@ -129,5 +129,5 @@ pub(super) fn store(f: StoreFile) -> Result<StoreConfig, InvalidOption> {
         wait_timeout: positive("store.wait_timeout", wait_timeout)?,
         statement_timeout: positive("store.statement_timeout", statement_timeout)?,
         changes_kept,
-    }))
+    })))
 }
