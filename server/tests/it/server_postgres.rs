@@ -1,9 +1,16 @@
 //! Servers on PostgreSQL (`[store] kind = "postgres"`): two server processes of one trust
-//! domain on one database and one HSM token answer from the same store and the same CA.
+//! domain on one database and one HSM token (one SoftHSM token directory both processes
+//! open) answer from the same store and the same CA, and rotate its keys as one.
 
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ironroot_api::bundle::TrustBundle;
+use ironroot_api::jwt_svid::verify_jwt_svid;
 use ironroot_testkit::postgres::Postgres;
 use ironroot_testkit::server::*;
 use ironroot_testkit::softhsm::SoftHsm;
+use ironroot_testkit::svid::{now, webpki_verify};
 
 const PARENT: &str = "spiffe://example.org/spire/agent/tpm/node1";
 
@@ -69,4 +76,150 @@ fn two_servers_share_one_database() {
     assert!(entries(&a)["entries"]
         .as_array()
         .is_none_or(|e| e.is_empty()));
+}
+
+const ID: &str = "spiffe://example.org/workload/shared";
+
+fn roots(server: &ServerProcess) -> Vec<Vec<u8>> {
+    pem_ders(&server.cli_ok(&["bundle", "show"]))
+}
+
+fn jwks(server: &ServerProcess) -> TrustBundle {
+    TrustBundle::from_jwks_json(
+        td(),
+        &server.cli_ok(&["bundle", "show", "--format", "jwks"]),
+    )
+    .unwrap()
+}
+
+fn active_x509(server: &ServerProcess) -> String {
+    server.health()["active_x509_authority"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// An X.509-SVID for [`ID`] from `server`, written under `dir`.
+fn mint(server: &ServerProcess, dir: &Path) -> Vec<Vec<u8>> {
+    server.cli_ok(&[
+        "x509",
+        "mint",
+        "--spiffe-id",
+        ID,
+        "--write",
+        dir.to_str().unwrap(),
+    ]);
+    pem_ders(&std::fs::read_to_string(dir.join("svid.pem")).unwrap())
+}
+
+/// The labels of the private keys in the token whose label contains `kind` (`-x509-`).
+fn token_keys(hsm: &SoftHsm, kind: &str) -> Vec<String> {
+    hsm.pkcs11_tool("ca", &["--list-objects", "--type", "privkey"])
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("label:"))
+        .map(|l| l.trim().to_owned())
+        .filter(|l| l.contains(kind))
+        .collect()
+}
+
+/// Polls until `f` holds, with a deadline; the logs of both servers on failure.
+fn wait_for(what: &str, within: Duration, servers: [&ServerProcess; 2], mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n--- A ---\n{}\n--- B ---\n{}",
+            servers[0].log_tail(),
+            servers[1].log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two servers of one trust domain on one database and one token rotate the CA as one: each
+/// step is made once (one new X.509 and one JWT key, whichever server makes it), the other
+/// server follows within seconds, both publish the same bundle with as many keys as one
+/// server would, and an SVID either one issues verifies against the other's bundle.
+#[test]
+fn two_servers_rotate_once_and_publish_one_bundle() {
+    let pg = Postgres::start();
+    pg.create_database("ironroot");
+    // Lifetime 24 s: prepare at 12 s, activate at 20 s.
+    let extra = format!(
+        "[store]\nkind = \"postgres\"\nurl = \"{}\"\n\n[ca]\nca_ttl = \"24s\"\n\
+         default_x509_svid_ttl = \"1h\"\nrotation_check_interval = \"200ms\"\n",
+        pg.url("ironroot")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hsm = SoftHsm::new(&dir.path().join("hsm"));
+    hsm.init_token("ca");
+    let start = |name: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let conf = server_config(&d, &hsm, "ca", &extra);
+        ServerProcess::start(
+            &format!("pg_rotation_{name}"),
+            &conf,
+            &hsm,
+            &d.join("admin.sock"),
+        )
+    };
+    let a = start("a");
+    let b = start("b");
+    let both = [&a, &b];
+
+    // One CA: the same root and JWT key on both, one key of each kind in the token.
+    let first = active_x509(&a);
+    assert_eq!(active_x509(&b), first);
+    assert_eq!(roots(&a), roots(&b));
+    assert_eq!(roots(&a).len(), 1);
+    assert_eq!(token_keys(&hsm, "-x509-"), vec![first.clone()]);
+    assert_eq!(token_keys(&hsm, "-jwt-").len(), 1);
+
+    // An SVID from A verifies against B's bundle and one from B against A's.
+    let t = now();
+    let from_a = mint(&a, &dir.path().join("svid-a"));
+    let from_b = mint(&b, &dir.path().join("svid-b"));
+    webpki_verify(&from_a, &roots(&b), t).expect("A's SVID verifies against B's bundle");
+    webpki_verify(&from_b, &roots(&a), t).expect("B's SVID verifies against A's bundle");
+    let jwt = a
+        .cli_ok(&["jwt", "mint", "--spiffe-id", ID, "--audience", "x"])
+        .trim()
+        .to_owned();
+    verify_jwt_svid(&jwt, &jwks(&b), "x", t as i64).expect("A's JWT verifies with B's keys");
+
+    // Prepared: whichever server made the step, the other publishes it too.
+    wait_for("a prepared key", Duration::from_secs(30), both, || {
+        roots(&a).len() == 2 || roots(&b).len() == 2
+    });
+    let seen = Instant::now();
+    wait_for("both bundles to agree", Duration::from_secs(5), both, || {
+        roots(&a) == roots(&b) && jwks(&a) == jwks(&b)
+    });
+    eprintln!(
+        "the other server published the prepared key {:?} after the first",
+        seen.elapsed()
+    );
+    let prepared = roots(&a);
+    assert_eq!(prepared.len(), 2, "one new root, not one per server");
+    assert_eq!(jwks(&a).jwt_authorities.len(), 2);
+    // A server that lost the race destroyed its key: the token holds the journal's.
+    assert_eq!(token_keys(&hsm, "-x509-").len(), 2);
+    assert_eq!(token_keys(&hsm, "-jwt-").len(), 2);
+
+    // Activated: both sign with the same new key.
+    wait_for("the new key to sign on both", Duration::from_secs(15), both, || {
+        let active = active_x509(&a);
+        active != first && active_x509(&b) == active
+    });
+    let active = active_x509(&a);
+    assert!(token_keys(&hsm, "-x509-").contains(&active));
+    assert_eq!(roots(&a), prepared);
+    assert_eq!(roots(&b), prepared);
+    let t = now();
+    let new_from_b = mint(&b, &dir.path().join("svid-b2"));
+    webpki_verify(&new_from_b, &prepared[1..], t).expect("B signs with the new root");
+    webpki_verify(&from_a, &roots(&b), t).expect("the old root is still published");
+    assert_eq!(token_keys(&hsm, "-x509-").len(), 2);
+    assert_eq!(token_keys(&hsm, "-jwt-").len(), 2);
 }
