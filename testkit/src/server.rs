@@ -192,6 +192,15 @@ impl ServerProcess {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Kills the server with SIGKILL, as a crash would (no clean shutdown, connections
+    /// reset), and reaps it; nothing when it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Stops the server (SIGTERM, SIGKILL after 10 s) and reaps it; nothing when it is gone.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
