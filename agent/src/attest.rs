@@ -454,7 +454,9 @@ async fn exchange(
         let msg = inbound.message().await.map_err(rejected)?;
         match msg.and_then(|m| m.step) {
             Some(pb::attest_response::Step::Challenge(ch)) => {
-                let s = session.as_deref_mut().ok_or(AttestError::UnexpectedChallenge)?;
+                let s = session
+                    .as_deref_mut()
+                    .ok_or(AttestError::UnexpectedChallenge)?;
                 let mut resp = answer(s, &ch, cfg)?;
                 if let Some(h) = hooks.answer.as_mut() {
                     h(s, &ch, &mut resp);

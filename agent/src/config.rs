@@ -13,8 +13,8 @@ use serde::Deserialize;
 use crate::sds::SdsConfigError;
 use crate::workload::limits::LimitsConfigError;
 
-pub use values::{BadServerAddress, EkType, NodeAttestorKind, ServerAddress};
 pub(crate) use values::SocketMode;
+pub use values::{BadServerAddress, EkType, NodeAttestorKind, ServerAddress};
 
 /// Why a config file was refused; each variant names the key at fault.
 #[derive(Debug, thiserror::Error)]

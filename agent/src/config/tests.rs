@@ -139,7 +139,10 @@ fn servers_come_from_one_of_server_address_and_server_addresses() {
     ))
     .unwrap();
     let servers: Vec<&str> = listed.servers().iter().map(|s| &**s).collect();
-    assert_eq!(servers, ["a.example.org:8081", "10.0.0.2:8081", "[::1]:8081"]);
+    assert_eq!(
+        servers,
+        ["a.example.org:8081", "10.0.0.2:8081", "[::1]:8081"]
+    );
     let one = load(BASE).unwrap();
     let servers: Vec<&str> = one.servers().iter().map(|s| &**s).collect();
     assert_eq!(servers, ["127.0.0.1:8081"]);
@@ -156,7 +159,9 @@ fn servers_come_from_one_of_server_address_and_server_addresses() {
     assert!(e.to_string().contains("server_addresses = ["), "{e}");
     let e = refused(format!("{rest}server_addresses = []\n"));
     assert!(matches!(e, ConfigError::EmptyServerAddresses), "{e}");
-    let e = refused(format!("{rest}server_addresses = [\"a:1\", \"b:2\", \"a:1\"]\n"));
+    let e = refused(format!(
+        "{rest}server_addresses = [\"a:1\", \"b:2\", \"a:1\"]\n"
+    ));
     assert!(
         matches!(&e, ConfigError::DuplicateServerAddress(a) if a == "a:1"),
         "{e}"

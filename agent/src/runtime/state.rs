@@ -173,7 +173,7 @@ impl Agent {
                 tokio::time::sleep(delay).await;
                 State::Syncing(svid)
             }
-            State::Renewing(svid) => match sync::renew_agent_svid_via(&self.servers, &self.cfg, &svid).await {
+            State::Renewing(svid) => match self.renew(&svid).await {
                 Ok(renewed) => {
                     self.save(&renewed);
                     self.new_svid();
@@ -230,6 +230,11 @@ impl Agent {
             warn!("cannot save the agent SVID: {}", Chain(&e));
         }
         Ok(AgentSvid::from(o))
+    }
+
+    /// Renews a join_token agent's SVID over mTLS, at the server in use or the next.
+    async fn renew(&self, svid: &AgentSvid) -> Result<AgentSvid, SyncError> {
+        sync::renew_agent_svid_via(&self.servers, &self.cfg, svid).await
     }
 
     fn save(&self, svid: &AgentSvid) {

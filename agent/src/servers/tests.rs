@@ -78,7 +78,9 @@ async fn when_no_server_answers_each_one_is_named_and_the_next_attempt_tries_all
     // One server: its own error, as before several servers existed.
     let one = servers(&["127.0.0.1:7"]);
     let (r, _) = connect(&one, &[7]).await;
-    assert!(matches!(r.unwrap_err(), ConnectError::Resolve { address, .. } if address == "127.0.0.1:7"));
+    assert!(
+        matches!(r.unwrap_err(), ConnectError::Resolve { address, .. } if address == "127.0.0.1:7")
+    );
 }
 
 #[tokio::test]
@@ -97,10 +99,7 @@ async fn every_address_a_name_resolves_to_is_a_server_and_each_counts_once() {
             want.push(a);
         }
     }
-    assert_eq!(
-        resolved.iter().map(|s| s.socket).collect::<Vec<_>>(),
-        want
-    );
+    assert_eq!(resolved.iter().map(|s| s.socket).collect::<Vec<_>>(), want);
     // The name stays what the config says (logs name it), the dialled address beside it.
     assert_eq!(&*resolved[0].configured, "localhost:8081");
     assert!(resolved[0].to_string().starts_with("localhost:8081 ("));

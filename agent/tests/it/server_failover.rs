@@ -118,10 +118,9 @@ fn an_agent_carries_on_through_the_other_server_when_its_server_is_killed() {
         &cluster,
         || svid_file.exists(),
     );
-    let agents: serde_json::Value = serde_json::from_str(
-        &cluster.servers[0].cli_ok(&["agent", "list", "--output", "json"]),
-    )
-    .unwrap();
+    let agents: serde_json::Value =
+        serde_json::from_str(&cluster.servers[0].cli_ok(&["agent", "list", "--output", "json"]))
+            .unwrap();
     let agent_id = agents["agents"][0]["spiffe_id"]
         .as_str()
         .unwrap()
@@ -149,10 +148,7 @@ fn an_agent_carries_on_through_the_other_server_when_its_server_is_killed() {
         Duration::from_secs(5).saturating_sub(killed.elapsed()),
         &log,
         &cluster,
-        || {
-            fetch_x509(&socket)
-                .is_ok_and(|r| r.svids.iter().any(|s| s.spiffe_id == SECOND))
-        },
+        || fetch_x509(&socket).is_ok_and(|r| r.svids.iter().any(|s| s.spiffe_id == SECOND)),
     );
     eprintln!(
         "failover: a new entry reached the workload {:?} after the server was killed",

@@ -185,9 +185,12 @@ fn servers_of_one_trust_domain_rotate_once_and_publish_one_bundle() {
         servers.iter().any(|s| roots(s).len() == 2)
     });
     let seen = Instant::now();
-    wait_for("every bundle to agree", Duration::from_secs(5), &cluster, || {
-        agree(&roots) && agree(&jwks_der)
-    });
+    wait_for(
+        "every bundle to agree",
+        Duration::from_secs(5),
+        &cluster,
+        || agree(&roots) && agree(&jwks_der),
+    );
     eprintln!(
         "every server published the prepared key {:?} after the first",
         seen.elapsed()
@@ -200,10 +203,15 @@ fn servers_of_one_trust_domain_rotate_once_and_publish_one_bundle() {
     assert_eq!(cluster.token_keys("-jwt-").len(), 2);
 
     // Activated: all sign with the same new key.
-    wait_for("the new key to sign on all", Duration::from_secs(15), &cluster, || {
-        let active = active_x509(a);
-        active != first && servers.iter().all(|s| active_x509(s) == active)
-    });
+    wait_for(
+        "the new key to sign on all",
+        Duration::from_secs(15),
+        &cluster,
+        || {
+            let active = active_x509(a);
+            active != first && servers.iter().all(|s| active_x509(s) == active)
+        },
+    );
     let active = active_x509(c);
     assert!(cluster.token_keys("-x509-").contains(&active));
     assert!(agree(&roots));

@@ -141,10 +141,18 @@ pub(crate) async fn the_ca_journal_is_replaced_only_from_what_was_read(store: Ar
     // Another server already created it.
     assert!(changed(store.replace_ca_journal(None, b"mine").await));
     // Based on a journal that is no longer stored (nor a prefix of it: whole bytes count).
-    assert!(changed(store.replace_ca_journal(Some(b"firs"), b"mine").await));
-    assert!(changed(store.replace_ca_journal(Some(b"older"), b"mine").await));
+    assert!(changed(
+        store.replace_ca_journal(Some(b"firs"), b"mine").await
+    ));
+    assert!(changed(
+        store.replace_ca_journal(Some(b"older"), b"mine").await
+    ));
     assert_eq!(store.get_ca_journal().await.unwrap().unwrap(), b"first");
-    assert_eq!(store.watch_head().borrow().0, head, "a refused write makes no event");
+    assert_eq!(
+        store.watch_head().borrow().0,
+        head,
+        "a refused write makes no event"
+    );
     assert!(events_after(store.as_ref(), head).await.is_empty());
 
     // Eight writers from the same journal: one wins, the others are told.
