@@ -54,7 +54,8 @@ fn main() {
     std::fs::write(&log_path, &log).expect("log");
     let cfg = AgentConfig {
         trust_domain: TD.parse().expect("trust domain"),
-        server_address: env.address.parse().expect("server address"),
+        server_address: Some(env.address.parse().expect("server address")),
+        server_addresses: None,
         trust_bundle_path: env.bundle.clone(),
         data_dir: env.dir.path().join("agent"),
         node_attestor: NodeAttestorKind::TpmEk,

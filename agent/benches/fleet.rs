@@ -311,9 +311,12 @@ fn main() {
         for (i, tok) in tokens.into_iter().enumerate() {
             let cfg = AgentConfig {
                 trust_domain: TD.parse().expect("trust domain"),
-                server_address: format!("127.0.0.1:{}", ports[i % ports.len()])
-                    .parse()
-                    .expect("address"),
+                server_address: Some(
+                    format!("127.0.0.1:{}", ports[i % ports.len()])
+                        .parse()
+                        .expect("address"),
+                ),
+                server_addresses: None,
                 trust_bundle_path: bundle.clone(),
                 data_dir: dir.path().join(format!("agent-{i}")),
                 node_attestor: NodeAttestorKind::JoinToken,

@@ -24,6 +24,7 @@ use crate::config::{AgentConfig, AgentKeyStorage, ConfigError, NodeAttestor};
 use crate::connect::{self, ConnectError};
 use crate::data_dir::{DataDir, DataDirError, SavedSvid};
 use crate::refused::Refused;
+use crate::servers::Servers;
 use crate::shared_tpm::{SharedTpm, TpmLease};
 
 /// Why an attestation did not give the agent an SVID.
@@ -349,6 +350,17 @@ pub async fn attest(cfg: &AgentConfig) -> Result<AttestOutcome, AttestError> {
 pub async fn attest_with(
     cfg: &AgentConfig,
     keys: &KeySource,
+    hooks: Hooks<'_>,
+) -> Result<AttestOutcome, AttestError> {
+    attest_via(&Servers::from_config(cfg), cfg, keys, hooks).await
+}
+
+/// [`attest_with`] at the first of `servers` that answers, from the current one on; an
+/// exchange that fails after connecting moves `servers` on to the next one.
+pub async fn attest_via(
+    servers: &Servers,
+    cfg: &AgentConfig,
+    keys: &KeySource,
     mut hooks: Hooks<'_>,
 ) -> Result<AttestOutcome, AttestError> {
     let tpm_key = match keys {
@@ -389,7 +401,7 @@ pub async fn attest_with(
             )
         }
     };
-    if let Some(h) = hooks.params {
+    if let Some(h) = hooks.params.as_mut() {
         h(&mut params);
     }
     // The bootstrap bundle, plus the last bundle the server sent over an
@@ -405,7 +417,24 @@ pub async fn attest_with(
         }
     }
     let server_id = SpiffeId::server(&cfg.trust_domain);
-    let channel = connect::channel(&cfg.server_address, roots, server_id).await?;
+    let (channel, server) = connect::channel(servers, roots, server_id).await?;
+    let exchanged = exchange(channel, params, session.as_mut(), key, &mut hooks, cfg).await;
+    if exchanged.is_err() {
+        servers.failed(&server);
+    }
+    exchanged
+}
+
+/// The attestation stream with one server: params, the challenge and its answer (TPM
+/// attestors), the result.
+async fn exchange(
+    channel: tonic::transport::Channel,
+    params: pb::AttestParams,
+    mut session: Option<&mut TpmSession>,
+    key: AgentKey,
+    hooks: &mut Hooks<'_>,
+    cfg: &AgentConfig,
+) -> Result<AttestOutcome, AttestError> {
     let mut client = NodeClient::new(channel)
         .max_encoding_message_size(16 * 1024 * 1024)
         .max_decoding_message_size(16 * 1024 * 1024);
@@ -425,7 +454,9 @@ pub async fn attest_with(
         let msg = inbound.message().await.map_err(rejected)?;
         match msg.and_then(|m| m.step) {
             Some(pb::attest_response::Step::Challenge(ch)) => {
-                let s = session.as_mut().ok_or(AttestError::UnexpectedChallenge)?;
+                let s = session
+                    .as_deref_mut()
+                    .ok_or(AttestError::UnexpectedChallenge)?;
                 let mut resp = answer(s, &ch, cfg)?;
                 if let Some(h) = hooks.answer.as_mut() {
                     h(s, &ch, &mut resp);

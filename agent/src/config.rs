@@ -13,8 +13,8 @@ use serde::Deserialize;
 use crate::sds::SdsConfigError;
 use crate::workload::limits::LimitsConfigError;
 
-pub use values::{EkType, NodeAttestorKind};
-pub(crate) use values::{ServerAddress, SocketMode};
+pub(crate) use values::SocketMode;
+pub use values::{BadServerAddress, EkType, NodeAttestorKind, ServerAddress};
 
 /// Why a config file was refused; each variant names the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,24 @@ pub enum ConfigError {
         /// What is wrong with it.
         error: Box<ConfigError>,
     },
+    /// Neither `server_address` nor `server_addresses` is set.
+    #[error(
+        "no server to attest to: set server_address = \"host:port\", or server_addresses = \
+         [\"host:port\", ...] for several servers of the trust domain"
+    )]
+    NoServerAddress,
+    /// Both `server_address` and `server_addresses` are set.
+    #[error(
+        "server_address and server_addresses are both set: keep one (server_addresses lists \
+         every server, server_address names one)"
+    )]
+    ServerAddressTwice,
+    /// `server_addresses = []`.
+    #[error("server_addresses is empty: list at least one \"host:port\"")]
+    EmptyServerAddresses,
+    /// `server_addresses` lists an address twice.
+    #[error("server_addresses lists {0} twice")]
+    DuplicateServerAddress(String),
     /// `node_attestor = "join_token"` without a `join_token`.
     #[error("node_attestor = \"join_token\" needs join_token")]
     MissingJoinToken,
@@ -112,8 +130,15 @@ fn default_devid_handle() -> u32 {
 pub struct AgentConfig {
     /// Trust domain of the server, e.g. "example.org".
     pub trust_domain: TrustDomain,
-    /// Node API address of the server, "host:port".
-    pub server_address: ServerAddress,
+    /// Node API address of the server, "host:port": the one server of the trust domain
+    /// (`server_addresses` lists several; one of the two is required, not both).
+    #[serde(default)]
+    pub server_address: Option<ServerAddress>,
+    /// Node API addresses of the servers of the trust domain, "host:port" each, tried in
+    /// turn (a name that resolves to several addresses counts as several servers); see
+    /// [`AgentConfig::servers`].
+    #[serde(default)]
+    pub server_addresses: Option<Vec<ServerAddress>>,
     /// PEM bundle trusted for the server's SVID at bootstrap (installed with the agent).
     pub trust_bundle_path: PathBuf,
     /// Where the agent keeps its SVID and key (`crate::data_dir`).
@@ -268,6 +293,17 @@ impl Default for TpmConfig {
 }
 
 impl AgentConfig {
+    /// The servers' Node API addresses as configured, in the order they are tried:
+    /// `server_addresses`, or `server_address` alone (load refuses a config with both or
+    /// neither).
+    pub fn servers(&self) -> &[ServerAddress] {
+        match (&self.server_addresses, &self.server_address) {
+            (Some(list), _) => list,
+            (None, Some(one)) => std::slice::from_ref(one),
+            (None, None) => &[],
+        }
+    }
+
     /// Where this agent's SVID key lives: `tpm.agent_key` if set, else `tpm` for the TPM
     /// node attestors and `software` for join tokens (which have no TPM evidence).
     pub fn agent_key_storage(&self) -> AgentKeyStorage {
@@ -326,6 +362,7 @@ impl AgentConfig {
 
     /// What serde cannot check: options that depend on each other.
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_servers()?;
         if self.node_attestor == NodeAttestorKind::JoinToken && self.join_token.is_none() {
             return Err(ConfigError::MissingJoinToken);
         }
@@ -338,6 +375,23 @@ impl AgentConfig {
         }
         self.node_attestor()?;
         Ok(())
+    }
+
+    fn validate_servers(&self) -> Result<(), ConfigError> {
+        match (&self.server_address, self.server_addresses.as_deref()) {
+            (Some(_), Some(_)) => Err(ConfigError::ServerAddressTwice),
+            (Some(_), None) => Ok(()),
+            (None, None) => Err(ConfigError::NoServerAddress),
+            (None, Some([])) => Err(ConfigError::EmptyServerAddresses),
+            (None, Some(list)) => {
+                for (i, a) in list.iter().enumerate() {
+                    if list[..i].contains(a) {
+                        return Err(ConfigError::DuplicateServerAddress(a.to_string()));
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 }
 

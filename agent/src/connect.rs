@@ -1,6 +1,7 @@
-//! The agent's TLS channel to the server's Node API. The server must present
+//! The agent's TLS channel to a server's Node API. The server must present
 //! an X.509-SVID for `spiffe://<td>/spire/server` that verifies to the bundle
-//! the agent was installed with; no DNS name is involved.
+//! the agent was installed with; no DNS name is involved, so every server of the
+//! trust domain passes the same check (`crate::servers` picks which one to dial).
 //!
 //! TLS 1.3 only: a TPM-resident agent key signs the CertificateVerify in the TPM, whose
 //! TPM2_Hash takes at most 1024 bytes; TLS 1.2 would have it sign the whole handshake
@@ -18,6 +19,7 @@ use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::agent_key::AgentKey;
+use crate::servers::{Server, Servers};
 
 /// Why the agent has no channel to its server.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +57,26 @@ pub enum ConnectError {
         /// rustls's reason.
         error: rustls::Error,
     },
-    /// `server_address` is not a `host:port` a URI can hold.
-    #[error("server_address {address:?} is not host:port")]
+    /// Neither `server_address` nor `server_addresses` names a server.
+    #[error("no server address is configured (server_address or server_addresses)")]
+    NoServerAddress,
+    /// A server's name does not resolve.
+    #[error("cannot resolve server address {address}")]
+    Resolve {
+        /// The address as configured.
+        address: String,
+        /// The resolver's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No server of the trust domain could be reached: each one tried, with why.
+    #[error("no server of the trust domain answered: {}", .failures.join("; "))]
+    NoServerAnswered {
+        /// Each failure, with its causes, in the order tried.
+        failures: Vec<String>,
+    },
+    /// A server address is not a `host:port` a URI can hold.
+    #[error("server address {address:?} is not host:port")]
     Address {
         /// The configured address.
         address: String,
@@ -111,18 +131,24 @@ fn client_certificate(id: ClientIdentity) -> Result<Arc<dyn ResolvesClientCert>,
     Ok(Arc::new(SingleCertAndKey::from(certified)))
 }
 
-/// A gRPC channel over TLS to `address`, accepting only `server_id` under `roots`.
+/// A gRPC channel over TLS to the first of `servers` that answers, accepting only
+/// `server_id` under `roots`; with the server it reached.
 pub async fn channel(
-    address: &str,
+    servers: &Servers,
     roots: Vec<Vec<u8>>,
     server_id: SpiffeId,
-) -> Result<Channel, ConnectError> {
-    channel_with_identity(address, roots, server_id, None).await
+) -> Result<(Channel, Server), ConnectError> {
+    servers
+        .connect(|server| {
+            let (roots, server_id) = (roots.clone(), server_id.clone());
+            async move { channel_with_identity(&server, roots, server_id, None).await }
+        })
+        .await
 }
 
-/// [`channel`], presenting `identity` (the agent SVID) as a client certificate.
+/// A channel to `server`, presenting `identity` (the agent SVID) as a client certificate.
 pub(crate) async fn channel_with_identity(
-    address: &str,
+    server: &Server,
     roots: Vec<Vec<u8>>,
     server_id: SpiffeId,
     identity: Option<ClientIdentity>,
@@ -140,10 +166,11 @@ pub(crate) async fn channel_with_identity(
     };
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let addr = address.to_string();
-    Endpoint::try_from(format!("http://{address}"))
+    let addr = server.socket;
+    // The configured name is only the request's authority; the resolved address is dialled.
+    Endpoint::try_from(format!("http://{}", server.configured))
         .map_err(|source| ConnectError::Address {
-            address: address.to_owned(),
+            address: server.configured.to_string(),
             source,
         })?
         // A silently dropped connection is noticed in seconds, not when TCP gives up.
@@ -152,9 +179,9 @@ pub(crate) async fn channel_with_identity(
         .keep_alive_timeout(std::time::Duration::from_secs(10))
         .keep_alive_while_idle(true)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let (connector, addr) = (connector.clone(), addr.clone());
+            let connector = connector.clone();
             async move {
-                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
                 // Small gRPC frames: without this, Nagle + delayed ACK add ~40 ms per round trip.
                 tcp.set_nodelay(true)?;
                 // SVIDs carry no DNS name; the verifier checks the SPIFFE ID instead.
@@ -166,7 +193,7 @@ pub(crate) async fn channel_with_identity(
         }))
         .await
         .map_err(|source| ConnectError::Unreachable {
-            address: address.to_owned(),
+            address: server.to_string(),
             source,
         })
 }

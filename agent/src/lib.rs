@@ -15,6 +15,7 @@ pub(crate) mod jwt_validate;
 pub mod refused;
 pub mod runtime;
 pub(crate) mod sds;
+pub mod servers;
 pub mod shared_tpm;
 pub mod simulate;
 pub mod sync;

@@ -19,6 +19,7 @@ use crate::cache::{self, Cache, CachedSvid, Rejected, Snapshot};
 use crate::config::AgentConfig;
 use crate::connect::{self, ClientIdentity, ConnectError};
 use crate::refused::{RefusalKind, Refused};
+use crate::servers::{Server, Servers};
 
 /// Sync at least this often, even without change notices.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(5);
@@ -118,8 +119,20 @@ impl std::fmt::Debug for AgentSvid {
     }
 }
 
-/// An mTLS channel to the server with the agent SVID.
+/// An mTLS channel with the agent SVID to the first server of `cfg` that answers.
 pub async fn agent_channel(cfg: &AgentConfig, svid: &AgentSvid) -> Result<Channel, ConnectError> {
+    let (channel, _) = agent_channel_via(&Servers::from_config(cfg), cfg, svid).await?;
+    Ok(channel)
+}
+
+/// An mTLS channel with the agent SVID to the first of `servers` that answers, from the
+/// current one on; with the server it reached. The agent SVID is good at every server of
+/// the trust domain: they share one CA.
+pub async fn agent_channel_via(
+    servers: &Servers,
+    cfg: &AgentConfig,
+    svid: &AgentSvid,
+) -> Result<(Channel, Server), ConnectError> {
     let mut roots = connect::read_bundle(&cfg.trust_bundle_path)?;
     for r in &svid.roots {
         if !roots.contains(r) {
@@ -127,16 +140,18 @@ pub async fn agent_channel(cfg: &AgentConfig, svid: &AgentSvid) -> Result<Channe
         }
     }
     let server_id = SpiffeId::server(&cfg.trust_domain);
-    connect::channel_with_identity(
-        &cfg.server_address,
-        roots,
-        server_id,
-        Some(ClientIdentity {
-            chain: svid.chain.clone(),
-            key: svid.key.clone(),
-        }),
-    )
-    .await
+    servers
+        .connect(|server| {
+            let (roots, server_id) = (roots.clone(), server_id.clone());
+            let identity = ClientIdentity {
+                chain: svid.chain.clone(),
+                key: svid.key.clone(),
+            };
+            async move {
+                connect::channel_with_identity(&server, roots, server_id, Some(identity)).await
+            }
+        })
+        .await
 }
 
 /// What the last answer from the server held, so that the next sync asks
@@ -375,7 +390,17 @@ impl Session {
 /// Renews a join_token agent's SVID over mTLS (its single-use token cannot be
 /// presented again). TPM agents never use this: they re-attest.
 pub async fn renew_agent_svid(cfg: &AgentConfig, svid: &AgentSvid) -> Result<AgentSvid, SyncError> {
-    let channel = agent_channel(cfg, svid)
+    renew_agent_svid_via(&Servers::from_config(cfg), cfg, svid).await
+}
+
+/// [`renew_agent_svid`] at the first of `servers` that answers; a refused or failed
+/// renewal moves `servers` on to the next one.
+pub async fn renew_agent_svid_via(
+    servers: &Servers,
+    cfg: &AgentConfig,
+    svid: &AgentSvid,
+) -> Result<AgentSvid, SyncError> {
+    let (channel, server) = agent_channel_via(servers, cfg, svid)
         .await
         .map_err(SyncError::Unreachable)?;
     let mut client = AgentClient::new(channel);
@@ -384,7 +409,10 @@ pub async fn renew_agent_svid(cfg: &AgentConfig, svid: &AgentSvid) -> Result<Age
     let r = client
         .renew_agent_svid(pb::RenewAgentSvidRequest { csr })
         .await
-        .map_err(|s| SyncError::RenewalRefused(s.into()))?
+        .map_err(|s| {
+            servers.failed(&server);
+            SyncError::RenewalRefused(s.into())
+        })?
         .into_inner();
     Ok(AgentSvid {
         spiffe_id: svid.spiffe_id.clone(),

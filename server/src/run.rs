@@ -254,26 +254,7 @@ impl Server {
         info!(socket = %socket_path.display(), "admin API listening");
 
         let follower = self.cache.spawn_follower();
-        let ca = self.ca.clone();
-        let changes = self.changes.clone();
-        let interval = self.config.ca.rotation_check_interval;
-        let rotation = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let ca = ca.clone();
-                match tokio::task::spawn_blocking(move || ca.rotate(unix_now())).await {
-                    Ok(Ok(true)) => {
-                        info!("CA keys rotated; bundle updated");
-                        changes.bump();
-                    }
-                    Ok(Ok(false)) => {}
-                    Ok(Err(e)) => error!(error = %e, "CA rotation check failed"),
-                    Err(e) => error!(error = %e, "CA rotation task failed"),
-                }
-            }
-        });
+        let rotation = self.spawn_rotation();
 
         let node_task = match &self.config.node_api.listen {
             None => None,
@@ -305,6 +286,52 @@ impl Server {
 }
 
 impl Server {
+    /// Runs the CA's rotation checks every `ca.rotation_check_interval`, and follows the
+    /// journal whenever the store's feed says another server of the trust domain changed it;
+    /// wakes every agent when the bundle changed.
+    fn spawn_rotation(&self) -> tokio::task::JoinHandle<()> {
+        let ca = self.ca.clone();
+        let changes = self.changes.clone();
+        let mut journal = self.cache.watch_ca_journal();
+        let interval = self.config.ca.rotation_check_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let schedule = tokio::select! {
+                    _ = tick.tick() => true,
+                    r = journal.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        false
+                    }
+                };
+                let ca = ca.clone();
+                let pass = tokio::task::spawn_blocking(move || {
+                    if schedule {
+                        ca.rotate(unix_now())
+                    } else {
+                        ca.follow_journal(unix_now())
+                    }
+                });
+                match pass.await {
+                    Ok(Ok(true)) if schedule => {
+                        info!("CA keys rotated; bundle updated");
+                        changes.bump();
+                    }
+                    Ok(Ok(true)) => {
+                        info!("CA journal changed by another server; following it, bundle updated");
+                        changes.bump();
+                    }
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => error!(error = %e, "CA rotation check failed"),
+                    Err(e) => error!(error = %e, "CA rotation task failed"),
+                }
+            }
+        })
+    }
+
     /// Binds the Node API (TLS with the server SVID) and serves it in the background.
     async fn spawn_node_api(
         &self,

@@ -18,7 +18,8 @@
 //!   [`tpm2_tools`]: a swtpm driven with tpm2-tools, and tpm2-tools' credential files;
 //! - [`softhsm`]: a private SoftHSM2 installation and its tokens;
 //! - [`server`]: the real server binary per test, its admin CLI, and a server with the Node
-//!   API as agents attest to it; [`agent`]: the real agent binary (`ironroot-agent run`);
+//!   API as agents attest to it; [`cluster`]: several servers of one trust domain on one
+//!   database and one token; [`agent`]: the real agent binary (`ironroot-agent run`);
 //! - [`podman`]: a private rootful podman service, cached image stores, and test containers
 //!   and pods ([`podman::workloads`]); [`cgroup`]: cgroups of a test's own;
 //! - [`postgres`]: a private PostgreSQL per test (initdb/pg_ctl as `postgres`, unix socket only);
@@ -39,6 +40,7 @@
 pub mod agent;
 pub mod certs;
 pub mod cgroup;
+pub mod cluster;
 pub mod fixtures;
 pub mod podman;
 pub mod postgres;

@@ -192,8 +192,8 @@ impl ServerProcess {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Kills the server with SIGKILL (no clean-up of any kind, as a crash or an OOM kill)
-    /// and reaps it; nothing when it is gone.
+    /// Kills the server with SIGKILL, as a crash would (no clean shutdown, connections
+    /// reset), and reaps it; nothing when it is gone.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -70,7 +70,7 @@ fn values_are_typed_at_load_and_a_bad_one_names_its_key() {
     let e = load(&BASE.replace("127.0.0.1:8081", "8081")).unwrap_err();
     assert!(
         e.to_string()
-            .contains("server_address \"8081\" is not host:port"),
+            .contains("server address \"8081\" is not host:port"),
         "{e}"
     );
     let e = load(&BASE.replace("example.org", "Example.org")).unwrap_err();
@@ -127,4 +127,53 @@ fn the_annotated_example_config_loads_with_the_defaults() {
     assert_eq!(cfg.workload_api.socket_mode, DEFAULT_WORKLOAD_SOCKET_MODE);
     assert_eq!(cfg.agent_key_storage(), AgentKeyStorage::Tpm);
     assert!(cfg.sds.enabled);
+}
+
+/// `server_addresses` lists several servers; `server_address` names one; a config has
+/// exactly one of them, with at least one address, each valid and listed once.
+#[test]
+fn servers_come_from_one_of_server_address_and_server_addresses() {
+    let rest = "trust_domain = \"example.org\"\ntrust_bundle_path = \"/b.pem\"\n";
+    let listed = load(&format!(
+        "{rest}server_addresses = [\"a.example.org:8081\", \"10.0.0.2:8081\", \"[::1]:8081\"]\n"
+    ))
+    .unwrap();
+    let servers: Vec<&str> = listed.servers().iter().map(|s| &**s).collect();
+    assert_eq!(
+        servers,
+        ["a.example.org:8081", "10.0.0.2:8081", "[::1]:8081"]
+    );
+    let one = load(BASE).unwrap();
+    let servers: Vec<&str> = one.servers().iter().map(|s| &**s).collect();
+    assert_eq!(servers, ["127.0.0.1:8081"]);
+
+    let refused = |text: String| match load(&text).unwrap_err() {
+        ConfigError::InFile { error, .. } => *error,
+        other => panic!("{other}"),
+    };
+    let e = refused(format!("{BASE}server_addresses = [\"b:8081\"]\n"));
+    assert!(matches!(e, ConfigError::ServerAddressTwice), "{e}");
+    assert!(e.to_string().contains("keep one"), "{e}");
+    let e = refused(rest.to_owned());
+    assert!(matches!(e, ConfigError::NoServerAddress), "{e}");
+    assert!(e.to_string().contains("server_addresses = ["), "{e}");
+    let e = refused(format!("{rest}server_addresses = []\n"));
+    assert!(matches!(e, ConfigError::EmptyServerAddresses), "{e}");
+    let e = refused(format!(
+        "{rest}server_addresses = [\"a:1\", \"b:2\", \"a:1\"]\n"
+    ));
+    assert!(
+        matches!(&e, ConfigError::DuplicateServerAddress(a) if a == "a:1"),
+        "{e}"
+    );
+    assert_eq!(e.to_string(), "server_addresses lists a:1 twice");
+
+    // A bad item is refused by the parser, naming the key and the value.
+    let e = load(&format!("{rest}server_addresses = [\"a:1\", \"b\"]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("server_addresses") && e.contains("server address \"b\" is not host:port"),
+        "{e}"
+    );
 }

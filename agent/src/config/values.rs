@@ -153,14 +153,15 @@ impl<'de> Deserialize<'de> for SocketMode {
     }
 }
 
-/// `server_address`: the server's Node API as `host:port` (a name, an IPv4 address,
-/// or a bracketed IPv6 address). Dereferences to the string as written.
+/// `server_address` (or an item of `server_addresses`): a server's Node API as `host:port`
+/// (a name, an IPv4 address, or a bracketed IPv6 address). Dereferences to the string as
+/// written.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServerAddress(String);
 
 /// Why a string is not a [`ServerAddress`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("server_address {0:?} is not host:port")]
+#[error("server address {0:?} is not host:port")]
 pub struct BadServerAddress(pub String);
 
 impl std::str::FromStr for ServerAddress {

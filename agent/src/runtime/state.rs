@@ -29,6 +29,7 @@ use crate::attest::{self, AttestError, KeySource};
 use crate::cache::Cache;
 use crate::config::AgentConfig;
 use crate::data_dir::{DataDir, SavedSvid};
+use crate::servers::Servers;
 use crate::sync::{self, AgentSvid, SyncError};
 use crate::workload_api::ServerClient;
 
@@ -57,6 +58,8 @@ pub(crate) struct Agent {
     cache: Cache,
     /// The connection JWT-SVIDs are minted through, set at each (re)connect.
     server: ServerClient,
+    /// The servers of the trust domain and the one in use: a failure moves to the next.
+    servers: Servers,
     /// Made at the first attestation and kept for the agent's lifetime (the TPM
     /// key is loaded, or made, once and reused by every re-attestation).
     keys: Option<KeySource>,
@@ -98,6 +101,7 @@ impl Agent {
     pub(crate) fn new(cfg: AgentConfig, cache: Cache, server: ServerClient) -> Self {
         Agent {
             data_dir: DataDir::new(&cfg.data_dir),
+            servers: Servers::from_config(&cfg),
             cfg,
             cache,
             server,
@@ -169,7 +173,7 @@ impl Agent {
                 tokio::time::sleep(delay).await;
                 State::Syncing(svid)
             }
-            State::Renewing(svid) => match sync::renew_agent_svid(&self.cfg, &svid).await {
+            State::Renewing(svid) => match self.renew(&svid).await {
                 Ok(renewed) => {
                     self.save(&renewed);
                     self.new_svid();
@@ -219,12 +223,18 @@ impl Agent {
 
     async fn attest(&mut self) -> Result<AgentSvid, AttestError> {
         let keys = self.key_source().await?;
-        let o = attest::attest_with(&self.cfg, &keys, attest::Hooks::default()).await?;
+        let o =
+            attest::attest_via(&self.servers, &self.cfg, &keys, attest::Hooks::default()).await?;
         info!(agent = %o.spiffe_id, policy = %o.boot_policy, expires_at = o.expires_at, "attested");
         if let Err(e) = o.save(&self.cfg) {
             warn!("cannot save the agent SVID: {}", Chain(&e));
         }
         Ok(AgentSvid::from(o))
+    }
+
+    /// Renews a join_token agent's SVID over mTLS, at the server in use or the next.
+    async fn renew(&self, svid: &AgentSvid) -> Result<AgentSvid, SyncError> {
+        sync::renew_agent_svid_via(&self.servers, &self.cfg, svid).await
     }
 
     fn save(&self, svid: &AgentSvid) {
@@ -238,17 +248,26 @@ impl Agent {
         }
     }
 
-    /// Syncs with `svid` until its half life (`Ok`) or a failure.
+    /// Syncs with `svid` until its half life (`Ok`) or a failure; a failure after
+    /// connecting moves on to the next server of the trust domain.
     async fn sync(&mut self, svid: &AgentSvid) -> Result<(), SyncError> {
-        let channel = sync::agent_channel(&self.cfg, svid)
+        let (channel, server) = sync::agent_channel_via(&self.servers, &self.cfg, svid)
             .await
             .map_err(SyncError::Unreachable)?;
         // One channel serves the sync and the JWT-SVID requests.
         *self.server.write().await = Some(AgentClient::new(channel.clone()));
-        let session = sync::Session::start(channel, &self.cache).await?;
-        // The server is back: a later outage starts the backoff over.
-        self.sync_backoff.reset();
-        session.follow(&self.cache, svid.renew_at()).await
+        let result = async {
+            let session = sync::Session::start(channel, &self.cache).await?;
+            // The server is back: a later outage starts the backoff over.
+            self.sync_backoff.reset();
+            info!(server = %server, "syncing with the server");
+            session.follow(&self.cache, svid.renew_at()).await
+        }
+        .await;
+        if result.is_err() {
+            self.servers.failed(&server);
+        }
+        result
     }
 }
 

@@ -506,7 +506,8 @@ fn an_agent_cannot_obtain_another_agents_entries() {
         let roots = ironroot_agent::connect::read_bundle(&cfg.trust_bundle_path).unwrap();
         let id =
             ironroot_api::spiffe_id::SpiffeId::parse("spiffe://example.org/spire/server").unwrap();
-        let ch = ironroot_agent::connect::channel(&cfg.server_address, roots, id)
+        let servers = ironroot_agent::servers::Servers::from_config(&cfg);
+        let (ch, _) = ironroot_agent::connect::channel(&servers, roots, id)
             .await
             .unwrap();
         ironroot_api::agent::agent_client::AgentClient::new(ch)

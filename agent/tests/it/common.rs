@@ -97,7 +97,8 @@ impl AgentConfigFor for Env {
         std::fs::write(&log_path, log).expect("log");
         AgentConfig {
             trust_domain: TD.parse().expect("trust domain"),
-            server_address: self.address.parse().expect("server address"),
+            server_address: Some(self.address.parse().expect("server address")),
+            server_addresses: None,
             trust_bundle_path: self.bundle.clone(),
             data_dir: adir.join("data"),
             node_attestor: NodeAttestorKind::TpmEk,

@@ -20,6 +20,7 @@ mod database_outage;
 mod h2_authority;
 mod join_token_agent;
 mod sds;
+mod server_failover;
 mod workload_api;
 mod workload_api_exec;
 mod workload_api_grpc_python;

@@ -7,8 +7,10 @@
 //! serving the last view it had while the follower retries.
 //!
 //! A change notice reaches exactly the agents it concerns: an entry under
-//! an agent wakes that agent; an alias entry, a federated bundle, a CA
-//! change or a reload wakes every agent (through [`Changes`]).
+//! an agent wakes that agent; an alias entry, a federated bundle or a reload
+//! wakes every agent (through [`Changes`]). A change of the CA journal (another
+//! server rotated) wakes the CA instead ([`AuthorizedCache::watch_ca_journal`]),
+//! which wakes every agent once it has taken the new keys up.
 
 pub(crate) mod index;
 #[cfg(test)]
@@ -42,6 +44,8 @@ pub(crate) struct AuthorizedCache {
     agents: Mutex<HashMap<SpiffeId, watch::Sender<u64>>>,
     /// The revision the index has applied, for callers waiting on their own write.
     applied: watch::Sender<Revision>,
+    /// Bumped when the feed carries a CA journal change (or may have, after a reload).
+    ca_journal: Changes,
 }
 
 impl AuthorizedCache {
@@ -69,6 +73,7 @@ impl AuthorizedCache {
             all,
             agents: Mutex::new(HashMap::new()),
             applied,
+            ca_journal: Changes::default(),
         }))
     }
 
@@ -92,6 +97,12 @@ impl AuthorizedCache {
     /// A receiver that changes whenever every agent must look again.
     pub(crate) fn watch_all(&self) -> watch::Receiver<u64> {
         self.all.subscribe()
+    }
+
+    /// A receiver that changes whenever the store's CA journal may have changed: another
+    /// server of the trust domain rotated, and this server's CA must follow.
+    pub(crate) fn watch_ca_journal(&self) -> watch::Receiver<u64> {
+        self.ca_journal.subscribe()
     }
 
     /// Waits (at most `timeout`) until the cache has applied everything the
@@ -171,12 +182,18 @@ impl AuthorizedCache {
         *self.index.write().unwrap_or_else(PoisonError::into_inner) = index;
         self.applied.send_replace(revision);
         self.all.bump();
+        // The skipped part of the feed may have held a journal change.
+        self.ca_journal.bump();
         Ok(())
     }
 
     fn notify(&self, t: &Touched) {
-        if t.aliases || t.bundles || t.ca {
+        if t.aliases || t.bundles {
             self.all.bump();
+        }
+        if t.ca {
+            // The CA wakes every agent once it has followed the journal.
+            self.ca_journal.bump();
         }
         if t.parents.is_empty() && t.nodes.is_empty() {
             return;

@@ -256,6 +256,16 @@ pub enum JournalError {
     /// The journal does not encode.
     #[error("cannot encode journal: {0}")]
     Encode(#[source] serde_json::Error),
+    /// The stored journal changed under every attempt of one rotation check: other servers
+    /// of the trust domain keep rotating at the same moment. The next check tries again.
+    #[error(
+        "the journal changed in the store under each of {attempts} attempts (other servers of \
+         the trust domain are rotating at the same time); trying again at the next check"
+    )]
+    Contended {
+        /// How many times the check re-read the journal and planned again.
+        attempts: usize,
+    },
     /// A thread panicked holding a lock (`what`): the state behind it is not trusted.
     #[error("{what} poisoned")]
     LockPoisoned {

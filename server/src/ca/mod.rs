@@ -7,6 +7,7 @@ pub(crate) mod journal;
 pub(crate) mod jwt;
 mod rotation;
 pub mod signing_key;
+mod stored_journal;
 pub(crate) mod upstream;
 pub mod x509;
 
@@ -118,13 +119,16 @@ fn ttl_secs(requested: u32, default: Duration) -> i64 {
 impl CertificateAuthority {
     /// Loads the journal, checks every key it names is still in the key
     /// manager (and still non-extractable), then brings the schedule up to date.
+    /// Several servers of one trust domain on one store and one token open the same
+    /// journal and keys; the first to start makes them.
     pub fn open(
         settings: CaSettings,
         km: Arc<dyn KeyManager>,
         store: Arc<dyn DataStore>,
         upstream: Option<Upstream>,
     ) -> Result<Self, CaError> {
-        let journal = rotation::load_journal(store.as_ref())?;
+        // The first rotation check reads the stored journal.
+        let journal = CaJournal::default();
         let ca = CertificateAuthority {
             settings,
             km,

@@ -9,31 +9,21 @@ use rand::RngCore;
 use rcgen::Issuer;
 use tracing::{info, warn};
 
-use super::journal::{self, CaJournal, JwtSlot, Slot, SlotStatus, Step, X509Slot, JOURNAL_VERSION};
+use super::journal::{self, CaJournal, JwtSlot, Slot, SlotStatus, Step, X509Slot};
 use super::signing_key::HsmKey;
+use super::stored_journal::{self, StoredJournal, Written, MAX_ATTEMPTS};
 use super::{
     x509, ActiveJwt, ActiveX509, CaError, CertificateAuthority, CertificateError, JournalError,
     KeyError, UpstreamError,
 };
-use crate::store::DataStore;
 
-pub(super) fn load_journal(store: &dyn DataStore) -> Result<CaJournal, CaError> {
-    let Some(bytes) = crate::store::bridge::wait(store.get_ca_journal()).map_err(CaError::Store)?
-    else {
-        return Ok(CaJournal {
-            version: JOURNAL_VERSION,
-            ..CaJournal::default()
-        });
-    };
-    let j: CaJournal = serde_json::from_slice(&bytes).map_err(JournalError::Unreadable)?;
-    if j.version != JOURNAL_VERSION {
-        return Err(JournalError::Version {
-            found: j.version,
-            supported: JOURNAL_VERSION,
-        }
-        .into());
-    }
-    Ok(j)
+/// Whether a pass runs the rotation schedule or only takes up the stored journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Schedule {
+    /// Make the steps that are due.
+    Run,
+    /// Follow what another server wrote.
+    Follow,
 }
 
 /// The two key kinds, each with its own schedule and slots in the journal.
@@ -82,17 +72,45 @@ fn new_label(prefix: &str, kind: &str, now: i64) -> String {
 }
 
 impl CertificateAuthority {
-    /// Brings the keys up to date with the schedule at `now`. Returns whether
-    /// the published bundle changed.
+    /// Brings the keys up to date with the schedule at `now`, starting from the journal as
+    /// stored (another server of the trust domain may have rotated). Returns whether the
+    /// published bundle changed.
     pub(crate) fn rotate(&self, now: i64) -> Result<bool, CaError> {
+        self.update(now, Schedule::Run)
+    }
+
+    /// Adopts the journal as stored when another server of the trust domain changed it,
+    /// without running the schedule (the store's feed announced a change). Returns whether
+    /// the published bundle changed.
+    pub(crate) fn follow_journal(&self, now: i64) -> Result<bool, CaError> {
+        self.update(now, Schedule::Follow)
+    }
+
+    fn update(&self, now: i64, schedule: Schedule) -> Result<bool, CaError> {
         let _serial = self
             .rotation
             .lock()
             .map_err(|_| JournalError::LockPoisoned {
                 what: "rotation lock",
             })?;
-        let mut journal = self.read_state()?.journal.clone();
-        let (changed, steps) = self.run_steps(&mut journal, now);
+        let stored = stored_journal::load(self.store.as_ref())?;
+        self.update_from(stored, now, schedule)
+    }
+
+    /// [`update`](Self::update) from `stored`, with the rotation lock held.
+    pub(super) fn update_from(
+        &self,
+        mut stored: StoredJournal,
+        now: i64,
+        schedule: Schedule,
+    ) -> Result<bool, CaError> {
+        let adopted = self.differs_from_state(&stored.journal)?;
+        let (stepped, steps) = match schedule {
+            Schedule::Run => self.run_steps(&mut stored, now),
+            Schedule::Follow => (false, Ok(())),
+        };
+        let changed = adopted || stepped;
+        let journal = stored.journal;
         if let Err(e) = steps {
             // Keep what was persisted before the failure, so the next pass
             // continues from there instead of redoing it.
@@ -128,41 +146,75 @@ impl CertificateAuthority {
         Ok(changed)
     }
 
+    /// Whether `journal` is not what this server publishes and signs with: another server
+    /// changed it, or a step persisted before a failure was never taken up.
+    fn differs_from_state(&self, journal: &CaJournal) -> Result<bool, CaError> {
+        let state = self.read_state()?;
+        let x509 = journal
+            .x509
+            .iter()
+            .find(|s| s.status == SlotStatus::Active)
+            .map(|s| s.key_label.as_str());
+        let jwt = journal
+            .jwt
+            .iter()
+            .find(|s| s.status == SlotStatus::Active)
+            .map(|s| s.key_id.as_str());
+        Ok(*journal != state.journal
+            || x509 != state.x509.as_ref().map(|a| a.key_label.as_str())
+            || jwt != state.jwt.as_ref().map(|a| a.key_id.as_str()))
+    }
+
     /// Applies the schedule's steps. Each step is persisted (and flushed)
     /// before the next one and before anything signs with a new key; an
     /// expired key is destroyed only once the journal no longer names it.
-    fn run_steps(&self, journal: &mut CaJournal, now: i64) -> (bool, Result<(), CaError>) {
-        // The two key kinds have independent schedules: plan both first.
-        let steps: Vec<(KeyKind, Step)> = journal::plan(&journal.x509, now)
-            .into_iter()
-            .map(|s| (KeyKind::X509, s))
-            .chain(
-                journal::plan(&journal.jwt, now)
-                    .into_iter()
-                    .map(|s| (KeyKind::Jwt, s)),
-            )
-            .collect();
+    /// A step another server made first is not made again: its journal is
+    /// planned from instead (`stored_journal`).
+    fn run_steps(&self, stored: &mut StoredJournal, now: i64) -> (bool, Result<(), CaError>) {
         let mut changed = false;
-        for (kind, step) in steps {
-            let destroy = match self
-                .apply(journal, kind, step, now)
-                .and_then(|d| self.persist(journal).map(|()| d))
-            {
-                Ok(d) => d,
-                Err(e) => return (changed, Err(e)),
-            };
-            changed = true;
-            if let Some(label) = destroy {
-                self.destroy(&label);
+        'plan: for _ in 0..MAX_ATTEMPTS {
+            let journal = &stored.journal;
+            // The two key kinds have independent schedules: plan both first.
+            let steps: Vec<(KeyKind, Step)> = journal::plan(&journal.x509, now)
+                .into_iter()
+                .map(|s| (KeyKind::X509, s))
+                .chain(
+                    journal::plan(&journal.jwt, now)
+                        .into_iter()
+                        .map(|s| (KeyKind::Jwt, s)),
+                )
+                .collect();
+            for (kind, step) in steps {
+                let mut next = stored.journal.clone();
+                let written = self.apply(&mut next, kind, step, now).and_then(|d| {
+                    stored
+                        .replace(self.store.as_ref(), self.km.as_ref(), next)
+                        .map(|w| (d, w))
+                });
+                match written {
+                    Ok((destroy, Written::Stored)) => {
+                        changed = true;
+                        if let Some(label) = destroy {
+                            self.destroy(&label);
+                        }
+                    }
+                    Ok((_, Written::Lost(theirs))) => {
+                        *stored = theirs;
+                        changed = true;
+                        continue 'plan;
+                    }
+                    Err(e) => return (changed, Err(e)),
+                }
             }
+            return (changed, Ok(()));
         }
-        (changed, Ok(()))
-    }
-
-    fn persist(&self, journal: &mut CaJournal) -> Result<(), CaError> {
-        journal.bundle_sequence += 1;
-        let bytes = serde_json::to_vec(journal).map_err(JournalError::Encode)?;
-        crate::store::bridge::wait(self.store.put_ca_journal(&bytes)).map_err(CaError::Store)
+        (
+            changed,
+            Err(JournalError::Contended {
+                attempts: MAX_ATTEMPTS,
+            }
+            .into()),
+        )
     }
 
     /// Finds a journal key in the key manager; fails closed when it is gone

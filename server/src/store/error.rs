@@ -72,6 +72,13 @@ pub enum StoreError {
         /// The token given.
         token: String,
     },
+    /// A conditional write of the CA journal found another journal than the one it was
+    /// based on: another server of the cluster wrote it first.
+    #[error(
+        "the CA journal changed since it was read (another server of the trust domain \
+         rotated first): read it again"
+    )]
+    CaJournalChanged,
     /// The store belongs to another trust domain.
     #[error("the store belongs to trust domain '{stored}', but the server is configured for '{configured}'")]
     TrustDomainMismatch {

@@ -146,8 +146,15 @@ pub trait DataStore: Send + Sync + 'static {
 
     /// The CA journal is opaque bytes to the store (the CA module owns its format).
     async fn get_ca_journal(&self) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Replaces the CA journal.
-    async fn put_ca_journal(&self, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Replaces the CA journal with `bytes` if the stored journal is still `expected`, byte
+    /// for byte (`None`: there is none yet); otherwise writes nothing and fails with
+    /// [`StoreError::CaJournalChanged`]. A compare-and-swap: of several servers that rotate
+    /// from the same journal at once exactly one writes, and the others read the winner's.
+    async fn replace_ca_journal(
+        &self,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> Result<(), StoreError>;
 
     /// Records a join token by its SHA-256 (the token itself is never stored).
     async fn put_join_token(

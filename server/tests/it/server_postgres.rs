@@ -1,9 +1,17 @@
 //! Servers on PostgreSQL (`[store] kind = "postgres"`): two server processes of one trust
-//! domain on one database and one HSM token answer from the same store and the same CA.
+//! domain on one database and one HSM token (one SoftHSM token directory both processes
+//! open) answer from the same store and the same CA, and rotate its keys as one.
 
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ironroot_api::bundle::TrustBundle;
+use ironroot_api::jwt_svid::verify_jwt_svid;
+use ironroot_testkit::cluster::ServerCluster;
 use ironroot_testkit::postgres::Postgres;
 use ironroot_testkit::server::*;
 use ironroot_testkit::softhsm::SoftHsm;
+use ironroot_testkit::svid::{now, webpki_verify};
 
 const PARENT: &str = "spiffe://example.org/spire/agent/tpm/node1";
 
@@ -69,4 +77,149 @@ fn two_servers_share_one_database() {
     assert!(entries(&a)["entries"]
         .as_array()
         .is_none_or(|e| e.is_empty()));
+}
+
+const ID: &str = "spiffe://example.org/workload/shared";
+
+fn roots(server: &ServerProcess) -> Vec<Vec<u8>> {
+    pem_ders(&server.cli_ok(&["bundle", "show"]))
+}
+
+fn jwks(server: &ServerProcess) -> TrustBundle {
+    TrustBundle::from_jwks_json(
+        td(),
+        &server.cli_ok(&["bundle", "show", "--format", "jwks"]),
+    )
+    .unwrap()
+}
+
+fn active_x509(server: &ServerProcess) -> String {
+    server.health()["active_x509_authority"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// An X.509-SVID for [`ID`] from `server`, written under `dir`.
+fn mint(server: &ServerProcess, dir: &Path) -> Vec<Vec<u8>> {
+    server.cli_ok(&[
+        "x509",
+        "mint",
+        "--spiffe-id",
+        ID,
+        "--write",
+        dir.to_str().unwrap(),
+    ]);
+    pem_ders(&std::fs::read_to_string(dir.join("svid.pem")).unwrap())
+}
+
+/// Polls until `f` holds, with a deadline; the servers' logs on failure.
+fn wait_for(what: &str, within: Duration, cluster: &ServerCluster, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            cluster.log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Three servers of one trust domain on one database and one token rotate the CA as one:
+/// each step is made once (one new X.509 and one JWT key, whichever server makes it), the
+/// others follow within seconds, all publish the same bundle with as many keys as one server
+/// would, and an SVID one issues verifies against another's bundle. Two servers check the
+/// schedule every 200 ms and race for each step; the third checks it hourly, so it keeps up
+/// only by following the store's feed.
+#[test]
+fn servers_of_one_trust_domain_rotate_once_and_publish_one_bundle() {
+    // Lifetime 24 s: prepare at 12 s, activate at 20 s.
+    let ca = |check: &str| {
+        format!(
+            "[ca]\nca_ttl = \"24s\"\ndefault_x509_svid_ttl = \"1h\"\n\
+             rotation_check_interval = \"{check}\"\n"
+        )
+    };
+    let (racing, follower) = (ca("200ms"), ca("1h"));
+    let cluster = ServerCluster::start("pg_rotation", &[&racing, &racing, &follower], "");
+    let servers: Vec<&ServerProcess> = cluster.servers.iter().collect();
+    let (a, b, c) = (servers[0], servers[1], servers[2]);
+    let dir = cluster.dir.path();
+    let agree = |f: &dyn Fn(&ServerProcess) -> Vec<Vec<u8>>| {
+        let first = f(a);
+        servers.iter().all(|s| f(s) == first)
+    };
+    let jwks_der = |s: &ServerProcess| -> Vec<Vec<u8>> {
+        jwks(s)
+            .jwt_authorities
+            .into_iter()
+            .map(|k| k.public_key_der)
+            .collect()
+    };
+
+    // One CA: the same root and JWT key on all, one key of each kind in the token.
+    let first = active_x509(a);
+    for s in &servers {
+        assert_eq!(active_x509(s), first);
+    }
+    assert!(agree(&roots) && agree(&jwks_der));
+    assert_eq!(roots(a).len(), 1);
+    assert_eq!(cluster.token_keys("-x509-"), vec![first.clone()]);
+    assert_eq!(cluster.token_keys("-jwt-").len(), 1);
+
+    // An SVID from A verifies against C's bundle and one from C against B's.
+    let t = now();
+    let from_a = mint(a, &dir.join("svid-a"));
+    let from_c = mint(c, &dir.join("svid-c"));
+    webpki_verify(&from_a, &roots(c), t).expect("A's SVID verifies against C's bundle");
+    webpki_verify(&from_c, &roots(b), t).expect("C's SVID verifies against B's bundle");
+    let jwt = a
+        .cli_ok(&["jwt", "mint", "--spiffe-id", ID, "--audience", "x"])
+        .trim()
+        .to_owned();
+    verify_jwt_svid(&jwt, &jwks(c), "x", t as i64).expect("A's JWT verifies with C's keys");
+
+    // Prepared: whichever server made the step, the others publish it too.
+    wait_for("a prepared key", Duration::from_secs(30), &cluster, || {
+        servers.iter().any(|s| roots(s).len() == 2)
+    });
+    let seen = Instant::now();
+    wait_for(
+        "every bundle to agree",
+        Duration::from_secs(5),
+        &cluster,
+        || agree(&roots) && agree(&jwks_der),
+    );
+    eprintln!(
+        "every server published the prepared key {:?} after the first",
+        seen.elapsed()
+    );
+    let prepared = roots(a);
+    assert_eq!(prepared.len(), 2, "one new root, not one per server");
+    assert_eq!(jwks(a).jwt_authorities.len(), 2);
+    // A server that lost the race destroyed its key: the token holds the journal's.
+    assert_eq!(cluster.token_keys("-x509-").len(), 2);
+    assert_eq!(cluster.token_keys("-jwt-").len(), 2);
+
+    // Activated: all sign with the same new key.
+    wait_for(
+        "the new key to sign on all",
+        Duration::from_secs(15),
+        &cluster,
+        || {
+            let active = active_x509(a);
+            active != first && servers.iter().all(|s| active_x509(s) == active)
+        },
+    );
+    let active = active_x509(c);
+    assert!(cluster.token_keys("-x509-").contains(&active));
+    assert!(agree(&roots));
+    assert_eq!(roots(c), prepared);
+    let t = now();
+    let new_from_c = mint(c, &dir.join("svid-c2"));
+    webpki_verify(&new_from_c, &prepared[1..], t).expect("C signs with the new root");
+    webpki_verify(&from_a, &roots(c), t).expect("the old root is still published");
+    assert_eq!(cluster.token_keys("-x509-").len(), 2);
+    assert_eq!(cluster.token_keys("-jwt-").len(), 2);
 }

@@ -273,8 +273,12 @@ impl DataStore for PostgresStore {
         self.inner.get_ca_journal().await
     }
 
-    async fn put_ca_journal(&self, bytes: &[u8]) -> Result<(), StoreError> {
-        self.inner.put_ca_journal(bytes).await
+    async fn replace_ca_journal(
+        &self,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.inner.replace_ca_journal(expected, bytes).await
     }
 
     async fn put_join_token(

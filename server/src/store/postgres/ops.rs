@@ -248,9 +248,25 @@ impl Inner {
             .transpose()
     }
 
-    pub(super) async fn put_ca_journal(&self, bytes: &[u8]) -> Result<(), StoreError> {
+    pub(super) async fn replace_ca_journal(
+        &self,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
+        // The head lock serialises every writer of the database, so the journal read here
+        // is the one this write replaces.
         let mut w = Write::begin(&mut client).await?;
+        let stored: Option<Vec<u8>> =
+            w.tx.query_opt("SELECT journal FROM ca_journal WHERE id = 1", &[])
+                .await
+                .map_err(pg_err)?
+                .map(|row| row.try_get(0).map_err(pg_err))
+                .transpose()?;
+        if stored.as_deref() != expected {
+            // Dropping `w` rolls the transaction back: nothing written, no event.
+            return Err(StoreError::CaJournalChanged);
+        }
         w.tx.execute(
             "INSERT INTO ca_journal (id, journal) VALUES (1, $1)
              ON CONFLICT (id) DO UPDATE SET journal = excluded.journal",

@@ -355,9 +355,14 @@ impl DataStore for SledStore {
             .await
     }
 
-    async fn put_ca_journal(&self, bytes: &[u8]) -> Result<(), StoreError> {
-        let bytes = bytes.to_vec();
-        self.run(move |s| s.put_ca_journal(&bytes)).await
+    async fn replace_ca_journal(
+        &self,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let (expected, bytes) = (expected.map(<[u8]>::to_vec), bytes.to_vec());
+        self.run(move |s| s.replace_ca_journal(expected.as_deref(), &bytes))
+            .await
     }
 
     async fn put_join_token(

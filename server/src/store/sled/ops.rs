@@ -384,8 +384,15 @@ impl Inner {
         })
     }
 
-    pub(super) fn put_ca_journal(&self, bytes: &[u8]) -> Result<(), StoreError> {
+    pub(super) fn replace_ca_journal(
+        &self,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
         self.write(|tx| {
+            if tx.ca.get(KEY_JOURNAL)?.as_deref() != expected {
+                return abort(StoreError::CaJournalChanged);
+            }
             tx.ca.insert(KEY_JOURNAL, bytes)?;
             tx.changed(Change::CaJournal);
             Ok(())

@@ -13,7 +13,7 @@ pub(crate) async fn data_survives_reopen<B: Backend>(backend: B, store: Arc<dyn 
     store.set_node_banned(&n.spiffe_id, true).await.unwrap();
     let fed = bundle("other.org", 3);
     store.put_federated_bundle(&fed).await.unwrap();
-    store.put_ca_journal(b"journal-v1").await.unwrap();
+    store.replace_ca_journal(None, b"journal-v1").await.unwrap();
     let head = *store.watch_head().borrow();
     drop(store);
 

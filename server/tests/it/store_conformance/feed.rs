@@ -29,7 +29,7 @@ pub(crate) async fn the_change_feed_reproduces_the_store(store: Arc<dyn DataStor
         .delete_federated_bundle(&TrustDomain::parse("other.org").unwrap())
         .await
         .unwrap();
-    store.put_ca_journal(b"j").await.unwrap();
+    store.replace_ca_journal(None, b"j").await.unwrap();
     // Refused writes and join tokens make no events.
     let _ = store
         .create_entry(spec("/feed", &["a:2"]))

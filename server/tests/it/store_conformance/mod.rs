@@ -134,6 +134,7 @@ macro_rules! conformance_suite {
             invalid_entries_are_rejected_and_change_nothing,
             revision_mismatch,
             nodes_bans_bundles_journal_and_tokens,
+            the_ca_journal_is_replaced_only_from_what_was_read,
             batches_give_a_result_per_item,
             pages_neither_repeat_nor_skip,
             the_change_feed_reproduces_the_store,

@@ -110,8 +110,14 @@ pub(crate) async fn nodes_bans_bundles_journal_and_tokens(store: Arc<dyn DataSto
     ));
 
     assert_eq!(store.get_ca_journal().await.unwrap(), None);
-    store.put_ca_journal(b"{\"version\":1}").await.unwrap();
-    store.put_ca_journal(b"\x00\xffopaque").await.unwrap();
+    store
+        .replace_ca_journal(None, b"{\"version\":1}")
+        .await
+        .unwrap();
+    store
+        .replace_ca_journal(Some(b"{\"version\":1}"), b"\x00\xffopaque")
+        .await
+        .unwrap();
     assert_eq!(
         store.get_ca_journal().await.unwrap().unwrap(),
         b"\x00\xffopaque"
@@ -123,4 +129,58 @@ pub(crate) async fn nodes_bans_bundles_journal_and_tokens(store: Arc<dyn DataSto
     assert_eq!(store.take_join_token(&h).await.unwrap(), Some(1234));
     assert_eq!(store.take_join_token(&h).await.unwrap(), None);
     assert_eq!(store.take_join_token(&[8u8; 32]).await.unwrap(), None);
+}
+
+/// The CA journal is a compare-and-swap: a write based on another journal than the stored
+/// one (or on none when there is one) changes nothing and makes no event; of writers racing
+/// from the same journal exactly one wins.
+pub(crate) async fn the_ca_journal_is_replaced_only_from_what_was_read(store: Arc<dyn DataStore>) {
+    let changed = |r: Result<(), StoreError>| matches!(r, Err(StoreError::CaJournalChanged));
+    store.replace_ca_journal(None, b"first").await.unwrap();
+    let head = store.watch_head().borrow().0;
+    // Another server already created it.
+    assert!(changed(store.replace_ca_journal(None, b"mine").await));
+    // Based on a journal that is no longer stored (nor a prefix of it: whole bytes count).
+    assert!(changed(
+        store.replace_ca_journal(Some(b"firs"), b"mine").await
+    ));
+    assert!(changed(
+        store.replace_ca_journal(Some(b"older"), b"mine").await
+    ));
+    assert_eq!(store.get_ca_journal().await.unwrap().unwrap(), b"first");
+    assert_eq!(
+        store.watch_head().borrow().0,
+        head,
+        "a refused write makes no event"
+    );
+    assert!(events_after(store.as_ref(), head).await.is_empty());
+
+    // Eight writers from the same journal: one wins, the others are told.
+    let tasks: Vec<_> = (0..8u8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .replace_ca_journal(Some(b"first"), &[b'w', i])
+                    .await
+                    .map(|()| i)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(i) => winners.push(i),
+            Err(StoreError::CaJournalChanged) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one writer wins: {winners:?}");
+    assert_eq!(
+        store.get_ca_journal().await.unwrap().unwrap(),
+        vec![b'w', winners[0]]
+    );
+    let events = events_after(store.as_ref(), head).await;
+    assert_eq!(events.len(), 1);
+    assert!(matches!(events[0].change, Change::CaJournal));
 }
