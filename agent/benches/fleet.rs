@@ -153,11 +153,20 @@ fn main() {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("port");
+    // Every simulated agent attests and connects from 127.0.0.1: one source address with a
+    // whole fleet behind it, far past the per-address defaults. The limits are set for the
+    // fleet, so that what is measured is the server, not its door.
     let conf = server_config(
         dir.path(),
         &hsm,
         "ca",
-        &format!("[node_api]\nlisten = \"127.0.0.1:{port}\"\n"),
+        &format!(
+            "[node_api]\nlisten = \"127.0.0.1:{port}\"\n\n[node_api.limits]\n\
+             attestations_per_ip_per_second = 1000000.0\nattestation_burst = {burst}\n\
+             max_connections = {conns}\nmax_watch_streams = {conns}\n",
+            burst = agents.max(1000),
+            conns = agents * 2 + 1000,
+        ),
     );
     let mut server =
         ServerProcess::start("bench_fleet", &conf, &hsm, &dir.path().join("admin.sock"));

@@ -18,6 +18,7 @@ mod common;
 mod conformance;
 mod h2_authority;
 mod join_token_agent;
+mod node_api_limits;
 mod sds;
 mod workload_api;
 mod workload_api_exec;
