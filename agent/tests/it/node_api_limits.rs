@@ -281,6 +281,24 @@ fn an_agent_keeps_what_a_partly_refused_signing_round_got() {
             .expect("entries file");
         env.server
             .cli_ok(&["entry", "create", "--data", data.to_str().expect("path")]);
+        // The server answers agents from a cache that follows the store: wait until it
+        // has the entries (SyncEntries signs nothing), so that one sync asks for all 150.
+        eventually(
+            Duration::from_secs(10),
+            "the server serves the entries",
+            || {
+                let mut client = client.clone();
+                async move {
+                    let r = client
+                        .sync_entries(pb::SyncEntriesRequest { known_revision: 0 })
+                        .await
+                        .expect("entries")
+                        .into_inner();
+                    (r.entries.len() == 150).then_some(())
+                }
+            },
+        )
+        .await;
 
         let cache = ironroot_agent::cache::Cache::new(TD);
         ironroot_agent::sync::sync_once(&mut client, &cache)
