@@ -23,9 +23,8 @@ use crate::refused::{RefusalKind, Refused};
 /// Sync at least this often, even without change notices.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Most CSRs in one BatchNewX509Svid call. The server refuses a
-/// `node_api.limits.max_x509_svids_per_batch` below this (its `AGENT_CSRS_PER_CALL`).
-pub const CSRS_PER_CALL: usize = 100;
+/// Most CSRs in one BatchNewX509Svid call; servers accept at least this many.
+pub use ironroot_api::AGENT_CSRS_PER_CALL as CSRS_PER_CALL;
 
 /// Why syncing with the server stopped.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,7 @@
 //! - 20,000 connections and watch streams: 10,000 agents held ~165 MB of connection state
 //!   in the fleet bench (~16 KB each), so the cap is ~330 MB.
 
+use ironroot_api::AGENT_CSRS_PER_CALL;
 use serde::Deserialize;
 
 use super::{invalid, InvalidOption};
@@ -42,10 +43,6 @@ pub(crate) const DEFAULT_MAX_PENDING_NONCES: usize = 100_000;
 pub(crate) const DEFAULT_MAX_X509_SVIDS_PER_BATCH: usize = 1000;
 /// Audiences of one JWT-SVID.
 pub(crate) const DEFAULT_MAX_JWT_AUDIENCES: usize = 32;
-
-/// The most CSRs an ironroot agent sends in one BatchNewX509Svid call: a smaller
-/// `max_x509_svids_per_batch` would refuse agents with many entries every time.
-pub(crate) const AGENT_CSRS_PER_CALL: usize = 100;
 
 /// Slowest rate accepted: slower would refill a bucket in more than 1,000 s.
 const MIN_RATE: f64 = 0.001;
