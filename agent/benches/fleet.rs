@@ -109,7 +109,11 @@ struct BenchServer {
 
 /// The servers the bench runs against (and the database they share, if any), all in `dir`
 /// on one token.
-fn start_servers(dir: &std::path::Path, hsm: &SoftHsm) -> (Vec<BenchServer>, Option<Postgres>) {
+fn start_servers(
+    dir: &std::path::Path,
+    hsm: &SoftHsm,
+    agents: usize,
+) -> (Vec<BenchServer>, Option<Postgres>) {
     let store_kind = std::env::var("IRONROOT_BENCH_STORE").unwrap_or_else(|_| "sled".into());
     let count = env_usize("IRONROOT_BENCH_SERVERS", 1).max(1);
     let (store, pg) = match store_kind.as_str() {
@@ -147,7 +151,17 @@ fn start_servers(dir: &std::path::Path, hsm: &SoftHsm) -> (Vec<BenchServer>, Opt
                 &sdir,
                 hsm,
                 "ca",
-                &format!("[node_api]\nlisten = \"127.0.0.1:{port}\"\n{store}"),
+                // Every simulated agent attests and connects from 127.0.0.1: one source
+                // address with a whole fleet behind it, far past the per-address defaults.
+                // The limits are set for the fleet, so that what is measured is the
+                // server, not its door.
+                &format!(
+                    "[node_api]\nlisten = \"127.0.0.1:{port}\"\n\n[node_api.limits]\n\
+                     attestations_per_ip_per_second = 1000000.0\nattestation_burst = {burst}\n\
+                     max_connections = {conns}\nmax_watch_streams = {conns}\n\n{store}",
+                    burst = agents.max(1000),
+                    conns = agents * 2 + 1000,
+                ),
             );
             let process = ServerProcess::start(
                 &format!("bench_fleet_{i}"),
@@ -234,7 +248,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hsm = SoftHsm::new(&dir.path().join("hsm"));
     hsm.init_token("ca");
-    let (mut servers, _pg) = start_servers(dir.path(), &hsm);
+    let (mut servers, _pg) = start_servers(dir.path(), &hsm, agents);
     let pids: Vec<u32> = servers
         .iter()
         .map(|s| s.process.pid().expect("server pid"))

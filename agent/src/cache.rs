@@ -238,6 +238,16 @@ impl Cache {
             .collect()
     }
 
+    /// Each entry's X.509-SVID chain (leaf first) in the current snapshot, by entry id;
+    /// entries without an SVID yet are absent.
+    pub fn svid_chains(&self) -> BTreeMap<String, Vec<Vec<u8>>> {
+        self.snapshot()
+            .svids
+            .iter()
+            .map(|(id, s)| (id.clone(), s.chain.clone()))
+            .collect()
+    }
+
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.tx.borrow().clone()
     }

@@ -16,6 +16,9 @@ pub enum RefusalKind {
     Unreachable,
     /// `Unavailable` sent by the peer: it answered but cannot serve now.
     Unavailable,
+    /// `ResourceExhausted`: over one of the peer's limits (the message names it); the same
+    /// call passes later.
+    Exhausted,
     /// Any other code.
     Other,
 }
@@ -55,6 +58,7 @@ impl From<tonic::Status> for Refused {
             tonic::Code::PermissionDenied => RefusalKind::Denied,
             tonic::Code::Unavailable if local => RefusalKind::Unreachable,
             tonic::Code::Unavailable => RefusalKind::Unavailable,
+            tonic::Code::ResourceExhausted => RefusalKind::Exhausted,
             _ => RefusalKind::Other,
         };
         Refused {
@@ -76,6 +80,8 @@ mod tests {
         assert_eq!(r.to_string(), "evicted (PermissionDenied)");
         let r = Refused::from(tonic::Status::unavailable("not connected yet"));
         assert_eq!(r.kind(), RefusalKind::Unavailable);
+        let r = Refused::from(tonic::Status::resource_exhausted("over a limit"));
+        assert_eq!(r.kind(), RefusalKind::Exhausted);
         let r = Refused::from(tonic::Status::invalid_argument("no"));
         assert_eq!(r.kind(), RefusalKind::Other);
     }

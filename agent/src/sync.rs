@@ -1,8 +1,8 @@
 //! Keeps the cache in step with the server over mTLS (the agent SVID as
 //! client certificate): the entries this agent may serve, an X.509-SVID per
-//! entry (renewed at half life or when the entry changes, CSRs in one batch),
-//! and the bundles. A WatchChanges stream makes a change reach the cache at
-//! once; a periodic sync covers a lost stream.
+//! entry (renewed at half life or when the entry changes, CSRs in batches of
+//! [`CSRS_PER_CALL`]), and the bundles. A WatchChanges stream makes a change
+//! reach the cache at once; a periodic sync covers a lost or refused stream.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -23,6 +23,9 @@ use crate::servers::{Server, Servers};
 
 /// Sync at least this often, even without change notices.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Most CSRs in one BatchNewX509Svid call; servers accept at least this many.
+pub use ironroot_api::AGENT_CSRS_PER_CALL as CSRS_PER_CALL;
 
 /// Why syncing with the server stopped.
 #[derive(Debug, thiserror::Error)]
@@ -266,13 +269,7 @@ pub async fn sync_from(
         }
     }
     if !requests.is_empty() {
-        let results = client
-            .batch_new_x509_svid(pb::BatchNewX509SvidRequest { requests })
-            .await
-            .map_err(|s| SyncError::SigningRefused(s.into()))?
-            .into_inner()
-            .results;
-        for r in results {
+        for r in sign(client, requests).await? {
             if !r.error.is_empty() {
                 warn!(entry = %r.entry_id, error = %r.error, "server did not sign an SVID");
                 continue;
@@ -323,6 +320,41 @@ pub async fn sync_from(
     Ok(cache.publish(next))
 }
 
+/// Asks for SVIDs [`CSRS_PER_CALL`] at a time. A call refused as over one of the server's
+/// limits ends the round with what was signed so far: the rest are asked for at the next
+/// sync, instead of the whole round failing, losing what was signed, and asking for it all
+/// again (which, behind a busy address, would never end). Any other refusal fails the sync.
+async fn sign(
+    client: &mut AgentClient<Channel>,
+    requests: Vec<pb::X509SvidRequest>,
+) -> Result<Vec<pb::X509SvidResult>, SyncError> {
+    let total = requests.len();
+    let mut results = Vec::with_capacity(total);
+    let mut requests = requests.into_iter().peekable();
+    while requests.peek().is_some() {
+        let chunk: Vec<_> = requests.by_ref().take(CSRS_PER_CALL).collect();
+        match client
+            .batch_new_x509_svid(pb::BatchNewX509SvidRequest { requests: chunk })
+            .await
+        {
+            Ok(r) => results.extend(r.into_inner().results),
+            Err(s) => {
+                let refused = Refused::from(s);
+                if refused.kind() != RefusalKind::Exhausted {
+                    return Err(SyncError::SigningRefused(refused));
+                }
+                warn!(
+                    signed = results.len(),
+                    left = total - results.len(),
+                    "SVID signing paused until the next sync: {refused}"
+                );
+                break;
+            }
+        }
+    }
+    Ok(results)
+}
+
 /// Logs what the server sent but cannot be served, once when it first appears (a
 /// sync runs every few seconds), and keys it for the snapshot.
 fn report_rejected(current: &Snapshot, rejected: Vec<Rejected>) -> BTreeMap<String, String> {
@@ -357,21 +389,22 @@ impl Session {
     /// until `renew_at` (returns `Ok`: the agent SVID is at half life) or the
     /// connection fails.
     pub(crate) async fn follow(mut self, cache: &Cache, renew_at: i64) -> Result<(), SyncError> {
-        let mut notices = self
-            .client
-            .watch_changes(pb::WatchChangesRequest {})
-            .await
-            .map_err(|s| SyncError::WatchRefused(s.into()))?
-            .into_inner();
+        let mut notices = self.watch().await?;
         let mut tick = tokio::time::interval(SYNC_INTERVAL);
         loop {
             let until_renewal = Duration::from_secs((renew_at - unix_now()).max(0) as u64);
+            let notice = async {
+                match notices.as_mut() {
+                    Some(n) => n.message().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(until_renewal) => {
                     info!("agent SVID at half life: re-attesting");
                     return Ok(());
                 }
-                n = notices.message() => {
+                n = notice => {
                     match n {
                         Ok(Some(_)) => {}
                         Ok(None) => return Err(SyncError::StreamClosed),
@@ -380,8 +413,30 @@ impl Session {
                 }
                 _ = tick.tick() => {}
             }
+            // Without a stream only the tick gets here: ask for one again.
+            if notices.is_none() {
+                notices = self.watch().await?;
+            }
             if sync_from(&mut self.client, cache, &mut self.state).await? {
                 debug!("cache updated");
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Opens the change stream; `None` when the server holds as many as it may (the
+    /// session then polls every [`SYNC_INTERVAL`] and asks again).
+    async fn watch(&mut self) -> Result<Option<tonic::Streaming<pb::ChangeNotice>>, SyncError> {
+        match self.client.watch_changes(pb::WatchChangesRequest {}).await {
+            Ok(s) => Ok(Some(s.into_inner())),
+            Err(s) => {
+                let refused = Refused::from(s);
+                if refused.kind() != RefusalKind::Exhausted {
+                    return Err(SyncError::WatchRefused(refused));
+                }
+                warn!("no change stream, polling every {SYNC_INTERVAL:?}: {refused}");
+                Ok(None)
             }
         }
     }

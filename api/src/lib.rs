@@ -30,6 +30,11 @@ pub mod workload {
     tonic::include_proto!("_");
 }
 
+/// Most CSRs an ironroot agent sends in one `BatchNewX509Svid` call. A server refuses a
+/// `node_api.limits.max_x509_svids_per_batch` below it, which would refuse agents with many
+/// entries on every sync.
+pub const AGENT_CSRS_PER_CALL: usize = 100;
+
 pub mod bundle;
 pub mod entry;
 mod hash_algorithm;

@@ -1,15 +1,18 @@
 //! The small runtime pieces the server and the agent share, so each exists once:
 //! the wall clock in Unix seconds ([`clock`]), a jittered exponential backoff
 //! ([`backoff`]), the wait for a shutdown signal ([`shutdown`]), an error
-//! chain as one log line ([`report`]), and binding a unix socket ([`socket`]).
+//! chain as one log line ([`report`]), binding a unix socket ([`socket`]), and the
+//! arithmetic of rate limits ([`token_bucket`], [`log_throttle`]).
 
 #![warn(missing_docs)]
 
 pub mod backoff;
 pub mod clock;
+pub mod log_throttle;
 pub mod report;
 pub mod shutdown;
 pub mod socket;
+pub mod token_bucket;
 
 pub use backoff::Backoff;
 pub use clock::unix_now;

@@ -7,8 +7,10 @@
 //! [`ConfigError`] naming the key, as the operator wrote it.
 
 mod file;
+mod limits;
 mod store;
 
+pub(crate) use limits::NodeLimitsConfig;
 pub(crate) use store::StoreConfig;
 
 use std::fmt;
@@ -265,6 +267,8 @@ pub(crate) struct NodeApiConfig {
     pub(crate) challenge_ttl: Duration,
     /// Largest Node API message (the event log travels in one).
     pub(crate) max_message_bytes: usize,
+    /// `[node_api.limits]`: rates per source address, caps on connections and streams.
+    pub(crate) limits: NodeLimitsConfig,
 }
 
 impl Default for NodeApiConfig {
@@ -274,6 +278,7 @@ impl Default for NodeApiConfig {
             agent_svid_ttl: DEFAULT_AGENT_SVID_TTL,
             challenge_ttl: DEFAULT_CHALLENGE_TTL,
             max_message_bytes: DEFAULT_NODE_MAX_MESSAGE_BYTES,
+            limits: NodeLimitsConfig::default(),
         }
     }
 }
@@ -488,6 +493,7 @@ impl TryFrom<file::ServerFile> for ServerConfig {
             return Err(invalid("admin.max_request_bytes", "must be at least 1024"));
         }
         let node_api = f.node_api;
+        node_api.limits.check()?;
         let listen = match node_api.listen.as_str() {
             "" => None,
             l => Some(
@@ -513,6 +519,7 @@ impl TryFrom<file::ServerFile> for ServerConfig {
                 agent_svid_ttl: node_api.agent_svid_ttl,
                 challenge_ttl: node_api.challenge_ttl,
                 max_message_bytes: node_api.max_message_bytes,
+                limits: node_api.limits,
             },
             node_attestors: f.node_attestors,
             store,

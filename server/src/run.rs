@@ -17,6 +17,7 @@ use crate::changes::Changes;
 use crate::config::{KeyManagerConfig, ListenAddress, ServerConfig, StoreConfig, UpstreamConfig};
 use crate::node::agent_api::{AgentApi, AgentService};
 use crate::node::join_token::JoinTokenAttestor;
+use crate::node::limits::NodeLimits;
 use crate::node::nonce::NonceRegistry;
 use crate::node::tls::{tls_incoming, ServerIdentity};
 use crate::node::tpm::anchors;
@@ -100,7 +101,7 @@ fn node_service(
                 t.default_policy.clone(),
             )
             .map_err(StartError::Policies)?,
-            nonces: Arc::new(NonceRegistry::default()),
+            nonces: Arc::new(NonceRegistry::new(cfg.node_api.limits.max_pending_nonces)),
             challenge_ttl: cfg.node_api.challenge_ttl,
             require_tpm_agent_key: t.require_tpm_agent_key,
         });
@@ -127,6 +128,7 @@ fn node_service(
         store,
         agent_svid_ttl: cfg.node_api.agent_svid_ttl,
         challenge_ttl: cfg.node_api.challenge_ttl,
+        limits: NodeLimits::new(cfg.node_api.limits.clone()),
     })
 }
 
@@ -378,6 +380,7 @@ impl Server {
                 cache: self.cache.clone(),
                 ca: self.ca.clone(),
                 agent_svid_ttl: self.config.node_api.agent_svid_ttl,
+                limits: self.node.limits.clone(),
             })))
             .max_decoding_message_size(self.config.node_api.max_message_bytes);
         let roots_ca = self.ca.clone();
@@ -387,10 +390,14 @@ impl Server {
                 .map(|b| b.x509_authorities)
                 .unwrap_or_default()
         });
-        let incoming = tls_incoming(listener, identity, roots);
+        let limits = self.node.limits.clone();
+        crate::node::limits::make_room_for_connections(limits.config().max_connections);
+        let streams = limits.config().max_streams_per_connection;
+        let incoming = tls_incoming(listener, identity, roots, limits);
         info!(address = %addr, "node API listening (TLS)");
         Ok(tokio::spawn(async move {
             if let Err(e) = tonic::transport::Server::builder()
+                .max_concurrent_streams(streams)
                 .add_service(svc)
                 .add_service(agent_svc)
                 .serve_with_incoming(incoming)

@@ -38,13 +38,16 @@ pub(crate) fn ca(e: CaError) -> Status {
 }
 
 /// A rejected attestation: a failed check PERMISSION_DENIED (the agent re-attests only
-/// when something changed), malformed evidence INVALID_ARGUMENT, the server's own trouble
-/// INTERNAL.
+/// when something changed), malformed evidence INVALID_ARGUMENT, a server-wide bound
+/// RESOURCE_EXHAUSTED (retry later), the server's own trouble INTERNAL.
 pub(crate) fn attest(e: &AttestError) -> Status {
     match e.kind {
         RejectKind::Denied => Status::permission_denied(format!("attestation rejected: {e}")),
         RejectKind::Malformed => Status::invalid_argument(format!("attestation rejected: {e}")),
         RejectKind::Internal => Status::internal(format!("attestation failed on the server: {e}")),
+        RejectKind::Exhausted => {
+            Status::resource_exhausted(format!("attestation refused for now: {e}"))
+        }
     }
 }
 

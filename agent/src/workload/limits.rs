@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use ironroot_runtime::log_throttle::LogThrottle;
 use serde::Deserialize;
 use tracing::warn;
 
@@ -221,36 +222,6 @@ impl LimitExceeded {
     }
 }
 
-/// At most one line per limit every [`LOG_EVERY`]; the lines not written
-/// are counted and reported with the next one.
-#[derive(Debug, Default)]
-struct LogThrottle {
-    last: HashMap<&'static str, (Instant, u64)>,
-}
-
-impl LogThrottle {
-    /// Whether to log `limit` now, and how many refusals went unlogged since
-    /// the last line.
-    fn admit(&mut self, limit: &'static str, now: Instant) -> Option<u64> {
-        match self.last.get_mut(limit) {
-            Some((at, suppressed)) if now.saturating_duration_since(*at) < LOG_EVERY => {
-                *suppressed += 1;
-                None
-            }
-            Some((at, suppressed)) => {
-                let n = *suppressed;
-                *at = now;
-                *suppressed = 0;
-                Some(n)
-            }
-            None => {
-                self.last.insert(limit, (now, 0));
-                Some(0)
-            }
-        }
-    }
-}
-
 struct State {
     open: HashMap<u32, u32>,
     connections: KeyedBuckets<u32>,
@@ -300,7 +271,7 @@ impl CallerLimits {
                 open: HashMap::new(),
                 connections: KeyedBuckets::new(cfg.connection_rate()),
                 mints: KeyedBuckets::new(cfg.mint_rate()),
-                log: LogThrottle::default(),
+                log: LogThrottle::new(LOG_EVERY),
             }),
             cfg,
         })
@@ -544,18 +515,5 @@ mod tests {
         assert!(e.to_string().contains("jwt_mints_per_second"), "{e}");
         l.admit_jwt_mint(65534, t0)
             .expect("another uid is unaffected");
-    }
-
-    #[test]
-    fn the_log_is_throttled_per_limit_and_counts_what_it_skipped() {
-        let mut t = LogThrottle::default();
-        let t0 = Instant::now();
-        assert_eq!(t.admit("a", t0), Some(0));
-        for _ in 0..1000 {
-            assert_eq!(t.admit("a", t0 + Duration::from_secs(1)), None);
-        }
-        assert_eq!(t.admit("b", t0), Some(0), "another limit has its own line");
-        assert_eq!(t.admit("a", t0 + LOG_EVERY), Some(1000));
-        assert_eq!(t.admit("a", t0 + LOG_EVERY), None);
     }
 }

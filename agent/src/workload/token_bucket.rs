@@ -1,68 +1,17 @@
-//! Token buckets: the rate limits of the Workload API, kept per caller.
+//! Token buckets per caller: the rate limits of the Workload API. The bucket
+//! arithmetic is `ironroot_runtime::token_bucket` (tested there); this is the
+//! table of buckets, keyed by uid.
 //!
-//! Pure: time is an argument, so every case (a burst, a refill, a clock that
-//! seems to go backwards, an idle key pruned) is unit tested without sleeping.
+//! Pure: time is an argument, so every case (an idle key pruned, a limited key
+//! kept) is unit tested without sleeping. Every `Rate` here comes from values
+//! [`super::limits::LimitsConfig::validate`] checked.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-/// A sustained rate with a burst on top. Validated by
-/// [`super::limits::LimitsConfig::validate`]: `per_second` finite and > 0,
-/// `burst` >= 1.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Rate {
-    /// Tokens added per second.
-    pub per_second: f64,
-    /// Most tokens a bucket holds (what a caller may spend at once).
-    pub burst: u32,
-}
-
-/// One bucket. Starts full: a caller seen for the first time may spend its
-/// whole burst.
-#[derive(Debug, Clone)]
-pub(crate) struct TokenBucket {
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    /// A full bucket at `now`.
-    pub(crate) fn full(rate: Rate, now: Instant) -> Self {
-        TokenBucket {
-            tokens: f64::from(rate.burst),
-            last: now,
-        }
-    }
-
-    /// Adds what accrued since the last look. A `now` earlier than the last
-    /// one adds nothing (never a negative refill, never a panic).
-    fn refill(&mut self, rate: Rate, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate.per_second).min(f64::from(rate.burst));
-        if now > self.last {
-            self.last = now;
-        }
-    }
-
-    /// Takes one token, or says how long until one is there.
-    pub(crate) fn try_take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
-        self.refill(rate, now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            return Ok(());
-        }
-        let missing = 1.0 - self.tokens;
-        Err(Duration::try_from_secs_f64(missing / rate.per_second).unwrap_or(Duration::MAX))
-    }
-
-    /// Whether the bucket is back to its burst (then it is the same as a
-    /// bucket never used, and can be forgotten).
-    pub(crate) fn is_full(&mut self, rate: Rate, now: Instant) -> bool {
-        self.refill(rate, now);
-        self.tokens >= f64::from(rate.burst)
-    }
-}
+pub(crate) use ironroot_runtime::token_bucket::Rate;
+use ironroot_runtime::token_bucket::TokenBucket;
 
 /// Buckets per key (a caller's uid). A key whose bucket is full again is
 /// dropped, so the map holds only the callers active within the last
@@ -132,69 +81,6 @@ mod tests {
 
     fn at(t0: Instant, ms: u64) -> Instant {
         t0 + Duration::from_millis(ms)
-    }
-
-    #[test]
-    fn a_burst_then_the_sustained_rate() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::full(RATE, t0);
-        for _ in 0..3 {
-            b.try_take(RATE, t0).expect("within the burst");
-        }
-        let wait = b.try_take(RATE, t0).expect_err("burst spent");
-        assert_eq!(wait, Duration::from_millis(500), "one token per 500 ms");
-        // Half a token later: still refused, and told the rest of the wait.
-        let wait = b.try_take(RATE, at(t0, 250)).expect_err("half a token");
-        assert_eq!(wait, Duration::from_millis(250));
-        b.try_take(RATE, at(t0, 500)).expect("one token accrued");
-        assert!(b.try_take(RATE, at(t0, 500)).is_err());
-    }
-
-    #[test]
-    fn a_long_idle_refills_only_up_to_the_burst() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::full(RATE, t0);
-        for _ in 0..3 {
-            b.try_take(RATE, t0).unwrap();
-        }
-        let later = t0 + Duration::from_secs(1_000_000);
-        for _ in 0..3 {
-            b.try_take(RATE, later).expect("refilled");
-        }
-        assert!(
-            b.try_take(RATE, later).is_err(),
-            "never more than the burst"
-        );
-    }
-
-    #[test]
-    fn a_time_before_the_last_look_adds_nothing() {
-        let t0 = Instant::now() + Duration::from_secs(10);
-        let mut b = TokenBucket::full(RATE, t0);
-        for _ in 0..3 {
-            b.try_take(RATE, t0).unwrap();
-        }
-        // An earlier instant (as if the clock went back): no refill, no panic,
-        // and the bucket does not move its clock back either.
-        let earlier = t0 - Duration::from_secs(5);
-        assert!(b.try_take(RATE, earlier).is_err());
-        assert!(
-            b.try_take(RATE, at(t0, 400)).is_err(),
-            "0.8 token at +400 ms"
-        );
-        b.try_take(RATE, at(t0, 500)).expect("1 token at +500 ms");
-    }
-
-    #[test]
-    fn a_tiny_rate_gives_a_long_but_finite_wait() {
-        let slow = Rate {
-            per_second: 1e-300,
-            burst: 1,
-        };
-        let t0 = Instant::now();
-        let mut b = TokenBucket::full(slow, t0);
-        b.try_take(slow, t0).unwrap();
-        assert_eq!(b.try_take(slow, t0), Err(Duration::MAX));
     }
 
     #[test]

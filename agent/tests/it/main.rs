@@ -19,6 +19,7 @@ mod conformance;
 mod database_outage;
 mod h2_authority;
 mod join_token_agent;
+mod node_api_limits;
 mod sds;
 mod server_failover;
 mod workload_api;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    AdminConfig, CaConfig, NodeApiConfig, NodeAttestorsConfig, DEFAULT_DATA_DIR, DEFAULT_LOG_LEVEL,
-    DEFAULT_PG_CHANGES_KEPT, DEFAULT_PG_CONNECT_TIMEOUT, DEFAULT_PG_POOL_SIZE,
+    AdminConfig, CaConfig, NodeApiConfig, NodeAttestorsConfig, NodeLimitsConfig, DEFAULT_DATA_DIR,
+    DEFAULT_LOG_LEVEL, DEFAULT_PG_CHANGES_KEPT, DEFAULT_PG_CONNECT_TIMEOUT, DEFAULT_PG_POOL_SIZE,
     DEFAULT_PG_STATEMENT_TIMEOUT, DEFAULT_PG_WAIT_TIMEOUT,
 };
 
@@ -78,6 +78,7 @@ pub(super) struct NodeApiFile {
     #[serde(with = "humantime_serde")]
     pub(crate) challenge_ttl: std::time::Duration,
     pub(crate) max_message_bytes: usize,
+    pub(crate) limits: NodeLimitsConfig,
 }
 
 impl Default for NodeApiFile {
@@ -88,6 +89,7 @@ impl Default for NodeApiFile {
             agent_svid_ttl: typed.agent_svid_ttl,
             challenge_ttl: typed.challenge_ttl,
             max_message_bytes: typed.max_message_bytes,
+            limits: typed.limits,
         }
     }
 }

@@ -295,6 +295,8 @@ fn the_annotated_example_parses_with_the_defaults_it_states() {
         c.node_api.max_message_bytes,
         defaults.node_api.max_message_bytes
     );
+    assert_eq!(c.node_api.limits, defaults.node_api.limits);
+    assert_eq!(c.node_api.limits, NodeLimitsConfig::default());
     assert!(c.node_attestors.join_token.enabled);
     let tpm = c
         .node_attestors
@@ -400,4 +402,86 @@ fn store_refusals_name_the_key() {
     assert!(e.contains("password"), "{e}");
     let e = parse(&format!("{INSECURE}[store]\nkind = \"mysql\"")).unwrap_err();
     assert!(e.contains("mysql"), "{e}");
+}
+
+#[test]
+fn node_api_limits_parse_and_default_the_rest() {
+    let c = parse(&format!(
+        "{INSECURE}[node_api.limits]\nattestations_per_ip_per_second = 0.5\n\
+         attestation_burst = 3\nmax_connections = 7\nmax_jwt_audiences = 4"
+    ))
+    .unwrap();
+    let l = &c.node_api.limits;
+    assert_eq!(l.attestations_per_ip_per_second, 0.5);
+    assert_eq!(l.attestation_burst, 3);
+    assert_eq!(l.max_connections, 7);
+    assert_eq!(l.max_jwt_audiences, 4);
+    assert_eq!(
+        l.signings_per_ip_per_second,
+        limits::DEFAULT_SIGNINGS_PER_IP_PER_SECOND
+    );
+    assert_eq!(l.max_pending_nonces, limits::DEFAULT_MAX_PENDING_NONCES);
+    let e = parse(&format!("{INSECURE}[node_api.limits]\nmax_conections = 7")).unwrap_err();
+    assert!(e.contains("unknown field `max_conections`"), "{e}");
+}
+
+#[test]
+fn node_api_limit_refusals_name_the_key() {
+    for (line, key) in [
+        (
+            "attestations_per_ip_per_second = 0.0",
+            "node_api.limits.attestations_per_ip_per_second",
+        ),
+        (
+            "signings_per_ip_per_second = -1.0",
+            "node_api.limits.signings_per_ip_per_second",
+        ),
+        (
+            "signings_per_ip_per_second = nan",
+            "node_api.limits.signings_per_ip_per_second",
+        ),
+        (
+            "attestations_per_ip_per_second = inf",
+            "node_api.limits.attestations_per_ip_per_second",
+        ),
+        ("attestation_burst = 0", "node_api.limits.attestation_burst"),
+        ("max_connections = 0", "node_api.limits.max_connections"),
+        (
+            "max_streams_per_connection = 0",
+            "node_api.limits.max_streams_per_connection",
+        ),
+        ("max_watch_streams = 0", "node_api.limits.max_watch_streams"),
+        (
+            "max_attestations_in_flight = 0",
+            "node_api.limits.max_attestations_in_flight",
+        ),
+        (
+            "max_pending_nonces = 0",
+            "node_api.limits.max_pending_nonces",
+        ),
+        (
+            "max_tracked_addresses = 0",
+            "node_api.limits.max_tracked_addresses",
+        ),
+        ("max_jwt_audiences = 0", "node_api.limits.max_jwt_audiences"),
+        (
+            "max_x509_svids_per_batch = 99",
+            "node_api.limits.max_x509_svids_per_batch",
+        ),
+        (
+            "max_x509_svids_per_batch = 2000",
+            "node_api.limits.signing_burst",
+        ),
+    ] {
+        assert_eq!(
+            invalid_key(&format!("{INSECURE}[node_api.limits]\n{line}")),
+            key,
+            "{line}"
+        );
+    }
+    let e = parse(&format!("{INSECURE}[node_api.limits]\nsigning_burst = 500")).unwrap_err();
+    assert!(
+        e.contains("500 is below max_x509_svids_per_batch (1000)"),
+        "{e}"
+    );
 }

@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ironroot_api::agent::{self as pb, agent_server::Agent};
 use ironroot_api::entry::RegistrationEntry;
@@ -17,13 +17,11 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use super::limits::NodeLimits;
 use crate::authorized::AuthorizedCache;
 use crate::ca::CertificateAuthority;
 use crate::status;
 use crate::store::{AttestedNode, DataStore, Revision};
-
-/// Most CSRs in one batch.
-pub(crate) const MAX_BATCH: usize = 1000;
 
 /// How long a caller whose node record is newer than the cache waits for the
 /// cache before the store is asked directly.
@@ -37,6 +35,8 @@ pub(crate) struct AgentService {
     pub(crate) ca: Arc<CertificateAuthority>,
     /// Lifetime of renewed agent SVIDs.
     pub(crate) agent_svid_ttl: std::time::Duration,
+    /// `[node_api.limits]`: batch sizes, and the signing rate per source address.
+    pub(crate) limits: Arc<NodeLimits>,
 }
 
 /// The calling agent, once its SVID checked out.
@@ -179,14 +179,15 @@ impl Agent for AgentApi {
         req: Request<pb::BatchNewX509SvidRequest>,
     ) -> Result<Response<pb::BatchNewX509SvidResponse>, Status> {
         let svc = self.0.clone();
+        let count = req.get_ref().requests.len();
+        svc.limits
+            .check_x509_batch(count)
+            .map_err(|e| e.to_status())?;
+        svc.limits
+            .admit_signing(req.remote_addr(), count, Instant::now())
+            .map_err(|e| e.to_status())?;
         let caller = svc.caller(&req).await?;
         let requests = req.into_inner().requests;
-        if requests.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "{} CSRs in one batch; the limit is {MAX_BATCH}",
-                requests.len()
-            )));
-        }
         // Each request paired with its entry, if the agent may have it.
         let work: Vec<(pb::X509SvidRequest, Option<Arc<RegistrationEntry>>)> = {
             let ix = svc.cache.read();
@@ -239,6 +240,12 @@ impl Agent for AgentApi {
         req: Request<pb::NewJwtSvidRequest>,
     ) -> Result<Response<pb::NewJwtSvidResponse>, Status> {
         let svc = self.0.clone();
+        svc.limits
+            .check_jwt_audiences(req.get_ref().audience.len())
+            .map_err(|e| e.to_status())?;
+        svc.limits
+            .admit_signing(req.remote_addr(), 1, Instant::now())
+            .map_err(|e| e.to_status())?;
         let caller = svc.caller(&req).await?;
         let r = req.into_inner();
         let entry = svc
@@ -268,6 +275,9 @@ impl Agent for AgentApi {
         req: Request<pb::RenewAgentSvidRequest>,
     ) -> Result<Response<pb::RenewAgentSvidResponse>, Status> {
         let svc = self.0.clone();
+        svc.limits
+            .admit_signing(req.remote_addr(), 1, Instant::now())
+            .map_err(|e| e.to_status())?;
         let caller = svc.caller(&req).await?;
         if caller.node.attestor != crate::node::join_token::NAME {
             return Err(Status::permission_denied(format!(
@@ -311,6 +321,7 @@ impl Agent for AgentApi {
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
         let svc = self.0.clone();
         let caller = svc.caller(&req).await?;
+        let permit = svc.limits.admit_watch().map_err(|e| e.to_status())?;
         info!(agent = %caller.id, "agent watching for changes");
         // A notice at once, then when anything every agent sees changes or
         // anything of this agent's own; the stream ends (PERMISSION_DENIED)
@@ -321,6 +332,8 @@ impl Agent for AgentApi {
         let (serial, id, cache) = (caller.node.serial_number, caller.id, svc.cache.clone());
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
+            // Counted against max_watch_streams until the stream ends.
+            let _permit = permit;
             loop {
                 let notice = {
                     let ix = cache.read();

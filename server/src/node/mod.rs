@@ -5,6 +5,7 @@
 
 pub(crate) mod agent_api;
 pub(crate) mod join_token;
+pub(crate) mod limits;
 pub mod nonce;
 mod service;
 pub mod tls;
@@ -46,6 +47,8 @@ pub(crate) enum RejectKind {
     Malformed,
     /// The server could not decide (store trouble): INTERNAL.
     Internal,
+    /// A server-wide bound is reached (nonces): RESOURCE_EXHAUSTED; retrying later helps.
+    Exhausted,
 }
 
 impl AttestError {
@@ -62,6 +65,14 @@ impl AttestError {
             check,
             reason: reason.into(),
             kind: RejectKind::Internal,
+        }
+    }
+
+    pub(crate) fn exhausted(check: &'static str, reason: impl Into<String>) -> Self {
+        AttestError {
+            check,
+            reason: reason.into(),
+            kind: RejectKind::Exhausted,
         }
     }
 

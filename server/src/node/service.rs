@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ironroot_api::node::{self as pb, node_server::Node};
 use ironroot_runtime::unix_now;
@@ -13,6 +13,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
+use super::limits::NodeLimits;
 use super::{AttestError, Attested, Begun, NodeAttestor};
 use crate::ca::{x509, CertificateAuthority};
 use crate::status;
@@ -25,6 +26,8 @@ pub(crate) struct NodeService {
     pub(crate) agent_svid_ttl: Duration,
     /// How long an agent has to answer a challenge.
     pub(crate) challenge_ttl: Duration,
+    /// `[node_api.limits]`, shared with the agent API and the accept loop.
+    pub(crate) limits: Arc<NodeLimits>,
 }
 
 type AttestStream = Pin<Box<dyn Stream<Item = Result<pb::AttestResponse, Status>> + Send>>;
@@ -211,14 +214,22 @@ impl Node for NodeApi {
         &self,
         req: Request<Streaming<pb::AttestRequest>>,
     ) -> Result<Response<Self::AttestStream>, Status> {
-        let peer = req
-            .remote_addr()
+        let remote = req.remote_addr();
+        // Before any message is read: the address's rate, then the server-wide cap.
+        let permit = self
+            .0
+            .limits
+            .admit_attestation(remote, Instant::now())
+            .map_err(|e| e.to_status())?;
+        let peer = remote
             .map(|a| a.to_string())
             .unwrap_or_else(|| "unknown".into());
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(2);
         let svc = self.0.clone();
         tokio::spawn(async move {
+            // Counted against max_attestations_in_flight until the exchange ends.
+            let _permit = permit;
             let outcome = svc.run(inbound, &tx).await;
             let msg = match outcome {
                 Ok(result) => Ok(pb::AttestResponse {

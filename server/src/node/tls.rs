@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tracing::{info, warn};
 
+use super::limits::{LimitedConnection, NodeLimits};
 use crate::ca::{CaError, CertificateAuthority};
 
 /// Why the server's own SVID could not be made.
@@ -84,17 +85,23 @@ impl ResolvesServerCert for ServerIdentity {
     }
 }
 
+/// A Node API connection as the gRPC server gets it: TLS, holding its connection slot.
+pub(crate) type NodeConnection =
+    LimitedConnection<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
+
 /// Accepts TCP connections and completes TLS handshakes; failed handshakes
 /// are logged and dropped without stopping the listener.
 /// Client certificates are optional (a node attesting for the first time has
 /// none) but, when sent, must verify to the current bundle; the agent API
 /// then requires one.
+/// A connection past `max_connections` (handshakes in progress count) is closed at
+/// once, before any TLS work, and the refusal logged by `limits`.
 pub(crate) fn tls_incoming(
     listener: TcpListener,
     identity: Arc<ServerIdentity>,
     client_roots: ironroot_api::tls::RootsSource,
-) -> impl Stream<Item = Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>
-{
+    limits: Arc<NodeLimits>,
+) -> impl Stream<Item = Result<NodeConnection, std::io::Error>> {
     let verifier = ironroot_api::tls::SpiffeClientVerifier::new(client_roots);
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -126,6 +133,10 @@ pub(crate) fn tls_incoming(
                     continue;
                 }
             };
+            let Ok(permit) = limits.admit_connection(peer) else {
+                drop(tcp);
+                continue;
+            };
             // Small gRPC frames: without this, Nagle + delayed ACK add ~40 ms per round trip.
             if let Err(e) = tcp.set_nodelay(true) {
                 warn!(peer = %peer, error = %e, "cannot set TCP_NODELAY");
@@ -135,7 +146,7 @@ pub(crate) fn tls_incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
+                        let _ = tx.send(Ok(LimitedConnection::new(tls, permit))).await;
                     }
                     Ok(Err(e)) => info!(peer = %peer, error = %e, "node API TLS handshake failed"),
                     Err(_) => info!(peer = %peer, "node API TLS handshake timed out"),

@@ -232,14 +232,16 @@ impl NodeAttestor for TpmAttestor {
         })?;
         let now = unix_now();
         let expires_at = now + self.shared.challenge_ttl.as_secs() as i64;
-        let quote_nonce = self.shared.nonces.issue(now, expires_at);
-        let devid_nonce = devid
-            .as_ref()
-            .map(|_| self.shared.nonces.issue(now, expires_at));
+        let issue = || {
+            self.shared
+                .nonces
+                .issue(now, expires_at)
+                .map_err(|e| AttestError::exhausted("challenge nonces", e.to_string()))
+        };
+        let quote_nonce = issue()?;
+        let devid_nonce = devid.as_ref().map(|_| issue()).transpose()?;
         let agent_key = match presented {
-            agent_key::PresentedKey::Tpm(key) => {
-                Some((key, self.shared.nonces.issue(now, expires_at)))
-            }
+            agent_key::PresentedKey::Tpm(key) => Some((key, issue()?)),
             agent_key::PresentedKey::Software => None,
         };
         let challenge = pb::Challenge {
