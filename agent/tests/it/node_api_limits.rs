@@ -38,7 +38,8 @@ fn join_token(env: &NodeApiServer) -> String {
 fn agent(env: &NodeApiServer, token: &str, name: &str) -> AgentConfig {
     AgentConfig {
         trust_domain: TD.parse().expect("trust domain"),
-        server_address: env.address.parse().expect("server address"),
+        server_address: Some(env.address.parse().expect("server address")),
+        server_addresses: None,
         trust_bundle_path: env.bundle.clone(),
         data_dir: env.dir.path().join(name),
         node_attestor: NodeAttestorKind::JoinToken,
@@ -335,7 +336,13 @@ fn the_connection_after_max_connections_is_closed_at_accept() {
     let env = server("limits_connections", "max_connections = 2");
     let roots = ironroot_agent::connect::read_bundle(&env.bundle).expect("bundle");
     let id = SpiffeId::server(&ironroot_testkit::server::td());
-    let connect = || ironroot_agent::connect::channel(&env.address, roots.clone(), id.clone());
+    let servers =
+        ironroot_agent::servers::Servers::new(&[env.address.parse().expect("server address")]);
+    let connect = || async {
+        ironroot_agent::connect::channel(&servers, roots.clone(), id.clone())
+            .await
+            .map(|(channel, _server)| channel)
+    };
     rt().block_on(async {
         let first = connect().await.expect("connection 1");
         let _second = connect().await.expect("connection 2");
