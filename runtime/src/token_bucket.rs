@@ -86,5 +86,7 @@ impl TokenBucket {
     }
 }
 
+pub mod keyed;
+
 #[cfg(test)]
 mod tests;

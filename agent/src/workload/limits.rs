@@ -32,7 +32,23 @@ use ironroot_runtime::log_throttle::LogThrottle;
 use serde::Deserialize;
 use tracing::warn;
 
-use super::token_bucket::{KeyedBuckets, Rate};
+use ironroot_runtime::token_bucket::keyed::{BoundedBuckets, Refusal};
+use ironroot_runtime::token_bucket::Rate;
+
+/// Callers (uids) whose rate buckets are remembered at once. A bucket is
+/// forgotten when it is full again, so this is reached only by this many uids
+/// all limited at the same moment; the next new uid is then refused too.
+const UIDS_TRACKED: usize = 65_536;
+
+/// One token from `uid`'s bucket, or how long to wait.
+fn take(buckets: &mut BoundedBuckets<u32>, uid: u32, now: Instant) -> Result<(), Duration> {
+    buckets
+        .try_take(&uid, 1, now)
+        .map_err(|refusal| match refusal {
+            Refusal::Rate(wait) => wait,
+            Refusal::TableFull => Duration::from_secs(1),
+        })
+}
 
 /// At most one log line per limit this often.
 pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -224,8 +240,8 @@ impl LimitExceeded {
 
 struct State {
     open: HashMap<u32, u32>,
-    connections: KeyedBuckets<u32>,
-    mints: KeyedBuckets<u32>,
+    connections: BoundedBuckets<u32>,
+    mints: BoundedBuckets<u32>,
     log: LogThrottle,
 }
 
@@ -269,8 +285,8 @@ impl CallerLimits {
         Arc::new(CallerLimits {
             state: Mutex::new(State {
                 open: HashMap::new(),
-                connections: KeyedBuckets::new(cfg.connection_rate()),
-                mints: KeyedBuckets::new(cfg.mint_rate()),
+                connections: BoundedBuckets::new(cfg.connection_rate(), UIDS_TRACKED),
+                mints: BoundedBuckets::new(cfg.mint_rate(), UIDS_TRACKED),
                 log: LogThrottle::new(LOG_EVERY),
             }),
             cfg,
@@ -304,7 +320,7 @@ impl CallerLimits {
                 max: self.cfg.max_connections_per_uid,
             })
         } else {
-            s.connections.try_take(&uid, now).err().map(|retry_after| {
+            take(&mut s.connections, uid, now).err().map(|retry_after| {
                 LimitExceeded::ConnectionRate {
                     uid,
                     per_second: self.cfg.connections_per_second,
@@ -328,7 +344,7 @@ impl CallerLimits {
     /// `uid`, or says it is over its rate (and logs that, throttled).
     pub(crate) fn admit_jwt_mint(&self, uid: u32, now: Instant) -> Result<(), LimitExceeded> {
         let mut s = self.lock();
-        match s.mints.try_take(&uid, now) {
+        match take(&mut s.mints, uid, now) {
             Ok(()) => Ok(()),
             Err(retry_after) => {
                 let e = LimitExceeded::JwtMintRate {

@@ -11,4 +11,3 @@ pub(crate) mod jwt_cache;
 pub(crate) mod limits;
 pub(crate) mod refuse;
 pub(crate) mod shared_response;
-pub(crate) mod token_bucket;

@@ -23,7 +23,6 @@
 //! An address is the peer's IP address as the server sees it (IPv4-mapped IPv6 taken as
 //! IPv4): agents behind one NAT share one budget, which the defaults are sized for.
 
-mod buckets;
 mod connection;
 
 use std::fmt;
@@ -37,8 +36,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
 use crate::config::NodeLimitsConfig;
-use buckets::{BoundedBuckets, Refusal};
 pub(crate) use connection::LimitedConnection;
+use ironroot_runtime::token_bucket::keyed::{BoundedBuckets, Refusal};
 
 /// At most one log line per limit this often.
 pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);

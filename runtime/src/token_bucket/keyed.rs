@@ -1,4 +1,5 @@
-//! A bounded table of token buckets, one per key (a source address). A bucket is
+//! A bounded table of token buckets, one per key (a server's source address, an
+//! agent's caller uid). A bucket is
 //! forgotten the moment it is full again (it is then the same as a bucket never used),
 //! and the table never holds more than `capacity` keys: a new key past that is refused
 //! rather than pushing out a key that is still limited, which would hand that key a
@@ -17,11 +18,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-use ironroot_runtime::token_bucket::{Rate, TokenBucket};
+use super::{Rate, TokenBucket};
 
 /// Why a take was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     /// The key's bucket lacks tokens: wait this long ([`Duration::MAX`]: never, more
     /// than the burst was asked).
     Rate(Duration),
@@ -29,8 +30,9 @@ pub(crate) enum Refusal {
     TableFull,
 }
 
+/// The table: see the module documentation.
 #[derive(Debug)]
-pub(crate) struct BoundedBuckets<K> {
+pub struct BoundedBuckets<K> {
     rate: Rate,
     capacity: usize,
     /// Each key's bucket, and the instant it is filed under in `by_full_at`.
@@ -40,7 +42,7 @@ pub(crate) struct BoundedBuckets<K> {
 
 impl<K: Hash + Ord + Clone> BoundedBuckets<K> {
     /// An empty table holding at most `capacity` keys (at least 1).
-    pub(crate) fn new(rate: Rate, capacity: usize) -> Self {
+    pub fn new(rate: Rate, capacity: usize) -> Self {
         BoundedBuckets {
             rate,
             capacity: capacity.max(1),
@@ -50,7 +52,7 @@ impl<K: Hash + Ord + Clone> BoundedBuckets<K> {
     }
 
     /// Takes `n` tokens from `key`'s bucket, or none and says why.
-    pub(crate) fn try_take(&mut self, key: &K, n: u32, now: Instant) -> Result<(), Refusal> {
+    pub fn try_take(&mut self, key: &K, n: u32, now: Instant) -> Result<(), Refusal> {
         self.forget_full(now);
         let rate = self.rate;
         if let Some((bucket, filed)) = self.buckets.get_mut(key) {
@@ -91,14 +93,18 @@ impl<K: Hash + Ord + Clone> BoundedBuckets<K> {
     }
 
     /// How many keys are remembered.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        assert_eq!(
+    pub fn len(&self) -> usize {
+        debug_assert_eq!(
             self.buckets.len(),
             self.by_full_at.len(),
             "the indexes agree"
         );
         self.buckets.len()
+    }
+
+    /// Whether no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
     }
 }
 
