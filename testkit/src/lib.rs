@@ -72,6 +72,25 @@ pub fn target_dir() -> PathBuf {
     std::env::temp_dir()
 }
 
+/// Polls `f` every 50 ms until it holds; past `within`, panics naming `what` with
+/// `context()` (the logs of whatever was waited on).
+pub fn wait_until(
+    what: &str,
+    within: std::time::Duration,
+    context: impl Fn() -> String,
+    mut f: impl FnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + within;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}\n{}",
+            context()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// `target/test-logs/<name>/`, created. `name` is made filesystem-safe.
 pub fn test_log_dir(name: &str) -> PathBuf {
     let safe: String = name

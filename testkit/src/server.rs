@@ -173,6 +173,21 @@ impl ServerProcess {
             .expect("run cli")
     }
 
+    /// The trust bundle's X.509 authorities (`bundle show`), as DER.
+    pub fn bundle_roots(&self) -> Vec<Vec<u8>> {
+        pem_ders(&self.cli_ok(&["bundle", "show"]))
+    }
+
+    /// An X.509-SVID for `spiffe_id` (`x509 mint --write DIR`): its chain as DER, leaf first.
+    pub fn mint_x509(&self, spiffe_id: &str, dir: &Path) -> Vec<Vec<u8>> {
+        let dir_arg = dir.to_str().expect("UTF-8 path");
+        self.cli_ok(&["x509", "mint", "--spiffe-id", spiffe_id, "--write", dir_arg]);
+        let pem = dir.join("svid.pem");
+        pem_ders(
+            &std::fs::read_to_string(&pem).unwrap_or_else(|e| panic!("{}: {e}", pem.display())),
+        )
+    }
+
     /// `healthcheck --output json`, parsed.
     pub fn health(&self) -> serde_json::Value {
         serde_json::from_str(&self.cli_ok(&["healthcheck", "--output", "json"]))

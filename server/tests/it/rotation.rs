@@ -9,37 +9,9 @@ use ironroot_api::jwt_svid::verify_jwt_svid;
 use ironroot_testkit::server::*;
 use ironroot_testkit::softhsm::SoftHsm;
 use ironroot_testkit::svid::{now, webpki_verify};
+use ironroot_testkit::wait_until;
 
 const ID: &str = "spiffe://example.org/workload/rotating";
-
-fn roots(server: &ServerProcess) -> Vec<Vec<u8>> {
-    pem_ders(&server.cli_ok(&["bundle", "show"]))
-}
-
-fn mint(server: &ServerProcess, dir: &std::path::Path) -> Vec<Vec<u8>> {
-    server.cli_ok(&[
-        "x509",
-        "mint",
-        "--spiffe-id",
-        ID,
-        "--write",
-        dir.to_str().unwrap(),
-    ]);
-    pem_ders(&std::fs::read_to_string(dir.join("svid.pem")).unwrap())
-}
-
-/// Polls until `f` holds, with a deadline.
-fn wait_for(what: &str, within: Duration, server: &ServerProcess, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            server.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn ca_rotates_on_schedule_with_overlapping_roots() {
@@ -58,21 +30,21 @@ fn ca_rotates_on_schedule_with_overlapping_roots() {
     let h0 = server.health();
     let first = h0["active_x509_authority"].as_str().unwrap().to_string();
     let first_kid = h0["active_jwt_key_id"].as_str().unwrap().to_string();
-    assert_eq!(roots(&server).len(), 1);
+    assert_eq!(server.bundle_roots().len(), 1);
 
     // An SVID from the first CA; its TTL is cut to the CA's remaining life.
-    let svid_a = mint(&server, &dir.path().join("a"));
+    let svid_a = server.mint_x509(ID, &dir.path().join("a"));
     let jwt_a = server
         .cli_ok(&["jwt", "mint", "--spiffe-id", ID, "--audience", "x"])
         .trim()
         .to_string();
 
     // Prepared: a second root appears while the first key still signs.
-    wait_for(
+    wait_until(
         "the next CA key to be prepared",
         Duration::from_secs(40),
-        &server,
-        || roots(&server).len() == 2,
+        || server.log_tail(),
+        || server.bundle_roots().len() == 2,
     );
     let prepared_after = started.elapsed();
     assert_eq!(
@@ -83,7 +55,7 @@ fn ca_rotates_on_schedule_with_overlapping_roots() {
         prepared_after >= Duration::from_secs(8),
         "prepared too early: {prepared_after:?}"
     );
-    let both = roots(&server);
+    let both = server.bundle_roots();
     let jwks = TrustBundle::from_jwks_json(
         td(),
         &server.cli_ok(&["bundle", "show", "--format", "jwks"]),
@@ -92,16 +64,16 @@ fn ca_rotates_on_schedule_with_overlapping_roots() {
     assert_eq!(jwks.jwt_authorities.len(), 2, "next JWT key published too");
 
     // Activated: the new key signs; the old root is still published.
-    wait_for(
+    wait_until(
         "the prepared key to be activated",
         Duration::from_secs(40),
-        &server,
+        || server.log_tail(),
         || server.health()["active_x509_authority"].as_str().unwrap() != first,
     );
     let h1 = server.health();
     assert_ne!(h1["active_jwt_key_id"].as_str().unwrap(), first_kid);
-    let svid_b = mint(&server, &dir.path().join("b"));
-    let overlap = roots(&server);
+    let svid_b = server.mint_x509(ID, &dir.path().join("b"));
+    let overlap = server.bundle_roots();
     assert_eq!(overlap.len(), 2, "both roots during the overlap");
     assert_eq!(overlap, both);
 
@@ -121,17 +93,20 @@ fn ca_rotates_on_schedule_with_overlapping_roots() {
     // The old root leaves the bundle once it expires, and its key is destroyed.
     // (The schedule prepares the next key right when the old one expires, so the
     // bundle need not ever hold a single root: look for the old one leaving.)
-    wait_for(
+    wait_until(
         "the old root to expire",
         Duration::from_secs(30),
-        &server,
-        || !roots(&server).contains(&overlap[0]),
+        || server.log_tail(),
+        || !server.bundle_roots().contains(&overlap[0]),
     );
-    assert!(roots(&server).contains(&overlap[1]), "the new root stays");
-    wait_for(
+    assert!(
+        server.bundle_roots().contains(&overlap[1]),
+        "the new root stays"
+    );
+    wait_until(
         "the expired key to leave the token",
         Duration::from_secs(5),
-        &server,
+        || server.log_tail(),
         || {
             !hsm.pkcs11_tool("ca", &["--list-objects", "--type", "privkey"])
                 .contains(&first)

@@ -2,7 +2,6 @@
 //! domain on one database and one HSM token (one SoftHSM token directory both processes
 //! open) answer from the same store and the same CA, and rotate its keys as one.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ironroot_api::bundle::TrustBundle;
@@ -12,6 +11,7 @@ use ironroot_testkit::postgres::Postgres;
 use ironroot_testkit::server::*;
 use ironroot_testkit::softhsm::SoftHsm;
 use ironroot_testkit::svid::{now, webpki_verify};
+use ironroot_testkit::wait_until;
 
 const PARENT: &str = "spiffe://example.org/spire/agent/tpm/node1";
 
@@ -81,10 +81,6 @@ fn two_servers_share_one_database() {
 
 const ID: &str = "spiffe://example.org/workload/shared";
 
-fn roots(server: &ServerProcess) -> Vec<Vec<u8>> {
-    pem_ders(&server.cli_ok(&["bundle", "show"]))
-}
-
 fn jwks(server: &ServerProcess) -> TrustBundle {
     TrustBundle::from_jwks_json(
         td(),
@@ -98,32 +94,6 @@ fn active_x509(server: &ServerProcess) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-/// An X.509-SVID for [`ID`] from `server`, written under `dir`.
-fn mint(server: &ServerProcess, dir: &Path) -> Vec<Vec<u8>> {
-    server.cli_ok(&[
-        "x509",
-        "mint",
-        "--spiffe-id",
-        ID,
-        "--write",
-        dir.to_str().unwrap(),
-    ]);
-    pem_ders(&std::fs::read_to_string(dir.join("svid.pem")).unwrap())
-}
-
-/// Polls until `f` holds, with a deadline; the servers' logs on failure.
-fn wait_for(what: &str, within: Duration, cluster: &ServerCluster, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            cluster.log_tails()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Three servers of one trust domain on one database and one token rotate the CA as one:
@@ -163,17 +133,17 @@ fn servers_of_one_trust_domain_rotate_once_and_publish_one_bundle() {
     for s in &servers {
         assert_eq!(active_x509(s), first);
     }
-    assert!(agree(&roots) && agree(&jwks_der));
-    assert_eq!(roots(a).len(), 1);
+    assert!(agree(&ServerProcess::bundle_roots) && agree(&jwks_der));
+    assert_eq!(a.bundle_roots().len(), 1);
     assert_eq!(cluster.token_keys("-x509-"), vec![first.clone()]);
     assert_eq!(cluster.token_keys("-jwt-").len(), 1);
 
     // An SVID from A verifies against C's bundle and one from C against B's.
     let t = now();
-    let from_a = mint(a, &dir.join("svid-a"));
-    let from_c = mint(c, &dir.join("svid-c"));
-    webpki_verify(&from_a, &roots(c), t).expect("A's SVID verifies against C's bundle");
-    webpki_verify(&from_c, &roots(b), t).expect("C's SVID verifies against B's bundle");
+    let from_a = a.mint_x509(ID, &dir.join("svid-a"));
+    let from_c = c.mint_x509(ID, &dir.join("svid-c"));
+    webpki_verify(&from_a, &c.bundle_roots(), t).expect("A's SVID verifies against C's bundle");
+    webpki_verify(&from_c, &b.bundle_roots(), t).expect("C's SVID verifies against B's bundle");
     let jwt = a
         .cli_ok(&["jwt", "mint", "--spiffe-id", ID, "--audience", "x"])
         .trim()
@@ -181,21 +151,24 @@ fn servers_of_one_trust_domain_rotate_once_and_publish_one_bundle() {
     verify_jwt_svid(&jwt, &jwks(c), "x", t as i64).expect("A's JWT verifies with C's keys");
 
     // Prepared: whichever server made the step, the others publish it too.
-    wait_for("a prepared key", Duration::from_secs(30), &cluster, || {
-        servers.iter().any(|s| roots(s).len() == 2)
-    });
+    wait_until(
+        "a prepared key",
+        Duration::from_secs(30),
+        || cluster.log_tails(),
+        || servers.iter().any(|s| s.bundle_roots().len() == 2),
+    );
     let seen = Instant::now();
-    wait_for(
+    wait_until(
         "every bundle to agree",
         Duration::from_secs(5),
-        &cluster,
-        || agree(&roots) && agree(&jwks_der),
+        || cluster.log_tails(),
+        || agree(&ServerProcess::bundle_roots) && agree(&jwks_der),
     );
     eprintln!(
         "every server published the prepared key {:?} after the first",
         seen.elapsed()
     );
-    let prepared = roots(a);
+    let prepared = a.bundle_roots();
     assert_eq!(prepared.len(), 2, "one new root, not one per server");
     assert_eq!(jwks(a).jwt_authorities.len(), 2);
     // A server that lost the race destroyed its key: the token holds the journal's.
@@ -203,10 +176,10 @@ fn servers_of_one_trust_domain_rotate_once_and_publish_one_bundle() {
     assert_eq!(cluster.token_keys("-jwt-").len(), 2);
 
     // Activated: all sign with the same new key.
-    wait_for(
+    wait_until(
         "the new key to sign on all",
         Duration::from_secs(15),
-        &cluster,
+        || cluster.log_tails(),
         || {
             let active = active_x509(a);
             active != first && servers.iter().all(|s| active_x509(s) == active)
@@ -214,12 +187,12 @@ fn servers_of_one_trust_domain_rotate_once_and_publish_one_bundle() {
     );
     let active = active_x509(c);
     assert!(cluster.token_keys("-x509-").contains(&active));
-    assert!(agree(&roots));
-    assert_eq!(roots(c), prepared);
+    assert!(agree(&ServerProcess::bundle_roots));
+    assert_eq!(c.bundle_roots(), prepared);
     let t = now();
-    let new_from_c = mint(c, &dir.join("svid-c2"));
+    let new_from_c = c.mint_x509(ID, &dir.join("svid-c2"));
     webpki_verify(&new_from_c, &prepared[1..], t).expect("C signs with the new root");
-    webpki_verify(&from_a, &roots(c), t).expect("the old root is still published");
+    webpki_verify(&from_a, &c.bundle_roots(), t).expect("the old root is still published");
     assert_eq!(cluster.token_keys("-x509-").len(), 2);
     assert_eq!(cluster.token_keys("-jwt-").len(), 2);
 }
