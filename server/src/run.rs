@@ -269,7 +269,15 @@ impl Server {
                         changes.bump();
                     }
                     Ok(Ok(false)) => {}
-                    Ok(Err(e)) => error!(error = %e, "CA rotation check failed"),
+                    Ok(Err(e)) if e.condemns_active_key() => error!(
+                        error = %e,
+                        "CA rotation check failed: a CA key is gone or unsafe, and the CA stopped signing with it"
+                    ),
+                    Ok(Err(e)) => warn!(
+                        error = %e,
+                        retry_in = ?interval,
+                        "CA rotation check failed; the current CA keys stay active and the check is retried"
+                    ),
                     Err(e) => error!(error = %e, "CA rotation task failed"),
                 }
             }

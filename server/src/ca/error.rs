@@ -264,6 +264,43 @@ pub enum JournalError {
     },
 }
 
+impl CaError {
+    /// The key manager could not be reached (the HSM is down or cut off): nothing is known to
+    /// be wrong with the keys, and the same call may work once the key manager has
+    /// reconnected by itself. Clients see UNAVAILABLE (retry).
+    pub fn is_key_manager_unreachable(&self) -> bool {
+        match self {
+            CaError::Key(KeyError::Lookup { source, .. } | KeyError::Generate { source, .. })
+            | CaError::Signing(
+                SigningError::X509 { source, .. } | SigningError::Jwt { source, .. },
+            )
+            | CaError::Upstream(UpstreamError::KeyLookup { source, .. }) => source.is_unreachable(),
+            _ => false,
+        }
+    }
+
+    /// The key manager (or the journal) answered that an active key is gone, unsafe, or not
+    /// the one the journal names: the CA must stop signing with it (fail closed). Anything
+    /// else that fails a rotation check (an unreachable HSM, a failed PKCS#11 call, the
+    /// store) says nothing against the keys, which stay in use.
+    pub(crate) fn condemns_active_key(&self) -> bool {
+        match self {
+            CaError::Key(
+                KeyError::Missing { .. } | KeyError::Mismatch { .. } | KeyError::PublicKey { .. },
+            ) => true,
+            CaError::Key(KeyError::Lookup { source, .. }) => matches!(
+                source,
+                HsmError::KeyExtractable { .. }
+                    | HsmError::UnsupportedKey { .. }
+                    | HsmError::KeyAmbiguous { .. }
+                    | HsmError::KeyNotFound { .. }
+            ),
+            CaError::Certificate(CertificateError::JournalCertificate(_)) => true,
+            _ => false,
+        }
+    }
+}
+
 impl From<KeyError> for CaError {
     fn from(e: KeyError) -> Self {
         CaError::Key(e)

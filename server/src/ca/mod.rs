@@ -3,6 +3,7 @@
 
 pub mod devid_ca;
 mod error;
+mod health;
 pub(crate) mod journal;
 pub(crate) mod jwt;
 mod rotation;
@@ -26,6 +27,7 @@ use upstream::Upstream;
 use x509::CaSubject;
 
 pub use error::{CaError, CertificateError, JournalError, KeyError, SigningError, UpstreamError};
+pub use health::{CaHealth, HealthState};
 
 /// What the CA is configured to do.
 #[derive(Debug, Clone)]
@@ -105,6 +107,8 @@ pub struct CertificateAuthority {
     state: RwLock<CaState>,
     /// Serialises rotations (the HSM work happens outside the state lock).
     rotation: Mutex<()>,
+    /// Set while rotation checks fail (for the health check).
+    rotation_trouble: Mutex<Option<health::RotationTrouble>>,
 }
 
 fn ttl_secs(requested: u32, default: Duration) -> i64 {
@@ -136,6 +140,7 @@ impl CertificateAuthority {
                 jwt: None,
             }),
             rotation: Mutex::new(()),
+            rotation_trouble: Mutex::new(None),
         };
         ca.rotate(unix_now())?;
         Ok(ca)
@@ -305,3 +310,6 @@ impl ActiveX509 {
         self.issuer.key()
     }
 }
+
+#[cfg(test)]
+mod tests;
