@@ -215,6 +215,8 @@ impl Server {
             organization: config.ca.subject_organization.clone(),
             country: config.ca.subject_country.clone(),
             jwt_issuer: config.ca.jwt_issuer.clone(),
+            signing: config.ca.signing,
+            memory_key_ttl: config.ca.memory_key_ttl,
         };
         let ca = Arc::new(
             CertificateAuthority::open(settings, km.clone(), store.clone(), upstream)
@@ -226,6 +228,7 @@ impl Server {
             x509_not_after = st.x509_not_after,
             jwt_kid = %st.jwt_key_id,
             upstream = st.upstream.as_deref().unwrap_or("none (root CA)"),
+            signing = ca.signing_mode().as_str(),
             "CA ready"
         );
         let node = Arc::new(node_service(&config, store.clone(), ca.clone(), km)?);

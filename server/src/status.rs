@@ -32,7 +32,9 @@ pub(crate) fn store(e: StoreError) -> Status {
 pub(crate) fn ca(e: CaError) -> Status {
     match e {
         CaError::InvalidRequest(m) => Status::invalid_argument(m),
-        e @ CaError::NotReady(_) => Status::unavailable(e.to_string()),
+        e @ (CaError::NotReady(_) | CaError::SigningKeyExpired { .. }) => {
+            Status::unavailable(e.to_string())
+        }
         e if e.is_key_manager_unreachable() => Status::unavailable(e.to_string()),
         e => Status::internal(e.to_string()),
     }

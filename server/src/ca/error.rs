@@ -39,6 +39,18 @@ pub enum CaError {
     /// The CA has no usable authority of this kind yet (UNAVAILABLE).
     #[error("no active {0} authority (the CA is not initialised)")]
     NotReady(&'static str),
+    /// The in-memory signing key's certificate expired and no new key could be certified
+    /// (UNAVAILABLE): the HSM that certifies it has been unreachable for longer than the
+    /// certificate's remaining life. Signing resumes once the HSM answers.
+    #[error(
+        "the in-memory X.509 signing key expired at {} and no new one could be certified by \
+         the HSM yet (see `healthcheck`)",
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(*expired_at).unwrap_or(0)))
+    )]
+    SigningKeyExpired {
+        /// Its certificate's notAfter, in unix seconds.
+        expired_at: i64,
+    },
 }
 
 /// A CA key that cannot be used.

@@ -104,15 +104,51 @@ impl CertificateAuthority {
             problems: Vec::new(),
         };
         if let KeyManagerHealth::Unreachable { since, reason } = self.km.health() {
-            h.report(
-                HealthState::Unhealthy,
-                format!(
-                    "HSM unreachable since {}: {reason} ({}); SVIDs cannot be signed until it \
-                     answers again, and the server reconnects by itself",
-                    rfc3339(since),
-                    self.km.describe()
-                ),
+            let hsm = format!(
+                "HSM unreachable since {}: {reason} ({}); the server reconnects by itself",
+                rfc3339(since),
+                self.km.describe()
             );
+            let now = ironroot_runtime::unix_now();
+            match self.memory_key_not_after() {
+                // Memory mode: X.509-SVIDs go on until the in-memory key's certificate ends.
+                Some(until) if until > now => h.report(
+                    HealthState::Degraded,
+                    format!(
+                        "{hsm}; X.509-SVIDs are still signed by the in-memory signing key until \
+                         {} (no new key can be certified meanwhile); JWT-SVIDs cannot be signed",
+                        rfc3339(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_secs(until as u64)
+                        )
+                    ),
+                ),
+                _ => h.report(
+                    HealthState::Unhealthy,
+                    format!("{hsm}; SVIDs cannot be signed until it answers again"),
+                ),
+            }
+        }
+        if self.settings.signing == super::SigningMode::Memory {
+            let now = ironroot_runtime::unix_now();
+            match self.memory_key_not_after() {
+                Some(until) if until > now => {}
+                Some(until) => h.report(
+                    HealthState::Unhealthy,
+                    format!(
+                        "the in-memory X.509 signing key expired at {} and no new one could be \
+                         certified: X.509-SVIDs cannot be signed",
+                        rfc3339(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_secs(until as u64)
+                        )
+                    ),
+                ),
+                None => h.report(
+                    HealthState::Unhealthy,
+                    "no in-memory X.509 signing key has been certified yet: X.509-SVIDs cannot \
+                     be signed"
+                        .to_owned(),
+                ),
+            }
         }
         if let Some(t) = self.trouble().clone() {
             h.report(

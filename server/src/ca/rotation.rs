@@ -90,18 +90,25 @@ impl CertificateAuthority {
     /// be reached, a failed PKCS#11 call or a store error fail only this attempt, which the
     /// health check reports until a later check succeeds.
     pub(crate) fn rotate(&self, now: i64) -> Result<bool, CaError> {
-        let result = self.rotate_once(now);
-        self.note_rotation(&result);
-        result
-    }
-
-    fn rotate_once(&self, now: i64) -> Result<bool, CaError> {
         let _serial = self
             .rotation
             .lock()
             .map_err(|_| JournalError::LockPoisoned {
                 what: "rotation lock",
             })?;
+        let keys = self.rotate_once(now);
+        // Also after a failed pass: the in-memory key hangs on the active authority, which a
+        // failure to reach the HSM keeps.
+        let memory = self.refresh_memory_key(now);
+        let result = match (keys, memory) {
+            (Ok(changed), Ok(_)) => Ok(changed),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        };
+        self.note_rotation(&result);
+        result
+    }
+
+    fn rotate_once(&self, now: i64) -> Result<bool, CaError> {
         let mut journal = self.read_state()?.journal.clone();
         let (changed, steps) = self.run_steps(&mut journal, now);
         if let Err(e) = steps {

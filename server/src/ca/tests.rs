@@ -13,7 +13,7 @@ use ironroot_hsm::{
 };
 use rand::{Rng, SeedableRng};
 
-use super::{CaError, CaSettings, CertificateAuthority, HealthState};
+use super::{CaError, CaSettings, CertificateAuthority, HealthState, SigningMode};
 use crate::store::{DataStore, SledStore};
 
 /// A key store that can be switched off: then every call fails with
@@ -72,6 +72,7 @@ impl KeyManager for Switchable {
 }
 
 const CA_TTL: i64 = 3600;
+const MEMORY_KEY_TTL: i64 = 600;
 
 struct Rig {
     km: Arc<Switchable>,
@@ -79,7 +80,7 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
-fn rig(now: i64) -> Rig {
+fn rig(now: i64, signing: SigningMode) -> Rig {
     let dir = tempfile::tempdir().expect("temp dir");
     let km = Arc::new(Switchable {
         keys: SoftwareKeyManager::open(&dir.path().join("keys")).expect("key store"),
@@ -98,6 +99,8 @@ fn rig(now: i64) -> Rig {
         organization: "ironroot".into(),
         country: "US".into(),
         jwt_issuer: None,
+        signing,
+        memory_key_ttl: Duration::from_secs(MEMORY_KEY_TTL as u64),
     };
     let ca = CertificateAuthority::open(settings, km.clone(), store, None).expect("CA");
     // `open` rotated at the wall clock; the test's clock starts at `now`.
@@ -115,12 +118,21 @@ fn active(ca: &CertificateAuthority) -> Result<(String, String), CaError> {
 /// check never leaves the CA without an active X.509 or JWT authority: one that cannot reach
 /// the store fails (and says it could not reach it) and keeps the authorities it had; the
 /// first one that can brings the schedule up to date.
+///
+/// In memory mode, too: the in-memory signing key is kept while the store is down; once it
+/// answers, the key has at least half its life left (or all the CA has) and never outlives
+/// the CA certificate.
 #[test]
 fn a_rotation_check_that_cannot_reach_the_key_store_never_drops_the_active_authority() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x1d0_7007);
-    for walk in 0..4 {
+    for (walk, signing) in [SigningMode::Hsm, SigningMode::Memory]
+        .into_iter()
+        .cycle()
+        .take(6)
+        .enumerate()
+    {
         let mut now = ironroot_runtime::unix_now();
-        let r = rig(now);
+        let r = rig(now, signing);
         let mut rotations_seen = 0;
         let mut last = active(&r.ca).expect("active after open");
         for step in 0..40 {
@@ -128,7 +140,26 @@ fn a_rotation_check_that_cannot_reach_the_key_store_never_drops_the_active_autho
             now += rng.gen_range(0..=CA_TTL / 3);
             let down = rng.gen_bool(0.4);
             r.km.down.store(down, Ordering::SeqCst);
+            let memory_before = r.ca.memory_key_not_after();
             let result = r.ca.rotate(now);
+            let memory_after = r.ca.memory_key_not_after();
+            match signing {
+                SigningMode::Hsm => assert_eq!(memory_after, None),
+                SigningMode::Memory if down => {
+                    assert_eq!(memory_after, memory_before, "kept while the store is down")
+                }
+                SigningMode::Memory => {
+                    let until = memory_after.expect("a signing key once the store answers");
+                    let ca_until = r.ca.status().expect("status").x509_not_after;
+                    assert!(until <= ca_until, "the signing key outlives its CA");
+                    assert!(
+                        until - now >= (MEMORY_KEY_TTL / 2).min(ca_until - now),
+                        "walk {walk} step {step}: signing key not replaced in time \
+                         ({} s left)",
+                        until - now
+                    );
+                }
+            }
             let current = active(&r.ca).unwrap_or_else(|e| {
                 panic!("walk {walk} step {step} (store down: {down}): no active authority: {e}")
             });
@@ -141,7 +172,13 @@ fn a_rotation_check_that_cannot_reach_the_key_store_never_drops_the_active_autho
                     "the authorities in use are kept while it is down"
                 );
                 let health = r.ca.health();
-                assert_eq!(health.state, HealthState::Unhealthy);
+                // Memory mode signs X.509-SVIDs on (its key's notAfter is ahead of the wall
+                // clock the health check reads): degraded, not unhealthy.
+                let expected = match signing {
+                    SigningMode::Hsm => HealthState::Unhealthy,
+                    SigningMode::Memory => HealthState::Degraded,
+                };
+                assert_eq!(health.state, expected, "{health:?}");
                 assert!(
                     health
                         .problems
@@ -172,7 +209,7 @@ fn a_rotation_check_that_cannot_reach_the_key_store_never_drops_the_active_autho
 #[test]
 fn a_key_the_store_says_is_gone_is_dropped() {
     let now = ironroot_runtime::unix_now();
-    let r = rig(now);
+    let r = rig(now, SigningMode::Hsm);
     let (x509_label, _) = active(&r.ca).expect("active");
     r.km.keys.destroy(&x509_label).expect("destroy");
     let e = r.ca.rotate(now + 1).expect_err("the journal's key is gone");
