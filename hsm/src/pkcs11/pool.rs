@@ -433,6 +433,21 @@ impl SessionPool {
     }
 }
 
+impl Drop for SessionPool {
+    fn drop(&mut self) {
+        let generation = self.module.generation();
+        let mut st = self.lock();
+        if st.generation != generation {
+            // Re-initialised since these were opened: closing their handles could close
+            // sessions another manager of the module has opened since.
+            for session in st.idle.drain(..) {
+                std::mem::forget(session);
+            }
+        }
+        // Sessions of the current generation close as they drop.
+    }
+}
+
 /// A session lent out by the pool. It goes back to the pool when dropped (also if the
 /// operation panicked), unless it was discarded as lost, or the module was re-initialised
 /// under it (an abandoned call): then its handle is void and it is forgotten.
