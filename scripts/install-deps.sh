@@ -17,8 +17,10 @@ else
 PACKAGES=(
   # build
   build-essential pkg-config
-  # HSM: SoftHSM2 token + pkcs11-tool for inspecting objects
-  softhsm2 opensc
+  # HSM: SoftHSM2 token + pkcs11-tool for inspecting objects; p11-kit remoting
+  # (`p11-kit server` + p11-kit-client.so) puts SoftHSM behind a socket, the
+  # network HSM that can go away in the HSM outage tests
+  softhsm2 opensc p11-kit p11-kit-modules
   # TPM: software TPM with EK certificates, tools, and the TSS for tss-esapi
   swtpm swtpm-tools tpm2-tools libtss2-dev
   # the PostgreSQL store's tests start a private server per test (initdb, pg_ctl;

@@ -5,6 +5,9 @@
 //! what failed, on which token/key/file, and what to check.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
+
+use cryptoki::error::RvError;
 
 /// Everything that can go wrong while loading a module, logging in, or using a key.
 #[derive(thiserror::Error, Debug)]
@@ -193,6 +196,26 @@ pub enum HsmError {
         detail: String,
     },
 
+    /// The token cannot be reached: the device, its connection, or the module's state is gone
+    /// (CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, ... and session or login
+    /// losses that opening a new session did not repair). The key manager fails fast with this
+    /// until it has reconnected: it re-initialises the module (C_Finalize + C_Initialize),
+    /// opens new sessions and logs in again, in the background with jittered backoff.
+    #[error(
+        "PKCS#11 token '{token}' unreachable since {}: {reason}; reconnecting in the background \
+         (check the HSM, its network link or p11-kit server, and the module's log)",
+        humantime::format_rfc3339_seconds(*since)
+    )]
+    Unreachable {
+        /// The token label.
+        token: String,
+        /// When the key manager first saw it gone (the start of this outage).
+        since: SystemTime,
+        /// The failure that showed it (or the latest reconnection attempt's): the PKCS#11
+        /// function and CKR_ code.
+        reason: String,
+    },
+
     /// A key or signature could not be encoded or decoded.
     #[error("cannot encode {what}: {reason}")]
     Encoding {
@@ -221,6 +244,49 @@ pub enum HsmError {
         /// What failed.
         reason: String,
     },
+}
+
+impl HsmError {
+    /// True when the key store could not be reached at all ([`HsmError::Unreachable`]), as
+    /// opposed to a store that answered with a refusal: nothing is known to be wrong with the
+    /// keys themselves, and the same call may work once the store is back.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, HsmError::Unreachable { .. })
+    }
+}
+
+/// What a PKCS#11 error says is gone, if anything: the classes of failure the key manager
+/// repairs, each in its own way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lost {
+    /// The device, its connection, or the module's own state: only C_Finalize + C_Initialize
+    /// (then new sessions and a new login) bring it back.
+    Device,
+    /// This session (closed by the module or by other code of the process): open another.
+    Session,
+    /// The login (the token or other code of the process logged out): log in again.
+    Login,
+}
+
+impl Lost {
+    /// The class of `rv`; `None` for errors about the operation itself (a bad mechanism, a
+    /// missing object, a wrong PIN), which reconnecting would not fix.
+    pub(crate) fn of(rv: RvError) -> Option<Lost> {
+        match rv {
+            RvError::DeviceError
+            | RvError::DeviceRemoved
+            | RvError::DeviceMemory
+            | RvError::TokenNotPresent
+            | RvError::TokenNotRecognized
+            | RvError::SlotIdInvalid
+            | RvError::CryptokiNotInitialized
+            // "Some horrible, unrecoverable error": the module's state is not to be trusted.
+            | RvError::GeneralError => Some(Lost::Device),
+            RvError::SessionHandleInvalid | RvError::SessionClosed => Some(Lost::Session),
+            RvError::UserNotLoggedIn => Some(Lost::Login),
+            _ => None,
+        }
+    }
 }
 
 fn available_text(labels: &[String]) -> String {
@@ -269,6 +335,51 @@ mod tests {
             "CKR_KEY_HANDLE_INVALID"
         );
         assert_eq!(ckr_name(&RvError::PinIncorrect), "CKR_PIN_INCORRECT");
+    }
+
+    #[test]
+    fn losses_are_classified_by_what_brings_them_back() {
+        use RvError::*;
+        for rv in [
+            DeviceError,
+            DeviceRemoved,
+            TokenNotPresent,
+            CryptokiNotInitialized,
+        ] {
+            assert_eq!(Lost::of(rv), Some(Lost::Device), "{rv:?}");
+        }
+        assert_eq!(Lost::of(SessionHandleInvalid), Some(Lost::Session));
+        assert_eq!(Lost::of(SessionClosed), Some(Lost::Session));
+        assert_eq!(Lost::of(UserNotLoggedIn), Some(Lost::Login));
+        for rv in [
+            KeyHandleInvalid,
+            PinIncorrect,
+            MechanismInvalid,
+            FunctionFailed,
+        ] {
+            assert_eq!(
+                Lost::of(rv),
+                None,
+                "{rv:?} is about the operation, not a loss"
+            );
+        }
+    }
+
+    #[test]
+    fn unreachable_names_the_token_the_time_and_the_cause() {
+        let e = HsmError::Unreachable {
+            token: "ca".into(),
+            since: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+            reason: "C_Sign returned CKR_DEVICE_ERROR".into(),
+        };
+        assert!(e.is_unreachable());
+        let msg = e.to_string();
+        assert!(
+            msg.contains("'ca' unreachable since 2023-11-14T22:13:20Z"),
+            "{msg}"
+        );
+        assert!(msg.contains("CKR_DEVICE_ERROR"), "{msg}");
+        assert!(!HsmError::KeyNotFound { label: "x".into() }.is_unreachable());
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //! Every error is an [`HsmError`] whose `Display` text is complete on its own: it names what
 //! failed and what an operator can do about it, so logging `%err` is enough.
 //!
+//! A token that becomes unreachable at runtime (an HSM that drops off the network, a p11-kit
+//! server that goes away, a device error) is not fatal: calls fail fast with
+//! [`HsmError::Unreachable`], [`KeyManager::health`] says so, and the PKCS#11 key manager
+//! reconnects by itself (re-initialising the module) once the token answers again.
+//!
 //! The integration tests (`tests/`) run against a real SoftHSM2 and set `SOFTHSM2_CONF` per
 //! process: run them with `cargo nextest run -p ironroot-hsm`.
 
@@ -127,6 +132,42 @@ pub trait KeyManager: Send + Sync + 'static {
     /// One line for logs, e.g. "pkcs11 token 'ironroot' (module /usr/lib/softhsm/libsofthsm2.so)".
     /// Never contains the PIN.
     fn describe(&self) -> String;
+
+    /// Whether the store can be used right now, for health checks. May make one cheap call to
+    /// the store (never waits for a busy one). The default, for stores that cannot go away
+    /// (files), is [`KeyManagerHealth::Available`].
+    fn health(&self) -> KeyManagerHealth {
+        KeyManagerHealth::Available
+    }
+}
+
+/// What [`KeyManager::health`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyManagerHealth {
+    /// The store answers (or nothing says otherwise).
+    Available,
+    /// The store cannot be reached; every call fails with [`HsmError::Unreachable`] until the
+    /// key manager has reconnected by itself.
+    Unreachable {
+        /// When the outage was first seen.
+        since: std::time::SystemTime,
+        /// The latest failure: the PKCS#11 function and CKR_ code, or why reconnecting failed.
+        reason: String,
+    },
+}
+
+impl fmt::Display for KeyManagerHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyManagerHealth::Available => f.write_str("available"),
+            KeyManagerHealth::Unreachable { since, reason } => write!(
+                f,
+                "unreachable since {}: {reason}",
+                humantime::format_rfc3339_seconds(*since)
+            ),
+        }
+    }
 }
 
 /// Length of a SHA-256 digest, the only digest [`KeyManager::sign_digest`] accepts.

@@ -1,7 +1,10 @@
 //! X.509-SVID signing throughput through the CA path (CSR in, signed
-//! certificate out) against the raw C_Sign rate of the same SoftHSM2 token,
-//! on 1 and 2 threads, in one run. `make bench` runs it; figures go to
-//! docs/benchmarks.md.
+//! certificate out) in both CA modes (`signing = "hsm"`: every SVID signed in
+//! the token; `signing = "memory"`: signed by an in-memory key the token
+//! certified) against the raw C_Sign rate of the same SoftHSM2 token and the
+//! floor every SVID pays in both modes (CSR parse + proof-of-possession
+//! signature check), on 1 and 2 threads, in one run. `make bench` runs it;
+//! figures go to docs/benchmarks.md.
 //!
 //! Needs softhsm2-util (scripts/install-deps.sh). Run:
 //!   cargo bench -p ironroot-server --bench svid_signing
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use ironroot_hsm::{KeyAlgorithm, KeyManager, PinSource, Pkcs11Config, Pkcs11KeyManager};
-use ironroot_server::ca::{CaSettings, CertificateAuthority};
+use ironroot_server::ca::{CaSettings, CertificateAuthority, SigningMode};
 use ironroot_server::store::{DataStore, SledStore};
 
 const RUN: Duration = Duration::from_secs(4);
@@ -74,9 +77,27 @@ fn main() {
         organization: "ironroot".into(),
         country: "US".into(),
         jwt_issuer: None,
+        signing: SigningMode::Hsm,
+        memory_key_ttl: Duration::from_secs(3600),
+    };
+    let memory_settings = CaSettings {
+        signing: SigningMode::Memory,
+        key_label_prefix: "bench-memory".into(),
+        ..settings.clone()
     };
     let ca = Arc::new(CertificateAuthority::open(settings, km.clone(), store, None).expect("CA"));
     let label = ca.status().expect("status").x509_key_label;
+    let memory_store: Arc<dyn DataStore> = Arc::new(
+        SledStore::open(
+            &dir.path().join("store-memory"),
+            TrustDomain::parse("bench.example").expect("td"),
+        )
+        .expect("store"),
+    );
+    let memory_ca = Arc::new(
+        CertificateAuthority::open(memory_settings, km.clone(), memory_store, None)
+            .expect("memory-mode CA"),
+    );
 
     // Distinct CSRs, made up front so key generation is not measured.
     let csrs: Arc<Vec<Vec<u8>>> = Arc::new(
@@ -167,8 +188,11 @@ fn main() {
         1e6 / verify_rate,
         1e6 / build_rate
     );
-    println!("| threads | raw C_Sign (sig/s) | CA path CSR -> SVID (cert/s) | ratio |");
-    println!("|---|---|---|---|");
+    println!(
+        "| threads | raw C_Sign (sig/s) | CA path, signing = \"hsm\" (cert/s) | ratio to raw | \
+         CA path, signing = \"memory\" (cert/s) | floor: CSR parse + PoP check alone (/s) |"
+    );
+    println!("|---|---|---|---|---|---|");
     for threads in [1usize, 2] {
         let (km2, l2) = (km.clone(), label.clone());
         let raw = rate(
@@ -185,8 +209,23 @@ fn main() {
                 ca2.sign_x509_svid_csr(csr, &id2, 3600, &[]).expect("svid");
             }),
         );
+        let (ca3, csrs3, id3) = (memory_ca.clone(), csrs.clone(), id.clone());
+        let memory_path = rate(
+            threads,
+            Arc::new(move |i| {
+                let csr = &csrs3[i % csrs3.len()];
+                ca3.sign_x509_svid_csr(csr, &id3, 3600, &[]).expect("svid");
+            }),
+        );
+        let csrs4 = csrs.clone();
+        let floor = rate(
+            threads,
+            Arc::new(move |i| {
+                ironroot_server::ca::x509::parse_csr(&csrs4[i % csrs4.len()]).expect("csr");
+            }),
+        );
         println!(
-            "| {threads} | {raw:.0} | {path:.0} | {:.1} % |",
+            "| {threads} | {raw:.0} | {path:.0} | {:.1} % | {memory_path:.0} | {floor:.0} |",
             100.0 * path / raw
         );
     }

@@ -568,8 +568,11 @@ pub async fn jwt(cmd: JwtCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `healthcheck`: succeeds when the server answers and its CA has active keys; store
-/// records that do not decode are named on stderr without failing it. Fails (with the server's message) when the socket cannot be reached or the server refuses the call.
+/// `healthcheck`: succeeds when the server answers, its CA has active keys and can sign;
+/// a degraded server (e.g. failing CA rotation checks) and store records that do not decode
+/// are named on stderr without failing it. Fails (with the server's message) when the socket
+/// cannot be reached, the server refuses the call, or it reports itself unhealthy (e.g. its
+/// HSM is unreachable), naming what is wrong.
 pub async fn healthcheck(client: ClientArgs) -> anyhow::Result<()> {
     let mut c = connect(&client).await?;
     let h = c
@@ -577,11 +580,20 @@ pub async fn healthcheck(client: ClientArgs) -> anyhow::Result<()> {
         .await
         .map_err(|s| rpc_err("healthcheck", s))?
         .into_inner();
+    // Servers older than the field send nothing: they had no other verdict than healthy.
+    let state = if h.state.is_empty() {
+        "healthy"
+    } else {
+        h.state.as_str()
+    };
+    let unhealthy = state == "unhealthy";
     if client.output == Output::Json {
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
-                "healthy": true,
+                "healthy": !unhealthy,
+                "state": state,
+                "problems": h.problems,
                 "trust_domain": h.trust_domain,
                 "key_manager": h.key_manager,
                 "active_x509_authority": h.active_x509_authority,
@@ -593,13 +605,21 @@ pub async fn healthcheck(client: ClientArgs) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "Server is healthy (trust domain {}, {})",
+            "Server is {state} (trust domain {}, {})",
             h.trust_domain, h.key_manager
         );
         // Serving, but an operator has work: say so on stderr, keep the exit code.
+        if !unhealthy {
+            for p in &h.problems {
+                eprintln!("warning: {p}");
+            }
+        }
         for r in &h.unreadable_records {
             eprintln!("warning: {r}; skipped, not served (delete or repair it)");
         }
+    }
+    if unhealthy {
+        anyhow::bail!("server is unhealthy: {}", h.problems.join("; "));
     }
     Ok(())
 }

@@ -22,6 +22,8 @@ use ironroot_api::spiffe_id::TrustDomain;
 use ironroot_hsm::{KeyAlgorithm, PinSource, Pkcs11Config};
 use serde::Deserialize;
 
+use crate::ca::SigningMode;
+
 /// Where the admin socket lives unless the config says otherwise.
 pub(crate) const DEFAULT_ADMIN_SOCKET: &str = "/run/ironroot/server/admin.sock";
 /// The store (and nothing secret when an HSM is configured).
@@ -46,6 +48,8 @@ pub(crate) const DEFAULT_NODE_MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 pub(crate) const DEFAULT_LDEVID_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// CA key and certificate lifetime.
 pub(crate) const DEFAULT_CA_TTL: Duration = Duration::from_secs(24 * 3600);
+/// `[ca] memory_key_ttl`: one hour of in-memory signing key, replaced at half of it.
+pub(crate) const DEFAULT_MEMORY_KEY_TTL: Duration = Duration::from_secs(3600);
 /// X.509-SVID lifetime when none is asked for.
 pub(crate) const DEFAULT_X509_SVID_TTL: Duration = Duration::from_secs(3600);
 /// JWT-SVID lifetime when none is asked for.
@@ -391,6 +395,11 @@ pub(crate) struct CaConfig {
     pub(crate) subject_country: String,
     /// Optional `iss` claim of JWT-SVIDs.
     pub(crate) jwt_issuer: Option<String>,
+    /// Where X.509-SVIDs are signed: "hsm" or "memory".
+    pub(crate) signing: SigningMode,
+    /// Lifetime of each in-memory signing key (signing = "memory").
+    #[serde(with = "humantime_serde")]
+    pub(crate) memory_key_ttl: Duration,
 }
 
 impl Default for CaConfig {
@@ -405,6 +414,8 @@ impl Default for CaConfig {
             subject_organization: DEFAULT_ORGANIZATION.into(),
             subject_country: DEFAULT_COUNTRY.into(),
             jwt_issuer: None,
+            signing: SigningMode::Hsm,
+            memory_key_ttl: DEFAULT_MEMORY_KEY_TTL,
         }
     }
 }
@@ -422,6 +433,18 @@ impl CaConfig {
         }
         if self.rotation_check_interval.is_zero() {
             return Err(invalid("ca.rotation_check_interval", "must be > 0"));
+        }
+        // The key is replaced at the first rotation check past half its life: leave room for
+        // a few checks (and retries) before it expires.
+        if self.memory_key_ttl < self.rotation_check_interval * 4 {
+            return Err(invalid(
+                "ca.memory_key_ttl",
+                format!(
+                    "must be at least 4 × ca.rotation_check_interval ({}), so the key is \
+                     replaced before it expires",
+                    humantime::format_duration(self.rotation_check_interval * 4)
+                ),
+            ));
         }
         let prefix = &self.key_label_prefix;
         if prefix.is_empty()

@@ -217,6 +217,8 @@ impl Server {
             organization: config.ca.subject_organization.clone(),
             country: config.ca.subject_country.clone(),
             jwt_issuer: config.ca.jwt_issuer.clone(),
+            signing: config.ca.signing,
+            memory_key_ttl: config.ca.memory_key_ttl,
         };
         let ca = Arc::new(
             CertificateAuthority::open(settings, km.clone(), store.clone(), upstream)
@@ -228,6 +230,7 @@ impl Server {
             x509_not_after = st.x509_not_after,
             jwt_kid = %st.jwt_key_id,
             upstream = st.upstream.as_deref().unwrap_or("none (root CA)"),
+            signing = ca.signing_mode().as_str(),
             "CA ready"
         );
         let node = Arc::new(node_service(&config, store.clone(), ca.clone(), km)?);
@@ -327,7 +330,15 @@ impl Server {
                         changes.bump();
                     }
                     Ok(Ok(false)) => {}
-                    Ok(Err(e)) => error!(error = %e, "CA rotation check failed"),
+                    Ok(Err(e)) if e.condemns_active_key() => error!(
+                        error = %e,
+                        "CA rotation check failed: a CA key is gone or unsafe, and the CA stopped signing with it"
+                    ),
+                    Ok(Err(e)) => warn!(
+                        error = %e,
+                        retry_in = ?interval,
+                        "CA rotation check failed; the current CA keys stay active and the check is retried"
+                    ),
                     Err(e) => error!(error = %e, "CA rotation task failed"),
                 }
             }

@@ -28,11 +28,14 @@ pub(crate) fn store(e: StoreError) -> Status {
 }
 
 /// A CA error: a refused request INVALID_ARGUMENT (its rule as the message), a CA not yet
-/// initialised UNAVAILABLE (retry), anything else INTERNAL.
+/// initialised or an HSM that cannot be reached UNAVAILABLE (retry), anything else INTERNAL.
 pub(crate) fn ca(e: CaError) -> Status {
     match e {
         CaError::InvalidRequest(m) => Status::invalid_argument(m),
-        e @ CaError::NotReady(_) => Status::unavailable(e.to_string()),
+        e @ (CaError::NotReady(_) | CaError::SigningKeyExpired { .. }) => {
+            Status::unavailable(e.to_string())
+        }
+        e if e.is_key_manager_unreachable() => Status::unavailable(e.to_string()),
         e => Status::internal(e.to_string()),
     }
 }

@@ -16,7 +16,8 @@
 //!
 //! - [`swtpm`]: a manufactured TPM shared read-only, a swtpm per test (process or container);
 //!   [`tpm2_tools`]: a swtpm driven with tpm2-tools, and tpm2-tools' credential files;
-//! - [`softhsm`]: a private SoftHSM2 installation and its tokens;
+//! - [`softhsm`]: a private SoftHSM2 installation and its tokens; [`p11kit`]: one of its
+//!   tokens behind `p11-kit server`, a network HSM that a test can cut off and bring back;
 //! - [`server`]: the real server binary per test, its admin CLI, and a server with the Node
 //!   API as agents attest to it; [`cluster`]: several servers of one trust domain on one
 //!   database and one token; [`agent`]: the real agent binary (`ironroot-agent run`);
@@ -42,6 +43,7 @@ pub mod certs;
 pub mod cgroup;
 pub mod cluster;
 pub mod fixtures;
+pub mod p11kit;
 pub mod podman;
 pub mod postgres;
 pub mod python;

@@ -78,7 +78,19 @@ impl ServerProcess {
 
     /// Starts the server and waits (with a deadline) until its health check answers.
     pub fn start(test: &str, config: &Path, hsm: &SoftHsm, socket: &Path) -> Self {
-        let mut s = Self::spawn(test, config, hsm, socket);
+        Self::start_with_env(test, config, hsm, socket, &[])
+    }
+
+    /// [`start`](Self::start) with `env` (name, value) added to the server's environment, e.g.
+    /// [`crate::p11kit::ADDRESS_ENV`] for a server on [`crate::p11kit::CLIENT_MODULE`].
+    pub fn start_with_env(
+        test: &str,
+        config: &Path,
+        hsm: &SoftHsm,
+        socket: &Path,
+        env: &[(&str, String)],
+    ) -> Self {
+        let mut s = Self::spawn_with_env(test, config, hsm, socket, env);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -112,12 +124,24 @@ impl ServerProcess {
 
     /// Starts the server without waiting (for start-up failure tests).
     pub fn spawn(test: &str, config: &Path, hsm: &SoftHsm, socket: &Path) -> Self {
+        Self::spawn_with_env(test, config, hsm, socket, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with `env` (name, value) added to the server's environment.
+    pub fn spawn_with_env(
+        test: &str,
+        config: &Path,
+        hsm: &SoftHsm,
+        socket: &Path,
+        env: &[(&str, String)],
+    ) -> Self {
         let log = crate::test_log_dir(test).join("server.log");
         let logf = std::fs::File::create(&log).expect("log file");
         let child = Command::new(server_bin())
             .args(["run", "-c"])
             .arg(config)
             .env("SOFTHSM2_CONF", &hsm.conf)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             // plain text: tests read the log
             .env("NO_COLOR", "1")
             .stdout(Stdio::from(logf.try_clone().expect("log")))

@@ -4,10 +4,11 @@ mod attrs;
 mod module;
 mod pin;
 mod pool;
+mod recovery;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::RvError;
@@ -18,10 +19,11 @@ use cryptoki::slot::{Limit, Slot};
 pub use pin::PinSource;
 
 use crate::error::ck_text;
-use crate::{check_digest, HsmError, KeyAlgorithm, KeyInfo, KeyManager};
+use crate::{check_digest, HsmError, KeyAlgorithm, KeyInfo, KeyManager, KeyManagerHealth};
 use attrs::{find_private, inspect, key_objects, keypair_templates, sign_with};
-use module::ModuleLease;
+use module::{Generation, ModuleLease};
 use pool::{ck, OpError, SessionPool};
+use recovery::Status;
 
 /// Labels longer than this are almost certainly a mistake, and some HSMs truncate CKA_LABEL.
 const MAX_LABEL_LEN: usize = 128;
@@ -42,16 +44,32 @@ pub struct Pkcs11Config {
 
 /// A private key found and checked earlier: signing reuses the handle instead of searching
 /// the token every time (object handles stay valid for the application while it has
-/// sessions open; a stale one is detected and looked up again).
+/// sessions open; a stale one is detected and looked up again). A handle is only used in the
+/// module generation it was found in: after a re-initialisation the same number may name
+/// another object.
 #[derive(Clone)]
 struct CachedKey {
     handle: ObjectHandle,
     algorithm: KeyAlgorithm,
+    generation: Generation,
 }
 
 /// Keys in a PKCS#11 token. Private keys are generated in the token as sensitive and
 /// non-extractable and are only ever used through C_Sign.
+///
+/// When the token becomes unreachable (the device, its connection, or the module's state is
+/// gone), every call fails fast with [`HsmError::Unreachable`] and a background thread
+/// reconnects with jittered backoff (250 ms doubling to 5 s): C_Finalize + C_Initialize of the
+/// module, the token's slot found again by label, new sessions logged in with the configured
+/// PIN source, and the keys in use found again by label. [`KeyManager::health`] reports the
+/// outage from its first moment.
 pub struct Pkcs11KeyManager {
+    inner: Arc<Inner>,
+}
+
+/// The manager's state, shared with its reconnection thread (which holds it weakly, so
+/// dropping the manager ends the thread).
+struct Inner {
     // Field order matters: the pool (and with it every session) must be dropped before the
     // module lease, whose drop may C_Finalize the module.
     pool: SessionPool,
@@ -60,7 +78,7 @@ pub struct Pkcs11KeyManager {
     admin: Mutex<()>,
     token_label: String,
     module_path: PathBuf,
-    slot: Slot,
+    status: Mutex<Status>,
     _module: ModuleLease,
 }
 
@@ -70,10 +88,14 @@ impl Pkcs11KeyManager {
     pub fn open(cfg: &Pkcs11Config) -> Result<Self, HsmError> {
         let token_label = cfg.token_label.trim_end_matches(' ').to_owned();
         let module = ModuleLease::acquire(&cfg.module)?;
-        let slot = find_slot(module.ctx(), &token_label)?;
-        let sessions = pool_size(module.ctx(), slot, cfg.sessions, &token_label);
+        let (slot, sessions) = {
+            let _call = module.module().enter();
+            let ctx = module.module().ctx();
+            let slot = find_slot(ctx, &token_label)?;
+            (slot, pool_size(ctx, slot, cfg.sessions, &token_label))
+        };
         let pool = SessionPool::open(
-            module.ctx().clone(),
+            module.module().clone(),
             slot,
             token_label.clone(),
             cfg.pin.clone(),
@@ -87,30 +109,58 @@ impl Pkcs11KeyManager {
             "PKCS#11 key manager ready"
         );
         Ok(Pkcs11KeyManager {
-            pool,
-            cache: RwLock::new(HashMap::new()),
-            admin: Mutex::new(()),
-            token_label,
-            module_path: cfg.module.clone(),
-            slot,
-            _module: module,
+            inner: Arc::new(Inner {
+                pool,
+                cache: RwLock::new(HashMap::new()),
+                admin: Mutex::new(()),
+                token_label,
+                module_path: cfg.module.clone(),
+                status: Mutex::new(Status::Reachable),
+                _module: module,
+            }),
         })
     }
 
     /// Number of sessions in the pool (how many signatures can run at once).
     pub fn sessions(&self) -> usize {
-        self.pool.capacity()
+        self.inner.pool.capacity()
     }
 
-    fn cached(&self, label: &str) -> Option<CachedKey> {
+    /// Runs `f` unless the token is known to be unreachable (then fails fast with the
+    /// outage's error); an [`HsmError::Unreachable`] from `f` starts an outage (and the
+    /// reconnection) or joins the current one.
+    fn guarded<T>(&self, f: impl FnOnce(&Inner) -> Result<T, HsmError>) -> Result<T, HsmError> {
+        if let Some(e) = recovery::outage_error(&self.inner) {
+            return Err(e);
+        }
+        match f(&self.inner) {
+            Err(HsmError::Unreachable { reason, .. }) => Err(recovery::lost(&self.inner, reason)),
+            other => other,
+        }
+    }
+}
+
+impl Inner {
+    fn cached(&self, label: &str, generation: Generation) -> Option<CachedKey> {
         self.cache
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(label)
+            .filter(|k| k.generation == generation)
             .cloned()
     }
 
-    fn remember(&self, info: &KeyInfo, handle: ObjectHandle) {
+    /// Labels of the keys in use (looked up or generated through this manager).
+    fn cached_labels(&self) -> Vec<String> {
+        self.cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn remember(&self, info: &KeyInfo, handle: ObjectHandle, generation: Generation) {
         self.cache
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -119,6 +169,7 @@ impl Pkcs11KeyManager {
                 CachedKey {
                     handle,
                     algorithm: info.algorithm,
+                    generation,
                 },
             );
     }
@@ -136,6 +187,7 @@ impl Pkcs11KeyManager {
         &self,
         session: &Session,
         label: &str,
+        generation: Generation,
     ) -> Result<Option<(CachedKey, KeyInfo)>, OpError> {
         let Some(handle) = find_private(session, label)? else {
             self.forget(label);
@@ -143,10 +195,11 @@ impl Pkcs11KeyManager {
         };
         match inspect(session, label, handle) {
             Ok(info) => {
-                self.remember(&info, handle);
+                self.remember(&info, handle, generation);
                 let key = CachedKey {
                     handle,
                     algorithm: info.algorithm,
+                    generation,
                 };
                 Ok(Some((key, info)))
             }
@@ -245,9 +298,56 @@ fn pool_size(ctx: &Pkcs11, slot: Slot, requested: usize, token: &str) -> usize {
 impl KeyManager for Pkcs11KeyManager {
     fn generate(&self, label: &str, algorithm: KeyAlgorithm) -> Result<KeyInfo, HsmError> {
         validate_label(label)?;
+        self.guarded(|inner| inner.generate(label, algorithm))
+    }
+
+    fn find(&self, label: &str) -> Result<Option<KeyInfo>, HsmError> {
+        validate_label(label)?;
+        // Always re-reads the token (never answers from the cache): find is where the
+        // attribute checks are promised, and it is rare (startup, rotation).
+        self.guarded(|inner| {
+            inner.pool.with_logged_in_session(|session, generation| {
+                Ok(inner
+                    .lookup(session, label, generation)?
+                    .map(|(_, info)| info))
+            })
+        })
+    }
+
+    fn sign_digest(&self, label: &str, digest: &[u8]) -> Result<Vec<u8>, HsmError> {
+        check_digest(digest)?;
+        self.guarded(|inner| inner.sign_digest(label, digest))
+    }
+
+    fn list(&self) -> Result<Vec<KeyInfo>, HsmError> {
+        self.guarded(|inner| inner.list())
+    }
+
+    fn destroy(&self, label: &str) -> Result<(), HsmError> {
+        validate_label(label)?;
+        self.guarded(|inner| inner.destroy(label))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "pkcs11 token '{}' (module {}, slot {}, {} sessions)",
+            self.inner.token_label,
+            self.inner.module_path.display(),
+            self.inner.pool.slot_id(),
+            self.inner.pool.capacity()
+        )
+    }
+
+    fn health(&self) -> KeyManagerHealth {
+        recovery::health(&self.inner)
+    }
+}
+
+impl Inner {
+    fn generate(&self, label: &str, algorithm: KeyAlgorithm) -> Result<KeyInfo, HsmError> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         let started = std::time::Instant::now();
-        let (handle, info) = self.pool.with_logged_in_session(|session| {
+        let (handle, info, generation) = self.pool.with_logged_in_session(|session, generation| {
             if !key_objects(session, label)?.is_empty() {
                 return Err(HsmError::KeyExists {
                     label: label.to_owned(),
@@ -259,7 +359,7 @@ impl KeyManager for Pkcs11KeyManager {
                 .generate_key_pair(&mechanism, &public, &private)
                 .map_err(ck(format!("generate {algorithm} key pair '{label}'")))?;
             match inspect(session, label, priv_h) {
-                Ok(info) => Ok((priv_h, info)),
+                Ok(info) => Ok((priv_h, info, generation)),
                 Err(e) => {
                     // Fail closed: a key the token did not protect as asked must not linger
                     // where a later find could pick it up.
@@ -272,7 +372,7 @@ impl KeyManager for Pkcs11KeyManager {
                 }
             }
         })?;
-        self.remember(&info, handle);
+        self.remember(&info, handle, generation);
         tracing::info!(
             token = %self.token_label,
             label,
@@ -283,27 +383,21 @@ impl KeyManager for Pkcs11KeyManager {
         Ok(info)
     }
 
-    fn find(&self, label: &str) -> Result<Option<KeyInfo>, HsmError> {
-        validate_label(label)?;
-        // Always re-reads the token (never answers from the cache): find is where the
-        // attribute checks are promised, and it is rare (startup, rotation).
-        self.pool.with_logged_in_session(|session| {
-            Ok(self.lookup(session, label)?.map(|(_, info)| info))
-        })
-    }
-
     fn sign_digest(&self, label: &str, digest: &[u8]) -> Result<Vec<u8>, HsmError> {
-        check_digest(digest)?;
         let not_found = || -> OpError {
             HsmError::KeyNotFound {
                 label: label.to_owned(),
             }
             .into()
         };
-        self.pool.with_session(|session| {
-            let key = match self.cached(label) {
+        self.pool.with_session(|session, generation| {
+            let key = match self.cached(label, generation) {
                 Some(k) => k,
-                None => self.lookup(session, label)?.ok_or_else(not_found)?.0,
+                None => {
+                    self.lookup(session, label, generation)?
+                        .ok_or_else(not_found)?
+                        .0
+                }
             };
             match sign_with(session, label, key.algorithm, key.handle, digest) {
                 // The object went away (destroyed by another process or manager, token
@@ -316,7 +410,9 @@ impl KeyManager for Pkcs11KeyManager {
                     ) =>
                 {
                     self.forget(label);
-                    let (key, _) = self.lookup(session, label)?.ok_or_else(not_found)?;
+                    let (key, _) = self
+                        .lookup(session, label, generation)?
+                        .ok_or_else(not_found)?;
                     sign_with(session, label, key.algorithm, key.handle, digest)
                 }
                 other => other,
@@ -325,7 +421,7 @@ impl KeyManager for Pkcs11KeyManager {
     }
 
     fn list(&self) -> Result<Vec<KeyInfo>, HsmError> {
-        self.pool.with_logged_in_session(|session| {
+        self.pool.with_logged_in_session(|session, _| {
             let handles = session
                 .find_objects(&[cryptoki::object::Attribute::Class(
                     cryptoki::object::ObjectClass::PRIVATE_KEY,
@@ -340,7 +436,7 @@ impl KeyManager for Pkcs11KeyManager {
                 };
                 match inspect(session, &label, handle) {
                     Ok(info) => keys.push(info),
-                    Err(OpError::Hsm(e)) => {
+                    Err(OpError::Hsm(e)) if !e.is_unreachable() => {
                         tracing::warn!(token = %self.token_label, label, error = %e, "ignoring an unusable key");
                     }
                     Err(e) => return Err(e),
@@ -352,10 +448,9 @@ impl KeyManager for Pkcs11KeyManager {
     }
 
     fn destroy(&self, label: &str) -> Result<(), HsmError> {
-        validate_label(label)?;
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         self.forget(label);
-        let destroyed = self.pool.with_logged_in_session(|session| {
+        let destroyed = self.pool.with_logged_in_session(|session, _| {
             let handles = key_objects(session, label)?;
             for h in &handles {
                 session
@@ -374,16 +469,6 @@ impl KeyManager for Pkcs11KeyManager {
         }
         tracing::info!(token = %self.token_label, label, objects = destroyed, "destroyed key");
         Ok(())
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "pkcs11 token '{}' (module {}, slot {}, {} sessions)",
-            self.token_label,
-            self.module_path.display(),
-            self.slot.id(),
-            self.pool.capacity()
-        )
     }
 }
 

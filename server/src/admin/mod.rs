@@ -468,7 +468,14 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::HealthResponse>, Status> {
         let st = self.ca.status().map_err(status::ca)?;
         let entries = self.store.count_entries().await.map_err(status::store)?;
+        // The key manager's probe is a blocking PKCS#11 call.
+        let ca = self.ca.clone();
+        let ca_health = tokio::task::spawn_blocking(move || ca.health())
+            .await
+            .map_err(status::worker)?;
         Ok(Response::new(pb::HealthResponse {
+            state: ca_health.state.as_str().to_owned(),
+            problems: ca_health.problems,
             trust_domain: self.ca.trust_domain().to_string(),
             key_manager: st.key_manager,
             active_x509_authority: st.x509_key_label,

@@ -39,6 +39,18 @@ pub enum CaError {
     /// The CA has no usable authority of this kind yet (UNAVAILABLE).
     #[error("no active {0} authority (the CA is not initialised)")]
     NotReady(&'static str),
+    /// The in-memory signing key's certificate expired and no new key could be certified
+    /// (UNAVAILABLE): the HSM that certifies it has been unreachable for longer than the
+    /// certificate's remaining life. Signing resumes once the HSM answers.
+    #[error(
+        "the in-memory X.509 signing key expired at {} and no new one could be certified by \
+         the HSM yet (see `healthcheck`)",
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(*expired_at).unwrap_or(0)))
+    )]
+    SigningKeyExpired {
+        /// Its certificate's notAfter, in unix seconds.
+        expired_at: i64,
+    },
 }
 
 /// A CA key that cannot be used.
@@ -272,6 +284,43 @@ pub enum JournalError {
         /// Which lock ("CA state lock", "rotation lock").
         what: &'static str,
     },
+}
+
+impl CaError {
+    /// The key manager could not be reached (the HSM is down or cut off): nothing is known to
+    /// be wrong with the keys, and the same call may work once the key manager has
+    /// reconnected by itself. Clients see UNAVAILABLE (retry).
+    pub fn is_key_manager_unreachable(&self) -> bool {
+        match self {
+            CaError::Key(KeyError::Lookup { source, .. } | KeyError::Generate { source, .. })
+            | CaError::Signing(
+                SigningError::X509 { source, .. } | SigningError::Jwt { source, .. },
+            )
+            | CaError::Upstream(UpstreamError::KeyLookup { source, .. }) => source.is_unreachable(),
+            _ => false,
+        }
+    }
+
+    /// The key manager (or the journal) answered that an active key is gone, unsafe, or not
+    /// the one the journal names: the CA must stop signing with it (fail closed). Anything
+    /// else that fails a rotation check (an unreachable HSM, a failed PKCS#11 call, the
+    /// store) says nothing against the keys, which stay in use.
+    pub(crate) fn condemns_active_key(&self) -> bool {
+        match self {
+            CaError::Key(
+                KeyError::Missing { .. } | KeyError::Mismatch { .. } | KeyError::PublicKey { .. },
+            ) => true,
+            CaError::Key(KeyError::Lookup { source, .. }) => matches!(
+                source,
+                HsmError::KeyExtractable { .. }
+                    | HsmError::UnsupportedKey { .. }
+                    | HsmError::KeyAmbiguous { .. }
+                    | HsmError::KeyNotFound { .. }
+            ),
+            CaError::Certificate(CertificateError::JournalCertificate(_)) => true,
+            _ => false,
+        }
+    }
 }
 
 impl From<KeyError> for CaError {

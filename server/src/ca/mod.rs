@@ -3,8 +3,10 @@
 
 pub mod devid_ca;
 mod error;
+mod health;
 pub(crate) mod journal;
 pub(crate) mod jwt;
+mod memory;
 mod rotation;
 pub mod signing_key;
 mod stored_journal;
@@ -27,6 +29,33 @@ use upstream::Upstream;
 use x509::CaSubject;
 
 pub use error::{CaError, CertificateError, JournalError, KeyError, SigningError, UpstreamError};
+pub use health::{CaHealth, HealthState};
+
+/// Where X.509-SVIDs are signed (`[ca] signing`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SigningMode {
+    /// Every X.509-SVID is signed by the CA key inside the HSM (`"hsm"`, the default): no key
+    /// that can issue an SVID ever exists outside the token.
+    #[default]
+    Hsm,
+    /// X.509-SVIDs are signed by a P-256 key kept only in the server's memory, certified by
+    /// the HSM's CA key as an intermediate (pathLen 0) for `memory_key_ttl` and replaced at
+    /// half of it (`"memory"`): the HSM signs one certificate per replacement instead of one
+    /// per SVID, and SVIDs can still be signed while the HSM is away, until the intermediate
+    /// expires. JWT-SVIDs stay signed in the HSM.
+    Memory,
+}
+
+impl SigningMode {
+    /// The configuration spelling: `"hsm"` or `"memory"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningMode::Hsm => "hsm",
+            SigningMode::Memory => "memory",
+        }
+    }
+}
 
 /// What the CA is configured to do.
 #[derive(Debug, Clone)]
@@ -52,6 +81,11 @@ pub struct CaSettings {
     pub country: String,
     /// `iss` claim of JWT-SVIDs; `None` leaves it out.
     pub jwt_issuer: Option<String>,
+    /// Where X.509-SVIDs are signed.
+    pub signing: SigningMode,
+    /// Lifetime of each in-memory signing key's certificate ([`SigningMode::Memory`]; never
+    /// beyond the CA certificate that certifies it). It is replaced at half of it.
+    pub memory_key_ttl: Duration,
 }
 
 /// An issued X.509-SVID: the leaf first, then intermediates (no root).
@@ -90,6 +124,8 @@ struct CaState {
     journal: CaJournal,
     x509: Option<Arc<ActiveX509>>,
     jwt: Option<Arc<ActiveJwt>>,
+    /// The in-memory signing key and its certificate ([`SigningMode::Memory`]).
+    memory: Option<Arc<memory::MemoryIssuer>>,
 }
 
 /// The trust domain's CA: signs X.509- and JWT-SVIDs with keys that never leave the key
@@ -106,6 +142,8 @@ pub struct CertificateAuthority {
     state: RwLock<CaState>,
     /// Serialises rotations (the HSM work happens outside the state lock).
     rotation: Mutex<()>,
+    /// Set while rotation checks fail (for the health check).
+    rotation_trouble: Mutex<Option<health::RotationTrouble>>,
 }
 
 fn ttl_secs(requested: u32, default: Duration) -> i64 {
@@ -138,8 +176,10 @@ impl CertificateAuthority {
                 journal,
                 x509: None,
                 jwt: None,
+                memory: None,
             }),
             rotation: Mutex::new(()),
+            rotation_trouble: Mutex::new(None),
         };
         ca.rotate(unix_now())?;
         Ok(ca)
@@ -198,6 +238,9 @@ impl CertificateAuthority {
         dns_names: &[String],
     ) -> Result<IssuedX509Svid, CaError> {
         self.check_in_trust_domain(spiffe_id)?;
+        if self.settings.signing == SigningMode::Memory {
+            return self.sign_x509_svid_in_memory(public_key, spiffe_id, ttl_seconds, dns_names);
+        }
         let active = self
             .read_state()?
             .x509
@@ -221,6 +264,11 @@ impl CertificateAuthority {
             chain,
             expires_at: not_after,
         })
+    }
+
+    /// Where X.509-SVIDs are signed.
+    pub fn signing_mode(&self) -> SigningMode {
+        self.settings.signing
     }
 
     /// Mints a JWT-SVID signed by the active JWT key.
@@ -309,3 +357,6 @@ impl ActiveX509 {
         self.issuer.key()
     }
 }
+
+#[cfg(test)]
+mod tests;

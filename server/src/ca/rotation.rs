@@ -75,6 +75,11 @@ impl CertificateAuthority {
     /// Brings the keys up to date with the schedule at `now`, starting from the journal as
     /// stored (another server of the trust domain may have rotated). Returns whether the
     /// published bundle changed.
+    ///
+    /// A failed check keeps the active keys unless the failure condemns one of them
+    /// ([`CaError::condemns_active_key`]: gone, extractable, replaced); an HSM that cannot
+    /// be reached, a failed PKCS#11 call or a store error fail only this attempt, which the
+    /// health check reports until a later check succeeds.
     pub(crate) fn rotate(&self, now: i64) -> Result<bool, CaError> {
         self.update(now, Schedule::Run)
     }
@@ -93,8 +98,17 @@ impl CertificateAuthority {
             .map_err(|_| JournalError::LockPoisoned {
                 what: "rotation lock",
             })?;
-        let stored = stored_journal::load(self.store.as_ref())?;
-        self.update_from(stored, now, schedule)
+        let keys = stored_journal::load(self.store.as_ref())
+            .and_then(|stored| self.update_from(stored, now, schedule));
+        // Also after a failed pass: the in-memory key hangs on the active authority, which a
+        // failure to reach the HSM keeps.
+        let memory = self.refresh_memory_key(now);
+        let result = match (keys, memory) {
+            (Ok(changed), Ok(_)) => Ok(changed),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        };
+        self.note_rotation(&result);
+        result
     }
 
     /// [`update`](Self::update) from `stored`, with the rotation lock held.
@@ -120,30 +134,51 @@ impl CertificateAuthority {
             return Err(e);
         }
         // Built on every pass: this re-checks that the keys are still in the
-        // token and still non-extractable. On failure signing stops (fail closed).
+        // token and still non-extractable. When the token says a key is gone or unsafe,
+        // signing with it stops (fail closed); when the token cannot be asked, the keys
+        // checked at the last pass stay in use.
         let x509 = self.build_active_x509(&journal);
         let jwt = self.build_active_jwt(&journal);
         let mut state = self.state.write().map_err(|_| JournalError::LockPoisoned {
             what: "CA state lock",
         })?;
         state.journal = journal;
+        let mut failure = None;
         match x509 {
-            Ok(a) if changed || state.x509.is_none() => state.x509 = Some(Arc::new(a)),
-            Ok(_) => {}
+            Ok(a) => {
+                let same = state
+                    .x509
+                    .as_ref()
+                    .is_some_and(|x| x.key_label == a.key_label);
+                if changed || !same {
+                    state.x509 = Some(Arc::new(a));
+                }
+            }
             Err(e) => {
-                state.x509 = None;
-                return Err(e);
+                if e.condemns_active_key() {
+                    state.x509 = None;
+                }
+                failure = Some(e);
             }
         }
         match jwt {
-            Ok(a) if changed || state.jwt.is_none() => state.jwt = Some(Arc::new(a)),
-            Ok(_) => {}
+            Ok(a) => {
+                let same = state.jwt.as_ref().is_some_and(|j| j.key_id == a.key_id);
+                if changed || !same {
+                    state.jwt = Some(Arc::new(a));
+                }
+            }
             Err(e) => {
-                state.jwt = None;
-                return Err(e);
+                if e.condemns_active_key() {
+                    state.jwt = None;
+                }
+                failure = failure.or(Some(e));
             }
         }
-        Ok(changed)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(changed),
+        }
     }
 
     /// Whether `journal` is not what this server publishes and signs with: another server

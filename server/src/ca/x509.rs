@@ -81,6 +81,41 @@ pub fn ca_params(
     Ok(p)
 }
 
+/// Parameters of the certificate of an in-memory signing key (`signing = "memory"`): an
+/// intermediate CA under the HSM's CA certificate that may sign X.509-SVIDs only (pathLen 0:
+/// no CA below it; keyCertSign and cRLSign, nothing else), with the trust domain's SPIFFE ID.
+pub fn signing_key_params(
+    subject: &CaSubject,
+    not_before: i64,
+    not_after: i64,
+) -> Result<CertificateParams, CaError> {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CountryName, subject.country.as_str());
+    dn.push(DnType::OrganizationName, subject.organization.as_str());
+    dn.push(
+        DnType::CommonName,
+        format!(
+            "ironroot signing key {} {}",
+            subject.trust_domain, not_before
+        ),
+    );
+    p.distinguished_name = dn;
+    p.serial_number = Some(random_serial());
+    p.not_before = time_at(not_before)?;
+    p.not_after = time_at(not_after)?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let td_uri = format!("spiffe://{}", subject.trust_domain);
+    p.subject_alt_names = vec![SanType::URI(
+        td_uri
+            .try_into()
+            .map_err(CertificateError::TrustDomainUri)?,
+    )];
+    p.use_authority_key_identifier_extension = true;
+    Ok(p)
+}
+
 /// Parameters of an X.509-SVID leaf: exactly one URI SAN, CA:false present,
 /// digitalSignature, serverAuth + clientAuth, random serial.
 pub fn svid_params(

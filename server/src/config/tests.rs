@@ -26,6 +26,8 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.ca.default_x509_svid_ttl, Duration::from_secs(3600));
     assert_eq!(c.ca.default_jwt_svid_ttl, Duration::from_secs(300));
     assert_eq!(c.ca.key_algorithm, KeyAlgorithm::EcP256);
+    assert_eq!(c.ca.signing, crate::ca::SigningMode::Hsm);
+    assert_eq!(c.ca.memory_key_ttl, Duration::from_secs(3600));
     assert_eq!(c.admin.socket_path, PathBuf::from(DEFAULT_ADMIN_SOCKET));
     assert_eq!(c.admin.allowed_uids, vec![0]);
     assert_eq!(c.admin.socket_mode.bits(), 0o600);
@@ -43,6 +45,31 @@ fn minimal_config_gets_documented_defaults() {
         })
     );
     assert!(c.upstream.is_none());
+}
+
+#[test]
+fn signing_mode_and_memory_key_ttl() {
+    let base = "trust_domain = \"example.org\"\ninsecure_software_keys = true\n[ca]\n";
+    let c = parse(&format!(
+        "{base}signing = \"memory\"\nmemory_key_ttl = \"10m\""
+    ))
+    .unwrap();
+    assert_eq!(c.ca.signing, crate::ca::SigningMode::Memory);
+    assert_eq!(c.ca.memory_key_ttl, Duration::from_secs(600));
+    let e = parse(&format!("{base}signing = \"software\"")).unwrap_err();
+    assert!(e.contains("signing") && e.contains("memory"), "{e}");
+    // Replaced at half its life by a rotation check: room for a few checks is required.
+    let e = parse(&format!("{base}memory_key_ttl = \"30s\"")).unwrap_err();
+    assert!(
+        e.contains("ca.memory_key_ttl")
+            && e.contains("rotation_check_interval")
+            && e.contains("40s"),
+        "{e}"
+    );
+    parse(&format!(
+        "{base}memory_key_ttl = \"30s\"\nrotation_check_interval = \"5s\""
+    ))
+    .unwrap();
 }
 
 #[test]
@@ -288,6 +315,8 @@ fn the_annotated_example_parses_with_the_defaults_it_states() {
     assert_eq!(c.ca.key_label_prefix, defaults.ca.key_label_prefix);
     assert_eq!(c.ca.subject_organization, defaults.ca.subject_organization);
     assert_eq!(c.ca.subject_country, defaults.ca.subject_country);
+    assert_eq!(c.ca.signing, defaults.ca.signing);
+    assert_eq!(c.ca.memory_key_ttl, defaults.ca.memory_key_ttl);
     assert_eq!(c.node_api.listen, defaults.node_api.listen);
     assert_eq!(c.node_api.agent_svid_ttl, defaults.node_api.agent_svid_ttl);
     assert_eq!(c.node_api.challenge_ttl, defaults.node_api.challenge_ttl);

@@ -35,11 +35,16 @@ pub enum IdentityError {
 /// The server's current SVID, swapped in place on renewal.
 #[derive(Debug)]
 pub(crate) struct ServerIdentity {
-    current: RwLock<(Arc<CertifiedKey>, i64)>,
+    /// The key and SVID, the SVID's notAfter, and when it was issued.
+    current: RwLock<(Arc<CertifiedKey>, i64, i64)>,
 }
 
 /// A fresh key (in memory; it only authenticates TLS) and an SVID for it.
-fn issue(ca: &CertificateAuthority, ttl: u32) -> Result<(Arc<CertifiedKey>, i64), IdentityError> {
+fn issue(
+    ca: &CertificateAuthority,
+    ttl: u32,
+) -> Result<(Arc<CertifiedKey>, i64, i64), IdentityError> {
+    let issued_at = unix_now();
     let key = rcgen::KeyPair::generate().map_err(IdentityError::Key)?;
     let id = SpiffeId::server(ca.trust_domain());
     let svid = ca
@@ -50,7 +55,11 @@ fn issue(ca: &CertificateAuthority, ttl: u32) -> Result<(Arc<CertifiedKey>, i64)
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let signing =
         rustls::crypto::ring::sign::any_supported_type(&der).map_err(IdentityError::Rustls)?;
-    Ok((Arc::new(CertifiedKey::new(chain, signing)), svid.expires_at))
+    Ok((
+        Arc::new(CertifiedKey::new(chain, signing)),
+        svid.expires_at,
+        issued_at,
+    ))
 }
 
 impl ServerIdentity {
@@ -60,14 +69,15 @@ impl ServerIdentity {
         }))
     }
 
-    /// Renews the SVID when half its life is gone (or the CA changed under it).
+    /// Renews the SVID when half its life is gone. Its life is what the CA granted, which
+    /// can be less than `ttl` (cut to the CA's or the in-memory signing key's notAfter).
     pub(crate) fn renew_if_due(
         &self,
         ca: &CertificateAuthority,
         ttl: u32,
     ) -> Result<bool, IdentityError> {
-        let expires_at = self.current.read().map(|g| g.1).unwrap_or(0);
-        let due = unix_now() >= expires_at - i64::from(ttl) / 2;
+        let (expires_at, issued_at) = self.current.read().map(|g| (g.1, g.2)).unwrap_or((0, 0));
+        let due = unix_now() >= issued_at + (expires_at - issued_at) / 2;
         if !due {
             return Ok(false);
         }

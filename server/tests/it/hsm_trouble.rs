@@ -1,4 +1,10 @@
-//! The server refuses to start when its HSM is not usable, and says why.
+//! The server refuses to start when its HSM is not usable, and says why; an HSM that goes
+//! away at runtime (p11-kit remoting cut) stops signing, not the CA, and comes back by itself.
+//!
+//! Sessions closed or a token logged out *under* the server cannot be caused from outside
+//! with SoftHSM: behind p11-kit every client gets its own `p11-kit-remote` process, with its
+//! own SoftHSM state, sessions and login. Those cases are tested in the key manager's own
+//! tests (`hsm/tests/it/pkcs11_outage.rs`, `pkcs11.rs`), from inside the same process.
 
 use std::time::Duration;
 
@@ -135,4 +141,141 @@ fn insecure_software_keys_work_and_warn_loudly() {
     ]);
     let (ok, text) = openssl_verify(&out.join("bundle.pem"), None, &out.join("svid.pem"));
     assert!(ok, "{text}");
+}
+
+/// `healthcheck --output json` whatever its exit status: (succeeded, parsed output).
+fn health_any(server: &ServerProcess) -> (bool, serde_json::Value) {
+    let out = server.cli(&["healthcheck", "--output", "json"]);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "healthcheck printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), json)
+}
+
+fn mint(server: &ServerProcess, out: &std::path::Path) -> std::process::Output {
+    server.cli(&[
+        "x509",
+        "mint",
+        "--spiffe-id",
+        "spiffe://example.org/workload/hsm-outage",
+        "--write",
+        out.to_str().unwrap(),
+    ])
+}
+
+/// The HSM behind p11-kit remoting goes away at runtime (its `p11-kit-remote` killed by PID)
+/// and comes back on the same socket: signing fails with an error naming the HSM, the
+/// health check says unhealthy naming it at once, rotation checks (every 200 ms) keep the
+/// active CA, and SVIDs are signed again within seconds of the HSM's return, with the same
+/// CA key and no restart.
+#[test]
+fn remote_hsm_cut_keeps_the_ca_reports_it_and_recovers_without_restart() {
+    use ironroot_testkit::p11kit::{P11KitServer, ADDRESS_ENV, CLIENT_MODULE};
+
+    let test = "hsm_remote_cut_server";
+    let dir = tempfile::tempdir().unwrap();
+    let hsm = SoftHsm::new(&dir.path().join("hsm"));
+    hsm.init_token("ca");
+    let mut remote = P11KitServer::start(test, &hsm, "ca");
+    let conf = server_config(
+        dir.path(),
+        &hsm,
+        "ca",
+        "[ca]\nrotation_check_interval = \"200ms\"\n",
+    );
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace(MODULE, CLIENT_MODULE);
+    std::fs::write(&conf, text).unwrap();
+    let server = ServerProcess::start_with_env(
+        test,
+        &conf,
+        &hsm,
+        &dir.path().join("admin.sock"),
+        &[(ADDRESS_ENV, remote.address())],
+    );
+    let (ok, h0) = health_any(&server);
+    assert!(ok && h0["state"] == "healthy", "{h0}");
+    let authority = h0["active_x509_authority"].as_str().unwrap().to_owned();
+    let before = dir.path().join("before");
+    assert!(mint(&server, &before).status.success());
+
+    remote.cut();
+    // At once, before any signature fails: the health check probes the token.
+    let (ok, h) = health_any(&server);
+    assert!(!ok, "an unreachable HSM fails the health check: {h}");
+    assert_eq!(h["state"], "unhealthy", "{h}");
+    assert_eq!(h["healthy"], false, "{h}");
+    let problems = h["problems"].to_string();
+    assert!(
+        problems.contains("HSM unreachable since") && problems.contains("CKR_DEVICE_ERROR"),
+        "{problems}"
+    );
+
+    let out = mint(&server, &dir.path().join("during"));
+    assert!(!out.status.success(), "no SVID without the HSM");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PKCS#11 token 'ca' unreachable since") && err.contains("reconnecting"),
+        "{err}"
+    );
+
+    // Rotation checks run meanwhile and fail; the active authority stays.
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, h) = health_any(&server);
+    assert_eq!(
+        h["active_x509_authority"], authority,
+        "the active CA is kept: {h}"
+    );
+    assert!(
+        h["problems"]
+            .to_string()
+            .contains("CA rotation check failing since"),
+        "{h}"
+    );
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(
+        log.contains("the current CA keys stay active"),
+        "{}",
+        server.log_tail()
+    );
+    assert!(!log.contains("is not initialised"), "{}", server.log_tail());
+
+    remote.restore();
+    let after = dir.path().join("after");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !mint(&server, &after).status.success() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no SVID 20 s after the HSM came back:\n{}",
+            server.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Same CA, same bundle: the new SVID verifies against the bundle from before the cut.
+    let (ok, text) = openssl_verify(&before.join("bundle.pem"), None, &after.join("svid.pem"));
+    assert!(ok, "{text}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, h) = health_any(&server);
+        if ok && h["state"] == "healthy" {
+            assert_eq!(h["active_x509_authority"], authority);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health not back to healthy: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(
+        log.contains("PKCS#11 token reachable again"),
+        "{}",
+        server.log_tail()
+    );
 }

@@ -5,6 +5,7 @@
 mod admin_input;
 mod boot_tools;
 mod ca_hsm;
+mod ca_memory;
 mod ek_certificates;
 mod federation;
 mod hsm_trouble;

@@ -13,6 +13,7 @@ use super::{sha256, MODULE, PIN};
 /// for planting keys the crate must refuse.
 pub(crate) struct Raw {
     ctx: Pkcs11,
+    slot: cryptoki::slot::Slot,
     session: Option<Session>,
     /// True if this code ran C_Initialize (so it must C_Finalize).
     pub finalize: bool,
@@ -43,9 +44,27 @@ impl Raw {
         }
         Raw {
             ctx,
+            slot,
             session: Some(session),
             finalize,
         }
+    }
+
+    /// C_CloseAllSessions on the token's slot: every session of this process on it closes
+    /// (the key manager's too, and this one's), which also ends the login.
+    #[allow(unsafe_code)] // cryptoki does not wrap C_CloseAllSessions
+    pub(crate) fn close_all_sessions(&mut self) {
+        // SAFETY: dlopen of a library this process has loaded returns the same instance, so
+        // this reaches the module the key manager uses; the function list pointers stay valid
+        // while `lib` lives, and C_CloseAllSessions takes a slot id by value.
+        let rv = unsafe {
+            let lib = cryptoki_sys::Pkcs11::new(MODULE).expect("load module");
+            lib.C_CloseAllSessions(self.slot.id())
+        };
+        assert_eq!(rv, cryptoki_sys::CKR_OK, "C_CloseAllSessions");
+        // This session is gone too: never close its handle again (the number may be reused
+        // by the key manager's new sessions).
+        std::mem::forget(self.session.take());
     }
 
     pub(crate) fn s(&self) -> &Session {

@@ -12,7 +12,7 @@ use ironroot_runtime::unix_now;
 
 use super::load;
 use crate::ca::rotation::Schedule;
-use crate::ca::{CaSettings, CertificateAuthority};
+use crate::ca::{CaSettings, CertificateAuthority, SigningMode};
 use crate::store::{DataStore, SledStore};
 
 /// The CA lifetime: prepare at half of it, activate at a sixth left.
@@ -51,6 +51,8 @@ impl Cluster {
             organization: "ironroot".into(),
             country: "US".into(),
             jwt_issuer: None,
+            signing: SigningMode::Hsm,
+            memory_key_ttl: Duration::from_secs(3600),
         };
         CertificateAuthority::open(settings, km, self.store.clone(), None).unwrap()
     }
