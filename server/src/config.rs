@@ -435,8 +435,11 @@ impl CaConfig {
             return Err(invalid("ca.rotation_check_interval", "must be > 0"));
         }
         // The key is replaced at the first rotation check past half its life: leave room for
-        // a few checks (and retries) before it expires.
-        if self.memory_key_ttl < self.rotation_check_interval * 4 {
+        // a few checks (and retries) before it expires. Only in memory mode: in HSM mode the
+        // option is unused, and a long check interval is the operator's choice.
+        if self.signing == SigningMode::Memory
+            && self.memory_key_ttl < self.rotation_check_interval * 4
+        {
             return Err(invalid(
                 "ca.memory_key_ttl",
                 format!(

@@ -59,7 +59,10 @@ fn signing_mode_and_memory_key_ttl() {
     let e = parse(&format!("{base}signing = \"software\"")).unwrap_err();
     assert!(e.contains("signing") && e.contains("memory"), "{e}");
     // Replaced at half its life by a rotation check: room for a few checks is required.
-    let e = parse(&format!("{base}memory_key_ttl = \"30s\"")).unwrap_err();
+    let e = parse(&format!(
+        "{base}signing = \"memory\"\nmemory_key_ttl = \"30s\""
+    ))
+    .unwrap_err();
     assert!(
         e.contains("ca.memory_key_ttl")
             && e.contains("rotation_check_interval")
@@ -67,9 +70,11 @@ fn signing_mode_and_memory_key_ttl() {
         "{e}"
     );
     parse(&format!(
-        "{base}memory_key_ttl = \"30s\"\nrotation_check_interval = \"5s\""
+        "{base}signing = \"memory\"\nmemory_key_ttl = \"30s\"\nrotation_check_interval = \"5s\""
     ))
     .unwrap();
+    // In HSM mode the option is unused: a long check interval is not refused for it.
+    parse(&format!("{base}rotation_check_interval = \"1h\"")).unwrap();
 }
 
 #[test]
