@@ -14,6 +14,10 @@ cargo bench -p ironroot-agent --bench sds
 # Fleet scale: 100,000 entries, 10,000 simulated agents over mTLS against the release server
 # (IRONROOT_BENCH_ENTRIES / _AGENTS / _SECONDS make it smaller).
 cargo bench -p ironroot-agent --bench fleet
+# The same on PostgreSQL (fsync on) with two servers sharing it, smaller: half the agents on
+# each server, entries created through the first (docs/benchmarks.md).
+IRONROOT_BENCH_STORE=postgres IRONROOT_BENCH_SERVERS=2 IRONROOT_BENCH_ENTRIES=20000 \
+  IRONROOT_BENCH_AGENTS=2000 cargo bench -p ironroot-agent --bench fleet
 cargo bench -p ironroot-tpm --bench eventlog
 # One process, one SoftHSM token: the bench sets SOFTHSM2_CONF for itself (its helper
 # insists on a single test thread, which a bench binary's main is).
