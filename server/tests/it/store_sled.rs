@@ -29,16 +29,40 @@ impl Backend for Sled {
     }
 
     async fn reopen(&self, td: TrustDomain) -> Result<Arc<dyn DataStore>, StoreError> {
-        Ok(Arc::new(SledStore::open(&self.path(), td)?))
+        let path = self.path();
+        Ok(Arc::new(
+            when_unlocked(|| SledStore::open(&path, td.clone())).await?,
+        ))
     }
 
     async fn corrupt_entry(&self, id: &str) {
-        let db = sled::open(self.path()).unwrap();
+        let path = self.path();
+        let db = when_unlocked(|| sled::open(&path)).await.unwrap();
         db.open_tree("entries")
             .unwrap()
             .insert(id.as_bytes(), &b"{not json"[..])
             .unwrap();
         db.flush().unwrap();
+    }
+}
+
+/// `open` once sled's file lock is free. A dropped store lets go of the lock when sled's
+/// background flusher has finished, a moment later (under load, long enough for the next open
+/// in the same process to find it held): a server restart, a new process, never sees this.
+async fn when_unlocked<T, E: std::fmt::Debug>(
+    mut open: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(e)
+                if format!("{e:?}").contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            r => return r,
+        }
     }
 }
 
@@ -84,7 +108,9 @@ async fn a_schema_1_store_is_migrated_on_open() {
             .unwrap();
         db.flush().unwrap();
     }
-    let store = SledStore::open(&path, td()).unwrap();
+    let store = when_unlocked(|| SledStore::open(&path, td()))
+        .await
+        .unwrap();
     assert_eq!(all(&store).await, vec![web.clone()]);
     let by_parent = EntryFilter {
         parent_id: Some(web.spec.parent_id.clone()),
@@ -102,7 +128,9 @@ async fn a_schema_1_store_is_migrated_on_open() {
     assert_eq!(store.watch_head().borrow().0, 1);
     drop(store);
     // Migrated once: opening again changes nothing.
-    let store = SledStore::open(&path, td()).unwrap();
+    let store = when_unlocked(|| SledStore::open(&path, td()))
+        .await
+        .unwrap();
     assert_eq!(all(&store).await.len(), 2);
     assert_eq!(store.get_entry(&e.id).await.unwrap(), Some(e));
     let _ = id("/x");
@@ -120,7 +148,7 @@ async fn a_newer_schema_is_refused() {
         meta.insert("trust_domain", "example.org").unwrap();
         db.flush().unwrap();
     }
-    match SledStore::open(&path, td()) {
+    match when_unlocked(|| SledStore::open(&path, td())).await {
         Err(e @ StoreError::UnsupportedSchema { .. }) => {
             assert!(e.to_string().contains("'9'"), "{e}");
         }
