@@ -51,33 +51,13 @@ pub fn ca_params(
     not_before: i64,
     not_after: i64,
 ) -> Result<CertificateParams, CaError> {
-    let mut p = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CountryName, subject.country.as_str());
-    dn.push(DnType::OrganizationName, subject.organization.as_str());
-    // A distinct common name per key makes rotations visible in every tool.
-    dn.push(
-        DnType::CommonName,
-        format!("ironroot CA {} {}", subject.trust_domain, not_before),
-    );
-    p.distinguished_name = dn;
-    p.serial_number = Some(random_serial());
-    p.not_before = time_at(not_before)?;
-    p.not_after = time_at(not_after)?;
+    let mut p = authority_params(subject, "ironroot CA", not_before, not_after)?;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    // SPIFFE: a signing certificate may carry the trust domain's SPIFFE ID.
-    let td_uri = format!("spiffe://{}", subject.trust_domain);
-    p.subject_alt_names = vec![SanType::URI(
-        td_uri
-            .try_into()
-            .map_err(CertificateError::TrustDomainUri)?,
-    )];
-    p.use_authority_key_identifier_extension = true;
     Ok(p)
 }
 
@@ -89,23 +69,34 @@ pub fn signing_key_params(
     not_before: i64,
     not_after: i64,
 ) -> Result<CertificateParams, CaError> {
+    let mut p = authority_params(subject, "ironroot signing key", not_before, not_after)?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(p)
+}
+
+/// What every authority certificate of the trust domain carries: C=, O=, a common name
+/// `<what> <trust domain> <notBefore>` (distinct per key, so rotations show in every tool),
+/// a random serial, the validity, and the trust domain's SPIFFE ID as its URI SAN (SPIFFE: a
+/// signing certificate may carry it).
+fn authority_params(
+    subject: &CaSubject,
+    what: &str,
+    not_before: i64,
+    not_after: i64,
+) -> Result<CertificateParams, CaError> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CountryName, subject.country.as_str());
     dn.push(DnType::OrganizationName, subject.organization.as_str());
     dn.push(
         DnType::CommonName,
-        format!(
-            "ironroot signing key {} {}",
-            subject.trust_domain, not_before
-        ),
+        format!("{what} {} {not_before}", subject.trust_domain),
     );
     p.distinguished_name = dn;
     p.serial_number = Some(random_serial());
     p.not_before = time_at(not_before)?;
     p.not_after = time_at(not_after)?;
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let td_uri = format!("spiffe://{}", subject.trust_domain);
     p.subject_alt_names = vec![SanType::URI(
         td_uri
