@@ -54,6 +54,30 @@ impl P11KitServer {
         server
     }
 
+    /// A server (`ironroot-server run`) on this remoted token, its config (with `extra`
+    /// TOML), data and admin socket under `dir`, its log under `test`'s log dir; started and
+    /// answering.
+    pub fn start_server(
+        &self,
+        test: &str,
+        dir: &Path,
+        hsm: &SoftHsm,
+        extra: &str,
+    ) -> crate::server::ServerProcess {
+        let conf = crate::server::server_config(dir, hsm, "ca", extra);
+        let text = std::fs::read_to_string(&conf)
+            .unwrap_or_else(|e| panic!("{}: {e}", conf.display()))
+            .replace(MODULE, CLIENT_MODULE);
+        std::fs::write(&conf, text).unwrap_or_else(|e| panic!("{}: {e}", conf.display()));
+        crate::server::ServerProcess::start_with_env(
+            test,
+            &conf,
+            hsm,
+            &dir.join("admin.sock"),
+            &[(ADDRESS_ENV, self.address())],
+        )
+    }
+
     /// The socket's address as the client module wants it in [`ADDRESS_ENV`].
     pub fn address(&self) -> String {
         format!("unix:path={}", self.socket.display())

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use der::{Decode, Encode};
-use ironroot_testkit::p11kit::{P11KitServer, ADDRESS_ENV, CLIENT_MODULE};
+use ironroot_testkit::p11kit::P11KitServer;
 use ironroot_testkit::server::*;
-use ironroot_testkit::softhsm::{SoftHsm, MODULE};
+use ironroot_testkit::softhsm::SoftHsm;
 use ironroot_testkit::svid::{
     assert_svid_leaf, is_ca, not_after, now, openssl_verify, parse, serial, webpki_verify,
 };
@@ -210,23 +210,7 @@ fn hsm_loss_in_memory_mode_signs_until_the_intermediate_expires() {
     let hsm = SoftHsm::new(&dir.path().join("hsm"));
     hsm.init_token("ca");
     let mut remote = P11KitServer::start(test, &hsm, "ca");
-    let conf = server_config(
-        dir.path(),
-        &hsm,
-        "ca",
-        "[ca]\nsigning = \"memory\"\nmemory_key_ttl = \"12s\"\nrotation_check_interval = \"200ms\"\n",
-    );
-    let text = std::fs::read_to_string(&conf)
-        .unwrap()
-        .replace(MODULE, CLIENT_MODULE);
-    std::fs::write(&conf, text).unwrap();
-    let server = ServerProcess::start_with_env(
-        test,
-        &conf,
-        &hsm,
-        &dir.path().join("admin.sock"),
-        &[(ADDRESS_ENV, remote.address())],
-    );
+    let server = remote.start_server(test, dir.path(), &hsm, "[ca]\nsigning = \"memory\"\nmemory_key_ttl = \"12s\"\nrotation_check_interval = \"200ms\"\n");
     let (ok, chain, roots, err) = mint(&server, &dir.path().join("before"));
     assert!(ok, "{err}");
     check_chain(dir.path(), &chain, &roots);

@@ -174,29 +174,18 @@ fn mint(server: &ServerProcess, out: &std::path::Path) -> std::process::Output {
 /// CA key and no restart.
 #[test]
 fn remote_hsm_cut_keeps_the_ca_reports_it_and_recovers_without_restart() {
-    use ironroot_testkit::p11kit::{P11KitServer, ADDRESS_ENV, CLIENT_MODULE};
+    use ironroot_testkit::p11kit::P11KitServer;
 
     let test = "hsm_remote_cut_server";
     let dir = tempfile::tempdir().unwrap();
     let hsm = SoftHsm::new(&dir.path().join("hsm"));
     hsm.init_token("ca");
     let mut remote = P11KitServer::start(test, &hsm, "ca");
-    let conf = server_config(
+    let server = remote.start_server(
+        test,
         dir.path(),
         &hsm,
-        "ca",
         "[ca]\nrotation_check_interval = \"200ms\"\n",
-    );
-    let text = std::fs::read_to_string(&conf)
-        .unwrap()
-        .replace(MODULE, CLIENT_MODULE);
-    std::fs::write(&conf, text).unwrap();
-    let server = ServerProcess::start_with_env(
-        test,
-        &conf,
-        &hsm,
-        &dir.path().join("admin.sock"),
-        &[(ADDRESS_ENV, remote.address())],
     );
     let (ok, h0) = health_any(&server);
     assert!(ok && h0["state"] == "healthy", "{h0}");
