@@ -125,14 +125,16 @@ pub(crate) fn setup(
 ) {
     let env = good_env_with_node_api(test, node_api_extra);
     let (tpm, log, agent_id) = booted_node(&env);
-    create_entry(&env, WEB, &agent_id, svid_ttl);
+    create_entry(&env.server, WEB, &agent_id, svid_ttl);
     let agent = start_agent(&env, &tpm, &log, test);
     let first = wait_for_svid(&agent.socket, WEB, Duration::from_secs(30));
     (env, tpm, agent, first)
 }
 
-pub(crate) fn create_entry(env: &Env, id: &str, parent: &str, svid_ttl: u32) {
-    env.server.cli_ok(&[
+/// An entry for `id` under `parent`, selector `unix:uid:0`, X.509-SVID TTL `svid_ttl` s (0:
+/// the server's default), made through `server`'s admin CLI.
+pub(crate) fn create_entry(server: &ServerProcess, id: &str, parent: &str, svid_ttl: u32) {
+    server.cli_ok(&[
         "entry",
         "create",
         "--spiffe-id",
@@ -237,7 +239,7 @@ fn renewal_with_unchanged_boot_attests_again() {
     assert_running(&mut agent);
 
     // The new SVID is the one the agent now syncs with: a new entry reaches the workload.
-    create_entry(&env, API, &after.spiffe_id, 0);
+    create_entry(&env.server, API, &after.spiffe_id, 0);
     let r = wait_for_svid(&agent.socket, API, Duration::from_secs(10));
     assert!(r.svids.iter().any(|s| s.spiffe_id == WEB));
     let saved_now = agent_svid_pem(&agent);
@@ -327,7 +329,7 @@ fn server_outage_serves_cached_svids_and_reconnects() {
     restart(&mut env, T, 1);
     // The agent reconnects by itself with the SVID it has, and a new entry
     // reaches the workload.
-    create_entry(&env, API, &before.spiffe_id, 0);
+    create_entry(&env.server, API, &before.spiffe_id, 0);
     let r = wait_for_svid(&agent.socket, API, Duration::from_secs(20));
     let svid = r.svids.iter().find(|s| s.spiffe_id == API).unwrap();
     let chain = pem_ders(&api_client::concat_der_to_pem(&svid.x509_svid).unwrap());
@@ -347,7 +349,7 @@ fn server_outage_serves_cached_svids_and_reconnects() {
     );
     restart(&mut env, T, 2);
     let third = "spiffe://example.org/workload/third";
-    create_entry(&env, third, &before.spiffe_id, 0);
+    create_entry(&env.server, third, &before.spiffe_id, 0);
     wait_for_svid(&agent.socket, third, Duration::from_secs(10));
     assert_eq!(node(&env).serial, before.serial, "no re-attestation needed");
     assert_running(&mut agent);
@@ -379,7 +381,7 @@ fn own_svid_expired_offline_attests_again_without_restart() {
         hex::encode(ironroot_testkit::svid::serial(&held)),
         after.serial
     );
-    create_entry(&env, API, &after.spiffe_id, 0);
+    create_entry(&env.server, API, &after.spiffe_id, 0);
     wait_for_svid(&agent.socket, API, Duration::from_secs(10));
     assert_running(&mut agent);
     assert_eq!(agent.child.id(), pid);

@@ -40,16 +40,20 @@ fn database_stopped_a_minute_agents_keep_syncing_and_all_heals() {
     let stopped = Instant::now();
 
     // An admin write fails at once, and says the store is the trouble.
-    let out = env.server.cli(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        API,
-        "--parent-id",
-        &agent_id,
-        "--selector",
-        "unix:uid:0",
-    ]);
+    // The entry the outage holds back: the same admin call during and after it.
+    let create_api = || {
+        env.server.cli(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            API,
+            "--parent-id",
+            &agent_id,
+            "--selector",
+            "unix:uid:0",
+        ])
+    };
+    let out = create_api();
     assert!(
         !out.status.success(),
         "a write succeeded with the database down"
@@ -82,21 +86,7 @@ fn database_stopped_a_minute_agents_keep_syncing_and_all_heals() {
     // workload through the change feed.
     pg.start_again();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !env
-        .server
-        .cli(&[
-            "entry",
-            "create",
-            "--spiffe-id",
-            API,
-            "--parent-id",
-            &agent_id,
-            "--selector",
-            "unix:uid:0",
-        ])
-        .status
-        .success()
-    {
+    while !create_api().status.success() {
         assert!(
             Instant::now() < deadline,
             "no write taken 30 s after the database came back:\n{}",

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use ironroot_agent::api_client;
 use ironroot_api::workload as pb;
 use ironroot_testkit::cluster::ServerCluster;
-use ironroot_testkit::server::{pem_ders, ServerProcess};
+use ironroot_testkit::server::pem_ders;
 use ironroot_testkit::svid::{now, webpki_verify};
 
+use crate::agent_resilience::create_entry;
 use crate::common::*;
 
 const FIRST: &str = "spiffe://example.org/failover/first";
@@ -47,21 +48,6 @@ fn wait(
         std::thread::sleep(Duration::from_millis(50));
     }
     started.elapsed()
-}
-
-fn create_entry(server: &ServerProcess, id: &str, parent: &str, svid_ttl: u32) {
-    server.cli_ok(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        id,
-        "--parent-id",
-        parent,
-        "--selector",
-        "unix:uid:0",
-        "--x509-svid-ttl",
-        &svid_ttl.to_string(),
-    ]);
 }
 
 #[test]
