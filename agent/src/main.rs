@@ -14,24 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 use config::AgentConfig;
 
-/// jemalloc instead of glibc's malloc: after a burst of connections glibc
-/// kept 60-80 MB of freed heap for good (fragmented arenas that
-/// `malloc_trim` only partly returns); jemalloc returns freed pages to the
-/// kernel from a background thread within about a second
-/// (docs/benchmarks.md has the figures).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's options, read when it starts: one background thread purges
-/// dirty pages after 1 s (`dirty_decay_ms`), and pages are returned at once
-/// rather than kept "muzzy" (`muzzy_decay_ms`). `_RJEM_MALLOC_CONF` in the
-/// environment still overrides them.
-// export_name is what makes jemalloc find the options (a symbol it looks up by
-// name); the lint counts it as unsafe because two such symbols would clash.
-#[allow(non_upper_case_globals, unsafe_code)]
-#[export_name = "_rjem_malloc_conf"]
-pub static malloc_conf: &[u8] =
-    b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+ironroot_runtime::use_jemalloc!();
 
 #[derive(Parser)]
 #[command(

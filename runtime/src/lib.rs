@@ -2,10 +2,12 @@
 //! the wall clock in Unix seconds ([`clock`]), a jittered exponential backoff
 //! ([`backoff`]), the wait for a shutdown signal ([`shutdown`]), an error
 //! chain as one log line ([`report`]), binding a unix socket ([`socket`]), and the
-//! arithmetic of rate limits ([`token_bucket`], [`log_throttle`]).
+//! arithmetic of rate limits ([`token_bucket`], [`log_throttle`]), and the
+//! binaries' allocator ([`use_jemalloc!`]).
 
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod backoff;
 pub mod clock;
 pub mod log_throttle;

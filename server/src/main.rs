@@ -10,6 +10,8 @@ use ironroot_server::config::ServerConfig;
 use ironroot_server::{client, run::Server};
 use tracing_subscriber::EnvFilter;
 
+ironroot_runtime::use_jemalloc!();
+
 fn init_logging(default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use crate::store_conformance::{all, id, list_all, node, spec, td, Backend};
 use ironroot_api::entry::RegistrationEntry;
 use ironroot_api::spiffe_id::TrustDomain;
-use ironroot_server::store::{DataStore, EntryFilter, SledStore, StoreError};
+use ironroot_server::store::{
+    ChangesSince, DataStore, EntryFilter, Revision, SledStore, StoreError,
+};
 
 struct Sled {
     dir: tempfile::TempDir,
@@ -134,6 +136,58 @@ async fn a_schema_1_store_is_migrated_on_open() {
     assert_eq!(all(&store).await.len(), 2);
     assert_eq!(store.get_entry(&e.id).await.unwrap(), Some(e));
     let _ = id("/x");
+}
+
+/// A store written by schema 2 (one change event per record) opens, its feed
+/// reads the same events as before, and new writes follow on from its head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_2_feed_is_migrated_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    // Written by this build, then put back into schema 2's shape by hand.
+    let first = {
+        let store = SledStore::open(&path, td()).unwrap();
+        let a = store.create_entry(spec("/a", &["a:1"])).await.unwrap();
+        store.create_entry(spec("/b", &["a:1"])).await.unwrap();
+        store.delete_entries(vec![a.id.clone()]).await.unwrap();
+        store.changes_since(Revision(0), 100).await.unwrap()
+    };
+    let ChangesSince::Events(first) = first else {
+        panic!("feed truncated")
+    };
+    assert_eq!(first.len(), 3);
+    when_unlocked(|| -> Result<(), sled::Error> {
+        let db = sled::open(&path)?;
+        db.open_tree("meta")?.insert("schema_version", "2")?;
+        let changes = db.open_tree("changes")?;
+        changes.clear()?;
+        for e in &first {
+            changes.insert(e.revision.0.to_be_bytes(), serde_json::to_vec(e).unwrap())?;
+        }
+        db.flush()?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    let store = when_unlocked(|| SledStore::open(&path, td()))
+        .await
+        .unwrap();
+    let read = |after: u64| {
+        let store = &store;
+        async move {
+            match store.changes_since(Revision(after), 100).await.unwrap() {
+                ChangesSince::Events(e) => e,
+                ChangesSince::Truncated { oldest } => panic!("truncated at {oldest:?}"),
+            }
+        }
+    };
+    assert_eq!(read(0).await, first);
+    assert_eq!(read(1).await, first[1..]);
+    store.create_entry(spec("/c", &["a:1"])).await.unwrap();
+    let after = read(3).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].revision, Revision(4));
 }
 
 /// A schema this build does not know is refused, naming both versions.

@@ -7,9 +7,9 @@
 use ironroot_api::entry::RegistrationEntry;
 use tracing::info;
 
-use super::codec::{decode, index_key};
+use super::codec::{decode, encode, index_key};
 use super::{sled_err, Inner, KEY_REVISION, KEY_SCHEMA, SCHEMA_VERSION};
-use crate::store::{AttestedNode, StoreError};
+use crate::store::{AttestedNode, ChangeEvent, StoreError};
 
 pub(super) fn to_current(s: &Inner) -> Result<(), StoreError> {
     let found = s.meta.get(KEY_SCHEMA).map_err(sled_err)?;
@@ -29,19 +29,27 @@ pub(super) fn to_current(s: &Inner) -> Result<(), StoreError> {
             .ok()
             .and_then(|v| v.parse::<u32>().ok()),
     };
-    match version {
-        Some(SCHEMA_VERSION) => Ok(()),
-        Some(1) => {
-            v1_to_v2(s)?;
-            set_version(s, 2)
+    let mut version = match version {
+        Some(v @ 1..=SCHEMA_VERSION) => v,
+        _ => {
+            return Err(StoreError::UnsupportedSchema {
+                found: found
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .unwrap_or_default(),
+                supported: SCHEMA_VERSION,
+            })
         }
-        _ => Err(StoreError::UnsupportedSchema {
-            found: found
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
-                .unwrap_or_default(),
-            supported: SCHEMA_VERSION,
-        }),
+    };
+    // One step at a time, each recorded once done.
+    while version < SCHEMA_VERSION {
+        match version {
+            1 => v1_to_v2(s)?,
+            _ => v2_to_v3(s)?,
+        }
+        version += 1;
+        set_version(s, version)?;
     }
+    Ok(())
 }
 
 fn set_version(s: &Inner, v: u32) -> Result<(), StoreError> {
@@ -88,6 +96,29 @@ fn v1_to_v2(s: &Inner) -> Result<(), StoreError> {
     info!(
         entries,
         "store migrated from schema 1 to 2 (listing indexes, change feed)"
+    );
+    Ok(())
+}
+
+/// 2 → 3: each change event becomes a record of one (records now hold all the
+/// events of one write). A record already rewritten (a crash in the middle of
+/// this step) is left as it is.
+fn v2_to_v3(s: &Inner) -> Result<(), StoreError> {
+    let mut rewritten = 0u64;
+    for kv in s.changes.iter() {
+        let (k, v) = kv.map_err(sled_err)?;
+        if decode::<Vec<ChangeEvent>>("change events", &v).is_ok() {
+            continue;
+        }
+        let event = decode::<ChangeEvent>("change event", &v)?;
+        s.changes
+            .insert(k, encode("change events", &[event])?)
+            .map_err(sled_err)?;
+        rewritten += 1;
+    }
+    info!(
+        rewritten,
+        "store migrated from schema 2 to 3 (change events grouped per write)"
     );
     Ok(())
 }

@@ -6,8 +6,10 @@
 //! `entries_by_spiffe_id` (`<id value> NUL <entry id>`, the listing indexes),
 //! `nodes` (SPIFFE ID -> JSON node), `banned_nodes` (SPIFFE ID of each banned
 //! node), `bundles` (trust domain -> JSON bundle), `ca` (`journal` -> bytes),
-//! `join_tokens` (SHA-256 -> expiry), `changes` (revision -> JSON change
-//! event, the last [`CHANGES_KEPT`]).
+//! `join_tokens` (SHA-256 -> expiry), `changes` (the change events of one
+//! write, keyed by the first one's revision -> JSON array of events; the
+//! revisions of consecutive records are contiguous; about the last
+//! [`CHANGES_KEPT`] are kept).
 //!
 //! sled is synchronous: every call runs on tokio's blocking pool, and one
 //! lock serializes writers (the duplicate check and the revision counter
@@ -36,8 +38,8 @@ use super::{
 use tx::{Tx, TxResult};
 
 /// The layout this build reads and writes. 1: no listing indexes, no change
-/// feed (migrated on open).
-const SCHEMA_VERSION: u32 = 2;
+/// feed; 2: one change event per record (both migrated on open).
+const SCHEMA_VERSION: u32 = 3;
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_TRUST_DOMAIN: &[u8] = b"trust_domain";
 const KEY_REVISION: &[u8] = b"revision";
@@ -219,22 +221,28 @@ impl Inner {
         if head != before {
             self.head.send_replace(head);
             if head.0 / PRUNE_EVERY != before.0 / PRUNE_EVERY {
-                self.prune_changes(head)?;
+                if let Some(keep_from) = head.0.checked_sub(CHANGES_KEPT) {
+                    self.prune_changes(Revision(keep_from))?;
+                }
             }
         }
         Ok(out)
     }
 
-    /// Drops change events older than the last [`CHANGES_KEPT`].
-    fn prune_changes(&self, head: Revision) -> Result<(), StoreError> {
-        let Some(keep_from) = head.0.checked_sub(CHANGES_KEPT) else {
-            return Ok(());
-        };
-        let end = codec::revision_key(Revision(keep_from));
-        for key in self.changes.range(..end.as_slice()).keys() {
-            self.changes
-                .remove(key.map_err(sled_err)?)
-                .map_err(sled_err)?;
+    /// Drops the change records whose events are all older than `keep_from`
+    /// (the record holding `keep_from` stays whole).
+    fn prune_changes(&self, keep_from: Revision) -> Result<(), StoreError> {
+        let end = codec::revision_key(keep_from);
+        // Records start at or before `keep_from`; the last of them may hold it.
+        let mut older: Vec<sled::IVec> = self
+            .changes
+            .range(..=end.as_slice())
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(sled_err)?;
+        older.pop();
+        for key in older {
+            self.changes.remove(key).map_err(sled_err)?;
         }
         Ok(())
     }
@@ -393,5 +401,93 @@ impl DataStore for SledStore {
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         self.run(|s| s.snapshot()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ironroot_api::entry::EntrySpec;
+    use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
+
+    use super::*;
+
+    fn spec(i: usize) -> EntrySpec {
+        let id = |p: &str| SpiffeId::parse(&format!("spiffe://example.org{p}")).unwrap();
+        EntrySpec {
+            spiffe_id: id(&format!("/w/{i}")),
+            parent_id: id("/spire/agent/a"),
+            selectors: vec!["unix:uid:1".parse().unwrap()],
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 0,
+            dns_names: vec![],
+            admin: false,
+            downstream: false,
+            hint: String::new(),
+            expires_at: 0,
+        }
+    }
+
+    fn revisions(c: ChangesSince) -> Vec<u64> {
+        match c {
+            ChangesSince::Events(e) => e.iter().map(|e| e.revision.0).collect(),
+            ChangesSince::Truncated { oldest } => panic!("truncated at {oldest:?}"),
+        }
+    }
+
+    /// Writes of 3, 5 and 2 changes make records starting at revisions 1, 4
+    /// and 9. Reads start anywhere inside a record and stop at the limit;
+    /// pruning keeps the record holding the first kept revision whole.
+    #[test]
+    fn change_records_are_read_and_pruned_across_their_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SledStore::open(dir.path(), TrustDomain::parse("example.org").unwrap()).unwrap();
+        let s = &store.inner;
+        let mut n = 0;
+        for size in [3, 5, 2] {
+            let specs = (n..n + size).map(spec).collect();
+            n += size;
+            assert!(s.create_entries(specs).unwrap().iter().all(Result::is_ok));
+        }
+        let starts: Vec<u64> = s
+            .changes
+            .iter()
+            .keys()
+            .map(|k| codec::decode_revision(&k.unwrap()).unwrap().0)
+            .collect();
+        assert_eq!(starts, [1, 4, 9]);
+        assert_eq!(
+            revisions(s.changes_since(Revision(0), 100).unwrap()),
+            (1..=10).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            revisions(s.changes_since(Revision(5), 100).unwrap()),
+            [6, 7, 8, 9, 10]
+        );
+        assert_eq!(
+            revisions(s.changes_since(Revision(2), 4).unwrap()),
+            [3, 4, 5, 6]
+        );
+        assert_eq!(
+            revisions(s.changes_since(Revision(10), 100).unwrap()),
+            Vec::<u64>::new()
+        );
+
+        s.prune_changes(Revision(6)).unwrap();
+        match s.changes_since(Revision(0), 100).unwrap() {
+            ChangesSince::Truncated { oldest } => assert_eq!(oldest, Revision(4)),
+            ChangesSince::Events(e) => {
+                panic!("{} events read from before the pruned point", e.len())
+            }
+        }
+        assert_eq!(
+            revisions(s.changes_since(Revision(3), 100).unwrap()),
+            (4..=10).collect::<Vec<_>>()
+        );
+        s.prune_changes(Revision(9)).unwrap();
+        assert_eq!(
+            revisions(s.changes_since(Revision(8), 100).unwrap()),
+            [9, 10]
+        );
     }
 }

@@ -436,15 +436,32 @@ impl Inner {
         if after.0.saturating_add(1) < oldest.0 {
             return Ok(ChangesSince::Truncated { oldest });
         }
-        let from = revision_key(Revision(after.0.saturating_add(1)));
+        let next = revision_key(Revision(after.0.saturating_add(1)));
+        // The record holding `after + 1` starts at or before it.
+        let from = match self
+            .changes
+            .range(..=next.as_slice())
+            .next_back()
+            .transpose()
+            .map_err(sled_err)?
+        {
+            Some((k, _)) => k.to_vec(),
+            None => next.to_vec(),
+        };
         let mut events = Vec::new();
-        for v in self.changes.range(from.as_slice()..).values().take(limit) {
+        'records: for v in self.changes.range(from.as_slice()..).values() {
             // An event that does not decode cannot be skipped: a follower
             // would miss the change. It is a corrupt store.
-            events.push(decode::<ChangeEvent>(
-                "change event",
-                &v.map_err(sled_err)?,
-            )?);
+            let group = decode::<Vec<ChangeEvent>>("change events", &v.map_err(sled_err)?)?;
+            for event in group {
+                if event.revision <= after {
+                    continue;
+                }
+                if events.len() == limit {
+                    break 'records;
+                }
+                events.push(event);
+            }
         }
         Ok(ChangesSince::Events(events))
     }

@@ -94,27 +94,29 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Appends this attempt's events after the head and moves the head;
-    /// returns the new head.
+    /// Appends this attempt's events after the head, as one record keyed by
+    /// the first event's revision (one sled write per transaction, however
+    /// many changes it made), and moves the head; returns the new head.
     pub(super) fn commit_events(&self) -> TxResult<Revision> {
         let head = match self.meta.get(KEY_REVISION)? {
             Some(v) => super::codec::decode_revision(&v).or_else(abort)?,
             None => Revision(0),
         };
-        let mut revision = head;
-        for change in self.events.borrow_mut().drain(..) {
-            revision = Revision(revision.0 + 1);
-            let event = ChangeEvent { revision, change };
-            self.put_json(
-                self.changes,
-                &revision_key(revision),
-                "change event",
-                &event,
-            )?;
+        let changes: Vec<Change> = self.events.borrow_mut().drain(..).collect();
+        if changes.is_empty() {
+            return Ok(head);
         }
-        if revision != head {
-            self.meta.insert(KEY_REVISION, &revision_key(revision))?;
-        }
-        Ok(revision)
+        let group: Vec<ChangeEvent> = (head.0 + 1..)
+            .zip(changes)
+            .map(|(revision, change)| ChangeEvent {
+                revision: Revision(revision),
+                change,
+            })
+            .collect();
+        let first = Revision(head.0 + 1);
+        let last = group.last().map_or(head, |e| e.revision);
+        self.put_json(self.changes, &revision_key(first), "change events", &group)?;
+        self.meta.insert(KEY_REVISION, &revision_key(last))?;
+        Ok(last)
     }
 }
