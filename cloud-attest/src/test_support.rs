@@ -189,6 +189,7 @@ impl TestCert {
     /// A TLS server leaf (as Azure's `*.metadata.azure.com` signer): DNS names, serverAuth,
     /// and an AIA caIssuers URL if given.
     pub fn tls_leaf(
+        serial: u64,
         cn: &str,
         dns_names: &[&str],
         aia_ca_issuers: Option<&str>,
@@ -200,6 +201,7 @@ impl TestCert {
             CertificateParams::new(dns_names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
                 .expect("params");
         params.distinguished_name.push(DnType::CommonName, cn);
+        params.serial_number = Some(SerialNumber::from(serial));
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.not_before = odt(validity.not_before);
