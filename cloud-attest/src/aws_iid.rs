@@ -166,7 +166,10 @@ impl AwsIidConfig {
                 reason,
             }
         })?;
-        self.certificates.entry(region.to_owned()).or_default().push(cert);
+        self.certificates
+            .entry(region.to_owned())
+            .or_default()
+            .push(cert);
         Ok(())
     }
 
@@ -326,12 +329,13 @@ pub fn verify(
         .ok_or_else(|| AwsIidError::UnknownRegion {
             region: doc.region.clone(),
         })?;
-    let cert = certs
-        .iter()
-        .find(|c| sd.names_signer(c))
-        .ok_or_else(|| AwsIidError::WrongSigner {
-            region: doc.region.clone(),
-        })?;
+    let cert =
+        certs
+            .iter()
+            .find(|c| sd.names_signer(c))
+            .ok_or_else(|| AwsIidError::WrongSigner {
+                region: doc.region.clone(),
+            })?;
     let check = sd.verify_signature(cert, &signed)?;
     let validity = &cert.tbs_certificate.validity;
     let (not_before, not_after) = (

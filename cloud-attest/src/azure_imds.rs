@@ -123,7 +123,9 @@ pub enum AzureImdsError {
         found: String,
     },
     /// The document's `timeStamp.expiresOn` is past.
-    #[error("azure_imds document expired at {expires_on} (now {now}, clock skew allowed {skew_secs} s)")]
+    #[error(
+        "azure_imds document expired at {expires_on} (now {now}, clock skew allowed {skew_secs} s)"
+    )]
     Expired {
         /// expiresOn, seconds since the Unix epoch.
         expires_on: i64,
@@ -149,7 +151,9 @@ pub enum AzureImdsError {
         domain: String,
     },
     /// The subscription is not in the tenant's `restrict_to_subscriptions`.
-    #[error("azure_imds subscription {subscription:?} is not in the tenant's restrict_to_subscriptions")]
+    #[error(
+        "azure_imds subscription {subscription:?} is not in the tenant's restrict_to_subscriptions"
+    )]
     SubscriptionNotAllowed {
         /// The signed subscription.
         subscription: String,
@@ -184,7 +188,10 @@ pub struct AzureImdsConfig {
 
 impl AzureImdsConfig {
     /// Default domains and skew.
-    pub fn new(roots: Vec<CertificateDer<'static>>, tenants: BTreeMap<String, TenantConfig>) -> Self {
+    pub fn new(
+        roots: Vec<CertificateDer<'static>>,
+        tenants: BTreeMap<String, TenantConfig>,
+    ) -> Self {
         Self {
             roots,
             allowed_metadata_domains: vec![DEFAULT_METADATA_DOMAIN.to_owned()],
@@ -226,19 +233,22 @@ impl ParsedAttestedDocument {
                 reason: format!("encoding is {:?}, not \"pkcs7\"", doc.encoding),
             });
         }
-        let body: String = doc.signature.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let body: String = doc
+            .signature
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect();
         let der = base64::engine::general_purpose::STANDARD
             .decode(body)
             .map_err(|e| AzureImdsError::MalformedDocument {
                 reason: format!("signature is not base64: {e}"),
             })?;
         let signed = ParsedSignedData::from_ber(&der)?;
-        let signer_der = signed
-            .signer_certificate()?
-            .to_der()
-            .map_err(|e| AzureImdsError::MalformedDocument {
+        let signer_der = signed.signer_certificate()?.to_der().map_err(|e| {
+            AzureImdsError::MalformedDocument {
                 reason: format!("signer certificate: {e}"),
-            })?;
+            }
+        })?;
         Ok(Self { signed, signer_der })
     }
 
@@ -295,9 +305,12 @@ impl ParsedAttestedDocument {
         now: SystemTime,
     ) -> Result<AzureVmIdentity, AzureImdsError> {
         let signer = self.signed.signer_certificate()?;
-        let content = self.signed.content().ok_or_else(|| AzureImdsError::MalformedDocument {
-            reason: "the signature carries no content (detached)".into(),
-        })?;
+        let content = self
+            .signed
+            .content()
+            .ok_or_else(|| AzureImdsError::MalformedDocument {
+                reason: "the signature carries no content (detached)".into(),
+            })?;
         self.signed.verify_signature(signer, content)?;
 
         let untrusted = |e: webpki::Error| AzureImdsError::UntrustedSigner {
@@ -314,7 +327,8 @@ impl ParsedAttestedDocument {
                 reason: format!("a configured root is unusable: {e:?}"),
             })?;
         let now_secs = crate::jwt::unix_now(now);
-        let time = UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(now_secs).unwrap_or(0)));
+        let time =
+            UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(now_secs).unwrap_or(0)));
         ee.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
             &anchors,
@@ -343,9 +357,10 @@ impl ParsedAttestedDocument {
             });
         }
 
-        let c: Content = serde_json::from_slice(content).map_err(|e| AzureImdsError::MalformedContent {
-            reason: e.to_string(),
-        })?;
+        let c: Content =
+            serde_json::from_slice(content).map_err(|e| AzureImdsError::MalformedContent {
+                reason: e.to_string(),
+            })?;
         if c.nonce != expected_nonce {
             return Err(AzureImdsError::NonceMismatch {
                 expected: expected_nonce.to_owned(),
@@ -380,14 +395,15 @@ impl ParsedAttestedDocument {
                 reason: "subscriptionId is empty".into(),
             });
         }
-        let tenant = config
-            .tenants
-            .get(&metadata.agent_domain)
-            .ok_or_else(|| AzureImdsError::TenantNotAllowed {
+        let tenant = config.tenants.get(&metadata.agent_domain).ok_or_else(|| {
+            AzureImdsError::TenantNotAllowed {
                 domain: metadata.agent_domain.clone(),
-            })?;
+            }
+        })?;
         if !tenant.restrict_to_subscriptions.is_empty()
-            && !tenant.restrict_to_subscriptions.contains(&c.subscription_id)
+            && !tenant
+                .restrict_to_subscriptions
+                .contains(&c.subscription_id)
         {
             return Err(AzureImdsError::SubscriptionNotAllowed {
                 subscription: c.subscription_id,
@@ -533,13 +549,28 @@ mod tests {
     #[test]
     fn timestamps_round_trip_and_match_known_dates() {
         // 2020-11-09T22:13:01Z, the date in Azure's documentation example.
-        assert_eq!(parse_timestamp("11/09/20 22:13:01 -0000", "t").unwrap(), 1_604_959_981);
-        for t in [0i64, 951_782_400, 1_604_959_981, 1_709_251_199, 4_102_444_799] {
+        assert_eq!(
+            parse_timestamp("11/09/20 22:13:01 -0000", "t").unwrap(),
+            1_604_959_981
+        );
+        for t in [
+            0i64,
+            951_782_400,
+            1_604_959_981,
+            1_709_251_199,
+            4_102_444_799,
+        ] {
             if t >= 946_684_800 {
                 assert_eq!(parse_timestamp(&format_timestamp(t), "t").unwrap(), t);
             }
         }
-        for bad in ["", "11/09/20 22:13:01", "13/09/20 22:13:01 -0000", "11/09/20 22:13:01 +0100", "1a/09/20 22:13:01 -0000"] {
+        for bad in [
+            "",
+            "11/09/20 22:13:01",
+            "13/09/20 22:13:01 -0000",
+            "11/09/20 22:13:01 +0100",
+            "1a/09/20 22:13:01 -0000",
+        ] {
             assert!(parse_timestamp(bad, "t").is_err(), "{bad}");
         }
     }

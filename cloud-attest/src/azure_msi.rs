@@ -130,7 +130,10 @@ impl ManagedIdentity {
     pub fn agent_path(&self) -> Result<String, InvalidAgentPath> {
         crate::spiffe_path::agent_path(
             ATTESTOR,
-            &[("tenant ID", &self.tenant_id), ("principal ID", &self.principal_id)],
+            &[
+                ("tenant ID", &self.tenant_id),
+                ("principal ID", &self.principal_id),
+            ],
         )
     }
 

@@ -97,7 +97,9 @@ fn header(input: &[u8], pos: usize) -> Result<Header, BerError> {
             return err(p, "input ends inside a length field");
         };
         p += n;
-        bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+        bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
     };
     if len > input.len() - p {
         return err(p, "element length runs past the end of the input");
@@ -191,7 +193,12 @@ fn gather_octets(
                 p = end;
             }
             (OCTET_STRING_CONSTRUCTED, 1) => p = gather_octets(input, &child, buf, depth + 1)?,
-            _ => return err(p, "a constructed OCTET STRING holds something other than OCTET STRINGs"),
+            _ => {
+                return err(
+                    p,
+                    "a constructed OCTET STRING holds something other than OCTET STRINGs",
+                )
+            }
         }
     }
 }
@@ -222,7 +229,10 @@ mod tests {
 
     #[test]
     fn non_minimal_lengths_are_minimised() {
-        assert_eq!(to_der(&[0x04, 0x81, 0x01, 0x07]).unwrap(), [0x04, 0x01, 0x07]);
+        assert_eq!(
+            to_der(&[0x04, 0x81, 0x01, 0x07]).unwrap(),
+            [0x04, 0x01, 0x07]
+        );
     }
 
     #[test]

@@ -130,7 +130,10 @@ impl GcpInstanceIdentity {
     pub fn agent_path(&self) -> Result<String, InvalidAgentPath> {
         crate::spiffe_path::agent_path(
             ATTESTOR,
-            &[("project ID", &self.project_id), ("instance ID", &self.instance_id)],
+            &[
+                ("project ID", &self.project_id),
+                ("instance ID", &self.instance_id),
+            ],
         )
     }
 
@@ -184,7 +187,13 @@ pub fn verify(
             project: ce.project_id,
         });
     }
-    let opt_string = |c: &str| claims.get(c).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_owned);
+    let opt_string = |c: &str| {
+        claims
+            .get(c)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
     let identity = GcpInstanceIdentity {
         project_id: ce.project_id,
         project_number: ce.project_number,

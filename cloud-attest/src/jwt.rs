@@ -75,7 +75,9 @@ pub enum ClaimError {
         skew_secs: u64,
     },
     /// `nbf` (minus the skew) is in the future.
-    #[error("token is not valid before {not_before} (now {now}, clock skew allowed {skew_secs} s)")]
+    #[error(
+        "token is not valid before {not_before} (now {now}, clock skew allowed {skew_secs} s)"
+    )]
     NotYetValid {
         /// `nbf`.
         not_before: i64,
@@ -239,7 +241,10 @@ impl JwkSet {
         let cert = crate::pkcs7::certificate_from_pem_or_der(cert).map_err(bad)?;
         let spki = &cert.tbs_certificate.subject_public_key_info;
         if spki.algorithm.oid.to_string() != "1.2.840.113549.1.1.1" {
-            return Err(bad(format!("key algorithm {} is not RSA", spki.algorithm.oid)));
+            return Err(bad(format!(
+                "key algorithm {} is not RSA",
+                spki.algorithm.oid
+            )));
         }
         self.keys.push((
             kid.to_owned(),
@@ -300,9 +305,12 @@ pub fn verify_rs256(
     let token = token.trim();
     let malformed = |reason: String| JwtError::Malformed { reason };
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(malformed("not three dot-separated parts (header.payload.signature)".into()));
+        return Err(malformed(
+            "not three dot-separated parts (header.payload.signature)".into(),
+        ));
     };
     let decode = |what: &str, part: &str| {
         URL_SAFE_NO_PAD
@@ -319,7 +327,8 @@ pub fn verify_rs256(
     let signed = &token[..h.len() + 1 + p.len()];
     keys.verify(&kid, signed.as_bytes(), &signature)?;
     let payload = decode("payload", p)?;
-    serde_json::from_slice(&payload).map_err(|e| malformed(format!("payload is not a JSON object: {e}")))
+    serde_json::from_slice(&payload)
+        .map_err(|e| malformed(format!("payload is not a JSON object: {e}")))
 }
 
 /// Time and audience rules shared by the token verifiers.
@@ -443,7 +452,11 @@ mod tests {
     fn alg_none_and_hs256_are_refused_before_any_key_lookup() {
         let keys = JwkSet::default();
         for alg in ["none", "HS256", "RS384", "ES256"] {
-            let t = format!("{}.{}.", b64(&format!(r#"{{"alg":"{alg}","kid":"k"}}"#)), b64("{}"));
+            let t = format!(
+                "{}.{}.",
+                b64(&format!(r#"{{"alg":"{alg}","kid":"k"}}"#)),
+                b64("{}")
+            );
             assert_eq!(
                 verify_rs256(&t, &keys).unwrap_err(),
                 JwtError::UnsupportedAlgorithm { found: alg.into() }
@@ -454,10 +467,19 @@ mod tests {
     #[test]
     fn structure_errors_are_named() {
         let keys = JwkSet::default();
-        assert!(matches!(verify_rs256("a.b", &keys), Err(JwtError::Malformed { .. })));
-        assert!(matches!(verify_rs256("a.b.c.d", &keys), Err(JwtError::Malformed { .. })));
+        assert!(matches!(
+            verify_rs256("a.b", &keys),
+            Err(JwtError::Malformed { .. })
+        ));
+        assert!(matches!(
+            verify_rs256("a.b.c.d", &keys),
+            Err(JwtError::Malformed { .. })
+        ));
         let no_kid = format!("{}.{}.AA", b64(r#"{"alg":"RS256"}"#), b64("{}"));
-        assert_eq!(verify_rs256(&no_kid, &keys).unwrap_err(), JwtError::MissingKeyId);
+        assert_eq!(
+            verify_rs256(&no_kid, &keys).unwrap_err(),
+            JwtError::MissingKeyId
+        );
         let unknown = format!("{}.{}.AA", b64(r#"{"alg":"RS256","kid":"x"}"#), b64("{}"));
         assert_eq!(
             verify_rs256(&unknown, &keys).unwrap_err(),
@@ -467,19 +489,27 @@ mod tests {
 
     #[test]
     fn time_rules_apply_the_skew_at_the_edges() {
-        let claims: Claims =
-            serde_json::from_str(r#"{"exp":1000,"nbf":900,"iat":900}"#).unwrap();
+        let claims: Claims = serde_json::from_str(r#"{"exp":1000,"nbf":900,"iat":900}"#).unwrap();
         let rules = |now| TimeRules {
             now,
             skew: Duration::from_secs(60),
             require_exp: true,
         };
         assert!(rules(1059).check(&claims).is_ok());
-        assert!(matches!(rules(1060).check(&claims), Err(ClaimError::Expired { .. })));
+        assert!(matches!(
+            rules(1060).check(&claims),
+            Err(ClaimError::Expired { .. })
+        ));
         assert!(rules(840).check(&claims).is_ok());
-        assert!(matches!(rules(839).check(&claims), Err(ClaimError::NotYetValid { .. })));
+        assert!(matches!(
+            rules(839).check(&claims),
+            Err(ClaimError::NotYetValid { .. })
+        ));
         let no_exp: Claims = serde_json::from_str("{}").unwrap();
-        assert!(matches!(rules(0).check(&no_exp), Err(ClaimError::Missing { claim: "exp", .. })));
+        assert!(matches!(
+            rules(0).check(&no_exp),
+            Err(ClaimError::Missing { claim: "exp", .. })
+        ));
     }
 
     #[test]

@@ -37,9 +37,10 @@ pub struct AttestationData {
 impl AttestationData {
     /// Parses the agent's JSON payload; both fields must be non-empty.
     pub fn from_json(payload: &[u8]) -> Result<Self, K8sPsatError> {
-        let d: Self = serde_json::from_slice(payload).map_err(|e| K8sPsatError::MalformedPayload {
-            reason: e.to_string(),
-        })?;
+        let d: Self =
+            serde_json::from_slice(payload).map_err(|e| K8sPsatError::MalformedPayload {
+                reason: e.to_string(),
+            })?;
         if d.cluster.is_empty() || d.token.is_empty() {
             return Err(K8sPsatError::MalformedPayload {
                 reason: "cluster and token must be non-empty".into(),
@@ -84,7 +85,9 @@ pub enum K8sPsatError {
     #[error("k8s_psat token was not authenticated by the API server (expired, revoked, or not for this cluster)")]
     NotAuthenticated,
     /// The token is not bound to an audience this cluster requires.
-    #[error("k8s_psat token audiences {found:?} include none of the cluster's audience {expected:?}")]
+    #[error(
+        "k8s_psat token audiences {found:?} include none of the cluster's audience {expected:?}"
+    )]
     WrongAudience {
         /// Configured audiences.
         expected: Vec<String>,
@@ -269,12 +272,20 @@ struct Node {
 fn parse<'a, T: Deserialize<'a>>(object: &'static str, json: &'a [u8]) -> Result<T, K8sPsatError> {
     let malformed = |reason: String| K8sPsatError::MalformedResponse { object, reason };
     if json.len() > MAX_RESPONSE_LEN {
-        return Err(malformed(format!("{} bytes, more than {MAX_RESPONSE_LEN}", json.len())));
+        return Err(malformed(format!(
+            "{} bytes, more than {MAX_RESPONSE_LEN}",
+            json.len()
+        )));
     }
     serde_json::from_slice(json).map_err(|e| malformed(e.to_string()))
 }
 
-fn check_type(object: &'static str, meta: &TypeMeta, kind: &str, api_version: &str) -> Result<(), K8sPsatError> {
+fn check_type(
+    object: &'static str,
+    meta: &TypeMeta,
+    kind: &str,
+    api_version: &str,
+) -> Result<(), K8sPsatError> {
     if meta.kind != kind || meta.api_version != api_version {
         return Err(K8sPsatError::MalformedResponse {
             object,
@@ -336,7 +347,12 @@ pub fn verify_token_review(
 ) -> Result<ReviewedToken, K8sPsatError> {
     let cluster_config = config.cluster(cluster)?;
     let review: TokenReview = parse("TokenReview", review_json)?;
-    check_type("TokenReview", &review.type_meta, "TokenReview", "authentication.k8s.io/v1")?;
+    check_type(
+        "TokenReview",
+        &review.type_meta,
+        "TokenReview",
+        "authentication.k8s.io/v1",
+    )?;
     let status = review.status;
     if !status.error.is_empty() {
         return Err(K8sPsatError::ReviewError {
@@ -347,7 +363,10 @@ pub fn verify_token_review(
         return Err(K8sPsatError::NotAuthenticated);
     }
     if !cluster_config.audience.is_empty()
-        && !status.audiences.iter().any(|a| cluster_config.audience.contains(a))
+        && !status
+            .audiences
+            .iter()
+            .any(|a| cluster_config.audience.contains(a))
     {
         return Err(K8sPsatError::WrongAudience {
             expected: cluster_config.audience.clone(),
@@ -362,7 +381,10 @@ pub fn verify_token_review(
         _ => return Err(K8sPsatError::NotServiceAccount { username }),
     };
     let qualified = format!("{namespace}:{service_account}");
-    if !cluster_config.service_account_allow_list.contains(&qualified) {
+    if !cluster_config
+        .service_account_allow_list
+        .contains(&qualified)
+    {
         return Err(K8sPsatError::ServiceAccountNotAllowed {
             service_account: qualified,
         });
@@ -464,7 +486,10 @@ impl ReviewedToken {
             node_ip: pod.status.host_ip,
             node_name,
             node_uid: node.metadata.uid,
-            node_labels: keep(node.metadata.labels, &cluster_config.allowed_node_label_keys),
+            node_labels: keep(
+                node.metadata.labels,
+                &cluster_config.allowed_node_label_keys,
+            ),
             pod_labels: keep(pod.metadata.labels, &cluster_config.allowed_pod_label_keys),
             credential_id: self.credential_id,
             use_pod_uid_for_agent_id: cluster_config.use_pod_uid_for_agent_id,
@@ -523,8 +548,16 @@ impl PsatIdentity {
         }
         s.push(format!("agent_node_name:{}", self.node_name));
         s.push(format!("agent_node_uid:{}", self.node_uid));
-        s.extend(self.node_labels.iter().map(|(k, v)| format!("agent_node_label:{k}:{v}")));
-        s.extend(self.pod_labels.iter().map(|(k, v)| format!("agent_pod_label:{k}:{v}")));
+        s.extend(
+            self.node_labels
+                .iter()
+                .map(|(k, v)| format!("agent_node_label:{k}:{v}")),
+        );
+        s.extend(
+            self.pod_labels
+                .iter()
+                .map(|(k, v)| format!("agent_pod_label:{k}:{v}")),
+        );
         s
     }
 
@@ -534,12 +567,19 @@ impl PsatIdentity {
         if self.use_pod_uid_for_agent_id {
             crate::spiffe_path::agent_path(
                 ATTESTOR,
-                &[("cluster name", &self.cluster), ("literal", "pod"), ("pod UID", &self.pod_uid)],
+                &[
+                    ("cluster name", &self.cluster),
+                    ("literal", "pod"),
+                    ("pod UID", &self.pod_uid),
+                ],
             )
         } else {
             crate::spiffe_path::agent_path(
                 ATTESTOR,
-                &[("cluster name", &self.cluster), ("node UID", &self.node_uid)],
+                &[
+                    ("cluster name", &self.cluster),
+                    ("node UID", &self.node_uid),
+                ],
             )
         }
     }

@@ -24,8 +24,7 @@ pub const MAX_PKCS7_LEN: usize = 64 * 1024;
 const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
 const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
 const ATTR_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
-const ATTR_MESSAGE_DIGEST: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
+const ATTR_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
 const ATTR_SIGNING_TIME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.5");
 const SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
 const SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
@@ -150,7 +149,8 @@ impl ParsedSignedData {
             return Err(Pkcs7Error::TooLarge { len: input.len() });
         }
         let der = ber::to_der(input)?;
-        let info = ContentInfo::from_der(&der).map_err(|e| malformed(format!("ContentInfo: {e}")))?;
+        let info =
+            ContentInfo::from_der(&der).map_err(|e| malformed(format!("ContentInfo: {e}")))?;
         if info.content_type != ID_SIGNED_DATA {
             return Err(malformed(format!(
                 "content type is {}, not signedData (1.2.840.113549.1.7.2)",
@@ -263,7 +263,10 @@ impl ParsedSignedData {
                             [one] => Ok(one),
                             _ => Err(Pkcs7Error::BadSignedAttribute {
                                 attribute: attribute_name(&attr.oid),
-                                reason: format!("{} values, exactly one allowed", attr.values.len()),
+                                reason: format!(
+                                    "{} values, exactly one allowed",
+                                    attr.values.len()
+                                ),
                             }),
                         }
                     };
@@ -287,12 +290,10 @@ impl ParsedSignedData {
                         let v = single()?
                             .to_der()
                             .and_then(|d| x509_cert::time::Time::from_der(&d))
-                            .map_err(|e| {
-                            Pkcs7Error::BadSignedAttribute {
+                            .map_err(|e| Pkcs7Error::BadSignedAttribute {
                                 attribute: "signing-time",
                                 reason: e.to_string(),
-                            }
-                        })?;
+                            })?;
                         signing_time = Some(v.to_system_time());
                     }
                 }
@@ -373,7 +374,9 @@ fn attribute_name(oid: &ObjectIdentifier) -> &'static str {
     }
 }
 
-fn digest_algorithm(oid: &ObjectIdentifier) -> Result<&'static ring::digest::Algorithm, Pkcs7Error> {
+fn digest_algorithm(
+    oid: &ObjectIdentifier,
+) -> Result<&'static ring::digest::Algorithm, Pkcs7Error> {
     match *oid {
         SHA256 => Ok(&ring::digest::SHA256),
         SHA384 => Ok(&ring::digest::SHA384),
@@ -440,7 +443,9 @@ fn signature_algorithm(
             (Some(P256), ECDSA_SHA384) => Ok(&sig::ECDSA_P256_SHA384_ASN1),
             (Some(P384), ECDSA_SHA256) => Ok(&sig::ECDSA_P384_SHA256_ASN1),
             (Some(P384), ECDSA_SHA384) => Ok(&sig::ECDSA_P384_SHA384_ASN1),
-            (curve, s) => Err(unsupported(format!("{s} with an EC key on curve {curve:?}"))),
+            (curve, s) => Err(unsupported(format!(
+                "{s} with an EC key on curve {curve:?}"
+            ))),
         };
     }
     Err(unsupported(format!("key algorithm {}", spki.algorithm.oid)))

@@ -38,10 +38,20 @@ impl TestKey {
     /// A fresh RSA-2048 key from `openssl genpkey`.
     pub fn rsa2048() -> Self {
         let out = Command::new("openssl")
-            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ])
             .output()
             .expect("run openssl genpkey");
-        assert!(out.status.success(), "openssl genpkey: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "openssl genpkey: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Self {
             pkcs8_pem: String::from_utf8(out.stdout).expect("PEM is text"),
         }
@@ -53,7 +63,9 @@ impl TestKey {
     }
 
     fn der(&self) -> Vec<u8> {
-        pem::parse(&self.pkcs8_pem).expect("PKCS#8 PEM").into_contents()
+        pem::parse(&self.pkcs8_pem)
+            .expect("PKCS#8 PEM")
+            .into_contents()
     }
 
     fn rcgen(&self) -> KeyPair {
@@ -115,7 +127,9 @@ pub struct TestCert {
 
 impl std::fmt::Debug for TestCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestCert").field("der_len", &self.der.len()).finish()
+        f.debug_struct("TestCert")
+            .field("der_len", &self.der.len())
+            .finish()
     }
 }
 
@@ -155,7 +169,9 @@ impl TestCert {
     /// Same, with a given key.
     pub fn self_signed_with_key(key: TestKey, cn: &str, serial: u64, validity: Validity) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.distinguished_name.push(DnType::OrganizationName, "Amazon Web Services LLC");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Amazon Web Services LLC");
         params.distinguished_name.push(DnType::CommonName, cn);
         params.serial_number = Some(SerialNumber::from(serial));
         params.not_before = odt(validity.not_before);
@@ -197,12 +213,19 @@ impl TestCert {
         validity: Validity,
     ) -> Self {
         let key = TestKey::rsa2048();
-        let mut params =
-            CertificateParams::new(dns_names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
-                .expect("params");
+        let mut params = CertificateParams::new(
+            dns_names
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .expect("params");
         params.distinguished_name.push(DnType::CommonName, cn);
         params.serial_number = Some(SerialNumber::from(serial));
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.not_before = odt(validity.not_before);
         params.not_after = odt(validity.not_after);
@@ -291,15 +314,23 @@ pub fn pkcs7_sign(signer: &TestCert, content: &[u8], opts: &Pkcs7Options) -> Vec
     write("signer.pem", signer.pem().as_bytes());
     write("key.pem", signer.key.pem().as_bytes());
     let mut cmd = Command::new("openssl");
-    cmd.args(["cms", "-sign", "-binary", "-outform", "DER", "-md", opts.digest])
-        .arg("-in")
-        .arg(path("content"))
-        .arg("-signer")
-        .arg(path("signer.pem"))
-        .arg("-inkey")
-        .arg(path("key.pem"))
-        .arg("-out")
-        .arg(path("out.p7"));
+    cmd.args([
+        "cms",
+        "-sign",
+        "-binary",
+        "-outform",
+        "DER",
+        "-md",
+        opts.digest,
+    ])
+    .arg("-in")
+    .arg(path("content"))
+    .arg("-signer")
+    .arg(path("signer.pem"))
+    .arg("-inkey")
+    .arg(path("key.pem"))
+    .arg("-out")
+    .arg(path("out.p7"));
     if !opts.detached {
         cmd.arg("-nodetach");
     }
@@ -322,7 +353,11 @@ pub fn pkcs7_sign(signer: &TestCert, content: &[u8], opts: &Pkcs7Options) -> Vec
         cmd.arg("-certfile").arg(path("extra.pem"));
     }
     let out = cmd.output().expect("run openssl cms");
-    assert!(out.status.success(), "openssl cms -sign: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl cms -sign: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read(path("out.p7")).expect("read signature")
 }
 
@@ -361,7 +396,9 @@ pub fn aws_document(account: &str, region: &str, instance_id: &str) -> String {
 
 /// Seconds since the epoch.
 pub fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).expect("after 1970").as_secs() as i64
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64
 }
 
 /// The claims of a GCE instance identity token in the `full` format.
@@ -484,10 +521,22 @@ impl TokenReviewFixture {
                     "authentication.kubernetes.io/credential-id".into(),
                     vec!["JTI=7c5e9a0e-3b5d-4f7e-9b0c-2f0b5c7c1a11".into()],
                 ),
-                ("authentication.kubernetes.io/node-name".into(), vec![node.into()]),
-                ("authentication.kubernetes.io/node-uid".into(), vec![node_uid.into()]),
-                ("authentication.kubernetes.io/pod-name".into(), vec![pod.into()]),
-                ("authentication.kubernetes.io/pod-uid".into(), vec![pod_uid.into()]),
+                (
+                    "authentication.kubernetes.io/node-name".into(),
+                    vec![node.into()],
+                ),
+                (
+                    "authentication.kubernetes.io/node-uid".into(),
+                    vec![node_uid.into()],
+                ),
+                (
+                    "authentication.kubernetes.io/pod-name".into(),
+                    vec![pod.into()],
+                ),
+                (
+                    "authentication.kubernetes.io/pod-uid".into(),
+                    vec![pod_uid.into()],
+                ),
             ],
         }
     }
@@ -528,9 +577,18 @@ impl TokenReviewFixture {
 
 /// A Pod as `GET /api/v1/namespaces/<ns>/pods/<name>` returns it (abridged to the fields
 /// a real response has that matter, plus a few that do not).
-pub fn pod_json(ns: &str, name: &str, uid: &str, node: &str, host_ip: &str, labels: &[(&str, &str)]) -> String {
-    let labels: serde_json::Map<String, Value> =
-        labels.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+pub fn pod_json(
+    ns: &str,
+    name: &str,
+    uid: &str,
+    node: &str,
+    host_ip: &str,
+    labels: &[(&str, &str)],
+) -> String {
+    let labels: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
     json!({
         "kind": "Pod",
         "apiVersion": "v1",
@@ -546,8 +604,10 @@ pub fn pod_json(ns: &str, name: &str, uid: &str, node: &str, host_ip: &str, labe
 
 /// A Node as `GET /api/v1/nodes/<name>` returns it (abridged).
 pub fn node_json(name: &str, uid: &str, labels: &[(&str, &str)]) -> String {
-    let labels: serde_json::Map<String, Value> =
-        labels.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+    let labels: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
     json!({
         "kind": "Node",
         "apiVersion": "v1",

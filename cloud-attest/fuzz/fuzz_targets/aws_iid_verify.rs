@@ -15,7 +15,9 @@ const NOW: u64 = 1_767_225_600;
 
 fuzz_target!(|data: &[u8]| {
     let mut config = AwsIidConfig::new();
-    config.add_region_certificate("us-west-2", CERT).expect("fixture certificate");
+    config
+        .add_region_certificate("us-west-2", CERT)
+        .expect("fixture certificate");
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(NOW);
     if let Ok(payload) = AttestationData::from_json(data) {
         assert!(aws_iid::verify(&config, &payload, now).is_err());

@@ -21,7 +21,13 @@ fuzz_target!(|data: &[u8]| {
     let root = pem::parse(CERT).expect("fixture is PEM").into_contents();
     let config = AzureImdsConfig::new(
         vec![CertificateDer::from(root.clone())],
-        BTreeMap::from([("d".to_owned(), TenantConfig { tenant_id: "t".into(), ..Default::default() })]),
+        BTreeMap::from([(
+            "d".to_owned(),
+            TenantConfig {
+                tenant_id: "t".into(),
+                ..Default::default()
+            },
+        )]),
     );
     let doc = AttestedDocument {
         encoding: "pkcs7".into(),
@@ -31,8 +37,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = parsed.issuer_url();
-    let metadata = AgentMetadata { agent_domain: "d".into(), vmss_name: None };
+    let metadata = AgentMetadata {
+        agent_domain: "d".into(),
+        vmss_name: None,
+    };
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(NOW);
     let intermediates = [CertificateDer::from(root)];
-    assert!(parsed.verify(&config, &intermediates, "nonce", &metadata, now).is_err());
+    assert!(parsed
+        .verify(&config, &intermediates, "nonce", &metadata, now)
+        .is_err());
 });

@@ -3,8 +3,8 @@
 //! Errors, never a panic.
 #![no_main]
 
-use ironroot_cloud_attest::pkcs7::ParsedSignedData;
 use der::Decode;
+use ironroot_cloud_attest::pkcs7::ParsedSignedData;
 use libfuzzer_sys::fuzz_target;
 
 const CERT: &[u8] = include_bytes!("../fixtures/rsa2048-cert.pem");

@@ -11,7 +11,9 @@ use ironroot_cloud_attest::azure_imds::{
     ParsedAttestedDocument, TenantConfig,
 };
 use ironroot_cloud_attest::pkcs7::Pkcs7Error;
-use ironroot_cloud_attest::test_support::{azure_attested_content, pkcs7_sign, unix, Pkcs7Options, TestCert, Validity};
+use ironroot_cloud_attest::test_support::{
+    azure_attested_content, pkcs7_sign, unix, Pkcs7Options, TestCert, Validity,
+};
 use rustls_pki_types::CertificateDer;
 
 const DOMAIN: &str = "contoso.onmicrosoft.com";
@@ -34,8 +36,19 @@ fn pki() -> &'static Pki {
         let v = Validity::around_now(365);
         let root = TestCert::ca("DigiCert Global Root G2", None, v);
         let intermediate = TestCert::ca("Microsoft Azure RSA TLS Issuing CA 03", Some(&root), v);
-        let leaf = TestCert::tls_leaf(0x33, "metadata.azure.com", &["westus.metadata.azure.com", "metadata.azure.com"], Some(AIA), &intermediate, v);
-        Pki { root, intermediate, leaf }
+        let leaf = TestCert::tls_leaf(
+            0x33,
+            "metadata.azure.com",
+            &["westus.metadata.azure.com", "metadata.azure.com"],
+            Some(AIA),
+            &intermediate,
+            v,
+        );
+        Pki {
+            root,
+            intermediate,
+            leaf,
+        }
     })
 }
 
@@ -44,19 +57,29 @@ fn config() -> AzureImdsConfig {
         vec![CertificateDer::from(pki().root.der.clone())],
         BTreeMap::from([(
             DOMAIN.to_owned(),
-            TenantConfig { tenant_id: TENANT.to_owned(), restrict_to_subscriptions: Default::default() },
+            TenantConfig {
+                tenant_id: TENANT.to_owned(),
+                restrict_to_subscriptions: Default::default(),
+            },
         )]),
     )
 }
 
 fn metadata() -> AgentMetadata {
-    AgentMetadata { agent_domain: DOMAIN.to_owned(), vmss_name: None }
+    AgentMetadata {
+        agent_domain: DOMAIN.to_owned(),
+        vmss_name: None,
+    }
 }
 
 fn document_signed_by(signer: &TestCert, content: &str, opts: &Pkcs7Options) -> AttestedDocument {
     AttestedDocument {
         encoding: "pkcs7".to_owned(),
-        signature: base64::engine::general_purpose::STANDARD.encode(pkcs7_sign(signer, content.as_bytes(), opts)),
+        signature: base64::engine::general_purpose::STANDARD.encode(pkcs7_sign(
+            signer,
+            content.as_bytes(),
+            opts,
+        )),
     }
 }
 
@@ -66,7 +89,10 @@ fn content(nonce: &str, now: SystemTime) -> String {
 }
 
 fn der_opts() -> Pkcs7Options {
-    Pkcs7Options { ber_stream: false, ..Default::default() }
+    Pkcs7Options {
+        ber_stream: false,
+        ..Default::default()
+    }
 }
 
 fn honest(now: SystemTime) -> AttestedDocument {
@@ -77,7 +103,12 @@ fn intermediates() -> Vec<CertificateDer<'static>> {
     vec![CertificateDer::from(pki().intermediate.der.clone())]
 }
 
-fn verify(doc: &AttestedDocument, cfg: &AzureImdsConfig, nonce: &str, now: SystemTime) -> Result<ironroot_cloud_attest::azure_imds::AzureVmIdentity, AzureImdsError> {
+fn verify(
+    doc: &AttestedDocument,
+    cfg: &AzureImdsConfig,
+    nonce: &str,
+    now: SystemTime,
+) -> Result<ironroot_cloud_attest::azure_imds::AzureVmIdentity, AzureImdsError> {
     ParsedAttestedDocument::parse(doc)?.verify(cfg, &intermediates(), nonce, &metadata(), now)
 }
 
@@ -88,13 +119,18 @@ fn honest_document_yields_agent_path_and_selectors() {
     let response = ChallengeResponse::from_json(response.to_string().as_bytes()).unwrap();
     let parsed = ParsedAttestedDocument::parse(&response.document).unwrap();
     assert_eq!(parsed.issuer_url().unwrap(), AIA);
-    let id = parsed.verify(&config(), &intermediates(), NONCE, &response.metadata, now).unwrap();
+    let id = parsed
+        .verify(&config(), &intermediates(), NONCE, &response.metadata, now)
+        .unwrap();
     assert_eq!(id.tenant_id, TENANT);
     assert_eq!(id.subscription_id, SUB);
     assert_eq!(id.vm_id, VM_ID);
     assert_eq!(id.nonce, NONCE);
     assert_eq!(id.selectors(), [format!("subscription-id:{SUB}")]);
-    assert_eq!(id.agent_path().unwrap(), format!("/spire/agent/azure_imds/{TENANT}/{SUB}/{VM_ID}"));
+    assert_eq!(
+        id.agent_path().unwrap(),
+        format!("/spire/agent/azure_imds/{TENANT}/{SUB}/{VM_ID}")
+    );
     assert!(!id.can_reattest());
 }
 
@@ -105,17 +141,41 @@ fn cert_bag_forgery_is_refused_the_signer_chain_is_what_counts() {
     let now = SystemTime::now();
     let v = Validity::around_now(30);
     let attacker_ca = TestCert::ca("Attacker CA", None, v);
-    let attacker = TestCert::tls_leaf(0x44, "metadata.azure.com", &["metadata.azure.com"], Some(AIA), &attacker_ca, v);
-    let opts = Pkcs7Options { extra_certs: vec![pki().leaf.der.clone(), pki().intermediate.der.clone()], ..der_opts() };
+    let attacker = TestCert::tls_leaf(
+        0x44,
+        "metadata.azure.com",
+        &["metadata.azure.com"],
+        Some(AIA),
+        &attacker_ca,
+        v,
+    );
+    let opts = Pkcs7Options {
+        extra_certs: vec![pki().leaf.der.clone(), pki().intermediate.der.clone()],
+        ..der_opts()
+    };
     let doc = document_signed_by(&attacker, &content(NONCE, now), &opts);
-    assert!(matches!(verify(&doc, &config(), NONCE, now).unwrap_err(), AzureImdsError::UntrustedSigner { .. }));
+    assert!(matches!(
+        verify(&doc, &config(), NONCE, now).unwrap_err(),
+        AzureImdsError::UntrustedSigner { .. }
+    ));
 
     // The attacker's certificate copies the genuine leaf's issuer and serial, and only the
     // genuine leaf is in the bag: the SignerInfo names Azure's certificate, whose key did
     // not sign.
     let lookalike_ca = TestCert::ca("Microsoft Azure RSA TLS Issuing CA 03", None, v);
-    let lookalike = TestCert::tls_leaf(0x33, "metadata.azure.com", &["metadata.azure.com"], Some(AIA), &lookalike_ca, v);
-    let opts = Pkcs7Options { embed_signer: false, extra_certs: vec![pki().leaf.der.clone()], ..der_opts() };
+    let lookalike = TestCert::tls_leaf(
+        0x33,
+        "metadata.azure.com",
+        &["metadata.azure.com"],
+        Some(AIA),
+        &lookalike_ca,
+        v,
+    );
+    let opts = Pkcs7Options {
+        embed_signer: false,
+        extra_certs: vec![pki().leaf.der.clone()],
+        ..der_opts()
+    };
     let doc = document_signed_by(&lookalike, &content(NONCE, now), &opts);
     assert!(matches!(
         verify(&doc, &config(), NONCE, now).unwrap_err(),
@@ -130,7 +190,9 @@ fn chain_must_reach_the_configured_roots() {
     let parsed = ParsedAttestedDocument::parse(&doc).unwrap();
     // Without the issuing CA.
     assert!(matches!(
-        parsed.verify(&config(), &[], NONCE, &metadata(), now).unwrap_err(),
+        parsed
+            .verify(&config(), &[], NONCE, &metadata(), now)
+            .unwrap_err(),
         AzureImdsError::UntrustedSigner { .. }
     ));
     // Another root configured.
@@ -138,12 +200,22 @@ fn chain_must_reach_the_configured_roots() {
     let mut cfg = config();
     cfg.roots = vec![CertificateDer::from(other_root.der.clone())];
     assert!(matches!(
-        parsed.verify(&cfg, &intermediates(), NONCE, &metadata(), now).unwrap_err(),
+        parsed
+            .verify(&cfg, &intermediates(), NONCE, &metadata(), now)
+            .unwrap_err(),
         AzureImdsError::UntrustedSigner { .. }
     ));
     // The signer's certificate has expired.
     assert!(matches!(
-        parsed.verify(&config(), &intermediates(), NONCE, &metadata(), now + Duration::from_secs(400 * 86_400)).unwrap_err(),
+        parsed
+            .verify(
+                &config(),
+                &intermediates(),
+                NONCE,
+                &metadata(),
+                now + Duration::from_secs(400 * 86_400)
+            )
+            .unwrap_err(),
         AzureImdsError::UntrustedSigner { .. }
     ));
 }
@@ -152,7 +224,14 @@ fn chain_must_reach_the_configured_roots() {
 fn signer_name_outside_allowed_domains_is_refused() {
     let now = SystemTime::now();
     let v = Validity::around_now(30);
-    let leaf = TestCert::tls_leaf(0x55, "evil", &["metadata.azure.com.evil.example", "xmetadata.azure.com"], Some(AIA), &pki().intermediate, v);
+    let leaf = TestCert::tls_leaf(
+        0x55,
+        "evil",
+        &["metadata.azure.com.evil.example", "xmetadata.azure.com"],
+        Some(AIA),
+        &pki().intermediate,
+        v,
+    );
     let doc = document_signed_by(&leaf, &content(NONCE, now), &der_opts());
     assert!(matches!(
         verify(&doc, &config(), NONCE, now).unwrap_err(),
@@ -164,8 +243,17 @@ fn signer_name_outside_allowed_domains_is_refused() {
 fn replayed_document_fails_the_nonce_check() {
     let now = SystemTime::now();
     assert_eq!(
-        verify(&honest(now), &config(), "AnotherChallengeNonce0123456789a", now).unwrap_err(),
-        AzureImdsError::NonceMismatch { expected: "AnotherChallengeNonce0123456789a".into(), found: NONCE.into() }
+        verify(
+            &honest(now),
+            &config(),
+            "AnotherChallengeNonce0123456789a",
+            now
+        )
+        .unwrap_err(),
+        AzureImdsError::NonceMismatch {
+            expected: "AnotherChallengeNonce0123456789a".into(),
+            found: NONCE.into()
+        }
     );
 }
 
@@ -180,24 +268,45 @@ fn expired_and_future_documents_are_refused() {
         AzureImdsError::Expired { .. }
     ));
     let t = unix(now);
-    let future = document_signed_by(&pki().leaf, &azure_attested_content(NONCE, SUB, VM_ID, t + 3600, t + 7200), &der_opts());
-    assert!(matches!(verify(&future, &config(), NONCE, now).unwrap_err(), AzureImdsError::CreatedInFuture { .. }));
+    let future = document_signed_by(
+        &pki().leaf,
+        &azure_attested_content(NONCE, SUB, VM_ID, t + 3600, t + 7200),
+        &der_opts(),
+    );
+    assert!(matches!(
+        verify(&future, &config(), NONCE, now).unwrap_err(),
+        AzureImdsError::CreatedInFuture { .. }
+    ));
 }
 
 #[test]
 fn tenant_and_subscription_allow_lists_are_enforced() {
     let now = SystemTime::now();
     let parsed = ParsedAttestedDocument::parse(&honest(now)).unwrap();
-    let other = AgentMetadata { agent_domain: "fabrikam.onmicrosoft.com".into(), vmss_name: None };
+    let other = AgentMetadata {
+        agent_domain: "fabrikam.onmicrosoft.com".into(),
+        vmss_name: None,
+    };
     assert_eq!(
-        parsed.verify(&config(), &intermediates(), NONCE, &other, now).unwrap_err(),
-        AzureImdsError::TenantNotAllowed { domain: "fabrikam.onmicrosoft.com".into() }
+        parsed
+            .verify(&config(), &intermediates(), NONCE, &other, now)
+            .unwrap_err(),
+        AzureImdsError::TenantNotAllowed {
+            domain: "fabrikam.onmicrosoft.com".into()
+        }
     );
     let mut cfg = config();
-    cfg.tenants.get_mut(DOMAIN).unwrap().restrict_to_subscriptions = ["00000000-0000-0000-0000-000000000000".to_owned()].into();
+    cfg.tenants
+        .get_mut(DOMAIN)
+        .unwrap()
+        .restrict_to_subscriptions = ["00000000-0000-0000-0000-000000000000".to_owned()].into();
     assert_eq!(
-        parsed.verify(&cfg, &intermediates(), NONCE, &metadata(), now).unwrap_err(),
-        AzureImdsError::SubscriptionNotAllowed { subscription: SUB.into() }
+        parsed
+            .verify(&cfg, &intermediates(), NONCE, &metadata(), now)
+            .unwrap_err(),
+        AzureImdsError::SubscriptionNotAllowed {
+            subscription: SUB.into()
+        }
     );
 }
 
@@ -206,24 +315,66 @@ fn malformed_documents_get_a_clear_error() {
     let now = SystemTime::now();
     let mut d = honest(now);
     d.encoding = "base64".into();
-    assert!(matches!(ParsedAttestedDocument::parse(&d).unwrap_err(), AzureImdsError::MalformedDocument { .. }));
+    assert!(matches!(
+        ParsedAttestedDocument::parse(&d).unwrap_err(),
+        AzureImdsError::MalformedDocument { .. }
+    ));
     let mut d = honest(now);
     d.signature = "%%%".into();
-    assert!(matches!(ParsedAttestedDocument::parse(&d).unwrap_err(), AzureImdsError::MalformedDocument { .. }));
+    assert!(matches!(
+        ParsedAttestedDocument::parse(&d).unwrap_err(),
+        AzureImdsError::MalformedDocument { .. }
+    ));
     // No certificate in the bag: the signer cannot be found.
-    let d = document_signed_by(&pki().leaf, &content(NONCE, now), &Pkcs7Options { embed_signer: false, ..der_opts() });
-    assert_eq!(ParsedAttestedDocument::parse(&d).unwrap_err(), AzureImdsError::Pkcs7(Pkcs7Error::SignerCertificateMissing));
+    let d = document_signed_by(
+        &pki().leaf,
+        &content(NONCE, now),
+        &Pkcs7Options {
+            embed_signer: false,
+            ..der_opts()
+        },
+    );
+    assert_eq!(
+        ParsedAttestedDocument::parse(&d).unwrap_err(),
+        AzureImdsError::Pkcs7(Pkcs7Error::SignerCertificateMissing)
+    );
     // vmId that is not a UUID.
     let t = unix(now);
-    let d = document_signed_by(&pki().leaf, &azure_attested_content(NONCE, SUB, "../../x", t, t + 300), &der_opts());
-    assert!(matches!(verify(&d, &config(), NONCE, now).unwrap_err(), AzureImdsError::MalformedContent { .. }));
+    let d = document_signed_by(
+        &pki().leaf,
+        &azure_attested_content(NONCE, SUB, "../../x", t, t + 300),
+        &der_opts(),
+    );
+    assert!(matches!(
+        verify(&d, &config(), NONCE, now).unwrap_err(),
+        AzureImdsError::MalformedContent { .. }
+    ));
     // Content that is not the attested-data JSON.
     let d = document_signed_by(&pki().leaf, "{\"nonce\": 1}", &der_opts());
-    assert!(matches!(verify(&d, &config(), NONCE, now).unwrap_err(), AzureImdsError::MalformedContent { .. }));
-    assert!(matches!(ChallengeResponse::from_json(b"{}").unwrap_err(), AzureImdsError::MalformedPayload { .. }));
+    assert!(matches!(
+        verify(&d, &config(), NONCE, now).unwrap_err(),
+        AzureImdsError::MalformedContent { .. }
+    ));
+    assert!(matches!(
+        ChallengeResponse::from_json(b"{}").unwrap_err(),
+        AzureImdsError::MalformedPayload { .. }
+    ));
     // An issuing-certificate URL off www.microsoft.com is not followed.
     let v = Validity::around_now(30);
-    let leaf = TestCert::tls_leaf(0x66, "m", &["metadata.azure.com"], Some("http://www.microsoft.com.evil.example/ca.crt"), &pki().intermediate, v);
+    let leaf = TestCert::tls_leaf(
+        0x66,
+        "m",
+        &["metadata.azure.com"],
+        Some("http://www.microsoft.com.evil.example/ca.crt"),
+        &pki().intermediate,
+        v,
+    );
     let d = document_signed_by(&leaf, &content(NONCE, now), &der_opts());
-    assert!(matches!(ParsedAttestedDocument::parse(&d).unwrap().issuer_url().unwrap_err(), AzureImdsError::IssuerUrl { .. }));
+    assert!(matches!(
+        ParsedAttestedDocument::parse(&d)
+            .unwrap()
+            .issuer_url()
+            .unwrap_err(),
+        AzureImdsError::IssuerUrl { .. }
+    ));
 }

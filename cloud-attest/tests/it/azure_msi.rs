@@ -45,9 +45,15 @@ fn honest_token_yields_agent_path_and_the_selectors_the_token_proves() {
     assert_eq!(id.resource_id.as_deref(), Some(VM));
     assert_eq!(
         id.selectors(),
-        ["subscription-id:d5b9d4b7-6fc1-46c5-bafe-38effaed19b2", "vm-name:agents:agent-1"]
+        [
+            "subscription-id:d5b9d4b7-6fc1-46c5-bafe-38effaed19b2",
+            "vm-name:agents:agent-1"
+        ]
     );
-    assert_eq!(id.agent_path().unwrap(), format!("/spire/agent/azure_msi/{TENANT}/{PRINCIPAL}"));
+    assert_eq!(
+        id.agent_path().unwrap(),
+        format!("/spire/agent/azure_msi/{TENANT}/{PRINCIPAL}")
+    );
     assert!(!id.can_reattest());
     assert_eq!(id.token_id.as_deref(), Some("Zk2dD3NfakeUtiAAAAAA"));
 }
@@ -77,7 +83,10 @@ fn expired_token_is_refused_after_the_five_minute_skew() {
 #[test]
 fn wrong_audience_and_issuer_are_refused() {
     let now = SystemTime::now();
-    let t = entra().sign_jwt(KID, &azure_msi_claims(TENANT, PRINCIPAL, "https://vault.azure.net", VM, now));
+    let t = entra().sign_jwt(
+        KID,
+        &azure_msi_claims(TENANT, PRINCIPAL, "https://vault.azure.net", VM, now),
+    );
     assert!(matches!(
         azure_msi::verify(&config(), &t, now).unwrap_err(),
         AzureMsiError::Claims(ClaimError::WrongAudience { .. })
@@ -94,10 +103,15 @@ fn wrong_audience_and_issuer_are_refused() {
 fn tenant_not_allowed_is_refused() {
     let now = SystemTime::now();
     let other = "11111111-2222-3333-4444-555555555555";
-    let t = entra().sign_jwt(KID, &azure_msi_claims(other, PRINCIPAL, DEFAULT_RESOURCE, VM, now));
+    let t = entra().sign_jwt(
+        KID,
+        &azure_msi_claims(other, PRINCIPAL, DEFAULT_RESOURCE, VM, now),
+    );
     assert_eq!(
         azure_msi::verify(&config(), &t, now).unwrap_err(),
-        AzureMsiError::TenantNotAllowed { tenant: other.into() }
+        AzureMsiError::TenantNotAllowed {
+            tenant: other.into()
+        }
     );
 }
 
@@ -105,14 +119,22 @@ fn tenant_not_allowed_is_refused() {
 fn a_replayed_token_maps_to_the_same_agent_path_for_tofu() {
     let now = SystemTime::now();
     let a = azure_msi::verify(&config(), &entra().sign_jwt(KID, &claims(now)), now).unwrap();
-    let b = azure_msi::verify(&config(), &entra().sign_jwt(KID, &claims(now + Duration::from_secs(9))), now + Duration::from_secs(9)).unwrap();
+    let b = azure_msi::verify(
+        &config(),
+        &entra().sign_jwt(KID, &claims(now + Duration::from_secs(9))),
+        now + Duration::from_secs(9),
+    )
+    .unwrap();
     assert_eq!(a.agent_path().unwrap(), b.agent_path().unwrap());
 }
 
 #[test]
 fn malformed_tokens_get_a_clear_error() {
     let now = SystemTime::now();
-    assert!(matches!(AttestationData::from_json(b"[]").unwrap_err(), AzureMsiError::MalformedPayload { .. }));
+    assert!(matches!(
+        AttestationData::from_json(b"[]").unwrap_err(),
+        AzureMsiError::MalformedPayload { .. }
+    ));
     let mut c = claims(now);
     c.as_object_mut().unwrap().remove("tid");
     assert!(matches!(

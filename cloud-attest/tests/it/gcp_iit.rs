@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use ironroot_cloud_attest::gcp_iit::{self, GcpIitConfig, GcpIitError, DEFAULT_AUDIENCE};
 use ironroot_cloud_attest::jwt::{ClaimError, JwkSet, JwtError};
-use ironroot_cloud_attest::test_support::{gcp_claims, google_certs_json, jwks_json, TestCert, TestKey, Validity};
+use ironroot_cloud_attest::test_support::{
+    gcp_claims, google_certs_json, jwks_json, TestCert, TestKey, Validity,
+};
 use serde_json::json;
 
 const KID: &str = "2f3c4b9e1a7d6c5b4a3928170615f4e3d2c1b0a9";
@@ -19,12 +21,16 @@ fn google() -> &'static TestCert {
 }
 
 fn config() -> GcpIitConfig {
-    let keys = JwkSet::from_google_certs_json(google_certs_json(&[(KID, google())]).as_bytes()).unwrap();
+    let keys =
+        JwkSet::from_google_certs_json(google_certs_json(&[(KID, google())]).as_bytes()).unwrap();
     GcpIitConfig::new(keys, [PROJECT.to_owned()])
 }
 
 fn token_at(now: SystemTime) -> String {
-    google().key.sign_jwt(KID, &gcp_claims(DEFAULT_AUDIENCE, PROJECT, INSTANCE_ID, now))
+    google().key.sign_jwt(
+        KID,
+        &gcp_claims(DEFAULT_AUDIENCE, PROJECT, INSTANCE_ID, now),
+    )
 }
 
 #[test]
@@ -44,7 +50,10 @@ fn honest_token_yields_spire_selectors_and_agent_path() {
             "sa:123456789-compute@developer.gserviceaccount.com",
         ]
     );
-    assert_eq!(id.agent_path().unwrap(), "/spire/agent/gcp_iit/ironroot-prod/2097313394758289395");
+    assert_eq!(
+        id.agent_path().unwrap(),
+        "/spire/agent/gcp_iit/ironroot-prod/2097313394758289395"
+    );
     assert!(!id.can_reattest());
 }
 
@@ -67,7 +76,9 @@ fn wrong_signer_is_refused() {
     );
     assert_eq!(
         gcp_iit::verify(&config(), &forger.sign_jwt("other-kid", &claims), now).unwrap_err(),
-        GcpIitError::Token(JwtError::UnknownKeyId { kid: "other-kid".into() })
+        GcpIitError::Token(JwtError::UnknownKeyId {
+            kid: "other-kid".into()
+        })
     );
     // Genuine signature, claims swapped for another project's.
     let genuine = token_at(now);
@@ -88,7 +99,10 @@ fn expiry_is_enforced_with_the_skew() {
     let issued = SystemTime::now();
     let token = token_at(issued);
     let exp = issued + Duration::from_secs(3600);
-    assert!(gcp_iit::verify(&config(), &token, exp + Duration::from_secs(30)).is_ok(), "within skew");
+    assert!(
+        gcp_iit::verify(&config(), &token, exp + Duration::from_secs(30)).is_ok(),
+        "within skew"
+    );
     assert!(matches!(
         gcp_iit::verify(&config(), &token, exp + Duration::from_secs(61)).unwrap_err(),
         GcpIitError::Claims(ClaimError::Expired { .. })
@@ -101,14 +115,20 @@ fn expiry_is_enforced_with_the_skew() {
     claims.as_object_mut().unwrap().remove("exp");
     assert_eq!(
         gcp_iit::verify(&config(), &google().key.sign_jwt(KID, &claims), issued).unwrap_err(),
-        GcpIitError::Claims(ClaimError::Missing { claim: "exp", expected: "a number" })
+        GcpIitError::Claims(ClaimError::Missing {
+            claim: "exp",
+            expected: "a number"
+        })
     );
 }
 
 #[test]
 fn wrong_audience_and_issuer_are_refused() {
     let now = SystemTime::now();
-    let t = google().key.sign_jwt(KID, &gcp_claims("https://example.com", PROJECT, INSTANCE_ID, now));
+    let t = google().key.sign_jwt(
+        KID,
+        &gcp_claims("https://example.com", PROJECT, INSTANCE_ID, now),
+    );
     assert_eq!(
         gcp_iit::verify(&config(), &t, now).unwrap_err(),
         GcpIitError::Claims(ClaimError::WrongAudience {
@@ -127,10 +147,15 @@ fn wrong_audience_and_issuer_are_refused() {
 #[test]
 fn project_not_allowed_is_refused() {
     let now = SystemTime::now();
-    let t = google().key.sign_jwt(KID, &gcp_claims(DEFAULT_AUDIENCE, "someone-elses", INSTANCE_ID, now));
+    let t = google().key.sign_jwt(
+        KID,
+        &gcp_claims(DEFAULT_AUDIENCE, "someone-elses", INSTANCE_ID, now),
+    );
     assert_eq!(
         gcp_iit::verify(&config(), &t, now).unwrap_err(),
-        GcpIitError::ProjectNotAllowed { project: "someone-elses".into() }
+        GcpIitError::ProjectNotAllowed {
+            project: "someone-elses".into()
+        }
     );
     let mut empty = config();
     empty.project_allow_list.clear();
@@ -144,9 +169,17 @@ fn project_not_allowed_is_refused() {
 fn a_replayed_token_maps_to_the_same_agent_path_for_tofu() {
     let now = SystemTime::now();
     let a = gcp_iit::verify(&config(), &token_at(now), now).unwrap();
-    let b = gcp_iit::verify(&config(), &token_at(now + Duration::from_secs(5)), now + Duration::from_secs(5)).unwrap();
+    let b = gcp_iit::verify(
+        &config(),
+        &token_at(now + Duration::from_secs(5)),
+        now + Duration::from_secs(5),
+    )
+    .unwrap();
     assert_eq!(a.agent_path().unwrap(), b.agent_path().unwrap());
-    assert_ne!(a.issued_at, b.issued_at, "the tokens differ; the TOFU key does not");
+    assert_ne!(
+        a.issued_at, b.issued_at,
+        "the tokens differ; the TOFU key does not"
+    );
 }
 
 #[test]
@@ -166,12 +199,22 @@ fn malformed_tokens_get_a_clear_error() {
         GcpIitError::MalformedComputeEngineClaims { .. }
     ));
     for bad in ["", "x", "a.b.c", "....", "eyJhbGciOiJSUzI1NiJ9..", "\u{0}"] {
-        assert!(matches!(gcp_iit::verify(&config(), bad, now).unwrap_err(), GcpIitError::Token(_)), "{bad:?}");
+        assert!(
+            matches!(
+                gcp_iit::verify(&config(), bad, now).unwrap_err(),
+                GcpIitError::Token(_)
+            ),
+            "{bad:?}"
+        );
     }
-    let none = google().key.sign_jwt_with_header(&json!({"alg": "none", "kid": KID}), &claims);
+    let none = google()
+        .key
+        .sign_jwt_with_header(&json!({"alg": "none", "kid": KID}), &claims);
     assert_eq!(
         gcp_iit::verify(&config(), &none, now).unwrap_err(),
-        GcpIitError::Token(JwtError::UnsupportedAlgorithm { found: "none".into() })
+        GcpIitError::Token(JwtError::UnsupportedAlgorithm {
+            found: "none".into()
+        })
     );
     assert!(matches!(
         JwkSet::from_google_certs_json(b"{\"k\": \"not a cert\"}").unwrap_err(),

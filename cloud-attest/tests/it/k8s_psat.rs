@@ -15,27 +15,56 @@ fn config() -> K8sPsatConfig {
     let mut cluster = ClusterConfig::new(["spire:spire-agent".to_owned()]);
     cluster.allowed_node_label_keys = ["topology.kubernetes.io/zone".to_owned()].into();
     cluster.allowed_pod_label_keys = ["app".to_owned()].into();
-    K8sPsatConfig { clusters: BTreeMap::from([(CLUSTER.to_owned(), cluster)]) }
+    K8sPsatConfig {
+        clusters: BTreeMap::from([(CLUSTER.to_owned(), cluster)]),
+    }
 }
 
 fn review() -> TokenReviewFixture {
-    TokenReviewFixture::bound("spire", "spire-agent", "spire-agent-x7k2p", POD_UID, "node-a", NODE_UID)
+    TokenReviewFixture::bound(
+        "spire",
+        "spire-agent",
+        "spire-agent-x7k2p",
+        POD_UID,
+        "node-a",
+        NODE_UID,
+    )
 }
 
 fn pod() -> String {
-    pod_json("spire", "spire-agent-x7k2p", POD_UID, "node-a", "172.18.0.2", &[("app", "spire-agent"), ("pod-template-hash", "abc")])
+    pod_json(
+        "spire",
+        "spire-agent-x7k2p",
+        POD_UID,
+        "node-a",
+        "172.18.0.2",
+        &[("app", "spire-agent"), ("pod-template-hash", "abc")],
+    )
 }
 
 fn node() -> String {
-    node_json("node-a", NODE_UID, &[("topology.kubernetes.io/zone", "eu-1a"), ("kubernetes.io/os", "linux")])
+    node_json(
+        "node-a",
+        NODE_UID,
+        &[
+            ("topology.kubernetes.io/zone", "eu-1a"),
+            ("kubernetes.io/os", "linux"),
+        ],
+    )
 }
 
 #[test]
 fn honest_token_yields_spire_selectors_and_agent_path() {
     let data = AttestationData::from_json(br#"{"cluster":"prod-eu","token":"eyJ..."}"#).unwrap();
-    let reviewed = verify_token_review(&config(), &data.cluster, review().to_json().as_bytes()).unwrap();
-    assert_eq!(reviewed.credential_id.as_deref(), Some("JTI=7c5e9a0e-3b5d-4f7e-9b0c-2f0b5c7c1a11"));
-    let id = reviewed.bind_pod_and_node(&config(), pod().as_bytes(), node().as_bytes()).unwrap();
+    let reviewed =
+        verify_token_review(&config(), &data.cluster, review().to_json().as_bytes()).unwrap();
+    assert_eq!(
+        reviewed.credential_id.as_deref(),
+        Some("JTI=7c5e9a0e-3b5d-4f7e-9b0c-2f0b5c7c1a11")
+    );
+    let id = reviewed
+        .bind_pod_and_node(&config(), pod().as_bytes(), node().as_bytes())
+        .unwrap();
     assert_eq!(
         id.selectors(),
         [
@@ -51,16 +80,25 @@ fn honest_token_yields_spire_selectors_and_agent_path() {
             "agent_pod_label:app:spire-agent",
         ]
     );
-    assert_eq!(id.agent_path().unwrap(), format!("/spire/agent/k8s_psat/{CLUSTER}/{NODE_UID}"));
+    assert_eq!(
+        id.agent_path().unwrap(),
+        format!("/spire/agent/k8s_psat/{CLUSTER}/{NODE_UID}")
+    );
     assert!(id.can_reattest(), "k8s_psat re-attests (no TOFU), as SPIRE");
 
     let mut cfg = config();
-    cfg.clusters.get_mut(CLUSTER).unwrap().use_pod_uid_for_agent_id = true;
+    cfg.clusters
+        .get_mut(CLUSTER)
+        .unwrap()
+        .use_pod_uid_for_agent_id = true;
     let id = verify_token_review(&cfg, CLUSTER, review().to_json().as_bytes())
         .unwrap()
         .bind_pod_and_node(&cfg, pod().as_bytes(), node().as_bytes())
         .unwrap();
-    assert_eq!(id.agent_path().unwrap(), format!("/spire/agent/k8s_psat/{CLUSTER}/pod/{POD_UID}"));
+    assert_eq!(
+        id.agent_path().unwrap(),
+        format!("/spire/agent/k8s_psat/{CLUSTER}/pod/{POD_UID}")
+    );
 }
 
 #[test]
@@ -68,7 +106,10 @@ fn unauthenticated_or_failed_reviews_are_refused() {
     // An expired (or revoked, or foreign) token: the API server says authenticated=false.
     let mut r = review();
     r.authenticated = false;
-    assert_eq!(verify_token_review(&config(), CLUSTER, r.to_json().as_bytes()).unwrap_err(), K8sPsatError::NotAuthenticated);
+    assert_eq!(
+        verify_token_review(&config(), CLUSTER, r.to_json().as_bytes()).unwrap_err(),
+        K8sPsatError::NotAuthenticated
+    );
     let mut r = review();
     r.authenticated = false;
     r.error = "[invalid bearer token, service account token has expired]".into();
@@ -92,12 +133,16 @@ fn wrong_audience_is_refused() {
 fn cluster_and_service_account_allow_lists_are_enforced() {
     assert_eq!(
         verify_token_review(&config(), "other", review().to_json().as_bytes()).unwrap_err(),
-        K8sPsatError::ClusterNotAllowed { cluster: "other".into() }
+        K8sPsatError::ClusterNotAllowed {
+            cluster: "other".into()
+        }
     );
     let r = TokenReviewFixture::bound("default", "default", "p", POD_UID, "node-a", NODE_UID);
     assert_eq!(
         verify_token_review(&config(), CLUSTER, r.to_json().as_bytes()).unwrap_err(),
-        K8sPsatError::ServiceAccountNotAllowed { service_account: "default:default".into() }
+        K8sPsatError::ServiceAccountNotAllowed {
+            service_account: "default:default".into()
+        }
     );
     let mut r = review();
     r.username = "system:node:node-a".into();
@@ -109,22 +154,36 @@ fn cluster_and_service_account_allow_lists_are_enforced() {
 
 #[test]
 fn token_must_be_bound_to_the_live_pod_and_its_node() {
-    let reviewed = || verify_token_review(&config(), CLUSTER, review().to_json().as_bytes()).unwrap();
+    let reviewed =
+        || verify_token_review(&config(), CLUSTER, review().to_json().as_bytes()).unwrap();
     // The pod was deleted and recreated under the same name: another UID.
-    let recreated = pod_json("spire", "spire-agent-x7k2p", "00000000-0000-0000-0000-000000000001", "node-a", "172.18.0.2", &[]);
+    let recreated = pod_json(
+        "spire",
+        "spire-agent-x7k2p",
+        "00000000-0000-0000-0000-000000000001",
+        "node-a",
+        "172.18.0.2",
+        &[],
+    );
     assert!(matches!(
-        reviewed().bind_pod_and_node(&config(), recreated.as_bytes(), node().as_bytes()).unwrap_err(),
+        reviewed()
+            .bind_pod_and_node(&config(), recreated.as_bytes(), node().as_bytes())
+            .unwrap_err(),
         K8sPsatError::PodMismatch { what: "UID", .. }
     ));
     // A node object other than the token's.
     let other_node = node_json("node-a", "00000000-0000-0000-0000-000000000002", &[]);
     assert!(matches!(
-        reviewed().bind_pod_and_node(&config(), pod().as_bytes(), other_node.as_bytes()).unwrap_err(),
+        reviewed()
+            .bind_pod_and_node(&config(), pod().as_bytes(), other_node.as_bytes())
+            .unwrap_err(),
         K8sPsatError::NodeMismatch { .. }
     ));
     let unscheduled = pod_json("spire", "spire-agent-x7k2p", POD_UID, "", "", &[]);
     assert!(matches!(
-        reviewed().bind_pod_and_node(&config(), unscheduled.as_bytes(), node().as_bytes()).unwrap_err(),
+        reviewed()
+            .bind_pod_and_node(&config(), unscheduled.as_bytes(), node().as_bytes())
+            .unwrap_err(),
         K8sPsatError::PodNotScheduled { .. }
     ));
     // A token without pod binding (a legacy secret-based token).
@@ -132,22 +191,37 @@ fn token_must_be_bound_to_the_live_pod_and_its_node() {
     r.extra.retain(|(k, _)| !k.ends_with("pod-uid"));
     assert_eq!(
         verify_token_review(&config(), CLUSTER, r.to_json().as_bytes()).unwrap_err(),
-        K8sPsatError::NotPodBound { key: "authentication.kubernetes.io/pod-uid" }
+        K8sPsatError::NotPodBound {
+            key: "authentication.kubernetes.io/pod-uid"
+        }
     );
 }
 
 #[test]
 fn malformed_responses_get_a_clear_error() {
-    for bad in [&b""[..], b"[]", b"{\"kind\":\"Status\",\"apiVersion\":\"v1\"}", b"{\"kind\":\"TokenReview\",\"apiVersion\":\"authentication.k8s.io/v1beta1\"}"] {
+    for bad in [
+        &b""[..],
+        b"[]",
+        b"{\"kind\":\"Status\",\"apiVersion\":\"v1\"}",
+        b"{\"kind\":\"TokenReview\",\"apiVersion\":\"authentication.k8s.io/v1beta1\"}",
+    ] {
         assert!(matches!(
             verify_token_review(&config(), CLUSTER, bad).unwrap_err(),
-            K8sPsatError::MalformedResponse { object: "TokenReview", .. }
+            K8sPsatError::MalformedResponse {
+                object: "TokenReview",
+                ..
+            }
         ));
     }
     let reviewed = verify_token_review(&config(), CLUSTER, review().to_json().as_bytes()).unwrap();
     assert!(matches!(
-        reviewed.bind_pod_and_node(&config(), node().as_bytes(), node().as_bytes()).unwrap_err(),
+        reviewed
+            .bind_pod_and_node(&config(), node().as_bytes(), node().as_bytes())
+            .unwrap_err(),
         K8sPsatError::MalformedResponse { object: "Pod", .. }
     ));
-    assert!(matches!(AttestationData::from_json(br#"{"cluster":"","token":"t"}"#).unwrap_err(), K8sPsatError::MalformedPayload { .. }));
+    assert!(matches!(
+        AttestationData::from_json(br#"{"cluster":"","token":"t"}"#).unwrap_err(),
+        K8sPsatError::MalformedPayload { .. }
+    ));
 }

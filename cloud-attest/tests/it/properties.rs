@@ -23,7 +23,9 @@ use proptest::prelude::*;
 use crate::aws_iid::{config as aws_config, honest as aws_honest, INSTANCE};
 
 fn aws_der() -> Vec<u8> {
-    STANDARD.decode(aws_honest().rsa2048.replace('\n', "")).unwrap()
+    STANDARD
+        .decode(aws_honest().rsa2048.replace('\n', ""))
+        .unwrap()
 }
 
 fn with_der(der: &[u8]) -> AttestationData {
@@ -47,7 +49,10 @@ fn gcp() -> &'static Gcp {
             JwkSet::from_jwks_json(jwks_json(&[("k", &key)]).as_bytes()).unwrap(),
             ["p".to_owned()],
         );
-        let token = key.sign_jwt("k", &gcp_claims(DEFAULT_AUDIENCE, "p", "42", SystemTime::now()));
+        let token = key.sign_jwt(
+            "k",
+            &gcp_claims(DEFAULT_AUDIENCE, "p", "42", SystemTime::now()),
+        );
         Gcp { config, token }
     })
 }
