@@ -287,11 +287,15 @@ impl JwkSet {
     }
 }
 
+/// The header fields read. Key-locating headers (`jku`, `x5u`, `jwk`, `x5c`) are ignored:
+/// keys come only from the configured set.
 #[derive(Deserialize)]
 struct Header {
     alg: String,
     #[serde(default)]
     kid: Option<String>,
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
 }
 
 /// Splits, decodes and verifies an RS256 token; returns its claims (a JSON object).
@@ -321,6 +325,13 @@ pub fn verify_rs256(
         .map_err(|e| malformed(format!("header is not a JSON object with alg: {e}")))?;
     if header.alg != "RS256" {
         return Err(JwtError::UnsupportedAlgorithm { found: header.alg });
+    }
+    if header.crit.is_some() {
+        // RFC 7515 4.1.11: critical extensions the verifier does not understand refuse the
+        // token; this verifier understands none.
+        return Err(malformed(
+            "header has critical extensions (crit), none are supported".into(),
+        ));
     }
     let kid = header.kid.ok_or(JwtError::MissingKeyId)?;
     let signature = decode("signature", s)?;
@@ -479,6 +490,14 @@ mod tests {
         assert_eq!(
             verify_rs256(&no_kid, &keys).unwrap_err(),
             JwtError::MissingKeyId
+        );
+        let crit = format!(
+            "{}.{}.AA",
+            b64(r#"{"alg":"RS256","kid":"x","crit":["b64"]}"#),
+            b64("{}")
+        );
+        assert!(
+            matches!(verify_rs256(&crit, &keys), Err(JwtError::Malformed { reason }) if reason.contains("crit"))
         );
         let unknown = format!("{}.{}.AA", b64(r#"{"alg":"RS256","kid":"x"}"#), b64("{}"));
         assert_eq!(
