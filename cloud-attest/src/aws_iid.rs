@@ -373,3 +373,26 @@ pub fn verify(
     identity.agent_path()?;
     Ok(identity)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicated_keys_in_the_document_are_refused() {
+        let doc = br#"{"accountId":"1","region":"us-west-2","region":"eu-west-1","availabilityZone":"a","instanceId":"i","imageId":"m"}"#;
+        let err = serde_json::from_slice::<Document>(doc).unwrap_err();
+        assert!(
+            err.to_string().contains("duplicate field `region`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rsa2048_body_tolerates_armour_and_line_breaks() {
+        assert_eq!(
+            decode_rsa2048("-----BEGIN PKCS7-----\nAAEC\r\nAw==\n-----END PKCS7-----\n").unwrap(),
+            [0, 1, 2, 3]
+        );
+    }
+}

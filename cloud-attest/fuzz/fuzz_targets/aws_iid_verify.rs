@@ -1,6 +1,7 @@
 //! aws_iid evidence on hostile input: the agent's JSON payload, and the bytes as the
-//! rsa2048 PKCS#7 with and without an unsigned copy. Errors, never a panic; nothing the
-//! fuzzer makes can verify (it has no key for the fixed certificate).
+//! rsa2048 PKCS#7 with an unsigned copy. Errors, never a panic; and whatever verifies
+//! (a seed signed with the fixture's key, or a mutation of one in bytes no signature covers)
+//! has an identity taken from the signed content, equal to any unsigned copy sent.
 #![no_main]
 
 use std::time::{Duration, SystemTime};
@@ -20,12 +21,18 @@ fuzz_target!(|data: &[u8]| {
         .expect("fixture certificate");
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(NOW);
     if let Ok(payload) = AttestationData::from_json(data) {
-        assert!(aws_iid::verify(&config, &payload, now).is_err());
+        if let Ok(id) = aws_iid::verify(&config, &payload, now) {
+            assert!(
+                payload.document.is_empty() || id.signed_document == payload.document.as_bytes()
+            );
+        }
     }
     let raw = AttestationData {
         document: String::from_utf8_lossy(data).into_owned(),
         signature: String::new(),
         rsa2048: base64::engine::general_purpose::STANDARD.encode(data),
     };
-    assert!(aws_iid::verify(&config, &raw, now).is_err());
+    if let Ok(id) = aws_iid::verify(&config, &raw, now) {
+        assert_eq!(id.signed_document, raw.document.as_bytes());
+    }
 });
