@@ -25,3 +25,21 @@ impl AgentNodeAttestor for JoinTokenNodeAttestor {
         Ok(self.token.as_bytes().to_vec())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_evidence_is_the_token_and_a_challenge_is_refused() {
+        let mut a = JoinTokenNodeAttestor::new("tok-123");
+        assert_eq!(a.name(), "join_token");
+        assert_eq!(a.evidence().unwrap(), b"tok-123");
+        match a.answer(b"anything") {
+            Err(AttestError::UnexpectedChallenge { attestor }) => {
+                assert_eq!(attestor, "join_token")
+            }
+            other => panic!("a join_token agent must refuse a challenge: {other:?}"),
+        }
+    }
+}
