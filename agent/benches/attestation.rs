@@ -23,11 +23,12 @@ use ironroot_server::node::nonce::NonceRegistry;
 use ironroot_server::node::tpm::anchors;
 use ironroot_server::node::tpm::policies::PolicySet;
 use ironroot_server::node::tpm::{TpmAttestor, TpmKind, TpmShared};
-use ironroot_server::node::{Begun, NodeAttestor};
+use ironroot_server::node::{Begun, Evidence, NodeAttestor};
 use ironroot_testkit::server::TD;
 use ironroot_testkit::swtpm::{SwtpmOptions, SwtpmState};
 use ironroot_tpm::device::EkAlgorithm;
 use ironroot_tpm::verify::HashAlg;
+use prost::Message;
 
 mod support;
 use support::percentile;
@@ -138,25 +139,29 @@ fn main() {
             Ok::<_, ironroot_tpm::device::DeviceError>((ek, ak))
         })
         .expect("ek, ak");
-    let params = pb::AttestParams {
-        attestor: "tpm_ek".into(),
-        csr: key.csr().expect("csr"),
-        tpm: Some(pb::TpmEvidence {
+    let csr = key.csr().expect("csr");
+    let payload = pb::TpmAttestation {
+        evidence: Some(pb::TpmEvidence {
             ek_certificate: ek.certificate.clone().unwrap_or_default(),
             ek_public: ek.public.clone(),
             ak_public: ak.public.clone(),
             agent_key_public: key.public().to_vec(),
             ..Default::default()
         }),
-        join_token: String::new(),
         devid_enrollment: None,
+    }
+    .encode_to_vec();
+    let evidence = Evidence {
+        payload: &payload,
+        csr: &csr,
     };
     let mut cpu = Vec::with_capacity(CPU_RUNS);
     for _ in 0..CPU_RUNS {
         let c0 = thread_cpu();
-        let Ok(Begun::Challenge(ch, pending)) = attestor.begin(&params) else {
+        let Ok(Begun::Challenge(ch, pending)) = attestor.begin(&evidence) else {
             panic!("begin failed");
         };
+        let ch = pb::TpmChallenge::decode(ch.as_slice()).expect("a TPM challenge");
         let c_begin = thread_cpu() - c0;
         let resp = shared
             .with(|t| {
@@ -168,7 +173,7 @@ fn main() {
                     &[(HashAlg::Sha256, ch.pcr_selection[0].pcrs.clone())],
                 )?;
                 let (attest, sig) = key.run(t, |t, k| t.certify(k, &ak, &ch.agent_key_nonce))?;
-                Ok::<_, ironroot_tpm::device::DeviceError>(pb::ChallengeResponse {
+                Ok::<_, ironroot_tpm::device::DeviceError>(pb::TpmChallengeResponse {
                     activated_secret: secret,
                     quote_attest: q.attest,
                     quote_signature: q.signature,
@@ -189,7 +194,7 @@ fn main() {
             })
             .expect("answer");
         let c1 = thread_cpu();
-        pending.finish(&resp).expect("finish");
+        pending.finish(&resp.encode_to_vec()).expect("finish");
         cpu.push(c_begin + (thread_cpu() - c1));
     }
     cpu.sort();

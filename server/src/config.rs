@@ -8,9 +8,14 @@
 
 mod file;
 mod limits;
+mod node_attestors;
 mod store;
 
 pub(crate) use limits::NodeLimitsConfig;
+pub use node_attestors::PolicyBinding;
+pub(crate) use node_attestors::{
+    JoinTokenConfig, NodeAttestorConfig, NodeAttestorsConfig, TpmAttestorConfig,
+};
 pub(crate) use store::StoreConfig;
 
 use std::fmt;
@@ -285,72 +290,6 @@ impl Default for NodeApiConfig {
             limits: NodeLimitsConfig::default(),
         }
     }
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct NodeAttestorsConfig {
-    /// Enables `tpm_ek` (and `tpm_devid` when a DevID CA is set).
-    pub(crate) tpm: Option<TpmAttestorConfig>,
-    pub(crate) join_token: JoinTokenConfig,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct JoinTokenConfig {
-    pub(crate) enabled: bool,
-}
-
-impl Default for JoinTokenConfig {
-    fn default() -> Self {
-        JoinTokenConfig { enabled: true }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TpmAttestorConfig {
-    /// PEM bundle of TPM manufacturer CAs; EK certificates must chain to one.
-    pub(crate) ek_ca_bundle: Option<PathBuf>,
-    /// SHA-256 (hex) of EK public keys accepted without a certificate.
-    #[serde(default)]
-    pub(crate) ek_hash_allow_list: Vec<String>,
-    /// PEM bundle of DevID CAs; enables `tpm_devid`.
-    pub(crate) devid_ca_bundle: Option<PathBuf>,
-    /// Issue LDevID certificates (HSM-held DevID CA) to nodes that enroll
-    /// while attesting with `tpm_ek`; also enables `tpm_devid` for them.
-    #[serde(default)]
-    pub(crate) devid_issuer: bool,
-    /// Lifetime of issued LDevID certificates.
-    #[serde(default = "ldevid_ttl", with = "humantime_serde")]
-    pub(crate) ldevid_ttl: Duration,
-    /// Directory of measured-boot policies (`*.toml`, one named policy each).
-    pub(crate) policies_dir: PathBuf,
-    /// Policy for nodes no binding names.
-    pub(crate) default_policy: Option<String>,
-    /// First matching binding wins.
-    #[serde(default)]
-    pub(crate) policy_bindings: Vec<PolicyBinding>,
-    /// Sign agent SVIDs only for TPM-resident keys the AK certified; a software agent
-    /// key is then rejected. `false` also admits software keys (`tpm:agent_key:software`).
-    #[serde(default = "yes")]
-    pub(crate) require_tpm_agent_key: bool,
-}
-
-fn ldevid_ttl() -> Duration {
-    DEFAULT_LDEVID_TTL
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// Nodes with `selector` (e.g. `tpm:ek_hash:ab12..`) must pass `policy`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyBinding {
-    pub(crate) selector: String,
-    pub(crate) policy: String,
 }
 
 #[derive(Debug, Clone)]

@@ -1,7 +1,6 @@
 //! `ironroot-server run`: opens the key manager, store and CA, then serves
 //! the admin API and keeps the CA rotation schedule until told to stop.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,24 +9,18 @@ use tracing::{error, info, warn};
 
 use crate::admin::{bind_admin_socket, serve_admin, AdminService};
 use crate::authorized::AuthorizedCache;
-use crate::ca::devid_ca::DevIdCa;
 use crate::ca::upstream::Upstream;
 use crate::ca::{CaSettings, CertificateAuthority};
 use crate::changes::Changes;
 use crate::config::{KeyManagerConfig, ListenAddress, ServerConfig, StoreConfig, UpstreamConfig};
 use crate::node::agent_api::{AgentApi, AgentService};
-use crate::node::join_token::JoinTokenAttestor;
 use crate::node::limits::NodeLimits;
-use crate::node::nonce::NonceRegistry;
+use crate::node::registry::{self, BuildContext};
 use crate::node::tls::{tls_incoming, ServerIdentity};
-use crate::node::tpm::anchors;
-use crate::node::tpm::policies::PolicySet;
-use crate::node::tpm::{TpmAttestor, TpmKind, TpmShared};
-use crate::node::{NodeAttestor, NodeService};
+use crate::node::NodeService;
 use crate::store::{DataStore, PostgresStore, SledStore};
 use ironroot_api::spiffe_id::SpiffeId;
 use ironroot_runtime::unix_now;
-use ironroot_tpm::verify::certchain::Anchors;
 
 mod error;
 
@@ -51,77 +44,19 @@ fn node_service(
     ca: Arc<CertificateAuthority>,
     km: Arc<dyn KeyManager>,
 ) -> Result<NodeService, StartError> {
-    let td = ca.trust_domain().clone();
-    let mut attestors: HashMap<&'static str, Arc<dyn NodeAttestor>> = HashMap::new();
-    if cfg.node_attestors.join_token.enabled {
-        attestors.insert(
-            crate::node::join_token::NAME,
-            Arc::new(JoinTokenAttestor {
-                store: store.clone(),
-                trust_domain: td.clone(),
-            }),
-        );
-    }
-    if let Some(t) = &cfg.node_attestors.tpm {
-        let load = |p: &Option<PathBuf>, key: &'static str| -> Result<Anchors, StartError> {
-            match p {
-                Some(p) => {
-                    anchors::from_pem_file(p).map_err(|source| StartError::Anchors { key, source })
-                }
-                None => Ok(Anchors::default()),
-            }
-        };
-        let mut devid_anchors = load(&t.devid_ca_bundle, "node_attestors.tpm.devid_ca_bundle")?;
-        let devid_ca = if t.devid_issuer {
-            let ca = DevIdCa::open(
-                km,
-                &cfg.ca.key_label_prefix,
-                &td,
-                &DevIdCa::default_cert_path(&cfg.data_dir),
-                (t.ldevid_ttl.as_secs() / 86400).max(1) as i64,
-            )
-            .map_err(StartError::DevIdCa)?;
-            devid_anchors
-                .add_der(&ca.cert_der)
-                .map_err(StartError::DevIdAnchor)?;
-            Some(Arc::new(ca))
-        } else {
-            None
-        };
-        let devid_enabled = !devid_anchors.is_empty();
-        let shared = Arc::new(TpmShared {
-            trust_domain: td,
-            ek_anchors: load(&t.ek_ca_bundle, "node_attestors.tpm.ek_ca_bundle")?,
-            ek_hash_allow_list: t.ek_hash_allow_list.clone(),
-            devid_anchors,
-            devid_ca,
-            policies: PolicySet::load(
-                &t.policies_dir,
-                &t.policy_bindings,
-                t.default_policy.clone(),
-            )
-            .map_err(StartError::Policies)?,
-            nonces: Arc::new(NonceRegistry::new(cfg.node_api.limits.max_pending_nonces)),
+    let attestors = registry::build(
+        &cfg.node_attestors,
+        &BuildContext {
+            trust_domain: ca.trust_domain().clone(),
+            store: store.clone(),
+            key_manager: km,
+            key_label_prefix: &cfg.ca.key_label_prefix,
+            data_dir: &cfg.data_dir,
             challenge_ttl: cfg.node_api.challenge_ttl,
-            require_tpm_agent_key: t.require_tpm_agent_key,
-        });
-        attestors.insert(
-            "tpm_ek",
-            Arc::new(TpmAttestor {
-                kind: TpmKind::Ek,
-                shared: shared.clone(),
-            }),
-        );
-        if devid_enabled {
-            attestors.insert(
-                "tpm_devid",
-                Arc::new(TpmAttestor {
-                    kind: TpmKind::DevId,
-                    shared,
-                }),
-            );
-        }
-    }
+            max_pending_nonces: cfg.node_api.limits.max_pending_nonces,
+        },
+    )?;
+    info!(enabled = %attestors.enabled(), "node attestors");
     Ok(NodeService {
         attestors,
         ca,

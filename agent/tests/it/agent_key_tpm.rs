@@ -45,7 +45,7 @@ fn with_params(
         cfg,
         Hooks {
             params: Some(f),
-            answer: None,
+            ..Hooks::default()
         },
     )
 }
@@ -143,12 +143,18 @@ fn a_software_key_presented_as_tpm_resident_is_rejected() {
         },
     })
     .unwrap();
-    let e = with_params(&cfg, &mut |p| {
-        p.csr = csr.clone();
-        if let Some(t) = p.tpm.as_mut() {
-            t.agent_key_public = forged.to_tpm2b();
-        }
-    });
+    let e = attest_hooked(
+        &cfg,
+        Hooks {
+            params: Some(&mut |p: &mut pb::AttestParams| p.csr = csr.clone()),
+            tpm_evidence: Some(&mut |t: &mut pb::TpmAttestation| {
+                if let Some(t) = t.evidence.as_mut() {
+                    t.agent_key_public = forged.to_tpm2b();
+                }
+            }),
+            answer: None,
+        },
+    );
     assert_rejected(
         e,
         "agent key",
@@ -247,9 +253,9 @@ fn a_key_without_the_required_attributes_is_rejected() {
     let e = attest_hooked(
         &cfg,
         Hooks {
-            params: Some(&mut |p: &mut pb::AttestParams| {
-                p.csr = csr.clone();
-                if let Some(t) = p.tpm.as_mut() {
+            params: Some(&mut |p: &mut pb::AttestParams| p.csr = csr.clone()),
+            tpm_evidence: Some(&mut |t: &mut pb::TpmAttestation| {
+                if let Some(t) = t.evidence.as_mut() {
                     t.agent_key_public = devid.public.clone();
                 }
             }),

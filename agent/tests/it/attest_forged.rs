@@ -2,7 +2,6 @@
 //! the real server and a swtpm per test. Hooks change what the agent sends.
 
 use crate::common::*;
-use ironroot_agent::attest::Hooks;
 use ironroot_agent::config::NodeAttestorKind;
 use ironroot_api::node as pb;
 use ironroot_tpm::device::Tpm;
@@ -12,7 +11,7 @@ use ironroot_tpm::verify::HashAlg;
 fn a_replayed_quote_is_rejected() {
     let env = good_env("forged_replayed_quote");
     let (_tpm, cfg) = booted(&env);
-    let mut saved: Option<pb::ChallengeResponse> = None;
+    let mut saved: Option<pb::TpmChallengeResponse> = None;
     with_answer(&cfg, &mut |_, _, r| saved = Some(r.clone())).expect("first attestation passes");
     let old = saved.expect("answer captured");
     assert_rejected(
@@ -89,27 +88,13 @@ fn forged_answers_are_rejected() {
         &[],
     );
     // An AK that is not a restricted key: swap in the EK's public area.
-    let e = attest_hooked(
-        &cfg,
-        Hooks {
-            params: Some(&mut |p: &mut pb::AttestParams| {
-                if let Some(t) = p.tpm.as_mut() {
-                    t.ak_public = t.ek_public.clone();
-                }
-            }),
-            answer: None,
-        },
-    );
+    let e = with_tpm_evidence(&cfg, &mut |p| {
+        if let Some(t) = p.evidence.as_mut() {
+            t.ak_public = t.ek_public.clone();
+        }
+    });
     assert_rejected(e, "AK attributes", &["restricted signing key"]);
-    // An unknown attestor name.
-    let e = attest_hooked(
-        &cfg,
-        Hooks {
-            params: Some(&mut |p: &mut pb::AttestParams| p.attestor = "aws_iid".into()),
-            answer: None,
-        },
-    );
-    assert_rejected(e, "attestor 'aws_iid' is not enabled", &["tpm_ek"]);
+    // Names and payloads the seam refuses: attest_seam.rs.
 }
 
 #[test]
@@ -262,18 +247,12 @@ fn tpm_devid_happy_path_and_rejections() {
     let other_public = issue_devid(&ca, &other, "gw-0099", &other_path);
     let other_chain = std::fs::read_to_string(&other_path).unwrap();
     let other_der = pem::parse(other_chain).unwrap().into_contents();
-    let e = attest_hooked(
-        &cfg,
-        Hooks {
-            params: Some(&mut |p: &mut pb::AttestParams| {
-                if let Some(t) = p.tpm.as_mut() {
-                    t.devid_public = other_public.clone();
-                    t.devid_certificate_chain = vec![other_der.clone()];
-                }
-            }),
-            answer: None,
-        },
-    );
+    let e = with_tpm_evidence(&cfg, &mut |p| {
+        if let Some(t) = p.evidence.as_mut() {
+            t.devid_public = other_public.clone();
+            t.devid_certificate_chain = vec![other_der.clone()];
+        }
+    });
     assert_rejected(e, "DevID certify", &["the DevID key is not in this TPM"]);
 
     // The DevID signature over the nonce made by another key.

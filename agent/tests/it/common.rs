@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ironroot_agent::api_client;
 use ironroot_agent::attest::{attest_with, AttestOutcome, Hooks, KeySource, TpmSession};
 use ironroot_agent::config::{AgentConfig, NodeAttestorKind, TpmConfig};
-use ironroot_api::node::{Challenge, ChallengeResponse};
+use ironroot_api::node::{TpmAttestation, TpmChallenge, TpmChallengeResponse};
 use ironroot_api::workload::X509svidResponse;
 use ironroot_testkit::agent::AgentSpec;
 pub(crate) use ironroot_testkit::agent::{agent_bin, AgentProcess};
@@ -130,13 +130,27 @@ pub(crate) fn attest_hooked(cfg: &AgentConfig, hooks: Hooks<'_>) -> anyhow::Resu
 /// Attests with `f` changing the answer to the server's challenge.
 pub(crate) fn with_answer(
     cfg: &AgentConfig,
-    f: &mut (dyn FnMut(&mut TpmSession, &Challenge, &mut ChallengeResponse) + Send),
+    f: &mut (dyn FnMut(&mut TpmSession, &TpmChallenge, &mut TpmChallengeResponse) + Send),
 ) -> anyhow::Result<AttestOutcome> {
     attest_hooked(
         cfg,
         Hooks {
-            params: None,
             answer: Some(f),
+            ..Hooks::default()
+        },
+    )
+}
+
+/// Attests with `f` changing the TPM evidence (before it is encoded into the payload).
+pub(crate) fn with_tpm_evidence(
+    cfg: &AgentConfig,
+    f: &mut (dyn FnMut(&mut TpmAttestation) + Send),
+) -> anyhow::Result<AttestOutcome> {
+    attest_hooked(
+        cfg,
+        Hooks {
+            tpm_evidence: Some(f),
+            ..Hooks::default()
         },
     )
 }

@@ -12,6 +12,7 @@ mod agent_key_tpm;
 mod agent_resilience;
 mod attest_forged;
 mod attest_relabel;
+mod attest_seam;
 mod attest_tpm;
 mod attestor_fixture;
 mod common;

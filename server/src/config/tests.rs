@@ -223,6 +223,41 @@ fn upstream_pkcs11_reads_every_token_key() {
     }
 }
 
+/// `[node_attestors]` sections are attestors by name: an unknown one is refused naming it
+/// and the known ones, a typo inside a section names the key; join_token stays enabled
+/// unless its section says otherwise.
+#[test]
+fn node_attestor_sections_are_attestors_by_name() {
+    let head = "trust_domain = \"example.org\"\ninsecure_software_keys = true\n";
+    let e = parse(&format!(
+        "{head}[node_attestors.tpm_ek]\npolicies_dir = \"/p\"\n"
+    ))
+    .unwrap_err();
+    assert!(e.contains("node_attestors.tpm_ek"), "{e}");
+    assert!(e.contains("unknown variant `tpm_ek`"), "{e}");
+    assert!(e.contains("`tpm`") && e.contains("`join_token`"), "{e}");
+    let e = parse(&format!(
+        "{head}[node_attestors.tpm]\npolicies_dir = \"/p\"\npolicy_dir = \"/p\"\n"
+    ))
+    .unwrap_err();
+    assert!(e.contains("node_attestors.tpm"), "{e}");
+    assert!(e.contains("unknown field `policy_dir`"), "{e}");
+
+    let c = parse(&format!(
+        "{head}[node_attestors.tpm]\npolicies_dir = \"/p\"\n"
+    ))
+    .unwrap();
+    assert!(c.node_attestors.join_token().enabled);
+    assert_eq!(c.node_attestors.sections().len(), 2);
+    let c = parse(&format!(
+        "{head}[node_attestors.join_token]\nenabled = false\n"
+    ))
+    .unwrap();
+    assert!(!c.node_attestors.join_token().enabled);
+    assert!(c.node_attestors.tpm().is_none());
+    assert_eq!(c.node_attestors.sections().len(), 1);
+}
+
 /// The flattened token keys do not open `[upstream]` to any key: a typo is refused, named.
 #[test]
 fn unknown_upstream_keys_are_refused() {
@@ -331,10 +366,10 @@ fn the_annotated_example_parses_with_the_defaults_it_states() {
     );
     assert_eq!(c.node_api.limits, defaults.node_api.limits);
     assert_eq!(c.node_api.limits, NodeLimitsConfig::default());
-    assert!(c.node_attestors.join_token.enabled);
+    assert!(c.node_attestors.join_token().enabled);
     let tpm = c
         .node_attestors
-        .tpm
+        .tpm()
         .expect("the example enables the TPM attestors");
     assert_eq!(tpm.ldevid_ttl, DEFAULT_LDEVID_TTL);
     assert!(tpm.require_tpm_agent_key);

@@ -1,18 +1,19 @@
 //! The `join_token` attestor, for labs without a TPM: an operator creates a
 //! single-use token with a TTL (`ironroot-server token generate`), the agent
-//! presents it once. Only the token's SHA-256 is stored.
+//! presents it once (its payload: the token, UTF-8, as SPIRE sends it). Only the
+//! token's SHA-256 is stored. No challenge.
 
 use std::sync::Arc;
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use ironroot_api::node as pb;
-use ironroot_api::selector::Selector;
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use ironroot_runtime::unix_now;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use super::{AttestError, Attested, Begun, NodeAttestor};
+use super::registry::BuildContext;
+use super::{AttestError, Attested, AttestorRefusal, Begun, Evidence, NodeAttestor};
+use crate::config::JoinTokenConfig;
 use crate::store::{DataStore, StoreError};
 
 pub(crate) const NAME: &str = "join_token";
@@ -36,6 +37,17 @@ pub(crate) async fn create(
     Ok((token, expires_at))
 }
 
+/// `[node_attestors.join_token]`: the attestor, unless `enabled = false`.
+pub(super) fn build(cfg: &JoinTokenConfig, ctx: &BuildContext<'_>) -> Vec<Arc<dyn NodeAttestor>> {
+    if !cfg.enabled {
+        return Vec::new();
+    }
+    vec![Arc::new(JoinTokenAttestor {
+        store: ctx.store.clone(),
+        trust_domain: ctx.trust_domain.clone(),
+    })]
+}
+
 pub(crate) struct JoinTokenAttestor {
     pub(crate) store: Arc<dyn DataStore>,
     pub(crate) trust_domain: TrustDomain,
@@ -46,8 +58,15 @@ impl NodeAttestor for JoinTokenAttestor {
         NAME
     }
 
-    fn begin(&self, params: &pb::AttestParams) -> Result<Begun, AttestError> {
-        let token = params.join_token.trim();
+    fn begin(&self, evidence: &Evidence<'_>) -> Result<Begun, AttestError> {
+        let token =
+            std::str::from_utf8(evidence.payload).map_err(|e| AttestorRefusal::BadPayload {
+                attestor: NAME,
+                message: "evidence",
+                form: "the token as UTF-8 text",
+                reason: e.to_string(),
+            })?;
+        let token = token.trim();
         if token.is_empty() {
             return Err(AttestError::malformed(
                 "join token",
@@ -79,8 +98,7 @@ impl NodeAttestor for JoinTokenAttestor {
             .map_err(|e| AttestError::rejected("agent id", e.to_string()))?;
         Ok(Begun::Done(Attested {
             agent_id: id,
-            selectors: vec![Selector::new("join_token", "attested")
-                .map_err(|e| AttestError::rejected("selectors", e.to_string()))?],
+            selectors: vec!["attested".into()],
             boot_policy: None,
             devid_chain: Vec::new(),
         }))

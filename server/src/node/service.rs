@@ -1,6 +1,5 @@
 //! The Node API stream: params -> (challenge -> answer) -> agent SVID.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,13 +13,17 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use super::limits::NodeLimits;
-use super::{AttestError, Attested, Begun, NodeAttestor};
+use super::registry::Registry;
+use super::{AttestError, Attested, AttestorRefusal, Begun, Evidence, NodeAttestor};
 use crate::ca::{x509, CertificateAuthority};
 use crate::status;
 use crate::store::{AttestedNode, DataStore};
+use ironroot_api::selector::Selector;
+use ironroot_api::spiffe_id::SpiffeId;
 
 pub(crate) struct NodeService {
-    pub(crate) attestors: HashMap<&'static str, Arc<dyn NodeAttestor>>,
+    /// The enabled node attestors, by name.
+    pub(crate) attestors: Registry,
     pub(crate) ca: Arc<CertificateAuthority>,
     pub(crate) store: Arc<dyn DataStore>,
     pub(crate) agent_svid_ttl: Duration,
@@ -55,27 +58,36 @@ impl NodeService {
         };
         let attestor = self
             .attestors
-            .get(params.attestor.as_str())
-            .cloned()
-            .ok_or_else(|| {
-                let mut known: Vec<_> = self.attestors.keys().copied().collect();
-                known.sort();
-                Status::permission_denied(format!(
-                    "attestation rejected: attestor '{}' is not enabled on this server (enabled: {})",
-                    params.attestor,
-                    known.join(", ")
-                ))
-            })?;
-        // Proof of possession of the agent key before any TPM work.
+            .get(&params.attestor)
+            .map_err(|r| status::attest(&r.into()))?;
+        // Proof of possession of the agent key before any attestor work.
         let public_key = x509::parse_csr(&params.csr)
             .map_err(|e| status::attest(&AttestError::malformed("agent CSR", e.to_string())))?;
+        if params.payload.is_empty() {
+            return Err(status::attest(
+                &AttestorRefusal::EmptyPayload {
+                    attestor: attestor.name(),
+                    message: "evidence",
+                }
+                .into(),
+            ));
+        }
 
-        let begun = blocking(move || attestor.begin(&params)).await?;
+        let begin_with = attestor.clone();
+        let begun = blocking(move || {
+            begin_with.begin(&Evidence {
+                payload: &params.payload,
+                csr: &params.csr,
+            })
+        })
+        .await?;
         let attested = match begun {
             Begun::Done(a) => a,
             Begun::Challenge(challenge, pending) => {
                 tx.send(Ok(pb::AttestResponse {
-                    step: Some(pb::attest_response::Step::Challenge(challenge)),
+                    step: Some(pb::attest_response::Step::Challenge(pb::Challenge {
+                        payload: challenge,
+                    })),
                 }))
                 .await
                 .map_err(|_| Status::cancelled("the agent went away"))?;
@@ -96,16 +108,17 @@ impl NodeService {
                         "the second message must answer the challenge",
                     ));
                 };
-                blocking(move || pending.finish(&resp)).await?
+                blocking(move || pending.finish(&resp.payload)).await?
             }
         };
+        let attested = seal(attestor.as_ref(), attested).map_err(|e| status::attest(&e))?;
         self.issue(attested, public_key).await
     }
 
     /// Records the node and signs its agent SVID.
     async fn issue(
         &self,
-        attested: Attested,
+        attested: Sealed,
         public_key: rcgen::PublicKey,
     ) -> Result<pb::AttestResult, Status> {
         check_not_banned(self.store.as_ref(), &attested).await?;
@@ -128,8 +141,7 @@ impl NodeService {
         self.store
             .record_attestation(&AttestedNode {
                 spiffe_id: a.agent_id.clone(),
-                // Attestors name agents under /spire/agent/; any other ID records none.
-                attestor: a.agent_id.agent_attestor().unwrap_or_default().to_owned(),
+                attestor: a.attestor.to_owned(),
                 selectors: a.selectors.clone(),
                 serial_number: serial,
                 expires_at: svid.expires_at,
@@ -162,14 +174,63 @@ impl NodeService {
     }
 }
 
+/// What the attestor proved, as the server records it: every selector value prefixed with
+/// the attestor's selector type (SPIRE's rule: an attestor cannot make selectors of another
+/// type), and the agent ID checked to be under `/spire/agent/<name>/` (an attestor cannot
+/// name an agent of another attestor, or the server).
+pub(super) fn seal(attestor: &dyn NodeAttestor, a: Attested) -> Result<Sealed, AttestError> {
+    let name = attestor.name();
+    let under = a
+        .agent_id
+        .path()
+        .strip_prefix("/spire/agent/")
+        .and_then(|rest| rest.strip_prefix(name))
+        .is_some_and(|rest| rest.len() > 1 && rest.starts_with('/'));
+    if !under {
+        return Err(AttestError::internal(
+            "agent id",
+            format!(
+                "attestor '{name}' named agent {}, outside spiffe://<td>/spire/agent/{name}/",
+                a.agent_id
+            ),
+        ));
+    }
+    let kind = attestor.selector_type();
+    let selectors = a
+        .selectors
+        .iter()
+        .map(|v| {
+            Selector::new(kind, v.clone())
+                .map_err(|e| AttestError::internal("selectors", format!("attestor '{name}': {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Sealed {
+        attestor: name,
+        agent_id: a.agent_id,
+        selectors,
+        boot_policy: a.boot_policy,
+        devid_chain: a.devid_chain,
+    })
+}
+
+/// An attestation the service accepted from its attestor (see [`seal`]).
+#[derive(Debug)]
+pub(super) struct Sealed {
+    pub(super) attestor: &'static str,
+    pub(super) agent_id: SpiffeId,
+    pub(super) selectors: Vec<Selector>,
+    pub(super) boot_policy: Option<String>,
+    pub(super) devid_chain: Vec<Vec<u8>>,
+}
+
 /// Refuses a banned node, and any node whose TPM (EK hash) belongs to a banned
 /// node: a banned TPM cannot come back under another attestor or a new LDevID.
 /// Reads only the banned nodes (an index), never every node.
-async fn check_not_banned(store: &dyn DataStore, a: &Attested) -> Result<(), Status> {
+async fn check_not_banned(store: &dyn DataStore, a: &Sealed) -> Result<(), Status> {
     let ek = a
         .selectors
         .iter()
-        .find(|s| s.kind == "tpm" && s.value.starts_with("ek_hash:"));
+        .find(|s| s.kind == super::tpm::SELECTOR_TYPE && s.value.starts_with("ek_hash:"));
     let banned = store
         .list_banned_nodes()
         .await
@@ -243,5 +304,75 @@ impl Node for NodeApi {
             let _ = tx.send(msg).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ironroot_api::spiffe_id::TrustDomain;
+
+    struct Fixed(&'static str, &'static str);
+    impl NodeAttestor for Fixed {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn selector_type(&self) -> &'static str {
+            self.1
+        }
+        fn begin(&self, _: &Evidence<'_>) -> Result<Begun, AttestError> {
+            unreachable!("not called by these tests")
+        }
+    }
+
+    fn attested(path: &str, selectors: &[&str]) -> Attested {
+        let td: TrustDomain = "example.org".parse().unwrap();
+        Attested {
+            agent_id: SpiffeId::from_path(&td, path).unwrap(),
+            selectors: selectors.iter().map(|s| s.to_string()).collect(),
+            boot_policy: None,
+            devid_chain: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn selector_values_get_the_attestor_type_and_agent_ids_stay_under_its_name() {
+        let aws = Fixed("aws_iid", "aws_iid");
+        let s = seal(
+            &aws,
+            attested(
+                "/spire/agent/aws_iid/123/eu-west-1/i-1",
+                &["account_id:123", "tpm:ek_hash:ab"],
+            ),
+        )
+        .unwrap();
+        let shown: Vec<String> = s.selectors.iter().map(|s| s.to_string()).collect();
+        // A value that looks like another type's selector stays inside this type.
+        assert_eq!(
+            shown,
+            ["aws_iid:account_id:123", "aws_iid:tpm:ek_hash:ab"],
+            "every value is prefixed with the attestor's type"
+        );
+        assert_eq!(s.attestor, "aws_iid");
+        // The TPM attestors keep their `tpm` type.
+        let tpm = Fixed("tpm_ek", "tpm");
+        let s = seal(
+            &tpm,
+            attested("/spire/agent/tpm_ek/ab12", &["ek_hash:ab12"]),
+        )
+        .unwrap();
+        assert_eq!(s.selectors[0].to_string(), "tpm:ek_hash:ab12");
+
+        for path in [
+            "/spire/agent/tpm_ek/ab12",
+            "/spire/agent/aws_iid",
+            "/spire/agent/aws_iidx/1",
+            "/spire/server",
+            "/workload/aws_iid/1",
+        ] {
+            let e = seal(&aws, attested(path, &[])).unwrap_err();
+            assert_eq!(e.check, "agent id", "{path}");
+            assert_eq!(e.kind, crate::node::RejectKind::Internal, "{path}");
+        }
     }
 }

@@ -36,7 +36,7 @@ fn rejection(e: AgentKeyError) -> AttestError {
 /// Offline checks of the first message: the public area's shape and that the CSR carries
 /// that key; a software key only if `require_tpm` is off.
 pub(super) fn check_presented(
-    params: &pb::AttestParams,
+    csr: &[u8],
     tpm: &pb::TpmEvidence,
     require_tpm: bool,
 ) -> Result<PresentedKey, AttestError> {
@@ -52,7 +52,7 @@ pub(super) fn check_presented(
             Ok(PresentedKey::Software)
         };
     }
-    let csr_key = crate::ca::x509::parse_csr(&params.csr)
+    let csr_key = crate::ca::x509::parse_csr(csr)
         .map_err(|e| AttestError::malformed("agent CSR", e.to_string()))?;
     let spki = rcgen::PublicKeyData::subject_public_key_info(&csr_key);
     check_agent_key(&tpm.agent_key_public, &spki)
@@ -66,7 +66,7 @@ pub(super) fn check_certified(
     ak: &TpmPublic,
     key: &TpmPublic,
     nonce: &[u8; 32],
-    r: &pb::ChallengeResponse,
+    r: &pb::TpmChallengeResponse,
     now: i64,
 ) -> Result<(), AttestError> {
     if r.agent_key_certify_attest.is_empty() {

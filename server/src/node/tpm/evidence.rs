@@ -46,7 +46,7 @@ pub(super) fn check_quote(
     nonce: &[u8; 32],
     bank: HashAlg,
     pcrs: &[u32],
-    r: &pb::ChallengeResponse,
+    r: &pb::TpmChallengeResponse,
     now: i64,
 ) -> Result<QuotedPcrs, AttestError> {
     let quote = match Quote::parse(&r.quote_attest, nonce) {

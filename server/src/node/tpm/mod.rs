@@ -11,6 +11,7 @@ pub mod anchors;
 mod evidence;
 mod pending;
 pub mod policies;
+pub(super) mod setup;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +26,15 @@ use ironroot_tpm::verify::{make_credential, TpmPublic};
 use rand::RngCore;
 
 use super::nonce::NonceRegistry;
-use super::{AttestError, Begun, NodeAttestor};
+use super::{decode_payload, AttestError, Begun, Evidence, NodeAttestor};
 use crate::ca::devid_ca::DevIdCa;
 use pending::PendingTpm;
 use policies::PolicySet;
+
+/// The selector type of both TPM attestors (kept from before the attestor seam rather than
+/// each attestor's name): an entry, a policy binding or a ban written for a TPM holds
+/// whichever TPM attestor the node uses.
+pub(crate) const SELECTOR_TYPE: &str = "tpm";
 
 /// PCRs quoted whatever the policy: what firmware and boot loaders measure,
 /// including every PCR the policy's boot facts come from (4, 7, 8, 9, and 12
@@ -77,8 +83,9 @@ pub struct TpmAttestor {
     pub shared: Arc<TpmShared>,
 }
 
-fn selector(kind: &str, value: impl std::fmt::Display) -> Result<Selector, AttestError> {
-    Selector::new(kind, value.to_string())
+/// A `tpm:` selector: policies are bound to these before the service prefixes the values.
+fn selector(value: impl std::fmt::Display) -> Result<Selector, AttestError> {
+    Selector::new(SELECTOR_TYPE, value.to_string())
         .map_err(|e| AttestError::rejected("selectors", e.to_string()))
 }
 
@@ -163,9 +170,15 @@ impl NodeAttestor for TpmAttestor {
         }
     }
 
-    fn begin(&self, params: &pb::AttestParams) -> Result<Begun, AttestError> {
+    fn selector_type(&self) -> &'static str {
+        SELECTOR_TYPE
+    }
+
+    fn begin(&self, evidence: &Evidence<'_>) -> Result<Begun, AttestError> {
+        let params: pb::TpmAttestation =
+            decode_payload(self.name(), "evidence", "TpmAttestation", evidence.payload)?;
         let tpm = params
-            .tpm
+            .evidence
             .as_ref()
             .ok_or_else(|| AttestError::malformed("evidence", "no TPM evidence was sent"))?;
         let ek = TpmPublic::from_tpm2b(&tpm.ek_public)
@@ -175,17 +188,17 @@ impl NodeAttestor for TpmAttestor {
         let ek_hash = self.check_ek(tpm, &ek)?;
         check_ak(&ak)?;
         let td = &self.shared.trust_domain;
-        let mut selectors = vec![selector("tpm", format!("ek_hash:{ek_hash}"))?];
+        let mut selectors = vec![selector(format!("ek_hash:{ek_hash}"))?];
         let (agent_id, devid) = match self.kind {
             TpmKind::Ek => (SpiffeId::agent(td, "tpm_ek", &ek_hash), None),
             TpmKind::DevId => {
                 let d = evidence::check_devid(tpm, &ak, &self.shared.devid_anchors, unix_now())?;
                 // A missing CN gives no selector rather than one shared by every such device.
                 if let Some(cn) = common_name(&d.cert.tbs_certificate.subject) {
-                    selectors.push(selector("tpm", format!("devid_subject_cn:{cn}"))?);
+                    selectors.push(selector(format!("devid_subject_cn:{cn}"))?);
                 }
                 if let Some(cn) = common_name(&d.cert.tbs_certificate.issuer) {
-                    selectors.push(selector("tpm", format!("devid_issuer_cn:{cn}"))?);
+                    selectors.push(selector(format!("devid_issuer_cn:{cn}"))?);
                 }
                 (
                     SpiffeId::agent(td, "tpm_devid", &d.fingerprint),
@@ -204,7 +217,8 @@ impl NodeAttestor for TpmAttestor {
             }
             (Some(e), TpmKind::Ek) => Some(self.check_enrollment(e, &ak, &ek_hash)?),
         };
-        let presented = agent_key::check_presented(params, tpm, self.shared.require_tpm_agent_key)?;
+        let presented =
+            agent_key::check_presented(evidence.csr, tpm, self.shared.require_tpm_agent_key)?;
         let policy = self.shared.policies.select(&selectors)?;
         // Every PCR a rule reads is quoted (pins included), whatever BASE_PCRS says: an
         // unquoted PCR's events would be whatever the log says.
@@ -244,7 +258,7 @@ impl NodeAttestor for TpmAttestor {
             agent_key::PresentedKey::Tpm(key) => Some((key, issue()?)),
             agent_key::PresentedKey::Software => None,
         };
-        let challenge = pb::Challenge {
+        let challenge = pb::TpmChallenge {
             credential_blob: made.id_object,
             encrypted_secret: made.encrypted_secret,
             quote_nonce: quote_nonce.to_vec(),
@@ -260,6 +274,7 @@ impl NodeAttestor for TpmAttestor {
                 .unwrap_or_default(),
         };
         let pending = PendingTpm {
+            name: self.name(),
             shared: self.shared.clone(),
             ak,
             secret,
@@ -273,6 +288,9 @@ impl NodeAttestor for TpmAttestor {
             selectors,
             enroll,
         };
-        Ok(Begun::Challenge(challenge, Box::new(pending)))
+        Ok(Begun::Challenge(
+            prost::Message::encode_to_vec(&challenge),
+            Box::new(pending),
+        ))
     }
 }

@@ -16,9 +16,11 @@ use ironroot_tpm::verify::TpmPublic;
 use super::agent_key;
 use super::evidence;
 use super::{selector, TpmShared};
-use crate::node::{AttestError, Attested, PendingAttestation};
+use crate::node::{decode_payload, AttestError, Attested, PendingAttestation};
 
 pub(super) struct PendingTpm {
+    /// The attestor's name (`tpm_ek`, `tpm_devid`), for payload refusals.
+    pub(crate) name: &'static str,
     pub(crate) shared: Arc<TpmShared>,
     pub(crate) ak: TpmPublic,
     pub(crate) secret: [u8; 32],
@@ -42,7 +44,14 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl PendingAttestation for PendingTpm {
-    fn finish(self: Box<Self>, r: &pb::ChallengeResponse) -> Result<Attested, AttestError> {
+    fn finish(self: Box<Self>, response: &[u8]) -> Result<Attested, AttestError> {
+        let r: pb::TpmChallengeResponse = decode_payload(
+            self.name,
+            "challenge response",
+            "TpmChallengeResponse",
+            response,
+        )?;
+        let r = &r;
         let now = unix_now();
         if !same_secret(&r.activated_secret, &self.secret) {
             return Err(AttestError::rejected(
@@ -94,12 +103,9 @@ impl PendingAttestation for PendingTpm {
             "disabled"
         };
         let mut selectors = self.selectors;
-        selectors.push(selector("tpm", format!("secure_boot:{secure_boot}"))?);
-        selectors.push(selector(
-            "tpm",
-            format!("boot_policy:{}", self.policy.name),
-        )?);
-        selectors.push(selector("tpm", format!("agent_key:{agent_key}"))?);
+        selectors.push(selector(format!("secure_boot:{secure_boot}"))?);
+        selectors.push(selector(format!("boot_policy:{}", self.policy.name))?);
+        selectors.push(selector(format!("agent_key:{agent_key}"))?);
         // Only a node that passed every check gets an LDevID.
         let devid_chain = match (&self.enroll, &self.shared.devid_ca) {
             (Some((key, cn)), Some(ca)) => {
@@ -112,7 +118,8 @@ impl PendingAttestation for PendingTpm {
         };
         Ok(Attested {
             agent_id: self.agent_id,
-            selectors,
+            // The service gives them back their type (`tpm`).
+            selectors: selectors.into_iter().map(|s| s.value).collect(),
             boot_policy: Some(self.policy.name.clone()),
             devid_chain,
         })

@@ -1,20 +1,25 @@
-//! The agent's side of node attestation: gather TPM evidence, answer the
-//! server's challenge (credential activation, quote, event log, DevID
-//! signature, TPM2_Certify of the agent key), and receive the agent SVID.
+//! The agent's side of node attestation: the exchange with the server, the same for every
+//! node attestor, and the attestors behind [`AgentNodeAttestor`] (one file each:
+//! [`tpm`] for `tpm_ek` and `tpm_devid`, `join_token`; the cloud and Kubernetes ones
+//! behind the `cloud` and `k8s` cargo features). The configured attestor is chosen from
+//! [`NodeAttestor`] (the typed `node_attestor` of the config) in [`attestor_for`].
 //!
-//! The TPM is reached through the process's [`SharedTpm`], leased for the
-//! exchange and locked only for the synchronous TPM work, never across an
-//! `.await`.
+//! The wire carries the attestor's name and opaque payloads: the attestor makes the
+//! evidence, answers a challenge if the server sends one, and nothing else here knows
+//! their form.
+
+#[cfg(feature = "cloud")]
+mod cloud;
+mod join_token;
+#[cfg(feature = "k8s")]
+mod k8s;
+mod tpm;
 
 use std::sync::Arc;
 
 use ironroot_api::node::{self as pb, node_client::NodeClient};
 use ironroot_api::spiffe_id::SpiffeId;
-use ironroot_tpm::device::{
-    devid_csr, read_event_log, AttestationKey, DeviceError, EndorsementKey, LoadedKey, Tpm,
-};
-use ironroot_tpm::verify::HashAlg;
-use sha2::{Digest, Sha256};
+use ironroot_tpm::device::DeviceError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::info;
@@ -25,7 +30,58 @@ use crate::connect::{self, ConnectError};
 use crate::data_dir::{DataDir, DataDirError, SavedSvid};
 use crate::refused::Refused;
 use crate::servers::Servers;
-use crate::shared_tpm::{SharedTpm, TpmLease};
+use crate::shared_tpm::SharedTpm;
+
+pub use tpm::TpmSession;
+
+/// A node attestor's agent half: the evidence of the first message and, for attestors whose
+/// server half sends one, the answer to the challenge. One instance serves one exchange.
+/// Payloads are the attestor's own form (the server's attestor of the same name decodes
+/// them).
+pub trait AgentNodeAttestor: Send {
+    /// The name sent to the server (`tpm_ek`, ...), SPIRE's for the attestors SPIRE has.
+    fn name(&self) -> &'static str;
+    /// The evidence (`AttestParams.payload`); never empty.
+    fn evidence(&mut self) -> Result<Vec<u8>, AttestError>;
+    /// The answer (`ChallengeResponse.payload`) to the server's challenge
+    /// (`Challenge.payload`). Attestors without a challenge refuse one.
+    fn answer(&mut self, challenge: &[u8]) -> Result<Vec<u8>, AttestError> {
+        let _ = challenge;
+        Err(AttestError::UnexpectedChallenge {
+            attestor: self.name(),
+        })
+    }
+}
+
+/// The attestor `attestor` names (the config's `node_attestor` with its options), for one
+/// exchange; the TPM attestors with the TPM-resident agent key and the test hooks.
+fn attestor_for<'h>(
+    cfg: &AgentConfig,
+    attestor: NodeAttestor<'_>,
+    tpm_key: Option<Arc<TpmAgentKey>>,
+    hooks: &mut Hooks<'h>,
+) -> Box<dyn AgentNodeAttestor + 'h> {
+    let mut tpm_attestor = |identity| {
+        tpm::TpmNodeAttestor::new(
+            identity,
+            &cfg.tpm,
+            tpm_key.clone(),
+            hooks.tpm_evidence.take(),
+            hooks.answer.take(),
+        )
+    };
+    match attestor {
+        NodeAttestor::TpmEk { enroll_devid } => {
+            Box::new(tpm_attestor(tpm::TpmIdentity::Ek { enroll_devid }))
+        }
+        NodeAttestor::TpmDevId { certificate_path } => {
+            Box::new(tpm_attestor(tpm::TpmIdentity::DevId { certificate_path }))
+        }
+        NodeAttestor::JoinToken { token } => {
+            Box::new(join_token::JoinTokenNodeAttestor::new(token))
+        }
+    }
+}
 
 /// Why an attestation did not give the agent an SVID.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +116,17 @@ pub enum AttestError {
         #[source]
         source: ConnectError,
     },
+    /// The server's challenge does not decode as the configured attestor's form.
+    #[error(
+        "the server's challenge does not decode as attestor '{attestor}' defines it: {reason} \
+         (agent and server versions disagree on the attestor's wire form; upgrade the older)"
+    )]
+    BadChallenge {
+        /// The agent's attestor.
+        attestor: &'static str,
+        /// The decoder's error.
+        reason: String,
+    },
     /// The challenge names a PCR bank the wire enum does not define (or leaves it unspecified);
     /// holds the name or raw value.
     #[error("the server asked for PCR bank {0:?}, which this agent cannot quote")]
@@ -76,9 +143,13 @@ pub enum AttestError {
     /// The server refused the evidence, or the exchange (the status says why).
     #[error("{0}")]
     Refused(Refused),
-    /// The server sent a TPM challenge although the agent attested with a join token.
-    #[error("the server sent a TPM challenge to a join_token agent")]
-    UnexpectedChallenge,
+    /// The server sent a challenge to an attestor that answers none (join_token), or before
+    /// the evidence.
+    #[error("the server sent a challenge to attestor '{attestor}', which answers none")]
+    UnexpectedChallenge {
+        /// The agent's attestor.
+        attestor: &'static str,
+    },
     /// The server ended the stream without a result or a status.
     #[error("the server closed the attestation stream without a result")]
     NoResult,
@@ -125,21 +196,6 @@ impl AttestOutcome {
     }
 }
 
-/// The TPM during one attestation, with the keys the exchange uses.
-pub struct TpmSession {
-    /// Use with [`SharedTpm::with`]; the connection stays open for the exchange.
-    pub tpm: SharedTpm,
-    /// The endorsement key whose certificate (or public key) the evidence carries.
-    pub ek: EndorsementKey,
-    /// The attestation key under the EK: quotes and certifies with it.
-    pub ak: AttestationKey,
-    /// The DevID key for tpm_devid, which signs the server's DevID nonce; `None` for tpm_ek.
-    pub devid: Option<LoadedKey>,
-    /// The TPM-resident agent key, certified by the AK in the answer.
-    pub agent_key: Option<Arc<TpmAgentKey>>,
-    _lease: TpmLease,
-}
-
 /// Where the agent SVID key of the next attestation comes from. A running agent keeps
 /// one for its lifetime, so the TPM key is loaded once.
 #[derive(Clone, Debug)]
@@ -177,167 +233,21 @@ impl KeySource {
 /// Lets tests change what the agent sends (to show the server rejects
 /// replayed or forged evidence). Production uses `Hooks::default()`.
 pub(crate) type AnswerHook<'a> =
-    &'a mut (dyn FnMut(&mut TpmSession, &pb::Challenge, &mut pb::ChallengeResponse) + Send);
+    &'a mut (dyn FnMut(&mut TpmSession, &pb::TpmChallenge, &mut pb::TpmChallengeResponse) + Send);
 
-/// Changes to the two messages before they are sent; `Hooks::default()` changes nothing.
+/// Changes the TPM evidence before it is encoded.
+pub(crate) type EvidenceHook<'a> = &'a mut (dyn FnMut(&mut pb::TpmAttestation) + Send);
+
+/// Changes to the messages before they are sent; `Hooks::default()` changes nothing.
 #[derive(Default)]
 pub struct Hooks<'a> {
-    /// Called on the first message (the evidence) before it is sent.
+    /// Called on the first message (name, CSR, encoded evidence) before it is sent.
     pub params: Option<&'a mut (dyn FnMut(&mut pb::AttestParams) + Send)>,
-    /// Called on the answer to the TPM challenge before it is sent, with the session that made it.
+    /// tpm_ek / tpm_devid: called on the TPM evidence before it is encoded.
+    pub tpm_evidence: Option<EvidenceHook<'a>>,
+    /// tpm_ek / tpm_devid: called on the answer to the TPM challenge before it is encoded,
+    /// with the session that made it.
     pub answer: Option<AnswerHook<'a>>,
-}
-
-/// The bank the server asks for, as the wire names it (a `HashAlgorithm` by TPM_ALG_ID).
-/// Any named algorithm is passed on: whether the TPM has that bank is the TPM's answer.
-fn bank(raw: i32) -> Result<HashAlg, AttestError> {
-    pb::HashAlgorithm::tpm_alg_id_of(raw)
-        .map(HashAlg::from_id)
-        .ok_or_else(|| {
-            AttestError::PcrBank(match pb::HashAlgorithm::try_from(raw) {
-                Ok(named) => named.as_str_name().to_owned(),
-                Err(_) => format!("HashAlgorithm value {raw}"),
-            })
-        })
-}
-
-fn read_chain(path: &std::path::Path) -> Result<Vec<Vec<u8>>, AttestError> {
-    connect::read_bundle(path).map_err(|source| AttestError::DevIdCertificate {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// The LDevID request for the TPM's DevID key, certified by the AK.
-fn enrollment(
-    tpm: &mut Tpm,
-    ak: &AttestationKey,
-    handle: u32,
-) -> Result<pb::DevIdEnrollment, DeviceError> {
-    let key = tpm.devid_key(handle)?;
-    // The server sets the subject; the CSR only proves the key signs.
-    let csr = devid_csr(tpm, &key, "ldevid-request")?;
-    let (attest, signature) = tpm.certify(&key, ak, &[])?;
-    Ok(pb::DevIdEnrollment {
-        csr,
-        devid_public: key.public.clone(),
-        certify_attest: attest,
-        certify_signature: signature,
-    })
-}
-
-/// Gathers the evidence of the first message (the TPM is leased for the exchange).
-fn tpm_evidence(
-    cfg: &AgentConfig,
-    agent_key: Option<Arc<TpmAgentKey>>,
-) -> Result<(TpmSession, pb::TpmEvidence, Option<pb::DevIdEnrollment>), AttestError> {
-    let t = &cfg.tpm;
-    let shared = SharedTpm::new(&t.tcti);
-    let lease = shared.lease();
-    let attestor = cfg.node_attestor()?;
-    let devid_chain = match &attestor {
-        NodeAttestor::TpmDevId { certificate_path } => Some(read_chain(certificate_path)?),
-        _ => None,
-    };
-    let enroll_devid = matches!(attestor, NodeAttestor::TpmEk { enroll_devid: true });
-    let (ek, ak, devid, mut evidence, enroll) = shared.with(|tpm| {
-        let ek = tpm.endorsement_key(t.ek.algorithm())?;
-        let persist = (t.ak_handle != 0).then_some(t.ak_handle);
-        let ak = tpm.attestation_key(&ek, persist)?;
-        let mut evidence = pb::TpmEvidence {
-            ek_certificate: ek.certificate.clone().unwrap_or_default(),
-            ek_public: ek.public.clone(),
-            ak_public: ak.public.clone(),
-            ..Default::default()
-        };
-        let mut devid = None;
-        if let Some(chain) = devid_chain {
-            let key = tpm.devid_key(t.devid_handle)?;
-            let (attest, signature) = tpm.certify(&key, &ak, &[])?;
-            evidence.devid_certificate_chain = chain;
-            evidence.devid_public = key.public.clone();
-            evidence.devid_certify_attest = attest;
-            evidence.devid_certify_signature = signature;
-            devid = Some(key);
-        }
-        let enroll = if enroll_devid {
-            Some(enrollment(tpm, &ak, t.devid_handle)?)
-        } else {
-            None
-        };
-        Ok::<_, AttestError>((ek, ak, devid, evidence, enroll))
-    })?;
-    if let Some(k) = &agent_key {
-        evidence.agent_key_public = k.public().to_vec();
-    }
-    let session = TpmSession {
-        tpm: shared,
-        ek,
-        ak,
-        devid,
-        agent_key,
-        _lease: lease,
-    };
-    Ok((session, evidence, enroll))
-}
-
-/// Answers the challenge with the TPM.
-fn answer(
-    s: &mut TpmSession,
-    ch: &pb::Challenge,
-    cfg: &AgentConfig,
-) -> Result<pb::ChallengeResponse, AttestError> {
-    let selection = ch
-        .pcr_selection
-        .iter()
-        .map(|sel| Ok((bank(sel.bank)?, sel.pcrs.clone())))
-        .collect::<Result<Vec<_>, AttestError>>()?;
-    let event_log = read_event_log(&cfg.tpm.event_log_path)?;
-    let TpmSession {
-        tpm,
-        ek,
-        ak,
-        devid,
-        agent_key,
-        ..
-    } = s;
-    tpm.with(|tpm| {
-        let secret = tpm.activate_credential(ak, ek, &ch.credential_blob, &ch.encrypted_secret)?;
-        let quote = tpm.quote(ak, &ch.quote_nonce, &selection)?;
-        let devid_signature = match (&*devid, ch.devid_nonce.is_empty()) {
-            (Some(key), false) => {
-                let digest = Sha256::digest(&ch.devid_nonce);
-                tpm.sign_digest(key, &digest)?
-            }
-            _ => Vec::new(),
-        };
-        let (agent_key_certify_attest, agent_key_certify_signature) = match agent_key {
-            Some(key) if !ch.agent_key_nonce.is_empty() => {
-                key.run(tpm, |tpm, k| tpm.certify(k, ak, &ch.agent_key_nonce))?
-            }
-            _ => (Vec::new(), Vec::new()),
-        };
-        Ok::<_, DeviceError>(pb::ChallengeResponse {
-            activated_secret: secret,
-            quote_attest: quote.attest,
-            quote_signature: quote.signature,
-            pcr_values: quote
-                .pcrs
-                .into_iter()
-                .map(|p| pb::PcrValue {
-                    // The wire's HashAlgorithm is numbered by TPM_ALG_ID.
-                    bank: i32::from(p.bank.id()),
-                    index: p.index,
-                    digest: p.digest,
-                })
-                .collect(),
-            event_log,
-            devid_signature,
-            agent_key_certify_attest,
-            agent_key_certify_signature,
-        })
-    })
-    .map_err(AttestError::from)
 }
 
 /// One attestation with the configured node attestor and agent key.
@@ -367,7 +277,7 @@ pub async fn attest_via(
         KeySource::Tpm(k) => Some(k.clone()),
         KeySource::Software => None,
     };
-    let attestor = cfg.node_attestor()?;
+    let configured = cfg.node_attestor()?;
     let uses_tpm = cfg.node_attestor.uses_tpm();
     if tpm_key.is_some() && !uses_tpm {
         return Err(AttestError::JoinTokenWithTpmKey);
@@ -375,31 +285,11 @@ pub async fn attest_via(
     // One TPM connection from the CSR to the answer.
     let _lease = uses_tpm.then(|| SharedTpm::new(&cfg.tpm.tcti).lease());
     let (key, csr) = keys.key_and_csr()?;
-    let name = cfg.node_attestor.name();
-    let (mut session, mut params) = match attestor {
-        NodeAttestor::JoinToken { token } => (
-            None,
-            pb::AttestParams {
-                attestor: name.into(),
-                csr,
-                join_token: token.to_owned(),
-                tpm: None,
-                devid_enrollment: None,
-            },
-        ),
-        _ => {
-            let (s, evidence, devid_enrollment) = tpm_evidence(cfg, tpm_key)?;
-            (
-                Some(s),
-                pb::AttestParams {
-                    attestor: name.into(),
-                    csr,
-                    tpm: Some(evidence),
-                    join_token: String::new(),
-                    devid_enrollment,
-                },
-            )
-        }
+    let mut attestor = attestor_for(cfg, configured, tpm_key, &mut hooks);
+    let mut params = pb::AttestParams {
+        attestor: attestor.name().into(),
+        csr,
+        payload: attestor.evidence()?,
     };
     if let Some(h) = hooks.params.as_mut() {
         h(&mut params);
@@ -418,22 +308,20 @@ pub async fn attest_via(
     }
     let server_id = SpiffeId::server(&cfg.trust_domain);
     let (channel, server) = connect::channel(servers, roots, server_id).await?;
-    let exchanged = exchange(channel, params, session.as_mut(), key, &mut hooks, cfg).await;
+    let exchanged = exchange(channel, params, attestor.as_mut(), key).await;
     if exchanged.is_err() {
         servers.failed(&server);
     }
     exchanged
 }
 
-/// The attestation stream with one server: params, the challenge and its answer (TPM
-/// attestors), the result.
+/// The attestation stream with one server: params, the challenge and its answer (for
+/// attestors with one), the result.
 async fn exchange(
     channel: tonic::transport::Channel,
     params: pb::AttestParams,
-    mut session: Option<&mut TpmSession>,
+    attestor: &mut (dyn AgentNodeAttestor + '_),
     key: AgentKey,
-    hooks: &mut Hooks<'_>,
-    cfg: &AgentConfig,
 ) -> Result<AttestOutcome, AttestError> {
     let mut client = NodeClient::new(channel)
         .max_encoding_message_size(16 * 1024 * 1024)
@@ -454,15 +342,11 @@ async fn exchange(
         let msg = inbound.message().await.map_err(rejected)?;
         match msg.and_then(|m| m.step) {
             Some(pb::attest_response::Step::Challenge(ch)) => {
-                let s = session
-                    .as_deref_mut()
-                    .ok_or(AttestError::UnexpectedChallenge)?;
-                let mut resp = answer(s, &ch, cfg)?;
-                if let Some(h) = hooks.answer.as_mut() {
-                    h(s, &ch, &mut resp);
-                }
+                let payload = attestor.answer(&ch.payload)?;
                 tx.send(pb::AttestRequest {
-                    step: Some(pb::attest_request::Step::ChallengeResponse(resp)),
+                    step: Some(pb::attest_request::Step::ChallengeResponse(
+                        pb::ChallengeResponse { payload },
+                    )),
                 })
                 .await
                 .map_err(|_| AttestError::StreamClosed)?;
@@ -486,8 +370,5 @@ async fn exchange(
 
 /// Makes (or reuses) the DevID key and writes a CSR for it.
 pub fn provision_devid(cfg: &AgentConfig, subject_cn: &str) -> Result<Vec<u8>, DeviceError> {
-    SharedTpm::new(&cfg.tpm.tcti).with(|tpm| {
-        let key = tpm.devid_key(cfg.tpm.devid_handle)?;
-        devid_csr(tpm, &key, subject_cn)
-    })
+    tpm::provision_devid(&cfg.tpm, subject_cn)
 }
