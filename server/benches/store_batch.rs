@@ -65,6 +65,17 @@ fn cpu_seconds() -> f64 {
     ticks / 100.0
 }
 
+/// This process's resident set, in MB.
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS");
+    kb / 1024.0
+}
+
 /// Entries per second of wall clock and per CPU-second of this process.
 async fn create_all(store: &dyn DataStore, count: usize) -> (f64, f64) {
     let all = specs(count);
@@ -100,6 +111,32 @@ fn main() {
         println!(
             "  sled: {:.0} entries/s ({:.0} per CPU-second of this process)",
             rate.0, rate.1
+        );
+        // What sled itself holds at this size: after the burst (2 s for jemalloc's
+        // purge), and opened afresh with one full read (a server's start).
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let after_burst = rss_mb();
+        let reopened = rt.block_on(async {
+            // sled lets go of its file lock once its flusher stops, a moment after the drop.
+            let deadline = Instant::now() + std::time::Duration::from_secs(10);
+            let store = loop {
+                match SledStore::open(dir.path(), td.clone()) {
+                    Ok(s) => break s,
+                    Err(e) if Instant::now() > deadline => panic!("reopening the store: {e}"),
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                }
+            };
+            let snap = store.snapshot().await.expect("snapshot");
+            assert_eq!(snap.entries.len(), count);
+            drop(snap);
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            let rss = rss_mb();
+            drop(store);
+            rss
+        });
+        println!(
+            "  sled RSS of this process: {after_burst:.0} MB after creating them, \
+             {reopened:.0} MB with the store reopened and read once"
         );
     }
     if wants("postgres") {
