@@ -312,6 +312,13 @@ fn main() {
         }
         let took = t.elapsed();
         assert_eq!(created, entries, "every entry created");
+        // Before any agent connects: what the entries cost (the store and the
+        // authorized-entry index), apart from the connections.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        println!(
+            "{entries} entries, no agent connected: {}",
+            servers_line(&measure(&pids, Duration::from_secs(3)).await)
+        );
         println!(
             "batch entry creation: {entries} entries in {:.2} s = {:.0} entries/s",
             took.as_secs_f64(),
@@ -366,7 +373,8 @@ fn main() {
             probe: Mutex::new(None),
             recording: false.into(),
         });
-        // One idle agent first: what the server spends with nothing to do.
+        // One agent syncing first, the others connected and idle: what the server
+        // spends with nothing to do.
         let mut clients = clients.into_iter();
         let first = tokio::spawn(run_agent(
             0,
@@ -375,7 +383,10 @@ fn main() {
         ));
         tokio::time::sleep(Duration::from_secs(2)).await;
         let idle = measure(&pids, Duration::from_secs(10)).await;
-        println!("{entries} entries, 1 idle agent: {}", servers_line(&idle));
+        println!(
+            "{entries} entries, {agents} agents connected, 1 syncing: {}",
+            servers_line(&idle)
+        );
         let mut tasks = vec![first];
         for (i, c) in clients.enumerate() {
             tasks.push(tokio::spawn(run_agent(i + 1, c, shared.clone())));
