@@ -51,6 +51,21 @@ pub(crate) const CATALOGUE: &[Known] = &[
         section: "tpm",
         feature: None,
     },
+    Known {
+        name: "aws_iid",
+        section: "aws_iid",
+        feature: Some("cloud"),
+    },
+    Known {
+        name: "gcp_iit",
+        section: "gcp_iit",
+        feature: Some("cloud"),
+    },
+    Known {
+        name: "azure_msi",
+        section: "azure_msi",
+        feature: Some("cloud"),
+    },
 ];
 
 /// Whether this build has cargo feature `feature` (the plugin features of this crate).
@@ -110,6 +125,15 @@ impl Registry {
         }
     }
 
+    /// The enabled attestors that attest a node only once (trust on first use).
+    pub(crate) fn attest_once(&self) -> Vec<&'static str> {
+        self.by_name
+            .iter()
+            .filter(|(_, a)| !a.can_reattest())
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
     /// The attestor agents call `name`, or why there is none here.
     pub(crate) fn get(&self, name: &str) -> Result<Arc<dyn NodeAttestor>, AttestorRefusal> {
         if let Some(a) = self.by_name.get(name) {
@@ -161,10 +185,10 @@ pub(crate) fn build(
                 attestors.extend(super::join_token::build(c, ctx));
             }
             NodeAttestorConfig::Tpm(c) => attestors.extend(super::tpm::setup::build(c, ctx)?),
+            #[cfg(feature = "cloud")]
+            cloud => attestors.extend(super::cloud::build(cloud, ctx)?),
         }
     }
-    #[cfg(feature = "cloud")]
-    attestors.extend(super::cloud::build(cfg, ctx)?);
     #[cfg(feature = "k8s")]
     attestors.extend(super::k8s::build(cfg, ctx)?);
     Ok(Registry::new(attestors))
