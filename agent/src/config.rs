@@ -429,8 +429,14 @@ impl AgentConfig {
     /// them): a URL of another scheme is refused at load.
     fn validate_metadata_urls(&self) -> Result<(), ConfigError> {
         for (option, value) in [
-            ("aws_iid.ec2_metadata_endpoint", &self.aws_iid.ec2_metadata_endpoint),
-            ("azure_msi.metadata_endpoint", &self.azure_msi.metadata_endpoint),
+            (
+                "aws_iid.ec2_metadata_endpoint",
+                &self.aws_iid.ec2_metadata_endpoint,
+            ),
+            (
+                "azure_msi.metadata_endpoint",
+                &self.azure_msi.metadata_endpoint,
+            ),
         ] {
             let Some(rest) = value.strip_prefix("http://") else {
                 return Err(ConfigError::BadMetadataUrl {

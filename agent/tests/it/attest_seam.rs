@@ -50,7 +50,7 @@ fn attest_edited(
 }
 
 /// Asserts the exchange was refused with `code` and a message containing every `words`.
-fn assert_refused(r: Result<AttestOutcome, AttestError>, code: Code, words: &[&str]) {
+pub(crate) fn assert_refused(r: Result<AttestOutcome, AttestError>, code: Code, words: &[&str]) {
     let refused = match r {
         Ok(o) => panic!("attestation passed but must be refused: {}", o.spiffe_id),
         Err(AttestError::Refused(r)) => r,

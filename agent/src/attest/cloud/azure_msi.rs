@@ -50,6 +50,8 @@ impl AgentNodeAttestor for AzureMsiNodeAttestor {
             .and_then(|t| t.as_str())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| malformed("no access_token string in it".into()))?;
-        Ok(serde_json::json!({ "token": token }).to_string().into_bytes())
+        Ok(serde_json::json!({ "token": token })
+            .to_string()
+            .into_bytes())
     }
 }

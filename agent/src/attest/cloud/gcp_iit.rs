@@ -57,7 +57,10 @@ impl AgentNodeAttestor for GcpIitNodeAttestor {
 mod tests {
     #[test]
     fn query_values_are_percent_encoded() {
-        assert_eq!(super::encode("spire-gcp-node-attestor"), "spire-gcp-node-attestor");
+        assert_eq!(
+            super::encode("spire-gcp-node-attestor"),
+            "spire-gcp-node-attestor"
+        );
         assert_eq!(
             super::encode("https://management.azure.com/"),
             "https%3A%2F%2Fmanagement.azure.com%2F"

@@ -99,7 +99,9 @@ impl Request<'_> {
             .strip_prefix("http://")
             .ok_or_else(|| malformed("the endpoint is not an http:// URL".into()))?
             .trim_end_matches('/');
-        let addr_text = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        let addr_text = if host
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
             && !host.ends_with(']')
         {
             host.to_owned()
@@ -144,7 +146,8 @@ impl Request<'_> {
             return Err(malformed(format!("larger than {MAX_RESPONSE} bytes")));
         }
         let (status, body) = parse_response(&raw).map_err(malformed)?;
-        let body = String::from_utf8(body).map_err(|_| malformed("the body is not UTF-8".into()))?;
+        let body =
+            String::from_utf8(body).map_err(|_| malformed("the body is not UTF-8".into()))?;
         if status != 200 {
             let mut shown: String = body.chars().take(200).collect();
             if shown.trim().is_empty() {
@@ -193,7 +196,10 @@ fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
         };
         let (k, v) = (k.trim(), v.trim());
         if k.eq_ignore_ascii_case("content-length") {
-            length = Some(v.parse::<usize>().map_err(|_| format!("bad Content-Length {v:?}"))?);
+            length = Some(
+                v.parse::<usize>()
+                    .map_err(|_| format!("bad Content-Length {v:?}"))?,
+            );
         } else if k.eq_ignore_ascii_case("transfer-encoding") {
             chunked = v.to_ascii_lowercase().contains("chunked");
         }
@@ -202,10 +208,9 @@ fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
         return dechunk(body).map(|b| (status, b));
     }
     match length {
-        Some(n) if body.len() < n => Err(format!(
-            "the body ended after {} of {n} bytes",
-            body.len()
-        )),
+        Some(n) if body.len() < n => {
+            Err(format!("the body ended after {} of {n} bytes", body.len()))
+        }
         Some(n) => Ok((status, body[..n].to_vec())),
         None => Ok((status, body.to_vec())),
     }
@@ -218,7 +223,8 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
             .windows(2)
             .position(|w| w == b"\r\n")
             .ok_or("a chunk size line is cut short")?;
-        let size_text = std::str::from_utf8(&body[..eol]).map_err(|_| "a chunk size is not text")?;
+        let size_text =
+            std::str::from_utf8(&body[..eol]).map_err(|_| "a chunk size is not text")?;
         let size_text = size_text.split(';').next().unwrap_or_default().trim();
         let size = usize::from_str_radix(size_text, 16)
             .map_err(|_| format!("bad chunk size {size_text:?}"))?;
@@ -249,14 +255,26 @@ mod tests {
             ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n"),
             (200, b"abcde".to_vec())
         );
-        assert_eq!(ok("HTTP/1.0 404 Not Found\r\n\r\nnope"), (404, b"nope".to_vec()));
+        assert_eq!(
+            ok("HTTP/1.0 404 Not Found\r\n\r\nnope"),
+            (404, b"nope".to_vec())
+        );
         for (raw, words) in [
             ("garbage", "no end of headers"),
             ("SMTP 200\r\n\r\n", "not an HTTP/1.x status line"),
             ("HTTP/1.1 abc\r\n\r\n", "no status code"),
-            ("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab", "ended after 2 of 9"),
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nab", "cut short"),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab",
+                "ended after 2 of 9",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                "bad chunk size",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nab",
+                "cut short",
+            ),
         ] {
             let e = parse_response(raw.as_bytes()).unwrap_err();
             assert!(e.contains(words), "{raw:?}: {e}");
