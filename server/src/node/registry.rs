@@ -32,9 +32,8 @@ pub(crate) struct Known {
     pub(crate) feature: Option<&'static str>,
 }
 
-/// Every node attestor in the source, built in or not. The cloud attestors (`aws_iid`,
-/// `gcp_iit`, `azure_msi`, `azure_imds`) join with `feature: Some("cloud")`, `k8s_psat`
-/// with `Some("k8s")`, as they are written.
+/// Every node attestor in the source, built in or not. The cloud attestors join with
+/// `feature: Some("cloud")` (`azure_imds` when written), `k8s_psat` with `Some("k8s")`.
 pub(crate) const CATALOGUE: &[Known] = &[
     Known {
         name: "join_token",
@@ -85,7 +84,7 @@ pub(crate) fn missing_feature(section: &str) -> Option<&'static str> {
 pub(crate) struct BuildContext<'a> {
     /// Agent IDs are made in it.
     pub(crate) trust_domain: TrustDomain,
-    /// Join tokens; TOFU of the cloud attestors later.
+    /// Join tokens.
     pub(crate) store: Arc<dyn DataStore>,
     /// The HSM (the DevID CA's key).
     pub(crate) key_manager: Arc<dyn KeyManager>,
