@@ -61,6 +61,9 @@ fn main() {
         data_dir: env.dir.path().join("agent"),
         node_attestor: NodeAttestorKind::TpmEk,
         join_token: None,
+        aws_iid: Default::default(),
+        gcp_iit: Default::default(),
+        azure_msi: Default::default(),
         tpm: TpmConfig {
             tcti: tpm.tcti(),
             event_log_path: log_path,

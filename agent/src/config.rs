@@ -3,6 +3,7 @@
 //! conf/agent.toml lists every option with its default; docs/agent-configuration.md
 //! explains them.
 
+pub mod cloud;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -68,10 +69,32 @@ pub enum ConfigError {
     /// `tpm.agent_key = "tpm"` with the join_token attestor (no TPM evidence would certify the
     /// key).
     #[error(
-        "tpm.agent_key = \"tpm\" needs a TPM node attestor: a join_token agent sends no \
+        "tpm.agent_key = \"tpm\" needs a TPM node attestor: a join_token or cloud agent sends no \
          TPM evidence to certify the key with (remove the option or use tpm_ek / tpm_devid)"
     )]
     TpmKeyWithoutTpmAttestor,
+    /// The configured attestor is behind a cargo feature this agent was built without.
+    #[error(
+        "node_attestor = \"{attestor}\" is not built into this agent: it needs \
+         ironroot-agent built with the '{feature}' cargo feature (cargo build --features \
+         {feature})"
+    )]
+    NotBuilt {
+        /// The configured attestor.
+        attestor: &'static str,
+        /// The cargo feature it needs.
+        feature: &'static str,
+    },
+    /// A cloud attestor's metadata URL is unusable.
+    #[error("{option} = {value:?}: {reason}")]
+    BadMetadataUrl {
+        /// The option.
+        option: &'static str,
+        /// Its value.
+        value: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// A `[workload_api.limits]` value is out of range.
     #[error(transparent)]
     Limits(#[from] LimitsConfigError),
@@ -151,6 +174,15 @@ pub struct AgentConfig {
     /// The token, for join_token.
     #[serde(default)]
     pub join_token: Option<String>,
+    /// `[aws_iid]`: options of the aws_iid node attestor.
+    #[serde(default)]
+    pub aws_iid: cloud::AwsIidAgentConfig,
+    /// `[gcp_iit]`: options of the gcp_iit node attestor.
+    #[serde(default)]
+    pub gcp_iit: cloud::GcpIitAgentConfig,
+    /// `[azure_msi]`: options of the azure_msi node attestor.
+    #[serde(default)]
+    pub azure_msi: cloud::AzureMsiAgentConfig,
     /// The TPM and the keys in it (`[tpm]`), for the TPM node attestors and a TPM agent key.
     #[serde(default)]
     pub tpm: TpmConfig,
@@ -190,6 +222,12 @@ pub enum NodeAttestor<'a> {
         /// The single-use token (`ironroot-server token generate`).
         token: &'a str,
     },
+    /// An AWS instance identity document from IMDS.
+    AwsIid(&'a cloud::AwsIidAgentConfig),
+    /// A GCE instance identity token from the metadata server.
+    GcpIit(&'a cloud::GcpIitAgentConfig),
+    /// An Azure managed-identity access token from IMDS.
+    AzureMsi(&'a cloud::AzureMsiAgentConfig),
 }
 
 /// The SPIFFE Workload API socket.
@@ -308,7 +346,7 @@ impl AgentConfig {
     /// node attestors and `software` for join tokens (which have no TPM evidence).
     pub fn agent_key_storage(&self) -> AgentKeyStorage {
         match (self.node_attestor, self.tpm.agent_key) {
-            (NodeAttestorKind::JoinToken, _) => AgentKeyStorage::Software,
+            (kind, _) if !kind.uses_tpm() => AgentKeyStorage::Software,
             (_, Some(k)) => k,
             (_, None) => AgentKeyStorage::Tpm,
         }
@@ -339,6 +377,9 @@ impl AgentConfig {
                     .as_deref()
                     .ok_or(ConfigError::MissingJoinToken)?,
             },
+            NodeAttestorKind::AwsIid => NodeAttestor::AwsIid(&self.aws_iid),
+            NodeAttestorKind::GcpIit => NodeAttestor::GcpIit(&self.gcp_iit),
+            NodeAttestorKind::AzureMsi => NodeAttestor::AzureMsi(&self.azure_msi),
         })
     }
 
@@ -368,12 +409,58 @@ impl AgentConfig {
         }
         self.workload_api.limits.validate()?;
         self.sds.validate(&self.workload_api.socket_path)?;
-        if self.node_attestor == NodeAttestorKind::JoinToken
-            && self.tpm.agent_key == Some(AgentKeyStorage::Tpm)
-        {
+        if !self.node_attestor.uses_tpm() && self.tpm.agent_key == Some(AgentKeyStorage::Tpm) {
             return Err(ConfigError::TpmKeyWithoutTpmAttestor);
         }
+        if let Some(feature) = self.node_attestor.feature() {
+            if !crate::attest::feature_built(feature) {
+                return Err(ConfigError::NotBuilt {
+                    attestor: self.node_attestor.name(),
+                    feature,
+                });
+            }
+        }
+        self.validate_metadata_urls()?;
         self.node_attestor()?;
+        Ok(())
+    }
+
+    /// The metadata services are plain HTTP on a link-local address (as SPIRE's agents reach
+    /// them): a URL of another scheme is refused at load.
+    fn validate_metadata_urls(&self) -> Result<(), ConfigError> {
+        for (option, value) in [
+            (
+                "aws_iid.ec2_metadata_endpoint",
+                &self.aws_iid.ec2_metadata_endpoint,
+            ),
+            (
+                "azure_msi.metadata_endpoint",
+                &self.azure_msi.metadata_endpoint,
+            ),
+        ] {
+            let Some(rest) = value.strip_prefix("http://") else {
+                return Err(ConfigError::BadMetadataUrl {
+                    option,
+                    value: value.clone(),
+                    reason: "must start with http:// (the metadata service speaks plain HTTP)",
+                });
+            };
+            if rest.is_empty() || rest.starts_with('/') {
+                return Err(ConfigError::BadMetadataUrl {
+                    option,
+                    value: value.clone(),
+                    reason: "names no host",
+                });
+            }
+        }
+        let host = &self.gcp_iit.identity_token_host;
+        if host.is_empty() || host.contains('/') {
+            return Err(ConfigError::BadMetadataUrl {
+                option: "gcp_iit.identity_token_host",
+                value: host.clone(),
+                reason: "must be host or host:port (no scheme, no path)",
+            });
+        }
         Ok(())
     }
 

@@ -6,11 +6,17 @@
 //! environment variable, modes and addresses are parsed values. Every refusal is a
 //! [`ConfigError`] naming the key, as the operator wrote it.
 
+#[cfg(feature = "cloud")]
+mod cloud_attestors;
 mod file;
 mod limits;
 mod node_attestors;
 mod store;
 
+#[cfg(feature = "cloud")]
+pub(crate) use cloud_attestors::{
+    AwsIidAttestorConfig, AzureMsiAttestorConfig, GcpIitAttestorConfig,
+};
 pub(crate) use limits::NodeLimitsConfig;
 pub use node_attestors::PolicyBinding;
 pub(crate) use node_attestors::{

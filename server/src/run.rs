@@ -327,6 +327,7 @@ impl Server {
                 ca: self.ca.clone(),
                 agent_svid_ttl: self.config.node_api.agent_svid_ttl,
                 limits: self.node.limits.clone(),
+                renew_over_mtls: self.node.attestors.attest_once(),
             })))
             .max_decoding_message_size(self.config.node_api.max_message_bytes);
         let roots_ca = self.ca.clone();

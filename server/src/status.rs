@@ -16,7 +16,9 @@ pub(crate) fn store(e: StoreError) -> Status {
         e @ StoreError::EntryNotFound { .. } => Status::not_found(e.to_string()),
         e @ StoreError::RevisionMismatch { .. } => Status::failed_precondition(e.to_string()),
         e @ StoreError::NodeNotFound { .. } => Status::not_found(e.to_string()),
-        e @ StoreError::Banned { .. } => Status::permission_denied(e.to_string()),
+        e @ (StoreError::Banned { .. } | StoreError::AlreadyAttested { .. }) => {
+            Status::permission_denied(e.to_string())
+        }
         e @ StoreError::OwnTrustDomain { .. } => Status::invalid_argument(e.to_string()),
         e @ (StoreError::BatchTooLarge { .. } | StoreError::BadPageToken { .. }) => {
             Status::invalid_argument(e.to_string())

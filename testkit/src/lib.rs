@@ -41,6 +41,7 @@
 pub mod agent;
 pub mod certs;
 pub mod cgroup;
+pub mod cloud_metadata;
 pub mod cluster;
 pub mod fixtures;
 pub mod p11kit;

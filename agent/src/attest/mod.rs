@@ -32,6 +32,8 @@ use crate::refused::Refused;
 use crate::servers::Servers;
 use crate::shared_tpm::SharedTpm;
 
+#[cfg(feature = "cloud")]
+pub use cloud::MetadataError;
 pub use tpm::TpmSession;
 
 /// A node attestor's agent half: the evidence of the first message and, for attestors whose
@@ -60,7 +62,7 @@ fn attestor_for<'h>(
     attestor: NodeAttestor<'_>,
     tpm_key: Option<Arc<TpmAgentKey>>,
     hooks: &mut Hooks<'h>,
-) -> Box<dyn AgentNodeAttestor + 'h> {
+) -> Result<Box<dyn AgentNodeAttestor + 'h>, AttestError> {
     let mut tpm_attestor = |identity| {
         tpm::TpmNodeAttestor::new(
             identity,
@@ -70,7 +72,7 @@ fn attestor_for<'h>(
             hooks.answer.take(),
         )
     };
-    match attestor {
+    Ok(match attestor {
         NodeAttestor::TpmEk { enroll_devid } => {
             Box::new(tpm_attestor(tpm::TpmIdentity::Ek { enroll_devid }))
         }
@@ -80,7 +82,27 @@ fn attestor_for<'h>(
         NodeAttestor::JoinToken { token } => {
             Box::new(join_token::JoinTokenNodeAttestor::new(token))
         }
-    }
+        #[cfg(feature = "cloud")]
+        NodeAttestor::AwsIid(c) => Box::new(cloud::aws_iid::AwsIidNodeAttestor::new(c)),
+        #[cfg(feature = "cloud")]
+        NodeAttestor::GcpIit(c) => Box::new(cloud::gcp_iit::GcpIitNodeAttestor::new(c)),
+        #[cfg(feature = "cloud")]
+        NodeAttestor::AzureMsi(c) => Box::new(cloud::azure_msi::AzureMsiNodeAttestor::new(c)),
+        #[allow(unreachable_patterns)]
+        _ => {
+            let kind = cfg.node_attestor;
+            return Err(ConfigError::NotBuilt {
+                attestor: kind.name(),
+                feature: kind.feature().unwrap_or("?"),
+            }
+            .into());
+        }
+    })
+}
+
+/// Whether this build has cargo feature `feature` (the plugin features of this crate).
+pub fn feature_built(feature: &str) -> bool {
+    (feature == "cloud" && cfg!(feature = "cloud")) || (feature == "k8s" && cfg!(feature = "k8s"))
 }
 
 /// Why an attestation did not give the agent an SVID.
@@ -100,9 +122,13 @@ pub enum AttestError {
     /// The TPM refused to sign the CSR of the TPM-resident agent key.
     #[error("cannot sign the agent CSR in the TPM")]
     AgentCsr(#[source] DeviceError),
-    /// `tpm.agent_key = "tpm"` with the join_token attestor: nothing would certify that the key
-    /// lives in a TPM, so the agent refuses rather than present an unprovable key.
-    #[error("a join_token agent cannot present a TPM-resident key (no TPM evidence certifies it)")]
+    /// `tpm.agent_key = "tpm"` with the join_token (or a cloud) attestor: nothing would
+    /// certify that the key lives in a TPM, so the agent refuses rather than present an
+    /// unprovable key.
+    #[error(
+        "a join_token or cloud agent cannot present a TPM-resident key (no TPM evidence \
+         certifies it)"
+    )]
     JoinTokenWithTpmKey,
     /// The configuration does not name a usable node attestor.
     #[error(transparent)]
@@ -150,6 +176,10 @@ pub enum AttestError {
         /// The agent's attestor.
         attestor: &'static str,
     },
+    /// The cloud attestor could not fetch its evidence from the instance metadata service.
+    #[cfg(feature = "cloud")]
+    #[error(transparent)]
+    Metadata(#[from] cloud::MetadataError),
     /// The server ended the stream without a result or a status.
     #[error("the server closed the attestation stream without a result")]
     NoResult,
@@ -285,7 +315,7 @@ pub async fn attest_via(
     // One TPM connection from the CSR to the answer.
     let _lease = uses_tpm.then(|| SharedTpm::new(&cfg.tpm.tcti).lease());
     let (key, csr) = keys.key_and_csr()?;
-    let mut attestor = attestor_for(cfg, configured, tpm_key, &mut hooks);
+    let mut attestor = attestor_for(cfg, configured, tpm_key, &mut hooks)?;
     let mut params = pb::AttestParams {
         attestor: attestor.name().into(),
         csr,

@@ -127,6 +127,55 @@ fn the_annotated_example_config_loads_with_the_defaults() {
     assert_eq!(cfg.workload_api.socket_mode, DEFAULT_WORKLOAD_SOCKET_MODE);
     assert_eq!(cfg.agent_key_storage(), AgentKeyStorage::Tpm);
     assert!(cfg.sds.enabled);
+    assert_eq!(cfg.aws_iid, Default::default());
+    assert_eq!(cfg.gcp_iit, Default::default());
+    assert_eq!(cfg.azure_msi, Default::default());
+    assert_eq!(
+        cfg.aws_iid.ec2_metadata_endpoint,
+        super::cloud::DEFAULT_AWS_METADATA_ENDPOINT
+    );
+}
+
+/// The cloud attestors: their sections parse in every build; one is usable only in an agent
+/// built with the `cloud` feature (else refused at load, naming the feature); their keys are
+/// software; metadata URLs must be plain http with a host.
+#[test]
+fn cloud_attestors_are_refused_by_name_without_the_feature_and_checked_at_load() {
+    let aws = load(&format!(
+        "{BASE}node_attestor = \"aws_iid\"\n[aws_iid]\nec2_metadata_endpoint = \"http://127.0.0.1:9/latest\"\ntimeout = \"2s\"\n"
+    ));
+    if cfg!(feature = "cloud") {
+        let cfg = aws.unwrap();
+        assert_eq!(cfg.agent_key_storage(), AgentKeyStorage::Software);
+        assert_eq!(cfg.aws_iid.timeout, std::time::Duration::from_secs(2));
+        assert!(!cfg.node_attestor.uses_tpm());
+    } else {
+        let e = format!("{:#}", aws.unwrap_err());
+        assert!(
+            e.contains("needs ironroot-agent built with the 'cloud' cargo feature"),
+            "{e}"
+        );
+    }
+    for (section, bad) in [
+        (
+            "[aws_iid]\nec2_metadata_endpoint = \"https://169.254.169.254\"",
+            "must start with http://",
+        ),
+        (
+            "[azure_msi]\nmetadata_endpoint = \"http://\"",
+            "names no host",
+        ),
+        (
+            "[gcp_iit]\nidentity_token_host = \"http://metadata\"",
+            "no scheme, no path",
+        ),
+    ] {
+        let e = load(&format!(
+            "{BASE}node_attestor = \"join_token\"\njoin_token = \"t\"\n{section}\n"
+        ))
+        .unwrap_err();
+        assert!(format!("{e:#}").contains(bad), "{section}: {e:#}");
+    }
 }
 
 /// `server_addresses` lists several servers; `server_address` names one; a config has

@@ -19,6 +19,15 @@ pub enum NodeAttestorKind {
     /// A single-use token from `ironroot-server token generate`.
     #[serde(rename = "join_token")]
     JoinToken,
+    /// An AWS instance identity document (`[aws_iid]`; `cloud` cargo feature).
+    #[serde(rename = "aws_iid")]
+    AwsIid,
+    /// A GCE instance identity token (`[gcp_iit]`; `cloud` cargo feature).
+    #[serde(rename = "gcp_iit")]
+    GcpIit,
+    /// An Azure managed-identity token (`[azure_msi]`; `cloud` cargo feature).
+    #[serde(rename = "azure_msi")]
+    AzureMsi,
 }
 
 impl NodeAttestorKind {
@@ -28,12 +37,27 @@ impl NodeAttestorKind {
             NodeAttestorKind::TpmEk => "tpm_ek",
             NodeAttestorKind::TpmDevId => "tpm_devid",
             NodeAttestorKind::JoinToken => "join_token",
+            NodeAttestorKind::AwsIid => "aws_iid",
+            NodeAttestorKind::GcpIit => "gcp_iit",
+            NodeAttestorKind::AzureMsi => "azure_msi",
         }
     }
 
-    /// Whether the attestor sends TPM evidence.
+    /// Whether the attestor sends TPM evidence. The others attest once (a join token is
+    /// single use; the server trusts a cloud identity on first use) and renew their SVID over
+    /// mTLS.
     pub fn uses_tpm(self) -> bool {
-        self != NodeAttestorKind::JoinToken
+        matches!(self, NodeAttestorKind::TpmEk | NodeAttestorKind::TpmDevId)
+    }
+
+    /// The cargo feature the attestor is built under, if any.
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            NodeAttestorKind::AwsIid | NodeAttestorKind::GcpIit | NodeAttestorKind::AzureMsi => {
+                Some("cloud")
+            }
+            _ => None,
+        }
     }
 }
 

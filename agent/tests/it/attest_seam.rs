@@ -26,6 +26,9 @@ fn join_token_agent(env: &NodeApiServer) -> AgentConfig {
         data_dir: env.dir.path().join("agent"),
         node_attestor: NodeAttestorKind::JoinToken,
         join_token: Some(v["token"].as_str().expect("token").to_owned()),
+        aws_iid: Default::default(),
+        gcp_iit: Default::default(),
+        azure_msi: Default::default(),
         tpm: Default::default(),
         log_level: "info".into(),
         workload_api: Default::default(),
@@ -47,7 +50,7 @@ fn attest_edited(
 }
 
 /// Asserts the exchange was refused with `code` and a message containing every `words`.
-fn assert_refused(r: Result<AttestOutcome, AttestError>, code: Code, words: &[&str]) {
+pub(crate) fn assert_refused(r: Result<AttestOutcome, AttestError>, code: Code, words: &[&str]) {
     let refused = match r {
         Ok(o) => panic!("attestation passed but must be refused: {}", o.spiffe_id),
         Err(AttestError::Refused(r)) => r,

@@ -103,6 +103,9 @@ impl AgentConfigFor for Env {
             data_dir: adir.join("data"),
             node_attestor: NodeAttestorKind::TpmEk,
             join_token: None,
+            aws_iid: Default::default(),
+            gcp_iit: Default::default(),
+            azure_msi: Default::default(),
             tpm: TpmConfig {
                 tcti: tpm.tcti(),
                 event_log_path: log_path,

@@ -20,6 +20,15 @@ pub(crate) enum NodeAttestorConfig {
     Tpm(TpmAttestorConfig),
     /// `[node_attestors.join_token]`: `join_token` (enabled when the section is absent).
     JoinToken(JoinTokenConfig),
+    /// `[node_attestors.aws_iid]`.
+    #[cfg(feature = "cloud")]
+    AwsIid(super::AwsIidAttestorConfig),
+    /// `[node_attestors.gcp_iit]`.
+    #[cfg(feature = "cloud")]
+    GcpIit(super::GcpIitAttestorConfig),
+    /// `[node_attestors.azure_msi]`.
+    #[cfg(feature = "cloud")]
+    AzureMsi(super::AzureMsiAttestorConfig),
 }
 
 /// `[node_attestors]`, its sections in file order; `join_token` (enabled) added when the

@@ -554,3 +554,62 @@ fn node_api_limit_refusals_name_the_key() {
         "{e}"
     );
 }
+
+/// The commented cloud attestor examples in conf/server.toml parse once uncommented, with
+/// the defaults docs/configuration.md states; an unknown option is refused naming it.
+#[cfg(feature = "cloud")]
+#[test]
+fn the_annotated_cloud_attestor_examples_parse_with_their_defaults() {
+    use crate::config::NodeAttestorConfig;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/server.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    let block: String = text
+        .lines()
+        .skip_while(|l| *l != "# [node_attestors.aws_iid]")
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| l.starts_with('[') || l.contains(" = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let c = parse(&format!(
+        "trust_domain = \"example.org\"\ninsecure_software_keys = true\n{block}"
+    ))
+    .unwrap_or_else(|e| panic!("{block}: {e}"));
+    let (mut aws, mut gcp, mut azure) = (false, false, false);
+    for s in c.node_attestors.sections() {
+        match s {
+            NodeAttestorConfig::AwsIid(a) => {
+                aws = true;
+                assert_eq!(a.region_certificates.len(), 1);
+                assert_eq!(
+                    a.account_allow_list.as_deref(),
+                    Some(&["123456789012".to_owned()][..])
+                );
+            }
+            NodeAttestorConfig::GcpIit(g) => {
+                gcp = true;
+                assert_eq!(g.audience, "spire-gcp-node-attestor");
+                assert_eq!(g.clock_skew, Duration::from_secs(60));
+            }
+            NodeAttestorConfig::AzureMsi(a) => {
+                azure = true;
+                assert_eq!(a.clock_skew, Duration::from_secs(300));
+                let t = &a.tenants["72f988bf-86f1-41af-91ab-2d7cd011db47"];
+                assert_eq!(t.resource_id, "https://management.azure.com/");
+            }
+            _ => {}
+        }
+    }
+    assert!(aws && gcp && azure, "{block}");
+    let e = parse(
+        "trust_domain = \"example.org\"\ninsecure_software_keys = true\n\
+         [node_attestors.gcp_iit]\nprojectid_allow_list = [\"p\"]\ncerts_path = \"/x\"\n\
+         projectid_allowlist = [\"q\"]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("node_attestors.gcp_iit") && e.contains("projectid_allowlist"),
+        "{e}"
+    );
+}

@@ -37,6 +37,9 @@ pub(crate) struct AgentService {
     pub(crate) agent_svid_ttl: std::time::Duration,
     /// `[node_api.limits]`: batch sizes, and the signing rate per source address.
     pub(crate) limits: Arc<NodeLimits>,
+    /// The enabled attestors that attest a node once (`NodeAttestor::can_reattest` false):
+    /// their nodes renew over mTLS; the others attest again.
+    pub(crate) renew_over_mtls: Vec<&'static str>,
 }
 
 /// The calling agent, once its SVID checked out.
@@ -279,9 +282,11 @@ impl Agent for AgentApi {
             .admit_signing(req.remote_addr(), 1, Instant::now())
             .map_err(|e| e.to_status())?;
         let caller = svc.caller(&req).await?;
-        if caller.node.attestor != crate::node::join_token::NAME {
+        // join_token also when it is no longer enabled: its nodes have no other way.
+        let attestor = caller.node.attestor.as_str();
+        if attestor != crate::node::join_token::NAME && !svc.renew_over_mtls.contains(&attestor) {
             return Err(Status::permission_denied(format!(
-                "{} attested with {}: it renews by attesting again with a fresh quote",
+                "{} attested with {}: it renews by attesting again with fresh evidence",
                 caller.id, caller.node.attestor
             )));
         }

@@ -58,6 +58,11 @@ impl NodeAttestor for JoinTokenAttestor {
         NAME
     }
 
+    /// A token is single use: the node renews over mTLS.
+    fn can_reattest(&self) -> bool {
+        false
+    }
+
     fn begin(&self, evidence: &Evidence<'_>) -> Result<Begun, AttestError> {
         let token =
             std::str::from_utf8(evidence.payload).map_err(|e| AttestorRefusal::BadPayload {

@@ -136,6 +136,13 @@ pub trait NodeAttestor: Send + Sync {
     fn selector_type(&self) -> &'static str {
         self.name()
     }
+    /// Whether a node may attest again under the same agent ID (SPIRE's `CanReattest`).
+    /// `false` (the cloud attestors, join tokens): trust on first use — the service refuses
+    /// an agent ID already in the store until an operator evicts it (a replayed document
+    /// gives the same agent ID), and the agent renews its SVID over mTLS instead.
+    fn can_reattest(&self) -> bool {
+        true
+    }
     /// Offline checks of the first message, and the challenge if one is needed. A payload
     /// that does not decode is refused with [`AttestorRefusal::BadPayload`].
     fn begin(&self, evidence: &Evidence<'_>) -> Result<Begun, AttestError>;

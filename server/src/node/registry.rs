@@ -32,9 +32,8 @@ pub(crate) struct Known {
     pub(crate) feature: Option<&'static str>,
 }
 
-/// Every node attestor in the source, built in or not. The cloud attestors (`aws_iid`,
-/// `gcp_iit`, `azure_msi`, `azure_imds`) join with `feature: Some("cloud")`, `k8s_psat`
-/// with `Some("k8s")`, as they are written.
+/// Every node attestor in the source, built in or not. The cloud attestors join with
+/// `feature: Some("cloud")` (`azure_imds` when written), `k8s_psat` with `Some("k8s")`.
 pub(crate) const CATALOGUE: &[Known] = &[
     Known {
         name: "join_token",
@@ -50,6 +49,21 @@ pub(crate) const CATALOGUE: &[Known] = &[
         name: "tpm_devid",
         section: "tpm",
         feature: None,
+    },
+    Known {
+        name: "aws_iid",
+        section: "aws_iid",
+        feature: Some("cloud"),
+    },
+    Known {
+        name: "gcp_iit",
+        section: "gcp_iit",
+        feature: Some("cloud"),
+    },
+    Known {
+        name: "azure_msi",
+        section: "azure_msi",
+        feature: Some("cloud"),
     },
 ];
 
@@ -70,7 +84,7 @@ pub(crate) fn missing_feature(section: &str) -> Option<&'static str> {
 pub(crate) struct BuildContext<'a> {
     /// Agent IDs are made in it.
     pub(crate) trust_domain: TrustDomain,
-    /// Join tokens; TOFU of the cloud attestors later.
+    /// Join tokens.
     pub(crate) store: Arc<dyn DataStore>,
     /// The HSM (the DevID CA's key).
     pub(crate) key_manager: Arc<dyn KeyManager>,
@@ -108,6 +122,15 @@ impl Registry {
         } else {
             names.join(", ")
         }
+    }
+
+    /// The enabled attestors that attest a node only once (trust on first use).
+    pub(crate) fn attest_once(&self) -> Vec<&'static str> {
+        self.by_name
+            .iter()
+            .filter(|(_, a)| !a.can_reattest())
+            .map(|(n, _)| *n)
+            .collect()
     }
 
     /// The attestor agents call `name`, or why there is none here.
@@ -161,10 +184,10 @@ pub(crate) fn build(
                 attestors.extend(super::join_token::build(c, ctx));
             }
             NodeAttestorConfig::Tpm(c) => attestors.extend(super::tpm::setup::build(c, ctx)?),
+            #[cfg(feature = "cloud")]
+            cloud => attestors.extend(super::cloud::build(cloud, ctx)?),
         }
     }
-    #[cfg(feature = "cloud")]
-    attestors.extend(super::cloud::build(cfg, ctx)?);
     #[cfg(feature = "k8s")]
     attestors.extend(super::k8s::build(cfg, ctx)?);
     Ok(Registry::new(attestors))

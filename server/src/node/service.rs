@@ -122,6 +122,10 @@ impl NodeService {
         public_key: rcgen::PublicKey,
     ) -> Result<pb::AttestResult, Status> {
         check_not_banned(self.store.as_ref(), &attested).await?;
+        // Before the HSM signs anything for a replay; the record below re-checks atomically.
+        if !attested.can_reattest {
+            check_first_attestation(self.store.as_ref(), &attested).await?;
+        }
         let ca = self.ca.clone();
         let ttl = u32::try_from(self.agent_svid_ttl.as_secs()).unwrap_or(u32::MAX);
         let agent_id = attested.agent_id.clone();
@@ -138,24 +142,30 @@ impl NodeService {
             .and_then(|leaf| x509::serial_hex(leaf))
             .unwrap_or_default();
         let a = &attested;
-        self.store
-            .record_attestation(&AttestedNode {
-                spiffe_id: a.agent_id.clone(),
-                attestor: a.attestor.to_owned(),
-                selectors: a.selectors.clone(),
-                serial_number: serial,
-                expires_at: svid.expires_at,
-                banned: false,
-                first_attested_at: now,
-                last_attested_at: now,
-            })
-            .await
-            .map_err(|e| match e {
-                crate::store::StoreError::Banned { .. } => {
-                    status::attest(&AttestError::rejected("ban list", e.to_string()))
-                }
-                e => status::store(e),
-            })?;
+        let node = AttestedNode {
+            spiffe_id: a.agent_id.clone(),
+            attestor: a.attestor.to_owned(),
+            selectors: a.selectors.clone(),
+            serial_number: serial,
+            expires_at: svid.expires_at,
+            banned: false,
+            first_attested_at: now,
+            last_attested_at: now,
+        };
+        let recorded = if a.can_reattest {
+            self.store.record_attestation(&node).await
+        } else {
+            self.store.record_first_attestation(&node).await
+        };
+        recorded.map_err(|e| match e {
+            crate::store::StoreError::Banned { .. } => {
+                status::attest(&AttestError::rejected("ban list", e.to_string()))
+            }
+            crate::store::StoreError::AlreadyAttested { .. } => {
+                status::attest(&AttestError::rejected(ALREADY_ATTESTED, e.to_string()))
+            }
+            e => status::store(e),
+        })?;
         let roots = self.ca.bundle().map_err(status::ca)?.x509_authorities;
         info!(
             agent = %attested.agent_id,
@@ -206,6 +216,7 @@ pub(super) fn seal(attestor: &dyn NodeAttestor, a: Attested) -> Result<Sealed, A
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Sealed {
         attestor: name,
+        can_reattest: attestor.can_reattest(),
         agent_id: a.agent_id,
         selectors,
         boot_policy: a.boot_policy,
@@ -217,6 +228,8 @@ pub(super) fn seal(attestor: &dyn NodeAttestor, a: Attested) -> Result<Sealed, A
 #[derive(Debug)]
 pub(super) struct Sealed {
     pub(super) attestor: &'static str,
+    /// The attestor's [`NodeAttestor::can_reattest`].
+    pub(super) can_reattest: bool,
     pub(super) agent_id: SpiffeId,
     pub(super) selectors: Vec<Selector>,
     pub(super) boot_policy: Option<String>,
@@ -251,6 +264,26 @@ async fn check_not_banned(store: &dyn DataStore, a: &Sealed) -> Result<(), Statu
             ),
         ))),
         None => Ok(()),
+    }
+}
+
+/// The check a trust-on-first-use refusal names.
+const ALREADY_ATTESTED: &str = "already attested";
+
+/// Refuses a node whose attestor attests once (SPIRE's TOFU rule) when its agent ID is
+/// already in the store: a replayed document, or the same node attesting again without
+/// being evicted. Kept across restarts (the store holds it); eviction re-enables it.
+async fn check_first_attestation(store: &dyn DataStore, a: &Sealed) -> Result<(), Status> {
+    match store.get_attested_node(&a.agent_id).await {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(status::attest(&AttestError::rejected(
+            ALREADY_ATTESTED,
+            crate::store::StoreError::AlreadyAttested {
+                id: a.agent_id.to_string(),
+            }
+            .to_string(),
+        ))),
+        Err(e) => Err(status::store(e)),
     }
 }
 

@@ -66,6 +66,14 @@ pub enum StartError {
     /// The measured-boot policies cannot be loaded.
     #[error("{0}")]
     Policies(#[source] PolicySetError),
+    /// A node attestor's section names files or values it cannot use.
+    #[error("[node_attestors.{section}] {reason}")]
+    NodeAttestor {
+        /// The section.
+        section: &'static str,
+        /// What is wrong, naming the option.
+        reason: String,
+    },
     /// The admin socket cannot be bound or served.
     #[error("{0}")]
     AdminSocket(#[source] AdminSocketError),

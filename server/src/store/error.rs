@@ -46,6 +46,17 @@ pub enum StoreError {
         /// The node's SPIFFE ID.
         id: String,
     },
+    /// The node is already attested and its attestor attests a node only once (trust on
+    /// first use: `aws_iid`, `gcp_iit`, `azure_msi`, `azure_imds`).
+    #[error(
+        "{id} is already attested and its attestor attests a node only once (the same \
+         evidence replayed gives the same agent ID): evict it first with \
+         `ironroot-server agent evict --spiffe-id {id}` if this is the same node attesting again"
+    )]
+    AlreadyAttested {
+        /// The node's SPIFFE ID.
+        id: String,
+    },
     /// No attested node has this SPIFFE ID.
     #[error("no attested agent '{id}'")]
     NodeNotFound {

@@ -112,6 +112,14 @@ pub trait DataStore: Send + Sync + 'static {
     /// node is banned; keeps `first_attested_at`. Returns what was stored.
     async fn record_attestation(&self, node: &AttestedNode) -> Result<AttestedNode, StoreError>;
 
+    /// [`record_attestation`](Self::record_attestation) for a node that may attest only
+    /// once: refused (`AlreadyAttested`) if the node is there, in the same transaction,
+    /// so two exchanges replaying one piece of evidence cannot both succeed.
+    async fn record_first_attestation(
+        &self,
+        node: &AttestedNode,
+    ) -> Result<AttestedNode, StoreError>;
+
     /// Bans (or unbans) node `id`.
     async fn set_node_banned(
         &self,

@@ -221,7 +221,14 @@ impl DataStore for PostgresStore {
     }
 
     async fn record_attestation(&self, node: &AttestedNode) -> Result<AttestedNode, StoreError> {
-        self.inner.record_attestation(node).await
+        self.inner.record_attestation(node, false).await
+    }
+
+    async fn record_first_attestation(
+        &self,
+        node: &AttestedNode,
+    ) -> Result<AttestedNode, StoreError> {
+        self.inner.record_attestation(node, true).await
     }
 
     async fn set_node_banned(

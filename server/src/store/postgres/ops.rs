@@ -31,9 +31,11 @@ impl Inner {
         .await
     }
 
+    /// `first_only`: refuse a node already there (`AlreadyAttested`), in the transaction.
     pub(super) async fn record_attestation(
         &self,
         node: &AttestedNode,
+        first_only: bool,
     ) -> Result<AttestedNode, StoreError> {
         let key = node.spiffe_id.to_string();
         let mut client = self.client().await?;
@@ -48,6 +50,9 @@ impl Inner {
         .await?;
         if previous.as_ref().is_some_and(|p| p.banned) {
             return Err(StoreError::Banned { id: key });
+        }
+        if first_only && previous.is_some() {
+            return Err(StoreError::AlreadyAttested { id: key });
         }
         let mut stored = node.clone();
         stored.banned = false;

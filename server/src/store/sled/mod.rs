@@ -304,7 +304,15 @@ impl DataStore for SledStore {
 
     async fn record_attestation(&self, node: &AttestedNode) -> Result<AttestedNode, StoreError> {
         let node = node.clone();
-        self.run(move |s| s.record_attestation(&node)).await
+        self.run(move |s| s.record_attestation(&node, false)).await
+    }
+
+    async fn record_first_attestation(
+        &self,
+        node: &AttestedNode,
+    ) -> Result<AttestedNode, StoreError> {
+        let node = node.clone();
+        self.run(move |s| s.record_attestation(&node, true)).await
     }
 
     async fn set_node_banned(

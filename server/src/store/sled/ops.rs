@@ -231,9 +231,11 @@ impl Inner {
         self.get_value(&self.nodes, &node_key(id), "attested node")
     }
 
+    /// `first_only`: refuse a node already there (`AlreadyAttested`), in the transaction.
     pub(super) fn record_attestation(
         &self,
         node: &AttestedNode,
+        first_only: bool,
     ) -> Result<AttestedNode, StoreError> {
         let key = node_key(&node.spiffe_id);
         // One transaction: a ban made concurrently is never overwritten.
@@ -241,6 +243,11 @@ impl Inner {
             let previous: Option<AttestedNode> = tx.get_json(tx.nodes, &key, "attested node")?;
             if previous.as_ref().is_some_and(|p| p.banned) {
                 return abort(StoreError::Banned {
+                    id: node.spiffe_id.to_string(),
+                });
+            }
+            if first_only && previous.is_some() {
+                return abort(StoreError::AlreadyAttested {
                     id: node.spiffe_id.to_string(),
                 });
             }

@@ -27,6 +27,23 @@ pub(crate) async fn nodes_bans_bundles_journal_and_tokens(store: Arc<dyn DataSto
     assert_eq!(stored.first_attested_at, a.first_attested_at);
     assert_eq!(stored.serial_number, "ffff");
 
+    // First use only (TOFU attestors): refused while the node is there, in the same
+    // transaction; a banned node stays refused as banned; after eviction, accepted.
+    let t = node("/spire/agent/aws_iid/1/r/i-1");
+    store.record_first_attestation(&t).await.unwrap();
+    assert!(matches!(
+        store.record_first_attestation(&t).await.unwrap_err(),
+        StoreError::AlreadyAttested { .. }
+    ));
+    store.set_node_banned(&t.spiffe_id, true).await.unwrap();
+    assert!(matches!(
+        store.record_first_attestation(&t).await.unwrap_err(),
+        StoreError::Banned { .. }
+    ));
+    store.delete_attested_node(&t.spiffe_id).await.unwrap();
+    store.record_first_attestation(&t).await.unwrap();
+    store.delete_attested_node(&t.spiffe_id).await.unwrap();
+
     // Bans: listed by the index, refuse attestation, survive until unbanned.
     assert!(store.list_banned_nodes().await.unwrap().is_empty());
     let banned = store.set_node_banned(&b.spiffe_id, true).await.unwrap();

@@ -1,0 +1,77 @@
+//! The sections of the cloud node attestors (`cloud` cargo feature):
+//! `[node_attestors.aws_iid]`, `[node_attestors.gcp_iit]`, `[node_attestors.azure_msi]`.
+//! Option names follow SPIRE's plugin configuration where SPIRE has one.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[node_attestors.aws_iid]`: AWS instance identity documents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AwsIidAttestorConfig {
+    /// Region name -> PEM file holding AWS's RSA-2048 certificate(s) for that region (from
+    /// the AWS documentation's per-region list; several in one file during a rotation). A
+    /// document from a region not listed is refused.
+    pub(crate) region_certificates: BTreeMap<String, PathBuf>,
+    /// Accounts allowed to attest; absent: any account whose document AWS signed.
+    #[serde(default)]
+    pub(crate) account_allow_list: Option<Vec<String>>,
+}
+
+/// Where a key set comes from: a file, re-read when it changes. (`certs_path` for Google's
+/// certificate map, `jwks_path` for a JWKS.)
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GcpIitAttestorConfig {
+    /// Projects allowed to attest (required, at least one; SPIRE's `projectid_allow_list`).
+    pub(crate) projectid_allow_list: Vec<String>,
+    /// Google's signing certificates as `https://www.googleapis.com/oauth2/v1/certs` serves
+    /// them (`{"<kid>": "<PEM certificate>"}`), or a JWKS (the v3 endpoint's form); re-read
+    /// when the file changes, so a job that refreshes it keeps the server current.
+    pub(crate) certs_path: PathBuf,
+    /// The `aud` the token must carry (the agent's `[gcp_iit] audience`).
+    #[serde(default = "gcp_audience")]
+    pub(crate) audience: String,
+    /// Skew allowed on the token's time claims.
+    #[serde(default = "gcp_skew", with = "humantime_serde")]
+    pub(crate) clock_skew: Duration,
+}
+
+/// `[node_attestors.azure_msi]`: Azure managed-identity access tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AzureMsiAttestorConfig {
+    /// Tenants allowed, by tenant ID (required, at least one).
+    pub(crate) tenants: BTreeMap<String, AzureMsiTenant>,
+    /// Entra ID's signing keys, a JWKS (the document the OpenID configuration's `jwks_uri`
+    /// names); re-read when the file changes.
+    pub(crate) jwks_path: PathBuf,
+    /// Skew allowed on the token's time claims.
+    #[serde(default = "azure_skew", with = "humantime_serde")]
+    pub(crate) clock_skew: Duration,
+}
+
+/// `[node_attestors.azure_msi.tenants."<tenant id>"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AzureMsiTenant {
+    /// The token's expected audience (the agent's `[azure_msi] resource_id`).
+    #[serde(default = "azure_resource")]
+    pub(crate) resource_id: String,
+}
+
+fn gcp_audience() -> String {
+    ironroot_cloud_attest::gcp_iit::DEFAULT_AUDIENCE.into()
+}
+fn gcp_skew() -> Duration {
+    ironroot_cloud_attest::gcp_iit::DEFAULT_CLOCK_SKEW
+}
+fn azure_skew() -> Duration {
+    ironroot_cloud_attest::azure_msi::DEFAULT_CLOCK_SKEW
+}
+fn azure_resource() -> String {
+    ironroot_cloud_attest::azure_msi::DEFAULT_RESOURCE.into()
+}
