@@ -61,6 +61,7 @@ fn main() {
         data_dir: env.dir.path().join("agent"),
         node_attestor: NodeAttestorKind::TpmEk,
         join_token: None,
+        k8s_psat: None,
         tpm: TpmConfig {
             tcti: tpm.tcti(),
             event_log_path: log_path,

@@ -335,6 +335,7 @@ fn main() {
                 data_dir: dir.path().join(format!("agent-{i}")),
                 node_attestor: NodeAttestorKind::JoinToken,
                 join_token: Some(tok),
+                k8s_psat: None,
                 tpm: Default::default(),
                 log_level: "warn".into(),
                 workload_api: Default::default(),

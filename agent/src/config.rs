@@ -65,13 +65,32 @@ pub enum ConfigError {
     /// `node_attestor = "join_token"` without a `join_token`.
     #[error("node_attestor = \"join_token\" needs join_token")]
     MissingJoinToken,
-    /// `tpm.agent_key = "tpm"` with the join_token attestor (no TPM evidence would certify the
-    /// key).
+    /// `tpm.agent_key = "tpm"` with a node attestor that sends no TPM evidence (join_token,
+    /// k8s_psat: nothing would certify the key).
     #[error(
-        "tpm.agent_key = \"tpm\" needs a TPM node attestor: a join_token agent sends no \
-         TPM evidence to certify the key with (remove the option or use tpm_ek / tpm_devid)"
+        "tpm.agent_key = \"tpm\" needs a TPM node attestor: a join_token or k8s_psat agent \
+         sends no TPM evidence to certify the key with (remove the option or use tpm_ek / \
+         tpm_devid)"
     )]
     TpmKeyWithoutTpmAttestor,
+    /// `node_attestor = "k8s_psat"` without `[k8s_psat] cluster`.
+    #[error(
+        "node_attestor = \"k8s_psat\" needs a [k8s_psat] section with cluster = \"<name>\" \
+         (the cluster's name in the server's [node_attestors.k8s_psat.clusters])"
+    )]
+    MissingK8sPsat,
+    /// The configured node attestor is behind a cargo feature this agent was built without.
+    #[error(
+        "node_attestor = \"{attestor}\" is not built into this agent: it needs \
+         ironroot-agent built with the '{feature}' cargo feature (cargo build -p \
+         ironroot-agent --features {feature})"
+    )]
+    AttestorNotBuilt {
+        /// The configured attestor.
+        attestor: &'static str,
+        /// The cargo feature it needs.
+        feature: &'static str,
+    },
     /// A `[workload_api.limits]` value is out of range.
     #[error(transparent)]
     Limits(#[from] LimitsConfigError),
@@ -151,6 +170,9 @@ pub struct AgentConfig {
     /// The token, for join_token.
     #[serde(default)]
     pub join_token: Option<String>,
+    /// `[k8s_psat]`: the cluster and token of `node_attestor = "k8s_psat"`.
+    #[serde(default)]
+    pub k8s_psat: Option<K8sPsatConfig>,
     /// The TPM and the keys in it (`[tpm]`), for the TPM node attestors and a TPM agent key.
     #[serde(default)]
     pub tpm: TpmConfig,
@@ -190,6 +212,33 @@ pub enum NodeAttestor<'a> {
         /// The single-use token (`ironroot-server token generate`).
         token: &'a str,
     },
+    /// A Kubernetes projected service-account token, reviewed by the cluster's API server.
+    #[cfg(feature = "k8s")]
+    K8sPsat {
+        /// The cluster's name as the server's configuration has it.
+        cluster: &'a str,
+        /// The projected token's file (re-read at every attestation: kubelet rotates it).
+        token_path: &'a Path,
+    },
+}
+
+/// The projected token's path SPIRE's documentation mounts for its agent.
+pub(crate) const DEFAULT_K8S_PSAT_TOKEN_PATH: &str = "/var/run/secrets/tokens/spire-agent";
+
+fn default_k8s_psat_token_path() -> PathBuf {
+    PathBuf::from(DEFAULT_K8S_PSAT_TOKEN_PATH)
+}
+
+/// `[k8s_psat]`: the agent half of `node_attestor = "k8s_psat"` (SPIRE's options).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K8sPsatConfig {
+    /// The cluster's name, as `[node_attestors.k8s_psat.clusters.<name>]` on the server.
+    pub cluster: String,
+    /// The projected service-account token (a `serviceAccountToken` projected volume with
+    /// the server's audience). Default `/var/run/secrets/tokens/spire-agent`.
+    #[serde(default = "default_k8s_psat_token_path")]
+    pub token_path: PathBuf,
 }
 
 /// The SPIFFE Workload API socket.
@@ -305,10 +354,13 @@ impl AgentConfig {
     }
 
     /// Where this agent's SVID key lives: `tpm.agent_key` if set, else `tpm` for the TPM
-    /// node attestors and `software` for join tokens (which have no TPM evidence).
+    /// node attestors and `software` for join tokens and k8s_psat (which have no TPM
+    /// evidence).
     pub fn agent_key_storage(&self) -> AgentKeyStorage {
         match (self.node_attestor, self.tpm.agent_key) {
-            (NodeAttestorKind::JoinToken, _) => AgentKeyStorage::Software,
+            (NodeAttestorKind::JoinToken | NodeAttestorKind::K8sPsat, _) => {
+                AgentKeyStorage::Software
+            }
             (_, Some(k)) => k,
             (_, None) => AgentKeyStorage::Tpm,
         }
@@ -339,6 +391,25 @@ impl AgentConfig {
                     .as_deref()
                     .ok_or(ConfigError::MissingJoinToken)?,
             },
+            #[cfg(feature = "k8s")]
+            NodeAttestorKind::K8sPsat => {
+                let c = self
+                    .k8s_psat
+                    .as_ref()
+                    .filter(|c| !c.cluster.is_empty())
+                    .ok_or(ConfigError::MissingK8sPsat)?;
+                NodeAttestor::K8sPsat {
+                    cluster: &c.cluster,
+                    token_path: &c.token_path,
+                }
+            }
+            #[cfg(not(feature = "k8s"))]
+            NodeAttestorKind::K8sPsat => {
+                return Err(ConfigError::AttestorNotBuilt {
+                    attestor: "k8s_psat",
+                    feature: "k8s",
+                })
+            }
         })
     }
 
@@ -368,9 +439,7 @@ impl AgentConfig {
         }
         self.workload_api.limits.validate()?;
         self.sds.validate(&self.workload_api.socket_path)?;
-        if self.node_attestor == NodeAttestorKind::JoinToken
-            && self.tpm.agent_key == Some(AgentKeyStorage::Tpm)
-        {
+        if !self.node_attestor.uses_tpm() && self.tpm.agent_key == Some(AgentKeyStorage::Tpm) {
             return Err(ConfigError::TpmKeyWithoutTpmAttestor);
         }
         self.node_attestor()?;

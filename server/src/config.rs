@@ -7,10 +7,14 @@
 //! [`ConfigError`] naming the key, as the operator wrote it.
 
 mod file;
+#[cfg(feature = "k8s")]
+mod k8s_psat;
 mod limits;
 mod node_attestors;
 mod store;
 
+#[cfg(feature = "k8s")]
+pub(crate) use k8s_psat::{K8sPsatClusterConfig, K8sPsatConfig};
 pub(crate) use limits::NodeLimitsConfig;
 pub use node_attestors::PolicyBinding;
 pub(crate) use node_attestors::{

@@ -80,6 +80,11 @@ fn attestor_for<'h>(
         NodeAttestor::JoinToken { token } => {
             Box::new(join_token::JoinTokenNodeAttestor::new(token))
         }
+        #[cfg(feature = "k8s")]
+        NodeAttestor::K8sPsat {
+            cluster,
+            token_path,
+        } => Box::new(k8s::K8sPsatNodeAttestor::new(cluster, token_path)),
     }
 }
 
@@ -149,6 +154,14 @@ pub enum AttestError {
     UnexpectedChallenge {
         /// The agent's attestor.
         attestor: &'static str,
+    },
+    /// The attestor could not gather its evidence (a file or service it reads).
+    #[error("attestor '{attestor}' cannot make its evidence: {reason}")]
+    Evidence {
+        /// The agent's attestor.
+        attestor: &'static str,
+        /// What failed, naming the option to check.
+        reason: String,
     },
     /// The server ended the stream without a result or a status.
     #[error("the server closed the attestation stream without a result")]

@@ -19,6 +19,9 @@ pub enum NodeAttestorKind {
     /// A single-use token from `ironroot-server token generate`.
     #[serde(rename = "join_token")]
     JoinToken,
+    /// A Kubernetes projected service-account token (`[k8s_psat]`; cargo feature `k8s`).
+    #[serde(rename = "k8s_psat")]
+    K8sPsat,
 }
 
 impl NodeAttestorKind {
@@ -28,12 +31,13 @@ impl NodeAttestorKind {
             NodeAttestorKind::TpmEk => "tpm_ek",
             NodeAttestorKind::TpmDevId => "tpm_devid",
             NodeAttestorKind::JoinToken => "join_token",
+            NodeAttestorKind::K8sPsat => "k8s_psat",
         }
     }
 
     /// Whether the attestor sends TPM evidence.
     pub fn uses_tpm(self) -> bool {
-        self != NodeAttestorKind::JoinToken
+        matches!(self, NodeAttestorKind::TpmEk | NodeAttestorKind::TpmDevId)
     }
 }
 

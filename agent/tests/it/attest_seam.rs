@@ -26,6 +26,7 @@ fn join_token_agent(env: &NodeApiServer) -> AgentConfig {
         data_dir: env.dir.path().join("agent"),
         node_attestor: NodeAttestorKind::JoinToken,
         join_token: Some(v["token"].as_str().expect("token").to_owned()),
+        k8s_psat: None,
         tpm: Default::default(),
         log_level: "info".into(),
         workload_api: Default::default(),

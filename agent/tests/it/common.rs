@@ -103,6 +103,7 @@ impl AgentConfigFor for Env {
             data_dir: adir.join("data"),
             node_attestor: NodeAttestorKind::TpmEk,
             join_token: None,
+            k8s_psat: None,
             tpm: TpmConfig {
                 tcti: tpm.tcti(),
                 event_log_path: log_path,

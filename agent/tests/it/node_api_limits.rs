@@ -44,6 +44,7 @@ fn agent(env: &NodeApiServer, token: &str, name: &str) -> AgentConfig {
         data_dir: env.dir.path().join(name),
         node_attestor: NodeAttestorKind::JoinToken,
         join_token: Some(token.to_owned()),
+        k8s_psat: None,
         tpm: Default::default(),
         log_level: "info".into(),
         workload_api: Default::default(),

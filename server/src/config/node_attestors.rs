@@ -20,6 +20,9 @@ pub(crate) enum NodeAttestorConfig {
     Tpm(TpmAttestorConfig),
     /// `[node_attestors.join_token]`: `join_token` (enabled when the section is absent).
     JoinToken(JoinTokenConfig),
+    /// `[node_attestors.k8s_psat]`: `k8s_psat` (cargo feature `k8s`).
+    #[cfg(feature = "k8s")]
+    K8sPsat(super::K8sPsatConfig),
 }
 
 /// `[node_attestors]`, its sections in file order; `join_token` (enabled) added when the

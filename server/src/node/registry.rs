@@ -51,6 +51,11 @@ pub(crate) const CATALOGUE: &[Known] = &[
         section: "tpm",
         feature: None,
     },
+    Known {
+        name: "k8s_psat",
+        section: "k8s_psat",
+        feature: Some("k8s"),
+    },
 ];
 
 /// Whether this build has cargo feature `feature` (the plugin features of this crate).
@@ -161,6 +166,9 @@ pub(crate) fn build(
                 attestors.extend(super::join_token::build(c, ctx));
             }
             NodeAttestorConfig::Tpm(c) => attestors.extend(super::tpm::setup::build(c, ctx)?),
+            // Built by the family's hook below.
+            #[allow(unreachable_patterns)]
+            _ => {}
         }
     }
     #[cfg(feature = "cloud")]
