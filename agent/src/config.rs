@@ -279,6 +279,8 @@ pub struct WorkloadAttestorsConfig {
     pub process: crate::workload::attestor::process::ProcessAttestorConfig,
     /// Absent: no podman attestor.
     pub podman: Option<crate::workload::attestor::podman::PodmanConfig>,
+    /// Absent: no k8s attestor (cargo feature `k8s`).
+    pub k8s: Option<crate::workload::attestor::k8s::K8sConfig>,
 }
 
 /// `[tpm]`: how the agent reaches its TPM and which keys it uses there. Every key has a
