@@ -99,14 +99,17 @@ impl HttpsError {
     }
 }
 
+/// A file and the name of the option that names it (for messages).
+pub type OptionFile = (&'static str, PathBuf);
+
 /// How the client verifies the peer and proves itself.
 #[derive(Debug, Clone, Default)]
 pub struct TlsOptions {
     /// CA certificates (PEM) the peer's certificate must chain to, and the option that
     /// names the file (for messages).
-    pub ca_file: Option<(&'static str, PathBuf)>,
+    pub ca_file: Option<OptionFile>,
     /// Client certificate chain and key (PEM), with their options' names.
-    pub client_cert: Option<((&'static str, PathBuf), (&'static str, PathBuf))>,
+    pub client_cert: Option<(OptionFile, OptionFile)>,
     /// Accept any peer certificate. Only for an operator's explicit option, logged loudly
     /// by the caller.
     pub insecure_skip_verify: bool,
@@ -120,7 +123,10 @@ fn bad(option: &'static str, path: &Path, reason: impl Into<String>) -> HttpsErr
     }
 }
 
-fn read_certs(option: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpsError> {
+fn read_certs(
+    option: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, HttpsError> {
     let pem = std::fs::read(path).map_err(|e| bad(option, path, e.to_string()))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -275,8 +281,12 @@ impl HttpsClient {
             return Err(bad_url("a base URL has no path or query"));
         }
         let host = uri.host().ok_or_else(|| bad_url("no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        ServerName::try_from(host.clone()).map_err(|_| bad_url("the host is not a DNS name or IP address"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        ServerName::try_from(host.clone())
+            .map_err(|_| bad_url("the host is not a DNS name or IP address"))?;
         Ok(HttpsClient {
             tls,
             host,
@@ -370,7 +380,9 @@ impl HttpsClient {
                 .collect()
                 .await
                 .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
                         HttpsError::TooLarge {
                             authority: authority_for_body.clone(),
                             max,

@@ -26,9 +26,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-pub use ironroot_cloud_attest::test_support::{
-    node_json, pod_json, TokenReviewFixture,
-};
+pub use ironroot_cloud_attest::test_support::{node_json, pod_json, TokenReviewFixture};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
@@ -74,7 +72,9 @@ pub struct KubeStandIn {
 
 impl std::fmt::Debug for KubeStandIn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeStandIn").field("url", &self.url).finish()
+        f.debug_struct("KubeStandIn")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -92,14 +92,21 @@ impl KubeStandIn {
     pub fn start(auth: Auth) -> KubeStandIn {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let ca = certs::ca(dir.path(), "kube-ca");
-        let serving = certs::leaf(dir.path(), "kube-serving", "DNS:localhost,IP:127.0.0.1", &ca);
+        let serving = certs::leaf(
+            dir.path(),
+            "kube-serving",
+            "DNS:localhost,IP:127.0.0.1",
+            &ca,
+        );
         let client_cert = certs::leaf(dir.path(), "kube-client", "DNS:ironroot-client", &ca);
         let other_ca = certs::ca(dir.path(), "other-ca");
         let tls = server_config(&serving, &ca);
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap_or_else(|e| panic!("bind a loopback port: {e}"));
         let addr: SocketAddr = listener.local_addr().expect("local address");
-        listener.set_nonblocking(true).expect("non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let state = Arc::new(Mutex::new(State::default()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = state.clone();
@@ -179,11 +186,13 @@ fn server_config(serving: &CertFiles, ca: &CertFiles) -> Arc<rustls::ServerConfi
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     // Client certificates are verified when offered and required per request by `Auth`.
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .expect("client verifier");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .expect("client verifier");
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
@@ -257,11 +266,12 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let authorized = match auth {
-        Auth::Bearer(token) => req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            == Some(&format!("Bearer {token}")),
+        Auth::Bearer(token) => {
+            req.headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                == Some(&format!("Bearer {token}"))
+        }
         Auth::ClientCert => has_client_cert,
     };
     let body = req
@@ -311,14 +321,15 @@ async fn handle(
             } else {
                 s.pod_lists.front().cloned()
             };
-            reply(
-                StatusCode::OK,
-                list.unwrap_or_else(|| pod_list_json(&[])),
-            )
+            reply(StatusCode::OK, list.unwrap_or_else(|| pod_list_json(&[])))
         }
         _ => reply(
             StatusCode::NOT_FOUND,
-            status_json(404, "NotFound", "the server could not find the requested resource"),
+            status_json(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
         ),
     }
 }
@@ -333,7 +344,11 @@ fn token_review(s: &State, body: &[u8]) -> Option<String> {
     let token = req["spec"]["token"].as_str()?;
     let requested: Vec<String> = req["spec"]["audiences"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     let requested = if requested.is_empty() {
         vec![API_SERVER_AUDIENCE.to_owned()]
@@ -442,8 +457,10 @@ impl PodFixture {
             .collect();
         let spec_containers = |cs: &[ContainerFixture]| -> Vec<Value> {
             cs.iter()
-                .map(|c| json!({"name": c.name, "image": c.image, "imagePullPolicy": "IfNotPresent",
-                                "resources": {}, "terminationMessagePath": "/dev/termination-log"}))
+                .map(|c| {
+                    json!({"name": c.name, "image": c.image, "imagePullPolicy": "IfNotPresent",
+                                "resources": {}, "terminationMessagePath": "/dev/termination-log"})
+                })
                 .collect()
         };
         let statuses = |cs: &[ContainerFixture], running: bool| -> Vec<Value> {

@@ -76,14 +76,19 @@ mod tests {
         let mut a = K8sPsatNodeAttestor::new("prod", &path);
         assert_eq!(a.name(), "k8s_psat");
         let v: serde_json::Value = serde_json::from_slice(&a.evidence().unwrap()).unwrap();
-        assert_eq!(v, serde_json::json!({"cluster": "prod", "token": "eyJhbGciOi.first.sig"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"cluster": "prod", "token": "eyJhbGciOi.first.sig"})
+        );
         // The kubelet rotated the token: the next attestation sends the new one.
         std::fs::write(&path, "eyJhbGciOi.second.sig").unwrap();
         let v: serde_json::Value = serde_json::from_slice(&a.evidence().unwrap()).unwrap();
         assert_eq!(v["token"], "eyJhbGciOi.second.sig");
         assert!(matches!(
             a.answer(b"x"),
-            Err(AttestError::UnexpectedChallenge { attestor: "k8s_psat" })
+            Err(AttestError::UnexpectedChallenge {
+                attestor: "k8s_psat"
+            })
         ));
     }
 
@@ -93,7 +98,10 @@ mod tests {
         let path = dir.path().join("spire-agent");
         let mut a = K8sPsatNodeAttestor::new("prod", &path);
         let e = a.evidence().unwrap_err().to_string();
-        assert!(e.contains("k8s_psat.token_path") && e.contains("cannot be read"), "{e}");
+        assert!(
+            e.contains("k8s_psat.token_path") && e.contains("cannot be read"),
+            "{e}"
+        );
         std::fs::write(&path, " \n").unwrap();
         let e = a.evidence().unwrap_err().to_string();
         assert!(e.contains("is empty"), "{e}");

@@ -35,11 +35,25 @@ fn rig() -> Rig {
     kube.add_pod(
         "spire",
         POD,
-        pod_json("spire", POD, POD_UID, NODE, "172.18.0.2", &[("app", "spire-agent"), ("pod-template-hash", "7d9f")]),
+        pod_json(
+            "spire",
+            POD,
+            POD_UID,
+            NODE,
+            "172.18.0.2",
+            &[("app", "spire-agent"), ("pod-template-hash", "7d9f")],
+        ),
     );
     kube.add_node(
         NODE,
-        node_json(NODE, NODE_UID, &[("topology.kubernetes.io/zone", "z1"), ("kubernetes.io/os", "linux")]),
+        node_json(
+            NODE,
+            NODE_UID,
+            &[
+                ("topology.kubernetes.io/zone", "z1"),
+                ("kubernetes.io/os", "linux"),
+            ],
+        ),
     );
     let bound = |ns: &str, sa: &str, node: &str| {
         TokenReviewFixture::bound(ns, sa, POD, POD_UID, node, NODE_UID)
@@ -199,7 +213,11 @@ fn k8s_psat_agents_attest_through_the_token_review_and_refusals_name_the_rule() 
         "sa-not-allowed",
         "test",
         "tok-default-sa",
-        &["k8s_psat service account", "\"default:default\"", "service_account_allow_list"],
+        &[
+            "k8s_psat service account",
+            "\"default:default\"",
+            "service_account_allow_list",
+        ],
     );
     assert_refused(
         &rig,
@@ -233,7 +251,14 @@ fn k8s_psat_agents_attest_through_the_token_review_and_refusals_name_the_rule() 
     let gone = rig.kube.requests().len();
     rig.kube.add_token(
         "tok-deleted-pod",
-        TokenReviewFixture::bound("spire", "spire-agent", "spire-agent-gone", POD_UID, NODE, NODE_UID),
+        TokenReviewFixture::bound(
+            "spire",
+            "spire-agent",
+            "spire-agent-gone",
+            POD_UID,
+            NODE,
+            NODE_UID,
+        ),
     );
     assert_refused(
         &rig,
@@ -251,8 +276,17 @@ fn a_malformed_k8s_psat_payload_is_refused_by_name_without_asking_the_api_server
     let rig = rig();
     let (_, cfg) = agent_conf(&rig, "malformed", "test", "tok-honest");
     for (payload, words) in [
-        (&b"not json"[..], &["does not decode as attestor 'k8s_psat'", "JSON {\"cluster\", \"token\"}"][..]),
-        (br#"{"cluster":"test","token":""}"#, &["cluster and token must be non-empty"]),
+        (
+            &b"not json"[..],
+            &[
+                "does not decode as attestor 'k8s_psat'",
+                "JSON {\"cluster\", \"token\"}",
+            ][..],
+        ),
+        (
+            br#"{"cluster":"test","token":""}"#,
+            &["cluster and token must be non-empty"],
+        ),
         (br#"{"cluster":"test"}"#, &["missing field `token`"]),
     ] {
         let mut edit = |p: &mut ironroot_api::node::AttestParams| p.payload = payload.to_vec();
@@ -262,11 +296,23 @@ fn a_malformed_k8s_psat_payload_is_refused_by_name_without_asking_the_api_server
         };
         let refused = match rt().block_on(attest_with(&cfg, &KeySource::Software, hooks)) {
             Err(AttestError::Refused(r)) => r,
-            other => panic!("a malformed payload must be refused: {:?}", other.map(|o| o.spiffe_id)),
+            other => panic!(
+                "a malformed payload must be refused: {:?}",
+                other.map(|o| o.spiffe_id)
+            ),
         };
-        assert_eq!(refused.code(), Code::InvalidArgument, "{}", refused.message());
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{}",
+            refused.message()
+        );
         for w in words {
-            assert!(refused.message().contains(w), "expected '{w}' in: {}", refused.message());
+            assert!(
+                refused.message().contains(w),
+                "expected '{w}' in: {}",
+                refused.message()
+            );
         }
     }
     assert!(rig.kube.requests().is_empty(), "{:?}", rig.kube.requests());

@@ -30,7 +30,11 @@ fn blog() -> PodFixture {
             "blog-7d9f".into(),
             "2c401175-b29f-11e7-9350-020968147796".into(),
         )],
-        containers: vec![ContainerFixture::new("blog", "localhost/spiffe/blog:latest", ID)],
+        containers: vec![ContainerFixture::new(
+            "blog",
+            "localhost/spiffe/blog:latest",
+            ID,
+        )],
         init_containers: vec![],
     }
 }
@@ -131,7 +135,10 @@ fn the_honest_pod_gets_spire_s_selectors_from_one_shared_pod_list() {
     assert_eq!(rig.kube.count("GET /pods"), 1);
     // A process in no container: no selectors, no request.
     let host = rig.attestor(&cfg, "0::/user.slice/user-1000.slice/session-2.scope\n");
-    assert_eq!(host.attest_pid(PID).expect("attested"), Vec::<String>::new());
+    assert_eq!(
+        host.attest_pid(PID).expect("attested"),
+        Vec::<String>::new()
+    );
     assert_eq!(rig.kube.count("GET /pods"), 1);
 }
 
@@ -141,7 +148,10 @@ fn a_container_no_pod_lists_is_looked_for_once_more_then_gets_no_selectors() {
     let cfg = rig.config(KUBELET_TOKEN, "");
     let other = format!("0::/kubepods/besteffort/pod{UID}/{}\n", "e".repeat(64));
     let unknown = rig.attestor(&cfg, &other);
-    assert_eq!(unknown.attest_pid(PID).expect("attested"), Vec::<String>::new());
+    assert_eq!(
+        unknown.attest_pid(PID).expect("attested"),
+        Vec::<String>::new()
+    );
     assert_eq!(rig.kube.count("GET /pods"), 2, "{:?}", rig.kube.requests());
 
     // A pod that is not listed yet on the first look, listed on the second.
@@ -165,10 +175,16 @@ fn a_kubelet_not_verified_or_refusing_the_credential_is_an_error_naming_the_opti
         .expect_err("a kubelet whose certificate does not chain to kubelet_ca_path is refused")
         .to_string();
     assert!(
-        e.contains("k8s attestor unavailable") && e.contains("TLS handshake") && e.contains("kubelet_ca_path"),
+        e.contains("k8s attestor unavailable")
+            && e.contains("TLS handshake")
+            && e.contains("kubelet_ca_path"),
         "{e}"
     );
-    assert_eq!(rig.kube.count("GET /pods"), 0, "no request after a refused handshake");
+    assert_eq!(
+        rig.kube.count("GET /pods"),
+        0,
+        "no request after a refused handshake"
+    );
 
     let cfg = rig.config("someone-else", "");
     let e = rig
@@ -182,7 +198,9 @@ fn a_kubelet_not_verified_or_refusing_the_credential_is_an_error_naming_the_opti
     let mut cfg = rig.config(KUBELET_TOKEN, "skip_kubelet_verification = true\n");
     cfg.kubelet_ca_path = rig.kube.other_ca.clone();
     assert_eq!(
-        rig.attestor(&cfg, &in_pod()).attest_pid(PID).expect("attested"),
+        rig.attestor(&cfg, &in_pod())
+            .attest_pid(PID)
+            .expect("attested"),
         expected()
     );
 }
@@ -199,18 +217,32 @@ fn a_client_certificate_authenticates_to_the_kubelet() {
         ),
     );
     assert_eq!(
-        rig.attestor(&cfg, &in_pod()).attest_pid(PID).expect("attested"),
+        rig.attestor(&cfg, &in_pod())
+            .attest_pid(PID)
+            .expect("attested"),
         expected()
     );
     // The bearer token alone is not what this kubelet accepts.
     let cfg = rig.config(KUBELET_TOKEN, "");
-    let e = rig.attestor(&cfg, &in_pod()).attest_pid(PID).unwrap_err().to_string();
+    let e = rig
+        .attestor(&cfg, &in_pod())
+        .attest_pid(PID)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("HTTP 401"), "{e}");
     // Half a client certificate is refused at start-up.
     let half = rig.config(
         "unused",
-        &format!("certificate_path = \"{}\"\n", rig.kube.client_cert.cert.display()),
+        &format!(
+            "certificate_path = \"{}\"\n",
+            rig.kube.client_cert.cert.display()
+        ),
     );
-    let e = K8sAttestor::with_host(&half, "127.0.0.1").unwrap_err().to_string();
-    assert!(e.contains("certificate_path and private_key_path go together"), "{e}");
+    let e = K8sAttestor::with_host(&half, "127.0.0.1")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("certificate_path and private_key_path go together"),
+        "{e}"
+    );
 }

@@ -199,9 +199,10 @@ mod attestor {
                 return Err(bad("max_response_bytes must be at least 1024".into()));
             }
             let client_cert = match (&config.certificate_path, &config.private_key_path) {
-                (Some(c), Some(k)) => {
-                    Some((("certificate_path", c.clone()), ("private_key_path", k.clone())))
-                }
+                (Some(c), Some(k)) => Some((
+                    ("certificate_path", c.clone()),
+                    ("private_key_path", k.clone()),
+                )),
                 (None, None) => None,
                 _ => {
                     return Err(bad(
@@ -271,7 +272,11 @@ mod attestor {
             self.attest_cgroup(&path, &text)
         }
 
-        fn attest_cgroup(&self, path: &Path, text: &str) -> Result<Vec<String>, WorkloadAttestError> {
+        fn attest_cgroup(
+            &self,
+            path: &Path,
+            text: &str,
+        ) -> Result<Vec<String>, WorkloadAttestError> {
             let located = cgroup::locate(text).map_err(|e| WorkloadAttestError::Parse {
                 what: "the cgroup membership",
                 path: path.to_owned(),
@@ -321,9 +326,8 @@ mod attestor {
 
         fn attest(&self, caller: &Caller) -> Result<Vec<Selector>, WorkloadAttestError> {
             let path = self.proc_root.join(caller.pid.to_string()).join("cgroup");
-            let text = read_capped(&path).map_err(|e| {
-                proc_err(caller, "the cgroup membership", &path, e)
-            })?;
+            let text = read_capped(&path)
+                .map_err(|e| proc_err(caller, "the cgroup membership", &path, e))?;
             let mut out = Vec::new();
             for value in self.attest_cgroup(&path, &text)? {
                 push_selector(&mut out, caller.pid, SELECTOR_TYPE, value);

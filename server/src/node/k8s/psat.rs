@@ -53,10 +53,7 @@ fn start_error(key: String, reason: impl Into<String>) -> StartError {
 impl K8sPsatAttestor {
     /// The attestor for `cfg`; an unusable option (allow-list entry, URL, CA file) is refused
     /// at start-up, naming it.
-    pub(crate) fn build(
-        cfg: &K8sPsatConfig,
-        ctx: &BuildContext<'_>,
-    ) -> Result<Self, StartError> {
+    pub(crate) fn build(cfg: &K8sPsatConfig, ctx: &BuildContext<'_>) -> Result<Self, StartError> {
         if cfg.clusters.is_empty() {
             return Err(start_error(
                 "k8s_psat.clusters".into(),
@@ -68,7 +65,9 @@ impl K8sPsatAttestor {
         let mut api_servers = BTreeMap::new();
         for (name, c) in &cfg.clusters {
             let key = |option: &str| format!("k8s_psat.clusters.{name}.{option}");
-            verify.clusters.insert(name.clone(), cluster_rules(c, &key)?);
+            verify
+                .clusters
+                .insert(name.clone(), cluster_rules(c, &key)?);
             let tls = TlsOptions {
                 ca_file: Some(("api_server_ca_file", c.api_server_ca_file.clone())),
                 ..TlsOptions::default()
@@ -76,7 +75,10 @@ impl K8sPsatAttestor {
             .client_config()
             .map_err(|e| start_error(key("api_server_ca_file"), e.to_string()))?;
             if c.api_server_timeout.is_zero() {
-                return Err(start_error(key("api_server_timeout"), "must be more than 0"));
+                return Err(start_error(
+                    key("api_server_timeout"),
+                    "must be more than 0",
+                ));
             }
             let client = HttpsClient::new(
                 &c.api_server_url,
@@ -154,14 +156,14 @@ fn object_name<'a>(what: &'static str, name: &'a str) -> Result<&'a str, AttestE
 fn refused(e: K8sPsatError, cluster: &ClusterConfig) -> AttestError {
     let reason = e.to_string();
     match e {
-        K8sPsatError::MalformedPayload { .. } => {
-            AttestError::malformed("k8s_psat payload", reason)
-        }
+        K8sPsatError::MalformedPayload { .. } => AttestError::malformed("k8s_psat payload", reason),
         K8sPsatError::ClusterNotAllowed { .. } => AttestError::rejected(
             "k8s_psat cluster",
             format!("{reason} (the agent's k8s_psat.cluster must name a configured cluster)"),
         ),
-        K8sPsatError::MalformedResponse { .. } => AttestError::internal("k8s_psat api server", reason),
+        K8sPsatError::MalformedResponse { .. } => {
+            AttestError::internal("k8s_psat api server", reason)
+        }
         // The API server's token authenticator refuses a token minted for other audiences
         // with this text; name the rule the operator checks.
         K8sPsatError::ReviewError { reason: why } if why.contains("audience") => {
@@ -216,9 +218,9 @@ impl ApiServer {
             .map_err(|e| self.unreachable(e))?;
         match answer.status {
             200..=299 => Ok(answer),
-            404 if not_found.is_some() => Err(not_found.map(|f| f()).unwrap_or_else(|| {
-                AttestError::internal("k8s_psat api server", "HTTP 404")
-            })),
+            404 if not_found.is_some() => Err(not_found
+                .map(|f| f())
+                .unwrap_or_else(|| AttestError::internal("k8s_psat api server", "HTTP 404"))),
             401 => Err(AttestError::internal(
                 "k8s_psat api server",
                 format!(
@@ -319,7 +321,10 @@ impl NodeAttestor for K8sPsatAttestor {
             .cluster(&data.cluster)
             .map_err(|e| refused(e, &ClusterConfig::new([])))?;
         let api = self.api_servers.get(&data.cluster).ok_or_else(|| {
-            AttestError::internal("k8s_psat cluster", "cluster configured without an API server")
+            AttestError::internal(
+                "k8s_psat cluster",
+                "cluster configured without an API server",
+            )
         })?;
         let review_request = json!({
             "apiVersion": "authentication.k8s.io/v1",
@@ -396,7 +401,9 @@ mod tests {
         let key = |o: &str| format!("k8s_psat.clusters.c.{o}");
         assert!(cluster_rules(&cluster(&["spire:spire-agent"]), &key).is_ok());
         for bad in [&[][..], &["spire-agent"], &["spire:"], &["a:b:c"]] {
-            let e = cluster_rules(&cluster(bad), &key).expect_err("refused").to_string();
+            let e = cluster_rules(&cluster(bad), &key)
+                .expect_err("refused")
+                .to_string();
             assert!(
                 e.starts_with("node_attestors.k8s_psat.clusters.c.service_account_allow_list"),
                 "{e}"

@@ -204,11 +204,16 @@ mod tests {
         );
         // kind: the pod's container runs inside a docker container; the inner one counts.
         assert_eq!(
-            locate(&format!("0::/docker/{ID2}/kubepods/besteffort/pod{UID}/{ID}\n")),
+            locate(&format!(
+                "0::/docker/{ID2}/kubepods/besteffort/pod{UID}/{ID}\n"
+            )),
             Ok(at(Some(UID), ID))
         );
         // kubeedge cri-o: a container without a pod UID in the path.
-        assert_eq!(locate(&format!("0::/../crio-{ID}.scope\n")), Ok(at(None, ID)));
+        assert_eq!(
+            locate(&format!("0::/../crio-{ID}.scope\n")),
+            Ok(at(None, ID))
+        );
         // A line with the pod UID completes one without (kind on a mac).
         let text = format!(
             "1:name=systemd:/docker/{ID}/system.slice/containerd.service\n\
@@ -225,7 +230,10 @@ mod tests {
         assert_eq!(locate(""), Ok(None));
         // 63 and 65 hex digits are not container IDs; `pods<uid>` is not a pod word.
         let short = &ID[..63];
-        assert_eq!(locate(&format!("0::/kubepods/pod{UID}/{short}\n")), Ok(None));
+        assert_eq!(
+            locate(&format!("0::/kubepods/pod{UID}/{short}\n")),
+            Ok(None)
+        );
         assert_eq!(locate(&format!("0::/kubepods/pod{UID}/{ID}a\n")), Ok(None));
         assert_eq!(
             locate(&format!("0::/kubepods/xpod{UID}/{ID}\n")),
@@ -236,12 +244,16 @@ mod tests {
     #[test]
     fn lines_that_disagree_are_refused() {
         assert_eq!(
-            locate(&format!("1:cpu:/kubepods/pod{UID}/{ID}\n0::/kubepods/pod{UID}/{ID2}\n")),
+            locate(&format!(
+                "1:cpu:/kubepods/pod{UID}/{ID}\n0::/kubepods/pod{UID}/{ID2}\n"
+            )),
             Err(CgroupError::TwoContainers(ID.into(), ID2.into()))
         );
         let other = "11111111-2222-3333-4444-555555555555";
         assert_eq!(
-            locate(&format!("1:cpu:/kubepods/pod{UID}/{ID}\n0::/kubepods/pod{other}/{ID}\n")),
+            locate(&format!(
+                "1:cpu:/kubepods/pod{UID}/{ID}\n0::/kubepods/pod{other}/{ID}\n"
+            )),
             Err(CgroupError::TwoPods(UID.into(), other.into()))
         );
         assert_eq!(

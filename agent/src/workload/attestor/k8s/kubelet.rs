@@ -158,18 +158,19 @@ impl PodListSource {
             ),
             Credential::ClientCertificate => None,
         };
-        let answer = block_on(
-            self.client
-                .request(http::Method::GET, "/pods", token.as_deref(), None),
-        )
-        .map_err(|e: HttpsError| KubeletError::Request {
-            url: self.url.clone(),
-            reason: if e.is_tls() {
-                format!("{e}; the agent verifies the kubelet against kubelet_ca_path")
-            } else {
-                e.to_string()
-            },
-        })?;
+        let answer =
+            block_on(
+                self.client
+                    .request(http::Method::GET, "/pods", token.as_deref(), None),
+            )
+            .map_err(|e: HttpsError| KubeletError::Request {
+                url: self.url.clone(),
+                reason: if e.is_tls() {
+                    format!("{e}; the agent verifies the kubelet against kubelet_ca_path")
+                } else {
+                    e.to_string()
+                },
+            })?;
         match answer.status {
             200 => Ok(answer.body),
             401 | 403 => Err(KubeletError::Refused {

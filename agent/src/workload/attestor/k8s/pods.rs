@@ -147,7 +147,11 @@ fn selectors(pod: &Pod, c: &ContainerStatus) -> Vec<String> {
         format!("pod-image-count:{}", st.container_statuses.len()),
         format!("pod-init-image-count:{}", st.init_container_statuses.len()),
     ];
-    s.extend(images(&st.container_statuses).into_iter().map(|i| format!("pod-image:{i}")));
+    s.extend(
+        images(&st.container_statuses)
+            .into_iter()
+            .map(|i| format!("pod-image:{i}")),
+    );
     s.extend(
         images(&st.init_container_statuses)
             .into_iter()
@@ -185,7 +189,10 @@ mod tests {
             uid: UID.into(),
             service_account: "default".into(),
             node_name: "k8s-node-1".into(),
-            labels: vec![("k8s-app".into(), "blog".into()), ("version".into(), "v0".into())],
+            labels: vec![
+                ("k8s-app".into(), "blog".into()),
+                ("version".into(), "v0".into()),
+            ],
             owners: vec![(
                 "ReplicationController".into(),
                 "blog".into(),
@@ -193,9 +200,17 @@ mod tests {
             )],
             containers: vec![
                 ContainerFixture::new("blog", "localhost/spiffe/blog:latest", BLOG_ID),
-                ContainerFixture::new("ghostunnel", "localhost/spiffe/ghostunnel:latest", SIDECAR_ID),
+                ContainerFixture::new(
+                    "ghostunnel",
+                    "localhost/spiffe/ghostunnel:latest",
+                    SIDECAR_ID,
+                ),
             ],
-            init_containers: vec![ContainerFixture::new("migrate", "localhost/spiffe/blog:latest", INIT_ID)],
+            init_containers: vec![ContainerFixture::new(
+                "migrate",
+                "localhost/spiffe/blog:latest",
+                INIT_ID,
+            )],
         }
     }
 
@@ -227,7 +242,9 @@ mod tests {
     #[test]
     fn the_pod_and_container_selectors_are_spire_s() {
         let list = pod_list_json(&[other(), blog()]);
-        let got = selectors_for(list.as_bytes(), &at(Some(UID), BLOG_ID)).unwrap().unwrap();
+        let got = selectors_for(list.as_bytes(), &at(Some(UID), BLOG_ID))
+            .unwrap()
+            .unwrap();
         let digest = "0cfdaced91cb46dd7af48309799a3c351e4ca2d5e1ee9737ca0cbd932cb79898";
         let expected = [
             "sa:default".to_owned(),
@@ -254,12 +271,22 @@ mod tests {
         ];
         assert_eq!(got, expected);
         // The sidecar: same pod selectors, its own container's.
-        let got = selectors_for(list.as_bytes(), &at(None, SIDECAR_ID)).unwrap().unwrap();
-        assert!(got.contains(&"container-name:ghostunnel".to_owned()), "{got:?}");
+        let got = selectors_for(list.as_bytes(), &at(None, SIDECAR_ID))
+            .unwrap()
+            .unwrap();
+        assert!(
+            got.contains(&"container-name:ghostunnel".to_owned()),
+            "{got:?}"
+        );
         assert!(!got.contains(&"container-name:blog".to_owned()), "{got:?}");
         // An init container is found too.
-        let got = selectors_for(list.as_bytes(), &at(Some(UID), INIT_ID)).unwrap().unwrap();
-        assert!(got.contains(&"container-name:migrate".to_owned()), "{got:?}");
+        let got = selectors_for(list.as_bytes(), &at(Some(UID), INIT_ID))
+            .unwrap()
+            .unwrap();
+        assert!(
+            got.contains(&"container-name:migrate".to_owned()),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -267,9 +294,18 @@ mod tests {
         let list = pod_list_json(&[other(), blog()]);
         // The cgroup names the blog pod, the container is coredns's: no match.
         let coredns = "7777777777777777777777777777777777777777777777777777777777777777";
-        assert_eq!(selectors_for(list.as_bytes(), &at(Some(UID), coredns)), Ok(None));
-        assert_eq!(selectors_for(list.as_bytes(), &at(None, &"a".repeat(64))), Ok(None));
-        assert_eq!(selectors_for(pod_list_json(&[]).as_bytes(), &at(None, BLOG_ID)), Ok(None));
+        assert_eq!(
+            selectors_for(list.as_bytes(), &at(Some(UID), coredns)),
+            Ok(None)
+        );
+        assert_eq!(
+            selectors_for(list.as_bytes(), &at(None, &"a".repeat(64))),
+            Ok(None)
+        );
+        assert_eq!(
+            selectors_for(pod_list_json(&[]).as_bytes(), &at(None, BLOG_ID)),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -283,7 +319,9 @@ mod tests {
             Err(PodListError::TwoPods(..))
         ));
         // With the pod UID from the cgroup, only that pod counts.
-        assert!(selectors_for(list.as_bytes(), &at(Some(UID), BLOG_ID)).unwrap().is_some());
+        assert!(selectors_for(list.as_bytes(), &at(Some(UID), BLOG_ID))
+            .unwrap()
+            .is_some());
         assert!(matches!(
             selectors_for(b"{\"items\": 3}", &at(None, BLOG_ID)),
             Err(PodListError::Malformed(_))
