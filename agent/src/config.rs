@@ -66,13 +66,20 @@ pub enum ConfigError {
     /// `node_attestor = "join_token"` without a `join_token`.
     #[error("node_attestor = \"join_token\" needs join_token")]
     MissingJoinToken,
-    /// `tpm.agent_key = "tpm"` with the join_token attestor (no TPM evidence would certify the
-    /// key).
+    /// `tpm.agent_key = "tpm"` with a node attestor that sends no TPM evidence (join_token,
+    /// k8s_psat: nothing would certify the key).
     #[error(
-        "tpm.agent_key = \"tpm\" needs a TPM node attestor: a join_token or cloud agent sends no \
-         TPM evidence to certify the key with (remove the option or use tpm_ek / tpm_devid)"
+        "tpm.agent_key = \"tpm\" needs a TPM node attestor: a join_token, cloud or k8s_psat \
+         agent sends no TPM evidence to certify the key with (remove the option or use tpm_ek / \
+         tpm_devid)"
     )]
     TpmKeyWithoutTpmAttestor,
+    /// `node_attestor = "k8s_psat"` without `[k8s_psat] cluster`.
+    #[error(
+        "node_attestor = \"k8s_psat\" needs a [k8s_psat] section with cluster = \"<name>\" \
+         (the cluster's name in the server's [node_attestors.k8s_psat.clusters])"
+    )]
+    MissingK8sPsat,
     /// The configured attestor is behind a cargo feature this agent was built without.
     #[error(
         "node_attestor = \"{attestor}\" is not built into this agent: it needs \
@@ -183,6 +190,9 @@ pub struct AgentConfig {
     /// `[azure_msi]`: options of the azure_msi node attestor.
     #[serde(default)]
     pub azure_msi: cloud::AzureMsiAgentConfig,
+    /// `[k8s_psat]`: the cluster and token of `node_attestor = "k8s_psat"`.
+    #[serde(default)]
+    pub k8s_psat: Option<K8sPsatConfig>,
     /// The TPM and the keys in it (`[tpm]`), for the TPM node attestors and a TPM agent key.
     #[serde(default)]
     pub tpm: TpmConfig,
@@ -228,6 +238,33 @@ pub enum NodeAttestor<'a> {
     GcpIit(&'a cloud::GcpIitAgentConfig),
     /// An Azure managed-identity access token from IMDS.
     AzureMsi(&'a cloud::AzureMsiAgentConfig),
+    /// A Kubernetes projected service-account token, reviewed by the cluster's API server.
+    #[cfg(feature = "k8s")]
+    K8sPsat {
+        /// The cluster's name as the server's configuration has it.
+        cluster: &'a str,
+        /// The projected token's file (re-read at every attestation: kubelet rotates it).
+        token_path: &'a Path,
+    },
+}
+
+/// The projected token's path SPIRE's documentation mounts for its agent.
+pub(crate) const DEFAULT_K8S_PSAT_TOKEN_PATH: &str = "/var/run/secrets/tokens/spire-agent";
+
+fn default_k8s_psat_token_path() -> PathBuf {
+    PathBuf::from(DEFAULT_K8S_PSAT_TOKEN_PATH)
+}
+
+/// `[k8s_psat]`: the agent half of `node_attestor = "k8s_psat"` (SPIRE's options).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K8sPsatConfig {
+    /// The cluster's name, as `[node_attestors.k8s_psat.clusters.<name>]` on the server.
+    pub cluster: String,
+    /// The projected service-account token (a `serviceAccountToken` projected volume with
+    /// the server's audience). Default `/var/run/secrets/tokens/spire-agent`.
+    #[serde(default = "default_k8s_psat_token_path")]
+    pub token_path: PathBuf,
 }
 
 /// The SPIFFE Workload API socket.
@@ -268,6 +305,8 @@ pub struct WorkloadAttestorsConfig {
     pub process: crate::workload::attestor::process::ProcessAttestorConfig,
     /// Absent: no podman attestor.
     pub podman: Option<crate::workload::attestor::podman::PodmanConfig>,
+    /// Absent: no k8s attestor (cargo feature `k8s`).
+    pub k8s: Option<crate::workload::attestor::k8s::K8sConfig>,
 }
 
 /// `[tpm]`: how the agent reaches its TPM and which keys it uses there. Every key has a
@@ -343,7 +382,8 @@ impl AgentConfig {
     }
 
     /// Where this agent's SVID key lives: `tpm.agent_key` if set, else `tpm` for the TPM
-    /// node attestors and `software` for join tokens (which have no TPM evidence).
+    /// node attestors and `software` for join tokens and k8s_psat (which have no TPM
+    /// evidence).
     pub fn agent_key_storage(&self) -> AgentKeyStorage {
         match (self.node_attestor, self.tpm.agent_key) {
             (kind, _) if !kind.uses_tpm() => AgentKeyStorage::Software,
@@ -380,6 +420,25 @@ impl AgentConfig {
             NodeAttestorKind::AwsIid => NodeAttestor::AwsIid(&self.aws_iid),
             NodeAttestorKind::GcpIit => NodeAttestor::GcpIit(&self.gcp_iit),
             NodeAttestorKind::AzureMsi => NodeAttestor::AzureMsi(&self.azure_msi),
+            #[cfg(feature = "k8s")]
+            NodeAttestorKind::K8sPsat => {
+                let c = self
+                    .k8s_psat
+                    .as_ref()
+                    .filter(|c| !c.cluster.is_empty())
+                    .ok_or(ConfigError::MissingK8sPsat)?;
+                NodeAttestor::K8sPsat {
+                    cluster: &c.cluster,
+                    token_path: &c.token_path,
+                }
+            }
+            #[cfg(not(feature = "k8s"))]
+            NodeAttestorKind::K8sPsat => {
+                return Err(ConfigError::NotBuilt {
+                    attestor: "k8s_psat",
+                    feature: "k8s",
+                })
+            }
         })
     }
 

@@ -10,6 +10,8 @@
 pub mod allocator;
 pub mod backoff;
 pub mod clock;
+#[cfg(feature = "https")]
+pub mod https;
 pub mod log_throttle;
 pub mod report;
 pub mod shutdown;

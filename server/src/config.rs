@@ -9,6 +9,8 @@
 #[cfg(feature = "cloud")]
 mod cloud_attestors;
 mod file;
+#[cfg(feature = "k8s")]
+mod k8s_psat;
 mod limits;
 mod node_attestors;
 mod store;
@@ -17,6 +19,8 @@ mod store;
 pub(crate) use cloud_attestors::{
     AwsIidAttestorConfig, AzureMsiAttestorConfig, GcpIitAttestorConfig,
 };
+#[cfg(feature = "k8s")]
+pub(crate) use k8s_psat::{K8sPsatClusterConfig, K8sPsatConfig};
 pub(crate) use limits::NodeLimitsConfig;
 pub use node_attestors::PolicyBinding;
 pub(crate) use node_attestors::{

@@ -23,6 +23,7 @@
 //!   database and one token; [`agent`]: the real agent binary (`ironroot-agent run`);
 //! - [`podman`]: a private rootful podman service, cached image stores, and test containers
 //!   and pods ([`podman::workloads`]); [`cgroup`]: cgroups of a test's own;
+//! - [`kube`]: a Kubernetes API server and kubelet stand-in (HTTPS, test CA, real JSON);
 //! - [`postgres`]: a private PostgreSQL per test (initdb/pg_ctl as `postgres`, unix socket only);
 //! - [`python`]: the Python venv with the gRPC clients;
 //! - [`fixtures`]: the shared firmware event-log fixtures; [`shared_bin`]: a copy of a binary
@@ -44,6 +45,7 @@ pub mod cgroup;
 pub mod cloud_metadata;
 pub mod cluster;
 pub mod fixtures;
+pub mod kube;
 pub mod p11kit;
 pub mod podman;
 pub mod postgres;

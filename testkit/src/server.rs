@@ -309,6 +309,18 @@ impl NodeApiServer {
         policies: &[(&str, String)],
         node_api_extra: &str,
     ) -> NodeApiServer {
+        Self::start_with_attestors(test, tpm_section, policies, node_api_extra, "")
+    }
+
+    /// [`start`](Self::start) with `attestor_sections` (TOML tables, e.g.
+    /// `[node_attestors.k8s_psat.clusters.c]` and its options) added to the configuration.
+    pub fn start_with_attestors(
+        test: &str,
+        tpm_section: &str,
+        policies: &[(&str, String)],
+        node_api_extra: &str,
+        attestor_sections: &str,
+    ) -> NodeApiServer {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let hsm = SoftHsm::new(&dir.path().join("hsm"));
         hsm.init_token("ca");
@@ -321,7 +333,7 @@ impl NodeApiServer {
         let port = crate::free_port();
         let extra = format!(
             "[node_api]\nlisten = \"127.0.0.1:{port}\"\n{node_api_extra}\n\n\
-             [node_attestors.tpm]\npolicies_dir = \"{}\"\n{tpm_section}\n",
+             [node_attestors.tpm]\npolicies_dir = \"{}\"\n{tpm_section}\n\n{attestor_sections}\n",
             pdir.display()
         );
         let conf = server_config(dir.path(), &hsm, "ca", &extra);

@@ -88,6 +88,11 @@ fn attestor_for<'h>(
         NodeAttestor::GcpIit(c) => Box::new(cloud::gcp_iit::GcpIitNodeAttestor::new(c)),
         #[cfg(feature = "cloud")]
         NodeAttestor::AzureMsi(c) => Box::new(cloud::azure_msi::AzureMsiNodeAttestor::new(c)),
+        #[cfg(feature = "k8s")]
+        NodeAttestor::K8sPsat {
+            cluster,
+            token_path,
+        } => Box::new(k8s::K8sPsatNodeAttestor::new(cluster, token_path)),
         #[allow(unreachable_patterns)]
         _ => {
             let kind = cfg.node_attestor;
@@ -180,6 +185,14 @@ pub enum AttestError {
     #[cfg(feature = "cloud")]
     #[error(transparent)]
     Metadata(#[from] cloud::MetadataError),
+    /// The attestor could not gather its evidence (a file or service it reads).
+    #[error("attestor '{attestor}' cannot make its evidence: {reason}")]
+    Evidence {
+        /// The agent's attestor.
+        attestor: &'static str,
+        /// What failed, naming the option to check.
+        reason: String,
+    },
     /// The server ended the stream without a result or a status.
     #[error("the server closed the attestation stream without a result")]
     NoResult,

@@ -28,6 +28,9 @@ pub enum NodeAttestorKind {
     /// An Azure managed-identity token (`[azure_msi]`; `cloud` cargo feature).
     #[serde(rename = "azure_msi")]
     AzureMsi,
+    /// A Kubernetes projected service-account token (`[k8s_psat]`; cargo feature `k8s`).
+    #[serde(rename = "k8s_psat")]
+    K8sPsat,
 }
 
 impl NodeAttestorKind {
@@ -40,6 +43,7 @@ impl NodeAttestorKind {
             NodeAttestorKind::AwsIid => "aws_iid",
             NodeAttestorKind::GcpIit => "gcp_iit",
             NodeAttestorKind::AzureMsi => "azure_msi",
+            NodeAttestorKind::K8sPsat => "k8s_psat",
         }
     }
 
@@ -56,6 +60,7 @@ impl NodeAttestorKind {
             NodeAttestorKind::AwsIid | NodeAttestorKind::GcpIit | NodeAttestorKind::AzureMsi => {
                 Some("cloud")
             }
+            NodeAttestorKind::K8sPsat => Some("k8s"),
             _ => None,
         }
     }

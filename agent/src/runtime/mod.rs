@@ -31,6 +31,9 @@ pub enum RuntimeError {
     /// The podman workload attestor could not start (its socket is unsafe or unusable).
     #[error("podman workload attestor")]
     Podman(#[source] PodmanError),
+    /// The k8s workload attestor could not start (an option, or a build without it).
+    #[error("k8s workload attestor")]
+    K8s(#[source] crate::workload::attestor::k8s::K8sError),
     /// A socket's directory could not be created.
     #[error("cannot create {}", path.display())]
     CreateDir {

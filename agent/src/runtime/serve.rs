@@ -22,7 +22,8 @@ use crate::workload::encoded_streams::WorkloadApiService;
 use crate::workload::limits::CallerLimits;
 use crate::workload_api::{incoming, ServerClient, WorkloadApi};
 
-/// The configured workload attestors (unix and process always; podman when configured).
+/// The configured workload attestors (unix and process always; podman and k8s when
+/// configured).
 pub(crate) fn attestors(cfg: &AgentConfig) -> Result<Vec<Arc<dyn WorkloadAttestor>>, RuntimeError> {
     let hasher = Arc::new(ExeHasher::new());
     let w = &cfg.workload_attestors;
@@ -34,6 +35,19 @@ pub(crate) fn attestors(cfg: &AgentConfig) -> Result<Vec<Arc<dyn WorkloadAttesto
         v.push(Arc::new(
             PodmanAttestor::new(p.clone()).map_err(RuntimeError::Podman)?,
         ));
+    }
+    if let Some(k) = &w.k8s {
+        #[cfg(feature = "k8s")]
+        v.push(Arc::new(
+            crate::workload::attestor::k8s::K8sAttestor::new(k).map_err(RuntimeError::K8s)?,
+        ));
+        #[cfg(not(feature = "k8s"))]
+        {
+            let _ = k;
+            return Err(RuntimeError::K8s(
+                crate::workload::attestor::k8s::K8sError::NotBuilt,
+            ));
+        }
     }
     Ok(v)
 }

@@ -29,6 +29,7 @@ fn join_token_agent(env: &NodeApiServer) -> AgentConfig {
         aws_iid: Default::default(),
         gcp_iit: Default::default(),
         azure_msi: Default::default(),
+        k8s_psat: None,
         tpm: Default::default(),
         log_level: "info".into(),
         workload_api: Default::default(),

@@ -40,6 +40,7 @@ pub(crate) fn agent_config(env: &NodeApiServer, name: &str, kind: NodeAttestorKi
         aws_iid: Default::default(),
         gcp_iit: Default::default(),
         azure_msi: Default::default(),
+        k8s_psat: None,
         tpm: Default::default(),
         log_level: "info".into(),
         workload_api: Default::default(),

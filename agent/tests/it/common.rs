@@ -106,6 +106,7 @@ impl AgentConfigFor for Env {
             aws_iid: Default::default(),
             gcp_iit: Default::default(),
             azure_msi: Default::default(),
+            k8s_psat: None,
             tpm: TpmConfig {
                 tcti: tpm.tcti(),
                 event_log_path: log_path,

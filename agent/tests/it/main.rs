@@ -23,6 +23,8 @@ mod conformance;
 mod database_outage;
 mod h2_authority;
 mod join_token_agent;
+mod k8s_psat;
+mod k8s_workload;
 mod node_api_limits;
 mod sds;
 mod server_failover;

@@ -47,6 +47,7 @@ fn agent(env: &NodeApiServer, token: &str, name: &str) -> AgentConfig {
         aws_iid: Default::default(),
         gcp_iit: Default::default(),
         azure_msi: Default::default(),
+        k8s_psat: None,
         tpm: Default::default(),
         log_level: "info".into(),
         workload_api: Default::default(),

@@ -65,6 +65,11 @@ pub(crate) const CATALOGUE: &[Known] = &[
         section: "azure_msi",
         feature: Some("cloud"),
     },
+    Known {
+        name: "k8s_psat",
+        section: "k8s_psat",
+        feature: Some("k8s"),
+    },
 ];
 
 /// Whether this build has cargo feature `feature` (the plugin features of this crate).
@@ -185,7 +190,12 @@ pub(crate) fn build(
             }
             NodeAttestorConfig::Tpm(c) => attestors.extend(super::tpm::setup::build(c, ctx)?),
             #[cfg(feature = "cloud")]
-            cloud => attestors.extend(super::cloud::build(cloud, ctx)?),
+            c @ (NodeAttestorConfig::AwsIid(_)
+            | NodeAttestorConfig::GcpIit(_)
+            | NodeAttestorConfig::AzureMsi(_)) => attestors.extend(super::cloud::build(c, ctx)?),
+            // k8s_psat: built by its family's hook below.
+            #[allow(unreachable_patterns)]
+            _ => {}
         }
     }
     #[cfg(feature = "k8s")]

@@ -66,14 +66,6 @@ pub enum StartError {
     /// The measured-boot policies cannot be loaded.
     #[error("{0}")]
     Policies(#[source] PolicySetError),
-    /// A node attestor's section names files or values it cannot use.
-    #[error("[node_attestors.{section}] {reason}")]
-    NodeAttestor {
-        /// The section.
-        section: &'static str,
-        /// What is wrong, naming the option.
-        reason: String,
-    },
     /// The admin socket cannot be bound or served.
     #[error("{0}")]
     AdminSocket(#[source] AdminSocketError),
@@ -89,6 +81,14 @@ pub enum StartError {
     /// The server's own SVID cannot be made.
     #[error("{0}")]
     Identity(#[source] IdentityError),
+    /// A `[node_attestors.<name>]` option is unusable (found when the attestor is built).
+    #[error("node_attestors.{key}: {reason}")]
+    NodeAttestor {
+        /// The option, under `node_attestors.`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A start-up task on the blocking pool panicked.
     #[error("a start-up task failed: {0}")]
     Task(#[source] tokio::task::JoinError),

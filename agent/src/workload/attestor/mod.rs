@@ -10,6 +10,7 @@ use ironroot_api::selector::Selector;
 use super::caller::{Caller, CallerError};
 
 pub(crate) mod exe_hash;
+pub mod k8s;
 pub mod podman;
 pub(crate) mod process;
 mod procfs;

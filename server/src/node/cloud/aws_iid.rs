@@ -24,7 +24,7 @@ impl AwsIidAttestor {
         trust_domain: TrustDomain,
     ) -> Result<Self, StartError> {
         let bad = |reason: String| StartError::NodeAttestor {
-            section: NAME,
+            key: NAME.into(),
             reason,
         };
         if c.region_certificates.is_empty() {

@@ -27,7 +27,7 @@ impl AzureMsiAttestor {
         trust_domain: TrustDomain,
     ) -> Result<Self, StartError> {
         let bad = |reason: String| StartError::NodeAttestor {
-            section: NAME,
+            key: NAME.into(),
             reason,
         };
         if c.tenants.is_empty() {

@@ -26,7 +26,7 @@ impl GcpIitAttestor {
         trust_domain: TrustDomain,
     ) -> Result<Self, StartError> {
         let bad = |reason: String| StartError::NodeAttestor {
-            section: NAME,
+            key: NAME.into(),
             reason,
         };
         if c.projectid_allow_list.is_empty() {
