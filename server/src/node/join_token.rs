@@ -11,8 +11,9 @@ use ironroot_runtime::unix_now;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::refusal::bad_evidence;
 use super::registry::BuildContext;
-use super::{AttestError, Attested, AttestorRefusal, Begun, Evidence, NodeAttestor};
+use super::{AttestError, Attested, Begun, Evidence, NodeAttestor};
 use crate::config::JoinTokenConfig;
 use crate::store::{DataStore, StoreError};
 
@@ -64,13 +65,8 @@ impl NodeAttestor for JoinTokenAttestor {
     }
 
     fn begin(&self, evidence: &Evidence<'_>) -> Result<Begun, AttestError> {
-        let token =
-            std::str::from_utf8(evidence.payload).map_err(|e| AttestorRefusal::BadPayload {
-                attestor: NAME,
-                message: "evidence",
-                form: "the token as UTF-8 text",
-                reason: e.to_string(),
-            })?;
+        let token = std::str::from_utf8(evidence.payload)
+            .map_err(|e| bad_evidence(NAME, "the token as UTF-8 text", e))?;
         let token = token.trim();
         if token.is_empty() {
             return Err(AttestError::malformed(

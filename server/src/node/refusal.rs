@@ -114,6 +114,22 @@ impl From<AttestorRefusal> for AttestError {
     }
 }
 
+/// Refuses `attestor`'s evidence payload, which does not decode as `form` (the attestor's own
+/// wire form; `reason` is the decoder's error).
+pub(crate) fn bad_evidence(
+    attestor: &'static str,
+    form: &'static str,
+    reason: impl std::fmt::Display,
+) -> AttestError {
+    AttestorRefusal::BadPayload {
+        attestor,
+        message: "evidence",
+        form,
+        reason: reason.to_string(),
+    }
+    .into()
+}
+
 /// Decodes a protobuf payload of `attestor` (`message`: "evidence" or "challenge
 /// response"), refusing an empty one or one that does not decode as `M`.
 pub(crate) fn decode_payload<M: prost::Message + Default>(

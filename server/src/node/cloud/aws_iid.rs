@@ -7,7 +7,8 @@
 use ironroot_api::spiffe_id::TrustDomain;
 use ironroot_cloud_attest::aws_iid::{self, AttestationData, AwsIidConfig, AwsIidError};
 
-use super::super::{AttestError, AttestorRefusal, Begun, Evidence, NodeAttestor};
+use super::super::refusal::bad_evidence;
+use super::super::{AttestError, Begun, Evidence, NodeAttestor};
 use crate::config::AwsIidAttestorConfig;
 use crate::run::StartError;
 
@@ -96,12 +97,7 @@ impl NodeAttestor for AwsIidAttestor {
 
     fn begin(&self, evidence: &Evidence<'_>) -> Result<Begun, AttestError> {
         let data = AttestationData::from_json(evidence.payload).map_err(|e| {
-            AttestError::from(AttestorRefusal::BadPayload {
-                attestor: NAME,
-                message: "evidence",
-                form: "JSON {\"document\", \"signature\", \"rsa2048\"}",
-                reason: e.to_string(),
-            })
+            bad_evidence(NAME, "JSON {\"document\", \"signature\", \"rsa2048\"}", e)
         })?;
         let id = aws_iid::verify(&self.config, &data, super::now())
             .map_err(|e| AttestError::rejected(check(&e), e.to_string()))?;

@@ -8,7 +8,8 @@ use ironroot_cloud_attest::azure_msi::{
     self, AttestationData, AzureMsiConfig, AzureMsiError, TenantConfig,
 };
 
-use super::super::{AttestError, AttestorRefusal, Begun, Evidence, NodeAttestor};
+use super::super::refusal::bad_evidence;
+use super::super::{AttestError, Begun, Evidence, NodeAttestor};
 use super::key_file::KeyFile;
 use crate::config::AzureMsiAttestorConfig;
 use crate::run::StartError;
@@ -82,14 +83,8 @@ impl NodeAttestor for AzureMsiAttestor {
     }
 
     fn begin(&self, evidence: &Evidence<'_>) -> Result<Begun, AttestError> {
-        let data = AttestationData::from_json(evidence.payload).map_err(|e| {
-            AttestError::from(AttestorRefusal::BadPayload {
-                attestor: NAME,
-                message: "evidence",
-                form: "JSON {\"token\"}",
-                reason: e.to_string(),
-            })
-        })?;
+        let data = AttestationData::from_json(evidence.payload)
+            .map_err(|e| bad_evidence(NAME, "JSON {\"token\"}", e))?;
         let config = AzureMsiConfig {
             keys: self.keys.current(),
             ..self.config.clone()

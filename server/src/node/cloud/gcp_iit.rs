@@ -6,7 +6,8 @@
 use ironroot_api::spiffe_id::TrustDomain;
 use ironroot_cloud_attest::gcp_iit::{self, GcpIitConfig, GcpIitError};
 
-use super::super::{AttestError, AttestorRefusal, Begun, Evidence, NodeAttestor};
+use super::super::refusal::bad_evidence;
+use super::super::{AttestError, Begun, Evidence, NodeAttestor};
 use super::key_file::KeyFile;
 use crate::config::GcpIitAttestorConfig;
 use crate::run::StartError;
@@ -67,14 +68,8 @@ impl NodeAttestor for GcpIitAttestor {
     }
 
     fn begin(&self, evidence: &Evidence<'_>) -> Result<Begun, AttestError> {
-        let token = std::str::from_utf8(evidence.payload).map_err(|e| {
-            AttestError::from(AttestorRefusal::BadPayload {
-                attestor: NAME,
-                message: "evidence",
-                form: "the identity token (a JWT) as UTF-8 text",
-                reason: e.to_string(),
-            })
-        })?;
+        let token = std::str::from_utf8(evidence.payload)
+            .map_err(|e| bad_evidence(NAME, "the identity token (a JWT) as UTF-8 text", e))?;
         let config = GcpIitConfig {
             keys: self.keys.current(),
             ..self.config.clone()

@@ -22,8 +22,9 @@ use ironroot_cloud_attest::k8s_psat::{
 use ironroot_runtime::https::{block_on, HttpsClient, HttpsError, Response, TlsOptions};
 use serde_json::json;
 
+use super::super::refusal::bad_evidence;
 use super::super::registry::BuildContext;
-use super::super::{AttestError, Attested, AttestorRefusal, Begun, Evidence, NodeAttestor};
+use super::super::{AttestError, Attested, Begun, Evidence, NodeAttestor};
 use crate::config::{K8sPsatClusterConfig, K8sPsatConfig};
 use crate::run::StartError;
 
@@ -308,14 +309,8 @@ impl NodeAttestor for K8sPsatAttestor {
     }
 
     fn begin(&self, evidence: &Evidence<'_>) -> Result<Begun, AttestError> {
-        let data = AttestationData::from_json(evidence.payload).map_err(|e| {
-            AttestError::from(AttestorRefusal::BadPayload {
-                attestor: NAME,
-                message: "evidence",
-                form: "JSON {\"cluster\", \"token\"}, both non-empty",
-                reason: e.to_string(),
-            })
-        })?;
+        let data = AttestationData::from_json(evidence.payload)
+            .map_err(|e| bad_evidence(NAME, "JSON {\"cluster\", \"token\"}, both non-empty", e))?;
         let cluster = self
             .verify
             .cluster(&data.cluster)
