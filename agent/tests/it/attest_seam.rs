@@ -8,10 +8,10 @@
 use ironroot_agent::attest::{attest_with, AttestError, AttestOutcome, Hooks, KeySource};
 use ironroot_agent::config::{AgentConfig, NodeAttestorKind};
 use ironroot_api::node as pb;
-use ironroot_testkit::server::{NodeApiServer, TD};
+use ironroot_testkit::server::NodeApiServer;
 use tonic::Code;
 
-use crate::common::rt;
+use crate::common::{agent_config, rt};
 
 fn join_token_agent(env: &NodeApiServer) -> AgentConfig {
     let out = env
@@ -19,22 +19,8 @@ fn join_token_agent(env: &NodeApiServer) -> AgentConfig {
         .cli_ok(&["token", "generate", "--ttl", "600", "--output", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("token JSON");
     AgentConfig {
-        trust_domain: TD.parse().expect("trust domain"),
-        server_address: Some(env.address.parse().expect("server address")),
-        server_addresses: None,
-        trust_bundle_path: env.bundle.clone(),
-        data_dir: env.dir.path().join("agent"),
-        node_attestor: NodeAttestorKind::JoinToken,
         join_token: Some(v["token"].as_str().expect("token").to_owned()),
-        aws_iid: Default::default(),
-        gcp_iit: Default::default(),
-        azure_msi: Default::default(),
-        k8s_psat: None,
-        tpm: Default::default(),
-        log_level: "info".into(),
-        workload_api: Default::default(),
-        workload_attestors: Default::default(),
-        sds: Default::default(),
+        ..agent_config(env, "agent", NodeAttestorKind::JoinToken)
     }
 }
 

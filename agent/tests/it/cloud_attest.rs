@@ -15,38 +15,16 @@ use ironroot_agent::config::{AgentConfig, NodeAttestorKind};
 use ironroot_api::node as pb;
 use ironroot_cloud_attest::test_support::{aws_document, TestCert, Validity};
 use ironroot_testkit::cloud_metadata::{AwsImds, AWS_IMDS_TOKEN};
-use ironroot_testkit::server::{NodeApiServer, ServerProcess, TD};
+use ironroot_testkit::server::{NodeApiServer, ServerProcess};
 use tonic::Code;
 
 use crate::attest_seam::assert_refused;
-use crate::common::rt;
+use crate::common::{agent_config, rt};
 
 /// A server with the TPM section `NodeApiServer` always writes, then `sections` (further
 /// `[node_attestors.<name>]` sections).
 pub(crate) fn start_server(test: &str, sections: &str, node_api_extra: &str) -> NodeApiServer {
     NodeApiServer::start(test, &format!("\n{sections}"), &[], node_api_extra)
-}
-
-/// An agent config for `kind`, its data under the server's dir (`name`).
-pub(crate) fn agent_config(env: &NodeApiServer, name: &str, kind: NodeAttestorKind) -> AgentConfig {
-    AgentConfig {
-        trust_domain: TD.parse().expect("trust domain"),
-        server_address: Some(env.address.parse().expect("server address")),
-        server_addresses: None,
-        trust_bundle_path: env.bundle.clone(),
-        data_dir: env.dir.path().join(name),
-        node_attestor: kind,
-        join_token: None,
-        aws_iid: Default::default(),
-        gcp_iit: Default::default(),
-        azure_msi: Default::default(),
-        k8s_psat: None,
-        tpm: Default::default(),
-        log_level: "info".into(),
-        workload_api: Default::default(),
-        workload_attestors: Default::default(),
-        sds: Default::default(),
-    }
 }
 
 /// One attestation with the library, a software key.

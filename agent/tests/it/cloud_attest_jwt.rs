@@ -11,7 +11,8 @@ use std::time::SystemTime;
 use tonic::Code;
 
 use crate::attest_seam::assert_refused;
-use crate::cloud_attest::{agent_config, attest, attest_edited, start_server, write};
+use crate::cloud_attest::{attest, attest_edited, start_server, write};
+use crate::common::agent_config;
 
 #[test]
 fn gcp_iit_attests_with_googles_signed_token_once_and_refuses_the_rest_by_name() {

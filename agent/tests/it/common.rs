@@ -323,3 +323,26 @@ pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8>
     out.extend_from_slice(payload);
     out
 }
+
+/// An agent config for `kind` against a Node API server, its data under the server's dir
+/// (`name`); every other option at its default.
+pub(crate) fn agent_config(env: &NodeApiServer, name: &str, kind: NodeAttestorKind) -> AgentConfig {
+    AgentConfig {
+        trust_domain: TD.parse().expect("trust domain"),
+        server_address: Some(env.address.parse().expect("server address")),
+        server_addresses: None,
+        trust_bundle_path: env.bundle.clone(),
+        data_dir: env.dir.path().join(name),
+        node_attestor: kind,
+        join_token: None,
+        aws_iid: Default::default(),
+        gcp_iit: Default::default(),
+        azure_msi: Default::default(),
+        k8s_psat: None,
+        tpm: Default::default(),
+        log_level: "info".into(),
+        workload_api: Default::default(),
+        workload_attestors: Default::default(),
+        sds: Default::default(),
+    }
+}

@@ -18,7 +18,7 @@ use ironroot_testkit::server::{NodeApiServer, TD};
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::common::rt;
+use crate::common::{agent_config, rt};
 
 /// A server with the Node API (join tokens; no TPM policy) and `limits` as its
 /// `[node_api.limits]`.
@@ -37,22 +37,8 @@ fn join_token(env: &NodeApiServer) -> String {
 /// A join_token agent config for `token`, its data under `name`.
 fn agent(env: &NodeApiServer, token: &str, name: &str) -> AgentConfig {
     AgentConfig {
-        trust_domain: TD.parse().expect("trust domain"),
-        server_address: Some(env.address.parse().expect("server address")),
-        server_addresses: None,
-        trust_bundle_path: env.bundle.clone(),
-        data_dir: env.dir.path().join(name),
-        node_attestor: NodeAttestorKind::JoinToken,
         join_token: Some(token.to_owned()),
-        aws_iid: Default::default(),
-        gcp_iit: Default::default(),
-        azure_msi: Default::default(),
-        k8s_psat: None,
-        tpm: Default::default(),
-        log_level: "info".into(),
-        workload_api: Default::default(),
-        workload_attestors: Default::default(),
-        sds: Default::default(),
+        ..agent_config(env, name, NodeAttestorKind::JoinToken)
     }
 }
 
