@@ -258,7 +258,10 @@ fn print_outcome(o: &attest::AttestOutcome, output: Output) -> anyhow::Result<()
                 &o.boot_policy
             }
         );
-        println!("SVID expires at  : {}", o.expires_at);
+        println!(
+            "SVID expires at  : {}",
+            ironroot_runtime::human::instant_from_now(o.expires_at)
+        );
         println!("Agent key        : {}", o.key.kind());
         for s in &o.selectors {
             println!("Selector         : {s}");

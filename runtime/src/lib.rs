@@ -2,8 +2,8 @@
 //! the wall clock in Unix seconds ([`clock`]), a jittered exponential backoff
 //! ([`backoff`]), the wait for a shutdown signal ([`shutdown`]), an error
 //! chain as one log line ([`report`]), binding a unix socket ([`socket`]), and the
-//! arithmetic of rate limits ([`token_bucket`], [`log_throttle`]), and the
-//! binaries' allocator ([`use_jemalloc!`]).
+//! arithmetic of rate limits ([`token_bucket`], [`log_throttle`]), the
+//! binaries' allocator ([`use_jemalloc!`]), and times as the CLIs print them ([`human`]).
 
 #![warn(missing_docs)]
 
@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod clock;
 #[cfg(feature = "https")]
 pub mod https;
+pub mod human;
 pub mod log_throttle;
 pub mod report;
 pub mod shutdown;

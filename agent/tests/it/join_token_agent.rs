@@ -85,6 +85,25 @@ fn a_join_token_agent_renews_over_mtls_and_keeps_serving() {
         .as_str()
         .unwrap()
         .to_string();
+    // The same listing for people: times as RFC 3339 with their distance from now,
+    // JSON keeps Unix seconds.
+    assert!(agents["agents"][0]["last_attested_at"].as_i64().unwrap() > 1_700_000_000);
+    let listing = env.server.cli_ok(&["agent", "list"]);
+    for (label, relative) in [
+        ("SVID expires at  : ", None),
+        ("First attested   : ", Some(" ago)")),
+        ("Last attested    : ", Some(" ago)")),
+    ] {
+        let line = listing
+            .lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in:\n{listing}"));
+        assert_human_instant(line, relative);
+    }
+    assert!(
+        listing.contains("Attestor         : join_token"),
+        "{listing}"
+    );
     env.server.cli_ok(&[
         "entry",
         "create",
@@ -115,5 +134,27 @@ fn a_join_token_agent_renews_over_mtls_and_keeps_serving() {
             std::fs::read_to_string(&log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `text` reads "2026-12-07T00:59:12Z (in 59m 12s)": an RFC 3339 instant in UTC and its
+/// distance from now, ending with `relative` when given.
+fn assert_human_instant(text: &str, relative: Option<&str>) {
+    let b = text.as_bytes();
+    assert!(
+        b.len() > 22
+            && b[4] == b'-'
+            && b[10] == b'T'
+            && b[19] == b'Z'
+            && text[20..].starts_with(" (")
+            && text.ends_with(')'),
+        "not an RFC 3339 instant with a distance: {text:?}"
+    );
+    if let Some(suffix) = relative {
+        // "(now)" when the second has not turned yet.
+        assert!(
+            text.ends_with(suffix) || text.ends_with("(now)"),
+            "{text:?} should end with {suffix:?}"
+        );
     }
 }

@@ -246,6 +246,41 @@ fn hsm_loss_in_memory_mode_signs_until_the_intermediate_expires() {
     let json: serde_json::Value = serde_json::from_slice(&h.stdout).unwrap();
     assert!(!h.status.success(), "{json}");
     assert_eq!(json["state"], "unhealthy", "{json}");
+    // The same for people: what is wrong, one line each on stderr, and the exit code.
+    let problems: Vec<String> = json["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    assert!(!problems.is_empty(), "{json}");
+    let h = server.cli(&["healthcheck"]);
+    let (out, err) = (
+        String::from_utf8_lossy(&h.stdout),
+        String::from_utf8_lossy(&h.stderr),
+    );
+    assert!(!h.status.success(), "{out}");
+    assert!(out.starts_with("Server is unhealthy"), "{out}");
+    // Compared up to the first digit: problems carry times that move between the calls.
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("error: ") && !l.starts_with("error: server is unhealthy ("))
+        .collect();
+    assert!(
+        err.contains(&format!(
+            "error: server is unhealthy ({} problem",
+            problems.len()
+        )),
+        "{err}"
+    );
+    assert_eq!(errors.len(), problems.len(), "{err}");
+    for (line, p) in errors.iter().zip(&problems) {
+        let stable = &p[..p.find(|c: char| c.is_ascii_digit()).unwrap_or(p.len())];
+        assert!(
+            line["error: ".len()..].starts_with(stable),
+            "{p:?} vs {line:?}"
+        );
+    }
 
     remote.restore();
     let deadline = Instant::now() + Duration::from_secs(20);
