@@ -85,8 +85,8 @@ pub struct Broken {
     pub line: usize,
     /// The record's `seq`, when it could be read.
     pub seq: Option<u64>,
-    /// What does not hold.
-    pub rule: ChainBreak,
+    /// What does not hold (boxed: the hashes some rules carry make it large).
+    pub rule: Box<ChainBreak>,
 }
 
 /// The rules a log can break, each in words an operator can act on.
@@ -216,7 +216,7 @@ pub fn verify_log(files: &[LogFile<'_>], opts: &VerifyOptions) -> Result<Report,
                 file: "--public-key".into(),
                 line: 0,
                 seq: None,
-                rule: ChainBreak::BadPinnedKey,
+                rule: Box::new(ChainBreak::BadPinnedKey),
             })?,
         ),
         None => None,
@@ -239,7 +239,7 @@ pub fn verify_log(files: &[LogFile<'_>], opts: &VerifyOptions) -> Result<Report,
                 file: file.name.to_owned(),
                 line: line_no,
                 seq,
-                rule,
+                rule: Box::new(rule),
             };
             let Some(end) = rest.iter().position(|b| *b == b'\n') else {
                 return Err(broken(None, ChainBreak::CutShort));
@@ -272,7 +272,7 @@ pub fn verify_log(files: &[LogFile<'_>], opts: &VerifyOptions) -> Result<Report,
             file: files.last().map(|f| f.name).unwrap_or("").to_owned(),
             line: 0,
             seq: None,
-            rule: ChainBreak::Empty,
+            rule: Box::new(ChainBreak::Empty),
         });
     };
     if let Some((expected, expected_hash)) = opts.expected_head {
@@ -280,7 +280,7 @@ pub fn verify_log(files: &[LogFile<'_>], opts: &VerifyOptions) -> Result<Report,
             file: where_last.0.to_owned(),
             line: where_last.1,
             seq: Some(last_seq),
-            rule,
+            rule: Box::new(rule),
         };
         if last_seq < expected {
             return Err(at_end(ChainBreak::Truncated {

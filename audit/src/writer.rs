@@ -104,6 +104,8 @@ pub struct AuditLog {
 #[derive(Default)]
 struct Shared {
     problem: Mutex<Option<String>>,
+    /// Set when a write failed: nothing is appended any more.
+    stopped: std::sync::atomic::AtomicBool,
     x509: AtomicU64,
     jwt: AtomicU64,
     first_signed: AtomicI64,
@@ -206,6 +208,16 @@ impl AuditLog {
             SvidKind::Jwt => &self.shared.jwt,
         }
         .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether appends can succeed: false after a write failed or the log was closed.
+    pub fn is_writable(&self) -> bool {
+        !self.shared.stopped.load(Ordering::Relaxed)
+            && self
+                .tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some()
     }
 
     /// What is wrong with the log right now (for health checks), if anything.
@@ -451,6 +463,7 @@ fn run(
                     let reason = e.to_string();
                     tracing::error!(error = %reason, "audit log: write failed; actions that must be audited are refused");
                     shared.set_problem(Some(reason.clone()));
+                    shared.stopped.store(true, Ordering::Relaxed);
                     for (_, reply) in batch {
                         let _ = reply.send(Err(reason.clone()));
                     }

@@ -50,12 +50,56 @@ pub enum Command {
     /// Firmware event logs (offline, no server needed).
     #[command(subcommand)]
     Eventlog(EventlogCommand),
+    /// The tamper-evident audit log (offline, no server needed).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Check that the server answers and its CA is ready.
     Healthcheck {
         /// How to reach the server.
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// `audit …`
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check a log's hash chain and checkpoint signatures; name the first broken link.
+    /// Exit 0: intact; 1: broken; 2: cannot be checked (unreadable, no files, bad key).
+    Verify(AuditVerifyArgs),
+    /// Print the checkpoint key's public key (PEM) from the key manager, to pin with
+    /// `audit verify --public-key` on another machine.
+    PublicKey {
+        /// Server configuration (its key manager and `[audit]`).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+/// `audit verify` options.
+#[derive(Args, Debug)]
+pub struct AuditVerifyArgs {
+    /// The log's directory (default: the config's `[audit] dir`, else `data_dir/audit`).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Server configuration: where the log is, and (without --public-key) the key
+    /// manager to read the checkpoint key from.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// The checkpoint key's public key (PEM or DER SubjectPublicKeyInfo) from a trusted
+    /// copy. Without it (and without --config) the key the log carries is used, which
+    /// proves consistency but not origin.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
+    /// The head recorded elsewhere, as "SEQ:HASH" (instead of the directory's audit.head).
+    #[arg(long)]
+    pub head: Option<String>,
+    /// Accept a log whose first file starts after record 0 (older files archived).
+    #[arg(long)]
+    pub allow_pruned_start: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 /// How a command prints its result.

@@ -7,6 +7,7 @@
 //! [`ConfigError`] naming the key, as the operator wrote it.
 
 #[cfg(feature = "cloud")]
+mod audit;
 mod cloud_attestors;
 mod file;
 #[cfg(feature = "k8s")]
@@ -15,6 +16,7 @@ mod limits;
 mod node_attestors;
 mod store;
 
+pub(crate) use audit::AuditConfig;
 #[cfg(feature = "cloud")]
 pub(crate) use cloud_attestors::{
     AwsIidAttestorConfig, AzureMsiAttestorConfig, GcpIitAttestorConfig,
@@ -182,6 +184,8 @@ pub struct ServerConfig {
     pub(crate) node_attestors: NodeAttestorsConfig,
     /// Where entries, nodes, bundles and the CA journal live.
     pub(crate) store: StoreConfig,
+    /// The tamper-evident audit log.
+    pub(crate) audit: AuditConfig,
 }
 
 /// Where the CA keys live.
@@ -459,6 +463,7 @@ impl TryFrom<file::ServerFile> for ServerConfig {
         let upstream = f.upstream.map(upstream).transpose()?;
         let store = store::store(f.store)?;
         f.ca.check()?;
+        f.audit.check()?;
         let admin = f.admin;
         let socket_mode = admin
             .socket_mode
@@ -498,6 +503,7 @@ impl TryFrom<file::ServerFile> for ServerConfig {
             },
             node_attestors: f.node_attestors,
             store,
+            audit: f.audit,
         })
     }
 }

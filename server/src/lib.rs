@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod audit;
 pub(crate) mod authorized;
 pub mod boot_tools;
 pub mod ca;

@@ -41,6 +41,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(PolicyCommand::Check(args)) => Ok(boot_tools::policy_check(&args)),
         Command::Policy(c) => done(client::policy(c)),
         Command::Eventlog(c) => Ok(boot_tools::eventlog(c)),
+        Command::Audit(c) => ironroot_server::audit::cli::audit(c),
         Command::Healthcheck { client: c } => done(client::healthcheck(c).await),
     }
 }

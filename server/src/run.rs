@@ -8,6 +8,7 @@ use ironroot_hsm::{KeyManager, Pkcs11KeyManager, SoftwareKeyManager};
 use tracing::{error, info, warn};
 
 use crate::admin::{bind_admin_socket, serve_admin, AdminService};
+use crate::audit::Audit;
 use crate::authorized::AuthorizedCache;
 use crate::ca::upstream::Upstream;
 use crate::ca::{CaSettings, CertificateAuthority};
@@ -36,6 +37,8 @@ pub struct Server {
     pub(crate) cache: Arc<AuthorizedCache>,
     /// Wakes every agent's WatchChanges stream (CA rotation, bundle and alias changes).
     pub(crate) changes: Changes,
+    /// The tamper-evident record of changes, attestations and CA steps.
+    pub(crate) audit: Audit,
 }
 
 fn node_service(
@@ -43,6 +46,7 @@ fn node_service(
     store: Arc<dyn DataStore>,
     ca: Arc<CertificateAuthority>,
     km: Arc<dyn KeyManager>,
+    audit: Audit,
 ) -> Result<NodeService, StartError> {
     let attestors = registry::build(
         &cfg.node_attestors,
@@ -64,10 +68,11 @@ fn node_service(
         agent_svid_ttl: cfg.node_api.agent_svid_ttl,
         challenge_ttl: cfg.node_api.challenge_ttl,
         limits: NodeLimits::new(cfg.node_api.limits.clone()),
+        audit,
     })
 }
 
-fn open_key_manager(cfg: &ServerConfig) -> Result<Arc<dyn KeyManager>, StartError> {
+pub(crate) fn open_key_manager(cfg: &ServerConfig) -> Result<Arc<dyn KeyManager>, StartError> {
     match &cfg.key_manager {
         KeyManagerConfig::Pkcs11(token) => {
             let km = Pkcs11KeyManager::open(token).map_err(StartError::KeyManager)?;
@@ -168,7 +173,16 @@ impl Server {
             signing = ca.signing_mode().as_str(),
             "CA ready"
         );
-        let node = Arc::new(node_service(&config, store.clone(), ca.clone(), km)?);
+        // The log opens with the CA's state: its first records say which keys were active.
+        let audit = Audit::open(&config, km.clone()).map_err(StartError::Audit)?;
+        ca.set_audit(audit.clone());
+        let node = Arc::new(node_service(
+            &config,
+            store.clone(),
+            ca.clone(),
+            km,
+            audit.clone(),
+        )?);
         let changes = Changes::default();
         let cache = crate::store::bridge::wait(AuthorizedCache::load(
             store.clone(),
@@ -183,6 +197,7 @@ impl Server {
             node,
             cache,
             changes,
+            audit,
         })
     }
 
@@ -201,10 +216,12 @@ impl Server {
             Some(listen) => Some(self.spawn_node_api(listen).await?),
         };
 
+        self.audit.ca("active_at_start", ca_keys(&self.ca)).await;
         let service = AdminService {
             store: self.store.clone(),
             ca: self.ca.clone(),
             cache: self.cache.clone(),
+            audit: self.audit.clone(),
         };
         let result = serve_admin(
             listener,
@@ -220,8 +237,18 @@ impl Server {
             t.abort();
         }
         let _ = std::fs::remove_file(&socket_path);
+        // The last SVID counts and a checkpoint over everything written.
+        self.audit.close().await;
         info!("server stopped");
         result.map_err(StartError::AdminSocket)
+    }
+}
+
+/// The CA's active keys as the audit log names them.
+fn ca_keys(ca: &CertificateAuthority) -> String {
+    match ca.status() {
+        Ok(st) => format!("x509={} jwt={}", st.x509_key_label, st.jwt_key_id),
+        Err(e) => format!("status unavailable: {e}"),
     }
 }
 
@@ -234,7 +261,10 @@ impl Server {
         let changes = self.changes.clone();
         let mut journal = self.cache.watch_ca_journal();
         let interval = self.config.ca.rotation_check_interval;
+        let audit = self.audit.clone();
         tokio::spawn(async move {
+            // Recorded once per distinct failure, not at every check that repeats it.
+            let mut condemned: Option<String> = None;
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -247,8 +277,9 @@ impl Server {
                         false
                     }
                 };
-                let ca = ca.clone();
+                let ca_pass = ca.clone();
                 let pass = tokio::task::spawn_blocking(move || {
+                    let ca = ca_pass;
                     if schedule {
                         ca.rotate(unix_now())
                     } else {
@@ -259,16 +290,25 @@ impl Server {
                     Ok(Ok(true)) if schedule => {
                         info!("CA keys rotated; bundle updated");
                         changes.bump();
+                        audit.ca("rotated", ca_keys(&ca)).await;
                     }
                     Ok(Ok(true)) => {
                         info!("CA journal changed by another server; following it, bundle updated");
                         changes.bump();
+                        audit.ca("followed_another_server", ca_keys(&ca)).await;
                     }
                     Ok(Ok(false)) => {}
-                    Ok(Err(e)) if e.condemns_active_key() => error!(
-                        error = %e,
-                        "CA rotation check failed: a CA key is gone or unsafe, and the CA stopped signing with it"
-                    ),
+                    Ok(Err(e)) if e.condemns_active_key() => {
+                        error!(
+                            error = %e,
+                            "CA rotation check failed: a CA key is gone or unsafe, and the CA stopped signing with it"
+                        );
+                        let why = e.to_string();
+                        if condemned.as_deref() != Some(why.as_str()) {
+                            audit.ca("active_key_condemned", why.clone()).await;
+                            condemned = Some(why);
+                        }
+                    }
                     Ok(Err(e)) => warn!(
                         error = %e,
                         retry_in = ?interval,

@@ -61,7 +61,7 @@ fn an_edited_record_breaks_the_link_to_the_next_one() {
     rewrite(dir.path(), &l);
     let e = check(dir.path(), pinned()).unwrap_err();
     assert_eq!((e.line, e.seq), (6, Some(5)), "{e}");
-    assert!(matches!(e.rule, ChainBreak::BrokenLink { .. }), "{e}");
+    assert!(matches!(*e.rule, ChainBreak::BrokenLink { .. }), "{e}");
     assert!(
         e.to_string().contains("the record before it was changed"),
         "{e}"
@@ -77,7 +77,7 @@ fn a_deleted_record_is_named_as_missing() {
     rewrite(dir.path(), &l);
     let e = check(dir.path(), pinned()).unwrap_err();
     assert_eq!(
-        e.rule,
+        *e.rule,
         ChainBreak::SequenceGap {
             expected: 3,
             found: 4
@@ -95,7 +95,7 @@ fn reordered_records_are_named() {
     rewrite(dir.path(), &l);
     let e = check(dir.path(), pinned()).unwrap_err();
     assert_eq!(e.line, 6, "{e}");
-    assert!(matches!(e.rule, ChainBreak::SequenceGap { .. }), "{e}");
+    assert!(matches!(*e.rule, ChainBreak::SequenceGap { .. }), "{e}");
 }
 
 #[test]
@@ -107,7 +107,7 @@ fn records_cut_off_the_end_are_named_against_the_writers_head() {
     rewrite(dir.path(), &l);
     let e = check(dir.path(), pinned()).unwrap_err();
     assert_eq!(
-        e.rule,
+        *e.rule,
         ChainBreak::Truncated {
             last: 7,
             expected: 11
@@ -117,7 +117,7 @@ fn records_cut_off_the_end_are_named_against_the_writers_head() {
     let text = std::fs::read(only_file(dir.path())).unwrap();
     std::fs::write(only_file(dir.path()), &text[..text.len() - 10]).unwrap();
     assert_eq!(
-        check(dir.path(), pinned()).unwrap_err().rule,
+        *check(dir.path(), pinned()).unwrap_err().rule,
         ChainBreak::CutShort
     );
 }
@@ -182,7 +182,7 @@ fn a_rewritten_and_resigned_chain_fails_against_the_pinned_key() {
 
     let e = check(dir.path(), pinned()).unwrap_err();
     assert_eq!(
-        e.rule,
+        *e.rule,
         ChainBreak::CheckpointSignature {
             against: "the pinned public key"
         }
@@ -199,7 +199,7 @@ fn a_log_missing_its_first_records_is_named_unless_archiving_was_declared() {
     l.drain(..2);
     rewrite(dir.path(), &l);
     assert_eq!(
-        check(dir.path(), pinned()).unwrap_err().rule,
+        *check(dir.path(), pinned()).unwrap_err().rule,
         ChainBreak::StartsLate { first: 2 }
     );
     let opts = VerifyOptions {

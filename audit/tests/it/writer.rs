@@ -68,7 +68,7 @@ fn a_restart_continues_the_chain_and_removes_a_tail_cut_by_a_crash() {
     bytes.extend_from_slice(b"{\"seq\":99,\"time\":1,\"pr");
     std::fs::write(&path, &bytes).unwrap();
     assert_eq!(
-        verify_dir(dir.path(), VerifyOptions::default())
+        *verify_dir(dir.path(), VerifyOptions::default())
             .unwrap()
             .unwrap_err()
             .rule,
@@ -137,7 +137,7 @@ fn rotation_keeps_one_chain_across_files_and_a_removed_file_is_named() {
     let e = verify_dir(dir.path(), VerifyOptions::default())
         .unwrap()
         .unwrap_err();
-    assert!(matches!(e.rule, ChainBreak::SequenceGap { .. }), "{e}");
+    assert!(matches!(*e.rule, ChainBreak::SequenceGap { .. }), "{e}");
     assert!(
         e.file
             .ends_with(files[3].file_name().unwrap().to_str().unwrap()),

@@ -1,5 +1,6 @@
 //! The admin API (gRPC on a unix socket that only allowed uids may use).
 
+mod changes;
 mod socket;
 
 pub use socket::AdminSocketError;
@@ -13,11 +14,10 @@ use ironroot_api::entry::EntrySpec;
 use ironroot_api::selector::Selector;
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use tonic::{Request, Response, Status};
-use tracing::info;
 
 use crate::ca::CertificateAuthority;
 use crate::status;
-use crate::store::{DataStore, EntryFilter, PageRequest, MAX_BATCH};
+use crate::store::{DataStore, EntryFilter, PageRequest};
 
 /// Most selectors accepted in one list filter.
 const MAX_FILTER_SELECTORS: usize = 64;
@@ -27,6 +27,8 @@ pub(crate) struct AdminService {
     pub(crate) ca: Arc<CertificateAuthority>,
     /// The agents' view of the store: health reports what it could not read.
     pub(crate) cache: Arc<crate::authorized::AuthorizedCache>,
+    /// Every change is recorded here before the caller is answered.
+    pub(crate) audit: crate::audit::Audit,
 }
 
 fn bundle_pb(b: &TrustBundle) -> Result<pb::Bundle, Status> {
@@ -117,42 +119,205 @@ fn entry_spec(fields: Option<pb::EntryFields>) -> Result<EntrySpec, Status> {
     EntrySpec::try_from(fields).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
+/// Who made an admin call, as the audit log names them: the socket peer's uid and pid.
+fn actor<T>(req: &Request<T>) -> String {
+    match req
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|i| i.peer_cred)
+    {
+        Some(c) => match c.pid() {
+            Some(pid) => format!("uid:{} pid:{pid}", c.uid()),
+            None => format!("uid:{}", c.uid()),
+        },
+        None => "unknown".into(),
+    }
+}
+
+/// An entry as the audit log names it: its SPIFFE ID and parent.
+fn entry_target(fields: Option<&pb::EntryFields>) -> String {
+    fields.map_or_else(String::new, |f| {
+        format!("spiffe_id={} parent_id={}", f.spiffe_id, f.parent_id)
+    })
+}
+
+/// A batch's items as the audit log names them: the IDs it applied to, and how
+/// many items were refused.
+fn batch_target<'a>(items: impl Iterator<Item = Option<&'a str>>) -> String {
+    let (mut done, mut refused) = (Vec::new(), 0usize);
+    for i in items {
+        match i {
+            Some(id) => done.push(id),
+            None => refused += 1,
+        }
+    }
+    format!(
+        "{} applied, {refused} refused: {}",
+        done.len(),
+        done.join(" ")
+    )
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn create_entry(
         &self,
         req: Request<pb::CreateEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
-        let spec = entry_spec(req.into_inner().entry)?;
-        let e = self.store.create_entry(spec).await.map_err(status::store)?;
-        info!(entry = %e.id, spiffe_id = %e.spec.spiffe_id, "entry created");
-        Ok(Response::new(e.into()))
+        let (actor, target) = (actor(&req), entry_target(req.get_ref().entry.as_ref()));
+        self.audit.check_writable()?;
+        let r = self.handle_create_entry(req).await;
+        let target = match &r {
+            Ok(e) => format!("{} {target}", e.get_ref().id),
+            Err(_) => target,
+        };
+        self.audit.admin(&actor, "entry.create", target, r).await
     }
 
     async fn update_entry(
         &self,
         req: Request<pb::UpdateEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
-        let r = req.into_inner();
-        let spec = entry_spec(r.entry)?;
-        let expected = (r.expected_revision != 0).then_some(r.expected_revision);
-        let e = self
-            .store
-            .update_entry(&r.id, spec, expected)
-            .await
-            .map_err(status::store)?;
-        info!(entry = %e.id, revision = e.revision, "entry updated");
-        Ok(Response::new(e.into()))
+        let r = req.get_ref();
+        let (actor, target) = (
+            actor(&req),
+            format!("{} {}", r.id, entry_target(r.entry.as_ref())),
+        );
+        self.audit.check_writable()?;
+        let r = self.handle_update_entry(req).await;
+        self.audit.admin(&actor, "entry.update", target, r).await
     }
 
     async fn delete_entry(
         &self,
         req: Request<pb::DeleteEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
-        let id = req.into_inner().id;
-        let e = self.store.delete_entry(&id).await.map_err(status::store)?;
-        info!(entry = %e.id, "entry deleted");
-        Ok(Response::new(e.into()))
+        let (actor, target) = (actor(&req), req.get_ref().id.clone());
+        self.audit.check_writable()?;
+        let r = self.handle_delete_entry(req).await;
+        self.audit.admin(&actor, "entry.delete", target, r).await
+    }
+
+    async fn batch_create_entry(
+        &self,
+        req: Request<pb::BatchCreateEntryRequest>,
+    ) -> Result<Response<pb::BatchCreateEntryResponse>, Status> {
+        let actor = actor(&req);
+        self.audit.check_writable()?;
+        let r = self.handle_batch_create_entry(req).await;
+        // One record per batch: the IDs created, and how many items were refused.
+        let target = match &r {
+            Ok(b) => batch_target(
+                b.get_ref()
+                    .results
+                    .iter()
+                    .map(|i| i.entry.as_ref().map(|e| e.id.as_str())),
+            ),
+            Err(_) => String::new(),
+        };
+        self.audit
+            .admin(&actor, "entry.batch_create", target, r)
+            .await
+    }
+
+    async fn batch_delete_entry(
+        &self,
+        req: Request<pb::BatchDeleteEntryRequest>,
+    ) -> Result<Response<pb::BatchDeleteEntryResponse>, Status> {
+        let actor = actor(&req);
+        self.audit.check_writable()?;
+        let r = self.handle_batch_delete_entry(req).await;
+        let target = match &r {
+            Ok(b) => batch_target(b.get_ref().results.iter().map(|i| {
+                i.status
+                    .as_ref()
+                    .is_none_or(|s| s.code == 0)
+                    .then_some(i.id.as_str())
+            })),
+            Err(_) => String::new(),
+        };
+        self.audit
+            .admin(&actor, "entry.batch_delete", target, r)
+            .await
+    }
+
+    async fn mint_x509_svid(
+        &self,
+        req: Request<pb::MintX509SvidRequest>,
+    ) -> Result<Response<pb::MintX509SvidResponse>, Status> {
+        let (actor, target) = (actor(&req), req.get_ref().spiffe_id.clone());
+        self.audit.check_writable()?;
+        let r = self.handle_mint_x509_svid(req).await;
+        self.audit.admin(&actor, "x509.mint", target, r).await
+    }
+
+    async fn mint_jwt_svid(
+        &self,
+        req: Request<pb::MintJwtSvidRequest>,
+    ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
+        let r = req.get_ref();
+        let (actor, target) = (
+            actor(&req),
+            format!("{} audience={}", r.spiffe_id, r.audience.join(",")),
+        );
+        self.audit.check_writable()?;
+        let r = self.handle_mint_jwt_svid(req).await;
+        self.audit.admin(&actor, "jwt.mint", target, r).await
+    }
+
+    async fn create_join_token(
+        &self,
+        req: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::JoinToken>, Status> {
+        let actor = actor(&req);
+        self.audit.check_writable()?;
+        let r = self.handle_create_join_token(req).await;
+        // The token itself is a credential: only when it expires goes in the log.
+        let target = match &r {
+            Ok(t) => format!("expires_at={}", t.get_ref().expires_at),
+            Err(_) => String::new(),
+        };
+        self.audit.admin(&actor, "token.generate", target, r).await
+    }
+
+    async fn ban_agent(
+        &self,
+        req: Request<pb::AgentIdRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let (actor, target) = (actor(&req), req.get_ref().spiffe_id.clone());
+        self.audit.check_writable()?;
+        let r = self.handle_ban_agent(req).await;
+        self.audit.admin(&actor, "agent.ban", target, r).await
+    }
+
+    async fn evict_agent(
+        &self,
+        req: Request<pb::AgentIdRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let (actor, target) = (actor(&req), req.get_ref().spiffe_id.clone());
+        self.audit.check_writable()?;
+        let r = self.handle_evict_agent(req).await;
+        self.audit.admin(&actor, "agent.evict", target, r).await
+    }
+
+    async fn set_federated_bundle(
+        &self,
+        req: Request<pb::SetFederatedBundleRequest>,
+    ) -> Result<Response<pb::Bundle>, Status> {
+        let (actor, target) = (actor(&req), req.get_ref().trust_domain.clone());
+        self.audit.check_writable()?;
+        let r = self.handle_set_federated_bundle(req).await;
+        self.audit.admin(&actor, "bundle.set", target, r).await
+    }
+
+    async fn delete_federated_bundle(
+        &self,
+        req: Request<pb::DeleteFederatedBundleRequest>,
+    ) -> Result<Response<pb::DeleteFederatedBundleResponse>, Status> {
+        let (actor, target) = (actor(&req), req.get_ref().trust_domain.clone());
+        self.audit.check_writable()?;
+        let r = self.handle_delete_federated_bundle(req).await;
+        self.audit.admin(&actor, "bundle.delete", target, r).await
     }
 
     async fn get_entry(
@@ -204,161 +369,12 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn batch_create_entry(
-        &self,
-        req: Request<pb::BatchCreateEntryRequest>,
-    ) -> Result<Response<pb::BatchCreateEntryResponse>, Status> {
-        let fields = req.into_inner().entries;
-        if fields.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "{} entries in one batch; the limit is {MAX_BATCH}",
-                fields.len()
-            )));
-        }
-        // Wire-level rule failures are per item, like the store's.
-        let parsed: Vec<Result<EntrySpec, Status>> =
-            fields.into_iter().map(|f| entry_spec(Some(f))).collect();
-        let specs: Vec<EntrySpec> = parsed
-            .iter()
-            .filter_map(|p| p.as_ref().ok().cloned())
-            .collect();
-        let mut stored = self
-            .store
-            .create_entries(specs)
-            .await
-            .map_err(status::store)?
-            .into_iter();
-        let mut results = Vec::with_capacity(parsed.len());
-        let mut created = 0usize;
-        for p in parsed {
-            let r = match p {
-                Err(s) => Err(s),
-                Ok(_) => match stored.next() {
-                    Some(r) => r.map_err(status::store),
-                    None => Err(Status::internal(
-                        "the store returned fewer results than items",
-                    )),
-                },
-            };
-            results.push(match r {
-                Ok(e) => {
-                    created += 1;
-                    pb::batch_create_entry_response::Result {
-                        status: Some(item_status(Ok(()))),
-                        entry: Some(e.into()),
-                    }
-                }
-                Err(s) => pb::batch_create_entry_response::Result {
-                    status: Some(item_status(Err(s))),
-                    entry: None,
-                },
-            });
-        }
-        info!(
-            created,
-            failed = results.len() - created,
-            "entry batch created"
-        );
-        Ok(Response::new(pb::BatchCreateEntryResponse { results }))
-    }
-
-    async fn batch_delete_entry(
-        &self,
-        req: Request<pb::BatchDeleteEntryRequest>,
-    ) -> Result<Response<pb::BatchDeleteEntryResponse>, Status> {
-        let ids = req.into_inner().ids;
-        if ids.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "{} ids in one batch; the limit is {MAX_BATCH}",
-                ids.len()
-            )));
-        }
-        let outcomes = self
-            .store
-            .delete_entries(ids.clone())
-            .await
-            .map_err(status::store)?;
-        let mut deleted = 0usize;
-        let results: Vec<_> = ids
-            .into_iter()
-            .zip(outcomes)
-            .map(|(id, r)| {
-                deleted += usize::from(r.is_ok());
-                pb::batch_delete_entry_response::Result {
-                    status: Some(item_status(r.map(|_| ()).map_err(status::store))),
-                    id,
-                }
-            })
-            .collect();
-        info!(
-            deleted,
-            failed = results.len() - deleted,
-            "entry batch deleted"
-        );
-        Ok(Response::new(pb::BatchDeleteEntryResponse { results }))
-    }
-
     async fn get_bundle(
         &self,
         _req: Request<pb::GetBundleRequest>,
     ) -> Result<Response<pb::Bundle>, Status> {
         let b = self.ca.bundle().map_err(status::ca)?;
         bundle_pb(&b).map(Response::new)
-    }
-
-    async fn mint_x509_svid(
-        &self,
-        req: Request<pb::MintX509SvidRequest>,
-    ) -> Result<Response<pb::MintX509SvidResponse>, Status> {
-        let r = req.into_inner();
-        let id = parse_id("spiffe_id", &r.spiffe_id)?;
-        let ttl = ttl_field("ttl", r.ttl)?;
-        let ca = self.ca.clone();
-        let dns = r.dns_names;
-        let log_id = id.to_string();
-        let svid = blocking(move || {
-            ca.sign_x509_svid_csr(&r.csr, &id, ttl, &dns)
-                .map_err(status::ca)
-        })
-        .await?;
-        let roots = self.ca.bundle().map_err(status::ca)?.x509_authorities;
-        info!(spiffe_id = %log_id, expires_at = svid.expires_at, "X.509-SVID minted by admin");
-        Ok(Response::new(pb::MintX509SvidResponse {
-            svid_chain: svid.chain,
-            expires_at: svid.expires_at,
-            root_cas: roots,
-        }))
-    }
-
-    async fn mint_jwt_svid(
-        &self,
-        req: Request<pb::MintJwtSvidRequest>,
-    ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
-        let r = req.into_inner();
-        let id = parse_id("spiffe_id", &r.spiffe_id)?;
-        let ttl = ttl_field("ttl", r.ttl)?;
-        let ca = self.ca.clone();
-        let log_id = id.to_string();
-        let (token, expires_at) =
-            blocking(move || ca.mint_jwt_svid(&id, &r.audience, ttl).map_err(status::ca)).await?;
-        info!(spiffe_id = %log_id, expires_at, "JWT-SVID minted by admin");
-        Ok(Response::new(pb::MintJwtSvidResponse { token, expires_at }))
-    }
-
-    async fn create_join_token(
-        &self,
-        req: Request<pb::CreateJoinTokenRequest>,
-    ) -> Result<Response<pb::JoinToken>, Status> {
-        let ttl = match req.into_inner().ttl {
-            0 => 600,
-            t if t < 0 => return Err(Status::invalid_argument("ttl must not be negative")),
-            t => i64::from(t),
-        };
-        let (token, expires_at) = crate::node::join_token::create(self.store.as_ref(), ttl)
-            .await
-            .map_err(status::store)?;
-        info!(expires_at, "join token created");
-        Ok(Response::new(pb::JoinToken { token, expires_at }))
     }
 
     async fn list_agents(
@@ -378,63 +394,6 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn ban_agent(
-        &self,
-        req: Request<pb::AgentIdRequest>,
-    ) -> Result<Response<pb::Agent>, Status> {
-        let id = parse_id("spiffe_id", &req.into_inner().spiffe_id)?;
-        let n = self
-            .store
-            .set_node_banned(&id, true)
-            .await
-            .map_err(status::store)?;
-        tracing::warn!(agent = %n.spiffe_id, "agent banned");
-        Ok(Response::new(agent_pb(n)))
-    }
-
-    async fn evict_agent(
-        &self,
-        req: Request<pb::AgentIdRequest>,
-    ) -> Result<Response<pb::Agent>, Status> {
-        let id = parse_id("spiffe_id", &req.into_inner().spiffe_id)?;
-        let n = self
-            .store
-            .delete_attested_node(&id)
-            .await
-            .map_err(status::store)?
-            .ok_or_else(|| Status::not_found(format!("no attested agent '{id}'")))?;
-        info!(agent = %n.spiffe_id, "agent evicted");
-        Ok(Response::new(agent_pb(n)))
-    }
-
-    async fn set_federated_bundle(
-        &self,
-        req: Request<pb::SetFederatedBundleRequest>,
-    ) -> Result<Response<pb::Bundle>, Status> {
-        let r = req.into_inner();
-        let td = parse_td(&r.trust_domain)?;
-        let bundle = match (r.jwks_json.is_empty(), r.pem.is_empty()) {
-            (false, true) => TrustBundle::from_jwks_json(td, &r.jwks_json)
-                .map_err(|e| Status::invalid_argument(format!("jwks_json: {e}")))?,
-            (true, false) => {
-                let mut b = TrustBundle::new(td);
-                b.x509_authorities = pem_certificates(&r.pem)?;
-                b
-            }
-            _ => {
-                return Err(Status::invalid_argument(
-                    "give the bundle as jwks_json or as pem (one of them)",
-                ))
-            }
-        };
-        self.store
-            .put_federated_bundle(&bundle)
-            .await
-            .map_err(status::store)?;
-        info!(trust_domain = %bundle.trust_domain, "federated bundle set");
-        bundle_pb(&bundle).map(Response::new)
-    }
-
     async fn list_federated_bundles(
         &self,
         _req: Request<pb::ListFederatedBundlesRequest>,
@@ -449,19 +408,6 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn delete_federated_bundle(
-        &self,
-        req: Request<pb::DeleteFederatedBundleRequest>,
-    ) -> Result<Response<pb::DeleteFederatedBundleResponse>, Status> {
-        let td = parse_td(&req.into_inner().trust_domain)?;
-        let deleted = self
-            .store
-            .delete_federated_bundle(&td)
-            .await
-            .map_err(status::store)?;
-        Ok(Response::new(pb::DeleteFederatedBundleResponse { deleted }))
-    }
-
     async fn health(
         &self,
         _req: Request<pb::HealthRequest>,
@@ -473,9 +419,21 @@ impl Admin for AdminService {
         let ca_health = tokio::task::spawn_blocking(move || ca.health())
             .await
             .map_err(status::worker)?;
+        let mut state = ca_health.state.as_str().to_owned();
+        let mut problems = ca_health.problems;
+        if let Some(p) = self.audit.problem() {
+            problems.push(format!("audit log: {p}"));
+            // Unwritable: changes are refused. Only the checkpoint failing: records are
+            // still written, not yet sealed.
+            if !self.audit.is_writable() {
+                state = "unhealthy".into();
+            } else if state == "healthy" {
+                state = "degraded".into();
+            }
+        }
         Ok(Response::new(pb::HealthResponse {
-            state: ca_health.state.as_str().to_owned(),
-            problems: ca_health.problems,
+            state,
+            problems,
             trust_domain: self.ca.trust_domain().to_string(),
             key_manager: st.key_manager,
             active_x509_authority: st.x509_key_label,

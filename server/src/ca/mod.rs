@@ -144,6 +144,8 @@ pub struct CertificateAuthority {
     rotation: Mutex<()>,
     /// Set while rotation checks fail (for the health check).
     rotation_trouble: Mutex<Option<health::RotationTrouble>>,
+    /// Counts every SVID signed into the audit log (set once the log is open).
+    audit: std::sync::OnceLock<crate::audit::Audit>,
 }
 
 fn ttl_secs(requested: u32, default: Duration) -> i64 {
@@ -180,9 +182,21 @@ impl CertificateAuthority {
             }),
             rotation: Mutex::new(()),
             rotation_trouble: Mutex::new(None),
+            audit: std::sync::OnceLock::new(),
         };
         ca.rotate(unix_now())?;
         Ok(ca)
+    }
+
+    /// Counts the SVIDs this CA signs into `audit` from now on (once; later calls are ignored).
+    pub(crate) fn set_audit(&self, audit: crate::audit::Audit) {
+        let _ = self.audit.set(audit);
+    }
+
+    fn count_signed(&self, kind: ironroot_audit::SvidKind) {
+        if let Some(a) = self.audit.get() {
+            a.count_svid(kind);
+        }
     }
 
     /// The trust domain it signs for.
@@ -238,9 +252,22 @@ impl CertificateAuthority {
         dns_names: &[String],
     ) -> Result<IssuedX509Svid, CaError> {
         self.check_in_trust_domain(spiffe_id)?;
-        if self.settings.signing == SigningMode::Memory {
-            return self.sign_x509_svid_in_memory(public_key, spiffe_id, ttl_seconds, dns_names);
-        }
+        let issued = if self.settings.signing == SigningMode::Memory {
+            self.sign_x509_svid_in_memory(public_key, spiffe_id, ttl_seconds, dns_names)?
+        } else {
+            self.sign_x509_svid_in_hsm(public_key, spiffe_id, ttl_seconds, dns_names)?
+        };
+        self.count_signed(ironroot_audit::SvidKind::X509);
+        Ok(issued)
+    }
+
+    fn sign_x509_svid_in_hsm(
+        &self,
+        public_key: &impl PublicKeyData,
+        spiffe_id: &SpiffeId,
+        ttl_seconds: u32,
+        dns_names: &[String],
+    ) -> Result<IssuedX509Svid, CaError> {
         let active = self
             .read_state()?
             .x509
@@ -299,6 +326,7 @@ impl CertificateAuthority {
             exp,
             self.settings.jwt_issuer.as_deref(),
         )?;
+        self.count_signed(ironroot_audit::SvidKind::Jwt);
         Ok((token, exp))
     }
 

@@ -36,6 +36,8 @@ pub(super) struct ServerFile {
     pub(crate) node_attestors: NodeAttestorsConfig,
     #[serde(default)]
     pub(crate) store: StoreFile,
+    #[serde(default)]
+    pub(crate) audit: super::AuditConfig,
 }
 
 fn data_dir() -> PathBuf {

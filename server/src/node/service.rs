@@ -31,6 +31,8 @@ pub(crate) struct NodeService {
     pub(crate) challenge_ttl: Duration,
     /// `[node_api.limits]`, shared with the agent API and the accept loop.
     pub(crate) limits: Arc<NodeLimits>,
+    /// Every attestation, accepted or refused, is recorded before the agent is answered.
+    pub(crate) audit: crate::audit::Audit,
 }
 
 type AttestStream = Pin<Box<dyn Stream<Item = Result<pb::AttestResponse, Status>> + Send>>;
@@ -44,6 +46,7 @@ impl NodeService {
         self: Arc<Self>,
         mut inbound: Streaming<pb::AttestRequest>,
         tx: &mpsc::Sender<Result<pb::AttestResponse, Status>>,
+        attestor_named: &mut String,
     ) -> Result<pb::AttestResult, Status> {
         // An idle stream must not hold a task forever.
         let first = tokio::time::timeout(self.challenge_ttl, inbound.message())
@@ -56,6 +59,7 @@ impl NodeService {
                 "the first message must carry the attestation parameters",
             ));
         };
+        attestor_named.clone_from(&params.attestor);
         let attestor = self
             .attestors
             .get(&params.attestor)
@@ -324,13 +328,25 @@ impl Node for NodeApi {
         tokio::spawn(async move {
             // Counted against max_attestations_in_flight until the exchange ends.
             let _permit = permit;
-            let outcome = svc.run(inbound, &tx).await;
+            let mut attestor = String::new();
+            let outcome = svc.clone().run(inbound, &tx, &mut attestor).await;
             let msg = match outcome {
-                Ok(result) => Ok(pb::AttestResponse {
-                    step: Some(pb::attest_response::Step::Result(result)),
-                }),
+                // Not answered unless recorded: an agent holds no SVID the log does not show.
+                Ok(result) => svc
+                    .audit
+                    .attestation(&attestor, &result.spiffe_id, &peer, None)
+                    .await
+                    .map(|()| pb::AttestResponse {
+                        step: Some(pb::attest_response::Step::Result(result)),
+                    }),
                 Err(status) => {
                     warn!(peer = %peer, reason = %status.message(), "node attestation rejected");
+                    // A refusal is recorded too; failing to record it changes nothing for
+                    // the agent (it is refused either way).
+                    let _ = svc
+                        .audit
+                        .attestation(&attestor, "", &peer, Some(status.message()))
+                        .await;
                     Err(status)
                 }
             };

@@ -42,6 +42,9 @@ pub enum StartError {
     /// The store cannot be opened.
     #[error("cannot open the store: {0}")]
     Store(#[source] StoreError),
+    /// The audit log cannot be opened (`[audit]`).
+    #[error("cannot open the audit log: {0}")]
+    Audit(#[source] ironroot_audit::AuditError),
     /// The CA cannot start (journal, keys, rotation).
     #[error("cannot start the CA: {0}")]
     Ca(#[source] Box<CaError>),
