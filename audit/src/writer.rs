@@ -75,6 +75,15 @@ pub enum AuditError {
         /// The parser's complaint.
         reason: String,
     },
+    /// Another process writes this log (two servers configured with one directory).
+    #[error(
+        "audit log {dir} is being written by another process (two servers with the same \
+         [audit] dir or data_dir?); each server needs its own"
+    )]
+    InUse {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// The writer thread has stopped (after an I/O failure, or at shutdown).
     #[error("the audit log is not being written: {reason}")]
     Stopped {
@@ -265,6 +274,8 @@ fn create_dir_private(dir: &Path) -> Result<(), AuditError> {
 
 /// The files on disk and the chain's current end.
 struct Files {
+    /// Held while the writer lives: a second writer would fork the chain.
+    _lock: nix::fcntl::Flock<File>,
     dir: PathBuf,
     max_file_bytes: u64,
     current: File,
@@ -297,6 +308,17 @@ pub fn log_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 impl Files {
     fn open(cfg: &WriterConfig) -> Result<Self, AuditError> {
+        let lock_path = cfg.dir.join("audit.lock");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| AuditError::InUse {
+                dir: cfg.dir.clone(),
+            })?;
         let existing = log_files(&cfg.dir).map_err(io_err(&cfg.dir))?;
         let path = existing
             .last()
@@ -330,6 +352,7 @@ impl Files {
         };
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
         Ok(Self {
+            _lock: lock,
             dir: cfg.dir.clone(),
             max_file_bytes: cfg.max_file_bytes,
             current: file,
@@ -484,6 +507,8 @@ fn run(
             next_checkpoint = now_i + cfg.checkpoint_interval;
         }
         if let Some(reply) = close {
+            // The lock goes with the files: free before the closer hears back.
+            drop(files);
             let _ = reply.send(());
             return;
         }

@@ -220,3 +220,14 @@ fn svid_signatures_are_counted_into_one_record() {
         .collect();
     assert_eq!(counts, vec![(5, 2)]);
 }
+
+#[test]
+fn a_second_writer_on_the_same_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = AuditLog::open(config(dir.path()), None).unwrap();
+    let e = AuditLog::open(config(dir.path()), None).err().unwrap();
+    assert!(matches!(e, AuditError::InUse { .. }), "{e}");
+    rt().block_on(first.close());
+    // Closed: the directory is free again.
+    AuditLog::open(config(dir.path()), None).unwrap();
+}
