@@ -17,7 +17,7 @@ mod store;
 
 #[cfg(feature = "cloud")]
 pub(crate) use cloud_attestors::{
-    AwsIidAttestorConfig, AzureMsiAttestorConfig, GcpIitAttestorConfig,
+    AwsIidAttestorConfig, AzureImdsAttestorConfig, AzureMsiAttestorConfig, GcpIitAttestorConfig,
 };
 #[cfg(feature = "k8s")]
 pub(crate) use k8s_psat::{K8sPsatClusterConfig, K8sPsatConfig};

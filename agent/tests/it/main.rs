@@ -17,6 +17,7 @@ mod attest_tpm;
 mod attestor_fixture;
 mod cloud_attest;
 mod cloud_attest_agent;
+mod cloud_attest_imds;
 mod cloud_attest_jwt;
 mod common;
 mod conformance;

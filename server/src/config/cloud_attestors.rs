@@ -1,5 +1,6 @@
 //! The sections of the cloud node attestors (`cloud` cargo feature):
-//! `[node_attestors.aws_iid]`, `[node_attestors.gcp_iit]`, `[node_attestors.azure_msi]`.
+//! `[node_attestors.aws_iid]`, `[node_attestors.gcp_iit]`, `[node_attestors.azure_msi]`,
+//! `[node_attestors.azure_imds]`.
 //! Option names follow SPIRE's plugin configuration where SPIRE has one.
 
 use std::collections::BTreeMap;
@@ -61,6 +62,48 @@ pub(crate) struct AzureMsiTenant {
     /// The token's expected audience (the agent's `[azure_msi] resource_id`).
     #[serde(default = "azure_resource")]
     pub(crate) resource_id: String,
+}
+
+/// `[node_attestors.azure_imds]`: Azure IMDS attested data (PKCS#7) over the server's nonce.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AzureImdsAttestorConfig {
+    /// Tenants allowed, by the domain the agent's `[azure_imds] tenant_domain` names
+    /// (required, at least one).
+    pub(crate) tenants: BTreeMap<String, AzureImdsTenant>,
+    /// PEM bundle of the root CAs the signer's own certificate chain must end at (Azure's
+    /// IMDS certificates chain to DigiCert Global Root G2 and Microsoft's TLS roots).
+    /// Required.
+    pub(crate) root_certificates: PathBuf,
+    /// PEM bundle of the issuing (intermediate) CAs between the signer and a root, as Azure
+    /// publishes them; none means the signer must be issued by a root directly.
+    #[serde(default)]
+    pub(crate) intermediate_certificates: Option<PathBuf>,
+    /// DNS domains the signer's certificate must name (equal or a subdomain).
+    #[serde(default = "azure_imds_domains")]
+    pub(crate) allowed_metadata_domains: Vec<String>,
+    /// Skew allowed on the document's `timeStamp` (`createdOn`, `expiresOn`).
+    #[serde(default = "azure_imds_skew", with = "humantime_serde")]
+    pub(crate) clock_skew: Duration,
+}
+
+/// `[node_attestors.azure_imds.tenants."<tenant domain>"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AzureImdsTenant {
+    /// The tenant's ID (the agent ID's first segment; SPIRE looks it up from the domain's
+    /// OpenID configuration, here it is configured). Required.
+    pub(crate) tenant_id: String,
+    /// Subscriptions whose VMs may attest; empty allows any in the tenant.
+    #[serde(default)]
+    pub(crate) restrict_to_subscriptions: Vec<String>,
+}
+
+fn azure_imds_domains() -> Vec<String> {
+    vec![ironroot_cloud_attest::azure_imds::DEFAULT_METADATA_DOMAIN.into()]
+}
+fn azure_imds_skew() -> Duration {
+    ironroot_cloud_attest::azure_imds::DEFAULT_CLOCK_SKEW
 }
 
 fn gcp_audience() -> String {
