@@ -136,9 +136,10 @@ impl MetadataServer {
 
     /// Answers `method path` with what `handler` makes of each request from now on.
     pub fn route_with(&self, method: &str, path: &str, handler: Handler) {
-        self.lock()
-            .routes
-            .insert((method.to_owned(), path.to_owned()), Route::Dynamic(handler));
+        self.lock().routes.insert(
+            (method.to_owned(), path.to_owned()),
+            Route::Dynamic(handler),
+        );
     }
 
     /// Every request so far.
@@ -397,7 +398,11 @@ pub const AZURE_ISSUER_URL: &str =
 impl AzurePki {
     /// A new root, issuing CA and signer.
     pub fn new() -> Self {
-        let root = TestCert::ca("DigiCert Global Root G2 (test)", None, Validity::around_now(3650));
+        let root = TestCert::ca(
+            "DigiCert Global Root G2 (test)",
+            None,
+            Validity::around_now(3650),
+        );
         let intermediate = TestCert::ca(
             "Microsoft Azure RSA TLS Issuing CA 03 (test)",
             Some(&root),
