@@ -409,7 +409,7 @@ impl AzurePki {
             Validity::around_now(365),
         );
         let signer = TestCert::tls_leaf(
-            0x3300_0000_01,
+            0x0033_0000_0001,
             "metadata.azure.com",
             &["metadata.azure.com", "eastus.metadata.azure.com"],
             Some(AZURE_ISSUER_URL),

@@ -142,7 +142,7 @@ fn azure_imds_refuses_replayed_forged_altered_expired_and_foreign_documents_by_n
         Validity::around_now(30),
     );
     let forger = TestCert::tls_leaf(
-        0x3300_0000_01,
+        0x0033_0000_0001,
         "metadata.azure.com",
         &["metadata.azure.com", "eastus.metadata.azure.com"],
         Some(AZURE_ISSUER_URL),

@@ -19,6 +19,7 @@ mod cloud_attest;
 mod cloud_attest_agent;
 mod cloud_attest_imds;
 mod cloud_attest_jwt;
+mod cloud_attest_keys;
 mod common;
 mod conformance;
 mod database_outage;

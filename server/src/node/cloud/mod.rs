@@ -9,6 +9,8 @@ mod azure_imds;
 mod azure_msi;
 mod gcp_iit;
 mod key_file;
+mod key_url;
+mod keys;
 
 use std::sync::Arc;
 use std::time::SystemTime;
