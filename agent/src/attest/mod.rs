@@ -280,6 +280,9 @@ impl KeySource {
 pub(crate) type AnswerHook<'a> =
     &'a mut (dyn FnMut(&mut TpmSession, &pb::TpmChallenge, &mut pb::TpmChallengeResponse) + Send);
 
+/// Changes an encoded challenge response before it is sent (any attestor).
+pub(crate) type ChallengeResponseHook<'a> = &'a mut (dyn FnMut(&mut Vec<u8>) + Send);
+
 /// Changes the TPM evidence before it is encoded.
 pub(crate) type EvidenceHook<'a> = &'a mut (dyn FnMut(&mut pb::TpmAttestation) + Send);
 
@@ -294,7 +297,7 @@ pub struct Hooks<'a> {
     /// with the session that made it.
     pub answer: Option<AnswerHook<'a>>,
     /// Any attestor: called on the encoded answer to a challenge before it is sent.
-    pub challenge_response: Option<&'a mut (dyn FnMut(&mut Vec<u8>) + Send)>,
+    pub challenge_response: Option<ChallengeResponseHook<'a>>,
 }
 
 /// One attestation with the configured node attestor and agent key.
@@ -376,7 +379,7 @@ async fn exchange(
     params: pb::AttestParams,
     attestor: &mut (dyn AgentNodeAttestor + '_),
     key: AgentKey,
-    mut answer_hook: Option<&mut (dyn FnMut(&mut Vec<u8>) + Send)>,
+    mut answer_hook: Option<ChallengeResponseHook<'_>>,
 ) -> Result<AttestOutcome, AttestError> {
     let mut client = NodeClient::new(channel)
         .max_encoding_message_size(16 * 1024 * 1024)

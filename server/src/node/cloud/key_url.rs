@@ -289,15 +289,18 @@ mod tests {
     use ironroot_cloud_attest::test_support::{jwks_json, TestKey};
     use std::sync::{Arc, Mutex as StdMutex};
 
-    /// What the fake endpoint answers next.
+    /// The body and max-age it serves, or why it fails.
+    type Answer = Result<(String, Option<u64>), String>;
+
+    /// What the fake endpoint answers next, and how many fetches it saw.
     #[derive(Clone)]
-    struct Endpoint(Arc<StdMutex<(Result<(String, Option<u64>), String>, usize)>>);
+    struct Endpoint(Arc<StdMutex<(Answer, usize)>>);
 
     impl Endpoint {
         fn new(body: String, max_age: Option<u64>) -> Self {
             Endpoint(Arc::new(StdMutex::new((Ok((body, max_age)), 0))))
         }
-        fn set(&self, r: Result<(String, Option<u64>), String>) {
+        fn set(&self, r: Answer) {
             self.0.lock().unwrap().0 = r;
         }
         fn fetches(&self) -> usize {
