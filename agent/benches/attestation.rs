@@ -64,6 +64,7 @@ fn main() {
         aws_iid: Default::default(),
         gcp_iit: Default::default(),
         azure_msi: Default::default(),
+        azure_imds: Default::default(),
         k8s_psat: None,
         tpm: TpmConfig {
             tcti: tpm.tcti(),

@@ -345,6 +345,7 @@ fn main() {
                 aws_iid: Default::default(),
                 gcp_iit: Default::default(),
                 azure_msi: Default::default(),
+                azure_imds: Default::default(),
                 k8s_psat: None,
                 tpm: Default::default(),
                 log_level: "warn".into(),

@@ -80,6 +80,12 @@ pub enum ConfigError {
          (the cluster's name in the server's [node_attestors.k8s_psat.clusters])"
     )]
     MissingK8sPsat,
+    /// `node_attestor = "azure_imds"` without `[azure_imds] tenant_domain`.
+    #[error(
+        "node_attestor = \"azure_imds\" needs [azure_imds] tenant_domain = \"<domain>\" \
+         (a tenant of the server's [node_attestors.azure_imds.tenants])"
+    )]
+    MissingAzureImdsTenant,
     /// The configured attestor is behind a cargo feature this agent was built without.
     #[error(
         "node_attestor = \"{attestor}\" is not built into this agent: it needs \
@@ -190,6 +196,9 @@ pub struct AgentConfig {
     /// `[azure_msi]`: options of the azure_msi node attestor.
     #[serde(default)]
     pub azure_msi: cloud::AzureMsiAgentConfig,
+    /// `[azure_imds]`: options of the azure_imds node attestor.
+    #[serde(default)]
+    pub azure_imds: cloud::AzureImdsAgentConfig,
     /// `[k8s_psat]`: the cluster and token of `node_attestor = "k8s_psat"`.
     #[serde(default)]
     pub k8s_psat: Option<K8sPsatConfig>,
@@ -238,6 +247,8 @@ pub enum NodeAttestor<'a> {
     GcpIit(&'a cloud::GcpIitAgentConfig),
     /// An Azure managed-identity access token from IMDS.
     AzureMsi(&'a cloud::AzureMsiAgentConfig),
+    /// Azure IMDS attested data over the server's nonce.
+    AzureImds(&'a cloud::AzureImdsAgentConfig),
     /// A Kubernetes projected service-account token, reviewed by the cluster's API server.
     #[cfg(feature = "k8s")]
     K8sPsat {
@@ -420,6 +431,12 @@ impl AgentConfig {
             NodeAttestorKind::AwsIid => NodeAttestor::AwsIid(&self.aws_iid),
             NodeAttestorKind::GcpIit => NodeAttestor::GcpIit(&self.gcp_iit),
             NodeAttestorKind::AzureMsi => NodeAttestor::AzureMsi(&self.azure_msi),
+            NodeAttestorKind::AzureImds => {
+                if self.azure_imds.tenant_domain.is_empty() {
+                    return Err(ConfigError::MissingAzureImdsTenant);
+                }
+                NodeAttestor::AzureImds(&self.azure_imds)
+            }
             #[cfg(feature = "k8s")]
             NodeAttestorKind::K8sPsat => {
                 let c = self
@@ -495,6 +512,10 @@ impl AgentConfig {
             (
                 "azure_msi.metadata_endpoint",
                 &self.azure_msi.metadata_endpoint,
+            ),
+            (
+                "azure_imds.metadata_endpoint",
+                &self.azure_imds.metadata_endpoint,
             ),
         ] {
             let Some(rest) = value.strip_prefix("http://") else {

@@ -232,11 +232,13 @@ impl ServerCertVerifier for AcceptAnyPeer {
     }
 }
 
-/// An HTTP answer: status and body (at most the cap).
+/// An HTTP answer: status, headers and body (at most the cap).
 #[derive(Debug, Clone)]
 pub struct Response {
     /// The HTTP status code.
     pub status: u16,
+    /// The response headers (`Cache-Control` for a cached key set).
+    pub headers: http::HeaderMap,
     /// The body.
     pub body: Bytes,
 }
@@ -376,6 +378,7 @@ impl HttpsClient {
             let mut sender = sender;
             let resp = sender.send_request(req).await.map_err(|e| http_err(&e))?;
             let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
             let body = Limited::new(resp.into_body(), max)
                 .collect()
                 .await
@@ -392,7 +395,11 @@ impl HttpsClient {
                     }
                 })?
                 .to_bytes();
-            Ok(Response { status, body })
+            Ok(Response {
+                status,
+                headers,
+                body,
+            })
         };
         let (answer, _conn) = tokio::join!(exchange, conn);
         answer

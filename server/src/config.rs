@@ -19,7 +19,7 @@ mod store;
 pub(crate) use audit::AuditConfig;
 #[cfg(feature = "cloud")]
 pub(crate) use cloud_attestors::{
-    AwsIidAttestorConfig, AzureMsiAttestorConfig, GcpIitAttestorConfig,
+    AwsIidAttestorConfig, AzureImdsAttestorConfig, AzureMsiAttestorConfig, GcpIitAttestorConfig,
 };
 #[cfg(feature = "k8s")]
 pub(crate) use k8s_psat::{K8sPsatClusterConfig, K8sPsatConfig};

@@ -1,5 +1,5 @@
 //! Stand-ins for the cloud instance metadata services (AWS IMDSv2, the GCE metadata server,
-//! Azure IMDS) for the cloud node attestors' tests: a small HTTP/1.1 server on a loopback
+//! Azure IMDS: its managed-identity tokens and its attested data) for the cloud node attestors' tests: a small HTTP/1.1 server on a loopback
 //! port (a thread, one request per connection) answering the paths the real services
 //! answer, with evidence signed the real way in the real formats by
 //! `ironroot_cloud_attest::test_support` (PKCS#7 SignedData from `openssl cms`, RS256 JWTs)
@@ -61,9 +61,19 @@ pub struct SeenRequest {
     pub headers: BTreeMap<String, String>,
 }
 
+/// Makes the answer to one request (for answers that depend on it, such as attested data
+/// over the request's nonce).
+pub type Handler = Arc<dyn Fn(&SeenRequest) -> Reply + Send + Sync>;
+
+#[derive(Clone)]
+enum Route {
+    Fixed(Reply),
+    Dynamic(Handler),
+}
+
 #[derive(Default)]
 struct Shared {
-    routes: BTreeMap<(String, String), Reply>,
+    routes: BTreeMap<(String, String), Route>,
     seen: Vec<SeenRequest>,
 }
 
@@ -121,7 +131,15 @@ impl MetadataServer {
     pub fn route(&self, method: &str, path: &str, reply: Reply) {
         self.lock()
             .routes
-            .insert((method.to_owned(), path.to_owned()), reply);
+            .insert((method.to_owned(), path.to_owned()), Route::Fixed(reply));
+    }
+
+    /// Answers `method path` with what `handler` makes of each request from now on.
+    pub fn route_with(&self, method: &str, path: &str, handler: Handler) {
+        self.lock().routes.insert(
+            (method.to_owned(), path.to_owned()),
+            Route::Dynamic(handler),
+        );
     }
 
     /// Every request so far.
@@ -173,16 +191,22 @@ fn serve(conn: TcpStream, shared: &Mutex<Shared>) {
         Some((p, q)) => (p.to_owned(), q.to_owned()),
         None => (target.clone(), String::new()),
     };
-    let reply = {
+    let seen = SeenRequest {
+        method: method.clone(),
+        path: path.clone(),
+        query,
+        headers: headers.clone(),
+    };
+    let route = {
         let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-        s.seen.push(SeenRequest {
-            method: method.clone(),
-            path: path.clone(),
-            query,
-            headers: headers.clone(),
-        });
+        s.seen.push(seen.clone());
         s.routes.get(&(method, path)).cloned()
     };
+    // A handler runs outside the lock (it may sign, which takes a while).
+    let reply = route.map(|r| match r {
+        Route::Fixed(reply) => reply,
+        Route::Dynamic(h) => h(&seen),
+    });
     let (status, body) = match reply {
         None => (404, "not found".to_owned()),
         Some(r) => {
@@ -350,5 +374,154 @@ impl AzureImds {
             AZURE_TOKEN_PATH,
             Reply::ok(body.to_string()).requiring("metadata", "true"),
         );
+    }
+}
+
+/// Azure's stand-in PKI for attested data: a root (standing in for DigiCert Global Root
+/// G2), an issuing CA (for "Microsoft Azure RSA TLS Issuing CA 03") and the IMDS signing
+/// certificate (`eastus.metadata.azure.com`, serverAuth, AIA naming the issuing CA on
+/// `www.microsoft.com`, as Azure's).
+#[derive(Debug)]
+pub struct AzurePki {
+    /// The root CA.
+    pub root: TestCert,
+    /// The issuing CA.
+    pub intermediate: TestCert,
+    /// IMDS's signing certificate.
+    pub signer: TestCert,
+}
+
+/// The AIA caIssuers URL of the stand-in signer.
+pub const AZURE_ISSUER_URL: &str =
+    "http://www.microsoft.com/pkiops/certs/Microsoft%20Azure%20RSA%20TLS%20Issuing%20CA%2003%20-%20xsign.crt";
+
+impl AzurePki {
+    /// A new root, issuing CA and signer.
+    pub fn new() -> Self {
+        let root = TestCert::ca(
+            "DigiCert Global Root G2 (test)",
+            None,
+            Validity::around_now(3650),
+        );
+        let intermediate = TestCert::ca(
+            "Microsoft Azure RSA TLS Issuing CA 03 (test)",
+            Some(&root),
+            Validity::around_now(365),
+        );
+        let signer = TestCert::tls_leaf(
+            0x0033_0000_0001,
+            "metadata.azure.com",
+            &["metadata.azure.com", "eastus.metadata.azure.com"],
+            Some(AZURE_ISSUER_URL),
+            &intermediate,
+            Validity::around_now(90),
+        );
+        AzurePki {
+            root,
+            intermediate,
+            signer,
+        }
+    }
+}
+
+impl Default for AzurePki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The path of IMDS's attested data.
+pub const AZURE_ATTESTED_PATH: &str = "/metadata/attested/document";
+/// The path of IMDS's instance metadata.
+pub const AZURE_INSTANCE_PATH: &str = "/metadata/instance";
+
+/// Azure IMDS's attested data (over the nonce each request carries) and instance metadata.
+pub struct AzureAttestedData {
+    /// The HTTP server (the agent's `[azure_imds] metadata_endpoint` is its `base_url`).
+    pub server: MetadataServer,
+    /// Azure's stand-in PKI.
+    pub pki: Arc<AzurePki>,
+}
+
+impl std::fmt::Debug for AzureAttestedData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AzureAttestedData({:?})", self.server)
+    }
+}
+
+impl AzureAttestedData {
+    /// A stand-in with instance metadata for a VM outside any scale set, and no attested
+    /// data yet.
+    pub fn start() -> Self {
+        let server = MetadataServer::start();
+        let instance = serde_json::json!({
+            "compute": {
+                "location": "eastus",
+                "name": "vm-1",
+                "resourceGroupName": "rg-1",
+                "subscriptionId": "11111111-2222-3333-4444-555555555555",
+                "vmId": "02aab8a4-74ef-476e-8182-f6d2ba4166a6",
+                "vmScaleSetName": ""
+            },
+            "network": {"interface": []}
+        });
+        server.route(
+            "GET",
+            AZURE_INSTANCE_PATH,
+            Reply::ok(instance.to_string()).requiring("metadata", "true"),
+        );
+        AzureAttestedData {
+            server,
+            pki: Arc::new(AzurePki::new()),
+        }
+    }
+
+    /// Serves attested data: `document(pki, nonce)` gives the response body for the
+    /// request's `nonce` query parameter (see [`Self::attested_body`]).
+    pub fn serve(&self, document: impl Fn(&AzurePki, &str) -> String + Send + Sync + 'static) {
+        let pki = self.pki.clone();
+        self.server.route_with(
+            "GET",
+            AZURE_ATTESTED_PATH,
+            Arc::new(move |req: &SeenRequest| {
+                if req.headers.get("metadata").map(String::as_str) != Some("true") {
+                    return Reply {
+                        status: 400,
+                        body: "Required metadata header not specified".into(),
+                        require: Vec::new(),
+                    };
+                }
+                let nonce = req
+                    .query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("nonce="))
+                    .unwrap_or_default();
+                Reply::ok(document(&pki, nonce))
+            }),
+        );
+    }
+
+    /// IMDS's JSON: `{"encoding": "pkcs7", "signature": <base64 DER SignedData over
+    /// content by signer, attached, signer's certificate in the bag>}`.
+    pub fn attested_body(signer: &TestCert, content: &str) -> String {
+        Self::attested_body_der(&Self::sign(signer, content))
+    }
+
+    /// The SignedData (DER) over `content` by `signer`, as IMDS makes it.
+    pub fn sign(signer: &TestCert, content: &str) -> Vec<u8> {
+        let opts = Pkcs7Options {
+            ber_stream: false,
+            ..Default::default()
+        };
+        pkcs7_sign(signer, content.as_bytes(), &opts)
+    }
+
+    /// IMDS's JSON around a SignedData given as DER.
+    pub fn attested_body_der(der: &[u8]) -> String {
+        serde_json::json!({
+            "encoding": "pkcs7",
+            "signature": base64_wrapped(der).replace('\n', ""),
+        })
+        .to_string()
     }
 }

@@ -45,6 +45,7 @@ pub mod cgroup;
 pub mod cloud_metadata;
 pub mod cluster;
 pub mod fixtures;
+pub mod key_endpoint;
 pub mod kube;
 pub mod p11kit;
 pub mod podman;

@@ -88,6 +88,8 @@ fn attestor_for<'h>(
         NodeAttestor::GcpIit(c) => Box::new(cloud::gcp_iit::GcpIitNodeAttestor::new(c)),
         #[cfg(feature = "cloud")]
         NodeAttestor::AzureMsi(c) => Box::new(cloud::azure_msi::AzureMsiNodeAttestor::new(c)),
+        #[cfg(feature = "cloud")]
+        NodeAttestor::AzureImds(c) => Box::new(cloud::azure_imds::AzureImdsNodeAttestor::new(c)),
         #[cfg(feature = "k8s")]
         NodeAttestor::K8sPsat {
             cluster,
@@ -278,6 +280,9 @@ impl KeySource {
 pub(crate) type AnswerHook<'a> =
     &'a mut (dyn FnMut(&mut TpmSession, &pb::TpmChallenge, &mut pb::TpmChallengeResponse) + Send);
 
+/// Changes an encoded challenge response before it is sent (any attestor).
+pub(crate) type ChallengeResponseHook<'a> = &'a mut (dyn FnMut(&mut Vec<u8>) + Send);
+
 /// Changes the TPM evidence before it is encoded.
 pub(crate) type EvidenceHook<'a> = &'a mut (dyn FnMut(&mut pb::TpmAttestation) + Send);
 
@@ -291,6 +296,8 @@ pub struct Hooks<'a> {
     /// tpm_ek / tpm_devid: called on the answer to the TPM challenge before it is encoded,
     /// with the session that made it.
     pub answer: Option<AnswerHook<'a>>,
+    /// Any attestor: called on the encoded answer to a challenge before it is sent.
+    pub challenge_response: Option<ChallengeResponseHook<'a>>,
 }
 
 /// One attestation with the configured node attestor and agent key.
@@ -351,7 +358,14 @@ pub async fn attest_via(
     }
     let server_id = SpiffeId::server(&cfg.trust_domain);
     let (channel, server) = connect::channel(servers, roots, server_id).await?;
-    let exchanged = exchange(channel, params, attestor.as_mut(), key).await;
+    let exchanged = exchange(
+        channel,
+        params,
+        attestor.as_mut(),
+        key,
+        hooks.challenge_response.take(),
+    )
+    .await;
     if exchanged.is_err() {
         servers.failed(&server);
     }
@@ -365,6 +379,7 @@ async fn exchange(
     params: pb::AttestParams,
     attestor: &mut (dyn AgentNodeAttestor + '_),
     key: AgentKey,
+    mut answer_hook: Option<ChallengeResponseHook<'_>>,
 ) -> Result<AttestOutcome, AttestError> {
     let mut client = NodeClient::new(channel)
         .max_encoding_message_size(16 * 1024 * 1024)
@@ -385,7 +400,10 @@ async fn exchange(
         let msg = inbound.message().await.map_err(rejected)?;
         match msg.and_then(|m| m.step) {
             Some(pb::attest_response::Step::Challenge(ch)) => {
-                let payload = attestor.answer(&ch.payload)?;
+                let mut payload = attestor.answer(&ch.payload)?;
+                if let Some(h) = answer_hook.as_mut() {
+                    h(&mut payload);
+                }
                 tx.send(pb::AttestRequest {
                     step: Some(pb::attest_request::Step::ChallengeResponse(
                         pb::ChallengeResponse { payload },

@@ -1,4 +1,5 @@
-//! The options of the cloud node attestors (`[aws_iid]`, `[gcp_iit]`, `[azure_msi]`),
+//! The options of the cloud node attestors (`[aws_iid]`, `[gcp_iit]`, `[azure_msi]`,
+//! `[azure_imds]`),
 //! SPIRE's names where SPIRE has them. Parsed in every build (so a config file is checked
 //! the same way everywhere); the attestors themselves need the `cloud` cargo feature.
 
@@ -74,6 +75,30 @@ pub struct AzureMsiAgentConfig {
     /// Timeout of the request.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+/// `[azure_imds]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AzureImdsAgentConfig {
+    /// The tenant's domain (SPIRE's `tenant_domain`), a key of the server's
+    /// `[node_attestors.azure_imds.tenants]`. Required with `node_attestor = "azure_imds"`.
+    pub tenant_domain: String,
+    /// The IMDS base URL (`http://host[:port]`).
+    pub metadata_endpoint: String,
+    /// Timeout of each request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for AzureImdsAgentConfig {
+    fn default() -> Self {
+        AzureImdsAgentConfig {
+            tenant_domain: String::new(),
+            metadata_endpoint: DEFAULT_AZURE_METADATA_ENDPOINT.into(),
+            timeout: DEFAULT_METADATA_TIMEOUT,
+        }
+    }
 }
 
 impl Default for AzureMsiAgentConfig {

@@ -169,6 +169,10 @@ fn cloud_attestors_are_refused_by_name_without_the_feature_and_checked_at_load()
             "[gcp_iit]\nidentity_token_host = \"http://metadata\"",
             "no scheme, no path",
         ),
+        (
+            "[azure_imds]\nmetadata_endpoint = \"169.254.169.254\"",
+            "azure_imds.metadata_endpoint",
+        ),
     ] {
         let e = load(&format!(
             "{BASE}node_attestor = \"join_token\"\njoin_token = \"t\"\n{section}\n"
@@ -176,6 +180,23 @@ fn cloud_attestors_are_refused_by_name_without_the_feature_and_checked_at_load()
         .unwrap_err();
         assert!(format!("{e:#}").contains(bad), "{section}: {e:#}");
     }
+}
+
+/// azure_imds needs the tenant domain its answers name; refused at load without it.
+#[cfg(feature = "cloud")]
+#[test]
+fn azure_imds_needs_a_tenant_domain() {
+    let e = load(&format!("{BASE}node_attestor = \"azure_imds\"\n")).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("needs [azure_imds] tenant_domain"),
+        "{e:#}"
+    );
+    let cfg = load(&format!(
+        "{BASE}node_attestor = \"azure_imds\"\n[azure_imds]\ntenant_domain = \"contoso.onmicrosoft.com\"\n"
+    ))
+    .unwrap();
+    assert_eq!(cfg.azure_imds.timeout, std::time::Duration::from_secs(5));
+    assert_eq!(cfg.agent_key_storage(), AgentKeyStorage::Software);
 }
 
 /// `server_addresses` lists several servers; `server_address` names one; a config has

@@ -28,6 +28,10 @@ pub enum NodeAttestorKind {
     /// An Azure managed-identity token (`[azure_msi]`; `cloud` cargo feature).
     #[serde(rename = "azure_msi")]
     AzureMsi,
+    /// Azure IMDS attested data over the server's nonce (`[azure_imds]`; `cloud` cargo
+    /// feature).
+    #[serde(rename = "azure_imds")]
+    AzureImds,
     /// A Kubernetes projected service-account token (`[k8s_psat]`; cargo feature `k8s`).
     #[serde(rename = "k8s_psat")]
     K8sPsat,
@@ -43,6 +47,7 @@ impl NodeAttestorKind {
             NodeAttestorKind::AwsIid => "aws_iid",
             NodeAttestorKind::GcpIit => "gcp_iit",
             NodeAttestorKind::AzureMsi => "azure_msi",
+            NodeAttestorKind::AzureImds => "azure_imds",
             NodeAttestorKind::K8sPsat => "k8s_psat",
         }
     }
@@ -57,9 +62,10 @@ impl NodeAttestorKind {
     /// The cargo feature the attestor is built under, if any.
     pub fn feature(self) -> Option<&'static str> {
         match self {
-            NodeAttestorKind::AwsIid | NodeAttestorKind::GcpIit | NodeAttestorKind::AzureMsi => {
-                Some("cloud")
-            }
+            NodeAttestorKind::AwsIid
+            | NodeAttestorKind::GcpIit
+            | NodeAttestorKind::AzureMsi
+            | NodeAttestorKind::AzureImds => Some("cloud"),
             NodeAttestorKind::K8sPsat => Some("k8s"),
             _ => None,
         }

@@ -153,6 +153,7 @@ fn a_software_key_presented_as_tpm_resident_is_rejected() {
                 }
             }),
             answer: None,
+            challenge_response: None,
         },
     );
     assert_rejected(
@@ -267,6 +268,7 @@ fn a_key_without_the_required_attributes_is_rejected() {
                 r.agent_key_certify_attest = a;
                 r.agent_key_certify_signature = sig;
             }),
+            challenge_response: None,
         },
     );
     assert_rejected(e, "agent key", &["lack restricted"]);

@@ -10,7 +10,12 @@ use ironroot_testkit::cloud_metadata::AwsImds;
 use crate::cloud_attest::{aws_section, start_server, ACCOUNT};
 use crate::common::{agent_bin, AgentProcess};
 
-fn wait_for(what: &str, log: &std::path::Path, within: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_for(
+    what: &str,
+    log: &std::path::Path,
+    within: Duration,
+    mut done: impl FnMut() -> bool,
+) {
     let deadline = Instant::now() + within;
     while !done() {
         assert!(

@@ -106,6 +106,7 @@ impl AgentConfigFor for Env {
             aws_iid: Default::default(),
             gcp_iit: Default::default(),
             azure_msi: Default::default(),
+            azure_imds: Default::default(),
             k8s_psat: None,
             tpm: TpmConfig {
                 tcti: tpm.tcti(),
@@ -338,6 +339,7 @@ pub(crate) fn agent_config(env: &NodeApiServer, name: &str, kind: NodeAttestorKi
         aws_iid: Default::default(),
         gcp_iit: Default::default(),
         azure_msi: Default::default(),
+        azure_imds: Default::default(),
         k8s_psat: None,
         tpm: Default::default(),
         log_level: "info".into(),

@@ -28,6 +28,9 @@ struct Rig {
     kube: KubeStandIn,
     /// The server's credentials for the API server.
     _credentials: tempfile::TempDir,
+    /// Cluster `rotating-ca`'s `api_server_ca_file`: at start, a CA that did not issue the
+    /// API server's certificate.
+    rotating_ca: PathBuf,
 }
 
 fn rig() -> Rig {
@@ -68,6 +71,8 @@ fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let good_cred = dir.path().join("server-token");
     std::fs::write(&good_cred, format!("{SERVER_CREDENTIAL}\n")).unwrap();
+    let rotating_ca = dir.path().join("rotating-ca.pem");
+    std::fs::copy(&kube.other_ca, &rotating_ca).unwrap();
     let bad_cred = dir.path().join("bad-server-token");
     std::fs::write(&bad_cred, "not-the-credential").unwrap();
     let cluster = |name: &str, ca: &Path, cred: &Path| {
@@ -84,16 +89,18 @@ fn rig() -> Rig {
         )
     };
     let sections = format!(
-        "{}{}{}",
+        "{}{}{}{}",
         cluster("test", &kube.ca, &good_cred),
         cluster("wrong-ca", &kube.other_ca, &good_cred),
         cluster("bad-credential", &kube.ca, &bad_cred),
+        cluster("rotating-ca", &rotating_ca, &good_cred),
     );
     let env = NodeApiServer::start_with_attestors("k8s_psat", "", &[], "", &sections);
     Rig {
         env,
         kube,
         _credentials: dir,
+        rotating_ca,
     }
 }
 
@@ -145,6 +152,35 @@ fn assert_refused(rig: &Rig, name: &str, cluster: &str, token: &str, words: &[&s
             }
         }
     }
+}
+
+/// The API server's CA file is re-read when it changes: a server trusting the wrong CA
+/// starts trusting the right one once the file is replaced, without a restart; a
+/// replacement that is not PEM keeps the CAs last read.
+#[test]
+fn the_api_server_ca_file_is_re_read_when_it_changes() {
+    let rig = rig();
+    assert_refused(
+        &rig,
+        "before-rotation",
+        "rotating-ca",
+        "tok-honest",
+        &["k8s_psat api server", "TLS handshake", "api_server_ca_file"],
+    );
+    // Written beside and renamed over, as a secret update lands.
+    let next = rig.rotating_ca.with_extension("next");
+    std::fs::copy(&rig.kube.ca, &next).unwrap();
+    std::fs::rename(&next, &rig.rotating_ca).unwrap();
+    let (conf, _) = agent_conf(&rig, "after-rotation", "rotating-ca", "tok-honest");
+    let v = attest_bin(&conf).unwrap_or_else(|e| panic!("after the CA file changed:\n{e}"));
+    assert_eq!(
+        v["spiffe_id"],
+        format!("spiffe://{TD}/spire/agent/k8s_psat/rotating-ca/{NODE_UID}").as_str()
+    );
+    // Garbage in its place: the CAs last read still serve.
+    std::fs::write(&rig.rotating_ca, "not PEM at all").unwrap();
+    let (conf, _) = agent_conf(&rig, "after-garbage", "rotating-ca", "tok-honest");
+    attest_bin(&conf).unwrap_or_else(|e| panic!("after an unusable CA file:\n{e}"));
 }
 
 #[test]

@@ -58,7 +58,8 @@ pub(crate) struct K8sPsatClusterConfig {
     /// The API server, `https://host[:port]`.
     #[serde(default = "default_api_server_url")]
     pub(crate) api_server_url: String,
-    /// CA bundle (PEM) the API server's certificate must chain to.
+    /// CA bundle (PEM) the API server's certificate must chain to; re-read when the file
+    /// changes.
     #[serde(default = "default_api_server_ca_file")]
     pub(crate) api_server_ca_file: PathBuf,
     /// The server's bearer token for the API server (create tokenreviews, get pods and

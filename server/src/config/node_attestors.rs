@@ -29,6 +29,9 @@ pub(crate) enum NodeAttestorConfig {
     /// `[node_attestors.azure_msi]`.
     #[cfg(feature = "cloud")]
     AzureMsi(super::AzureMsiAttestorConfig),
+    /// `[node_attestors.azure_imds]`.
+    #[cfg(feature = "cloud")]
+    AzureImds(super::AzureImdsAttestorConfig),
     /// `[node_attestors.k8s_psat]`: `k8s_psat` (cargo feature `k8s`).
     #[cfg(feature = "k8s")]
     K8sPsat(super::K8sPsatConfig),

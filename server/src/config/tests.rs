@@ -575,7 +575,7 @@ fn the_annotated_cloud_attestor_examples_parse_with_their_defaults() {
         "trust_domain = \"example.org\"\ninsecure_software_keys = true\n{block}"
     ))
     .unwrap_or_else(|e| panic!("{block}: {e}"));
-    let (mut aws, mut gcp, mut azure) = (false, false, false);
+    let (mut aws, mut gcp, mut azure, mut imds) = (false, false, false, false);
     for s in c.node_attestors.sections() {
         match s {
             NodeAttestorConfig::AwsIid(a) => {
@@ -590,17 +590,39 @@ fn the_annotated_cloud_attestor_examples_parse_with_their_defaults() {
                 gcp = true;
                 assert_eq!(g.audience, "spire-gcp-node-attestor");
                 assert_eq!(g.clock_skew, Duration::from_secs(60));
+                assert_eq!(
+                    g.certs_url.as_deref(),
+                    Some("https://www.googleapis.com/oauth2/v1/certs")
+                );
+                assert_eq!(g.keys_fetch_timeout, Duration::from_secs(10));
+                assert_eq!(g.keys_max_age_floor, Duration::from_secs(300));
+                assert_eq!(g.keys_max_age_ceiling, Duration::from_secs(86_400));
+                assert_eq!(
+                    g.keys_ca_file,
+                    Path::new("/etc/ssl/certs/ca-certificates.crt")
+                );
             }
             NodeAttestorConfig::AzureMsi(a) => {
                 azure = true;
                 assert_eq!(a.clock_skew, Duration::from_secs(300));
+                assert!(a.jwks_url.is_some() && a.jwks_path.is_some());
+                assert_eq!(a.keys_max_age_floor, Duration::from_secs(300));
                 let t = &a.tenants["72f988bf-86f1-41af-91ab-2d7cd011db47"];
                 assert_eq!(t.resource_id, "https://management.azure.com/");
+            }
+            NodeAttestorConfig::AzureImds(a) => {
+                imds = true;
+                assert_eq!(a.clock_skew, Duration::from_secs(300));
+                assert_eq!(a.allowed_metadata_domains, ["metadata.azure.com"]);
+                assert!(a.intermediate_certificates.is_some());
+                let t = &a.tenants["contoso.onmicrosoft.com"];
+                assert_eq!(t.tenant_id, "72f988bf-86f1-41af-91ab-2d7cd011db47");
+                assert_eq!(t.restrict_to_subscriptions.len(), 1);
             }
             _ => {}
         }
     }
-    assert!(aws && gcp && azure, "{block}");
+    assert!(aws && gcp && azure && imds, "{block}");
     let e = parse(
         "trust_domain = \"example.org\"\ninsecure_software_keys = true\n\
          [node_attestors.gcp_iit]\nprojectid_allow_list = [\"p\"]\ncerts_path = \"/x\"\n\

@@ -130,6 +130,28 @@ pub(crate) fn bad_evidence(
     .into()
 }
 
+/// Refuses `attestor`'s challenge response payload: empty, or not decoding as `form`
+/// (`reason`: the decoder's error; `None` for an empty payload).
+#[cfg_attr(not(feature = "cloud"), allow(dead_code))]
+pub(crate) fn bad_answer(
+    attestor: &'static str,
+    form: &'static str,
+    bytes: &[u8],
+    reason: impl std::fmt::Display,
+) -> AttestError {
+    let message = "challenge response";
+    if bytes.is_empty() {
+        return AttestorRefusal::EmptyPayload { attestor, message }.into();
+    }
+    AttestorRefusal::BadPayload {
+        attestor,
+        message,
+        form,
+        reason: reason.to_string(),
+    }
+    .into()
+}
+
 /// Decodes a protobuf payload of `attestor` (`message`: "evidence" or "challenge
 /// response"), refusing an empty one or one that does not decode as `M`.
 pub(crate) fn decode_payload<M: prost::Message + Default>(

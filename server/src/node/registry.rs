@@ -33,7 +33,7 @@ pub(crate) struct Known {
 }
 
 /// Every node attestor in the source, built in or not. The cloud attestors join with
-/// `feature: Some("cloud")` (`azure_imds` when written), `k8s_psat` with `Some("k8s")`.
+/// `feature: Some("cloud")`, `k8s_psat` with `Some("k8s")`.
 pub(crate) const CATALOGUE: &[Known] = &[
     Known {
         name: "join_token",
@@ -63,6 +63,11 @@ pub(crate) const CATALOGUE: &[Known] = &[
     Known {
         name: "azure_msi",
         section: "azure_msi",
+        feature: Some("cloud"),
+    },
+    Known {
+        name: "azure_imds",
+        section: "azure_imds",
         feature: Some("cloud"),
     },
     Known {
@@ -192,7 +197,8 @@ pub(crate) fn build(
             #[cfg(feature = "cloud")]
             c @ (NodeAttestorConfig::AwsIid(_)
             | NodeAttestorConfig::GcpIit(_)
-            | NodeAttestorConfig::AzureMsi(_)) => attestors.extend(super::cloud::build(c, ctx)?),
+            | NodeAttestorConfig::AzureMsi(_)
+            | NodeAttestorConfig::AzureImds(_)) => attestors.extend(super::cloud::build(c, ctx)?),
             // k8s_psat: built by its family's hook below.
             #[allow(unreachable_patterns)]
             _ => {}

@@ -1,6 +1,6 @@
 //! `azure_msi`: an Azure managed-identity access token (the agent's payload, SPIRE's JSON
 //! `{"token"}`), verified by `ironroot_cloud_attest::azure_msi` against Entra ID's JWKS
-//! from `jwks_path` and the tenant's audience. Agent ID
+//! from `jwks_path` or `jwks_url` and the tenant's audience. Agent ID
 //! `spiffe://<td>/spire/agent/azure_msi/<tenant id>/<principal id>`; attests once.
 
 use ironroot_api::spiffe_id::TrustDomain;
@@ -10,14 +10,14 @@ use ironroot_cloud_attest::azure_msi::{
 
 use super::super::refusal::bad_evidence;
 use super::super::{AttestError, Begun, Evidence, NodeAttestor};
-use super::key_file::KeyFile;
+use super::keys::{FetchOptions, Keys};
 use crate::config::AzureMsiAttestorConfig;
 use crate::run::StartError;
 
 const NAME: &str = azure_msi::ATTESTOR;
 
 pub(super) struct AzureMsiAttestor {
-    keys: KeyFile,
+    keys: Keys,
     config: AzureMsiConfig,
     trust_domain: TrustDomain,
 }
@@ -38,9 +38,19 @@ impl AzureMsiAttestor {
                     .into(),
             ));
         }
-        let keys = KeyFile::open("jwks_path", c.jwks_path.clone()).map_err(bad)?;
+        let keys = Keys::open(
+            ("jwks_path", c.jwks_path.clone()),
+            ("jwks_url", c.jwks_url.clone()),
+            &FetchOptions {
+                ca_file: c.keys_ca_file.clone(),
+                timeout: c.keys_fetch_timeout,
+                max_age_floor: c.keys_max_age_floor,
+                max_age_ceiling: c.keys_max_age_ceiling,
+            },
+        )
+        .map_err(bad)?;
         let config = AzureMsiConfig {
-            keys: keys.current(),
+            keys: Default::default(),
             tenants: c
                 .tenants
                 .iter()
@@ -85,11 +95,21 @@ impl NodeAttestor for AzureMsiAttestor {
     fn begin(&self, evidence: &Evidence<'_>) -> Result<Begun, AttestError> {
         let data = AttestationData::from_json(evidence.payload)
             .map_err(|e| bad_evidence(NAME, "JSON {\"token\"}", e))?;
-        let config = AzureMsiConfig {
-            keys: self.keys.current(),
-            ..self.config.clone()
-        };
-        let id = azure_msi::verify(&config, &data.token, super::now())
+        let id = self
+            .keys
+            .verify(
+                |keys| {
+                    let config = AzureMsiConfig {
+                        keys,
+                        ..self.config.clone()
+                    };
+                    azure_msi::verify(&config, &data.token, super::now())
+                },
+                |e| match e {
+                    AzureMsiError::Token(t) => Some(t),
+                    _ => None,
+                },
+            )?
             .map_err(|e| AttestError::rejected(check(&e), e.to_string()))?;
         super::attested(&self.trust_domain, id.agent_path(), id.selectors()).map(Begun::Done)
     }

@@ -1,6 +1,6 @@
 //! `gcp_iit`: a GCE instance identity token (RS256 JWT, `format=full`; the agent's payload
 //! is the token itself, as SPIRE sends it), verified by `ironroot_cloud_attest::gcp_iit`
-//! against Google's keys from `certs_path`. Agent ID
+//! against Google's keys from `certs_path` or `certs_url`. Agent ID
 //! `spiffe://<td>/spire/agent/gcp_iit/<project>/<instance id>`; attests once.
 
 use ironroot_api::spiffe_id::TrustDomain;
@@ -8,14 +8,14 @@ use ironroot_cloud_attest::gcp_iit::{self, GcpIitConfig, GcpIitError};
 
 use super::super::refusal::bad_evidence;
 use super::super::{AttestError, Begun, Evidence, NodeAttestor};
-use super::key_file::KeyFile;
+use super::keys::{FetchOptions, Keys};
 use crate::config::GcpIitAttestorConfig;
 use crate::run::StartError;
 
 const NAME: &str = gcp_iit::ATTESTOR;
 
 pub(super) struct GcpIitAttestor {
-    keys: KeyFile,
+    keys: Keys,
     /// Everything but the keys (filled per attestation from `keys`).
     config: GcpIitConfig,
     trust_domain: TrustDomain,
@@ -36,8 +36,19 @@ impl GcpIitAttestor {
                     .into(),
             ));
         }
-        let keys = KeyFile::open("certs_path", c.certs_path.clone()).map_err(bad)?;
-        let mut config = GcpIitConfig::new(keys.current(), c.projectid_allow_list.iter().cloned());
+        let keys = Keys::open(
+            ("certs_path", c.certs_path.clone()),
+            ("certs_url", c.certs_url.clone()),
+            &FetchOptions {
+                ca_file: c.keys_ca_file.clone(),
+                timeout: c.keys_fetch_timeout,
+                max_age_floor: c.keys_max_age_floor,
+                max_age_ceiling: c.keys_max_age_ceiling,
+            },
+        )
+        .map_err(bad)?;
+        let mut config =
+            GcpIitConfig::new(Default::default(), c.projectid_allow_list.iter().cloned());
         config.audience = c.audience.clone();
         config.clock_skew = c.clock_skew;
         Ok(GcpIitAttestor {
@@ -70,11 +81,21 @@ impl NodeAttestor for GcpIitAttestor {
     fn begin(&self, evidence: &Evidence<'_>) -> Result<Begun, AttestError> {
         let token = std::str::from_utf8(evidence.payload)
             .map_err(|e| bad_evidence(NAME, "the identity token (a JWT) as UTF-8 text", e))?;
-        let config = GcpIitConfig {
-            keys: self.keys.current(),
-            ..self.config.clone()
-        };
-        let id = gcp_iit::verify(&config, token.trim(), super::now())
+        let id = self
+            .keys
+            .verify(
+                |keys| {
+                    let config = GcpIitConfig {
+                        keys,
+                        ..self.config.clone()
+                    };
+                    gcp_iit::verify(&config, token.trim(), super::now())
+                },
+                |e| match e {
+                    GcpIitError::Token(t) => Some(t),
+                    _ => None,
+                },
+            )?
             .map_err(|e| AttestError::rejected(check(&e), e.to_string()))?;
         super::attested(&self.trust_domain, id.agent_path(), id.selectors()).map(Begun::Done)
     }

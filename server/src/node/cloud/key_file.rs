@@ -26,19 +26,17 @@ fn stamp(path: &std::path::Path) -> Stamp {
     Some((m.modified().ok()?, m.len()))
 }
 
+/// Google's certificate map or a JWKS, whichever `bytes` is.
+pub(super) fn parse_key_set(bytes: &[u8]) -> Result<JwkSet, String> {
+    JwkSet::from_google_certs_json(bytes).or_else(|g| {
+        JwkSet::from_jwks_json(bytes)
+            .map_err(|j| format!("neither Google's certificate map ({g}) nor a JWKS ({j})"))
+    })
+}
+
 fn load(option: &'static str, path: &std::path::Path) -> Result<JwkSet, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{option} {}: {e}", path.display()))?;
-    let google = JwkSet::from_google_certs_json(&bytes);
-    let set = match google {
-        Ok(s) => s,
-        Err(g) => JwkSet::from_jwks_json(&bytes).map_err(|j| {
-            format!(
-                "{option} {}: neither Google's certificate map ({g}) nor a JWKS ({j})",
-                path.display()
-            )
-        })?,
-    };
-    Ok(set)
+    parse_key_set(&bytes).map_err(|e| format!("{option} {}: {e}", path.display()))
 }
 
 impl KeyFile {

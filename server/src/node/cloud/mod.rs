@@ -1,13 +1,16 @@
-//! The cloud node attestors (`aws_iid`, `gcp_iit`, `azure_msi`), built with the `cloud`
+//! The cloud node attestors (`aws_iid`, `gcp_iit`, `azure_msi`, `azure_imds`), built with the `cloud`
 //! cargo feature (on by default for the server): one file each, the verification itself in
 //! `ironroot-cloud-attest` (pure, offline). Each attests a node once (trust on first use,
 //! SPIRE's rule): [`NodeAttestor::can_reattest`] is false, so the service refuses an agent
 //! ID already in the store until an operator evicts it.
 
 mod aws_iid;
+mod azure_imds;
 mod azure_msi;
 mod gcp_iit;
 mod key_file;
+mod key_url;
+mod keys;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -30,6 +33,9 @@ pub(super) fn build(
         NodeAttestorConfig::GcpIit(c) => vec![Arc::new(gcp_iit::GcpIitAttestor::new(c, td)?)],
         NodeAttestorConfig::AzureMsi(c) => {
             vec![Arc::new(azure_msi::AzureMsiAttestor::new(c, td)?)]
+        }
+        NodeAttestorConfig::AzureImds(c) => {
+            vec![Arc::new(azure_imds::AzureImdsAttestor::new(c, td)?)]
         }
         _ => Vec::new(),
     })

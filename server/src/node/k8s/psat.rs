@@ -8,12 +8,16 @@
 //! `CanReattest=true`), so a node's agent keeps its ID across restarts.
 //!
 //! Every request goes over HTTPS to the configured URL, the API server's certificate
-//! verified against `api_server_ca_file`, with the server's own bearer token; a failure to
+//! verified against `api_server_ca_file` (re-read when the file changes: its modification
+//! time or size; a changed file that is unusable keeps the CAs last read, logged), with the
+//! server's own bearer token; a failure to
 //! ask is the server's problem (INTERNAL, naming the option), a verdict against the token is
 //! the agent's (PERMISSION_DENIED, naming the rule).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use ironroot_cloud_attest::k8s_psat::{
@@ -32,9 +36,31 @@ pub(crate) const NAME: &str = "k8s_psat";
 
 /// One cluster's API server: the client, and the server's credential for it.
 struct ApiServer {
-    client: HttpsClient,
+    /// The client, and the CA file's version it was built from.
+    client: Mutex<(Stamp, HttpsClient)>,
+    ca_file: PathBuf,
+    timeout: Duration,
     token_file: PathBuf,
     url: String,
+}
+
+/// What identifies a version of the CA file.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// A client for `url` verifying the peer against `ca_file` (read now).
+fn client_for(url: &str, ca_file: &Path, timeout: Duration) -> Result<HttpsClient, String> {
+    let tls = TlsOptions {
+        ca_file: Some(("api_server_ca_file", ca_file.to_owned())),
+        ..TlsOptions::default()
+    }
+    .client_config()
+    .map_err(|e| e.to_string())?;
+    HttpsClient::new(url, tls, timeout, verify::MAX_RESPONSE_LEN).map_err(|e| e.to_string())
 }
 
 /// The `k8s_psat` attestor.
@@ -69,6 +95,7 @@ impl K8sPsatAttestor {
             verify
                 .clusters
                 .insert(name.clone(), cluster_rules(c, &key)?);
+            let ca_stamp = stamp(&c.api_server_ca_file);
             let tls = TlsOptions {
                 ca_file: Some(("api_server_ca_file", c.api_server_ca_file.clone())),
                 ..TlsOptions::default()
@@ -91,7 +118,9 @@ impl K8sPsatAttestor {
             api_servers.insert(
                 name.clone(),
                 ApiServer {
-                    client,
+                    client: Mutex::new((ca_stamp, client)),
+                    ca_file: c.api_server_ca_file.clone(),
+                    timeout: c.api_server_timeout,
                     token_file: c.api_server_token_file.clone(),
                     url: c.api_server_url.clone(),
                 },
@@ -196,6 +225,35 @@ fn refused(e: K8sPsatError, cluster: &ClusterConfig) -> AttestError {
 }
 
 impl ApiServer {
+    /// The client, rebuilt first if the CA file changed since it was built (a rotated
+    /// cluster CA is picked up without a restart). A changed file that cannot be used keeps
+    /// the last client, logged: the CAs already trusted stay trusted.
+    fn client(&self) -> HttpsClient {
+        let mut held = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        let now = stamp(&self.ca_file);
+        if now != held.0 {
+            match client_for(&self.url, &self.ca_file, self.timeout) {
+                Ok(c) => {
+                    tracing::info!(
+                        api_server_ca_file = %self.ca_file.display(),
+                        "k8s_psat: the API server's CA file changed; re-read"
+                    );
+                    *held = (now, c);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        api_server_ca_file = %self.ca_file.display(),
+                        error = %e,
+                        "k8s_psat: the API server's CA file changed but is unusable; keeping \
+                         the CAs last read"
+                    );
+                    held.0 = now;
+                }
+            }
+        }
+        held.1.clone()
+    }
+
     /// One request with the server's credential; a failure to get an answer names what to
     /// check.
     fn call(
@@ -215,7 +273,8 @@ impl ApiServer {
             )
         })?;
         let token = token.trim();
-        let answer = block_on(self.client.request(method.into(), path, Some(token), body))
+        let client = self.client();
+        let answer = block_on(client.request(method.into(), path, Some(token), body))
             .map_err(|e| self.unreachable(e))?;
         match answer.status {
             200..=299 => Ok(answer),
