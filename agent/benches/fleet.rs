@@ -64,19 +64,25 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
-    kb / 1024.0
+/// Resident memory of `pid` in MB: all of it, and its anonymous part (the heap; the rest
+/// is mapped files: the binary, the PKCS#11 module, sled's files if mapped).
+fn rss_mb(pid: u32) -> (f64, f64) {
+    let rollup =
+        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
+    let field = |name: &str| -> f64 {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("smaps_rollup field")
+            / 1024.0
+    };
+    (field("Rss:"), field("Anonymous:"))
 }
 
 /// Each server's CPU (cores busy) and RSS over `window`.
-async fn measure(pids: &[u32], window: Duration) -> Vec<(f64, f64)> {
+async fn measure(pids: &[u32], window: Duration) -> Vec<(f64, (f64, f64))> {
     let c0: Vec<Duration> = pids.iter().map(|&p| cpu_time(p)).collect();
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
@@ -87,9 +93,11 @@ async fn measure(pids: &[u32], window: Duration) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// "CPU 0.05 cores, RSS 430 MB", per server when there are several.
-fn servers_line(figures: &[(f64, f64)]) -> String {
-    let one = |(cores, rss): &(f64, f64)| format!("CPU {cores:.3} cores, RSS {rss:.0} MB");
+/// "CPU 0.05 cores, RSS 430 MB (400 MB anonymous)", per server when there are several.
+fn servers_line(figures: &[(f64, (f64, f64))]) -> String {
+    let one = |(cores, (rss, anon)): &(f64, (f64, f64))| {
+        format!("CPU {cores:.3} cores, RSS {rss:.0} MB ({anon:.0} MB anonymous)")
+    };
     match figures {
         [only] => one(only),
         _ => figures

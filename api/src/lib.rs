@@ -36,6 +36,7 @@ pub mod workload {
 pub const AGENT_CSRS_PER_CALL: usize = 100;
 
 pub mod bundle;
+pub mod codec;
 pub mod entry;
 mod hash_algorithm;
 pub mod jwt_svid;

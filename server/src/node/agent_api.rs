@@ -12,7 +12,8 @@ use ironroot_api::entry::RegistrationEntry;
 use ironroot_api::spiffe_id::SpiffeId;
 use ironroot_api::tls::svid_spiffe_id;
 use ironroot_runtime::unix_now;
-use tokio_stream::Stream;
+use tokio_stream::wrappers::WatchStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
@@ -332,32 +333,25 @@ impl Agent for AgentApi {
         // anything of this agent's own; the stream ends (PERMISSION_DENIED)
         // when the agent is banned, evicted or has re-attested (its SVID is
         // no longer the current one).
-        let mut everyone = svc.cache.watch_all();
-        let mut own = svc.cache.watch_agent(&caller.id);
+        // No task and no channel per stream (10,000 agents hold one each): the
+        // notice is worked out when the connection asks for the next message.
+        let wakes = WatchStream::from_changes(svc.cache.watch_all())
+            .merge(WatchStream::from_changes(svc.cache.watch_agent(&caller.id)));
         let (serial, id, cache) = (caller.node.serial_number, caller.id, svc.cache.clone());
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
-            // Counted against max_watch_streams until the stream ends.
-            let _permit = permit;
-            loop {
-                let notice = {
-                    let ix = cache.read();
-                    admit(&id, ix.node(&id), &serial).map(|_| pb::ChangeNotice {
-                        generation: ix.revision().0,
-                    })
-                };
-                let end = notice.is_err();
-                if tx.send(notice).await.is_err() || end {
-                    return;
-                }
-                tokio::select! {
-                    r = everyone.changed() => if r.is_err() { return },
-                    r = own.changed() => if r.is_err() { return },
-                    _ = tx.closed() => return,
-                }
+        let mut ended = false;
+        let stream = tokio_stream::once(0).chain(wakes).map_while(move |_| {
+            // Counted against max_watch_streams until the stream is dropped.
+            let _held = &permit;
+            if ended {
+                return None;
             }
+            let ix = cache.read();
+            let notice = admit(&id, ix.node(&id), &serial).map(|_| pb::ChangeNotice {
+                generation: ix.revision().0,
+            });
+            ended = notice.is_err();
+            Some(notice)
         });
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(stream)))
     }
 }
