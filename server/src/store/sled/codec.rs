@@ -57,3 +57,64 @@ pub(super) fn index_id(key: &[u8]) -> Option<&str> {
 pub(super) fn node_key(id: &SpiffeId) -> Vec<u8> {
     id.to_string().into_bytes()
 }
+
+/// The parts of the one `store` tree: every key starts with its part's byte,
+/// so each part is one contiguous, ordered key range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Space {
+    /// Schema version, trust domain, head revision.
+    Meta,
+    /// Entry id -> JSON entry.
+    Entries,
+    /// `<parent id> NUL <entry id>` -> empty.
+    ByParent,
+    /// `<SPIFFE ID> NUL <entry id>` -> the entry's identity key (SHA-256).
+    BySpiffeId,
+    /// Node SPIFFE ID -> JSON node.
+    Nodes,
+    /// SPIFFE ID of each banned node -> empty.
+    Banned,
+    /// Trust domain -> JSON federated bundle.
+    Bundles,
+    /// `journal` -> the CA journal's bytes.
+    Ca,
+    /// SHA-256 of a join token -> its expiry.
+    JoinTokens,
+    /// First revision of a write -> JSON array of its change events.
+    Changes,
+}
+
+impl Space {
+    fn tag(self) -> u8 {
+        match self {
+            Space::Meta => b'm',
+            Space::Entries => b'e',
+            Space::ByParent => b'p',
+            Space::BySpiffeId => b's',
+            Space::Nodes => b'n',
+            Space::Banned => b'b',
+            Space::Bundles => b'f',
+            Space::Ca => b'c',
+            Space::JoinTokens => b'j',
+            Space::Changes => b'r',
+        }
+    }
+
+    /// `key` in this part.
+    pub(super) fn key(self, key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(key.len() + 1);
+        k.push(self.tag());
+        k.extend_from_slice(key);
+        k
+    }
+
+    /// The first key past this part (its keys are all below it).
+    pub(super) fn end(self) -> [u8; 1] {
+        [self.tag() + 1]
+    }
+
+    /// A stored key without its part's byte.
+    pub(super) fn strip(key: &[u8]) -> &[u8] {
+        key.get(1..).unwrap_or_default()
+    }
+}
