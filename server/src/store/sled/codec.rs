@@ -41,6 +41,13 @@ pub(super) fn index_key(value: &str, id: &str) -> Vec<u8> {
     k
 }
 
+/// `<SPIFFE ID> NUL <identity key>`: the SPIFFE ID index's key of an entry.
+pub(super) fn identity_index_key(spiffe_id: &str, identity: &[u8; 32]) -> Vec<u8> {
+    let mut k = index_prefix(spiffe_id);
+    k.extend_from_slice(identity);
+    k
+}
+
 pub(super) fn index_prefix(value: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(value.len() + 40);
     k.extend_from_slice(value.as_bytes());
@@ -68,7 +75,9 @@ pub(super) enum Space {
     Entries,
     /// `<parent id> NUL <entry id>` -> empty.
     ByParent,
-    /// `<SPIFFE ID> NUL <entry id>` -> the entry's identity key (SHA-256).
+    /// `<SPIFFE ID> NUL <identity key>` -> entry id: the listing index by
+    /// SPIFFE ID and the uniqueness index at once (the identity key is the
+    /// SHA-256 of SPIFFE ID, parent ID and selectors).
     BySpiffeId,
     /// Node SPIFFE ID -> JSON node.
     Nodes,

@@ -11,7 +11,7 @@ use ironroot_api::entry::RegistrationEntry;
 use sled::{Db, IVec, Tree};
 use tracing::info;
 
-use super::codec::{decode, encode, index_key, Space};
+use super::codec::{decode, encode, identity_index_key, index_key, Space};
 use super::{sled_err, Inner, KEY_REVISION, KEY_SCHEMA, KEY_TRUST_DOMAIN, SCHEMA_VERSION};
 use crate::store::{entry_identity_key, AttestedNode, ChangeEvent, StoreError};
 
@@ -206,8 +206,8 @@ impl Copier<'_> {
 
 /// 3 → 4: every tree's records into the one store tree, under their part's
 /// byte; the listing indexes rebuilt from the entries, the SPIFFE ID index
-/// now holding each entry's identity key (the separate `entry_keys` index is
-/// gone). An entry that does not decode is copied as it is, unindexed.
+/// now keyed by each entry's identity key too (the separate `entry_keys`
+/// index is gone). An entry that does not decode is copied as it is, unindexed.
 fn v3_to_v4(s: &Inner, l: &Legacy) -> Result<(), StoreError> {
     s.tree.clear().map_err(sled_err)?;
     let mut out = Copier {
@@ -238,8 +238,8 @@ fn v3_to_v4(s: &Inner, l: &Legacy) -> Result<(), StoreError> {
         )?;
         out.put(
             Space::BySpiffeId,
-            &index_key(&e.spec.spiffe_id.to_string(), &e.id),
-            entry_identity_key(&e).as_slice(),
+            &identity_index_key(&e.spec.spiffe_id.to_string(), &entry_identity_key(&e)),
+            e.id.as_bytes(),
         )?;
         entries += 1;
     }

@@ -2,10 +2,11 @@
 //!
 //! Layout: one sled tree, `store`, in parts told apart by their keys' first
 //! byte ([`codec::Space`]): meta (schema version, trust domain, head
-//! revision), entries (id -> JSON entry), the listing indexes by parent and by
-//! SPIFFE ID (`<id value> NUL <entry id>`; the SPIFFE ID index's values are the
-//! entries' identity keys, SHA-256 of SPIFFE ID, parent ID and selectors,
-//! which is how duplicates are found), nodes (SPIFFE ID -> JSON node), banned
+//! revision), entries (id -> JSON entry), the listing index by parent
+//! (`<parent ID> NUL <entry id>`), the index by SPIFFE ID (`<SPIFFE ID> NUL
+//! <identity key>` -> entry id, where the identity key is the SHA-256 of SPIFFE
+//! ID, parent ID and selectors: it lists by SPIFFE ID and finds a duplicate in
+//! one lookup), nodes (SPIFFE ID -> JSON node), banned
 //! nodes (SPIFFE ID of each banned node), federated bundles (trust domain ->
 //! JSON bundle), the CA journal, join tokens (SHA-256 -> expiry), and the
 //! change feed (the change events of one write, keyed by the first one's
@@ -23,6 +24,7 @@
 mod codec;
 mod migrate;
 mod ops;
+mod recent;
 mod tx;
 
 use std::path::Path;
@@ -75,6 +77,8 @@ struct Inner {
     tree: Tree,
     write_lock: Mutex<()>,
     head: watch::Sender<Revision>,
+    /// The newest change events, as written.
+    recent: recent::Recent,
 }
 
 fn sled_err(e: sled::Error) -> StoreError {
@@ -97,6 +101,7 @@ impl SledStore {
             trust_domain,
             write_lock: Mutex::new(()),
             head: watch::Sender::new(Revision(0)),
+            recent: recent::Recent::default(),
         };
         // The trust domain is checked before anything is migrated or written.
         let stored = match inner.get(Space::Meta, KEY_TRUST_DOMAIN)? {
@@ -178,12 +183,21 @@ impl Inner {
         let _w = self.lock();
         let tx = Tx::new(&self.tree);
         let out = f(&tx)?;
-        let Some((batch, head)) = tx.finish()? else {
+        let Some(tx::Finished { batch, events }) = tx.finish()? else {
             return Ok(out);
         };
-        self.tree.apply_batch(batch).map_err(sled_err)?;
-        self.db.flush().map_err(sled_err)?;
+        if let Err(e) = self
+            .tree
+            .apply_batch(batch)
+            .and_then(|()| self.db.flush().map(drop))
+        {
+            // Whether it landed is unknown: the feed is read from sled again.
+            self.recent.forget();
+            return Err(sled_err(e));
+        }
         let before = *self.head.borrow();
+        let head = events.last().map_or(before, |e| e.revision);
+        self.recent.push(events);
         if head != before {
             self.head.send_replace(head);
             if head.0 / PRUNE_EVERY != before.0 / PRUNE_EVERY {
@@ -206,7 +220,10 @@ impl Inner {
             .keys()
             .collect::<Result<_, _>>()
             .map_err(sled_err)?;
-        older.pop();
+        if let Some(kept) = older.pop() {
+            self.recent
+                .drop_before(codec::decode_revision(Space::strip(&kept))?);
+        }
         let mut batch = sled::Batch::default();
         for key in older {
             batch.remove(key);
@@ -430,21 +447,36 @@ mod tests {
             .map(|k| codec::decode_revision(Space::strip(&k.unwrap())).unwrap().0)
             .collect();
         assert_eq!(starts, [1, 4, 9]);
+        // Served from the events kept in memory, then (forgotten) from sled.
+        for from_memory in [true, false] {
+            if !from_memory {
+                s.recent.forget();
+            }
+            assert_eq!(
+                revisions(s.changes_since(Revision(0), 100).unwrap()),
+                (1..=10).collect::<Vec<_>>()
+            );
+            assert_eq!(
+                revisions(s.changes_since(Revision(5), 100).unwrap()),
+                [6, 7, 8, 9, 10]
+            );
+            assert_eq!(
+                revisions(s.changes_since(Revision(2), 4).unwrap()),
+                [3, 4, 5, 6]
+            );
+            assert_eq!(
+                revisions(s.changes_since(Revision(10), 100).unwrap()),
+                Vec::<u64>::new()
+            );
+        }
+        // Kept in memory again from the next write on, and pruned with sled.
+        let specs = (n..n + 2).map(spec).collect();
+        assert!(s.create_entries(specs).unwrap().iter().all(Result::is_ok));
+        assert_eq!(s.recent.after(Revision(10), 100).map(|e| e.len()), Some(2));
+        assert_eq!(s.recent.after(Revision(9), 100), None);
         assert_eq!(
-            revisions(s.changes_since(Revision(0), 100).unwrap()),
-            (1..=10).collect::<Vec<_>>()
-        );
-        assert_eq!(
-            revisions(s.changes_since(Revision(5), 100).unwrap()),
-            [6, 7, 8, 9, 10]
-        );
-        assert_eq!(
-            revisions(s.changes_since(Revision(2), 4).unwrap()),
-            [3, 4, 5, 6]
-        );
-        assert_eq!(
-            revisions(s.changes_since(Revision(10), 100).unwrap()),
-            Vec::<u64>::new()
+            revisions(s.changes_since(Revision(9), 100).unwrap()),
+            [10, 11, 12]
         );
 
         s.prune_changes(Revision(6)).unwrap();
@@ -456,12 +488,18 @@ mod tests {
         }
         assert_eq!(
             revisions(s.changes_since(Revision(3), 100).unwrap()),
-            (4..=10).collect::<Vec<_>>()
+            (4..=12).collect::<Vec<_>>()
         );
         s.prune_changes(Revision(9)).unwrap();
         assert_eq!(
             revisions(s.changes_since(Revision(8), 100).unwrap()),
-            [9, 10]
+            [9, 10, 11, 12]
         );
+        s.prune_changes(Revision(12)).unwrap();
+        assert_eq!(s.recent.after(Revision(10), 100).map(|e| e.len()), Some(2));
+        match s.changes_since(Revision(9), 100).unwrap() {
+            ChangesSince::Truncated { oldest } => assert_eq!(oldest, Revision(11)),
+            ChangesSince::Events(e) => panic!("{} pruned events read from memory", e.len()),
+        }
     }
 }

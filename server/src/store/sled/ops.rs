@@ -168,9 +168,11 @@ impl Inner {
                 (Some(parent), _) => {
                     Box::new(self.index_ids(Space::ByParent, &parent.to_string(), after))
                 }
-                (None, Some(id)) => {
-                    Box::new(self.index_ids(Space::BySpiffeId, &id.to_string(), after))
-                }
+                (None, Some(id)) => Box::new(
+                    self.spiffe_id_ids(&id.to_string(), after)?
+                        .into_iter()
+                        .map(Ok),
+                ),
                 (None, None) => {
                     // Scanning the values directly: no second lookup per entry.
                     for kv in self.after(Space::Entries, after.map(str::as_bytes)) {
@@ -228,6 +230,20 @@ impl Inner {
                     }
                 }
             })
+    }
+
+    /// The entry ids with SPIFFE ID `value`, after `after`, in id order (the
+    /// index orders them by identity key: they are few, and sorted here).
+    fn spiffe_id_ids(&self, value: &str, after: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        for v in self.scan(Space::BySpiffeId, &index_prefix(value)).values() {
+            let id = String::from_utf8_lossy(&v.map_err(sled_err)?).into_owned();
+            if after.is_none_or(|a| id.as_str() > a) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     pub(super) fn get_attested_node(
@@ -438,6 +454,9 @@ impl Inner {
         limit: usize,
     ) -> Result<ChangesSince, StoreError> {
         let limit = limit.clamp(1, MAX_CHANGES_PER_READ);
+        if let Some(events) = self.recent.after(after, limit) {
+            return Ok(ChangesSince::Events(events));
+        }
         let first = self.scan(Space::Changes, &[]).next().transpose();
         let oldest = match first.map_err(sled_err)? {
             Some((k, _)) => decode_revision(Space::strip(&k))?,

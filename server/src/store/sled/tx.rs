@@ -18,9 +18,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::{IVec, Tree};
 
-use crate::store::{Change, ChangeEvent, Revision, StoreError};
+use crate::store::{entry_identity_key, Change, ChangeEvent, Revision, StoreError};
 
-use super::codec::{decode, encode, index_id, index_key, index_prefix, revision_key, Space};
+use super::codec::{decode, encode, identity_index_key, index_key, revision_key, Space};
 use super::{sled_err, KEY_REVISION};
 
 pub(super) type TxResult<T> = Result<T, StoreError>;
@@ -106,36 +106,30 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// The stored entry, other than `except`, with `entry`'s identity (SPIFFE
-    /// ID, parent ID, selectors): found through the SPIFFE ID index, whose
-    /// values are the identity keys. Reads what is stored, not this write's
-    /// own buffered entries (a batch checks those itself).
+    /// The entry, other than `except`, with the identity key `identity`
+    /// (SPIFFE ID, parent ID, selectors) and `entry`'s SPIFFE ID: one lookup
+    /// in the SPIFFE ID index, this write's own buffered keys included.
     pub(super) fn duplicate_of(
         &self,
         identity: &[u8; 32],
         entry: &RegistrationEntry,
         except: Option<&str>,
     ) -> TxResult<Option<String>> {
-        let prefix = Space::BySpiffeId.key(&index_prefix(&entry.spec.spiffe_id.to_string()));
-        for kv in self.tree.scan_prefix(prefix) {
-            let (k, v) = kv.map_err(sled_err)?;
-            if v.as_ref() != identity.as_slice() {
-                continue;
-            }
-            let Some(id) = index_id(Space::strip(&k)) else {
-                continue;
-            };
-            // An index key left behind by a deleted entry that did not
-            // decode points at nothing: not a duplicate.
-            if Some(id) != except && self.get(Space::Entries, id.as_bytes())?.is_some() {
-                return Ok(Some(id.to_owned()));
-            }
+        let key = identity_index_key(&entry.spec.spiffe_id.to_string(), identity);
+        let Some(id) = self.get(Space::BySpiffeId, &key)? else {
+            return Ok(None);
+        };
+        let id = String::from_utf8_lossy(&id).into_owned();
+        // A key left behind by a deleted entry that did not decode points at
+        // nothing: not a duplicate.
+        if Some(id.as_str()) == except || self.get(Space::Entries, id.as_bytes())?.is_none() {
+            return Ok(None);
         }
-        Ok(None)
+        Ok(Some(id))
     }
 
-    /// Stores `entry` (`json`: its encoding) with its index keys; the caller
-    /// removed the old ones.
+    /// Stores `entry` (`json`: its encoding; `identity`: its identity key)
+    /// with its index keys; the caller removed the old ones.
     pub(super) fn insert_entry(
         &self,
         entry: &RegistrationEntry,
@@ -151,8 +145,8 @@ impl<'a> Tx<'a> {
         );
         self.insert(
             Space::BySpiffeId,
-            &index_key(&entry.spec.spiffe_id.to_string(), &entry.id),
-            identity.as_slice(),
+            &identity_index_key(&entry.spec.spiffe_id.to_string(), identity),
+            id,
         );
     }
 
@@ -164,37 +158,40 @@ impl<'a> Tx<'a> {
         );
         self.forget(
             Space::BySpiffeId,
-            &index_key(&entry.spec.spiffe_id.to_string(), &entry.id),
+            &identity_index_key(
+                &entry.spec.spiffe_id.to_string(),
+                &entry_identity_key(entry),
+            ),
         );
     }
 
     /// Appends this write's events after the head, as one record keyed by
     /// the first event's revision (one sled write however many changes it
-    /// made), moves the head, and hands back the batch to apply with the new
-    /// head (`None`: the write changed nothing).
-    pub(super) fn finish(self) -> TxResult<Option<(sled::Batch, Revision)>> {
+    /// made), moves the head, and hands back what to apply (`None`: the
+    /// write wrote nothing).
+    pub(super) fn finish(self) -> TxResult<Option<Finished>> {
         let head = match self.get(Space::Meta, KEY_REVISION)? {
             Some(v) => super::codec::decode_revision(&v)?,
             None => Revision(0),
         };
         let changes = self.events.take();
-        let mut head_after = head;
+        let mut events = Vec::new();
         if !changes.is_empty() {
-            let group: Vec<ChangeEvent> = (head.0 + 1..)
+            events = (head.0 + 1..)
                 .zip(changes)
                 .map(|(revision, change)| ChangeEvent {
                     revision: Revision(revision),
                     change,
                 })
                 .collect();
-            head_after = group.last().map_or(head, |e| e.revision);
+            let last = events.last().map_or(head, |e: &ChangeEvent| e.revision);
             self.put_json(
                 Space::Changes,
                 &revision_key(Revision(head.0 + 1)),
                 "change events",
-                &group,
+                &events,
             )?;
-            self.insert(Space::Meta, KEY_REVISION, &revision_key(head_after));
+            self.insert(Space::Meta, KEY_REVISION, &revision_key(last));
         }
         let writes = self.writes.take();
         if writes.is_empty() {
@@ -207,6 +204,15 @@ impl<'a> Tx<'a> {
                 None => batch.remove(k),
             }
         }
-        Ok(Some((batch, head_after)))
+        Ok(Some(Finished { batch, events }))
     }
+}
+
+/// A write ready to apply.
+pub(super) struct Finished {
+    /// Everything it writes, its change record and the head included.
+    pub(super) batch: sled::Batch,
+    /// Its change events, in revision order (none for a write that changes
+    /// nothing a follower sees, such as a join token).
+    pub(super) events: Vec<ChangeEvent>,
 }
