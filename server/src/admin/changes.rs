@@ -63,12 +63,13 @@ impl AdminService {
                 fields.len()
             )));
         }
-        // Wire-level rule failures are per item, like the store's.
-        let parsed: Vec<Result<EntrySpec, Status>> =
-            fields.into_iter().map(|f| entry_spec(Some(f))).collect();
-        let specs: Vec<EntrySpec> = parsed
-            .iter()
-            .filter_map(|p| p.as_ref().ok().cloned())
+        // Wire-level rule failures are per item, like the store's: the specs
+        // that parse go to the store (moved, not copied), the others keep
+        // their place as errors.
+        let mut specs: Vec<EntrySpec> = Vec::with_capacity(fields.len());
+        let parsed: Vec<Result<(), Status>> = fields
+            .into_iter()
+            .map(|f| entry_spec(Some(f)).map(|spec| specs.push(spec)))
             .collect();
         let mut stored = self
             .store

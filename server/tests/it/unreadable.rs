@@ -34,9 +34,13 @@ fn an_unreadable_entry_is_named_by_healthcheck_and_cleared_by_deleting_it() {
     server.stop();
     {
         let db = sled::open(dir.path().join("data/store")).unwrap();
-        db.open_tree("entries")
+        // Schema 4: one tree, entries under `e`.
+        db.open_tree("store")
             .unwrap()
-            .insert(bad.as_bytes(), &b"{\"spiffe_id\": 7"[..])
+            .insert(
+                [b"e".as_slice(), bad.as_bytes()].concat(),
+                &b"{\"spiffe_id\": 7"[..],
+            )
             .unwrap();
         db.flush().unwrap();
     }

@@ -1,23 +1,30 @@
 //! [`DataStore`] on sled: one directory, no server to run.
 //!
-//! Layout (one sled tree each): `meta` (schema version, trust domain, head
-//! revision), `entries` (id -> JSON entry), `entry_keys` (SHA-256 of the
-//! entry's identity -> id, the uniqueness index), `entries_by_parent` and
-//! `entries_by_spiffe_id` (`<id value> NUL <entry id>`, the listing indexes),
-//! `nodes` (SPIFFE ID -> JSON node), `banned_nodes` (SPIFFE ID of each banned
-//! node), `bundles` (trust domain -> JSON bundle), `ca` (`journal` -> bytes),
-//! `join_tokens` (SHA-256 -> expiry), `changes` (the change events of one
-//! write, keyed by the first one's revision -> JSON array of events; the
-//! revisions of consecutive records are contiguous; about the last
-//! [`CHANGES_KEPT`] are kept).
+//! Layout: one sled tree, `store`, in parts told apart by their keys' first
+//! byte ([`codec::Space`]): meta (schema version, trust domain, head
+//! revision), entries (id -> JSON entry), the listing index by parent
+//! (`<parent ID> NUL <entry id>`), the index by SPIFFE ID (`<SPIFFE ID> NUL
+//! <identity key>` -> entry id, where the identity key is the SHA-256 of SPIFFE
+//! ID, parent ID and selectors: it lists by SPIFFE ID and finds a duplicate in
+//! one lookup), nodes (SPIFFE ID -> JSON node), banned
+//! nodes (SPIFFE ID of each banned node), federated bundles (trust domain ->
+//! JSON bundle), the CA journal, join tokens (SHA-256 -> expiry), and the
+//! change feed (the change events of one write, keyed by the first one's
+//! revision -> JSON array of events; the revisions of consecutive records are
+//! contiguous; about the last [`CHANGES_KEPT`] are kept).
+//!
+//! One tree, so that one write is one `Tree::apply_batch` (atomic, recovered
+//! whole or not at all) rather than a sled transaction over several trees,
+//! which reads every key it writes and buffers everything twice.
 //!
 //! sled is synchronous: every call runs on tokio's blocking pool, and one
 //! lock serializes writers (the duplicate check and the revision counter
-//! stay race-free without leaning on sled's optimistic concurrency).
+//! stay race-free: nothing writes between a write's reads and its batch).
 
 mod codec;
 mod migrate;
 mod ops;
+mod recent;
 mod tx;
 
 use std::path::Path;
@@ -27,24 +34,27 @@ use async_trait::async_trait;
 use ironroot_api::bundle::TrustBundle;
 use ironroot_api::entry::{EntrySpec, RegistrationEntry};
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
-use sled::transaction::TransactionError;
-use sled::{Db, Transactional, Tree};
+use sled::{Db, IVec, Tree};
 use tokio::sync::watch;
 
 use super::{
     AttestedNode, BatchResults, ChangesSince, DataStore, EntryFilter, Page, PageRequest, Revision,
     Snapshot, StoreError,
 };
+use codec::Space;
 use tx::{Tx, TxResult};
 
 /// The layout this build reads and writes. 1: no listing indexes, no change
-/// feed; 2: one change event per record (both migrated on open).
-const SCHEMA_VERSION: u32 = 3;
+/// feed; 2: one change event per record; 3: a tree per kind of record, written
+/// in sled transactions (all migrated on open).
+const SCHEMA_VERSION: u32 = 4;
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_TRUST_DOMAIN: &[u8] = b"trust_domain";
 const KEY_REVISION: &[u8] = b"revision";
 const KEY_JOURNAL: &[u8] = b"journal";
 const BACKEND: &str = "sled";
+/// The sled tree holding everything (schema 4 on).
+const STORE_TREE: &str = "store";
 
 /// sled's page cache, instead of its 1 GiB default: agents are answered from the
 /// authorized-entry cache, so the store's own cache only serves admin listings and writes.
@@ -64,19 +74,11 @@ pub struct SledStore {
 struct Inner {
     db: Db,
     trust_domain: TrustDomain,
-    meta: Tree,
-    entries: Tree,
-    entry_keys: Tree,
-    by_parent: Tree,
-    by_spiffe_id: Tree,
-    nodes: Tree,
-    banned: Tree,
-    bundles: Tree,
-    ca: Tree,
-    join_tokens: Tree,
-    changes: Tree,
+    tree: Tree,
     write_lock: Mutex<()>,
     head: watch::Sender<Revision>,
+    /// The newest change events, as written.
+    recent: recent::Recent,
 }
 
 fn sled_err(e: sled::Error) -> StoreError {
@@ -93,38 +95,29 @@ impl SledStore {
             .cache_capacity(PAGE_CACHE_BYTES)
             .open()
             .map_err(sled_err)?;
-        let tree = |name: &str| db.open_tree(name).map_err(sled_err);
-        let meta = tree("meta")?;
-        match meta.get(KEY_TRUST_DOMAIN).map_err(sled_err)? {
-            None => {
-                meta.insert(KEY_TRUST_DOMAIN, trust_domain.as_str().as_bytes())
-                    .map_err(sled_err)?;
-            }
-            Some(v) if v.as_ref() == trust_domain.as_str().as_bytes() => {}
-            Some(v) => {
-                return Err(StoreError::TrustDomainMismatch {
-                    stored: String::from_utf8_lossy(&v).into_owned(),
-                    configured: trust_domain.to_string(),
-                })
-            }
-        }
         let inner = Inner {
-            entries: tree("entries")?,
-            entry_keys: tree("entry_keys")?,
-            by_parent: tree("entries_by_parent")?,
-            by_spiffe_id: tree("entries_by_spiffe_id")?,
-            nodes: tree("nodes")?,
-            banned: tree("banned_nodes")?,
-            bundles: tree("bundles")?,
-            ca: tree("ca")?,
-            join_tokens: tree("join_tokens")?,
-            changes: tree("changes")?,
-            meta,
+            tree: db.open_tree(STORE_TREE).map_err(sled_err)?,
             db,
             trust_domain,
             write_lock: Mutex::new(()),
             head: watch::Sender::new(Revision(0)),
+            recent: recent::Recent::default(),
         };
+        // The trust domain is checked before anything is migrated or written.
+        let stored = match inner.get(Space::Meta, KEY_TRUST_DOMAIN)? {
+            Some(v) => Some(v),
+            None => migrate::legacy_trust_domain(&inner.db)?,
+        };
+        match stored {
+            None => {}
+            Some(v) if v.as_ref() == inner.trust_domain.as_str().as_bytes() => {}
+            Some(v) => {
+                return Err(StoreError::TrustDomainMismatch {
+                    stored: String::from_utf8_lossy(&v).into_owned(),
+                    configured: inner.trust_domain.to_string(),
+                })
+            }
+        }
         migrate::to_current(&inner)?;
         let head = inner.read_head()?;
         inner.head.send_replace(head);
@@ -154,70 +147,57 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// `key` in `space`, as stored.
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<IVec>, StoreError> {
+        self.tree.get(space.key(key)).map_err(sled_err)
+    }
+
+    /// The records of `space` whose keys start with `prefix`, in key order
+    /// (keys as stored: strip them with [`Space::strip`]).
+    fn scan(&self, space: Space, prefix: &[u8]) -> sled::Iter {
+        self.tree.scan_prefix(space.key(prefix))
+    }
+
+    /// The records of `space` after `after` (all of them for `None`), in key order.
+    fn after(&self, space: Space, after: Option<&[u8]>) -> sled::Iter {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(space.key(a)),
+            None => Bound::Included(space.key(&[])),
+        };
+        self.tree
+            .range::<Vec<u8>, _>((start, Bound::Excluded(space.end().to_vec())))
+    }
+
     fn read_head(&self) -> Result<Revision, StoreError> {
-        match self.meta.get(KEY_REVISION).map_err(sled_err)? {
+        match self.get(Space::Meta, KEY_REVISION)? {
             Some(v) => codec::decode_revision(&v),
             None => Ok(Revision(0)),
         }
     }
 
-    /// Runs `f` as one transaction over every tree, appends its change
-    /// events, makes it durable, then announces the new head.
-    fn write<T>(&self, f: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T, StoreError> {
+    /// Runs `f` with the writer lock held, applies what it wrote and its
+    /// change events as one batch, makes it durable, then announces the new
+    /// head. `f` failing writes nothing.
+    fn write<T>(&self, f: impl FnOnce(&Tx<'_>) -> TxResult<T>) -> Result<T, StoreError> {
         let _w = self.lock();
-        let trees = (
-            &self.meta,
-            &self.entries,
-            &self.entry_keys,
-            &self.by_parent,
-            &self.by_spiffe_id,
-            &self.nodes,
-            &self.banned,
-            &self.bundles,
-            &self.ca,
-            &self.join_tokens,
-            &self.changes,
-        );
-        let (out, head) = trees
-            .transaction(
-                |(
-                    meta,
-                    entries,
-                    entry_keys,
-                    by_parent,
-                    by_spiffe_id,
-                    nodes,
-                    banned,
-                    bundles,
-                    ca,
-                    join_tokens,
-                    changes,
-                )| {
-                    let tx = Tx {
-                        meta,
-                        entries,
-                        entry_keys,
-                        by_parent,
-                        by_spiffe_id,
-                        nodes,
-                        banned,
-                        bundles,
-                        ca,
-                        join_tokens,
-                        changes,
-                        events: Default::default(),
-                    };
-                    let out = f(&tx)?;
-                    let head = tx.commit_events()?;
-                    Ok((out, head))
-                },
-            )
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => sled_err(e),
-            })?;
-        self.db.flush().map_err(sled_err)?;
+        let tx = Tx::new(&self.tree);
+        let out = f(&tx)?;
+        let Some(tx::Finished { batch, events }) = tx.finish()? else {
+            return Ok(out);
+        };
+        if let Err(e) = self
+            .tree
+            .apply_batch(batch)
+            .and_then(|()| self.db.flush().map(drop))
+        {
+            // Whether it landed is unknown: the feed is read from sled again.
+            self.recent.forget();
+            return Err(sled_err(e));
+        }
         let before = *self.head.borrow();
+        let head = events.last().map_or(before, |e| e.revision);
+        self.recent.push(events);
         if head != before {
             self.head.send_replace(head);
             if head.0 / PRUNE_EVERY != before.0 / PRUNE_EVERY {
@@ -232,19 +212,23 @@ impl Inner {
     /// Drops the change records whose events are all older than `keep_from`
     /// (the record holding `keep_from` stays whole).
     fn prune_changes(&self, keep_from: Revision) -> Result<(), StoreError> {
-        let end = codec::revision_key(keep_from);
+        let end = Space::Changes.key(&codec::revision_key(keep_from));
         // Records start at or before `keep_from`; the last of them may hold it.
-        let mut older: Vec<sled::IVec> = self
-            .changes
-            .range(..=end.as_slice())
+        let mut older: Vec<IVec> = self
+            .tree
+            .range(Space::Changes.key(&[])..=end)
             .keys()
             .collect::<Result<_, _>>()
             .map_err(sled_err)?;
-        older.pop();
-        for key in older {
-            self.changes.remove(key).map_err(sled_err)?;
+        if let Some(kept) = older.pop() {
+            self.recent
+                .drop_before(codec::decode_revision(Space::strip(&kept))?);
         }
-        Ok(())
+        let mut batch = sled::Batch::default();
+        for key in older {
+            batch.remove(key);
+        }
+        self.tree.apply_batch(batch).map_err(sled_err)
     }
 }
 
@@ -294,7 +278,7 @@ impl DataStore for SledStore {
     }
 
     async fn count_entries(&self) -> Result<u64, StoreError> {
-        self.run(|s| Ok(s.entries.len() as u64)).await
+        self.run(|s| s.count_entries()).await
     }
 
     async fn get_attested_node(&self, id: &SpiffeId) -> Result<Option<AttestedNode>, StoreError> {
@@ -367,7 +351,7 @@ impl DataStore for SledStore {
     }
 
     async fn get_ca_journal(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.run(|s| Ok(s.ca.get(KEY_JOURNAL).map_err(sled_err)?.map(|v| v.to_vec())))
+        self.run(|s| Ok(s.get(Space::Ca, KEY_JOURNAL)?.map(|v| v.to_vec())))
             .await
     }
 
@@ -458,27 +442,41 @@ mod tests {
             assert!(s.create_entries(specs).unwrap().iter().all(Result::is_ok));
         }
         let starts: Vec<u64> = s
-            .changes
-            .iter()
+            .scan(Space::Changes, &[])
             .keys()
-            .map(|k| codec::decode_revision(&k.unwrap()).unwrap().0)
+            .map(|k| codec::decode_revision(Space::strip(&k.unwrap())).unwrap().0)
             .collect();
         assert_eq!(starts, [1, 4, 9]);
+        // Served from the events kept in memory, then (forgotten) from sled.
+        for from_memory in [true, false] {
+            if !from_memory {
+                s.recent.forget();
+            }
+            assert_eq!(
+                revisions(s.changes_since(Revision(0), 100).unwrap()),
+                (1..=10).collect::<Vec<_>>()
+            );
+            assert_eq!(
+                revisions(s.changes_since(Revision(5), 100).unwrap()),
+                [6, 7, 8, 9, 10]
+            );
+            assert_eq!(
+                revisions(s.changes_since(Revision(2), 4).unwrap()),
+                [3, 4, 5, 6]
+            );
+            assert_eq!(
+                revisions(s.changes_since(Revision(10), 100).unwrap()),
+                Vec::<u64>::new()
+            );
+        }
+        // Kept in memory again from the next write on, and pruned with sled.
+        let specs = (n..n + 2).map(spec).collect();
+        assert!(s.create_entries(specs).unwrap().iter().all(Result::is_ok));
+        assert_eq!(s.recent.after(Revision(10), 100).map(|e| e.len()), Some(2));
+        assert_eq!(s.recent.after(Revision(9), 100), None);
         assert_eq!(
-            revisions(s.changes_since(Revision(0), 100).unwrap()),
-            (1..=10).collect::<Vec<_>>()
-        );
-        assert_eq!(
-            revisions(s.changes_since(Revision(5), 100).unwrap()),
-            [6, 7, 8, 9, 10]
-        );
-        assert_eq!(
-            revisions(s.changes_since(Revision(2), 4).unwrap()),
-            [3, 4, 5, 6]
-        );
-        assert_eq!(
-            revisions(s.changes_since(Revision(10), 100).unwrap()),
-            Vec::<u64>::new()
+            revisions(s.changes_since(Revision(9), 100).unwrap()),
+            [10, 11, 12]
         );
 
         s.prune_changes(Revision(6)).unwrap();
@@ -490,12 +488,18 @@ mod tests {
         }
         assert_eq!(
             revisions(s.changes_since(Revision(3), 100).unwrap()),
-            (4..=10).collect::<Vec<_>>()
+            (4..=12).collect::<Vec<_>>()
         );
         s.prune_changes(Revision(9)).unwrap();
         assert_eq!(
             revisions(s.changes_since(Revision(8), 100).unwrap()),
-            [9, 10]
+            [9, 10, 11, 12]
         );
+        s.prune_changes(Revision(12)).unwrap();
+        assert_eq!(s.recent.after(Revision(10), 100).map(|e| e.len()), Some(2));
+        match s.changes_since(Revision(9), 100).unwrap() {
+            ChangesSince::Truncated { oldest } => assert_eq!(oldest, Revision(11)),
+            ChangesSince::Events(e) => panic!("{} pruned events read from memory", e.len()),
+        }
     }
 }

@@ -7,7 +7,13 @@ use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use super::codec::{decode, decode_revision, index_id, index_prefix, node_key, revision_key};
+use std::collections::HashMap;
+
+use sled::IVec;
+
+use super::codec::{
+    decode, decode_revision, encode, index_id, index_prefix, node_key, revision_key, Space,
+};
 use super::tx::abort;
 use super::{sled_err, Inner, KEY_JOURNAL};
 use crate::store::rules::{check_batch, check_token, new_entries, page_of};
@@ -25,33 +31,30 @@ impl Inner {
         let candidates = new_entries(specs, &self.trust_domain, ironroot_runtime::unix_now())?;
         self.write(|tx| {
             let mut out = Vec::with_capacity(candidates.len());
-            let mut seen: std::collections::HashMap<[u8; 32], String> = Default::default();
-            for c in &candidates {
+            let mut seen: HashMap<[u8; 32], String> = HashMap::with_capacity(candidates.len());
+            for c in candidates {
                 let entry = match c {
                     Ok(e) => e,
                     Err(e) => {
-                        out.push(Err(clone_rule_error(e)));
+                        out.push(Err(e));
                         continue;
                     }
                 };
-                let key = entry_identity_key(entry);
+                let key = entry_identity_key(&entry);
                 let existing = match seen.get(&key) {
                     Some(id) => Some(id.clone()),
-                    None => tx
-                        .entry_keys
-                        .get(key)?
-                        .map(|v| String::from_utf8_lossy(&v).into_owned()),
+                    None => tx.duplicate_of(&key, &entry, None)?,
                 };
                 if let Some(existing_id) = existing {
                     out.push(Err(StoreError::DuplicateEntry { existing_id }));
                     continue;
                 }
-                tx.insert_entry(entry)?;
+                tx.insert_entry(&entry, &key, encode("entry", &entry)?);
                 seen.insert(key, entry.id.clone());
                 tx.changed(Change::EntryPut {
                     entry: entry.clone(),
                 });
-                out.push(Ok(entry.clone()));
+                out.push(Ok(entry));
             }
             Ok(out)
         })
@@ -65,7 +68,8 @@ impl Inner {
     ) -> Result<RegistrationEntry, StoreError> {
         let spec = validated_spec(spec, &self.trust_domain)?;
         self.write(|tx| {
-            let Some(old) = tx.get_json::<RegistrationEntry>(tx.entries, id.as_bytes(), "entry")?
+            let Some(old) =
+                tx.get_json::<RegistrationEntry>(Space::Entries, id.as_bytes(), "entry")?
             else {
                 return abort(StoreError::EntryNotFound { id: id.to_owned() });
             };
@@ -92,14 +96,12 @@ impl Inner {
             );
             let new_key = entry_identity_key(&new);
             if new_key != entry_identity_key(&old) {
-                if let Some(existing) = tx.entry_keys.get(new_key)? {
-                    return abort(StoreError::DuplicateEntry {
-                        existing_id: String::from_utf8_lossy(&existing).into_owned(),
-                    });
+                if let Some(existing_id) = tx.duplicate_of(&new_key, &new, Some(id))? {
+                    return abort(StoreError::DuplicateEntry { existing_id });
                 }
             }
-            tx.remove_entry_keys(&old)?;
-            tx.insert_entry(&new)?;
+            tx.remove_entry_keys(&old);
+            tx.insert_entry(&new, &new_key, encode("entry", &new)?);
             tx.changed(Change::EntryPut { entry: new.clone() });
             Ok(new)
         })
@@ -113,7 +115,7 @@ impl Inner {
         self.write(|tx| {
             let mut out = Vec::with_capacity(ids.len());
             for id in &ids {
-                let Some(old) = tx.entries.remove(id.as_bytes())? else {
+                let Some(old) = tx.remove(Space::Entries, id.as_bytes())? else {
                     out.push(Err(StoreError::EntryNotFound { id: id.clone() }));
                     continue;
                 };
@@ -122,7 +124,7 @@ impl Inner {
                 // next rebuild, harmless since they point at nothing.
                 match decode::<RegistrationEntry>("entry", &old) {
                     Ok(old) => {
-                        tx.remove_entry_keys(&old)?;
+                        tx.remove_entry_keys(&old);
                         tx.changed(Change::EntryDeleted { id: id.clone() });
                         out.push(Ok(old));
                     }
@@ -136,8 +138,18 @@ impl Inner {
         })
     }
 
+    /// How many entries there are (a scan of their keys: sled keeps no count).
+    pub(super) fn count_entries(&self) -> Result<u64, StoreError> {
+        let mut n = 0u64;
+        for k in self.scan(Space::Entries, &[]).keys() {
+            k.map_err(sled_err)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     pub(super) fn get_entry(&self, id: &str) -> Result<Option<RegistrationEntry>, StoreError> {
-        self.get_value(&self.entries, id.as_bytes(), "entry")
+        self.get_value(Space::Entries, id.as_bytes(), "entry")
     }
 
     pub(super) fn list_entries(
@@ -154,23 +166,19 @@ impl Inner {
         let ids: Box<dyn Iterator<Item = Result<String, StoreError>>> =
             match (&filter.parent_id, &filter.spiffe_id) {
                 (Some(parent), _) => {
-                    Box::new(self.index_ids(&self.by_parent, &parent.to_string(), after))
+                    Box::new(self.index_ids(Space::ByParent, &parent.to_string(), after))
                 }
-                (None, Some(id)) => {
-                    Box::new(self.index_ids(&self.by_spiffe_id, &id.to_string(), after))
-                }
+                (None, Some(id)) => Box::new(
+                    self.spiffe_id_ids(&id.to_string(), after)?
+                        .into_iter()
+                        .map(Ok),
+                ),
                 (None, None) => {
-                    let range = match after {
-                        Some(a) => self.entries.range::<&[u8], _>((
-                            std::ops::Bound::Excluded(a.as_bytes()),
-                            std::ops::Bound::Unbounded,
-                        )),
-                        None => self.entries.iter(),
-                    };
                     // Scanning the values directly: no second lookup per entry.
-                    for kv in range {
+                    for kv in self.after(Space::Entries, after.map(str::as_bytes)) {
                         let (k, v) = kv.map_err(sled_err)?;
-                        let Some(e) = self.readable::<RegistrationEntry>("entry", &k, &v) else {
+                        let k = Space::strip(&k);
+                        let Some(e) = self.readable::<RegistrationEntry>("entry", k, &v) else {
                             continue;
                         };
                         if filter.matches(&e) {
@@ -186,7 +194,7 @@ impl Inner {
             };
         for id in ids {
             let id = id?;
-            let Some(v) = self.entries.get(id.as_bytes()).map_err(sled_err)? else {
+            let Some(v) = self.get(Space::Entries, id.as_bytes())? else {
                 continue;
             };
             let Some(e) = self.readable::<RegistrationEntry>("entry", id.as_bytes(), &v) else {
@@ -206,16 +214,16 @@ impl Inner {
     /// The entry ids under `value` in an index, after `after`, in id order.
     fn index_ids<'a>(
         &self,
-        tree: &'a sled::Tree,
+        space: Space,
         value: &str,
         after: Option<&'a str>,
     ) -> impl Iterator<Item = Result<String, StoreError>> + 'a {
-        tree.scan_prefix(index_prefix(value))
+        self.scan(space, &index_prefix(value))
             .keys()
             .filter_map(move |k| match k {
                 Err(e) => Some(Err(sled_err(e))),
                 Ok(k) => {
-                    let id = index_id(&k)?.to_owned();
+                    let id = index_id(Space::strip(&k))?.to_owned();
                     match after {
                         Some(a) if id.as_str() <= a => None,
                         _ => Some(Ok(id)),
@@ -224,11 +232,25 @@ impl Inner {
             })
     }
 
+    /// The entry ids with SPIFFE ID `value`, after `after`, in id order (the
+    /// index orders them by identity key: they are few, and sorted here).
+    fn spiffe_id_ids(&self, value: &str, after: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        for v in self.scan(Space::BySpiffeId, &index_prefix(value)).values() {
+            let id = String::from_utf8_lossy(&v.map_err(sled_err)?).into_owned();
+            if after.is_none_or(|a| id.as_str() > a) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     pub(super) fn get_attested_node(
         &self,
         id: &SpiffeId,
     ) -> Result<Option<AttestedNode>, StoreError> {
-        self.get_value(&self.nodes, &node_key(id), "attested node")
+        self.get_value(Space::Nodes, &node_key(id), "attested node")
     }
 
     /// `first_only`: refuse a node already there (`AlreadyAttested`), in the transaction.
@@ -240,7 +262,8 @@ impl Inner {
         let key = node_key(&node.spiffe_id);
         // One transaction: a ban made concurrently is never overwritten.
         self.write(|tx| {
-            let previous: Option<AttestedNode> = tx.get_json(tx.nodes, &key, "attested node")?;
+            let previous: Option<AttestedNode> =
+                tx.get_json(Space::Nodes, &key, "attested node")?;
             if previous.as_ref().is_some_and(|p| p.banned) {
                 return abort(StoreError::Banned {
                     id: node.spiffe_id.to_string(),
@@ -256,8 +279,8 @@ impl Inner {
             if let Some(p) = previous {
                 stored.first_attested_at = p.first_attested_at;
             }
-            tx.put_json(tx.nodes, &key, "attested node", &stored)?;
-            tx.banned.remove(key.as_slice())?;
+            tx.put_json(Space::Nodes, &key, "attested node", &stored)?;
+            tx.remove(Space::Banned, &key)?;
             tx.changed(Change::NodePut {
                 node: stored.clone(),
             });
@@ -272,16 +295,17 @@ impl Inner {
     ) -> Result<AttestedNode, StoreError> {
         let key = node_key(id);
         self.write(|tx| {
-            let Some(mut node) = tx.get_json::<AttestedNode>(tx.nodes, &key, "attested node")?
+            let Some(mut node) =
+                tx.get_json::<AttestedNode>(Space::Nodes, &key, "attested node")?
             else {
                 return abort(StoreError::NodeNotFound { id: id.to_string() });
             };
             node.banned = banned;
-            tx.put_json(tx.nodes, &key, "attested node", &node)?;
+            tx.put_json(Space::Nodes, &key, "attested node", &node)?;
             if banned {
-                tx.banned.insert(key.as_slice(), &[])?;
+                tx.insert(Space::Banned, &key, IVec::default());
             } else {
-                tx.banned.remove(key.as_slice())?;
+                tx.remove(Space::Banned, &key)?;
             }
             tx.changed(Change::NodePut { node: node.clone() });
             Ok(node)
@@ -294,18 +318,12 @@ impl Inner {
     ) -> Result<Page<AttestedNode>, StoreError> {
         check_token(page)?;
         let size = page.effective_size();
-        let range = match &page.after {
-            Some(a) => self.nodes.range::<&[u8], _>((
-                std::ops::Bound::Excluded(a.as_bytes()),
-                std::ops::Bound::Unbounded,
-            )),
-            None => self.nodes.iter(),
-        };
         let mut items = Vec::new();
         let mut more = false;
-        for kv in range {
+        for kv in self.after(Space::Nodes, page.after.as_deref().map(str::as_bytes)) {
             let (k, v) = kv.map_err(sled_err)?;
-            let Some(n) = self.readable::<AttestedNode>("attested node", &k, &v) else {
+            let Some(n) = self.readable::<AttestedNode>("attested node", Space::strip(&k), &v)
+            else {
                 continue;
             };
             if items.len() == size {
@@ -319,10 +337,11 @@ impl Inner {
 
     pub(super) fn list_banned_nodes(&self) -> Result<Vec<AttestedNode>, StoreError> {
         let mut out = Vec::new();
-        for k in self.banned.iter().keys() {
+        for k in self.scan(Space::Banned, &[]).keys() {
             let k = k.map_err(sled_err)?;
-            if let Some(v) = self.nodes.get(&k).map_err(sled_err)? {
-                if let Some(n) = self.readable::<AttestedNode>("attested node", &k, &v) {
+            let k = Space::strip(&k);
+            if let Some(v) = self.get(Space::Nodes, k)? {
+                if let Some(n) = self.readable::<AttestedNode>("attested node", k, &v) {
                     out.push(n);
                 }
             }
@@ -336,9 +355,9 @@ impl Inner {
     ) -> Result<Option<AttestedNode>, StoreError> {
         let key = node_key(id);
         self.write(|tx| {
-            let old = tx.get_json::<AttestedNode>(tx.nodes, &key, "attested node")?;
-            if tx.nodes.remove(key.as_slice())?.is_some() {
-                tx.banned.remove(key.as_slice())?;
+            let old = tx.get_json::<AttestedNode>(Space::Nodes, &key, "attested node")?;
+            if tx.remove(Space::Nodes, &key)?.is_some() {
+                tx.remove(Space::Banned, &key)?;
                 tx.changed(Change::NodeDeleted { id: id.clone() });
             }
             Ok(old)
@@ -353,7 +372,7 @@ impl Inner {
         }
         let key = bundle.trust_domain.as_str().as_bytes();
         self.write(|tx| {
-            tx.put_json(tx.bundles, key, "federated bundle", bundle)?;
+            tx.put_json(Space::Bundles, key, "federated bundle", bundle)?;
             tx.changed(Change::BundlePut {
                 bundle: bundle.clone(),
             });
@@ -365,14 +384,14 @@ impl Inner {
         &self,
         td: &TrustDomain,
     ) -> Result<Option<TrustBundle>, StoreError> {
-        self.get_value(&self.bundles, td.as_str().as_bytes(), "federated bundle")
+        self.get_value(Space::Bundles, td.as_str().as_bytes(), "federated bundle")
     }
 
     pub(super) fn list_federated_bundles(&self) -> Result<Vec<TrustBundle>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.bundles.iter() {
+        for kv in self.scan(Space::Bundles, &[]) {
             let (k, v) = kv.map_err(sled_err)?;
-            if let Some(b) = self.readable("federated bundle", &k, &v) {
+            if let Some(b) = self.readable("federated bundle", Space::strip(&k), &v) {
                 out.push(b);
             }
         }
@@ -381,7 +400,7 @@ impl Inner {
 
     pub(super) fn delete_federated_bundle(&self, td: &TrustDomain) -> Result<bool, StoreError> {
         self.write(|tx| {
-            let existed = tx.bundles.remove(td.as_str().as_bytes())?.is_some();
+            let existed = tx.remove(Space::Bundles, td.as_str().as_bytes())?.is_some();
             if existed {
                 tx.changed(Change::BundleDeleted {
                     trust_domain: td.clone(),
@@ -397,10 +416,10 @@ impl Inner {
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            if tx.ca.get(KEY_JOURNAL)?.as_deref() != expected {
+            if tx.get(Space::Ca, KEY_JOURNAL)?.as_deref() != expected {
                 return abort(StoreError::CaJournalChanged);
             }
-            tx.ca.insert(KEY_JOURNAL, bytes)?;
+            tx.insert(Space::Ca, KEY_JOURNAL, bytes);
             tx.changed(Change::CaJournal);
             Ok(())
         })
@@ -412,15 +431,14 @@ impl Inner {
         expires_at: i64,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            tx.join_tokens
-                .insert(token_hash.as_slice(), &expires_at.to_be_bytes())?;
+            tx.insert(Space::JoinTokens, token_hash, &expires_at.to_be_bytes());
             Ok(())
         })
     }
 
     pub(super) fn take_join_token(&self, token_hash: &[u8; 32]) -> Result<Option<i64>, StoreError> {
         // Removed before it is used: a token works once, even if the attestation fails.
-        let Some(v) = self.write(|tx| Ok(tx.join_tokens.remove(token_hash.as_slice())?))? else {
+        let Some(v) = self.write(|tx| tx.remove(Space::JoinTokens, token_hash))? else {
             return Ok(None);
         };
         let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
@@ -436,27 +454,35 @@ impl Inner {
         limit: usize,
     ) -> Result<ChangesSince, StoreError> {
         let limit = limit.clamp(1, MAX_CHANGES_PER_READ);
-        let oldest = match self.changes.first().map_err(sled_err)? {
-            Some((k, _)) => decode_revision(&k)?,
+        if let Some(events) = self.recent.after(after, limit) {
+            return Ok(ChangesSince::Events(events));
+        }
+        let first = self.scan(Space::Changes, &[]).next().transpose();
+        let oldest = match first.map_err(sled_err)? {
+            Some((k, _)) => decode_revision(Space::strip(&k))?,
             None => Revision(self.read_head()?.0 + 1),
         };
         if after.0.saturating_add(1) < oldest.0 {
             return Ok(ChangesSince::Truncated { oldest });
         }
-        let next = revision_key(Revision(after.0.saturating_add(1)));
+        let next = Space::Changes.key(&revision_key(Revision(after.0.saturating_add(1))));
         // The record holding `after + 1` starts at or before it.
         let from = match self
-            .changes
-            .range(..=next.as_slice())
+            .tree
+            .range(Space::Changes.key(&[])..=next.clone())
             .next_back()
             .transpose()
             .map_err(sled_err)?
         {
             Some((k, _)) => k.to_vec(),
-            None => next.to_vec(),
+            None => next,
         };
+        let records = self
+            .tree
+            .range(from..Space::Changes.end().to_vec())
+            .values();
         let mut events = Vec::new();
-        'records: for v in self.changes.range(from.as_slice()..).values() {
+        'records: for v in records {
             // An event that does not decode cannot be skipped: a follower
             // would miss the change. It is a corrupt store.
             let group = decode::<Vec<ChangeEvent>>("change events", &v.map_err(sled_err)?)?;
@@ -481,15 +507,23 @@ impl Inner {
             ..Snapshot::default()
         };
         let mut unreadable = Vec::new();
-        collect(&self.entries, "entry", &mut snap.entries, &mut unreadable)?;
         collect(
-            &self.nodes,
+            self,
+            Space::Entries,
+            "entry",
+            &mut snap.entries,
+            &mut unreadable,
+        )?;
+        collect(
+            self,
+            Space::Nodes,
             "attested node",
             &mut snap.nodes,
             &mut unreadable,
         )?;
         collect(
-            &self.bundles,
+            self,
+            Space::Bundles,
             "federated bundle",
             &mut snap.bundles,
             &mut unreadable,
@@ -500,14 +534,11 @@ impl Inner {
 
     fn get_value<T: DeserializeOwned>(
         &self,
-        tree: &sled::Tree,
+        space: Space,
         key: &[u8],
         what: &str,
     ) -> Result<Option<T>, StoreError> {
-        tree.get(key)
-            .map_err(sled_err)?
-            .map(|v| decode(what, &v))
-            .transpose()
+        self.get(space, key)?.map(|v| decode(what, &v)).transpose()
     }
 
     /// `v` decoded, or `None` after logging why not (listings skip a bad
@@ -524,33 +555,23 @@ impl Inner {
 }
 
 fn collect<T: DeserializeOwned>(
-    tree: &sled::Tree,
+    store: &Inner,
+    space: Space,
     what: &'static str,
     out: &mut Vec<T>,
     unreadable: &mut Vec<Unreadable>,
 ) -> Result<(), StoreError> {
-    for kv in tree.iter() {
+    for kv in store.scan(space, &[]) {
         let (k, v) = kv.map_err(sled_err)?;
+        let k = Space::strip(&k);
         match serde_json::from_slice(&v) {
             Ok(t) => out.push(t),
             Err(e) => unreadable.push(Unreadable {
                 what,
-                key: String::from_utf8_lossy(&k).into_owned(),
+                key: String::from_utf8_lossy(k).into_owned(),
                 reason: e.to_string(),
             }),
         }
     }
     Ok(())
-}
-
-/// Rule errors are decided before the transaction; a retried attempt reports
-/// them again, so they are re-made rather than moved out.
-fn clone_rule_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::InvalidEntry(e) => StoreError::InvalidEntry(e.clone()),
-        other => StoreError::Corrupt {
-            what: "entry".into(),
-            reason: other.to_string(),
-        },
-    }
 }
