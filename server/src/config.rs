@@ -6,8 +6,8 @@
 //! environment variable, modes and addresses are parsed values. Every refusal is a
 //! [`ConfigError`] naming the key, as the operator wrote it.
 
-#[cfg(feature = "cloud")]
 mod audit;
+#[cfg(feature = "cloud")]
 mod cloud_attestors;
 mod file;
 #[cfg(feature = "k8s")]

@@ -179,7 +179,7 @@ fn jwt_svid_verifies_through_oidc_discovery_with_an_independent_library() {
         .to_string();
     assert_eq!(
         kids(&d),
-        [first_kid.clone()],
+        std::slice::from_ref(&first_kid),
         "the JWT authorities, and only them"
     );
     let raw_keys = http(&address, "GET", "/keys").json();
