@@ -279,3 +279,69 @@ fn base64_url_decode(s: &str) -> Vec<u8> {
         .decode(s)
         .unwrap()
 }
+
+/// With `tls_cert_file`/`tls_key_file` the endpoint speaks HTTPS with that certificate,
+/// and nothing in the clear.
+#[test]
+fn discovery_over_https_presents_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let hsm = SoftHsm::new(&dir.path().join("hsm"));
+    hsm.init_token("ca");
+    let tls = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("oidc.crt"), dir.path().join("oidc.key"));
+    std::fs::write(&cert, tls.cert.pem()).unwrap();
+    std::fs::write(&key, tls.signing_key.serialize_pem()).unwrap();
+    let address = format!("127.0.0.1:{}", free_port());
+    let conf = server_config(
+        dir.path(),
+        &hsm,
+        "ca",
+        &format!(
+            "[oidc]\nlisten = \"{address}\"\nissuer = \"https://localhost\"\n\
+             tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let _server = ServerProcess::start("oidc_https", &conf, &hsm, &dir.path().join("admin.sock"));
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(tls.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(&address).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        stream,
+        "GET /.well-known/openid-configuration HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    // The server closes without close_notify after Connection: close; what came is enough.
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"issuer\":\"https://localhost\""), "{text}");
+
+    // Plain HTTP on the HTTPS port gets no answer.
+    let mut plain = TcpStream::connect(&address).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(plain, "GET /keys HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = plain.read_to_end(&mut raw);
+    assert!(
+        !raw.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+}
