@@ -6,14 +6,15 @@
 //! environment variable, modes and addresses are parsed values. Every refusal is a
 //! [`ConfigError`] naming the key, as the operator wrote it.
 
-#[cfg(feature = "cloud")]
 mod audit;
+#[cfg(feature = "cloud")]
 mod cloud_attestors;
 mod file;
 #[cfg(feature = "k8s")]
 mod k8s_psat;
 mod limits;
 mod node_attestors;
+mod oidc;
 mod store;
 
 pub(crate) use audit::AuditConfig;
@@ -28,6 +29,7 @@ pub use node_attestors::PolicyBinding;
 pub(crate) use node_attestors::{
     JoinTokenConfig, NodeAttestorConfig, NodeAttestorsConfig, TpmAttestorConfig,
 };
+pub(crate) use oidc::{OidcConfig, OidcTls};
 pub(crate) use store::StoreConfig;
 
 use std::fmt;
@@ -186,6 +188,8 @@ pub struct ServerConfig {
     pub(crate) store: StoreConfig,
     /// The tamper-evident audit log.
     pub(crate) audit: AuditConfig,
+    /// `[oidc]`: the OIDC discovery endpoint; `None` when `listen` is empty.
+    pub(crate) oidc: Option<OidcConfig>,
 }
 
 /// Where the CA keys live.
@@ -464,6 +468,9 @@ impl TryFrom<file::ServerFile> for ServerConfig {
         let store = store::store(f.store)?;
         f.ca.check()?;
         f.audit.check()?;
+        let mut ca = f.ca;
+        let (oidc, jwt_issuer) = oidc::oidc(f.oidc, ca.jwt_issuer.take(), ca.ca_ttl)?;
+        ca.jwt_issuer = jwt_issuer;
         let admin = f.admin;
         let socket_mode = admin
             .socket_mode
@@ -491,7 +498,7 @@ impl TryFrom<file::ServerFile> for ServerConfig {
                 allowed_uids: admin.allowed_uids,
                 socket_mode,
             },
-            ca: f.ca,
+            ca,
             key_manager,
             upstream,
             node_api: NodeApiConfig {
@@ -504,6 +511,7 @@ impl TryFrom<file::ServerFile> for ServerConfig {
             node_attestors: f.node_attestors,
             store,
             audit: f.audit,
+            oidc,
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod node;
+pub mod oidc;
 pub mod run;
 pub(crate) mod status;
 pub mod store;

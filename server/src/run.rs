@@ -203,6 +203,15 @@ impl Server {
 
     /// Serves until SIGINT/SIGTERM.
     pub async fn run(self) -> Result<(), StartError> {
+        // Bound before the admin socket: once that answers, discovery does too.
+        let oidc_task = match &self.config.oidc {
+            None => None,
+            Some(cfg) => Some(
+                crate::oidc::spawn(cfg, self.ca.clone())
+                    .await
+                    .map_err(StartError::Oidc)?,
+            ),
+        };
         let socket_path: PathBuf = self.config.admin.socket_path.clone();
         let listener = bind_admin_socket(&socket_path, self.config.admin.socket_mode.bits())
             .map_err(StartError::AdminSocket)?;
@@ -234,6 +243,9 @@ impl Server {
         rotation.abort();
         follower.abort();
         if let Some(t) = node_task {
+            t.abort();
+        }
+        if let Some(t) = oidc_task {
             t.abort();
         }
         let _ = std::fs::remove_file(&socket_path);

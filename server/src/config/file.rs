@@ -38,6 +38,8 @@ pub(super) struct ServerFile {
     pub(crate) store: StoreFile,
     #[serde(default)]
     pub(crate) audit: super::AuditConfig,
+    #[serde(default)]
+    pub(crate) oidc: super::oidc::OidcFile,
 }
 
 fn data_dir() -> PathBuf {

@@ -377,6 +377,8 @@ fn the_annotated_example_parses_with_the_defaults_it_states() {
     assert!(matches!(c.key_manager, KeyManagerConfig::Pkcs11(_)));
     assert_eq!(c.store, defaults.store);
     assert_eq!(c.store, StoreConfig::Sled);
+    assert_eq!(c.oidc, defaults.oidc);
+    assert!(c.oidc.is_none(), "the example leaves OIDC discovery off");
 }
 
 const INSECURE: &str = "trust_domain = \"example.org\"\ninsecure_software_keys = true\n";
@@ -634,4 +636,108 @@ fn the_annotated_cloud_attestor_examples_parse_with_their_defaults() {
         e.contains("node_attestors.gcp_iit") && e.contains("projectid_allowlist"),
         "{e}"
     );
+}
+
+const OIDC_BASE: &str = "trust_domain = \"example.org\"\ninsecure_software_keys = true\n";
+
+#[test]
+fn oidc_is_off_by_default_and_its_issuer_alone_sets_the_jwt_iss() {
+    let c = parse(OIDC_BASE).unwrap();
+    assert!(c.oidc.is_none());
+    assert_eq!(c.ca.jwt_issuer, None);
+    let c = parse(&format!(
+        "{OIDC_BASE}[oidc]\nissuer = \"https://oidc.example.org\""
+    ))
+    .unwrap();
+    assert!(c.oidc.is_none(), "no listen: no endpoint");
+    assert_eq!(c.ca.jwt_issuer.as_deref(), Some("https://oidc.example.org"));
+}
+
+#[test]
+fn oidc_endpoint_takes_its_issuer_from_either_option() {
+    let from_ca = parse(&format!(
+        "{OIDC_BASE}[ca]\njwt_issuer = \"https://oidc.example.org\"\n\
+         [oidc]\nlisten = \"127.0.0.1:8443\""
+    ))
+    .unwrap();
+    let o = from_ca.oidc.unwrap();
+    assert_eq!(o.issuer, "https://oidc.example.org");
+    assert_eq!(o.jwks_uri, "https://oidc.example.org/keys");
+    assert_eq!(o.listen.as_str(), "127.0.0.1:8443");
+    assert_eq!(o.cache_max_age, Duration::from_secs(300));
+    assert!(o.tls.is_none());
+    let from_oidc = parse(&format!(
+        "{OIDC_BASE}[oidc]\nlisten = \"127.0.0.1:8443\"\nissuer = \"https://o.example.org/td\"\n\
+         jwks_uri = \"https://cdn.example.org/jwks.json\"\n\
+         tls_cert_file = \"/etc/c.pem\"\ntls_key_file = \"/etc/k.pem\"\ncache_max_age = \"1m\""
+    ))
+    .unwrap();
+    assert_eq!(
+        from_oidc.ca.jwt_issuer.as_deref(),
+        Some("https://o.example.org/td")
+    );
+    let o = from_oidc.oidc.unwrap();
+    assert_eq!(o.jwks_uri, "https://cdn.example.org/jwks.json");
+    assert_eq!(o.cache_max_age, Duration::from_secs(60));
+    assert_eq!(
+        o.tls,
+        Some(OidcTls {
+            cert_file: "/etc/c.pem".into(),
+            key_file: "/etc/k.pem".into()
+        })
+    );
+    let both_equal = parse(&format!(
+        "{OIDC_BASE}[ca]\njwt_issuer = \"https://a.example\"\n[oidc]\nissuer = \"https://a.example\"\nlisten = \"127.0.0.1:1\""
+    ))
+    .unwrap();
+    assert_eq!(both_equal.oidc.unwrap().issuer, "https://a.example");
+}
+
+#[test]
+fn oidc_refusals_name_the_options() {
+    let e = parse(&format!(
+        "{OIDC_BASE}[ca]\njwt_issuer = \"https://a.example\"\n[oidc]\nissuer = \"https://b.example\""
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains("oidc.issuer") && e.contains("ca.jwt_issuer") && e.contains("https://a.example"),
+        "{e}"
+    );
+    let cases = [
+        ("[oidc]\nlisten = \"127.0.0.1:8443\"", "oidc.issuer"),
+        ("[oidc]\nlisten = \"8443\"\nissuer = \"https://a.example\"", "oidc.listen"),
+        ("[oidc]\nissuer = \"https://a.example/\"", "oidc.issuer"),
+        ("[oidc]\nissuer = \"oidc.example.org\"", "oidc.issuer"),
+        ("[oidc]\nissuer = \"https://\"", "oidc.issuer"),
+        ("[oidc]\nissuer = \"https://a.example/?x=1\"", "oidc.issuer"),
+        (
+            "[ca]\njwt_issuer = \"https://a.example/\"\n[oidc]\nlisten = \"127.0.0.1:1\"",
+            "ca.jwt_issuer",
+        ),
+        (
+            "[oidc]\nlisten = \"127.0.0.1:1\"\nissuer = \"https://a.example\"\njwks_uri = \"keys\"",
+            "oidc.jwks_uri",
+        ),
+        (
+            "[oidc]\nlisten = \"127.0.0.1:1\"\nissuer = \"https://a.example\"\ntls_cert_file = \"/c.pem\"",
+            "oidc.tls_cert_file",
+        ),
+        (
+            "[oidc]\nlisten = \"127.0.0.1:1\"\nissuer = \"https://a.example\"\ntls_key_file = \"/k.pem\"",
+            "oidc.tls_cert_file",
+        ),
+        // The default ca_ttl is 24h: a cached JWKS must expire before 8h.
+        (
+            "[oidc]\nlisten = \"127.0.0.1:1\"\nissuer = \"https://a.example\"\ncache_max_age = \"8h\"",
+            "oidc.cache_max_age",
+        ),
+    ];
+    for (extra, key) in cases {
+        assert_eq!(invalid_key(&format!("{OIDC_BASE}{extra}")), key, "{extra}");
+    }
+    let e = parse(&format!(
+        "{OIDC_BASE}[oidc]\nissuer_url = \"https://a.example\""
+    ))
+    .unwrap_err();
+    assert!(e.contains("unknown field `issuer_url`"), "{e}");
 }

@@ -92,6 +92,9 @@ pub enum StartError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The OIDC discovery endpoint cannot start (`[oidc]`).
+    #[error("{0}")]
+    Oidc(#[source] crate::oidc::OidcError),
     /// A start-up task on the blocking pool panicked.
     #[error("a start-up task failed: {0}")]
     Task(#[source] tokio::task::JoinError),

@@ -10,6 +10,7 @@ mod ca_memory;
 mod ek_certificates;
 mod federation;
 mod hsm_trouble;
+mod oidc;
 mod rotation;
 mod server_postgres;
 mod store_conformance;

@@ -1,0 +1,308 @@
+//! OIDC discovery for JWT-SVIDs: what lets a relying party that speaks OpenID Connect
+//! (cloud IAM federation, Vault/OpenBao's `jwt` auth method) verify JWT-SVIDs without a
+//! SPIFFE library. Two documents, over HTTP/1.1 (plain, for loopback behind a TLS proxy, or
+//! HTTPS with `[oidc] tls_cert_file`/`tls_key_file`):
+//!
+//! - `GET /.well-known/openid-configuration`: `issuer` (the `iss` of every JWT-SVID; config
+//!   load makes the two equal), `jwks_uri`, and the fixed facts of JWT-SVIDs;
+//! - `GET /keys`: the trust bundle's JWT authorities (not its X.509 roots) as a JWK Set with
+//!   `use: "sig"` and `alg`. Read from the CA on every request, so a rotated key appears as
+//!   soon as the CA publishes it (a third of `ca_ttl` before it signs), and a retired one
+//!   disappears.
+//!
+//! Everything else is 404; methods other than GET and HEAD are 405. Nothing here is secret:
+//! the endpoint is unauthenticated by design.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ironroot_api::bundle::{BundleError, TrustBundle};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, error, info, warn};
+
+use crate::ca::{CaError, CertificateAuthority};
+use crate::config::{OidcConfig, OidcTls};
+
+/// The discovery document's path (OpenID Connect Discovery 1.0, §4).
+pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+/// The JWK Set's path on this endpoint (`jwks_uri` defaults to the issuer plus this).
+pub const KEYS_PATH: &str = "/keys";
+/// The only JWS algorithm of JWT-SVIDs: their keys are P-256 keys in the HSM.
+const SIGNING_ALGORITHMS: [&str; 1] = ["ES256"];
+/// Open connections at once; past it, new ones are closed unanswered.
+const MAX_CONNECTIONS: usize = 256;
+/// How long a client has to finish its TLS handshake and send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the endpoint did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OidcError {
+    /// `oidc.listen` cannot be bound.
+    #[error("cannot bind the OIDC discovery endpoint (oidc.listen) on {address}: {source}")]
+    Bind {
+        /// The configured address.
+        address: String,
+        /// The I/O error (address in use, not an address of this host).
+        #[source]
+        source: std::io::Error,
+    },
+    /// `oidc.tls_cert_file` or `oidc.tls_key_file` cannot be read or holds no usable PEM.
+    #[error("{key} {}: {reason}", path.display())]
+    TlsFile {
+        /// The option (`oidc.tls_cert_file`, `oidc.tls_key_file`).
+        key: &'static str,
+        /// The file it names.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rustls refuses the certificate and key (they do not match, unsupported key type).
+    #[error("oidc.tls_cert_file / oidc.tls_key_file cannot serve TLS: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
+/// Where the JWT authorities come from: the CA's current bundle.
+type BundleSource = Box<dyn Fn() -> Result<TrustBundle, CaError> + Send + Sync>;
+
+/// The two documents and how to answer a request for them.
+pub(crate) struct Endpoint {
+    discovery: Bytes,
+    cache_control: HeaderValue,
+    bundle: BundleSource,
+}
+
+/// The discovery document: what SPIRE's discovery provider serves, so relying parties
+/// configured for it work unchanged.
+pub(crate) fn discovery_document(issuer: &str, jwks_uri: &str) -> String {
+    json!({
+        "issuer": issuer,
+        "jwks_uri": jwks_uri,
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": SIGNING_ALGORITHMS,
+    })
+    .to_string()
+}
+
+/// The bundle's JWT authorities as an OIDC JWK Set: `kid`, `use: "sig"`, `alg`, the key's
+/// parameters; no X.509 roots and no SPIFFE members.
+pub(crate) fn jwks_document(bundle: &TrustBundle) -> Result<String, BundleError> {
+    let jwt_only = TrustBundle {
+        x509_authorities: Vec::new(),
+        ..bundle.clone()
+    };
+    let spiffe: Value = serde_json::from_str(&jwt_only.to_jwks_json()?)
+        .map_err(|e| BundleError::Json(e.to_string()))?;
+    let keys: Vec<Value> = spiffe["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| {
+            let mut k = k.as_object()?.clone();
+            let alg = match (
+                k.get("kty")?.as_str()?,
+                k.get("crv").and_then(Value::as_str),
+            ) {
+                ("EC", Some("P-256")) => "ES256",
+                ("EC", Some("P-384")) => "ES384",
+                ("RSA", _) => "RS256",
+                // A key no JWT-SVID can be signed with: relying parties need not see it.
+                _ => return None,
+            };
+            k.insert("use".into(), "sig".into());
+            k.insert("alg".into(), alg.into());
+            Some(Value::Object(k))
+        })
+        .collect();
+    Ok(json!({ "keys": keys }).to_string())
+}
+
+impl Endpoint {
+    pub(crate) fn new(cfg: &OidcConfig, bundle: BundleSource) -> Self {
+        let cache_control =
+            HeaderValue::try_from(format!("public, max-age={}", cfg.cache_max_age.as_secs()))
+                .expect("digits are a valid header value");
+        Endpoint {
+            discovery: Bytes::from(discovery_document(&cfg.issuer, &cfg.jwks_uri)),
+            cache_control,
+            bundle,
+        }
+    }
+
+    /// The answer to `method path`. HEAD gets GET's headers; hyper leaves the body out.
+    pub(crate) fn respond(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+        if path != DISCOVERY_PATH && path != KEYS_PATH {
+            return plain(StatusCode::NOT_FOUND, "not found\n");
+        }
+        if method != Method::GET && method != Method::HEAD {
+            let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        let body = if path == DISCOVERY_PATH {
+            self.discovery.clone()
+        } else {
+            match (self.bundle)()
+                .map_err(|e| e.to_string())
+                .and_then(|b| jwks_document(&b).map_err(|e| e.to_string()))
+            {
+                Ok(doc) => Bytes::from(doc),
+                Err(e) => {
+                    error!(error = %e, "OIDC discovery: the JWT keys cannot be served");
+                    return plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the JWT keys are unavailable; see the server log\n",
+                    );
+                }
+            }
+        };
+        let mut r = Response::new(Full::new(body));
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(CACHE_CONTROL, self.cache_control.clone());
+        r
+    }
+}
+
+/// A short text answer that no cache keeps.
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The HTTPS certificate chain and key, read once at start (a new certificate needs a
+/// restart).
+fn tls_acceptor(t: &OidcTls) -> Result<TlsAcceptor, OidcError> {
+    let cert_err = |reason: String| OidcError::TlsFile {
+        key: "oidc.tls_cert_file",
+        path: t.cert_file.clone(),
+        reason,
+    };
+    let chain = CertificateDer::pem_file_iter(&t.cert_file)
+        .map_err(|e| cert_err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cert_err(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(cert_err("no CERTIFICATE block".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&t.key_file).map_err(|e| OidcError::TlsFile {
+        key: "oidc.tls_key_file",
+        path: t.key_file.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(OidcError::Tls)?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(OidcError::Tls)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Binds `[oidc] listen` and serves the endpoint in the background.
+pub(crate) async fn spawn(
+    cfg: &OidcConfig,
+    ca: Arc<CertificateAuthority>,
+) -> Result<tokio::task::JoinHandle<()>, OidcError> {
+    let tls = cfg.tls.as_ref().map(tls_acceptor).transpose()?;
+    let bind_error = |source| OidcError::Bind {
+        address: cfg.listen.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(cfg.listen.as_str())
+        .await
+        .map_err(bind_error)?;
+    let address = listener.local_addr().map_err(bind_error)?;
+    let endpoint = Arc::new(Endpoint::new(cfg, Box::new(move || ca.bundle())));
+    info!(
+        %address,
+        issuer = %cfg.issuer,
+        jwks_uri = %cfg.jwks_uri,
+        https = tls.is_some(),
+        "OIDC discovery endpoint listening"
+    );
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    Ok(tokio::spawn(async move {
+        loop {
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of descriptors, mostly: wait rather than spin.
+                    warn!(error = %e, "OIDC discovery: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                debug!("OIDC discovery: {MAX_CONNECTIONS} connections open; one refused");
+                continue;
+            };
+            let (endpoint, tls) = (endpoint.clone(), tls.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                match tls {
+                    None => serve_connection(tcp, endpoint).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await
+                        {
+                            Ok(Ok(stream)) => serve_connection(stream, endpoint).await,
+                            Ok(Err(e)) => {
+                                debug!(error = %e, "OIDC discovery: TLS handshake failed")
+                            }
+                            Err(_) => debug!("OIDC discovery: TLS handshake timed out"),
+                        }
+                    }
+                }
+            });
+        }
+    }))
+}
+
+async fn serve_connection<S>(stream: S, endpoint: Arc<Endpoint>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let endpoint = endpoint.clone();
+        async move { Ok::<_, Infallible>(endpoint.respond(req.method(), req.uri().path())) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    if let Err(e) = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        debug!(error = %e, "OIDC discovery: connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests;
