@@ -186,6 +186,8 @@ pub struct ServerConfig {
     pub(crate) store: StoreConfig,
     /// The tamper-evident audit log.
     pub(crate) audit: AuditConfig,
+    /// `[metrics] listen`: the Prometheus endpoint's address; `None` (the default) serves none.
+    pub(crate) metrics_listen: Option<ListenAddress>,
 }
 
 /// Where the CA keys live.
@@ -481,6 +483,13 @@ impl TryFrom<file::ServerFile> for ServerConfig {
                     .map_err(|e: ValueError| invalid("node_api.listen", e.to_string()))?,
             ),
         };
+        let metrics_listen = match f.metrics.listen.as_str() {
+            "" => None,
+            l => Some(
+                l.parse()
+                    .map_err(|e: ValueError| invalid("metrics.listen", e.to_string()))?,
+            ),
+        };
         Ok(ServerConfig {
             trust_domain,
             data_dir: f.data_dir,
@@ -504,6 +513,7 @@ impl TryFrom<file::ServerFile> for ServerConfig {
             node_attestors: f.node_attestors,
             store,
             audit: f.audit,
+            metrics_listen,
         })
     }
 }
