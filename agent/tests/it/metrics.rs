@@ -206,7 +206,8 @@ fn both_endpoints_count_attestations_signings_syncs_and_workload_calls() {
     assert!(before.must("process_open_fds") > 0.0);
     assert!(before.must("process_start_time_seconds") > 1_700_000_000.0);
     before.must("process_cpu_seconds_total");
-    before.assert_type("ironroot_server_node_attestations", "counter");
+    // The server's own SVID (for the Node API's TLS) is the first signing.
+    before.assert_type("ironroot_server_svids_signed", "counter");
     before.assert_type("process_resident_memory_bytes", "gauge");
     // Only GET /metrics is served.
     assert_eq!(http(&server_metrics, "GET", "/").0, 404);
