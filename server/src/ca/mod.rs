@@ -334,8 +334,7 @@ impl CertificateAuthority {
             now,
             exp,
             self.settings.jwt_issuer.as_deref(),
-        )
-        .map_err(CaError::from);
+        );
         crate::metrics::metrics().signing(
             crate::metrics::SvidKind::Jwt,
             self.settings.signing,
