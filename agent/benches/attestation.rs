@@ -76,6 +76,7 @@ fn main() {
         workload_api: Default::default(),
         workload_attestors: Default::default(),
         sds: Default::default(),
+        metrics: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -360,6 +360,7 @@ fn main() {
                 workload_api: Default::default(),
                 workload_attestors: Default::default(),
                 sds: Default::default(),
+                metrics: Default::default(),
             };
             let gate = gate.clone();
             attesting.push(tokio::spawn(async move {

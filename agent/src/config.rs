@@ -45,6 +45,9 @@ pub enum ConfigError {
         /// What is wrong with it.
         error: Box<ConfigError>,
     },
+    /// `[metrics] listen` is not `host:port`.
+    #[error("metrics.listen {0:?} is not host:port (e.g. \"127.0.0.1:9988\"); leave it empty for no endpoint")]
+    BadMetricsListen(String),
     /// Neither `server_address` nor `server_addresses` is set.
     #[error(
         "no server to attest to: set server_address = \"host:port\", or server_addresses = \
@@ -218,6 +221,35 @@ pub struct AgentConfig {
     /// Envoy SDS (on by default, on the Workload API socket).
     #[serde(default)]
     pub sds: crate::sds::SdsConfig,
+    /// The Prometheus endpoint (`[metrics]`); off unless `listen` is set.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the Prometheus endpoint (docs/operations.md, "Metrics").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` to serve `GET /metrics` on (plain HTTP); empty (the default): no endpoint.
+    #[serde(default)]
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// The address to bind, or `None` when the endpoint is off.
+    pub fn address(&self) -> Option<&str> {
+        (!self.listen.is_empty()).then_some(self.listen.as_str())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let Some(l) = self.address() else {
+            return Ok(());
+        };
+        match l.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+            _ => Err(ConfigError::BadMetricsListen(l.to_string())),
+        }
+    }
 }
 
 /// The node attestor with the options it uses (the file keeps SPIRE's flat
@@ -485,6 +517,7 @@ impl AgentConfig {
         }
         self.workload_api.limits.validate()?;
         self.sds.validate(&self.workload_api.socket_path)?;
+        self.metrics.validate()?;
         if !self.node_attestor.uses_tpm() && self.tpm.agent_key == Some(AgentKeyStorage::Tpm) {
             return Err(ConfigError::TpmKeyWithoutTpmAttestor);
         }

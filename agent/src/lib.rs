@@ -12,6 +12,7 @@ pub mod config;
 pub mod connect;
 pub(crate) mod data_dir;
 pub(crate) mod jwt_validate;
+pub(crate) mod metrics;
 pub mod refused;
 pub mod runtime;
 pub(crate) mod sds;

@@ -234,6 +234,18 @@ pub async fn sync_from(
     cache: &Cache,
     state: &mut SyncState,
 ) -> Result<bool, SyncError> {
+    let started = std::time::Instant::now();
+    let round = sync_round(client, cache, state).await;
+    crate::metrics::metrics().server_sync(round.is_ok(), started.elapsed());
+    round
+}
+
+/// [`sync_from`]'s work, timed by it.
+async fn sync_round(
+    client: &mut AgentClient<Channel>,
+    cache: &Cache,
+    state: &mut SyncState,
+) -> Result<bool, SyncError> {
     let resp = fetch_entries(client, state).await?;
     let current = cache.snapshot();
     let parsed = cache::parse(

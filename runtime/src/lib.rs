@@ -3,7 +3,8 @@
 //! ([`backoff`]), the wait for a shutdown signal ([`shutdown`]), an error
 //! chain as one log line ([`report`]), binding a unix socket ([`socket`]), and the
 //! arithmetic of rate limits ([`token_bucket`], [`log_throttle`]), the
-//! binaries' allocator ([`use_jemalloc!`]), and times as the CLIs print them ([`human`]).
+//! binaries' allocator ([`use_jemalloc!`]), times as the CLIs print them ([`human`]), and the Prometheus endpoint (`metrics`,
+//! with the `metrics` feature).
 
 #![warn(missing_docs)]
 
@@ -14,6 +15,8 @@ pub mod clock;
 pub mod https;
 pub mod human;
 pub mod log_throttle;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod report;
 pub mod shutdown;
 pub mod socket;

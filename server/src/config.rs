@@ -190,6 +190,8 @@ pub struct ServerConfig {
     pub(crate) audit: AuditConfig,
     /// `[oidc]`: the OIDC discovery endpoint; `None` when `listen` is empty.
     pub(crate) oidc: Option<OidcConfig>,
+    /// `[metrics] listen`: the Prometheus endpoint's address; `None` (the default) serves none.
+    pub(crate) metrics_listen: Option<ListenAddress>,
 }
 
 /// Where the CA keys live.
@@ -488,6 +490,13 @@ impl TryFrom<file::ServerFile> for ServerConfig {
                     .map_err(|e: ValueError| invalid("node_api.listen", e.to_string()))?,
             ),
         };
+        let metrics_listen = match f.metrics.listen.as_str() {
+            "" => None,
+            l => Some(
+                l.parse()
+                    .map_err(|e: ValueError| invalid("metrics.listen", e.to_string()))?,
+            ),
+        };
         Ok(ServerConfig {
             trust_domain,
             data_dir: f.data_dir,
@@ -512,6 +521,7 @@ impl TryFrom<file::ServerFile> for ServerConfig {
             store,
             audit: f.audit,
             oidc,
+            metrics_listen,
         })
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod changes;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub(crate) mod metrics;
 pub mod node;
 pub mod oidc;
 pub mod run;

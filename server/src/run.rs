@@ -225,6 +225,18 @@ impl Server {
             Some(listen) => Some(self.spawn_node_api(listen).await?),
         };
 
+        let metrics_task = match &self.config.metrics_listen {
+            None => None,
+            Some(listen) => {
+                let endpoint = ironroot_runtime::metrics::MetricsListener::bind(listen.as_str())
+                    .await
+                    .map_err(StartError::Metrics)?;
+                info!(address = %endpoint.local_addr(), "metrics endpoint listening (GET /metrics)");
+                let registry = Arc::new(crate::metrics::registry(self.cache.clone()));
+                Some(tokio::spawn(endpoint.serve(registry)))
+            }
+        };
+
         self.audit.ca("active_at_start", ca_keys(&self.ca)).await;
         let service = AdminService {
             store: self.store.clone(),
@@ -242,7 +254,7 @@ impl Server {
         .await;
         rotation.abort();
         follower.abort();
-        if let Some(t) = node_task {
+        for t in [node_task, metrics_task].into_iter().flatten() {
             t.abort();
         }
         if let Some(t) = oidc_task {

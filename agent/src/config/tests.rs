@@ -127,6 +127,11 @@ fn the_annotated_example_config_loads_with_the_defaults() {
     assert_eq!(cfg.workload_api.socket_mode, DEFAULT_WORKLOAD_SOCKET_MODE);
     assert_eq!(cfg.agent_key_storage(), AgentKeyStorage::Tpm);
     assert!(cfg.sds.enabled);
+    assert_eq!(
+        cfg.metrics.address(),
+        None,
+        "no metrics endpoint unless asked for"
+    );
     assert_eq!(cfg.aws_iid, Default::default());
     assert_eq!(cfg.gcp_iit, Default::default());
     assert_eq!(cfg.azure_msi, Default::default());
@@ -246,4 +251,17 @@ fn servers_come_from_one_of_server_address_and_server_addresses() {
         e.contains("server_addresses") && e.contains("server address \"b\" is not host:port"),
         "{e}"
     );
+}
+
+#[test]
+fn metrics_listen_is_off_when_empty_and_refused_when_not_host_port() {
+    assert_eq!(load(BASE).unwrap().metrics.address(), None);
+    let on = load(&format!("{BASE}[metrics]\nlisten = \"127.0.0.1:9988\"\n")).unwrap();
+    assert_eq!(on.metrics.address(), Some("127.0.0.1:9988"));
+    let off = load(&format!("{BASE}[metrics]\nlisten = \"\"\n")).unwrap();
+    assert_eq!(off.metrics.address(), None);
+    let bad = load(&format!("{BASE}[metrics]\nlisten = \"9988\"\n")).unwrap_err();
+    assert!(bad.to_string().contains("metrics.listen"), "{bad}");
+    let unknown = load(&format!("{BASE}[metrics]\nport = 9988\n")).unwrap_err();
+    assert!(unknown.to_string().contains("port"), "{unknown}");
 }

@@ -69,6 +69,9 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The `[metrics] listen` address cannot be bound.
+    #[error("{0}")]
+    Metrics(#[source] ironroot_runtime::metrics::MetricsError),
     /// The socket's file mode could not be set.
     #[error("cannot set the mode of {}", path.display())]
     Mode {
@@ -84,6 +87,17 @@ pub enum RuntimeError {
 pub async fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
     let cache = Cache::new(cfg.trust_domain.as_str());
     let server: ServerClient = Arc::new(RwLock::new(None));
+    let metrics = match cfg.metrics.address() {
+        None => None,
+        Some(address) => {
+            let endpoint = ironroot_runtime::metrics::MetricsListener::bind(address)
+                .await
+                .map_err(RuntimeError::Metrics)?;
+            info!(address = %endpoint.local_addr(), "metrics endpoint listening (GET /metrics)");
+            let registry = Arc::new(crate::metrics::registry(cache.clone()));
+            Some(tokio::spawn(endpoint.serve(registry)))
+        }
+    };
     let serving = serve::Serving::start(&cfg, &cache, &server)?;
     let mut agent = Agent::new(cfg, cache, server);
     tokio::select! {
@@ -91,5 +105,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
         _ = ironroot_runtime::shutdown::signal() => info!("shutting down"),
     }
     serving.stop();
+    if let Some(t) = metrics {
+        t.abort();
+    }
     Ok(())
 }

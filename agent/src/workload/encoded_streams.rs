@@ -75,6 +75,19 @@ impl Service<http::Request<Body>> for WorkloadApiService {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let rpc = crate::metrics::workload_rpc(req.uri().path());
+        let answer = self.dispatch(req);
+        Box::pin(async move {
+            let response = answer.await?;
+            crate::metrics::metrics().workload_call(rpc, &response);
+            Ok(response)
+        })
+    }
+}
+
+impl WorkloadApiService {
+    /// The three streams here, the unary calls to the generated service.
+    fn dispatch(&mut self, req: http::Request<Body>) -> BoxFuture {
         let kind = match req.uri().path() {
             FETCH_X509_SVID => StreamKind::X509Svid,
             FETCH_X509_BUNDLES => StreamKind::X509Bundles,

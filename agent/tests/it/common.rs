@@ -118,6 +118,7 @@ impl AgentConfigFor for Env {
             workload_api: Default::default(),
             workload_attestors: Default::default(),
             sds: Default::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -346,5 +347,6 @@ pub(crate) fn agent_config(env: &NodeApiServer, name: &str, kind: NodeAttestorKi
         workload_api: Default::default(),
         workload_attestors: Default::default(),
         sds: Default::default(),
+        metrics: Default::default(),
     }
 }

@@ -27,6 +27,7 @@ mod h2_authority;
 mod join_token_agent;
 mod k8s_psat;
 mod k8s_workload;
+mod metrics;
 mod node_api_limits;
 mod sds;
 mod server_failover;

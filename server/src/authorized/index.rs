@@ -134,6 +134,11 @@ impl EntryIndex {
         self.entries.len()
     }
 
+    /// How many attested agents (nodes) are indexed.
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// Applies `events`, which must continue exactly from [`revision`](Self::revision)
     /// (events at or below it are skipped: they are already in). On a gap
     /// nothing after it is applied and the index must be reloaded.

@@ -252,11 +252,19 @@ impl CertificateAuthority {
         dns_names: &[String],
     ) -> Result<IssuedX509Svid, CaError> {
         self.check_in_trust_domain(spiffe_id)?;
+        let started = std::time::Instant::now();
         let issued = if self.settings.signing == SigningMode::Memory {
-            self.sign_x509_svid_in_memory(public_key, spiffe_id, ttl_seconds, dns_names)?
+            self.sign_x509_svid_in_memory(public_key, spiffe_id, ttl_seconds, dns_names)
         } else {
-            self.sign_x509_svid_in_hsm(public_key, spiffe_id, ttl_seconds, dns_names)?
+            self.sign_x509_svid_in_hsm(public_key, spiffe_id, ttl_seconds, dns_names)
         };
+        crate::metrics::metrics().signing(
+            crate::metrics::SvidKind::X509,
+            self.settings.signing,
+            started.elapsed(),
+            issued.as_ref().map(|_| ()),
+        );
+        let issued = issued?;
         self.count_signed(ironroot_audit::SvidKind::X509);
         Ok(issued)
     }
@@ -317,6 +325,7 @@ impl CertificateAuthority {
         if exp <= now {
             return Err(CaError::NotReady("unexpired JWT"));
         }
+        let started = std::time::Instant::now();
         let token = jwt::mint(
             &active.signer,
             &active.key_id,
@@ -325,7 +334,14 @@ impl CertificateAuthority {
             now,
             exp,
             self.settings.jwt_issuer.as_deref(),
-        )?;
+        );
+        crate::metrics::metrics().signing(
+            crate::metrics::SvidKind::Jwt,
+            self.settings.signing,
+            started.elapsed(),
+            token.as_ref().map(|_| ()),
+        );
+        let token = token?;
         self.count_signed(ironroot_audit::SvidKind::Jwt);
         Ok((token, exp))
     }

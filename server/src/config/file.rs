@@ -40,6 +40,15 @@ pub(super) struct ServerFile {
     pub(crate) audit: super::AuditConfig,
     #[serde(default)]
     pub(crate) oidc: super::oidc::OidcFile,
+    #[serde(default)]
+    pub(crate) metrics: MetricsFile,
+}
+
+/// `[metrics]`: the Prometheus endpoint; `listen` empty (the default) serves none.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct MetricsFile {
+    pub(crate) listen: String,
 }
 
 fn data_dir() -> PathBuf {

@@ -45,6 +45,31 @@ fn minimal_config_gets_documented_defaults() {
         })
     );
     assert!(c.upstream.is_none());
+    assert!(
+        c.metrics_listen.is_none(),
+        "no metrics endpoint unless asked for"
+    );
+}
+
+#[test]
+fn metrics_listen_is_off_when_empty_and_refused_when_not_host_port() {
+    const BASE: &str = "trust_domain = \"example.org\"\ninsecure_software_keys = true\n";
+    let c = parse(&format!("{BASE}[metrics]\nlisten = \"\"\n")).unwrap();
+    assert!(c.metrics_listen.is_none());
+    let c = parse(&format!("{BASE}[metrics]\nlisten = \"127.0.0.1:9988\"\n")).unwrap();
+    assert_eq!(
+        c.metrics_listen.as_ref().map(ListenAddress::as_str),
+        Some("127.0.0.1:9988")
+    );
+    assert_eq!(
+        invalid_key(&format!("{BASE}[metrics]\nlisten = \"9988\"\n")),
+        "metrics.listen"
+    );
+    let unknown = parse(&format!("{BASE}[metrics]\naddress = \"127.0.0.1:9988\"\n"));
+    assert!(
+        unknown.unwrap_err().contains("address"),
+        "unknown keys are refused"
+    );
 }
 
 #[test]

@@ -128,11 +128,9 @@ type NoticeStream = Pin<Box<dyn Stream<Item = Result<pb::ChangeNotice, Status>> 
 /// The gRPC face of a shared [`AgentService`].
 pub(crate) struct AgentApi(pub Arc<AgentService>);
 
-#[tonic::async_trait]
-impl Agent for AgentApi {
-    type WatchChangesStream = NoticeStream;
-
-    async fn sync_entries(
+/// SyncEntries' answer, timed by the trait method.
+impl AgentApi {
+    async fn answer_sync(
         &self,
         req: Request<pb::SyncEntriesRequest>,
     ) -> Result<Response<pb::SyncEntriesResponse>, Status> {
@@ -176,6 +174,25 @@ impl Agent for AgentApi {
             delta,
             entry_ids,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentApi {
+    type WatchChangesStream = NoticeStream;
+
+    async fn sync_entries(
+        &self,
+        req: Request<pb::SyncEntriesRequest>,
+    ) -> Result<Response<pb::SyncEntriesResponse>, Status> {
+        let started = std::time::Instant::now();
+        let answer = self.answer_sync(req).await;
+        let outcome = match &answer {
+            Ok(_) => "ok",
+            Err(s) => ironroot_runtime::metrics::grpc_code_label(s.code() as i32),
+        };
+        crate::metrics::metrics().agent_sync(outcome, started.elapsed());
+        answer
     }
 
     async fn batch_new_x509_svid(

@@ -329,7 +329,15 @@ impl Node for NodeApi {
             // Counted against max_attestations_in_flight until the exchange ends.
             let _permit = permit;
             let mut attestor = String::new();
+            let started = Instant::now();
             let outcome = svc.clone().run(inbound, &tx, &mut attestor).await;
+            // The label is the enabled attestor's own name: never a string the agent sent.
+            let attestor_label = svc.attestors.get(&attestor).map_or("unknown", |a| a.name());
+            let outcome_label = match &outcome {
+                Ok(_) => "accepted",
+                Err(status) => ironroot_runtime::metrics::grpc_code_label(status.code() as i32),
+            };
+            crate::metrics::metrics().attestation(attestor_label, outcome_label, started.elapsed());
             let msg = match outcome {
                 // Not answered unless recorded: an agent holds no SVID the log does not show.
                 Ok(result) => svc

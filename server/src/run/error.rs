@@ -81,6 +81,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The `[metrics] listen` address cannot be bound.
+    #[error("{0}")]
+    Metrics(#[source] ironroot_runtime::metrics::MetricsError),
     /// The server's own SVID cannot be made.
     #[error("{0}")]
     Identity(#[source] IdentityError),
