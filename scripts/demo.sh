@@ -106,6 +106,10 @@ pin_file = "$demo/hsm.pin"
 [node_api]
 listen = "127.0.0.1:$node_port"
 
+# The audit log's head is signed in the HSM every second here (60 s by default).
+[audit]
+checkpoint_interval = "1s"
+
 [node_attestors.tpm]
 ek_ca_bundle = "$demo/ek-ca.pem"
 policies_dir = "$demo/policies"
@@ -166,9 +170,12 @@ workload_id=$("$agent" api fetch x509 -s "$demo/agent-api.sock" --output json | 
 
 echo "== checks"
 openssl verify -CAfile "$demo/bundle.pem" "$demo/svid.pem"
-echo "CA keys in the token (private keys sensitive, never extractable):"
+echo "Keys in the token (the CA's two, the audit log's checkpoint key; private keys sensitive, never extractable):"
 pkcs11-tool --module "$module" --token-label ironroot-demo --login --pin 123456 --list-objects --type privkey 2>/dev/null \
   | grep -E 'Private Key|label|Access' | sed 's/^/  /'
+echo "Audit log ($demo/data/audit: the entry, the mints, the attestation; hash-chained, signed in the HSM):"
+sleep 2
+"$server" audit verify -c "$demo/server.toml" | sed 's/^/  /'
 
 echo
 echo "Files in $demo: bundle.pem svid.pem svid.key jwt.txt bundle.jwks.json softhsm/ agent/ workload/"
