@@ -60,7 +60,8 @@ impl Audit {
         })
     }
 
-    /// Refuses a change before it is made when the log is known to be unwritable.
+    /// Refuses a change (or an attestation) before it is made when the log is known to be
+    /// unwritable.
     pub(crate) fn check_writable(&self) -> Result<(), Status> {
         match &self.log {
             Some(log) if !log.is_writable() => Err(Status::unavailable(format!(

@@ -313,6 +313,9 @@ impl Node for NodeApi {
         req: Request<Streaming<pb::AttestRequest>>,
     ) -> Result<Response<Self::AttestStream>, Status> {
         let remote = req.remote_addr();
+        // An attestation that could not be recorded would be refused after the node was
+        // stored (and a TOFU attestor's document spent): refuse before any work instead.
+        self.0.audit.check_writable()?;
         // Before any message is read: the address's rate, then the server-wide cap.
         let permit = self
             .0
