@@ -31,6 +31,16 @@ pub enum ReadLogError {
         /// The error.
         source: std::io::Error,
     },
+    /// A line is not a record ([`verify_dir`] says which rule that breaks).
+    #[error("{path}, line {line}: not an audit record ({reason})")]
+    NotARecord {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The parser's complaint.
+        reason: String,
+    },
     /// The directory holds no `audit-*.jsonl` file.
     #[error("{dir} holds no audit log files (audit-*.jsonl)")]
     NoFiles {
@@ -68,4 +78,30 @@ pub fn verify_dir(
         .map(|(name, bytes)| LogFile { name, bytes })
         .collect();
     Ok(verify_log(&files, &opts))
+}
+
+/// Every record of a log directory in writing order, for tools and tests that read
+/// what was recorded ([`verify_dir`] checks that it was not changed).
+pub fn read_records(dir: &Path) -> Result<Vec<Record>, ReadLogError> {
+    let paths = writer::log_files(dir).map_err(|source| ReadLogError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(|source| ReadLogError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        for (i, line) in text.lines().enumerate() {
+            out.push(
+                serde_json::from_str(line).map_err(|e| ReadLogError::NotARecord {
+                    path: path.clone(),
+                    line: i + 1,
+                    reason: e.to_string(),
+                })?,
+            );
+        }
+    }
+    Ok(out)
 }

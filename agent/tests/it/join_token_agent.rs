@@ -109,16 +109,9 @@ fn a_join_token_agent_renews_over_mtls_and_keeps_serving() {
     let intact =
         ironroot_audit::verify_dir(&audit_dir, ironroot_audit::VerifyOptions::default()).unwrap();
     assert!(intact.is_ok(), "{intact:?}");
-    let recorded = ironroot_audit::writer::log_files(&audit_dir)
+    let recorded = ironroot_audit::read_records(&audit_dir)
         .unwrap()
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<ironroot_audit::Record>(l).unwrap())
-                .collect::<Vec<_>>()
-        })
+        .into_iter()
         .any(|r| {
             matches!(r.event, ironroot_audit::Event::Attestation { ref attestor, agent_id: ref id, ref outcome, .. }
                 if attestor == "join_token" && *id == agent_id && outcome == "accepted")

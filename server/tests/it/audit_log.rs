@@ -19,17 +19,7 @@ fn log_dir(test_dir: &Path) -> PathBuf {
 }
 
 fn records(dir: &Path) -> Vec<Record> {
-    ironroot_audit::writer::log_files(dir)
-        .unwrap()
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<Record>(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    ironroot_audit::read_records(dir).unwrap()
 }
 
 fn last_admin(dir: &Path) -> (String, String, String) {
