@@ -15,7 +15,7 @@ use ironroot_api::selector::Selector;
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use tonic::{Request, Response, Status};
 
-use crate::ca::CertificateAuthority;
+use crate::ca::{CertificateAuthority, HealthState};
 use crate::status;
 use crate::store::{DataStore, EntryFilter, PageRequest};
 
@@ -416,24 +416,22 @@ impl Admin for AdminService {
         let entries = self.store.count_entries().await.map_err(status::store)?;
         // The key manager's probe is a blocking PKCS#11 call.
         let ca = self.ca.clone();
-        let ca_health = tokio::task::spawn_blocking(move || ca.health())
+        let mut health = tokio::task::spawn_blocking(move || ca.health())
             .await
             .map_err(status::worker)?;
-        let mut state = ca_health.state.as_str().to_owned();
-        let mut problems = ca_health.problems;
         if let Some(p) = self.audit.problem() {
-            problems.push(format!("audit log: {p}"));
             // Unwritable: changes are refused. Only the checkpoint failing: records are
             // still written, not yet sealed.
-            if !self.audit.is_writable() {
-                state = "unhealthy".into();
-            } else if state == "healthy" {
-                state = "degraded".into();
-            }
+            let state = if self.audit.is_writable() {
+                HealthState::Degraded
+            } else {
+                HealthState::Unhealthy
+            };
+            health.report(state, format!("audit log: {p}"));
         }
         Ok(Response::new(pb::HealthResponse {
-            state,
-            problems,
+            state: health.state.as_str().to_owned(),
+            problems: health.problems,
             trust_domain: self.ca.trust_domain().to_string(),
             key_manager: st.key_manager,
             active_x509_authority: st.x509_key_label,

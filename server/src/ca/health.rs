@@ -42,7 +42,8 @@ pub struct CaHealth {
 }
 
 impl CaHealth {
-    fn report(&mut self, state: HealthState, problem: String) {
+    /// Adds a problem; the verdict becomes the worse of the two.
+    pub(crate) fn report(&mut self, state: HealthState, problem: String) {
         self.state = self.state.max(state);
         self.problems.push(problem);
     }
