@@ -80,6 +80,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# running_packaged: PIDs running the packaged binaries (/usr/bin/ironroot-*).
+running_packaged() {
+  local exe p
+  for exe in /proc/[0-9]*/exe; do
+    case "$(readlink "$exe" 2>/dev/null)" in
+      /usr/bin/ironroot-*) p=${exe#/proc/}; echo "${p%/exe}" ;;
+    esac
+  done
+}
+# A run killed outright may have left its server or agent running: they are
+# not this run's to kill, and would hold the sockets and the port.
+stale=$(running_packaged | paste -sd' ' -)
+[ -z "$stale" ] || fail "processes already run /usr/bin/ironroot-* (PIDs $stale): stop them first"
+
 if dpkg-query -W -f='${db:Status-Status}\n' ironroot-server ironroot-agent 2>/dev/null | grep -qv not-installed; then
   say "ironroot packages are installed (a previous run?): purging them first"
 fi
@@ -324,11 +338,8 @@ say "the workload got $fetched"
 say "stopping both, purging the packages"
 stop_started
 purge
-for exe in /proc/[0-9]*/exe; do
-  case "$(readlink "$exe" 2>/dev/null)" in
-    /usr/bin/ironroot-*) fail "still running: $(readlink "$exe") (${exe%/exe})" ;;
-  esac
-done
+left=$(running_packaged | paste -sd' ' -)
+[ -z "$left" ] || fail "still running /usr/bin/ironroot-* after stopping both: PIDs $left"
 for pkg in ironroot-server ironroot-agent; do
   status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || echo not-installed)
   [ "$status" = not-installed ] || fail "$pkg is still '$status' after dpkg --purge"
