@@ -274,6 +274,12 @@ if ! port_free $port; then
 fi
 grep -q "^trust_domain = \"$td\"" /etc/ironroot/server.toml || fail "server.toml has no trust_domain line to set"
 
+# An upgrade (here a reinstall) keeps the operator's edit of a conffile, and
+# postinst puts its group and mode back.
+dpkg -i "${debs[0]}" >"$work/reinstall.log" 2>&1 || { cat "$work/reinstall.log" >&2; fail "dpkg -i again"; }
+grep -q "^trust_domain = \"$td\"" /etc/ironroot/server.toml || fail "reinstalling lost the edit of server.toml"
+expect_path /etc/ironroot/server.toml 640 root:ironroot
+
 start_as_unit ironroot-server "$work/server.log" SOFTHSM2_CONF="$work/softhsm/softhsm2.conf"
 server_pid=$started_pid
 for _ in $(seq 1 300); do
@@ -335,8 +341,15 @@ done
 [ "$fetched" = "$workload_id" ] || fail "the workload got '${fetched}' ($(cat "$work/fetch.log"))"
 say "the workload got $fetched"
 
-say "stopping both, purging the packages"
+say "stopping both; dpkg -r keeps configuration and state, dpkg --purge removes them"
 stop_started
+dpkg -r ironroot-agent ironroot-server >"$work/remove.log" 2>&1 || { cat "$work/remove.log" >&2; fail "dpkg -r"; }
+for path in /usr/bin/ironroot-server /usr/bin/ironroot-agent /lib/systemd/system/ironroot-server.service; do
+  [ ! -e "$path" ] || fail "$path is left after dpkg -r"
+done
+grep -q "^trust_domain = \"$td\"" /etc/ironroot/server.toml || fail "dpkg -r removed the edited server.toml"
+[ -f /etc/ironroot/agent.toml ] || fail "dpkg -r removed agent.toml"
+[ -n "$(ls /var/lib/ironroot/server)" ] || fail "dpkg -r removed the server's state"
 purge
 left=$(running_packaged | paste -sd' ' -)
 [ -z "$left" ] || fail "still running /usr/bin/ironroot-* after stopping both: PIDs $left"
