@@ -12,11 +12,13 @@
 # directory or user. Run as root (make test calls it last). Packages already
 # installed (a previous run that died) are purged first.
 #
-#   scripts/deb-test.sh [--prebuilt]
+#   scripts/deb-test.sh [--prebuilt | --debs DIR]
 #
 # --prebuilt: package target/debug's binaries as they are (make test: its
 # nextest run has just built them from this tree, so CI pays for no second
 # compile). Without it they are built first, as `make demo` builds them.
+# --debs DIR: test the packages already in DIR (e.g. target/debian after
+# `make deb`) instead of building any.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -99,15 +101,22 @@ if dpkg-query -W -f='${db:Status-Status}\n' ironroot-server ironroot-agent 2>/de
 fi
 purge
 
-if [ "${1:-}" != --prebuilt ]; then
-  say "cargo build -p ironroot-server -p ironroot-agent"
-  cargo build --locked -p ironroot-server -p ironroot-agent >"$work/cargo.log" 2>&1 ||
-    { cat "$work/cargo.log" >&2; fail "cargo build"; }
-fi
-say "building the packages from dev binaries"
-packaging/build-deb.sh --profile dev --no-build --out "$work/debs" >"$work/build.log" 2>&1 ||
-  { cat "$work/build.log" >&2; fail "packaging/build-deb.sh"; }
-debs=("$work"/debs/ironroot-server_*.deb "$work"/debs/ironroot-agent_*.deb)
+case "${1:-}" in
+  --debs)
+    [ -n "${2:-}" ] || fail "--debs needs a directory"
+    debs_dir=$(cd "$2" && pwd) ;;
+  *)
+    if [ "${1:-}" != --prebuilt ]; then
+      say "cargo build -p ironroot-server -p ironroot-agent"
+      cargo build --locked -p ironroot-server -p ironroot-agent >"$work/cargo.log" 2>&1 ||
+        { cat "$work/cargo.log" >&2; fail "cargo build"; }
+    fi
+    say "building the packages from dev binaries"
+    debs_dir="$work/debs"
+    packaging/build-deb.sh --profile dev --no-build --out "$debs_dir" >"$work/build.log" 2>&1 ||
+      { cat "$work/build.log" >&2; fail "packaging/build-deb.sh"; } ;;
+esac
+debs=("$debs_dir"/ironroot-server_*.deb "$debs_dir"/ironroot-agent_*.deb)
 [ -f "${debs[0]}" ] && [ -f "${debs[1]}" ] || fail "build-deb made no packages: ${debs[*]}"
 
 say "dpkg -i ${debs[*]##*/}"
