@@ -220,7 +220,7 @@ start_as_unit() {
   [ -n "$nofile" ] && limits=(prlimit --nofile="$nofile:$nofile" --)
   umask_=$(unit_value "$unit" UMask)
   exec_start=$(unit_value "$unit" ExecStart)
-  local kind dirs dir mode owner
+  local kind dirs dir mode base g c
   for kind in Runtime State; do
     dirs=$(unit_value "$unit" "${kind}Directory")
     mode=$(unit_value "$unit" "${kind}DirectoryMode")
