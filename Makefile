@@ -1,7 +1,7 @@
 # ironroot: the two commands of the quick start are `make demo` and `make test`.
 # Each installs the Debian packages it needs first (scripts/install-deps.sh).
 
-.PHONY: demo test bench lint deps build image
+.PHONY: demo test bench lint deps build image deb
 
 deps:
 	bash scripts/install-deps.sh
@@ -17,6 +17,11 @@ test: deps
 
 bench: deps
 	bash scripts/bench.sh
+
+# Debian packages ironroot-server and ironroot-agent from a release build, in
+# target/debian/ (docs/packaging.md). make test installs and purges dev-built ones.
+deb: deps
+	bash packaging/build-deb.sh --profile release
 
 # The edge gateway image (images/README.md): not part of demo or test.
 image: deps

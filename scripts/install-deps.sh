@@ -15,8 +15,9 @@ if [ "${1:-}" = "--image" ]; then
   PACKAGES=("${IMAGE_PACKAGES[@]}")
 else
 PACKAGES=(
-  # build
-  build-essential pkg-config
+  # build; dpkg-dev's dpkg-shlibdeps and dpkg-deb make the Debian packages
+  # (make deb, scripts/deb-test.sh)
+  build-essential pkg-config dpkg-dev
   # HSM: SoftHSM2 token + pkcs11-tool for inspecting objects; p11-kit remoting
   # (`p11-kit server` + p11-kit-client.so) puts SoftHSM behind a socket, the
   # network HSM that can go away in the HSM outage tests

@@ -37,3 +37,10 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   "$WITH_PODMAN" -- cargo test --no-fail-fast -p ironroot-tpm -p ironroot-testkit
 fi
+
+# The Debian packages (docs/packaging.md#the-test): installed on this machine
+# with dpkg, the units checked, the server and the agent run as their units
+# would, then purged. It packages the dev binaries the first nextest run built
+# (--prebuilt), so no second compile; `make deb` is what builds release packages.
+echo "== Debian packages: install, run as the units would, purge (scripts/deb-test.sh)"
+bash scripts/deb-test.sh --prebuilt
