@@ -30,8 +30,11 @@ use crate::node::tls::{IdentityError, ServerIdentity};
 
 /// Lifetime asked for the endpoint's SVID (renewed at half of what the CA grants).
 const SVID_TTL: u32 = 3600;
-/// How often the SVID's renewal and the https_web files are checked.
-const CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the SVID is checked for renewal: often, because after a CA rotation its life
+/// is cut to the old CA certificate's notAfter, and peers must never see it expired.
+const SVID_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the https_web files are checked for a change.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why the bundle endpoint did not start.
 #[derive(Debug, thiserror::Error)]
@@ -229,7 +232,7 @@ pub(crate) async fn spawn(
             };
             let (ca, id) = (ca.clone(), identity.clone());
             let upkeep = tokio::spawn(async move {
-                let mut tick = tokio::time::interval(CHECK_INTERVAL);
+                let mut tick = tokio::time::interval(SVID_CHECK_INTERVAL);
                 loop {
                     tick.tick().await;
                     let (ca, id) = (ca.clone(), id.clone());
@@ -238,7 +241,7 @@ pub(crate) async fn spawn(
                         Ok(Ok(true)) => info!("bundle endpoint SVID renewed"),
                         Ok(Ok(false)) => {}
                         Ok(Err(e)) => {
-                            error!(error = %e, "bundle endpoint SVID renewal failed; retried in 5 s")
+                            error!(error = %e, "bundle endpoint SVID renewal failed; retried in 1 s")
                         }
                         Err(e) => error!(error = %e, "bundle endpoint SVID renewal task failed"),
                     }
@@ -253,7 +256,7 @@ pub(crate) async fn spawn(
             let web = WebCertificate::load(cert_file, key_file)?;
             let watched = web.clone();
             let upkeep = tokio::spawn(async move {
-                let mut tick = tokio::time::interval(CHECK_INTERVAL);
+                let mut tick = tokio::time::interval(FILE_CHECK_INTERVAL);
                 loop {
                     tick.tick().await;
                     let w = watched.clone();
