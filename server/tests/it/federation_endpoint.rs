@@ -72,7 +72,11 @@ fn stored(server: &ServerProcess, td: &str) -> Option<(u64, BTreeSet<Vec<u8>>, u
         })
         .collect();
     let jwt = keys.iter().filter(|k| k["use"] == "jwt-svid").count();
-    Some((b["jwks"]["spiffe_sequence"].as_u64().unwrap_or(0), roots, jwt))
+    Some((
+        b["jwks"]["spiffe_sequence"].as_u64().unwrap_or(0),
+        roots,
+        jwt,
+    ))
 }
 
 fn log(server: &ServerProcess) -> String {
@@ -87,7 +91,8 @@ fn relationship(td: &str, port: u16, spiffe_id: &str) -> String {
     )
 }
 
-const FAST_POLLING: &str = "[federation]\nmin_refresh_interval = \"1s\"\nmax_refresh_interval = \"5s\"\n";
+const FAST_POLLING: &str =
+    "[federation]\nmin_refresh_interval = \"1s\"\nmax_refresh_interval = \"5s\"\n";
 
 #[test]
 fn two_trust_domains_federate_and_a_rotation_reaches_the_other_side() {
@@ -117,9 +122,12 @@ fn two_trust_domains_federate_and_a_rotation_reaches_the_other_side() {
     let context = || format!("A:\n{}\nB:\n{}", a.log_tail(), b.log_tail());
 
     // Before the bootstrap an https_spiffe endpoint cannot be authenticated: refused by name.
-    wait_until("the bootstrap refusal", Duration::from_secs(20), context, || {
-        log(&a).contains("rule bootstrap")
-    });
+    wait_until(
+        "the bootstrap refusal",
+        Duration::from_secs(20),
+        context,
+        || log(&a).contains("rule bootstrap"),
+    );
     assert_eq!(stored(&a, "td-b.test"), None);
 
     bootstrap(&a, "td-b.test", &b, dir_a.path());
@@ -277,7 +285,11 @@ fn bad_endpoints_and_bad_bundles_are_refused_and_the_last_good_bundle_stays() {
     let served = pki.join("served.json");
     std::fs::write(&served, good.to_jwks_json().unwrap()).unwrap();
     let td_b_jwks = pki.join("td-b.json");
-    std::fs::write(&td_b_jwks, b.cli_ok(&["bundle", "show", "--format", "jwks"])).unwrap();
+    std::fs::write(
+        &td_b_jwks,
+        b.cli_ok(&["bundle", "show", "--format", "jwks"]),
+    )
+    .unwrap();
     let port_web = fake_endpoint(
         &leaf,
         vec![("/served", served.clone()), ("/td-b", td_b_jwks)],
@@ -306,12 +318,19 @@ fn bad_endpoints_and_bad_bundles_are_refused_and_the_last_good_bundle_stays() {
     assert_eq!((seq, roots), (7, BTreeSet::from([web_root.clone()])));
 
     // Wrong SPIFFE ID, wrong trust domain, untrusted web certificate: each by its rule.
-    wait_until("the three refusals", Duration::from_secs(30), context, || {
-        let l = log(&a);
-        l.contains("expected spiffe://td-b.test/not-the-server")
-            && l.contains("rule trust-domain: x509 authority 0 names td-b.test, not td-wrong.test")
-            && l.contains("rule endpoint-authentication (https_web")
-    });
+    wait_until(
+        "the three refusals",
+        Duration::from_secs(30),
+        context,
+        || {
+            let l = log(&a);
+            l.contains("expected spiffe://td-b.test/not-the-server")
+                && l.contains(
+                    "rule trust-domain: x509 authority 0 names td-b.test, not td-wrong.test",
+                )
+                && l.contains("rule endpoint-authentication (https_web")
+        },
+    );
     let (seq_b, _, jwt_b) = stored(&a, "td-b.test").unwrap();
     assert_eq!((seq_b, jwt_b), (0, 0), "the bootstrap bundle stays");
     assert_eq!(stored(&a, "td-wrong.test"), None);
@@ -319,9 +338,12 @@ fn bad_endpoints_and_bad_bundles_are_refused_and_the_last_good_bundle_stays() {
 
     // Malformed JSON: refused by rule, the last good bundle kept.
     std::fs::write(&served, "{\"keys\": [").unwrap();
-    wait_until("the malformed refusal", Duration::from_secs(30), context, || {
-        log(&a).contains("rule well-formed")
-    });
+    wait_until(
+        "the malformed refusal",
+        Duration::from_secs(30),
+        context,
+        || log(&a).contains("rule well-formed"),
+    );
     let (seq, roots, _) = stored(&a, "td-web.test").unwrap();
     assert_eq!((seq, roots), (7, BTreeSet::from([web_root])));
 }
