@@ -155,11 +155,7 @@ fn a_workload_gets_the_federated_bundle_and_the_partners_next_root() {
                 },
                 Err(e) => format!("{e:#}"),
             };
-            assert!(
-                Instant::now() < deadline,
-                "{what}: {last}\n{}",
-                context()
-            );
+            assert!(Instant::now() < deadline, "{what}: {last}\n{}", context());
             std::thread::sleep(Duration::from_millis(200));
         }
     };
@@ -179,7 +175,11 @@ fn a_workload_gets_the_federated_bundle_and_the_partners_next_root() {
         {
             break r;
         }
-        assert!(Instant::now() < deadline, "td-b never rotated:\n{}", b.log_tail());
+        assert!(
+            Instant::now() < deadline,
+            "td-b never rotated:\n{}",
+            b.log_tail()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     federated(

@@ -65,6 +65,21 @@ pub(crate) enum RefreshError {
     Refused(#[source] BundleRefusal),
 }
 
+impl RefreshError {
+    /// What went wrong in one word (a metrics label): the rule, or the stage that failed.
+    fn outcome(&self) -> &'static str {
+        match self {
+            RefreshError::NotBootstrapped(_) => "bootstrap",
+            RefreshError::Store(_) => "store",
+            RefreshError::Client(_) => "ca_file",
+            RefreshError::Authentication { .. } => "endpoint-authentication",
+            RefreshError::Fetch(_) => "fetch",
+            RefreshError::Status(_) => "http-status",
+            RefreshError::Refused(r) => r.rule(),
+        }
+    }
+}
+
 /// What the poller needs besides its relationship.
 pub(crate) struct Poller {
     store: Arc<dyn DataStore>,
@@ -138,6 +153,7 @@ impl Poller {
         let hint = verdict.bundle().refresh_hint_secs;
         match verdict {
             Verdict::Unchanged(b) => {
+                crate::metrics::metrics().federation_refresh("unchanged");
                 debug!(trust_domain = %rel.trust_domain, sequence = b.sequence_number, "federated bundle unchanged");
             }
             Verdict::Changed(b) => {
@@ -145,6 +161,7 @@ impl Poller {
                     .put_federated_bundle(&b)
                     .await
                     .map_err(RefreshError::Store)?;
+                crate::metrics::metrics().federation_refresh("changed");
                 info!(
                     trust_domain = %rel.trust_domain,
                     sequence = b.sequence_number,
@@ -178,6 +195,7 @@ impl Poller {
                     next_refresh(hint, &self.refresh)
                 }
                 Err(e) => {
+                    crate::metrics::metrics().federation_refresh(e.outcome());
                     let wait = backoff.next_delay();
                     warn!(
                         trust_domain = %rel.trust_domain,

@@ -67,6 +67,20 @@ pub(crate) enum BundleRefusal {
     SequenceNotRaised(u64),
 }
 
+impl BundleRefusal {
+    /// The rule's name, as the message says it (a metrics label).
+    pub(crate) fn rule(&self) -> &'static str {
+        match self {
+            BundleRefusal::Malformed(_) => "well-formed",
+            BundleRefusal::Empty => "not-empty",
+            BundleRefusal::ForeignAuthority { .. } => "trust-domain",
+            BundleRefusal::SequenceWentBack { .. } | BundleRefusal::SequenceNotRaised(_) => {
+                "sequence"
+            }
+        }
+    }
+}
+
 /// What to do with a fetched bundle that passed the rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {

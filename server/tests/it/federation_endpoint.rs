@@ -295,12 +295,13 @@ fn bad_endpoints_and_bad_bundles_are_refused_and_the_last_good_bundle_stays() {
         vec![("/served", served.clone()), ("/td-b", td_b_jwks)],
     );
 
+    let port_metrics = free_port();
     let (_ha, a) = start_td(
         "federation_refusals_a",
         dir_a.path(),
         "td-a.test",
         &format!(
-            "{FAST_POLLING}\n{}\n{}\n{}\n{}",
+            "[metrics]\nlisten = \"127.0.0.1:{port_metrics}\"\n\n{FAST_POLLING}\n{}\n{}\n{}\n{}",
             relationship("td-b.test", port_b, "spiffe://td-b.test/not-the-server"),
             web_relationship("td-web.test", port_web, "/served", &web_ca.cert),
             web_relationship("td-wrong.test", port_web, "/td-b", &web_ca.cert),
@@ -346,4 +347,31 @@ fn bad_endpoints_and_bad_bundles_are_refused_and_the_last_good_bundle_stays() {
     );
     let (seq, roots, _) = stored(&a, "td-web.test").unwrap();
     assert_eq!((seq, roots), (7, BTreeSet::from([web_root])));
+
+    // Every outcome is counted by its rule.
+    let page = metrics_page(port_metrics);
+    for outcome in [
+        "changed",
+        "endpoint-authentication",
+        "trust-domain",
+        "well-formed",
+    ] {
+        let series =
+            format!("ironroot_server_federation_bundle_refreshes_total{{outcome=\"{outcome}\"}}");
+        assert!(page.contains(&series), "no {series} in:\n{page}");
+    }
+}
+
+/// `GET /metrics` of the server's Prometheus endpoint.
+fn metrics_page(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    page
 }
