@@ -375,3 +375,86 @@ fn metrics_page(port: u16) -> String {
     s.read_to_string(&mut page).unwrap();
     page
 }
+
+#[test]
+fn an_https_web_endpoint_serves_the_bundle_and_reloads_its_certificate() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let pki = dir_b.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let web_ca = certs::ca(&pki, "web-ca");
+    let other_ca = certs::ca(&pki, "other-ca");
+    let first = certs::leaf(&pki, "first", "IP:127.0.0.1,DNS:localhost", &web_ca);
+    let second = certs::leaf(&pki, "second", "IP:127.0.0.1,DNS:localhost", &other_ca);
+    let (cert_file, key_file) = (pki.join("endpoint.pem"), pki.join("endpoint.key"));
+    std::fs::copy(&first.cert, &cert_file).unwrap();
+    std::fs::copy(&first.key, &key_file).unwrap();
+    let port_b = free_port();
+    let (_hb, b) = start_td(
+        "federation_web_b",
+        dir_b.path(),
+        "td-b.test",
+        &format!(
+            "[federation.bundle_endpoint]\nlisten = \"127.0.0.1:{port_b}\"\n\
+             profile = \"https_web\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert_file.display(),
+            key_file.display()
+        ),
+    );
+
+    // The document: a SPIFFE JWK Set of td-b's bundle, as JSON, at / only.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let get = |path: &str, ca: &Path| {
+        let tls = ironroot_runtime::https::TlsOptions {
+            ca_file: Some(("ca_file", ca.to_owned())),
+            ..Default::default()
+        }
+        .client_config()
+        .unwrap();
+        let client = ironroot_runtime::https::HttpsClient::new(
+            &format!("https://127.0.0.1:{port_b}"),
+            tls,
+            Duration::from_secs(10),
+            1 << 20,
+        )
+        .unwrap();
+        rt.block_on(client.request(hyper::Method::GET, path, None, None))
+    };
+    let answer = get("/", &web_ca.cert).unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.headers["content-type"], "application/json");
+    let served = TrustBundle::from_jwks_json(
+        TrustDomain::parse("td-b.test").unwrap(),
+        std::str::from_utf8(&answer.body).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(served.x509_authorities, b.bundle_roots());
+    assert!(served.sequence_number > 0 && served.refresh_hint_secs > 0);
+    assert_eq!(served.jwt_authorities.len(), 1);
+    assert_eq!(get("/other", &web_ca.cert).unwrap().status, 404);
+
+    // A partner with an https_web relationship trusting web-ca fetches it, no bootstrap.
+    let (_ha, a) = start_td(
+        "federation_web_a",
+        dir_a.path(),
+        "td-a.test",
+        &format!(
+            "{FAST_POLLING}\n{}",
+            web_relationship("td-b.test", port_b, "/", &web_ca.cert)
+        ),
+    );
+    wait_until("td-b's bundle over https_web", Duration::from_secs(30), || a.log_tail(), || {
+        matches!(stored(&a, "td-b.test"), Some((seq, _, 1)) if seq == served.sequence_number)
+    });
+
+    // New files: the endpoint presents the new certificate within seconds, no restart.
+    std::fs::copy(&second.cert, &cert_file).unwrap();
+    std::fs::copy(&second.key, &key_file).unwrap();
+    wait_until("the reloaded certificate", Duration::from_secs(20), || b.log_tail(), || {
+        get("/", &other_ca.cert).is_ok_and(|r| r.status == 200)
+    });
+    assert!(get("/", &web_ca.cert).unwrap_err().is_tls());
+    assert!(log(&b).contains("https_web certificate reloaded"));
+}
