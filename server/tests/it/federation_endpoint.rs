@@ -445,16 +445,22 @@ fn an_https_web_endpoint_serves_the_bundle_and_reloads_its_certificate() {
             web_relationship("td-b.test", port_b, "/", &web_ca.cert)
         ),
     );
-    wait_until("td-b's bundle over https_web", Duration::from_secs(30), || a.log_tail(), || {
-        matches!(stored(&a, "td-b.test"), Some((seq, _, 1)) if seq == served.sequence_number)
-    });
+    wait_until(
+        "td-b's bundle over https_web",
+        Duration::from_secs(30),
+        || a.log_tail(),
+        || matches!(stored(&a, "td-b.test"), Some((seq, _, 1)) if seq == served.sequence_number),
+    );
 
     // New files: the endpoint presents the new certificate within seconds, no restart.
     std::fs::copy(&second.cert, &cert_file).unwrap();
     std::fs::copy(&second.key, &key_file).unwrap();
-    wait_until("the reloaded certificate", Duration::from_secs(20), || b.log_tail(), || {
-        get("/", &other_ca.cert).is_ok_and(|r| r.status == 200)
-    });
+    wait_until(
+        "the reloaded certificate",
+        Duration::from_secs(20),
+        || b.log_tail(),
+        || get("/", &other_ca.cert).is_ok_and(|r| r.status == 200),
+    );
     assert!(get("/", &web_ca.cert).unwrap_err().is_tls());
     assert!(log(&b).contains("https_web certificate reloaded"));
 }
