@@ -9,6 +9,7 @@
 mod audit;
 #[cfg(feature = "cloud")]
 mod cloud_attestors;
+mod federation;
 mod file;
 #[cfg(feature = "k8s")]
 mod k8s_psat;
@@ -21,6 +22,10 @@ pub(crate) use audit::AuditConfig;
 #[cfg(feature = "cloud")]
 pub(crate) use cloud_attestors::{
     AwsIidAttestorConfig, AzureImdsAttestorConfig, AzureMsiAttestorConfig, GcpIitAttestorConfig,
+};
+pub(crate) use federation::{
+    BundleEndpointConfig, EndpointProfile, FederationConfig, PeerProfile, RefreshBounds,
+    Relationship,
 };
 #[cfg(feature = "k8s")]
 pub(crate) use k8s_psat::{K8sPsatClusterConfig, K8sPsatConfig};
@@ -192,6 +197,8 @@ pub struct ServerConfig {
     pub(crate) oidc: Option<OidcConfig>,
     /// `[metrics] listen`: the Prometheus endpoint's address; `None` (the default) serves none.
     pub(crate) metrics_listen: Option<ListenAddress>,
+    /// `[federation]`: the bundle endpoint and the federation relationships.
+    pub(crate) federation: FederationConfig,
 }
 
 /// Where the CA keys live.
@@ -467,6 +474,7 @@ impl TryFrom<file::ServerFile> for ServerConfig {
             }
         };
         let upstream = f.upstream.map(upstream).transpose()?;
+        let federation = federation::federation(f.federation, &trust_domain)?;
         let store = store::store(f.store)?;
         f.ca.check()?;
         f.audit.check()?;
@@ -522,6 +530,7 @@ impl TryFrom<file::ServerFile> for ServerConfig {
             audit: f.audit,
             oidc,
             metrics_listen,
+            federation,
         })
     }
 }

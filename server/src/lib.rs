@@ -12,6 +12,8 @@ pub(crate) mod changes;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod federation;
+pub(crate) mod http1;
 pub(crate) mod metrics;
 pub mod node;
 pub mod oidc;

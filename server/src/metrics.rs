@@ -39,6 +39,7 @@ pub(crate) struct ServerMetrics {
     hsm_errors: Family<Labels1, Counter>,
     agent_syncs: Family<Labels1, Counter>,
     agent_sync_duration: Histograms<Labels1>,
+    federation_refreshes: Family<Labels1, Counter>,
 }
 
 static METRICS: LazyLock<ServerMetrics> = LazyLock::new(|| ServerMetrics {
@@ -50,6 +51,7 @@ static METRICS: LazyLock<ServerMetrics> = LazyLock::new(|| ServerMetrics {
     hsm_errors: Family::default(),
     agent_syncs: Family::default(),
     agent_sync_duration: Family::new_with_constructor(latency_histogram),
+    federation_refreshes: Family::default(),
 });
 
 /// The server's families.
@@ -125,6 +127,14 @@ impl ServerMetrics {
         }
     }
 
+    /// One federation relationship's fetch ended: `outcome` is `changed`, `unchanged` or the
+    /// rule that refused it.
+    pub(crate) fn federation_refresh(&self, outcome: &'static str) {
+        self.federation_refreshes
+            .get_or_create(&[("outcome", outcome)])
+            .inc();
+    }
+
     /// One agent's SyncEntries ended: `outcome` is the answer's gRPC code.
     pub(crate) fn agent_sync(&self, outcome: &'static str, took: Duration) {
         let labels = [("outcome", outcome)];
@@ -185,6 +195,12 @@ pub(crate) fn registry(cache: Arc<AuthorizedCache>) -> Registry {
         "Time to answer one agent's SyncEntries, by outcome.",
         Unit::Seconds,
         m.agent_sync_duration.clone(),
+    );
+    r.register(
+        "federation_bundle_refreshes",
+        "Fetches of federated trust domains' bundle endpoints, by outcome (changed, unchanged, \
+         or the rule that refused the answer).",
+        m.federation_refreshes.clone(),
     );
     r.register_collector(Box::new(CacheCounts(cache)));
     root

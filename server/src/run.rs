@@ -212,6 +212,17 @@ impl Server {
                     .map_err(StartError::Oidc)?,
             ),
         };
+        let mut federation_tasks = match &self.config.federation.bundle_endpoint {
+            None => Vec::new(),
+            Some(cfg) => crate::federation::endpoint::spawn(cfg, self.ca.clone())
+                .await
+                .map_err(StartError::BundleEndpoint)?,
+        };
+        federation_tasks.extend(crate::federation::poller::spawn(
+            &self.config.federation,
+            self.store.clone(),
+            self.audit.clone(),
+        ));
         let socket_path: PathBuf = self.config.admin.socket_path.clone();
         let listener = bind_admin_socket(&socket_path, self.config.admin.socket_mode.bits())
             .map_err(StartError::AdminSocket)?;
@@ -254,6 +265,9 @@ impl Server {
         .await;
         rotation.abort();
         follower.abort();
+        for t in federation_tasks {
+            t.abort();
+        }
         for t in [node_task, metrics_task].into_iter().flatten() {
             t.abort();
         }

@@ -23,6 +23,7 @@ mod cloud_attest_keys;
 mod common;
 mod conformance;
 mod database_outage;
+mod federation_workload;
 mod h2_authority;
 mod join_token_agent;
 mod k8s_psat;

@@ -42,6 +42,8 @@ pub(super) struct ServerFile {
     pub(crate) oidc: super::oidc::OidcFile,
     #[serde(default)]
     pub(crate) metrics: MetricsFile,
+    #[serde(default)]
+    pub(crate) federation: super::federation::FederationFile,
 }
 
 /// `[metrics]`: the Prometheus endpoint; `listen` empty (the default) serves none.

@@ -382,6 +382,8 @@ fn the_annotated_example_parses_with_the_defaults_it_states() {
     assert_eq!(c.ca.subject_country, defaults.ca.subject_country);
     assert_eq!(c.ca.signing, defaults.ca.signing);
     assert_eq!(c.ca.memory_key_ttl, defaults.ca.memory_key_ttl);
+    assert_eq!(c.federation, defaults.federation);
+    assert_eq!(c.federation.bundle_endpoint, None);
     assert_eq!(c.node_api.listen, defaults.node_api.listen);
     assert_eq!(c.node_api.agent_svid_ttl, defaults.node_api.agent_svid_ttl);
     assert_eq!(c.node_api.challenge_ttl, defaults.node_api.challenge_ttl);

@@ -13,29 +13,24 @@
 //! Everything else is 404; methods other than GET and HEAD are 405. Nothing here is secret:
 //! the endpoint is unauthenticated by design.
 
-use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::{Method, Response, StatusCode};
 use ironroot_api::bundle::{BundleError, TrustBundle};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info};
 
 use crate::ca::{CaError, CertificateAuthority};
 use crate::config::{OidcConfig, OidcTls};
+use crate::http1::plain;
 
 /// The discovery document's path (OpenID Connect Discovery 1.0, §4).
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
@@ -43,10 +38,6 @@ pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 pub const KEYS_PATH: &str = "/keys";
 /// The only JWS algorithm of JWT-SVIDs: their keys are P-256 keys in the HSM.
 const SIGNING_ALGORITHMS: [&str; 1] = ["ES256"];
-/// Open connections at once; past it, new ones are closed unanswered.
-const MAX_CONNECTIONS: usize = 256;
-/// How long a client has to finish its TLS handshake and send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the endpoint did not start.
 #[derive(Debug, thiserror::Error)]
@@ -180,19 +171,6 @@ impl Endpoint {
     }
 }
 
-/// A short text answer that no cache keeps.
-fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
 /// The HTTPS certificate chain and key, read once at start (a new certificate needs a
 /// restart).
 fn tls_acceptor(t: &OidcTls) -> Result<TlsAcceptor, OidcError> {
@@ -247,61 +225,14 @@ pub(crate) async fn spawn(
         https = tls.is_some(),
         "OIDC discovery endpoint listening"
     );
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    Ok(tokio::spawn(async move {
-        loop {
-            let tcp = match listener.accept().await {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    // Out of descriptors, mostly: wait rather than spin.
-                    warn!(error = %e, "OIDC discovery: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                debug!("OIDC discovery: {MAX_CONNECTIONS} connections open; one refused");
-                continue;
-            };
-            let (endpoint, tls) = (endpoint.clone(), tls.clone());
-            tokio::spawn(async move {
-                let _slot = slot;
-                match tls {
-                    None => serve_connection(tcp, endpoint).await,
-                    Some(acceptor) => {
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await
-                        {
-                            Ok(Ok(stream)) => serve_connection(stream, endpoint).await,
-                            Ok(Err(e)) => {
-                                debug!(error = %e, "OIDC discovery: TLS handshake failed")
-                            }
-                            Err(_) => debug!("OIDC discovery: TLS handshake timed out"),
-                        }
-                    }
-                }
-            });
-        }
-    }))
-}
-
-async fn serve_connection<S>(stream: S, endpoint: Arc<Endpoint>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let endpoint = endpoint.clone();
-        async move { Ok::<_, Infallible>(endpoint.respond(req.method(), req.uri().path())) }
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    if let Err(e) = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
-        debug!(error = %e, "OIDC discovery: connection ended with an error");
-    }
+    let respond: crate::http1::Respond =
+        Arc::new(move |method: &Method, path: &str| endpoint.respond(method, path));
+    Ok(crate::http1::spawn(
+        listener,
+        tls,
+        "OIDC discovery",
+        respond,
+    ))
 }
 
 #[cfg(test)]

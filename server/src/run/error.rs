@@ -98,6 +98,9 @@ pub enum StartError {
     /// The OIDC discovery endpoint cannot start (`[oidc]`).
     #[error("{0}")]
     Oidc(#[source] crate::oidc::OidcError),
+    /// The federation bundle endpoint cannot start (`[federation.bundle_endpoint]`).
+    #[error("{0}")]
+    BundleEndpoint(#[source] crate::federation::EndpointError),
     /// A start-up task on the blocking pool panicked.
     #[error("a start-up task failed: {0}")]
     Task(#[source] tokio::task::JoinError),

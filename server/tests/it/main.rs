@@ -9,6 +9,7 @@ mod ca_hsm;
 mod ca_memory;
 mod ek_certificates;
 mod federation;
+mod federation_endpoint;
 mod hsm_trouble;
 mod oidc;
 mod rotation;

@@ -1,0 +1,190 @@
+//! SPIFFE Federation seen by a workload: the server of `example.org` polls the bundle
+//! endpoint (https_spiffe) of a second server, `td-b.test`, after a one-time `bundle set`;
+//! a workload behind a real agent of `example.org` is served td-b's bundle in
+//! `federated_bundles`, and td-b's next root (its CA rotates every 30 s) reaches the
+//! workload without anyone touching `example.org`'s server.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ironroot_testkit::server::{server_config, ServerProcess, TD};
+use ironroot_testkit::softhsm::SoftHsm;
+
+use crate::common::*;
+
+const WORKLOAD: &str = "spiffe://example.org/federated-workload";
+
+/// A server of trust domain `td` on a new token under `dir`.
+fn start_td(test: &str, dir: &Path, td: &str, extra: &str) -> (SoftHsm, ServerProcess) {
+    let hsm = SoftHsm::new(&dir.join("hsm"));
+    hsm.init_token("ca");
+    let conf = server_config(dir, &hsm, "ca", extra);
+    let text = std::fs::read_to_string(&conf).unwrap().replace(
+        &format!("trust_domain = \"{TD}\""),
+        &format!("trust_domain = \"{td}\""),
+    );
+    std::fs::write(&conf, text).unwrap();
+    let server = ServerProcess::start(test, &conf, &hsm, &dir.join("admin.sock"));
+    (hsm, server)
+}
+
+/// Whether `needle` (one DER certificate) is among the concatenated DER of `haystack`.
+fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_workload_gets_the_federated_bundle_and_the_partners_next_root() {
+    let dir_b = tempfile::tempdir().unwrap();
+    let port_b = ironroot_testkit::free_port();
+    let (_hb, b) = start_td(
+        "federation_workload_b",
+        dir_b.path(),
+        "td-b.test",
+        &format!(
+            "[ca]\nca_ttl = \"30s\"\ndefault_x509_svid_ttl = \"1h\"\n\
+             rotation_check_interval = \"200ms\"\n\n\
+             [federation.bundle_endpoint]\nlisten = \"127.0.0.1:{port_b}\"\n"
+        ),
+    );
+    let ca = tpm_state().ek_ca_bundle();
+    let env = Env::start_with_attestors(
+        "federation_workload",
+        &format!(
+            "ek_ca_bundle = \"{}\"\ndefault_policy = \"good\"",
+            ca.display()
+        ),
+        &[("good", policy_toml("good", &Boot::default()))],
+        "",
+        &format!(
+            "[federation]\nmin_refresh_interval = \"1s\"\nmax_refresh_interval = \"5s\"\n\n\
+             [[federation.federates_with]]\ntrust_domain = \"td-b.test\"\n\
+             bundle_endpoint_url = \"https://127.0.0.1:{port_b}\"\nprofile = \"https_spiffe\"\n\
+             endpoint_spiffe_id = \"spiffe://td-b.test/spire/server\"\n"
+        ),
+    );
+    // The bootstrap: td-b's roots as they are now, handed over by the operator.
+    let b_roots_at_start = b.bundle_roots();
+    let pem = env.dir.path().join("td-b.pem");
+    std::fs::write(&pem, b.cli_ok(&["bundle", "show"])).unwrap();
+    env.server.cli_ok(&[
+        "bundle",
+        "set",
+        "--id",
+        "td-b.test",
+        "--path",
+        pem.to_str().unwrap(),
+        "--format",
+        "pem",
+    ]);
+
+    // A join-token agent of example.org and an entry for this process (uid 0).
+    let out = env
+        .server
+        .cli_ok(&["token", "generate", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token = v["token"].as_str().unwrap().to_string();
+    let dir = env.dir.path().join("fed-agent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("api.sock");
+    let conf = dir.join("agent.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "trust_domain = \"example.org\"\nserver_address = \"{}\"\ntrust_bundle_path = \"{}\"\n\
+             data_dir = \"{}\"\nnode_attestor = \"join_token\"\njoin_token = \"{token}\"\n\
+             log_level = \"debug\"\n\n[workload_api]\nsocket_path = \"{}\"\n",
+            env.address,
+            env.bundle.display(),
+            dir.join("data").display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let log = ironroot_testkit::test_log_dir("federation_workload").join("agent.log");
+    let logf = std::fs::File::create(&log).unwrap();
+    let child = std::process::Command::new(agent_bin())
+        .args(["run", "-c"])
+        .arg(&conf)
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf)
+        .spawn()
+        .unwrap();
+    let _agent = AgentProcess {
+        child,
+        socket: socket.clone(),
+        dir: dir.clone(),
+    };
+    let context = || {
+        format!(
+            "agent:\n{}\nserver:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            env.server.log_tail()
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let agent_id = loop {
+        let agents: serde_json::Value =
+            serde_json::from_str(&env.server.cli_ok(&["agent", "list", "--output", "json"]))
+                .unwrap();
+        if let Some(id) = agents["agents"][0]["spiffe_id"].as_str() {
+            break id.to_string();
+        }
+        assert!(Instant::now() < deadline, "no agent:\n{}", context());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    env.server.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        WORKLOAD,
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        "unix:uid:0",
+    ]);
+
+    let federated = |within: Duration, what: &str, ok: &dyn Fn(&[u8]) -> bool| {
+        let deadline = Instant::now() + within;
+        loop {
+            let last = match fetch_x509(&socket) {
+                Ok(r) => match r.federated_bundles.get("spiffe://td-b.test") {
+                    Some(der) if ok(der) => return,
+                    Some(der) => format!("td-b bundle of {} bytes", der.len()),
+                    None => format!("federated: {:?}", r.federated_bundles.keys()),
+                },
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(Instant::now() < deadline, "{what}: {last}\n{}", context());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // The bootstrap bundle (or the first fetch) reaches the workload.
+    federated(Duration::from_secs(30), "td-b's bundle", &|der| {
+        b_roots_at_start.iter().all(|r| holds(der, r))
+    });
+
+    // td-b publishes its next root at 15 s; example.org's server fetches it and the agent
+    // serves it to the workload.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let new_root = loop {
+        if let Some(r) = b
+            .bundle_roots()
+            .into_iter()
+            .find(|r| !b_roots_at_start.contains(r))
+        {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "td-b never rotated:\n{}",
+            b.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    federated(
+        Duration::from_secs(30),
+        "td-b's next root at the workload",
+        &|der| holds(der, &new_root),
+    );
+}

@@ -1,0 +1,289 @@
+//! This trust domain's bundle endpoint (SPIFFE Federation §4): `GET /` answers the CA's
+//! current bundle as a SPIFFE JWK Set (`x509-svid` and `jwt-svid` keys, `spiffe_sequence`,
+//! `spiffe_refresh_hint`), read from the CA on every request so a rotation shows at once.
+//!
+//! Profiles (§5.2): `https_spiffe` presents an X.509-SVID `spiffe://<td>/spire/server`
+//! issued by this server's CA (a key in memory that only authenticates TLS, renewed at half
+//! life, as the Node API's); `https_web` presents the operator's certificate and key,
+//! re-read when either file changes (a broken new pair is logged and the old one kept).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Response, StatusCode};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{error, info, warn};
+
+use crate::ca::CertificateAuthority;
+use crate::config::{BundleEndpointConfig, EndpointProfile};
+use crate::http1::plain;
+use crate::node::tls::{IdentityError, ServerIdentity};
+
+/// Lifetime asked for the endpoint's SVID (renewed at half of what the CA grants).
+const SVID_TTL: u32 = 3600;
+/// How often the SVID is checked for renewal: often, because after a CA rotation its life
+/// is cut to the old CA certificate's notAfter, and peers must never see it expired.
+const SVID_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the https_web files are checked for a change.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why the bundle endpoint did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// `federation.bundle_endpoint.listen` cannot be bound.
+    #[error(
+        "cannot bind the bundle endpoint (federation.bundle_endpoint.listen) on {address}: \
+         {source}"
+    )]
+    Bind {
+        /// The configured address.
+        address: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The https_web certificate or key file is unusable.
+    #[error("{key} {}: {reason}", path.display())]
+    TlsFile {
+        /// `federation.bundle_endpoint.cert_file` or `key_file`.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The https_spiffe SVID could not be issued.
+    #[error("bundle endpoint (https_spiffe): {0}")]
+    Identity(#[source] IdentityError),
+    /// rustls refused the configuration.
+    #[error("bundle endpoint TLS: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
+/// The answer to `method path`: the bundle at `/`, 404 elsewhere, 405 for methods other
+/// than GET and HEAD, 503 (logged) while the CA cannot give its bundle.
+pub(crate) fn respond(
+    ca: &CertificateAuthority,
+    method: &Method,
+    path: &str,
+) -> Response<Full<Bytes>> {
+    if path != "/" {
+        return plain(StatusCode::NOT_FOUND, "not found; the bundle is at /\n");
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let document = ca
+        .bundle()
+        .map_err(|e| e.to_string())
+        .and_then(|b| b.to_jwks_json().map_err(|e| e.to_string()));
+    match document {
+        Ok(doc) => {
+            let mut r = Response::new(Full::new(Bytes::from(doc)));
+            let h = r.headers_mut();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            // Peers poll at the refresh hint; an intermediate cache must not hold a
+            // rotated bundle back.
+            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
+        Err(e) => {
+            error!(error = %e, "bundle endpoint: the trust bundle cannot be served");
+            plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the trust bundle is unavailable; see the server log\n",
+            )
+        }
+    }
+}
+
+/// A certificate and key read from files, with the files' modification stamps.
+#[derive(Debug)]
+struct WebCertificate {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    current: RwLock<(Arc<CertifiedKey>, FileStamps)>,
+}
+
+type FileStamps = [Option<(SystemTime, u64)>; 2];
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+fn load_web_pair(cert_file: &Path, key_file: &Path) -> Result<Arc<CertifiedKey>, EndpointError> {
+    let cert_err = |reason: String| EndpointError::TlsFile {
+        key: "federation.bundle_endpoint.cert_file",
+        path: cert_file.to_owned(),
+        reason,
+    };
+    let chain = CertificateDer::pem_file_iter(cert_file)
+        .map_err(|e| cert_err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cert_err(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(cert_err("no CERTIFICATE block".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| EndpointError::TlsFile {
+        key: "federation.bundle_endpoint.key_file",
+        path: key_file.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(EndpointError::Tls)?;
+    let certified = CertifiedKey::new(chain, signing);
+    // A key that is not the certificate's would fail every handshake: refuse it now.
+    certified.keys_match().map_err(|e| EndpointError::TlsFile {
+        key: "federation.bundle_endpoint.key_file",
+        path: key_file.to_owned(),
+        reason: format!("does not match the certificate in cert_file: {e}"),
+    })?;
+    Ok(Arc::new(certified))
+}
+
+impl WebCertificate {
+    fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<Self>, EndpointError> {
+        let stamps = [stamp(cert_file), stamp(key_file)];
+        let key = load_web_pair(cert_file, key_file)?;
+        Ok(Arc::new(WebCertificate {
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
+            current: RwLock::new((key, stamps)),
+        }))
+    }
+
+    /// Re-reads the files when either changed; a pair that does not load is logged and
+    /// the one in use kept.
+    fn reload_if_changed(&self) {
+        let stamps = [stamp(&self.cert_file), stamp(&self.key_file)];
+        if self.current.read().map(|g| g.1 == stamps).unwrap_or(true) {
+            return;
+        }
+        match load_web_pair(&self.cert_file, &self.key_file) {
+            Ok(key) => {
+                if let Ok(mut g) = self.current.write() {
+                    *g = (key, stamps);
+                }
+                info!(cert_file = %self.cert_file.display(), "bundle endpoint: https_web certificate reloaded");
+            }
+            Err(e) => {
+                // Remember the stamps so a broken pair is reported once, not every check.
+                if let Ok(mut g) = self.current.write() {
+                    g.1 = stamps;
+                }
+                error!(error = %e, "bundle endpoint: the changed https_web certificate or key cannot be used; the previous one stays in use");
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for WebCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|g| g.0.clone())
+    }
+}
+
+fn acceptor(resolver: Arc<dyn ResolvesServerCert>) -> Result<TlsAcceptor, EndpointError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(EndpointError::Tls)?
+    .with_no_client_auth()
+    .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Binds `[federation.bundle_endpoint] listen` and serves the bundle in the background,
+/// with the task that keeps its certificate current.
+pub(crate) async fn spawn(
+    cfg: &BundleEndpointConfig,
+    ca: Arc<CertificateAuthority>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, EndpointError> {
+    let bind_error = |source| EndpointError::Bind {
+        address: cfg.listen.to_string(),
+        source,
+    };
+    let (resolver, upkeep): (Arc<dyn ResolvesServerCert>, tokio::task::JoinHandle<()>) = match &cfg
+        .profile
+    {
+        EndpointProfile::HttpsSpiffe => {
+            let identity = {
+                let ca = ca.clone();
+                tokio::task::spawn_blocking(move || ServerIdentity::new(&ca, SVID_TTL))
+                    .await
+                    .map_err(|e| EndpointError::Tls(rustls::Error::General(e.to_string())))?
+                    .map_err(EndpointError::Identity)?
+            };
+            let (ca, id) = (ca.clone(), identity.clone());
+            let upkeep = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(SVID_CHECK_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    let (ca, id) = (ca.clone(), id.clone());
+                    match tokio::task::spawn_blocking(move || id.renew_if_due(&ca, SVID_TTL)).await
+                    {
+                        Ok(Ok(true)) => info!("bundle endpoint SVID renewed"),
+                        Ok(Ok(false)) => {}
+                        Ok(Err(e)) => {
+                            error!(error = %e, "bundle endpoint SVID renewal failed; retried in 1 s")
+                        }
+                        Err(e) => error!(error = %e, "bundle endpoint SVID renewal task failed"),
+                    }
+                }
+            });
+            (identity, upkeep)
+        }
+        EndpointProfile::HttpsWeb {
+            cert_file,
+            key_file,
+        } => {
+            let web = WebCertificate::load(cert_file, key_file)?;
+            let watched = web.clone();
+            let upkeep = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(FILE_CHECK_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    let w = watched.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || w.reload_if_changed()).await
+                    {
+                        warn!(error = %e, "bundle endpoint: certificate reload task failed");
+                    }
+                }
+            });
+            (web, upkeep)
+        }
+    };
+    let tls = acceptor(resolver)?;
+    let listener = TcpListener::bind(cfg.listen.as_str())
+        .await
+        .map_err(bind_error)?;
+    let address = listener.local_addr().map_err(bind_error)?;
+    let profile = match cfg.profile {
+        EndpointProfile::HttpsSpiffe => "https_spiffe",
+        EndpointProfile::HttpsWeb { .. } => "https_web",
+    };
+    info!(%address, profile, "federation bundle endpoint listening (GET /)");
+    let serve = crate::http1::spawn(
+        listener,
+        Some(tls),
+        "bundle endpoint",
+        Arc::new(move |method: &Method, path: &str| respond(&ca, method, path)),
+    );
+    Ok(vec![serve, upkeep])
+}

@@ -1,0 +1,175 @@
+//! What a fetched bundle must be before it replaces the stored one, and when the next
+//! fetch is due. Pure: no I/O, no clock.
+//!
+//! The rules, in order (each refusal names its rule; the stored bundle stays):
+//!
+//! 1. **well-formed**: a SPIFFE JWK Set (`ironroot_api::bundle`, which refuses a malformed
+//!    key of a known kind and a document over 1 MiB);
+//! 2. **not empty**: at least one X.509 or JWT authority (an empty bundle would silently
+//!    stop trust in every SVID of the trust domain);
+//! 3. **trust domain**: every X.509 authority that carries a SPIFFE ID (SPIRE's and
+//!    ironroot's CA certificates carry `spiffe://<td>`) is in the relationship's trust
+//!    domain; one naming another trust domain is a bundle served for the wrong domain;
+//! 4. **sequence**: `spiffe_sequence` never goes down, and a bundle whose keys differ from
+//!    the stored one must raise it. A lower sequence is a replay of an old bundle (it
+//!    would bring back retired keys) or a peer whose state was reset: refused either way;
+//!    the operator re-bootstraps with `bundle set`, which stores whatever sequence the
+//!    document carries (0 for a PEM). An equal sequence with equal keys is no change.
+
+use std::time::Duration;
+
+use ironroot_api::bundle::{BundleError, TrustBundle};
+use ironroot_api::spiffe_id::TrustDomain;
+use ironroot_api::tls::svid_spiffe_id;
+
+use crate::config::RefreshBounds;
+
+/// Why a fetched bundle was not stored. The message names the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum BundleRefusal {
+    /// Not a SPIFFE bundle (not JSON, not a JWK Set, a malformed key).
+    #[error("rule well-formed: the answer is not a SPIFFE bundle: {0}")]
+    Malformed(#[source] BundleError),
+    /// No authority at all.
+    #[error("rule not-empty: the bundle holds no X.509 or JWT authority")]
+    Empty,
+    /// An X.509 authority names another trust domain.
+    #[error(
+        "rule trust-domain: x509 authority {index} names {named}, not {expected}: the \
+         endpoint serves another trust domain's bundle (check bundle_endpoint_url)"
+    )]
+    ForeignAuthority {
+        /// The authority's position in the bundle.
+        index: usize,
+        /// The trust domain it names.
+        named: String,
+        /// The relationship's trust domain.
+        expected: TrustDomain,
+    },
+    /// `spiffe_sequence` is lower than the stored bundle's.
+    #[error(
+        "rule sequence: spiffe_sequence {got} is lower than the stored bundle's {stored} (an \
+         old bundle replayed, or the peer's state reset; to accept it, set the bundle again \
+         with `ironroot-server bundle set`)"
+    )]
+    SequenceWentBack {
+        /// The fetched bundle's sequence.
+        got: u64,
+        /// The stored bundle's sequence.
+        stored: u64,
+    },
+    /// The keys changed but the sequence did not.
+    #[error(
+        "rule sequence: the keys differ from the stored bundle's but spiffe_sequence is \
+         still {0}"
+    )]
+    SequenceNotRaised(u64),
+}
+
+impl BundleRefusal {
+    /// The rule's name, as the message says it (a metrics label).
+    pub(crate) fn rule(&self) -> &'static str {
+        match self {
+            BundleRefusal::Malformed(_) => "well-formed",
+            BundleRefusal::Empty => "not-empty",
+            BundleRefusal::ForeignAuthority { .. } => "trust-domain",
+            BundleRefusal::SequenceWentBack { .. } | BundleRefusal::SequenceNotRaised(_) => {
+                "sequence"
+            }
+        }
+    }
+}
+
+/// What to do with a fetched bundle that passed the rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Store it: new keys or a higher sequence.
+    Changed(TrustBundle),
+    /// The stored bundle is current.
+    Unchanged(TrustBundle),
+}
+
+impl Verdict {
+    /// The fetched bundle.
+    pub(crate) fn bundle(&self) -> &TrustBundle {
+        match self {
+            Verdict::Changed(b) | Verdict::Unchanged(b) => b,
+        }
+    }
+}
+
+/// Whether two bundles hold the same authorities (order and `expires_at`, which the JWKS
+/// form does not carry, aside).
+fn same_keys(a: &TrustBundle, b: &TrustBundle) -> bool {
+    let mut ax = a.x509_authorities.clone();
+    let mut bx = b.x509_authorities.clone();
+    ax.sort();
+    bx.sort();
+    let jwt = |t: &TrustBundle| {
+        let mut v: Vec<(String, Vec<u8>)> = t
+            .jwt_authorities
+            .iter()
+            .map(|j| (j.key_id.clone(), j.public_key_der.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    ax == bx && jwt(a) == jwt(b)
+}
+
+/// Judges `body`, fetched for `trust_domain`, against the `stored` bundle (none before the
+/// first fetch of an https_web relationship).
+pub(crate) fn judge(
+    trust_domain: &TrustDomain,
+    body: &[u8],
+    stored: Option<&TrustBundle>,
+) -> Result<Verdict, BundleRefusal> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| BundleRefusal::Malformed(BundleError::Json(format!("not UTF-8: {e}"))))?;
+    let fetched = TrustBundle::from_jwks_json(trust_domain.clone(), text)
+        .map_err(BundleRefusal::Malformed)?;
+    if fetched.x509_authorities.is_empty() && fetched.jwt_authorities.is_empty() {
+        return Err(BundleRefusal::Empty);
+    }
+    for (index, cert) in fetched.x509_authorities.iter().enumerate() {
+        // A CA certificate without a SPIFFE ID (an upstream root) names no trust domain.
+        if let Ok(id) = svid_spiffe_id(cert) {
+            if id.trust_domain() != trust_domain {
+                return Err(BundleRefusal::ForeignAuthority {
+                    index,
+                    named: id.trust_domain().to_string(),
+                    expected: trust_domain.clone(),
+                });
+            }
+        }
+    }
+    let Some(stored) = stored else {
+        return Ok(Verdict::Changed(fetched));
+    };
+    let (got, have) = (fetched.sequence_number, stored.sequence_number);
+    if got < have {
+        return Err(BundleRefusal::SequenceWentBack { got, stored: have });
+    }
+    match (got == have, same_keys(&fetched, stored)) {
+        (true, true) => Ok(Verdict::Unchanged(fetched)),
+        (true, false) => Err(BundleRefusal::SequenceNotRaised(got)),
+        // A higher sequence is stored even with the same keys: the stored sequence is what
+        // the next fetch is judged against.
+        (false, _) => Ok(Verdict::Changed(fetched)),
+    }
+}
+
+/// The wait before the next fetch after a good one: the bundle's refresh hint (or
+/// `without_hint` when it has none), within `[min, max]`.
+pub(crate) fn next_refresh(refresh_hint_secs: u64, bounds: &RefreshBounds) -> Duration {
+    let wanted = match refresh_hint_secs {
+        0 => bounds.without_hint,
+        s => Duration::from_secs(s),
+    };
+    wanted.clamp(bounds.min, bounds.max)
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;
