@@ -58,7 +58,7 @@ pub trait DataStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 
     /// Validates and stores new entries in one transaction: each gets a fresh
-    /// UUID v4 id, revision 0, `created_at` now. An item that breaks a rule
+    /// UUID v7 id, revision 0, `created_at` now. An item that breaks a rule
     /// (invalid, duplicate of a stored entry or of an earlier item) gets its
     /// error and is not written; the others are.
     async fn create_entries(
