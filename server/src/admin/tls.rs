@@ -98,13 +98,12 @@ impl AdminAuthorizer {
         if self.admin_ids.contains(&id) {
             return Ok(AdminCaller(id));
         }
-        // Agents and servers hold SVIDs the CA issues by attestation, not by entry: they are
-        // admins only when listed by name.
-        let path = id.path();
-        if path.starts_with("/spire/agent/") || path == "/spire/server" {
+        // Agents and servers hold SVIDs the CA issues by attestation, not by entry (no entry
+        // may have an ID under /spire/): they are admins only when listed by name.
+        if id.path().starts_with("/spire/") {
             return Err(not_admin(
                 &id,
-                "agent and server SVIDs are never admins by entry",
+                "agent and server SVIDs (under /spire/) are never admins by entry",
             ));
         }
         if self.has_admin_entry(&id, now).await? {

@@ -257,11 +257,18 @@ fn ordinary_and_agent_svids_are_refused() {
                 .expect_err("not an admin");
             assert_eq!(code, tonic::Code::PermissionDenied);
         }
+        // (No entry can have an ID under /spire/: the store refuses the reserved path.)
         let agent = "spiffe://example.org/spire/agent/join_token/abc";
         let args = f.tls_args(&f.mint(agent, 0));
         let (code, msg) = list_over_tls(&args).await.expect_err("agents are not admins");
         assert_eq!(code, tonic::Code::PermissionDenied, "{msg}");
-        assert!(msg.contains("agent and server SVIDs are never admins by entry"), "{msg}");
+        assert_eq!(
+            msg,
+            format!(
+                "{agent} is not an admin: agent and server SVIDs (under /spire/) are never \
+                 admins by entry and it is not in [admin] admin_ids"
+            )
+        );
         assert_eq!(count(&f, "spiffe://example.org/sneaky").await, 0);
     });
 }
@@ -283,16 +290,29 @@ fn admin_ids_authorize_without_an_entry_agents_included() {
 }
 
 #[test]
-fn an_expired_admin_svid_is_refused() {
+fn an_expired_admin_svid_is_refused_on_an_open_connection_and_at_the_handshake() {
     let f = Fixture::start("admin_tls_expired", &[]);
     let rt = rt();
     rt.block_on(async {
         create_over_socket(&f, "spiffe://example.org/ops", true).await;
         let args = f.tls_args(&f.mint("spiffe://example.org/ops", 2));
-        list_over_tls(&args).await.expect("valid while unexpired");
+        let mut open = ironroot_server::client::connect(&args).await.unwrap();
+        open.list_entries(pb::ListEntriesRequest::default())
+            .await
+            .expect("valid while unexpired");
         tokio::time::sleep(Duration::from_secs(3)).await;
-        // Refused at the handshake (the certificate does not verify at this time); the
-        // server's log names why.
+        // The connection verified the SVID at its handshake; every call checks it again.
+        let s = open
+            .list_entries(pb::ListEntriesRequest::default())
+            .await
+            .expect_err("expired since the handshake");
+        assert_eq!(s.code(), tonic::Code::Unauthenticated, "{}", s.message());
+        assert!(
+            s.message().contains("unexpired") && s.message().contains("Expired"),
+            "{}",
+            s.message()
+        );
+        // A new connection is refused at the handshake; the server's log names why.
         let (code, msg) = create_over_tls(&args, "spiffe://example.org/late")
             .await
             .expect_err("expired");
