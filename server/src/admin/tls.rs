@@ -200,7 +200,10 @@ where
             let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
             let peer = info.and_then(|i| i.get_ref().remote_addr());
             let certs = info.and_then(|i| i.peer_certs());
-            match authorizer.authorize(certs.as_deref().map(Vec::as_slice)).await {
+            match authorizer
+                .authorize(certs.as_deref().map(Vec::as_slice))
+                .await
+            {
                 Ok(caller) => {
                     req.extensions_mut().insert(caller);
                     inner.call(req).await
@@ -293,7 +296,12 @@ mod tests {
     #[test]
     fn an_svid_of_another_authority_is_refused() {
         let (ours, theirs) = (ca(), ca());
-        let svid = leaf(&theirs, &["spiffe://example.org/admin"], NOW - 60, NOW + 3600);
+        let svid = leaf(
+            &theirs,
+            &["spiffe://example.org/admin"],
+            NOW - 60,
+            NOW + 3600,
+        );
         let e = check(&[svid], &[ours.cert.der().to_vec()], NOW).expect_err("foreign CA");
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         assert!(e.message().contains("current bundle"), "{}", e.message());
@@ -328,6 +336,10 @@ mod tests {
     fn no_client_certificate_is_unauthenticated() {
         let e = svid_of_trust_domain(None, &[], &td("example.org"), NOW).expect_err("none");
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        assert!(e.message().contains("none was presented"), "{}", e.message());
+        assert!(
+            e.message().contains("none was presented"),
+            "{}",
+            e.message()
+        );
     }
 }

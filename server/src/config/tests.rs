@@ -31,7 +31,10 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.admin.socket_path, PathBuf::from(DEFAULT_ADMIN_SOCKET));
     assert_eq!(c.admin.allowed_uids, vec![0]);
     assert_eq!(c.admin.socket_mode.bits(), 0o600);
-    assert!(c.admin.admin_ids.is_empty(), "no admin over mTLS unless configured");
+    assert!(
+        c.admin.admin_ids.is_empty(),
+        "no admin over mTLS unless configured"
+    );
     assert_eq!(
         c.node_api.listen.as_ref().map(ListenAddress::as_str),
         Some(DEFAULT_NODE_LISTEN)

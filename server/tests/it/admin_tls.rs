@@ -22,7 +22,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 const PARENT: &str = "spiffe://example.org/spire/agent/join_token/node";
 
 /// The refusal of a caller that is not an admin, as the operator reads it.
-const NOT_ADMIN: &str = "no entry with admin = true has this SPIFFE ID and it is not in [admin] admin_ids";
+const NOT_ADMIN: &str =
+    "no entry with admin = true has this SPIFFE ID and it is not in [admin] admin_ids";
 
 /// A server with the Node API (and so the admin API over TLS) on a free port.
 struct Fixture {
@@ -66,7 +67,10 @@ impl Fixture {
     /// An X.509-SVID for `id` minted by the server's CA (through the admin socket), its
     /// `svid.pem`, `svid.key` and `bundle.pem` in a directory of its own.
     fn mint(&self, id: &str, ttl_secs: u32) -> PathBuf {
-        let out = self.dir.path().join(format!("svid-{}", id.replace('/', "_")));
+        let out = self
+            .dir
+            .path()
+            .join(format!("svid-{}", id.replace('/', "_")));
         let ttl = ttl_secs.to_string();
         self.server.cli_ok(&[
             "x509",
@@ -153,7 +157,9 @@ async fn create_over_socket(f: &Fixture, spiffe_id: &str, admin: bool) -> pb::En
 /// How a call over TLS ended: the listing, or the refusal as (code, message). A refusal
 /// at the TLS handshake (the server's alert ends the connection) is `Unavailable` or
 /// `Unknown` with the transport's words.
-async fn list_over_tls(args: &ClientArgs) -> Result<pb::ListEntriesResponse, (tonic::Code, String)> {
+async fn list_over_tls(
+    args: &ClientArgs,
+) -> Result<pb::ListEntriesResponse, (tonic::Code, String)> {
     let mut c = ironroot_server::client::connect(args)
         .await
         .map_err(|e| (tonic::Code::Unavailable, format!("{e:#}")))?;
@@ -217,7 +223,10 @@ fn an_admin_entry_svid_may_list_and_create_entries_until_its_admin_flag_is_remov
                     && target.contains(&made.id)
                     && outcome == "ok")
         });
-        assert!(audited, "no entry.create record by spiffe://example.org/ops");
+        assert!(
+            audited,
+            "no entry.create record by spiffe://example.org/ops"
+        );
 
         // The flag removed: the very next call is refused, naming the rule.
         let mut socket = f.socket_client().await;
@@ -231,7 +240,10 @@ fn an_admin_entry_svid_may_list_and_create_entries_until_its_admin_flag_is_remov
             .expect("update over the socket");
         let (code, msg) = list_over_tls(&args).await.expect_err("no longer an admin");
         assert_eq!(code, tonic::Code::PermissionDenied, "{msg}");
-        assert_eq!(msg, format!("spiffe://example.org/ops is not an admin: {NOT_ADMIN}"));
+        assert_eq!(
+            msg,
+            format!("spiffe://example.org/ops is not an admin: {NOT_ADMIN}")
+        );
         let (code, _) = create_over_tls(&args, "spiffe://example.org/after")
             .await
             .expect_err("no longer an admin");
@@ -260,7 +272,9 @@ fn ordinary_and_agent_svids_are_refused() {
         // (No entry can have an ID under /spire/: the store refuses the reserved path.)
         let agent = "spiffe://example.org/spire/agent/join_token/abc";
         let args = f.tls_args(&f.mint(agent, 0));
-        let (code, msg) = list_over_tls(&args).await.expect_err("agents are not admins");
+        let (code, msg) = list_over_tls(&args)
+            .await
+            .expect_err("agents are not admins");
         assert_eq!(code, tonic::Code::PermissionDenied, "{msg}");
         assert_eq!(
             msg,
@@ -276,7 +290,10 @@ fn ordinary_and_agent_svids_are_refused() {
 #[test]
 fn admin_ids_authorize_without_an_entry_agents_included() {
     let agent = "spiffe://example.org/spire/agent/join_token/ops-node";
-    let f = Fixture::start("admin_tls_admin_ids", &["spiffe://example.org/break-glass", agent]);
+    let f = Fixture::start(
+        "admin_tls_admin_ids",
+        &["spiffe://example.org/break-glass", agent],
+    );
     let rt = rt();
     rt.block_on(async {
         for id in ["spiffe://example.org/break-glass", agent] {
@@ -395,7 +412,11 @@ fn a_caller_without_a_client_certificate_is_unauthenticated() {
             .await
             .expect_err("no client certificate");
         assert_eq!(s.code(), tonic::Code::Unauthenticated, "{}", s.message());
-        assert!(s.message().contains("none was presented"), "{}", s.message());
+        assert!(
+            s.message().contains("none was presented"),
+            "{}",
+            s.message()
+        );
     });
 }
 
@@ -436,7 +457,8 @@ fn the_cli_reaches_the_admin_api_over_tls() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("spiffe://example.org/web is not an admin") && err.contains("PermissionDenied"),
+        err.contains("spiffe://example.org/web is not an admin")
+            && err.contains("PermissionDenied"),
         "{err}"
     );
 }
