@@ -134,7 +134,14 @@ impl AdminAuthorizer {
                     },
                 )
                 .await
-                .map_err(status::store)?;
+                .map_err(|e| {
+                    // Fail closed, saying what could not be checked.
+                    let s = status::store(e);
+                    Status::new(
+                        s.code(),
+                        format!("cannot check whether {id} is an admin: {}", s.message()),
+                    )
+                })?;
             let found = page.items.iter().any(|e| {
                 e.spec.admin
                     && e.spec.spiffe_id == *id

@@ -136,6 +136,23 @@ fn bad_values_are_named() {
 }
 
 #[test]
+fn admin_ids_are_spiffe_ids_of_the_trust_domain() {
+    let c = parse(
+        "trust_domain = \"example.org\"\ninsecure_software_keys = true\n\
+         [admin]\nadmin_ids = [\"spiffe://example.org/ops\", \"spiffe://example.org/spire/agent/x/y\"]",
+    )
+    .unwrap();
+    let ids: Vec<String> = c.admin.admin_ids.iter().map(|i| i.to_string()).collect();
+    assert_eq!(
+        ids,
+        [
+            "spiffe://example.org/ops",
+            "spiffe://example.org/spire/agent/x/y"
+        ]
+    );
+}
+
+#[test]
 fn refusals_name_the_key() {
     let insecure = "trust_domain = \"example.org\"\ninsecure_software_keys = true\n";
     for (extra, key) in [
