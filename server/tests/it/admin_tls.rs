@@ -1,6 +1,7 @@
 //! The admin API over mTLS on the Node API's port, against the real server on SoftHSM:
 //! an SVID whose SPIFFE ID is an entry's with `admin = true` (signed by the server's CA) or
 //! listed in `[admin] admin_ids` may list and create entries, audited by its SPIFFE ID;
+//! an SVID whose admin entry has expired,
 //! an ordinary workload SVID, an agent SVID, an expired SVID, an SVID of another CA (of
 //! another trust domain, or forging ours) and a caller without a certificate are refused;
 //! an entry whose `admin` flag is removed stops authorizing at the next call.
@@ -269,6 +270,21 @@ fn ordinary_and_agent_svids_are_refused() {
                 .expect_err("not an admin");
             assert_eq!(code, tonic::Code::PermissionDenied);
         }
+        // An admin entry past its `expires_at` is no longer served, nor an admin.
+        let mut expired = fields("spiffe://example.org/retired", true);
+        expired.expires_at = 1_000_000_000;
+        f.socket_client()
+            .await
+            .create_entry(pb::CreateEntryRequest {
+                entry: Some(expired),
+            })
+            .await
+            .expect("an entry that has expired");
+        let args = f.tls_args(&f.mint("spiffe://example.org/retired", 0));
+        let (code, msg) = list_over_tls(&args).await.expect_err("expired entry");
+        assert_eq!(code, tonic::Code::PermissionDenied, "{msg}");
+        assert!(msg.contains(NOT_ADMIN), "{msg}");
+
         // (No entry can have an ID under /spire/: the store refuses the reserved path.)
         let agent = "spiffe://example.org/spire/agent/join_token/abc";
         let args = f.tls_args(&f.mint(agent, 0));
