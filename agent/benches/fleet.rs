@@ -268,6 +268,7 @@ fn main() {
     let client_args = ironroot_server::cli::ClientArgs {
         socket_path: Some(server.socket.clone()),
         config: None,
+        tls: Default::default(),
         output: ironroot_server::cli::Output::Text,
     };
 

@@ -206,6 +206,7 @@ fn main() {
         .block_on(ironroot_server::client::connect(&ClientArgs {
             socket_path: Some(env.server.socket.clone()),
             config: None,
+            tls: Default::default(),
             output: Output::Text,
         }))
         .expect("admin client");

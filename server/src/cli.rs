@@ -120,9 +120,32 @@ pub struct ClientArgs {
     /// Server configuration to read the socket path from.
     #[arg(short, long)]
     pub config: Option<PathBuf>,
+    /// The admin API over mTLS instead of the socket.
+    #[command(flatten)]
+    pub tls: AdminTlsArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+/// How a client command reaches the admin API over mTLS (all four, or none).
+#[derive(Args, Debug, Clone, Default)]
+pub struct AdminTlsArgs {
+    /// Call the admin API over mTLS at this address (the server's Node API port, host:port)
+    /// instead of the socket, presenting an admin X.509-SVID (`--svid-cert`, `--svid-key`)
+    /// and trusting `--bundle`.
+    #[arg(long, requires_all = ["svid_cert", "svid_key", "bundle"])]
+    pub tls_address: Option<String>,
+    /// With `--tls-address`: the admin X.509-SVID, PEM (leaf first, then its chain).
+    #[arg(long, requires = "tls_address")]
+    pub svid_cert: Option<PathBuf>,
+    /// With `--tls-address`: the SVID's private key, PEM (PKCS#8 or SEC1).
+    #[arg(long, requires = "tls_address")]
+    pub svid_key: Option<PathBuf>,
+    /// With `--tls-address`: the trust domain's bundle, PEM; the server must present
+    /// `spiffe://<the SVID's trust domain>/spire/server` under it.
+    #[arg(long, requires = "tls_address")]
+    pub bundle: Option<PathBuf>,
 }
 
 /// The operator-settable fields of an entry.

@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use ironroot_api::spiffe_id::TrustDomain;
+use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use ironroot_hsm::{KeyAlgorithm, PinSource, Pkcs11Config};
 use serde::Deserialize;
 
@@ -163,6 +163,24 @@ pub(crate) enum ValueError {
     /// Not `host:port`.
     #[error("{0:?} is not host:port like \"0.0.0.0:8081\" (empty disables the Node API)")]
     ListenAddress(String),
+}
+
+/// `[admin] admin_ids`: each a SPIFFE ID of `td` (an SVID of another trust domain never
+/// verifies to this server's bundle, so such an entry could only be a mistake).
+fn admin_ids(raw: &[String], td: &TrustDomain) -> Result<Vec<SpiffeId>, InvalidOption> {
+    raw.iter()
+        .map(|s| {
+            let id = SpiffeId::parse(s)
+                .map_err(|e| invalid("admin.admin_ids", format!("{s:?}: {e}")))?;
+            if !id.is_member_of(td) {
+                return Err(invalid(
+                    "admin.admin_ids",
+                    format!("{id} is not in trust domain {td}"),
+                ));
+            }
+            Ok(id)
+        })
+        .collect()
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> InvalidOption {
@@ -328,6 +346,9 @@ pub(crate) struct AdminConfig {
     pub(crate) allowed_uids: Vec<u32>,
     /// File mode of the socket.
     pub(crate) socket_mode: SocketMode,
+    /// SPIFFE IDs that may use the admin API over mTLS (the Node API's port) without an
+    /// entry with `admin = true`; all of this trust domain.
+    pub(crate) admin_ids: Vec<SpiffeId>,
 }
 
 impl Default for AdminConfig {
@@ -337,6 +358,7 @@ impl Default for AdminConfig {
             max_request_bytes: DEFAULT_ADMIN_MAX_REQUEST_BYTES,
             allowed_uids: DEFAULT_ADMIN_UIDS.to_vec(),
             socket_mode: DEFAULT_SOCKET_MODE,
+            admin_ids: Vec::new(),
         }
     }
 }
@@ -489,6 +511,7 @@ impl TryFrom<file::ServerFile> for ServerConfig {
         if admin.max_request_bytes < MIN_ADMIN_REQUEST_BYTES {
             return Err(invalid("admin.max_request_bytes", "must be at least 1024"));
         }
+        let admin_ids = admin_ids(&admin.admin_ids, &trust_domain)?;
         let node_api = f.node_api;
         node_api.limits.check()?;
         let listen = match node_api.listen.as_str() {
@@ -514,6 +537,7 @@ impl TryFrom<file::ServerFile> for ServerConfig {
                 max_request_bytes: admin.max_request_bytes,
                 allowed_uids: admin.allowed_uids,
                 socket_mode,
+                admin_ids,
             },
             ca,
             key_manager,

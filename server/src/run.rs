@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ironroot_hsm::{KeyManager, Pkcs11KeyManager, SoftwareKeyManager};
 use tracing::{error, info, warn};
 
-use crate::admin::{bind_admin_socket, serve_admin, AdminService};
+use crate::admin::{bind_admin_socket, serve_admin, AdminAuthorizer, AdminOverTls, AdminService};
 use crate::audit::Audit;
 use crate::authorized::AuthorizedCache;
 use crate::ca::upstream::Upstream;
@@ -408,6 +408,23 @@ impl Server {
                 renew_over_mtls: self.node.attestors.attest_once(),
             })))
             .max_decoding_message_size(self.config.node_api.max_message_bytes);
+        // The admin API for admin SVIDs, authorized per call before the service sees it.
+        let admin_svc = AdminOverTls::new(
+            ironroot_api::admin::admin_server::AdminServer::new(AdminService {
+                store: self.store.clone(),
+                ca: self.ca.clone(),
+                cache: self.cache.clone(),
+                audit: self.audit.clone(),
+            })
+            .max_decoding_message_size(self.config.admin.max_request_bytes)
+            .max_encoding_message_size(64 * 1024 * 1024),
+            AdminAuthorizer {
+                trust_domain: self.ca.trust_domain().clone(),
+                ca: self.ca.clone(),
+                store: self.store.clone(),
+                admin_ids: self.config.admin.admin_ids.iter().cloned().collect(),
+            },
+        );
         let roots_ca = self.ca.clone();
         let roots: ironroot_api::tls::RootsSource = Arc::new(move || {
             roots_ca
@@ -419,12 +436,13 @@ impl Server {
         crate::node::limits::make_room_for_connections(limits.config().max_connections);
         let streams = limits.config().max_streams_per_connection;
         let incoming = tls_incoming(listener, identity, roots, limits);
-        info!(address = %addr, "node API listening (TLS)");
+        info!(address = %addr, "node API listening (TLS; also the admin API for admin SVIDs)");
         Ok(tokio::spawn(async move {
             if let Err(e) = tonic::transport::Server::builder()
                 .max_concurrent_streams(streams)
                 .add_service(svc)
                 .add_service(agent_svc)
+                .add_service(admin_svc)
                 .serve_with_incoming(incoming)
                 .await
             {

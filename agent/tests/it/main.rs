@@ -8,6 +8,7 @@
 //! Run with `cargo nextest run -p ironroot-agent` (one process per test; a single test:
 //! `-E 'test(=workload_api::workloads_get_their_svids_and_only_theirs)'`).
 
+mod admin_over_mtls;
 mod agent_key_tpm;
 mod agent_resilience;
 mod attest_forged;

@@ -1,10 +1,13 @@
-//! The admin API (gRPC on a unix socket that only allowed uids may use).
+//! The admin API: gRPC on a unix socket that only allowed uids may use, and on the
+//! Node API's TLS port for callers whose X.509-SVID is an admin's (`tls`).
 
 mod changes;
 mod socket;
+mod tls;
 
 pub use socket::AdminSocketError;
 pub(crate) use socket::{bind_admin_socket, serve_admin};
+pub(crate) use tls::{AdminAuthorizer, AdminOverTls};
 
 use std::sync::Arc;
 
@@ -119,8 +122,12 @@ fn entry_spec(fields: Option<pb::EntryFields>) -> Result<EntrySpec, Status> {
     EntrySpec::try_from(fields).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
-/// Who made an admin call, as the audit log names them: the socket peer's uid and pid.
+/// Who made an admin call, as the audit log names them: the SPIFFE ID of an admin
+/// authorized over mTLS, else the socket peer's uid and pid.
 fn actor<T>(req: &Request<T>) -> String {
+    if let Some(tls::AdminCaller(id)) = req.extensions().get::<tls::AdminCaller>() {
+        return id.to_string();
+    }
     match req
         .extensions()
         .get::<tonic::transport::server::UdsConnectInfo>()

@@ -69,6 +69,8 @@ pub(super) struct AdminFile {
     pub(crate) max_request_bytes: usize,
     pub(crate) allowed_uids: Vec<u32>,
     pub(crate) socket_mode: String,
+    /// SPIFFE IDs (text) that may use the admin API over mTLS without an admin entry.
+    pub(crate) admin_ids: Vec<String>,
 }
 
 impl Default for AdminFile {
@@ -79,6 +81,7 @@ impl Default for AdminFile {
             max_request_bytes: typed.max_request_bytes,
             allowed_uids: typed.allowed_uids,
             socket_mode: typed.socket_mode.to_string(),
+            admin_ids: Vec::new(),
         }
     }
 }

@@ -31,6 +31,10 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.admin.socket_path, PathBuf::from(DEFAULT_ADMIN_SOCKET));
     assert_eq!(c.admin.allowed_uids, vec![0]);
     assert_eq!(c.admin.socket_mode.bits(), 0o600);
+    assert!(
+        c.admin.admin_ids.is_empty(),
+        "no admin over mTLS unless configured"
+    );
     assert_eq!(
         c.node_api.listen.as_ref().map(ListenAddress::as_str),
         Some(DEFAULT_NODE_LISTEN)
@@ -132,11 +136,33 @@ fn bad_values_are_named() {
 }
 
 #[test]
+fn admin_ids_are_spiffe_ids_of_the_trust_domain() {
+    let c = parse(
+        "trust_domain = \"example.org\"\ninsecure_software_keys = true\n\
+         [admin]\nadmin_ids = [\"spiffe://example.org/ops\", \"spiffe://example.org/spire/agent/x/y\"]",
+    )
+    .unwrap();
+    let ids: Vec<String> = c.admin.admin_ids.iter().map(|i| i.to_string()).collect();
+    assert_eq!(
+        ids,
+        [
+            "spiffe://example.org/ops",
+            "spiffe://example.org/spire/agent/x/y"
+        ]
+    );
+}
+
+#[test]
 fn refusals_name_the_key() {
     let insecure = "trust_domain = \"example.org\"\ninsecure_software_keys = true\n";
     for (extra, key) in [
         ("[admin]\nsocket_mode = \"0999\"", "admin.socket_mode"),
         ("[admin]\nmax_request_bytes = 10", "admin.max_request_bytes"),
+        ("[admin]\nadmin_ids = [\"not an id\"]", "admin.admin_ids"),
+        (
+            "[admin]\nadmin_ids = [\"spiffe://other.org/ops\"]",
+            "admin.admin_ids",
+        ),
         ("[ca]\nkey_label_prefix = \"a b\"", "ca.key_label_prefix"),
         (
             "[ca]\nrotation_check_interval = \"0s\"",
@@ -366,6 +392,7 @@ fn the_annotated_example_parses_with_the_defaults_it_states() {
     assert_eq!(c.admin.socket_mode, defaults.admin.socket_mode);
     assert_eq!(c.admin.allowed_uids, defaults.admin.allowed_uids);
     assert_eq!(c.admin.max_request_bytes, defaults.admin.max_request_bytes);
+    assert_eq!(c.admin.admin_ids, defaults.admin.admin_ids);
     assert_eq!(c.ca.key_algorithm, defaults.ca.key_algorithm);
     assert_eq!(c.ca.ca_ttl, defaults.ca.ca_ttl);
     assert_eq!(

@@ -148,6 +148,7 @@ fn oversized_requests_are_refused() {
     let args = ClientArgs {
         socket_path: Some(server.socket.clone()),
         config: None,
+        tls: Default::default(),
         output: Output::Text,
     };
     let status = rt.block_on(async {

@@ -3,6 +3,7 @@
 //! boot tools, the store, and swtpm's EK certificates against the EK rules.
 
 mod admin_input;
+mod admin_tls;
 mod audit_log;
 mod boot_tools;
 mod ca_hsm;

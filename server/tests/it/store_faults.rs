@@ -55,6 +55,7 @@ async fn admin(socket: &Path) -> AdminClient<Channel> {
     ironroot_server::client::connect(&ClientArgs {
         socket_path: Some(socket.to_owned()),
         config: None,
+        tls: Default::default(),
         output: Output::Text,
     })
     .await
