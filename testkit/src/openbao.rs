@@ -42,12 +42,24 @@ pub struct OpenBao {
     /// The dev server's single unseal key (read from its log), for [`OpenBao::unseal`].
     unseal_key: String,
     starts: u32,
+    /// With `-dev-tls`: the directory of its generated CA and certificate.
+    tls_dir: Option<PathBuf>,
 }
 
 impl OpenBao {
     /// Starts a dev server, or returns `None` after saying the test is skipped when no `bao`
     /// binary exists (a panic naming the fix in CI, env `CI` set).
     pub fn start_or_skip() -> Option<OpenBao> {
+        Self::find_or_skip().map(|bin| OpenBao::start(bin, false))
+    }
+
+    /// [`OpenBao::start_or_skip`] with HTTPS (`-dev-tls`): the server's certificate, for
+    /// 127.0.0.1 and localhost, is issued by a CA the dev server generates ([`OpenBao::ca_file`]).
+    pub fn start_tls_or_skip() -> Option<OpenBao> {
+        Self::find_or_skip().map(|bin| OpenBao::start(bin, true))
+    }
+
+    fn find_or_skip() -> Option<PathBuf> {
         let Some(bin) = bao_binary() else {
             let problem = format!(
                 "no OpenBao binary (set IRONROOT_BAO, or run scripts/install-deps.sh: it \
@@ -59,16 +71,18 @@ impl OpenBao {
             crate::python::skipped(&format!("{problem}; in CI this fails"));
             return None;
         };
-        Some(OpenBao::start(bin))
+        Some(bin)
     }
 
-    /// Starts a dev server from `bin` on a free port.
-    pub fn start(bin: PathBuf) -> OpenBao {
+    /// Starts a dev server from `bin` on a free port, over HTTPS when `tls`.
+    pub fn start(bin: PathBuf, tls: bool) -> OpenBao {
+        let log_dir = crate::test_log_dir(&crate::current_test_name());
         let mut bao = OpenBao {
             bin,
             port: crate::free_port(),
             child: None,
-            log_dir: crate::test_log_dir(&crate::current_test_name()),
+            tls_dir: tls.then(|| log_dir.join("bao-tls")),
+            log_dir,
             unseal_key: String::new(),
             starts: 0,
         };
@@ -86,14 +100,20 @@ impl OpenBao {
         let out =
             File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
         let err = out.try_clone().expect("clone log file handle");
-        let child = Command::new(&self.bin)
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={ROOT_TOKEN}"),
-                &format!("-dev-listen-address=127.0.0.1:{}", self.port),
-                "-dev-no-store-token",
-            ])
+        let mut cmd = Command::new(&self.bin);
+        cmd.args([
+            "server",
+            "-dev",
+            &format!("-dev-root-token-id={ROOT_TOKEN}"),
+            &format!("-dev-listen-address=127.0.0.1:{}", self.port),
+            "-dev-no-store-token",
+        ]);
+        if let Some(dir) = &self.tls_dir {
+            std::fs::create_dir_all(dir).expect("TLS dir");
+            cmd.arg("-dev-tls")
+                .arg(format!("-dev-tls-cert-dir={}", dir.display()));
+        }
+        let child = cmd
             .env_remove("BAO_ADDR")
             .env_remove("VAULT_ADDR")
             .stdin(Stdio::null())
@@ -122,9 +142,19 @@ impl OpenBao {
             .unwrap_or_else(|| panic!("no unseal key in the dev server's log {}", log.display()));
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with TLS).
     pub fn address(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls_dir.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// With TLS: the PEM file of the CA that issued the server's certificate.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls_dir.as_ref().map(|d| d.join("vault-ca.pem"))
     }
 
     /// The port the server listens on (the same across [`OpenBao::restart`]).
@@ -138,8 +168,11 @@ impl OpenBao {
     }
 
     fn bao_output(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
-        Command::new(&self.bin)
-            .args(args)
+        let mut cmd = Command::new(&self.bin);
+        if let Some(ca) = self.ca_file() {
+            cmd.env("BAO_CACERT", ca);
+        }
+        cmd.args(args)
             .env("BAO_ADDR", self.address())
             .env("BAO_TOKEN", ROOT_TOKEN)
             .env_remove("VAULT_ADDR")

@@ -443,3 +443,49 @@ fn approle_logs_in_renews_and_logs_in_again_past_max_ttl() {
         verify_raw(&info, msg.as_bytes(), &sig).expect("verifies");
     }
 }
+
+#[test]
+fn https_is_verified_against_ca_file() {
+    let Some(bao) = OpenBao::start_tls_or_skip() else {
+        return;
+    };
+    bao.enable_transit(MOUNT);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, ROOT_TOKEN).expect("token file");
+    let config = |ca_file: Option<PathBuf>| TransitConfig {
+        address: bao.address(),
+        mount: MOUNT.into(),
+        key_prefix: PREFIX.into(),
+        ca_file,
+        insecure_http: false,
+        auth: TransitAuth::Token(SecretSource::File(token.clone())),
+        timeout: Duration::from_secs(5),
+    };
+    assert!(bao.address().starts_with("https://"));
+
+    let km = TransitKeyManager::open(config(bao.ca_file())).expect("verified TLS");
+    let info = km.generate("x509", KeyAlgorithm::EcP256).expect("generate");
+    let sig = km
+        .sign_digest("x509", &sha256(b"m"))
+        .expect("sign over TLS");
+    verify_raw(&info, b"m", &sig).expect("verifies");
+
+    // The system's roots do not know the dev server's CA; nor does another CA.
+    let err = TransitKeyManager::open(config(None)).expect_err("unknown issuer");
+    match transit_error(&err) {
+        TransitError::Unreachable { reason, .. } => {
+            assert!(reason.contains("certificate"), "{reason}")
+        }
+        TransitError::Config { option, .. } => assert_eq!(*option, "ca_file"),
+        other => panic!("{other:?}"),
+    }
+    let other = ironroot_testkit::certs::ca(dir.path(), "other-ca");
+    let err = TransitKeyManager::open(config(Some(other.cert))).expect_err("another CA");
+    match transit_error(&err) {
+        TransitError::Unreachable { reason, .. } => {
+            assert!(reason.contains("certificate"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
