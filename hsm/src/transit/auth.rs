@@ -1,15 +1,19 @@
 //! The token the key manager sends: read from a file or the environment (token auth) or
 //! obtained by AppRole login, and kept alive: renewed (`auth/token/renew-self`) once half its
 //! time to live has passed, by a background thread and before any call that finds it due; an
-//! AppRole token that cannot be renewed any more is replaced by logging in again.
+//! AppRole token that cannot be renewed any more is replaced by logging in again. The
+//! key manager's side of it ([`Inner::authenticate`], [`Inner::renew_if_due`],
+//! [`Inner::refresh_after_refusal`]) lives here too.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::TransitError;
+use super::{errors_text, parse, AuthEnvelope, Call, Inner};
+use crate::{HsmError, TransitError};
 
 /// Where a secret (token, AppRole secret ID) comes from. Never inline in configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +136,144 @@ pub(super) struct LookupSelf {
     pub(super) ttl: u64,
     #[serde(default)]
     pub(super) renewable: bool,
+}
+
+impl Inner {
+    /// A session from the configured credentials.
+    pub(super) fn authenticate(&self) -> Result<Session, HsmError> {
+        let address = self.address().to_owned();
+        let method = self.config.auth.method();
+        let auth_err = |reason: String| TransitError::Auth {
+            address: address.clone(),
+            method,
+            reason,
+        };
+        match &self.config.auth {
+            TransitAuth::Token(source) => {
+                let token = source.read("token")?;
+                let call = Call {
+                    method: "GET",
+                    path: "auth/token/lookup-self",
+                    op: "look up its token",
+                };
+                let resp = self.send(&call, Some(&token), None)?;
+                if resp.status == 403 {
+                    return Err(auth_err(
+                        "the token is invalid, expired or revoked (HTTP 403 on \
+                         auth/token/lookup-self)"
+                            .into(),
+                    )
+                    .into());
+                }
+                let data: LookupSelf = self.data(&call, resp)?;
+                Ok(Session::new(token, data.ttl, data.renewable))
+            }
+            TransitAuth::AppRole {
+                mount,
+                role_id,
+                secret_id,
+            } => {
+                let secret = secret_id.read("AppRole secret ID")?;
+                let path = format!("auth/{mount}/login");
+                let call = Call {
+                    method: "POST",
+                    path: &path,
+                    op: "log in with AppRole",
+                };
+                let body = Zeroizing::new(
+                    json!({"role_id": role_id, "secret_id": secret.as_str()}).to_string(),
+                );
+                let resp = self.send(&call, None, Some(body.as_bytes()))?;
+                if resp.status != 200 {
+                    return Err(auth_err(format!(
+                        "HTTP {} on {path}: {} (check role_id, the secret ID and the role's \
+                         bindings)",
+                        resp.status,
+                        errors_text(&resp.body)
+                    ))
+                    .into());
+                }
+                let answer: AuthEnvelope = parse(&resp.body)
+                    .map_err(|e| auth_err(format!("unexpected login answer: {e}")))?;
+                let a = answer
+                    .auth
+                    .ok_or_else(|| auth_err("login answer has no auth".into()))?;
+                Ok(Session::new(
+                    Zeroizing::new(a.client_token),
+                    a.lease_duration,
+                    a.renewable,
+                ))
+            }
+        }
+    }
+
+    /// Renews the token once half its time to live has passed; an AppRole token that cannot
+    /// be renewed is replaced by a new login.
+    pub(super) fn renew_if_due(&self) -> Result<(), HsmError> {
+        let mut session = self.lock_session();
+        if !session.due() {
+            return Ok(());
+        }
+        if session.renewable {
+            let call = Call {
+                method: "POST",
+                path: "auth/token/renew-self",
+                op: "renew its token",
+            };
+            let resp = self.send(&call, Some(&session.token), Some(b"{}"))?;
+            if resp.status == 200 {
+                if let Ok(AuthEnvelope { auth: Some(a) }) = parse::<AuthEnvelope>(&resp.body) {
+                    tracing::debug!(ttl_secs = a.lease_duration, "transit token renewed");
+                    let token = std::mem::take(&mut session.token);
+                    *session = Session::new(token, a.lease_duration, a.renewable);
+                    return Ok(());
+                }
+            }
+            tracing::warn!(status = resp.status, errors = %errors_text(&resp.body), "transit token renewal refused");
+        }
+        match &self.config.auth {
+            TransitAuth::AppRole { .. } => {
+                drop(session);
+                let fresh = self.authenticate()?;
+                tracing::info!("transit: logged in again with AppRole");
+                *self.lock_session() = fresh;
+            }
+            TransitAuth::Token(_) => {
+                // Not renewable (or refused): it keeps working until it expires; a new token in
+                // the file is picked up on the first refusal. Do not retry every few seconds.
+                session.renew_at = Some(Instant::now() + Duration::from_secs(60));
+                tracing::warn!("transit token cannot be renewed: replace it before it expires (token_file is re-read when the server refuses the token)");
+            }
+        }
+        Ok(())
+    }
+
+    /// After a 403: new credentials (AppRole login, or a token file that changed); `true` if
+    /// the call is worth retrying with them.
+    pub(super) fn refresh_after_refusal(&self, used: &str) -> bool {
+        match &self.config.auth {
+            TransitAuth::AppRole { .. } => match self.authenticate() {
+                Ok(fresh) => {
+                    let changed = fresh.token.as_str() != used;
+                    *self.lock_session() = fresh;
+                    changed
+                }
+                Err(_) => false,
+            },
+            TransitAuth::Token(source @ SecretSource::File(_)) => match source.read("token") {
+                Ok(token) if token.as_str() != used => match self.authenticate() {
+                    Ok(fresh) => {
+                        tracing::info!("transit: using the new token from token_file");
+                        *self.lock_session() = fresh;
+                        true
+                    }
+                    Err(_) => false,
+                },
+                _ => false,
+            },
+            TransitAuth::Token(SecretSource::Env(_)) => false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -117,7 +117,14 @@ impl Client {
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         head.push_str("\r\n");
-        let io = |e: std::io::Error| NoAnswer(format!("{method} /v1/{path}: {e}"));
+        let timeout = self.timeout;
+        let io = |e: std::io::Error| match e.kind() {
+            // A socket read or write timeout shows as EAGAIN.
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => NoAnswer(format!(
+                "{method} /v1/{path}: no answer within {timeout:?} (the `timeout` option)"
+            )),
+            _ => NoAnswer(format!("{method} /v1/{path}: {e}")),
+        };
         match &self.scheme {
             Scheme::Http => exchange(tcp, head.as_bytes(), body).map_err(io),
             Scheme::Https { config, name } => {

@@ -55,7 +55,8 @@ impl Transit {
             ca_file: None,
             insecure_http: true,
             auth,
-            timeout: Duration::from_secs(5),
+            // Generous: RSA-3072 generation in OpenBao takes seconds on a loaded machine.
+            timeout: Duration::from_secs(30),
         }
     }
 
@@ -460,7 +461,8 @@ fn https_is_verified_against_ca_file() {
         ca_file,
         insecure_http: false,
         auth: TransitAuth::Token(SecretSource::File(token.clone())),
-        timeout: Duration::from_secs(5),
+        // Generous: RSA-3072 generation in OpenBao takes seconds on a loaded machine.
+        timeout: Duration::from_secs(30),
     };
     assert!(bao.address().starts_with("https://"));
 
