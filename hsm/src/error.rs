@@ -244,6 +244,11 @@ pub enum HsmError {
         /// What failed.
         reason: String,
     },
+
+    /// The OpenBao / Vault transit engine failed or refused (sealed, permission denied,
+    /// unreachable, ...).
+    #[error(transparent)]
+    Transit(#[from] crate::TransitError),
 }
 
 impl HsmError {
@@ -251,7 +256,11 @@ impl HsmError {
     /// opposed to a store that answered with a refusal: nothing is known to be wrong with the
     /// keys themselves, and the same call may work once the store is back.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, HsmError::Unreachable { .. })
+        match self {
+            HsmError::Unreachable { .. } => true,
+            HsmError::Transit(e) => e.is_unreachable(),
+            _ => false,
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 //!
 //! * [`Pkcs11KeyManager`]: the production implementation over `cryptoki` (module path, token
 //!   label, PIN from a file or an environment variable, one logged-in session per core).
+//! * `TransitKeyManager` (cargo feature `transit`): keys in the transit engine of an OpenBao
+//!   or Vault server, non-exportable, signing prehashed digests over the Vault HTTP API.
 //! * [`SoftwareKeyManager`]: PKCS#8 files in a directory, for development only.
 //!
 //! Every error is an [`HsmError`] whose `Display` text is complete on its own: it names what
@@ -28,6 +30,9 @@ mod error;
 mod pkcs11;
 mod signer;
 mod software;
+#[cfg(feature = "transit")]
+mod transit;
+mod transit_error;
 
 use std::fmt;
 use std::str::FromStr;
@@ -36,6 +41,9 @@ pub use error::HsmError;
 pub use pkcs11::{PinSource, Pkcs11Config, Pkcs11KeyManager};
 pub use signer::Signer;
 pub use software::SoftwareKeyManager;
+#[cfg(feature = "transit")]
+pub use transit::{SecretSource, TransitAuth, TransitConfig, TransitKeyManager};
+pub use transit_error::TransitError;
 
 /// The key types the CA can hold.
 ///

@@ -17,6 +17,7 @@ mod limits;
 mod node_attestors;
 mod oidc;
 mod store;
+mod transit;
 
 pub(crate) use audit::AuditConfig;
 #[cfg(feature = "cloud")]
@@ -225,6 +226,8 @@ pub struct ServerConfig {
 pub(crate) enum KeyManagerConfig {
     /// A PKCS#11 token (`[key_manager.pkcs11]`).
     Pkcs11(Pkcs11Config),
+    /// The transit engine of OpenBao or Vault (`[key_manager.transit]`, docs/vault.md).
+    Transit(Box<ironroot_hsm::TransitConfig>),
     /// Private keys in files under `data_dir/insecure-keys` (`insecure_software_keys =
     /// true`). Development only: anyone who reads them can issue any identity.
     InsecureSoftware,
@@ -483,14 +486,31 @@ impl TryFrom<file::ServerFile> for ServerConfig {
         let trust_domain = TrustDomain::parse(&f.trust_domain)
             .map_err(|e| invalid("trust_domain", format!("{:?}: {e}", f.trust_domain)))?;
         let key_manager = match (f.key_manager, f.insecure_software_keys) {
-            (Some(km), _) => {
-                KeyManagerConfig::Pkcs11(pkcs11_config("key_manager.pkcs11", km.pkcs11)?)
-            }
+            (Some(km), _) => match (km.pkcs11, km.transit) {
+                (Some(token), None) => {
+                    KeyManagerConfig::Pkcs11(pkcs11_config("key_manager.pkcs11", token)?)
+                }
+                (None, Some(t)) => KeyManagerConfig::Transit(Box::new(transit::transit(t)?)),
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "key_manager",
+                        "set [key_manager.pkcs11] or [key_manager.transit], not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        "key_manager",
+                        "[key_manager] needs a [key_manager.pkcs11] or [key_manager.transit] \
+                         section",
+                    ))
+                }
+            },
             (None, true) => KeyManagerConfig::InsecureSoftware,
             (None, false) => {
                 return Err(invalid(
                     "key_manager.pkcs11",
                     "no [key_manager.pkcs11] section: the CA keys must live in an HSM \
+                     ([key_manager.pkcs11]) or OpenBao/Vault transit ([key_manager.transit]) \
                      (set insecure_software_keys = true only for development)",
                 ))
             }

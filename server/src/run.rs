@@ -78,6 +78,11 @@ pub(crate) fn open_key_manager(cfg: &ServerConfig) -> Result<Arc<dyn KeyManager>
             let km = Pkcs11KeyManager::open(token).map_err(StartError::KeyManager)?;
             return Ok(Arc::new(km));
         }
+        KeyManagerConfig::Transit(transit) => {
+            let km = ironroot_hsm::TransitKeyManager::open((**transit).clone())
+                .map_err(StartError::KeyManager)?;
+            return Ok(Arc::new(km));
+        }
         KeyManagerConfig::InsecureSoftware => {}
     }
     let dir = cfg.data_dir.join("insecure-keys");

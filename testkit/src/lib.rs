@@ -25,6 +25,7 @@
 //!   and pods ([`podman::workloads`]); [`cgroup`]: cgroups of a test's own;
 //! - [`kube`]: a Kubernetes API server and kubelet stand-in (HTTPS, test CA, real JSON);
 //! - [`postgres`]: a private PostgreSQL per test (initdb/pg_ctl as `postgres`, unix socket only);
+//! - [`openbao`]: a private OpenBao dev server per test (`bao server -dev`, driven by its CLI);
 //! - [`python`]: the Python venv with the gRPC clients;
 //! - [`fixtures`]: the shared firmware event-log fixtures; [`shared_bin`]: a copy of a binary
 //!   other uids can run; [`svid`]: independent checks of X.509-SVIDs (rustls-webpki, openssl);
@@ -47,6 +48,7 @@ pub mod cluster;
 pub mod fixtures;
 pub mod key_endpoint;
 pub mod kube;
+pub mod openbao;
 pub mod p11kit;
 pub mod podman;
 pub mod postgres;

@@ -57,6 +57,38 @@ pin_file = "{pin}"
     path
 }
 
+/// A config for a server whose CA keys live in the transit engine at `address` (plain http:
+/// a test's dev server, `insecure_http = true`), authenticated with the token in `token_file`,
+/// with its data and socket under `dir`.
+pub fn transit_server_config(dir: &Path, address: &str, token_file: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("server.toml");
+    let port = crate::free_port();
+    let text = format!(
+        r#"trust_domain = "{TD}"
+data_dir = "{data}"
+log_level = "info"
+
+[admin]
+socket_path = "{sock}"
+
+[key_manager.transit]
+address = "{address}"
+insecure_http = true
+token_file = "{token}"
+
+[node_api]
+listen = "127.0.0.1:{port}"
+
+{extra}
+"#,
+        data = dir.join("data").display(),
+        sock = dir.join("admin.sock").display(),
+        token = token_file.display(),
+    );
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
 /// `ironroot-server run` as a child process: SIGTERM, then SIGKILL, on [`stop`](Self::stop)
 /// and on drop.
 #[derive(Debug)]
@@ -90,7 +122,17 @@ impl ServerProcess {
         socket: &Path,
         env: &[(&str, String)],
     ) -> Self {
-        let mut s = Self::spawn_with_env(test, config, hsm, socket, env);
+        Self::spawn_with_env(test, config, hsm, socket, env).wait_ready()
+    }
+
+    /// Starts a server whose config names no PKCS#11 token (e.g. `[key_manager.transit]`,
+    /// see [`transit_server_config`]) and waits until its health check answers.
+    pub fn start_without_hsm(test: &str, config: &Path, socket: &Path) -> Self {
+        Self::spawn_process(test, config, None, socket, &[]).wait_ready()
+    }
+
+    fn wait_ready(self) -> Self {
+        let mut s = self;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -135,12 +177,25 @@ impl ServerProcess {
         socket: &Path,
         env: &[(&str, String)],
     ) -> Self {
+        Self::spawn_process(test, config, Some(&hsm.conf), socket, env)
+    }
+
+    fn spawn_process(
+        test: &str,
+        config: &Path,
+        softhsm_conf: Option<&Path>,
+        socket: &Path,
+        env: &[(&str, String)],
+    ) -> Self {
         let log = crate::test_log_dir(test).join("server.log");
         let logf = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(server_bin())
+        let mut cmd = Command::new(server_bin());
+        if let Some(conf) = softhsm_conf {
+            cmd.env("SOFTHSM2_CONF", conf);
+        }
+        let child = cmd
             .args(["run", "-c"])
             .arg(config)
-            .env("SOFTHSM2_CONF", &hsm.conf)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             // plain text: tests read the log
             .env("NO_COLOR", "1")

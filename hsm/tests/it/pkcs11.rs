@@ -469,3 +469,22 @@ fn recovers_when_the_token_logs_out_under_it() {
     verify_raw(&info, b"after", &sig).expect("verify");
     assert_eq!(km.find("ca").expect("find after logout"), Some(info));
 }
+
+/// The conformance suite on a private SoftHSM2 token.
+pub(crate) struct SoftHsmToken {
+    hsm: Hsm,
+}
+
+impl crate::conformance::Backend for SoftHsmToken {
+    fn fresh() -> Option<Self> {
+        let hsm = Hsm::new();
+        hsm.init_token(TOKEN);
+        Some(SoftHsmToken { hsm })
+    }
+
+    fn open(&self) -> Arc<dyn KeyManager> {
+        Arc::new(Pkcs11KeyManager::open(&self.hsm.config(TOKEN)).expect("open token"))
+    }
+}
+
+crate::key_manager_conformance!(crate::pkcs11::SoftHsmToken);

@@ -307,7 +307,7 @@ impl CertificateAuthority {
     }
 
     /// Mints a JWT-SVID signed by the active JWT key.
-    pub(crate) fn mint_jwt_svid(
+    pub fn mint_jwt_svid(
         &self,
         spiffe_id: &SpiffeId,
         audience: &[String],

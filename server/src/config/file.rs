@@ -115,7 +115,8 @@ impl Default for NodeApiFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct KeyManagerFile {
-    pub(crate) pkcs11: Pkcs11File,
+    pub(crate) pkcs11: Option<Pkcs11File>,
+    pub(crate) transit: Option<super::transit::TransitFile>,
 }
 
 /// A PKCS#11 token as written: one of `pin_file` / `pin_env`. `[key_manager.pkcs11]` is

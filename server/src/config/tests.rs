@@ -795,3 +795,98 @@ fn oidc_refusals_name_the_options() {
     .unwrap_err();
     assert!(e.contains("unknown field `issuer_url`"), "{e}");
 }
+
+/// The commented `[key_manager.transit]` example in conf/server.toml parses once uncommented
+/// (with one way to authenticate), with the defaults it states.
+#[test]
+fn the_annotated_transit_example_parses_with_its_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/server.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    let start = text
+        .find("# [key_manager.transit]\n")
+        .expect("transit example");
+    let lines: Vec<&str> = text[start..]
+        .lines()
+        .map_while(|l| l.strip_prefix("# "))
+        .collect();
+    let strip = |l: &&str| l.split("  #").next().unwrap_or_default().to_owned();
+    let (token, approle): (Vec<&str>, Vec<&str>) = {
+        let at = lines
+            .iter()
+            .position(|l| *l == "[key_manager.transit.approle]")
+            .expect("approle example");
+        (lines[..at].to_vec(), lines[at..].to_vec())
+    };
+    let base = "trust_domain = \"example.org\"\n";
+    let token_only: Vec<String> = token
+        .iter()
+        .filter(|l| !l.starts_with("token_env"))
+        .map(strip)
+        .collect();
+    let c = parse(&format!("{base}{}", token_only.join("\n"))).unwrap();
+    let KeyManagerConfig::Transit(t) = &c.key_manager else {
+        panic!("{:?}", c.key_manager)
+    };
+    assert_eq!(t.mount, transit::DEFAULT_TRANSIT_MOUNT);
+    assert_eq!(t.key_prefix, transit::DEFAULT_TRANSIT_KEY_PREFIX);
+    assert_eq!(t.timeout, transit::DEFAULT_TRANSIT_TIMEOUT);
+    assert!(!t.insecure_http);
+    assert_eq!(
+        t.auth,
+        ironroot_hsm::TransitAuth::Token(ironroot_hsm::SecretSource::File(
+            "/etc/ironroot/bao-token".into()
+        ))
+    );
+
+    let with_approle: Vec<String> = token
+        .iter()
+        .filter(|l| !l.starts_with("token_"))
+        .chain(approle.iter())
+        .map(strip)
+        .collect();
+    let c = parse(&format!("{base}{}", with_approle.join("\n"))).unwrap();
+    let KeyManagerConfig::Transit(t) = &c.key_manager else {
+        panic!("{:?}", c.key_manager)
+    };
+    assert!(
+        matches!(&t.auth, ironroot_hsm::TransitAuth::AppRole { mount, .. } if mount == transit::DEFAULT_APPROLE_MOUNT)
+    );
+}
+
+#[test]
+fn transit_options_are_checked() {
+    let base = "trust_domain = \"example.org\"\n[key_manager.transit]\n";
+    let e = parse(&format!("{base}address = \"https://b:8200\"")).unwrap_err();
+    assert!(e.contains("exactly one of token_file, token_env"), "{e}");
+    let e = parse(&format!(
+        "{base}address = \"https://b:8200\"\ntoken_file = \"/t\"\ntoken_env = \"T\""
+    ))
+    .unwrap_err();
+    assert!(e.contains("exactly one"), "{e}");
+    assert_eq!(
+        invalid_key(&format!(
+            "{base}address = \"http://b:8200\"\ntoken_env = \"T\""
+        )),
+        "key_manager.transit.address"
+    );
+    let c = parse(&format!(
+        "{base}address = \"http://127.0.0.1:8200\"\ninsecure_http = true\ntoken_env = \"T\""
+    ))
+    .unwrap();
+    assert!(matches!(c.key_manager, KeyManagerConfig::Transit(_)));
+    assert_eq!(
+        invalid_key(&format!(
+            "{base}address = \"https://b\"\ntoken_env = \"T\"\ntimeout = \"100ms\""
+        )),
+        "key_manager.transit.timeout"
+    );
+    let e = parse(&format!(
+        "{base}address = \"https://b\"\ntoken = \"inline\""
+    ))
+    .unwrap_err();
+    assert!(e.contains("unknown field `token`"), "{e}");
+    let both = "trust_domain = \"example.org\"\n[key_manager.pkcs11]\nmodule = \"/m\"\n\
+                token_label = \"t\"\npin_env = \"P\"\n[key_manager.transit]\n\
+                address = \"https://b\"\ntoken_env = \"T\"\n";
+    assert_eq!(invalid_key(both), "key_manager");
+}

@@ -1,6 +1,7 @@
 //! The server crate's integration tests, one binary: the real server binary on a private
 //! SoftHSM2 token per test (`ironroot_testkit::server`), its admin API and CLI, the offline
-//! boot tools, the store, and swtpm's EK certificates against the EK rules.
+//! boot tools, the store, swtpm's EK certificates against the EK rules, and the CA on a real
+//! OpenBao's transit engine.
 
 mod admin_input;
 mod admin_tls;
@@ -8,6 +9,7 @@ mod audit_log;
 mod boot_tools;
 mod ca_hsm;
 mod ca_memory;
+mod ca_transit;
 mod ek_certificates;
 mod federation;
 mod federation_endpoint;

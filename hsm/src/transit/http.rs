@@ -1,0 +1,357 @@
+//! A small blocking HTTP/1.1 client for the Vault API: one request per connection
+//! (`Connection: close`), TLS through rustls verified against the configured CA file (or the
+//! system's roots), plain HTTP only when the configuration says `insecure_http = true`.
+//!
+//! Blocking because [`crate::KeyManager`] is synchronous (the server calls it from its
+//! blocking pool, like the PKCS#11 one); std's sockets plus rustls's blocking stream need no
+//! runtime. Every step has the configured timeout (connect, and each read and write).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// Largest answer body read (a key listing of thousands of names fits easily).
+const MAX_BODY: usize = 4 << 20;
+/// Largest status or header line.
+const MAX_LINE: usize = 16 << 10;
+
+/// The server's answer.
+pub(super) struct Response {
+    pub(super) status: u16,
+    pub(super) body: Vec<u8>,
+}
+
+/// A request that got no HTTP answer; the text says why.
+#[derive(Debug)]
+pub(super) struct NoAnswer(pub(super) String);
+
+enum Scheme {
+    Http,
+    Https {
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+    },
+}
+
+/// Where the server is and how to reach it.
+pub(super) struct Client {
+    scheme: Scheme,
+    host: String,
+    port: u16,
+    timeout: Duration,
+}
+
+/// Why the address or TLS options are unusable (option name, reason).
+pub(super) type OptionError = (&'static str, String);
+
+impl Client {
+    /// `address` is `https://host[:port]` (or `http://` when `insecure_http`), no path.
+    pub(super) fn new(
+        address: &str,
+        ca_file: Option<&Path>,
+        insecure_http: bool,
+        timeout: Duration,
+    ) -> Result<Client, OptionError> {
+        let bad = |reason: &str| ("address", format!("{address:?}: {reason}"));
+        let (tls, rest) = if let Some(rest) = address.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = address.strip_prefix("http://") {
+            if !insecure_http {
+                return Err(bad(
+                    "plain http sends the token and every digest unprotected; use https:// \
+                     (set insecure_http = true only for a local dev server)",
+                ));
+            }
+            (false, rest)
+        } else {
+            return Err(bad("must start with https://"));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains('/') || rest.contains('@') {
+            return Err(bad("must be scheme://host[:port] with no path or user"));
+        }
+        let (host, port) = split_host_port(rest).ok_or_else(|| bad("bad host or port"))?;
+        let default_port = if tls { 443 } else { 80 };
+        let port = port.unwrap_or(default_port);
+        let scheme = if tls {
+            let config = tls_config(ca_file)?;
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| bad(&format!("not a host name or address: {e}")))?;
+            Scheme::Https { config, name }
+        } else {
+            Scheme::Http
+        };
+        Ok(Client {
+            scheme,
+            host,
+            port,
+            timeout,
+        })
+    }
+
+    /// Sends one request and reads the whole answer.
+    pub(super) fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response, NoAnswer> {
+        let tcp = self.connect()?;
+        let mut head = format!(
+            "{method} /v1/{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\
+             Connection: close\r\nUser-Agent: ironroot\r\n",
+            self.authority()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        let body = body.unwrap_or_default();
+        if !body.is_empty() || method != "GET" {
+            head.push_str("Content-Type: application/json\r\n");
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let timeout = self.timeout;
+        let io = |e: std::io::Error| match e.kind() {
+            // A socket read or write timeout shows as EAGAIN.
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => NoAnswer(format!(
+                "{method} /v1/{path}: no answer within {timeout:?} (the `timeout` option)"
+            )),
+            _ => NoAnswer(format!("{method} /v1/{path}: {e}")),
+        };
+        match &self.scheme {
+            Scheme::Http => exchange(tcp, head.as_bytes(), body).map_err(io),
+            Scheme::Https { config, name } => {
+                let conn = rustls::ClientConnection::new(config.clone(), name.clone())
+                    .map_err(|e| NoAnswer(format!("TLS set-up: {e}")))?;
+                let stream = rustls::StreamOwned::new(conn, tcp);
+                exchange(stream, head.as_bytes(), body).map_err(io)
+            }
+        }
+    }
+
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    fn connect(&self) -> Result<TcpStream, NoAnswer> {
+        let addrs = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| NoAnswer(format!("cannot resolve {}: {e}", self.host)))?;
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, self.timeout) {
+                Ok(tcp) => {
+                    let setup = tcp
+                        .set_read_timeout(Some(self.timeout))
+                        .and_then(|()| tcp.set_write_timeout(Some(self.timeout)))
+                        .and_then(|()| tcp.set_nodelay(true));
+                    setup.map_err(|e| NoAnswer(format!("socket options: {e}")))?;
+                    return Ok(tcp);
+                }
+                Err(e) => last = Some(format!("connect to {addr}: {e}")),
+            }
+        }
+        Err(NoAnswer(last.unwrap_or_else(|| {
+            format!("{} resolves to no address", self.host)
+        })))
+    }
+}
+
+fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?.parse().ok()?),
+        };
+        return Some((host.to_owned(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !host.contains(':') => {
+            Some((host.to_owned(), Some(port.parse().ok()?)))
+        }
+        Some(_) => None,
+        None => Some((s.to_owned(), None)),
+    }
+}
+
+fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, OptionError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let bad = |reason: String| ("ca_file", format!("{}: {reason}", path.display()));
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(e.to_string()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("holds no PEM certificate".into()));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| bad(format!("not a usable CA certificate: {e}")))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                // A malformed system certificate is skipped, as every client does.
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err((
+                    "ca_file",
+                    "not set and the system has no CA certificates: set ca_file to the CA \
+                     that issued the server's certificate"
+                        .into(),
+                ));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ("address", format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn exchange<S: Read + Write>(mut s: S, head: &[u8], body: &[u8]) -> std::io::Result<Response> {
+    s.write_all(head)?;
+    s.write_all(body)?;
+    s.flush()?;
+    read_response(BufReader::new(s))
+}
+
+fn invalid(msg: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
+}
+
+fn read_line(r: &mut impl BufRead) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let n = r.take(MAX_LINE as u64).read_until(b'\n', &mut line)?;
+    if n == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before a complete answer",
+        ));
+    }
+    if !line.ends_with(b"\n") {
+        return Err(invalid("header line too long or cut off"));
+    }
+    let text = String::from_utf8(line).map_err(|_| invalid("header not UTF-8"))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// Parses an HTTP/1.1 answer: status, headers, and a body framed by `Content-Length`,
+/// chunked transfer coding, or the end of the connection.
+pub(super) fn read_response(mut r: impl BufRead) -> std::io::Result<Response> {
+    let status_line = read_line(&mut r)?;
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return Err(invalid(format!("not an HTTP/1 answer: {status_line:?}")));
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| invalid(format!("bad status line {status_line:?}")))?;
+    let mut length = None;
+    let mut chunked = false;
+    loop {
+        let line = read_line(&mut r)?;
+        if line.is_empty() {
+            break;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(invalid(format!("bad header line {line:?}")));
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            let n: usize = value.parse().map_err(|_| invalid("bad Content-Length"))?;
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.to_ascii_lowercase().contains("chunked");
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let size_line = read_line(&mut r)?;
+            let size_hex = size_line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size_hex, 16)
+                .map_err(|_| invalid(format!("bad chunk size {size_line:?}")))?;
+            if size == 0 {
+                break;
+            }
+            if body.len() + size > MAX_BODY {
+                return Err(invalid("answer body too large"));
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            r.read_exact(&mut body[start..])?;
+            read_line(&mut r)?;
+        }
+    } else if let Some(n) = length {
+        if n > MAX_BODY {
+            return Err(invalid("answer body too large"));
+        }
+        body.resize(n, 0);
+        r.read_exact(&mut body)?;
+    } else if status != 204 && status != 304 {
+        r.take(MAX_BODY as u64 + 1).read_to_end(&mut body)?;
+        if body.len() > MAX_BODY {
+            return Err(invalid("answer body too large"));
+        }
+    }
+    Ok(Response { status, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_length_chunked_and_empty_bodies() {
+        let r = read_response(&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"[..]).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"{}"[..]));
+        let r = read_response(
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"[..],
+        )
+        .unwrap();
+        assert_eq!(r.body, b"abcde");
+        let r = read_response(&b"HTTP/1.1 204 No Content\r\n\r\n"[..]).unwrap();
+        assert_eq!((r.status, r.body.len()), (204, 0));
+        assert!(read_response(&b"SSH-2.0-x\r\n\r\n"[..]).is_err());
+        assert!(read_response(&b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}"[..]).is_err());
+    }
+
+    #[test]
+    fn addresses_need_https_unless_insecure_http() {
+        let t = Duration::from_secs(1);
+        assert!(Client::new("http://127.0.0.1:8200", None, false, t).is_err());
+        assert!(Client::new("http://127.0.0.1:8200", None, true, t).is_ok());
+        assert!(Client::new("ftp://x", None, true, t).is_err());
+        assert!(Client::new("http://h:8200/v1", None, true, t).is_err());
+        assert!(Client::new("http://[::1]:8200", None, true, t).is_ok());
+        assert!(Client::new("http://h:port", None, true, t).is_err());
+        let missing = Path::new("/nonexistent/ca.pem");
+        let err = Client::new("https://h", Some(missing), false, t)
+            .err()
+            .unwrap();
+        assert_eq!(err.0, "ca_file");
+    }
+}
