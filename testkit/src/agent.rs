@@ -1,5 +1,6 @@
 //! The real agent binary, `ironroot-agent run`, as a child process attesting with `tpm_ek`
-//! to a [`NodeApiServer`]: killed by PID on drop, its log where the caller says.
+//! to a [`NodeApiServer`] or with a join token: killed by PID on drop, its log where the
+//! caller says.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,25 @@ pub struct AgentSpec<'a> {
     pub log: PathBuf,
     /// Its `log_level`.
     pub log_level: &'a str,
+    /// TOML appended to its config, inside its `[workload_api]` section unless it opens
+    /// another one.
+    pub extra: &'a str,
+}
+
+/// How to start a join_token agent ([`AgentProcess::start_join_token`]): no TPM.
+#[derive(Debug)]
+pub struct JoinTokenAgentSpec<'a> {
+    /// The servers it dials, in order (`server_addresses`).
+    pub servers: &'a [&'a str],
+    /// The trust bundle it starts from.
+    pub bundle: &'a Path,
+    /// A single-use token (`ServerProcess::join_token`).
+    pub token: &'a str,
+    /// The agent's directory: its config, its data dir (`data`) and its Workload API
+    /// socket (`api.sock`).
+    pub dir: PathBuf,
+    /// Where its stdout and stderr go (plain text: `NO_COLOR`).
+    pub log: PathBuf,
     /// TOML appended to its config, inside its `[workload_api]` section unless it opens
     /// another one.
     pub extra: &'a str,
@@ -77,19 +97,40 @@ impl AgentProcess {
             spec.extra,
         );
         write(&conf, text.as_bytes());
-        let logf = std::fs::File::create(&spec.log)
-            .unwrap_or_else(|e| panic!("{}: {e}", spec.log.display()));
-        let errf = logf
-            .try_clone()
-            .unwrap_or_else(|e| panic!("{}: {e}", spec.log.display()));
-        let child = Command::new(agent_bin())
-            .args(["run", "-c"])
-            .arg(&conf)
-            .stdout(Stdio::from(logf))
-            .stderr(Stdio::from(errf))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", agent_bin().display()));
+        let child = spawn_logged(&conf, &spec.log);
         AgentProcess { child, socket, dir }
+    }
+
+    /// Writes a join_token agent's config into `spec.dir` and starts it at `debug` level, not
+    /// waiting for anything.
+    pub fn start_join_token(spec: &JoinTokenAgentSpec<'_>) -> AgentProcess {
+        std::fs::create_dir_all(&spec.dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", spec.dir.display()));
+        let socket = spec.dir.join("api.sock");
+        let conf = spec.dir.join("agent.toml");
+        let servers = spec
+            .servers
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = format!(
+            "trust_domain = \"{TD}\"\nserver_addresses = [{servers}]\ntrust_bundle_path = \"{}\"\n\
+             data_dir = \"{}\"\nnode_attestor = \"join_token\"\njoin_token = \"{}\"\n\
+             log_level = \"debug\"\n\n[workload_api]\nsocket_path = \"{}\"\n{}\n",
+            spec.bundle.display(),
+            spec.dir.join("data").display(),
+            spec.token,
+            socket.display(),
+            spec.extra,
+        );
+        write(&conf, text.as_bytes());
+        let child = spawn_logged(&conf, &spec.log);
+        AgentProcess {
+            child,
+            socket,
+            dir: spec.dir.clone(),
+        }
     }
 
     /// The agent's process id.
@@ -103,6 +144,22 @@ impl Drop for AgentProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `ironroot-agent run -c conf`, stdout and stderr to `log` as plain text.
+fn spawn_logged(conf: &Path, log: &Path) -> Child {
+    let logf = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let errf = logf
+        .try_clone()
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    Command::new(agent_bin())
+        .args(["run", "-c"])
+        .arg(conf)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::from(logf))
+        .stderr(Stdio::from(errf))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", agent_bin().display()))
 }
 
 fn write(p: &Path, bytes: &[u8]) {

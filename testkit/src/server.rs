@@ -273,6 +273,16 @@ impl ServerProcess {
             .expect("healthcheck prints JSON")
     }
 
+    /// A fresh single-use join token (`token generate`).
+    pub fn join_token(&self) -> String {
+        let out = self.cli_ok(&["token", "generate", "--output", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("token generate prints JSON");
+        v["token"]
+            .as_str()
+            .expect("token generate prints a token")
+            .to_owned()
+    }
+
     /// Runs a CLI verb that must succeed; returns stdout.
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);

@@ -16,45 +16,6 @@ use crate::common::*;
 const ADMIN: &str = "spiffe://example.org/ops/deployer";
 const ORDINARY: &str = "spiffe://example.org/ops/web";
 
-/// Starts a join_token agent against `env` with its Workload API at `dir/api.sock`.
-fn start_join_token_agent(env: &Env, dir: &Path) -> AgentProcess {
-    let out = env
-        .server
-        .cli_ok(&["token", "generate", "--output", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let token = v["token"].as_str().unwrap().to_string();
-    std::fs::create_dir_all(dir).unwrap();
-    let socket = dir.join("api.sock");
-    let conf = dir.join("agent.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "trust_domain = \"example.org\"\nserver_address = \"{}\"\ntrust_bundle_path = \"{}\"\n\
-             data_dir = \"{}\"\nnode_attestor = \"join_token\"\njoin_token = \"{token}\"\n\n\
-             [workload_api]\nsocket_path = \"{}\"\n",
-            env.address,
-            env.bundle.display(),
-            dir.join("data").display(),
-            socket.display()
-        ),
-    )
-    .unwrap();
-    let log = ironroot_testkit::test_log_dir("admin_over_mtls").join("agent.log");
-    let logf = std::fs::File::create(&log).unwrap();
-    let child = std::process::Command::new(agent_bin())
-        .args(["run", "-c"])
-        .arg(&conf)
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .unwrap();
-    AgentProcess {
-        child,
-        socket,
-        dir: dir.to_owned(),
-    }
-}
-
 /// Writes the SVID for `id` in `r` as `svid.pem`, `svid.key` and `bundle.pem` under `dir/<name>`.
 fn write_svid(r: &X509svidResponse, id: &str, dir: &Path, name: &str) -> PathBuf {
     let s = r.svids.iter().find(|s| s.spiffe_id == id).expect("svid");
@@ -104,8 +65,9 @@ async fn list(args: &ClientArgs) -> Result<pb::ListEntriesResponse, tonic::Statu
 #[test]
 fn a_workload_gets_an_admin_svid_from_its_agent_and_the_server_accepts_only_that_one() {
     let env = good_env_with_node_api("admin_over_mtls", "");
-    let dir = env.dir.path().join("jt-agent");
-    let agent = start_join_token_agent(&env, &dir);
+    let log = ironroot_testkit::test_log_dir("admin_over_mtls").join("agent.log");
+    let agent = start_join_token_agent(&env, "jt-agent", &log, "");
+    let dir = agent.dir.clone();
     let agent_svid = dir.join("data/agent_svid.pem");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !agent_svid.exists() {

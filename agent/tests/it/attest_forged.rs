@@ -354,12 +354,8 @@ fn only_join_token_agents_renew_without_attesting() {
     );
 
     // A join_token agent renews over mTLS; its old SVID is then refused.
-    let out = env
-        .server
-        .cli_ok(&["token", "generate", "--output", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     cfg.node_attestor = NodeAttestorKind::JoinToken;
-    cfg.join_token = Some(v["token"].as_str().unwrap().to_string());
+    cfg.join_token = Some(env.server.join_token());
     let o = attest(&cfg).expect("join_token attestation");
     let old = agent_svid(&o);
     let renewed = rt

@@ -12,7 +12,7 @@ use ironroot_agent::config::{AgentConfig, NodeAttestorKind, TpmConfig};
 use ironroot_api::node::{TpmAttestation, TpmChallenge, TpmChallengeResponse};
 use ironroot_api::workload::X509svidResponse;
 use ironroot_testkit::agent::AgentSpec;
-pub(crate) use ironroot_testkit::agent::{agent_bin, AgentProcess};
+pub(crate) use ironroot_testkit::agent::{agent_bin, AgentProcess, JoinTokenAgentSpec};
 use ironroot_testkit::server::{NodeApiServer, TD};
 use ironroot_testkit::swtpm::{Swtpm, SwtpmOptions, SwtpmState};
 use ironroot_tpm::verify::eventlog::EventLog;
@@ -269,6 +269,25 @@ pub(crate) fn start_agent_with(
         name: "agent-run",
         log: ironroot_testkit::test_log_dir(test).join("agent.log"),
         log_level: "debug",
+        extra,
+    })
+}
+
+/// A join_token agent (a fresh token) against `env`, in `<env dir>/<name>`, logging to `log`;
+/// extra TOML is appended to its config.
+pub(crate) fn start_join_token_agent(
+    env: &Env,
+    name: &str,
+    log: &Path,
+    extra: &str,
+) -> AgentProcess {
+    let token = env.server.join_token();
+    AgentProcess::start_join_token(&JoinTokenAgentSpec {
+        servers: &[env.address.as_str()],
+        bundle: &env.bundle,
+        token: &token,
+        dir: env.dir.path().join(name),
+        log: log.to_owned(),
         extra,
     })
 }

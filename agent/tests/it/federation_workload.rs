@@ -79,42 +79,9 @@ fn a_workload_gets_the_federated_bundle_and_the_partners_next_root() {
     ]);
 
     // A join-token agent of example.org and an entry for this process (uid 0).
-    let out = env
-        .server
-        .cli_ok(&["token", "generate", "--output", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let token = v["token"].as_str().unwrap().to_string();
-    let dir = env.dir.path().join("fed-agent");
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("api.sock");
-    let conf = dir.join("agent.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "trust_domain = \"example.org\"\nserver_address = \"{}\"\ntrust_bundle_path = \"{}\"\n\
-             data_dir = \"{}\"\nnode_attestor = \"join_token\"\njoin_token = \"{token}\"\n\
-             log_level = \"debug\"\n\n[workload_api]\nsocket_path = \"{}\"\n",
-            env.address,
-            env.bundle.display(),
-            dir.join("data").display(),
-            socket.display()
-        ),
-    )
-    .unwrap();
     let log = ironroot_testkit::test_log_dir("federation_workload").join("agent.log");
-    let logf = std::fs::File::create(&log).unwrap();
-    let child = std::process::Command::new(agent_bin())
-        .args(["run", "-c"])
-        .arg(&conf)
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .unwrap();
-    let _agent = AgentProcess {
-        child,
-        socket: socket.clone(),
-        dir: dir.clone(),
-    };
+    let agent = start_join_token_agent(&env, "fed-agent", &log, "");
+    let socket = agent.socket.clone();
     let context = || {
         format!(
             "agent:\n{}\nserver:\n{}",

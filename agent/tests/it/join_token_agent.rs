@@ -8,43 +8,10 @@ use crate::common::*;
 #[test]
 fn a_join_token_agent_renews_over_mtls_and_keeps_serving() {
     let env = good_env_with_node_api("join_token_agent", "agent_svid_ttl = \"6s\"\n");
-    let out = env
-        .server
-        .cli_ok(&["token", "generate", "--output", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let token = v["token"].as_str().unwrap().to_string();
-    let dir = env.dir.path().join("jt-agent");
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("api.sock");
-    let conf = dir.join("agent.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "trust_domain = \"example.org\"\nserver_address = \"{}\"\ntrust_bundle_path = \"{}\"\n\
-             data_dir = \"{}\"\nnode_attestor = \"join_token\"\njoin_token = \"{token}\"\n\
-             log_level = \"debug\"\n\n[workload_api]\nsocket_path = \"{}\"\n",
-            env.address,
-            env.bundle.display(),
-            dir.join("data").display(),
-            socket.display()
-        ),
-    )
-    .unwrap();
     let log = ironroot_testkit::test_log_dir("join_token_agent").join("agent.log");
-    let logf = std::fs::File::create(&log).unwrap();
-    let child = std::process::Command::new(agent_bin())
-        .args(["run", "-c"])
-        .arg(&conf)
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .unwrap();
     // Killed on drop, also when an assertion fails.
-    let _agent = AgentProcess {
-        child,
-        socket: socket.clone(),
-        dir: dir.clone(),
-    };
+    let agent = start_join_token_agent(&env, "jt-agent", &log, "");
+    let (socket, dir) = (agent.socket.clone(), agent.dir.clone());
     let svid_file = dir.join("data/agent_svid.pem");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !svid_file.exists() {

@@ -150,34 +150,16 @@ fn scrape_until(address: &str, what: &str, ok: impl Fn(&Page) -> bool) -> Page {
     }
 }
 
-fn start_join_token_agent(env: &Env, name: &str, token: &str, metrics: &str) -> AgentProcess {
-    let dir = env.dir.path().join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("api.sock");
-    let conf = dir.join("agent.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "trust_domain = \"example.org\"\nserver_address = \"{}\"\ntrust_bundle_path = \"{}\"\n\
-             data_dir = \"{}\"\nnode_attestor = \"join_token\"\njoin_token = \"{token}\"\n\n\
-             [workload_api]\nsocket_path = \"{}\"\n\n{metrics}\n",
-            env.address,
-            env.bundle.display(),
-            dir.join("data").display(),
-            socket.display()
-        ),
-    )
-    .unwrap();
-    let log = ironroot_testkit::test_log_dir(TEST).join(format!("{name}.log"));
-    let logf = std::fs::File::create(&log).unwrap();
-    let child = std::process::Command::new(agent_bin())
-        .args(["run", "-c"])
-        .arg(&conf)
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .unwrap();
-    AgentProcess { child, socket, dir }
+/// A join_token agent with `token` (which a test may reuse), its metrics config appended.
+fn start_agent_with_token(env: &Env, name: &str, token: &str, metrics: &str) -> AgentProcess {
+    AgentProcess::start_join_token(&JoinTokenAgentSpec {
+        servers: &[env.address.as_str()],
+        bundle: &env.bundle,
+        token,
+        dir: env.dir.path().join(name),
+        log: ironroot_testkit::test_log_dir(TEST).join(format!("{name}.log")),
+        extra: metrics,
+    })
 }
 
 #[test]
@@ -214,15 +196,8 @@ fn both_endpoints_count_attestations_signings_syncs_and_workload_calls() {
     assert_eq!(http(&server_metrics, "GET", "/metricsx").0, 404);
     assert_eq!(http(&server_metrics, "POST", "/metrics").0, 405);
 
-    let token = |env: &Env| {
-        let out = env
-            .server
-            .cli_ok(&["token", "generate", "--output", "json"]);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["token"].as_str().unwrap().to_string()
-    };
-    let first = token(&env);
-    let agent = start_join_token_agent(
+    let first = env.server.join_token();
+    let agent = start_agent_with_token(
         &env,
         "agent",
         &first,
@@ -323,7 +298,7 @@ fn both_endpoints_count_attestations_signings_syncs_and_workload_calls() {
     assert_eq!(http(&agent_metrics, "GET", "/").0, 404);
 
     // The used token again: refused, counted under the refusal's code, not as accepted.
-    let _second = start_join_token_agent(&env, "agent-reused-token", &first, "");
+    let _second = start_agent_with_token(&env, "agent-reused-token", &first, "");
     let refused = scrape_until(&server_metrics, "a refused join_token attestation", |p| {
         p.sum(attestations, |l| {
             l.contains(&("attestor".into(), "join_token".into()))

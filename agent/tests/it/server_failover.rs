@@ -56,45 +56,18 @@ fn an_agent_carries_on_through_the_other_server_when_its_server_is_killed() {
     // Agent SVIDs of 10 s: the agent renews its own over mTLS every 5 s.
     let mut cluster = ServerCluster::start(T, &["", ""], "agent_svid_ttl = \"10s\"");
     let (a, b) = (cluster.addresses[0].clone(), cluster.addresses[1].clone());
-    let token: serde_json::Value = serde_json::from_str(
-        &cluster.servers[0].cli_ok(&["token", "generate", "--output", "json"]),
-    )
-    .unwrap();
-    let token = token["token"].as_str().unwrap().to_owned();
-
-    let dir = cluster.dir.path().join("agent");
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("api.sock");
-    let conf = dir.join("agent.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "trust_domain = \"example.org\"\nserver_addresses = [\"{a}\", \"{b}\"]\n\
-             trust_bundle_path = \"{}\"\ndata_dir = \"{}\"\nnode_attestor = \"join_token\"\n\
-             join_token = \"{token}\"\nlog_level = \"info\"\n\n[workload_api]\nsocket_path = \"{}\"\n",
-            cluster.bundle.display(),
-            dir.join("data").display(),
-            socket.display()
-        ),
-    )
-    .unwrap();
+    let token = cluster.servers[0].join_token();
     let log = ironroot_testkit::test_log_dir(T).join("agent.log");
-    let logf = std::fs::File::create(&log).unwrap();
-    let child = std::process::Command::new(agent_bin())
-        .args(["run", "-c"])
-        .arg(&conf)
-        // Plain text: the test reads the log.
-        .env("NO_COLOR", "1")
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .unwrap();
     // Killed on drop, also when an assertion fails.
-    let _agent = AgentProcess {
-        child,
-        socket: socket.clone(),
-        dir: dir.clone(),
-    };
+    let agent = AgentProcess::start_join_token(&JoinTokenAgentSpec {
+        servers: &[a.as_str(), b.as_str()],
+        bundle: &cluster.bundle,
+        token: &token,
+        dir: cluster.dir.path().join("agent"),
+        log: log.clone(),
+        extra: "",
+    });
+    let (socket, dir) = (agent.socket.clone(), agent.dir.clone());
 
     let svid_file = dir.join("data/agent_svid.pem");
     wait(
