@@ -27,10 +27,15 @@ const OTHER: &str = "spiffe://example.org/workload/other";
 const AUDIENCE: &str = "openbao";
 /// The web entry's JWT-SVID lifetime: long enough to log in, short enough to wait out.
 const WEB_JWT_TTL_SECS: u64 = 10;
+/// An identity whose X.509-SVID has no DNS name, so no subject CN.
+const NO_DNS: &str = "spiffe://example.org/workload/no-dns-name";
+/// WEB's first DNS name, its X.509-SVID's subject CN (OpenBao's `cert` method names the
+/// identity alias by the CN and refuses a certificate without one).
+const WEB_DNS: &str = "web.example.org";
 const SECRET: &str = "correct-horse-battery-staple";
 
-/// The server (with `oidc_section` added), a booted swtpm, the agent serving the workload
-/// (uid 0) two identities: WEB (JWT-SVIDs of `WEB_JWT_TTL_SECS`) and OTHER.
+/// The server (with `oidc_section` added), a booted swtpm, and the agent serving the workload
+/// (uid 0) one identity per `entries` (SPIFFE ID, extra `entry create` arguments).
 /// Fields drop in order: the agent stops before the server.
 struct Workload {
     agent: AgentProcess,
@@ -38,7 +43,7 @@ struct Workload {
     _env: NodeApiServer,
 }
 
-fn start_workload(test: &str, oidc_section: &str) -> Workload {
+fn start_workload(test: &str, oidc_section: &str, entries: &[(&str, &[&str])]) -> Workload {
     let ca = tpm_state().ek_ca_bundle();
     let env = NodeApiServer::start_with_attestors(
         test,
@@ -51,11 +56,7 @@ fn start_workload(test: &str, oidc_section: &str) -> Workload {
         oidc_section,
     );
     let (tpm, log, agent_id) = booted_node(&env);
-    let web_ttl = WEB_JWT_TTL_SECS.to_string();
-    for (id, extra) in [
-        (WEB, vec!["--jwt-svid-ttl", web_ttl.as_str()]),
-        (OTHER, vec![]),
-    ] {
+    for (id, extra) in entries {
         let mut args = vec![
             "entry",
             "create",
@@ -66,12 +67,13 @@ fn start_workload(test: &str, oidc_section: &str) -> Workload {
             "--selector",
             "unix:uid:0",
         ];
-        args.extend(extra);
+        args.extend_from_slice(extra);
         env.server.cli_ok(&args);
     }
     let agent = start_agent(&env, &tpm, &log, test);
-    wait_for_svid(&agent.socket, WEB, Duration::from_secs(30));
-    wait_for_svid(&agent.socket, OTHER, Duration::from_secs(30));
+    for (id, _) in entries {
+        wait_for_svid(&agent.socket, id, Duration::from_secs(30));
+    }
     Workload {
         agent,
         _tpm: tpm,
@@ -143,6 +145,7 @@ fn logged_in(o: &Output, what: &str) -> Value {
 fn assert_refused(o: &Output, what: &str, code: u16, words: &str) {
     let t = text(o);
     assert!(!o.status.success(), "{what} must be refused, but: {t}");
+    eprintln!("{what}: refused by OpenBao: {}", t.trim());
     assert!(
         t.contains(&format!("Code: {code}")),
         "{what}: expected HTTP {code}: {t}"
@@ -255,6 +258,10 @@ fn a_jwt_svid_logs_in_to_openbao_through_oidc_discovery() {
             oidc_tls.cert.display(),
             oidc_tls.key.display()
         ),
+        &[
+            (WEB, &["--jwt-svid-ttl", &WEB_JWT_TTL_SECS.to_string()]),
+            (OTHER, &[]),
+        ],
     );
 
     // The operator's side (docs/vault.md): OpenBao reads the discovery document when the
@@ -307,7 +314,7 @@ fn a_jwt_svid_logs_in_to_openbao_through_oidc_discovery() {
         &jwt_login(&bao, &other_audience),
         "a JWT-SVID for another audience",
         400,
-        "audience",
+        "invalid audience (aud) claim",
     );
     // Another workload's SVID against the role bound to WEB: refused.
     let other_id = jwt_svid(&w, AUDIENCE, OTHER);
@@ -315,7 +322,32 @@ fn a_jwt_svid_logs_in_to_openbao_through_oidc_discovery() {
         &jwt_login(&bao, &other_id),
         "another SPIFFE ID's JWT-SVID",
         400,
-        "sub",
+        "invalid subject (sub) claim",
+    );
+    // ... which a role bound to OTHER accepts: the subject binding refused it.
+    bao.bao(&[
+        "write",
+        "auth/jwt/role/other",
+        "role_type=jwt",
+        "user_claim=sub",
+        &format!("bound_subject={OTHER}"),
+        &format!("bound_audiences={AUDIENCE}"),
+        "token_policies=default",
+    ]);
+    logged_in(
+        &client(
+            &bao,
+            None,
+            &[
+                "write",
+                "-format=json",
+                "auth/jwt/login",
+                "role=other",
+                "jwt=-",
+            ],
+            &other_id,
+        ),
+        "OTHER's JWT-SVID to its own role",
     );
     // WEB's claims, still valid in time, signed by a key outside the bundle: with the
     // genuine kid the signature fails, with its own kid no key is found.
@@ -327,7 +359,7 @@ fn a_jwt_svid_logs_in_to_openbao_through_oidc_discovery() {
             &jwt_login(&bao, &forged(&fresh, kid)),
             &format!("a JWT signed by a key outside the bundle (kid {kid})"),
             400,
-            "signature",
+            "failed to verify id token signature",
         );
     }
     // The first token once its exp has passed (no leeway): refused.
@@ -340,7 +372,7 @@ fn a_jwt_svid_logs_in_to_openbao_through_oidc_discovery() {
         &jwt_login(&bao, &token),
         "an expired JWT-SVID",
         400,
-        "expired",
+        "token is expired",
     );
     // The agent keeps serving fresh ones: the workload logs in again.
     let again = jwt_svid(&w, AUDIENCE, WEB);
@@ -372,7 +404,7 @@ fn write_svid(r: &X509svidResponse, id: &str, dir: &Path, name: &str) -> (PathBu
     (cert, key)
 }
 
-fn cert_login(bao: &OpenBao, cert: &Path, key: &Path) -> Output {
+fn cert_login(bao: &OpenBao, role: &str, cert: &Path, key: &Path) -> Output {
     client(
         bao,
         None,
@@ -382,7 +414,7 @@ fn cert_login(bao: &OpenBao, cert: &Path, key: &Path) -> Output {
             &format!("-client-cert={}", cert.display()),
             &format!("-client-key={}", key.display()),
             "auth/cert/login",
-            "name=web",
+            &format!("name={role}"),
         ],
         "",
     )
@@ -396,7 +428,15 @@ fn an_x509_svid_logs_in_to_openbao_through_cert_auth() {
     let test = "vault_login_cert";
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let w = start_workload(test, "");
+    let w = start_workload(
+        test,
+        "",
+        &[
+            (WEB, &["--dns-name", WEB_DNS]),
+            (OTHER, &["--dns-name", "other.example.org"]),
+            (NO_DNS, &[]),
+        ],
+    );
     let r = fetch_x509(&w.agent.socket).expect("FetchX509SVID");
     let (web_cert, web_key) = write_svid(&r, WEB, dir, "web");
     let (other_cert, other_key) = write_svid(&r, OTHER, dir, "other");
@@ -413,7 +453,10 @@ fn an_x509_svid_logs_in_to_openbao_through_cert_auth() {
         "token_ttl=5m",
     ]);
 
-    let auth = logged_in(&cert_login(&bao, &web_cert, &web_key), "WEB's X.509-SVID");
+    let auth = logged_in(
+        &cert_login(&bao, "web", &web_cert, &web_key),
+        "WEB's X.509-SVID",
+    );
     assert!(
         auth["policies"]
             .as_array()
@@ -423,23 +466,36 @@ fn an_x509_svid_logs_in_to_openbao_through_cert_auth() {
         "{auth}"
     );
     assert_eq!(auth["metadata"]["cert_name"], "web", "{auth}");
+    assert_eq!(auth["metadata"]["common_name"], WEB_DNS, "{auth}");
     assert_reads_only_its_secret(&bao, &auth);
 
-    // Another workload's SVID from the same CA: refused by allowed_uri_sans.
+    // Another workload's SVID from the same CA: refused by allowed_uri_sans (the same SVID
+    // logs in to a role that allows its SPIFFE ID, so nothing else refused it).
     assert_refused(
-        &cert_login(&bao, &other_cert, &other_key),
+        &cert_login(&bao, "web", &other_cert, &other_key),
         "another SPIFFE ID's X.509-SVID",
         400,
-        "invalid certificate",
+        "no chain matching all constraints",
+    );
+    bao.bao(&[
+        "write",
+        "auth/cert/certs/other",
+        &format!("certificate=@{}", dir.join("bundle.pem").display()),
+        &format!("allowed_uri_sans={OTHER}"),
+        "token_policies=default",
+    ]);
+    logged_in(
+        &cert_login(&bao, "other", &other_cert, &other_key),
+        "OTHER's X.509-SVID to its own role",
     );
     // WEB's SPIFFE ID in a certificate from another CA: refused.
     let other_ca = certs::ca(dir, "other-ca");
     let impostor = certs::leaf(dir, "impostor", &format!("URI:{WEB}"), &other_ca);
     assert_refused(
-        &cert_login(&bao, &impostor.cert, &impostor.key),
+        &cert_login(&bao, "web", &impostor.cert, &impostor.key),
         "an X.509-SVID from another CA",
         400,
-        "invalid certificate",
+        "invalid certificate or no client certificate supplied",
     );
     // No client certificate at all: refused.
     let none = client(
