@@ -2,7 +2,8 @@
 //! in with their SVIDs"), end to end: the real server (SoftHSM2) with its OIDC discovery
 //! endpoint over HTTPS, `ironroot-agent run` attested with a swtpm, this test process as the
 //! workload (uid 0) fetching its SVIDs through the Workload API, and a `bao server -dev -dev-tls`
-//! configured with the `bao` CLI as an operator would. The workload logs in with the `bao` CLI
+//! configured with the `bao` CLI as an operator would (`jwt` through OIDC discovery and through
+//! `jwks_url`; `cert` trusting the bundle). The workload logs in with the `bao` CLI
 //! (no token of its own), reads the one secret its policy allows, and every forged, expired or
 //! misdirected credential is refused by OpenBao itself.
 
@@ -222,19 +223,44 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-fn jwt_login(bao: &OpenBao, token: &str) -> Output {
+/// `auth/<mount>/login` with `role` and `token` (on stdin), as the workload.
+fn jwt_login_at(bao: &OpenBao, mount: &str, role: &str, token: &str) -> Output {
     client(
         bao,
         None,
         &[
             "write",
             "-format=json",
-            "auth/jwt/login",
-            "role=web",
+            &format!("auth/{mount}/login"),
+            &format!("role={role}"),
             "jwt=-",
         ],
         token,
     )
+}
+
+fn jwt_login(bao: &OpenBao, token: &str) -> Output {
+    jwt_login_at(bao, "jwt", "web", token)
+}
+
+/// The role `web` of the jwt method at `mount`: WEB's SPIFFE ID, OpenBao's audience, the
+/// `web-secrets` policy.
+fn write_web_role(bao: &OpenBao, mount: &str) {
+    bao.bao(&[
+        "write",
+        &format!("auth/{mount}/role/web"),
+        "role_type=jwt",
+        "user_claim=sub",
+        &format!("bound_subject={WEB}"),
+        &format!("bound_audiences={AUDIENCE}"),
+        "token_policies=web-secrets",
+        "token_ttl=5m",
+        "claim_mappings=sub=spiffe_id",
+        // No grace past exp: an expired SVID is refused the second it expires.
+        "expiration_leeway=-1",
+        "not_before_leeway=-1",
+        "clock_skew_leeway=-1",
+    ]);
 }
 
 #[test]
@@ -275,21 +301,7 @@ fn a_jwt_svid_logs_in_to_openbao_through_oidc_discovery() {
         &format!("oidc_discovery_ca_pem=@{}", oidc_ca.cert.display()),
         &format!("bound_issuer={issuer}"),
     ]);
-    bao.bao(&[
-        "write",
-        "auth/jwt/role/web",
-        "role_type=jwt",
-        "user_claim=sub",
-        &format!("bound_subject={WEB}"),
-        &format!("bound_audiences={AUDIENCE}"),
-        "token_policies=web-secrets",
-        "token_ttl=5m",
-        "claim_mappings=sub=spiffe_id",
-        // No grace past exp: an expired SVID is refused the second it expires.
-        "expiration_leeway=-1",
-        "not_before_leeway=-1",
-        "clock_skew_leeway=-1",
-    ]);
+    write_web_role(&bao, "jwt");
 
     // The workload's JWT-SVID for OpenBao's audience logs in and reads its secret.
     let token = jwt_svid(&w, AUDIENCE, WEB);
@@ -335,18 +347,7 @@ fn a_jwt_svid_logs_in_to_openbao_through_oidc_discovery() {
         "token_policies=default",
     ]);
     logged_in(
-        &client(
-            &bao,
-            None,
-            &[
-                "write",
-                "-format=json",
-                "auth/jwt/login",
-                "role=other",
-                "jwt=-",
-            ],
-            &other_id,
-        ),
+        &jwt_login_at(&bao, "jwt", "other", &other_id),
         "OTHER's JWT-SVID to its own role",
     );
     // WEB's claims, still valid in time, signed by a key outside the bundle: with the
@@ -374,10 +375,33 @@ fn a_jwt_svid_logs_in_to_openbao_through_oidc_discovery() {
         400,
         "token is expired",
     );
+    // A second mount with jwks_url instead of discovery: OpenBao fetches the key set itself.
+    bao.bao(&["auth", "enable", "-path=jwt-jwks", "jwt"]);
+    bao.bao(&[
+        "write",
+        "auth/jwt-jwks/config",
+        &format!("jwks_url={issuer}/keys"),
+        &format!("jwks_ca_pem=@{}", oidc_ca.cert.display()),
+        &format!("bound_issuer={issuer}"),
+    ]);
+    write_web_role(&bao, "jwt-jwks");
     // The agent keeps serving fresh ones: the workload logs in again.
     let again = jwt_svid(&w, AUDIENCE, WEB);
     assert_ne!(again, token);
     logged_in(&jwt_login(&bao, &again), "WEB's next JWT-SVID");
+
+    // ... and through jwks_url.
+    let auth = logged_in(
+        &jwt_login_at(&bao, "jwt-jwks", "web", &again),
+        "WEB's JWT-SVID through jwks_url",
+    );
+    assert_reads_only_its_secret(&bao, &auth);
+    assert_refused(
+        &jwt_login_at(&bao, "jwt-jwks", "web", &forged(&fresh, &genuine_kid)),
+        "a forged JWT through jwks_url",
+        400,
+        "failed to verify id token signature",
+    );
 }
 
 /// `svid`'s chain and key as PEM files `<dir>/<name>.pem`, `<dir>/<name>.key`, and the
