@@ -181,6 +181,20 @@ impl OpenBao {
             .output()
     }
 
+    /// A `bao` CLI command against this server with no token (as a client that has yet to log
+    /// in, e.g. a workload): `BAO_ADDR`, and `BAO_CACERT` with TLS, set; nothing else.
+    pub fn client_command(&self) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        if let Some(ca) = self.ca_file() {
+            cmd.env("BAO_CACERT", ca);
+        }
+        cmd.env("BAO_ADDR", self.address())
+            .env_remove("BAO_TOKEN")
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN");
+        cmd
+    }
+
     /// Runs the `bao` CLI as root against this server; panics with its output unless it
     /// succeeds. Its stdout.
     pub fn bao(&self, args: &[&str]) -> String {

@@ -33,6 +33,7 @@ mod metrics;
 mod node_api_limits;
 mod sds;
 mod server_failover;
+mod vault_login;
 mod workload_api;
 mod workload_api_exec;
 mod workload_api_grpc_python;
