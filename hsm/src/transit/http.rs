@@ -297,7 +297,8 @@ pub(super) fn read_response(mut r: impl BufRead) -> std::io::Result<Response> {
             if size == 0 {
                 break;
             }
-            if body.len() + size > MAX_BODY {
+            // Checked: the size is the server's number, and a wrapped sum would pass.
+            if body.len().checked_add(size).is_none_or(|n| n > MAX_BODY) {
                 return Err(invalid("answer body too large"));
             }
             let start = body.len();
@@ -337,6 +338,16 @@ mod tests {
         assert_eq!((r.status, r.body.len()), (204, 0));
         assert!(read_response(&b"SSH-2.0-x\r\n\r\n"[..]).is_err());
         assert!(read_response(&b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}"[..]).is_err());
+    }
+
+    #[test]
+    fn a_chunk_size_past_usize_is_refused_not_a_panic() {
+        // One byte, then a chunk whose size added to it overflows usize.
+        let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                       1\r\na\r\nFFFFFFFFFFFFFFFF\r\n";
+        let e = read_response(&answer[..]).err().expect("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("too large"), "{e}");
     }
 
     #[test]
