@@ -4,13 +4,15 @@
 //!
 //! Blocking because [`crate::KeyManager`] is synchronous (the server calls it from its
 //! blocking pool, like the PKCS#11 one); std's sockets plus rustls's blocking stream need no
-//! runtime. Every step has the configured timeout (connect, and each read and write).
+//! runtime. The configured timeout bounds the whole request, from connect to the last byte of
+//! the answer: every read and write gets only the time left, so a server (or a proxy) that
+//! trickles its answer cannot hold a signing call past it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -102,7 +104,8 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<Response, NoAnswer> {
-        let tcp = self.connect()?;
+        let deadline = Instant::now() + self.timeout;
+        let tcp = self.connect(deadline)?;
         let mut head = format!(
             "{method} /v1/{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\
              Connection: close\r\nUser-Agent: ironroot\r\n",
@@ -121,7 +124,8 @@ impl Client {
         let io = |e: std::io::Error| match e.kind() {
             // A socket read or write timeout shows as EAGAIN.
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => NoAnswer(format!(
-                "{method} /v1/{path}: no answer within {timeout:?} (the `timeout` option)"
+                "{method} /v1/{path}: no answer within {timeout:?} (the `timeout` option, over \
+                 the whole request)"
             )),
             _ => NoAnswer(format!("{method} /v1/{path}: {e}")),
         };
@@ -144,20 +148,24 @@ impl Client {
         }
     }
 
-    fn connect(&self) -> Result<TcpStream, NoAnswer> {
+    fn connect(&self, deadline: Instant) -> Result<Deadlined, NoAnswer> {
         let addrs = (self.host.as_str(), self.port)
             .to_socket_addrs()
             .map_err(|e| NoAnswer(format!("cannot resolve {}: {e}", self.host)))?;
         let mut last = None;
         for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.timeout) {
+            let Some(left) = time_left(deadline) else {
+                last = Some(format!(
+                    "connect to {addr}: no connection within {:?} (the `timeout` option)",
+                    self.timeout
+                ));
+                break;
+            };
+            match TcpStream::connect_timeout(&addr, left) {
                 Ok(tcp) => {
-                    let setup = tcp
-                        .set_read_timeout(Some(self.timeout))
-                        .and_then(|()| tcp.set_write_timeout(Some(self.timeout)))
-                        .and_then(|()| tcp.set_nodelay(true));
-                    setup.map_err(|e| NoAnswer(format!("socket options: {e}")))?;
-                    return Ok(tcp);
+                    tcp.set_nodelay(true)
+                        .map_err(|e| NoAnswer(format!("socket options: {e}")))?;
+                    return Ok(Deadlined { tcp, deadline });
                 }
                 Err(e) => last = Some(format!("connect to {addr}: {e}")),
             }
@@ -165,6 +173,50 @@ impl Client {
         Err(NoAnswer(last.unwrap_or_else(|| {
             format!("{} resolves to no address", self.host)
         })))
+    }
+}
+
+/// The time until `deadline`; `None` once it has passed (a zero socket timeout would mean
+/// none at all).
+fn time_left(deadline: Instant) -> Option<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+}
+
+/// A connection whose reads and writes share one deadline: each gets the time left as its
+/// socket timeout, and none starts after the deadline.
+struct Deadlined {
+    tcp: TcpStream,
+    deadline: Instant,
+}
+
+impl Deadlined {
+    fn left(&self) -> std::io::Result<Duration> {
+        time_left(self.deadline).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the request's deadline passed",
+            )
+        })
+    }
+}
+
+impl Read for Deadlined {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.tcp.set_read_timeout(Some(self.left()?))?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Deadlined {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tcp.set_write_timeout(Some(self.left()?))?;
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
     }
 }
 
@@ -297,7 +349,8 @@ pub(super) fn read_response(mut r: impl BufRead) -> std::io::Result<Response> {
             if size == 0 {
                 break;
             }
-            if body.len() + size > MAX_BODY {
+            // Checked: the size is the server's number, and a wrapped sum would pass.
+            if body.len().checked_add(size).is_none_or(|n| n > MAX_BODY) {
                 return Err(invalid("answer body too large"));
             }
             let start = body.len();
@@ -337,6 +390,54 @@ mod tests {
         assert_eq!((r.status, r.body.len()), (204, 0));
         assert!(read_response(&b"SSH-2.0-x\r\n\r\n"[..]).is_err());
         assert!(read_response(&b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}"[..]).is_err());
+    }
+
+    #[test]
+    fn a_chunk_size_past_usize_is_refused_not_a_panic() {
+        // One byte, then a chunk whose size added to it overflows usize.
+        let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                       1\r\na\r\nFFFFFFFFFFFFFFFF\r\n";
+        let e = read_response(&answer[..]).err().expect("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("too large"), "{e}");
+    }
+
+    /// A server that answers a header at once and then one body byte every 200 ms (each read
+    /// well inside the timeout, the whole answer far past it).
+    fn trickling_server() -> (u16, std::thread::JoinHandle<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut r = BufReader::new(s.try_clone().expect("clone"));
+            while read_line(&mut r).is_ok_and(|l| !l.is_empty()) {}
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n");
+            for _ in 0..30 {
+                std::thread::sleep(Duration::from_millis(200));
+                if s.write_all(b"x").is_err() {
+                    return; // the client gave up
+                }
+            }
+        });
+        (port, server)
+    }
+
+    #[test]
+    fn the_timeout_bounds_the_whole_answer_not_each_read() {
+        let (port, server) = trickling_server();
+        let client = Client::new(
+            &format!("http://127.0.0.1:{port}"),
+            None,
+            true,
+            Duration::from_secs(1),
+        )
+        .expect("client");
+        let e = client
+            .request("GET", "sys/health", &[], None)
+            .err()
+            .expect("a 6 s answer must not beat a 1 s timeout");
+        assert!(e.0.contains("no answer within 1s"), "{}", e.0);
+        server.join().expect("server");
     }
 
     #[test]

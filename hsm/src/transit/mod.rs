@@ -55,7 +55,7 @@ pub struct TransitConfig {
     pub insecure_http: bool,
     /// How to authenticate.
     pub auth: TransitAuth,
-    /// Timeout of each step of a request (connect, each read and write).
+    /// Timeout of a whole request, from connect to the last byte of the answer.
     pub timeout: Duration,
 }
 

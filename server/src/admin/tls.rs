@@ -339,6 +339,49 @@ mod tests {
         assert!(e.message().contains("exactly one"), "{}", e.message());
     }
 
+    /// A certificate under `ca` naming `spiffe://example.org/admin`, shaped by `shape`.
+    fn signed(ca: &Ca, shape: impl FnOnce(&mut rcgen::CertificateParams)) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.subject_alt_names = vec![rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from("spiffe://example.org/admin").expect("uri"),
+        )];
+        shape(&mut p);
+        let issuer = rcgen::Issuer::from_ca_cert_der(ca.cert.der(), &ca.key).expect("issuer");
+        p.signed_by(&key, &issuer).expect("cert").der().to_vec()
+    }
+
+    #[test]
+    fn a_ca_certificate_naming_an_admin_is_not_a_client_svid() {
+        // An intermediate under the trust domain's root (as a signing key's certificate or a
+        // downstream CA would be), with an admin's SPIFFE ID and clientAuth.
+        let root = ca();
+        let intermediate = signed(&root, |p| {
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+            p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        });
+        let e = check(&[intermediate], &[root.cert.der().to_vec()], NOW).expect_err("a CA");
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(e.message().contains("CaUsedAsEndEntity"), "{}", e.message());
+    }
+
+    #[test]
+    fn a_leaf_for_server_authentication_only_is_not_a_client_svid() {
+        let root = ca();
+        let server_only = signed(&root, |p| {
+            p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        });
+        let e = check(&[server_only], &[root.cert.der().to_vec()], NOW).expect_err("no EKU");
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(
+            e.message().contains("RequiredEkuNotFound"),
+            "{}",
+            e.message()
+        );
+    }
+
     #[test]
     fn no_client_certificate_is_unauthenticated() {
         let e = svid_of_trust_domain(None, &[], &td("example.org"), NOW).expect_err("none");

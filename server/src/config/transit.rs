@@ -15,7 +15,7 @@ pub(crate) const DEFAULT_TRANSIT_MOUNT: &str = "transit";
 pub(crate) const DEFAULT_TRANSIT_KEY_PREFIX: &str = "ironroot-";
 /// Default AppRole auth mount.
 pub(crate) const DEFAULT_APPROLE_MOUNT: &str = "approle";
-/// Default timeout of each step of a request.
+/// Default timeout of a whole request (connect to the last byte of the answer).
 pub(crate) const DEFAULT_TRANSIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `[key_manager.transit]` as written.
