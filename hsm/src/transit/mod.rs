@@ -124,12 +124,27 @@ impl TransitKeyManager {
     /// refuses the credentials: the CA does not start on keys it cannot use.
     pub fn open(config: TransitConfig) -> Result<Self, HsmError> {
         let cfg = |option, reason: String| TransitError::Config { option, reason };
-        if config.mount.is_empty()
-            || config.mount.starts_with('/')
-            || config.mount.ends_with('/')
-            || config.mount.split('/').any(|s| s.is_empty() || s == "..")
-        {
-            return Err(cfg("mount", format!("{:?} is not a mount path", config.mount)).into());
+        if !names::valid_mount(&config.mount) {
+            return Err(cfg(
+                "mount",
+                format!(
+                    "{:?} is not a mount path (segments of A-Z a-z 0-9 . _ - joined by /)",
+                    config.mount
+                ),
+            )
+            .into());
+        }
+        if let TransitAuth::AppRole { mount, .. } = &config.auth {
+            if !names::valid_mount(mount) {
+                return Err(cfg(
+                    "approle.mount",
+                    format!(
+                        "{mount:?} is not an auth mount path (segments of A-Z a-z 0-9 . _ - \
+                         joined by /)"
+                    ),
+                )
+                .into());
+            }
         }
         if !names::valid_prefix(&config.key_prefix) {
             return Err(cfg(

@@ -21,6 +21,20 @@ pub(super) fn valid_prefix(prefix: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// Whether `path` can be a mount path in a request line: `/`-separated segments of
+/// A-Z a-z 0-9 . _ -, none empty or `..` (a space or a line break from a config file
+/// would otherwise break the HTTP request).
+pub(super) fn valid_mount(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 256
+        && path.split('/').all(|s| {
+            !s.is_empty()
+                && s != ".."
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+}
+
 /// The transit key name of `label`.
 pub(super) fn key_name(prefix: &str, label: &str) -> String {
     let mut name = String::with_capacity(prefix.len() + label.len());
@@ -118,5 +132,26 @@ mod tests {
         assert!(valid_prefix(""));
         assert!(!valid_prefix("a/b"));
         assert!(!valid_prefix(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn mount_paths_cannot_break_the_request_line() {
+        for good in ["transit", "pki", "team-a/transit", "auth.v2/approle_1"] {
+            assert!(valid_mount(good), "{good}");
+        }
+        for bad in [
+            "",
+            "/transit",
+            "transit/",
+            "a//b",
+            "a/../b",
+            "tran sit",
+            "transit\r\nX-Injected: 1",
+            "transit?x=1",
+            "transit#",
+        ] {
+            assert!(!valid_mount(bad), "{bad:?}");
+        }
+        assert!(!valid_mount(&"a".repeat(257)));
     }
 }

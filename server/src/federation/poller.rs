@@ -148,7 +148,8 @@ impl Poller {
         if answer.status != 200 {
             return Err(RefreshError::Status(answer.status));
         }
-        let verdict = judge(&rel.trust_domain, &answer.body, stored.as_ref())
+        let needs_x509 = matches!(rel.profile, PeerProfile::HttpsSpiffe { .. });
+        let verdict = judge(&rel.trust_domain, &answer.body, stored.as_ref(), needs_x509)
             .map_err(RefreshError::Refused)?;
         let hint = verdict.bundle().refresh_hint_secs;
         match verdict {

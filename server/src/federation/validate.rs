@@ -6,7 +6,10 @@
 //! 1. **well-formed**: a SPIFFE JWK Set (`ironroot_api::bundle`, which refuses a malformed
 //!    key of a known kind and a document over 1 MiB);
 //! 2. **not empty**: at least one X.509 or JWT authority (an empty bundle would silently
-//!    stop trust in every SVID of the trust domain);
+//!    stop trust in every SVID of the trust domain); for an `https_spiffe` relationship at
+//!    least one X.509 authority (**x509-authority**): the next fetch authenticates the
+//!    endpoint with the stored bundle's X.509 roots, so a JWT-only bundle would end the
+//!    relationship and drop the peer's X.509 roots from every workload;
 //! 3. **trust domain**: every X.509 authority that carries a SPIFFE ID (SPIRE's and
 //!    ironroot's CA certificates carry `spiffe://<td>`) is in the relationship's trust
 //!    domain; one naming another trust domain is a bundle served for the wrong domain;
@@ -15,6 +18,10 @@
 //!    would bring back retired keys) or a peer whose state was reset: refused either way;
 //!    the operator re-bootstraps with `bundle set`, which stores whatever sequence the
 //!    document carries (0 for a PEM). An equal sequence with equal keys is no change.
+//!    `spiffe_sequence` is optional in the SPIFFE bundle format (SPIRE leaves it out while
+//!    it is 0): a peer that has never published one (stored and fetched both 0) has its
+//!    changed keys accepted, without replay protection, which only a peer that publishes
+//!    sequences can give. Once a sequence above 0 is stored, a 0 is a sequence that went back.
 
 use std::time::Duration;
 
@@ -34,6 +41,12 @@ pub(crate) enum BundleRefusal {
     /// No authority at all.
     #[error("rule not-empty: the bundle holds no X.509 or JWT authority")]
     Empty,
+    /// An https_spiffe relationship's bundle without an X.509 authority.
+    #[error(
+        "rule x509-authority: the bundle holds no X.509 authority, and an https_spiffe \
+         relationship authenticates its next fetch with the stored bundle's X.509 roots"
+    )]
+    NoX509Authority,
     /// An X.509 authority names another trust domain.
     #[error(
         "rule trust-domain: x509 authority {index} names {named}, not {expected}: the \
@@ -73,6 +86,7 @@ impl BundleRefusal {
         match self {
             BundleRefusal::Malformed(_) => "well-formed",
             BundleRefusal::Empty => "not-empty",
+            BundleRefusal::NoX509Authority => "x509-authority",
             BundleRefusal::ForeignAuthority { .. } => "trust-domain",
             BundleRefusal::SequenceWentBack { .. } | BundleRefusal::SequenceNotRaised(_) => {
                 "sequence"
@@ -119,11 +133,13 @@ fn same_keys(a: &TrustBundle, b: &TrustBundle) -> bool {
 }
 
 /// Judges `body`, fetched for `trust_domain`, against the `stored` bundle (none before the
-/// first fetch of an https_web relationship).
+/// first fetch of an https_web relationship). `needs_x509`: the relationship authenticates
+/// its endpoint with the bundle's X.509 roots (https_spiffe).
 pub(crate) fn judge(
     trust_domain: &TrustDomain,
     body: &[u8],
     stored: Option<&TrustBundle>,
+    needs_x509: bool,
 ) -> Result<Verdict, BundleRefusal> {
     let text = std::str::from_utf8(body)
         .map_err(|e| BundleRefusal::Malformed(BundleError::Json(format!("not UTF-8: {e}"))))?;
@@ -131,6 +147,9 @@ pub(crate) fn judge(
         .map_err(BundleRefusal::Malformed)?;
     if fetched.x509_authorities.is_empty() && fetched.jwt_authorities.is_empty() {
         return Err(BundleRefusal::Empty);
+    }
+    if needs_x509 && fetched.x509_authorities.is_empty() {
+        return Err(BundleRefusal::NoX509Authority);
     }
     for (index, cert) in fetched.x509_authorities.iter().enumerate() {
         // A CA certificate without a SPIFFE ID (an upstream root) names no trust domain.
@@ -153,6 +172,8 @@ pub(crate) fn judge(
     }
     match (got == have, same_keys(&fetched, stored)) {
         (true, true) => Ok(Verdict::Unchanged(fetched)),
+        // A peer that publishes no sequence: nothing to judge a change by.
+        (true, false) if got == 0 => Ok(Verdict::Changed(fetched)),
         (true, false) => Err(BundleRefusal::SequenceNotRaised(got)),
         // A higher sequence is stored even with the same keys: the stored sequence is what
         // the next fetch is judged against.

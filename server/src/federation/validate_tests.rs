@@ -47,7 +47,7 @@ fn body(b: &TrustBundle) -> Vec<u8> {
 #[test]
 fn the_first_bundle_is_stored() {
     let b = bundle("td-b.test", vec![ca_cert(Some("spiffe://td-b.test"))], 3);
-    let v = judge(&td("td-b.test"), &body(&b), None).unwrap();
+    let v = judge(&td("td-b.test"), &body(&b), None, true).unwrap();
     assert!(
         matches!(v, Verdict::Changed(ref f) if f.sequence_number == 3 && f.x509_authorities == b.x509_authorities)
     );
@@ -56,11 +56,11 @@ fn the_first_bundle_is_stored() {
 #[test]
 fn malformed_documents_are_refused_by_rule() {
     for junk in [&b"not json"[..], b"{\"keys\": 5}", b"\xff\xfe", b"[]"] {
-        let e = judge(&td("td-b.test"), junk, None).unwrap_err();
+        let e = judge(&td("td-b.test"), junk, None, true).unwrap_err();
         assert!(matches!(e, BundleRefusal::Malformed(_)), "{e}");
         assert!(e.to_string().starts_with("rule well-formed"), "{e}");
     }
-    let e = judge(&td("td-b.test"), br#"{"keys": []}"#, None).unwrap_err();
+    let e = judge(&td("td-b.test"), br#"{"keys": []}"#, None, true).unwrap_err();
     assert_eq!(e, BundleRefusal::Empty);
 }
 
@@ -71,14 +71,14 @@ fn an_authority_of_another_trust_domain_is_refused() {
         vec![ca_cert(None), ca_cert(Some("spiffe://td-c.test"))],
         1,
     );
-    let e = judge(&td("td-b.test"), &body(&b), None).unwrap_err();
+    let e = judge(&td("td-b.test"), &body(&b), None, true).unwrap_err();
     assert!(
         matches!(e, BundleRefusal::ForeignAuthority { index: 1, ref named, .. } if named == "td-c.test"),
         "{e}"
     );
     // A root without a SPIFFE ID names no trust domain: accepted.
     let upstream = bundle("td-b.test", vec![ca_cert(None)], 1);
-    judge(&td("td-b.test"), &body(&upstream), None).unwrap();
+    judge(&td("td-b.test"), &body(&upstream), None, true).unwrap();
 }
 
 #[test]
@@ -89,13 +89,13 @@ fn sequence_never_goes_back_and_moves_with_the_keys() {
 
     let mut same = stored.clone();
     assert_eq!(
-        judge(&t, &body(&same), Some(&stored)).unwrap(),
+        judge(&t, &body(&same), Some(&stored), true).unwrap(),
         Verdict::Unchanged(stored.clone())
     );
 
     same.sequence_number = 4;
     assert_eq!(
-        judge(&t, &body(&same), Some(&stored)).unwrap_err(),
+        judge(&t, &body(&same), Some(&stored), true).unwrap_err(),
         BundleRefusal::SequenceWentBack { got: 4, stored: 5 }
     );
 
@@ -104,12 +104,12 @@ fn sequence_never_goes_back_and_moves_with_the_keys() {
         .x509_authorities
         .push(ca_cert(Some("spiffe://td-b.test")));
     assert_eq!(
-        judge(&t, &body(&rotated), Some(&stored)).unwrap_err(),
+        judge(&t, &body(&rotated), Some(&stored), true).unwrap_err(),
         BundleRefusal::SequenceNotRaised(5)
     );
     rotated.sequence_number = 6;
     assert!(matches!(
-        judge(&t, &body(&rotated), Some(&stored)).unwrap(),
+        judge(&t, &body(&rotated), Some(&stored), true).unwrap(),
         Verdict::Changed(ref b) if b.x509_authorities.len() == 2
     ));
 
@@ -120,7 +120,54 @@ fn sequence_never_goes_back_and_moves_with_the_keys() {
         ..stored.clone()
     };
     assert!(matches!(
-        judge(&t, &body(&stored), Some(&bootstrap)).unwrap(),
+        judge(&t, &body(&stored), Some(&bootstrap), true).unwrap(),
+        Verdict::Changed(_)
+    ));
+}
+
+#[test]
+fn a_peer_without_sequences_has_its_key_changes_accepted_until_it_publishes_one() {
+    let t = td("td-b.test");
+    // A PEM bootstrap (sequence 0) and a peer that publishes no spiffe_sequence (0).
+    let bootstrap = TrustBundle {
+        jwt_authorities: Vec::new(),
+        ..bundle("td-b.test", vec![ca_cert(Some("spiffe://td-b.test"))], 0)
+    };
+    let fetched = bundle("td-b.test", bootstrap.x509_authorities.clone(), 0);
+    assert!(matches!(
+        judge(&t, &body(&fetched), Some(&bootstrap), true).unwrap(),
+        Verdict::Changed(_)
+    ));
+    let mut rotated = fetched.clone();
+    rotated
+        .x509_authorities
+        .push(ca_cert(Some("spiffe://td-b.test")));
+    assert!(matches!(
+        judge(&t, &body(&rotated), Some(&fetched), true).unwrap(),
+        Verdict::Changed(ref b) if b.x509_authorities.len() == 2
+    ));
+    // Once it has published a sequence, 0 is a sequence that went back.
+    let sequenced = TrustBundle {
+        sequence_number: 3,
+        ..rotated.clone()
+    };
+    assert_eq!(
+        judge(&t, &body(&fetched), Some(&sequenced), true).unwrap_err(),
+        BundleRefusal::SequenceWentBack { got: 0, stored: 3 }
+    );
+}
+
+#[test]
+fn an_https_spiffe_relationship_refuses_a_bundle_without_x509_roots() {
+    let t = td("td-b.test");
+    let jwt_only = bundle("td-b.test", Vec::new(), 2);
+    let e = judge(&t, &body(&jwt_only), None, true).unwrap_err();
+    assert_eq!(e, BundleRefusal::NoX509Authority);
+    assert_eq!(e.rule(), "x509-authority");
+    assert!(e.to_string().contains("rule x509-authority"), "{e}");
+    // https_web authenticates the endpoint with the Web PKI: JWT keys alone are a bundle.
+    assert!(matches!(
+        judge(&t, &body(&jwt_only), None, false).unwrap(),
         Verdict::Changed(_)
     ));
 }
