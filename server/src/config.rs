@@ -604,7 +604,9 @@ fn upstream(f: file::UpstreamFile) -> Result<UpstreamConfig, InvalidOption> {
             cert_file,
             bundle_file,
         },
-        file::UpstreamFile::OpenBao(f) => UpstreamConfig::OpenBao(Box::new(transit::openbao_pki(f)?)),
+        file::UpstreamFile::OpenBao(f) => {
+            UpstreamConfig::OpenBao(Box::new(transit::openbao_pki(f)?))
+        }
     })
 }
 

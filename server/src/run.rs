@@ -137,8 +137,8 @@ fn open_upstream(cfg: &ServerConfig) -> Result<Option<Upstream>, StartError> {
                 .map_err(|e| StartError::Upstream(Box::new(e)))?
         }
         UpstreamConfig::OpenBao(pki) => {
-            let client = OpenBaoClient::open(pki.connection.clone())
-                .map_err(StartError::UpstreamOpenBao)?;
+            let client =
+                OpenBaoClient::open(pki.connection.clone()).map_err(StartError::UpstreamOpenBao)?;
             Upstream::openbao(OpenBaoPki::new(
                 client,
                 pki.connection.mount.clone(),

@@ -289,9 +289,7 @@ pub enum IntermediateRefused {
         reason: String,
     },
     /// The certificate is for another public key than the new CA key the CSR was made with.
-    #[error(
-        "the certificate is for another public key than this server's new CA key (the CSR's)"
-    )]
+    #[error("the certificate is for another public key than this server's new CA key (the CSR's)")]
     WrongKey,
     /// No basicConstraints with CA:true: it could not sign SVIDs.
     #[error("the certificate is not a CA certificate (no basicConstraints CA:true)")]

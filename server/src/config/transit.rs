@@ -123,7 +123,9 @@ pub(super) fn openbao_pki(f: OpenBaoPkiFile) -> Result<OpenBaoPkiConfig, Invalid
     if f.mount.is_empty()
         || f.mount.starts_with('/')
         || f.mount.ends_with('/')
-        || f.mount.split('/').any(|s| s.is_empty() || s == ".." || s == ".")
+        || f.mount
+            .split('/')
+            .any(|s| s.is_empty() || s == ".." || s == ".")
         || !f.mount.bytes().all(path_byte)
     {
         return Err(invalid(

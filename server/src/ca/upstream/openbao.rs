@@ -73,7 +73,10 @@ impl OpenBaoPki {
         ttl_secs: i64,
     ) -> Result<Certified, CaError> {
         // The CSR carries our subject, URI SAN and CA extensions; validity is OpenBao's.
-        let params = x509::ca_params(subject, now - x509::BACKDATE_SECS, now + ttl_secs)?;
+        let mut params = x509::ca_params(subject, now - x509::BACKDATE_SECS, now + ttl_secs)?;
+        // OpenBao picks the serial and the authority key identifier (a CSR carries neither).
+        params.serial_number = None;
+        params.use_authority_key_identifier_extension = false;
         let common_name = match params.distinguished_name.get(&DnType::CommonName) {
             Some(DnValue::Utf8String(s)) => s.clone(),
             _ => format!("ironroot CA {}", subject.trust_domain),
@@ -122,9 +125,14 @@ impl OpenBaoPki {
         for (i, pem) in chain_pems.iter().enumerate() {
             chain.extend(pem_certificates(pem, &format!("ca_chain entry {i}")).map_err(refused)?);
         }
-        let mut certified =
-            validate::check_intermediate(&cert, &chain, key.der_bytes(), &subject.trust_domain, now)
-                .map_err(refused)?;
+        let mut certified = validate::check_intermediate(
+            &cert,
+            &chain,
+            key.der_bytes(),
+            &subject.trust_domain,
+            now,
+        )
+        .map_err(refused)?;
         // Never longer than asked: the rotation schedule counts on ca_ttl.
         certified.not_after = certified.not_after.min(now + ttl_secs);
         Ok(certified)

@@ -42,7 +42,11 @@ fn signed(params: CertificateParams, key: &KeyPair, issuer: &Issuer<'_, KeyPair>
 fn an_intermediate_for_our_key_under_a_root_is_accepted() {
     let (root_der, issuer) = root("OpenBao root");
     let ours = KeyPair::generate().unwrap();
-    let cert = signed(ca_params("ours", Some("spiffe://example.org")), &ours, &issuer);
+    let cert = signed(
+        ca_params("ours", Some("spiffe://example.org")),
+        &ours,
+        &issuer,
+    );
     let c = check_intermediate(&cert, &[root_der.clone()], ours.der_bytes(), &td(), NOW).unwrap();
     assert_eq!(c.cert_der, cert);
     assert!(c.chain.is_empty());
