@@ -259,9 +259,10 @@ pub enum UpstreamError {
         mount: String,
         /// The API path called.
         path: String,
-        /// The client's error (sealed, unreachable, 403 with the path, HTTP status).
+        /// The client's error (sealed, unreachable, 403 with the path, HTTP status); boxed to
+        /// keep `CaError` small.
         #[source]
-        source: HsmError,
+        source: Box<HsmError>,
     },
     /// OpenBao answered with a certificate ironroot does not accept (fail closed: the key
     /// is not used).

@@ -25,7 +25,7 @@ pub struct Upstream {
 
 enum Authority {
     /// The upstream key is held here (a file or a second token): the server signs.
-    Local(LocalCa),
+    Local(Box<LocalCa>),
     /// OpenBao's PKI engine signs a CSR.
     OpenBao(OpenBaoPki),
 }
@@ -102,12 +102,12 @@ impl Upstream {
                 source,
             })?;
         Ok(Upstream {
-            authority: Authority::Local(LocalCa {
+            authority: Authority::Local(Box::new(LocalCa {
                 issuer,
                 chain,
                 roots,
                 not_after,
-            }),
+            })),
             description,
         })
     }

@@ -99,7 +99,7 @@ impl OpenBaoPki {
             .map_err(|source| UpstreamError::OpenBao {
                 mount: self.mount.clone(),
                 path: path.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let refused = |reason| UpstreamError::OpenBaoAnswer {
             mount: self.mount.clone(),

@@ -47,7 +47,14 @@ fn an_intermediate_for_our_key_under_a_root_is_accepted() {
         &ours,
         &issuer,
     );
-    let c = check_intermediate(&cert, &[root_der.clone()], ours.der_bytes(), &td(), NOW).unwrap();
+    let c = check_intermediate(
+        &cert,
+        std::slice::from_ref(&root_der),
+        ours.der_bytes(),
+        &td(),
+        NOW,
+    )
+    .unwrap();
     assert_eq!(c.cert_der, cert);
     assert!(c.chain.is_empty());
     assert_eq!(c.roots, vec![root_der]);
@@ -100,7 +107,13 @@ fn a_leaf_or_a_ca_without_key_cert_sign_is_refused() {
     leaf.is_ca = IsCa::ExplicitNoCa;
     let cert = signed(leaf, &ours, &issuer);
     assert_eq!(
-        check_intermediate(&cert, &[root_der.clone()], ours.der_bytes(), &td(), NOW),
+        check_intermediate(
+            &cert,
+            std::slice::from_ref(&root_der),
+            ours.der_bytes(),
+            &td(),
+            NOW
+        ),
         Err(IntermediateRefused::NotCa)
     );
     let mut no_sign = ca_params("no keyCertSign", None);
