@@ -42,7 +42,7 @@ pub use pkcs11::{PinSource, Pkcs11Config, Pkcs11KeyManager};
 pub use signer::Signer;
 pub use software::SoftwareKeyManager;
 #[cfg(feature = "transit")]
-pub use transit::{SecretSource, TransitAuth, TransitConfig, TransitKeyManager};
+pub use transit::{OpenBaoClient, SecretSource, TransitAuth, TransitConfig, TransitKeyManager};
 pub use transit_error::TransitError;
 
 /// The key types the CA can hold.

@@ -252,6 +252,9 @@ pub(crate) enum UpstreamConfig {
         cert_file: PathBuf,
         bundle_file: Option<PathBuf>,
     },
+    /// OpenBao's (or Vault's) PKI engine signs a CSR of each new CA key (`kind = "openbao"`,
+    /// docs/vault.md).
+    OpenBao(Box<transit::OpenBaoPkiConfig>),
 }
 
 /// A unix socket's file mode (permission bits only), written in octal: `"0600"`.
@@ -601,6 +604,9 @@ fn upstream(f: file::UpstreamFile) -> Result<UpstreamConfig, InvalidOption> {
             cert_file,
             bundle_file,
         },
+        file::UpstreamFile::OpenBao(f) => {
+            UpstreamConfig::OpenBao(Box::new(transit::openbao_pki(f)?))
+        }
     })
 }
 

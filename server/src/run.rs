@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ironroot_hsm::{KeyManager, Pkcs11KeyManager, SoftwareKeyManager};
+use ironroot_hsm::{KeyManager, OpenBaoClient, Pkcs11KeyManager, SoftwareKeyManager};
 use tracing::{error, info, warn};
 
 use crate::admin::{bind_admin_socket, serve_admin, AdminAuthorizer, AdminOverTls, AdminService};
 use crate::audit::Audit;
 use crate::authorized::AuthorizedCache;
-use crate::ca::upstream::Upstream;
+use crate::ca::upstream::{OpenBaoPki, Upstream};
 use crate::ca::{CaSettings, CertificateAuthority};
 use crate::changes::Changes;
 use crate::config::{KeyManagerConfig, ListenAddress, ServerConfig, StoreConfig, UpstreamConfig};
@@ -135,6 +135,15 @@ fn open_upstream(cfg: &ServerConfig) -> Result<Option<Upstream>, StartError> {
                 Arc::new(Pkcs11KeyManager::open(token).map_err(StartError::UpstreamToken)?);
             Upstream::from_token(km, key_label, cert_file, bundle_file.as_deref())
                 .map_err(|e| StartError::Upstream(Box::new(e)))?
+        }
+        UpstreamConfig::OpenBao(pki) => {
+            let client =
+                OpenBaoClient::open(pki.connection.clone()).map_err(StartError::UpstreamOpenBao)?;
+            Upstream::openbao(OpenBaoPki::new(
+                client,
+                pki.connection.mount.clone(),
+                pki.issuer.clone(),
+            ))
         }
     };
     Ok(Some(upstream))

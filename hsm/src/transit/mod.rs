@@ -156,15 +156,25 @@ impl TransitKeyManager {
             )
             .into());
         }
+        Ok(TransitKeyManager {
+            inner: Inner::connect(config)?,
+        })
+    }
+}
+
+impl Inner {
+    /// Makes the HTTP client, authenticates (token lookup or AppRole login) and starts the
+    /// renewal thread: what the transit key manager and [`OpenBaoClient`] share.
+    fn connect(config: TransitConfig) -> Result<Arc<Inner>, HsmError> {
         let client = Client::new(
             &config.address,
             config.ca_file.as_deref(),
             config.insecure_http,
             config.timeout,
         )
-        .map_err(|(option, reason)| cfg(option, reason))?;
+        .map_err(|(option, reason)| TransitError::Config { option, reason })?;
         if config.insecure_http && config.address.starts_with("http://") {
-            tracing::warn!(address = %config.address, "INSECURE: transit over plain http (insecure_http = true): the token and every digest cross the network unprotected; development only");
+            tracing::warn!(address = %config.address, "INSECURE: OpenBao/Vault over plain http (insecure_http = true): the token and everything sent cross the network unprotected; development only");
         }
         let inner = Arc::new(Inner {
             config,
@@ -176,7 +186,61 @@ impl TransitKeyManager {
         let session = inner.authenticate()?;
         *inner.lock_session() = session;
         spawn_renewal(Arc::downgrade(&inner));
-        Ok(TransitKeyManager { inner })
+        Ok(inner)
+    }
+}
+
+/// An authenticated client of an OpenBao / Vault server's HTTP API for engines other than
+/// transit (the CA's PKI upstream): the same TLS rules, token or AppRole login, renewal,
+/// retry after a refused token, and named failures (sealed, unreachable, 403 with the path)
+/// as the transit key manager, which shares this code.
+pub struct OpenBaoClient {
+    inner: Arc<Inner>,
+}
+
+impl OpenBaoClient {
+    /// Connects and authenticates with `config`'s `address`, `ca_file`, `insecure_http`,
+    /// `auth` and `timeout` (its `mount` and `key_prefix` are the transit key manager's and
+    /// are not used). Fails if the server cannot be reached or refuses the credentials.
+    pub fn open(config: TransitConfig) -> Result<Self, HsmError> {
+        Ok(OpenBaoClient {
+            inner: Inner::connect(config)?,
+        })
+    }
+
+    /// `POST /v1/<path>` with a JSON `body`; returns the answer's `data` object. `op` says
+    /// what the call is for in errors ("sign the CA certificate").
+    pub fn write(
+        &self,
+        path: &str,
+        op: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, HsmError> {
+        let call = Call {
+            method: "POST",
+            path,
+            op,
+        };
+        let resp = self
+            .inner
+            .call(&call, Some(body.to_string().as_bytes()), &[])?;
+        self.inner.data(&call, resp)
+    }
+
+    /// The configured address.
+    pub fn address(&self) -> &str {
+        self.inner.address()
+    }
+}
+
+impl std::fmt::Debug for OpenBaoClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "OpenBao/Vault at {} ({} auth)",
+            self.inner.config.address,
+            self.inner.config.auth.method()
+        )
     }
 }
 

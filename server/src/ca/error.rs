@@ -247,6 +247,89 @@ pub enum UpstreamError {
     /// The upstream key failed to sign the intermediate.
     #[error("signing the intermediate: {0}")]
     SignIntermediate(#[source] rcgen::Error),
+    /// OpenBao's PKI engine did not sign this server's new CA certificate (unreachable,
+    /// sealed, permission denied, or another refusal, named by the source). The CA keeps
+    /// signing with its current key; the next rotation check asks again.
+    #[error(
+        "OpenBao PKI mount '{mount}' did not sign the new CA certificate ({path}): {source}; \
+         the current CA key keeps signing and the next rotation check retries"
+    )]
+    OpenBao {
+        /// The configured PKI mount.
+        mount: String,
+        /// The API path called.
+        path: String,
+        /// The client's error (sealed, unreachable, 403 with the path, HTTP status); boxed to
+        /// keep `CaError` small.
+        #[source]
+        source: Box<HsmError>,
+    },
+    /// OpenBao answered with a certificate ironroot does not accept (fail closed: the key
+    /// is not used).
+    #[error("the certificate OpenBao PKI mount '{mount}' returned is refused: {reason}")]
+    OpenBaoAnswer {
+        /// The configured PKI mount.
+        mount: String,
+        /// The rule it breaks.
+        #[source]
+        reason: IntermediateRefused,
+    },
+}
+
+/// Why a CA certificate returned by an upstream (OpenBao PKI) is refused: each rule an
+/// intermediate of this server must meet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IntermediateRefused {
+    /// A returned certificate or PEM block does not parse.
+    #[error("{what} is not a DER X.509 certificate in PEM: {reason}")]
+    Unparseable {
+        /// Which one ("the certificate", "ca_chain entry 2").
+        what: String,
+        /// The parser's reason.
+        reason: String,
+    },
+    /// The certificate is for another public key than the new CA key the CSR was made with.
+    #[error("the certificate is for another public key than this server's new CA key (the CSR's)")]
+    WrongKey,
+    /// No basicConstraints with CA:true: it could not sign SVIDs.
+    #[error("the certificate is not a CA certificate (no basicConstraints CA:true)")]
+    NotCa,
+    /// No keyUsage keyCertSign.
+    #[error("the certificate's keyUsage lacks keyCertSign")]
+    NoKeyCertSign,
+    /// A URI SAN other than the trust domain's SPIFFE ID (SPIFFE X.509-SVID: a signing
+    /// certificate may carry only that one).
+    #[error("the certificate's URI SAN {uri:?} is not this trust domain's SPIFFE ID {expected}")]
+    ForeignUriSan {
+        /// The URI found.
+        uri: String,
+        /// `spiffe://<trust domain>`.
+        expected: String,
+    },
+    /// Already expired, or not yet valid, at the server's clock.
+    #[error("the certificate is not valid now (notBefore {not_before}, notAfter {not_after}, now {now})")]
+    NotValidNow {
+        /// notBefore, unix seconds.
+        not_before: i64,
+        /// notAfter, unix seconds.
+        not_after: i64,
+        /// The server's time.
+        now: i64,
+    },
+    /// A certificate of the chain is not signed by the next one (or names another issuer).
+    #[error("chain position {position} is not issued and signed by the certificate after it")]
+    BrokenChain {
+        /// 0: our certificate; 1: the first of `ca_chain`, ...
+        position: usize,
+    },
+    /// The chain does not end in a self-signed root (the mount's issuer was imported without
+    /// its chain): the bundle would have no root.
+    #[error(
+        "the chain OpenBao returned does not end in a self-signed root; import the issuer's \
+         full chain into the PKI mount (`<mount>/issuers/import/bundle`)"
+    )]
+    NoRoot,
 }
 
 /// A rotation journal that cannot be read, written or trusted.

@@ -26,6 +26,10 @@ pub(crate) struct X509Slot {
     /// Upstream certificates between this CA and the roots (empty for a root CA).
     #[serde(with = "ironroot_api::serde_b64::list", default)]
     pub(crate) upstream_chain: Vec<Vec<u8>>,
+    /// The upstream roots this CA certificate chains to, published while it is unexpired
+    /// (an OpenBao upstream's root; empty for a root CA and before this field existed).
+    #[serde(with = "ironroot_api::serde_b64::list", default)]
+    pub(crate) upstream_roots: Vec<Vec<u8>>,
     pub(crate) not_before: i64,
     pub(crate) not_after: i64,
 }

@@ -28,7 +28,10 @@ use signing_key::HsmKey;
 use upstream::Upstream;
 use x509::CaSubject;
 
-pub use error::{CaError, CertificateError, JournalError, KeyError, SigningError, UpstreamError};
+pub use error::{
+    CaError, CertificateError, IntermediateRefused, JournalError, KeyError, SigningError,
+    UpstreamError,
+};
 pub use health::{CaHealth, HealthState};
 
 /// Where X.509-SVIDs are signed (`[ca] signing`).
@@ -350,8 +353,20 @@ impl CertificateAuthority {
     pub(crate) fn bundle(&self) -> Result<TrustBundle, CaError> {
         let now = unix_now();
         let state = self.read_state()?;
-        let x509_authorities = match &self.upstream {
-            Some(up) => up.roots.clone(),
+        let x509_authorities = match self.upstream.as_ref().map(|u| u.fixed_roots()) {
+            Some(Some(roots)) => roots.to_vec(),
+            // OpenBao: the roots of every unexpired CA key, each once.
+            Some(None) => {
+                let mut roots: Vec<Vec<u8>> = Vec::new();
+                for slot in state.journal.x509.iter().filter(|s| s.not_after > now) {
+                    for r in &slot.upstream_roots {
+                        if !roots.contains(r) {
+                            roots.push(r.clone());
+                        }
+                    }
+                }
+                roots
+            }
             None => state
                 .journal
                 .x509

@@ -12,9 +12,10 @@ use tracing::{info, warn};
 use super::journal::{self, CaJournal, JwtSlot, Slot, SlotStatus, Step, X509Slot};
 use super::signing_key::HsmKey;
 use super::stored_journal::{self, StoredJournal, Written, MAX_ATTEMPTS};
+use super::upstream::Certified;
 use super::{
     x509, ActiveJwt, ActiveX509, CaError, CertificateAuthority, CertificateError, JournalError,
-    KeyError, UpstreamError,
+    KeyError,
 };
 
 /// Whether a pass runs the rotation schedule or only takes up the stored journal.
@@ -291,34 +292,40 @@ impl CertificateAuthority {
         let label = new_label(&self.settings.key_label_prefix, "x509", now);
         let info = self.generate(&label, self.settings.key_algorithm)?;
         let key = HsmKey::new(Signer::new(self.km.clone(), info))?;
-        let mut not_after = now + self.settings.ca_ttl.as_secs() as i64;
+        let ttl = self.settings.ca_ttl.as_secs() as i64;
         // The schedule counts from issuance; only the certificate is back-dated.
         let not_before = now;
-        if let Some(up) = &self.upstream {
-            not_after = not_after.min(up.not_after);
-            if not_after <= now {
-                return Err(UpstreamError::Expired.into());
-            }
-        }
-        let params = x509::ca_params(&self.subject(), now - x509::BACKDATE_SECS, not_after)?;
-        let (cert, upstream_chain) = match &self.upstream {
-            Some(up) => {
-                let c = params
-                    .signed_by(&key, &up.issuer)
-                    .map_err(UpstreamError::SignIntermediate)?;
-                (c, up.chain.clone())
-            }
+        let certified = match &self.upstream {
+            Some(up) => match up.certify(&key, &self.subject(), now, ttl) {
+                Ok(c) => c,
+                Err(e) => {
+                    // The key never made it into the journal: do not leave it behind, or an
+                    // upstream outage would leave a key per rotation check.
+                    self.destroy(&label);
+                    return Err(e);
+                }
+            },
             None => {
+                let not_after = now + ttl;
+                let params =
+                    x509::ca_params(&self.subject(), now - x509::BACKDATE_SECS, not_after)?;
                 let c = params.self_signed(&key).map_err(|e| key.explain(e))?;
-                (c, Vec::new())
+                Certified {
+                    cert_der: c.der().to_vec(),
+                    chain: Vec::new(),
+                    roots: Vec::new(),
+                    not_after,
+                }
             }
         };
+        let not_after = certified.not_after;
         info!(key = %label, not_after, status = ?status, "new X.509 CA key");
         Ok(X509Slot {
             key_label: label,
             status,
-            cert_der: cert.der().to_vec(),
-            upstream_chain,
+            cert_der: certified.cert_der,
+            upstream_chain: certified.chain,
+            upstream_roots: certified.roots,
             not_before,
             not_after,
         })

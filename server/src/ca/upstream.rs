@@ -1,4 +1,9 @@
-//! An upstream CA that signs this server's intermediate CA certificates.
+//! An upstream CA that signs this server's intermediate CA certificates: a local one whose
+//! key the server holds (`kind = "disk"` / `"pkcs11"`), or OpenBao's PKI engine, which gets a
+//! CSR made with the new CA key and returns the certificate (`kind = "openbao"`).
+
+mod openbao;
+pub(crate) mod validate;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,17 +12,44 @@ use ironroot_hsm::{KeyManager, Signer};
 use rcgen::Issuer;
 
 use super::signing_key::{HsmKey, UpstreamKey};
-use super::x509::cert_not_after;
+use super::x509::{self, cert_not_after, CaSubject};
 use super::{CaError, UpstreamError};
 
+pub(crate) use openbao::OpenBaoPki;
+
+/// The CA above this server. [`Upstream::certify`] makes the certificate of each new CA key.
 pub struct Upstream {
-    pub(super) issuer: Issuer<'static, UpstreamKey>,
-    /// Certificates to send after our intermediate in every SVID chain.
-    pub(super) chain: Vec<Vec<u8>>,
-    /// Roots published in the bundle.
-    pub(super) roots: Vec<Vec<u8>>,
-    pub(super) not_after: i64,
+    authority: Authority,
     pub(super) description: String,
+}
+
+enum Authority {
+    /// The upstream key is held here (a file or a second token): the server signs.
+    Local(Box<LocalCa>),
+    /// OpenBao's PKI engine signs a CSR.
+    OpenBao(OpenBaoPki),
+}
+
+struct LocalCa {
+    issuer: Issuer<'static, UpstreamKey>,
+    /// Certificates to send after our intermediate in every SVID chain.
+    chain: Vec<Vec<u8>>,
+    /// Roots published in the bundle.
+    roots: Vec<Vec<u8>>,
+    not_after: i64,
+}
+
+/// A new CA key's certificate from the upstream, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Certified {
+    /// Our CA certificate.
+    pub(crate) cert_der: Vec<u8>,
+    /// Certificates between it and the roots, issuer first (sent after it in SVID chains).
+    pub(crate) chain: Vec<Vec<u8>>,
+    /// The roots it chains to (published in the bundle).
+    pub(crate) roots: Vec<Vec<u8>>,
+    /// Its notAfter: the CA key's life ends there.
+    pub(crate) not_after: i64,
 }
 
 /// Reads every CERTIFICATE block of a PEM file, in order.
@@ -70,12 +102,63 @@ impl Upstream {
                 source,
             })?;
         Ok(Upstream {
-            issuer,
-            chain,
-            roots,
-            not_after,
+            authority: Authority::Local(Box::new(LocalCa {
+                issuer,
+                chain,
+                roots,
+                not_after,
+            })),
             description,
         })
+    }
+
+    /// OpenBao's PKI engine as the upstream.
+    pub(crate) fn openbao(pki: OpenBaoPki) -> Self {
+        let description = pki.describe();
+        Upstream {
+            authority: Authority::OpenBao(pki),
+            description,
+        }
+    }
+
+    /// The roots every bundle publishes, whatever the journal records (a local upstream's
+    /// configured roots); `None`: the roots recorded with each unexpired CA key (OpenBao,
+    /// whose root may change between keys).
+    pub(super) fn fixed_roots(&self) -> Option<&[Vec<u8>]> {
+        match &self.authority {
+            Authority::Local(l) => Some(&l.roots),
+            Authority::OpenBao(_) => None,
+        }
+    }
+
+    /// The certificate of a new CA key `key`, valid from `now` for at most `ttl_secs` and
+    /// never beyond what the upstream allows.
+    pub(super) fn certify(
+        &self,
+        key: &HsmKey,
+        subject: &CaSubject,
+        now: i64,
+        ttl_secs: i64,
+    ) -> Result<Certified, CaError> {
+        match &self.authority {
+            Authority::Local(l) => {
+                let not_after = (now + ttl_secs).min(l.not_after);
+                if not_after <= now {
+                    return Err(UpstreamError::Expired.into());
+                }
+                let params = x509::ca_params(subject, now - x509::BACKDATE_SECS, not_after)?;
+                let cert = params
+                    .signed_by(key, &l.issuer)
+                    .map_err(UpstreamError::SignIntermediate)?;
+                Ok(Certified {
+                    cert_der: cert.der().to_vec(),
+                    chain: l.chain.clone(),
+                    roots: l.roots.clone(),
+                    not_after,
+                })
+            }
+            Authority::OpenBao(pki) => pki.certify(key, subject, now, ttl_secs),
+        }
     }
 
     /// Upstream key in a PEM (PKCS#8) file.

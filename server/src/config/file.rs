@@ -155,6 +155,8 @@ pub(super) enum UpstreamFile {
         cert_file: PathBuf,
         bundle_file: Option<PathBuf>,
     },
+    #[serde(rename = "openbao")]
+    OpenBao(super::transit::OpenBaoPkiFile),
 }
 
 /// `[store]`, tagged by `kind`; absent: sled. The PostgreSQL connection is a `url` or its

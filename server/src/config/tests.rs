@@ -235,6 +235,70 @@ fn upstream_variants_parse() {
 }
 
 #[test]
+fn upstream_openbao_parses_with_its_defaults_and_refuses_what_is_unsafe() {
+    let head = "trust_domain = \"example.org\"\ninsecure_software_keys = true\n[upstream]\n\
+                kind = \"openbao\"\n";
+    let c = parse(&format!(
+        "{head}address = \"https://bao:8200\"\ntoken_file = \"/t\"\n"
+    ))
+    .unwrap();
+    match c.upstream {
+        Some(UpstreamConfig::OpenBao(pki)) => {
+            assert_eq!(pki.connection.mount, "pki");
+            assert_eq!(pki.issuer, None);
+            assert!(!pki.connection.insecure_http);
+            assert_eq!(pki.connection.timeout, std::time::Duration::from_secs(10));
+            assert_eq!(
+                pki.connection.auth,
+                ironroot_hsm::TransitAuth::Token(ironroot_hsm::SecretSource::File("/t".into()))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let c = parse(&format!(
+        "{head}address = \"https://bao:8200\"\nmount = \"pki_int\"\nissuer = \"up-2\"\n\
+         [upstream.approle]\nrole_id = \"r\"\nsecret_id_file = \"/s\"\n"
+    ))
+    .unwrap();
+    match c.upstream {
+        Some(UpstreamConfig::OpenBao(pki)) => {
+            assert_eq!(pki.connection.mount, "pki_int");
+            assert_eq!(pki.issuer.as_deref(), Some("up-2"));
+        }
+        other => panic!("{other:?}"),
+    }
+    for (body, needle) in [
+        (
+            "address = \"http://bao:8200\"\ntoken_file = \"/t\"\n",
+            "upstream.address",
+        ),
+        (
+            "address = \"https://bao:8200\"\n",
+            "exactly one of token_file",
+        ),
+        (
+            "address = \"https://bao:8200\"\ntoken_file = \"/t\"\nmount = \"../sys\"\n",
+            "upstream.mount",
+        ),
+        (
+            "address = \"https://bao:8200\"\ntoken_file = \"/t\"\nissuer = \"a/b\"\n",
+            "upstream.issuer",
+        ),
+        (
+            "address = \"https://bao:8200\"\ntoken_file = \"/t\"\nkey_prefix = \"x\"\n",
+            "key_prefix",
+        ),
+        (
+            "address = \"https://bao:8200\"\ntoken_file = \"/t\"\nrole = \"r\"\n",
+            "role",
+        ),
+    ] {
+        let e = parse(&format!("{head}{body}")).unwrap_err().to_string();
+        assert!(e.contains(needle), "{body}: {e}");
+    }
+}
+
+#[test]
 fn upstream_pkcs11_reads_every_token_key() {
     let c = parse(
         r#"trust_domain = "example.org"
@@ -369,7 +433,7 @@ fn the_annotated_upstream_examples_parse() {
         }
     }
     examples.extend(current);
-    assert_eq!(examples.len(), 2, "{examples:?}");
+    assert_eq!(examples.len(), 3, "{examples:?}");
     for example in examples {
         let c = parse(&format!(
             "trust_domain = \"example.org\"\ninsecure_software_keys = true\n{example}"

@@ -67,44 +67,8 @@ fn timeout() -> Duration {
 /// `http://` only with `insecure_http`; a timeout of at least a second. (The key manager
 /// checks the rest when it opens: mount, prefix, CA file.)
 pub(super) fn transit(f: TransitFile) -> Result<TransitConfig, InvalidOption> {
-    const KEY: &str = "key_manager.transit";
-    let auth = match (f.token_file, f.token_env, f.approle) {
-        (Some(path), None, None) => TransitAuth::Token(SecretSource::File(path)),
-        (None, Some(var), None) if !var.is_empty() => TransitAuth::Token(SecretSource::Env(var)),
-        (None, None, Some(a)) => {
-            if a.role_id.trim().is_empty() {
-                return Err(invalid("key_manager.transit.approle.role_id", "is empty"));
-            }
-            TransitAuth::AppRole {
-                mount: a.mount,
-                role_id: a.role_id,
-                secret_id: SecretSource::File(a.secret_id_file),
-            }
-        }
-        _ => {
-            return Err(invalid(
-                KEY,
-                "set exactly one of token_file, token_env or [key_manager.transit.approle] \
-                 (tokens and secret IDs are never written in this file)",
-            ))
-        }
-    };
-    if f.address.starts_with("http://") && !f.insecure_http {
-        return Err(invalid(
-            "key_manager.transit.address",
-            format!(
-                "{:?} is plain http: the token and every digest would cross the network \
-                 unprotected; use https:// (insecure_http = true only for a local dev server)",
-                f.address
-            ),
-        ));
-    }
-    if f.timeout < Duration::from_secs(1) {
-        return Err(invalid(
-            "key_manager.transit.timeout",
-            "must be at least 1s",
-        ));
-    }
+    let auth = auth(&TRANSIT, f.token_file, f.token_env, f.approle)?;
+    check_connection(&TRANSIT, &f.address, f.insecure_http, f.timeout)?;
     Ok(TransitConfig {
         address: f.address,
         mount: f.mount,
@@ -114,4 +78,161 @@ pub(super) fn transit(f: TransitFile) -> Result<TransitConfig, InvalidOption> {
         auth,
         timeout: f.timeout,
     })
+}
+
+/// `[upstream] kind = "openbao"` as written: OpenBao's PKI engine signs the CA certificates.
+/// Connection and authentication options are those of `[key_manager.transit]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OpenBaoPkiFile {
+    address: String,
+    #[serde(default = "pki_mount")]
+    mount: String,
+    issuer: Option<String>,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure_http: bool,
+    #[serde(default = "timeout", with = "humantime_serde")]
+    timeout: Duration,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    approle: Option<AppRoleFile>,
+}
+
+/// Default PKI mount path of `[upstream] kind = "openbao"`.
+pub(crate) const DEFAULT_PKI_MOUNT: &str = "pki";
+
+fn pki_mount() -> String {
+    DEFAULT_PKI_MOUNT.into()
+}
+
+/// `[upstream] kind = "openbao"`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OpenBaoPkiConfig {
+    /// Connection and authentication (`mount` is the PKI mount; `key_prefix` unused).
+    pub(crate) connection: TransitConfig,
+    /// The issuer reference to sign with; `None`: the mount's default issuer.
+    pub(crate) issuer: Option<String>,
+}
+
+/// Checks `[upstream] kind = "openbao"` the way `[key_manager.transit]` is checked, plus the
+/// mount path and issuer reference (they go into API paths).
+pub(super) fn openbao_pki(f: OpenBaoPkiFile) -> Result<OpenBaoPkiConfig, InvalidOption> {
+    let auth = auth(&UPSTREAM, f.token_file, f.token_env, f.approle)?;
+    check_connection(&UPSTREAM, &f.address, f.insecure_http, f.timeout)?;
+    if f.mount.is_empty()
+        || f.mount.starts_with('/')
+        || f.mount.ends_with('/')
+        || f.mount
+            .split('/')
+            .any(|s| s.is_empty() || s == ".." || s == ".")
+        || !f.mount.bytes().all(path_byte)
+    {
+        return Err(invalid(
+            "upstream.mount",
+            format!("{:?} is not a mount path", f.mount),
+        ));
+    }
+    if let Some(i) = &f.issuer {
+        if i.is_empty() || !i.bytes().all(|b| path_byte(b) && b != b'/') {
+            return Err(invalid(
+                "upstream.issuer",
+                format!("{i:?} is not an issuer name or ID (A-Z a-z 0-9 . _ -)"),
+            ));
+        }
+    }
+    Ok(OpenBaoPkiConfig {
+        connection: TransitConfig {
+            address: f.address,
+            mount: f.mount,
+            key_prefix: String::new(),
+            ca_file: f.ca_file,
+            insecure_http: f.insecure_http,
+            auth,
+            timeout: f.timeout,
+        },
+        issuer: f.issuer,
+    })
+}
+
+fn path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/')
+}
+
+/// The option names of a section with OpenBao connection options, for errors.
+struct Section {
+    name: &'static str,
+    address: &'static str,
+    timeout: &'static str,
+    role_id: &'static str,
+}
+
+const TRANSIT: Section = Section {
+    name: "key_manager.transit",
+    address: "key_manager.transit.address",
+    timeout: "key_manager.transit.timeout",
+    role_id: "key_manager.transit.approle.role_id",
+};
+
+const UPSTREAM: Section = Section {
+    name: "upstream",
+    address: "upstream.address",
+    timeout: "upstream.timeout",
+    role_id: "upstream.approle.role_id",
+};
+
+/// Exactly one of `token_file`, `token_env`, `[<section>.approle]`.
+fn auth(
+    key: &Section,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    approle: Option<AppRoleFile>,
+) -> Result<TransitAuth, InvalidOption> {
+    Ok(match (token_file, token_env, approle) {
+        (Some(path), None, None) => TransitAuth::Token(SecretSource::File(path)),
+        (None, Some(var), None) if !var.is_empty() => TransitAuth::Token(SecretSource::Env(var)),
+        (None, None, Some(a)) => {
+            if a.role_id.trim().is_empty() {
+                return Err(invalid(key.role_id, "is empty"));
+            }
+            TransitAuth::AppRole {
+                mount: a.mount,
+                role_id: a.role_id,
+                secret_id: SecretSource::File(a.secret_id_file),
+            }
+        }
+        _ => {
+            return Err(invalid(
+                key.name,
+                format!(
+                    "set exactly one of token_file, token_env or [{}.approle] \
+                     (tokens and secret IDs are never written in this file)",
+                    key.name
+                ),
+            ))
+        }
+    })
+}
+
+/// `http://` only with `insecure_http`; a timeout of at least a second.
+fn check_connection(
+    key: &Section,
+    address: &str,
+    insecure_http: bool,
+    timeout: Duration,
+) -> Result<(), InvalidOption> {
+    if address.starts_with("http://") && !insecure_http {
+        return Err(invalid(
+            key.address,
+            format!(
+                "{address:?} is plain http: the token and every request would cross the \
+                 network unprotected; use https:// (insecure_http = true only for a local dev \
+                 server)"
+            ),
+        ));
+    }
+    if timeout < Duration::from_secs(1) {
+        return Err(invalid(key.timeout, "must be at least 1s"));
+    }
+    Ok(())
 }

@@ -36,6 +36,10 @@ pub enum StartError {
     /// The upstream CA's token cannot be opened.
     #[error("cannot open the upstream CA token: {0}")]
     UpstreamToken(#[source] HsmError),
+    /// The OpenBao server of `[upstream] kind = "openbao"` cannot be reached or refuses the
+    /// credentials at start.
+    #[error("cannot connect to the upstream OpenBao PKI ([upstream]): {0}")]
+    UpstreamOpenBao(#[source] HsmError),
     /// The upstream CA cannot be used (its files, key or certificate).
     #[error("{0}")]
     Upstream(#[source] Box<CaError>),

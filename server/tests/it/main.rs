@@ -24,3 +24,4 @@ mod store_postgres_tls;
 mod store_sled;
 mod unreadable;
 mod upstream;
+mod upstream_openbao;

@@ -84,6 +84,7 @@ fn journal_round_trips_as_json() {
             status: SlotStatus::Active,
             cert_der: vec![1, 2, 3],
             upstream_chain: vec![vec![4]],
+            upstream_roots: vec![vec![5]],
             not_before: 1,
             not_after: 2,
         }],
