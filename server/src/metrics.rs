@@ -23,6 +23,8 @@ use ironroot_runtime::metrics::{
     latency_histogram, HistogramConstructor, Labels1, Labels2, ProcessCollector,
 };
 
+use ironroot_hsm::{HsmError, KeyAlgorithm, KeyInfo, KeyManager, KeyManagerHealth};
+
 use crate::authorized::AuthorizedCache;
 use crate::ca::{CaError, SigningMode};
 
@@ -111,20 +113,18 @@ impl ServerMetrics {
                     .get_or_create(&labels)
                     .observe(took.as_secs_f64());
             }
-            Err(e) => {
+            // A key-manager failure among them is also counted by `CountedKeyManager`.
+            Err(_) => {
                 self.svid_signing_failures.get_or_create(&labels).inc();
-                let in_hsm = mode == SigningMode::Hsm;
-                if in_hsm && matches!(e, CaError::Key(_) | CaError::Signing(_)) {
-                    let operation = match kind {
-                        SvidKind::X509 => "sign_x509_svid",
-                        SvidKind::Jwt => "sign_jwt_svid",
-                    };
-                    self.hsm_errors
-                        .get_or_create(&[("operation", operation)])
-                        .inc();
-                }
             }
         }
+    }
+
+    /// One key-manager call failed.
+    fn hsm_error(&self, operation: &'static str) {
+        self.hsm_errors
+            .get_or_create(&[("operation", operation)])
+            .inc();
     }
 
     /// One federation relationship's fetch ended: `outcome` is `changed`, `unchanged` or the
@@ -182,7 +182,8 @@ pub(crate) fn registry(cache: Arc<AuthorizedCache>) -> Registry {
     );
     r.register(
         "hsm_errors",
-        "Key-manager (HSM) calls that failed while signing SVIDs, by operation.",
+        "Key-manager (HSM) calls that failed, by operation (generate, find, sign, list, destroy): \
+         SVID signing, CA rotation and audit checkpoints alike.",
         m.hsm_errors.clone(),
     );
     r.register(
@@ -234,5 +235,108 @@ impl Collector for CacheCounts {
             g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
         }
         Ok(())
+    }
+}
+
+/// The server's key manager with every failed call counted in `hsm_errors` by operation, so
+/// an HSM in trouble shows the same way whichever part of the server met it (SVID signing,
+/// CA rotation, audit checkpoints). Every method is forwarded, `health` included (the
+/// trait's default would report a broken HSM as available).
+pub(crate) struct CountedKeyManager(pub(crate) Arc<dyn KeyManager>);
+
+impl CountedKeyManager {
+    fn count<T>(operation: &'static str, r: Result<T, HsmError>) -> Result<T, HsmError> {
+        if r.is_err() {
+            metrics().hsm_error(operation);
+        }
+        r
+    }
+}
+
+impl KeyManager for CountedKeyManager {
+    fn generate(&self, label: &str, algorithm: KeyAlgorithm) -> Result<KeyInfo, HsmError> {
+        Self::count("generate", self.0.generate(label, algorithm))
+    }
+
+    fn find(&self, label: &str) -> Result<Option<KeyInfo>, HsmError> {
+        Self::count("find", self.0.find(label))
+    }
+
+    fn sign_digest(&self, label: &str, digest: &[u8]) -> Result<Vec<u8>, HsmError> {
+        Self::count("sign", self.0.sign_digest(label, digest))
+    }
+
+    fn list(&self) -> Result<Vec<KeyInfo>, HsmError> {
+        Self::count("list", self.0.list())
+    }
+
+    fn destroy(&self, label: &str) -> Result<(), HsmError> {
+        Self::count("destroy", self.0.destroy(label))
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn health(&self) -> KeyManagerHealth {
+        self.0.health()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key manager whose every call fails, as an HSM that went away.
+    struct Gone;
+
+    impl KeyManager for Gone {
+        fn generate(&self, _: &str, _: KeyAlgorithm) -> Result<KeyInfo, HsmError> {
+            Err(HsmError::KeyNotFound { label: "k".into() })
+        }
+        fn find(&self, _: &str) -> Result<Option<KeyInfo>, HsmError> {
+            Ok(None)
+        }
+        fn sign_digest(&self, _: &str, _: &[u8]) -> Result<Vec<u8>, HsmError> {
+            Err(HsmError::KeyNotFound { label: "k".into() })
+        }
+        fn list(&self) -> Result<Vec<KeyInfo>, HsmError> {
+            Ok(Vec::new())
+        }
+        fn destroy(&self, _: &str) -> Result<(), HsmError> {
+            Err(HsmError::KeyNotFound { label: "k".into() })
+        }
+        fn describe(&self) -> String {
+            "gone".into()
+        }
+        fn health(&self) -> KeyManagerHealth {
+            KeyManagerHealth::Unreachable {
+                since: std::time::SystemTime::UNIX_EPOCH,
+                reason: "cut".into(),
+            }
+        }
+    }
+
+    fn errors(operation: &'static str) -> u64 {
+        metrics()
+            .hsm_errors
+            .get_or_create(&[("operation", operation)])
+            .get()
+    }
+
+    #[test]
+    fn failed_calls_are_counted_by_operation_and_health_is_the_inner_ones() {
+        let km = CountedKeyManager(Arc::new(Gone));
+        let (sign, destroy, find) = (errors("sign"), errors("destroy"), errors("find"));
+        assert!(km.sign_digest("k", &[0; 32]).is_err());
+        assert!(km.sign_digest("k", &[0; 32]).is_err());
+        assert!(km.destroy("k").is_err());
+        assert_eq!(km.find("k").unwrap(), None, "an answer, not a failure");
+        // Other tests in this process may count too: at least ours, and never a success.
+        assert!(errors("sign") >= sign + 2);
+        assert!(errors("destroy") > destroy);
+        assert_eq!(errors("find"), find);
+        assert!(matches!(km.health(), KeyManagerHealth::Unreachable { .. }));
+        assert_eq!(km.describe(), "gone");
     }
 }

@@ -72,7 +72,14 @@ fn node_service(
     })
 }
 
+/// The configured key manager, its failed calls counted (`hsm_errors`).
 pub(crate) fn open_key_manager(cfg: &ServerConfig) -> Result<Arc<dyn KeyManager>, StartError> {
+    Ok(Arc::new(crate::metrics::CountedKeyManager(
+        open_configured_key_manager(cfg)?,
+    )))
+}
+
+fn open_configured_key_manager(cfg: &ServerConfig) -> Result<Arc<dyn KeyManager>, StartError> {
     match &cfg.key_manager {
         KeyManagerConfig::Pkcs11(token) => {
             let km = Pkcs11KeyManager::open(token).map_err(StartError::KeyManager)?;
