@@ -143,20 +143,10 @@ fn check_validity(c: &Certificate, now: u64, role: &str) -> Result<(), ChainErro
     Ok(())
 }
 
-/// Whether `issuer`'s key made `cert`'s signature.
-fn signed_by(cert: &Certificate, issuer: &Certificate) -> bool {
-    // The outer algorithm must be the one the signed part names.
-    if cert.signature_algorithm != cert.tbs_certificate.signature {
-        return false;
-    }
-    let Ok(tbs) = cert.tbs_certificate.to_der() else {
-        return false;
-    };
-    let Some(sig) = cert.signature.as_bytes() else {
-        return false;
-    };
+/// Whether `issuer`'s key made `cert`'s signature, for the algorithms certificate paths use
+/// here: RSA PKCS#1 v1.5 (SHA-256/384/512) and ECDSA P-256/P-384 (SHA-256/384).
+pub fn signed_by(cert: &Certificate, issuer: &Certificate) -> bool {
     let spki = &issuer.tbs_certificate.subject_public_key_info;
-    let key = spki.subject_public_key.raw_bytes();
     let curve = spki
         .algorithm
         .parameters
@@ -176,6 +166,30 @@ fn signed_by(cert: &Certificate, issuer: &Certificate) -> bool {
         ("1.2.840.10045.4.3.3", Some("1.3.132.0.34")) => &signature::ECDSA_P384_SHA384_ASN1,
         _ => return false,
     };
+    signed_with(cert, issuer, alg)
+}
+
+/// Whether `issuer`'s key made `cert`'s signature with `alg`: the outer algorithm must be
+/// the one the signed part names, and the signature must verify over the signed part.
+pub fn signed_with(
+    cert: &Certificate,
+    issuer: &Certificate,
+    alg: &'static dyn VerificationAlgorithm,
+) -> bool {
+    if cert.signature_algorithm != cert.tbs_certificate.signature {
+        return false;
+    }
+    let Ok(tbs) = cert.tbs_certificate.to_der() else {
+        return false;
+    };
+    let Some(sig) = cert.signature.as_bytes() else {
+        return false;
+    };
+    let key = issuer
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes();
     UnparsedPublicKey::new(alg, key).verify(&tbs, sig).is_ok()
 }
 

@@ -2,11 +2,11 @@
 //! server signs anything under it. Pure: no I/O, the time is an argument. Every refusal is
 //! an [`IntermediateRefused`] naming the rule.
 
-use der::asn1::ObjectIdentifier;
 use der::oid::AssociatedOid;
-use der::{Decode, Encode};
+use der::Decode;
 use ironroot_api::spiffe_id::TrustDomain;
-use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
+use ironroot_tpm::verify::certchain;
+use ring::signature;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, SubjectAltName};
 use x509_cert::Certificate;
@@ -132,46 +132,18 @@ fn extension<'a, T: AssociatedOid + Decode<'a>>(
         })
 }
 
-const EC_P256: &str = "1.2.840.10045.3.1.7";
-const EC_P384: &str = "1.3.132.0.34";
+/// Ed25519's signature algorithm OID.
+const ED25519: &str = "1.3.101.112";
 
-/// Whether `issuer`'s key made `cert`'s signature (ECDSA P-256/P-384, RSA PKCS#1 v1.5,
-/// Ed25519: what OpenBao's PKI issuers sign with).
+/// Whether `issuer`'s key made `cert`'s signature: the algorithms of the certificate-path
+/// check (`ironroot_tpm::verify::certchain::signed_by`), and Ed25519, which OpenBao's PKI
+/// issuers may sign with.
 fn signed_by(cert: &Certificate, issuer: &Certificate) -> bool {
-    // The outer algorithm must be the one the signed part names.
-    if cert.signature_algorithm != cert.tbs_certificate.signature {
-        return false;
+    if cert.signature_algorithm.oid.to_string() == ED25519 {
+        certchain::signed_with(cert, issuer, &signature::ED25519)
+    } else {
+        certchain::signed_by(cert, issuer)
     }
-    let Ok(tbs) = cert.tbs_certificate.to_der() else {
-        return false;
-    };
-    let Some(sig) = cert.signature.as_bytes() else {
-        return false;
-    };
-    let spki = &issuer.tbs_certificate.subject_public_key_info;
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
-        .map(|o| o.to_string());
-    let alg: &dyn VerificationAlgorithm = match (
-        cert.signature_algorithm.oid.to_string().as_str(),
-        curve.as_deref(),
-    ) {
-        ("1.2.840.10045.4.3.2", Some(EC_P256)) => &signature::ECDSA_P256_SHA256_ASN1,
-        ("1.2.840.10045.4.3.2", Some(EC_P384)) => &signature::ECDSA_P384_SHA256_ASN1,
-        ("1.2.840.10045.4.3.3", Some(EC_P256)) => &signature::ECDSA_P256_SHA384_ASN1,
-        ("1.2.840.10045.4.3.3", Some(EC_P384)) => &signature::ECDSA_P384_SHA384_ASN1,
-        ("1.2.840.113549.1.1.11", _) => &signature::RSA_PKCS1_2048_8192_SHA256,
-        ("1.2.840.113549.1.1.12", _) => &signature::RSA_PKCS1_2048_8192_SHA384,
-        ("1.2.840.113549.1.1.13", _) => &signature::RSA_PKCS1_2048_8192_SHA512,
-        ("1.3.101.112", _) => &signature::ED25519,
-        _ => return false,
-    };
-    UnparsedPublicKey::new(alg, spki.subject_public_key.raw_bytes())
-        .verify(&tbs, sig)
-        .is_ok()
 }
 
 #[cfg(test)]
