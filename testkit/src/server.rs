@@ -23,6 +23,28 @@ pub fn server_bin() -> PathBuf {
     crate::workspace_bin("ironroot-server", "IRONROOT_SERVER_BIN")
 }
 
+/// A server of trust domain `td` (not [`TD`]) on a new SoftHSM token under `dir`, with
+/// `extra` TOML: one side of a federation test.
+pub fn start_trust_domain(
+    test: &str,
+    dir: &Path,
+    td: &str,
+    extra: &str,
+) -> (SoftHsm, ServerProcess) {
+    let hsm = SoftHsm::new(&dir.join("hsm"));
+    hsm.init_token("ca");
+    let conf = server_config(dir, &hsm, "ca", extra);
+    let text = std::fs::read_to_string(&conf)
+        .expect("server config")
+        .replace(
+            &format!("trust_domain = \"{TD}\""),
+            &format!("trust_domain = \"{td}\""),
+        );
+    std::fs::write(&conf, text).expect("server config");
+    let server = ServerProcess::start(test, &conf, &hsm, &dir.join("admin.sock"));
+    (hsm, server)
+}
+
 /// A config for a server on `token` with its data and socket under `dir`.
 pub fn server_config(dir: &Path, hsm: &SoftHsm, token: &str, extra: &str) -> PathBuf {
     let path = dir.join("server.toml");

@@ -4,29 +4,13 @@
 //! `federated_bundles`, and td-b's next root (its CA rotates every 30 s) reaches the
 //! workload without anyone touching `example.org`'s server.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ironroot_testkit::server::{server_config, ServerProcess, TD};
-use ironroot_testkit::softhsm::SoftHsm;
+use ironroot_testkit::server::start_trust_domain;
 
 use crate::common::*;
 
 const WORKLOAD: &str = "spiffe://example.org/federated-workload";
-
-/// A server of trust domain `td` on a new token under `dir`.
-fn start_td(test: &str, dir: &Path, td: &str, extra: &str) -> (SoftHsm, ServerProcess) {
-    let hsm = SoftHsm::new(&dir.join("hsm"));
-    hsm.init_token("ca");
-    let conf = server_config(dir, &hsm, "ca", extra);
-    let text = std::fs::read_to_string(&conf).unwrap().replace(
-        &format!("trust_domain = \"{TD}\""),
-        &format!("trust_domain = \"{td}\""),
-    );
-    std::fs::write(&conf, text).unwrap();
-    let server = ServerProcess::start(test, &conf, &hsm, &dir.join("admin.sock"));
-    (hsm, server)
-}
 
 /// Whether `needle` (one DER certificate) is among the concatenated DER of `haystack`.
 fn holds(haystack: &[u8], needle: &[u8]) -> bool {
@@ -37,7 +21,7 @@ fn holds(haystack: &[u8], needle: &[u8]) -> bool {
 fn a_workload_gets_the_federated_bundle_and_the_partners_next_root() {
     let dir_b = tempfile::tempdir().unwrap();
     let port_b = ironroot_testkit::free_port();
-    let (_hb, b) = start_td(
+    let (_hb, b) = start_trust_domain(
         "federation_workload_b",
         dir_b.path(),
         "td-b.test",

@@ -17,25 +17,10 @@ use ironroot_api::bundle::TrustBundle;
 use ironroot_api::spiffe_id::TrustDomain;
 use ironroot_testkit::certs;
 use ironroot_testkit::server::*;
-use ironroot_testkit::softhsm::SoftHsm;
 use ironroot_testkit::{free_port, wait_until};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
-
-/// A server of trust domain `td` on a new token under `dir`, with `extra` TOML.
-fn start_td(test: &str, dir: &Path, td: &str, extra: &str) -> (SoftHsm, ServerProcess) {
-    let hsm = SoftHsm::new(&dir.join("hsm"));
-    hsm.init_token("ca");
-    let conf = server_config(dir, &hsm, "ca", extra);
-    let text = std::fs::read_to_string(&conf).unwrap().replace(
-        &format!("trust_domain = \"{TD}\""),
-        &format!("trust_domain = \"{td}\""),
-    );
-    std::fs::write(&conf, text).unwrap();
-    let server = ServerProcess::start(test, &conf, &hsm, &dir.join("admin.sock"));
-    (hsm, server)
-}
 
 /// Bootstraps `server`'s bundle of `td` with `peer`'s current roots (PEM, sequence 0).
 fn bootstrap(server: &ServerProcess, td: &str, peer: &ServerProcess, dir: &Path) {
@@ -98,7 +83,7 @@ const FAST_POLLING: &str =
 fn two_trust_domains_federate_and_a_rotation_reaches_the_other_side() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (port_a, port_b) = (free_port(), free_port());
-    let (_ha, a) = start_td(
+    let (_ha, a) = start_trust_domain(
         "federation_a",
         dir_a.path(),
         "td-a.test",
@@ -108,7 +93,7 @@ fn two_trust_domains_federate_and_a_rotation_reaches_the_other_side() {
         ),
     );
     // td-b rotates every 30 s: the next root is published at 15 s.
-    let (_hb, b) = start_td(
+    let (_hb, b) = start_trust_domain(
         "federation_b",
         dir_b.path(),
         "td-b.test",
@@ -256,7 +241,7 @@ fn web_relationship(td: &str, port: u16, path: &str, ca: &Path) -> String {
 fn bad_endpoints_and_bad_bundles_are_refused_and_the_last_good_bundle_stays() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let port_b = free_port();
-    let (_hb, b) = start_td(
+    let (_hb, b) = start_trust_domain(
         "federation_refusals_b",
         dir_b.path(),
         "td-b.test",
@@ -296,7 +281,7 @@ fn bad_endpoints_and_bad_bundles_are_refused_and_the_last_good_bundle_stays() {
     );
 
     let port_metrics = free_port();
-    let (_ha, a) = start_td(
+    let (_ha, a) = start_trust_domain(
         "federation_refusals_a",
         dir_a.path(),
         "td-a.test",
@@ -389,7 +374,7 @@ fn an_https_web_endpoint_serves_the_bundle_and_reloads_its_certificate() {
     std::fs::copy(&first.cert, &cert_file).unwrap();
     std::fs::copy(&first.key, &key_file).unwrap();
     let port_b = free_port();
-    let (_hb, b) = start_td(
+    let (_hb, b) = start_trust_domain(
         "federation_web_b",
         dir_b.path(),
         "td-b.test",
@@ -436,7 +421,7 @@ fn an_https_web_endpoint_serves_the_bundle_and_reloads_its_certificate() {
     assert_eq!(get("/other", &web_ca.cert).unwrap().status, 404);
 
     // A partner with an https_web relationship trusting web-ca fetches it, no bootstrap.
-    let (_ha, a) = start_td(
+    let (_ha, a) = start_trust_domain(
         "federation_web_a",
         dir_a.path(),
         "td-a.test",
