@@ -10,9 +10,8 @@
 //!   cargo bench -p ironroot-server --bench svid_signing
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use ironroot_hsm::{KeyAlgorithm, KeyManager, PinSource, Pkcs11Config, Pkcs11KeyManager};
@@ -36,28 +35,7 @@ fn token(dir: &Path) -> Pkcs11Config {
 
 /// Runs `op` on `threads` threads for RUN; returns operations per second.
 fn rate(threads: usize, op: Arc<dyn Fn(usize) + Send + Sync>) -> f64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let (stop, count, op) = (stop.clone(), count.clone(), op.clone());
-            std::thread::spawn(move || {
-                let mut i = t;
-                while !stop.load(Ordering::Relaxed) {
-                    op(i);
-                    i += threads;
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(RUN);
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.join().expect("bench thread");
-    }
-    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    ironroot_testkit::bench::rate(threads, RUN, op)
 }
 
 fn main() {

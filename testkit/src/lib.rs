@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod bench;
 pub mod certs;
 pub mod cgroup;
 pub mod cloud_metadata;
