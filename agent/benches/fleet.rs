@@ -4,7 +4,8 @@
 //! connection: a WatchChanges stream held open, and a SyncEntries (delta
 //! after the first) on every change notice and every SYNC_INTERVAL, as the
 //! agent does. Prints:
-//! 1. batch entry creation rate (BatchCreateEntry, 1,000 per call);
+//! 1. batch entry creation rate (BatchCreateEntry, 1,000 per call, as
+//!    `entry create --data` sends them);
 //! 2. server CPU and RSS with one idle agent, then with every agent syncing;
 //! 3. sync latency p50 / p99 under that load;
 //! 4. entry change -> the owning agent has it (admin create returned ->
@@ -13,7 +14,10 @@
 //! The simulated agents ask for no SVIDs (signing is the CA's figure,
 //! `svid_signing`); they share the 2 cores with the server, so the server's
 //! figures here are an upper bound. Sizes: IRONROOT_BENCH_ENTRIES (100000),
-//! IRONROOT_BENCH_AGENTS (10000), IRONROOT_BENCH_SECONDS (30).
+//! IRONROOT_BENCH_AGENTS (10000), IRONROOT_BENCH_SECONDS (30);
+//! IRONROOT_BENCH_BATCHES_IN_FLIGHT (3, as `entry create --data`) sets how many
+//! BatchCreateEntry calls are in flight at once; IRONROOT_BENCH_RESTART=1 restarts
+//! the server after creating the entries (RSS without the creation burst's leftovers).
 //!
 //! IRONROOT_BENCH_STORE=postgres puts the server on a private PostgreSQL (fsync
 //! on) instead of sled; IRONROOT_BENCH_SERVERS=2 (PostgreSQL only) starts a
@@ -113,6 +117,9 @@ fn servers_line(figures: &[(f64, (f64, f64))]) -> String {
 struct BenchServer {
     process: ServerProcess,
     port: u16,
+    /// Its config and directory, to start it again.
+    conf: std::path::PathBuf,
+    dir: std::path::PathBuf,
 }
 
 /// The servers the bench runs against (and the database they share, if any), all in `dir`
@@ -177,7 +184,12 @@ fn start_servers(
                 hsm,
                 &sdir.join("admin.sock"),
             );
-            BenchServer { process, port }
+            BenchServer {
+                process,
+                port,
+                conf,
+                dir: sdir,
+            }
         })
         .collect();
     (servers, pg)
@@ -247,6 +259,11 @@ fn main() {
     let entries = env_usize("IRONROOT_BENCH_ENTRIES", 100_000);
     let agents = env_usize("IRONROOT_BENCH_AGENTS", 10_000).max(1);
     let seconds = env_usize("IRONROOT_BENCH_SECONDS", 30) as u64;
+    let in_flight = env_usize(
+        "IRONROOT_BENCH_BATCHES_IN_FLIGHT",
+        ironroot_server::client::BATCHES_IN_FLIGHT,
+    );
+    let restart = env_usize("IRONROOT_BENCH_RESTART", 0) != 0;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -257,16 +274,15 @@ fn main() {
     let hsm = SoftHsm::new(&dir.path().join("hsm"));
     hsm.init_token("ca");
     let (mut servers, _pg) = start_servers(dir.path(), &hsm, agents);
-    let pids: Vec<u32> = servers
+    let mut pids: Vec<u32> = servers
         .iter()
         .map(|s| s.process.pid().expect("server pid"))
         .collect();
     let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
-    let server = &servers[0].process;
     let bundle = dir.path().join("bundle.pem");
-    std::fs::write(&bundle, server.cli_ok(&["bundle", "show"])).expect("bundle");
+    std::fs::write(&bundle, servers[0].process.cli_ok(&["bundle", "show"])).expect("bundle");
     let client_args = ironroot_server::cli::ClientArgs {
-        socket_path: Some(server.socket.clone()),
+        socket_path: Some(servers[0].process.socket.clone()),
         config: None,
         tls: Default::default(),
         output: ironroot_server::cli::Output::Text,
@@ -278,20 +294,29 @@ fn main() {
             .expect("admin socket");
         // Join tokens, then entries under the agents they will attest as.
         let t = Instant::now();
+        // 16 calls at a time: each waits for the store's flush.
         let mut tokens = Vec::with_capacity(agents);
-        for _ in 0..agents {
-            let tok = admin
-                .create_join_token(admin_pb::CreateJoinTokenRequest { ttl: 3600 })
-                .await
-                .expect("join token")
-                .into_inner()
-                .token;
-            tokens.push(tok);
+        let mut calls = tokio::task::JoinSet::new();
+        for n in 0..agents {
+            if n >= 16 {
+                tokens.push(calls.join_next().await.expect("a call").expect("join token task"));
+            }
+            let mut admin = admin.clone();
+            calls.spawn(async move {
+                admin
+                    .create_join_token(admin_pb::CreateJoinTokenRequest { ttl: 3600 })
+                    .await
+                    .expect("join token")
+                    .into_inner()
+                    .token
+            });
+        }
+        while let Some(tok) = calls.join_next().await {
+            tokens.push(tok.expect("join token task"));
         }
         eprintln!("{agents} join tokens in {:.1} s", t.elapsed().as_secs_f64());
         let ids: Vec<String> = tokens.iter().map(|t| agent_id(t)).collect();
         let t = Instant::now();
-        let mut created = 0usize;
         let all: Vec<admin_pb::EntryFields> = (0..entries)
             .map(|i| admin_pb::EntryFields {
                 spiffe_id: format!("spiffe://{TD}/w/{i}"),
@@ -303,22 +328,15 @@ fn main() {
                 ..Default::default()
             })
             .collect();
-        // 1,000 per call: a 10,000-entry request is over the admin API's default
-        // 1 MiB request limit.
-        for chunk in all.chunks(1_000) {
-            let r = admin
-                .batch_create_entry(admin_pb::BatchCreateEntryRequest {
-                    entries: chunk.to_vec(),
-                })
-                .await
-                .expect("batch create")
-                .into_inner();
-            created += r
-                .results
-                .iter()
-                .filter(|r| r.status.as_ref().is_none_or(|s| s.code == 0))
-                .count();
-        }
+        // As `entry create --data` sends them: 1,000 per call (a 10,000-entry
+        // request is over the admin API's default 1 MiB request limit), a few
+        // calls in flight.
+        let created = ironroot_server::client::batch_create_entries(&admin, all, in_flight)
+            .await
+            .expect("batch create")
+            .iter()
+            .filter(|r| r.status.as_ref().is_none_or(|s| s.code == 0))
+            .count();
         let took = t.elapsed();
         assert_eq!(created, entries, "every entry created");
         // Before any agent connects: what the entries cost (the store and the
@@ -329,10 +347,33 @@ fn main() {
             servers_line(&measure(&pids, Duration::from_secs(3)).await)
         );
         println!(
-            "batch entry creation: {entries} entries in {:.2} s = {:.0} entries/s",
+            "batch entry creation ({in_flight} calls in flight): {entries} entries in {:.2} s = {:.0} entries/s",
             took.as_secs_f64(),
             entries as f64 / took.as_secs_f64()
         );
+        // IRONROOT_BENCH_RESTART=1: the same entries read back from the store by a
+        // fresh server, what the entries cost without what the burst of creation
+        // left behind; the agents below then connect to that server. By default
+        // they connect to the server that created the entries.
+        if restart {
+        let first = &mut servers[0];
+        first.process.stop();
+        first.process = ServerProcess::start(
+            "bench_fleet_0_restarted",
+            &first.conf,
+            &hsm,
+            &first.dir.join("admin.sock"),
+        );
+        pids[0] = first.process.pid().expect("server pid");
+        admin = ironroot_server::client::connect(&client_args)
+            .await
+            .expect("admin socket");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        println!(
+            "{entries} entries, no agent connected, after a restart: {}",
+            servers_line(&measure(&pids, Duration::from_secs(3)).await)
+        );
+        }
 
         // Attest every agent (join_token), 64 at a time.
         let t = Instant::now();

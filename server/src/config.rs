@@ -36,6 +36,8 @@ pub(crate) use node_attestors::{
     JoinTokenConfig, NodeAttestorConfig, NodeAttestorsConfig, TpmAttestorConfig,
 };
 pub(crate) use oidc::{OidcConfig, OidcTls};
+#[cfg(test)]
+pub(crate) use store::SledConfig;
 pub(crate) use store::StoreConfig;
 
 use std::fmt;

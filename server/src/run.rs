@@ -110,9 +110,10 @@ fn open_configured_key_manager(cfg: &ServerConfig) -> Result<Arc<dyn KeyManager>
 fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn DataStore>, StartError> {
     let td = cfg.trust_domain.clone();
     let store: Arc<dyn DataStore> = match &cfg.store {
-        StoreConfig::Sled => {
-            Arc::new(SledStore::open(&cfg.data_dir.join("store"), td).map_err(StartError::Store)?)
-        }
+        StoreConfig::Sled(sled) => Arc::new(
+            SledStore::open_with_cache(&cfg.data_dir.join("store"), td, sled.cache_bytes)
+                .map_err(StartError::Store)?,
+        ),
         StoreConfig::Postgres(pg) => Arc::new(
             crate::store::bridge::wait(PostgresStore::open(pg, td)).map_err(StartError::Store)?,
         ),

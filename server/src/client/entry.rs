@@ -1,11 +1,14 @@
 //! `entry create|show|update|delete`, and `entry create --data FILE` (SPIRE's entries file).
 
+use std::collections::VecDeque;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use ironroot_api::admin as pb;
+use ironroot_api::admin::{self as pb, admin_client::AdminClient};
+use ironroot_api::entry::EntrySpec;
 use ironroot_runtime::human;
 use serde_json::json;
+use tonic::transport::Channel;
 
 use super::{connect, rpc_err, selectors};
 use crate::cli::{ClientArgs, EntryCommand, EntryFieldArgs, Output};
@@ -64,7 +67,119 @@ struct DataFile {
 
 /// Entries per BatchCreateEntry call from `entry create --data`: well under the admin
 /// API's default request size limit (`admin.max_request_bytes`, 1 MiB) for ordinary entries.
-const DATA_BATCH: usize = 1_000;
+pub const DATA_BATCH: usize = 1_000;
+
+/// BatchCreateEntry calls `entry create --data` keeps in flight. One call at a time
+/// leaves the server idle while the answer travels back and the next request is
+/// decoded and checked; with a few in flight the server decodes and checks one batch
+/// while the store writes another (the store still writes one batch at a time, and
+/// the audit log's group commit flushes several batches' records together).
+pub const BATCHES_IN_FLIGHT: usize = 3;
+
+/// Creates `entries` through BatchCreateEntry, [`DATA_BATCH`] per call and
+/// `in_flight` calls at a time (at least one; the CLI uses [`BATCHES_IN_FLIGHT`]), and
+/// returns one result per entry, in the order given.
+///
+/// With several calls in flight the server may write a later batch first, so two
+/// entries of `entries` with the same SPIFFE ID, parent ID and selectors are settled
+/// here, not by whichever batch lands first: the first one is sent, every later one is
+/// answered ALREADY_EXISTS naming the first, as sending one call at a time would
+/// have it.
+///
+/// A call that fails as a whole (transport, authorization, a refused request) ends it
+/// with that status; the batches answered before it stay created, and those still in
+/// flight may be created too (`entry show` says which).
+pub async fn batch_create_entries(
+    client: &AdminClient<Channel>,
+    entries: Vec<pb::EntryFields>,
+    in_flight: usize,
+) -> Result<Vec<pb::batch_create_entry_response::Result>, tonic::Status> {
+    let total = entries.len();
+    let (to_send, settled) = first_of_each_identity(entries);
+    let most = in_flight.max(1);
+    let mut answered = Vec::with_capacity(to_send.len());
+    let mut calls = VecDeque::with_capacity(most);
+    let mut to_send = to_send.into_iter().peekable();
+    while to_send.peek().is_some() || !calls.is_empty() {
+        if calls.len() < most && to_send.peek().is_some() {
+            let batch: Vec<_> = to_send.by_ref().take(DATA_BATCH).collect();
+            let mut c = client.clone();
+            calls.push_back(tokio::spawn(async move {
+                c.batch_create_entry(pb::BatchCreateEntryRequest { entries: batch })
+                    .await
+            }));
+            continue;
+        }
+        let Some(call) = calls.pop_front() else {
+            break;
+        };
+        let answer = call
+            .await
+            .map_err(|e| tonic::Status::internal(format!("batch create call stopped: {e}")))??;
+        answered.extend(answer.into_inner().results);
+    }
+    // Merge: the answers in the order sent, the duplicates settled here at their places.
+    let mut answered = answered.into_iter();
+    let mut settled = settled.into_iter().peekable();
+    let mut results = Vec::with_capacity(total);
+    for index in 0..total {
+        let result = match settled.next_if(|(i, _)| *i == index) {
+            Some((_, here)) => here,
+            None => answered.next().ok_or_else(|| {
+                tonic::Status::internal("the server answered fewer entries than were sent")
+            })?,
+        };
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// Splits `entries` into those to send and the later ones with the identity (SPIFFE ID,
+/// parent ID, sorted selectors) of an earlier one, answered here, with their indexes.
+/// An entry that does not parse is sent: the server names what is wrong with it.
+fn first_of_each_identity(
+    entries: Vec<pb::EntryFields>,
+) -> (
+    Vec<pb::EntryFields>,
+    Vec<(usize, pb::batch_create_entry_response::Result)>,
+) {
+    let mut first_at = std::collections::HashMap::new();
+    let (mut send, mut settled) = (Vec::with_capacity(entries.len()), Vec::new());
+    for (index, fields) in entries.into_iter().enumerate() {
+        let identity = EntrySpec::try_from(fields.clone()).ok().map(|spec| {
+            (
+                spec.spiffe_id.to_string(),
+                spec.parent_id.to_string(),
+                spec.selectors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+            )
+        });
+        match identity.map(|id| first_at.entry(id)) {
+            Some(std::collections::hash_map::Entry::Occupied(first)) => settled.push((
+                index,
+                pb::batch_create_entry_response::Result {
+                    status: Some(pb::ItemStatus {
+                        code: tonic::Code::AlreadyExists as i32,
+                        message: format!(
+                            "entries[{}] of this file has the same spiffe_id, parent_id and \
+                             selectors (the first one is the one created)",
+                            first.get()
+                        ),
+                    }),
+                    entry: None,
+                },
+            )),
+            Some(std::collections::hash_map::Entry::Vacant(slot)) => {
+                slot.insert(index);
+                send.push(fields);
+            }
+            None => send.push(fields),
+        }
+    }
+    (send, settled)
+}
 
 /// `entry create --data FILE`: every entry of the file, in batches; prints
 /// each one's outcome and fails if any failed.
@@ -96,23 +211,16 @@ async fn create_from_file(client: &ClientArgs, path: &Path) -> anyhow::Result<()
             expires_at: e.entry_expiry,
         })
         .collect();
-    let mut c = connect(client).await?;
+    let total = all.len();
+    let c = connect(client).await?;
+    let results = batch_create_entries(&c, all, BATCHES_IN_FLIGHT)
+        .await
+        .map_err(|s| rpc_err("entry create", s))?;
     let (mut created, mut failed) = (Vec::new(), Vec::new());
-    for (n, chunk) in all.chunks(DATA_BATCH).enumerate() {
-        let results = c
-            .batch_create_entry(pb::BatchCreateEntryRequest {
-                entries: chunk.to_vec(),
-            })
-            .await
-            .map_err(|s| rpc_err("entry create", s))?
-            .into_inner()
-            .results;
-        for (i, r) in results.into_iter().enumerate() {
-            let index = n * DATA_BATCH + i;
-            match (r.status.unwrap_or_default(), r.entry) {
-                (st, Some(e)) if st.code == 0 => created.push(e),
-                (st, _) => failed.push((index, st.message)),
-            }
+    for (index, r) in results.into_iter().enumerate() {
+        match (r.status.unwrap_or_default(), r.entry) {
+            (st, Some(e)) if st.code == 0 => created.push(e),
+            (st, _) => failed.push((index, st.message)),
         }
     }
     if client.output == Output::Json {
@@ -134,7 +242,7 @@ async fn create_from_file(client: &ClientArgs, path: &Path) -> anyhow::Result<()
         }
     }
     if !failed.is_empty() {
-        bail!("{} of {} entries were not created", failed.len(), all.len());
+        bail!("{} of {total} entries were not created", failed.len());
     }
     Ok(())
 }

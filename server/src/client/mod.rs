@@ -19,7 +19,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use agent::agent;
 pub use bundle::bundle;
-pub use entry::entry;
+pub use entry::{batch_create_entries, entry, BATCHES_IN_FLIGHT, DATA_BATCH};
 pub use health::healthcheck;
 pub use mint::{jwt, token, x509};
 pub use policy::policy;

@@ -166,7 +166,10 @@ pub(super) enum UpstreamFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub(super) enum StoreFile {
-    Sled {},
+    Sled {
+        #[serde(default = "sled_cache_bytes")]
+        cache_bytes: u64,
+    },
     Postgres {
         url: Option<String>,
         host: Option<String>,
@@ -193,8 +196,14 @@ pub(super) enum StoreFile {
 
 impl Default for StoreFile {
     fn default() -> Self {
-        StoreFile::Sled {}
+        StoreFile::Sled {
+            cache_bytes: sled_cache_bytes(),
+        }
     }
+}
+
+fn sled_cache_bytes() -> u64 {
+    crate::store::SLED_DEFAULT_CACHE_BYTES
 }
 
 fn pg_pool_size() -> usize {

@@ -13,13 +13,43 @@ use crate::store::postgres::{
 #[non_exhaustive]
 pub(crate) enum StoreConfig {
     /// sled in `data_dir/store` (`kind = "sled"`, the default): one server.
-    Sled,
+    Sled(SledConfig),
     /// A PostgreSQL database (`kind = "postgres"`), which several servers of the trust
     /// domain may share.
     Postgres(Box<PostgresConfig>),
 }
 
+/// `kind = "sled"`'s options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SledConfig {
+    /// sled's page cache, in bytes (`cache_bytes`).
+    pub(crate) cache_bytes: u64,
+}
+
+impl Default for SledConfig {
+    fn default() -> Self {
+        SledConfig {
+            cache_bytes: crate::store::SLED_DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+/// The smallest page cache accepted: below it sled reads its log for nearly every lookup.
+const MIN_SLED_CACHE_BYTES: u64 = 1024 * 1024;
+
 pub(super) fn store(f: StoreFile) -> Result<StoreConfig, InvalidOption> {
+    if let StoreFile::Sled { cache_bytes } = f {
+        if cache_bytes < MIN_SLED_CACHE_BYTES {
+            return Err(invalid(
+                "store.cache_bytes",
+                format!(
+                    "{cache_bytes} is below the smallest page cache accepted, \
+                     {MIN_SLED_CACHE_BYTES} bytes (1 MiB)"
+                ),
+            ));
+        }
+        return Ok(StoreConfig::Sled(SledConfig { cache_bytes }));
+    }
     let StoreFile::Postgres {
         url,
         host,
@@ -38,7 +68,7 @@ pub(super) fn store(f: StoreFile) -> Result<StoreConfig, InvalidOption> {
         changes_kept,
     } = f
     else {
-        return Ok(StoreConfig::Sled);
+        unreachable!("kind = \"sled\" returned above");
     };
     let target = match (url, host) {
         (Some(url), None) if port.is_none() && dbname.is_none() && user.is_none() => {

@@ -494,7 +494,7 @@ fn the_annotated_example_parses_with_the_defaults_it_states() {
     assert!(!tpm.devid_issuer);
     assert!(matches!(c.key_manager, KeyManagerConfig::Pkcs11(_)));
     assert_eq!(c.store, defaults.store);
-    assert_eq!(c.store, StoreConfig::Sled);
+    assert_eq!(c.store, StoreConfig::Sled(SledConfig::default()));
     assert_eq!(c.oidc, defaults.oidc);
     assert!(c.oidc.is_none(), "the example leaves OIDC discovery off");
 }
@@ -502,8 +502,37 @@ fn the_annotated_example_parses_with_the_defaults_it_states() {
 const INSECURE: &str = "trust_domain = \"example.org\"\ninsecure_software_keys = true\n";
 
 #[test]
+fn the_sled_page_cache_is_16_mib_unless_set_and_never_below_1_mib() {
+    assert_eq!(
+        parse(INSECURE).unwrap().store,
+        StoreConfig::Sled(SledConfig {
+            cache_bytes: 16 * 1024 * 1024
+        })
+    );
+    let c = parse(&format!(
+        "{INSECURE}[store]\nkind = \"sled\"\ncache_bytes = 67108864\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.store,
+        StoreConfig::Sled(SledConfig {
+            cache_bytes: 64 * 1024 * 1024
+        })
+    );
+    assert_eq!(
+        invalid_key(&format!(
+            "{INSECURE}[store]\nkind = \"sled\"\ncache_bytes = 1000\n"
+        )),
+        "store.cache_bytes"
+    );
+}
+
+#[test]
 fn the_store_is_sled_unless_postgres_is_configured() {
-    assert_eq!(parse(INSECURE).unwrap().store, StoreConfig::Sled);
+    assert_eq!(
+        parse(INSECURE).unwrap().store,
+        StoreConfig::Sled(SledConfig::default())
+    );
     let c = parse(&format!(
         "{INSECURE}[store]\nkind = \"postgres\"\nurl = \"postgresql://ironroot@db/ironroot\"\n\
          password_env = \"PGPW\"\npool_size = 4\nwait_timeout = \"2s\""

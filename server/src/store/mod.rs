@@ -33,7 +33,7 @@ pub use model::{
 pub use postgres::{PostgresConfig, PostgresStore};
 pub use rules::entry_identity_key;
 pub(crate) use rules::validated_spec;
-pub use sled::SledStore;
+pub use sled::{SledStore, DEFAULT_CACHE_BYTES as SLED_DEFAULT_CACHE_BYTES};
 
 use async_trait::async_trait;
 use ironroot_api::bundle::TrustBundle;

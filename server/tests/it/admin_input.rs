@@ -237,3 +237,82 @@ fn non_root_callers_are_refused() {
     // root still gets in
     server.cli_ok(&["entry", "show"]);
 }
+
+/// `entry create --data` keeps several batches in flight, so a later batch may be written
+/// first. Whatever the order of writing: one result per entry at its index, and of two
+/// entries with one identity in the file, the first is the one created.
+#[test]
+fn a_data_file_of_several_batches_settles_duplicates_in_file_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_hsm, server) = ServerProcess::start_on_new_token("data_batches", dir.path(), "");
+    let count = 2_500; // three batches of at most 1,000
+    let mut list: Vec<serde_json::Value> = (0..count)
+        .map(|i| {
+            serde_json::json!({
+                "spiffe_id": format!("spiffe://example.org/w/{i}"),
+                "parent_id": PARENT,
+                "selectors": [{"type": "unix", "value": format!("uid:{}", 1000 + i)}],
+                "hint": format!("entry {i}"),
+            })
+        })
+        .collect();
+    // In the third batch: the identity of entries[10] (another hint), and a foreign ID.
+    list[2_400] = serde_json::json!({
+        "spiffe_id": "spiffe://example.org/w/10",
+        "parent_id": PARENT,
+        "selectors": [{"type": "unix", "value": "uid:1010"}],
+        "hint": "the second one",
+    });
+    list[1_200]["spiffe_id"] = "spiffe://elsewhere.org/w/1200".into();
+    let file = dir.path().join("entries.json");
+    std::fs::write(&file, serde_json::json!({ "entries": list }).to_string()).unwrap();
+
+    let out = server.cli(&[
+        "entry",
+        "create",
+        "--data",
+        file.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert!(!out.status.success(), "two entries must be reported failed");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed: Vec<(u64, String)> = report["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["index"].as_u64().unwrap(),
+                f["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed[0].0, 1_200);
+    assert!(failed[0].1.contains("trust domain"), "{}", failed[0].1);
+    assert_eq!(failed[1].0, 2_400);
+    assert!(failed[1].1.contains("entries[10]"), "{}", failed[1].1);
+    // Created in file order, the failed ones left out.
+    let created: Vec<String> = report["created"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["spiffe_id"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (0..count)
+        .filter(|i| *i != 1_200 && *i != 2_400)
+        .map(|i| format!("spiffe://example.org/w/{i}"))
+        .collect();
+    assert_eq!(created, expected);
+    // The store holds the first of the two, with its hint.
+    let stored = entries(&server);
+    let stored = stored["entries"].as_array().unwrap();
+    assert_eq!(stored.len(), count - 2);
+    let tenth: Vec<&serde_json::Value> = stored
+        .iter()
+        .filter(|e| e["spiffe_id"] == "spiffe://example.org/w/10")
+        .collect();
+    assert_eq!(tenth.len(), 1);
+    assert_eq!(tenth[0]["hint"], "entry 10");
+}

@@ -56,9 +56,12 @@ const BACKEND: &str = "sled";
 /// The sled tree holding everything (schema 4 on).
 const STORE_TREE: &str = "store";
 
-/// sled's page cache, instead of its 1 GiB default: agents are answered from the
-/// authorized-entry cache, so the store's own cache only serves admin listings and writes.
-const PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// sled's page cache unless `[store] cache_bytes` says otherwise, instead of sled's
+/// 1 GiB default: agents are answered from the authorized-entry cache, so the store's
+/// own cache only serves admin listings and writes. sled's resident memory is well above
+/// its nominal cache: at 100,000 entries just created, a 64 MiB cache held ~100 MB more
+/// than a 16 MiB one, for the same batch creation rate (docs/benchmarks.md).
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Change events kept for servers catching up; older ones are pruned (a
 /// cache further behind reloads a snapshot).
@@ -90,9 +93,18 @@ impl SledStore {
     /// migrating a store written by an earlier layout. Refuses a store
     /// written for another trust domain or a newer schema version.
     pub fn open(dir: &Path, trust_domain: TrustDomain) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, trust_domain, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`open`](Self::open) with a page cache of `cache_bytes` (`[store] cache_bytes`).
+    pub fn open_with_cache(
+        dir: &Path,
+        trust_domain: TrustDomain,
+        cache_bytes: u64,
+    ) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(PAGE_CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(sled_err)?;
         let inner = Inner {
