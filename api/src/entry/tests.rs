@@ -339,7 +339,10 @@ fn stored_entries_keep_their_flat_layout() {
 }
 
 fn tds(names: &[&str]) -> Vec<TrustDomain> {
-    names.iter().map(|n| TrustDomain::parse(n).unwrap()).collect()
+    names
+        .iter()
+        .map(|n| TrustDomain::parse(n).unwrap())
+        .collect()
 }
 
 fn wire_with_federates(list: &[&str]) -> admin::EntryFields {

@@ -78,7 +78,10 @@ fn entries_federate_only_with_stored_bundles_and_show_it() {
 
     // Refused by name: malformed, the own trust domain, a path; on create and update.
     for (bad, why) in [
-        ("Partner.org", "federates_with[0]: 'Partner.org' is not a trust domain"),
+        (
+            "Partner.org",
+            "federates_with[0]: 'Partner.org' is not a trust domain",
+        ),
         ("spiffe://partner.org/web", "it has a path"),
         ("example.org", "the entry's own trust domain"),
         ("spiffe://example.org", "the entry's own trust domain"),

@@ -5,7 +5,10 @@
 use super::*;
 
 fn tds(names: &[&str]) -> Vec<TrustDomain> {
-    names.iter().map(|n| TrustDomain::parse(n).unwrap()).collect()
+    names
+        .iter()
+        .map(|n| TrustDomain::parse(n).unwrap())
+        .collect()
 }
 
 pub(crate) async fn federates_with_round_trips_and_updates(store: Arc<dyn DataStore>) {
@@ -18,7 +21,10 @@ pub(crate) async fn federates_with_round_trips_and_updates(store: Arc<dyn DataSt
         created.spec.federates_with,
         tds(&["another.org", "partner.org"])
     );
-    assert_eq!(store.get_entry(&created.id).await.unwrap(), Some(created.clone()));
+    assert_eq!(
+        store.get_entry(&created.id).await.unwrap(),
+        Some(created.clone())
+    );
     let plain = store.create_entry(spec("/plain", &["a:2"])).await.unwrap();
     assert!(plain.spec.federates_with.is_empty());
 
@@ -28,23 +34,27 @@ pub(crate) async fn federates_with_round_trips_and_updates(store: Arc<dyn DataSt
     let updated = store.update_entry(&created.id, s, None).await.unwrap();
     assert_eq!(updated.revision, 1);
     assert_eq!(updated.spec.federates_with, tds(&["partner.org"]));
-    assert_eq!(store.get_entry(&created.id).await.unwrap(), Some(updated.clone()));
+    assert_eq!(
+        store.get_entry(&created.id).await.unwrap(),
+        Some(updated.clone())
+    );
     // And emptied.
     let emptied = store
         .update_entry(&created.id, spec("/fed", &["a:1"]), None)
         .await
         .unwrap();
     assert!(emptied.spec.federates_with.is_empty());
-    assert_eq!(store.get_entry(&created.id).await.unwrap(), Some(emptied.clone()));
+    assert_eq!(
+        store.get_entry(&created.id).await.unwrap(),
+        Some(emptied.clone())
+    );
 
     // The feed carries each version as stored; the snapshot has the last.
     let feed: Vec<Vec<TrustDomain>> = events_after(store, 0)
         .await
         .into_iter()
         .filter_map(|e| match e.change {
-            Change::EntryPut { entry } if entry.id == created.id => {
-                Some(entry.spec.federates_with)
-            }
+            Change::EntryPut { entry } if entry.id == created.id => Some(entry.spec.federates_with),
             _ => None,
         })
         .collect();
@@ -68,7 +78,11 @@ pub(crate) async fn federates_with_round_trips_and_updates(store: Arc<dyn DataSt
         trust_domain: "example.org".into(),
     });
     assert_eq!(
-        store.create_entry(own.clone()).await.unwrap_err().to_string(),
+        store
+            .create_entry(own.clone())
+            .await
+            .unwrap_err()
+            .to_string(),
         refused.to_string()
     );
     assert_eq!(
