@@ -15,7 +15,7 @@ use std::sync::Arc;
 use ironroot_api::agent as pb;
 use ironroot_api::bundle::TrustBundle;
 use ironroot_api::selector::{Selector, SelectorError};
-use ironroot_api::spiffe_id::TrustDomain;
+use ironroot_api::spiffe_id::{SpiffeIdError, TrustDomain};
 use tokio::sync::watch;
 
 /// One X.509-SVID with its key (PKCS#8 DER, made by the agent).
@@ -49,6 +49,9 @@ pub(crate) struct CachedEntry {
     pub revision_number: i64,
     /// Parsed at sync; never empty (an entry without selectors would match every caller).
     pub selectors: Vec<Selector>,
+    /// Trust domain names whose federated bundles this entry's workloads
+    /// receive (checked at sync, sorted); empty: none.
+    pub federates_with: Vec<String>,
 }
 
 /// Why something the server sent cannot be served.
@@ -66,13 +69,21 @@ pub(crate) enum Rejected {
     },
     #[error("bundle of {trust_domain}: {error}")]
     Bundle { trust_domain: String, error: String },
+    #[error("entry {id}: federates_with '{value}' is not a trust domain name: {error}")]
+    FederatesWith {
+        id: String,
+        value: String,
+        error: SpiffeIdError,
+    },
 }
 
 impl Rejected {
     /// What was rejected, as [`Snapshot::rejected`] keys it.
     pub(crate) fn subject(&self) -> String {
         match self {
-            Rejected::NoSelectors { id } | Rejected::Selector { id, .. } => format!("entry {id}"),
+            Rejected::NoSelectors { id }
+            | Rejected::Selector { id, .. }
+            | Rejected::FederatesWith { id, .. } => format!("entry {id}"),
             Rejected::Bundle { trust_domain, .. } => format!("bundle {trust_domain}"),
         }
     }
@@ -96,12 +107,28 @@ impl TryFrom<pb::Entry> for CachedEntry {
         if selectors.is_empty() {
             return Err(Rejected::NoSelectors { id: e.id });
         }
+        // The server stores bare names; anything else is refused with the
+        // entry rather than matched loosely against the bundles' names.
+        let mut federates_with = e.federates_with;
+        if let Some((value, error)) = federates_with
+            .iter()
+            .find_map(|td| TrustDomain::parse(td).err().map(|err| (td.clone(), err)))
+        {
+            return Err(Rejected::FederatesWith {
+                id: e.id,
+                value,
+                error,
+            });
+        }
+        federates_with.sort();
+        federates_with.dedup();
         Ok(CachedEntry {
             id: e.id,
             spiffe_id: e.spiffe_id,
             hint: e.hint,
             revision_number: e.revision_number,
             selectors,
+            federates_with,
         })
     }
 }
@@ -167,7 +194,8 @@ pub(crate) struct Snapshot {
     pub roots: Vec<Vec<u8>>,
     /// The trust domain's JWT bundle (absent until the server sent one).
     pub jwt_bundle: Option<TrustBundle>,
-    /// Federated trust domain -> its bundle.
+    /// Federated trust domain -> its bundle: every one the server holds. A
+    /// caller is given only those [`Snapshot::federated_bundles_for`] picks.
     pub federated: HashMap<String, TrustBundle>,
     /// What the last sync received but cannot serve: subject -> why.
     pub rejected: BTreeMap<String, String>,
@@ -201,12 +229,47 @@ impl Snapshot {
         self.roots.concat()
     }
 
-    /// The JWT bundle of `trust_domain`: ours or a federated one.
-    pub(crate) fn jwt_bundle_of(&self, trust_domain: &str) -> Option<&TrustBundle> {
+    /// The federated bundles a caller attested to `entries` may receive, by
+    /// trust domain name.
+    ///
+    /// Invariant: a workload receives a federated bundle only if one of the
+    /// entries it was attested to names that trust domain in
+    /// `federates_with`. Every answer that carries federated bundles
+    /// (FetchX509SVID's `federated_bundles`, FetchX509Bundles,
+    /// FetchJWTBundles, Envoy SDS) and ValidateJWTSVID's choice of bundle is
+    /// built from this function's answer, never from [`Snapshot::federated`]
+    /// directly. So a caller matching no entry gets none, and an entry
+    /// updated to drop a trust domain withdraws its bundle at the next
+    /// response. A named trust domain without a bundle here is left out;
+    /// the agent's own trust domain is never a federated one.
+    pub(crate) fn federated_bundles_for<'a>(
+        &'a self,
+        entries: impl IntoIterator<Item = &'a CachedEntry>,
+    ) -> BTreeMap<&'a str, &'a TrustBundle> {
+        let mut out = BTreeMap::new();
+        for td in entries.into_iter().flat_map(|e| &e.federates_with) {
+            if td == &self.trust_domain {
+                continue;
+            }
+            if let Some((name, b)) = self.federated.get_key_value(td) {
+                out.insert(name.as_str(), b);
+            }
+        }
+        out
+    }
+
+    /// The JWT bundle of `trust_domain` for a caller whose federated bundles
+    /// are `federated` (from [`Snapshot::federated_bundles_for`]): ours, or
+    /// one of those.
+    pub(crate) fn jwt_bundle_of<'a>(
+        &'a self,
+        trust_domain: &str,
+        federated: &BTreeMap<&'a str, &'a TrustBundle>,
+    ) -> Option<&'a TrustBundle> {
         if trust_domain == self.trust_domain {
             self.jwt_bundle.as_ref()
         } else {
-            self.federated.get(trust_domain)
+            federated.get(trust_domain).copied()
         }
     }
 }

@@ -1,5 +1,8 @@
 //! ValidateJWTSVID: checks a JWT-SVID against the trust domain's JWT bundle
-//! (or a federated one, by the token's `sub`), with the caller's audience.
+//! (or a federated one the caller's entries federate with, by the token's
+//! `sub`), with the caller's audience.
+
+use std::collections::BTreeMap;
 
 use ironroot_api::bundle::TrustBundle;
 use ironroot_api::jwt_svid::verify_jwt_svid;
@@ -22,27 +25,36 @@ fn number(n: i64) -> Value {
     }
 }
 
-/// The bundle a token's `sub` belongs to: ours or a federated one.
-fn bundle_for<'s>(s: &'s Snapshot, token: &str) -> Result<&'s TrustBundle, Status> {
+/// The bundle a token's `sub` belongs to: ours or one of `federated` (the
+/// caller's, from [`Snapshot::federated_bundles_for`]).
+fn bundle_for<'s>(
+    s: &'s Snapshot,
+    federated: &BTreeMap<&'s str, &'s TrustBundle>,
+    token: &str,
+) -> Result<&'s TrustBundle, Status> {
     // The subject's trust domain picks the bundle; the signature is what is trusted.
     let td = ironroot_api::jwt_svid::unverified_trust_domain(token)
         .map_err(|e| Status::invalid_argument(format!("the token is not a JWT-SVID: {e}")))?;
-    s.jwt_bundle_of(&td).ok_or_else(|| {
+    s.jwt_bundle_of(&td, federated).ok_or_else(|| {
         if td == s.trust_domain {
             // Parse failures were reported when the sync stored the bundle.
             Status::internal(format!("no usable JWT bundle for trust domain {td}"))
         } else {
-            Status::invalid_argument(format!("no bundle for trust domain {td}"))
+            Status::invalid_argument(format!(
+                "no bundle for trust domain {td} (none of the caller's entries federates with it)"
+            ))
         }
     })
 }
 
-pub(crate) fn validate(
-    s: &Snapshot,
+/// Validates `token` for a caller whose federated bundles are `federated`.
+pub(crate) fn validate<'s>(
+    s: &'s Snapshot,
+    federated: &BTreeMap<&'s str, &'s TrustBundle>,
     token: &str,
     audience: &str,
 ) -> Result<pb::ValidateJwtsvidResponse, Status> {
-    let bundle = bundle_for(s, token)?;
+    let bundle = bundle_for(s, federated, token)?;
     let claims = verify_jwt_svid(token, bundle, audience, unix_now())
         .map_err(|e| Status::invalid_argument(format!("JWT-SVID is not valid: {e}")))?;
     let mut fields = std::collections::BTreeMap::new();

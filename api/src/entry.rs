@@ -16,6 +16,11 @@ pub const MAX_HINT_LEN: usize = 1024;
 pub const MAX_DNS_NAME_LEN: usize = 253;
 /// SPIFFE IDs under this path are the server's and agents' own (SPIRE convention).
 pub const RESERVED_PATH: &str = "/spire";
+/// Most trust domains an entry may federate with.
+pub const MAX_FEDERATES_WITH: usize = 64;
+
+mod federates_with;
+pub use federates_with::parse_federated_trust_domain;
 
 /// Why an entry (or its wire form) is not valid. Every variant names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,6 +124,51 @@ pub enum EntryError {
         /// The value given.
         value: i64,
     },
+    /// One `federates_with` item is not a trust domain.
+    #[error(
+        "federates_with[{index}]: '{value}' is not a trust domain \
+         (write 'example.org' or 'spiffe://example.org'): {reason}"
+    )]
+    FederatesWith {
+        /// Its position in the list.
+        index: usize,
+        /// What was given (truncated to 256 bytes).
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// More than [`MAX_FEDERATES_WITH`] trust domains.
+    #[error("federates_with: {count} trust domains; the maximum is {max}")]
+    TooManyFederatesWith {
+        /// How many were given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// `federates_with` names the entry's own trust domain, whose bundle
+    /// every workload gets anyway; SPIRE refuses it too.
+    #[error(
+        "federates_with: '{trust_domain}' is the entry's own trust domain, not a federated one \
+         (its bundle is served to every workload already)"
+    )]
+    FederatesWithOwnTrustDomain {
+        /// The trust domain.
+        trust_domain: String,
+    },
+    /// `federates_with` names a trust domain the server holds no federated
+    /// bundle of (rule `federates-with-needs-bundle`, as in SPIRE): its
+    /// workloads would be promised a bundle nobody can give them. Checked by
+    /// the server at create and update, where the stored bundles are known.
+    #[error(
+        "federates_with: the server has no federated bundle of '{trust_domain}' \
+         (rule federates-with-needs-bundle): store it first with \
+         `ironroot-server bundle set --id {trust_domain}`, or wait for the first fetch \
+         of its [[federation.federates_with]] relationship"
+    )]
+    FederatedBundleMissing {
+        /// The trust domain.
+        trust_domain: String,
+    },
 }
 
 /// The fields an operator sets on an entry.
@@ -144,6 +194,11 @@ pub struct EntrySpec {
     pub hint: String,
     /// Unix seconds after which the entry is no longer served; 0 means never.
     pub expires_at: i64,
+    /// Trust domains whose federated bundles this entry's workloads receive
+    /// (SPIRE's `federates_with`); kept sorted and deduplicated. Never the
+    /// entry's own. Records written before the field existed have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub federates_with: Vec<TrustDomain>,
 }
 
 /// A stored entry: the spec plus what the server assigns. Stored and sent with the spec's
@@ -166,6 +221,8 @@ impl EntrySpec {
     /// stored and compared for duplicates.
     pub fn normalize(&mut self) {
         normalize_selectors(&mut self.selectors);
+        self.federates_with.sort();
+        self.federates_with.dedup();
     }
 
     /// Checks every rule that needs no clock and no store.
@@ -236,7 +293,22 @@ impl EntrySpec {
                 value: self.expires_at,
             });
         }
-        Ok(())
+        federates_with::validate(&self.federates_with, trust_domain)
+    }
+
+    /// Checks that each trust domain of `federates_with` has a stored
+    /// federated bundle (`has_bundle` answers for one), SPIRE's rule
+    /// `federates-with-needs-bundle`; the first without one is the error.
+    pub fn check_federated_bundles(
+        &self,
+        has_bundle: impl Fn(&TrustDomain) -> bool,
+    ) -> Result<(), EntryError> {
+        match self.federates_with.iter().find(|td| !has_bundle(td)) {
+            Some(td) => Err(EntryError::FederatedBundleMissing {
+                trust_domain: td.to_string(),
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -341,6 +413,12 @@ impl TryFrom<admin::EntryFields> for EntrySpec {
             downstream: f.downstream,
             hint: f.hint,
             expires_at: f.expires_at,
+            federates_with: f
+                .federates_with
+                .iter()
+                .enumerate()
+                .map(|(index, s)| parse_federated_trust_domain(index, s))
+                .collect::<Result<_, _>>()?,
         };
         spec.normalize();
         Ok(spec)
@@ -360,6 +438,7 @@ impl From<EntrySpec> for admin::EntryFields {
             downstream: s.downstream,
             hint: s.hint,
             expires_at: s.expires_at,
+            federates_with: s.federates_with.into_iter().map(String::from).collect(),
         }
     }
 }

@@ -45,6 +45,7 @@ fn specs(count: usize) -> Vec<EntrySpec> {
                 downstream: false,
                 hint: String::new(),
                 expires_at: 0,
+                federates_with: vec![],
             };
             spec.normalize();
             spec

@@ -181,6 +181,11 @@ pub struct EntryFieldArgs {
     /// Unix time after which the entry is no longer served (0: never).
     #[arg(long, default_value_t = 0)]
     pub(crate) entry_expiry: i64,
+    /// Trust domain (`other.org` or `spiffe://other.org`) whose federated bundle the
+    /// entry's workloads receive; repeatable (SPIRE's `-federatesWith`). The server must
+    /// hold that trust domain's bundle. On `entry update`, the list replaces the old one.
+    #[arg(long = "federates-with")]
+    pub(crate) federates_with: Vec<String>,
 }
 
 /// `entry`: registration entries.

@@ -65,3 +65,49 @@ fn matching_needs_every_selector_of_the_entry() {
     assert!(snap.matching_entries(std::slice::from_ref(&uid)).is_empty());
     assert_eq!(snap.matching_entries(&[uid, gid]).len(), 1);
 }
+
+#[test]
+fn federates_with_is_parsed_sorted_and_a_bad_name_rejects_the_entry() {
+    let mut fed = entry("fed", &[("unix", "uid:1")]);
+    fed.federates_with = vec!["b.org".into(), "a.org".into(), "b.org".into()];
+    let mut bad = entry("bad", &[("unix", "uid:1")]);
+    bad.federates_with = vec!["a.org".into(), "spiffe://a.org".into()];
+    let p = parse("example.org", vec![fed, bad], "", HashMap::new());
+    assert_eq!(p.entries.len(), 1);
+    assert_eq!(p.entries[0].federates_with, ["a.org", "b.org"]);
+    // Not served with fewer trust domains than it names, nor matched loosely.
+    assert!(
+        matches!(&p.rejected[..], [Rejected::FederatesWith { id, value, .. }]
+            if id == "bad" && value == "spiffe://a.org"),
+        "{:?}",
+        p.rejected
+    );
+}
+
+#[test]
+fn a_federated_jwt_bundle_only_for_a_caller_federating_with_it() {
+    let partner = TrustBundle::new(TrustDomain::parse("partner.org").unwrap());
+    let mut fed = entry("fed", &[("unix", "uid:1")]);
+    fed.federates_with = vec!["partner.org".into()];
+    let p = parse(
+        "example.org",
+        vec![fed, entry("plain", &[("unix", "uid:2")])],
+        "",
+        HashMap::new(),
+    );
+    let s = Snapshot {
+        trust_domain: "example.org".into(),
+        entries: p.entries,
+        federated: HashMap::from([("partner.org".to_string(), partner.clone())]),
+        ..Snapshot::default()
+    };
+    let for_uid = |uid: u32| {
+        let sel = [Selector::new("unix", format!("uid:{uid}")).unwrap()];
+        s.federated_bundles_for(s.matching_entries(&sel))
+    };
+    let one = for_uid(1);
+    assert_eq!(s.jwt_bundle_of("partner.org", &one), Some(&partner));
+    let two = for_uid(2);
+    assert!(two.is_empty());
+    assert_eq!(s.jwt_bundle_of("partner.org", &two), None);
+}

@@ -13,8 +13,10 @@
 //! Invariant: a private key is served only for an SVID of an entry whose
 //! selectors are all among the caller's ([`Snapshot::matching`], the check
 //! the Workload API makes). Any other name is refused as a whole: the
-//! response never silently leaves out a name Envoy asked for. Bundles are
-//! public and go to any attested caller, as SPIRE's SDS serves them.
+//! response never silently leaves out a name Envoy asked for. The agent's
+//! bundle goes to any attested caller; a federated bundle only to a caller
+//! one of whose entries federates with its trust domain
+//! ([`Snapshot::federated_bundles_for`]), as SPIRE's SDS serves them.
 
 use std::collections::BTreeMap;
 
@@ -56,10 +58,9 @@ impl<'a> CallerSecrets<'a> {
         svids.sort_by(|a, b| a.entry_id.cmp(&b.entry_id));
         // Bundles that did not parse were reported when the sync stored them.
         let federated = snap
-            .federated
-            .iter()
-            .filter(|(td, _)| td.as_str() != snap.trust_domain)
-            .map(|(td, b)| (td.as_str(), b.x509_authorities.clone()))
+            .federated_bundles_for(snap.matching_entries(selectors))
+            .into_iter()
+            .map(|(td, b)| (td, b.x509_authorities.clone()))
             .collect();
         Ok(CallerSecrets {
             trust_domain: &snap.trust_domain,

@@ -132,11 +132,12 @@ async fn open_stream(
             Err(status) => return status.into_http(),
         },
         StreamKind::X509Bundles | StreamKind::JwtBundles => {
-            if let Err(status) = api.require_identity(&treq).await {
-                return status.into_http();
-            }
+            let selectors = match api.require_identity(&treq).await {
+                Ok(selectors) => selectors,
+                Err(status) => return status.into_http(),
+            };
             let shared = api.shared.clone();
-            Box::new(move |s| bundles(&shared, s, kind))
+            Box::new(move |s| bundles(&shared, s, kind, &selectors))
         }
     };
     // The first message is ready before the response starts, so a caller
@@ -177,18 +178,30 @@ fn x509_svids(
         .map_err(too_large)
 }
 
+/// The bundles a caller with `selectors` is sent from `snap`: ours and the
+/// federated ones its entries (in this snapshot) name, so an entry updated
+/// to drop a trust domain withdraws that bundle from the held stream.
 fn bundles(
     shared: &SharedResponses,
     snap: &Arc<Snapshot>,
     kind: StreamKind,
+    selectors: &[ironroot_api::selector::Selector],
 ) -> Result<Arc<EncodedMessage>, Status> {
     use super::shared_response::ResponseKey;
+    let entries = snap.matching_entries(selectors);
+    let federated: Vec<String> = snap
+        .federated_bundles_for(entries.iter().copied())
+        .into_keys()
+        .map(str::to_owned)
+        .collect();
     match kind {
-        StreamKind::JwtBundles => shared.get_or_build(snap, ResponseKey::JwtBundles, || {
-            crate::workload_api::jwt_bundles(snap)
-        }),
-        _ => shared.get_or_build(snap, ResponseKey::X509Bundles, || {
-            crate::workload_api::x509_bundles(snap)
+        StreamKind::JwtBundles => {
+            shared.get_or_build(snap, ResponseKey::JwtBundles(federated), || {
+                crate::workload_api::jwt_bundles(snap, &entries)
+            })
+        }
+        _ => shared.get_or_build(snap, ResponseKey::X509Bundles(federated), || {
+            crate::workload_api::x509_bundles(snap, &entries)
         }),
     }
     .map_err(too_large)
@@ -259,3 +272,6 @@ where
     });
     Body::new(StreamBody::new(Frames::new(out)))
 }
+
+#[cfg(test)]
+mod tests;

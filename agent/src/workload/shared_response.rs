@@ -11,8 +11,10 @@
 //!
 //! What a caller receives is still decided per caller: the key of an X.509
 //! response is the exact list of entries that matched the caller's
-//! selectors, so two callers share bytes only when they would have been sent
-//! identical responses.
+//! selectors (which fixes its federated bundles too), and that of a bundles
+//! response the exact set of federated trust domains the caller may have, so
+//! two callers share bytes only when they would have been sent identical
+//! responses.
 //!
 //! Memory: the memo keeps weak references, so a response nobody streams any
 //! more is freed; the memo is emptied when the snapshot changes.
@@ -59,10 +61,10 @@ impl EncodedMessage {
 pub(crate) enum ResponseKey {
     /// FetchX509SVID for exactly these entries (ids, in snapshot order).
     X509Svids(Vec<String>),
-    /// FetchX509Bundles.
-    X509Bundles,
-    /// FetchJWTBundles.
-    JwtBundles,
+    /// FetchX509Bundles with exactly these federated trust domains (sorted).
+    X509Bundles(Vec<String>),
+    /// FetchJWTBundles with exactly these federated trust domains (sorted).
+    JwtBundles(Vec<String>),
 }
 
 #[derive(Default)]
@@ -162,13 +164,13 @@ mod tests {
         let s1 = snap("a");
         let mut builds = 0;
         let a = shared
-            .get_or_build(&s1, ResponseKey::X509Bundles, || {
+            .get_or_build(&s1, ResponseKey::X509Bundles(vec![]), || {
                 builds += 1;
                 bundles(b"1")
             })
             .unwrap();
         let b = shared
-            .get_or_build(&s1, ResponseKey::X509Bundles, || {
+            .get_or_build(&s1, ResponseKey::X509Bundles(vec![]), || {
                 builds += 1;
                 bundles(b"other")
             })
@@ -185,7 +187,7 @@ mod tests {
         // A new snapshot: built again.
         let s2 = snap("a");
         let d = shared
-            .get_or_build(&s2, ResponseKey::X509Bundles, || bundles(b"3"))
+            .get_or_build(&s2, ResponseKey::X509Bundles(vec![]), || bundles(b"3"))
             .unwrap();
         assert!(!Arc::ptr_eq(&a, &d));
         assert_eq!(

@@ -1,6 +1,8 @@
-//! Workload API responses, built from a cache snapshot.
+//! Workload API responses, built from a cache snapshot and the entries the
+//! caller was attested to: federated bundles only as
+//! [`Snapshot::federated_bundles_for`] allows.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ironroot_api::bundle::TrustBundle;
 use ironroot_api::workload as pb;
@@ -12,8 +14,8 @@ fn td_id(td: &str) -> String {
 }
 
 /// Federated X.509 bundles, keyed by trust domain SPIFFE ID (DER certificates concatenated).
-fn federated_x509(s: &Snapshot) -> HashMap<String, Vec<u8>> {
-    s.federated
+fn federated_x509(federated: &BTreeMap<&str, &TrustBundle>) -> HashMap<String, Vec<u8>> {
+    federated
         .iter()
         .map(|(td, b)| (td_id(td), b.x509_authorities.concat()))
         .collect()
@@ -38,12 +40,16 @@ pub(crate) fn x509_response_for(
             })
             .collect(),
         crl: vec![],
-        federated_bundles: federated_x509(s),
+        federated_bundles: federated_x509(
+            &s.federated_bundles_for(matching.iter().map(|(e, _)| *e)),
+        ),
     }
 }
 
-pub(crate) fn x509_bundles(s: &Snapshot) -> pb::X509BundlesResponse {
-    let mut bundles = federated_x509(s);
+/// FetchX509Bundles for a caller attested to `entries`: our bundle and the
+/// federated ones they name.
+pub(crate) fn x509_bundles(s: &Snapshot, entries: &[&CachedEntry]) -> pb::X509BundlesResponse {
+    let mut bundles = federated_x509(&s.federated_bundles_for(entries.iter().copied()));
     bundles.insert(td_id(&s.trust_domain), s.roots_concat());
     pb::X509BundlesResponse {
         crl: vec![],
@@ -59,9 +65,11 @@ fn jwt_only(b: &TrustBundle) -> Option<Vec<u8>> {
     b.to_jwks_json().ok().map(String::into_bytes)
 }
 
-pub(crate) fn jwt_bundles(s: &Snapshot) -> pb::JwtBundlesResponse {
+/// FetchJWTBundles for a caller attested to `entries`: our bundle and the
+/// federated ones they name.
+pub(crate) fn jwt_bundles(s: &Snapshot, entries: &[&CachedEntry]) -> pb::JwtBundlesResponse {
     let mut bundles: HashMap<String, Vec<u8>> = s
-        .federated
+        .federated_bundles_for(entries.iter().copied())
         .iter()
         .filter_map(|(td, b)| Some((td_id(td), jwt_only(b)?)))
         .collect();

@@ -178,7 +178,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<pb::ValidateJwtsvidRequest>,
     ) -> Result<Response<pb::ValidateJwtsvidResponse>, Status> {
-        self.selectors(&req).await?;
+        let selectors = self.selectors(&req).await?;
         let r = req.into_inner();
         if r.audience.is_empty() {
             return Err(Status::invalid_argument("audience must be specified"));
@@ -186,14 +186,21 @@ impl SpiffeWorkloadApi for WorkloadApi {
         if r.svid.is_empty() {
             return Err(Status::invalid_argument("svid must be specified"));
         }
-        crate::jwt_validate::validate(&self.cache.snapshot(), &r.svid, &r.audience)
-            .map(Response::new)
+        let snap = self.cache.snapshot();
+        // A federated domain's tokens are trusted only by callers whose
+        // entries federate with it, as its bundle goes only to them.
+        let federated = snap.federated_bundles_for(snap.matching_entries(&selectors));
+        crate::jwt_validate::validate(&snap, &federated, &r.svid, &r.audience).map(Response::new)
     }
 }
 
 impl WorkloadApi {
-    /// Bundles go only to a caller that has an identity here (as SPIRE does).
-    pub(crate) async fn require_identity<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    /// Bundles go only to a caller that has an identity here (as SPIRE does):
+    /// its selectors, refused when they match no entry.
+    pub(crate) async fn require_identity<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<Vec<Selector>, Status> {
         let selectors = self.selectors(req).await?;
         if self
             .cache
@@ -203,7 +210,7 @@ impl WorkloadApi {
         {
             return Err(no_identity());
         }
-        Ok(())
+        Ok(selectors)
     }
 }
 

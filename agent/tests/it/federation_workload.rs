@@ -1,9 +1,14 @@
 //! SPIFFE Federation seen by a workload: the server of `example.org` polls the bundle
 //! endpoint (https_spiffe) of a second server, `td-b.test`, after a one-time `bundle set`;
-//! a workload behind a real agent of `example.org` is served td-b's bundle in
-//! `federated_bundles`, and td-b's next root (its CA rotates every 30 s) reaches the
-//! workload without anyone touching `example.org`'s server.
+//! a workload behind a real agent of `example.org` whose entry federates with td-b is
+//! served td-b's bundle in `federated_bundles`, and td-b's next root (its CA rotates
+//! every 30 s) reaches the workload without anyone touching `example.org`'s server. A
+//! second workload (another uid) whose entry does not federate with td-b is never given
+//! its bundle, and once the first entry is updated to drop td-b, neither is the first.
 
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ironroot_testkit::server::start_trust_domain;
@@ -11,6 +16,9 @@ use ironroot_testkit::server::start_trust_domain;
 use crate::common::*;
 
 const WORKLOAD: &str = "spiffe://example.org/federated-workload";
+const LOCAL_ONLY: &str = "spiffe://example.org/local-only-workload";
+/// The second workload's uid (nobody).
+const OTHER_UID: u32 = 65534;
 
 /// Whether `needle` (one DER certificate) is among the concatenated DER of `haystack`.
 fn holds(haystack: &[u8], needle: &[u8]) -> bool {
@@ -84,7 +92,8 @@ fn a_workload_gets_the_federated_bundle_and_the_partners_next_root() {
         assert!(Instant::now() < deadline, "no agent:\n{}", context());
         std::thread::sleep(Duration::from_millis(200));
     };
-    env.server.cli_ok(&[
+    // An entry may federate only with a trust domain whose bundle the server holds.
+    let refused = env.server.cli(&[
         "entry",
         "create",
         "--spiffe-id",
@@ -93,6 +102,45 @@ fn a_workload_gets_the_federated_bundle_and_the_partners_next_root() {
         &agent_id,
         "--selector",
         "unix:uid:0",
+        "--federates-with",
+        "td-c.test",
+    ]);
+    assert!(
+        !refused.status.success(),
+        "an entry federating with td-c was created"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("federates-with-needs-bundle"), "{stderr}");
+    let created = env.server.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        WORKLOAD,
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        "unix:uid:0",
+        "--federates-with",
+        "spiffe://td-b.test",
+        "--output",
+        "json",
+    ]);
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let entry_id = created["entries"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created["entries"][0]["federates_with"],
+        serde_json::json!(["td-b.test"]),
+        "stored as the bare name"
+    );
+    env.server.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        LOCAL_ONLY,
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        &format!("unix:uid:{OTHER_UID}"),
     ]);
 
     let federated = |within: Duration, what: &str, ok: &dyn Fn(&[u8]) -> bool| {
@@ -138,4 +186,100 @@ fn a_workload_gets_the_federated_bundle_and_the_partners_next_root() {
         "td-b's next root at the workload",
         &|der| holds(der, &new_root),
     );
+
+    // The workload whose entry does not federate with td-b: served its SVID and
+    // example.org's bundle, never td-b's, although the agent holds td-b's bundle (the
+    // first workload was just served it).
+    let other = OtherUid::new(&socket);
+    let bundles = other.jwt_bundles(Duration::from_secs(30), &context);
+    assert!(bundles.contains("spiffe://example.org:"), "{bundles}");
+    assert!(!bundles.contains("td-b.test"), "{bundles}");
+    let jwt = rt()
+        .block_on(ironroot_agent::api_client::fetch_jwt_bundles(&socket))
+        .unwrap();
+    assert!(
+        jwt.bundles.contains_key("spiffe://td-b.test"),
+        "the first workload's FetchJWTBundles: {:?}",
+        jwt.bundles.keys()
+    );
+    let x509 = fetch_x509(&socket).unwrap();
+    assert!(x509.federated_bundles.contains_key("spiffe://td-b.test"));
+
+    // The first entry updated to federate with nothing: its next response drops td-b.
+    env.server.cli_ok(&[
+        "entry",
+        "update",
+        "--entry-id",
+        &entry_id,
+        "--spiffe-id",
+        WORKLOAD,
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        "unix:uid:0",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let withdrawn = fetch_x509(&socket).is_ok_and(|r| {
+            r.svids.iter().any(|s| s.spiffe_id == WORKLOAD) && r.federated_bundles.is_empty()
+        });
+        if withdrawn {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "td-b's bundle not withdrawn:\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let jwt = rt()
+        .block_on(ironroot_agent::api_client::fetch_jwt_bundles(&socket))
+        .unwrap();
+    assert_eq!(
+        jwt.bundles.keys().collect::<Vec<_>>(),
+        ["spiffe://example.org"],
+        "FetchJWTBundles after the update"
+    );
+}
+
+/// The agent CLI run as [`OTHER_UID`]: a second workload on the same agent. A copy of
+/// the binary every user can reach, wherever the checkout lives.
+struct OtherUid<'a> {
+    cli: ironroot_testkit::shared_bin::SharedBinary,
+    socket: &'a Path,
+}
+
+impl<'a> OtherUid<'a> {
+    fn new(socket: &'a Path) -> Self {
+        let cli = ironroot_testkit::shared_bin::SharedBinary::copy_of(Path::new(env!(
+            "CARGO_BIN_EXE_ironroot-agent"
+        )));
+        OtherUid { cli, socket }
+    }
+
+    /// `api fetch jwt-bundles` once its entry reached the agent: one
+    /// `spiffe://<td>: <jwks>` line per bundle it is given.
+    fn jwt_bundles(&self, within: Duration, context: &dyn Fn() -> String) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let out = Command::new(self.cli.path())
+                .args(["api", "fetch", "jwt-bundles", "-s"])
+                .arg(self.socket)
+                .uid(OTHER_UID)
+                .gid(OTHER_UID)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "uid {OTHER_UID}: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                context()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }

@@ -146,7 +146,20 @@ fn spiffe_domains(s: &Secret) -> Vec<(String, Vec<Vec<u8>>)> {
 }
 
 fn create_entry(env: &Env, id: &str, parent: &str, uid: u32, ttl: u32) -> String {
-    let out = env.server.cli_ok(&[
+    create_entry_federating(env, id, parent, uid, ttl, &[])
+}
+
+/// [`create_entry`] for an entry that federates with `federates_with`.
+fn create_entry_federating(
+    env: &Env,
+    id: &str,
+    parent: &str,
+    uid: u32,
+    ttl: u32,
+    federates_with: &[&str],
+) -> String {
+    let (uid, ttl) = (format!("unix:uid:{uid}"), ttl.to_string());
+    let mut args = vec![
         "entry",
         "create",
         "--spiffe-id",
@@ -154,12 +167,16 @@ fn create_entry(env: &Env, id: &str, parent: &str, uid: u32, ttl: u32) -> String
         "--parent-id",
         parent,
         "--selector",
-        &format!("unix:uid:{uid}"),
+        &uid,
         "--x509-svid-ttl",
-        &ttl.to_string(),
+        &ttl,
         "--output",
         "json",
-    ]);
+    ];
+    for td in federates_with {
+        args.extend(["--federates-with", td]);
+    }
+    let out = env.server.cli_ok(&args);
     let v: serde_json::Value = serde_json::from_str(&out).expect("entry json");
     v["entries"][0]["id"]
         .as_str()
@@ -249,11 +266,13 @@ fn sds_serves_spires_resource_names_to_their_owner_only() {
     const T: &str = "sds_resource_names";
     let _tail = Tail(T);
     let (env, tpm, log, agent_id) = setup(T);
-    let web_entry = create_entry(&env, WEB, &agent_id, 0, 0);
-    let api_entry = create_entry(&env, API, &agent_id, 0, 0);
-    create_entry(&env, NOT_MINE, &agent_id, 4242, 0);
+    // The bundle first: an entry may federate only with a trust domain whose
+    // bundle the server holds. One of the caller's entries federates with it.
     let partner = partner_root();
     set_partner_bundle(&env, &partner);
+    let web_entry = create_entry(&env, WEB, &agent_id, 0, 0);
+    let api_entry = create_entry_federating(&env, API, &agent_id, 0, 0, &["partner.org"]);
+    create_entry(&env, NOT_MINE, &agent_id, 4242, 0);
     // SDS on the Workload API socket (the default).
     let agent = start_agent(&env, &tpm, &log, T);
     let own_roots = pem_ders(&env.server.cli_ok(&["bundle", "show"]));
@@ -406,7 +425,7 @@ fn sds_stream_pushes_rotations_and_keeps_going_after_a_nack() {
     let _tail = Tail(T);
     let (env, tpm, log, agent_id) = setup(T);
     // A 12 s SVID: renewed at half life, so rotations come every 6-11 s.
-    create_entry(&env, WEB, &agent_id, 0, 12);
+    let web_entry = create_entry(&env, WEB, &agent_id, 0, 12);
     // SDS on a socket of its own.
     let sds_socket = env.dir.path().join("agent-run/sock/sds.sock");
     let agent = start_agent_with(
@@ -478,9 +497,26 @@ fn sds_stream_pushes_rotations_and_keeps_going_after_a_nack() {
         assert_eq!(spiffe_domains(&s[0]).len(), 1, "no federated bundle yet");
         tx.send(answer(&all, &["ALL"], "2")).await.unwrap();
 
-        // A federated bundle set on the server is pushed too.
+        // A federated bundle set on the server, and the entry updated to
+        // federate with it: pushed too.
         let partner = partner_root();
         set_partner_bundle(&env, &partner);
+        env.server.cli_ok(&[
+            "entry",
+            "update",
+            "--entry-id",
+            &web_entry,
+            "--spiffe-id",
+            WEB,
+            "--parent-id",
+            &agent_id,
+            "--selector",
+            "unix:uid:0",
+            "--x509-svid-ttl",
+            "12",
+            "--federates-with",
+            "partner.org",
+        ]);
         let fed = loop {
             let m = next(&mut stream, Duration::from_secs(20)).await;
             tx.send(answer(&m, &["ALL"], &m.version_info))

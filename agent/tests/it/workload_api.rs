@@ -160,7 +160,8 @@ fn workloads_get_their_svids_and_only_theirs() {
         "entry change took {elapsed:?}"
     );
 
-    // A federated bundle set on the server reaches the workload's response.
+    // A federated bundle set on the server reaches the workload whose entry
+    // federates with its trust domain.
     let fed = env.dir.path().join("federated.pem");
     std::fs::write(&fed, env.server.cli_ok(&["bundle", "show"])).unwrap();
     env.server.cli_ok(&[
@@ -172,6 +173,18 @@ fn workloads_get_their_svids_and_only_theirs() {
         fed.to_str().unwrap(),
         "--format",
         "pem",
+    ]);
+    env.server.cli_ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/workload/federating",
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        "unix:uid:0",
+        "--federates-with",
+        "partner.org",
     ]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -20,6 +20,7 @@ fn spec() -> EntrySpec {
         downstream: false,
         hint: "web".into(),
         expires_at: 0,
+        federates_with: vec![],
     }
 }
 
@@ -335,4 +336,125 @@ fn stored_entries_keep_their_flat_layout() {
     assert!(!keys.contains(&"spec"), "{keys:?}");
     let back: RegistrationEntry = serde_json::from_value(json).unwrap();
     assert_eq!(back, entry);
+}
+
+fn tds(names: &[&str]) -> Vec<TrustDomain> {
+    names
+        .iter()
+        .map(|n| TrustDomain::parse(n).unwrap())
+        .collect()
+}
+
+fn wire_with_federates(list: &[&str]) -> admin::EntryFields {
+    let mut f = admin::EntryFields::from(spec());
+    f.federates_with = list.iter().map(|s| s.to_string()).collect();
+    f
+}
+
+/// SPIRE's two spellings are one trust domain; stored sorted, deduplicated, bare.
+#[test]
+fn federates_with_accepts_both_spellings_and_normalizes() {
+    let s = EntrySpec::try_from(wire_with_federates(&[
+        "spiffe://partner.org",
+        "another.org",
+        "partner.org",
+    ]))
+    .unwrap();
+    assert_eq!(s.federates_with, tds(&["another.org", "partner.org"]));
+    s.validate(&td()).unwrap();
+    let back = admin::EntryFields::from(s);
+    assert_eq!(back.federates_with, vec!["another.org", "partner.org"]);
+}
+
+#[test]
+fn federates_with_refuses_what_is_not_a_trust_domain() {
+    for (bad, why) in [
+        ("", "it is empty"),
+        ("spiffe://partner.org/workload", "it has a path"),
+        ("Partner.org", "upper-case"),
+        ("https://partner.org", "scheme"),
+        ("partner.org:443", "port"),
+        ("spiffe://", "trust domain is missing"),
+    ] {
+        let e = EntrySpec::try_from(wire_with_federates(&["ok.org", bad])).unwrap_err();
+        match &e {
+            EntryError::FederatesWith { index, value, .. } => {
+                assert_eq!((*index, value.as_str()), (1, bad), "{e}");
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+        let msg = e.to_string();
+        assert!(msg.starts_with("federates_with[1]: "), "{msg}");
+        assert!(msg.contains(why), "{bad}: {msg}");
+    }
+}
+
+#[test]
+fn federates_with_refuses_the_own_trust_domain_in_either_spelling() {
+    for own in ["example.org", "spiffe://example.org"] {
+        let s = EntrySpec::try_from(wire_with_federates(&["partner.org", own])).unwrap();
+        assert_eq!(
+            s.validate(&td()).unwrap_err(),
+            EntryError::FederatesWithOwnTrustDomain {
+                trust_domain: "example.org".into()
+            }
+        );
+    }
+}
+
+#[test]
+fn federates_with_has_a_limit() {
+    let mut s = spec();
+    s.federates_with = (0..=MAX_FEDERATES_WITH)
+        .map(|i| TrustDomain::parse(&format!("td{i}.org")).unwrap())
+        .collect();
+    assert_eq!(
+        s.validate(&td()).unwrap_err(),
+        EntryError::TooManyFederatesWith {
+            count: MAX_FEDERATES_WITH + 1,
+            max: MAX_FEDERATES_WITH
+        }
+    );
+    s.federates_with.pop();
+    s.validate(&td()).unwrap();
+}
+
+#[test]
+fn federated_bundles_must_exist() {
+    let mut s = spec();
+    s.federates_with = tds(&["a.org", "b.org"]);
+    let stored = tds(&["a.org"]);
+    let e = s
+        .check_federated_bundles(|td| stored.contains(td))
+        .unwrap_err();
+    assert_eq!(
+        e,
+        EntryError::FederatedBundleMissing {
+            trust_domain: "b.org".into()
+        }
+    );
+    assert!(e.to_string().contains("federates-with-needs-bundle"), "{e}");
+    s.federates_with.pop();
+    s.check_federated_bundles(|td| stored.contains(td)).unwrap();
+}
+
+/// Records written before the field existed read as federating with nothing, and
+/// an entry without it is stored exactly as before (no new key).
+#[test]
+fn federates_with_is_optional_in_stored_records() {
+    let old = RegistrationEntry::from_spec("id".into(), spec(), 0, 5);
+    let json = serde_json::to_value(&old).unwrap();
+    assert!(json.get("federates_with").is_none(), "{json}");
+    let back: RegistrationEntry = serde_json::from_value(json).unwrap();
+    assert!(back.spec.federates_with.is_empty());
+
+    let mut s = spec();
+    s.federates_with = tds(&["partner.org"]);
+    let new = RegistrationEntry::from_spec("id".into(), s, 0, 5);
+    let json = serde_json::to_value(&new).unwrap();
+    assert_eq!(json["federates_with"], serde_json::json!(["partner.org"]));
+    assert_eq!(
+        serde_json::from_value::<RegistrationEntry>(json).unwrap(),
+        new
+    );
 }

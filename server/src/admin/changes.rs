@@ -21,6 +21,7 @@ impl AdminService {
         req: Request<pb::CreateEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
         let spec = entry_spec(req.into_inner().entry)?;
+        self.require_federated_bundles(&spec).await?;
         let e = self.store.create_entry(spec).await.map_err(status::store)?;
         info!(entry = %e.id, spiffe_id = %e.spec.spiffe_id, "entry created");
         Ok(Response::new(e.into()))
@@ -32,6 +33,7 @@ impl AdminService {
     ) -> Result<Response<pb::Entry>, Status> {
         let r = req.into_inner();
         let spec = entry_spec(r.entry)?;
+        self.require_federated_bundles(&spec).await?;
         let expected = (r.expected_revision != 0).then_some(r.expected_revision);
         let e = self
             .store
@@ -64,12 +66,27 @@ impl AdminService {
             )));
         }
         // Wire-level rule failures are per item, like the store's: the specs
-        // that parse go to the store (moved, not copied), the others keep
-        // their place as errors.
-        let mut specs: Vec<EntrySpec> = Vec::with_capacity(fields.len());
-        let parsed: Vec<Result<(), Status>> = fields
+        // that parse (and federate only with stored bundles) go to the store
+        // (moved, not copied), the others keep their place as errors.
+        let candidates: Vec<Result<EntrySpec, Status>> =
+            fields.into_iter().map(|f| entry_spec(Some(f))).collect();
+        let federating = candidates
+            .iter()
+            .any(|c| c.as_ref().is_ok_and(|s| !s.federates_with.is_empty()));
+        let stored_bundles = match federating {
+            true => self.stored_bundle_domains().await?,
+            false => Default::default(),
+        };
+        let mut specs: Vec<EntrySpec> = Vec::with_capacity(candidates.len());
+        let parsed: Vec<Result<(), Status>> = candidates
             .into_iter()
-            .map(|f| entry_spec(Some(f)).map(|spec| specs.push(spec)))
+            .map(|c| {
+                c.and_then(|spec| {
+                    self.check_federates_with(&spec, &stored_bundles)?;
+                    specs.push(spec);
+                    Ok(())
+                })
+            })
             .collect();
         let mut stored = self
             .store

@@ -2,6 +2,7 @@
 //! Node API's TLS port for callers whose X.509-SVID is an admin's (`tls`).
 
 mod changes;
+mod federates_with;
 mod socket;
 mod tls;
 

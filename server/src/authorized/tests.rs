@@ -70,6 +70,7 @@ fn random_entry(rng: &mut StdRng, n: usize) -> RegistrationEntry {
             hint: String::new(),
             // Some expired, some expiring later, most never.
             expires_at: [0, 0, 0, 50, 500][rng.gen_range(0..5)],
+            federates_with: vec![],
         },
         0,
         1,

@@ -25,6 +25,7 @@ fn fields(a: &EntryFieldArgs) -> anyhow::Result<pb::EntryFields> {
         downstream: a.downstream,
         hint: a.hint.clone(),
         expires_at: a.entry_expiry,
+        federates_with: a.federates_with.clone(),
     })
 }
 
@@ -50,6 +51,8 @@ struct DataEntry {
     hint: String,
     #[serde(default, alias = "entryExpiry", alias = "expires_at")]
     entry_expiry: i64,
+    #[serde(default, alias = "federatesWith")]
+    federates_with: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -209,6 +212,7 @@ async fn create_from_file(client: &ClientArgs, path: &Path) -> anyhow::Result<()
             downstream: e.downstream,
             hint: e.hint,
             expires_at: e.entry_expiry,
+            federates_with: e.federates_with,
         })
         .collect();
     let total = all.len();
@@ -261,6 +265,7 @@ fn entry_json(e: &pb::Entry) -> serde_json::Value {
         "downstream": f.downstream,
         "hint": f.hint,
         "expires_at": f.expires_at,
+        "federates_with": f.federates_with,
         "revision": e.revision_number,
         "created_at": e.created_at,
     })
@@ -294,6 +299,9 @@ fn print_entries(out: Output, entries: &[pb::Entry]) -> anyhow::Result<()> {
         }
         for d in &f.dns_names {
             println!("DNS name         : {d}");
+        }
+        for td in &f.federates_with {
+            println!("Federates with   : {td}");
         }
         if f.admin {
             println!("Admin            : true");

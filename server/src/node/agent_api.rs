@@ -120,6 +120,12 @@ fn entry_pb(e: &RegistrationEntry) -> pb::Entry {
         hint: e.spec.hint.clone(),
         revision_number: e.revision,
         expires_at: e.spec.expires_at,
+        federates_with: e
+            .spec
+            .federates_with
+            .iter()
+            .map(|td| td.as_str().to_owned())
+            .collect(),
     }
 }
 

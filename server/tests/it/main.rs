@@ -11,6 +11,7 @@ mod ca_hsm;
 mod ca_memory;
 mod ca_transit;
 mod ek_certificates;
+mod entry_federates_with;
 mod federation;
 mod federation_endpoint;
 mod hsm_trouble;

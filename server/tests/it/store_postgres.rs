@@ -213,9 +213,9 @@ async fn schema_versions_are_checked_and_migrated_once() {
     assert_eq!(
         pg.server.psql(
             DB,
-            "SELECT string_agg(version::text, ',') FROM schema_migrations"
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
         ),
-        "1"
+        "1,2"
     );
     pg.server.psql(
         DB,
@@ -228,6 +228,43 @@ async fn schema_versions_are_checked_and_migrated_once() {
         Err(e) => panic!("{e:?}"),
         Ok(_) => panic!("a schema 9 database opened"),
     }
+}
+
+/// Migration 2 (entries' `federates_with`) applies over a version-1 database
+/// that holds entries: they read as federating with nothing, unchanged; and
+/// the database itself refuses a `federates_with` that is not a list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_with_entries_migrates_to_federates_with() {
+    let pg = Pg::start();
+    let store = pg.open().await;
+    let e = store.create_entry(spec("/old", &["a:1"])).await.unwrap();
+    drop(store);
+    // Back to what version 1 left (its rows are what this build writes for an
+    // entry without federates_with: no such key).
+    pg.server.psql(
+        DB,
+        "ALTER TABLE entries DROP CONSTRAINT entries_federates_with_is_a_list;
+         DELETE FROM schema_migrations WHERE version = 2",
+    );
+    let store = pg.open().await;
+    assert_eq!(
+        pg.server.psql(
+            DB,
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
+        ),
+        "1,2"
+    );
+    let read = store.get_entry(&e.id).await.unwrap().unwrap();
+    assert!(read.spec.federates_with.is_empty());
+    assert_eq!(read, e);
+    let not_a_list = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pg.server.psql(
+            DB,
+            "UPDATE entries SET data = jsonb_set(data, '{federates_with}', '\"partner.org\"')",
+        )
+    }));
+    assert!(not_a_list.is_err(), "a federates_with string was stored");
+    assert_eq!(store.get_entry(&e.id).await.unwrap(), Some(e));
 }
 
 /// The feed keeps a bounded history: a follower further behind is told to

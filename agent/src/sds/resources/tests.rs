@@ -25,6 +25,7 @@ fn entry(id: &str, spiffe_id: &str, uid: u32) -> CachedEntry {
         hint: String::new(),
         revision_number: 0,
         selectors: vec![Selector::new("unix", format!("uid:{uid}")).unwrap()],
+        federates_with: vec![],
     }
 }
 
@@ -47,8 +48,8 @@ const WEB: &str = "spiffe://example.org/web";
 const API: &str = "spiffe://example.org/api";
 const OTHER: &str = "spiffe://example.org/other";
 
-/// uid 1000 has `web` (entry e-b) and `api` (entry e-a); uid 2000 has `other`;
-/// one federated trust domain, partner.org.
+/// uid 1000 has `web` (entry e-b) and `api` (entry e-a, which federates with
+/// partner.org); uid 2000 has `other`; one federated trust domain, partner.org.
 fn snapshot(own_root: &[u8], partner_root: &[u8]) -> Snapshot {
     let mut partner = TrustBundle::new(TrustDomain::parse("partner.org").unwrap());
     partner.x509_authorities.push(partner_root.to_vec());
@@ -56,7 +57,10 @@ fn snapshot(own_root: &[u8], partner_root: &[u8]) -> Snapshot {
         trust_domain: "example.org".into(),
         entries: vec![
             entry("e-b", WEB, 1000),
-            entry("e-a", API, 1000),
+            CachedEntry {
+                federates_with: vec!["partner.org".into()],
+                ..entry("e-a", API, 1000)
+            },
             entry("e-c", OTHER, 2000),
         ],
         roots: vec![own_root.to_vec()],
@@ -278,6 +282,48 @@ fn a_federated_bundle_by_its_trust_domain_id() {
 }
 
 #[test]
+fn a_federated_bundle_only_for_a_caller_whose_entry_federates_with_it() {
+    let f = fixture();
+    let e = f
+        .resolve(
+            2000,
+            &["spiffe://partner.org"],
+            BundleFormat::SpiffeValidator,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, SdsError::NotAuthorized { ref names, .. } if names == &["spiffe://partner.org"]),
+        "{e:?}"
+    );
+    let all = f
+        .resolve(2000, &["ALL"], BundleFormat::SpiffeValidator)
+        .unwrap();
+    assert_eq!(
+        spiffe_domains(&all[0])
+            .into_iter()
+            .map(|(td, _)| td)
+            .collect::<Vec<_>>(),
+        ["example.org"]
+    );
+    let every: Vec<String> = f
+        .resolve(2000, &[], BundleFormat::SpiffeValidator)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(every, ["spiffe://example.org", OTHER]);
+    // A caller with no entry at all: the agent's bundle only.
+    let none = f
+        .resolve(
+            4242,
+            &["spiffe://partner.org"],
+            BundleFormat::SpiffeValidator,
+        )
+        .unwrap_err();
+    assert!(matches!(none, SdsError::NotAuthorized { .. }), "{none:?}");
+}
+
+#[test]
 fn no_names_is_every_bundle_and_every_own_svid_without_aliases() {
     let f = fixture();
     let r = f.resolve(1000, &[], BundleFormat::SpiffeValidator).unwrap();
@@ -358,4 +404,6 @@ fn the_digest_follows_only_what_the_caller_may_see() {
     let mut fed = f.snap.clone();
     fed.federated.clear();
     assert_ne!(digest(&fed, 1000), before);
+    // A bundle the caller may not have changes nothing for it.
+    assert_eq!(digest(&fed, 2000), digest(&f.snap, 2000));
 }

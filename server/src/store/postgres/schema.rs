@@ -13,7 +13,7 @@ use super::connect::pg_err;
 use crate::store::StoreError;
 
 /// The version this build reads and writes: the last migration.
-pub(super) const SCHEMA_VERSION: u32 = 1;
+pub(super) const SCHEMA_VERSION: u32 = 2;
 
 /// Held (for the transaction) by whoever checks or migrates the schema.
 /// "ironroot" in ASCII: any fixed number no other application of the
@@ -21,7 +21,10 @@ pub(super) const SCHEMA_VERSION: u32 = 1;
 const MIGRATION_LOCK: i64 = 0x6972_6f6e_726f_6f74;
 
 /// `(version, what it does, SQL)`, in order.
-const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "entries, nodes, bundles, feed", V1)];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "entries, nodes, bundles, feed", V1),
+    (2, "entries' federates_with", V2),
+];
 
 /// Keys and ids use the "C" collation: byte order, as keyset pages expect,
 /// whatever locale the database was created with. Records are JSON, as in
@@ -80,6 +83,18 @@ CREATE TABLE change_events (
     revision BIGINT PRIMARY KEY,
     change   JSONB NOT NULL
 );
+"#;
+
+/// Entries gained `federates_with` (a JSON array of trust domain names in
+/// `data`, absent when empty, so rows written by version 1 read as federating
+/// with nothing and need no rewrite). The version is what matters: a build of
+/// version 1 would read and rewrite these rows without the field and serve
+/// every federated bundle to every workload, so it must refuse this database
+/// (it does: a newer version is `UnsupportedSchema`). The constraint keeps the
+/// field's shape in the database itself.
+const V2: &str = r#"
+ALTER TABLE entries ADD CONSTRAINT entries_federates_with_is_a_list
+    CHECK (jsonb_typeof(coalesce(data -> 'federates_with', '[]'::jsonb)) = 'array');
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`] and records (or checks) its

@@ -428,6 +428,7 @@ mod tests {
             downstream: false,
             hint: String::new(),
             expires_at: 0,
+            federates_with: vec![],
         }
     }
 

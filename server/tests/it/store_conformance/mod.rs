@@ -50,6 +50,7 @@ pub(crate) fn spec(path: &str, selectors: &[&str]) -> EntrySpec {
         downstream: false,
         hint: String::new(),
         expires_at: 0,
+        federates_with: vec![],
     }
 }
 
@@ -116,11 +117,13 @@ pub(crate) async fn events_after(
 
 mod durability;
 mod entries;
+mod federates_with;
 mod feed;
 mod records;
 
 pub(crate) use durability::*;
 pub(crate) use entries::*;
+pub(crate) use federates_with::*;
 pub(crate) use feed::*;
 pub(crate) use records::*;
 
@@ -138,7 +141,8 @@ macro_rules! conformance_suite {
             batches_give_a_result_per_item,
             pages_neither_repeat_nor_skip,
             the_change_feed_reproduces_the_store,
-            concurrent_writers_make_no_duplicates_and_no_gaps
+            concurrent_writers_make_no_duplicates_and_no_gaps,
+            federates_with_round_trips_and_updates
         );
         $crate::conformance_suite!(@with_backend $b,
             data_survives_reopen,
