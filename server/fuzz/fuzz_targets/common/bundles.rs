@@ -9,7 +9,8 @@ use ironroot_api::bundle::{JwtAuthority, TrustBundle};
 use ironroot_api::spiffe_id::TrustDomain;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, PublicKeyData, SanType};
-use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
+use x509_parser::certificate::TbsCertificate;
+use x509_parser::prelude::{FromDer, ParsedExtension};
 
 /// The relationship's trust domain.
 pub const TD: &str = "td-b.test";
@@ -138,9 +139,9 @@ pub fn same_keys(a: &TrustBundle, b: &TrustBundle) -> bool {
 /// scheme is `spiffe` (in any case, RFC 3986 §3.1), read by x509-parser, not by the code
 /// under test.
 pub fn named_trust_domains(der: &[u8]) -> Vec<String> {
-    let (_, cert) = X509Certificate::from_der(der).expect("an accepted authority parses");
+    let tbs = tbs(der);
     let mut out = Vec::new();
-    for ext in cert.extensions() {
+    for ext in tbs.extensions() {
         if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
             for name in &san.general_names {
                 if let x509_parser::extensions::GeneralName::URI(uri) = name {
@@ -154,4 +155,21 @@ pub fn named_trust_domains(der: &[u8]) -> Vec<String> {
         }
     }
     out
+}
+
+/// The signed part of a certificate, read by x509-parser. Only that: a trust anchor's own
+/// signature is checked by no relying party (webpki, Go's crypto/x509 keep it as bytes), so
+/// a bundle authority whose signature value is damaged is still a usable anchor.
+pub fn tbs(der: &[u8]) -> TbsCertificate<'_> {
+    // Skip the outer SEQUENCE's tag and length: the TBSCertificate comes first inside it.
+    assert_eq!(der.first(), Some(&0x30), "an authority is a SEQUENCE");
+    let len = *der.get(1).expect("a length");
+    let header = if len < 0x80 {
+        2
+    } else {
+        2 + usize::from(len & 0x7f)
+    };
+    TbsCertificate::from_der(&der[header.min(der.len())..])
+        .unwrap_or_else(|e| panic!("an accepted authority's TBSCertificate parses: {e}"))
+        .1
 }
