@@ -246,12 +246,56 @@ fn parse_x509_key(jwk: &Jwk) -> Result<Option<Vec<u8>>, String> {
         .decode(first)
         .map_err(|e| format!("x5c[0] is not base64: {e}"))?;
     let actual = certificate_key(&cert).map_err(|e| format!("x5c[0]: {e}"))?;
+    check_extensions(&cert).map_err(|e| format!("x5c[0]: {e}"))?;
     // A key whose parameters disagree with its certificate is either corrupt
     // or an attempt to make two consumers trust different keys.
     if actual != declared {
         return Err("the key parameters do not match the x5c certificate's key".into());
     }
     Ok(Some(cert))
+}
+
+/// Every extension of a kind relying parties decode (RFC 5280 §4.2) decodes, and none
+/// appears twice: a CA certificate that Go's crypto/x509 (or any parser that reads the
+/// extensions) cannot read fails the whole bundle for a workload that parses it.
+fn check_extensions(cert_der: &[u8]) -> Result<(), String> {
+    use der::oid::AssociatedOid;
+    use der::Decode;
+    use x509_cert::ext::pkix::{
+        AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints, CertificatePolicies,
+        CrlDistributionPoints, ExtendedKeyUsage, IssuerAltName, KeyUsage, NameConstraints,
+        SubjectAltName, SubjectKeyIdentifier,
+    };
+
+    fn decodes<'a, T: Decode<'a>>(value: &'a [u8]) -> Result<(), String> {
+        T::from_der(value).map(|_| ()).map_err(|e| e.to_string())
+    }
+    let cert = x509_cert::Certificate::from_der(cert_der)
+        .map_err(|e| format!("not a valid DER X.509 certificate: {e}"))?;
+    let extensions = cert.tbs_certificate.extensions.unwrap_or_default();
+    for (i, ext) in extensions.iter().enumerate() {
+        let oid = ext.extn_id;
+        if extensions[..i].iter().any(|e| e.extn_id == oid) {
+            return Err(format!("extension {oid} appears twice"));
+        }
+        let value = ext.extn_value.as_bytes();
+        let decoded = match oid {
+            BasicConstraints::OID => decodes::<BasicConstraints>(value),
+            KeyUsage::OID => decodes::<KeyUsage>(value),
+            ExtendedKeyUsage::OID => decodes::<ExtendedKeyUsage>(value),
+            SubjectAltName::OID => decodes::<SubjectAltName>(value),
+            IssuerAltName::OID => decodes::<IssuerAltName>(value),
+            NameConstraints::OID => decodes::<NameConstraints>(value),
+            SubjectKeyIdentifier::OID => decodes::<SubjectKeyIdentifier>(value),
+            AuthorityKeyIdentifier::OID => decodes::<AuthorityKeyIdentifier>(value),
+            CertificatePolicies::OID => decodes::<CertificatePolicies>(value),
+            CrlDistributionPoints::OID => decodes::<CrlDistributionPoints>(value),
+            AuthorityInfoAccessSyntax::OID => decodes::<AuthorityInfoAccessSyntax>(value),
+            _ => Ok(()),
+        };
+        decoded.map_err(|e| format!("extension {oid} does not parse: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The JWT authority of a `jwt-svid` key; `None` when it must be ignored.

@@ -27,6 +27,9 @@
 
 mod encoding;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod pkcs11;
 mod signer;
 mod software;

@@ -193,6 +193,34 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> InvalidOption {
     }
 }
 
+/// The limits of an HTTP/1 listener's section (`[oidc]`, `[federation.bundle_endpoint]`):
+/// `per_address` and `header_timeout` are (option name, value).
+fn listener_limits(
+    section: &'static str,
+    (per_address_key, per_address): (&'static str, usize),
+    (timeout_key, header_read_timeout): (&'static str, Duration),
+) -> Result<crate::http1::ListenerLimits, InvalidOption> {
+    let max = crate::http1::MAX_CONNECTIONS;
+    if !(1..=max).contains(&per_address) {
+        return Err(invalid(
+            per_address_key,
+            format!("{per_address} is not between 1 and {max} (the listener's connection cap)"),
+        ));
+    }
+    if header_read_timeout.is_zero() {
+        return Err(invalid(
+            timeout_key,
+            "must be more than 0: a client with no deadline to send its request can hold a \
+             connection for ever",
+        ));
+    }
+    Ok(crate::http1::ListenerLimits {
+        section,
+        max_connections_per_address: per_address,
+        header_read_timeout,
+    })
+}
+
 /// The server configuration, checked.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

@@ -13,6 +13,9 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod federation;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod http1;
 pub(crate) mod metrics;
 pub mod node;

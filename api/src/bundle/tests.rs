@@ -227,3 +227,37 @@ fn serde_and_admin_form() {
     assert_eq!(a.x509_authorities.len(), 3);
     assert_eq!(TrustBundle::from_jwks_json(td(), &a.jwks_json).unwrap(), b);
 }
+
+/// `cert` with the value of its basicConstraints extension made a SET instead of a
+/// SEQUENCE: the certificate's framing still parses, the extension does not.
+fn with_broken_basic_constraints(mut cert: Vec<u8>) -> Vec<u8> {
+    let oid = [0x06, 0x03, 0x55, 0x1d, 0x13];
+    let at = cert
+        .windows(oid.len())
+        .position(|w| w == oid)
+        .expect("the fixture has basicConstraints");
+    // OID, critical TRUE, OCTET STRING header, then the value's SEQUENCE tag.
+    let tag = at + oid.len() + 3 + 2;
+    assert_eq!(cert[tag], 0x30);
+    cert[tag] = 0x31;
+    cert
+}
+
+#[test]
+fn rejects_a_certificate_whose_extension_does_not_parse() {
+    // Found by the jwks_bundle fuzz target: only the certificate's framing and key were
+    // read, so a CA certificate with a malformed extension was a bundle authority that
+    // relying parties which decode extensions (Go's crypto/x509, x509-parser) cannot parse,
+    // failing the whole bundle for them.
+    let broken = with_broken_basic_constraints(der(P256_CERT_PEM));
+    let json = json!({"keys": [
+        {"kty": "EC", "use": "x509-svid", "crv": "P-256", "x": P256_X, "y": P256_Y,
+         "x5c": [STANDARD.encode(&broken)]}
+    ]});
+    let e = parse(json).unwrap_err();
+    assert!(matches!(e, BundleError::Key { index: 0, .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("extension 2.5.29.19"),
+        "names the extension: {e}"
+    );
+}

@@ -18,14 +18,14 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 /// Largest answer body read (a key listing of thousands of names fits easily).
-const MAX_BODY: usize = 4 << 20;
+pub(crate) const MAX_BODY: usize = 4 << 20;
 /// Largest status or header line.
 const MAX_LINE: usize = 16 << 10;
 
 /// The server's answer.
-pub(super) struct Response {
-    pub(super) status: u16,
-    pub(super) body: Vec<u8>,
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
 }
 
 /// A request that got no HTTP answer; the text says why.
@@ -310,7 +310,7 @@ fn read_line(r: &mut impl BufRead) -> std::io::Result<String> {
 
 /// Parses an HTTP/1.1 answer: status, headers, and a body framed by `Content-Length`,
 /// chunked transfer coding, or the end of the connection.
-pub(super) fn read_response(mut r: impl BufRead) -> std::io::Result<Response> {
+pub(crate) fn read_response(mut r: impl BufRead) -> std::io::Result<Response> {
     let status_line = read_line(&mut r)?;
     let mut parts = status_line.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
@@ -334,6 +334,10 @@ pub(super) fn read_response(mut r: impl BufRead) -> std::io::Result<Response> {
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
             let n: usize = value.parse().map_err(|_| invalid("bad Content-Length"))?;
+            // Two different lengths leave the body's end unknowable (RFC 9112 §6.3).
+            if length.is_some_and(|l| l != n) {
+                return Err(invalid("differing Content-Length headers"));
+            }
             length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value.to_ascii_lowercase().contains("chunked");
@@ -356,7 +360,12 @@ pub(super) fn read_response(mut r: impl BufRead) -> std::io::Result<Response> {
             let start = body.len();
             body.resize(start + size, 0);
             r.read_exact(&mut body[start..])?;
-            read_line(&mut r)?;
+            // The chunk's data ends at its size: anything before the CRLF is misframing.
+            if !read_line(&mut r)?.is_empty() {
+                return Err(invalid(format!(
+                    "chunk of {size} bytes not followed by CRLF"
+                )));
+            }
         }
     } else if let Some(n) = length {
         if n > MAX_BODY {
@@ -400,6 +409,38 @@ mod tests {
         let e = read_response(&answer[..]).err().expect("refused");
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
         assert!(e.to_string().contains("too large"), "{e}");
+    }
+
+    #[test]
+    fn a_chunk_not_followed_by_crlf_is_refused() {
+        // Found by the transit_http_response fuzz target: bytes past a chunk's declared size
+        // were dropped up to the next line end, and the answer read as if well framed.
+        let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                       3\r\nabcjunk\r\n0\r\n\r\n";
+        let e = read_response(&answer[..]).err().expect("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("chunk"), "{e}");
+    }
+
+    #[test]
+    fn differing_content_lengths_are_refused() {
+        // Found by the transit_http_response fuzz target: the last Content-Length won, so an
+        // answer declaring 2 and then 5 gave five bytes of body.
+        for heads in [
+            "Content-Length: 2\r\nContent-Length: 5",
+            "Content-Length: 5\r\ncontent-length: 2",
+        ] {
+            let answer = format!("HTTP/1.1 200 OK\r\n{heads}\r\n\r\n{{}}abc");
+            let e = read_response(answer.as_bytes()).err().expect("refused");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+            assert!(e.to_string().contains("Content-Length"), "{e}");
+        }
+        // The same length twice is one declaration.
+        let r = read_response(
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}"[..],
+        )
+        .unwrap();
+        assert_eq!(r.body, b"{}");
     }
 
     /// A server that answers a header at once and then one body byte every 200 ms (each read

@@ -35,6 +35,8 @@ use crate::{
     check_digest, HsmError, KeyAlgorithm, KeyInfo, KeyManager, KeyManagerHealth, TransitError,
 };
 use auth::Session;
+#[cfg(feature = "fuzzing")]
+pub(crate) use http::{read_response, MAX_BODY};
 use http::{Client, NoAnswer, Response};
 use keys::Checked;
 

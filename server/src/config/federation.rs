@@ -8,7 +8,10 @@ use std::time::Duration;
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use serde::Deserialize;
 
-use super::{invalid, InvalidOption, ListenAddress, ValueError};
+use super::{invalid, listener_limits, InvalidOption, ListenAddress, ValueError};
+use crate::http1::{
+    ListenerLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+};
 
 /// Shortest wait between two fetches of one relationship, whatever the peer's refresh hint.
 pub(crate) const DEFAULT_MIN_REFRESH: Duration = Duration::from_secs(5);
@@ -52,13 +55,29 @@ impl Default for FederationFile {
 }
 
 /// `[federation.bundle_endpoint]` as written.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct BundleEndpointFile {
     listen: String,
     profile: String,
     cert_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
+    max_connections_per_address: usize,
+    #[serde(with = "humantime_serde")]
+    header_read_timeout: Duration,
+}
+
+impl Default for BundleEndpointFile {
+    fn default() -> Self {
+        BundleEndpointFile {
+            listen: String::new(),
+            profile: String::new(),
+            cert_file: None,
+            key_file: None,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        }
+    }
 }
 
 /// One `[[federation.federates_with]]` as written.
@@ -105,6 +124,8 @@ pub(crate) struct BundleEndpointConfig {
     pub(crate) listen: ListenAddress,
     /// What it authenticates with.
     pub(crate) profile: EndpointProfile,
+    /// The listener's per-address connection cap and header deadline.
+    pub(crate) limits: ListenerLimits,
 }
 
 /// The certificate the bundle endpoint presents.
@@ -191,7 +212,22 @@ fn bundle_endpoint(f: BundleEndpointFile) -> Result<Option<BundleEndpointConfig>
                 ))
             }
         };
-    Ok(Some(BundleEndpointConfig { listen, profile }))
+    let limits = listener_limits(
+        "federation.bundle_endpoint",
+        (
+            "federation.bundle_endpoint.max_connections_per_address",
+            f.max_connections_per_address,
+        ),
+        (
+            "federation.bundle_endpoint.header_read_timeout",
+            f.header_read_timeout,
+        ),
+    )?;
+    Ok(Some(BundleEndpointConfig {
+        listen,
+        profile,
+        limits,
+    }))
 }
 
 /// `https://host[:port][/path]`: no user info, fragment, spaces or control characters.

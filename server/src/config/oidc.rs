@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{invalid, InvalidOption, ListenAddress, ValueError};
+use super::{invalid, listener_limits, InvalidOption, ListenAddress, ValueError};
+use crate::http1::{
+    ListenerLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+};
 
 /// How long relying parties and proxies may cache the documents.
 pub(crate) const DEFAULT_OIDC_CACHE_MAX_AGE: Duration = Duration::from_secs(300);
@@ -23,6 +26,9 @@ pub(super) struct OidcFile {
     tls_key_file: Option<PathBuf>,
     #[serde(with = "humantime_serde")]
     cache_max_age: Duration,
+    max_connections_per_address: usize,
+    #[serde(with = "humantime_serde")]
+    header_read_timeout: Duration,
 }
 
 impl Default for OidcFile {
@@ -34,6 +40,8 @@ impl Default for OidcFile {
             tls_cert_file: None,
             tls_key_file: None,
             cache_max_age: DEFAULT_OIDC_CACHE_MAX_AGE,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -51,6 +59,8 @@ pub(crate) struct OidcConfig {
     pub(crate) tls: Option<OidcTls>,
     /// `Cache-Control: max-age` of both documents.
     pub(crate) cache_max_age: Duration,
+    /// The listener's per-address connection cap and header deadline.
+    pub(crate) limits: ListenerLimits,
 }
 
 /// The HTTPS certificate chain and private key files.
@@ -166,6 +176,14 @@ pub(super) fn oidc(
             ),
         ));
     }
+    let limits = listener_limits(
+        "oidc",
+        (
+            "oidc.max_connections_per_address",
+            f.max_connections_per_address,
+        ),
+        ("oidc.header_read_timeout", f.header_read_timeout),
+    )?;
     Ok((
         Some(OidcConfig {
             listen,
@@ -173,6 +191,7 @@ pub(super) fn oidc(
             jwks_uri,
             tls,
             cache_max_age: f.cache_max_age,
+            limits,
         }),
         Some(issuer),
     ))

@@ -983,3 +983,49 @@ fn transit_options_are_checked() {
                 address = \"https://b\"\ntoken_env = \"T\"\n";
     assert_eq!(invalid_key(both), "key_manager");
 }
+
+#[test]
+fn http1_listeners_take_a_per_address_cap_and_a_header_deadline() {
+    let oidc = format!(
+        "{OIDC_BASE}[oidc]\nlisten = \"127.0.0.1:8443\"\nissuer = \"https://o.example.org\"\n"
+    );
+    let endpoint =
+        format!("{OIDC_BASE}[federation.bundle_endpoint]\nlisten = \"127.0.0.1:8444\"\n");
+    let o = parse(&oidc).unwrap().oidc.unwrap().limits;
+    let b = parse(&endpoint)
+        .unwrap()
+        .federation
+        .bundle_endpoint
+        .unwrap()
+        .limits;
+    for (l, section) in [(o, "oidc"), (b, "federation.bundle_endpoint")] {
+        assert_eq!(l.section, section);
+        assert_eq!(l.max_connections_per_address, 16);
+        assert_eq!(l.header_read_timeout, Duration::from_secs(10));
+    }
+    let set = "max_connections_per_address = 4\nheader_read_timeout = \"3s\"\n";
+    let o = parse(&format!("{oidc}{set}")).unwrap().oidc.unwrap().limits;
+    assert_eq!(
+        (o.max_connections_per_address, o.header_read_timeout),
+        (4, Duration::from_secs(3))
+    );
+    for (base, prefix) in [(&oidc, "oidc"), (&endpoint, "federation.bundle_endpoint")] {
+        for (bad, option) in [
+            (
+                "max_connections_per_address = 0",
+                "max_connections_per_address",
+            ),
+            (
+                "max_connections_per_address = 257",
+                "max_connections_per_address",
+            ),
+            ("header_read_timeout = \"0s\"", "header_read_timeout"),
+        ] {
+            assert_eq!(
+                invalid_key(&format!("{base}{bad}\n")),
+                format!("{prefix}.{option}"),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -283,6 +283,7 @@ pub(crate) async fn spawn(
         listener,
         Some(tls),
         "bundle endpoint",
+        cfg.limits,
         Arc::new(move |method: &Method, path: &str| respond(&ca, method, path)),
     );
     Ok(vec![serve, upkeep])

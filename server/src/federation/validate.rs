@@ -12,7 +12,9 @@
 //!    relationship and drop the peer's X.509 roots from every workload;
 //! 3. **trust domain**: every X.509 authority that carries a SPIFFE ID (SPIRE's and
 //!    ironroot's CA certificates carry `spiffe://<td>`) is in the relationship's trust
-//!    domain; one naming another trust domain is a bundle served for the wrong domain;
+//!    domain; one naming another trust domain is a bundle served for the wrong domain.
+//!    Every `spiffe` URI SAN counts (however many, the scheme in any case), and one that is
+//!    not a valid SPIFFE ID is refused: a name the rule cannot read is not let through;
 //! 4. **sequence**: `spiffe_sequence` never goes down, and a bundle whose keys differ from
 //!    the stored one must raise it. A lower sequence is a replay of an old bundle (it
 //!    would bring back retired keys) or a peer whose state was reset: refused either way;
@@ -25,9 +27,13 @@
 
 use std::time::Duration;
 
+use der::oid::AssociatedOid;
+use der::Decode;
 use ironroot_api::bundle::{BundleError, TrustBundle};
-use ironroot_api::spiffe_id::TrustDomain;
-use ironroot_api::tls::svid_spiffe_id;
+use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::Certificate;
 
 use crate::config::RefreshBounds;
 
@@ -60,6 +66,18 @@ pub(crate) enum BundleRefusal {
         /// The relationship's trust domain.
         expected: TrustDomain,
     },
+    /// An X.509 authority's names cannot be read as SPIFFE IDs: a `spiffe` URI SAN that is
+    /// not one, or a subjectAltName that does not parse.
+    #[error(
+        "rule trust-domain: x509 authority {index} {reason}; an authority may name only the \
+         relationship's trust domain"
+    )]
+    UnreadableName {
+        /// The authority's position in the bundle.
+        index: usize,
+        /// What cannot be read.
+        reason: String,
+    },
     /// `spiffe_sequence` is lower than the stored bundle's.
     #[error(
         "rule sequence: spiffe_sequence {got} is lower than the stored bundle's {stored} (an \
@@ -87,7 +105,9 @@ impl BundleRefusal {
             BundleRefusal::Malformed(_) => "well-formed",
             BundleRefusal::Empty => "not-empty",
             BundleRefusal::NoX509Authority => "x509-authority",
-            BundleRefusal::ForeignAuthority { .. } => "trust-domain",
+            BundleRefusal::ForeignAuthority { .. } | BundleRefusal::UnreadableName { .. } => {
+                "trust-domain"
+            }
             BundleRefusal::SequenceWentBack { .. } | BundleRefusal::SequenceNotRaised(_) => {
                 "sequence"
             }
@@ -152,8 +172,15 @@ pub(crate) fn judge(
         return Err(BundleRefusal::NoX509Authority);
     }
     for (index, cert) in fetched.x509_authorities.iter().enumerate() {
-        // A CA certificate without a SPIFFE ID (an upstream root) names no trust domain.
-        if let Ok(id) = svid_spiffe_id(cert) {
+        // A CA certificate without a SPIFFE ID (an upstream root) names no trust domain;
+        // one with several names is judged by each.
+        let uris =
+            spiffe_uris(cert).map_err(|reason| BundleRefusal::UnreadableName { index, reason })?;
+        for uri in uris {
+            let id = SpiffeId::parse(&uri).map_err(|e| BundleRefusal::UnreadableName {
+                index,
+                reason: format!("has URI SAN {uri:?}, which is not a SPIFFE ID ({e})"),
+            })?;
             if id.trust_domain() != trust_domain {
                 return Err(BundleRefusal::ForeignAuthority {
                     index,
@@ -179,6 +206,32 @@ pub(crate) fn judge(
         // the next fetch is judged against.
         (false, _) => Ok(Verdict::Changed(fetched)),
     }
+}
+
+/// Every URI SAN of `cert_der` whose scheme is `spiffe` in any case (RFC 3986: schemes are
+/// case-insensitive, so `SPIFFE://other.org` names other.org too), from every
+/// subjectAltName extension it has.
+fn spiffe_uris(cert_der: &[u8]) -> Result<Vec<String>, String> {
+    let cert = Certificate::from_der(cert_der)
+        .map_err(|e| format!("is not a DER X.509 certificate ({e})"))?;
+    let mut uris = Vec::new();
+    for ext in cert.tbs_certificate.extensions.iter().flatten() {
+        if ext.extn_id != SubjectAltName::OID {
+            continue;
+        }
+        let san = SubjectAltName::from_der(ext.extn_value.as_bytes())
+            .map_err(|e| format!("has a subjectAltName that does not parse ({e})"))?;
+        for name in san.0 {
+            if let GeneralName::UniformResourceIdentifier(uri) = name {
+                let uri = uri.to_string();
+                let scheme = uri.split_once(':').map(|(s, _)| s).unwrap_or_default();
+                if scheme.eq_ignore_ascii_case("spiffe") {
+                    uris.push(uri);
+                }
+            }
+        }
+    }
+    Ok(uris)
 }
 
 /// The wait before the next fetch after a good one: the bundle's refresh hint (or

@@ -12,12 +12,18 @@ fn td(name: &str) -> TrustDomain {
 
 /// A self-signed CA certificate whose URI SAN is `uri` (none when `None`).
 fn ca_cert(uri: Option<&str>) -> Vec<u8> {
+    ca_cert_uris(uri.as_slice())
+}
+
+/// A self-signed CA certificate whose URI SANs are `uris`.
+fn ca_cert_uris(uris: &[&str]) -> Vec<u8> {
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::default();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    if let Some(u) = uri {
-        p.subject_alt_names = vec![SanType::URI(u.try_into().unwrap())];
-    }
+    p.subject_alt_names = uris
+        .iter()
+        .map(|u| SanType::URI((*u).try_into().unwrap()))
+        .collect();
     p.self_signed(&key).unwrap().der().to_vec()
 }
 
@@ -79,6 +85,44 @@ fn an_authority_of_another_trust_domain_is_refused() {
     // A root without a SPIFFE ID names no trust domain: accepted.
     let upstream = bundle("td-b.test", vec![ca_cert(None)], 1);
     judge(&td("td-b.test"), &body(&upstream), None, true).unwrap();
+}
+
+#[test]
+fn every_spiffe_uri_of_an_authority_must_name_the_trust_domain() {
+    // The federation_judge fuzz target's invariant: an authority whose URI SANs were not
+    // exactly one SPIFFE ID (two, or one with its scheme in capitals) named no trust
+    // domain for the rule, so another trust domain's CA was accepted.
+    let t = td("td-b.test");
+    for uris in [
+        &["spiffe://td-b.test", "spiffe://td-c.test"][..],
+        &["spiffe://td-c.test", "spiffe://td-d.test"],
+    ] {
+        let b = bundle("td-b.test", vec![ca_cert(None), ca_cert_uris(uris)], 1);
+        let e = judge(&t, &body(&b), None, true).unwrap_err();
+        assert!(
+            matches!(e, BundleRefusal::ForeignAuthority { index: 1, .. }),
+            "{uris:?}: {e}"
+        );
+        assert_eq!(e.rule(), "trust-domain");
+    }
+    // A spiffe URI that is no SPIFFE ID (its scheme in capitals, a trailing slash) names
+    // nothing this rule can allow.
+    for uri in ["SPIFFE://td-c.test", "spiffe://td-b.test/"] {
+        let b = bundle("td-b.test", vec![ca_cert_uris(&[uri])], 1);
+        let e = judge(&t, &body(&b), None, true).unwrap_err();
+        assert!(
+            matches!(e, BundleRefusal::UnreadableName { index: 0, .. }),
+            "{uri}: {e}"
+        );
+        assert!(e.to_string().starts_with("rule trust-domain"), "{e}");
+    }
+    // Its own SPIFFE ID, alone or beside a URI of another scheme, is allowed.
+    let b = bundle(
+        "td-b.test",
+        vec![ca_cert_uris(&["spiffe://td-b.test", "https://td-c.test"])],
+        1,
+    );
+    judge(&t, &body(&b), None, true).unwrap();
 }
 
 #[test]

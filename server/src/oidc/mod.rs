@@ -231,6 +231,7 @@ pub(crate) async fn spawn(
         listener,
         tls,
         "OIDC discovery",
+        cfg.limits,
         respond,
     ))
 }

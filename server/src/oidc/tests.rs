@@ -22,6 +22,7 @@ fn config() -> OidcConfig {
         jwks_uri: "https://oidc.example.org/keys".into(),
         tls: None,
         cache_max_age: Duration::from_secs(120),
+        limits: crate::http1::ListenerLimits::defaults("oidc"),
     }
 }
 

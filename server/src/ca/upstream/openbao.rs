@@ -6,12 +6,11 @@
 
 use ironroot_hsm::OpenBaoClient;
 use rcgen::{DnType, DnValue, PublicKeyData};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::super::signing_key::HsmKey;
 use super::super::x509::{self, CaSubject};
-use super::super::{CaError, CertificateError, IntermediateRefused, UpstreamError};
+use super::super::{CaError, CertificateError, UpstreamError};
 use super::{validate, Certified};
 
 /// The PKI mount that signs this server's CA certificates.
@@ -19,16 +18,6 @@ pub(crate) struct OpenBaoPki {
     client: OpenBaoClient,
     mount: String,
     issuer: Option<String>,
-}
-
-/// What `sign-intermediate` answers (PEM, `format = "pem"`).
-#[derive(Deserialize)]
-struct Signed {
-    certificate: String,
-    #[serde(default)]
-    issuing_ca: String,
-    #[serde(default)]
-    ca_chain: Vec<String>,
 }
 
 impl OpenBaoPki {
@@ -101,49 +90,15 @@ impl OpenBaoPki {
                 path: path.clone(),
                 source: Box::new(source),
             })?;
-        let refused = |reason| UpstreamError::OpenBaoAnswer {
-            mount: self.mount.clone(),
-            reason,
-        };
-        let signed: Signed = serde_json::from_value(data).map_err(|e| {
-            refused(IntermediateRefused::Unparseable {
-                what: "the answer".into(),
-                reason: e.to_string(),
-            })
-        })?;
-        let cert = pem_certificates(&signed.certificate, "the certificate")
-            .map_err(refused)?
-            .into_iter()
-            .next()
-            .unwrap_or_default();
-        let chain_pems = if signed.ca_chain.is_empty() {
-            vec![signed.issuing_ca]
-        } else {
-            signed.ca_chain
-        };
-        let mut chain = Vec::new();
-        for (i, pem) in chain_pems.iter().enumerate() {
-            chain.extend(pem_certificates(pem, &format!("ca_chain entry {i}")).map_err(refused)?);
-        }
-        let mut certified = validate::check_intermediate(
-            &cert,
-            &chain,
-            key.der_bytes(),
-            &subject.trust_domain,
-            now,
-        )
-        .map_err(refused)?;
+        let mut certified =
+            validate::check_answer(data, key.der_bytes(), &subject.trust_domain, now).map_err(
+                |reason| UpstreamError::OpenBaoAnswer {
+                    mount: self.mount.clone(),
+                    reason,
+                },
+            )?;
         // Never longer than asked: the rotation schedule counts on ca_ttl.
         certified.not_after = certified.not_after.min(now + ttl_secs);
         Ok(certified)
     }
-}
-
-fn pem_certificates(pem: &str, what: &str) -> Result<Vec<Vec<u8>>, IntermediateRefused> {
-    ironroot_api::bundle::certificates_from_pem(pem.as_bytes()).map_err(|e| {
-        IntermediateRefused::Unparseable {
-            what: what.to_owned(),
-            reason: e.to_string(),
-        }
-    })
 }

@@ -7,12 +7,62 @@ use der::Decode;
 use ironroot_api::spiffe_id::TrustDomain;
 use ironroot_tpm::verify::certchain;
 use ring::signature;
+use serde::Deserialize;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, SubjectAltName};
 use x509_cert::Certificate;
 
 use super::super::IntermediateRefused;
 use super::Certified;
+
+/// What `sign-intermediate` answers (PEM, `format = "pem"`).
+#[derive(Deserialize)]
+struct Signed {
+    certificate: String,
+    #[serde(default)]
+    issuing_ca: String,
+    #[serde(default)]
+    ca_chain: Vec<String>,
+}
+
+/// Checks OpenBao's `sign-intermediate` answer (its `data`): the PEM certificate and the
+/// PEM chain it returned (`ca_chain`, or `issuing_ca` when that is empty), by
+/// [`check_intermediate`].
+pub(crate) fn check_answer(
+    data: serde_json::Value,
+    our_key: &[u8],
+    trust_domain: &TrustDomain,
+    now: i64,
+) -> Result<Certified, IntermediateRefused> {
+    let signed: Signed =
+        serde_json::from_value(data).map_err(|e| IntermediateRefused::Unparseable {
+            what: "the answer".into(),
+            reason: e.to_string(),
+        })?;
+    let cert = pem_certificates(&signed.certificate, "the certificate")?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let chain_pems = if signed.ca_chain.is_empty() {
+        vec![signed.issuing_ca]
+    } else {
+        signed.ca_chain
+    };
+    let mut chain = Vec::new();
+    for (i, pem) in chain_pems.iter().enumerate() {
+        chain.extend(pem_certificates(pem, &format!("ca_chain entry {i}"))?);
+    }
+    check_intermediate(&cert, &chain, our_key, trust_domain, now)
+}
+
+fn pem_certificates(pem: &str, what: &str) -> Result<Vec<Vec<u8>>, IntermediateRefused> {
+    ironroot_api::bundle::certificates_from_pem(pem.as_bytes()).map_err(|e| {
+        IntermediateRefused::Unparseable {
+            what: what.to_owned(),
+            reason: e.to_string(),
+        }
+    })
+}
 
 /// Checks `cert_der` (our new CA certificate) and `ca_chain` (its issuer first, up to the
 /// root) as returned by the upstream:
