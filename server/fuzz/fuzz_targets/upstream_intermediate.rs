@@ -13,7 +13,9 @@
 //! Never a panic; an accepted intermediate (read again by x509-parser, not by the code
 //! under test) is the certificate sent, for our key, CA:true with keyCertSign, only this
 //! trust domain's SPIFFE ID as URI SAN, valid now, and each certificate of
-//! [ours, chain.., root] is issued and signed by the next, the root by itself.
+//! [ours, chain.., root] is issued and signed by the next, the root by itself; every
+//! issuer is CA:true, with keyCertSign if it has a keyUsage, valid now; the `not_after`
+//! given is the chain's earliest.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -265,11 +267,46 @@ fn assert_sound(c: &CheckedIntermediate, sent: Option<&Vec<u8>>) {
         validity.not_before.timestamp() <= NOW && NOW < validity.not_after.timestamp(),
         "accepted outside its validity"
     );
-    assert_eq!(c.not_after, validity.not_after.timestamp());
     assert_eq!(c.roots.len(), 1, "one root");
     let mut path: Vec<X509Certificate<'_>> = vec![ours];
     path.extend(c.chain.iter().map(|d| parse(d)));
     path.push(parse(&c.roots[0]));
+    for (i, issuer) in path.iter().enumerate().skip(1) {
+        let basic = issuer.basic_constraints().ok().flatten();
+        assert!(
+            basic.as_ref().is_some_and(|b| b.value.ca),
+            "accepted under an issuer without CA:true"
+        );
+        if let Some(allowed) = basic.and_then(|b| b.value.path_len_constraint) {
+            let below = path[..i]
+                .iter()
+                .filter(|c| c.issuer().as_raw() != c.subject().as_raw())
+                .count();
+            assert!(
+                below <= allowed as usize,
+                "accepted under an issuer whose path length forbids it"
+            );
+        }
+        let usage = issuer.key_usage().ok().flatten();
+        assert!(
+            usage.is_none_or(|k| k.value.key_cert_sign()),
+            "accepted under an issuer whose keyUsage lacks keyCertSign"
+        );
+        let v = issuer.validity();
+        assert!(
+            v.not_before.timestamp() <= NOW && NOW < v.not_after.timestamp(),
+            "accepted under an issuer outside its validity"
+        );
+    }
+    let earliest = path
+        .iter()
+        .map(|c| c.validity().not_after.timestamp())
+        .min()
+        .unwrap();
+    assert_eq!(
+        c.not_after, earliest,
+        "not_after is not the chain's earliest"
+    );
     for pair in path.windows(2) {
         let (child, parent) = (&pair[0], &pair[1]);
         assert_eq!(

@@ -323,6 +323,54 @@ pub enum IntermediateRefused {
         /// 0: our certificate; 1: the first of `ca_chain`, ...
         position: usize,
     },
+    /// A certificate of the chain above ours is not a CA certificate.
+    #[error(
+        "chain position {position} (an issuer of this server's CA certificate) is not a CA \
+         certificate (no basicConstraints CA:true)"
+    )]
+    IssuerNotCa {
+        /// 1: the first of `ca_chain`, ...
+        position: usize,
+    },
+    /// A certificate of the chain above ours has a keyUsage without keyCertSign.
+    #[error(
+        "chain position {position} (an issuer of this server's CA certificate) has a keyUsage \
+         without keyCertSign"
+    )]
+    IssuerNoKeyCertSign {
+        /// 1: the first of `ca_chain`, ...
+        position: usize,
+    },
+    /// A certificate of the chain above ours allows fewer CA certificates below it than
+    /// there are (its pathLenConstraint): relying parties would refuse every SVID.
+    #[error(
+        "chain position {position} allows {allowed} CA certificate(s) below it \
+         (pathLenConstraint) but {cas_below} stand below it, counting this server's; issue \
+         this server's CA from an issuer whose path length allows it"
+    )]
+    IssuerPathLength {
+        /// 1: the first of `ca_chain`, ...
+        position: usize,
+        /// Its pathLenConstraint.
+        allowed: u8,
+        /// The CA certificates below it (not self-issued), this server's included.
+        cas_below: usize,
+    },
+    /// A certificate of the chain above ours is expired or not yet valid.
+    #[error(
+        "chain position {position} (an issuer of this server's CA certificate) is not valid \
+         now (notBefore {not_before}, notAfter {not_after}, now {now})"
+    )]
+    IssuerNotValidNow {
+        /// 1: the first of `ca_chain`, ...
+        position: usize,
+        /// notBefore, unix seconds.
+        not_before: i64,
+        /// notAfter, unix seconds.
+        not_after: i64,
+        /// The server's time.
+        now: i64,
+    },
     /// The chain does not end in a self-signed root (the mount's issuer was imported without
     /// its chain): the bundle would have no root.
     #[error(

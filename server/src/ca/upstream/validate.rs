@@ -72,7 +72,11 @@ fn pem_certificates(pem: &str, what: &str) -> Result<Vec<Vec<u8>>, IntermediateR
 /// * valid at `now`;
 /// * each certificate is issued and signed by the next, and the last is a self-signed root.
 ///
-/// Returns the certificate with the chain between it and the root, and the root.
+/// * every certificate of `ca_chain` is a CA (basicConstraints CA:true, keyCertSign when it
+///   has a keyUsage, a pathLenConstraint that allows the CAs below it) valid at `now`.
+///
+/// Returns the certificate with the chain between it and the root, and the root; its
+/// `not_after` is the earliest of the chain's, when SVIDs under it stop verifying.
 pub(crate) fn check_intermediate(
     cert_der: &[u8],
     ca_chain: &[Vec<u8>],
@@ -134,6 +138,14 @@ pub(crate) fn check_intermediate(
             return Err(IntermediateRefused::BrokenChain { position });
         }
     }
+    // Every issuer above ours must itself be allowed to issue it: a relying party walking
+    // the chain (RFC 5280 6.1) refuses an issuer that is no CA, lacks keyCertSign, allows
+    // fewer CAs below it than there are, or has expired; SVIDs under it would not verify.
+    let mut not_after = not_after;
+    for (position, issuer) in certs.iter().enumerate().skip(1) {
+        check_issuer(issuer, position, &certs[..position], now)?;
+        not_after = not_after.min(unix(&issuer.tbs_certificate.validity.not_after));
+    }
     let root = &certs[certs.len() - 1];
     if certs.len() < 2
         || root.tbs_certificate.issuer != root.tbs_certificate.subject
@@ -148,6 +160,50 @@ pub(crate) fn check_intermediate(
         roots: vec![ders[last].to_vec()],
         not_after,
     })
+}
+
+/// The rules for the issuer at chain `position` (1: the first of `ca_chain`), with `below`
+/// the certificates it stands above (ours first).
+fn check_issuer(
+    issuer: &Certificate,
+    position: usize,
+    below: &[Certificate],
+    now: i64,
+) -> Result<(), IntermediateRefused> {
+    let basic: Option<BasicConstraints> = extension(issuer)?;
+    let Some(basic) = basic.filter(|b| b.ca) else {
+        return Err(IntermediateRefused::IssuerNotCa { position });
+    };
+    let usage: Option<KeyUsage> = extension(issuer)?;
+    if usage.is_some_and(|u| !u.key_cert_sign()) {
+        return Err(IntermediateRefused::IssuerNoKeyCertSign { position });
+    }
+    if let Some(allowed) = basic.path_len_constraint {
+        // CAs below it that count: all of them (ours signs SVIDs, so it is an intermediate
+        // too), except self-issued ones (RFC 5280 4.2.1.9).
+        let cas_below = below
+            .iter()
+            .filter(|c| c.tbs_certificate.issuer != c.tbs_certificate.subject)
+            .count();
+        if cas_below > usize::from(allowed) {
+            return Err(IntermediateRefused::IssuerPathLength {
+                position,
+                allowed,
+                cas_below,
+            });
+        }
+    }
+    let not_before = unix(&issuer.tbs_certificate.validity.not_before);
+    let not_after = unix(&issuer.tbs_certificate.validity.not_after);
+    if now < not_before || now >= not_after {
+        return Err(IntermediateRefused::IssuerNotValidNow {
+            position,
+            not_before,
+            not_after,
+            now,
+        });
+    }
+    Ok(())
 }
 
 fn parse(der: &[u8], what: &str) -> Result<Certificate, IntermediateRefused> {

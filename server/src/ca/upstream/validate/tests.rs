@@ -168,3 +168,96 @@ fn garbage_is_named_not_a_panic() {
         Err(IntermediateRefused::Unparseable { what, .. }) if what == "the certificate"
     ));
 }
+
+/// A root, a mid-level issuer made from `mid` under it, and our certificate under the mid.
+fn under_mid(mid: CertificateParams) -> (Vec<u8>, Vec<u8>, Vec<u8>, KeyPair) {
+    let (root_der, root_issuer) = root("root");
+    let mid_key = KeyPair::generate().unwrap();
+    let mid_der = signed(mid.clone(), &mid_key, &root_issuer);
+    let mid = Issuer::new(mid, mid_key);
+    let ours = KeyPair::generate().unwrap();
+    let cert = signed(ca_params("ours", None), &ours, &mid);
+    (cert, mid_der, root_der, ours)
+}
+
+#[test]
+fn an_issuer_that_may_not_issue_ca_certificates_is_refused() {
+    let mut leaf = ca_params("mid", None);
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    let (cert, mid, root, ours) = under_mid(leaf);
+    assert_eq!(
+        check_intermediate(&cert, &[mid, root], ours.der_bytes(), &td(), NOW),
+        Err(IntermediateRefused::IssuerNotCa { position: 1 })
+    );
+
+    let mut no_sign = ca_params("mid", None);
+    no_sign.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let (cert, mid, root, ours) = under_mid(no_sign);
+    assert_eq!(
+        check_intermediate(&cert, &[mid, root], ours.der_bytes(), &td(), NOW),
+        Err(IntermediateRefused::IssuerNoKeyCertSign { position: 1 })
+    );
+
+    // pathLen 0: it may sign end-entity certificates only, and ours is a CA.
+    let mut path_len_0 = ca_params("mid", None);
+    path_len_0.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let (cert, mid, root, ours) = under_mid(path_len_0);
+    assert_eq!(
+        check_intermediate(&cert, &[mid, root], ours.der_bytes(), &td(), NOW),
+        Err(IntermediateRefused::IssuerPathLength {
+            position: 1,
+            allowed: 0,
+            cas_below: 1
+        })
+    );
+
+    // pathLen 1 allows ours below it.
+    let mut path_len_1 = ca_params("mid", None);
+    path_len_1.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    let (cert, mid, root, ours) = under_mid(path_len_1);
+    assert!(check_intermediate(&cert, &[mid, root], ours.der_bytes(), &td(), NOW).is_ok());
+}
+
+#[test]
+fn a_root_whose_path_length_leaves_no_room_for_ours_is_refused() {
+    let root_key = KeyPair::generate().unwrap();
+    let mut root_params = ca_params("root", None);
+    root_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    let root_der = root_params.self_signed(&root_key).unwrap().der().to_vec();
+    let root_issuer = Issuer::new(root_params, root_key);
+    let mid_key = KeyPair::generate().unwrap();
+    let mid_params = ca_params("mid", None);
+    let mid_der = signed(mid_params.clone(), &mid_key, &root_issuer);
+    let mid = Issuer::new(mid_params, mid_key);
+    let ours = KeyPair::generate().unwrap();
+    let cert = signed(ca_params("ours", None), &ours, &mid);
+    // Below the root: the mid and ours, two CAs where it allows one.
+    assert_eq!(
+        check_intermediate(&cert, &[mid_der, root_der], ours.der_bytes(), &td(), NOW),
+        Err(IntermediateRefused::IssuerPathLength {
+            position: 2,
+            allowed: 1,
+            cas_below: 2
+        })
+    );
+}
+
+#[test]
+fn an_expired_issuer_is_refused_and_the_earliest_not_after_is_the_cas() {
+    let mut expired = ca_params("mid", None);
+    expired.not_before = time::OffsetDateTime::from_unix_timestamp(NOW - 7200).unwrap();
+    expired.not_after = time::OffsetDateTime::from_unix_timestamp(NOW - 60).unwrap();
+    let (cert, mid, root, ours) = under_mid(expired);
+    assert!(matches!(
+        check_intermediate(&cert, &[mid, root], ours.der_bytes(), &td(), NOW),
+        Err(IntermediateRefused::IssuerNotValidNow { position: 1, not_after, .. })
+            if not_after == NOW - 60
+    ));
+
+    // A mid that ends before ours: SVIDs stop verifying then, so that is the CA's end.
+    let mut short = ca_params("mid", None);
+    short.not_after = time::OffsetDateTime::from_unix_timestamp(NOW + 600).unwrap();
+    let (cert, mid, root, ours) = under_mid(short);
+    let c = check_intermediate(&cert, &[mid, root], ours.der_bytes(), &td(), NOW).unwrap();
+    assert_eq!(c.not_after, NOW + 600);
+}
