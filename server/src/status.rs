@@ -23,6 +23,7 @@ pub(crate) fn store(e: StoreError) -> Status {
         e @ (StoreError::BatchTooLarge { .. } | StoreError::BadPageToken { .. }) => {
             Status::invalid_argument(e.to_string())
         }
+        e @ StoreError::FederatedBundleChanged { .. } => Status::aborted(e.to_string()),
         // Nothing was written; the same call may work later.
         e @ StoreError::Unavailable { .. } => Status::unavailable(report(&e)),
         e => Status::internal(report(&e)),

@@ -39,9 +39,18 @@ pub(crate) enum RefreshError {
          with; set the first one by hand: `ironroot-server bundle set --id {0} --path <file>`"
     )]
     NotBootstrapped(TrustDomain),
-    /// The stored bundle could not be read.
-    #[error("the stored bundle of the trust domain cannot be read: {0}")]
+    /// The stored bundle could not be read or written.
+    #[error("the stored bundle of the trust domain cannot be read or written: {0}")]
     Store(#[source] StoreError),
+    /// The stored bundle changed while this one was fetched and judged (an operator's
+    /// `bundle set` or `bundle delete`, or another server's refresh): nothing was written;
+    /// the next refresh judges against what is stored now.
+    #[error(
+        "the stored bundle of {0} changed during the fetch (an operator's bundle set or \
+         delete, or another server's refresh); nothing written, the next refresh judges \
+         against it"
+    )]
+    ChangedMeanwhile(TrustDomain),
     /// The TLS client could not be configured (`ca_file`).
     #[error("federation.federates_with.ca_file: {0}")]
     Client(#[source] HttpsError),
@@ -71,6 +80,7 @@ impl RefreshError {
         match self {
             RefreshError::NotBootstrapped(_) => "bootstrap",
             RefreshError::Store(_) => "store",
+            RefreshError::ChangedMeanwhile(_) => "changed-meanwhile",
             RefreshError::Client(_) => "ca_file",
             RefreshError::Authentication { .. } => "endpoint-authentication",
             RefreshError::Fetch(_) => "fetch",
@@ -158,10 +168,16 @@ impl Poller {
                 debug!(trust_domain = %rel.trust_domain, sequence = b.sequence_number, "federated bundle unchanged");
             }
             Verdict::Changed(b) => {
+                // Judged against `stored`: written only if that is still what is stored.
                 self.store
-                    .put_federated_bundle(&b)
+                    .replace_federated_bundle(stored.as_ref(), &b)
                     .await
-                    .map_err(RefreshError::Store)?;
+                    .map_err(|e| match e {
+                        StoreError::FederatedBundleChanged { .. } => {
+                            RefreshError::ChangedMeanwhile(rel.trust_domain.clone())
+                        }
+                        e => RefreshError::Store(e),
+                    })?;
                 crate::metrics::metrics().federation_refresh("changed");
                 info!(
                     trust_domain = %rel.trust_domain,

@@ -90,6 +90,16 @@ pub enum StoreError {
          rotated first): read it again"
     )]
     CaJournalChanged,
+    /// A conditional write of a federated bundle found another bundle (or none) than the
+    /// one it was judged against: an operator or another server changed it meanwhile.
+    #[error(
+        "the stored bundle of {trust_domain} changed while this write was being decided (an \
+         operator's bundle set or delete, or another server's refresh): read it again"
+    )]
+    FederatedBundleChanged {
+        /// The federated trust domain.
+        trust_domain: String,
+    },
     /// The store belongs to another trust domain.
     #[error("the store belongs to trust domain '{stored}', but the server is configured for '{configured}'")]
     TrustDomainMismatch {

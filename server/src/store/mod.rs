@@ -142,6 +142,17 @@ pub trait DataStore: Send + Sync + 'static {
 
     /// Stores (or replaces) the bundle of a federated trust domain.
     async fn put_federated_bundle(&self, bundle: &TrustBundle) -> Result<(), StoreError>;
+    /// Stores `bundle` only if the stored bundle of its trust domain is still `expected`
+    /// (`None`: there is none), compared as decoded; otherwise writes nothing, makes no
+    /// event and fails with [`StoreError::FederatedBundleChanged`]. The federation poller
+    /// judges a fetch against the bundle it read: an operator's `bundle set` or `bundle
+    /// delete`, or another server's poller, that lands during the fetch must not be
+    /// overwritten by a judgement of what is no longer stored.
+    async fn replace_federated_bundle(
+        &self,
+        expected: Option<&TrustBundle>,
+        bundle: &TrustBundle,
+    ) -> Result<(), StoreError>;
     /// The bundle of `td`, if any.
     async fn get_federated_bundle(
         &self,

@@ -258,7 +258,17 @@ impl DataStore for PostgresStore {
     }
 
     async fn put_federated_bundle(&self, bundle: &TrustBundle) -> Result<(), StoreError> {
-        self.inner.put_federated_bundle(bundle).await
+        self.inner.replace_federated_bundle(None, bundle).await
+    }
+
+    async fn replace_federated_bundle(
+        &self,
+        expected: Option<&TrustBundle>,
+        bundle: &TrustBundle,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .replace_federated_bundle(Some(expected), bundle)
+            .await
     }
 
     async fn get_federated_bundle(

@@ -167,8 +167,10 @@ impl Inner {
         Ok(Some(old))
     }
 
-    pub(super) async fn put_federated_bundle(
+    /// Writes `bundle`; with `condition`, only if the stored one is still what it holds.
+    pub(super) async fn replace_federated_bundle(
         &self,
+        condition: Option<Option<&TrustBundle>>,
         bundle: &TrustBundle,
     ) -> Result<(), StoreError> {
         if bundle.trust_domain == self.trust_domain {
@@ -178,7 +180,29 @@ impl Inner {
         }
         let data = encode("federated bundle", bundle)?;
         let mut client = self.client().await?;
+        // The head lock serialises every writer of the database, so the bundle read here
+        // is the one this write replaces.
         let mut w = Write::begin(&mut client).await?;
+        if let Some(expected) = condition {
+            let stored: Option<TrustBundle> = match w
+                .tx
+                .query_opt(
+                    "SELECT data::text FROM federated_bundles WHERE trust_domain = $1",
+                    &[&bundle.trust_domain.as_str()],
+                )
+                .await
+                .map_err(pg_err)?
+            {
+                Some(row) => Some(decode("federated bundle", row.try_get(0).map_err(pg_err)?)?),
+                None => None,
+            };
+            if stored.as_ref() != expected {
+                // Dropping `w` rolls the transaction back: nothing written, no event.
+                return Err(StoreError::FederatedBundleChanged {
+                    trust_domain: bundle.trust_domain.to_string(),
+                });
+            }
+        }
         w.tx.execute(
             "INSERT INTO federated_bundles (trust_domain, data) VALUES ($1, $2::text::jsonb)
              ON CONFLICT (trust_domain) DO UPDATE SET data = excluded.data",

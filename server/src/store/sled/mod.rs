@@ -345,6 +345,17 @@ impl DataStore for SledStore {
         self.run(move |s| s.put_federated_bundle(&bundle)).await
     }
 
+    async fn replace_federated_bundle(
+        &self,
+        expected: Option<&TrustBundle>,
+        bundle: &TrustBundle,
+    ) -> Result<(), StoreError> {
+        let expected = expected.cloned();
+        let bundle = bundle.clone();
+        self.run(move |s| s.replace_federated_bundle(expected.as_ref(), &bundle))
+            .await
+    }
+
     async fn get_federated_bundle(
         &self,
         td: &TrustDomain,

@@ -365,6 +365,23 @@ impl Inner {
     }
 
     pub(super) fn put_federated_bundle(&self, bundle: &TrustBundle) -> Result<(), StoreError> {
+        self.write_federated_bundle(None, bundle)
+    }
+
+    pub(super) fn replace_federated_bundle(
+        &self,
+        expected: Option<&TrustBundle>,
+        bundle: &TrustBundle,
+    ) -> Result<(), StoreError> {
+        self.write_federated_bundle(Some(expected), bundle)
+    }
+
+    /// Writes `bundle`; with `condition`, only if the stored one is still what it holds.
+    fn write_federated_bundle(
+        &self,
+        condition: Option<Option<&TrustBundle>>,
+        bundle: &TrustBundle,
+    ) -> Result<(), StoreError> {
         if bundle.trust_domain == self.trust_domain {
             return Err(StoreError::OwnTrustDomain {
                 trust_domain: self.trust_domain.to_string(),
@@ -372,6 +389,14 @@ impl Inner {
         }
         let key = bundle.trust_domain.as_str().as_bytes();
         self.write(|tx| {
+            if let Some(expected) = condition {
+                let stored = tx.get_json::<TrustBundle>(Space::Bundles, key, "federated bundle")?;
+                if stored.as_ref() != expected {
+                    return abort(StoreError::FederatedBundleChanged {
+                        trust_domain: bundle.trust_domain.to_string(),
+                    });
+                }
+            }
             tx.put_json(Space::Bundles, key, "federated bundle", bundle)?;
             tx.changed(Change::BundlePut {
                 bundle: bundle.clone(),

@@ -138,6 +138,7 @@ macro_rules! conformance_suite {
             revision_mismatch,
             nodes_bans_bundles_journal_and_tokens,
             the_ca_journal_is_replaced_only_from_what_was_read,
+            a_federated_bundle_is_replaced_only_over_what_was_judged,
             batches_give_a_result_per_item,
             pages_neither_repeat_nor_skip,
             the_change_feed_reproduces_the_store,

@@ -201,3 +201,106 @@ pub(crate) async fn the_ca_journal_is_replaced_only_from_what_was_read(store: Ar
     assert_eq!(events.len(), 1);
     assert!(matches!(events[0].change, Change::CaJournal));
 }
+
+/// A federated bundle written on condition: only over the bundle (or the absence) it was
+/// judged against, compared as decoded; a refused write changes nothing and makes no event;
+/// of writers racing from the same bundle exactly one wins. The unconditional put (an
+/// operator's `bundle set`) still overwrites whatever is there.
+pub(crate) async fn a_federated_bundle_is_replaced_only_over_what_was_judged(
+    store: Arc<dyn DataStore>,
+) {
+    let changed =
+        |r: Result<(), StoreError>| matches!(r, Err(StoreError::FederatedBundleChanged { .. }));
+    let first = bundle("other.org", 1);
+    store.replace_federated_bundle(None, &first).await.unwrap();
+    let head = store.watch_head().borrow().0;
+    // Judged against no bundle, but one is stored now (set by hand during the fetch).
+    assert!(changed(
+        store
+            .replace_federated_bundle(None, &bundle("other.org", 5))
+            .await
+    ));
+    // Judged against another bundle than the stored one.
+    assert!(changed(
+        store
+            .replace_federated_bundle(Some(&bundle("other.org", 9)), &bundle("other.org", 10))
+            .await
+    ));
+    assert_eq!(
+        store
+            .get_federated_bundle(&first.trust_domain)
+            .await
+            .unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store.watch_head().borrow().0,
+        head,
+        "a refused write makes no event"
+    );
+    assert!(events_after(store.as_ref(), head).await.is_empty());
+
+    // Eight refreshes judged against the same bundle: one is stored.
+    let tasks: Vec<_> = (0..8u64)
+        .map(|i| {
+            let store = store.clone();
+            let expected = first.clone();
+            tokio::spawn(async move {
+                store
+                    .replace_federated_bundle(Some(&expected), &bundle("other.org", 2 + i))
+                    .await
+                    .map(|()| i)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(i) => winners.push(i),
+            Err(StoreError::FederatedBundleChanged { trust_domain }) => {
+                assert_eq!(trust_domain, "other.org")
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one refresh wins: {winners:?}");
+    let stored = store
+        .get_federated_bundle(&first.trust_domain)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, bundle("other.org", 2 + winners[0]));
+    assert_eq!(events_after(store.as_ref(), head).await.len(), 1);
+
+    // Deleted by hand during a fetch: the fetch does not bring it back.
+    assert!(store
+        .delete_federated_bundle(&first.trust_domain)
+        .await
+        .unwrap());
+    assert!(changed(
+        store
+            .replace_federated_bundle(Some(&stored), &bundle("other.org", 20))
+            .await
+    ));
+    assert_eq!(
+        store
+            .get_federated_bundle(&first.trust_domain)
+            .await
+            .unwrap(),
+        None
+    );
+    // The operator's unconditional write is not refused.
+    store.put_federated_bundle(&first).await.unwrap();
+    store
+        .put_federated_bundle(&bundle("other.org", 3))
+        .await
+        .unwrap();
+    // Nor is the own trust domain accepted through the conditional path.
+    assert!(matches!(
+        store
+            .replace_federated_bundle(None, &bundle("example.org", 1))
+            .await
+            .unwrap_err(),
+        StoreError::OwnTrustDomain { .. }
+    ));
+}
