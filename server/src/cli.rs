@@ -299,7 +299,22 @@ pub enum BundleCommand {
         /// The federated trust domain, e.g. spiffe://other.org.
         #[arg(long)]
         id: String,
+        /// What becomes of entries that federate with it: `restrict` refuses while there
+        /// are any, `delete` deletes them, `dissociate` removes the trust domain from them.
+        #[arg(long, value_enum, default_value_t = BundleDeleteMode::Restrict)]
+        mode: BundleDeleteMode,
     },
+}
+
+/// `bundle delete --mode`: SPIRE's modes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BundleDeleteMode {
+    /// Refuse while any entry federates with the trust domain.
+    Restrict,
+    /// Delete the entries that federate with it.
+    Delete,
+    /// Remove the trust domain from those entries' federates_with.
+    Dissociate,
 }
 
 /// `x509`: X.509-SVIDs.

@@ -280,12 +280,24 @@ impl AdminService {
         &self,
         req: Request<pb::DeleteFederatedBundleRequest>,
     ) -> Result<Response<pb::DeleteFederatedBundleResponse>, Status> {
-        let td = parse_td(&req.into_inner().trust_domain)?;
+        let r = req.into_inner();
+        let td = parse_td(&r.trust_domain)?;
+        let mode = pb::BundleDeleteMode::try_from(r.mode).map_err(|_| {
+            Status::invalid_argument(format!(
+                "mode {}: not a bundle delete mode (restrict, delete, dissociate)",
+                r.mode
+            ))
+        })?;
+        let settled = self.settle_entries_federating_with(&td, mode).await?;
         let deleted = self
             .store
             .delete_federated_bundle(&td)
             .await
             .map_err(status::store)?;
-        Ok(Response::new(pb::DeleteFederatedBundleResponse { deleted }))
+        Ok(Response::new(pb::DeleteFederatedBundleResponse {
+            deleted,
+            entries_deleted: settled.deleted,
+            entries_dissociated: settled.dissociated,
+        }))
     }
 }

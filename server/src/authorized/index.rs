@@ -263,6 +263,19 @@ impl EntryIndex {
         Some(old)
     }
 
+    /// The entries that federate with `td`, ordered by id. A scan of every entry: asked
+    /// only when an operator deletes a federated bundle.
+    pub(crate) fn federating_with(&self, td: &TrustDomain) -> Vec<Arc<RegistrationEntry>> {
+        let mut out: Vec<Arc<RegistrationEntry>> = self
+            .entries
+            .values()
+            .filter(|e| e.entry.spec.federates_with.contains(td))
+            .map(|e| e.entry.clone())
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
     /// The node `id`, as of [`revision`](Self::revision).
     pub(crate) fn node(&self, id: &SpiffeId) -> Option<&AttestedNode> {
         self.nodes.get(id)

@@ -6,7 +6,7 @@ use ironroot_api::bundle::certificates_to_pem;
 use serde_json::json;
 
 use super::{connect, rpc_err};
-use crate::cli::{BundleCommand, BundleFormat, Output};
+use crate::cli::{BundleCommand, BundleDeleteMode, BundleFormat, Output};
 
 /// `bundle show|set|list|delete`: this trust domain's bundle (PEM or JWKS) and the
 /// federated ones. Fails (with the server's message) when the socket cannot be reached or the server refuses the call.
@@ -67,15 +67,33 @@ pub async fn bundle(cmd: BundleCommand) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        BundleCommand::Delete { client, id } => {
+        BundleCommand::Delete { client, id, mode } => {
             let mut c = connect(&client).await?;
+            let mode = match mode {
+                BundleDeleteMode::Restrict => pb::BundleDeleteMode::Restrict,
+                BundleDeleteMode::Delete => pb::BundleDeleteMode::Delete,
+                BundleDeleteMode::Dissociate => pb::BundleDeleteMode::Dissociate,
+            };
             let r = c
                 .delete_federated_bundle(pb::DeleteFederatedBundleRequest {
                     trust_domain: id.clone(),
+                    mode: mode.into(),
                 })
                 .await
                 .map_err(|s| rpc_err("bundle delete", s))?
                 .into_inner();
+            if r.entries_deleted > 0 {
+                println!(
+                    "{} entries that federated with {id} deleted",
+                    r.entries_deleted
+                );
+            }
+            if r.entries_dissociated > 0 {
+                println!(
+                    "{} entries no longer federate with {id}",
+                    r.entries_dissociated
+                );
+            }
             if !r.deleted {
                 bail!("no federated bundle for {id}");
             }

@@ -178,3 +178,117 @@ fn entries_federate_only_with_stored_bundles_and_show_it() {
         "{why}"
     );
 }
+
+/// The entry's `federates_with` as the server shows it, by SPIFFE ID path.
+fn federates_with_of(server: &ServerProcess) -> Vec<(String, serde_json::Value)> {
+    let all = json(&server.cli(&["entry", "show", "--output", "json"]));
+    let mut out: Vec<(String, serde_json::Value)> = all["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let id = e["spiffe_id"].as_str().unwrap();
+            (
+                id.trim_start_matches("spiffe://example.org").to_owned(),
+                e["federates_with"].clone(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn deleting_a_bundle_settles_the_entries_that_federate_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_h, server) = ServerProcess::start_on_new_token("bundle_delete_modes", dir.path(), "");
+    let pem = dir.path().join("partner.pem");
+    std::fs::write(&pem, server.cli_ok(&["bundle", "show"])).unwrap();
+    let set = |td: &str| {
+        server.cli_ok(&[
+            "bundle",
+            "set",
+            "--id",
+            td,
+            "--path",
+            pem.to_str().unwrap(),
+            "--format",
+            "pem",
+        ])
+    };
+    let bundles = || server.cli_ok(&["bundle", "list"]);
+    set("partner.org");
+    set("other.org");
+    let a = json(&create(&server, "/a", &["partner.org"]));
+    let b = json(&create(&server, "/b", &["partner.org", "other.org"]));
+    json(&create(&server, "/c", &[]));
+    let (a_id, b_id) = (
+        a["entries"][0]["id"].as_str().unwrap().to_owned(),
+        b["entries"][0]["id"].as_str().unwrap().to_owned(),
+    );
+
+    // restrict (the default): refused while entries federate with it, naming them.
+    let e = stderr(&server.cli(&["bundle", "delete", "--id", "partner.org"]));
+    assert!(e.contains("rule bundle-in-use"), "{e}");
+    assert!(e.contains("2 entries federate with partner.org"), "{e}");
+    assert!(e.contains(&a_id) && e.contains(&b_id), "{e}");
+    assert!(e.contains("--mode dissociate"), "{e}");
+    assert!(bundles().contains("partner.org"), "nothing deleted");
+    let e = stderr(&server.cli(&[
+        "bundle",
+        "delete",
+        "--id",
+        "partner.org",
+        "--mode",
+        "restrict",
+    ]));
+    assert!(e.contains("rule bundle-in-use"), "{e}");
+
+    // dissociate: the trust domain leaves the entries, the rest of them stays.
+    let out = server.cli_ok(&[
+        "bundle",
+        "delete",
+        "--id",
+        "spiffe://partner.org",
+        "--mode",
+        "dissociate",
+    ]);
+    assert!(out.contains("2 entries no longer federate with"), "{out}");
+    assert!(!bundles().contains("partner.org"));
+    assert_eq!(
+        federates_with_of(&server),
+        [
+            ("/a".to_owned(), serde_json::json!([])),
+            ("/b".to_owned(), serde_json::json!(["other.org"])),
+            ("/c".to_owned(), serde_json::json!([])),
+        ]
+    );
+
+    // delete: the entries that federate with it go with it, the others stay.
+    set("partner.org");
+    let d = json(&create(&server, "/d", &["partner.org"]));
+    let d_id = d["entries"][0]["id"].as_str().unwrap().to_owned();
+    json(&create(&server, "/e", &["other.org"]));
+    let out = server.cli_ok(&["bundle", "delete", "--id", "other.org", "--mode", "delete"]);
+    assert!(
+        out.contains("2 entries that federated with other.org deleted"),
+        "{out}"
+    );
+    assert_eq!(
+        federates_with_of(&server),
+        [
+            ("/a".to_owned(), serde_json::json!([])),
+            ("/c".to_owned(), serde_json::json!([])),
+            ("/d".to_owned(), serde_json::json!(["partner.org"])),
+        ]
+    );
+    assert!(!bundles().contains("other.org"));
+    assert!(bundles().contains("partner.org"));
+
+    // A bundle no entry federates with is deleted in any mode; a missing one is named.
+    server.cli_ok(&["entry", "delete", "--entry-id", &d_id]);
+    let out = server.cli_ok(&["bundle", "delete", "--id", "partner.org"]);
+    assert!(out.contains("deleted") && !out.contains("entries"), "{out}");
+    let e = stderr(&server.cli(&["bundle", "delete", "--id", "partner.org"]));
+    assert!(e.contains("no federated bundle for partner.org"), "{e}");
+}
