@@ -143,8 +143,9 @@ pub struct CertificateAuthority {
     store: Arc<dyn DataStore>,
     upstream: Option<Upstream>,
     state: RwLock<CaState>,
-    /// Serialises rotations (the HSM work happens outside the state lock).
-    rotation: Mutex<()>,
+    /// Serialises rotations (the HSM work happens outside the state lock), with the keys
+    /// made for journal writes of unknown outcome.
+    rotation: Mutex<stored_journal::UnsettledKeys>,
     /// Set while rotation checks fail (for the health check).
     rotation_trouble: Mutex<Option<health::RotationTrouble>>,
     /// Counts every SVID signed into the audit log (set once the log is open).
@@ -183,7 +184,7 @@ impl CertificateAuthority {
                 jwt: None,
                 memory: None,
             }),
-            rotation: Mutex::new(()),
+            rotation: Mutex::new(stored_journal::UnsettledKeys::default()),
             rotation_trouble: Mutex::new(None),
             audit: std::sync::OnceLock::new(),
         };

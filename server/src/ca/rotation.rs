@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::journal::{self, CaJournal, JwtSlot, Slot, SlotStatus, Step, X509Slot};
 use super::signing_key::HsmKey;
-use super::stored_journal::{self, StoredJournal, Written, MAX_ATTEMPTS};
+use super::stored_journal::{self, StoredJournal, UnsettledKeys, Written, MAX_ATTEMPTS};
 use super::upstream::Certified;
 use super::{
     x509, ActiveJwt, ActiveX509, CaError, CertificateAuthority, CertificateError, JournalError,
@@ -93,14 +93,16 @@ impl CertificateAuthority {
     }
 
     fn update(&self, now: i64, schedule: Schedule) -> Result<bool, CaError> {
-        let _serial = self
+        let mut unsettled = self
             .rotation
             .lock()
             .map_err(|_| JournalError::LockPoisoned {
                 what: "rotation lock",
             })?;
-        let keys = stored_journal::load(self.store.as_ref())
-            .and_then(|stored| self.update_from(stored, now, schedule));
+        let keys = stored_journal::load(self.store.as_ref()).and_then(|stored| {
+            unsettled.settle(&stored, self.km.as_ref());
+            self.update_from(stored, now, schedule, &mut unsettled)
+        });
         // Also after a failed pass: the in-memory key hangs on the active authority, which a
         // failure to reach the HSM keeps.
         let memory = self.refresh_memory_key(now);
@@ -118,10 +120,11 @@ impl CertificateAuthority {
         mut stored: StoredJournal,
         now: i64,
         schedule: Schedule,
+        unsettled: &mut UnsettledKeys,
     ) -> Result<bool, CaError> {
         let adopted = self.differs_from_state(&stored.journal)?;
         let (stepped, steps) = match schedule {
-            Schedule::Run => self.run_steps(&mut stored, now),
+            Schedule::Run => self.run_steps(&mut stored, now, unsettled),
             Schedule::Follow => (false, Ok(())),
         };
         let changed = adopted || stepped;
@@ -206,7 +209,14 @@ impl CertificateAuthority {
     /// expired key is destroyed only once the journal no longer names it.
     /// A step another server made first is not made again: its journal is
     /// planned from instead (`stored_journal`).
-    fn run_steps(&self, stored: &mut StoredJournal, now: i64) -> (bool, Result<(), CaError>) {
+    /// A write that fails without a definite answer leaves the step's new key in
+    /// `unsettled`, for a later check to keep or destroy.
+    fn run_steps(
+        &self,
+        stored: &mut StoredJournal,
+        now: i64,
+        unsettled: &mut UnsettledKeys,
+    ) -> (bool, Result<(), CaError>) {
         let mut changed = false;
         'plan: for _ in 0..MAX_ATTEMPTS {
             let journal = &stored.journal;
@@ -222,14 +232,19 @@ impl CertificateAuthority {
                 .collect();
             for (kind, step) in steps {
                 let mut next = stored.journal.clone();
-                let written = self.apply(&mut next, kind, step, now).and_then(|d| {
-                    stored
-                        .replace(self.store.as_ref(), self.km.as_ref(), next)
-                        .map(|w| (d, w))
-                });
+                let destroy = match self.apply(&mut next, kind, step, now) {
+                    Ok(d) => d,
+                    Err(e) => return (changed, Err(e)),
+                };
+                let written = stored
+                    .replace(self.store.as_ref(), self.km.as_ref(), next, unsettled)
+                    .map(|w| (destroy, w));
                 match written {
                     Ok((destroy, Written::Stored)) => {
                         changed = true;
+                        // The journal moved on: a key of an earlier unanswered write that it
+                        // does not name can no longer be stored.
+                        unsettled.settle(stored, self.km.as_ref());
                         if let Some(label) = destroy {
                             self.destroy(&label);
                         }

@@ -13,6 +13,13 @@
 //!   moment exactly one writes; each of the others destroys the key it made for the step
 //!   (no journal ever named it, so nothing signed with it) and plans again from the winner's
 //!   journal, which already has the step.
+//! - A write that fails without a definite answer (the store went away, an acknowledgement
+//!   was lost) may or may not have been stored, so the key made for it is kept
+//!   ([`UnsettledKeys`]) until a later read of the journal settles it: named by the journal,
+//!   it was stored and is in use; not named by a journal that has moved on from the one the
+//!   write was planned from, the write can never land (its compare-and-swap expects bytes
+//!   that will not come back: every write raises the bundle sequence) and the key is
+//!   destroyed. A store outage during a due step therefore leaves no key per retry.
 
 use ironroot_hsm::KeyManager;
 use tracing::{info, warn};
@@ -75,12 +82,14 @@ impl StoredJournal {
     /// When another server wrote first, the keys `next` has and `self` does not (the one this
     /// step made) are destroyed and the journal is read again ([`Written::Lost`]). Only a
     /// definite refusal destroys anything: after any other failure the write may have
-    /// committed (a lost acknowledgement), so the key stays.
+    /// committed (a lost acknowledgement), so the key stays, in `unsettled` until a later
+    /// read of the journal settles it.
     pub(super) fn replace(
         &mut self,
         store: &dyn DataStore,
         km: &dyn KeyManager,
         mut next: CaJournal,
+        unsettled: &mut UnsettledKeys,
     ) -> Result<Written, CaError> {
         next.bundle_sequence += 1;
         let bytes = serde_json::to_vec(&next).map_err(JournalError::Encode)?;
@@ -107,8 +116,74 @@ impl StoredJournal {
                 }
                 Ok(Written::Lost(load(store)?))
             }
-            Err(e) => Err(CaError::Store(e)),
+            Err(e) => {
+                unsettled.remember(self, &next);
+                Err(CaError::Store(e))
+            }
         }
+    }
+}
+
+/// Keys made for journal writes whose outcome is not known yet, held under the CA's
+/// rotation lock.
+#[derive(Debug, Default)]
+pub(super) struct UnsettledKeys(Vec<UnsettledKey>);
+
+#[derive(Debug)]
+struct UnsettledKey {
+    label: String,
+    /// The stored journal's bytes the failed write was conditioned on.
+    planned_from: Option<Vec<u8>>,
+}
+
+impl UnsettledKeys {
+    /// Remembers the keys `next` has and `from` does not: made for a write of `next` over
+    /// `from` that failed without saying whether it was stored.
+    pub(super) fn remember(&mut self, from: &StoredJournal, next: &CaJournal) {
+        for label in labels(next).filter(|l| !labels(&from.journal).any(|old| old == *l)) {
+            warn!(
+                key = label,
+                "the journal write for a new CA key failed without a definite answer; the key \
+                 is kept until a later rotation check reads whether the write was stored"
+            );
+            self.0.push(UnsettledKey {
+                label: label.to_owned(),
+                planned_from: from.bytes.clone(),
+            });
+        }
+    }
+
+    /// Settles what `stored` (just read) decides: a key the journal names is in use and
+    /// forgotten here; a key it does not name, when the journal is no longer the one its
+    /// write was planned from, is destroyed. A key whose destruction fails is kept for the
+    /// next check.
+    pub(super) fn settle(&mut self, stored: &StoredJournal, km: &dyn KeyManager) {
+        self.0.retain(|k| {
+            if labels(&stored.journal).any(|l| l == k.label) {
+                info!(key = %k.label, "a journal write that had failed was stored after all; the key is in use");
+                return false;
+            }
+            if stored.bytes == k.planned_from {
+                // The write could still land: decide at a later check.
+                return true;
+            }
+            match km.destroy(&k.label) {
+                Ok(()) => {
+                    info!(key = %k.label, "destroyed a CA key whose journal write was never stored");
+                    false
+                }
+                Err(e) => {
+                    warn!(key = %k.label, error = %e, "cannot destroy a CA key no journal names yet; trying again at the next check");
+                    true
+                }
+            }
+        });
+    }
+
+    /// How many keys wait to be settled.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
     }
 }
 

@@ -33,6 +33,8 @@ pub use model::{
 pub use postgres::{PostgresConfig, PostgresStore};
 pub use rules::entry_identity_key;
 pub(crate) use rules::validated_spec;
+#[cfg(test)]
+pub(crate) use sled::JournalFault;
 pub use sled::{SledStore, DEFAULT_CACHE_BYTES as SLED_DEFAULT_CACHE_BYTES};
 
 use async_trait::async_trait;

@@ -13,13 +13,14 @@ use ironroot_runtime::unix_now;
 use super::load;
 use crate::ca::rotation::Schedule;
 use crate::ca::{CaSettings, CertificateAuthority, SigningMode};
-use crate::store::{DataStore, SledStore};
+use crate::store::{DataStore, JournalFault, SledStore};
 
 /// The CA lifetime: prepare at half of it, activate at a sixth left.
 const TTL: i64 = 600;
 
 struct Cluster {
     _dir: tempfile::TempDir,
+    sled: SledStore,
     store: Arc<dyn DataStore>,
     keys: PathBuf,
 }
@@ -27,11 +28,12 @@ struct Cluster {
 fn cluster() -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let td = TrustDomain::parse("example.org").unwrap();
-    let store: Arc<dyn DataStore> =
-        Arc::new(SledStore::open(&dir.path().join("store"), td).unwrap());
+    let sled = SledStore::open(&dir.path().join("store"), td).unwrap();
+    let store: Arc<dyn DataStore> = Arc::new(sled.clone());
     let keys = dir.path().join("keys");
     Cluster {
         _dir: dir,
+        sled,
         store,
         keys,
     }
@@ -99,7 +101,8 @@ fn the_loser_of_a_rotation_race_destroys_its_key_and_follows_the_winner() {
     assert!(a.rotate(t).unwrap(), "A prepares the next keys");
     assert_eq!(c.token().len(), 4);
     assert!(
-        b.update_from(stale, t, Schedule::Run).unwrap(),
+        b.update_from(stale, t, Schedule::Run, &mut Default::default())
+            .unwrap(),
         "B's bundle changes: it follows A"
     );
     // B made keys for the same step, lost the write and destroyed them.
@@ -136,4 +139,48 @@ fn a_server_follows_the_steps_another_made() {
     assert!(!b.rotate(activate).unwrap());
     assert_eq!(c.token(), c.journal());
     assert_eq!(c.token().len(), 4);
+}
+
+#[test]
+fn a_key_made_for_an_unwritten_journal_is_destroyed_once_the_journal_moves_on() {
+    let c = cluster();
+    let a = c.server();
+    assert_eq!(c.token().len(), 2);
+    // The next keys are due; the store answers nothing and wrote nothing.
+    let t = unix_now() + TTL / 2;
+    c.sled.fail_next_journal_write(JournalFault::Unwritten);
+    assert!(a.rotate(t).is_err());
+    assert_eq!(
+        c.token().len(),
+        3,
+        "the key made for the write is kept while the write may still land"
+    );
+    assert_eq!(c.journal().len(), 2);
+    assert_eq!(a.rotation.lock().unwrap().len(), 1);
+    // The next check makes the step again, with a new key; once that is stored, the first
+    // key can never be, and goes.
+    assert!(a.rotate(t).unwrap());
+    assert_eq!(c.token(), c.journal(), "no key left that no journal names");
+    assert_eq!(c.token().len(), 4);
+    assert_eq!(a.rotation.lock().unwrap().len(), 0);
+}
+
+#[test]
+fn a_key_whose_journal_write_was_stored_unacknowledged_is_kept_and_used() {
+    let c = cluster();
+    let a = c.server();
+    let t = unix_now() + TTL / 2;
+    c.sled
+        .fail_next_journal_write(JournalFault::WrittenButUnacknowledged);
+    assert!(a.rotate(t).is_err());
+    // The journal names the key although the write was reported failed.
+    assert_eq!(c.token(), c.journal());
+    assert_eq!(c.token().len(), 3);
+    assert!(a.rotate(t).unwrap());
+    assert_eq!(c.token(), c.journal(), "the stored key was not destroyed");
+    assert_eq!(c.token().len(), 4);
+    assert_eq!(a.rotation.lock().unwrap().len(), 0);
+    // And it is the one the CA publishes next to the active root.
+    let (roots, kids) = published(&a);
+    assert_eq!((roots.len(), kids.len()), (2, 2));
 }

@@ -69,7 +69,8 @@ pub(super) const CHANGES_KEPT: u64 = 100_000;
 /// Prune once per this many revisions.
 const PRUNE_EVERY: u64 = 4_096;
 
-/// The sled-backed store.
+/// The sled-backed store. A clone is another handle on the same database.
+#[derive(Clone)]
 pub struct SledStore {
     inner: Arc<Inner>,
 }
@@ -82,6 +83,28 @@ struct Inner {
     head: watch::Sender<Revision>,
     /// The newest change events, as written.
     recent: recent::Recent,
+    /// A failure the next CA journal write reports (unit tests of the CA's rotation).
+    #[cfg(test)]
+    journal_fault: Mutex<Option<JournalFault>>,
+}
+
+/// How the next CA journal write fails, for tests of what the CA does when the store does
+/// not say whether a write was stored.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JournalFault {
+    /// Reports the store unavailable and writes nothing.
+    Unwritten,
+    /// Writes, then reports the store unavailable (a lost acknowledgement).
+    WrittenButUnacknowledged,
+}
+
+#[cfg(test)]
+impl SledStore {
+    /// Makes the next CA journal write fail as `fault` says.
+    pub(crate) fn fail_next_journal_write(&self, fault: JournalFault) {
+        *self.inner.journal_fault.lock().unwrap() = Some(fault);
+    }
 }
 
 fn sled_err(e: sled::Error) -> StoreError {
@@ -114,6 +137,8 @@ impl SledStore {
             write_lock: Mutex::new(()),
             head: watch::Sender::new(Revision(0)),
             recent: recent::Recent::default(),
+            #[cfg(test)]
+            journal_fault: Mutex::new(None),
         };
         // The trust domain is checked before anything is migrated or written.
         let stored = match inner.get(Space::Meta, KEY_TRUST_DOMAIN)? {
@@ -384,6 +409,19 @@ impl DataStore for SledStore {
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         let (expected, bytes) = (expected.map(<[u8]>::to_vec), bytes.to_vec());
+        #[cfg(test)]
+        let fault = self.inner.journal_fault.lock().unwrap().take();
+        #[cfg(test)]
+        if let Some(fault) = fault {
+            if fault == JournalFault::WrittenButUnacknowledged {
+                self.run(move |s| s.replace_ca_journal(expected.as_deref(), &bytes))
+                    .await?;
+            }
+            return Err(StoreError::Unavailable {
+                backend: "sled",
+                source: "injected by a test: no answer".into(),
+            });
+        }
         self.run(move |s| s.replace_ca_journal(expected.as_deref(), &bytes))
             .await
     }
