@@ -22,7 +22,7 @@ mkdir -p "$demo/softhsm/tokens" "$demo/policies"
 printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
   "$demo/softhsm/tokens" > "$demo/softhsm/softhsm2.conf"
 export SOFTHSM2_CONF="$demo/softhsm/softhsm2.conf"
-echo 123456 > "$demo/hsm.pin"
+(umask 077 && echo 123456 > "$demo/hsm.pin")
 softhsm2-util --init-token --free --label edge --so-pin 87654321 --pin 123456 >/dev/null
 echo "== the machine's TPM, its EK certificate from a local CA the server trusts"
 BOOT_SETUP_ONLY=1 bash images/boot.sh "$demo/tpm"

@@ -31,7 +31,7 @@ slots.removable = false
 CONF
 export SOFTHSM2_CONF="$demo/softhsm/softhsm2.conf"
 umask 077
-printf '%s\n' 123456 > "$demo/hsm.pin"
+(umask 077 && printf '%s\n' 123456 > "$demo/hsm.pin")
 softhsm2-util --init-token --free --label ironroot-demo --so-pin 87654321 --pin 123456 >/dev/null
 umask 022
 

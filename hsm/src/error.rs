@@ -71,6 +71,19 @@ pub enum HsmError {
         detail: std::io::Error,
     },
 
+    /// The PIN file grants access to users outside its owner and group.
+    #[error(
+        "PIN file {path} has mode {mode:04o}: every user of this machine may read or replace \
+         the HSM's user PIN; make it private (`chmod o-rwx {path}`: 0600, or 0640 for a \
+         group the server shares)"
+    )]
+    PinFileExposed {
+        /// The configured PIN file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+
     /// The PIN file's content is not usable as a PIN.
     #[error("PIN file {path} is not usable: {reason}")]
     PinFileInvalid {

@@ -31,6 +31,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod pkcs11;
+mod secret_file;
 mod signer;
 mod software;
 #[cfg(feature = "transit")]

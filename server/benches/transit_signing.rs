@@ -7,6 +7,7 @@
 //! Needs the bao binary (scripts/install-deps.sh, or IRONROOT_BAO). Run:
 //!   cargo bench -p ironroot-server --bench transit_signing
 
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = dir.path().join("token");
     std::fs::write(&token, ROOT_TOKEN).expect("token file");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let km: Arc<dyn KeyManager> = Arc::new(
         TransitKeyManager::open(TransitConfig {
             address: bao.address(),

@@ -50,6 +50,9 @@ impl SoftHsm {
         let pin_file = dir.join("pin");
         std::fs::write(&pin_file, format!("{PIN}\n"))
             .unwrap_or_else(|e| panic!("{}: {e}", pin_file.display()));
+        // The key manager refuses a PIN file other users may read.
+        std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", pin_file.display()));
         SoftHsm {
             conf,
             pin_file,

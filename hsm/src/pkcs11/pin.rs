@@ -20,7 +20,8 @@ const MAX_PIN_FILE: u64 = 4096;
 /// new login is needed), handed to C_Login, and zeroized. It is never logged or kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PinSource {
-    /// A file holding the PIN; trailing newlines (`\n`, `\r\n`) are trimmed. Keep it mode 0600.
+    /// A file holding the PIN; trailing newlines (`\n`, `\r\n`) are trimmed. Refused when
+    /// users other than its owner and group may access it (mode 0600 or 0640).
     File(PathBuf),
     /// The name of an environment variable holding the PIN.
     Env(String),
@@ -56,7 +57,14 @@ fn read_file(path: &PathBuf) -> Result<AuthPin, HsmError> {
         }
         Err(e) => return Err(unreadable(e)),
     };
-    let len = file.metadata().map_err(unreadable)?.len();
+    let meta = file.metadata().map_err(unreadable)?;
+    if let Some(mode) = crate::secret_file::exposed_mode(&meta) {
+        return Err(HsmError::PinFileExposed {
+            path: path.clone(),
+            mode,
+        });
+    }
+    let len = meta.len();
     if len > MAX_PIN_FILE {
         return Err(HsmError::PinFileInvalid {
             path: path.clone(),

@@ -18,8 +18,10 @@ use crate::{HsmError, TransitError};
 /// Where a secret (token, AppRole secret ID) comes from. Never inline in configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretSource {
-    /// A file holding it (trailing newlines trimmed); keep it mode 0600. Re-read when the
-    /// server refuses the current one, so a token rotated by Vault Agent is picked up.
+    /// A file holding it (trailing newlines trimmed). Refused when users other than its
+    /// owner and group may access it (mode 0600, or Vault Agent's default 0640). Re-read
+    /// when the server refuses the current one, so a token rotated by Vault Agent is picked
+    /// up.
     File(PathBuf),
     /// An environment variable holding it.
     Env(String),
@@ -60,6 +62,14 @@ impl SecretSource {
                     path: path.clone(),
                     reason,
                 };
+                let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+                if let Some(mode) = crate::secret_file::exposed_mode(&meta) {
+                    return Err(bad(format!(
+                        "it has mode {mode:04o}: every user of this machine may read or replace \
+                         it; make it private (`chmod o-rwx`: 0600, or 0640 for a group the \
+                         server shares)"
+                    )));
+                }
                 let raw = Zeroizing::new(std::fs::read(path).map_err(|e| bad(e.to_string()))?);
                 let text = std::str::from_utf8(&raw).map_err(|_| bad("not UTF-8".into()))?;
                 let value = text.trim_end_matches(['\n', '\r']);
@@ -278,6 +288,8 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -285,7 +297,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("token");
         std::fs::write(&f, "s.abc\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         let src = SecretSource::File(f.clone());
+        assert_eq!(src.read("token").unwrap().as_str(), "s.abc");
+        // Other users may read it: refused, naming the mode and the fix.
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        match src.read("token") {
+            Err(TransitError::CredentialFile { reason, .. }) => {
+                assert!(
+                    reason.contains("mode 0644") && reason.contains("chmod o-rwx"),
+                    "{reason}"
+                )
+            }
+            other => panic!("a world-readable token file was accepted: {other:?}"),
+        }
+        // Group access (Vault Agent's default sink mode) is allowed.
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert_eq!(src.read("token").unwrap().as_str(), "s.abc");
         std::fs::write(&f, "a\nb\n").unwrap();
         assert!(matches!(

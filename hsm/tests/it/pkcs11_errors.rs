@@ -3,6 +3,7 @@
 
 use cryptoki::object::{Attribute, ObjectClass};
 use ironroot_hsm::{HsmError, KeyAlgorithm, KeyManager, PinSource, Pkcs11KeyManager};
+use std::os::unix::fs::PermissionsExt;
 
 use crate::support::raw::Raw;
 use crate::support::{setup, sha256, Hsm, TOKEN};
@@ -118,6 +119,20 @@ fn missing_pin_file_and_env_are_named() {
             .contains("environment variable IRONROOT_TEST_PIN_NOT_SET"),
         "{err}"
     );
+
+    // A PIN file every user may read is refused, naming its mode and the fix.
+    let open = hsm.write_pin_file("open.pin", crate::support::PIN);
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    cfg.pin = PinSource::File(open.clone());
+    let err = Pkcs11KeyManager::open(&cfg).expect_err("world-readable PIN file");
+    assert!(
+        matches!(&err, HsmError::PinFileExposed { path, mode } if path == &open && *mode == 0o644),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("chmod o-rwx"), "{err}");
+    // Group access is allowed (Vault Agent's and many packagers' 0640).
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o640)).unwrap();
+    Pkcs11KeyManager::open(&cfg).expect("a 0640 PIN file");
 
     // And an empty PIN file is refused before it reaches the token.
     let empty = hsm.write_pin_file("empty.pin", "");

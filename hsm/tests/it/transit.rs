@@ -4,6 +4,7 @@
 //! manager, the server gone and back, foreign keys under ironroot's names, token renewal and
 //! AppRole re-login.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,7 @@ impl Transit {
     fn token_file(&self, name: &str, token: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         std::fs::write(&path, format!("{token}\n")).expect("write token file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         path
     }
 
@@ -454,6 +456,7 @@ fn https_is_verified_against_ca_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let token = dir.path().join("token");
     std::fs::write(&token, ROOT_TOKEN).expect("token file");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let config = |ca_file: Option<PathBuf>| TransitConfig {
         address: bao.address(),
         mount: MOUNT.into(),

@@ -4,6 +4,7 @@
 //! on schedule (the next key created in transit, both roots published, the old key deleted
 //! from transit once expired), and starts again after the rotation on the rotated keys.
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use ironroot_api::bundle::TrustBundle;
@@ -57,6 +58,7 @@ fn ca_on_transit_signs_restarts_on_its_keys_and_rotates() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("bao-token");
     std::fs::write(&token_file, bao.create_token(&["ironroot-ca"], "1h")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let conf = transit_server_config(
         dir.path(),
         &bao.address(),

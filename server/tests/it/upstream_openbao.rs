@@ -6,6 +6,7 @@
 //! keeps signing and no key is left behind; once unsealed the next key gets its certificate
 //! and chains to the same root.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -86,6 +87,7 @@ fn upstream_openbao_pki_signs_the_ca_and_rotation_survives_a_sealed_openbao() {
     bao.write_policy("ironroot-upstream", &documented_pki_policy());
     let token_file = dir.path().join("bao-token");
     std::fs::write(&token_file, bao.create_token(&["ironroot-upstream"], "1h")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let hsm = SoftHsm::new(&dir.path().join("hsm"));
     hsm.init_token("ca");
