@@ -244,6 +244,7 @@ impl Server {
             &self.config.federation,
             self.store.clone(),
             self.audit.clone(),
+            self.cache.watch_federated_bundles(),
         ));
         let socket_path: PathBuf = self.config.admin.socket_path.clone();
         let listener = bind_admin_socket(&socket_path, self.config.admin.socket_mode.bits())

@@ -46,6 +46,8 @@ pub(crate) struct AuthorizedCache {
     applied: watch::Sender<Revision>,
     /// Bumped when the feed carries a CA journal change (or may have, after a reload).
     ca_journal: Changes,
+    /// Bumped when the feed carries a federated bundle change (or may have, after a reload).
+    federated_bundles: Changes,
 }
 
 impl AuthorizedCache {
@@ -74,6 +76,7 @@ impl AuthorizedCache {
             agents: Mutex::new(HashMap::new()),
             applied,
             ca_journal: Changes::default(),
+            federated_bundles: Changes::default(),
         }))
     }
 
@@ -103,6 +106,12 @@ impl AuthorizedCache {
     /// server of the trust domain rotated, and this server's CA must follow.
     pub(crate) fn watch_ca_journal(&self) -> watch::Receiver<u64> {
         self.ca_journal.subscribe()
+    }
+
+    /// A receiver that changes whenever a federated bundle may have been stored or deleted
+    /// (by an operator, this server's federation poller, or another server's).
+    pub(crate) fn watch_federated_bundles(&self) -> watch::Receiver<u64> {
+        self.federated_bundles.subscribe()
     }
 
     /// Waits (at most `timeout`) until the cache has applied everything the
@@ -182,14 +191,18 @@ impl AuthorizedCache {
         *self.index.write().unwrap_or_else(PoisonError::into_inner) = index;
         self.applied.send_replace(revision);
         self.all.bump();
-        // The skipped part of the feed may have held a journal change.
+        // The skipped part of the feed may have held a journal or bundle change.
         self.ca_journal.bump();
+        self.federated_bundles.bump();
         Ok(())
     }
 
     fn notify(&self, t: &Touched) {
         if t.aliases || t.bundles {
             self.all.bump();
+        }
+        if t.bundles {
+            self.federated_bundles.bump();
         }
         if t.ca {
             // The CA wakes every agent once it has followed the journal.

@@ -18,6 +18,7 @@ use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use ironroot_api::tls::SpiffeServerVerifier;
 use ironroot_runtime::backoff::Backoff;
 use ironroot_runtime::https::{HttpsClient, HttpsError, TlsOptions};
+use tokio::sync::watch;
 use tonic::Status;
 use tracing::{debug, info, warn};
 
@@ -203,7 +204,7 @@ impl Poller {
         Ok(hint)
     }
 
-    async fn run(self: Arc<Self>, rel: Relationship) {
+    async fn run(self: Arc<Self>, rel: Relationship, mut bundle_changes: watch::Receiver<u64>) {
         let mut backoff = Backoff::new(self.refresh.min, self.refresh.max.min(MAX_FAILURE_BACKOFF));
         loop {
             let wait = match self.refresh_once(&rel).await {
@@ -224,7 +225,44 @@ impl Poller {
                     wait
                 }
             };
-            tokio::time::sleep(wait).await;
+            self.wait_or_changed(&rel, wait, &mut bundle_changes).await;
+        }
+    }
+
+    /// Sleeps `wait`, or less when the stored bundle of `rel`'s trust domain becomes other
+    /// than it is now (this poller's own writes are already in it, so they do not count).
+    async fn wait_or_changed(
+        &self,
+        rel: &Relationship,
+        wait: Duration,
+        changes: &mut watch::Receiver<u64>,
+    ) {
+        let deadline = tokio::time::Instant::now() + wait;
+        let seen = self
+            .store
+            .get_federated_bundle(&rel.trust_domain)
+            .await
+            .ok();
+        changes.borrow_and_update();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return,
+                r = changes.changed() => {
+                    if r.is_err() {
+                        tokio::time::sleep_until(deadline).await;
+                        return;
+                    }
+                    let now = self.store.get_federated_bundle(&rel.trust_domain).await.ok();
+                    if now.is_some() && now != seen {
+                        info!(
+                            trust_domain = %rel.trust_domain,
+                            "the stored bundle was changed (bundle set or delete, or another \
+                             server's refresh): fetching now instead of at the next refresh"
+                        );
+                        return;
+                    }
+                }
+            }
         }
     }
 }
@@ -251,10 +289,15 @@ fn spiffe_client(
 }
 
 /// Starts one poller per relationship.
+/// Polls every relationship of `cfg`; `bundle_changes` (the authorized-entry cache's notice
+/// of stored federated bundles) cuts a relationship's wait short when its stored bundle is
+/// changed by someone else: an operator's bootstrap `bundle set` is taken up at once, not
+/// at the next retry up to five minutes later.
 pub(crate) fn spawn(
     cfg: &FederationConfig,
     store: Arc<dyn DataStore>,
     audit: Audit,
+    bundle_changes: watch::Receiver<u64>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let poller = Arc::new(Poller {
         store,
@@ -274,7 +317,7 @@ pub(crate) fn spawn(
                 },
                 "federation relationship: polling the bundle endpoint"
             );
-            tokio::spawn(poller.clone().run(rel.clone()))
+            tokio::spawn(poller.clone().run(rel.clone(), bundle_changes.clone()))
         })
         .collect()
 }

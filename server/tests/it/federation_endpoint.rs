@@ -449,3 +449,46 @@ fn an_https_web_endpoint_serves_the_bundle_and_reloads_its_certificate() {
     assert!(get("/", &web_ca.cert).unwrap_err().is_tls());
     assert!(log(&b).contains("https_web certificate reloaded"));
 }
+
+/// A bootstrap `bundle set` is taken up when it is stored, not at the poller's next retry:
+/// here the retry is ten minutes away, so only the change notice can make the fetch happen
+/// within the test.
+#[test]
+fn a_bootstrap_is_fetched_from_when_it_is_set_not_at_the_next_retry() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let port_b = free_port();
+    let (_hb, b) = start_trust_domain(
+        "bootstrap_wake_b",
+        dir_b.path(),
+        "td-b.test",
+        &format!("[federation.bundle_endpoint]\nlisten = \"127.0.0.1:{port_b}\"\n"),
+    );
+    let (_ha, a) = start_trust_domain(
+        "bootstrap_wake_a",
+        dir_a.path(),
+        "td-a.test",
+        &format!(
+            "[federation]\nmin_refresh_interval = \"10m\"\nmax_refresh_interval = \"1h\"\n\n{}",
+            relationship("td-b.test", port_b, "spiffe://td-b.test/spire/server")
+        ),
+    );
+    let context = || format!("A:\n{}\nB:\n{}", a.log_tail(), b.log_tail());
+    wait_until(
+        "the bootstrap refusal",
+        Duration::from_secs(20),
+        context,
+        || log(&a).contains("rule bootstrap"),
+    );
+    bootstrap(&a, "td-b.test", &b, dir_a.path());
+    wait_until(
+        "td-b's fetched bundle, long before the next retry",
+        Duration::from_secs(30),
+        context,
+        || matches!(stored(&a, "td-b.test"), Some((seq, _, jwt)) if seq > 0 && jwt > 0),
+    );
+    assert!(
+        log(&a).contains("fetching now instead of at the next refresh"),
+        "{}",
+        context()
+    );
+}
