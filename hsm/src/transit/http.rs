@@ -9,7 +9,7 @@
 //! trickles its answer cannot hold a signing call past it.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,9 +149,7 @@ impl Client {
     }
 
     fn connect(&self, deadline: Instant) -> Result<Deadlined, NoAnswer> {
-        let addrs = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| NoAnswer(format!("cannot resolve {}: {e}", self.host)))?;
+        let addrs = resolve(&self.host, self.port, deadline, self.timeout)?;
         let mut last = None;
         for addr in addrs {
             let Some(left) = time_left(deadline) else {
@@ -173,6 +171,49 @@ impl Client {
         Err(NoAnswer(last.unwrap_or_else(|| {
             format!("{} resolves to no address", self.host)
         })))
+    }
+}
+
+/// The addresses of `host`, within the request's deadline. The system resolver has its own
+/// timeouts (resolv.conf: seconds per server, per attempt), longer than a signing call may
+/// take, so a name is resolved on a helper thread that is left to finish on its own when
+/// the deadline passes first. An address literal needs no lookup.
+fn resolve(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, NoAnswer> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let late = || {
+        NoAnswer(format!(
+            "cannot resolve {host}: no answer from the system resolver within {timeout:?} (the \
+             `timeout` option, over the whole request)"
+        ))
+    };
+    let left = time_left(deadline).ok_or_else(late)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_owned();
+    std::thread::Builder::new()
+        .name("transit-resolve".into())
+        .spawn(move || {
+            let found = (name.as_str(), port)
+                .to_socket_addrs()
+                .map(|a| a.collect::<Vec<_>>());
+            // The caller may have given up: nobody to tell.
+            let _ = tx.send(found);
+        })
+        .map_err(|e| {
+            NoAnswer(format!(
+                "cannot resolve {host}: no thread for the lookup: {e}"
+            ))
+        })?;
+    match rx.recv_timeout(left) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(NoAnswer(format!("cannot resolve {host}: {e}"))),
+        Err(_) => Err(late()),
     }
 }
 
@@ -385,6 +426,36 @@ pub(crate) fn read_response(mut r: impl BufRead) -> std::io::Result<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_resolved_within_the_deadline_and_literals_without_a_lookup() {
+        let soon = Instant::now() + Duration::from_secs(5);
+        assert_eq!(
+            resolve("127.0.0.1", 8200, soon, Duration::from_secs(5)).unwrap(),
+            vec![SocketAddr::from(([127, 0, 0, 1], 8200))]
+        );
+        assert_eq!(
+            resolve("::1", 8200, soon, Duration::from_secs(5)).unwrap(),
+            vec!["[::1]:8200".parse::<SocketAddr>().unwrap()]
+        );
+        // A literal needs no time at all, even past the deadline.
+        let past = Instant::now() - Duration::from_millis(1);
+        assert!(resolve("127.0.0.1", 1, past, Duration::from_secs(1)).is_ok());
+        // A name is not looked up once the deadline has passed.
+        let e = resolve("localhost", 8200, past, Duration::from_secs(1)).unwrap_err();
+        assert!(e.0.contains("within 1s (the `timeout` option"), "{}", e.0);
+        // Within the deadline, the system resolver answers.
+        assert!(resolve("localhost", 8200, soon, Duration::from_secs(5))
+            .unwrap()
+            .iter()
+            .all(|a| a.port() == 8200 && a.ip().is_loopback()));
+        let e = resolve("no-such-host.invalid", 8200, soon, Duration::from_secs(5)).unwrap_err();
+        assert!(
+            e.0.starts_with("cannot resolve no-such-host.invalid"),
+            "{}",
+            e.0
+        );
+    }
 
     #[test]
     fn content_length_chunked_and_empty_bodies() {
