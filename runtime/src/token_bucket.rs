@@ -68,6 +68,19 @@ impl TokenBucket {
         Err(Duration::try_from_secs_f64(missing / rate.per_second).unwrap_or(Duration::MAX))
     }
 
+    /// Whether `n` tokens are there, taking none; if not, how long until they are.
+    pub fn check_n(&mut self, rate: Rate, n: u32, now: Instant) -> Result<(), Duration> {
+        self.refill(rate, now);
+        if n > rate.burst {
+            return Err(Duration::MAX);
+        }
+        let missing = f64::from(n) - self.tokens;
+        if missing <= 0.0 {
+            return Ok(());
+        }
+        Err(Duration::try_from_secs_f64(missing / rate.per_second).unwrap_or(Duration::MAX))
+    }
+
     /// Whether the bucket is back to its burst (then it is the same as a bucket never
     /// used, and can be forgotten).
     pub fn is_full(&mut self, rate: Rate, now: Instant) -> bool {

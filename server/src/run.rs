@@ -447,6 +447,7 @@ impl Server {
                 store: self.store.clone(),
                 admin_ids: self.config.admin.admin_ids.iter().cloned().collect(),
             },
+            self.node.limits.clone(),
         );
         let roots_ca = self.ca.clone();
         let roots: ironroot_api::tls::RootsSource = Arc::new(move || {

@@ -80,6 +80,19 @@ impl<K: Hash + Ord + Clone> BoundedBuckets<K> {
         Ok(())
     }
 
+    /// Whether `key`'s bucket holds `n` tokens, taking none (a key not in the table has a
+    /// full bucket). Lets a caller refuse before doing work that a later
+    /// [`try_take`](Self::try_take) would charge for.
+    pub fn check(&mut self, key: &K, n: u32, now: Instant) -> Result<(), Refusal> {
+        self.forget_full(now);
+        let rate = self.rate;
+        match self.buckets.get_mut(key) {
+            Some((bucket, _)) => bucket.check_n(rate, n, now).map_err(Refusal::Rate),
+            None if n > rate.burst => Err(Refusal::Rate(Duration::MAX)),
+            None => Ok(()),
+        }
+    }
+
     /// Forgets every key whose bucket is full by `now`.
     fn forget_full(&mut self, now: Instant) {
         while let Some((at, _)) = self.by_full_at.first() {

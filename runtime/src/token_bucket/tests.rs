@@ -123,3 +123,38 @@ fn full_at_is_when_the_spent_tokens_are_back() {
     assert!(c.try_take_n(RATE, 3, at(t0, 500)).is_err());
     assert_eq!(c.full_at(RATE), at(t0, 1500));
 }
+
+#[test]
+fn a_check_takes_nothing_and_says_the_same_wait_as_a_take() {
+    let t0 = Instant::now();
+    let mut table = keyed::BoundedBuckets::new(RATE, 4);
+    // A key never seen has a full bucket; checking it remembers nothing.
+    table.check(&"a", 3, t0).expect("full");
+    assert!(table.is_empty());
+    assert_eq!(
+        table.check(&"a", 4, t0),
+        Err(keyed::Refusal::Rate(Duration::MAX)),
+        "more than the burst never passes"
+    );
+    for _ in 0..3 {
+        table.check(&"a", 1, t0).expect("a check leaves the tokens");
+        table.try_take(&"a", 1, t0).expect("within the burst");
+    }
+    assert_eq!(
+        table.check(&"a", 1, t0),
+        Err(keyed::Refusal::Rate(Duration::from_millis(500)))
+    );
+    assert_eq!(
+        table.check(&"a", 1, t0),
+        table.try_take(&"a", 1, t0),
+        "a refused take and a check agree"
+    );
+    table
+        .check(&"a", 1, at(t0, 500))
+        .expect("one token accrued");
+    table
+        .check(&"a", 1, at(t0, 500))
+        .expect("and checking again still sees it");
+    table.try_take(&"a", 1, at(t0, 500)).expect("taken once");
+    assert!(table.check(&"a", 1, at(t0, 500)).is_err());
+}

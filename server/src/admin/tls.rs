@@ -4,6 +4,15 @@
 //! now, and its SPIFFE ID is an admin: the SPIFFE ID of a registration entry with
 //! `admin = true`, or listed in `[admin] admin_ids`. Everything else is refused, with the
 //! rule that refused it.
+//!
+//! Checking a refused caller costs a signature verification and a store lookup, and any
+//! workload of the trust domain holds an SVID to call with: an address and client
+//! certificate whose calls keep being refused
+//! (`node_api.limits.admin_refusals_per_ip_per_second`) are answered RESOURCE_EXHAUSTED
+//! without either until their budget refills, and refusals are logged at most once per
+//! 10 s with a count of those left out. An authorized admin spends nothing, and is not
+//! held up by another caller on its host (the key includes the certificate, and every
+//! certificate reaching this point verified to the bundle at the handshake).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -11,6 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use ironroot_runtime::unix_now;
@@ -24,6 +34,7 @@ use tower::Service;
 use tracing::warn;
 
 use crate::ca::CertificateAuthority;
+use crate::node::limits::NodeLimits;
 use crate::status;
 use crate::store::{DataStore, EntryFilter, PageRequest};
 
@@ -164,13 +175,15 @@ impl AdminAuthorizer {
 pub(crate) struct AdminOverTls<S> {
     inner: S,
     authorizer: Arc<AdminAuthorizer>,
+    limits: Arc<NodeLimits>,
 }
 
 impl<S> AdminOverTls<S> {
-    pub(crate) fn new(inner: S, authorizer: AdminAuthorizer) -> Self {
+    pub(crate) fn new(inner: S, authorizer: AdminAuthorizer, limits: Arc<NodeLimits>) -> Self {
         AdminOverTls {
             inner,
             authorizer: Arc::new(authorizer),
+            limits,
         }
     }
 }
@@ -203,10 +216,15 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let authorizer = self.authorizer.clone();
+        let limits = self.limits.clone();
         Box::pin(async move {
             let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
             let peer = info.and_then(|i| i.get_ref().remote_addr());
             let certs = info.and_then(|i| i.peer_certs());
+            let leaf = certs.as_deref().and_then(|c| c.first()).map(|c| c.to_vec());
+            if let Err(over) = limits.admit_admin_call(peer, leaf.as_deref(), Instant::now()) {
+                return Ok(over.to_status().into_http());
+            }
             match authorizer
                 .authorize(certs.as_deref().map(Vec::as_slice))
                 .await
@@ -216,12 +234,16 @@ where
                     inner.call(req).await
                 }
                 Err(refusal) => {
-                    warn!(
-                        peer = ?peer,
-                        method = req.uri().path(),
-                        reason = refusal.message(),
-                        "admin call over TLS refused"
-                    );
+                    limits.note_admin_refusal(peer, leaf.as_deref(), Instant::now());
+                    if let Some(left_out) = limits.log_admitted("admin call over TLS refused") {
+                        warn!(
+                            peer = ?peer,
+                            method = req.uri().path(),
+                            reason = refusal.message(),
+                            refusals_not_logged_since_last_line = left_out,
+                            "admin call over TLS refused"
+                        );
+                    }
                     Ok(refusal.into_http())
                 }
             }

@@ -25,6 +25,10 @@ pub(crate) const DEFAULT_ATTESTATION_BURST: u32 = 200;
 pub(crate) const DEFAULT_SIGNINGS_PER_IP_PER_SECOND: f64 = 500.0;
 /// SVIDs one address may have signed at once.
 pub(crate) const DEFAULT_SIGNING_BURST: u32 = 1000;
+/// Refused admin calls over TLS per second per source address.
+pub(crate) const DEFAULT_ADMIN_REFUSALS_PER_IP_PER_SECOND: f64 = 1.0;
+/// Refused admin calls over TLS one address may make at once.
+pub(crate) const DEFAULT_ADMIN_REFUSAL_BURST: u32 = 20;
 /// Source addresses each rate table remembers at once.
 pub(crate) const DEFAULT_MAX_TRACKED_ADDRESSES: usize = 100_000;
 /// Node API connections open at once (TLS handshakes in progress included).
@@ -55,6 +59,8 @@ pub(crate) struct NodeLimitsConfig {
     pub(crate) attestation_burst: u32,
     pub(crate) signings_per_ip_per_second: f64,
     pub(crate) signing_burst: u32,
+    pub(crate) admin_refusals_per_ip_per_second: f64,
+    pub(crate) admin_refusal_burst: u32,
     pub(crate) max_tracked_addresses: usize,
     pub(crate) max_connections: usize,
     pub(crate) max_streams_per_connection: u32,
@@ -72,6 +78,8 @@ impl Default for NodeLimitsConfig {
             attestation_burst: DEFAULT_ATTESTATION_BURST,
             signings_per_ip_per_second: DEFAULT_SIGNINGS_PER_IP_PER_SECOND,
             signing_burst: DEFAULT_SIGNING_BURST,
+            admin_refusals_per_ip_per_second: DEFAULT_ADMIN_REFUSALS_PER_IP_PER_SECOND,
+            admin_refusal_burst: DEFAULT_ADMIN_REFUSAL_BURST,
             max_tracked_addresses: DEFAULT_MAX_TRACKED_ADDRESSES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
@@ -96,6 +104,10 @@ impl NodeLimitsConfig {
                 "node_api.limits.signings_per_ip_per_second",
                 self.signings_per_ip_per_second,
             ),
+            (
+                "node_api.limits.admin_refusals_per_ip_per_second",
+                self.admin_refusals_per_ip_per_second,
+            ),
         ] {
             if !(value.is_finite() && value >= MIN_RATE) {
                 return Err(invalid(
@@ -110,6 +122,10 @@ impl NodeLimitsConfig {
                 self.attestation_burst as usize,
             ),
             ("node_api.limits.signing_burst", self.signing_burst as usize),
+            (
+                "node_api.limits.admin_refusal_burst",
+                self.admin_refusal_burst as usize,
+            ),
             (
                 "node_api.limits.max_tracked_addresses",
                 self.max_tracked_addresses,

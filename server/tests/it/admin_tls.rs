@@ -478,3 +478,45 @@ fn the_cli_reaches_the_admin_api_over_tls() {
         "{err}"
     );
 }
+
+/// A caller that keeps being refused is answered RESOURCE_EXHAUSTED without being checked
+/// once its budget (`admin_refusal_burst`, 20 by default) is spent; an admin on the same
+/// host, with its own SVID, is not held up by it; refusals are not logged one line each.
+#[test]
+fn a_caller_refused_again_and_again_is_cut_off_and_an_admin_beside_it_is_not() {
+    let admin = "spiffe://example.org/break-glass";
+    let f = Fixture::start("admin_tls_refusal_budget", &[admin]);
+    let rt = rt();
+    rt.block_on(async {
+        let probe = f.tls_args(&f.mint("spiffe://example.org/prober", 0));
+        let admin = f.tls_args(&f.mint(admin, 0));
+        let mut codes = Vec::new();
+        for _ in 0..30 {
+            codes.push(list_over_tls(&probe).await.expect_err("never an admin"));
+        }
+        let denied = codes
+            .iter()
+            .take_while(|(c, _)| *c == tonic::Code::PermissionDenied)
+            .count();
+        // The refill (1/s) may add a token or two while the calls run.
+        assert!(
+            (20..=23).contains(&denied),
+            "{denied} refusals before the cut: {codes:?}"
+        );
+        let (code, message) = codes.last().unwrap();
+        assert_eq!(*code, tonic::Code::ResourceExhausted, "{message}");
+        assert!(
+            message.contains("node_api.limits.admin_refusals_per_ip_per_second"),
+            "{message}"
+        );
+        list_over_tls(&admin)
+            .await
+            .expect("the admin on the same host is not held up");
+    });
+    let log = std::fs::read_to_string(&f.server.log).unwrap_or_default();
+    let lines = log.matches("admin call over TLS refused").count();
+    assert!(
+        (1..=3).contains(&lines),
+        "refusals are logged once per 10 s, not per call: {lines} lines"
+    );
+}

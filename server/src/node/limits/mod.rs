@@ -85,6 +85,19 @@ pub(crate) enum LimitExceeded {
         burst: u32,
         retry: RetryIn,
     },
+    /// Admin calls over TLS refused too often from one address: further calls are refused
+    /// before their SVID is checked or the store read.
+    #[error(
+        "{ip} has had admin calls over TLS with this client certificate refused faster than \
+         {per_second}/s with bursts of {burst} (node_api.limits.admin_refusals_per_ip_per_second, \
+         node_api.limits.admin_refusal_burst): its calls are not checked until then; {retry}"
+    )]
+    AdminRefusalRate {
+        ip: IpAddr,
+        per_second: f64,
+        burst: u32,
+        retry: RetryIn,
+    },
     /// A new address while a rate table holds as many limited addresses as it may.
     #[error(
         "{ip} cannot be tracked for {what}: {max} source addresses are being rate limited, \
@@ -136,6 +149,9 @@ impl LimitExceeded {
                 "node_api.limits.attestations_per_ip_per_second"
             }
             LimitExceeded::SigningRate { .. } => "node_api.limits.signings_per_ip_per_second",
+            LimitExceeded::AdminRefusalRate { .. } => {
+                "node_api.limits.admin_refusals_per_ip_per_second"
+            }
             LimitExceeded::TooManyAddresses { .. } => "node_api.limits.max_tracked_addresses",
             LimitExceeded::Connections { .. } => "node_api.limits.max_connections",
             LimitExceeded::AttestationsInFlight { .. } => {
@@ -166,11 +182,24 @@ fn source(peer: Option<SocketAddr>) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
+/// A client certificate as a rate-table key: its SHA-256 (all zeros without one).
+type CertKey = [u8; 32];
+
+fn cert_key(leaf: Option<&[u8]>) -> CertKey {
+    use sha2::Digest;
+    leaf.map(|der| sha2::Sha256::digest(der).into())
+        .unwrap_or_default()
+}
+
 /// The Node API's limits, shared by the accept loop, the Node service and the agent API.
 pub(crate) struct NodeLimits {
     cfg: NodeLimitsConfig,
     attestations: Mutex<BoundedBuckets<IpAddr>>,
     signings: Mutex<BoundedBuckets<IpAddr>>,
+    /// Keyed by address and client certificate: an admin's own calls are never held up by
+    /// another caller on the same host (every certificate here verified to the bundle at
+    /// the handshake, so a caller cannot mint new keys to escape its budget).
+    admin_refusals: Mutex<BoundedBuckets<(IpAddr, CertKey)>>,
     connections: Arc<Semaphore>,
     attesting: Arc<Semaphore>,
     watching: Arc<Semaphore>,
@@ -202,9 +231,17 @@ impl NodeLimits {
             per_second: cfg.signings_per_ip_per_second,
             burst: cfg.signing_burst,
         };
+        let admin_refusal = Rate {
+            per_second: cfg.admin_refusals_per_ip_per_second,
+            burst: cfg.admin_refusal_burst,
+        };
         Arc::new(NodeLimits {
             attestations: Mutex::new(BoundedBuckets::new(attest, cfg.max_tracked_addresses)),
             signings: Mutex::new(BoundedBuckets::new(sign, cfg.max_tracked_addresses)),
+            admin_refusals: Mutex::new(BoundedBuckets::new(
+                admin_refusal,
+                cfg.max_tracked_addresses,
+            )),
             connections: Arc::new(Semaphore::new(cfg.max_connections)),
             attesting: Arc::new(Semaphore::new(cfg.max_attestations_in_flight)),
             watching: Arc::new(Semaphore::new(cfg.max_watch_streams)),
@@ -273,6 +310,51 @@ impl NodeLimits {
                 max: self.cfg.max_attestations_in_flight,
             })
         })
+    }
+
+    /// Admits an admin call over TLS from `peer` with client certificate `leaf` (DER) to be
+    /// checked, unless that address and certificate have spent their budget of refused
+    /// calls ([`note_admin_refusal`](Self::note_admin_refusal)): an authorized caller
+    /// spends nothing, so only a caller being refused is slowed.
+    pub(crate) fn admit_admin_call(
+        &self,
+        peer: Option<SocketAddr>,
+        leaf: Option<&[u8]>,
+        now: Instant,
+    ) -> Result<(), LimitExceeded> {
+        let ip = source(peer);
+        let checked = lock(&self.admin_refusals).check(&(ip, cert_key(leaf)), 1, now);
+        checked.map_err(|r| {
+            let wait = match r {
+                Refusal::Rate(wait) => wait,
+                Refusal::TableFull => Duration::from_secs(1),
+            };
+            self.refused(LimitExceeded::AdminRefusalRate {
+                ip,
+                per_second: self.cfg.admin_refusals_per_ip_per_second,
+                burst: self.cfg.admin_refusal_burst,
+                retry: RetryIn(wait),
+            })
+        })
+    }
+
+    /// Charges `peer`'s address one refused admin call. A full address table charges
+    /// nothing: the call was refused anyway, and a table full of limited addresses is
+    /// logged by the other limits.
+    pub(crate) fn note_admin_refusal(
+        &self,
+        peer: Option<SocketAddr>,
+        leaf: Option<&[u8]>,
+        now: Instant,
+    ) {
+        let key = (source(peer), cert_key(leaf));
+        let _ = lock(&self.admin_refusals).try_take(&key, 1, now);
+    }
+
+    /// Whether a line about `what` may be logged now (at most one per [`LOG_EVERY`]), and
+    /// how many were left out since the last one.
+    pub(crate) fn log_admitted(&self, what: &'static str) -> Option<u64> {
+        lock(&self.log).admit(what, Instant::now())
     }
 
     /// Admits `count` SVIDs to be signed for `peer` (a batch costs one token per CSR).

@@ -24,6 +24,25 @@ fn peer(s: &str) -> Option<SocketAddr> {
 fn the_defaults_pass_their_own_check() {
     NodeLimitsConfig::default().check().unwrap();
     small().check().unwrap();
+    for (bad, option) in [
+        (
+            NodeLimitsConfig {
+                admin_refusal_burst: 0,
+                ..small()
+            },
+            "node_api.limits.admin_refusal_burst",
+        ),
+        (
+            NodeLimitsConfig {
+                admin_refusals_per_ip_per_second: 0.0,
+                ..small()
+            },
+            "node_api.limits.admin_refusals_per_ip_per_second",
+        ),
+    ] {
+        let e = bad.check().unwrap_err();
+        assert!(e.to_string().contains(option), "{e}");
+    }
 }
 
 #[test]
@@ -208,4 +227,57 @@ fn waits_are_said_rounded_up_to_the_millisecond() {
         "retry in 250 ms"
     );
     assert!(RetryIn(Duration::MAX).to_string().starts_with("never"));
+}
+
+#[test]
+fn refused_admin_calls_spend_a_budget_per_address_and_certificate_and_authorized_ones_do_not() {
+    let l = NodeLimits::new(NodeLimitsConfig {
+        admin_refusals_per_ip_per_second: 1.0,
+        admin_refusal_burst: 3,
+        ..small()
+    });
+    let t0 = Instant::now();
+    let a = peer("192.0.2.7:4000");
+    let (probe, admin) = (
+        Some(&b"a workload's SVID"[..]),
+        Some(&b"an admin's SVID"[..]),
+    );
+    // Authorized calls are admitted and charge nothing, however many.
+    for _ in 0..50 {
+        l.admit_admin_call(a, admin, t0).expect("no refusal yet");
+    }
+    // Three refusals spend the burst; the next call is not even checked.
+    for _ in 0..3 {
+        l.admit_admin_call(a, probe, t0).expect("within the budget");
+        l.note_admin_refusal(a, probe, t0);
+    }
+    let e = l.admit_admin_call(a, probe, t0).unwrap_err();
+    assert!(
+        matches!(e, LimitExceeded::AdminRefusalRate { retry: RetryIn(w), .. }
+            if w == Duration::from_secs(1)),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    for words in [
+        "192.0.2.7",
+        "node_api.limits.admin_refusals_per_ip_per_second",
+        "node_api.limits.admin_refusal_burst",
+        "retry in 1000 ms",
+    ] {
+        assert!(text.contains(words), "{text}");
+    }
+    assert_eq!(e.to_status().code(), tonic::Code::ResourceExhausted);
+    // The admin on the same host, a caller without a certificate there, another address,
+    // and the other limits of the same address are unaffected.
+    l.admit_admin_call(a, admin, t0)
+        .expect("the admin's own budget");
+    l.admit_admin_call(a, None, t0)
+        .expect("no certificate: its own budget");
+    l.admit_admin_call(peer("192.0.2.8:4000"), probe, t0)
+        .expect("another address");
+    l.admit_signing(a, 1, t0)
+        .expect("signing has its own budget");
+    // A refilled token admits one more check.
+    l.admit_admin_call(a, probe, t0 + Duration::from_secs(1))
+        .expect("refilled");
 }
