@@ -23,3 +23,4 @@ pub mod oidc;
 pub mod run;
 pub(crate) mod status;
 pub mod store;
+pub(crate) mod tls_files;

@@ -294,7 +294,7 @@ impl Server {
         for t in [node_task, metrics_task].into_iter().flatten() {
             t.abort();
         }
-        if let Some(t) = oidc_task {
+        for t in oidc_task.into_iter().flatten() {
             t.abort();
         }
         let _ = std::fs::remove_file(&socket_path);

@@ -7,34 +7,30 @@
 //! life, as the Node API's); `https_web` presents the operator's certificate and key,
 //! re-read when either file changes (a broken new pair is logged and the old one kept).
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
+use rustls::server::ResolvesServerCert;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::ca::CertificateAuthority;
 use crate::config::{BundleEndpointConfig, EndpointProfile};
 use crate::http1::plain;
 use crate::node::tls::{IdentityError, ServerIdentity};
+use crate::tls_files::{FileCertificate, FileOptions, TlsFileError};
 
 /// Lifetime asked for the endpoint's SVID (renewed at half of what the CA grants).
 const SVID_TTL: u32 = 3600;
 /// How often the SVID is checked for renewal: often, because after a CA rotation its life
 /// is cut to the old CA certificate's notAfter, and peers must never see it expired.
 const SVID_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the https_web files are checked for a change.
-const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why the bundle endpoint did not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +64,23 @@ pub enum EndpointError {
     /// rustls refused the configuration.
     #[error("bundle endpoint TLS: {0}")]
     Tls(#[source] rustls::Error),
+}
+
+/// The https_web profile's files, as the configuration names them.
+const WEB_FILES: FileOptions = FileOptions {
+    cert: "federation.bundle_endpoint.cert_file",
+    key: "federation.bundle_endpoint.key_file",
+    listener: "bundle endpoint (https_web)",
+};
+
+impl From<TlsFileError> for EndpointError {
+    fn from(e: TlsFileError) -> Self {
+        EndpointError::TlsFile {
+            key: e.option,
+            path: e.path,
+            reason: e.reason,
+        }
+    }
 }
 
 /// The answer to `method path`: the bundle at `/`, 404 elsewhere, 405 for methods other
@@ -107,93 +120,6 @@ pub(crate) fn respond(
                 "the trust bundle is unavailable; see the server log\n",
             )
         }
-    }
-}
-
-/// A certificate and key read from files, with the files' modification stamps.
-#[derive(Debug)]
-struct WebCertificate {
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    current: RwLock<(Arc<CertifiedKey>, FileStamps)>,
-}
-
-type FileStamps = [Option<(SystemTime, u64)>; 2];
-
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
-}
-
-fn load_web_pair(cert_file: &Path, key_file: &Path) -> Result<Arc<CertifiedKey>, EndpointError> {
-    let cert_err = |reason: String| EndpointError::TlsFile {
-        key: "federation.bundle_endpoint.cert_file",
-        path: cert_file.to_owned(),
-        reason,
-    };
-    let chain = CertificateDer::pem_file_iter(cert_file)
-        .map_err(|e| cert_err(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| cert_err(e.to_string()))?;
-    if chain.is_empty() {
-        return Err(cert_err("no CERTIFICATE block".into()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| EndpointError::TlsFile {
-        key: "federation.bundle_endpoint.key_file",
-        path: key_file.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let signing =
-        rustls::crypto::ring::sign::any_supported_type(&key).map_err(EndpointError::Tls)?;
-    let certified = CertifiedKey::new(chain, signing);
-    // A key that is not the certificate's would fail every handshake: refuse it now.
-    certified.keys_match().map_err(|e| EndpointError::TlsFile {
-        key: "federation.bundle_endpoint.key_file",
-        path: key_file.to_owned(),
-        reason: format!("does not match the certificate in cert_file: {e}"),
-    })?;
-    Ok(Arc::new(certified))
-}
-
-impl WebCertificate {
-    fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<Self>, EndpointError> {
-        let stamps = [stamp(cert_file), stamp(key_file)];
-        let key = load_web_pair(cert_file, key_file)?;
-        Ok(Arc::new(WebCertificate {
-            cert_file: cert_file.to_owned(),
-            key_file: key_file.to_owned(),
-            current: RwLock::new((key, stamps)),
-        }))
-    }
-
-    /// Re-reads the files when either changed; a pair that does not load is logged and
-    /// the one in use kept.
-    fn reload_if_changed(&self) {
-        let stamps = [stamp(&self.cert_file), stamp(&self.key_file)];
-        if self.current.read().map(|g| g.1 == stamps).unwrap_or(true) {
-            return;
-        }
-        match load_web_pair(&self.cert_file, &self.key_file) {
-            Ok(key) => {
-                if let Ok(mut g) = self.current.write() {
-                    *g = (key, stamps);
-                }
-                info!(cert_file = %self.cert_file.display(), "bundle endpoint: https_web certificate reloaded");
-            }
-            Err(e) => {
-                // Remember the stamps so a broken pair is reported once, not every check.
-                if let Ok(mut g) = self.current.write() {
-                    g.1 = stamps;
-                }
-                error!(error = %e, "bundle endpoint: the changed https_web certificate or key cannot be used; the previous one stays in use");
-            }
-        }
-    }
-}
-
-impl ResolvesServerCert for WebCertificate {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.read().ok().map(|g| g.0.clone())
     }
 }
 
@@ -253,19 +179,8 @@ pub(crate) async fn spawn(
             cert_file,
             key_file,
         } => {
-            let web = WebCertificate::load(cert_file, key_file)?;
-            let watched = web.clone();
-            let upkeep = tokio::spawn(async move {
-                let mut tick = tokio::time::interval(FILE_CHECK_INTERVAL);
-                loop {
-                    tick.tick().await;
-                    let w = watched.clone();
-                    if let Err(e) = tokio::task::spawn_blocking(move || w.reload_if_changed()).await
-                    {
-                        warn!(error = %e, "bundle endpoint: certificate reload task failed");
-                    }
-                }
-            });
+            let web = FileCertificate::load(cert_file, key_file, WEB_FILES)?;
+            let upkeep = web.spawn_reloader();
             (web, upkeep)
         }
     };

@@ -21,8 +21,6 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
 use ironroot_api::bundle::{BundleError, TrustBundle};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -31,6 +29,7 @@ use tracing::{error, info};
 use crate::ca::{CaError, CertificateAuthority};
 use crate::config::{OidcConfig, OidcTls};
 use crate::http1::plain;
+use crate::tls_files::{FileCertificate, FileOptions, TlsFileError};
 
 /// The discovery document's path (OpenID Connect Discovery 1.0, §4).
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
@@ -171,34 +170,33 @@ impl Endpoint {
     }
 }
 
-/// The HTTPS certificate chain and key, read once at start (a new certificate needs a
-/// restart).
-fn tls_acceptor(t: &OidcTls) -> Result<TlsAcceptor, OidcError> {
-    let cert_err = |reason: String| OidcError::TlsFile {
-        key: "oidc.tls_cert_file",
-        path: t.cert_file.clone(),
-        reason,
-    };
-    let chain = CertificateDer::pem_file_iter(&t.cert_file)
-        .map_err(|e| cert_err(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| cert_err(e.to_string()))?;
-    if chain.is_empty() {
-        return Err(cert_err("no CERTIFICATE block".into()));
+/// The HTTPS certificate chain and key, read again whenever either file changes (an
+/// ACME client renewing in place needs no restart).
+const OIDC_FILES: FileOptions = FileOptions {
+    cert: "oidc.tls_cert_file",
+    key: "oidc.tls_key_file",
+    listener: "OIDC discovery",
+};
+
+impl From<TlsFileError> for OidcError {
+    fn from(e: TlsFileError) -> Self {
+        OidcError::TlsFile {
+            key: e.option,
+            path: e.path,
+            reason: e.reason,
+        }
     }
-    let key = PrivateKeyDer::from_pem_file(&t.key_file).map_err(|e| OidcError::TlsFile {
-        key: "oidc.tls_key_file",
-        path: t.key_file.clone(),
-        reason: e.to_string(),
-    })?;
+}
+
+/// The acceptor serving `files`' current pair.
+fn tls_acceptor(files: Arc<FileCertificate>) -> Result<TlsAcceptor, OidcError> {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(OidcError::Tls)?
     .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(OidcError::Tls)?;
+    .with_cert_resolver(files);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -207,8 +205,14 @@ fn tls_acceptor(t: &OidcTls) -> Result<TlsAcceptor, OidcError> {
 pub(crate) async fn spawn(
     cfg: &OidcConfig,
     ca: Arc<CertificateAuthority>,
-) -> Result<tokio::task::JoinHandle<()>, OidcError> {
-    let tls = cfg.tls.as_ref().map(tls_acceptor).transpose()?;
+) -> Result<Vec<tokio::task::JoinHandle<()>>, OidcError> {
+    let files = cfg
+        .tls
+        .as_ref()
+        .map(|t: &OidcTls| FileCertificate::load(&t.cert_file, &t.key_file, OIDC_FILES))
+        .transpose()?;
+    let reloader = files.as_ref().map(FileCertificate::spawn_reloader);
+    let tls = files.map(tls_acceptor).transpose()?;
     let bind_error = |source| OidcError::Bind {
         address: cfg.listen.to_string(),
         source,
@@ -227,13 +231,8 @@ pub(crate) async fn spawn(
     );
     let respond: crate::http1::Respond =
         Arc::new(move |method: &Method, path: &str| endpoint.respond(method, path));
-    Ok(crate::http1::spawn(
-        listener,
-        tls,
-        "OIDC discovery",
-        cfg.limits,
-        respond,
-    ))
+    let serve = crate::http1::spawn(listener, tls, "OIDC discovery", cfg.limits, respond);
+    Ok([Some(serve), reloader].into_iter().flatten().collect())
 }
 
 #[cfg(test)]

@@ -447,7 +447,7 @@ fn an_https_web_endpoint_serves_the_bundle_and_reloads_its_certificate() {
         || get("/", &other_ca.cert).is_ok_and(|r| r.status == 200),
     );
     assert!(get("/", &web_ca.cert).unwrap_err().is_tls());
-    assert!(log(&b).contains("https_web certificate reloaded"));
+    assert!(log(&b).contains("TLS certificate reloaded"));
 }
 
 /// A bootstrap `bundle set` is taken up when it is stored, not at the poller's next retry:

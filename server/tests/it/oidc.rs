@@ -303,33 +303,27 @@ fn discovery_over_https_presents_the_configured_certificate() {
             key.display()
         ),
     );
-    let _server = ServerProcess::start("oidc_https", &conf, &hsm, &dir.path().join("admin.sock"));
+    let server = ServerProcess::start("oidc_https", &conf, &hsm, &dir.path().join("admin.sock"));
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(tls.cert.der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
-    let tcp = TcpStream::connect(&address).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut stream = rustls::StreamOwned::new(conn, tcp);
-    write!(
-        stream,
-        "GET /.well-known/openid-configuration HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    // The server closes without close_notify after Connection: close; what came is enough.
-    let _ = stream.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw);
+    let text = https_get(&address, tls.cert.der()).unwrap();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("\"issuer\":\"https://localhost\""), "{text}");
+
+    // Renewed in place (as an ACME client does): served without a restart, the old
+    // certificate no longer.
+    let renewed = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(&key, renewed.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&cert, renewed.cert.pem()).unwrap();
+    ironroot_testkit::wait_until(
+        "the renewed certificate",
+        Duration::from_secs(30),
+        || server.log_tail(),
+        || https_get(&address, renewed.cert.der()).is_ok(),
+    );
+    assert!(https_get(&address, tls.cert.der()).is_err());
+    assert!(std::fs::read_to_string(&server.log)
+        .unwrap()
+        .contains("TLS certificate reloaded"));
 
     // Plain HTTP on the HTTPS port gets no answer.
     let mut plain = TcpStream::connect(&address).unwrap();
@@ -344,4 +338,37 @@ fn discovery_over_https_presents_the_configured_certificate() {
         "{}",
         String::from_utf8_lossy(&raw)
     );
+}
+
+/// `GET /.well-known/openid-configuration` over HTTPS trusting only `trusted`: the answer,
+/// or why the handshake or the request failed.
+fn https_get(address: &str, trusted: &[u8]) -> Result<String, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(trusted.to_vec()))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(address).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        stream,
+        "GET /.well-known/openid-configuration HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    // The server closes without close_notify after Connection: close; what came is enough.
+    let read = stream.read_to_end(&mut raw);
+    if raw.is_empty() {
+        return Err(format!("no answer: {read:?}"));
+    }
+    Ok(String::from_utf8_lossy(&raw).into_owned())
 }
