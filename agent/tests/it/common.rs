@@ -369,3 +369,41 @@ pub(crate) fn agent_config(env: &NodeApiServer, name: &str, kind: NodeAttestorKi
         metrics: Default::default(),
     }
 }
+
+/// A fresh join token of `env`'s server (10 minutes).
+pub(crate) fn join_token(env: &NodeApiServer) -> String {
+    let out = env
+        .server
+        .cli_ok(&["token", "generate", "--ttl", "600", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("token JSON");
+    v["token"].as_str().expect("token").to_owned()
+}
+
+/// A join_token agent config for `token`, its data under `name`.
+pub(crate) fn agent(env: &NodeApiServer, token: &str, name: &str) -> AgentConfig {
+    AgentConfig {
+        join_token: Some(token.to_owned()),
+        ..agent_config(env, name, NodeAttestorKind::JoinToken)
+    }
+}
+
+/// An attested join_token agent and an agent-API client with its SVID.
+pub(crate) async fn attested(
+    cfg: &AgentConfig,
+) -> (
+    ironroot_agent::sync::AgentSvid,
+    ironroot_api::agent::agent_client::AgentClient<tonic::transport::Channel>,
+) {
+    let svid = ironroot_agent::sync::AgentSvid::from(
+        ironroot_agent::attest::attest(cfg)
+            .await
+            .expect("attestation"),
+    );
+    let ch = ironroot_agent::sync::agent_channel(cfg, &svid)
+        .await
+        .expect("mTLS channel");
+    (
+        svid,
+        ironroot_api::agent::agent_client::AgentClient::new(ch),
+    )
+}

@@ -11,6 +11,7 @@
 mod admin_over_mtls;
 mod agent_key_tpm;
 mod agent_resilience;
+mod agent_sync;
 mod attest_forged;
 mod attest_relabel;
 mod attest_seam;

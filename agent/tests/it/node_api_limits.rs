@@ -9,37 +9,19 @@
 use std::time::{Duration, Instant};
 
 use ironroot_agent::attest::{attest, AttestError, AttestOutcome};
-use ironroot_agent::config::{AgentConfig, NodeAttestorKind};
 use ironroot_agent::refused::Refused;
-use ironroot_agent::sync::{agent_channel, AgentSvid};
-use ironroot_api::agent::{self as pb, agent_client::AgentClient};
+use ironroot_agent::sync::AgentSvid;
+use ironroot_api::agent as pb;
 use ironroot_api::spiffe_id::SpiffeId;
 use ironroot_testkit::server::{NodeApiServer, TD};
-use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::common::{agent_config, rt};
+use crate::common::{agent, attested, join_token, rt};
 
 /// A server with the Node API (join tokens; no TPM policy) and `limits` as its
 /// `[node_api.limits]`.
 fn server(test: &str, limits: &str) -> NodeApiServer {
     NodeApiServer::start(test, "", &[], &format!("[node_api.limits]\n{limits}"))
-}
-
-fn join_token(env: &NodeApiServer) -> String {
-    let out = env
-        .server
-        .cli_ok(&["token", "generate", "--ttl", "600", "--output", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("token JSON");
-    v["token"].as_str().expect("token").to_owned()
-}
-
-/// A join_token agent config for `token`, its data under `name`.
-fn agent(env: &NodeApiServer, token: &str, name: &str) -> AgentConfig {
-    AgentConfig {
-        join_token: Some(token.to_owned()),
-        ..agent_config(env, name, NodeAttestorKind::JoinToken)
-    }
 }
 
 /// The status a refused attestation got.
@@ -55,13 +37,6 @@ fn assert_names(text: &str, words: &[&str]) {
     for w in words {
         assert!(text.contains(w), "expected {w:?} in: {text}");
     }
-}
-
-/// An attested join_token agent and an agent-API client with its SVID.
-async fn attested(cfg: &AgentConfig) -> (AgentSvid, AgentClient<Channel>) {
-    let svid = AgentSvid::from(attest(cfg).await.expect("attestation"));
-    let ch = agent_channel(cfg, &svid).await.expect("mTLS channel");
-    (svid, AgentClient::new(ch))
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, for at most `within`.

@@ -281,9 +281,9 @@ impl EntryIndex {
         self.nodes.get(id)
     }
 
-    /// Every federated bundle.
-    pub(crate) fn bundles(&self) -> impl Iterator<Item = &TrustBundle> {
-        self.bundles.values()
+    /// The federated bundle of `td`, if stored.
+    pub(crate) fn bundle(&self, td: &TrustDomain) -> Option<&TrustBundle> {
+        self.bundles.get(td)
     }
 
     /// The entry `id` if `agent` (with `node_selectors`) may serve it at `now`.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ironroot_api::agent::{self as pb, agent_server::Agent};
 use ironroot_api::entry::RegistrationEntry;
-use ironroot_api::spiffe_id::SpiffeId;
+use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use ironroot_api::tls::svid_spiffe_id;
 use ironroot_runtime::unix_now;
 use tokio_stream::wrappers::WatchStream;
@@ -162,8 +162,15 @@ impl AgentApi {
         } else {
             Vec::new()
         };
+        // Only the bundles the agent's entries federate with (as SPIRE): an agent has no use
+        // for the others, and every sync carries the whole set, so an entry that starts or
+        // stops federating with a trust domain changes it at the next sync.
+        let wanted: std::collections::BTreeSet<&TrustDomain> = authorized
+            .iter()
+            .flat_map(|e| e.entry.spec.federates_with.iter())
+            .collect();
         let mut federated_jwks = std::collections::HashMap::new();
-        for b in ix.bundles() {
+        for b in wanted.into_iter().filter_map(|td| ix.bundle(td)) {
             if let Ok(j) = b.to_jwks_json() {
                 federated_jwks.insert(b.trust_domain.to_string(), j);
             }
