@@ -145,12 +145,18 @@ fn open_upstream(cfg: &ServerConfig) -> Result<Option<Upstream>, StartError> {
                 .map_err(|e| StartError::Upstream(Box::new(e)))?
         }
         UpstreamConfig::OpenBao(pki) => {
+            let pinned_roots = match &pki.root_file {
+                None => Vec::new(),
+                Some(path) => crate::ca::upstream::read_pem_certs(path)
+                    .map_err(|e| StartError::Upstream(Box::new(e)))?,
+            };
             let client =
                 OpenBaoClient::open(pki.connection.clone()).map_err(StartError::UpstreamOpenBao)?;
             Upstream::openbao(OpenBaoPki::new(
                 client,
                 pki.connection.mount.clone(),
                 pki.issuer.clone(),
+                pinned_roots,
             ))
         }
     };

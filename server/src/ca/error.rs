@@ -371,6 +371,18 @@ pub enum IntermediateRefused {
         /// The server's time.
         now: i64,
     },
+    /// The chain ends in a root other than the ones `[upstream] root_file` pins: the PKI
+    /// mount (or whoever answers at its address) issues under another root, which the
+    /// bundle would then publish.
+    #[error(
+        "the chain OpenBao returned ends in a root (SHA-256 {root_sha256}) that is not one of \
+         upstream.root_file's; if the mount's root was replaced on purpose, add the new root \
+         to that file"
+    )]
+    RootNotPinned {
+        /// The SHA-256 of the returned root's DER, hex.
+        root_sha256: String,
+    },
     /// The chain does not end in a self-signed root (the mount's issuer was imported without
     /// its chain): the bundle would have no root.
     #[error(

@@ -246,6 +246,7 @@ fn upstream_openbao_parses_with_its_defaults_and_refuses_what_is_unsafe() {
         Some(UpstreamConfig::OpenBao(pki)) => {
             assert_eq!(pki.connection.mount, "pki");
             assert_eq!(pki.issuer, None);
+            assert_eq!(pki.root_file, None, "no pin unless asked");
             assert!(!pki.connection.insecure_http);
             assert_eq!(pki.connection.timeout, std::time::Duration::from_secs(10));
             assert_eq!(
@@ -257,6 +258,7 @@ fn upstream_openbao_parses_with_its_defaults_and_refuses_what_is_unsafe() {
     }
     let c = parse(&format!(
         "{head}address = \"https://bao:8200\"\nmount = \"pki_int\"\nissuer = \"up-2\"\n\
+         root_file = \"/etc/ironroot/upstream-root.pem\"\n\
          [upstream.approle]\nrole_id = \"r\"\nsecret_id_file = \"/s\"\n"
     ))
     .unwrap();
@@ -264,6 +266,10 @@ fn upstream_openbao_parses_with_its_defaults_and_refuses_what_is_unsafe() {
         Some(UpstreamConfig::OpenBao(pki)) => {
             assert_eq!(pki.connection.mount, "pki_int");
             assert_eq!(pki.issuer.as_deref(), Some("up-2"));
+            assert_eq!(
+                pki.root_file.as_deref(),
+                Some(std::path::Path::new("/etc/ironroot/upstream-root.pem"))
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -97,6 +97,7 @@ pub(crate) struct OpenBaoPkiFile {
     token_file: Option<PathBuf>,
     token_env: Option<String>,
     approle: Option<AppRoleFile>,
+    root_file: Option<PathBuf>,
 }
 
 /// Default PKI mount path of `[upstream] kind = "openbao"`.
@@ -113,6 +114,8 @@ pub(crate) struct OpenBaoPkiConfig {
     pub(crate) connection: TransitConfig,
     /// The issuer reference to sign with; `None`: the mount's default issuer.
     pub(crate) issuer: Option<String>,
+    /// PEM roots the returned chain must end in (`root_file`); `None`: any it verifies to.
+    pub(crate) root_file: Option<PathBuf>,
 }
 
 /// Checks `[upstream] kind = "openbao"` the way `[key_manager.transit]` is checked, plus the
@@ -152,6 +155,7 @@ pub(super) fn openbao_pki(f: OpenBaoPkiFile) -> Result<OpenBaoPkiConfig, Invalid
             timeout: f.timeout,
         },
         issuer: f.issuer,
+        root_file: f.root_file,
     })
 }
 

@@ -91,14 +91,47 @@ fn upstream_openbao_pki_signs_the_ca_and_rotation_survives_a_sealed_openbao() {
 
     let hsm = SoftHsm::new(&dir.path().join("hsm"));
     hsm.init_token("ca");
-    let extra = format!(
-        "[ca]\nca_ttl = \"60s\"\nrotation_check_interval = \"300ms\"\n\n\
-         [upstream]\nkind = \"openbao\"\naddress = \"{}\"\ninsecure_http = true\n\
-         token_file = \"{}\"\n",
-        bao.address(),
-        token_file.display()
+    // Pinned to another root first: the server does not start, and says why.
+    let stranger = dir.path().join("stranger-root.pem");
+    std::fs::write(
+        &stranger,
+        rcgen::generate_simple_self_signed(vec!["stranger".to_string()])
+            .unwrap()
+            .cert
+            .pem(),
+    )
+    .unwrap();
+    let extra = |pinned: &Path| {
+        format!(
+            "[ca]\nca_ttl = \"60s\"\nrotation_check_interval = \"300ms\"\n\n\
+             [upstream]\nkind = \"openbao\"\naddress = \"{}\"\ninsecure_http = true\n\
+             token_file = \"{}\"\nroot_file = \"{}\"\n",
+            bao.address(),
+            token_file.display(),
+            pinned.display()
+        )
+    };
+    let conf = server_config(dir.path(), &hsm, "ca", &extra(&stranger));
+    let mut refused = ServerProcess::spawn(
+        "upstream_openbao_wrong_pin",
+        &conf,
+        &hsm,
+        &dir.path().join("admin.sock"),
     );
-    let conf = server_config(dir.path(), &hsm, "ca", &extra);
+    let (status, output) = refused.wait_exit(Duration::from_secs(60));
+    assert!(
+        !status.success(),
+        "started under an unpinned root:\n{output}"
+    );
+    assert!(output.contains("upstream.root_file"), "{output}");
+    assert_eq!(
+        x509_ca_keys(&hsm),
+        0,
+        "the refused certification left no key"
+    );
+
+    // Pinned to the mount's root: everything below runs with the pin in force.
+    let conf = server_config(dir.path(), &hsm, "ca", &extra(&root_pem));
     let server = ServerProcess::start(
         "upstream_openbao",
         &conf,

@@ -18,16 +18,25 @@ pub(crate) struct OpenBaoPki {
     client: OpenBaoClient,
     mount: String,
     issuer: Option<String>,
+    /// `[upstream] root_file`'s roots (DER); empty: any root the chain verifies to.
+    pinned_roots: Vec<Vec<u8>>,
 }
 
 impl OpenBaoPki {
     /// The mount `mount` reached through `client`; `issuer`: the issuer reference to sign
-    /// with (`None`: the mount's default issuer).
-    pub(crate) fn new(client: OpenBaoClient, mount: String, issuer: Option<String>) -> Self {
+    /// with (`None`: the mount's default issuer); `pinned_roots`: the only roots an answer
+    /// may chain to (empty: any).
+    pub(crate) fn new(
+        client: OpenBaoClient,
+        mount: String,
+        issuer: Option<String>,
+        pinned_roots: Vec<Vec<u8>>,
+    ) -> Self {
         OpenBaoPki {
             client,
             mount,
             issuer,
+            pinned_roots,
         }
     }
 
@@ -90,13 +99,14 @@ impl OpenBaoPki {
                 path: path.clone(),
                 source: Box::new(source),
             })?;
+        let refused = |reason| UpstreamError::OpenBaoAnswer {
+            mount: self.mount.clone(),
+            reason,
+        };
         let mut certified =
-            validate::check_answer(data, key.der_bytes(), &subject.trust_domain, now).map_err(
-                |reason| UpstreamError::OpenBaoAnswer {
-                    mount: self.mount.clone(),
-                    reason,
-                },
-            )?;
+            validate::check_answer(data, key.der_bytes(), &subject.trust_domain, now)
+                .map_err(refused)?;
+        validate::check_pinned_root(&certified, &self.pinned_roots).map_err(refused)?;
         // Never longer than asked: the rotation schedule counts on ca_ttl.
         certified.not_after = certified.not_after.min(now + ttl_secs);
         Ok(certified)

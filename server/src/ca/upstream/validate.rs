@@ -206,6 +206,24 @@ fn check_issuer(
     Ok(())
 }
 
+/// With `pinned` roots (`[upstream] root_file`), refuses a certified chain whose root is
+/// none of them (compared byte for byte as DER); without, accepts any root the chain
+/// verified to.
+pub(crate) fn check_pinned_root(
+    certified: &Certified,
+    pinned: &[Vec<u8>],
+) -> Result<(), IntermediateRefused> {
+    let Some(root) = certified.roots.first() else {
+        return Err(IntermediateRefused::NoRoot);
+    };
+    if pinned.is_empty() || pinned.contains(root) {
+        return Ok(());
+    }
+    Err(IntermediateRefused::RootNotPinned {
+        root_sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, root)),
+    })
+}
+
 fn parse(der: &[u8], what: &str) -> Result<Certificate, IntermediateRefused> {
     Certificate::from_der(der).map_err(|e| IntermediateRefused::Unparseable {
         what: what.to_owned(),

@@ -261,3 +261,28 @@ fn an_expired_issuer_is_refused_and_the_earliest_not_after_is_the_cas() {
     let c = check_intermediate(&cert, &[mid, root], ours.der_bytes(), &td(), NOW).unwrap();
     assert_eq!(c.not_after, NOW + 600);
 }
+
+#[test]
+fn a_pinned_root_must_be_the_one_the_chain_ends_in() {
+    let (root_der, issuer) = root("OpenBao root");
+    let (other_root, _) = root("OpenBao root");
+    let ours = KeyPair::generate().unwrap();
+    let cert = signed(ca_params("ours", None), &ours, &issuer);
+    let c = check_intermediate(
+        &cert,
+        std::slice::from_ref(&root_der),
+        ours.der_bytes(),
+        &td(),
+        NOW,
+    )
+    .unwrap();
+    // No pin: any root the chain verifies to.
+    check_pinned_root(&c, &[]).unwrap();
+    check_pinned_root(&c, &[other_root.clone(), root_der.clone()]).unwrap();
+    // Pinned to another root (same name, other key): refused, naming the returned root.
+    let want = hex::encode(ring::digest::digest(&ring::digest::SHA256, &root_der));
+    assert_eq!(
+        check_pinned_root(&c, std::slice::from_ref(&other_root)),
+        Err(IntermediateRefused::RootNotPinned { root_sha256: want })
+    );
+}
