@@ -20,7 +20,7 @@ use ironroot_runtime::metrics::prometheus_client::metrics::gauge::ConstGauge;
 use ironroot_runtime::metrics::prometheus_client::metrics::histogram::Histogram;
 use ironroot_runtime::metrics::prometheus_client::registry::{Registry, Unit};
 use ironroot_runtime::metrics::{
-    latency_histogram, HistogramConstructor, Labels1, Labels2, ProcessCollector,
+    latency_histogram, HistogramConstructor, Labels1, Labels2, Labels3, ProcessCollector,
 };
 
 use ironroot_hsm::{HsmError, KeyAlgorithm, KeyInfo, KeyManager, KeyManagerHealth};
@@ -42,6 +42,7 @@ pub(crate) struct ServerMetrics {
     agent_syncs: Family<Labels1, Counter>,
     agent_sync_duration: Histograms<Labels1>,
     federation_refreshes: Family<Labels1, Counter>,
+    admin_calls: Family<Labels3, Counter>,
 }
 
 static METRICS: LazyLock<ServerMetrics> = LazyLock::new(|| ServerMetrics {
@@ -54,6 +55,7 @@ static METRICS: LazyLock<ServerMetrics> = LazyLock::new(|| ServerMetrics {
     agent_syncs: Family::default(),
     agent_sync_duration: Family::new_with_constructor(latency_histogram),
     federation_refreshes: Family::default(),
+    admin_calls: Family::default(),
 });
 
 /// The server's families.
@@ -135,6 +137,19 @@ impl ServerMetrics {
             .inc();
     }
 
+    /// One admin call was answered: `method` one of admin.proto's (or `unknown`),
+    /// `transport` `socket` or `tls`, `code` the answer's gRPC code.
+    pub(crate) fn admin_call(
+        &self,
+        method: &'static str,
+        transport: &'static str,
+        code: &'static str,
+    ) {
+        self.admin_calls
+            .get_or_create(&[("method", method), ("transport", transport), ("code", code)])
+            .inc();
+    }
+
     /// One agent's SyncEntries ended: `outcome` is the answer's gRPC code.
     pub(crate) fn agent_sync(&self, outcome: &'static str, took: Duration) {
         let labels = [("outcome", outcome)];
@@ -202,6 +217,12 @@ pub(crate) fn registry(cache: Arc<AuthorizedCache>) -> Registry {
         "Fetches of federated trust domains' bundle endpoints, by outcome (changed, unchanged, \
          or the rule that refused the answer).",
         m.federation_refreshes.clone(),
+    );
+    r.register(
+        "admin_calls",
+        "Admin API calls answered, by method, transport (socket, tls) and gRPC code, refusals \
+         before the admin service included.",
+        m.admin_calls.clone(),
     );
     r.register_collector(Box::new(CacheCounts(cache)));
     root

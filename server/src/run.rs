@@ -7,7 +7,9 @@ use std::sync::Arc;
 use ironroot_hsm::{KeyManager, OpenBaoClient, Pkcs11KeyManager, SoftwareKeyManager};
 use tracing::{error, info, warn};
 
-use crate::admin::{bind_admin_socket, serve_admin, AdminAuthorizer, AdminOverTls, AdminService};
+use crate::admin::{
+    bind_admin_socket, serve_admin, AdminAuthorizer, AdminOverTls, AdminService, Counted,
+};
 use crate::audit::Audit;
 use crate::authorized::AuthorizedCache;
 use crate::ca::upstream::{OpenBaoPki, Upstream};
@@ -437,23 +439,27 @@ impl Server {
                 renew_over_mtls: self.node.attestors.attest_once(),
             })))
             .max_decoding_message_size(self.config.node_api.max_message_bytes);
-        // The admin API for admin SVIDs, authorized per call before the service sees it.
-        let admin_svc = AdminOverTls::new(
-            ironroot_api::admin::admin_server::AdminServer::new(AdminService {
-                store: self.store.clone(),
-                ca: self.ca.clone(),
-                cache: self.cache.clone(),
-                audit: self.audit.clone(),
-            })
-            .max_decoding_message_size(self.config.admin.max_request_bytes)
-            .max_encoding_message_size(64 * 1024 * 1024),
-            AdminAuthorizer {
-                trust_domain: self.ca.trust_domain().clone(),
-                ca: self.ca.clone(),
-                store: self.store.clone(),
-                admin_ids: self.config.admin.admin_ids.iter().cloned().collect(),
-            },
-            self.node.limits.clone(),
+        // The admin API for admin SVIDs, authorized per call before the service sees it, and
+        // counted with its refusals.
+        let admin_svc = Counted::new(
+            AdminOverTls::new(
+                ironroot_api::admin::admin_server::AdminServer::new(AdminService {
+                    store: self.store.clone(),
+                    ca: self.ca.clone(),
+                    cache: self.cache.clone(),
+                    audit: self.audit.clone(),
+                })
+                .max_decoding_message_size(self.config.admin.max_request_bytes)
+                .max_encoding_message_size(64 * 1024 * 1024),
+                AdminAuthorizer {
+                    trust_domain: self.ca.trust_domain().clone(),
+                    ca: self.ca.clone(),
+                    store: self.store.clone(),
+                    admin_ids: self.config.admin.admin_ids.iter().cloned().collect(),
+                },
+                self.node.limits.clone(),
+            ),
+            "tls",
         );
         let roots_ca = self.ca.clone();
         let roots: ironroot_api::tls::RootsSource = Arc::new(move || {

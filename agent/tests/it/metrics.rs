@@ -253,6 +253,50 @@ fn both_endpoints_count_attestations_signings_syncs_and_workload_calls() {
         "--selector",
         &format!("unix:uid:{}", nix::unistd::getuid()),
     ]);
+    // The admin calls the CLI made, by method, transport and code; a refused one too.
+    let bad = env.server.cli(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/",
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        "unix:uid:1",
+    ]);
+    assert!(!bad.status.success(), "an entry without a path is refused");
+    let admin = "ironroot_server_admin_calls_total";
+    let counted = scrape_until(&server_metrics, "the admin calls", |p| {
+        p.value(
+            admin,
+            &[
+                ("method", "CreateEntry"),
+                ("transport", "socket"),
+                ("code", "ok"),
+            ],
+        ) == 1.0
+            && p.value(
+                admin,
+                &[
+                    ("method", "CreateEntry"),
+                    ("transport", "socket"),
+                    ("code", "invalid_argument"),
+                ],
+            ) == 1.0
+    });
+    assert!(
+        counted.value(
+            admin,
+            &[
+                ("method", "ListAgents"),
+                ("transport", "socket"),
+                ("code", "ok")
+            ]
+        ) >= 1.0,
+        "{}",
+        counted.text
+    );
+    counted.assert_type("ironroot_server_admin_calls", "counter");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

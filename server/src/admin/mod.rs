@@ -2,10 +2,12 @@
 //! Node API's TLS port for callers whose X.509-SVID is an admin's (`tls`).
 
 mod changes;
+mod counted;
 mod federates_with;
 mod socket;
 mod tls;
 
+pub(crate) use counted::Counted;
 pub use socket::AdminSocketError;
 pub(crate) use socket::{bind_admin_socket, serve_admin};
 pub(crate) use tls::{AdminAuthorizer, AdminOverTls};

@@ -121,9 +121,12 @@ pub(crate) async fn serve_admin(
     let svc = AdminServer::new(service)
         .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(64 * 1024 * 1024);
-    let svc = tonic::service::interceptor::InterceptedService::new(
-        svc,
-        peer_check(Arc::new(allowed_uids)),
+    let svc = super::counted::Counted::new(
+        tonic::service::interceptor::InterceptedService::new(
+            svc,
+            peer_check(Arc::new(allowed_uids)),
+        ),
+        "socket",
     );
     tonic::transport::Server::builder()
         .add_service(svc)
