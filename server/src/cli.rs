@@ -222,6 +222,13 @@ pub enum EntryCommand {
         /// Entries whose selectors include this one; repeatable.
         #[arg(long = "selector")]
         selectors: Vec<String>,
+        /// Entries that federate with this trust domain; repeatable (SPIRE's
+        /// -federatesWith).
+        #[arg(long = "federates-with")]
+        federates_with: Vec<String>,
+        /// How an entry's federated trust domains must relate to --federates-with.
+        #[arg(long, value_enum, default_value_t = FederatesWithMatchArg::Superset)]
+        match_federates_with_on: FederatesWithMatchArg,
     },
     /// Replace every field of an entry.
     Update {
@@ -304,6 +311,19 @@ pub enum BundleCommand {
         #[arg(long, value_enum, default_value_t = BundleDeleteMode::Restrict)]
         mode: BundleDeleteMode,
     },
+}
+
+/// `entry show --match-federates-with-on`: SPIRE's -matchFederatesWithOn.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FederatesWithMatchArg {
+    /// It federates with every one given, and maybe others.
+    Superset,
+    /// It federates with exactly those given.
+    Exact,
+    /// It federates with at least one of those given.
+    Any,
+    /// It federates with some of those given and no other.
+    Subset,
 }
 
 /// `bundle delete --mode`: SPIRE's modes.

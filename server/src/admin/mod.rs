@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status};
 
 use crate::ca::{CertificateAuthority, HealthState};
 use crate::status;
-use crate::store::{DataStore, EntryFilter, PageRequest};
+use crate::store::{DataStore, EntryFilter, FederatesWithFilter, FederatesWithMatch, PageRequest};
 
 /// Most selectors accepted in one list filter.
 const MAX_FILTER_SELECTORS: usize = 64;
@@ -50,6 +50,44 @@ fn bundle_pb(b: &TrustBundle) -> Result<pb::Bundle, Status> {
 }
 
 /// "other.org" or "spiffe://other.org".
+/// `by_federates_with` and its match mode as a store filter; none when the list is empty.
+fn federates_with_filter(
+    names: &[String],
+    match_on: i32,
+) -> Result<Option<FederatesWithFilter>, Status> {
+    let match_on = match pb::FederatesWithMatch::try_from(match_on) {
+        Ok(pb::FederatesWithMatch::Superset) => FederatesWithMatch::Superset,
+        Ok(pb::FederatesWithMatch::Exact) => FederatesWithMatch::Exact,
+        Ok(pb::FederatesWithMatch::Any) => FederatesWithMatch::Any,
+        Ok(pb::FederatesWithMatch::Subset) => FederatesWithMatch::Subset,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "match_federates_with_on {match_on}: not a match mode (superset, exact, any, \
+                 subset)"
+            )))
+        }
+    };
+    if names.is_empty() {
+        return Ok(None);
+    }
+    if names.len() > MAX_FILTER_SELECTORS {
+        return Err(Status::invalid_argument(format!(
+            "at most {MAX_FILTER_SELECTORS} trust domains in by_federates_with"
+        )));
+    }
+    let trust_domains = names
+        .iter()
+        .map(|n| {
+            TrustDomain::parse(n.trim_start_matches("spiffe://"))
+                .map_err(|e| Status::invalid_argument(format!("by_federates_with {n:?}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Some(FederatesWithFilter {
+        trust_domains,
+        match_on,
+    }))
+}
+
 fn parse_td(s: &str) -> Result<TrustDomain, Status> {
     TrustDomain::parse(s.trim_start_matches("spiffe://"))
         .map_err(|e| Status::invalid_argument(format!("trust_domain {s:?}: {e}")))
@@ -366,6 +404,7 @@ impl Admin for AdminService {
                         .map_err(|e| Status::invalid_argument(format!("by_selectors: {e}")))
                 })
                 .collect::<Result<_, _>>()?,
+            federates_with: federates_with_filter(&r.by_federates_with, r.match_federates_with_on)?,
         };
         let page = page_request(r.page_size, r.page_token)?;
         let page = self

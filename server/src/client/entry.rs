@@ -11,7 +11,7 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 use super::{connect, rpc_err, selectors};
-use crate::cli::{ClientArgs, EntryCommand, EntryFieldArgs, Output};
+use crate::cli::{ClientArgs, EntryCommand, EntryFieldArgs, FederatesWithMatchArg, Output};
 
 fn fields(a: &EntryFieldArgs) -> anyhow::Result<pb::EntryFields> {
     Ok(pb::EntryFields {
@@ -369,7 +369,15 @@ pub async fn entry(cmd: EntryCommand) -> anyhow::Result<()> {
             spiffe_id,
             parent_id,
             selectors: sel,
+            federates_with,
+            match_federates_with_on,
         } => {
+            let match_on = match match_federates_with_on {
+                FederatesWithMatchArg::Superset => pb::FederatesWithMatch::Superset,
+                FederatesWithMatchArg::Exact => pb::FederatesWithMatch::Exact,
+                FederatesWithMatchArg::Any => pb::FederatesWithMatch::Any,
+                FederatesWithMatchArg::Subset => pb::FederatesWithMatch::Subset,
+            };
             let mut c = connect(&client).await?;
             let entries = if let Some(id) = entry_id {
                 vec![c
@@ -388,6 +396,8 @@ pub async fn entry(cmd: EntryCommand) -> anyhow::Result<()> {
                             by_selectors: selectors(&sel)?,
                             page_size: 0,
                             page_token,
+                            by_federates_with: federates_with.clone(),
+                            match_federates_with_on: match_on.into(),
                         })
                         .await
                         .map_err(|s| rpc_err("entry show", s))?

@@ -27,8 +27,9 @@ mod sled;
 
 pub use error::{BackendError, StoreError};
 pub use model::{
-    AttestedNode, Change, ChangeEvent, ChangesSince, EntryFilter, Page, PageRequest, Revision,
-    Snapshot, Unreadable, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
+    AttestedNode, Change, ChangeEvent, ChangesSince, EntryFilter, FederatesWithFilter,
+    FederatesWithMatch, Page, PageRequest, Revision, Snapshot, Unreadable, DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
 };
 pub use postgres::{PostgresConfig, PostgresStore};
 pub use rules::entry_identity_key;

@@ -40,6 +40,9 @@ pub struct EntryFilter {
     pub parent_id: Option<SpiffeId>,
     /// Entries whose selectors include all of these.
     pub selectors_superset_of: Vec<Selector>,
+    /// Entries whose `federates_with` relates to these trust domains as it says (not
+    /// served by an index: applied to what the other filters leave).
+    pub federates_with: Option<FederatesWithFilter>,
 }
 
 impl EntryFilter {
@@ -53,6 +56,49 @@ impl EntryFilter {
                 .as_ref()
                 .is_none_or(|id| id == &e.spec.parent_id)
             && Selector::all_in(&self.selectors_superset_of, &e.spec.selectors)
+            && self
+                .federates_with
+                .as_ref()
+                .is_none_or(|f| f.matches(&e.spec.federates_with))
+    }
+}
+
+/// How an entry's `federates_with` must relate to a filter's trust domains (SPIRE's
+/// `-matchFederatesWithOn`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FederatesWithMatch {
+    /// It names every one of them, and maybe others (SPIRE's default).
+    #[default]
+    Superset,
+    /// It names exactly them.
+    Exact,
+    /// It names at least one of them.
+    Any,
+    /// It names some of them and no other (an entry that federates with nothing is left out).
+    Subset,
+}
+
+/// A filter on entries' `federates_with`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederatesWithFilter {
+    /// The trust domains (at least one).
+    pub trust_domains: Vec<TrustDomain>,
+    /// How an entry's list must relate to them.
+    pub match_on: FederatesWithMatch,
+}
+
+impl FederatesWithFilter {
+    /// Whether an entry federating with `entry` passes.
+    pub fn matches(&self, entry: &[TrustDomain]) -> bool {
+        let wanted = |td: &TrustDomain| self.trust_domains.contains(td);
+        match self.match_on {
+            FederatesWithMatch::Superset => self.trust_domains.iter().all(|td| entry.contains(td)),
+            FederatesWithMatch::Exact => {
+                entry.iter().all(wanted) && self.trust_domains.iter().all(|td| entry.contains(td))
+            }
+            FederatesWithMatch::Any => entry.iter().any(wanted),
+            FederatesWithMatch::Subset => !entry.is_empty() && entry.iter().all(wanted),
+        }
     }
 }
 

@@ -177,6 +177,34 @@ fn entries_federate_only_with_stored_bundles_and_show_it() {
         why.contains("federates-with-needs-bundle") && why.contains("absent.org"),
         "{why}"
     );
+
+    // `entry show --federates-with` (SPIRE's -federatesWith), both spellings.
+    for td in ["partner.org", "spiffe://partner.org"] {
+        let shown =
+            json(&server.cli(&["entry", "show", "--federates-with", td, "--output", "json"]));
+        let ids: Vec<&str> = shown["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["spiffe_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["spiffe://example.org/batch-a"], "{td}");
+    }
+    let none = json(&server.cli(&[
+        "entry",
+        "show",
+        "--federates-with",
+        "partner.org",
+        "--match-federates-with-on",
+        "exact",
+        "--selector",
+        "unix:uid:3",
+        "--output",
+        "json",
+    ]));
+    assert_eq!(none["entries"], serde_json::json!([]));
+    let e = stderr(&server.cli(&["entry", "show", "--federates-with", "Partner.org"]));
+    assert!(e.contains("by_federates_with \"Partner.org\""), "{e}");
 }
 
 /// The entry's `federates_with` as the server shows it, by SPIFFE ID path.

@@ -31,6 +31,7 @@ pub(crate) async fn entry_crud_and_filters(store: Arc<dyn DataStore>) {
         spiffe_id: spiffe.map(id),
         parent_id: parent.map(id),
         selectors_superset_of: sels.iter().map(|s| sel(s)).collect(),
+        federates_with: None,
     };
     assert_eq!(
         all_of(store, &f(Some("/db"), None, &[])).await,

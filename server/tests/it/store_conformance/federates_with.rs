@@ -95,3 +95,82 @@ pub(crate) async fn federates_with_round_trips_and_updates(store: Arc<dyn DataSt
     );
     assert_eq!(all(store).await, before);
 }
+
+/// Listing by `federates_with` in SPIRE's four match modes, alone and with the indexed
+/// filters, across pages.
+pub(crate) async fn entries_are_listed_by_federates_with(store: Arc<dyn DataStore>) {
+    let store = store.as_ref();
+    let mut made = Vec::new();
+    for (path, fed) in [
+        ("/none", &[][..]),
+        ("/a", &["a.org"][..]),
+        ("/ab", &["a.org", "b.org"][..]),
+        ("/b", &["b.org"][..]),
+        ("/abc", &["a.org", "b.org", "c.org"][..]),
+    ] {
+        let mut s = spec(path, &["k:1"]);
+        s.federates_with = tds(fed);
+        made.push(store.create_entry(s).await.unwrap());
+    }
+    let list = |names: &[&str], match_on: FederatesWithMatch| {
+        let filter = EntryFilter {
+            federates_with: Some(FederatesWithFilter {
+                trust_domains: tds(names),
+                match_on,
+            }),
+            ..EntryFilter::default()
+        };
+        async move {
+            // Pages of one: the filter holds across pages, none repeated or skipped.
+            let mut paths = Vec::new();
+            let mut page = PageRequest::first(1);
+            loop {
+                let p = store.list_entries(&filter, &page).await.unwrap();
+                paths.extend(p.items.iter().map(|e| e.spec.spiffe_id.path().to_owned()));
+                match p.next {
+                    Some(n) => page.after = Some(n),
+                    None => break,
+                }
+            }
+            paths.sort();
+            paths
+        }
+    };
+    use FederatesWithMatch::*;
+    assert_eq!(list(&["a.org"], Superset).await, ["/a", "/ab", "/abc"]);
+    assert_eq!(list(&["a.org", "b.org"], Superset).await, ["/ab", "/abc"]);
+    assert_eq!(list(&["a.org", "b.org"], Exact).await, ["/ab"]);
+    assert_eq!(list(&["b.org"], Exact).await, ["/b"]);
+    assert_eq!(list(&["a.org", "c.org"], Any).await, ["/a", "/ab", "/abc"]);
+    assert_eq!(list(&["a.org", "b.org"], Subset).await, ["/a", "/ab", "/b"]);
+    assert_eq!(list(&["z.org"], Any).await, Vec::<String>::new());
+    // With an indexed filter: the SPIFFE ID index, then federates_with.
+    let by_id = EntryFilter {
+        spiffe_id: Some(made[2].spec.spiffe_id.clone()),
+        federates_with: Some(FederatesWithFilter {
+            trust_domains: tds(&["c.org"]),
+            match_on: Superset,
+        }),
+        ..EntryFilter::default()
+    };
+    assert!(store
+        .list_entries(&by_id, &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let by_parent = EntryFilter {
+        parent_id: Some(made[0].spec.parent_id.clone()),
+        federates_with: Some(FederatesWithFilter {
+            trust_domains: tds(&["c.org"]),
+            match_on: Any,
+        }),
+        ..EntryFilter::default()
+    };
+    let found = store
+        .list_entries(&by_parent, &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(found, vec![made[4].clone()]);
+}

@@ -11,7 +11,8 @@ use ironroot_api::entry::{EntryError, EntrySpec, RegistrationEntry};
 use ironroot_api::selector::Selector;
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use ironroot_server::store::{
-    AttestedNode, Change, ChangesSince, DataStore, EntryFilter, PageRequest, Revision, StoreError,
+    AttestedNode, Change, ChangesSince, DataStore, EntryFilter, FederatesWithFilter,
+    FederatesWithMatch, PageRequest, Revision, StoreError,
 };
 
 /// What a backend gives the suite.
@@ -143,7 +144,8 @@ macro_rules! conformance_suite {
             pages_neither_repeat_nor_skip,
             the_change_feed_reproduces_the_store,
             concurrent_writers_make_no_duplicates_and_no_gaps,
-            federates_with_round_trips_and_updates
+            federates_with_round_trips_and_updates,
+            entries_are_listed_by_federates_with
         );
         $crate::conformance_suite!(@with_backend $b,
             data_survives_reopen,
