@@ -280,6 +280,7 @@ impl AdminService {
         &self,
         req: Request<pb::DeleteFederatedBundleRequest>,
     ) -> Result<Response<pb::DeleteFederatedBundleResponse>, Status> {
+        let actor = super::actor(&req);
         let r = req.into_inner();
         let td = parse_td(&r.trust_domain)?;
         let mode = pb::BundleDeleteMode::try_from(r.mode).map_err(|_| {
@@ -288,7 +289,9 @@ impl AdminService {
                 r.mode
             ))
         })?;
-        let settled = self.settle_entries_federating_with(&td, mode).await?;
+        let settled = self
+            .settle_entries_federating_with(&actor, &td, mode)
+            .await?;
         let deleted = self
             .store
             .delete_federated_bundle(&td)

@@ -93,8 +93,11 @@ impl AdminService {
     /// Settles the entries that federate with `td` before its bundle is deleted, as `mode`
     /// says: refuses (`restrict`, FAILED_PRECONDITION naming rule `bundle-in-use` and some
     /// of them), deletes them, or removes `td` from their `federates_with`.
+    /// Each entry deleted or changed is recorded in the audit log under `actor`, as an
+    /// `entry.delete` or `entry.update` of its own, before the next is touched.
     pub(super) async fn settle_entries_federating_with(
         &self,
+        actor: &str,
         td: &TrustDomain,
         mode: pb::BundleDeleteMode,
     ) -> Result<EntriesSettled, Status> {
@@ -147,6 +150,14 @@ impl AdminService {
                             Ok(e) => {
                                 settled.deleted += 1;
                                 info!(entry = %e.id, trust_domain = %td, "entry deleted with the federated bundle it federated with");
+                                self.audit
+                                    .admin(
+                                        actor,
+                                        "entry.delete",
+                                        format!("{} (bundle delete of {td}, mode delete)", e.id),
+                                        Ok::<(), Status>(()),
+                                    )
+                                    .await?;
                             }
                             // Deleted by someone else meanwhile: nothing left to settle.
                             Err(StoreError::EntryNotFound { .. }) => {}
@@ -161,6 +172,14 @@ impl AdminService {
                 for e in &federating {
                     if self.dissociate(&e.id, td).await? {
                         settled.dissociated += 1;
+                        self.audit
+                            .admin(
+                                actor,
+                                "entry.update",
+                                format!("{} (bundle delete of {td}, mode dissociate)", e.id),
+                                Ok::<(), Status>(()),
+                            )
+                            .await?;
                     }
                 }
                 Ok(settled)

@@ -319,4 +319,18 @@ fn deleting_a_bundle_settles_the_entries_that_federate_with_it() {
     assert!(out.contains("deleted") && !out.contains("entries"), "{out}");
     let e = stderr(&server.cli(&["bundle", "delete", "--id", "partner.org"]));
     assert!(e.contains("no federated bundle for partner.org"), "{e}");
+
+    // Every entry a bundle delete changed or deleted has its own audit record.
+    let records = ironroot_audit::read_records(&dir.path().join("data/audit")).unwrap();
+    let settled = |action: &str, mode: &str| -> usize {
+        records
+            .iter()
+            .filter(|r| {
+                matches!(&r.event, ironroot_audit::Event::Admin { action: a, target, outcome, .. }
+                    if a == action && outcome == "ok" && target.ends_with(&format!("mode {mode})")))
+            })
+            .count()
+    };
+    assert_eq!(settled("entry.update", "dissociate"), 2);
+    assert_eq!(settled("entry.delete", "delete"), 2);
 }
