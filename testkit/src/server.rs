@@ -305,6 +305,21 @@ impl ServerProcess {
             .to_owned()
     }
 
+    /// Stores the federated bundle of `trust_domain` from the PEM roots in `pem`
+    /// (`bundle set --format pem`), as an operator's bootstrap does.
+    pub fn set_federated_bundle_pem(&self, trust_domain: &str, pem: &Path) -> String {
+        self.cli_ok(&[
+            "bundle",
+            "set",
+            "--id",
+            trust_domain,
+            "--path",
+            pem.to_str().expect("a UTF-8 path"),
+            "--format",
+            "pem",
+        ])
+    }
+
     /// Runs a CLI verb that must succeed; returns stdout.
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);

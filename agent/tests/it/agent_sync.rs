@@ -43,16 +43,7 @@ fn an_agent_gets_only_the_federated_bundles_its_entries_federate_with() {
     let pem = env.dir.path().join("partner.pem");
     std::fs::write(&pem, env.server.cli_ok(&["bundle", "show"])).unwrap();
     for td in ["partner-a.test", "partner-b.test", "partner-c.test"] {
-        env.server.cli_ok(&[
-            "bundle",
-            "set",
-            "--id",
-            td,
-            "--path",
-            pem.to_str().unwrap(),
-            "--format",
-            "pem",
-        ]);
+        env.server.set_federated_bundle_pem(td, &pem);
     }
     let (one, two) = (
         agent(&env, &join_token(&env), "one"),

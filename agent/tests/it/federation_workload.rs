@@ -59,16 +59,7 @@ fn a_workload_gets_the_federated_bundle_and_the_partners_next_root() {
     let b_roots_at_start = b.bundle_roots();
     let pem = env.dir.path().join("td-b.pem");
     std::fs::write(&pem, b.cli_ok(&["bundle", "show"])).unwrap();
-    env.server.cli_ok(&[
-        "bundle",
-        "set",
-        "--id",
-        "td-b.test",
-        "--path",
-        pem.to_str().unwrap(),
-        "--format",
-        "pem",
-    ]);
+    env.server.set_federated_bundle_pem("td-b.test", &pem);
 
     // A join-token agent of example.org and an entry for this process (uid 0).
     let log = ironroot_testkit::test_log_dir("federation_workload").join("agent.log");

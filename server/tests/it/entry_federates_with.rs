@@ -53,16 +53,7 @@ fn entries_federate_only_with_stored_bundles_and_show_it() {
     // A bundle of partner.org (any roots will do: the server's own, under another name).
     let pem = dir.path().join("partner.pem");
     std::fs::write(&pem, server.cli_ok(&["bundle", "show"])).unwrap();
-    server.cli_ok(&[
-        "bundle",
-        "set",
-        "--id",
-        "partner.org",
-        "--path",
-        pem.to_str().unwrap(),
-        "--format",
-        "pem",
-    ]);
+    server.set_federated_bundle_pem("partner.org", &pem);
 
     // Both spellings, once each, stored bare.
     let created = json(&create(
@@ -232,18 +223,7 @@ fn deleting_a_bundle_settles_the_entries_that_federate_with_it() {
     let (_h, server) = ServerProcess::start_on_new_token("bundle_delete_modes", dir.path(), "");
     let pem = dir.path().join("partner.pem");
     std::fs::write(&pem, server.cli_ok(&["bundle", "show"])).unwrap();
-    let set = |td: &str| {
-        server.cli_ok(&[
-            "bundle",
-            "set",
-            "--id",
-            td,
-            "--path",
-            pem.to_str().unwrap(),
-            "--format",
-            "pem",
-        ])
-    };
+    let set = |td: &str| server.set_federated_bundle_pem(td, &pem);
     let bundles = || server.cli_ok(&["bundle", "list"]);
     set("partner.org");
     set("other.org");

@@ -26,16 +26,7 @@ use serde_json::Value;
 fn bootstrap(server: &ServerProcess, td: &str, peer: &ServerProcess, dir: &Path) {
     let pem = dir.join(format!("{td}.bootstrap.pem"));
     std::fs::write(&pem, peer.cli_ok(&["bundle", "show"])).unwrap();
-    server.cli_ok(&[
-        "bundle",
-        "set",
-        "--id",
-        td,
-        "--path",
-        pem.to_str().unwrap(),
-        "--format",
-        "pem",
-    ]);
+    server.set_federated_bundle_pem(td, &pem);
 }
 
 /// The federated bundle of `td` as `server` stores it: (sequence, X.509 roots, JWT kids).
