@@ -172,6 +172,8 @@ impl UnsettledKeys {
                     info!(key = %k.label, "destroyed a CA key whose journal write was never stored");
                     false
                 }
+                // Gone already (destroyed by hand): nothing left to settle.
+                Err(ironroot_hsm::HsmError::KeyNotFound { .. }) => false,
                 Err(e) => {
                     warn!(key = %k.label, error = %e, "cannot destroy a CA key no journal names yet; trying again at the next check");
                     true
