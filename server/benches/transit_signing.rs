@@ -44,6 +44,7 @@ fn main() {
             insecure_http: true,
             auth: TransitAuth::Token(SecretSource::File(token)),
             timeout: Duration::from_secs(10),
+            namespace: None,
         })
         .expect("open transit"),
     );

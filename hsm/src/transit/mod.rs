@@ -59,6 +59,10 @@ pub struct TransitConfig {
     pub auth: TransitAuth,
     /// Timeout of a whole request, from connect to the last byte of the answer.
     pub timeout: Duration,
+    /// The namespace (OpenBao, Vault Enterprise) every request is made in, sent as
+    /// `X-Vault-Namespace`; `None`: the root namespace. Mount paths and AppRole login are
+    /// relative to it.
+    pub namespace: Option<String>,
 }
 
 /// Transit keys reached over the Vault HTTP API. See the module documentation.
@@ -280,6 +284,9 @@ impl Inner {
         let mut headers = Vec::new();
         if let Some(t) = token {
             headers.push(("X-Vault-Token", t));
+        }
+        if let Some(ns) = &self.config.namespace {
+            headers.push(("X-Vault-Namespace", ns.as_str()));
         }
         if call.method == "POST" || call.method == "DELETE" || call.method == "LIST" {
             // Vault's CSRF guard for browser-style requests; harmless elsewhere.

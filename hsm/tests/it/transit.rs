@@ -59,6 +59,7 @@ impl Transit {
             auth,
             // Generous: RSA-3072 generation in OpenBao takes seconds on a loaded machine.
             timeout: Duration::from_secs(30),
+            namespace: None,
         }
     }
 
@@ -466,6 +467,7 @@ fn https_is_verified_against_ca_file() {
         auth: TransitAuth::Token(SecretSource::File(token.clone())),
         // Generous: RSA-3072 generation in OpenBao takes seconds on a loaded machine.
         timeout: Duration::from_secs(30),
+        namespace: None,
     };
     assert!(bao.address().starts_with("https://"));
 
@@ -493,4 +495,45 @@ fn https_is_verified_against_ca_file() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// With `namespace`, every request (key creation, lookup, signing) is made in that namespace:
+/// the key lives in its transit mount and the root namespace's mount never sees it, and a
+/// key manager without the namespace does not find it.
+#[test]
+fn a_namespace_is_where_every_request_goes() {
+    let Some(t) = Transit::fresh() else { return };
+    t.bao.bao(&["namespace", "create", "team-a"]);
+    t.bao.bao(&[
+        "secrets",
+        "enable",
+        "-ns=team-a",
+        &format!("-path={MOUNT}"),
+        "transit",
+    ]);
+    let root = t.token_file("root", ROOT_TOKEN);
+    let in_namespace = TransitKeyManager::open(TransitConfig {
+        namespace: Some("team-a".into()),
+        ..t.config(TransitAuth::Token(SecretSource::File(root.clone())))
+    })
+    .expect("open in team-a");
+    let made = in_namespace
+        .generate("ns-key", KeyAlgorithm::EcP256)
+        .expect("generate in team-a");
+    assert_eq!(
+        in_namespace
+            .find("ns-key")
+            .expect("find")
+            .map(|k| k.public_key_der),
+        Some(made.public_key_der.clone())
+    );
+    let listed = t.bao.bao(&["list", "-ns=team-a", &format!("{MOUNT}/keys")]);
+    assert!(listed.contains(&format!("{PREFIX}ns-key")), "{listed}");
+    let outside = TransitKeyManager::open(t.config(TransitAuth::Token(SecretSource::File(root))))
+        .expect("open at the root");
+    assert_eq!(outside.find("ns-key").expect("find at the root"), None);
+    assert!(
+        outside.list().expect("list at the root").is_empty(),
+        "the root namespace's transit holds no key"
+    );
 }

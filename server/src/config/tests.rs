@@ -247,6 +247,10 @@ fn upstream_openbao_parses_with_its_defaults_and_refuses_what_is_unsafe() {
             assert_eq!(pki.connection.mount, "pki");
             assert_eq!(pki.issuer, None);
             assert_eq!(pki.root_file, None, "no pin unless asked");
+            assert_eq!(
+                pki.connection.namespace, None,
+                "the root namespace unless asked"
+            );
             assert!(!pki.connection.insecure_http);
             assert_eq!(pki.connection.timeout, std::time::Duration::from_secs(10));
             assert_eq!(
@@ -258,7 +262,7 @@ fn upstream_openbao_parses_with_its_defaults_and_refuses_what_is_unsafe() {
     }
     let c = parse(&format!(
         "{head}address = \"https://bao:8200\"\nmount = \"pki_int\"\nissuer = \"up-2\"\n\
-         root_file = \"/etc/ironroot/upstream-root.pem\"\n\
+         root_file = \"/etc/ironroot/upstream-root.pem\"\nnamespace = \"org/team-a\"\n\
          [upstream.approle]\nrole_id = \"r\"\nsecret_id_file = \"/s\"\n"
     ))
     .unwrap();
@@ -270,6 +274,7 @@ fn upstream_openbao_parses_with_its_defaults_and_refuses_what_is_unsafe() {
                 pki.root_file.as_deref(),
                 Some(std::path::Path::new("/etc/ironroot/upstream-root.pem"))
             );
+            assert_eq!(pki.connection.namespace.as_deref(), Some("org/team-a"));
         }
         other => panic!("{other:?}"),
     }
@@ -297,6 +302,14 @@ fn upstream_openbao_parses_with_its_defaults_and_refuses_what_is_unsafe() {
         (
             "address = \"https://bao:8200\"\ntoken_file = \"/t\"\nrole = \"r\"\n",
             "role",
+        ),
+        (
+            "address = \"https://bao:8200\"\ntoken_file = \"/t\"\nnamespace = \"a//b\"\n",
+            "upstream.namespace",
+        ),
+        (
+            "address = \"https://bao:8200\"\ntoken_file = \"/t\"\nnamespace = \"a\\nX-Evil: 1\"\n",
+            "upstream.namespace",
         ),
     ] {
         let e = parse(&format!("{head}{body}")).unwrap_err().to_string();
@@ -929,6 +942,7 @@ fn the_annotated_transit_example_parses_with_its_defaults() {
     assert_eq!(t.mount, transit::DEFAULT_TRANSIT_MOUNT);
     assert_eq!(t.key_prefix, transit::DEFAULT_TRANSIT_KEY_PREFIX);
     assert_eq!(t.timeout, transit::DEFAULT_TRANSIT_TIMEOUT);
+    assert_eq!(t.namespace.as_deref(), Some("team-a"));
     assert!(!t.insecure_http);
     assert_eq!(
         t.auth,

@@ -35,6 +35,7 @@ pub(super) struct TransitFile {
     token_file: Option<PathBuf>,
     token_env: Option<String>,
     approle: Option<AppRoleFile>,
+    namespace: Option<String>,
 }
 
 /// `[key_manager.transit.approle]`.
@@ -69,6 +70,7 @@ fn timeout() -> Duration {
 pub(super) fn transit(f: TransitFile) -> Result<TransitConfig, InvalidOption> {
     let auth = auth(&TRANSIT, f.token_file, f.token_env, f.approle)?;
     check_connection(&TRANSIT, &f.address, f.insecure_http, f.timeout)?;
+    check_namespace(&TRANSIT, f.namespace.as_deref())?;
     Ok(TransitConfig {
         address: f.address,
         mount: f.mount,
@@ -77,6 +79,7 @@ pub(super) fn transit(f: TransitFile) -> Result<TransitConfig, InvalidOption> {
         insecure_http: f.insecure_http,
         auth,
         timeout: f.timeout,
+        namespace: f.namespace,
     })
 }
 
@@ -98,6 +101,7 @@ pub(crate) struct OpenBaoPkiFile {
     token_env: Option<String>,
     approle: Option<AppRoleFile>,
     root_file: Option<PathBuf>,
+    namespace: Option<String>,
 }
 
 /// Default PKI mount path of `[upstream] kind = "openbao"`.
@@ -123,6 +127,7 @@ pub(crate) struct OpenBaoPkiConfig {
 pub(super) fn openbao_pki(f: OpenBaoPkiFile) -> Result<OpenBaoPkiConfig, InvalidOption> {
     let auth = auth(&UPSTREAM, f.token_file, f.token_env, f.approle)?;
     check_connection(&UPSTREAM, &f.address, f.insecure_http, f.timeout)?;
+    check_namespace(&UPSTREAM, f.namespace.as_deref())?;
     if f.mount.is_empty()
         || f.mount.starts_with('/')
         || f.mount.ends_with('/')
@@ -153,6 +158,7 @@ pub(super) fn openbao_pki(f: OpenBaoPkiFile) -> Result<OpenBaoPkiConfig, Invalid
             insecure_http: f.insecure_http,
             auth,
             timeout: f.timeout,
+            namespace: f.namespace,
         },
         issuer: f.issuer,
         root_file: f.root_file,
@@ -169,6 +175,30 @@ struct Section {
     address: &'static str,
     timeout: &'static str,
     role_id: &'static str,
+    namespace: &'static str,
+}
+
+/// A namespace goes into a header and names a path: `seg(/seg)*`, each segment of
+/// `A-Z a-z 0-9 _ -`, as OpenBao and Vault name them.
+fn check_namespace(key: &Section, namespace: Option<&str>) -> Result<(), InvalidOption> {
+    let Some(ns) = namespace else {
+        return Ok(());
+    };
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if ns.len() > 256 || !ns.split('/').all(segment_ok) {
+        return Err(invalid(
+            key.namespace,
+            format!(
+                "{ns:?} is not a namespace path (segments of A-Z a-z 0-9 _ - separated by /, \
+                 no leading or trailing /)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 const TRANSIT: Section = Section {
@@ -176,6 +206,7 @@ const TRANSIT: Section = Section {
     address: "key_manager.transit.address",
     timeout: "key_manager.transit.timeout",
     role_id: "key_manager.transit.approle.role_id",
+    namespace: "key_manager.transit.namespace",
 };
 
 const UPSTREAM: Section = Section {
@@ -183,6 +214,7 @@ const UPSTREAM: Section = Section {
     address: "upstream.address",
     timeout: "upstream.timeout",
     role_id: "upstream.approle.role_id",
+    namespace: "upstream.namespace",
 };
 
 /// Exactly one of `token_file`, `token_env`, `[<section>.approle]`.
