@@ -17,6 +17,7 @@ use ironroot_api::bundle::TrustBundle;
 use ironroot_api::spiffe_id::TrustDomain;
 use ironroot_testkit::certs;
 use ironroot_testkit::server::*;
+use ironroot_testkit::softhsm::SoftHsm;
 use ironroot_testkit::{free_port, wait_until};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -228,16 +229,22 @@ fn web_relationship(td: &str, port: u16, path: &str, ca: &Path) -> String {
     )
 }
 
+/// td-b.test with its bundle endpoint (https_spiffe) on a free port.
+fn td_b_serving_its_bundle(test: &str, dir: &Path) -> (SoftHsm, ServerProcess, u16) {
+    let port = free_port();
+    let (hsm, server) = start_trust_domain(
+        test,
+        dir,
+        "td-b.test",
+        &format!("[federation.bundle_endpoint]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    (hsm, server, port)
+}
+
 #[test]
 fn bad_endpoints_and_bad_bundles_are_refused_and_the_last_good_bundle_stays() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let port_b = free_port();
-    let (_hb, b) = start_trust_domain(
-        "federation_refusals_b",
-        dir_b.path(),
-        "td-b.test",
-        &format!("[federation.bundle_endpoint]\nlisten = \"127.0.0.1:{port_b}\"\n"),
-    );
+    let (_hb, b, port_b) = td_b_serving_its_bundle("federation_refusals_b", dir_b.path());
 
     // The web endpoint: a good bundle of td-web.test (its root names no trust domain), then
     // junk; td-b's bundle served as if it were td-wrong.test's.
@@ -447,13 +454,7 @@ fn an_https_web_endpoint_serves_the_bundle_and_reloads_its_certificate() {
 #[test]
 fn a_bootstrap_is_fetched_from_when_it_is_set_not_at_the_next_retry() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let port_b = free_port();
-    let (_hb, b) = start_trust_domain(
-        "bootstrap_wake_b",
-        dir_b.path(),
-        "td-b.test",
-        &format!("[federation.bundle_endpoint]\nlisten = \"127.0.0.1:{port_b}\"\n"),
-    );
+    let (_hb, b, port_b) = td_b_serving_its_bundle("bootstrap_wake_b", dir_b.path());
     let (_ha, a) = start_trust_domain(
         "bootstrap_wake_a",
         dir_a.path(),

@@ -173,29 +173,15 @@ pub(crate) async fn the_ca_journal_is_replaced_only_from_what_was_read(store: Ar
     assert!(events_after(store.as_ref(), head).await.is_empty());
 
     // Eight writers from the same journal: one wins, the others are told.
-    let tasks: Vec<_> = (0..8u8)
-        .map(|i| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .replace_ca_journal(Some(b"first"), &[b'w', i])
-                    .await
-                    .map(|()| i)
-            })
-        })
-        .collect();
-    let mut winners = Vec::new();
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(i) => winners.push(i),
-            Err(StoreError::CaJournalChanged) => {}
-            Err(e) => panic!("unexpected error: {e}"),
-        }
-    }
-    assert_eq!(winners.len(), 1, "exactly one writer wins: {winners:?}");
+    let winner = one_of_eight_wins(
+        &store,
+        |store, i| async move { store.replace_ca_journal(Some(b"first"), &[b'w', i]).await },
+        |e| matches!(e, StoreError::CaJournalChanged),
+    )
+    .await;
     assert_eq!(
         store.get_ca_journal().await.unwrap().unwrap(),
-        vec![b'w', winners[0]]
+        vec![b'w', winner]
     );
     let events = events_after(store.as_ref(), head).await;
     assert_eq!(events.len(), 1);
@@ -241,35 +227,25 @@ pub(crate) async fn a_federated_bundle_is_replaced_only_over_what_was_judged(
     assert!(events_after(store.as_ref(), head).await.is_empty());
 
     // Eight refreshes judged against the same bundle: one is stored.
-    let tasks: Vec<_> = (0..8u64)
-        .map(|i| {
-            let store = store.clone();
+    let winner = one_of_eight_wins(
+        &store,
+        |store, i| {
             let expected = first.clone();
-            tokio::spawn(async move {
+            async move {
                 store
-                    .replace_federated_bundle(Some(&expected), &bundle("other.org", 2 + i))
+                    .replace_federated_bundle(Some(&expected), &bundle("other.org", 2 + u64::from(i)))
                     .await
-                    .map(|()| i)
-            })
-        })
-        .collect();
-    let mut winners = Vec::new();
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(i) => winners.push(i),
-            Err(StoreError::FederatedBundleChanged { trust_domain }) => {
-                assert_eq!(trust_domain, "other.org")
             }
-            Err(e) => panic!("unexpected error: {e}"),
-        }
-    }
-    assert_eq!(winners.len(), 1, "exactly one refresh wins: {winners:?}");
+        },
+        |e| matches!(e, StoreError::FederatedBundleChanged { trust_domain } if trust_domain == "other.org"),
+    )
+    .await;
     let stored = store
         .get_federated_bundle(&first.trust_domain)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stored, bundle("other.org", 2 + winners[0]));
+    assert_eq!(stored, bundle("other.org", 2 + u64::from(winner)));
     assert_eq!(events_after(store.as_ref(), head).await.len(), 1);
 
     // Deleted by hand during a fetch: the fetch does not bring it back.
@@ -303,4 +279,30 @@ pub(crate) async fn a_federated_bundle_is_replaced_only_over_what_was_judged(
             .unwrap_err(),
         StoreError::OwnTrustDomain { .. }
     ));
+}
+
+/// Runs eight conditional writes (`write(store, i)`) from the same read at once: exactly one
+/// succeeds and every other is told so (`lost`); returns the winner's `i`.
+async fn one_of_eight_wins<F, Fut>(
+    store: &Arc<dyn DataStore>,
+    write: F,
+    lost: impl Fn(&StoreError) -> bool,
+) -> u8
+where
+    F: Fn(Arc<dyn DataStore>, u8) -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..8u8)
+        .map(|i| tokio::spawn(write(store.clone(), i)))
+        .collect();
+    let mut winners = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(()) => winners.push(i as u8),
+            Err(e) if lost(&e) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one writer wins: {winners:?}");
+    winners[0]
 }
