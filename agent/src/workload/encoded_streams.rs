@@ -188,20 +188,14 @@ fn bundles(
     selectors: &[ironroot_api::selector::Selector],
 ) -> Result<Arc<EncodedMessage>, Status> {
     use super::shared_response::ResponseKey;
-    let entries = snap.matching_entries(selectors);
-    let federated: Vec<String> = snap
-        .federated_bundles_for(entries.iter().copied())
-        .into_keys()
-        .map(str::to_owned)
-        .collect();
+    let federated = snap.federated_bundles_for(snap.matching_entries(selectors));
+    let names: Vec<String> = federated.keys().map(|td| (*td).to_owned()).collect();
     match kind {
-        StreamKind::JwtBundles => {
-            shared.get_or_build(snap, ResponseKey::JwtBundles(federated), || {
-                crate::workload_api::jwt_bundles(snap, &entries)
-            })
-        }
-        _ => shared.get_or_build(snap, ResponseKey::X509Bundles(federated), || {
-            crate::workload_api::x509_bundles(snap, &entries)
+        StreamKind::JwtBundles => shared.get_or_build(snap, ResponseKey::JwtBundles(names), || {
+            crate::workload_api::jwt_bundles(snap, &federated)
+        }),
+        _ => shared.get_or_build(snap, ResponseKey::X509Bundles(names), || {
+            crate::workload_api::x509_bundles(snap, &federated)
         }),
     }
     .map_err(too_large)

@@ -48,8 +48,11 @@ pub(crate) fn x509_response_for(
 
 /// FetchX509Bundles for a caller attested to `entries`: our bundle and the
 /// federated ones they name.
-pub(crate) fn x509_bundles(s: &Snapshot, entries: &[&CachedEntry]) -> pb::X509BundlesResponse {
-    let mut bundles = federated_x509(&s.federated_bundles_for(entries.iter().copied()));
+pub(crate) fn x509_bundles(
+    s: &Snapshot,
+    federated: &BTreeMap<&str, &TrustBundle>,
+) -> pb::X509BundlesResponse {
+    let mut bundles = federated_x509(federated);
     bundles.insert(td_id(&s.trust_domain), s.roots_concat());
     pb::X509BundlesResponse {
         crl: vec![],
@@ -65,11 +68,13 @@ fn jwt_only(b: &TrustBundle) -> Option<Vec<u8>> {
     b.to_jwks_json().ok().map(String::into_bytes)
 }
 
-/// FetchJWTBundles for a caller attested to `entries`: our bundle and the
-/// federated ones they name.
-pub(crate) fn jwt_bundles(s: &Snapshot, entries: &[&CachedEntry]) -> pb::JwtBundlesResponse {
-    let mut bundles: HashMap<String, Vec<u8>> = s
-        .federated_bundles_for(entries.iter().copied())
+/// FetchJWTBundles for a caller whose federated bundles are `federated` (from
+/// [`Snapshot::federated_bundles_for`]): our bundle and those.
+pub(crate) fn jwt_bundles(
+    s: &Snapshot,
+    federated: &BTreeMap<&str, &TrustBundle>,
+) -> pb::JwtBundlesResponse {
+    let mut bundles: HashMap<String, Vec<u8>> = federated
         .iter()
         .filter_map(|(td, b)| Some((td_id(td), jwt_only(b)?)))
         .collect();
