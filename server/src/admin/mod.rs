@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use ironroot_api::admin::{self as pb, admin_server::Admin};
 use ironroot_api::bundle::TrustBundle;
-use ironroot_api::entry::EntrySpec;
+use ironroot_api::entry::{parse_federated_trust_domain, EntryError, EntrySpec};
 use ironroot_api::selector::Selector;
 use ironroot_api::spiffe_id::{SpiffeId, TrustDomain};
 use tonic::{Request, Response, Status};
@@ -75,11 +75,18 @@ fn federates_with_filter(
             "at most {MAX_FILTER_SELECTORS} trust domains in by_federates_with"
         )));
     }
+    // The same two spellings, and the same refusals, as an entry's own federates_with.
     let trust_domains = names
         .iter()
-        .map(|n| {
-            TrustDomain::parse(n.trim_start_matches("spiffe://"))
-                .map_err(|e| Status::invalid_argument(format!("by_federates_with {n:?}: {e}")))
+        .enumerate()
+        .map(|(i, n)| {
+            parse_federated_trust_domain(i, n).map_err(|e| {
+                let reason = match e {
+                    EntryError::FederatesWith { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                Status::invalid_argument(format!("by_federates_with {n:?}: {reason}"))
+            })
         })
         .collect::<Result<_, _>>()?;
     Ok(Some(FederatesWithFilter {
