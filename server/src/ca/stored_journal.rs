@@ -100,9 +100,7 @@ impl StoredJournal {
                 Ok(Written::Stored)
             }
             Err(StoreError::CaJournalChanged) => {
-                let made: Vec<&str> = labels(&next)
-                    .filter(|l| !labels(&self.journal).any(|old| old == *l))
-                    .collect();
+                let made: Vec<&str> = made_for(&self.journal, &next).collect();
                 info!(
                     keys = ?made,
                     "another server of the trust domain rotated first; destroying the keys made \
@@ -140,7 +138,7 @@ impl UnsettledKeys {
     /// Remembers the keys `next` has and `from` does not: made for a write of `next` over
     /// `from` that failed without saying whether it was stored.
     pub(super) fn remember(&mut self, from: &StoredJournal, next: &CaJournal) {
-        for label in labels(next).filter(|l| !labels(&from.journal).any(|old| old == *l)) {
+        for label in made_for(&from.journal, next) {
             warn!(
                 key = label,
                 "the journal write for a new CA key failed without a definite answer; the key \
@@ -187,6 +185,12 @@ impl UnsettledKeys {
     pub(super) fn len(&self) -> usize {
         self.0.len()
     }
+}
+
+/// The key labels `next` names and `from` does not: the keys made for the step that turns
+/// `from` into `next`.
+fn made_for<'a>(from: &'a CaJournal, next: &'a CaJournal) -> impl Iterator<Item = &'a str> {
+    labels(next).filter(move |l| !labels(from).any(|old| old == *l))
 }
 
 /// Every key label the journal names.
