@@ -26,6 +26,22 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
+/// The TLS side of an HTTPS listener served here: no client certificates, the server's
+/// certificate from `resolver` at each handshake (so a renewed one is served without a
+/// restart), ALPN `http/1.1`.
+pub(crate) fn tls_acceptor(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> Result<TlsAcceptor, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 /// Open connections at once; past it, new ones are closed unanswered.
 pub(crate) const MAX_CONNECTIONS: usize = 256;
 /// At most one log line per refusing limit in this period.

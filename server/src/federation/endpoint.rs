@@ -17,7 +17,6 @@ use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
 use rustls::server::ResolvesServerCert;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tracing::{error, info};
 
 use crate::ca::CertificateAuthority;
@@ -123,18 +122,6 @@ pub(crate) fn respond(
     }
 }
 
-fn acceptor(resolver: Arc<dyn ResolvesServerCert>) -> Result<TlsAcceptor, EndpointError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(EndpointError::Tls)?
-    .with_no_client_auth()
-    .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
 /// Binds `[federation.bundle_endpoint] listen` and serves the bundle in the background,
 /// with the task that keeps its certificate current.
 pub(crate) async fn spawn(
@@ -184,7 +171,7 @@ pub(crate) async fn spawn(
             (web, upkeep)
         }
     };
-    let tls = acceptor(resolver)?;
+    let tls = crate::http1::tls_acceptor(resolver).map_err(EndpointError::Tls)?;
     let listener = TcpListener::bind(cfg.listen.as_str())
         .await
         .map_err(bind_error)?;

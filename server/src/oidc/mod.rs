@@ -23,7 +23,6 @@ use hyper::{Method, Response, StatusCode};
 use ironroot_api::bundle::{BundleError, TrustBundle};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tracing::{error, info};
 
 use crate::ca::{CaError, CertificateAuthority};
@@ -188,19 +187,6 @@ impl From<TlsFileError> for OidcError {
     }
 }
 
-/// The acceptor serving `files`' current pair.
-fn tls_acceptor(files: Arc<FileCertificate>) -> Result<TlsAcceptor, OidcError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(OidcError::Tls)?
-    .with_no_client_auth()
-    .with_cert_resolver(files);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
 /// Binds `[oidc] listen` and serves the endpoint in the background.
 pub(crate) async fn spawn(
     cfg: &OidcConfig,
@@ -212,7 +198,9 @@ pub(crate) async fn spawn(
         .map(|t: &OidcTls| FileCertificate::load(&t.cert_file, &t.key_file, OIDC_FILES))
         .transpose()?;
     let reloader = files.as_ref().map(FileCertificate::spawn_reloader);
-    let tls = files.map(tls_acceptor).transpose()?;
+    let tls = files
+        .map(|f| crate::http1::tls_acceptor(f).map_err(OidcError::Tls))
+        .transpose()?;
     let bind_error = |source| OidcError::Bind {
         address: cfg.listen.to_string(),
         source,
