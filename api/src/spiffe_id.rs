@@ -160,7 +160,9 @@ pub enum SpiffeIdError {
 /// A trust domain name, e.g. `example.org` (SPIFFE-ID §2.1).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct TrustDomain(String);
+// `Box<str>`, not `String`: 16 bytes instead of 24, and a SPIFFE ID holds one; the
+// server keeps hundreds of thousands of IDs in its entry index.
+pub struct TrustDomain(Box<str>);
 
 impl TrustDomain {
     /// Parses a bare trust domain name (`example.org`, not `spiffe://example.org`).
@@ -169,7 +171,7 @@ impl TrustDomain {
             return Err(SpiffeIdError::TrustDomainIsUri);
         }
         validate_trust_domain(name, 0)?;
-        Ok(TrustDomain(name.to_owned()))
+        Ok(TrustDomain(name.into()))
     }
 
     /// The name, e.g. `example.org`.
@@ -182,7 +184,7 @@ impl TrustDomain {
     pub fn id(&self) -> SpiffeId {
         SpiffeId {
             td: self.clone(),
-            path: String::new(),
+            path: Box::default(),
         }
     }
 }
@@ -215,7 +217,7 @@ impl TryFrom<String> for TrustDomain {
 
 impl From<TrustDomain> for String {
     fn from(td: TrustDomain) -> String {
-        td.0
+        td.0.into_string()
     }
 }
 
@@ -224,8 +226,8 @@ impl From<TrustDomain> for String {
 #[serde(try_from = "String", into = "String")]
 pub struct SpiffeId {
     td: TrustDomain,
-    /// Empty, or `/seg(/seg)*`.
-    path: String,
+    /// Empty, or `/seg(/seg)*`. A `Box<str>` for the reason `TrustDomain` holds one.
+    path: Box<str>,
 }
 
 impl SpiffeId {
@@ -272,8 +274,8 @@ impl SpiffeId {
         }
         validate_path(after, after_offset)?;
         Ok(SpiffeId {
-            td: TrustDomain(td.to_owned()),
-            path: after.to_owned(),
+            td: TrustDomain(td.into()),
+            path: after.into(),
         })
     }
 
@@ -289,7 +291,7 @@ impl SpiffeId {
         validate_path(path, base)?;
         Ok(SpiffeId {
             td: td.clone(),
-            path: path.to_owned(),
+            path: path.into(),
         })
     }
 
@@ -312,7 +314,7 @@ impl SpiffeId {
     pub fn server(td: &TrustDomain) -> SpiffeId {
         SpiffeId {
             td: td.clone(),
-            path: SERVER_PATH.to_owned(),
+            path: SERVER_PATH.into(),
         }
     }
 

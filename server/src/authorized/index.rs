@@ -10,7 +10,9 @@
 //! - an agent's answer costs O(its entries + its alias candidates), never
 //!   O(all entries).
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use ironroot_api::bundle::TrustBundle;
@@ -22,12 +24,80 @@ use crate::store::{AttestedNode, Change, ChangeEvent, Revision, Snapshot, Unread
 
 /// An entry as the index holds it: shared (responses clone the `Arc`), with
 /// the revision that last wrote it (what a delta sync compares against).
+///
+/// Hashed and compared by the entry's id alone, and borrowed as it, so the set of
+/// entries is looked up by id without holding a copy of every id as its key.
 #[derive(Debug, Clone)]
 pub(crate) struct IndexedEntry {
     /// The entry.
     pub(crate) entry: Arc<RegistrationEntry>,
     /// The store revision of its last create or update.
     pub(crate) changed_at: Revision,
+}
+
+impl Borrow<str> for IndexedEntry {
+    fn borrow(&self) -> &str {
+        &self.entry.id
+    }
+}
+
+impl Hash for IndexedEntry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, which `Borrow<str>` requires.
+        self.entry.id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for IndexedEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.entry.id == other.entry.id
+    }
+}
+
+impl Eq for IndexedEntry {}
+
+/// An entry in one of the index's listings (by parent, by alias selector): the entry
+/// shared, ordered, hashed and compared by its id as `str` is, so a listing costs a
+/// pointer per entry rather than a copy of its id (100,000 entries hold ~10 MB less).
+#[derive(Debug, Clone)]
+struct ById(Arc<RegistrationEntry>);
+
+impl ById {
+    fn id(&self) -> &str {
+        &self.0.id
+    }
+}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.id()
+    }
+}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id().hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for ById {}
+
+impl PartialOrd for ById {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ById {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.id().cmp(other.id())
+    }
 }
 
 /// What an applied event touched, so the caller can wake exactly the agents
@@ -77,11 +147,12 @@ pub(crate) enum IndexError {
 pub(crate) struct EntryIndex {
     server_id: SpiffeId,
     revision: Revision,
-    entries: HashMap<String, IndexedEntry>,
-    by_parent: HashMap<SpiffeId, BTreeSet<String>>,
+    /// Every entry, found by id.
+    entries: HashSet<IndexedEntry>,
+    by_parent: HashMap<SpiffeId, BTreeSet<ById>>,
     /// For each selector, the alias entries (children of the server) that
     /// carry it: a node's candidate aliases come from its own selectors.
-    alias_by_selector: HashMap<Selector, HashSet<String>>,
+    alias_by_selector: HashMap<Selector, HashSet<ById>>,
     /// SPIFFE IDs of the alias entries, with how many entries carry each:
     /// a change under one of them concerns every agent the alias covers.
     alias_ids: HashMap<SpiffeId, usize>,
@@ -96,7 +167,7 @@ impl EntryIndex {
         let mut ix = EntryIndex {
             server_id,
             revision: snapshot.revision,
-            entries: HashMap::with_capacity(snapshot.entries.len()),
+            entries: HashSet::with_capacity(snapshot.entries.len()),
             by_parent: HashMap::new(),
             alias_by_selector: HashMap::new(),
             alias_ids: HashMap::new(),
@@ -214,30 +285,29 @@ impl EntryIndex {
     }
 
     fn put_entry(&mut self, e: RegistrationEntry, changed_at: Revision) {
+        let e = Arc::new(e);
         if e.spec.parent_id == self.server_id {
             *self.alias_ids.entry(e.spec.spiffe_id.clone()).or_default() += 1;
             for s in &e.spec.selectors {
                 self.alias_by_selector
                     .entry(s.clone())
                     .or_default()
-                    .insert(e.id.clone());
+                    .replace(ById(e.clone()));
             }
         }
         self.by_parent
             .entry(e.spec.parent_id.clone())
             .or_default()
-            .insert(e.id.clone());
-        self.entries.insert(
-            e.id.clone(),
-            IndexedEntry {
-                entry: Arc::new(e),
-                changed_at,
-            },
-        );
+            .replace(ById(e.clone()));
+        // `replace`, not `insert`: an equal (same id) element already there is swapped out.
+        self.entries.replace(IndexedEntry {
+            entry: e,
+            changed_at,
+        });
     }
 
     fn remove_entry(&mut self, id: &str) -> Option<Arc<RegistrationEntry>> {
-        let old = self.entries.remove(id)?.entry;
+        let old = self.entries.take(id)?.entry;
         if let Some(ids) = self.by_parent.get_mut(&old.spec.parent_id) {
             ids.remove(id);
             if ids.is_empty() {
@@ -268,7 +338,7 @@ impl EntryIndex {
     pub(crate) fn federating_with(&self, td: &TrustDomain) -> Vec<Arc<RegistrationEntry>> {
         let mut out: Vec<Arc<RegistrationEntry>> = self
             .entries
-            .values()
+            .iter()
             .filter(|e| e.entry.spec.federates_with.contains(td))
             .map(|e| e.entry.clone())
             .collect();
@@ -318,10 +388,10 @@ impl EntryIndex {
     ) -> Vec<&IndexedEntry> {
         let mut parents: BTreeSet<&SpiffeId> = self.aliases_of(node_selectors);
         parents.insert(agent);
-        let mut ids: BTreeSet<&String> = BTreeSet::new();
+        let mut ids: BTreeSet<&str> = BTreeSet::new();
         for p in parents {
             if let Some(children) = self.by_parent.get(p) {
-                ids.extend(children);
+                ids.extend(children.iter().map(ById::id));
             }
         }
         ids.into_iter()
@@ -332,10 +402,10 @@ impl EntryIndex {
 
     /// SPIFFE IDs of the alias entries whose selectors are all among `node_selectors`.
     fn aliases_of(&self, node_selectors: &[Selector]) -> BTreeSet<&SpiffeId> {
-        let mut candidates: HashSet<&String> = HashSet::new();
+        let mut candidates: HashSet<&str> = HashSet::new();
         for s in node_selectors {
             if let Some(ids) = self.alias_by_selector.get(s) {
-                candidates.extend(ids);
+                candidates.extend(ids.iter().map(ById::id));
             }
         }
         candidates
