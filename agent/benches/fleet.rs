@@ -85,22 +85,71 @@ fn rss_mb(pid: u32) -> (f64, f64) {
     (field("Rss:"), field("Anonymous:"))
 }
 
-/// Each server's CPU (cores busy) and RSS over `window`.
-async fn measure(pids: &[u32], window: Duration) -> Vec<(f64, (f64, f64))> {
-    let c0: Vec<Duration> = pids.iter().map(|&p| cpu_time(p)).collect();
+/// jemalloc's account of a server's memory in MB, from its metrics endpoint:
+/// (allocated, active, resident). `None` if the page could not be read.
+fn allocator_mb(metrics_port: u16) -> Option<(f64, f64, f64)> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut page = String::new();
+    c.read_to_string(&mut page).ok()?;
+    let gauge = |name: &str| -> Option<f64> {
+        page.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|b| b / (1024.0 * 1024.0))
+    };
+    Some((
+        gauge("ironroot_allocator_allocated_bytes ")?,
+        gauge("ironroot_allocator_active_bytes ")?,
+        gauge("ironroot_allocator_resident_bytes ")?,
+    ))
+}
+
+/// What one server was seen doing over a window.
+struct Figures {
+    /// Cores busy.
+    cores: f64,
+    /// RSS and its anonymous part, MB.
+    rss: (f64, f64),
+    /// jemalloc's allocated, active and resident MB at the window's end.
+    allocator: Option<(f64, f64, f64)>,
+}
+
+/// Each server's CPU (cores busy) and RSS over `window`, and its allocator's figures.
+async fn measure(servers: &[(u32, u16)], window: Duration) -> Vec<Figures> {
+    let c0: Vec<Duration> = servers.iter().map(|&(p, _)| cpu_time(p)).collect();
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
     let secs = t0.elapsed().as_secs_f64();
-    pids.iter()
+    servers
+        .iter()
         .zip(c0)
-        .map(|(&p, c)| ((cpu_time(p) - c).as_secs_f64() / secs, rss_mb(p)))
+        .map(|(&(p, port), c)| Figures {
+            cores: (cpu_time(p) - c).as_secs_f64() / secs,
+            rss: rss_mb(p),
+            allocator: allocator_mb(port),
+        })
         .collect()
 }
 
-/// "CPU 0.05 cores, RSS 430 MB (400 MB anonymous)", per server when there are several.
-fn servers_line(figures: &[(f64, (f64, f64))]) -> String {
-    let one = |(cores, (rss, anon)): &(f64, (f64, f64))| {
-        format!("CPU {cores:.3} cores, RSS {rss:.0} MB ({anon:.0} MB anonymous)")
+/// "CPU 0.05 cores, RSS 430 MB (400 MB anonymous; allocated 350, active 380)", per server
+/// when there are several.
+fn servers_line(figures: &[Figures]) -> String {
+    let one = |f: &Figures| {
+        let (rss, anon) = f.rss;
+        let alloc = match f.allocator {
+            Some((allocated, active, resident)) => format!(
+                "; jemalloc: allocated {allocated:.0}, active {active:.0}, resident {resident:.0}"
+            ),
+            None => String::new(),
+        };
+        format!(
+            "CPU {:.3} cores, RSS {rss:.0} MB ({anon:.0} MB anonymous{alloc})",
+            f.cores
+        )
     };
     match figures {
         [only] => one(only),
@@ -117,6 +166,8 @@ fn servers_line(figures: &[(f64, (f64, f64))]) -> String {
 struct BenchServer {
     process: ServerProcess,
     port: u16,
+    /// Its metrics endpoint's port (the allocator's figures).
+    metrics_port: u16,
     /// Its config and directory, to start it again.
     conf: std::path::PathBuf,
     dir: std::path::PathBuf,
@@ -158,10 +209,13 @@ fn start_servers(
         .map(|i| {
             let sdir = dir.join(format!("server-{i}"));
             std::fs::create_dir_all(&sdir).expect("server dir");
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("port");
+            let free_port = || {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+                    .expect("port")
+            };
+            let (port, metrics_port) = (free_port(), free_port());
             let conf = server_config(
                 &sdir,
                 hsm,
@@ -173,7 +227,8 @@ fn start_servers(
                 &format!(
                     "[node_api]\nlisten = \"127.0.0.1:{port}\"\n\n[node_api.limits]\n\
                      attestations_per_ip_per_second = 1000000.0\nattestation_burst = {burst}\n\
-                     max_connections = {conns}\nmax_watch_streams = {conns}\n\n{store}",
+                     max_connections = {conns}\nmax_watch_streams = {conns}\n\n\
+                     [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n{store}",
                     burst = agents.max(1000),
                     conns = agents * 2 + 1000,
                 ),
@@ -187,6 +242,7 @@ fn start_servers(
             BenchServer {
                 process,
                 port,
+                metrics_port,
                 conf,
                 dir: sdir,
             }
@@ -274,9 +330,10 @@ fn main() {
     let hsm = SoftHsm::new(&dir.path().join("hsm"));
     hsm.init_token("ca");
     let (mut servers, _pg) = start_servers(dir.path(), &hsm, agents);
-    let mut pids: Vec<u32> = servers
+    // Each server's pid and metrics port: what `measure` reads.
+    let mut pids: Vec<(u32, u16)> = servers
         .iter()
-        .map(|s| s.process.pid().expect("server pid"))
+        .map(|s| (s.process.pid().expect("server pid"), s.metrics_port))
         .collect();
     let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
     let bundle = dir.path().join("bundle.pem");
@@ -364,7 +421,7 @@ fn main() {
             &hsm,
             &first.dir.join("admin.sock"),
         );
-        pids[0] = first.process.pid().expect("server pid");
+        pids[0].0 = first.process.pid().expect("server pid");
         admin = ironroot_server::client::connect(&client_args)
             .await
             .expect("admin socket");

@@ -16,7 +16,8 @@ use ironroot_runtime::metrics::prometheus_client::metrics::gauge::ConstGauge;
 use ironroot_runtime::metrics::prometheus_client::metrics::histogram::Histogram;
 use ironroot_runtime::metrics::prometheus_client::registry::{Registry, Unit};
 use ironroot_runtime::metrics::{
-    grpc_code_label, latency_histogram, HistogramConstructor, Labels1, Labels2, ProcessCollector,
+    grpc_code_label, latency_histogram, AllocatorCollector, HistogramConstructor, Labels1, Labels2,
+    ProcessCollector,
 };
 use ironroot_runtime::unix_now;
 
@@ -89,6 +90,8 @@ pub(crate) fn registry(cache: Cache) -> Registry {
     let mut root = Registry::default();
     // Unprefixed: the process collector's names are Prometheus' own.
     root.register_collector(Box::new(ProcessCollector::default()));
+    // jemalloc's account of the same memory (the binary runs on jemalloc).
+    root.register_collector(Box::new(AllocatorCollector));
     let r = root.sub_registry_with_prefix("ironroot_agent");
     r.register(
         "workload_api_calls",

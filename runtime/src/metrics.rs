@@ -2,7 +2,8 @@
 //! HTTP/1.1 server answering `GET /metrics` with the text exposition of a registry (404 for
 //! any other path, 405 for any other method), the process facts every scrape reads fresh
 //! ([`ProcessCollector`], named as Prometheus' own process collector names them), and the
-//! latency buckets the binaries' histograms use.
+//! latency buckets the binaries' histograms use, and jemalloc's account of the memory
+//! ([`AllocatorCollector`]).
 //!
 //! Each binary registers its own families. Label values are `&'static str` by construction
 //! ([`Labels1`], [`Labels2`], [`Labels3`]): a SPIFFE ID, entry ID or peer address cannot
@@ -21,6 +22,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+
+mod allocator_stats;
+pub use allocator_stats::{AllocatorCollector, AllocatorStats};
 
 /// One label, its value fixed at compile time.
 pub type Labels1 = [(&'static str, &'static str); 1];

@@ -20,7 +20,8 @@ use ironroot_runtime::metrics::prometheus_client::metrics::gauge::ConstGauge;
 use ironroot_runtime::metrics::prometheus_client::metrics::histogram::Histogram;
 use ironroot_runtime::metrics::prometheus_client::registry::{Registry, Unit};
 use ironroot_runtime::metrics::{
-    latency_histogram, HistogramConstructor, Labels1, Labels2, Labels3, ProcessCollector,
+    latency_histogram, AllocatorCollector, HistogramConstructor, Labels1, Labels2, Labels3,
+    ProcessCollector,
 };
 
 use ironroot_hsm::{HsmError, KeyAlgorithm, KeyInfo, KeyManager, KeyManagerHealth};
@@ -167,6 +168,8 @@ pub(crate) fn registry(cache: Arc<AuthorizedCache>) -> Registry {
     let mut root = Registry::default();
     // Unprefixed: the process collector's names are Prometheus' own.
     root.register_collector(Box::new(ProcessCollector::default()));
+    // jemalloc's account of the same memory (the binary runs on jemalloc).
+    root.register_collector(Box::new(AllocatorCollector));
     let r = root.sub_registry_with_prefix("ironroot_server");
     r.register(
         "node_attestations",
