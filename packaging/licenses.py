@@ -61,7 +61,9 @@ def main() -> None:
             " .\n"
         )
         for p in crates:
-            out.write(f" {p['name']} {p['version']}: {p['license']}\n")
+            # No registry source: a crate vendored with a patch (vendor/README.md).
+            patched = "" if p.get("source") else " (with ironroot's patch, vendor/)"
+            out.write(f" {p['name']} {p['version']}: {p['license']}{patched}\n")
         out.write(
             "\nFiles: *\n"
             "Copyright: the ironroot authors\n"

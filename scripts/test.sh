@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== vendor/h2 is h2 from crates.io plus vendor/h2.patch (vendor/README.md)"
+bash scripts/vendor-h2.sh --check
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
