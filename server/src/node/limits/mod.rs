@@ -182,13 +182,23 @@ fn source(peer: Option<SocketAddr>) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
-/// A client certificate as a rate-table key: its SHA-256 (all zeros without one).
-type CertKey = [u8; 32];
+/// A caller of the admin API over TLS as a rate-table key: the SHA-256 of the SPIFFE ID in
+/// its client certificate, not of the certificate. A compromised agent can have new SVIDs
+/// signed for its workloads' IDs at the signing rate, each a new certificate; keyed by
+/// certificate, each would bring a fresh budget of refusals. Keyed by ID, its budgets are as
+/// many as the IDs registered to it. All zeros without a certificate; a certificate without
+/// a readable SPIFFE ID (the handshake's verifier refuses those) shares one key per address.
+type CallerKey = [u8; 32];
 
-fn cert_key(leaf: Option<&[u8]>) -> CertKey {
+fn caller_key(leaf: Option<&[u8]>) -> CallerKey {
     use sha2::Digest;
-    leaf.map(|der| sha2::Sha256::digest(der).into())
-        .unwrap_or_default()
+    let Some(der) = leaf else {
+        return CallerKey::default();
+    };
+    match ironroot_api::tls::svid_spiffe_id(der) {
+        Ok(id) => sha2::Sha256::digest(id.to_string().as_bytes()).into(),
+        Err(_) => sha2::Sha256::digest(b"no readable SPIFFE ID").into(),
+    }
 }
 
 /// The Node API's limits, shared by the accept loop, the Node service and the agent API.
@@ -196,10 +206,10 @@ pub(crate) struct NodeLimits {
     cfg: NodeLimitsConfig,
     attestations: Mutex<BoundedBuckets<IpAddr>>,
     signings: Mutex<BoundedBuckets<IpAddr>>,
-    /// Keyed by address and client certificate: an admin's own calls are never held up by
-    /// another caller on the same host (every certificate here verified to the bundle at
-    /// the handshake, so a caller cannot mint new keys to escape its budget).
-    admin_refusals: Mutex<BoundedBuckets<(IpAddr, CertKey)>>,
+    /// Keyed by address and the SPIFFE ID of the client certificate ([`CallerKey`]): an
+    /// admin's own calls are never held up by another caller on the same host, and a caller
+    /// does not escape its budget with new certificates for the same ID.
+    admin_refusals: Mutex<BoundedBuckets<(IpAddr, CallerKey)>>,
     connections: Arc<Semaphore>,
     attesting: Arc<Semaphore>,
     watching: Arc<Semaphore>,
@@ -313,7 +323,8 @@ impl NodeLimits {
     }
 
     /// Admits an admin call over TLS from `peer` with client certificate `leaf` (DER) to be
-    /// checked, unless that address and certificate have spent their budget of refused
+    /// checked, unless that address and the certificate's SPIFFE ID have spent their budget
+    /// of refused
     /// calls ([`note_admin_refusal`](Self::note_admin_refusal)): an authorized caller
     /// spends nothing, so only a caller being refused is slowed.
     pub(crate) fn admit_admin_call(
@@ -323,7 +334,7 @@ impl NodeLimits {
         now: Instant,
     ) -> Result<(), LimitExceeded> {
         let ip = source(peer);
-        let checked = lock(&self.admin_refusals).check(&(ip, cert_key(leaf)), 1, now);
+        let checked = lock(&self.admin_refusals).check(&(ip, caller_key(leaf)), 1, now);
         checked.map_err(|r| {
             let wait = match r {
                 Refusal::Rate(wait) => wait,
@@ -338,7 +349,8 @@ impl NodeLimits {
         })
     }
 
-    /// Charges `peer`'s address one refused admin call. A full address table charges
+    /// Charges `peer`'s address and `leaf`'s SPIFFE ID one refused admin call. A full table
+    /// charges
     /// nothing: the call was refused anyway, and a table full of limited addresses is
     /// logged by the other limits.
     pub(crate) fn note_admin_refusal(
@@ -347,7 +359,7 @@ impl NodeLimits {
         leaf: Option<&[u8]>,
         now: Instant,
     ) {
-        let key = (source(peer), cert_key(leaf));
+        let key = (source(peer), caller_key(leaf));
         let _ = lock(&self.admin_refusals).try_take(&key, 1, now);
     }
 

@@ -229,8 +229,17 @@ fn waits_are_said_rounded_up_to_the_millisecond() {
     assert!(RetryIn(Duration::MAX).to_string().starts_with("never"));
 }
 
+/// A certificate (DER) for `id` on a fresh key, as a CA would issue an SVID: a caller can
+/// have many of them for one ID.
+fn svid_for(id: &str) -> Vec<u8> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(id.try_into().unwrap())];
+    params.self_signed(&key).unwrap().der().to_vec()
+}
+
 #[test]
-fn refused_admin_calls_spend_a_budget_per_address_and_certificate_and_authorized_ones_do_not() {
+fn refused_admin_calls_spend_a_budget_per_address_and_spiffe_id_and_authorized_ones_do_not() {
     let l = NodeLimits::new(NodeLimitsConfig {
         admin_refusals_per_ip_per_second: 1.0,
         admin_refusal_burst: 3,
@@ -238,10 +247,11 @@ fn refused_admin_calls_spend_a_budget_per_address_and_certificate_and_authorized
     });
     let t0 = Instant::now();
     let a = peer("192.0.2.7:4000");
-    let (probe, admin) = (
-        Some(&b"a workload's SVID"[..]),
-        Some(&b"an admin's SVID"[..]),
+    let (probe_svid, admin_svid) = (
+        svid_for("spiffe://example.org/workload/probe"),
+        svid_for("spiffe://example.org/admin"),
     );
+    let (probe, admin) = (Some(probe_svid.as_slice()), Some(admin_svid.as_slice()));
     // Authorized calls are admitted and charge nothing, however many.
     for _ in 0..50 {
         l.admit_admin_call(a, admin, t0).expect("no refusal yet");
@@ -277,6 +287,12 @@ fn refused_admin_calls_spend_a_budget_per_address_and_certificate_and_authorized
         .expect("another address");
     l.admit_signing(a, 1, t0)
         .expect("signing has its own budget");
+    // A new certificate for the same ID (a new key, signed at the signing rate) is the
+    // same caller: it brings no fresh budget.
+    let fresh = svid_for("spiffe://example.org/workload/probe");
+    assert_ne!(fresh, probe_svid);
+    l.admit_admin_call(a, Some(&fresh), t0)
+        .expect_err("a new certificate for a spent ID is still refused");
     // A refilled token admits one more check.
     l.admit_admin_call(a, probe, t0 + Duration::from_secs(1))
         .expect("refilled");
