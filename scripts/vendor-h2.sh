@@ -65,7 +65,10 @@ if [ -z "$expected" ] || [ "$actual" != "$expected" ]; then
 fi
 
 tar -xzf "$archive" -C "$work"
-(cd "$work/h2-$version" && git apply --whitespace=nowarn "$root/vendor/h2.patch") || {
+# GIT_CEILING_DIRECTORIES: git apply never looks for a repository around the temporary
+# directory; it applies the patch as plain `patch -p1` would.
+(cd "$work/h2-$version" &&
+  GIT_CEILING_DIRECTORIES="$work" git apply --whitespace=nowarn "$root/vendor/h2.patch") || {
   echo "vendor/h2.patch does not apply to h2 $version: port it to this release" >&2
   exit 1
 }
