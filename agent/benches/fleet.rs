@@ -6,7 +6,9 @@
 //! agent does. Prints:
 //! 1. batch entry creation rate (BatchCreateEntry, 1,000 per call, as
 //!    `entry create --data` sends them);
-//! 2. server CPU and RSS with one idle agent, then with every agent syncing;
+//! 2. server CPU and RSS with one idle agent, then with every agent syncing
+//!    (with jemalloc's allocated, active and resident bytes, from the server's
+//!    metrics endpoint: what the program holds against what its pages hold);
 //! 3. sync latency p50 / p99 under that load;
 //! 4. entry change -> the owning agent has it (admin create returned ->
 //!    a sync of that agent shows the entry), p50 / p99.
