@@ -88,15 +88,9 @@ fn rss_mb(pid: u32) -> (f64, f64) {
 }
 
 /// jemalloc's account of a server's memory in MB, from its metrics endpoint:
-/// (allocated, active, resident). `None` if the page could not be read.
+/// (allocated, active, resident). `None` if a gauge is missing from the page.
 fn allocator_mb(metrics_port: u16) -> Option<(f64, f64, f64)> {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).ok()?;
-    c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut page = String::new();
-    c.read_to_string(&mut page).ok()?;
+    let page = ironroot_testkit::metrics_page(metrics_port);
     let gauge = |name: &str| -> Option<f64> {
         page.lines()
             .find_map(|l| l.strip_prefix(name))
@@ -211,13 +205,8 @@ fn start_servers(
         .map(|i| {
             let sdir = dir.join(format!("server-{i}"));
             std::fs::create_dir_all(&sdir).expect("server dir");
-            let free_port = || {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .and_then(|l| l.local_addr())
-                    .map(|a| a.port())
-                    .expect("port")
-            };
-            let (port, metrics_port) = (free_port(), free_port());
+            let (port, metrics_port) =
+                (ironroot_testkit::free_port(), ironroot_testkit::free_port());
             let conf = server_config(
                 &sdir,
                 hsm,

@@ -149,6 +149,22 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"))
 }
 
+/// The page a Prometheus endpoint on loopback `port` answers to `GET /metrics`, status
+/// line and headers included. Panics when it cannot be read.
+pub fn metrics_page(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("metrics endpoint on port {port}: {e}"));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("read timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap_or_else(|e| panic!("metrics endpoint on port {port}: {e}"));
+    let mut page = String::new();
+    s.read_to_string(&mut page)
+        .unwrap_or_else(|e| panic!("metrics endpoint on port {port}: {e}"));
+    page
+}
+
 /// A binary of the workspace that cargo built beside the running test or bench
 /// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`), or the path in the
 /// environment variable `env`. Panics, naming the fix, when it is missing.

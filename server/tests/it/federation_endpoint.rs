@@ -332,7 +332,7 @@ fn bad_endpoints_and_bad_bundles_are_refused_and_the_last_good_bundle_stays() {
     assert_eq!((seq, roots), (7, BTreeSet::from([web_root])));
 
     // Every outcome is counted by its rule.
-    let page = metrics_page(port_metrics);
+    let page = ironroot_testkit::metrics_page(port_metrics);
     for outcome in [
         "changed",
         "endpoint-authentication",
@@ -343,20 +343,6 @@ fn bad_endpoints_and_bad_bundles_are_refused_and_the_last_good_bundle_stays() {
             format!("ironroot_server_federation_bundle_refreshes_total{{outcome=\"{outcome}\"}}");
         assert!(page.contains(&series), "no {series} in:\n{page}");
     }
-}
-
-/// `GET /metrics` of the server's Prometheus endpoint.
-fn metrics_page(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut page = String::new();
-    s.read_to_string(&mut page).unwrap();
-    page
 }
 
 #[test]
