@@ -34,7 +34,7 @@ use tower::Service;
 use tracing::warn;
 
 use crate::ca::CertificateAuthority;
-use crate::node::limits::NodeLimits;
+use crate::node::limits::{AdminPeer, NodeLimits};
 use crate::status;
 use crate::store::{DataStore, EntryFilter, PageRequest};
 
@@ -221,8 +221,9 @@ where
             let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
             let peer = info.and_then(|i| i.get_ref().remote_addr());
             let certs = info.and_then(|i| i.peer_certs());
-            let leaf = certs.as_deref().and_then(|c| c.first()).map(|c| c.to_vec());
-            if let Err(over) = limits.admit_admin_call(peer, leaf.as_deref(), Instant::now()) {
+            let leaf = certs.as_deref().and_then(|c| c.first());
+            let caller = AdminPeer::of(peer, leaf.map(|c| c.as_ref()));
+            if let Err(over) = limits.admit_admin_call(&caller, Instant::now()) {
                 return Ok(over.to_status().into_http());
             }
             match authorizer
@@ -234,7 +235,7 @@ where
                     inner.call(req).await
                 }
                 Err(refusal) => {
-                    limits.note_admin_refusal(peer, leaf.as_deref(), Instant::now());
+                    limits.note_admin_refusal(&caller, Instant::now());
                     if let Some(left_out) = limits.log_admitted("admin call over TLS refused") {
                         warn!(
                             peer = ?peer,

@@ -190,14 +190,32 @@ fn source(peer: Option<SocketAddr>) -> IpAddr {
 /// a readable SPIFFE ID (the handshake's verifier refuses those) shares one key per address.
 type CallerKey = [u8; 32];
 
-fn caller_key(leaf: Option<&[u8]>) -> CallerKey {
-    use sha2::Digest;
-    let Some(der) = leaf else {
-        return CallerKey::default();
-    };
-    match ironroot_api::tls::svid_spiffe_id(der) {
-        Ok(id) => sha2::Sha256::digest(id.to_string().as_bytes()).into(),
-        Err(_) => sha2::Sha256::digest(b"no readable SPIFFE ID").into(),
+/// A caller of the admin API over TLS as its refusal budget knows it: its source address
+/// and [`CallerKey`], worked out once per call (the certificate is parsed here) for both
+/// [`NodeLimits::admit_admin_call`] and [`NodeLimits::note_admin_refusal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AdminPeer {
+    ip: IpAddr,
+    id: CallerKey,
+}
+
+impl AdminPeer {
+    /// The caller at `peer` with client certificate `leaf` (DER), if any.
+    pub(crate) fn of(peer: Option<SocketAddr>, leaf: Option<&[u8]>) -> Self {
+        use sha2::Digest;
+        let id = match leaf.map(ironroot_api::tls::svid_spiffe_id) {
+            None => CallerKey::default(),
+            Some(Ok(id)) => sha2::Sha256::digest(id.to_string().as_bytes()).into(),
+            Some(Err(_)) => sha2::Sha256::digest(b"no readable SPIFFE ID").into(),
+        };
+        AdminPeer {
+            ip: source(peer),
+            id,
+        }
+    }
+
+    fn key(&self) -> (IpAddr, CallerKey) {
+        (self.ip, self.id)
     }
 }
 
@@ -322,26 +340,23 @@ impl NodeLimits {
         })
     }
 
-    /// Admits an admin call over TLS from `peer` with client certificate `leaf` (DER) to be
-    /// checked, unless that address and the certificate's SPIFFE ID have spent their budget
-    /// of refused
-    /// calls ([`note_admin_refusal`](Self::note_admin_refusal)): an authorized caller
-    /// spends nothing, so only a caller being refused is slowed.
+    /// Admits an admin call over TLS from `caller` to be checked, unless its address and
+    /// SPIFFE ID have spent their budget of refused calls
+    /// ([`note_admin_refusal`](Self::note_admin_refusal)): an authorized caller spends
+    /// nothing, so only a caller being refused is slowed.
     pub(crate) fn admit_admin_call(
         &self,
-        peer: Option<SocketAddr>,
-        leaf: Option<&[u8]>,
+        caller: &AdminPeer,
         now: Instant,
     ) -> Result<(), LimitExceeded> {
-        let ip = source(peer);
-        let checked = lock(&self.admin_refusals).check(&(ip, caller_key(leaf)), 1, now);
+        let checked = lock(&self.admin_refusals).check(&caller.key(), 1, now);
         checked.map_err(|r| {
             let wait = match r {
                 Refusal::Rate(wait) => wait,
                 Refusal::TableFull => Duration::from_secs(1),
             };
             self.refused(LimitExceeded::AdminRefusalRate {
-                ip,
+                ip: caller.ip,
                 per_second: self.cfg.admin_refusals_per_ip_per_second,
                 burst: self.cfg.admin_refusal_burst,
                 retry: RetryIn(wait),
@@ -349,18 +364,11 @@ impl NodeLimits {
         })
     }
 
-    /// Charges `peer`'s address and `leaf`'s SPIFFE ID one refused admin call. A full table
-    /// charges
-    /// nothing: the call was refused anyway, and a table full of limited addresses is
-    /// logged by the other limits.
-    pub(crate) fn note_admin_refusal(
-        &self,
-        peer: Option<SocketAddr>,
-        leaf: Option<&[u8]>,
-        now: Instant,
-    ) {
-        let key = (source(peer), caller_key(leaf));
-        let _ = lock(&self.admin_refusals).try_take(&key, 1, now);
+    /// Charges `caller`'s address and SPIFFE ID one refused admin call. A full table
+    /// charges nothing: the call was refused anyway, and a table full of limited addresses
+    /// is logged by the other limits.
+    pub(crate) fn note_admin_refusal(&self, caller: &AdminPeer, now: Instant) {
+        let _ = lock(&self.admin_refusals).try_take(&caller.key(), 1, now);
     }
 
     /// Whether a line about `what` may be logged now (at most one per [`LOG_EVERY`]), and

@@ -254,14 +254,18 @@ fn refused_admin_calls_spend_a_budget_per_address_and_spiffe_id_and_authorized_o
     let (probe, admin) = (Some(probe_svid.as_slice()), Some(admin_svid.as_slice()));
     // Authorized calls are admitted and charge nothing, however many.
     for _ in 0..50 {
-        l.admit_admin_call(a, admin, t0).expect("no refusal yet");
+        l.admit_admin_call(&AdminPeer::of(a, admin), t0)
+            .expect("no refusal yet");
     }
     // Three refusals spend the burst; the next call is not even checked.
     for _ in 0..3 {
-        l.admit_admin_call(a, probe, t0).expect("within the budget");
-        l.note_admin_refusal(a, probe, t0);
+        l.admit_admin_call(&AdminPeer::of(a, probe), t0)
+            .expect("within the budget");
+        l.note_admin_refusal(&AdminPeer::of(a, probe), t0);
     }
-    let e = l.admit_admin_call(a, probe, t0).unwrap_err();
+    let e = l
+        .admit_admin_call(&AdminPeer::of(a, probe), t0)
+        .unwrap_err();
     assert!(
         matches!(e, LimitExceeded::AdminRefusalRate { retry: RetryIn(w), .. }
             if w == Duration::from_secs(1)),
@@ -279,11 +283,11 @@ fn refused_admin_calls_spend_a_budget_per_address_and_spiffe_id_and_authorized_o
     assert_eq!(e.to_status().code(), tonic::Code::ResourceExhausted);
     // The admin on the same host, a caller without a certificate there, another address,
     // and the other limits of the same address are unaffected.
-    l.admit_admin_call(a, admin, t0)
+    l.admit_admin_call(&AdminPeer::of(a, admin), t0)
         .expect("the admin's own budget");
-    l.admit_admin_call(a, None, t0)
+    l.admit_admin_call(&AdminPeer::of(a, None), t0)
         .expect("no certificate: its own budget");
-    l.admit_admin_call(peer("192.0.2.8:4000"), probe, t0)
+    l.admit_admin_call(&AdminPeer::of(peer("192.0.2.8:4000"), probe), t0)
         .expect("another address");
     l.admit_signing(a, 1, t0)
         .expect("signing has its own budget");
@@ -291,9 +295,9 @@ fn refused_admin_calls_spend_a_budget_per_address_and_spiffe_id_and_authorized_o
     // same caller: it brings no fresh budget.
     let fresh = svid_for("spiffe://example.org/workload/probe");
     assert_ne!(fresh, probe_svid);
-    l.admit_admin_call(a, Some(&fresh), t0)
+    l.admit_admin_call(&AdminPeer::of(a, Some(&fresh)), t0)
         .expect_err("a new certificate for a spent ID is still refused");
     // A refilled token admits one more check.
-    l.admit_admin_call(a, probe, t0 + Duration::from_secs(1))
+    l.admit_admin_call(&AdminPeer::of(a, probe), t0 + Duration::from_secs(1))
         .expect("refilled");
 }
