@@ -177,6 +177,18 @@ fn answer<B>(req: &http::Request<B>, registry: &Registry) -> http::Response<Full
     r
 }
 
+/// Writes one gauge read at scrape time (a collector's figure) to `encoder`.
+fn const_gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(value);
+    g.encode(encoder.encode_descriptor(name, help, unit, g.metric_type())?)
+}
+
 /// The process facts, read at each scrape: `process_resident_memory_bytes`,
 /// `process_cpu_seconds_total`, `process_open_fds`, `process_start_time_seconds` (the
 /// names of Prometheus' process collector, so existing dashboards and alerts apply). A
@@ -231,16 +243,7 @@ impl Collector for ProcessCollector {
         let Some(f) = self.read() else {
             return Ok(());
         };
-        let gauge = |encoder: &mut DescriptorEncoder,
-                     name: &str,
-                     help: &str,
-                     unit: Option<&Unit>,
-                     value: i64|
-         -> Result<(), std::fmt::Error> {
-            let g = ConstGauge::new(value);
-            g.encode(encoder.encode_descriptor(name, help, unit, g.metric_type())?)
-        };
-        gauge(
+        const_gauge(
             &mut encoder,
             "process_resident_memory",
             "Resident memory size in bytes.",
@@ -254,7 +257,7 @@ impl Collector for ProcessCollector {
             Some(&Unit::Seconds),
             cpu.metric_type(),
         )?)?;
-        gauge(
+        const_gauge(
             &mut encoder,
             "process_start_time",
             "Start time of the process since unix epoch in seconds.",
@@ -262,7 +265,7 @@ impl Collector for ProcessCollector {
             i64::try_from(f.start_time).unwrap_or(i64::MAX),
         )?;
         if let Some(fds) = f.open_fds {
-            gauge(
+            const_gauge(
                 &mut encoder,
                 "process_open_fds",
                 "Number of open file descriptors.",

@@ -10,8 +10,7 @@
 //! grows, allocated does not) from pages waiting to be purged (resident minus active).
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Unit;
 
 /// The allocator's statistics as gauges: `ironroot_allocator_allocated_bytes`,
@@ -93,13 +92,13 @@ impl Collector for AllocatorCollector {
                 s.retained,
             ),
         ] {
-            let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-            g.encode(encoder.encode_descriptor(
+            super::const_gauge(
+                &mut encoder,
                 name,
                 help,
                 Some(&Unit::Bytes),
-                g.metric_type(),
-            )?)?;
+                i64::try_from(value).unwrap_or(i64::MAX),
+            )?;
         }
         Ok(())
     }
